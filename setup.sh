@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# setup.sh -- install nsed's Debian dependencies, build, and run the demo or
+# the test suite.
+#
+#   ./setup.sh            install, build, run the demo (same as --demo)
+#   ./setup.sh --demo     install, build, run the demo workflow on nsed-sim
+#   ./setup.sh --test     install, build (normal and ASan+UBSan), run all tests
+#   ./setup.sh --build    install and build only
+#
+# Idempotent: packages already installed are not reinstalled, builds are
+# incremental. Runs apt-get as root, or through sudo when not root.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(build-essential cmake pkg-config libyaml-dev libcurl4-openssl-dev
+          libcjson-dev liblmdb-dev libssl-dev check libmicrohttpd-dev)
+
+mode=${1:---demo}
+case "$mode" in
+--demo|--test|--build) ;;
+-h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+*) echo "setup.sh: unknown option '$mode' (try --help)" >&2; exit 2 ;;
+esac
+
+install_packages() {
+    local missing=() p
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+            missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || {
+            echo "setup.sh: need root or sudo to install: ${missing[*]}" >&2
+            exit 1
+        }
+        sudo="sudo"
+    fi
+    echo "setup.sh: installing ${missing[*]}"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+build() { # build DIR [cmake options...]
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" -DNSED_WERROR=ON "$@" >/dev/null
+    cmake --build "$dir" -j "$JOBS" 2>&1 | grep -Ev '^\[|^gmake|^make|Consolidate compiler' || true
+    cmake --build "$dir" -j "$JOBS" >/dev/null
+}
+
+install_packages
+build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+case "$mode" in
+--build)
+    echo "setup.sh: built build/nsed"
+    ;;
+--demo)
+    exec ./workflows/demo.sh
+    ;;
+--test)
+    echo "== tests (RelWithDebInfo)"
+    (cd build && ctest --output-on-failure -j "$JOBS")
+    echo "== tests (ASan+UBSan)"
+    build build-asan -DCMAKE_BUILD_TYPE=Debug -DNSED_SANITIZE=ON
+    (cd build-asan &&
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ctest --output-on-failure -j "$JOBS")
+    ;;
+esac

@@ -1,0 +1,146 @@
+/* Tests for the base helpers: error formatting, capped buffers, SHA-256. */
+#include "pipeline/buf.h"
+#include "pipeline/err.h"
+#include "pipeline/hash.h"
+#include "testutil.h"
+
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+START_TEST(error_location_prefix)
+{
+    nsed_err e = {0};
+
+    ck_assert_int_eq(nsed_error_at(&e, NSED_EINVAL, "w.yaml", 3, 7,
+                                   "unknown key \"%s\"", "modles"),
+                     NSED_EINVAL);
+    ck_assert_str_eq(e.msg, "w.yaml:3:7: unknown key \"modles\"");
+    ck_assert_int_eq(e.code, NSED_EINVAL);
+    nsed_error_at(&e, NSED_EINVAL, "q.jsonl", 12, 0, "bad");
+    ck_assert_str_eq(e.msg, "q.jsonl:12: bad");
+    ck_assert_int_eq(nsed_exit_code(NSED_EINVAL), 2);
+    ck_assert_int_eq(nsed_exit_code(NSED_EIO), 1);
+    ck_assert_int_eq(nsed_exit_code(NSED_OK), 0);
+    ck_assert_int_eq(nsed_error(NULL, NSED_EIO, "x"), NSED_EIO);
+}
+END_TEST
+
+START_TEST(buf_cap_is_hard)
+{
+    buf b;
+
+    buf_init(&b, 8);
+    ck_assert_int_eq(buf_adds(&b, "12345678"), 0);
+    ck_assert_int_eq(buf_addc(&b, '9'), NSED_ETOOBIG);
+    ck_assert_uint_eq(b.len, 8);
+    ck_assert_str_eq(b.ptr, "12345678");
+    buf_reset(&b);
+    ck_assert_int_eq(buf_printf(&b, "%d-%s", 42, "abc"), 0);
+    ck_assert_str_eq(b.ptr, "42-abc");
+    ck_assert_int_eq(buf_printf(&b, "%s", "toolong"), NSED_ETOOBIG);
+    ck_assert_str_eq(b.ptr, "42-abc");
+    buf_release(&b);
+    ck_assert_ptr_null(b.ptr);
+}
+END_TEST
+
+START_TEST(buf_detach_hands_over)
+{
+    buf b;
+    size_t n = 99;
+    char *s;
+
+    buf_init(&b, 1 << 20);
+    s = buf_detach(&b, &n);
+    ck_assert_str_eq(s, "");
+    ck_assert_uint_eq(n, 0);
+    free(s);
+    for (int i = 0; i < 1000; i++)
+        ck_assert_int_eq(buf_adds(&b, "abcdefghij"), 0);
+    s = buf_detach(&b, &n);
+    ck_assert_uint_eq(n, 10000);
+    ck_assert_uint_eq(strlen(s), 10000);
+    ck_assert_ptr_null(b.ptr);
+    free(s);
+}
+END_TEST
+
+START_TEST(buf_read_file_respects_cap)
+{
+    char *dir = tu_mkdtemp(), *p = tu_path(dir, "f");
+    buf b;
+
+    tu_write_file(p, "hello world", (size_t)-1);
+    buf_init(&b, 5);
+    ck_assert_int_eq(buf_read_file(&b, p), NSED_ETOOBIG);
+    buf_release(&b);
+    buf_init(&b, 100);
+    ck_assert_int_eq(buf_read_file(&b, p), 0);
+    ck_assert_str_eq(b.ptr, "hello world");
+    buf_release(&b);
+    ck_assert_int_eq(buf_read_file(&b, "/nonexistent/x"), NSED_EIO);
+    tu_rmrf(dir);
+    free(p);
+    free(dir);
+}
+END_TEST
+
+START_TEST(sha256_known_vectors)
+{
+    uint8_t d[HASH_LEN];
+    char hex[HASH_HEX_LEN + 1];
+
+    ck_assert_int_eq(hash_sha256("abc", 3, d), 0);
+    hash_hex(d, hex);
+    ck_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223"
+                          "b00361a396177a9cb410ff61f20015ad");
+    ck_assert_int_eq(hash_sha256("", 0, d), 0);
+    hash_hex(d, hex);
+    ck_assert_str_eq(hex, "e3b0c44298fc1c149afbf4c8996fb924"
+                          "27ae41e4649b934ca495991b7852b855");
+}
+END_TEST
+
+START_TEST(sha256_fields_are_unambiguous)
+{
+    uint8_t a[HASH_LEN], b[HASH_LEN];
+    hash_ctx *h = hash_new();
+
+    hash_update_field(h, "ab", 2);
+    hash_update_field(h, "c", 1);
+    hash_final(h, a);
+    hash_free(h);
+    h = hash_new();
+    hash_update_field(h, "a", 1);
+    hash_update_field(h, "bc", 2);
+    hash_final(h, b);
+    hash_free(h);
+    ck_assert_mem_ne(a, b, HASH_LEN);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("base");
+    TCase *tc = tcase_create("errors");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_test(tc, error_location_prefix);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("buffers");
+    tcase_add_test(tc, buf_cap_is_hard);
+    tcase_add_test(tc, buf_detach_hands_over);
+    tcase_add_test(tc, buf_read_file_respects_cap);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("hash");
+    tcase_add_test(tc, sha256_known_vectors);
+    tcase_add_test(tc, sha256_fields_are_unambiguous);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
