@@ -1,0 +1,157 @@
+/* store.h -- the run store: one LMDB environment per run directory.
+ *
+ * A store is a directory holding an LMDB environment with these named
+ * databases (enum store_db). Keys are designed for ordered scans:
+ *
+ *   STORE_META       "schema_version" -> decimal text; "manifest" -> JSON
+ *   STORE_QUESTIONS  question id (bytes) -> question JSON (questions.h)
+ *   STORE_QORDER     8-byte big-endian ingestion sequence -> question id
+ *   STORE_STATE      question id [+ "\0" + sub-key] -> per-question state
+ *   STORE_LEDGER     32-byte call hash -> recorded call (gateway)
+ *   STORE_RESULTS    question id -> result JSON
+ *   STORE_TELEMETRY  free-form keys -> telemetry records
+ *
+ * Concurrency: one process at a time opens a store for writing; that is
+ * enforced with an flock(2) on DIR/nsed.lock, so a second writer gets
+ * NSED_EBUSY with a message naming the directory and the holder's pid.
+ * Any number of read-only opens (STORE_RDONLY) may run beside the writer.
+ * Within a process the store is used from one thread only (the runner's
+ * event loop); a store must not be carried across fork().
+ *
+ * Durability: every store_write() is one LMDB write transaction, committed
+ * with fsync unless STORE_NOSYNC was given. A process killed at any moment
+ * leaves every committed transaction intact and none of an uncommitted one.
+ *
+ * Map growth: the map starts at opts->initial_map_size (default 64 MiB) and
+ * doubles whenever LMDB reports MDB_MAP_FULL; the transaction is then
+ * replayed by calling the caller's function again, so write functions must
+ * only touch the store through the transaction they are given.
+ */
+#ifndef NSED_STORE_H
+#define NSED_STORE_H
+
+#include "pipeline/err.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_SCHEMA_VERSION 1
+
+enum store_db {
+    STORE_META,
+    STORE_QUESTIONS,
+    STORE_QORDER,
+    STORE_STATE,
+    STORE_LEDGER,
+    STORE_RESULTS,
+    STORE_TELEMETRY,
+    STORE_DB_COUNT
+};
+
+enum store_flags {
+    STORE_RDONLY = 1 << 0, /* open read-only: no lock, no creation */
+    STORE_NOSYNC = 1 << 1, /* commit without fsync (benchmarks only) */
+};
+
+typedef struct store store;
+typedef struct store_txn store_txn;
+
+typedef struct store_opts {
+    unsigned flags;          /* enum store_flags */
+    size_t initial_map_size; /* bytes; 0 = default (64 MiB) */
+} store_opts;
+
+/* Open (creating when absent and not read-only) the store in directory dir.
+ * opts may be NULL for defaults. On open the schema version is checked
+ * (NSED_ESCHEMA for one this build does not understand), stale reader slots
+ * left by killed processes are cleared, and for writers the lock is taken
+ * (NSED_EBUSY when another process holds it). A directory on NFS is refused
+ * with NSED_EINVAL (LMDB's locking does not work there). A read-only open
+ * of a directory that holds no store gives NSED_ENOTFOUND.
+ * On success *out owns the store; on error nothing is left open. */
+int store_open(const char *dir, const store_opts *opts, store **out,
+               nsed_err *err);
+
+/* Close the store and release the lock. NULL is ignored. No transaction
+ * may be open. */
+void store_close(store *s);
+
+/* The directory the store was opened on (owned by the store). */
+const char *store_dir(const store *s);
+
+/* Current LMDB map size in bytes (for tests and status). */
+size_t store_map_size(const store *s);
+
+typedef int (*store_txn_fn)(store_txn *txn, void *arg, nsed_err *err);
+
+/* Run fn inside one write transaction and commit it. If fn returns non-zero
+ * the transaction is aborted and that code returned (err as fn left it).
+ * On MDB_MAP_FULL (from a put or from the commit) the transaction is
+ * aborted, the map doubled, and fn called again from scratch. Returns 0,
+ * fn's error, NSED_ESTORE, or NSED_EINVAL on a read-only store. */
+int store_write(store *s, store_txn_fn fn, void *arg, nsed_err *err);
+
+/* Run fn inside one read-only transaction (a consistent snapshot). */
+int store_read(store *s, store_txn_fn fn, void *arg, nsed_err *err);
+
+/* Put key -> value (overwriting). Key length 1..STORE_KEY_MAX. Only inside
+ * store_write. Returns 0, NSED_EINVAL (bad key), NSED_ESTORE. MDB_MAP_FULL
+ * is reported as NSED_ESTORE and handled by store_write. */
+#define STORE_KEY_MAX 511
+int store_put(store_txn *t, enum store_db db, const void *key, size_t klen,
+              const void *val, size_t vlen);
+
+/* Look up key. On success *val/*vlen point into the map and stay valid
+ * until the transaction ends (do not free or modify them). Returns 0,
+ * NSED_ENOTFOUND, NSED_ESTORE. */
+int store_get(store_txn *t, enum store_db db, const void *key, size_t klen,
+              const void **val, size_t *vlen);
+
+/* Delete key. Returns 0, NSED_ENOTFOUND, NSED_ESTORE. */
+int store_del(store_txn *t, enum store_db db, const void *key, size_t klen);
+
+/* Number of entries in db. */
+int store_count(store_txn *t, enum store_db db, size_t *n);
+
+typedef int (*store_scan_fn)(const void *key, size_t klen, const void *val,
+                             size_t vlen, void *arg);
+
+/* Visit, in key order, every entry of db whose key starts with prefix
+ * (plen 0: all entries), starting at the first key >= start when start is
+ * not NULL. fn returning non-zero stops the scan and that value is
+ * returned. Returns 0 when the scan completed. */
+int store_scan(store_txn *t, enum store_db db, const void *prefix,
+               size_t plen, const void *start, size_t slen, store_scan_fn fn,
+               void *arg);
+
+/* What a run records about itself. Strings may be NULL when unknown. */
+typedef struct store_manifest {
+    const char *workflow_hash;      /* hex SHA-256 of the canonical text */
+    const char *workflow_canonical; /* canonical workflow text */
+    const char *workflow_name;
+    const char *resolved_json;      /* JSON of resolved ${VAR}s, no secrets */
+    const char *git_commit;
+    const char *command_line;
+    uint64_t seed;
+} store_manifest;
+
+/* Bind the store to a workflow. The first call on a new store writes the
+ * manifest (plus nsed version, schema version and creation time). Later
+ * calls compare m->workflow_hash with the recorded one: equal, the
+ * invocation (time, command line) is appended to the manifest's history;
+ * different, NSED_EMISMATCH with a message naming both hashes and the flag
+ * that overrides it, unless allow_change is set, in which case the change
+ * (time, old hash, new hash, command line) is recorded and the new hash
+ * becomes current. */
+int store_bind_manifest(store *s, const store_manifest *m, int allow_change,
+                        nsed_err *err);
+
+/* The manifest as JSON text (malloc'd, caller frees) in *out.
+ * NSED_ENOTFOUND when the store was never bound. */
+int store_manifest_json(store *s, char **out, nsed_err *err);
+
+/* Encode/decode the 8-byte big-endian keys used by STORE_QORDER. */
+void store_u64_key(uint64_t v, unsigned char out[8]);
+uint64_t store_key_u64(const unsigned char in[8]);
+
+#endif
