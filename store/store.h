@@ -16,7 +16,10 @@
  * NSED_EBUSY with a message naming the directory and the holder's pid.
  * Any number of read-only opens (STORE_RDONLY) may run beside the writer.
  * Within a process the store is used from one thread only (the runner's
- * event loop); a store must not be carried across fork().
+ * event loop); a store must not be carried across fork(). A process opens
+ * a given store at most once (LMDB's locks are per process): a second
+ * writer open gets NSED_EBUSY, and so does a read-only open in the process
+ * that holds the store for writing.
  *
  * Durability: every store_write() is one LMDB write transaction, committed
  * with fsync unless STORE_NOSYNC was given. A process killed at any moment
@@ -101,7 +104,7 @@ int store_read(store *s, store_txn_fn fn, void *arg, nsed_err *err);
 int store_put(store_txn *t, enum store_db db, const void *key, size_t klen,
               const void *val, size_t vlen);
 
-/* Look up key. On success *val/*vlen point into the map and stay valid
+/* Look up key. On success *val and *vlen point into the map and stay valid
  * until the transaction ends (do not free or modify them). Returns 0,
  * NSED_ENOTFOUND, NSED_ESTORE. */
 int store_get(store_txn *t, enum store_db db, const void *key, size_t klen,
