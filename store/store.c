@@ -1,0 +1,1205 @@
+/* store.c -- the run store on LMDB (see store.h for the contract).
+ *
+ * One store = one LMDB environment in a directory, seven named databases,
+ * an flock(2)-held DIR/nsed.lock for the single writer, and a META record
+ * of the schema version. Writes go through store_write(), which owns the
+ * map-growth loop: LMDB never grows its map by itself, so a MDB_MAP_FULL
+ * aborts the transaction, the map is doubled and the caller's function is
+ * replayed from scratch.
+ */
+#include "store/store.h"
+
+#include <cjson/cJSON.h>
+#include <lmdb.h>
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef NSED_VERSION
+#define NSED_VERSION "unknown"
+#endif
+
+#define STORE_DEFAULT_MAP ((size_t)64 << 20)
+/* Below a few pages LMDB cannot even hold its meta pages and the named
+ * database records; tiny requests are raised to this floor. */
+#define STORE_MIN_MAP_PAGES 16
+/* The map is address space, not memory, but doubling must stop somewhere:
+ * past this a run is surely broken rather than big. */
+#if SIZE_MAX > 0xFFFFFFFFu
+#define STORE_MAP_MAX ((size_t)1 << 40)
+#else
+#define STORE_MAP_MAX ((size_t)1 << 30)
+#endif
+/* A reader that keeps seeing MDB_MAP_RESIZED is racing a writer that grows
+ * the map again and again; give up eventually instead of spinning. */
+#define STORE_RESIZE_RETRIES 16
+/* Manifest history entries kept; older ones are dropped so that a store
+ * resumed every few minutes for months stays small. */
+#define STORE_HISTORY_MAX 1000
+#define STORE_LOCK_NAME "nsed.lock"
+#define STORE_DATA_NAME "data.mdb"
+#define STORE_KEY_SCHEMA "schema_version"
+#define STORE_KEY_MANIFEST "manifest"
+
+struct store {
+    char *dir;
+    MDB_env *env;
+    MDB_dbi dbi[STORE_DB_COUNT];
+    unsigned char have_dbi[STORE_DB_COUNT]; /* read-only: db may be absent */
+    unsigned flags;
+    int lock_fd; /* -1 for read-only stores */
+    int in_txn;  /* a store_write/store_read is running (no nesting) */
+    int broken;  /* a failed map resize left the mapping unusable */
+};
+
+struct store_txn {
+    store *s;
+    MDB_txn *txn;
+    int write;
+    /* First LMDB failure seen in this transaction. LMDB itself refuses
+     * further work on a transaction after a failed put, and store_write
+     * needs to know that the failure was MDB_MAP_FULL even when the
+     * caller's function turned it into a generic error. */
+    int mdb_rc;
+};
+
+static const char *db_name(enum store_db db)
+{
+    switch (db) {
+    case STORE_META: return "meta";
+    case STORE_QUESTIONS: return "questions";
+    case STORE_QORDER: return "qorder";
+    case STORE_STATE: return "state";
+    case STORE_LEDGER: return "ledger";
+    case STORE_RESULTS: return "results";
+    case STORE_TELEMETRY: return "telemetry";
+    case STORE_DB_COUNT: break;
+    }
+    return NULL;
+}
+
+/* malloc'd "dir/name", or NULL when out of memory or longer than PATH_MAX. */
+static char *join_path(const char *dir, const char *name)
+{
+    size_t dl = strlen(dir), nl = strlen(name);
+    char *p;
+
+    if (dl + 1 + nl + 1 > PATH_MAX)
+        return NULL;
+    p = malloc(dl + 1 + nl + 1);
+    if (!p)
+        return NULL;
+    memcpy(p, dir, dl);
+    p[dl] = '/';
+    memcpy(p + dl + 1, name, nl + 1);
+    return p;
+}
+
+/* mkdir -p: the run directory's parents often do not exist yet
+ * (`--store runs/exp3/shard-07`). */
+static int make_dirs(const char *dir, nsed_err *err)
+{
+    size_t n = strlen(dir);
+    char *p = malloc(n + 1);
+    struct stat st;
+    int rc = 0;
+
+    if (!p)
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    memcpy(p, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (p[i] != '/' && p[i] != '\0')
+            continue;
+        if (p[i - 1] == '/')
+            continue; /* "a//b" */
+        char saved = p[i];
+        p[i] = '\0';
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+            rc = nsed_error(err, NSED_EIO, "cannot create directory %s: %s",
+                            p, strerror(errno));
+            goto out;
+        }
+        p[i] = saved;
+    }
+    if (stat(dir, &st) != 0) {
+        rc = nsed_error(err, NSED_EIO, "cannot use store directory %s: %s",
+                        dir, strerror(errno));
+        goto out;
+    }
+    if (!S_ISDIR(st.st_mode))
+        rc = nsed_error(err, NSED_EINVAL,
+                        "store path %s exists and is not a directory", dir);
+out:
+    free(p);
+    return rc;
+}
+
+/* LMDB relies on POSIX locks and a shared memory map being coherent
+ * between processes; network file systems give neither. */
+static int check_local_fs(const char *dir, nsed_err *err)
+{
+    struct statfs sf;
+    uint32_t magic;
+    const char *name = NULL;
+
+    if (statfs(dir, &sf) != 0)
+        return nsed_error(err, NSED_EIO, "cannot inspect store directory %s: %s",
+                          dir, strerror(errno));
+    magic = (uint32_t)sf.f_type;
+    if (magic == 0x6969u)
+        name = "NFS";
+    else if (magic == 0xFF534D42u || magic == 0xFE534D42u || magic == 0x517Bu)
+        name = "SMB/CIFS";
+    if (name)
+        return nsed_error(err, NSED_EINVAL,
+                          "store directory %s is on %s; LMDB needs a local "
+                          "disk (its locks and shared memory map do not work "
+                          "over a network file system): put the store on local "
+                          "storage", dir, name);
+    return 0;
+}
+
+/* The pid recorded in the lock file, or 0 when it cannot be read. */
+static long read_lock_pid(int fd)
+{
+    char b[32];
+    ssize_t n = pread(fd, b, sizeof b - 1, 0);
+    char *end;
+    long pid;
+
+    if (n <= 0)
+        return 0;
+    b[n] = '\0';
+    errno = 0;
+    pid = strtol(b, &end, 10);
+    if (errno || end == b || (*end != '\n' && *end != '\0') || pid <= 0)
+        return 0;
+    return pid;
+}
+
+static int busy_error(nsed_err *err, const char *dir, long pid)
+{
+    if (pid == (long)getpid())
+        return nsed_error(err, NSED_EBUSY,
+                          "store %s is already open for writing in this "
+                          "process (pid %ld)", dir, pid);
+    if (pid > 0)
+        return nsed_error(err, NSED_EBUSY,
+                          "store %s is already open for writing by another "
+                          "process (pid %ld)", dir, pid);
+    return nsed_error(err, NSED_EBUSY,
+                      "store %s is already open for writing by another "
+                      "process (pid unknown)", dir);
+}
+
+/* Take the writer lock. The pid is written for the message a second
+ * writer prints; the flock itself is what excludes, and the kernel drops
+ * it when the holder dies, so a killed run never leaves a stale lock. */
+static int lock_take(store *s, nsed_err *err)
+{
+    char *path = join_path(s->dir, STORE_LOCK_NAME);
+    char pidtext[32];
+    int fd = -1, rc = 0, n;
+
+    if (!path)
+        return nsed_error(err, NSED_EINVAL, "store directory path too long: %s",
+                          s->dir);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc = nsed_error(err, NSED_EIO, "cannot open lock file %s: %s", path,
+                        strerror(errno));
+        goto out;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            rc = busy_error(err, s->dir, read_lock_pid(fd));
+        else
+            rc = nsed_error(err, NSED_EIO, "cannot lock %s: %s", path,
+                            strerror(errno));
+        goto out;
+    }
+    n = snprintf(pidtext, sizeof pidtext, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pidtext, (size_t)n, 0) != n) {
+        rc = nsed_error(err, NSED_EIO, "cannot write lock file %s: %s", path,
+                        strerror(errno));
+        goto out;
+    }
+    s->lock_fd = fd;
+    fd = -1;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return rc;
+}
+
+/* LMDB's own locks are per process: a second environment on the same files
+ * in one process corrupts them when either is closed. The writer case is
+ * caught by the flock; this catches a read-only open beside our own writer.
+ * The flock probe only runs when the recorded pid is ours, and tells a live
+ * lock from a pid left behind by a killed process whose pid we reuse. */
+static int check_not_own_writer(const char *dir, nsed_err *err)
+{
+    char *path = join_path(dir, STORE_LOCK_NAME);
+    int fd, rc = 0;
+
+    if (!path)
+        return nsed_error(err, NSED_EINVAL, "store directory path too long: %s",
+                          dir);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+    if (fd < 0)
+        return 0;
+    if (read_lock_pid(fd) == (long)getpid()) {
+        if (flock(fd, LOCK_SH | LOCK_NB) != 0) {
+            if (errno == EWOULDBLOCK)
+                rc = nsed_error(err, NSED_EBUSY,
+                                "store %s is already open for writing in this "
+                                "process (pid %ld); use that handle (LMDB "
+                                "must not be opened twice in one process)",
+                                dir, (long)getpid());
+        } else {
+            flock(fd, LOCK_UN);
+        }
+    }
+    close(fd);
+    return rc;
+}
+
+static size_t page_size(void)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+
+    return ps > 0 ? (size_t)ps : 4096;
+}
+
+static size_t round_map(size_t want)
+{
+    size_t ps = page_size(), floor = ps * STORE_MIN_MAP_PAGES;
+
+    if (want < floor)
+        want = floor;
+    if (want > STORE_MAP_MAX)
+        want = STORE_MAP_MAX;
+    return (want + ps - 1) / ps * ps;
+}
+
+size_t store_map_size(const store *s)
+{
+    MDB_envinfo info;
+
+    if (!s || !s->env || mdb_env_info(s->env, &info) != 0)
+        return 0;
+    return info.me_mapsize;
+}
+
+const char *store_dir(const store *s)
+{
+    return s ? s->dir : NULL;
+}
+
+/* Begin a transaction, adopting a map another process grew meanwhile. */
+static int txn_begin(store *s, unsigned flags, MDB_txn **out, nsed_err *err)
+{
+    MDB_txn *txn = NULL;
+    int mrc;
+
+    for (int tries = 0;; tries++) {
+        mrc = mdb_txn_begin(s->env, NULL, flags, &txn);
+        if (mrc != MDB_MAP_RESIZED || tries >= STORE_RESIZE_RETRIES)
+            break;
+        mrc = mdb_env_set_mapsize(s->env, 0);
+        if (mrc != 0) {
+            s->broken = 1;
+            break;
+        }
+    }
+    if (mrc != 0)
+        return nsed_error(err, NSED_ESTORE,
+                          "store %s: cannot begin a %s transaction: %s", s->dir,
+                          (flags & MDB_RDONLY) ? "read" : "write",
+                          mdb_strerror(mrc));
+    *out = txn;
+    return 0;
+}
+
+/* Double the map. Only called with no transaction open in this process. */
+static int grow_map(store *s, nsed_err *err)
+{
+    size_t cur = store_map_size(s), next;
+    int mrc;
+
+    if (cur >= STORE_MAP_MAX)
+        return nsed_error(err, NSED_ESTORE,
+                          "store %s is full: its map cannot grow past %zu bytes",
+                          s->dir, (size_t)STORE_MAP_MAX);
+    next = cur > STORE_MAP_MAX / 2 ? STORE_MAP_MAX : cur * 2;
+    mrc = mdb_env_set_mapsize(s->env, round_map(next));
+    if (mrc != 0) {
+        /* LMDB has unmapped the old map before failing to map the new one;
+         * nothing but close is safe any more. */
+        s->broken = 1;
+        return nsed_error(err, NSED_ESTORE,
+                          "store %s: cannot grow the map to %zu bytes: %s",
+                          s->dir, next, mdb_strerror(mrc));
+    }
+    return 0;
+}
+
+static void err_clear(nsed_err *err)
+{
+    if (err) {
+        err->code = 0;
+        err->msg[0] = '\0';
+    }
+}
+
+/* The replay loop behind store_write (also used by store_open before the
+ * store is handed out). */
+static int write_loop(store *s, store_txn_fn fn, void *arg, nsed_err *err)
+{
+    for (;;) {
+        store_txn t = {s, NULL, 1, 0};
+        int rc, mrc;
+
+        rc = txn_begin(s, 0, &t.txn, err);
+        if (rc)
+            return rc;
+        s->in_txn = 1;
+        rc = fn(&t, arg, err);
+        s->in_txn = 0;
+        if (t.mdb_rc == MDB_MAP_FULL) {
+            mdb_txn_abort(t.txn);
+            err_clear(err);
+            rc = grow_map(s, err);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (rc) {
+            mdb_txn_abort(t.txn);
+            if (t.mdb_rc && (!err || err->msg[0] == '\0'))
+                nsed_error(err, rc, "store %s: %s", s->dir,
+                           mdb_strerror(t.mdb_rc));
+            return rc;
+        }
+        if (t.mdb_rc) {
+            /* fn ignored a failed put; committing would lose it silently. */
+            mdb_txn_abort(t.txn);
+            return nsed_error(err, NSED_ESTORE,
+                              "store %s: a write failed inside the "
+                              "transaction: %s", s->dir, mdb_strerror(t.mdb_rc));
+        }
+        mrc = mdb_txn_commit(t.txn); /* frees the txn, success or not */
+        if (mrc == MDB_MAP_FULL) {
+            rc = grow_map(s, err);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (mrc != 0)
+            return nsed_error(err, NSED_ESTORE, "store %s: commit failed: %s",
+                              s->dir, mdb_strerror(mrc));
+        return 0;
+    }
+}
+
+static int usable(store *s, nsed_err *err)
+{
+    if (!s)
+        return nsed_error(err, NSED_EINVAL, "no store");
+    if (s->broken)
+        return nsed_error(err, NSED_ESTORE,
+                          "store %s is unusable after a failed map resize; "
+                          "close it", s->dir);
+    if (s->in_txn)
+        return nsed_error(err, NSED_EINVAL,
+                          "store %s: transactions cannot be nested", s->dir);
+    return 0;
+}
+
+int store_write(store *s, store_txn_fn fn, void *arg, nsed_err *err)
+{
+    int rc = usable(s, err);
+
+    if (rc)
+        return rc;
+    if (s->flags & STORE_RDONLY)
+        return nsed_error(err, NSED_EINVAL,
+                          "store %s was opened read-only", s->dir);
+    return write_loop(s, fn, arg, err);
+}
+
+int store_read(store *s, store_txn_fn fn, void *arg, nsed_err *err)
+{
+    store_txn t = {s, NULL, 0, 0};
+    int rc = usable(s, err);
+
+    if (rc)
+        return rc;
+    rc = txn_begin(s, MDB_RDONLY, &t.txn, err);
+    if (rc)
+        return rc;
+    s->in_txn = 1;
+    rc = fn(&t, arg, err);
+    s->in_txn = 0;
+    mdb_txn_abort(t.txn);
+    return rc;
+}
+
+/* Common argument checks for the per-key calls; 0 when the call may go on. */
+static int txn_check(store_txn *t, enum store_db db)
+{
+    if (!t || !t->txn || (unsigned)db >= STORE_DB_COUNT)
+        return NSED_EINVAL;
+    if (t->mdb_rc)
+        return NSED_ESTORE;
+    return 0;
+}
+
+static int key_ok(const void *key, size_t klen)
+{
+    return key && klen >= 1 && klen <= STORE_KEY_MAX;
+}
+
+static int txn_fail(store_txn *t, int mrc)
+{
+    if (!t->mdb_rc)
+        t->mdb_rc = mrc;
+    return NSED_ESTORE;
+}
+
+int store_put(store_txn *t, enum store_db db, const void *key, size_t klen,
+              const void *val, size_t vlen)
+{
+    int rc = txn_check(t, db);
+    MDB_val k, v;
+    int mrc;
+
+    if (rc)
+        return rc;
+    if (!t->write || !key_ok(key, klen) || (!val && vlen))
+        return NSED_EINVAL;
+    k.mv_data = (void *)key;
+    k.mv_size = klen;
+    /* LMDB copies from mv_data even for zero bytes; never hand it NULL. */
+    v.mv_data = val ? (void *)val : (void *)"";
+    v.mv_size = vlen;
+    mrc = mdb_put(t->txn, t->s->dbi[db], &k, &v, 0);
+    if (mrc != 0)
+        return txn_fail(t, mrc);
+    return 0;
+}
+
+int store_get(store_txn *t, enum store_db db, const void *key, size_t klen,
+              const void **val, size_t *vlen)
+{
+    int rc = txn_check(t, db);
+    MDB_val k, v;
+    int mrc;
+
+    if (rc)
+        return rc;
+    if (!key_ok(key, klen) || !val || !vlen)
+        return NSED_EINVAL;
+    if (!t->s->have_dbi[db])
+        return NSED_ENOTFOUND;
+    k.mv_data = (void *)key;
+    k.mv_size = klen;
+    mrc = mdb_get(t->txn, t->s->dbi[db], &k, &v);
+    if (mrc == MDB_NOTFOUND)
+        return NSED_ENOTFOUND;
+    if (mrc != 0)
+        return txn_fail(t, mrc);
+    *val = v.mv_data;
+    *vlen = v.mv_size;
+    return 0;
+}
+
+int store_del(store_txn *t, enum store_db db, const void *key, size_t klen)
+{
+    int rc = txn_check(t, db);
+    MDB_val k;
+    int mrc;
+
+    if (rc)
+        return rc;
+    if (!t->write || !key_ok(key, klen))
+        return NSED_EINVAL;
+    k.mv_data = (void *)key;
+    k.mv_size = klen;
+    mrc = mdb_del(t->txn, t->s->dbi[db], &k, NULL);
+    if (mrc == MDB_NOTFOUND)
+        return NSED_ENOTFOUND;
+    if (mrc != 0)
+        return txn_fail(t, mrc);
+    return 0;
+}
+
+int store_count(store_txn *t, enum store_db db, size_t *n)
+{
+    int rc = txn_check(t, db);
+    MDB_stat st;
+    int mrc;
+
+    if (rc)
+        return rc;
+    if (!n)
+        return NSED_EINVAL;
+    if (!t->s->have_dbi[db]) {
+        *n = 0;
+        return 0;
+    }
+    mrc = mdb_stat(t->txn, t->s->dbi[db], &st);
+    if (mrc != 0)
+        return txn_fail(t, mrc);
+    *n = st.ms_entries;
+    return 0;
+}
+
+/* LMDB's default key order: bytewise, then the shorter key first. */
+static int key_cmp(const void *a, size_t al, const void *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+
+    if (c)
+        return c;
+    return al < bl ? -1 : al > bl;
+}
+
+int store_scan(store_txn *t, enum store_db db, const void *prefix,
+               size_t plen, const void *start, size_t slen, store_scan_fn fn,
+               void *arg)
+{
+    int rc = txn_check(t, db);
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    MDB_cursor_op op;
+    int mrc;
+
+    if (rc)
+        return rc;
+    if (!fn || (plen && !prefix) || plen > STORE_KEY_MAX ||
+        (start && (slen < 1 || slen > STORE_KEY_MAX)))
+        return NSED_EINVAL;
+    if (!t->s->have_dbi[db])
+        return 0;
+    mrc = mdb_cursor_open(t->txn, t->s->dbi[db], &cur);
+    if (mrc != 0)
+        return txn_fail(t, mrc);
+    /* Keys sharing a prefix are contiguous, so seek to the later of prefix
+     * and start and walk until the prefix no longer matches. */
+    if (start && (!plen || key_cmp(start, slen, prefix, plen) > 0)) {
+        k.mv_data = (void *)start;
+        k.mv_size = slen;
+        op = MDB_SET_RANGE;
+    } else if (plen) {
+        k.mv_data = (void *)prefix;
+        k.mv_size = plen;
+        op = MDB_SET_RANGE;
+    } else {
+        op = MDB_FIRST;
+    }
+    rc = 0;
+    for (;;) {
+        mrc = mdb_cursor_get(cur, &k, &v, op);
+        if (mrc == MDB_NOTFOUND)
+            break;
+        if (mrc != 0) {
+            rc = txn_fail(t, mrc);
+            break;
+        }
+        if (plen && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0))
+            break;
+        rc = fn(k.mv_data, k.mv_size, v.mv_data, v.mv_size, arg);
+        if (rc)
+            break;
+        op = MDB_NEXT;
+    }
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+/* Parse the recorded schema version ("1"); -1 when it is not a number. */
+static long parse_version(const void *val, size_t vlen)
+{
+    char b[24];
+    char *end;
+    long v;
+
+    if (vlen == 0 || vlen >= sizeof b)
+        return -1;
+    memcpy(b, val, vlen);
+    b[vlen] = '\0';
+    if (b[0] < '0' || b[0] > '9')
+        return -1;
+    errno = 0;
+    v = strtol(b, &end, 10);
+    if (errno || *end != '\0')
+        return -1;
+    return v;
+}
+
+static int check_version(store_txn *t, nsed_err *err)
+{
+    const void *val;
+    size_t vlen;
+    long v;
+    int rc;
+
+    rc = store_get(t, STORE_META, STORE_KEY_SCHEMA, strlen(STORE_KEY_SCHEMA),
+                   &val, &vlen);
+    if (rc == NSED_ENOTFOUND) {
+        if (!t->write)
+            return nsed_error(err, NSED_ENOTFOUND,
+                              "no nsed store in %s (it has no schema version)",
+                              t->s->dir);
+        char text[24];
+        int n = snprintf(text, sizeof text, "%d", STORE_SCHEMA_VERSION);
+        rc = store_put(t, STORE_META, STORE_KEY_SCHEMA, strlen(STORE_KEY_SCHEMA),
+                       text, (size_t)n);
+        if (rc)
+            return nsed_error(err, rc, "store %s: cannot record the schema "
+                              "version", t->s->dir);
+        return 0;
+    }
+    if (rc)
+        return nsed_error(err, rc, "store %s: cannot read the schema version",
+                          t->s->dir);
+    v = parse_version(val, vlen);
+    if (v < 0)
+        return nsed_error(err, NSED_ESCHEMA,
+                          "store %s has an unreadable schema version; this "
+                          "nsed (%s) understands version %d", t->s->dir,
+                          NSED_VERSION, STORE_SCHEMA_VERSION);
+    if (v != STORE_SCHEMA_VERSION)
+        return nsed_error(err, NSED_ESCHEMA,
+                          "store %s has schema version %ld; this nsed (%s) "
+                          "understands version %d%s", t->s->dir, v,
+                          NSED_VERSION, STORE_SCHEMA_VERSION,
+                          v > STORE_SCHEMA_VERSION
+                              ? " (it was written by a newer nsed)" : "");
+    return 0;
+}
+
+/* First transaction of a writer: create the databases, check or record the
+ * schema version. Replayed like any write if the map is too small. */
+static int init_writer(store_txn *t, void *arg, nsed_err *err)
+{
+    store *s = t->s;
+    int mrc;
+
+    (void)arg;
+    memset(s->have_dbi, 0, sizeof s->have_dbi);
+    for (int i = 0; i < STORE_DB_COUNT; i++) {
+        mrc = mdb_dbi_open(t->txn, db_name((enum store_db)i), MDB_CREATE,
+                           &s->dbi[i]);
+        if (mrc != 0) {
+            txn_fail(t, mrc);
+            return nsed_error(err, NSED_ESTORE,
+                              "store %s: cannot open database %s: %s", s->dir,
+                              db_name((enum store_db)i), mdb_strerror(mrc));
+        }
+        s->have_dbi[i] = 1;
+    }
+    return check_version(t, err);
+}
+
+/* Read-only open: attach the databases that exist and check the version.
+ * The transaction is committed, not aborted, so that the database handles
+ * opened in it stay valid for the environment. */
+static int init_reader(store *s, nsed_err *err)
+{
+    store_txn t = {s, NULL, 0, 0};
+    int rc, mrc;
+
+    rc = txn_begin(s, MDB_RDONLY, &t.txn, err);
+    if (rc)
+        return rc;
+    for (int i = 0; i < STORE_DB_COUNT; i++) {
+        mrc = mdb_dbi_open(t.txn, db_name((enum store_db)i), 0, &s->dbi[i]);
+        if (mrc == MDB_NOTFOUND)
+            continue;
+        if (mrc != 0) {
+            rc = nsed_error(err, NSED_ESTORE,
+                            "store %s: cannot open database %s: %s", s->dir,
+                            db_name((enum store_db)i), mdb_strerror(mrc));
+            goto out;
+        }
+        s->have_dbi[i] = 1;
+    }
+    if (!s->have_dbi[STORE_META]) {
+        rc = nsed_error(err, NSED_ENOTFOUND, "no nsed store in %s", s->dir);
+        goto out;
+    }
+    rc = check_version(&t, err);
+    if (rc)
+        goto out;
+    mrc = mdb_txn_commit(t.txn);
+    t.txn = NULL;
+    if (mrc != 0)
+        rc = nsed_error(err, NSED_ESTORE, "store %s: %s", s->dir,
+                        mdb_strerror(mrc));
+out:
+    if (t.txn)
+        mdb_txn_abort(t.txn);
+    return rc;
+}
+
+/* 1 when dir holds a non-empty LMDB data file. */
+static int data_file_exists(const char *dir, int *exists, nsed_err *err)
+{
+    char *path = join_path(dir, STORE_DATA_NAME);
+    struct stat st;
+
+    if (!path)
+        return nsed_error(err, NSED_EINVAL, "store directory path too long: %s",
+                          dir);
+    *exists = stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0;
+    free(path);
+    return 0;
+}
+
+int store_open(const char *dir, const store_opts *opts, store **out,
+               nsed_err *err)
+{
+    unsigned flags = opts ? opts->flags : 0;
+    size_t initial = opts && opts->initial_map_size ? opts->initial_map_size
+                                                    : STORE_DEFAULT_MAP;
+    int rdonly = (flags & STORE_RDONLY) != 0;
+    unsigned envflags;
+    store *s = NULL;
+    struct stat st;
+    int exists = 0, rc, mrc, dead = 0;
+
+    if (!dir || !*dir || !out)
+        return nsed_error(err, NSED_EINVAL, "store_open: no directory given");
+    if (rdonly) {
+        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+            return nsed_error(err, NSED_ENOTFOUND,
+                              "no nsed store in %s (no such directory)", dir);
+    } else {
+        rc = make_dirs(dir, err);
+        if (rc)
+            return rc;
+    }
+    rc = check_local_fs(dir, err);
+    if (rc)
+        return rc;
+    rc = data_file_exists(dir, &exists, err);
+    if (rc)
+        return rc;
+    if (rdonly && !exists)
+        return nsed_error(err, NSED_ENOTFOUND, "no nsed store in %s", dir);
+    if (rdonly) {
+        rc = check_not_own_writer(dir, err);
+        if (rc)
+            return rc;
+    }
+
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    s->lock_fd = -1;
+    s->flags = flags;
+    s->dir = strdup(dir);
+    if (!s->dir) {
+        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (!rdonly) {
+        rc = lock_take(s, err);
+        if (rc)
+            goto out;
+    }
+
+    mrc = mdb_env_create(&s->env);
+    if (mrc != 0) {
+        s->env = NULL;
+        rc = nsed_error(err, NSED_ESTORE, "store %s: %s", dir,
+                        mdb_strerror(mrc));
+        goto out;
+    }
+    mrc = mdb_env_set_maxdbs(s->env, STORE_DB_COUNT);
+    /* A new store starts at the requested size; an existing one keeps the
+     * size LMDB recorded (a previous run may have grown it), raised below
+     * to the requested size if that is larger. Readers adopt the writer's. */
+    if (mrc == 0 && !rdonly && !exists)
+        mrc = mdb_env_set_mapsize(s->env, round_map(initial));
+    if (mrc != 0) {
+        rc = nsed_error(err, NSED_ESTORE, "store %s: %s", dir,
+                        mdb_strerror(mrc));
+        goto out;
+    }
+    envflags = rdonly ? MDB_RDONLY : 0;
+    if (flags & STORE_NOSYNC)
+        envflags |= MDB_NOSYNC;
+    mrc = mdb_env_open(s->env, dir, envflags, 0644);
+    if (mrc != 0) {
+        rc = nsed_error(err, NSED_ESTORE, "cannot open store %s: %s", dir,
+                        mdb_strerror(mrc));
+        goto out;
+    }
+    if (!rdonly && exists && store_map_size(s) < round_map(initial)) {
+        mrc = mdb_env_set_mapsize(s->env, round_map(initial));
+        if (mrc != 0) {
+            rc = nsed_error(err, NSED_ESTORE, "store %s: cannot set the map "
+                            "size: %s", dir, mdb_strerror(mrc));
+            goto out;
+        }
+    }
+    /* A process killed inside a read transaction leaves its reader slot
+     * taken while other processes keep the lock file alive; such slots pin
+     * old pages (the file grows) and eventually exhaust the table. */
+    mrc = mdb_reader_check(s->env, &dead);
+    if (mrc != 0) {
+        rc = nsed_error(err, NSED_ESTORE, "store %s: reader check failed: %s",
+                        dir, mdb_strerror(mrc));
+        goto out;
+    }
+    rc = rdonly ? init_reader(s, err) : write_loop(s, init_writer, NULL, err);
+    if (rc)
+        goto out;
+    *out = s;
+    s = NULL;
+out:
+    store_close(s);
+    return rc;
+}
+
+void store_close(store *s)
+{
+    if (!s)
+        return;
+    assert(!s->in_txn);
+    if (s->env)
+        mdb_env_close(s->env);
+    if (s->lock_fd >= 0) {
+        /* Clear the pid so that it cannot be mistaken for a holder later;
+         * closing the descriptor is what releases the lock. */
+        int trc = ftruncate(s->lock_fd, 0);
+
+        (void)trc; /* a stale pid only affects a message; the lock goes */
+        close(s->lock_fd);
+    }
+    free(s->dir);
+    free(s);
+}
+
+void store_u64_key(uint64_t v, unsigned char out[8])
+{
+    for (int i = 7; i >= 0; i--) {
+        out[i] = (unsigned char)(v & 0xFF);
+        v >>= 8;
+    }
+}
+
+uint64_t store_key_u64(const unsigned char in[8])
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | in[i];
+    return v;
+}
+
+/* ---- manifest ---------------------------------------------------------- */
+
+struct bind_ctx {
+    const store_manifest *m;
+    int allow_change;
+    const char *now; /* one timestamp for every replay */
+};
+
+static int add_str(cJSON *obj, const char *name, const char *val)
+{
+    cJSON *item = val ? cJSON_CreateString(val) : cJSON_CreateNull();
+
+    if (!item)
+        return NSED_ENOMEM;
+    if (!cJSON_AddItemToObject(obj, name, item)) {
+        cJSON_Delete(item);
+        return NSED_ENOMEM;
+    }
+    return 0;
+}
+
+static int set_item(cJSON *obj, const char *name, cJSON *item)
+{
+    if (!item)
+        return NSED_ENOMEM;
+    if (cJSON_GetObjectItemCaseSensitive(obj, name)) {
+        if (!cJSON_ReplaceItemInObjectCaseSensitive(obj, name, item)) {
+            cJSON_Delete(item);
+            return NSED_ENOMEM;
+        }
+        return 0;
+    }
+    if (!cJSON_AddItemToObject(obj, name, item)) {
+        cJSON_Delete(item);
+        return NSED_ENOMEM;
+    }
+    return 0;
+}
+
+static cJSON *str_or_null(const char *v)
+{
+    return v ? cJSON_CreateString(v) : cJSON_CreateNull();
+}
+
+/* The workflow fields that describe the current binding. */
+static int set_workflow_fields(cJSON *man, const store_manifest *m,
+                               nsed_err *err)
+{
+    cJSON *resolved;
+    int rc;
+
+    if (m->resolved_json) {
+        resolved = cJSON_Parse(m->resolved_json);
+        if (!resolved)
+            return nsed_error(err, NSED_EINVAL,
+                              "resolved workflow variables are not valid JSON");
+    } else {
+        resolved = cJSON_CreateNull();
+    }
+    if ((rc = set_item(man, "workflow_hash", str_or_null(m->workflow_hash))) ||
+        (rc = set_item(man, "workflow_name", str_or_null(m->workflow_name))) ||
+        (rc = set_item(man, "workflow_canonical",
+                       str_or_null(m->workflow_canonical))) ||
+        (rc = set_item(man, "resolved", resolved)))
+        return nsed_error(err, rc, "out of memory");
+    return 0;
+}
+
+static int history_add(cJSON *man, const struct bind_ctx *c, const char *event,
+                       const char *old_hash, nsed_err *err)
+{
+    cJSON *hist = cJSON_GetObjectItemCaseSensitive(man, "history");
+    cJSON *e = NULL;
+    int rc = 0;
+
+    if (!cJSON_IsArray(hist)) {
+        hist = cJSON_CreateArray();
+        if ((rc = set_item(man, "history", hist)))
+            goto out;
+    }
+    e = cJSON_CreateObject();
+    if (!e || (rc = add_str(e, "at", c->now)) ||
+        (rc = add_str(e, "event", event)) ||
+        (rc = add_str(e, "command_line", c->m->command_line)) ||
+        (rc = add_str(e, "git_commit", c->m->git_commit))) {
+        rc = NSED_ENOMEM;
+        goto out;
+    }
+    if (old_hash && ((rc = add_str(e, "old_hash", old_hash)) ||
+                     (rc = add_str(e, "new_hash", c->m->workflow_hash))))
+        goto out;
+    if (!cJSON_AddItemToArray(hist, e)) {
+        rc = NSED_ENOMEM;
+        goto out;
+    }
+    e = NULL;
+    while (cJSON_GetArraySize(hist) > STORE_HISTORY_MAX)
+        cJSON_DeleteItemFromArray(hist, 0);
+out:
+    cJSON_Delete(e);
+    if (rc)
+        return nsed_error(err, rc, "out of memory");
+    return 0;
+}
+
+static cJSON *new_manifest(const struct bind_ctx *c, nsed_err *err, int *rc)
+{
+    cJSON *man = cJSON_CreateObject();
+    char seed[24];
+
+    snprintf(seed, sizeof seed, "%" PRIu64, c->m->seed);
+    if (!man || add_str(man, "git_commit", c->m->git_commit) ||
+        add_str(man, "command_line", c->m->command_line) ||
+        add_str(man, "seed", seed) ||
+        add_str(man, "nsed_version", NSED_VERSION) ||
+        !cJSON_AddNumberToObject(man, "schema_version", STORE_SCHEMA_VERSION) ||
+        add_str(man, "created_at", c->now)) {
+        *rc = nsed_error(err, NSED_ENOMEM, "out of memory");
+        cJSON_Delete(man);
+        return NULL;
+    }
+    *rc = set_workflow_fields(man, c->m, err);
+    if (*rc) {
+        cJSON_Delete(man);
+        return NULL;
+    }
+    return man;
+}
+
+/* "3f2a9c0d1b2e…": enough of a hash to tell two apart in a message. */
+static void short_hash(const char *h, char out[32])
+{
+    snprintf(out, 32, "%.12s%s", h, strlen(h) > 12 ? "\xE2\x80\xA6" : "");
+}
+
+static int had_change(const cJSON *man)
+{
+    const cJSON *hist = cJSON_GetObjectItemCaseSensitive(man, "history");
+    const cJSON *e;
+
+    cJSON_ArrayForEach(e, hist) {
+        const cJSON *ev = cJSON_GetObjectItemCaseSensitive(e, "event");
+        if (cJSON_IsString(ev) && strcmp(ev->valuestring, "workflow_change") == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int bind_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    const struct bind_ctx *c = arg;
+    const char *dir = t->s->dir;
+    const void *val;
+    size_t vlen;
+    cJSON *man = NULL;
+    char *text = NULL;
+    int rc;
+
+    rc = store_get(t, STORE_META, STORE_KEY_MANIFEST,
+                   strlen(STORE_KEY_MANIFEST), &val, &vlen);
+    if (rc == NSED_ENOTFOUND) {
+        man = new_manifest(c, err, &rc);
+        if (!man)
+            goto out;
+        rc = history_add(man, c, "open", NULL, err);
+        if (rc)
+            goto out;
+    } else if (rc) {
+        rc = nsed_error(err, rc, "store %s: cannot read the manifest", dir);
+        goto out;
+    } else {
+        const cJSON *h;
+        char *old = NULL;
+
+        man = cJSON_ParseWithLength(val, vlen);
+        h = cJSON_GetObjectItemCaseSensitive(man, "workflow_hash");
+        if (!cJSON_IsObject(man) || !cJSON_IsString(h)) {
+            rc = nsed_error(err, NSED_ESTORE,
+                            "store %s: the recorded manifest is damaged", dir);
+            goto out;
+        }
+        if (strcmp(h->valuestring, c->m->workflow_hash) == 0) {
+            rc = history_add(man, c, "open", NULL, err);
+            if (rc)
+                goto out;
+        } else if (!c->allow_change) {
+            char o[32], n[32];
+
+            short_hash(h->valuestring, o);
+            short_hash(c->m->workflow_hash, n);
+            rc = nsed_error(err, NSED_EMISMATCH,
+                            "store %s %s workflow %s; this workflow hashes to "
+                            "%s. Re-run with --allow-workflow-change to "
+                            "continue anyway (the change is recorded in the "
+                            "manifest).", dir,
+                            had_change(man) ? "is bound to" : "was created with",
+                            o, n);
+            goto out;
+        } else {
+            old = strdup(h->valuestring);
+            if (!old) {
+                rc = nsed_error(err, NSED_ENOMEM, "out of memory");
+                goto out;
+            }
+            rc = history_add(man, c, "workflow_change", old, err);
+            free(old);
+            if (rc)
+                goto out;
+            rc = set_workflow_fields(man, c->m, err);
+            if (rc)
+                goto out;
+        }
+    }
+    text = cJSON_PrintUnformatted(man);
+    if (!text) {
+        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = store_put(t, STORE_META, STORE_KEY_MANIFEST,
+                   strlen(STORE_KEY_MANIFEST), text, strlen(text));
+    if (rc)
+        rc = nsed_error(err, rc, "store %s: cannot write the manifest", dir);
+out:
+    free(text);
+    cJSON_Delete(man);
+    return rc;
+}
+
+int store_bind_manifest(store *s, const store_manifest *m, int allow_change,
+                        nsed_err *err)
+{
+    struct bind_ctx c = {m, allow_change, NULL};
+    char now[32];
+    struct tm tm;
+    time_t tt = time(NULL);
+
+    if (!s || !m || !m->workflow_hash || !*m->workflow_hash)
+        return nsed_error(err, NSED_EINVAL,
+                          "store_bind_manifest: no workflow hash given");
+    if (!gmtime_r(&tt, &tm) ||
+        strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        return nsed_error(err, NSED_EIO, "cannot format the current time");
+    c.now = now;
+    return store_write(s, bind_fn, &c, err);
+}
+
+struct manifest_out {
+    char *text;
+};
+
+static int manifest_get_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    struct manifest_out *o = arg;
+    const void *val;
+    size_t vlen;
+    int rc;
+
+    rc = store_get(t, STORE_META, STORE_KEY_MANIFEST,
+                   strlen(STORE_KEY_MANIFEST), &val, &vlen);
+    if (rc == NSED_ENOTFOUND)
+        return nsed_error(err, rc, "store %s has no manifest (it was never "
+                          "bound to a workflow)", t->s->dir);
+    if (rc)
+        return nsed_error(err, rc, "store %s: cannot read the manifest",
+                          t->s->dir);
+    o->text = malloc(vlen + 1);
+    if (!o->text)
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    memcpy(o->text, val, vlen);
+    o->text[vlen] = '\0';
+    return 0;
+}
+
+int store_manifest_json(store *s, char **out, nsed_err *err)
+{
+    struct manifest_out o = {NULL};
+    int rc;
+
+    if (!out)
+        return nsed_error(err, NSED_EINVAL, "store_manifest_json: no output");
+    rc = store_read(s, manifest_get_fn, &o, err);
+    if (rc) {
+        free(o.text);
+        return rc;
+    }
+    *out = o.text;
+    return 0;
+}
