@@ -584,6 +584,31 @@ START_TEST(empty_file_has_no_questions)
 }
 END_TEST
 
+START_TEST(line_at_cap_accepted)
+{
+    /* QUESTIONS_LINE_MAX bytes of content, then CRLF: just allowed (the
+     * table checks that one byte more is refused) */
+    const char *head = "{\"id\": \"a\", \"question\": \"";
+    size_t n = QUESTIONS_LINE_MAX, hl = strlen(head);
+    char *dir = tu_mkdtemp(), *path = tu_path(dir, "cap.jsonl");
+    char *p = malloc(n + 2);
+    questions_stats st = {0};
+    nsed_err e = {0};
+
+    ck_assert_ptr_nonnull(p);
+    memcpy(p, head, hl);
+    memset(p + hl, 'x', n - hl - 2);
+    memcpy(p + n - 2, "\"}\r\n", 4);
+    tu_write_file(path, p, n + 2);
+    ck_assert_msg(questions_check_file(path, &st, &e) == 0, "%s", e.msg);
+    ck_assert_uint_eq(st.questions, 1);
+    free(p);
+    tu_rmrf(dir);
+    free(path);
+    free(dir);
+}
+END_TEST
+
 START_TEST(demo_set_is_valid)
 {
     questions_stats st = {0};
@@ -1006,6 +1031,7 @@ int main(void)
     tcase_add_test(tc, read_file_stops_when_asked);
     tcase_add_test(tc, missing_file_is_io_error);
     tcase_add_test(tc, empty_file_has_no_questions);
+    tcase_add_test(tc, line_at_cap_accepted);
     tcase_add_test(tc, demo_set_is_valid);
     suite_add_tcase(s, tc);
     tc = tcase_create("records");
