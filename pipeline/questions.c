@@ -164,6 +164,11 @@ static int json_number_ok(const unsigned char *s, size_t n)
     return i == n;
 }
 
+static int is_hex(unsigned char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
 static int is_number_char(unsigned char c)
 {
     return is_digit(c) || c == '+' || c == '-' || c == '.' || c == 'e' ||
@@ -236,16 +241,33 @@ static void scan_line(const unsigned char *p, size_t n, line_scan *sc)
                           c);
                 return;
             }
-            if (c == '\\' && i + 1 < n) {
-                if (p[i + 1] == 'u' && i + 5 < n &&
-                    memcmp(p + i + 2, "0000", 4) == 0) {
-                    scan_fail(sc, i, "\\u0000 (NUL) is not allowed");
+            if (c == '\\') {
+                /* cJSON reads a malformed \uXXXX as U+0000 and cuts the
+                 * string there, so escapes are checked here */
+                if (i + 1 >= n)
+                    continue; /* unterminated: cJSON reports it */
+                if (p[i + 1] == 'u') {
+                    if (i + 5 >= n || !is_hex(p[i + 2]) ||
+                        !is_hex(p[i + 3]) || !is_hex(p[i + 4]) ||
+                        !is_hex(p[i + 5])) {
+                        scan_fail(sc, i, "invalid escape (\\u needs four "
+                                         "hex digits)");
+                        return;
+                    }
+                    if (memcmp(p + i + 2, "0000", 4) == 0) {
+                        scan_fail(sc, i, "\\u0000 (NUL) is not allowed");
+                        return;
+                    }
+                    i += 5;
+                } else if (p[i + 1] && strchr("\"\\/bfnrt", p[i + 1])) {
+                    i++;
+                } else {
+                    scan_fail(sc, i, "invalid escape \"\\%c\"",
+                              p[i + 1] >= 0x20 && p[i + 1] < 0x7f
+                                  ? p[i + 1]
+                                  : '?');
                     return;
                 }
-                /* the escaped byte is ASCII in valid JSON; anything else
-                 * is left for cJSON to refuse */
-                if (p[i + 1] < 0x80)
-                    i++;
             } else if (c == '"') {
                 in_str = 0;
                 if (top_level && top == TOP_IN_KEY)

@@ -222,6 +222,11 @@ START_TEST(parse_errors_name_columns)
                 "(U+0009)");
     parse_fails("{\"id\": \"a\", \"question\": \"\\ud800\"}", NSED_EINVAL,
                 "t.jsonl:7:26: invalid JSON");
+    /* cJSON alone would read a bad \\u escape as U+0000 and cut the text */
+    parse_fails("{\"id\": \"a\", \"question\": \"x\\u12}\"}", NSED_EINVAL,
+                "t.jsonl:7:27: invalid escape (\\u needs four hex digits)");
+    parse_fails("{\"id\": \"a\\q\", \"question\": \"x\"}", NSED_EINVAL,
+                "t.jsonl:7:10: invalid escape \"\\q\"");
 }
 END_TEST
 
@@ -239,6 +244,71 @@ START_TEST(parse_overlong_line_refused)
     ck_assert_str_eq(e.msg, "t.jsonl:4: line is longer than 1 MiB "
                             "(1048577 bytes)");
     free(line);
+}
+END_TEST
+
+START_TEST(parse_survives_mutations)
+{
+    /* deterministic mutation of a valid line: every result is a clean
+     * success or a located error, and every success survives a trip
+     * through the stored record unchanged */
+    static const char seed[] =
+        "{\"id\": \"q-1\", \"question\": \"caf\xC3\xA9 \\u00e9?\", "
+        "\"answer\": -1.50e2, \"tags\": [\"a\", \"b\"], "
+        "\"meta\": {\"k\": [1, {\"x\": \"y\"}], \"n\": null}}";
+    static const char alphabet[] = "{}[]\":,\\u0 -.eE1a\xC3\xA9\xFF\t";
+    char line[sizeof seed + 8];
+    uint32_t state = 12345;
+    size_t ok = 0;
+
+    for (int iter = 0; iter < 20000; iter++) {
+        size_t n = sizeof seed - 1;
+        question q = {0}, back = {0};
+        nsed_err e = {0};
+        char *rec = NULL;
+        size_t rlen = 0;
+        int rc;
+
+        memcpy(line, seed, n);
+        for (int m = 0; m < 1 + iter % 3; m++) {
+            size_t pos;
+
+            if (n < 2)
+                break;
+            state = state * 1103515245u + 12345u;
+            pos = (state >> 8) % n;
+            state = state * 1103515245u + 12345u;
+            switch ((state >> 16) % 3) {
+            case 0: /* replace */
+                line[pos] = alphabet[(state >> 4) % (sizeof alphabet - 1)];
+                break;
+            case 1: /* delete */
+                memmove(line + pos, line + pos + 1, n - pos - 1);
+                n--;
+                break;
+            default: /* truncate */
+                n = pos + 1;
+                break;
+            }
+        }
+        rc = questions_parse_line("f.jsonl", 1, line, n, &q, &e);
+        if (rc == NSED_ENOTFOUND)
+            continue;
+        if (rc) {
+            ck_assert_int_eq(rc, NSED_EINVAL);
+            ck_assert_msg(strncmp(e.msg, "f.jsonl:1", 9) == 0, "%s", e.msg);
+            continue;
+        }
+        ok++;
+        ck_assert_int_eq(questions_record_json(&q, 3, &rec, &rlen), 0);
+        ck_assert_msg(questions_parse_record(rec, rlen, &back, NULL, &e) == 0,
+                      "%s from %.*s", e.msg, (int)n, line);
+        ck_assert_ptr_null(question_diff(&q, &back));
+        free(rec);
+        question_release(&q);
+        question_release(&back);
+    }
+    ck_assert_uint_gt(ok, 100);
 }
 END_TEST
 
@@ -1018,6 +1088,7 @@ int main(void)
     tcase_add_test(tc, parse_crlf_bom_and_length);
     tcase_add_test(tc, parse_errors_name_columns);
     tcase_add_test(tc, parse_overlong_line_refused);
+    tcase_add_test(tc, parse_survives_mutations);
     suite_add_tcase(s, tc);
     tc = tcase_create("bad_files");
     tcase_add_loop_test(tc, bad_file_reports_location, 0,
