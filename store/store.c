@@ -591,8 +591,10 @@ int store_scan(store_txn *t, enum store_db db, const void *prefix,
 
     if (rc)
         return rc;
+    if (!slen)
+        start = NULL; /* the empty key sorts first: same as no start */
     if (!fn || (plen && !prefix) || plen > STORE_KEY_MAX ||
-        (start && (slen < 1 || slen > STORE_KEY_MAX)))
+        slen > STORE_KEY_MAX)
         return NSED_EINVAL;
     if (!t->s->have_dbi[db])
         return 0;
@@ -772,6 +774,22 @@ static int data_file_exists(const char *dir, int *exists, nsed_err *err)
     return 0;
 }
 
+/* LMDB fsyncs its files but not the directory holding them; without this
+ * a power cut soon after creating a store could lose the files' names and
+ * with them every commit made so far. */
+static int sync_dir(const char *dir, nsed_err *err)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = 0;
+
+    if (fd < 0 || fsync(fd) != 0)
+        rc = nsed_error(err, NSED_EIO, "cannot sync store directory %s: %s",
+                        dir, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
 int store_open(const char *dir, const store_opts *opts, store **out,
                nsed_err *err)
 {
@@ -783,6 +801,7 @@ int store_open(const char *dir, const store_opts *opts, store **out,
     store *s = NULL;
     struct stat st;
     int exists = 0, rc, mrc, dead = 0;
+    mdb_filehandle_t fd;
 
     if (!dir || !*dir || !out)
         return nsed_error(err, NSED_EINVAL, "store_open: no directory given");
@@ -869,9 +888,22 @@ int store_open(const char *dir, const store_opts *opts, store **out,
                         dir, mdb_strerror(mrc));
         goto out;
     }
+    /* LMDB leaves its data file descriptor inheritable; a program the
+     * runner executes has no business holding the store open. */
+    if (mdb_env_get_fd(s->env, &fd) == 0 && fd >= 0) {
+        int fdflags = fcntl(fd, F_GETFD);
+
+        if (fdflags >= 0)
+            fcntl(fd, F_SETFD, fdflags | FD_CLOEXEC);
+    }
     rc = rdonly ? init_reader(s, err) : write_loop(s, init_writer, NULL, err);
     if (rc)
         goto out;
+    if (!rdonly && !exists && !(flags & STORE_NOSYNC)) {
+        rc = sync_dir(dir, err);
+        if (rc)
+            goto out;
+    }
     *out = s;
     s = NULL;
 out:
