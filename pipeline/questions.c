@@ -448,7 +448,8 @@ static size_t edit_distance(const char *a, const char *b)
 static int has_prefix_ci(const char *s, const char *prefix)
 {
     for (; *prefix; s++, prefix++)
-        if (lower_ascii((unsigned char)*s) != lower_ascii((unsigned char)*prefix))
+        if (lower_ascii((unsigned char)*s) !=
+            lower_ascii((unsigned char)*prefix))
             return 0;
     return 1;
 }
@@ -764,8 +765,9 @@ static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
             if (rc == NSED_ETOOBIG)
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
                                      col,
-                                     "\"answer\" number has more than %d "
-                                     "digits; write it as a string",
+                                     "\"answer\" number is too long as "
+                                     "decimal text (over %d characters); "
+                                     "write it as a string",
                                      QUESTIONS_NUMBER_MAX);
             if (rc)
                 return rc;

@@ -52,10 +52,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define QUESTIONS_LINE_MAX ((size_t)1 << 20) /* bytes per line, CR/LF excluded */
+/* Caps on input from question files. */
+#define QUESTIONS_LINE_MAX ((size_t)1 << 20) /* bytes/line, CR LF excluded */
 #define QUESTIONS_ID_MAX 256                 /* bytes per id */
 #define QUESTIONS_TAGS_MAX 64                /* tags per question */
-#define QUESTIONS_NUMBER_MAX 400  /* bytes of a numeric answer's decimal text */
+#define QUESTIONS_NUMBER_MAX 400 /* bytes of a numeric answer as decimal */
 #define QUESTIONS_FILE_MAX 10000000 /* questions per file for check/ingest */
 
 /* One question. Every string is malloc'd and owned by the struct; release

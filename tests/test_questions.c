@@ -121,8 +121,8 @@ START_TEST(parse_numeric_answers_exact)
     }
     parse_fails("{\"id\": \"n\", \"question\": \"q\", \"answer\": 1e999}",
                 NSED_EINVAL,
-                "t.jsonl:7:30: \"answer\" number has more than 400 digits; "
-                "write it as a string");
+                "t.jsonl:7:30: \"answer\" number is too long as decimal "
+                "text (over 400 characters); write it as a string");
 }
 END_TEST
 
