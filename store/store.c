@@ -287,10 +287,10 @@ static size_t page_size(void)
 
 static size_t round_map(size_t want)
 {
-    size_t ps = page_size(), floor = ps * STORE_MIN_MAP_PAGES;
+    size_t ps = page_size(), least = ps * STORE_MIN_MAP_PAGES;
 
-    if (want < floor)
-        want = floor;
+    if (want < least)
+        want = least;
     if (want > STORE_MAP_MAX)
         want = STORE_MAP_MAX;
     return (want + ps - 1) / ps * ps;
@@ -345,8 +345,8 @@ static int grow_map(store *s, nsed_err *err)
         return nsed_error(err, NSED_ESTORE,
                           "store %s is full: its map cannot grow past %zu bytes",
                           s->dir, (size_t)STORE_MAP_MAX);
-    next = cur > STORE_MAP_MAX / 2 ? STORE_MAP_MAX : cur * 2;
-    mrc = mdb_env_set_mapsize(s->env, round_map(next));
+    next = round_map(cur > STORE_MAP_MAX / 2 ? STORE_MAP_MAX : cur * 2);
+    mrc = mdb_env_set_mapsize(s->env, next);
     if (mrc != 0) {
         /* LMDB has unmapped the old map before failing to map the new one;
          * nothing but close is safe any more. */
