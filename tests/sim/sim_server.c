@@ -1,0 +1,1176 @@
+#include "sim_server.h"
+
+#include "pipeline/buf.h"
+#include "pipeline/hash.h"
+#include "sim_model.h"
+#include "sim_prompt.h"
+#include "sim_rng.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+/* Attempt counters: a set-associative table, so memory stays fixed however
+ * many distinct requests arrive; the least recently used way of a set is
+ * recycled. An evicted request simply counts from 1 again. */
+#define ATTEMPT_SETS 4096
+#define ATTEMPT_WAYS 4
+/* OpenAI accepts at most four stop sequences. */
+#define MAX_STOP 4
+/* Fixed "created" time, so identical requests get identical bodies. */
+#define SIM_CREATED 1700000000
+#define CONNECTION_LIMIT 4096
+
+typedef struct counters {
+    uint64_t requests, ok, faults[SIM_FAULT_COUNT], faults_total;
+    uint64_t in_flight, peak_in_flight, prompt_tokens, completion_tokens;
+} counters;
+
+typedef struct model_state {
+    const sim_model_cfg *cfg;
+    pthread_mutex_t lock; /* guards everything below */
+    counters c;
+    char *last_prompt;    /* previous prompt, for the simulated prefix cache */
+    size_t last_len;
+} model_state;
+
+typedef struct attempt_slot {
+    uint8_t key[HASH_LEN];
+    uint64_t count;
+    uint64_t used;  /* clock value of the last use; 0 = empty */
+} attempt_slot;
+
+struct sim_server {
+    const sim_config *cfg;
+    const sim_qset *qs;
+    struct MHD_Daemon *daemon;
+    unsigned port;
+    model_state *models;
+
+    pthread_mutex_t stats_lock; /* guards the three fields below */
+    uint64_t in_flight, peak_in_flight, rejected;
+
+    pthread_mutex_t attempts_lock; /* guards attempts and attempt_clock */
+    attempt_slot (*attempts)[ATTEMPT_WAYS];
+    uint64_t attempt_clock;
+
+    pthread_mutex_t stop_lock; /* guards stopping; stop_cond signals it */
+    pthread_cond_t stop_cond;
+    int stopping;
+    int locks_ready;
+};
+
+/* Per-request state kept by MHD between handler calls. */
+typedef struct req_ctx {
+    buf body;
+    int too_big;
+} req_ctx;
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void put_le64(uint8_t b[8], uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Sleep up to ms, waking early when the server stops. Returns 1 when the
+ * server is stopping. */
+static int wait_ms(sim_server *s, double ms)
+{
+    struct timespec deadline;
+    long long ns;
+    int stopping;
+
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    if (ms < 0)
+        ms = 0;
+    ns = (long long)(ms * 1e6);
+    deadline.tv_sec += (time_t)(ns / 1000000000LL);
+    deadline.tv_nsec += (long)(ns % 1000000000LL);
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->stop_lock);
+    while (!s->stopping) {
+        if (pthread_cond_timedwait(&s->stop_cond, &s->stop_lock, &deadline) ==
+            ETIMEDOUT)
+            break;
+    }
+    stopping = s->stopping;
+    pthread_mutex_unlock(&s->stop_lock);
+    return stopping;
+}
+
+/* Print a cJSON tree into a malloc'd string (MHD frees it with free()). */
+static char *json_text(const cJSON *j)
+{
+    char *t = j ? cJSON_PrintUnformatted(j) : NULL, *copy;
+
+    if (!t)
+        return NULL;
+    copy = strdup(t);
+    cJSON_free(t);
+    return copy;
+}
+
+static char *error_body(const char *message, const char *type,
+                        const char *code)
+{
+    cJSON *root = cJSON_CreateObject(), *e;
+    char *text = NULL;
+
+    e = root ? cJSON_AddObjectToObject(root, "error") : NULL;
+    if (e && cJSON_AddStringToObject(e, "message", message) &&
+        cJSON_AddStringToObject(e, "type", type) &&
+        (code ? cJSON_AddStringToObject(e, "code", code) != NULL
+              : cJSON_AddNullToObject(e, "code") != NULL))
+        text = json_text(root);
+    cJSON_Delete(root);
+    return text;
+}
+
+/* Queue body (malloc'd, taken over) with a JSON content type and an
+ * optional extra header. */
+static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status,
+                               char *body, const char *hname,
+                               const char *hvalue)
+{
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+
+    if (!body)
+        return MHD_NO;
+    r = MHD_create_response_from_buffer(strlen(body), body,
+                                        MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            "application/json");
+    if (hname)
+        MHD_add_response_header(r, hname, hvalue);
+    ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result reject(sim_server *s, struct MHD_Connection *conn,
+                              unsigned status, const char *message,
+                              const char *type, const char *code)
+{
+    pthread_mutex_lock(&s->stats_lock);
+    s->rejected++;
+    pthread_mutex_unlock(&s->stats_lock);
+    return respond(conn, status, error_body(message, type, code), NULL, NULL);
+}
+
+/* ---- attempts --------------------------------------------------------- */
+
+/* Count one more attempt of the request with this digest; return the
+ * attempt number (1 for the first). */
+static uint64_t attempt_next(sim_server *s, const uint8_t key[HASH_LEN])
+{
+    size_t set = ((size_t)key[0] | (size_t)key[1] << 8) % ATTEMPT_SETS;
+    attempt_slot *ways = s->attempts[set], *victim = &ways[0];
+    uint64_t n;
+
+    pthread_mutex_lock(&s->attempts_lock);
+    s->attempt_clock++;
+    for (int i = 0; i < ATTEMPT_WAYS; i++) {
+        if (ways[i].used && !memcmp(ways[i].key, key, HASH_LEN)) {
+            victim = &ways[i];
+            goto found;
+        }
+        if (ways[i].used < victim->used)
+            victim = &ways[i];
+    }
+    memcpy(victim->key, key, HASH_LEN);
+    victim->count = 0;
+found:
+    victim->used = s->attempt_clock;
+    n = ++victim->count;
+    pthread_mutex_unlock(&s->attempts_lock);
+    return n;
+}
+
+/* ---- in-flight accounting --------------------------------------------- */
+
+static void flight_begin(sim_server *s, model_state *m)
+{
+    pthread_mutex_lock(&m->lock);
+    m->c.requests++;
+    if (++m->c.in_flight > m->c.peak_in_flight)
+        m->c.peak_in_flight = m->c.in_flight;
+    pthread_mutex_unlock(&m->lock);
+    pthread_mutex_lock(&s->stats_lock);
+    if (++s->in_flight > s->peak_in_flight)
+        s->peak_in_flight = s->in_flight;
+    pthread_mutex_unlock(&s->stats_lock);
+}
+
+static void flight_end(sim_server *s, model_state *m)
+{
+    pthread_mutex_lock(&m->lock);
+    m->c.in_flight--;
+    pthread_mutex_unlock(&m->lock);
+    pthread_mutex_lock(&s->stats_lock);
+    s->in_flight--;
+    pthread_mutex_unlock(&s->stats_lock);
+}
+
+/* ---- request parsing -------------------------------------------------- */
+
+typedef struct chat_req {
+    cJSON *json;
+    const char *model;
+    size_t nmsg;
+    const char **roles;  /* point into json */
+    char **texts;        /* malloc'd message texts */
+    size_t *lens;
+    int has_seed;
+    long long seed;
+    long long max_tokens; /* 0: no limit given */
+    const char *stops[MAX_STOP];
+    size_t nstop;
+} chat_req;
+
+static void chat_req_release(chat_req *r)
+{
+    for (size_t i = 0; r->texts && i < r->nmsg; i++)
+        free(r->texts[i]);
+    free(r->texts);
+    free(r->roles);
+    free(r->lens);
+    cJSON_Delete(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+static int json_integer(const cJSON *j, long long lo, long long hi,
+                        long long *out)
+{
+    double d;
+
+    if (!cJSON_IsNumber(j))
+        return 0;
+    d = j->valuedouble;
+    if (!isfinite(d) || d != floor(d) || d < (double)lo || d > (double)hi)
+        return 0;
+    *out = (long long)d;
+    return 1;
+}
+
+/* The text of a message's content: a string, null, or an array of parts
+ * whose "text" parts are joined with newlines. */
+static int message_text(const cJSON *content, char **out, size_t *len)
+{
+    buf b;
+    const cJSON *part;
+    int rc = 0;
+
+    buf_init(&b, SIM_MAX_BODY);
+    if (!content || cJSON_IsNull(content)) {
+        rc = buf_adds(&b, "");
+    } else if (cJSON_IsString(content)) {
+        rc = buf_adds(&b, content->valuestring);
+    } else if (cJSON_IsArray(content)) {
+        cJSON_ArrayForEach(part, content)
+        {
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+            const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
+
+            if (!cJSON_IsObject(part) || !cJSON_IsString(type)) {
+                rc = NSED_EINVAL;
+                break;
+            }
+            if (strcmp(type->valuestring, "text"))
+                continue;
+            if (!cJSON_IsString(text)) {
+                rc = NSED_EINVAL;
+                break;
+            }
+            if (b.len)
+                rc = buf_addc(&b, '\n');
+            if (!rc)
+                rc = buf_adds(&b, text->valuestring);
+            if (rc)
+                break;
+        }
+        if (!rc && !b.ptr)
+            rc = buf_adds(&b, "");
+    } else {
+        rc = NSED_EINVAL;
+    }
+    if (rc) {
+        buf_release(&b);
+        return rc;
+    }
+    *out = buf_detach(&b, len);
+    return *out ? 0 : NSED_ENOMEM;
+}
+
+/* Parse and validate a chat completion request. Returns 0, NSED_EINVAL
+ * with a message in why (answer 400), or NSED_ENOMEM. */
+static int parse_chat(const char *body, size_t len, chat_req *r, char *why,
+                      size_t whylen)
+{
+    const cJSON *j, *msgs, *m;
+    long long v;
+    size_t i = 0;
+    int rc;
+
+    memset(r, 0, sizeof *r);
+    r->json = cJSON_ParseWithLength(body, len);
+    if (!r->json) {
+        snprintf(why, whylen, "invalid JSON body");
+        return NSED_EINVAL;
+    }
+    if (!cJSON_IsObject(r->json)) {
+        snprintf(why, whylen, "request body must be a JSON object");
+        return NSED_EINVAL;
+    }
+    j = cJSON_GetObjectItemCaseSensitive(r->json, "model");
+    if (!cJSON_IsString(j)) {
+        snprintf(why, whylen, "you must provide a model parameter");
+        return NSED_EINVAL;
+    }
+    r->model = j->valuestring;
+    msgs = cJSON_GetObjectItemCaseSensitive(r->json, "messages");
+    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
+        snprintf(why, whylen, "'messages' must be a non-empty array");
+        return NSED_EINVAL;
+    }
+    r->nmsg = (size_t)cJSON_GetArraySize(msgs);
+    r->roles = calloc(r->nmsg, sizeof *r->roles);
+    r->texts = calloc(r->nmsg, sizeof *r->texts);
+    r->lens = calloc(r->nmsg, sizeof *r->lens);
+    if (!r->roles || !r->texts || !r->lens)
+        return NSED_ENOMEM;
+    cJSON_ArrayForEach(m, msgs)
+    {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+
+        if (!cJSON_IsObject(m) || !cJSON_IsString(role)) {
+            snprintf(why, whylen, "messages[%zu] must be an object with a "
+                     "string 'role'", i);
+            return NSED_EINVAL;
+        }
+        r->roles[i] = role->valuestring;
+        rc = message_text(cJSON_GetObjectItemCaseSensitive(m, "content"),
+                          &r->texts[i], &r->lens[i]);
+        if (rc == NSED_EINVAL)
+            snprintf(why, whylen, "messages[%zu].content must be a string, "
+                     "null or an array of text parts", i);
+        if (rc)
+            return rc;
+        i++;
+    }
+    j = cJSON_GetObjectItemCaseSensitive(r->json, "max_tokens");
+    if (!j)
+        j = cJSON_GetObjectItemCaseSensitive(r->json, "max_completion_tokens");
+    if (j && !cJSON_IsNull(j)) {
+        if (!json_integer(j, 1, 100000000, &v)) {
+            snprintf(why, whylen, "max_tokens must be a positive integer");
+            return NSED_EINVAL;
+        }
+        r->max_tokens = v;
+    }
+    j = cJSON_GetObjectItemCaseSensitive(r->json, "seed");
+    if (j && !cJSON_IsNull(j)) {
+        if (!json_integer(j, -9007199254740992LL, 9007199254740992LL, &v)) {
+            snprintf(why, whylen, "seed must be an integer");
+            return NSED_EINVAL;
+        }
+        r->has_seed = 1;
+        r->seed = v;
+    }
+    for (const char *const *k = (const char *const[]){"temperature", "top_p",
+                                                       NULL};
+         *k; k++) {
+        j = cJSON_GetObjectItemCaseSensitive(r->json, *k);
+        if (j && !cJSON_IsNull(j) && !cJSON_IsNumber(j)) {
+            snprintf(why, whylen, "%s must be a number", *k);
+            return NSED_EINVAL;
+        }
+    }
+    j = cJSON_GetObjectItemCaseSensitive(r->json, "stream");
+    if (cJSON_IsTrue(j)) {
+        snprintf(why, whylen, "streaming is not supported by nsed-sim");
+        return NSED_EINVAL;
+    }
+    j = cJSON_GetObjectItemCaseSensitive(r->json, "n");
+    if (j && !cJSON_IsNull(j) && (!json_integer(j, 1, 1, &v))) {
+        snprintf(why, whylen, "nsed-sim supports only n = 1");
+        return NSED_EINVAL;
+    }
+    j = cJSON_GetObjectItemCaseSensitive(r->json, "response_format");
+    if (j && !cJSON_IsNull(j) && !cJSON_IsObject(j)) {
+        snprintf(why, whylen, "response_format must be an object");
+        return NSED_EINVAL;
+    }
+    j = cJSON_GetObjectItemCaseSensitive(r->json, "stop");
+    if (cJSON_IsString(j)) {
+        r->stops[r->nstop++] = j->valuestring;
+    } else if (cJSON_IsArray(j)) {
+        const cJSON *st;
+
+        if (cJSON_GetArraySize(j) > MAX_STOP) {
+            snprintf(why, whylen, "at most %d stop sequences", MAX_STOP);
+            return NSED_EINVAL;
+        }
+        cJSON_ArrayForEach(st, j)
+        {
+            if (!cJSON_IsString(st)) {
+                snprintf(why, whylen, "stop must be a string or an array of "
+                         "strings");
+                return NSED_EINVAL;
+            }
+            r->stops[r->nstop++] = st->valuestring;
+        }
+    } else if (j && !cJSON_IsNull(j)) {
+        snprintf(why, whylen, "stop must be a string or an array of strings");
+        return NSED_EINVAL;
+    }
+    return 0;
+}
+
+/* Digest of everything a reply may depend on. */
+static int request_digest(const sim_server *s, const chat_req *r,
+                          uint8_t out[HASH_LEN])
+{
+    static const char tag[] = "nsed-sim/request/v1";
+    hash_ctx *h = hash_new();
+    uint8_t b[8];
+
+    if (!h)
+        return NSED_ENOMEM;
+    hash_update_field(h, tag, sizeof tag - 1);
+    put_le64(b, s->cfg->seed);
+    hash_update_field(h, b, 8);
+    hash_update_field(h, r->model, strlen(r->model));
+    put_le64(b, r->nmsg);
+    hash_update_field(h, b, 8);
+    for (size_t i = 0; i < r->nmsg; i++) {
+        hash_update_field(h, r->roles[i], strlen(r->roles[i]));
+        hash_update_field(h, r->texts[i], r->lens[i]);
+    }
+    put_le64(b, (uint64_t)r->has_seed);
+    hash_update_field(h, b, 8);
+    put_le64(b, (uint64_t)r->seed);
+    hash_update_field(h, b, 8);
+    hash_final(h, out);
+    hash_free(h);
+    return 0;
+}
+
+static int fault_digest(const uint8_t req[HASH_LEN], uint64_t attempt,
+                        uint8_t out[HASH_LEN])
+{
+    static const char tag[] = "nsed-sim/fault/v1";
+    hash_ctx *h = hash_new();
+    uint8_t b[8];
+
+    if (!h)
+        return NSED_ENOMEM;
+    hash_update_field(h, tag, sizeof tag - 1);
+    hash_update_field(h, req, HASH_LEN);
+    put_le64(b, attempt);
+    hash_update_field(h, b, 8);
+    hash_final(h, out);
+    hash_free(h);
+    return 0;
+}
+
+/* Pick this attempt's fault, honouring the model's limit, and count it. */
+static sim_fault choose_fault(model_state *m, const uint8_t req[HASH_LEN],
+                              uint64_t attempt, int is_eval)
+{
+    const sim_faults_cfg *f = &m->cfg->faults;
+    uint8_t d[HASH_LEN];
+    sim_fault kind = SIM_FAULT_NONE;
+    sim_rng rng;
+    double u, acc = 0;
+
+    if (fault_digest(req, attempt, d))
+        return SIM_FAULT_NONE;
+    sim_rng_seed(&rng, d);
+    u = sim_rng_uniform(&rng);
+    for (int k = SIM_FAULT_429; k < SIM_FAULT_COUNT; k++) {
+        acc += f->rate[k];
+        if (f->rate[k] > 0 && u < acc) {
+            kind = (sim_fault)k;
+            break;
+        }
+    }
+    /* Only an evaluation can be answered in the wrong format. */
+    if (kind == SIM_FAULT_NONJSON_EVAL && !is_eval)
+        kind = SIM_FAULT_NONE;
+    pthread_mutex_lock(&m->lock);
+    if (kind != SIM_FAULT_NONE && f->limit > 0 &&
+        m->c.faults_total >= (uint64_t)f->limit)
+        kind = SIM_FAULT_NONE;
+    if (kind != SIM_FAULT_NONE) {
+        m->c.faults[kind]++;
+        m->c.faults_total++;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return kind;
+}
+
+/* Tokens of the prompt this model saw last that this one shares as a
+ * prefix; remembers this prompt for the next request. */
+static long long prefix_cache(model_state *m, const char *prompt, size_t len)
+{
+    size_t lcp = 0;
+    char *copy = malloc(len + 1);
+
+    pthread_mutex_lock(&m->lock);
+    if (m->last_prompt) {
+        size_t n = len < m->last_len ? len : m->last_len;
+
+        while (lcp < n && m->last_prompt[lcp] == prompt[lcp])
+            lcp++;
+    }
+    if (copy) {
+        memcpy(copy, prompt, len);
+        copy[len] = '\0';
+        free(m->last_prompt);
+        m->last_prompt = copy;
+        m->last_len = len;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return (long long)(lcp / 4);
+}
+
+/* ---- the chat completion ---------------------------------------------- */
+
+typedef struct trunc_body {
+    char *data;
+    size_t send; /* bytes sent before the transfer is broken off */
+} trunc_body;
+
+static ssize_t trunc_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    trunc_body *t = cls;
+    size_t n;
+
+    if (pos >= t->send)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    n = t->send - (size_t)pos;
+    if (n > max)
+        n = max;
+    memcpy(out, t->data + pos, n);
+    return (ssize_t)n;
+}
+
+static void trunc_free(void *cls)
+{
+    trunc_body *t = cls;
+
+    if (t) {
+        free(t->data);
+        free(t);
+    }
+}
+
+static enum MHD_Result send_truncated(struct MHD_Connection *conn,
+                                      char *body)
+{
+    trunc_body *t = calloc(1, sizeof *t);
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    size_t len;
+
+    if (!t || !body) {
+        free(t);
+        free(body);
+        return MHD_NO;
+    }
+    len = strlen(body);
+    t->data = body;
+    t->send = len / 2;
+    r = MHD_create_response_from_callback(len, 4096, trunc_read, t,
+                                          trunc_free);
+    if (!r) {
+        trunc_free(t);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            "application/json");
+    ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Build the OpenAI chat.completion body. content NULL gives "choices": []. */
+static char *completion_body(const uint8_t digest[HASH_LEN], const char *model,
+                             const char *content, const char *finish,
+                             long long prompt_tokens, long long completion,
+                             long long cached)
+{
+    char hex[HASH_HEX_LEN + 1], id[64];
+    cJSON *root = cJSON_CreateObject(), *choices, *usage, *details;
+    char *text = NULL;
+
+    hash_hex(digest, hex);
+    snprintf(id, sizeof id, "chatcmpl-sim-%.24s", hex);
+    if (!root || !cJSON_AddStringToObject(root, "id", id) ||
+        !cJSON_AddStringToObject(root, "object", "chat.completion") ||
+        !cJSON_AddNumberToObject(root, "created", SIM_CREATED) ||
+        !cJSON_AddStringToObject(root, "model", model) ||
+        !cJSON_AddStringToObject(root, "system_fingerprint",
+                                 "nsed-sim-" NSED_VERSION))
+        goto out;
+    choices = cJSON_AddArrayToObject(root, "choices");
+    if (!choices)
+        goto out;
+    if (content) {
+        cJSON *c = cJSON_CreateObject(), *msg;
+
+        if (!c || !cJSON_AddItemToArray(choices, c)) {
+            cJSON_Delete(c);
+            goto out;
+        }
+        msg = cJSON_AddObjectToObject(c, "message");
+        if (!cJSON_AddNumberToObject(c, "index", 0) || !msg ||
+            !cJSON_AddStringToObject(msg, "role", "assistant") ||
+            !cJSON_AddStringToObject(msg, "content", content) ||
+            !cJSON_AddStringToObject(c, "finish_reason", finish))
+            goto out;
+    }
+    usage = cJSON_AddObjectToObject(root, "usage");
+    if (!usage ||
+        !cJSON_AddNumberToObject(usage, "prompt_tokens", (double)prompt_tokens) ||
+        !cJSON_AddNumberToObject(usage, "completion_tokens", (double)completion) ||
+        !cJSON_AddNumberToObject(usage, "total_tokens",
+                                 (double)(prompt_tokens + completion)))
+        goto out;
+    details = cJSON_AddObjectToObject(usage, "prompt_tokens_details");
+    if (!details ||
+        !cJSON_AddNumberToObject(details, "cached_tokens", (double)cached))
+        goto out;
+    text = json_text(root);
+out:
+    cJSON_Delete(root);
+    return text;
+}
+
+static model_state *find_model(sim_server *s, const char *name)
+{
+    for (size_t i = 0; i < s->cfg->nmodels; i++) {
+        if (!strcmp(s->models[i].cfg->name, name))
+            return &s->models[i];
+    }
+    return NULL;
+}
+
+/* The prompt text the prefix cache compares: roles and contents in order. */
+static int prompt_text(const chat_req *r, buf *out)
+{
+    int rc = 0;
+
+    for (size_t i = 0; i < r->nmsg && !rc; i++) {
+        rc = buf_adds(out, r->roles[i]);
+        if (!rc)
+            rc = buf_addc(out, '\n');
+        if (!rc)
+            rc = buf_add(out, r->texts[i], r->lens[i]);
+        if (!rc)
+            rc = buf_addc(out, '\n');
+    }
+    return rc;
+}
+
+/* Everything after the model is known: answer, fault, latency. */
+static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
+                                  model_state *m, const chat_req *r)
+{
+    const sim_model_cfg *mc = m->cfg;
+    uint8_t digest[HASH_LEN];
+    sim_span *segs = NULL;
+    sim_prompt *prompt = NULL;
+    char *content = NULL, *body = NULL, retry[32];
+    const char *finish = "stop";
+    size_t nseg = 0, last_user = r->nmsg, prompt_chars = 0;
+    long long tokens, ptokens, cached;
+    enum MHD_Result ret = MHD_NO;
+    sim_fault fault;
+    sim_ask ask;
+    sim_rng rng;
+    buf ptext;
+    int is_eval;
+
+    buf_init(&ptext, 2 * SIM_MAX_BODY);
+    segs = calloc(r->nmsg, sizeof *segs);
+    prompt = malloc(sizeof *prompt);
+    if (!segs || !prompt || request_digest(s, r, digest))
+        goto out;
+    /* The runner's contract: read the last user message first, then the
+     * rest from the most recent backwards. */
+    for (size_t i = r->nmsg; i-- > 0;) {
+        prompt_chars += r->lens[i];
+        if (last_user == r->nmsg && !strcmp(r->roles[i], "user"))
+            last_user = i;
+    }
+    if (last_user < r->nmsg) {
+        segs[nseg].ptr = r->texts[last_user];
+        segs[nseg++].len = r->lens[last_user];
+    }
+    for (size_t i = r->nmsg; i-- > 0;) {
+        if (i == last_user)
+            continue;
+        segs[nseg].ptr = r->texts[i];
+        segs[nseg++].len = r->lens[i];
+    }
+    sim_prompt_parse(segs, nseg, prompt);
+    is_eval = sim_model_is_evaluation(prompt);
+    fault = choose_fault(m, digest, attempt_next(s, digest), is_eval);
+    snprintf(retry, sizeof retry, "%ld", mc->faults.retry_after_s);
+    switch (fault) {
+    case SIM_FAULT_429:
+        ret = respond(conn, MHD_HTTP_TOO_MANY_REQUESTS,
+                      error_body("Rate limit reached for requests "
+                                 "(simulated by nsed-sim)", "requests",
+                                 "rate_limit_exceeded"),
+                      MHD_HTTP_HEADER_RETRY_AFTER, retry);
+        goto out;
+    case SIM_FAULT_500:
+        ret = respond(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                      error_body("The server had an error while processing "
+                                 "your request (simulated by nsed-sim)",
+                                 "server_error", NULL),
+                      NULL, NULL);
+        goto out;
+    case SIM_FAULT_503:
+        ret = respond(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+                      error_body("The engine is currently overloaded "
+                                 "(simulated by nsed-sim)", "server_error",
+                                 NULL),
+                      MHD_HTTP_HEADER_RETRY_AFTER, retry);
+        goto out;
+    case SIM_FAULT_HANG:
+        wait_ms(s, (double)mc->faults.hang_ms);
+        goto out; /* MHD_NO: close without a response */
+    case SIM_FAULT_DROP:
+        goto out;
+    case SIM_FAULT_NONE:
+    case SIM_FAULT_MALFORMED:
+    case SIM_FAULT_TRUNCATED:
+    case SIM_FAULT_EMPTY_CHOICES:
+    case SIM_FAULT_NONJSON_EVAL:
+        break;
+    }
+
+    sim_rng_seed(&rng, digest);
+    tokens = sim_model_tokens(mc, &rng);
+    ask.model = mc;
+    ask.seed = s->cfg->seed;
+    ask.reference = prompt->has_question
+                        ? sim_qset_answer(s->qs, prompt->question)
+                        : NULL;
+    ask.prompt = prompt;
+    ask.prompt_chars = prompt_chars;
+    if (sim_model_reply(&ask, &rng, fault == SIM_FAULT_NONJSON_EVAL,
+                        &content))
+        goto out;
+    for (size_t i = 0; i < r->nstop; i++) {
+        char *hit = *r->stops[i] ? strstr(content, r->stops[i]) : NULL;
+
+        if (hit)
+            *hit = '\0';
+    }
+    if (r->max_tokens && tokens > r->max_tokens) {
+        /* Cut off where the token budget ran out: the answer is lost. */
+        size_t keep = (size_t)((double)strlen(content) *
+                               (double)r->max_tokens / (double)tokens);
+
+        content[keep] = '\0';
+        tokens = r->max_tokens;
+        finish = "length";
+    }
+    if (prompt_text(r, &ptext))
+        goto out;
+    ptokens = prompt_chars / 4 ? (long long)(prompt_chars / 4) : 1;
+    cached = prefix_cache(m, ptext.ptr, ptext.len);
+    if (cached > ptokens)
+        cached = ptokens;
+    if (wait_ms(s, mc->ttft_ms + mc->per_token_ms * (double)tokens))
+        goto out; /* shutting down */
+    switch (fault) {
+    case SIM_FAULT_MALFORMED:
+        body = strdup("{\"choices\": [{\"message\": {\"content\": "
+                      "\"unterminated");
+        ret = respond(conn, MHD_HTTP_OK, body, NULL, NULL);
+        goto out;
+    case SIM_FAULT_EMPTY_CHOICES:
+        ret = respond(conn, MHD_HTTP_OK,
+                      completion_body(digest, mc->name, NULL, finish, ptokens,
+                                      0, cached),
+                      NULL, NULL);
+        goto out;
+    case SIM_FAULT_TRUNCATED:
+        ret = send_truncated(conn, completion_body(digest, mc->name, content,
+                                                   finish, ptokens, tokens,
+                                                   cached));
+        goto out;
+    case SIM_FAULT_NONE:
+    case SIM_FAULT_NONJSON_EVAL:
+    case SIM_FAULT_429:
+    case SIM_FAULT_500:
+    case SIM_FAULT_503:
+    case SIM_FAULT_HANG:
+    case SIM_FAULT_DROP:
+        break;
+    }
+    body = completion_body(digest, mc->name, content, finish, ptokens, tokens,
+                           cached);
+    if (!body)
+        goto out;
+    pthread_mutex_lock(&m->lock);
+    if (fault == SIM_FAULT_NONE)
+        m->c.ok++;
+    m->c.prompt_tokens += (uint64_t)ptokens;
+    m->c.completion_tokens += (uint64_t)tokens;
+    pthread_mutex_unlock(&m->lock);
+    ret = respond(conn, MHD_HTTP_OK, body, NULL, NULL);
+out:
+    buf_release(&ptext);
+    free(content);
+    free(prompt);
+    free(segs);
+    return ret;
+}
+
+static enum MHD_Result chat(sim_server *s, struct MHD_Connection *conn,
+                            req_ctx *ctx)
+{
+    char why[256], msg[SIM_NAME_MAX + 64];
+    enum MHD_Result ret;
+    model_state *m;
+    chat_req r;
+    int rc;
+
+    rc = parse_chat(ctx->body.ptr ? ctx->body.ptr : "", ctx->body.len, &r,
+                    why, sizeof why);
+    if (rc == NSED_EINVAL) {
+        ret = reject(s, conn, MHD_HTTP_BAD_REQUEST, why,
+                     "invalid_request_error", NULL);
+        goto out;
+    }
+    if (rc) {
+        ret = respond(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                      error_body("out of memory", "server_error", NULL), NULL,
+                      NULL);
+        goto out;
+    }
+    m = find_model(s, r.model);
+    if (!m) {
+        snprintf(msg, sizeof msg, "The model `%.*s` does not exist",
+                 SIM_NAME_MAX, r.model);
+        ret = reject(s, conn, MHD_HTTP_NOT_FOUND, msg,
+                     "invalid_request_error", "model_not_found");
+        goto out;
+    }
+    flight_begin(s, m);
+    ret = chat_model(s, conn, m, &r);
+    flight_end(s, m);
+out:
+    chat_req_release(&r);
+    return ret;
+}
+
+static enum MHD_Result list_models(sim_server *s, struct MHD_Connection *conn)
+{
+    cJSON *root = cJSON_CreateObject(), *data;
+    char *text = NULL;
+
+    data = root ? cJSON_AddArrayToObject(root, "data") : NULL;
+    if (!data || !cJSON_AddStringToObject(root, "object", "list"))
+        goto out;
+    for (size_t i = 0; i < s->cfg->nmodels; i++) {
+        cJSON *e = cJSON_CreateObject();
+
+        if (!e || !cJSON_AddItemToArray(data, e)) {
+            cJSON_Delete(e);
+            goto out;
+        }
+        if (!cJSON_AddStringToObject(e, "id", s->cfg->models[i].name) ||
+            !cJSON_AddStringToObject(e, "object", "model") ||
+            !cJSON_AddNumberToObject(e, "created", SIM_CREATED) ||
+            !cJSON_AddStringToObject(e, "owned_by", "nsed-sim"))
+            goto out;
+    }
+    text = json_text(root);
+out:
+    cJSON_Delete(root);
+    return respond(conn, MHD_HTTP_OK, text, NULL, NULL);
+}
+
+/* ---- MHD callbacks ---------------------------------------------------- */
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+                                  const char *url, const char *method,
+                                  const char *version,
+                                  const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    sim_server *s = cls;
+    req_ctx *ctx = *con_cls;
+    int is_post = !strcmp(method, MHD_HTTP_METHOD_POST);
+    int is_get = !strcmp(method, MHD_HTTP_METHOD_GET);
+
+    (void)version;
+    if (!ctx) {
+        const char *cl;
+
+        ctx = calloc(1, sizeof *ctx);
+        if (!ctx)
+            return MHD_NO;
+        buf_init(&ctx->body, SIM_MAX_BODY);
+        *con_cls = ctx;
+        cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                         MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end;
+            unsigned long long n;
+
+            errno = 0;
+            n = strtoull(cl, &end, 10);
+            /* Refuse before reading a byte; MHD then closes the link. */
+            if (end != cl && !*end && (errno == ERANGE || n > SIM_MAX_BODY))
+                return reject(s, conn, MHD_HTTP_CONTENT_TOO_LARGE,
+                              "request body larger than 16 MiB",
+                              "invalid_request_error", NULL);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!ctx->too_big &&
+            buf_add(&ctx->body, upload_data, *upload_data_size)) {
+            ctx->too_big = 1;
+            buf_release(&ctx->body);
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (ctx->too_big)
+        return reject(s, conn, MHD_HTTP_CONTENT_TOO_LARGE,
+                      "request body larger than 16 MiB",
+                      "invalid_request_error", NULL);
+    if (!strcmp(url, "/v1/chat/completions")) {
+        if (is_post)
+            return chat(s, conn, ctx);
+    } else if (!strcmp(url, "/v1/models")) {
+        if (is_get)
+            return list_models(s, conn);
+    } else if (!strcmp(url, "/sim/stats")) {
+        if (is_get)
+            return respond(conn, MHD_HTTP_OK, sim_server_stats_json(s), NULL,
+                           NULL);
+    } else {
+        return reject(s, conn, MHD_HTTP_NOT_FOUND, "unknown path",
+                      "invalid_request_error", NULL);
+    }
+    return reject(s, conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed",
+                  "invalid_request_error", NULL);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn,
+                         void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    req_ctx *ctx = *con_cls;
+
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    if (ctx) {
+        buf_release(&ctx->body);
+        free(ctx);
+        *con_cls = NULL;
+    }
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+int sim_server_start(const sim_config *cfg, const sim_qset *qs,
+                     unsigned port, sim_server **out, nsed_err *err)
+{
+    sim_server *s = calloc(1, sizeof *s);
+    struct sockaddr_in addr;
+    const union MHD_DaemonInfo *info;
+    pthread_condattr_t ca;
+    int rc = 0;
+
+    if (!s)
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    s->cfg = cfg;
+    s->qs = qs;
+    s->models = calloc(cfg->nmodels, sizeof *s->models);
+    s->attempts = calloc(ATTEMPT_SETS, sizeof *s->attempts);
+    if (!s->models || !s->attempts) {
+        free(s->models);
+        free(s->attempts);
+        free(s);
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        s->models[i].cfg = &cfg->models[i];
+        pthread_mutex_init(&s->models[i].lock, NULL);
+    }
+    pthread_mutex_init(&s->stats_lock, NULL);
+    pthread_mutex_init(&s->attempts_lock, NULL);
+    pthread_mutex_init(&s->stop_lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->stop_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    s->locks_ready = 1;
+
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    errno = 0;
+    s->daemon = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+            MHD_USE_POLL,
+        0, NULL, NULL, on_request, s,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)CONNECTION_LIMIT,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_END);
+    if (!s->daemon) {
+        rc = nsed_error(err, NSED_EIO, "cannot serve on 127.0.0.1:%u: %s",
+                        port, errno ? strerror(errno) : "daemon start failed");
+        goto out;
+    }
+    info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    if (!info || !info->port) {
+        rc = nsed_error(err, NSED_EIO, "cannot learn the bound port");
+        goto out;
+    }
+    s->port = info->port;
+    *out = s;
+    s = NULL;
+out:
+    sim_server_free(s);
+    return rc;
+}
+
+unsigned sim_server_port(const sim_server *s)
+{
+    return s->port;
+}
+
+void sim_server_stop(sim_server *s)
+{
+    if (!s || !s->daemon)
+        return;
+    pthread_mutex_lock(&s->stop_lock);
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->stop_cond);
+    pthread_mutex_unlock(&s->stop_lock);
+    MHD_stop_daemon(s->daemon);
+    s->daemon = NULL;
+}
+
+static int add_counters(cJSON *o, const counters *c)
+{
+    cJSON *f = cJSON_AddObjectToObject(o, "faults");
+
+    if (!f)
+        return 0;
+    for (int k = SIM_FAULT_429; k < SIM_FAULT_COUNT; k++) {
+        if (!cJSON_AddNumberToObject(f, sim_fault_name((sim_fault)k),
+                                     (double)c->faults[k]))
+            return 0;
+    }
+    return cJSON_AddNumberToObject(o, "requests", (double)c->requests) &&
+           cJSON_AddNumberToObject(o, "ok", (double)c->ok) &&
+           cJSON_AddNumberToObject(o, "faults_total",
+                                   (double)c->faults_total) &&
+           cJSON_AddNumberToObject(o, "in_flight", (double)c->in_flight) &&
+           cJSON_AddNumberToObject(o, "peak_in_flight",
+                                   (double)c->peak_in_flight) &&
+           cJSON_AddNumberToObject(o, "prompt_tokens",
+                                   (double)c->prompt_tokens) &&
+           cJSON_AddNumberToObject(o, "completion_tokens",
+                                   (double)c->completion_tokens);
+}
+
+char *sim_server_stats_json(sim_server *s)
+{
+    cJSON *root = cJSON_CreateObject(), *models, *totals;
+    counters t;
+    uint64_t rejected;
+    char *text = NULL;
+
+    memset(&t, 0, sizeof t);
+    models = root ? cJSON_AddObjectToObject(root, "models") : NULL;
+    if (!models)
+        goto out;
+    for (size_t i = 0; i < s->cfg->nmodels; i++) {
+        model_state *m = &s->models[i];
+        cJSON *o = cJSON_AddObjectToObject(models, m->cfg->name);
+        counters c;
+
+        pthread_mutex_lock(&m->lock);
+        c = m->c;
+        pthread_mutex_unlock(&m->lock);
+        if (!o || !add_counters(o, &c))
+            goto out;
+        t.requests += c.requests;
+        t.ok += c.ok;
+        for (int k = 0; k < SIM_FAULT_COUNT; k++)
+            t.faults[k] += c.faults[k];
+        t.faults_total += c.faults_total;
+        t.prompt_tokens += c.prompt_tokens;
+        t.completion_tokens += c.completion_tokens;
+    }
+    pthread_mutex_lock(&s->stats_lock);
+    t.in_flight = s->in_flight;
+    t.peak_in_flight = s->peak_in_flight;
+    rejected = s->rejected;
+    pthread_mutex_unlock(&s->stats_lock);
+    totals = cJSON_AddObjectToObject(root, "totals");
+    if (!totals || !add_counters(totals, &t) ||
+        !cJSON_AddNumberToObject(root, "rejected", (double)rejected))
+        goto out;
+    text = json_text(root);
+out:
+    cJSON_Delete(root);
+    return text;
+}
+
+void sim_server_free(sim_server *s)
+{
+    if (!s)
+        return;
+    sim_server_stop(s);
+    if (s->locks_ready) {
+        for (size_t i = 0; i < s->cfg->nmodels; i++) {
+            pthread_mutex_destroy(&s->models[i].lock);
+            free(s->models[i].last_prompt);
+        }
+        pthread_mutex_destroy(&s->stats_lock);
+        pthread_mutex_destroy(&s->attempts_lock);
+        pthread_mutex_destroy(&s->stop_lock);
+        pthread_cond_destroy(&s->stop_cond);
+    }
+    free(s->models);
+    free(s->attempts);
+    free(s);
+}
