@@ -564,7 +564,8 @@ START_TEST(cli_bad_config_has_location)
     ck_assert_msg(tu_contains(err, "bad.yaml:3:12: p_gen: 1.5 is out of range"),
                   "%s", err);
     free(err);
-    ck_assert_int_eq(run_config("models:\n  - name: m\n  - name: m\n", &err), 2);
+    ck_assert_int_eq(run_config("models:\n  - name: m\n  - name: m\n", &err),
+                     2);
     ck_assert_msg(tu_contains(err, "bad.yaml:3:5: duplicate model name"), "%s",
                   err);
     free(err);
@@ -779,7 +780,8 @@ START_TEST(proposal_has_boxed_answer_and_usage)
     ct = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens")
              ->valuedouble;
     ck_assert_double_eq(pt, (double)((strlen(prompt) +
-                                      strlen("You are a careful solver.")) / 4));
+                                      strlen("You are a careful solver.")) /
+                                     4));
     ck_assert(ct >= 75 && ct <= 125);
     ck_assert_double_eq(cJSON_GetObjectItemCaseSensitive(usage, "total_tokens")
                             ->valuedouble, pt + ct);
@@ -798,7 +800,8 @@ START_TEST(proposal_has_boxed_answer_and_usage)
 
     /* A second prompt sharing the system message hits the prefix cache. */
     prompt = question_prompt("What is 440 * 62?");
-    body = chat_body_full("sim-a", "You are a careful solver.", prompt, 0, NULL);
+    body = chat_body_full("sim-a", "You are a careful solver.", prompt, 0,
+                          NULL);
     http(&p, "POST", "/v1/chat/completions", body, &r);
     j = parse_ok(&r);
     usage = cJSON_GetObjectItemCaseSensitive(j, "usage");

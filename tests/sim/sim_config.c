@@ -3,6 +3,7 @@
 #include "pipeline/buf.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -86,7 +87,7 @@ static int get_scalar(const cfg_ctx *c, const yaml_node_t *n, const char *what,
 }
 
 static int get_string(const cfg_ctx *c, const yaml_node_t *n, const char *what,
-                      char **out)
+                      size_t max, char **out)
 {
     const char *v;
     char *s;
@@ -94,8 +95,8 @@ static int get_string(const cfg_ctx *c, const yaml_node_t *n, const char *what,
 
     if (rc)
         return rc;
-    if (strlen(v) > SIM_NAME_MAX && strcmp(what, "questions") != 0)
-        return node_error(c, n, "%s: longer than %d bytes", what, SIM_NAME_MAX);
+    if (strlen(v) > max)
+        return node_error(c, n, "%s: longer than %zu bytes", what, max);
     s = strdup(v);
     if (!s)
         return nsed_error(c->err, NSED_ENOMEM, "out of memory");
@@ -280,8 +281,9 @@ static int model_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
     sim_model_cfg *m = arg;
 
     switch (key) {
-    case MK_NAME: return get_string(c, v, "name", &m->name);
-    case MK_FAMILY: return get_string(c, v, "family", &m->family);
+    case MK_NAME: return get_string(c, v, "name", SIM_NAME_MAX, &m->name);
+    case MK_FAMILY:
+        return get_string(c, v, "family", SIM_NAME_MAX, &m->family);
     case MK_P_GEN: return get_double(c, v, "p_gen", 0, 1, &m->p_gen);
     case MK_P_VER: return get_double(c, v, "p_ver", 0, 1, &m->p_ver);
     case MK_SYCOPHANCY:
@@ -359,7 +361,7 @@ static int top_pair(const cfg_ctx *c, int key, const yaml_node_t *v, void *arg)
     switch (key) {
     case TK_SEED: return get_seed(c, v, &cfg->seed);
     case TK_QUESTIONS:
-        return get_string(c, v, "questions", &cfg->questions);
+        return get_string(c, v, "questions", PATH_MAX, &cfg->questions);
     case TK_MODELS:
         if (v->type != YAML_SEQUENCE_NODE)
             return node_error(c, v, "models: expected a sequence");

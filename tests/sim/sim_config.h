@@ -41,7 +41,8 @@ typedef struct sim_faults_cfg {
     double rate[SIM_FAULT_COUNT]; /* by sim_fault; rate[SIM_FAULT_NONE] = 0 */
     long retry_after_s;           /* Retry-After value for 429 and 503 */
     long hang_ms;                 /* how long a hang lasts */
-    long long limit;              /* > 0: at most this many faults, then healthy */
+    long long limit;              /* > 0: at most this many faults in all,
+                                     then only healthy answers */
 } sim_faults_cfg;
 
 typedef struct sim_model_cfg {

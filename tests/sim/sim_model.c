@@ -28,8 +28,8 @@ int sim_model_is_evaluation(const sim_prompt *p)
 
 long sim_model_tokens(const sim_model_cfg *m, sim_rng *rng)
 {
-    double t = (double)m->completion_tokens * (0.75 + 0.5 * sim_rng_uniform(rng));
-    long n = lround(t);
+    double jitter = 0.75 + 0.5 * sim_rng_uniform(rng);
+    long n = lround((double)m->completion_tokens * jitter);
 
     return n < 1 ? 1 : n;
 }

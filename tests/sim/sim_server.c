@@ -184,24 +184,27 @@ static enum MHD_Result reject(sim_server *s, struct MHD_Connection *conn,
 static uint64_t attempt_next(sim_server *s, const uint8_t key[HASH_LEN])
 {
     size_t set = ((size_t)key[0] | (size_t)key[1] << 8) % ATTEMPT_SETS;
-    attempt_slot *ways = s->attempts[set], *victim = &ways[0];
+    attempt_slot *ways = s->attempts[set], *slot = NULL;
     uint64_t n;
 
     pthread_mutex_lock(&s->attempts_lock);
     s->attempt_clock++;
-    for (int i = 0; i < ATTEMPT_WAYS; i++) {
-        if (ways[i].used && !memcmp(ways[i].key, key, HASH_LEN)) {
-            victim = &ways[i];
-            goto found;
-        }
-        if (ways[i].used < victim->used)
-            victim = &ways[i];
+    for (int i = 0; i < ATTEMPT_WAYS && !slot; i++) {
+        if (ways[i].used && !memcmp(ways[i].key, key, HASH_LEN))
+            slot = &ways[i];
     }
-    memcpy(victim->key, key, HASH_LEN);
-    victim->count = 0;
-found:
-    victim->used = s->attempt_clock;
-    n = ++victim->count;
+    if (!slot) {
+        /* Recycle the least recently used way (empty ways have used 0). */
+        slot = &ways[0];
+        for (int i = 1; i < ATTEMPT_WAYS; i++) {
+            if (ways[i].used < slot->used)
+                slot = &ways[i];
+        }
+        memcpy(slot->key, key, HASH_LEN);
+        slot->count = 0;
+    }
+    slot->used = s->attempt_clock;
+    n = ++slot->count;
     pthread_mutex_unlock(&s->attempts_lock);
     return n;
 }
@@ -652,8 +655,10 @@ static char *completion_body(const uint8_t digest[HASH_LEN], const char *model,
     }
     usage = cJSON_AddObjectToObject(root, "usage");
     if (!usage ||
-        !cJSON_AddNumberToObject(usage, "prompt_tokens", (double)prompt_tokens) ||
-        !cJSON_AddNumberToObject(usage, "completion_tokens", (double)completion) ||
+        !cJSON_AddNumberToObject(usage, "prompt_tokens",
+                                 (double)prompt_tokens) ||
+        !cJSON_AddNumberToObject(usage, "completion_tokens",
+                                 (double)completion) ||
         !cJSON_AddNumberToObject(usage, "total_tokens",
                                  (double)(prompt_tokens + completion)))
         goto out;
