@@ -176,20 +176,25 @@ static const char *describe(const wf_node *n)
     return "a string";
 }
 
-/* A short, quotable view of a scalar for messages. Values that look like
+/* A short, quotable view of text for messages. Values that look like
  * credentials are never echoed. */
-static const char *snippet(const wf_node *n, char out[64])
+static const char *shorten(const char *s, char out[64])
 {
-    if (strncmp(n->str, "sk-", 3) == 0 || strncmp(n->str, "Bearer ", 7) == 0)
+    if (strncmp(s, "sk-", 3) == 0 || strncmp(s, "Bearer ", 7) == 0)
         snprintf(out, 64, "<redacted>");
-    else if (n->len > 40)
-        snprintf(out, 64, "%.40s...", n->str);
+    else if (strlen(s) > 40)
+        snprintf(out, 64, "%.40s...", s);
     else
-        snprintf(out, 64, "%s", n->str);
+        snprintf(out, 64, "%s", s);
     for (char *p = out; *p; p++)
         if ((unsigned char)*p < 0x20)
             *p = ' ';
     return out;
+}
+
+static const char *snippet(const wf_node *n, char out[64])
+{
+    return shorten(n->str, out);
 }
 
 /* Optimal string alignment distance (a transposition costs 1), for the
@@ -779,7 +784,7 @@ static int check_endpoint(ld *l, const wf_node *n, const char *path, char *url)
     char shown[64];
     size_t len = strlen(url), hostlen;
 
-    snprintf(shown, sizeof shown, "%.40s%s", url, len > 40 ? "..." : "");
+    shorten(url, shown);
     if (strncmp(url, "http://", 7) == 0)
         host = url + 7;
     else if (strncmp(url, "https://", 8) == 0)
@@ -1553,13 +1558,15 @@ static int check_team_sizes(ld *l, const wf_node *teams_node)
         if (b->policy == WORKFLOW_POLICY_FIXED &&
             (team->seats < b->team_size_min ||
              team->seats > b->team_size_max))
-            return fail(l, at, NSED_EINVAL, "team \"%s\" has %d seats but "
+            return fail(l, at, NSED_EINVAL, "team \"%s\" has %d seat%s but "
                         "broker.team_size allows %d..%d", team->name,
-                        team->seats, b->team_size_min, b->team_size_max);
+                        team->seats, team->seats == 1 ? "" : "s",
+                        b->team_size_min, b->team_size_max);
         if (team->seats < b->team_size_min)
-            return fail(l, at, NSED_EINVAL, "team \"%s\" has %d seats, fewer "
+            return fail(l, at, NSED_EINVAL, "team \"%s\" has %d seat%s, fewer "
                         "than broker.team_size.min (%d)", team->name,
-                        team->seats, b->team_size_min);
+                        team->seats, team->seats == 1 ? "" : "s",
+                        b->team_size_min);
         if (b->max_per_family <= 0)
             continue;
         for (size_t r = 0; r < team->nroles; r++) {
