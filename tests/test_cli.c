@@ -1,0 +1,333 @@
+/* End-to-end tests of the nsed command line for the foundation: validate,
+ * ingest, status. They run the real binary (NSED_BIN) on real files and a
+ * real LMDB store in a temp directory. */
+#include "testutil.h"
+
+#include <check.h>
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEMO_WF NSED_SOURCE_DIR "/workflows/demo.yaml"
+#define DEMO_Q NSED_SOURCE_DIR "/workflows/demo-questions.jsonl"
+
+static char *tmp;
+
+static void setup(void)
+{
+    tmp = tu_mkdtemp();
+}
+
+static void teardown(void)
+{
+    tu_rmrf(tmp);
+    free(tmp);
+    tmp = NULL;
+}
+
+/* Run nsed with a NULL-terminated argument list; returns the exit status. */
+static int nsed_run(char **out, char **err, ...)
+{
+    char *argv[16] = {NSED_BIN};
+    size_t n = 1;
+    va_list ap;
+
+    va_start(ap, err);
+    while (n < 15 && (argv[n] = va_arg(ap, char *)) != NULL)
+        n++;
+    va_end(ap);
+    argv[n] = NULL;
+    return tu_run(argv, out, err);
+}
+#define NSED(out, err, ...) nsed_run(out, err, __VA_ARGS__, (char *)NULL)
+
+START_TEST(help_and_unknown_command)
+{
+    char *out = NULL, *err = NULL;
+
+    ck_assert_int_eq(NSED(&out, &err, "--help"), 0);
+    ck_assert(tu_contains(out, "validate"));
+    ck_assert(tu_contains(out, "ingest"));
+    ck_assert(tu_contains(out, "status"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(NSED(&out, &err, "frobnicate"), 2);
+    ck_assert(tu_contains(err, "unknown command 'frobnicate'"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(NSED(&out, &err, "help", "ingest"), 0);
+    ck_assert(tu_contains(out, "--questions FILE"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(NSED(&out, &err, "ingest", DEMO_WF), 2);
+    ck_assert(tu_contains(err, "--questions FILE is required"));
+    free(out);
+    free(err);
+}
+END_TEST
+
+START_TEST(validate_examples_print_hash)
+{
+    static const char *const files[] = {"demo.yaml", "vllm-3gpu.yaml",
+                                        "llamacpp.yaml", "hosted-api.yaml"};
+
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char *path = tu_path(NSED_SOURCE_DIR "/workflows", files[i]);
+        char *out = NULL, *err = NULL;
+
+        ck_assert_msg(NSED(&out, &err, "validate", path) == 0, "%s: %s",
+                      files[i], err);
+        ck_assert(tu_contains(out, "ok, workflow hash "));
+        /* the normalized config comes first, with defaults filled in */
+        ck_assert(tu_contains(out, "\"max_concurrency\""));
+        free(out);
+        free(err);
+        free(path);
+    }
+}
+END_TEST
+
+START_TEST(validate_reports_location_and_exit_2)
+{
+    char *wf = tu_path(tmp, "bad.yaml"), *q = tu_path(tmp, "bad.jsonl");
+    char *out = NULL, *err = NULL;
+
+    tu_write_file(wf,
+                  "name: x\nversion: 1\nmodles: []\n", (size_t)-1);
+    ck_assert_int_eq(NSED(&out, &err, "validate", wf), 2);
+    ck_assert(tu_contains(err, "bad.yaml:3:1: unknown key \"modles\""));
+    ck_assert(tu_contains(err, "did you mean \"models\""));
+    free(out);
+    free(err);
+
+    tu_write_file(q,
+                  "{\"id\":\"a\",\"question\":\"1+1?\",\"answer\":\"2\"}\n"
+                  "{\"id\":\"a\",\"question\":\"2+2?\"}\n",
+                  (size_t)-1);
+    ck_assert_int_eq(NSED(&out, &err, "validate", q), 2);
+    ck_assert(tu_contains(err, "bad.jsonl:2"));
+    ck_assert(tu_contains(err, "duplicate id \"a\""));
+    free(out);
+    free(err);
+
+    /* one bad file among good ones still fails the whole command */
+    ck_assert_int_eq(NSED(&out, &err, "validate", "-q", DEMO_WF, wf), 2);
+    ck_assert(tu_contains(out, "demo.yaml: ok"));
+    free(out);
+    free(err);
+    free(wf);
+    free(q);
+}
+END_TEST
+
+START_TEST(literal_api_key_refused_and_not_echoed)
+{
+    char *wf = tu_path(tmp, "key.yaml");
+    char *out = NULL, *err = NULL;
+
+    tu_write_file(wf,
+                  "name: k\nversion: 1\n"
+                  "models:\n"
+                  "  - id: m\n"
+                  "    endpoint: https://api.example.invalid/v1\n"
+                  "    model: gpt-x\n"
+                  "    api_key: sk-live-DONOTPRINT123\n"
+                  "teams:\n"
+                  "  main:\n"
+                  "    roles:\n"
+                  "      - {name: solver, count: 1, models: [m]}\n",
+                  (size_t)-1);
+    ck_assert_int_eq(NSED(&out, &err, "validate", wf), 2);
+    ck_assert(tu_contains(err, "key.yaml:7:"));
+    ck_assert(tu_contains(err, "api_key_env"));
+    ck_assert(!tu_contains(err, "DONOTPRINT"));
+    ck_assert(!tu_contains(out, "DONOTPRINT"));
+    free(out);
+    free(err);
+    free(wf);
+}
+END_TEST
+
+static cJSON *status_json(const char *store)
+{
+    char *out = NULL, *err = NULL;
+    cJSON *j;
+
+    ck_assert_msg(NSED(&out, &err, "status", "--store", store, "--json") == 0,
+                  "status: %s", err);
+    j = cJSON_Parse(out);
+    ck_assert_msg(j != NULL, "status --json is not JSON: %s", out);
+    free(out);
+    free(err);
+    return j;
+}
+
+START_TEST(ingest_is_idempotent_and_status_reports)
+{
+    char *store = tu_path(tmp, "store");
+    char *out = NULL, *err = NULL, *vout = NULL;
+    cJSON *st, *man;
+    const char *hash;
+
+    ck_assert_int_eq(NSED(&out, &err, "ingest", DEMO_WF, "--questions", DEMO_Q,
+                          "--store", store),
+                     0);
+    ck_assert_msg(tu_contains(out, "120 new, 0 already in the store"), "%s",
+                  out);
+    free(out);
+    free(err);
+    ck_assert_int_eq(NSED(&out, &err, "ingest", DEMO_WF, "--questions", DEMO_Q,
+                          "--store", store),
+                     0);
+    ck_assert_msg(tu_contains(out, "0 new, 120 already in the store"), "%s",
+                  out);
+    ck_assert(tu_contains(out, "holds 120"));
+    free(out);
+    free(err);
+
+    st = status_json(store);
+    ck_assert_int_eq(
+        cJSON_GetObjectItemCaseSensitive(st, "questions")->valueint, 120);
+    man = cJSON_GetObjectItemCaseSensitive(st, "manifest");
+    ck_assert(cJSON_IsObject(man));
+    hash = cJSON_GetObjectItemCaseSensitive(man, "workflow_hash")->valuestring;
+    ck_assert_str_eq(
+        cJSON_GetObjectItemCaseSensitive(man, "workflow_name")->valuestring,
+        "demo");
+    ck_assert_str_eq(
+        cJSON_GetObjectItemCaseSensitive(man, "seed")->valuestring, "42");
+    /* the command line is recorded as typed, before option parsing */
+    ck_assert(tu_contains(
+        cJSON_GetObjectItemCaseSensitive(man, "command_line")->valuestring,
+        "nsed ingest " DEMO_WF " --questions"));
+    ck_assert_int_eq(
+        cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(man, "history")),
+        2);
+    /* the hash in the store is the one validate prints */
+    ck_assert_int_eq(NSED(&vout, &err, "validate", "-q", DEMO_WF), 0);
+    ck_assert(tu_contains(vout, hash));
+    free(vout);
+    free(err);
+    cJSON_Delete(st);
+
+    ck_assert_int_eq(NSED(&out, &err, "status", "--store", store), 0);
+    ck_assert(tu_contains(out, "workflow:   demo"));
+    ck_assert(tu_contains(out, "120 ingested"));
+    free(out);
+    free(err);
+    free(store);
+}
+END_TEST
+
+START_TEST(ingest_bad_file_adds_nothing)
+{
+    char *store = tu_path(tmp, "store"), *q = tu_path(tmp, "q.jsonl");
+    char *out = NULL, *err = NULL;
+    cJSON *st;
+
+    tu_write_file(q,
+                  "{\"id\":\"a\",\"question\":\"1+1?\",\"answer\":\"2\"}\n"
+                  "{\"id\":\"b\",\"question\":\"2+2?\",\"answer\":\"4\"}\n"
+                  "{\"id\":\"c\",\"question\":}\n",
+                  (size_t)-1);
+    ck_assert_int_eq(NSED(&out, &err, "ingest", DEMO_WF, "--questions", q,
+                          "--store", store),
+                     2);
+    ck_assert_msg(tu_contains(err, "q.jsonl:3:"), "%s", err);
+    free(out);
+    free(err);
+    st = status_json(store);
+    ck_assert_int_eq(
+        cJSON_GetObjectItemCaseSensitive(st, "questions")->valueint, 0);
+    cJSON_Delete(st);
+    free(store);
+    free(q);
+}
+END_TEST
+
+START_TEST(workflow_change_refused_unless_flag)
+{
+    char *store = tu_path(tmp, "store"), *wf = tu_path(tmp, "demo2.yaml");
+    char *text = tu_read_file(DEMO_WF, NULL), *seed, *out = NULL, *err = NULL;
+    cJSON *st, *hist, *last;
+
+    /* the same workflow with another seed: a different hash */
+    ck_assert_ptr_nonnull(text);
+    seed = strstr(text, "seed: 42");
+    ck_assert_ptr_nonnull(seed);
+    memcpy(seed, "seed: 43", 8);
+    tu_write_file(wf, text, (size_t)-1);
+
+    ck_assert_int_eq(NSED(&out, &err, "ingest", DEMO_WF, "--questions", DEMO_Q,
+                          "--store", store),
+                     0);
+    free(out);
+    free(err);
+    ck_assert_int_eq(NSED(&out, &err, "ingest", wf, "--questions", DEMO_Q,
+                          "--store", store),
+                     2);
+    ck_assert_msg(tu_contains(err, "--allow-workflow-change"), "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(NSED(&out, &err, "ingest", wf, "--questions", DEMO_Q,
+                          "--store", store, "--allow-workflow-change"),
+                     0);
+    free(out);
+    free(err);
+    st = status_json(store);
+    hist = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(st, "manifest"), "history");
+    last = cJSON_GetArrayItem(hist, cJSON_GetArraySize(hist) - 1);
+    ck_assert_str_eq(
+        cJSON_GetObjectItemCaseSensitive(last, "event")->valuestring,
+        "workflow_change");
+    cJSON_Delete(st);
+    free(text);
+    free(store);
+    free(wf);
+}
+END_TEST
+
+START_TEST(status_of_missing_store_is_clear)
+{
+    char *store = tu_path(tmp, "nothing-here");
+    char *out = NULL, *err = NULL;
+
+    ck_assert_int_ne(NSED(&out, &err, "status", "--store", store), 0);
+    ck_assert(tu_contains(err, "nothing-here"));
+    free(out);
+    free(err);
+    free(store);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cli");
+    TCase *tc = tcase_create("usage");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_test(tc, help_and_unknown_command);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("validate");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, validate_examples_print_hash);
+    tcase_add_test(tc, validate_reports_location_and_exit_2);
+    tcase_add_test(tc, literal_api_key_refused_and_not_echoed);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("store");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, ingest_is_idempotent_and_status_reports);
+    tcase_add_test(tc, ingest_bad_file_adds_nothing);
+    tcase_add_test(tc, workflow_change_refused_unless_flag);
+    tcase_add_test(tc, status_of_missing_store_is_clear);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
