@@ -337,6 +337,34 @@ static char *chat_body_full(const char *model, const char *system,
     return text;
 }
 
+/* {"model", "messages": [{role, content}...], extra members...}; extra is
+ * a JSON object text whose members are copied in (or NULL). */
+static char *chat_body_msgs(const char *model, const char *const *roles,
+                            const char *const *contents, size_t n,
+                            const char *extra)
+{
+    cJSON *root = cJSON_CreateObject(), *msgs, *more, *it;
+    char *text;
+
+    cJSON_AddStringToObject(root, "model", model);
+    msgs = cJSON_AddArrayToObject(root, "messages");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *m = cJSON_CreateObject();
+
+        cJSON_AddStringToObject(m, "role", roles[i]);
+        cJSON_AddStringToObject(m, "content", contents[i]);
+        cJSON_AddItemToArray(msgs, m);
+    }
+    more = extra ? cJSON_Parse(extra) : NULL;
+    cJSON_ArrayForEach(it, more)
+        cJSON_AddItemToObject(root, it->string, cJSON_Duplicate(it, 1));
+    cJSON_Delete(more);
+    text = cJSON_PrintUnformatted(root);
+    ck_assert_ptr_nonnull(text);
+    cJSON_Delete(root);
+    return text;
+}
+
 static char *chat_body(const char *model, const char *user)
 {
     return chat_body_full(model, "You are a careful solver.", user, 0, NULL);
@@ -1077,6 +1105,93 @@ START_TEST(unknown_question_gets_a_number)
 }
 END_TEST
 
+static const char fatigue_yaml[] =
+    "models:\n"
+    "  - {name: tired, p_gen: 1.0, fatigue: 0.5}\n";
+
+START_TEST(fatigue_lowers_accuracy_on_long_prompts)
+{
+    simproc p;
+    char *pad = malloc(6001), *prompt, *body, *c, *a;
+    const char *roles[] = {"system", "user"};
+    const char *contents[2];
+    hres r;
+    cJSON *stats;
+
+    ck_assert_ptr_nonnull(pad);
+    memset(pad, 'x', 6000);
+    pad[6000] = '\0';
+    sim_start(&p, fatigue_yaml);
+    /* Short prompt: p_gen 1 holds. */
+    a = ask_answer(&p, "tired", "What is 130 - 60?");
+    ck_assert_str_eq(a, "70");
+    free(a);
+    /* 4000+ chars past 2000 at 0.5 per 1000: accuracy 0. */
+    prompt = question_prompt("What is 130 - 60?");
+    contents[0] = pad;
+    contents[1] = prompt;
+    body = chat_body_msgs("tired", roles, contents, 2, NULL);
+    http(&p, "POST", "/v1/chat/completions", body, &r);
+    c = content_of(&r);
+    a = boxed(c);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_str_ne(a, "70");
+    free(a);
+    free(c);
+    hres_release(&r);
+    free(body);
+    free(prompt);
+    free(pad);
+    stats = sim_stop(&p);
+    cJSON_Delete(stats);
+}
+END_TEST
+
+START_TEST(blocks_are_found_across_messages)
+{
+    simproc p;
+    char *q = question_prompt("What is 130 - 60?"), *body, *c, *a;
+    const char *roles[] = {"system", "user", "assistant", "user"};
+    const char *contents[4];
+    cJSON *stats;
+    hres r;
+
+    sim_start(&p, rounds_yaml);
+    /* The question sits in the first user turn, the winner in the last. */
+    contents[0] = "You are on a panel.";
+    contents[1] = q;
+    contents[2] = "My answer: \\boxed{65}";
+    contents[3] = "=====BEGIN WINNING SOLUTION fence 77=====\nIt is "
+                  "\\boxed{70}.\n=====END WINNING SOLUTION fence 77=====\n"
+                  "=====BEGIN YOUR PREVIOUS ANSWER fence 77=====\n"
+                  "\\boxed{65}\n=====END YOUR PREVIOUS ANSWER fence 77=====";
+    body = chat_body_msgs("judge", roles, contents, 4, NULL);
+    http(&p, "POST", "/v1/chat/completions", body, &r);
+    c = content_of(&r);
+    a = boxed(c);
+    ck_assert_str_eq(a, "70");
+    free(a);
+    free(c);
+    hres_release(&r);
+    free(body);
+
+    /* A stop sequence cuts the reply before the final answer. */
+    contents[0] = "You are on a panel.";
+    body = chat_body_msgs("judge", roles, contents, 2,
+                          "{\"stop\": [\"Therefore\"]}");
+    http(&p, "POST", "/v1/chat/completions", body, &r);
+    c = content_of(&r);
+    ck_assert(!tu_contains(c, "Therefore"));
+    ck_assert(!tu_contains(c, "\\boxed"));
+    free(c);
+    hres_release(&r);
+    free(body);
+    free(q);
+    stats = sim_stop(&p);
+    cJSON_Delete(stats);
+}
+END_TEST
+
 /* ---- tests: evaluations ------------------------------------------------- */
 
 static const char eval_yaml[] =
@@ -1158,6 +1273,41 @@ START_TEST(evaluation_covers_all_candidates)
     ck_assert_int_eq(w[2], -50);
     ck_assert_int_eq(w[3], -50);
     free(c);
+    free(prompt);
+    stats = sim_stop(&p);
+    cJSON_Delete(stats);
+}
+END_TEST
+
+/* A repair turn (the runner's retry after an unusable evaluation) carries
+ * no blocks itself; the candidates come from the earlier user message. */
+START_TEST(repair_turn_still_sees_candidates)
+{
+    simproc p;
+    const char *bodies[] = {"\\boxed{70}", "\\boxed{7}", "\\boxed{70}"};
+    char *prompt = eval_prompt("What is 130 - 60?", bodies, 3), *body, *c;
+    const char *roles[] = {"user", "assistant", "user"};
+    const char *contents[3];
+    int w[3];
+    char crit[3][256];
+    cJSON *stats;
+    hres r;
+
+    contents[0] = prompt;
+    contents[1] = "A is good, B is bad.";
+    contents[2] = "Your previous reply could not be used: not JSON.\nReply "
+                  "again with JSON only.";
+    body = chat_body_msgs("judge", roles, contents, 3, NULL);
+    sim_start(&p, eval_yaml);
+    http(&p, "POST", "/v1/chat/completions", body, &r);
+    c = content_of(&r);
+    eval_weights(c, 3, w, crit);
+    ck_assert_int_gt(w[0], 0);
+    ck_assert_int_lt(w[1], 0);
+    ck_assert_int_gt(w[2], 0);
+    free(c);
+    hres_release(&r);
+    free(body);
     free(prompt);
     stats = sim_stop(&p);
     cJSON_Delete(stats);
@@ -1470,9 +1620,12 @@ int main(void)
     tcase_add_test(tc, later_rounds_adopt_only_verified_winners);
     tcase_add_test(tc, max_tokens_cuts_reply);
     tcase_add_test(tc, unknown_question_gets_a_number);
+    tcase_add_test(tc, fatigue_lowers_accuracy_on_long_prompts);
+    tcase_add_test(tc, blocks_are_found_across_messages);
     suite_add_tcase(s, tc);
     tc = tcase_create("evaluations");
     tcase_add_test(tc, evaluation_covers_all_candidates);
+    tcase_add_test(tc, repair_turn_still_sees_candidates);
     suite_add_tcase(s, tc);
     tc = tcase_create("faults");
     tcase_add_test(tc, faults_are_observed_then_limited);

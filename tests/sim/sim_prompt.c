@@ -125,37 +125,54 @@ typedef struct found {
     int question, winner, previous, candidates;
 } found;
 
-/* Scan one segment, filling the kinds not yet supplied by an earlier one. */
+typedef struct marker {
+    int begin;         /* BEGIN line (else END line) */
+    sim_span inner;    /* text between the marker prefix and "=====" */
+    size_t start;      /* offset of the line */
+    size_t after;      /* offset just past the line and its newline */
+} marker;
+
+/* Scan one segment, filling the kinds not yet supplied by an earlier one.
+ * One pass collects the marker lines (rare in real prompts), then each
+ * BEGIN is paired with the next END of identical text, so the cost is
+ * linear in the text plus quadratic only in the capped marker count. */
 static void scan_segment(sim_span text, sim_prompt *p, const found *before,
                          found *now)
 {
-    size_t pos = 0, begins = 0, ls, after;
-    sim_span line;
+    marker m[SIM_PROMPT_MAX_MARKERS];
+    size_t n = 0, pos = 0, ls, after, resume = 0;
+    sim_span line, inner;
 
-    while (next_line(text, &pos, &line, &ls, &after)) {
-        sim_span inner, label, end_inner, body;
-        size_t epos, els, eafter;
-        sim_span eline;
-        sim_block_kind kind;
-        int matched = 0;
+    while (n < SIM_PROMPT_MAX_MARKERS &&
+           next_line(text, &pos, &line, &ls, &after)) {
+        int begin = marker_inner(line, BEGIN_MARK, &inner);
 
-        if (!marker_inner(line, BEGIN_MARK, &inner))
-            continue;
-        if (++begins > SIM_PROMPT_MAX_BEGINS)
-            break;
-        epos = after;
-        while (next_line(text, &epos, &eline, &els, &eafter)) {
-            if (marker_inner(eline, END_MARK, &end_inner) &&
-                span_eq(inner, end_inner)) {
-                matched = 1;
-                break;
-            }
+        if (begin || marker_inner(line, END_MARK, &inner)) {
+            m[n].begin = begin;
+            m[n].inner = inner;
+            m[n].start = ls;
+            m[n].after = after;
+            n++;
         }
-        if (!matched)
+    }
+    for (size_t k = 0; k < n; k++) {
+        sim_span label, body;
+        sim_block_kind kind;
+        size_t j;
+
+        /* Markers inside a block already taken are block content. */
+        if (!m[k].begin || m[k].start < resume)
             continue;
-        body.ptr = text.ptr + after;
-        body.len = els > after ? els - after : 0;
-        pos = eafter;
+        for (j = k + 1; j < n; j++) {
+            if (!m[j].begin && span_eq(m[k].inner, m[j].inner))
+                break;
+        }
+        if (j == n)
+            continue;
+        body.ptr = text.ptr + m[k].after;
+        body.len = m[j].start - m[k].after;
+        resume = m[j].after;
+        inner = m[k].inner;
         kind = classify(inner, &label);
         switch (kind) {
         case SIM_BLOCK_QUESTION:

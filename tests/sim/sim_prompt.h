@@ -15,9 +15,10 @@
 
 #include <stddef.h>
 
-/* At most this many BEGIN lines are examined per text, so that a hostile
- * prompt full of unmatched BEGIN lines cannot make parsing quadratic. */
-#define SIM_PROMPT_MAX_BEGINS 256
+/* At most this many marker (BEGIN/END) lines are read per message; later
+ * ones are ignored, so a prompt full of marker lines cannot make pairing
+ * them expensive. */
+#define SIM_PROMPT_MAX_MARKERS 1024
 /* At most this many candidates are read from one prompt. */
 #define SIM_PROMPT_MAX_CANDIDATES 64
 #define SIM_LABEL_MAX 16
