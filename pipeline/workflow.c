@@ -501,6 +501,10 @@ static int get_enum(ld *l, const wf_node *n, const char *path,
                 snippet(n, sn), list, suggest(hint, n->str, names, count));
 }
 
+/* get_enum over a whole name table. */
+#define GET_ENUM(l, n, path, table, out) \
+    get_enum(l, n, path, table, WF_COUNT(table), out)
+
 static int get_int_as(ld *l, const wf_node *n, const char *path,
                       long long lo, long long hi, int *out)
 {
@@ -538,12 +542,14 @@ static bool is_secret_key(const char *k)
     return false;
 }
 
-static int check_key(ld *l, const wf_node *k)
+/* A mapping key must be a string; in schema mappings (secrets set) a key
+ * that names a credential is refused before anything else is said. */
+static int check_key(ld *l, const wf_node *k, bool secrets)
 {
     if (k->kind != WF_NODE_SCALAR || is_null(k))
         return fail(l, k, NSED_EINVAL, "mapping keys must be strings, not %s",
                     describe(k));
-    if (is_secret_key(k->str))
+    if (secrets && is_secret_key(k->str))
         return secret_error(l, k);
     return 0;
 }
@@ -570,7 +576,7 @@ static int map_fields(ld *l, const wf_node *n, const char *path,
         const wf_node *k = n->items[2 * i];
         size_t j;
 
-        rc = check_key(l, k);
+        rc = check_key(l, k, true);
         if (rc)
             return rc;
         for (j = 0; j < nspec; j++)
@@ -615,7 +621,7 @@ static int map_names(ld *l, const wf_node *n, const char *path, size_t max)
     for (size_t i = 0; i < n->n; i++) {
         const wf_node *k = n->items[2 * i];
 
-        rc = check_key(l, k);
+        rc = check_key(l, k, false);
         if (rc)
             return rc;
         if (!is_name(k->str, k->len))
@@ -1384,9 +1390,6 @@ static const keyspec broker_keys[BR_COUNT] = {
     [BR_PRIORS] = {"priors", false},
 };
 
-static const char *const policy_names[] = {"fixed", "knapsack"};
-static const char *const objective_names[] = {"evidence", "verification",
-                                              "generation"};
 
 /* Resolve a team name written at node n (path names the field). */
 static int team_ref(ld *l, const wf_node *n, const char *path,
@@ -1460,13 +1463,13 @@ static int load_broker(ld *l, const wf_node *n, const wf_node *root)
     if (n)
         rc = map_fields(l, n, "broker", broker_keys, BR_COUNT, v);
     if (!rc && v[BR_POLICY]) {
-        rc = get_enum(l, v[BR_POLICY], "broker.policy", policy_names, 2,
+        rc = GET_ENUM(l, v[BR_POLICY], "broker.policy", wf_policy_names,
                       &policy);
         b->policy = (enum workflow_policy)policy;
     }
     if (!rc && v[BR_OBJECTIVE]) {
-        rc = get_enum(l, v[BR_OBJECTIVE], "broker.objective",
-                      objective_names, 3, &objective);
+        rc = GET_ENUM(l, v[BR_OBJECTIVE], "broker.objective",
+                      wf_objective_names, &objective);
         b->objective = (enum workflow_objective)objective;
     }
     if (!rc && v[BR_BUDGET]) {
@@ -1521,8 +1524,6 @@ static int load_broker(ld *l, const wf_node *n, const wf_node *root)
     }
     if (!rc && v[BR_TIERS])
         rc = load_tiers(l, v[BR_TIERS]);
-    else if (!rc && !(b->tiers = calloc(1, sizeof *b->tiers)))
-        rc = oom(l);
     if (!rc && v[BR_PRIORS]) {
         const char *q = "broker.priors";
 
@@ -1627,8 +1628,6 @@ static const keyspec rounds_keys[RD_COUNT] = {
     [RD_FORGET] = {"forget_gate", false},
 };
 
-static const char *const carry_names[] = {"winner", "own_previous",
-                                          "critiques", "scores"};
 
 static int load_fatigue(ld *l, const wf_node *n, workflow_rounds *r)
 {
@@ -1681,11 +1680,11 @@ static int load_forget_gate(ld *l, const wf_node *n, workflow_rounds *r)
             char ip[WF_PATH];
             int which;
 
-            rc = get_enum(l, c->items[i], ipath(ip, p, i), carry_names, 4,
+            rc = GET_ENUM(l, c->items[i], ipath(ip, p, i), wf_carry_names,
                           &which);
             if (!rc && (r->carry & (1u << which)))
                 rc = fail(l, c->items[i], NSED_EINVAL, "%s repeats \"%s\"",
-                          p, carry_names[which]);
+                          p, wf_carry_names[which]);
             if (!rc)
                 r->carry |= 1u << which;
         }
@@ -1752,10 +1751,6 @@ static const keyspec scoring_keys[SC_COUNT] = {
     [SC_TIE] = {"tie_break", false},
 };
 
-static const char *const scheme_names[] = {"quadratic", "quadratic_credits",
-                                           "mean", "borda"};
-static const char *const tie_names[] = {"min_peer_score", "variance",
-                                        "seeded"};
 
 static int load_scoring(ld *l, const wf_node *n)
 {
@@ -1769,7 +1764,7 @@ static int load_scoring(ld *l, const wf_node *n)
         return 0;
     rc = map_fields(l, n, "scoring", scoring_keys, SC_COUNT, v);
     if (!rc && v[SC_SCHEME]) {
-        rc = get_enum(l, v[SC_SCHEME], "scoring.scheme", scheme_names, 4,
+        rc = GET_ENUM(l, v[SC_SCHEME], "scoring.scheme", wf_scheme_names,
                       &scheme);
         s->scheme = (enum workflow_scheme)scheme;
     }
@@ -1791,8 +1786,8 @@ static int load_scoring(ld *l, const wf_node *n)
             char ip[WF_PATH];
             int which;
 
-            rc = get_enum(l, t->items[i], ipath(ip, "scoring.tie_break", i),
-                          tie_names, 3, &which);
+            rc = GET_ENUM(l, t->items[i], ipath(ip, "scoring.tie_break", i),
+                          wf_tie_break_names, &which);
             if (!rc && (seen & (1u << which)))
                 rc = fail(l, t->items[i], NSED_EINVAL, "scoring.tie_break "
                           "must list each of min_peer_score, variance, "
@@ -1813,10 +1808,6 @@ static const keyspec answer_keys[AN_COUNT] = {
     [AN_TOLERANCE] = {"tolerance", false},
 };
 
-static const char *const extract_names[] = {"boxed", "regex", "last_number",
-                                            "json_field", "code_block"};
-static const char *const compare_names[] = {"exact", "numeric", "normalized",
-                                            "regex"};
 
 static int check_pattern(ld *l, const wf_node *n, const char *pattern)
 {
@@ -1848,7 +1839,7 @@ static int load_answer(ld *l, const wf_node *n)
     if (n)
         rc = map_fields(l, n, "answer", answer_keys, AN_COUNT, v);
     if (!rc && v[AN_EXTRACT]) {
-        rc = get_enum(l, v[AN_EXTRACT], "answer.extract", extract_names, 5,
+        rc = GET_ENUM(l, v[AN_EXTRACT], "answer.extract", wf_extract_names,
                       &extract);
         a->extract = (enum workflow_extract)extract;
     }
@@ -1881,7 +1872,7 @@ static int load_answer(ld *l, const wf_node *n)
     a->compare = a->extract == WORKFLOW_EXTRACT_LAST_NUMBER
                      ? WORKFLOW_COMPARE_NUMERIC : WORKFLOW_COMPARE_EXACT;
     if (v[AN_COMPARE]) {
-        rc = get_enum(l, v[AN_COMPARE], "answer.compare", compare_names, 4,
+        rc = GET_ENUM(l, v[AN_COMPARE], "answer.compare", wf_compare_names,
                       &compare);
         if (rc)
             return rc;

@@ -196,67 +196,80 @@ static void jw_strs(jw *w, char *const *v, size_t n)
     jw_close(w, ']');
 }
 
+/* Names as written in the file, indexed by enum value (carry: by bit
+ * position); the loader parses with the same tables. */
+const char *const wf_policy_names[2] = {
+    [WORKFLOW_POLICY_FIXED] = "fixed",
+    [WORKFLOW_POLICY_KNAPSACK] = "knapsack",
+};
+const char *const wf_objective_names[3] = {
+    [WORKFLOW_OBJECTIVE_EVIDENCE] = "evidence",
+    [WORKFLOW_OBJECTIVE_VERIFICATION] = "verification",
+    [WORKFLOW_OBJECTIVE_GENERATION] = "generation",
+};
+const char *const wf_scheme_names[4] = {
+    [WORKFLOW_SCHEME_QUADRATIC] = "quadratic",
+    [WORKFLOW_SCHEME_QUADRATIC_CREDITS] = "quadratic_credits",
+    [WORKFLOW_SCHEME_MEAN] = "mean",
+    [WORKFLOW_SCHEME_BORDA] = "borda",
+};
+const char *const wf_tie_break_names[WORKFLOW_TIE_BREAK_COUNT] = {
+    [WORKFLOW_TIE_MIN_PEER_SCORE] = "min_peer_score",
+    [WORKFLOW_TIE_VARIANCE] = "variance",
+    [WORKFLOW_TIE_SEEDED] = "seeded",
+};
+const char *const wf_extract_names[5] = {
+    [WORKFLOW_EXTRACT_BOXED] = "boxed",
+    [WORKFLOW_EXTRACT_REGEX] = "regex",
+    [WORKFLOW_EXTRACT_LAST_NUMBER] = "last_number",
+    [WORKFLOW_EXTRACT_JSON_FIELD] = "json_field",
+    [WORKFLOW_EXTRACT_CODE_BLOCK] = "code_block",
+};
+const char *const wf_compare_names[4] = {
+    [WORKFLOW_COMPARE_EXACT] = "exact",
+    [WORKFLOW_COMPARE_NUMERIC] = "numeric",
+    [WORKFLOW_COMPARE_NORMALIZED] = "normalized",
+    [WORKFLOW_COMPARE_REGEX] = "regex",
+};
+const char *const wf_carry_names[4] = {
+    "winner", "own_previous", "critiques", "scores",
+};
+
+static const char *name_of(const char *const *names, size_t n, int v)
+{
+    return v >= 0 && (size_t)v < n ? names[v] : "?";
+}
+
+#define NAME_OF(table, v) name_of(table, sizeof table / sizeof *table, (int)(v))
+
 const char *workflow_policy_name(enum workflow_policy p)
 {
-    switch (p) {
-    case WORKFLOW_POLICY_FIXED: return "fixed";
-    case WORKFLOW_POLICY_KNAPSACK: return "knapsack";
-    }
-    return "?";
+    return NAME_OF(wf_policy_names, p);
 }
 
 const char *workflow_objective_name(enum workflow_objective o)
 {
-    switch (o) {
-    case WORKFLOW_OBJECTIVE_EVIDENCE: return "evidence";
-    case WORKFLOW_OBJECTIVE_VERIFICATION: return "verification";
-    case WORKFLOW_OBJECTIVE_GENERATION: return "generation";
-    }
-    return "?";
+    return NAME_OF(wf_objective_names, o);
 }
 
 const char *workflow_scheme_name(enum workflow_scheme s)
 {
-    switch (s) {
-    case WORKFLOW_SCHEME_QUADRATIC: return "quadratic";
-    case WORKFLOW_SCHEME_QUADRATIC_CREDITS: return "quadratic_credits";
-    case WORKFLOW_SCHEME_MEAN: return "mean";
-    case WORKFLOW_SCHEME_BORDA: return "borda";
-    }
-    return "?";
+    return NAME_OF(wf_scheme_names, s);
 }
 
 const char *workflow_tie_break_name(enum workflow_tie_break t)
 {
-    switch (t) {
-    case WORKFLOW_TIE_MIN_PEER_SCORE: return "min_peer_score";
-    case WORKFLOW_TIE_VARIANCE: return "variance";
-    case WORKFLOW_TIE_SEEDED: return "seeded";
-    }
-    return "?";
+    return NAME_OF(wf_tie_break_names, t);
 }
 
 const char *workflow_extract_name(enum workflow_extract e)
 {
-    switch (e) {
-    case WORKFLOW_EXTRACT_BOXED: return "boxed";
-    case WORKFLOW_EXTRACT_REGEX: return "regex";
-    case WORKFLOW_EXTRACT_LAST_NUMBER: return "last_number";
-    case WORKFLOW_EXTRACT_JSON_FIELD: return "json_field";
-    case WORKFLOW_EXTRACT_CODE_BLOCK: return "code_block";
-    }
-    return "?";
+    return NAME_OF(wf_extract_names, e);
 }
 
 const char *workflow_compare_name(enum workflow_compare c)
 {
-    switch (c) {
-    case WORKFLOW_COMPARE_EXACT: return "exact";
-    case WORKFLOW_COMPARE_NUMERIC: return "numeric";
-    case WORKFLOW_COMPARE_NORMALIZED: return "normalized";
-    case WORKFLOW_COMPARE_REGEX: return "regex";
-    }
-    return "?";
+    return NAME_OF(wf_compare_names, c);
 }
 
 static void write_model(jw *w, const workflow_model *m)
@@ -407,16 +420,6 @@ static void write_teams(jw *w, const workflow *wf)
 
 static void write_rounds(jw *w, const workflow_rounds *r)
 {
-    static const struct {
-        unsigned bit;
-        const char *name;
-    } carry[] = {
-        {WORKFLOW_CARRY_WINNER, "winner"},
-        {WORKFLOW_CARRY_OWN_PREVIOUS, "own_previous"},
-        {WORKFLOW_CARRY_CRITIQUES, "critiques"},
-        {WORKFLOW_CARRY_SCORES, "scores"},
-    };
-
     jw_open(w, '{');
     jw_key(w, "min"); jw_int(w, r->min);
     jw_key(w, "max"); jw_int(w, r->max);
@@ -445,9 +448,9 @@ static void write_rounds(jw *w, const workflow_rounds *r)
     jw_open(w, '{');
     jw_key(w, "carry");
     jw_open(w, '[');
-    for (size_t i = 0; i < sizeof carry / sizeof carry[0]; i++)
-        if (r->carry & carry[i].bit)
-            jw_str(w, carry[i].name);
+    for (size_t i = 0; i < WF_COUNT(wf_carry_names); i++)
+        if (r->carry & (1u << i))
+            jw_str(w, wf_carry_names[i]);
     jw_close(w, ']');
     jw_key(w, "max_winner_chars"); jw_int(w, r->max_winner_chars);
     jw_key(w, "max_own_chars"); jw_int(w, r->max_own_chars);

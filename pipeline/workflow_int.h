@@ -74,6 +74,17 @@ int wf_prompt_check(enum wf_prompt_kind k, const char *tmpl, char *msg,
  * Returns a malloc'd string or NULL when out of memory. */
 char *wf_prompt_default(enum wf_prompt_kind k, const workflow_answer *a);
 
+/* Names as written in the file, indexed by enum value (wf_carry_names by
+ * the bit position of enum workflow_carry). */
+extern const char *const wf_policy_names[2];
+extern const char *const wf_objective_names[3];
+extern const char *const wf_scheme_names[4];
+extern const char *const wf_tie_break_names[WORKFLOW_TIE_BREAK_COUNT];
+extern const char *const wf_extract_names[5];
+extern const char *const wf_compare_names[4];
+extern const char *const wf_carry_names[4];
+#define WF_COUNT(table) (sizeof table / sizeof *table)
+
 /* Fill wf->canonical_, hash_ and resolved_json_ from the loaded fields.
  * Returns 0 or NSED_ENOMEM. */
 int wf_canon_build(workflow *wf);

@@ -812,6 +812,19 @@ START_TEST(numbers_parse_strictly)
 }
 END_TEST
 
+START_TEST(team_names_are_free_text)
+{
+    /* only schema keys are checked for credentials, not names users pick */
+    char *t = subst(MINI, "  main:\n", "  token:\n");
+    workflow *wf = load_text(t);
+
+    ck_assert_str_eq(wf->teams[0].name, "token");
+    ck_assert_ptr_eq(wf->broker.default_team, &wf->teams[0]);
+    workflow_free(wf);
+    free(t);
+}
+END_TEST
+
 /* ---- interpolation ----------------------------------------------------- */
 
 START_TEST(interpolation_set_unset_default)
@@ -1118,6 +1131,7 @@ int main(void)
     tcase_add_test(tc, knapsack_defaults_and_compare_default);
     tcase_add_test(tc, full_file_every_key);
     tcase_add_test(tc, numbers_parse_strictly);
+    tcase_add_test(tc, team_names_are_free_text);
     suite_add_tcase(s, tc);
     tc = tcase_create("interpolation");
     tcase_add_test(tc, interpolation_set_unset_default);
