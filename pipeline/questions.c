@@ -3,6 +3,7 @@
 #include "pipeline/questions.h"
 
 #include "pipeline/buf.h"
+#include "pipeline/suggest.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -411,40 +412,6 @@ static int lower_ascii(int c)
     return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
 }
 
-/* Optimal-string-alignment distance (Levenshtein plus transpositions),
- * case-insensitive, for strings of at most 32 bytes. */
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t na = strlen(a), nb = strlen(b);
-    size_t d[33][33];
-
-    if (na > 32 || nb > 32)
-        return SIZE_MAX;
-    for (size_t i = 0; i <= na; i++)
-        d[i][0] = i;
-    for (size_t j = 0; j <= nb; j++)
-        d[0][j] = j;
-    for (size_t i = 1; i <= na; i++) {
-        for (size_t j = 1; j <= nb; j++) {
-            int ca = lower_ascii((unsigned char)a[i - 1]);
-            int cb = lower_ascii((unsigned char)b[j - 1]);
-            size_t best = d[i - 1][j] + 1;
-
-            if (d[i][j - 1] + 1 < best)
-                best = d[i][j - 1] + 1;
-            if (d[i - 1][j - 1] + (ca != cb) < best)
-                best = d[i - 1][j - 1] + (ca != cb);
-            if (i > 1 && j > 1 &&
-                ca == lower_ascii((unsigned char)b[j - 2]) &&
-                cb == lower_ascii((unsigned char)a[i - 2]) &&
-                d[i - 2][j - 2] + 1 < best)
-                best = d[i - 2][j - 2] + 1;
-            d[i][j] = best;
-        }
-    }
-    return d[na][nb];
-}
-
 static int has_prefix_ci(const char *s, const char *prefix)
 {
     for (; *prefix; s++, prefix++)
@@ -463,18 +430,10 @@ static const char *const key_names[K_COUNT] = {
 /* The known key most likely meant by an unknown one, or NULL. */
 static const char *suggest_key(const char *key, int record)
 {
-    const char *best = NULL;
     size_t bestd = SIZE_MAX, klen = strlen(key);
     int nkeys = record ? K_COUNT : K_SEQ;
+    const char *best = suggest_closest(key, key_names, (size_t)nkeys, &bestd);
 
-    for (int k = 0; k < nkeys; k++) {
-        size_t d = edit_distance(key, key_names[k]);
-
-        if (d < bestd) {
-            bestd = d;
-            best = key_names[k];
-        }
-    }
     if (best && bestd <= 2 && bestd < klen)
         return best;
     /* "metadata", "question_text", "ques": a known key as a prefix */

@@ -12,6 +12,7 @@
  * the thing they name is known.
  */
 #include "workflow_int.h"
+#include "pipeline/suggest.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -197,64 +198,24 @@ static const char *snippet(const wf_node *n, char out[64])
     return shorten(n->str, out);
 }
 
-/* Optimal string alignment distance (a transposition costs 1), for the
- * "did you mean" hints. Inputs are short names; longer ones get no hint. */
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    size_t d[WORKFLOW_MAX_NAME + 1][WORKFLOW_MAX_NAME + 1];
-
-    if (la > WORKFLOW_MAX_NAME || lb > WORKFLOW_MAX_NAME)
-        return SIZE_MAX;
-    for (size_t i = 0; i <= la; i++)
-        d[i][0] = i;
-    for (size_t j = 0; j <= lb; j++)
-        d[0][j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        for (size_t j = 1; j <= lb; j++) {
-            size_t cost = tolower((unsigned char)a[i - 1]) ==
-                                  tolower((unsigned char)b[j - 1])
-                              ? 0 : 1;
-            size_t v = d[i - 1][j] + 1;
-
-            if (d[i][j - 1] + 1 < v)
-                v = d[i][j - 1] + 1;
-            if (d[i - 1][j - 1] + cost < v)
-                v = d[i - 1][j - 1] + cost;
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] &&
-                a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v)
-                v = d[i - 2][j - 2] + 1;
-            d[i][j] = v;
-        }
-    }
-    return d[la][lb];
-}
-
 /* "; did you mean \"x\"?" for the closest candidate when it is close
  * enough to be a likely typo, else "". */
 static const char *suggest(char out[WF_PATH], const char *s,
                            const char *const *cands, size_t n)
 {
-    size_t best = SIZE_MAX, bi = 0;
+    size_t best = SIZE_MAX;
+    const char *c = suggest_closest(s, cands, n, &best);
 
     out[0] = '\0';
-    for (size_t i = 0; i < n; i++) {
-        size_t d = edit_distance(s, cands[i]);
-
-        if (d < best) {
-            best = d;
-            bi = i;
-        }
-    }
-    if (best != SIZE_MAX && best > 0) {
-        size_t len = strlen(cands[bi]);
+    if (c && best > 0) {
+        size_t len = strlen(c);
         size_t limit = len <= 3 ? 1 : len <= 6 ? 2 : 3;
 
         if (best <= limit && best < strlen(s))
-            snprintf(out, WF_PATH, "; did you mean \"%s\"?", cands[bi]);
+            snprintf(out, WF_PATH, "; did you mean \"%s\"?", c);
     }
-    if (best == 0) /* differs only in case */
-        snprintf(out, WF_PATH, "; did you mean \"%s\"?", cands[bi]);
+    if (c && best == 0) /* differs only in case */
+        snprintf(out, WF_PATH, "; did you mean \"%s\"?", c);
     return out;
 }
 

@@ -2,6 +2,7 @@
 #include "pipeline/buf.h"
 #include "pipeline/err.h"
 #include "pipeline/hash.h"
+#include "pipeline/suggest.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -120,6 +121,22 @@ START_TEST(sha256_fields_are_unambiguous)
 }
 END_TEST
 
+START_TEST(suggest_finds_typos)
+{
+    static const char *const keys[] = {"models", "teams", "rounds", "seed"};
+    size_t d = 99;
+
+    ck_assert_uint_eq(suggest_distance("modles", "models"), 1);
+    ck_assert_uint_eq(suggest_distance("MODELS", "models"), 0);
+    ck_assert_uint_eq(suggest_distance("", "abc"), 3);
+    ck_assert_uint_eq(suggest_distance("kitten", "sitting"), 3);
+    ck_assert_str_eq(suggest_closest("teems", keys, 4, &d), "teams");
+    ck_assert_uint_eq(d, 1);
+    ck_assert_str_eq(suggest_closest("sed", keys, 4, &d), "seed");
+    ck_assert_ptr_null(suggest_closest("x", keys, 0, &d));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("base");
@@ -133,6 +150,9 @@ int main(void)
     tcase_add_test(tc, buf_cap_is_hard);
     tcase_add_test(tc, buf_detach_hands_over);
     tcase_add_test(tc, buf_read_file_respects_cap);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("suggest");
+    tcase_add_test(tc, suggest_finds_typos);
     suite_add_tcase(s, tc);
     tc = tcase_create("hash");
     tcase_add_test(tc, sha256_known_vectors);

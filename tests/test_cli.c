@@ -5,6 +5,7 @@
 
 #include <check.h>
 #include <cjson/cJSON.h>
+#include <glob.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,6 +86,40 @@ START_TEST(validate_examples_print_hash)
         free(out);
         free(err);
         free(path);
+    }
+}
+END_TEST
+
+/* `nsed validate workflows/STAR.yaml` as a user types it: every example
+ * workflow passes and the simulator config beside them is recognised. */
+START_TEST(validate_workflow_dir_glob)
+{
+    glob_t g;
+    char *argv[32] = {NSED_BIN, "validate", "-q"};
+    size_t n = 3;
+    char *out = NULL, *err = NULL;
+
+    ck_assert_int_eq(glob(NSED_SOURCE_DIR "/workflows/*.yaml", 0, NULL, &g),
+                     0);
+    ck_assert_uint_ge(g.gl_pathc, 5);
+    for (size_t i = 0; i < g.gl_pathc && n < 31; i++)
+        argv[n++] = g.gl_pathv[i];
+    argv[n] = NULL;
+    ck_assert_msg(tu_run(argv, &out, &err) == 0, "%s", err);
+    ck_assert(tu_contains(out, "demo-sim.yaml: skipped, a simulated-server"));
+    ck_assert(tu_contains(out, "demo.yaml: ok, workflow hash"));
+    free(out);
+    free(err);
+    globfree(&g);
+
+    {
+        char *sargv[] = {NSED_SIM_BIN, "--check", "--config",
+                         NSED_SOURCE_DIR "/workflows/demo-sim.yaml", NULL};
+
+        ck_assert_int_eq(tu_run(sargv, &out, &err), 0);
+        ck_assert(tu_contains(out, "ok, 3 models"));
+        free(out);
+        free(err);
     }
 }
 END_TEST
@@ -315,6 +350,7 @@ int main(void)
     tc = tcase_create("validate");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, validate_examples_print_hash);
+    tcase_add_test(tc, validate_workflow_dir_glob);
     tcase_add_test(tc, validate_reports_location_and_exit_2);
     tcase_add_test(tc, literal_api_key_refused_and_not_echoed);
     suite_add_tcase(s, tc);

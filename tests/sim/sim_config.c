@@ -348,8 +348,9 @@ typedef struct top_state {
     sim_config cfg;
 } top_state;
 
-enum { TK_SEED, TK_QUESTIONS, TK_MODELS };
-static const char *const top_keys[] = {"seed", "questions", "models", NULL};
+enum { TK_KIND, TK_SEED, TK_QUESTIONS, TK_MODELS };
+static const char *const top_keys[] = {"kind", "seed", "questions", "models",
+                                       NULL};
 
 static int top_pair(const cfg_ctx *c, int key, const yaml_node_t *v, void *arg)
 {
@@ -359,6 +360,18 @@ static int top_pair(const cfg_ctx *c, int key, const yaml_node_t *v, void *arg)
     size_t n;
 
     switch (key) {
+    case TK_KIND: {
+        /* Optional marker that tells `nsed validate` this YAML file is a
+         * simulator config rather than a workflow. */
+        char *kind = NULL;
+        int rc = get_string(c, v, "kind", 64, &kind);
+
+        if (!rc && strcmp(kind, "nsed-sim") != 0)
+            rc = node_error(c, v, "kind: expected \"nsed-sim\", got \"%s\"",
+                            kind);
+        free(kind);
+        return rc;
+    }
     case TK_SEED: return get_seed(c, v, &cfg->seed);
     case TK_QUESTIONS:
         return get_string(c, v, "questions", PATH_MAX, &cfg->questions);

@@ -29,6 +29,8 @@ static void usage(FILE *f)
             "one\n"
             "  --seed S          override the config's seed\n"
             "  --questions FILE  question set (JSONL) overriding the config's\n"
+            "  --check           load the config and question set, report, "
+            "exit\n"
             "  --help            show this text\n"
             "\n"
             "Prints \"listening on 127.0.0.1:PORT\" first; stops on SIGTERM or "
@@ -58,10 +60,12 @@ int main(int argc, char **argv)
         {"port", required_argument, NULL, 'p'},
         {"seed", required_argument, NULL, 's'},
         {"questions", required_argument, NULL, 'q'},
+        {"check", no_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *questions = NULL;
+    int check_only = 0;
     unsigned long long port = 0, seed = 0;
     int have_seed = 0, opt, status = 0, sig, rc;
     sim_config cfg = {0};
@@ -93,6 +97,9 @@ int main(int argc, char **argv)
             break;
         case 'q':
             questions = optarg;
+            break;
+        case 'k':
+            check_only = 1;
             break;
         case 'h':
             usage(stdout);
@@ -146,6 +153,11 @@ int main(int argc, char **argv)
     if (rc) {
         fprintf(stderr, "%s\n", err.msg[0] ? err.msg : nsed_strerror(rc));
         status = rc == NSED_ENOMEM ? 1 : 2;
+        goto out;
+    }
+    if (check_only) {
+        printf("%s: ok, %zu models, question set %s\n", config, cfg.nmodels,
+               cfg.questions);
         goto out;
     }
     rc = sim_server_start(&cfg, qs, (unsigned)port, &srv, &err);
