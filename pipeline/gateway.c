@@ -24,6 +24,9 @@
 #include <strings.h>
 #include <time.h>
 
+_Static_assert(GATEWAY_ERR_INTERNAL + 1 == GATEWAY_ERR_KIND_COUNT,
+               "GATEWAY_ERR_KIND_COUNT must follow the last kind");
+
 #define ATTEMPT_MSG_MAX 512
 #define RESULT_MSG_MAX 1024
 
@@ -611,10 +614,8 @@ static void finish_failed(gateway *gw, gw_req *r, int code,
     snprintf(r->error, sizeof r->error, "model %s: %s (%s)", mm->m->id,
              r->attempt_msg[0] ? r->attempt_msg : "no attempt made", why);
     gw_redact(r->error, sizeof r->error, mm->key);
-    if (r->attempted) {
-        mm->stats.calls++;
-        mm->stats.failed++;
-    }
+    mm->stats.calls++;
+    mm->stats.failed++;
     done_push(gw, r);
 }
 

@@ -214,7 +214,8 @@ int gateway_new(const workflow *wf, store *st, const gateway_opts *opts,
 void gateway_free(gateway *gw);
 
 /* Submit a request; fn(result, user) is called exactly once from a later
- * gateway_poll. Checks the request (model index, messages, schema),
+ * gateway_poll. Not from inside a store transaction of st (the ledger
+ * lookup opens a read transaction). Checks the request (model index, messages, schema),
  * builds the body, computes the ledger key and looks it up. Returns 0, or
  * NSED_EINVAL (bad request, err says why), NSED_ETOOBIG (body over
  * GATEWAY_MAX_REQUEST_BYTES), NSED_ENOMEM, NSED_ESTORE (ledger lookup
@@ -252,9 +253,11 @@ size_t gateway_in_flight(const gateway *gw);
 size_t gateway_pending(const gateway *gw);
 
 typedef struct gateway_stats {
-    uint64_t calls;          /* requests finished over the network */
+    uint64_t calls;          /* requests finished through the network
+                                path (not ledger hits or dry runs) */
     uint64_t ok;             /* ... successfully */
-    uint64_t failed;         /* ... with an error */
+    uint64_t failed;         /* ... with an error (including requests that
+                                ran out of budget while paused) */
     uint64_t attempts;       /* HTTP attempts started */
     uint64_t retries;        /* attempts after the first */
     uint64_t attempt_errors[GATEWAY_ERR_KIND_COUNT]; /* failed attempts
