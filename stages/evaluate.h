@@ -1,0 +1,91 @@
+/* evaluate.h -- stage 3: anonymous cross-evaluation.
+ *
+ * Who evaluates: every seat that was not lost to infrastructure in this
+ * round's proposals -- seats with a candidate, seats that replied SKIP and
+ * seats whose reply was empty or unusable alike. A seat is shown every
+ * candidate except its own (the diagonal mask); with
+ * scoring.allow_self_votes it is shown its own too. A seat with nothing to
+ * see (its own is the only candidate), and every seat when there is no
+ * candidate, is STATE_EVAL_IDLE and makes no call.
+ *
+ * The call: system message, then wf->prompts.evaluate with {question}, the
+ * candidate blocks ({candidates}, in label order, separated by a blank
+ * line) and {labels} ("A, C, D"). For a model with structured_output the
+ * request carries a JSON schema (evaluate_schema) for response_format.
+ *
+ * Parsing a reply (evaluate_parse) is lenient about form and strict about
+ * content: the first JSON object in the reply that parses and has an
+ * "evaluations" array is used (so a ```json fence or prose around it is
+ * fine; the first 256 '{' positions are tried). Each entry needs a
+ * "candidate" label -- trimmed, an optional leading word "candidate"
+ * dropped, upper-cased ("b", "Candidate B" -> B) -- and a numeric "weight"
+ * (a JSON number, or a string holding only a number), rounded to the
+ * nearest integer and clamped to [-100, 100]; "critique" is optional.
+ * Dropped and counted: entries for the evaluator's own candidate (unless
+ * self votes are allowed), for labels that are no candidate, entries with
+ * no usable label or weight, and later entries for a label already
+ * scored. A label missing from the reply simply has no weight from this
+ * evaluator. A reply with no usable entry at all is unusable: the seat gets
+ * one repair call (the original messages, its reply as an assistant turn,
+ * then wf->prompts.repair with {error} and {labels}); if that reply is
+ * unusable too the seat abstains this round (STATE_EVAL_ABSTAINED).
+ * A call that fails through infrastructure marks the seat lost
+ * (STATE_EVAL_FAILED, state.missing); one that fails otherwise counts as
+ * an unusable reply.
+ */
+#ifndef NSED_STAGES_EVALUATE_H
+#define NSED_STAGES_EVALUATE_H
+
+#include "pipeline/err.h"
+#include "pipeline/workflow.h"
+#include "stages/stage.h"
+#include "stages/state.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* '{' positions evaluate_parse tries. */
+#define EVALUATE_JSON_TRIES 256
+
+/* The candidate index the seat wrote in round r, or -1 (none). */
+long evaluate_own_candidate(const state_round *r, size_t seat);
+
+/* Whether candidate cand is shown to seat in round r. */
+bool evaluate_shows(const state_round *r, size_t seat, size_t cand,
+                    bool self_votes);
+
+/* The evaluation status a seat starts the round's evaluate stage with
+ * (PENDING or IDLE), by the rules above. */
+enum state_eval_status evaluate_initial_status(const state_round *r,
+                                               size_t seat, bool self_votes);
+
+/* Parse an evaluation reply. ncand: candidates in the round; own: the
+ * evaluator's candidate or -1; self_votes: keep a score of own. On success
+ * returns 0 and fills out->weights / nweights / dropped_* (other fields
+ * untouched; out must hold no weights yet). Returns NSED_EINVAL with why
+ * filled (a short reason, safe to show the model: it never quotes the
+ * reply) when the reply is unusable; NSED_ENOMEM. */
+int evaluate_parse(const char *reply, size_t ncand, long own, bool self_votes,
+                   state_evaluation *out, char *why, size_t whysize);
+
+/* The JSON schema of an evaluation reply whose candidate labels are
+ * labels[0..n): compact JSON, malloc'd into *out. Returns 0 or
+ * NSED_ENOMEM. */
+int evaluate_schema(const char *const *labels, size_t n, char **out);
+
+/* The evaluation user message for seat in the current round, appended to
+ * out, and the labels it shows (", "-separated) into labels_out (may be
+ * NULL). Same returns as workflow_prompt_render. */
+int evaluate_render(const state *st, const workflow *wf, size_t seat,
+                    buf *out, buf *labels_out);
+
+/* Requests for every PENDING seat (evaluate) and REPAIR seat (repair).
+ * Same returns as stage_plan. */
+int evaluate_plan(const state *st, const workflow *wf, stage_requests *out);
+
+/* Record responses; advance to aggregate when no seat is PENDING or
+ * REPAIR. Same returns as stage_reduce; st unchanged on failure. */
+int evaluate_reduce(state *st, const workflow *wf,
+                    const stage_response *resps, size_t n, nsed_err *err);
+
+#endif

@@ -1,0 +1,52 @@
+/* propose.h -- stage 1: every seat answers.
+ *
+ * Round 0: the system message (wf->prompts.system with the seat's persona
+ * and role) and wf->prompts.propose with {question}. Round r > 0: the same
+ * system message and wf->prompts.revise with {question}, {round} (r) and
+ * the seat's consensus-state blocks from the forget gate ({winner},
+ * {own_previous}, {critiques}, {scores}; "" for a block not carried). The
+ * default templates put the stable text first and the changing blocks
+ * last, so a serving engine's prefix cache keeps hitting.
+ *
+ * A reply is stored cleaned and capped (STATE_TEXT_MAX). It is:
+ *   SKIP    when the trimmed reply is "SKIP" in any letter case: no
+ *           candidate this round, the seat still evaluates;
+ *   FAILED  when no reply came (infrastructure: the seat is lost and the
+ *           question degraded; otherwise a model failure) or it is empty
+ *           or only white space;
+ *   OK      otherwise, with the answer extracted by answer_extract (NULL
+ *           when the reply has none -- it is still a candidate).
+ * When every seat is resolved in round 0, the majority vote of the
+ * extracted answers (by seat order) is recorded as the question's
+ * baseline (state.baseline_answer / baseline_votes), and the stage moves
+ * to anonymize.
+ */
+#ifndef NSED_STAGES_PROPOSE_H
+#define NSED_STAGES_PROPOSE_H
+
+#include "pipeline/err.h"
+#include "pipeline/workflow.h"
+#include "stages/stage.h"
+#include "stages/state.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* True when reply[0..len) is SKIP (trimmed, any case). */
+bool propose_is_skip(const char *reply, size_t len);
+
+/* The propose/revise user message of seat in the current round, appended
+ * to out. Same returns as workflow_prompt_render. */
+int propose_render(const state *st, const workflow *wf, size_t seat,
+                   buf *out);
+
+/* Requests for every seat whose proposal is still pending. Same returns
+ * as stage_plan. */
+int propose_plan(const state *st, const workflow *wf, stage_requests *out);
+
+/* Record responses; advance to anonymize when no proposal is pending. Same
+ * returns as stage_reduce; st unchanged on failure. */
+int propose_reduce(state *st, const workflow *wf,
+                   const stage_response *resps, size_t n, nsed_err *err);
+
+#endif
