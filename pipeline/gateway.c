@@ -94,6 +94,7 @@ typedef struct gw_model {
     int consecutive_failures;
     double reopen_at;
     bool probe_in_flight;
+    char down_error[ATTEMPT_MSG_MAX]; /* the error that paused it */
     gateway_stats stats;
 } gw_model;
 
@@ -611,8 +612,12 @@ static void finish_failed(gateway *gw, gw_req *r, int code,
     r->code = code;
     r->kind = kind;
     r->latency_s = latency_of(r, now);
-    snprintf(r->error, sizeof r->error, "model %s: %s (%s)", mm->m->id,
-             r->attempt_msg[0] ? r->attempt_msg : "no attempt made", why);
+    if (r->attempt_msg[0])
+        snprintf(r->error, sizeof r->error, "model %s: %s (%s)", mm->m->id,
+                 r->attempt_msg, why);
+    else
+        snprintf(r->error, sizeof r->error, "model %s: not attempted, the "
+                 "model is down: %s (%s)", mm->m->id, mm->down_error, why);
     gw_redact(r->error, sizeof r->error, mm->key);
     mm->stats.calls++;
     mm->stats.failed++;
@@ -705,7 +710,6 @@ static void breaker_open(gateway *gw, gw_model *mm, double now,
                          const char *last_error)
 {
     const workflow_gateway *g = &gw->wf->gateway;
-    char msg[ATTEMPT_MSG_MAX];
 
     mm->breaker = GW_BREAKER_OPEN;
     mm->reopen_at = now + g->breaker_cooldown_s;
@@ -715,11 +719,11 @@ static void breaker_open(gateway *gw, gw_model *mm, double now,
         start_clock(r, now);
     for (gw_req *r = mm->waiting; r; r = r->next)
         start_clock(r, now);
-    snprintf(msg, sizeof msg, "%s", last_error);
-    gw_redact(msg, sizeof msg, mm->key);
+    snprintf(mm->down_error, sizeof mm->down_error, "%s", last_error);
+    gw_redact(mm->down_error, sizeof mm->down_error, mm->key);
     logf_gw(gw, "model %s (endpoint %s) is down after %d consecutive "
                 "failures: %s; retrying in %g s", mm->m->id, mm->m->endpoint,
-            mm->consecutive_failures, msg, g->breaker_cooldown_s);
+            mm->consecutive_failures, mm->down_error, g->breaker_cooldown_s);
 }
 
 static void breaker_failure(gateway *gw, gw_model *mm, const gw_req *r,
@@ -815,6 +819,9 @@ static CURL *easy_get(gateway *gw)
 
 static void easy_put(gateway *gw, CURL *e)
 {
+    /* Drop the pointers into the finished request (error buffer, body,
+     * callbacks' data) before the handle sits idle. */
+    curl_easy_reset(e);
     if (gw->nidle == gw->idle_cap) {
         size_t ncap = gw->idle_cap ? gw->idle_cap * 2 : 16;
         CURL **ni = realloc(gw->idle, ncap * sizeof *ni);
