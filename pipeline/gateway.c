@@ -42,7 +42,6 @@ struct gw_req {
     gw_req *next;      /* in exactly one of: ready, waiting, done */
     gw_req *rprev;     /* running list (transfer in flight) */
     gw_req *rnext;
-    gateway *gw;
     size_t model;
     char *body;
     size_t body_len;
@@ -1413,7 +1412,6 @@ int gateway_submit(gateway *gw, const gateway_request *req,
     r = calloc(1, sizeof *r);
     if (!r)
         return nsed_error(err, NSED_ENOMEM, "gateway: out of memory");
-    r->gw = gw;
     r->model = req->model;
     r->fn = fn;
     r->user = user;
