@@ -468,14 +468,12 @@ int anonymize_sanitize(const anonymize_names *ns, const char *text,
     if (!rc)
         rc = buf_add(&a, "", 0);
     if (!rc) {
+        const char *t = a.ptr;
+
+        /* white space left at either end by removed text goes too */
         keep = drop_signature(a.ptr, a.len, &count);
-        while (keep > 0 && isspace((unsigned char)a.ptr[keep - 1]))
-            keep--;
-        if (keep < a.len) {
-            a.len = keep;
-            a.ptr[keep] = '\0';
-        }
-        rc = redact_names(ns, a.ptr, a.len, &b, &count);
+        text_trim(&t, &keep);
+        rc = redact_names(ns, t, keep, &b, &count);
     }
     if (!rc)
         rc = buf_add(&b, "", 0);

@@ -538,7 +538,7 @@ int evaluate_reduce(state *st, const workflow *wf,
                    : STAGE_KIND_EVALUATE;
         if (rs->kind != want) {
             rc = nsed_error(err, NSED_EINVAL, "question %s round %d: seat "
-                            "%zu expected a %s response, got %s", st->qid,
+                            "%zu expected a response of kind %s, got %s", st->qid,
                             r->index, rs->seat, stage_kind_name(want),
                             stage_kind_name(rs->kind));
             goto out;
