@@ -514,7 +514,7 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
     stage_rng rng;
     int rc;
 
-    if (st->stage != STATE_STAGE_ANONYMIZE)
+    if (st->stage != STATE_STAGE_ANONYMIZE || r->anonymized)
         return nsed_error(err, NSED_EINVAL, "question %s: anonymize called "
                           "in stage %s", st->qid, state_stage_name(st->stage));
     rc = anonymize_names_new(wf, NULL, 0, &ns);

@@ -352,8 +352,8 @@ out:
 /* ---- the stage --------------------------------------------------------- */
 
 /* Majority vote of the answers of round r in label order. */
-static int majority_of(const state *st, const workflow *wf,
-                       const state_round *r, char **answer, long *seat)
+static int majority_of(const workflow *wf, const state_round *r,
+                       char **answer, long *seat)
 {
     const char *answers[WORKFLOW_MAX_SEATS];
     size_t win, votes;
@@ -364,7 +364,6 @@ static int majority_of(const state *st, const workflow *wf,
         answers[j] = r->proposals[r->cands[j].seat].answer;
     if (answer_majority(&wf->answer, answers, r->ncand, &win, &votes))
         return NSED_ENOTFOUND;
-    (void)st;
     *answer = strdup(answers[win]);
     if (!*answer)
         return NSED_ENOMEM;
@@ -389,10 +388,10 @@ int converge_run(state *st, const workflow *wf, const stage_ctx *ctx,
     converge_decide(st, wf, ctx, &d);
     if (d.stop) {
         if (st->final_source == STATE_FINAL_NONE) {
-            rc = majority_of(st, wf, st->cur, &fallback, &fb_seat);
+            rc = majority_of(wf, st->cur, &fallback, &fb_seat);
             fb_round = st->cur->index;
             if (rc == NSED_ENOTFOUND) {
-                rc = majority_of(st, wf, st->prev, &fallback, &fb_seat);
+                rc = majority_of(wf, st->prev, &fallback, &fb_seat);
                 fb_round = st->prev ? st->prev->index : -1;
             }
             if (rc == NSED_ENOTFOUND)

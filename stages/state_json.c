@@ -537,6 +537,7 @@ static const char *n_scheme(int i) { return workflow_scheme_name((enum workflow_
 
 #define P(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
 #define COUNT_MAX ((int64_t)1 << 53)
+#define ROUND_MAX 1000000 /* far beyond rounds.max; a sanity bound */
 
 static void rd_usage(rd *r, const cJSON *o, const char *path, state_usage *u)
 {
@@ -696,7 +697,7 @@ static state_round *rd_round(rd *r, const cJSON *o, const char *path,
     v = rd_int(r, o, "v", path, INT64_MIN / 2, INT64_MAX / 2);
     if (!r->rc && v != STATE_JSON_VERSION)
         rd_fail(r, NSED_ESCHEMA, path, "unsupported version");
-    index = rd_int(r, o, "round", path, 0, WORKFLOW_MAX_SEATS * 1024);
+    index = rd_int(r, o, "round", path, 0, ROUND_MAX);
     if (r->rc)
         return NULL;
     rn = state_round_new((int)index, nseats);
@@ -852,6 +853,27 @@ int state_round_from_json(const char *json, size_t len, size_t nseats,
     return 0;
 }
 
+/* Whether the round has exactly the parts the stage expects, so that a
+ * stage never finds (and overwrites or misreads) parts of the wrong age. */
+static bool stage_matches_round(enum state_stage stage, const state_round *c)
+{
+    if (c->evals && !c->anonymized)
+        return false;
+    switch (stage) {
+    case STATE_STAGE_PROPOSE:
+    case STATE_STAGE_ANONYMIZE:
+        return !c->anonymized && !c->aggregated && !c->decided;
+    case STATE_STAGE_EVALUATE:
+    case STATE_STAGE_AGGREGATE:
+        return c->anonymized && c->evals && !c->aggregated && !c->decided;
+    case STATE_STAGE_CONVERGE:
+        return c->anonymized && c->evals && c->aggregated && !c->decided;
+    case STATE_STAGE_FINISHED:
+        return c->decided;
+    }
+    return false;
+}
+
 static void rd_state(rd *r, const cJSON *root, const workflow *wf,
                      state *st)
 {
@@ -916,8 +938,7 @@ static void rd_state(rd *r, const cJSON *root, const workflow *wf,
         st->seats[i].persona = rd_str(r, x, "persona", p, false);
         i++;
     }
-    st->round = (int)rd_int(r, root, "round", "round", 0,
-                            WORKFLOW_MAX_SEATS * 1024);
+    st->round = (int)rd_int(r, root, "round", "round", 0, ROUND_MAX);
     st->stage = (enum state_stage)rd_enum(r, root, "stage", "stage", n_stage,
                                           STATE_STAGE_FINISHED + 1);
     st->status = (enum state_status)rd_enum(r, root, "status", "status",
@@ -982,6 +1003,11 @@ static void rd_state(rd *r, const cJSON *root, const workflow *wf,
     if (!r->rc && st->prev && st->prev->index != st->round - 1)
         rd_fail(r, NSED_EINVAL, "rounds", "first round is not the previous "
                 "round");
+    if (!r->rc && !stage_matches_round(st->stage, st->cur))
+        rd_fail(r, NSED_EINVAL, "stage", "does not match the current round's "
+                "progress");
+    if (!r->rc && st->prev && !st->prev->decided)
+        rd_fail(r, NSED_EINVAL, "rounds[0]", "previous round not decided");
     if (!r->rc && st->final_seat >= 0 && !st->final_answer &&
         st->final_source == STATE_FINAL_NONE)
         rd_fail(r, NSED_EINVAL, "final", "seat without a source");

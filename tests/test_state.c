@@ -290,6 +290,10 @@ START_TEST(damaged_json_refused)
     t = edited(wf, "\"stage\":\"propose\"", "\"stage\":\"dance\"");
     refuse(wf, t, NSED_EINVAL, "stage: unknown value");
     free(t);
+    /* a stage the round is not ready for (converge before any vote) */
+    t = edited(wf, "\"stage\":\"propose\"", "\"stage\":\"converge\"");
+    refuse(wf, t, NSED_EINVAL, "stage: does not match");
+    free(t);
     t = edited(wf, "\"round\":0,\"stage\"", "\"round\":1,\"stage\"");
     refuse(wf, t, NSED_EINVAL, "last round is not the current round");
     free(t);
