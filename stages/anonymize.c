@@ -266,7 +266,7 @@ static const char *const ai_openers[] = {
     "as a language model", "as an llm",
 };
 static const char *const self_openers[] = {
-    "i am", "i'm", "i\xe2\x80\x99m", "my name is", "this is",
+    "i am", "i'm", "i\xe2\x80\x99m", "my name is",
 };
 static const char *const ai_nouns[] = {
     "an ai", "an artificial intelligence", "a large language model",

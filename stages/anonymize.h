@@ -9,8 +9,8 @@
  *     "As an artificial intelligence" / "As a (large) language model" /
  *     "As an LLM" and contain the word "by" ("As an AI developed by
  *     OpenAI, ..."); sentences that start with "I am" / "I'm" / "My name
- *     is" / "This is", optionally followed by a / an / the / called, and
- *     then a known name ("I am Claude."); and "I am an AI / a (large)
+ *     is", optionally followed by a / an / the / called, and then a known
+ *     name ("I am Claude."); and "I am an AI / a (large)
  *     language model ..." sentences that contain "by" or a known name;
  *  2. a signature at the end is removed: a last line that starts with
  *     "--", an em or en dash or "~" and is short (at most 80 bytes, no
