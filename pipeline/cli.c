@@ -4,6 +4,8 @@
 #include "pipeline/buf.h"
 #include "pipeline/workflow.h"
 
+#include <cjson/cJSON.h>
+
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,9 +170,40 @@ char *cli_git_commit(const char *path)
     return commit;
 }
 
+/* Refuse (unless allow_change) a store whose manifest names another run
+ * seed than seed. A store not bound yet passes. */
+static int check_seed(store *st, uint64_t seed, int allow_change,
+                      nsed_err *err)
+{
+    char *text = NULL;
+    cJSON *m = NULL;
+    const cJSON *v;
+    char want[32];
+    int rc;
+
+    rc = store_manifest_json(st, &text, err);
+    if (rc == NSED_ENOTFOUND)
+        return 0;
+    if (rc)
+        return rc;
+    m = cJSON_Parse(text);
+    v = cJSON_GetObjectItemCaseSensitive(m, "seed");
+    snprintf(want, sizeof want, "%llu", (unsigned long long)seed);
+    if (cJSON_IsString(v) && strcmp(v->valuestring, want) != 0 &&
+        !allow_change)
+        rc = nsed_error(err, NSED_EMISMATCH,
+                        "store %s was started with seed %s; this run asks "
+                        "for seed %s. Use another store, or re-run with "
+                        "--allow-workflow-change to continue anyway.",
+                        store_dir(st), v->valuestring, want);
+    cJSON_Delete(m);
+    free(text);
+    return rc;
+}
+
 int cli_open_bound_store(const char *wpath, const char *dir, int allow_change,
-                         const char *cmdline, workflow **wf_out,
-                         store **st_out, nsed_err *err)
+                         const uint64_t *seed, const char *cmdline,
+                         workflow **wf_out, store **st_out, nsed_err *err)
 {
     workflow *wf = NULL;
     store *st = NULL;
@@ -181,7 +214,12 @@ int cli_open_bound_store(const char *wpath, const char *dir, int allow_change,
     rc = workflow_load(wpath, &wf, err);
     if (rc)
         goto out;
+    if (seed)
+        wf->seed = *seed;
     rc = store_open(dir, NULL, &st, err);
+    if (rc)
+        goto out;
+    rc = check_seed(st, wf->seed, allow_change, err);
     if (rc)
         goto out;
     commit = cli_git_commit(wpath);

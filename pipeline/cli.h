@@ -11,11 +11,14 @@
 #include "pipeline/err.h"
 #include "store/store.h"
 
+#include <stdint.h>
 #include <stdio.h>
 
 int cli_validate(int argc, char **argv);
 int cli_ingest(int argc, char **argv);
 int cli_status(int argc, char **argv);
+int cli_run(int argc, char **argv);
+int cli_export(int argc, char **argv);
 
 /* Print "nsed: <message>" for err to stderr and return its exit status. */
 int cli_fail(const nsed_err *err);
@@ -41,11 +44,13 @@ typedef struct workflow workflow;
  * and bind it to the workflow: the manifest records the workflow hash and
  * canonical text, the resolved endpoints, the git commit of the workflow
  * file and this command line. A store bound to another workflow hash is
- * refused unless allow_change. On success *wf and *st are the caller's; on
+ * refused unless allow_change. seed, when not NULL, replaces the
+ * workflow's seed; a store that began with another seed is refused too
+ * (unless allow_change). On success *wf and *st are the caller's; on
  * error both stay NULL and err says why. */
 int cli_open_bound_store(const char *wpath, const char *dir, int allow_change,
-                         const char *cmdline, workflow **wf, store **st,
-                         nsed_err *err);
+                         const uint64_t *seed, const char *cmdline,
+                         workflow **wf, store **st, nsed_err *err);
 
 /* 1 when path ends with suffix. */
 int cli_has_suffix(const char *path, const char *suffix);

@@ -77,8 +77,8 @@ int cli_ingest(int argc, char **argv)
         status = nsed_error(&err, NSED_ENOMEM, "out of memory");
         goto out;
     }
-    status = cli_open_bound_store(wpath, dir, allow_change, cmdline, &wf,
-                                  &st, &err);
+    status = cli_open_bound_store(wpath, dir, allow_change, NULL, cmdline,
+                                  &wf, &st, &err);
     if (status)
         goto out;
     status = questions_ingest(st, qpath, &qs, &err);

@@ -1,6 +1,9 @@
 /* cli_status.c -- `nsed status --store DIR [--json]` */
 #include "pipeline/cli.h"
+#include "pipeline/gateway.h"
 #include "pipeline/questions.h"
+#include "pipeline/runner.h"
+#include "pipeline/runner_int.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -10,37 +13,344 @@
 static const char status_usage[] =
     "usage: nsed status --store DIR [--json]\n"
     "\n"
-    "Show what a run store holds: the workflow it is bound to (name, hash,\n"
-    "git commit), when it was created, and how many questions it holds.\n"
+    "Show where a run stands: the workflow it is bound to; questions done,\n"
+    "in progress, incomplete (a model could not be reached: run again to\n"
+    "resume) and degraded (finished without a seat); rounds used and why\n"
+    "questions stopped; accuracy where references exist, next to the\n"
+    "round-0 baselines (each model alone, and the majority vote of their\n"
+    "round-0 answers); calls, tokens and cost; per-model latency and errors.\n"
     "Opens the store read-only, so it can run beside a running writer.\n"
     "\n"
     "  -s, --store DIR   run store directory\n"
     "  -j, --json        one JSON object instead of text\n"
     "  -h, --help        this text\n";
 
-struct counts {
-    size_t questions, results;
-};
+#define MAX_NAMES 256
 
-static int count_fn(store_txn *t, void *arg, nsed_err *err)
+/* A small name -> counters table (models, stop reasons). */
+typedef struct tally {
+    char *name;
+    size_t n;       /* occurrences (with a reference, for models) */
+    size_t correct;
+} tally;
+
+typedef struct tally_set {
+    tally items[MAX_NAMES];
+    size_t n;
+} tally_set;
+
+static tally *tally_get(tally_set *t, const char *name)
 {
-    struct counts *c = arg;
-    int rc;
-
-    rc = store_count(t, STORE_QUESTIONS, &c->questions);
-    if (!rc)
-        rc = store_count(t, STORE_RESULTS, &c->results);
-    if (rc)
-        return nsed_error(err, rc, "cannot count store entries: %s",
-                          nsed_strerror(rc));
-    return 0;
+    for (size_t i = 0; i < t->n; i++)
+        if (!strcmp(t->items[i].name, name))
+            return &t->items[i];
+    if (t->n == MAX_NAMES)
+        return NULL;
+    t->items[t->n].name = strdup(name);
+    if (!t->items[t->n].name)
+        return NULL;
+    return &t->items[t->n++];
 }
+
+static void tally_release(tally_set *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->items[i].name);
+    t->n = 0;
+}
+
+typedef struct report {
+    size_t total, done, degraded, incomplete, in_progress, not_started;
+    size_t rounds_sum;
+    size_t with_ref, correct, majority_correct;
+    double tokens, cost;
+    tally_set models;  /* round-0 correctness per model (with reference) */
+    tally_set stops;   /* stop reasons */
+    cJSON *manifest;
+    cJSON *telemetry;  /* model id -> stats object */
+    store_txn *txn;
+    nsed_err *err;
+    int rc;
+} report;
 
 static const char *jstr(const cJSON *obj, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
 
-    return cJSON_IsString(v) ? v->valuestring : "-";
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static double jnum(const cJSON *obj, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static int jtrue(const cJSON *obj, const char *key)
+{
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(obj, key));
+}
+
+static int has_ref(const cJSON *obj)
+{
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(obj, "correct");
+
+    return cJSON_IsBool(c);
+}
+
+static void count_result(report *r, const cJSON *res)
+{
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(res, "baselines");
+    const cJSON *m, *maj = cJSON_GetObjectItemCaseSensitive(b, "majority");
+    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(res, "tokens");
+    const char *stop = jstr(res, "stop_reason");
+    tally *t;
+
+    r->done++;
+    if (jtrue(res, "degraded"))
+        r->degraded++;
+    r->rounds_sum += (size_t)jnum(res, "rounds");
+    r->tokens += jnum(tok, "prompt") + jnum(tok, "completion");
+    r->cost += jnum(res, "cost_usd");
+    if (stop && (t = tally_get(&r->stops, stop)))
+        t->n++;
+    if (!has_ref(res))
+        return;
+    r->with_ref++;
+    r->correct += (size_t)jtrue(res, "correct");
+    r->majority_correct += (size_t)jtrue(maj, "correct");
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(b, "models")) {
+        const char *id = jstr(m, "model");
+
+        if (id && (t = tally_get(&r->models, id))) {
+            t->n++;
+            t->correct += (size_t)jtrue(m, "correct");
+        }
+    }
+}
+
+static int visit_question(const question *q, uint64_t seq, void *arg)
+{
+    report *r = arg;
+    unsigned char key[STORE_KEY_MAX + 8];
+    const void *val;
+    size_t vlen, klen;
+    int rc;
+
+    (void)seq;
+    r->total++;
+    rc = store_get(r->txn, STORE_RESULTS, q->id, strlen(q->id), &val, &vlen);
+    if (rc == 0) {
+        cJSON *res = cJSON_ParseWithLength(val, vlen);
+
+        if (!res) {
+            r->rc = nsed_error(r->err, NSED_ESTORE,
+                               "the result of %s is not valid JSON", q->id);
+            return 1;
+        }
+        count_result(r, res);
+        cJSON_Delete(res);
+        return 0;
+    }
+    klen = runner_state_key(q->id, 'i', 0, key);
+    if (store_get(r->txn, STORE_STATE, key, klen, &val, &vlen) == 0) {
+        r->incomplete++;
+        return 0;
+    }
+    klen = runner_state_key(q->id, 's', 0, key);
+    if (store_get(r->txn, STORE_STATE, key, klen, &val, &vlen) == 0)
+        r->in_progress++;
+    else
+        r->not_started++;
+    return 0;
+}
+
+static int visit_telemetry(const void *key, size_t klen, const void *val,
+                           size_t vlen, void *arg)
+{
+    report *r = arg;
+    cJSON *j = cJSON_ParseWithLength(val, vlen);
+    char id[STORE_KEY_MAX + 1];
+    size_t pl = strlen("gateway/");
+
+    if (!j)
+        return 0;
+    memcpy(id, (const char *)key + pl, klen - pl);
+    id[klen - pl] = '\0';
+    cJSON_AddItemToObject(r->telemetry, id, j);
+    return 0;
+}
+
+static int read_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    report *r = arg;
+    int rc;
+
+    (void)err;
+    r->txn = txn;
+    rc = questions_scan(txn, 0, visit_question, r);
+    if (r->rc)
+        return r->rc;
+    if (rc)
+        return nsed_error(r->err, rc, "cannot read the questions");
+    return store_scan(txn, STORE_TELEMETRY, "gateway/", 8, NULL, 0,
+                      visit_telemetry, r);
+}
+
+static double pct(size_t a, size_t b)
+{
+    return b ? 100.0 * (double)a / (double)b : 0;
+}
+
+/* Latency quantile of a telemetry record, in ms. */
+static double quantile_ms(const cJSON *stats, double q)
+{
+    gateway_stats s;
+
+    runner_stats_from_json(stats, &s);
+    return 1000.0 * gateway_stats_latency_quantile(&s, q);
+}
+
+static cJSON *report_json(const report *r, const char *dir)
+{
+    cJSON *o = cJSON_CreateObject(), *q, *acc, *models, *stops, *tele;
+    const cJSON *m;
+
+    if (!o)
+        return NULL;
+    cJSON_AddStringToObject(o, "store", dir);
+    q = cJSON_AddObjectToObject(o, "questions");
+    cJSON_AddNumberToObject(q, "total", (double)r->total);
+    cJSON_AddNumberToObject(q, "done", (double)r->done);
+    cJSON_AddNumberToObject(q, "degraded", (double)r->degraded);
+    cJSON_AddNumberToObject(q, "in_progress", (double)r->in_progress);
+    cJSON_AddNumberToObject(q, "incomplete", (double)r->incomplete);
+    cJSON_AddNumberToObject(q, "not_started", (double)r->not_started);
+    cJSON_AddNumberToObject(o, "rounds_mean",
+                            r->done ? (double)r->rounds_sum / (double)r->done
+                                    : 0);
+    stops = cJSON_AddObjectToObject(o, "stop_reasons");
+    for (size_t i = 0; i < r->stops.n; i++)
+        cJSON_AddNumberToObject(stops, r->stops.items[i].name,
+                                (double)r->stops.items[i].n);
+    acc = cJSON_AddObjectToObject(o, "accuracy");
+    cJSON_AddNumberToObject(acc, "with_reference", (double)r->with_ref);
+    cJSON_AddNumberToObject(acc, "nsed_correct", (double)r->correct);
+    cJSON_AddNumberToObject(acc, "majority_correct",
+                            (double)r->majority_correct);
+    models = cJSON_AddObjectToObject(acc, "round0_by_model");
+    for (size_t i = 0; i < r->models.n; i++) {
+        cJSON *mm = cJSON_AddObjectToObject(models, r->models.items[i].name);
+
+        cJSON_AddNumberToObject(mm, "answers", (double)r->models.items[i].n);
+        cJSON_AddNumberToObject(mm, "correct",
+                                (double)r->models.items[i].correct);
+    }
+    cJSON_AddNumberToObject(o, "tokens", r->tokens);
+    cJSON_AddNumberToObject(o, "cost_usd", r->cost);
+    tele = cJSON_AddObjectToObject(o, "models");
+    cJSON_ArrayForEach(m, r->telemetry) {
+        cJSON *copy = cJSON_Duplicate(m, 1);
+
+        if (!copy)
+            break;
+        cJSON_DeleteItemFromObjectCaseSensitive(copy, "latency_hist");
+        cJSON_AddNumberToObject(copy, "latency_p50_ms", quantile_ms(m, 0.5));
+        cJSON_AddNumberToObject(copy, "latency_p95_ms",
+                                quantile_ms(m, 0.95));
+        cJSON_AddItemToObject(tele, m->string, copy);
+    }
+    if (r->manifest) {
+        cJSON *man = cJSON_Duplicate(r->manifest, 1);
+
+        cJSON_DeleteItemFromObjectCaseSensitive(man, "workflow_canonical");
+        cJSON_AddItemToObject(o, "manifest", man);
+    } else {
+        cJSON_AddNullToObject(o, "manifest");
+    }
+    return o;
+}
+
+static void print_text(const report *r, const char *dir)
+{
+    const cJSON *m;
+    const tally *best = NULL;
+
+    printf("store:      %s\n", dir);
+    if (r->manifest) {
+        printf("workflow:   %s (hash %.16s)\n", jstr(r->manifest, "workflow_name"),
+               jstr(r->manifest, "workflow_hash"));
+        printf("git commit: %s\n", jstr(r->manifest, "git_commit")
+                                       ? jstr(r->manifest, "git_commit")
+                                       : "-");
+        printf("created:    %s by nsed %s, seed %s\n",
+               jstr(r->manifest, "created_at"),
+               jstr(r->manifest, "nsed_version"), jstr(r->manifest, "seed"));
+    } else {
+        printf("workflow:   (not bound yet)\n");
+    }
+    printf("questions:  %zu: %zu done (%zu degraded), %zu in progress, %zu "
+           "incomplete, %zu not started\n",
+           r->total, r->done, r->degraded, r->in_progress, r->incomplete,
+           r->not_started);
+    if (r->done) {
+        printf("rounds:     %.2f on average; stopped by", (double)r->rounds_sum /
+                                                          (double)r->done);
+        for (size_t i = 0; i < r->stops.n; i++)
+            printf("%s %s %zu", i ? "," : "", r->stops.items[i].name,
+                   r->stops.items[i].n);
+        printf("\n");
+    }
+    if (r->with_ref) {
+        for (size_t i = 0; i < r->models.n; i++) {
+            const tally *t = &r->models.items[i];
+
+            if (!best || pct(t->correct, t->n) > pct(best->correct, best->n))
+                best = t;
+        }
+        printf("accuracy:   NSED %.1f%% (%zu/%zu)   majority vote %.1f%%",
+               pct(r->correct, r->with_ref), r->correct, r->with_ref,
+               pct(r->majority_correct, r->with_ref));
+        if (best)
+            printf("   best single model %s %.1f%%", best->name,
+                   pct(best->correct, best->n));
+        printf("\n");
+        for (size_t i = 0; i < r->models.n; i++)
+            printf("            round 0, %s alone: %.1f%% (%zu/%zu)\n",
+                   r->models.items[i].name,
+                   pct(r->models.items[i].correct, r->models.items[i].n),
+                   r->models.items[i].correct, r->models.items[i].n);
+    }
+    printf("results:    %.0f tokens, $%.4f\n", r->tokens, r->cost);
+    if (cJSON_GetArraySize(r->telemetry) > 0) {
+        printf("%-12s %8s %8s %8s %8s %8s %9s %9s %12s %10s\n", "model",
+               "calls", "ok", "failed", "retries", "ledger", "p50 ms",
+               "p95 ms", "tokens", "cost $");
+        cJSON_ArrayForEach(m, r->telemetry) {
+            const cJSON *errs = cJSON_GetObjectItemCaseSensitive(m, "errors");
+            const cJSON *e;
+            int first = 1;
+
+            printf("%-12s %8.0f %8.0f %8.0f %8.0f %8.0f %9.1f %9.1f %12.0f "
+                   "%10.4f\n",
+                   m->string, jnum(m, "calls"), jnum(m, "ok"),
+                   jnum(m, "failed"), jnum(m, "retries"),
+                   jnum(m, "ledger_hits"), quantile_ms(m, 0.5),
+                   quantile_ms(m, 0.95),
+                   jnum(m, "prompt_tokens") + jnum(m, "completion_tokens"),
+                   jnum(m, "cost_usd"));
+            cJSON_ArrayForEach(e, errs) {
+                if (!cJSON_IsNumber(e) || e->valuedouble == 0)
+                    continue;
+                printf("%s%s %.0f", first ? "             errors: " : ", ",
+                       e->string, e->valuedouble);
+                first = 0;
+            }
+            if (!first)
+                printf("\n");
+        }
+    }
 }
 
 int cli_status(int argc, char **argv)
@@ -56,9 +366,9 @@ int cli_status(int argc, char **argv)
     store_opts so = {.flags = STORE_RDONLY};
     store *st = NULL;
     nsed_err err = {0};
-    struct counts counts = {0};
+    report r = {.err = &err};
     char *manifest_text = NULL;
-    cJSON *manifest = NULL, *out = NULL;
+    cJSON *out = NULL;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "s:jh", opts, NULL)) != -1) {
@@ -82,10 +392,12 @@ int cli_status(int argc, char **argv)
         return cli_usage_error("status", "unexpected argument '%s'",
                                argv[optind]);
 
-    rc = store_open(dir, &so, &st, &err);
-    if (rc)
+    r.telemetry = cJSON_CreateObject();
+    if (!r.telemetry) {
+        rc = nsed_error(&err, NSED_ENOMEM, "out of memory");
         goto out;
-    rc = store_read(st, count_fn, &counts, &err);
+    }
+    rc = store_open(dir, &so, &st, &err);
     if (rc)
         goto out;
     rc = store_manifest_json(st, &manifest_text, &err);
@@ -93,38 +405,19 @@ int cli_status(int argc, char **argv)
         rc = 0;
     } else if (rc) {
         goto out;
-    } else {
-        manifest = cJSON_Parse(manifest_text);
-        if (!manifest) {
-            rc = nsed_error(&err, NSED_ESTORE,
-                            "%s: the run manifest is not valid JSON", dir);
-            goto out;
-        }
-        /* The canonical text is long and already hashed; status shows the
-         * hash. The full manifest stays in the store. */
-        cJSON_DeleteItemFromObjectCaseSensitive(manifest,
-                                                "workflow_canonical");
+    } else if (!(r.manifest = cJSON_Parse(manifest_text))) {
+        rc = nsed_error(&err, NSED_ESTORE,
+                        "%s: the run manifest is not valid JSON", dir);
+        goto out;
     }
-
+    rc = store_read(st, read_fn, &r, &err);
+    if (rc)
+        goto out;
     if (json) {
         char *text;
 
-        out = cJSON_CreateObject();
-        if (!out || !cJSON_AddStringToObject(out, "store", dir) ||
-            !cJSON_AddNumberToObject(out, "questions",
-                                     (double)counts.questions) ||
-            !cJSON_AddNumberToObject(out, "results",
-                                     (double)counts.results)) {
-            rc = nsed_error(&err, NSED_ENOMEM, "out of memory");
-            goto out;
-        }
-        if (manifest) {
-            cJSON_AddItemToObject(out, "manifest", manifest);
-            manifest = NULL;
-        } else {
-            cJSON_AddNullToObject(out, "manifest");
-        }
-        text = cJSON_PrintUnformatted(out);
+        out = report_json(&r, dir);
+        text = out ? cJSON_PrintUnformatted(out) : NULL;
         if (!text) {
             rc = nsed_error(&err, NSED_ENOMEM, "out of memory");
             goto out;
@@ -132,24 +425,14 @@ int cli_status(int argc, char **argv)
         puts(text);
         free(text);
     } else {
-        printf("store:      %s\n", dir);
-        if (manifest) {
-            printf("workflow:   %s (hash %.16s)\n",
-                   jstr(manifest, "workflow_name"),
-                   jstr(manifest, "workflow_hash"));
-            printf("git commit: %s\n", jstr(manifest, "git_commit"));
-            printf("created:    %s by nsed %s\n",
-                   jstr(manifest, "created_at"),
-                   jstr(manifest, "nsed_version"));
-        } else {
-            printf("workflow:   (not bound yet)\n");
-        }
-        printf("questions:  %zu ingested, %zu with results\n",
-               counts.questions, counts.results);
+        print_text(&r, dir);
     }
 out:
     cJSON_Delete(out);
-    cJSON_Delete(manifest);
+    cJSON_Delete(r.manifest);
+    cJSON_Delete(r.telemetry);
+    tally_release(&r.models);
+    tally_release(&r.stops);
     free(manifest_text);
     store_close(st);
     return rc ? cli_fail(&err) : 0;

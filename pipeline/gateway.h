@@ -129,7 +129,10 @@ typedef struct gateway_request {
                                 [A-Za-z0-9_-] */
     bool has_seed;           /* true: seed overrides the model's seed */
     int64_t seed;
-    int seat;                /* ledger key parts: seat in the team, */
+    const char *scope;       /* ledger key parts: the question id (NULL
+                                for none), so equal prompts of two
+                                questions stay independent calls; */
+    int seat;                /* seat in the team, */
     int round;               /* round number, */
     int sample;              /* and sample index of this call */
 } gateway_request;

@@ -84,6 +84,7 @@ void gw_ledger_call(const workflow_model *m, const gateway_request *req,
         c->schema = req->schema;
         c->schema_name = req->schema_name;
     }
+    c->scope = req->scope;
     c->seat = req->seat;
     c->round = req->round;
     c->sample = req->sample;

@@ -81,6 +81,9 @@ int ledger_key(const ledger_call *c, uint8_t out[HASH_LEN])
     } else {
         field_str(h, "response_format=none");
     }
+    /* The scope (the question id) keeps two questions with the same text
+     * from sharing calls: they are independent samples. */
+    field_str(h, c->scope ? c->scope : "");
     field_fmt(h, "seat=%d", c->seat);
     field_fmt(h, "round=%d", c->round);
     field_fmt(h, "sample=%d", c->sample);

@@ -1,8 +1,10 @@
 /* main.c -- `nsed` entry point: process-wide setup and command dispatch. */
 #include "pipeline/cli.h"
 
+#include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char usage[] =
@@ -15,11 +17,17 @@ static const char usage[] =
     "  validate FILE...          check workflow (.yaml) and question (.jsonl)\n"
     "                            files; print each workflow's normalized form\n"
     "                            and hash\n"
+    "  run WORKFLOW --questions FILE --store DIR [--limit N] [--seed S]\n"
+    "                            run the deliberation over a question set;\n"
+    "                            resumable: the same command continues\n"
     "  ingest WORKFLOW --questions FILE --store DIR\n"
     "                            bind a store to a workflow and add questions\n"
     "                            (idempotent)\n"
     "  status --store DIR [--json]\n"
-    "                            what a store holds\n"
+    "                            progress, accuracy, baselines, cost, and\n"
+    "                            per-model latency and errors of a run\n"
+    "  export --store DIR [-o FILE]\n"
+    "                            one JSON line per finished question\n"
     "  version                   print the version\n"
     "  help [COMMAND]            this text, or a command's options\n"
     "\n"
@@ -34,6 +42,8 @@ static const struct command commands[] = {
     {"validate", cli_validate},
     {"ingest", cli_ingest},
     {"status", cli_status},
+    {"run", cli_run},
+    {"export", cli_export},
 };
 
 static const struct command *find_command(const char *name)
@@ -50,6 +60,11 @@ int main(int argc, char **argv)
 
     /* A peer closing a connection must be an error return, not a signal. */
     signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fputs("nsed: cannot initialise libcurl\n", stderr);
+        return 1;
+    }
+    atexit(curl_global_cleanup);
 
     if (argc < 2) {
         fputs(usage, stderr);

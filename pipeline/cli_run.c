@@ -1,0 +1,200 @@
+/* cli_run.c -- `nsed run WORKFLOW --questions FILE --store DIR` */
+#include "pipeline/cli.h"
+#include "pipeline/questions.h"
+#include "pipeline/runner.h"
+#include "pipeline/workflow.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char run_usage[] =
+    "usage: nsed run WORKFLOW --questions FILE --store DIR [options]\n"
+    "\n"
+    "Ingest the questions into the run store DIR (idempotent) and run every\n"
+    "question that has no result yet through the deliberation. Every stage\n"
+    "is committed to the store as it finishes and every model call is\n"
+    "recorded in the call ledger, so the same command run again after an\n"
+    "interruption (even kill -9) continues where it stopped, pays for no\n"
+    "call twice, and ends with the same results.\n"
+    "\n"
+    "  -Q, --questions FILE     question set (JSONL); optional when the store\n"
+    "                           already holds the questions\n"
+    "  -s, --store DIR          run store directory (created when absent)\n"
+    "  -n, --limit N            run only the first N questions of the store\n"
+    "      --seed S             run seed instead of the workflow's `seed`\n"
+    "                           (recorded; a store keeps the seed it began\n"
+    "                           with)\n"
+    "      --max-active N       questions in flight at once (default: twice\n"
+    "                           the sum of the models' max_concurrency)\n"
+    "      --allow-degraded     when a model cannot be reached after every\n"
+    "                           retry, go on without its seat and flag the\n"
+    "                           question degraded (default: leave it\n"
+    "                           incomplete for the next run to resume)\n"
+    "      --dry-run            print the requests the next stage would send\n"
+    "                           (one JSON line each, API keys left out) and\n"
+    "                           send nothing\n"
+    "      --allow-workflow-change\n"
+    "                           accept a store created with another workflow\n"
+    "                           hash; the change is recorded\n"
+    "  -q, --quiet              no progress line\n"
+    "  -h, --help               this text\n"
+    "\n"
+    "Exit status: 0 every question finished, 1 some were left incomplete\n"
+    "(run the same command again) or a runtime failure, 2 bad input.\n";
+
+static int parse_count(const char *s, size_t *out)
+{
+    char *end;
+    unsigned long long v;
+
+    if (!*s || *s == '-' || *s == '+')
+        return -1;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (*end || errno == ERANGE || v > SIZE_MAX)
+        return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+static void print_summary(const runner_summary *s, const char *dir)
+{
+    fprintf(stderr,
+            "nsed run: %zu questions: %zu finished now (%zu degraded), %zu "
+            "finished before, %zu incomplete; %llu calls (%llu from the "
+            "ledger), %lld tokens, $%.4f, %.1f s\n",
+            s->questions, s->finished, s->degraded, s->already_done,
+            s->incomplete, (unsigned long long)s->calls,
+            (unsigned long long)s->ledger_hits,
+            (long long)(s->prompt_tokens + s->completion_tokens), s->cost_usd,
+            s->elapsed_s);
+    if (s->incomplete)
+        fprintf(stderr,
+                "nsed run: %zu questions are incomplete; run the same "
+                "command again to resume them (see nsed status --store %s)\n",
+                s->incomplete, dir);
+}
+
+int cli_run(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"questions", required_argument, NULL, 'Q'},
+        {"store", required_argument, NULL, 's'},
+        {"limit", required_argument, NULL, 'n'},
+        {"seed", required_argument, NULL, 'S'},
+        {"max-active", required_argument, NULL, 'M'},
+        {"allow-degraded", no_argument, NULL, 'D'},
+        {"dry-run", no_argument, NULL, 'R'},
+        {"allow-workflow-change", no_argument, NULL, 'A'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *qpath = NULL, *dir = NULL;
+    char *cmdline = cli_command_line(argc, argv);
+    runner_opts ro = {0};
+    runner_summary sum = {0};
+    int allow_change = 0, quiet = 0, has_seed = 0, c, rc;
+    uint64_t seed = 0;
+    size_t v;
+    workflow *wf = NULL;
+    store *st = NULL;
+    nsed_err err = {0};
+    questions_stats qs = {0};
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "Q:s:n:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'Q':
+            qpath = optarg;
+            break;
+        case 's':
+            dir = optarg;
+            break;
+        case 'n':
+        case 'M':
+            if (parse_count(optarg, &v) || v == 0) {
+                free(cmdline);
+                return cli_usage_error("run", "--%s: \"%s\" is not a "
+                                       "positive count",
+                                       c == 'n' ? "limit" : "max-active",
+                                       optarg);
+            }
+            if (c == 'n')
+                ro.limit = v;
+            else
+                ro.max_active = v;
+            break;
+        case 'S':
+            if (parse_count(optarg, &v)) {
+                free(cmdline);
+                return cli_usage_error("run", "--seed: \"%s\" is not an "
+                                       "unsigned integer", optarg);
+            }
+            seed = v;
+            has_seed = 1;
+            break;
+        case 'D':
+            ro.allow_degraded = true;
+            break;
+        case 'R':
+            ro.dry_run = stdout;
+            break;
+        case 'A':
+            allow_change = 1;
+            break;
+        case 'q':
+            quiet = 1;
+            break;
+        case 'h':
+            free(cmdline);
+            fputs(run_usage, stdout);
+            return 0;
+        default:
+            free(cmdline);
+            return cli_usage_error("run", "bad option");
+        }
+    }
+    if (optind != argc - 1 || !dir) {
+        free(cmdline);
+        if (optind != argc - 1)
+            return cli_usage_error("run", "expected exactly one WORKFLOW file");
+        return cli_usage_error("run", "--store DIR is required");
+    }
+    if (!cmdline) {
+        rc = nsed_error(&err, NSED_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = cli_open_bound_store(argv[optind], dir, allow_change,
+                              has_seed ? &seed : NULL, cmdline, &wf, &st,
+                              &err);
+    if (rc)
+        goto out;
+    if (qpath) {
+        rc = questions_ingest(st, qpath, &qs, &err);
+        if (rc)
+            goto out;
+        if (!quiet && qs.added)
+            fprintf(stderr, "nsed run: %s: %zu new questions\n", qpath,
+                    qs.added);
+    }
+    ro.progress = !quiet && !ro.dry_run && isatty(2) ? stderr : NULL;
+    ro.log = stderr;
+    rc = runner_run(wf, st, &ro, &sum, &err);
+    if (rc)
+        goto out;
+    if (!ro.dry_run && !quiet)
+        print_summary(&sum, dir);
+    if (!ro.dry_run && sum.incomplete)
+        rc = NSED_ENET;
+out:
+    free(cmdline);
+    store_close(st);
+    workflow_free(wf);
+    if (rc == NSED_ENET && !err.msg[0])
+        return 1;
+    return rc ? cli_fail(&err) : 0;
+}

@@ -1,0 +1,54 @@
+/* runner_int.h -- pieces of the runner shared by its files and by the
+ * commands that read what it stored (status, export). */
+#ifndef NSED_RUNNER_INT_H
+#define NSED_RUNNER_INT_H
+
+#include "pipeline/err.h"
+#include "pipeline/gateway.h"
+#include "pipeline/questions.h"
+#include "pipeline/workflow.h"
+#include "stages/stage.h"
+#include "stages/state.h"
+#include "store/store.h"
+
+#include <cjson/cJSON.h>
+
+/* Deep copy of a question (tags and meta included) into *dst. Returns 0 or
+ * NSED_ENOMEM (dst then released). */
+int runner_question_copy(const question *src, question *dst);
+
+/* The incomplete marker of a question whose stage lost calls: JSON
+ * {"stage","round","failed":[{"seat","model","kind","error"}]} in *json
+ * and the first error text in *why (both malloc'd). Returns 0 or
+ * NSED_ENOMEM. */
+int runner_incomplete_marker(const state *st, const stage_response *resps,
+                             size_t n, char **json, char **why);
+
+/* The result record of a finished question (one export line): see the
+ * README's "Results" section for its fields. Reads the archived round 0
+ * from the store when it is no longer in memory (st_store read
+ * transaction; must not be called inside a store transaction). Returns 0
+ * and sets *out (malloc'd) or an error. */
+int runner_result_json(const workflow *wf, store *st_store, const state *st,
+                       const question *q, char **out, nsed_err *err);
+
+/* Cumulative call statistics per model across runs, kept in
+ * STORE_TELEMETRY under "gateway/<model id>". */
+typedef struct runner_telemetry_base runner_telemetry_base;
+
+/* Load the statistics earlier runs recorded for wf's models. */
+int runner_telemetry_load(store *st, const workflow *wf,
+                          runner_telemetry_base **out, nsed_err *err);
+
+/* Put base + this gateway's statistics for every model (inside a
+ * store_write; replayable). */
+int runner_telemetry_put(store_txn *txn, const runner_telemetry_base *base,
+                         const workflow *wf, const gateway *gw);
+
+void runner_telemetry_free(runner_telemetry_base *base);
+
+/* Telemetry record <-> gateway_stats (JSON object). */
+cJSON *runner_stats_to_json(const gateway_stats *s);
+void runner_stats_from_json(const cJSON *j, gateway_stats *s);
+
+#endif
