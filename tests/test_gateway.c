@@ -47,120 +47,26 @@ static double mono(void)
 
 /* ---- nsed-sim ------------------------------------------------------------- */
 
-typedef struct sim {
-    pid_t pid;
-    int out_fd;
-    unsigned port;
-    char url[64]; /* http://127.0.0.1:PORT/v1 */
-} sim;
-
-/* Read the first stdout line of a child ("listening on 127.0.0.1:PORT")
- * and return the port. */
-static unsigned read_port(int fd, const char *prefix)
-{
-    char line[128];
-    size_t len = 0, plen = strlen(prefix);
-    unsigned long port;
-    char *end;
-
-    while (len + 1 < sizeof line) {
-        struct pollfd pfd = {fd, POLLIN, 0};
-
-        ck_assert_msg(poll(&pfd, 1, 10000) == 1, "server did not start");
-        ck_assert_msg(read(fd, line + len, 1) == 1,
-                      "server exited before listening");
-        if (line[len] == '\n')
-            break;
-        len++;
-    }
-    line[len] = '\0';
-    ck_assert_msg(!strncmp(line, prefix, plen), "first line: %s", line);
-    port = strtoul(line + plen, &end, 10);
-    ck_assert(*end == '\0' && port > 0 && port < 65536);
-    return (unsigned)port;
-}
+typedef tu_sim sim;
 
 static void sim_start(sim *s)
 {
-    int fds[2];
-
-    memset(s, 0, sizeof *s);
-    ck_assert(pipe(fds) == 0);
-    s->pid = fork();
-    ck_assert(s->pid >= 0);
-    if (s->pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(fds[1], 1);
-        dup2(null, 2);
-        close(fds[0]);
-        execl(NSED_SIM_BIN, NSED_SIM_BIN, "--config", SIM_CONFIG, "--port",
-              "0", (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    s->out_fd = fds[0];
-    s->port = read_port(s->out_fd, "listening on 127.0.0.1:");
-    snprintf(s->url, sizeof s->url, "http://127.0.0.1:%u/v1", s->port);
+    tu_sim_start(s, SIM_CONFIG, NULL, NULL);
 }
 
 static void sim_stop(sim *s)
 {
-    int status = 0;
-
-    ck_assert(kill(s->pid, SIGTERM) == 0);
-    ck_assert(waitpid(s->pid, &status, 0) == s->pid);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "nsed-sim status %d", status);
-    close(s->out_fd);
+    tu_sim_stop(s);
 }
 
-static size_t collect(char *data, size_t size, size_t n, void *arg)
-{
-    buf *b = arg;
-
-    ck_assert_int_eq(buf_add(b, data, size * n), 0);
-    return size * n;
-}
-
-/* GET /sim/stats; the caller deletes the JSON. */
 static cJSON *sim_stats(const sim *s)
 {
-    char url[96];
-    CURL *c = curl_easy_init();
-    buf b;
-    cJSON *j;
-
-    buf_init(&b, 1 << 20);
-    snprintf(url, sizeof url, "http://127.0.0.1:%u/sim/stats", s->port);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-    ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
-    curl_easy_cleanup(c);
-    j = cJSON_Parse(b.ptr);
-    ck_assert_ptr_nonnull(j);
-    buf_release(&b);
-    return j;
+    return tu_sim_stats(s);
 }
 
 static double stat_of(const sim *s, const char *model, const char *field)
 {
-    cJSON *j = sim_stats(s);
-    const cJSON *o = model ? cJSON_GetObjectItemCaseSensitive(
-                                 cJSON_GetObjectItemCaseSensitive(j, "models"),
-                                 model)
-                           : j;
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
-    double d;
-
-    ck_assert_msg(cJSON_IsNumber(v), "stats lack %s.%s",
-                  model ? model : "-", field);
-    d = v->valuedouble;
-    cJSON_Delete(j);
-    return d;
+    return tu_sim_stat(s, model, field);
 }
 
 /* ---- a canned HTTP server ---------------------------------------------- */

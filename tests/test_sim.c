@@ -53,8 +53,8 @@ static void sim_start_file(simproc *p, const char *yaml,
                            const char *config_path, const char *const *extra)
 {
     const char *argv[16];
-    char line[128], *cfg;
-    size_t n = 0, len = 0;
+    char *cfg;
+    size_t n = 0;
     int fds[2], have_q = 0;
 
     memset(p, 0, sizeof *p);
@@ -95,27 +95,7 @@ static void sim_start_file(simproc *p, const char *yaml,
     close(fds[1]);
     p->out_fd = fds[0];
     /* The first line announces the port. */
-    while (len + 1 < sizeof line) {
-        struct pollfd pfd = {p->out_fd, POLLIN, 0};
-        ssize_t r;
-
-        ck_assert_msg(poll(&pfd, 1, 10000) == 1, "nsed-sim did not start");
-        r = read(p->out_fd, line + len, 1);
-        ck_assert_msg(r == 1, "nsed-sim exited before listening");
-        if (line[len] == '\n')
-            break;
-        len++;
-    }
-    line[len] = '\0';
-    ck_assert_msg(!strncmp(line, "listening on 127.0.0.1:", 23),
-                  "first line: %s", line);
-    {
-        char *end;
-        unsigned long port = strtoul(line + 23, &end, 10);
-
-        ck_assert(*end == '\0' && port > 0 && port < 65536);
-        p->port = (unsigned)port;
-    }
+    p->port = tu_read_port(p->out_fd, "listening on 127.0.0.1:");
     p->curl = curl_easy_init();
     ck_assert_ptr_nonnull(p->curl);
     free(cfg);

@@ -1,6 +1,10 @@
 #include "testutil.h"
 
 #include <check.h>
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <poll.h>
+#include <sys/prctl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -159,4 +163,128 @@ int tu_run(char *const argv[], char **out, char **err)
 int tu_contains(const char *haystack, const char *needle)
 {
     return haystack && needle && strstr(haystack, needle) != NULL;
+}
+
+/* ---- the simulated endpoint server ---------------------------------- */
+
+unsigned tu_read_port(int fd, const char *prefix)
+{
+    char line[128];
+    size_t len = 0, plen = strlen(prefix);
+    unsigned long port;
+    char *end;
+
+    while (len + 1 < sizeof line) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+
+        ck_assert_msg(poll(&pfd, 1, 10000) == 1, "server did not start");
+        ck_assert_msg(read(fd, line + len, 1) == 1,
+                      "server exited before listening");
+        if (line[len] == '\n')
+            break;
+        len++;
+    }
+    line[len] = '\0';
+    ck_assert_msg(!strncmp(line, prefix, plen), "first line: %s", line);
+    port = strtoul(line + plen, &end, 10);
+    ck_assert(*end == '\0' && port > 0 && port < 65536);
+    return (unsigned)port;
+}
+
+void tu_sim_start(tu_sim *s, const char *config, const char *const *extra,
+                  const char *err_path)
+{
+    const char *argv[24];
+    size_t n = 0;
+    int fds[2];
+
+    memset(s, 0, sizeof *s);
+    argv[n++] = NSED_SIM_BIN;
+    argv[n++] = "--config";
+    argv[n++] = config;
+    argv[n++] = "--port";
+    argv[n++] = "0";
+    for (size_t i = 0; extra && extra[i] && n < 23; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    ck_assert(pipe(fds) == 0);
+    s->pid = fork();
+    ck_assert(s->pid >= 0);
+    if (s->pid == 0) {
+        int efd = err_path ? open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600)
+                           : open("/dev/null", O_WRONLY);
+
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fds[1], 1);
+        dup2(efd, 2);
+        close(fds[0]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    s->out_fd = fds[0];
+    s->port = tu_read_port(s->out_fd, "listening on 127.0.0.1:");
+    snprintf(s->url, sizeof s->url, "http://127.0.0.1:%u/v1", s->port);
+}
+
+static size_t tu_collect(char *data, size_t size, size_t n, void *arg)
+{
+    char **p = arg;
+    size_t old = *p ? strlen(*p) : 0;
+    char *q = realloc(*p, old + size * n + 1);
+
+    ck_assert(q != NULL);
+    memcpy(q + old, data, size * n);
+    q[old + size * n] = '\0';
+    *p = q;
+    return size * n;
+}
+
+cJSON *tu_sim_stats(const tu_sim *s)
+{
+    char url[96], *body = NULL;
+    CURL *c = curl_easy_init();
+    cJSON *j;
+
+    ck_assert_ptr_nonnull(c);
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/sim/stats", s->port);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, tu_collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+    ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
+    curl_easy_cleanup(c);
+    j = cJSON_Parse(body);
+    ck_assert_msg(j != NULL, "stats are not JSON: %s", body);
+    free(body);
+    return j;
+}
+
+double tu_sim_stat(const tu_sim *s, const char *model, const char *field)
+{
+    cJSON *j = tu_sim_stats(s);
+    const cJSON *o = model ? cJSON_GetObjectItemCaseSensitive(
+                                 cJSON_GetObjectItemCaseSensitive(j, "models"),
+                                 model)
+                           : j;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
+    double d;
+
+    ck_assert_msg(cJSON_IsNumber(v), "stats lack %s.%s", model ? model : "-",
+                  field);
+    d = v->valuedouble;
+    cJSON_Delete(j);
+    return d;
+}
+
+void tu_sim_stop(tu_sim *s)
+{
+    int status = 0;
+
+    ck_assert(kill(s->pid, SIGTERM) == 0);
+    while (waitpid(s->pid, &status, 0) < 0)
+        ck_assert(errno == EINTR);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "nsed-sim status %d", status);
+    close(s->out_fd);
 }

@@ -38,3 +38,34 @@ int tu_run_env(char *const argv[], char *const extra_env[], char **out,
 int tu_contains(const char *haystack, const char *needle);
 
 #endif
+
+/* ---- the simulated endpoint server ---------------------------------- */
+
+#include <sys/types.h>
+
+typedef struct tu_sim {
+    pid_t pid;
+    int out_fd;       /* its stdout (after the first line) */
+    unsigned port;
+    char url[64];     /* "http://127.0.0.1:PORT/v1" */
+} tu_sim;
+
+/* Read the first line of fd, which must start with prefix and end with a
+ * port number (10 s timeout); returns the port. */
+unsigned tu_read_port(int fd, const char *prefix);
+
+/* Start nsed-sim (NSED_SIM_BIN) with --config config, --port 0 and the
+ * extra arguments (NULL-terminated, may be NULL); its stderr goes to
+ * err_path (NULL: /dev/null). Dies with its parent. */
+void tu_sim_start(tu_sim *s, const char *config, const char *const *extra,
+                  const char *err_path);
+
+/* GET /sim/stats as JSON (caller deletes). */
+struct cJSON *tu_sim_stats(const tu_sim *s);
+
+/* A number from the stats: a top-level field when model is NULL (e.g.
+ * "rejected"), else that model's field (e.g. "requests"). */
+double tu_sim_stat(const tu_sim *s, const char *model, const char *field);
+
+/* SIGTERM the server and require exit status 0. */
+void tu_sim_stop(tu_sim *s);
