@@ -60,9 +60,11 @@ static int parse_count(const char *s, size_t *out)
     return 0;
 }
 
-static void print_summary(const runner_summary *s, const char *dir)
+static void print_summary(const runner_summary *s, const char *dir,
+                          int quiet)
 {
-    fprintf(stderr,
+    if (!quiet)
+        fprintf(stderr,
             "nsed run: %zu questions: %zu finished now (%zu degraded), %zu "
             "finished before, %zu incomplete; %llu calls (%llu from the "
             "ledger), %lld tokens, $%.4f, %.1f s\n",
@@ -186,8 +188,8 @@ int cli_run(int argc, char **argv)
     rc = runner_run(wf, st, &ro, &sum, &err);
     if (rc)
         goto out;
-    if (!ro.dry_run && !quiet)
-        print_summary(&sum, dir);
+    if (!ro.dry_run)
+        print_summary(&sum, dir, quiet);
     if (!ro.dry_run && sum.incomplete)
         rc = NSED_ENET;
 out:

@@ -1,0 +1,504 @@
+/* Whole runs: `nsed run` against nsed-sim over real HTTP with a real LMDB
+ * store. Exact resume after kill -9 at random points, incomplete and
+ * degraded questions, dry run, the export, and the demo's claim: NSED beats
+ * the best single model and the majority vote when verification is good,
+ * and does not when it is poor. */
+#include "testutil.h"
+
+#include <check.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEMO_WF NSED_SOURCE_DIR "/workflows/demo.yaml"
+#define DEMO_Q NSED_SOURCE_DIR "/workflows/demo-questions.jsonl"
+#define DEMO_SIM NSED_SOURCE_DIR "/workflows/demo-sim.yaml"
+#define DATA NSED_SOURCE_DIR "/tests/data/runner/"
+
+static char *tmp;
+
+static void setup(void)
+{
+    tmp = tu_mkdtemp();
+}
+
+static void teardown(void)
+{
+    tu_rmrf(tmp);
+    free(tmp);
+    tmp = NULL;
+}
+
+/* Run nsed with NSED_SIM_URL=url and a NULL-terminated argument list. */
+static int nsed_at(const char *url, char **out, char **err, ...)
+{
+    char *argv[24] = {NSED_BIN};
+    char env[128];
+    char *envp[] = {env, NULL};
+    size_t n = 1;
+    va_list ap;
+
+    snprintf(env, sizeof env, "NSED_SIM_URL=%s", url);
+    va_start(ap, err);
+    while (n < 23 && (argv[n] = va_arg(ap, char *)) != NULL)
+        n++;
+    va_end(ap);
+    argv[n] = NULL;
+    return tu_run_env(argv, envp, out, err);
+}
+#define NSED(url, out, err, ...) nsed_at(url, out, err, __VA_ARGS__, \
+                                         (char *)NULL)
+
+static double total_requests(const tu_sim *s)
+{
+    cJSON *j = tu_sim_stats(s), *m;
+    double n = 0;
+
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(j, "models"))
+        n += cJSON_GetObjectItemCaseSensitive(m, "requests")->valuedouble;
+    cJSON_Delete(j);
+    return n;
+}
+
+static char *export_of(const char *store)
+{
+    char *out = NULL, *err = NULL;
+
+    ck_assert_msg(NSED("-", &out, &err, "export", "--store", store) == 0,
+                  "export: %s", err);
+    free(err);
+    return out;
+}
+
+static cJSON *status_of(const char *store)
+{
+    char *out = NULL, *err = NULL;
+    cJSON *j;
+
+    ck_assert_msg(NSED("-", &out, &err, "status", "--store", store,
+                       "--json") == 0,
+                  "status: %s", err);
+    j = cJSON_Parse(out);
+    ck_assert_msg(j != NULL, "status is not JSON: %s", out);
+    free(out);
+    free(err);
+    return j;
+}
+
+static double jpath(const cJSON *j, const char *a, const char *b)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, a);
+
+    if (b)
+        v = cJSON_GetObjectItemCaseSensitive(v, b);
+    ck_assert_msg(cJSON_IsNumber(v), "no number at %s.%s", a, b ? b : "");
+    return v->valuedouble;
+}
+
+static size_t count_lines(const char *s)
+{
+    size_t n = 0;
+
+    for (; s && *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/* ---- a whole run ---------------------------------------------------------- */
+
+START_TEST(demo_run_end_to_end)
+{
+    tu_sim sim;
+    char *store = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
+    cJSON *st, *line;
+    double before;
+    const char *nl;
+
+    tu_sim_start(&sim, DEMO_SIM, NULL, NULL);
+    ck_assert_msg(NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
+                       DEMO_Q, "--store", store, "--quiet") == 0,
+                  "run: %s", err);
+    free(out);
+    free(err);
+
+    st = status_of(store);
+    ck_assert_int_eq((int)jpath(st, "questions", "total"), 120);
+    ck_assert_int_eq((int)jpath(st, "questions", "done"), 120);
+    ck_assert_int_eq((int)jpath(st, "questions", "incomplete"), 0);
+    ck_assert_int_eq((int)jpath(st, "accuracy", "with_reference"), 120);
+    ck_assert(jpath(st, "rounds_mean", NULL) >= 1.0);
+    ck_assert(jpath(st, "rounds_mean", NULL) <= 4.0);
+    cJSON_Delete(st);
+
+    exp = export_of(store);
+    ck_assert_uint_eq(count_lines(exp), 120);
+    nl = strchr(exp, '\n');
+    line = cJSON_ParseWithLength(exp, (size_t)(nl - exp));
+    ck_assert_ptr_nonnull(line);
+    ck_assert_str_eq(cJSON_GetObjectItem(line, "id")->valuestring,
+                     "demo-001");
+    /* the documented fields are there, the winner de-anonymized */
+    static const char *const fields[] = {
+        "final_answer", "winning_response", "correct", "rounds",
+        "stop_reason", "winner", "scores", "tokens", "cost_usd", "degraded",
+        "missing_seats", "baselines", "meta"};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        ck_assert_msg(cJSON_GetObjectItem(line, fields[i]) != NULL,
+                      "export lacks %s", fields[i]);
+    ck_assert(cJSON_IsString(cJSON_GetObjectItem(
+        cJSON_GetObjectItem(line, "winner"), "model")));
+    ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(line, "meta"),
+                                         "source")->valuestring,
+                     "generated");
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(
+                         cJSON_GetObjectItem(line, "baselines"), "models")),
+                     3);
+    cJSON_Delete(line);
+
+    /* running again finds everything done and sends nothing */
+    before = total_requests(&sim);
+    ck_assert_int_eq(NSED(sim.url, &out, &err, "run", DEMO_WF, "--store",
+                          store, "--quiet"),
+                     0);
+    ck_assert(total_requests(&sim) == before);
+    free(out);
+    free(err);
+    free(exp);
+    tu_sim_stop(&sim);
+    free(store);
+}
+END_TEST
+
+START_TEST(dry_run_sends_nothing)
+{
+    tu_sim sim;
+    char *store = tu_path(tmp, "store"), *out = NULL, *err = NULL;
+    const char *p;
+    size_t lines = 0;
+    cJSON *st;
+
+    tu_sim_start(&sim, DEMO_SIM, NULL, NULL);
+    ck_assert_msg(NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
+                       DEMO_Q, "--store", store, "--limit", "5",
+                       "--dry-run") == 0,
+                  "%s", err);
+    /* round 0: three proposals for each of five questions */
+    for (p = out; (p = strchr(p, '\n')); p++)
+        lines++;
+    ck_assert_uint_eq(lines, 15);
+    ck_assert(tu_contains(out, "\"messages\""));
+    ck_assert(tu_contains(out, "=====BEGIN QUESTION====="));
+    ck_assert(total_requests(&sim) == 0);
+    st = status_of(store);
+    ck_assert_int_eq((int)jpath(st, "questions", "done"), 0);
+    cJSON_Delete(st);
+    free(out);
+    free(err);
+    tu_sim_stop(&sim);
+    free(store);
+}
+END_TEST
+
+/* ---- kill -9 at random points ----------------------------------------- */
+
+static pid_t spawn_run(const char *url, const char *store)
+{
+    pid_t pid = fork();
+
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        char env[128];
+        int null = open("/dev/null", O_WRONLY);
+
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        snprintf(env, sizeof env, "NSED_SIM_URL=%s", url);
+        putenv(env);
+        dup2(null, 1);
+        dup2(null, 2);
+        execl(NSED_BIN, NSED_BIN, "run", DEMO_WF, "--questions", DEMO_Q,
+              "--store", store, "--quiet", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Kill a run of the demo at random moments, KILLS times in all, rerunning
+ * the same command after each kill; every run that completes must export
+ * exactly what an uninterrupted run exported, and must have sent at most
+ * the reference run's calls plus what can be in flight at each kill. */
+START_TEST(kill_and_resume_is_exact)
+{
+    const char *longmode = getenv("NSED_LONG_TESTS");
+    int kills_wanted = longmode && *longmode ? 100 : 20;
+    /* requests in flight at once: 3 models x max_concurrency 8 */
+    const double max_in_flight = 24;
+    tu_sim sim;
+    char *ref_store = tu_path(tmp, "ref"), *out = NULL, *err = NULL;
+    char *ref_export;
+    double r0, before;
+    int kills = 0, stores = 0, completed = 0;
+    unsigned rng = 12345;
+
+    tu_sim_start(&sim, DATA "slow-sim.yaml", NULL, NULL);
+    before = total_requests(&sim);
+    ck_assert_msg(NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
+                       DEMO_Q, "--store", ref_store, "--quiet") == 0,
+                  "reference run: %s", err);
+    free(out);
+    free(err);
+    r0 = total_requests(&sim) - before;
+    ref_export = export_of(ref_store);
+    ck_assert_uint_eq(count_lines(ref_export), 120);
+
+    while (kills < kills_wanted) {
+        char name[32], *store;
+        int store_kills = 0, status;
+
+        snprintf(name, sizeof name, "s%d", stores++);
+        store = tu_path(tmp, name);
+        before = total_requests(&sim);
+        for (;;) {
+            pid_t pid = spawn_run(sim.url, store);
+            struct timespec d;
+            unsigned ms;
+
+            rng = rng * 1103515245u + 12345u;
+            ms = 20 + (rng >> 16) % 180; /* 20..199 ms */
+            d.tv_sec = 0;
+            d.tv_nsec = (long)ms * 1000000L;
+            nanosleep(&d, NULL);
+            if (kills < kills_wanted && waitpid(pid, &status, WNOHANG) == 0) {
+                kill(pid, SIGKILL);
+                while (waitpid(pid, &status, 0) < 0)
+                    ck_assert(errno == EINTR);
+                if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
+                    kills++;
+                    store_kills++;
+                    continue;
+                }
+            } else {
+                while (waitpid(pid, &status, 0) < 0)
+                    ck_assert(errno == EINTR);
+            }
+            ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                          "a resumed run failed (status %d)", status);
+            break;
+        }
+        {
+            double sent = total_requests(&sim) - before;
+            char *exp = export_of(store);
+
+            completed++;
+            /* same results as the uninterrupted run */
+            ck_assert_msg(strcmp(exp, ref_export) == 0,
+                          "store %s (%d kills) exported other results", name,
+                          store_kills);
+            /* finished calls were never sent again */
+            ck_assert_msg(sent >= r0 &&
+                              sent <= r0 + store_kills * max_in_flight,
+                          "%s: %.0f requests for %d kills; uninterrupted "
+                          "run: %.0f",
+                          name, sent, store_kills, r0);
+            free(exp);
+        }
+        free(store);
+    }
+    ck_assert_int_ge(kills, kills_wanted);
+    ck_assert_int_ge(completed, 1);
+    free(ref_export);
+    free(ref_store);
+    tu_sim_stop(&sim);
+}
+END_TEST
+
+/* ---- infrastructure failures ------------------------------------------- */
+
+START_TEST(lost_seat_leaves_incomplete_then_resumes)
+{
+    tu_sim sim;
+    char *store = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
+    cJSON *st;
+    int rc;
+
+    tu_sim_start(&sim, DATA "flaky-sim.yaml", NULL, NULL);
+    rc = NSED(sim.url, &out, &err, "run", DATA "flaky.yaml", "--questions",
+              DEMO_Q, "--store", store, "--quiet");
+    ck_assert_msg(rc == 1, "run exit %d: %s", rc, err);
+    ck_assert(tu_contains(err, "incomplete"));
+    ck_assert(tu_contains(err, "run the same command again"));
+    free(out);
+    free(err);
+    st = status_of(store);
+    ck_assert_int_gt((int)jpath(st, "questions", "incomplete"), 0);
+    ck_assert_int_eq((int)(jpath(st, "questions", "done") +
+                           jpath(st, "questions", "incomplete")),
+                     120);
+    /* nothing was scored with a seat missing */
+    ck_assert_int_eq((int)jpath(st, "questions", "degraded"), 0);
+    cJSON_Delete(st);
+
+    /* the fault budget is spent: the rerun finishes every question */
+    ck_assert_msg(NSED(sim.url, &out, &err, "run", DATA "flaky.yaml",
+                       "--store", store, "--quiet") == 0,
+                  "rerun: %s", err);
+    st = status_of(store);
+    ck_assert_int_eq((int)jpath(st, "questions", "done"), 120);
+    ck_assert_int_eq((int)jpath(st, "questions", "incomplete"), 0);
+    ck_assert_int_eq((int)jpath(st, "questions", "degraded"), 0);
+    cJSON_Delete(st);
+    exp = export_of(store);
+    ck_assert(!tu_contains(exp, "\"degraded\":true"));
+    free(exp);
+    free(out);
+    free(err);
+    tu_sim_stop(&sim);
+    free(store);
+}
+END_TEST
+
+START_TEST(allow_degraded_flags_missing_seats)
+{
+    tu_sim sim;
+    char *store = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
+    cJSON *st;
+
+    tu_sim_start(&sim, DATA "flaky-sim.yaml", NULL, NULL);
+    ck_assert_msg(NSED(sim.url, &out, &err, "run", DATA "flaky.yaml",
+                       "--questions", DEMO_Q, "--store", store, "--quiet",
+                       "--allow-degraded") == 0,
+                  "%s", err);
+    st = status_of(store);
+    ck_assert_int_eq((int)jpath(st, "questions", "done"), 120);
+    ck_assert_int_gt((int)jpath(st, "questions", "degraded"), 0);
+    cJSON_Delete(st);
+    exp = export_of(store);
+    ck_assert(tu_contains(exp, "\"degraded\":true"));
+    ck_assert(tu_contains(exp, "\"missing_seats\":[{\"seat\":2,\"model\":"
+                               "\"gamma\""));
+    free(exp);
+    free(out);
+    free(err);
+    tu_sim_stop(&sim);
+    free(store);
+}
+END_TEST
+
+/* ---- does deliberation help? ------------------------------------------- */
+
+typedef struct accuracy {
+    double nsed, majority, best_single;
+} accuracy;
+
+static accuracy run_accuracy(const char *sim_config, const char *seed)
+{
+    const char *extra[] = {"--seed", seed, NULL};
+    tu_sim sim;
+    char name[64], *store, *out = NULL, *err = NULL;
+    cJSON *st, *m;
+    accuracy a = {0};
+    double n;
+
+    snprintf(name, sizeof name, "acc-%s-%s", seed,
+             strstr(sim_config, "weak") ? "weak" : "good");
+    store = tu_path(tmp, name);
+    tu_sim_start(&sim, sim_config, extra, NULL);
+    ck_assert_msg(NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
+                       DEMO_Q, "--store", store, "--seed", seed,
+                       "--quiet") == 0,
+                  "%s", err);
+    st = status_of(store);
+    n = jpath(st, "accuracy", "with_reference");
+    a.nsed = jpath(st, "accuracy", "nsed_correct") / n;
+    a.majority = jpath(st, "accuracy", "majority_correct") / n;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(
+                              cJSON_GetObjectItemCaseSensitive(st, "accuracy"),
+                              "round0_by_model")) {
+        double acc = jpath(m, "correct", NULL) / jpath(m, "answers", NULL);
+
+        if (acc > a.best_single)
+            a.best_single = acc;
+    }
+    cJSON_Delete(st);
+    free(out);
+    free(err);
+    tu_sim_stop(&sim);
+    free(store);
+    return a;
+}
+
+START_TEST(deliberation_helps_only_with_good_verifiers)
+{
+    static const char *const seeds[] = {"1", "2", "3"};
+    accuracy good = {0}, weak = {0};
+
+    for (size_t i = 0; i < 3; i++) {
+        accuracy g = run_accuracy(DEMO_SIM, seeds[i]);
+        accuracy w = run_accuracy(DATA "weak-sim.yaml", seeds[i]);
+
+        /* with good verifiers every seed shows deliberation ahead */
+        ck_assert_msg(g.nsed > g.majority && g.nsed > g.best_single,
+                      "seed %s: nsed %.3f majority %.3f best %.3f", seeds[i],
+                      g.nsed, g.majority, g.best_single);
+        good.nsed += g.nsed / 3;
+        good.majority += g.majority / 3;
+        good.best_single += g.best_single / 3;
+        weak.nsed += w.nsed / 3;
+        weak.majority += w.majority / 3;
+        weak.best_single += w.best_single / 3;
+    }
+    /* clearly ahead on average: at least 8 points over the better baseline */
+    ck_assert_msg(good.nsed >= good.majority + 0.08 &&
+                      good.nsed >= good.best_single + 0.08,
+                  "good verifiers: nsed %.3f majority %.3f best %.3f",
+                  good.nsed, good.majority, good.best_single);
+    /* with p_ver < 0.5 the team is no better than its baselines */
+    ck_assert_msg(weak.nsed <= weak.majority + 0.02 &&
+                      weak.nsed <= weak.best_single + 0.02,
+                  "weak verifiers: nsed %.3f majority %.3f best %.3f",
+                  weak.nsed, weak.majority, weak.best_single);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("runner");
+    TCase *tc = tcase_create("runs");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, demo_run_end_to_end);
+    tcase_add_test(tc, dry_run_sends_nothing);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("resume");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, kill_and_resume_is_exact);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("failures");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, lost_seat_leaves_incomplete_then_resumes);
+    tcase_add_test(tc, allow_degraded_flags_missing_seats);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("accuracy");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, deliberation_helps_only_with_good_verifiers);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
