@@ -6,6 +6,7 @@
 #include "stages/evaluate.h"
 #include "stages/stage.h"
 #include "testutil.h"
+#include "testwf.h"
 
 #include <check.h>
 #include <math.h>
@@ -322,14 +323,7 @@ static const char base_yaml[] =
 
 static workflow *load_wf(const char *extra)
 {
-    char text[4096];
-    workflow *wf = NULL;
-    nsed_err e = {0};
-
-    snprintf(text, sizeof text, "%s%s", base_yaml, extra ? extra : "");
-    ck_assert_msg(workflow_load_string("t.yaml", text, strlen(text), &wf,
-                                       &e) == 0, "%s", e.msg);
-    return wf;
+    return tu_load_workflow(base_yaml, extra);
 }
 
 static state *new_state(const workflow *wf, size_t nseats)

@@ -10,6 +10,7 @@
 #include "stages/evaluate.h"
 #include "stages/stage.h"
 #include "testutil.h"
+#include "testwf.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -30,12 +31,7 @@ static const char base_yaml[] =
 
 static workflow *load_wf(void)
 {
-    workflow *wf = NULL;
-    nsed_err e = {0};
-
-    ck_assert_msg(workflow_load_string("t.yaml", base_yaml, strlen(base_yaml),
-                                       &wf, &e) == 0, "%s", e.msg);
-    return wf;
+    return tu_load_workflow(base_yaml, NULL);
 }
 
 /* A state in round `round` at stage anonymize whose seat i proposed

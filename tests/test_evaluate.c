@@ -4,6 +4,7 @@
 #include "stages/evaluate.h"
 #include "stages/stage.h"
 #include "testutil.h"
+#include "testwf.h"
 
 #include <cjson/cJSON.h>
 #include <check.h>
@@ -163,12 +164,7 @@ static const char base_yaml[] =
 
 static workflow *load_wf(void)
 {
-    workflow *wf = NULL;
-    nsed_err e = {0};
-
-    ck_assert_msg(workflow_load_string("t.yaml", base_yaml, strlen(base_yaml),
-                                       &wf, &e) == 0, "%s", e.msg);
-    return wf;
+    return tu_load_workflow(base_yaml, NULL);
 }
 
 /* Three seats; seats 0 and 1 propose, seat 2 says SKIP; anonymized. */

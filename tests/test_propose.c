@@ -5,6 +5,7 @@
 #include "stages/propose.h"
 #include "stages/stage.h"
 #include "testutil.h"
+#include "testwf.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -24,14 +25,7 @@ static const char base_yaml[] =
 
 static workflow *load_wf(const char *extra)
 {
-    char text[4096];
-    workflow *wf = NULL;
-    nsed_err e = {0};
-
-    snprintf(text, sizeof text, "%s%s", base_yaml, extra ? extra : "");
-    ck_assert_msg(workflow_load_string("t.yaml", text, strlen(text), &wf,
-                                       &e) == 0, "%s", e.msg);
-    return wf;
+    return tu_load_workflow(base_yaml, extra);
 }
 
 static state *new_state(const workflow *wf)

@@ -5,6 +5,7 @@
 #include "stages/stage.h"
 #include "stages/state.h"
 #include "testutil.h"
+#include "testwf.h"
 
 #include <cjson/cJSON.h>
 #include <check.h>
@@ -27,12 +28,7 @@ static const char base_yaml[] =
 
 static workflow *load_wf(void)
 {
-    workflow *wf = NULL;
-    nsed_err e = {0};
-
-    ck_assert_msg(workflow_load_string("t.yaml", base_yaml, strlen(base_yaml),
-                                       &wf, &e) == 0, "%s", e.msg);
-    return wf;
+    return tu_load_workflow(base_yaml, NULL);
 }
 
 static state *new_state(const workflow *wf)
