@@ -2,6 +2,7 @@
 #include "pipeline/cli.h"
 #include "pipeline/questions.h"
 #include "pipeline/runner.h"
+#include "pipeline/telemetry.h"
 #include "pipeline/workflow.h"
 
 #include <errno.h>
@@ -36,6 +37,11 @@ static const char run_usage[] =
     "      --dry-run            print the requests the next stage would send\n"
     "                           (one JSON line each, API keys left out) and\n"
     "                           send nothing\n"
+    "      --telemetry FILE     make the telemetry exported from another\n"
+    "                           store (nsed status --telemetry-out FILE)\n"
+    "                           the prior of this store's broker; it is\n"
+    "                           kept in the store and replaces an earlier\n"
+    "                           one (see docs/broker.md)\n"
     "      --allow-workflow-change\n"
     "                           accept a store created with another workflow\n"
     "                           hash; the change is recorded\n"
@@ -80,6 +86,36 @@ static void print_summary(const runner_summary *s, const char *dir,
                 s->incomplete, dir);
 }
 
+static int put_prior_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    int rc = telemetry_put_prior(txn, arg);
+
+    if (rc)
+        return nsed_error(err, rc, "cannot store the telemetry prior: %s",
+                          nsed_strerror(rc));
+    return 0;
+}
+
+/* Make the telemetry file at path the store's broker prior. */
+static int import_telemetry(const workflow *wf, store *st, const char *path,
+                            int quiet, nsed_err *err)
+{
+    telemetry *t = NULL;
+    size_t unknown = 0;
+    int rc = telemetry_new(wf, &t);
+
+    if (rc)
+        return nsed_error(err, rc, "out of memory");
+    rc = telemetry_import_file(t, path, &unknown, err);
+    if (!rc)
+        rc = store_write(st, put_prior_fn, t, err);
+    if (!rc && !quiet)
+        fprintf(stderr, "nsed run: %s: telemetry prior loaded%s\n", path,
+                unknown ? " (models this workflow lacks were ignored)" : "");
+    telemetry_free(t);
+    return rc;
+}
+
 int cli_run(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -91,11 +127,12 @@ int cli_run(int argc, char **argv)
         {"allow-degraded", no_argument, NULL, 'D'},
         {"dry-run", no_argument, NULL, 'R'},
         {"allow-workflow-change", no_argument, NULL, 'A'},
+        {"telemetry", required_argument, NULL, 'T'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *qpath = NULL, *dir = NULL;
+    const char *qpath = NULL, *dir = NULL, *tpath = NULL;
     char *cmdline = cli_command_line(argc, argv);
     runner_opts ro = {0};
     runner_summary sum = {0};
@@ -148,6 +185,9 @@ int cli_run(int argc, char **argv)
         case 'A':
             allow_change = 1;
             break;
+        case 'T':
+            tpath = optarg;
+            break;
         case 'q':
             quiet = 1;
             break;
@@ -175,6 +215,11 @@ int cli_run(int argc, char **argv)
                               &err);
     if (rc)
         goto out;
+    if (tpath) {
+        rc = import_telemetry(wf, st, tpath, quiet, &err);
+        if (rc)
+            goto out;
+    }
     if (qpath) {
         rc = questions_ingest(st, qpath, &qs, &err);
         if (rc)

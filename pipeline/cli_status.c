@@ -1,29 +1,40 @@
-/* cli_status.c -- `nsed status --store DIR [--json]` */
+/* cli_status.c -- `nsed status --store DIR [--json] [--telemetry-out FILE]` */
 #include "pipeline/cli.h"
 #include "pipeline/gateway.h"
 #include "pipeline/questions.h"
 #include "pipeline/runner.h"
 #include "pipeline/runner_int.h"
+#include "pipeline/telemetry.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char status_usage[] =
-    "usage: nsed status --store DIR [--json]\n"
+    "usage: nsed status --store DIR [--json] [--telemetry-out FILE]\n"
     "\n"
     "Show where a run stands: the workflow it is bound to; questions done,\n"
     "in progress, incomplete (a model could not be reached: run again to\n"
     "resume) and degraded (finished without a seat); rounds used and why\n"
     "questions stopped; accuracy where references exist, next to the\n"
     "round-0 baselines (each model alone, and the majority vote of their\n"
-    "round-0 answers); calls, tokens and cost; per-model latency and errors.\n"
-    "Opens the store read-only, so it can run beside a running writer.\n"
+    "round-0 answers); calls, tokens and cost; per-model latency and errors;\n"
+    "the broker's choices (how often each model was chosen or excluded,\n"
+    "mean expected cost, questions it could not staff or that went over\n"
+    "the budget). Opens the store read-only, so it can run beside a\n"
+    "running writer.\n"
     "\n"
-    "  -s, --store DIR   run store directory\n"
-    "  -j, --json        one JSON object instead of text\n"
-    "  -h, --help        this text\n";
+    "  -s, --store DIR           run store directory\n"
+    "  -j, --json                one JSON object instead of text\n"
+    "  -t, --telemetry-out FILE  also write the store's per-model telemetry\n"
+    "                            (accuracies, usage, calls) to FILE\n"
+    "                            (replaced atomically), for another run's\n"
+    "                            nsed run --telemetry FILE\n"
+    "  -h, --help                this text\n";
 
 #define MAX_NAMES 256
 
@@ -59,6 +70,16 @@ static void tally_release(tally_set *t)
     t->n = 0;
 }
 
+/* What the broker's recorded decisions add up to. */
+typedef struct broker_report {
+    size_t decisions, unstaffed, over_budget, with_expected;
+    double expected_cost, expected_value, actual_cost;
+    size_t actual_n;           /* results of staffed knapsack decisions */
+    tally_set policies;
+    tally_set chosen;          /* model -> decisions that chose it */
+    tally_set excluded;        /* model -> decisions that excluded it */
+} broker_report;
+
 typedef struct report {
     size_t total, done, degraded, incomplete, in_progress, not_started;
     size_t rounds_sum;
@@ -68,6 +89,7 @@ typedef struct report {
     tally_set stops;   /* stop reasons */
     cJSON *manifest;
     cJSON *telemetry;  /* model id -> stats object */
+    broker_report broker;
     store_txn *txn;
     nsed_err *err;
     int rc;
@@ -130,6 +152,69 @@ static void count_result(report *r, const cJSON *res)
     }
 }
 
+/* Count the broker's decision for a question (res: its result or NULL). */
+static void count_decision(broker_report *b, const cJSON *rec,
+                           const cJSON *res)
+{
+    const cJSON *c, *cands = cJSON_GetObjectItemCaseSensitive(rec,
+                                                              "candidates");
+    const cJSON *cons = cJSON_GetObjectItemCaseSensitive(rec, "constraints");
+    const cJSON *budget = cJSON_GetObjectItemCaseSensitive(cons,
+                                                           "usd_per_question");
+    const char *policy = jstr(rec, "policy");
+    const cJSON *cost = cJSON_GetObjectItemCaseSensitive(rec,
+                                                         "expected_cost_usd");
+    tally *t;
+
+    b->decisions++;
+    if (policy && (t = tally_get(&b->policies, policy)))
+        t->n++;
+    if (!jtrue(rec, "staffed")) {
+        b->unstaffed++;
+        return;
+    }
+    cJSON_ArrayForEach(c, cands) {
+        const char *id = jstr(c, "model");
+
+        if (!id)
+            continue;
+        if (jtrue(c, "chosen") && (t = tally_get(&b->chosen, id)))
+            t->n++;
+        if (jtrue(c, "in_pool") && !jtrue(c, "admitted") &&
+            (t = tally_get(&b->excluded, id)))
+            t->n++;
+    }
+    if (policy && strcmp(policy, "knapsack") == 0 && cJSON_IsNumber(cost)) {
+        b->with_expected++;
+        b->expected_cost += cost->valuedouble;
+        b->expected_value += jnum(rec, "expected_value");
+        if (res) {
+            double actual = jnum(res, "cost_usd");
+
+            b->actual_n++;
+            b->actual_cost += actual;
+            if (cJSON_IsNumber(budget) &&
+                actual > budget->valuedouble * (1 + 1e-9))
+                b->over_budget++;
+        }
+    }
+}
+
+static void visit_decision(report *r, const char *qid, const cJSON *res)
+{
+    unsigned char key[STORE_KEY_MAX + 8];
+    size_t klen = runner_state_key(qid, 'b', 0, key), vlen;
+    const void *val;
+    cJSON *rec;
+
+    if (store_get(r->txn, STORE_STATE, key, klen, &val, &vlen) != 0)
+        return;
+    rec = cJSON_ParseWithLength(val, vlen);
+    if (rec)
+        count_decision(&r->broker, rec, res);
+    cJSON_Delete(rec);
+}
+
 static int visit_question(const question *q, uint64_t seq, void *arg)
 {
     report *r = arg;
@@ -150,9 +235,11 @@ static int visit_question(const question *q, uint64_t seq, void *arg)
             return 1;
         }
         count_result(r, res);
+        visit_decision(r, q->id, res);
         cJSON_Delete(res);
         return 0;
     }
+    visit_decision(r, q->id, NULL);
     klen = runner_state_key(q->id, 'i', 0, key);
     if (store_get(r->txn, STORE_STATE, key, klen, &val, &vlen) == 0) {
         r->incomplete++;
@@ -212,6 +299,78 @@ static double quantile_ms(const cJSON *stats, double q)
     return 1000.0 * gateway_stats_latency_quantile(&s, q);
 }
 
+static double mean_or(double sum, size_t n)
+{
+    return n ? sum / (double)n : 0;
+}
+
+static void tally_json(cJSON *o, const char *key, const tally_set *t)
+{
+    cJSON *m = cJSON_AddObjectToObject(o, key);
+
+    for (size_t i = 0; m && i < t->n; i++)
+        cJSON_AddNumberToObject(m, t->items[i].name, (double)t->items[i].n);
+}
+
+static void broker_json(const broker_report *b, cJSON *o)
+{
+    cJSON *j = cJSON_AddObjectToObject(o, "broker");
+
+    if (!j)
+        return;
+    cJSON_AddNumberToObject(j, "decisions", (double)b->decisions);
+    cJSON_AddNumberToObject(j, "unstaffed", (double)b->unstaffed);
+    tally_json(j, "policies", &b->policies);
+    tally_json(j, "chosen", &b->chosen);
+    tally_json(j, "excluded", &b->excluded);
+    if (b->with_expected) {
+        cJSON_AddNumberToObject(j, "expected_cost_usd_mean",
+                                mean_or(b->expected_cost, b->with_expected));
+        cJSON_AddNumberToObject(j, "expected_value_mean",
+                                mean_or(b->expected_value, b->with_expected));
+    } else {
+        cJSON_AddNullToObject(j, "expected_cost_usd_mean");
+        cJSON_AddNullToObject(j, "expected_value_mean");
+    }
+    if (b->actual_n)
+        cJSON_AddNumberToObject(j, "actual_cost_usd_mean",
+                                mean_or(b->actual_cost, b->actual_n));
+    else
+        cJSON_AddNullToObject(j, "actual_cost_usd_mean");
+    cJSON_AddNumberToObject(j, "over_budget", (double)b->over_budget);
+}
+
+static void print_tally(const char *label, const tally_set *t)
+{
+    if (!t->n)
+        return;
+    printf("            %s:", label);
+    for (size_t i = 0; i < t->n; i++)
+        printf("%s %s %zu", i ? "," : "", t->items[i].name, t->items[i].n);
+    printf("\n");
+}
+
+static void print_broker(const broker_report *b)
+{
+    if (!b->decisions)
+        return;
+    printf("broker:     %zu decisions (", b->decisions);
+    for (size_t i = 0; i < b->policies.n; i++)
+        printf("%s%s %zu", i ? ", " : "", b->policies.items[i].name,
+               b->policies.items[i].n);
+    printf("), %zu could not be staffed", b->unstaffed);
+    if (b->with_expected)
+        printf("; expected cost $%.6f per question on average (value "
+               "%.3f)", mean_or(b->expected_cost, b->with_expected),
+               mean_or(b->expected_value, b->with_expected));
+    if (b->actual_n)
+        printf(", actual $%.6f; %zu over budget",
+               mean_or(b->actual_cost, b->actual_n), b->over_budget);
+    printf("\n");
+    print_tally("chosen", &b->chosen);
+    print_tally("excluded", &b->excluded);
+}
+
 static cJSON *report_json(const report *r, const char *dir)
 {
     cJSON *o = cJSON_CreateObject(), *q, *acc, *models, *stops, *tele;
@@ -261,6 +420,7 @@ static cJSON *report_json(const report *r, const char *dir)
                                 quantile_ms(m, 0.95));
         cJSON_AddItemToObject(tele, m->string, copy);
     }
+    broker_json(&r->broker, o);
     if (r->manifest) {
         cJSON *man = cJSON_Duplicate(r->manifest, 1);
 
@@ -323,6 +483,7 @@ static void print_text(const report *r, const char *dir)
                    r->models.items[i].correct, r->models.items[i].n);
     }
     printf("results:    %.0f tokens, $%.4f\n", r->tokens, r->cost);
+    print_broker(&r->broker);
     if (cJSON_GetArraySize(r->telemetry) > 0) {
         printf("%-12s %8s %8s %8s %8s %8s %9s %9s %12s %10s\n", "model",
                "calls", "ok", "failed", "retries", "ledger", "p50 ms",
@@ -353,15 +514,74 @@ static void print_text(const report *r, const char *dir)
     }
 }
 
+typedef struct tele_export {
+    const char *name;
+    char *text;
+} tele_export;
+
+static int export_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    tele_export *x = arg;
+    int rc = telemetry_export(txn, x->name, &x->text);
+
+    if (rc)
+        return nsed_error(err, rc, "cannot export the telemetry: %s",
+                          nsed_strerror(rc));
+    return 0;
+}
+
+/* Write the store's telemetry file to path (via a temporary file). */
+static int write_telemetry(store *st, const char *name, const char *path,
+                           nsed_err *err)
+{
+    tele_export x = {.name = name};
+    char *tmp = NULL;
+    FILE *f = NULL;
+    int rc;
+
+    rc = store_read(st, export_fn, &x, err);
+    if (rc)
+        return rc;
+    if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) {
+        tmp = NULL;
+        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
+        goto out;
+    }
+    f = fopen(tmp, "w");
+    if (!f) {
+        rc = nsed_error(err, NSED_EIO, "%s: cannot create: %s", tmp,
+                        strerror(errno));
+        goto out;
+    }
+    if (fputs(x.text, f) == EOF)
+        rc = nsed_error(err, NSED_EIO, "%s: write failed: %s", tmp,
+                        strerror(errno));
+    if (fclose(f) != 0 && !rc)
+        rc = nsed_error(err, NSED_EIO, "%s: write failed: %s", tmp,
+                        strerror(errno));
+    if (!rc && rename(tmp, path) != 0)
+        rc = nsed_error(err, NSED_EIO, "%s: cannot rename to %s: %s", tmp,
+                        path, strerror(errno));
+    if (rc)
+        unlink(tmp);
+    else
+        fprintf(stderr, "nsed status: telemetry written to %s\n", path);
+out:
+    free(tmp);
+    free(x.text);
+    return rc;
+}
+
 int cli_status(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"store", required_argument, NULL, 's'},
         {"json", no_argument, NULL, 'j'},
+        {"telemetry-out", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *dir = NULL;
+    const char *dir = NULL, *tele_path = NULL;
     int json = 0, c, rc;
     store_opts so = {.flags = STORE_RDONLY};
     store *st = NULL;
@@ -371,13 +591,16 @@ int cli_status(int argc, char **argv)
     cJSON *out = NULL;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "s:jh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "s:jt:h", opts, NULL)) != -1) {
         switch (c) {
         case 's':
             dir = optarg;
             break;
         case 'j':
             json = 1;
+            break;
+        case 't':
+            tele_path = optarg;
             break;
         case 'h':
             fputs(status_usage, stdout);
@@ -413,6 +636,14 @@ int cli_status(int argc, char **argv)
     rc = store_read(st, read_fn, &r, &err);
     if (rc)
         goto out;
+    if (tele_path) {
+        rc = write_telemetry(st, r.manifest ? jstr(r.manifest,
+                                                   "workflow_name")
+                                            : NULL,
+                             tele_path, &err);
+        if (rc)
+            goto out;
+    }
     if (json) {
         char *text;
 
@@ -433,6 +664,9 @@ out:
     cJSON_Delete(r.telemetry);
     tally_release(&r.models);
     tally_release(&r.stops);
+    tally_release(&r.broker.policies);
+    tally_release(&r.broker.chosen);
+    tally_release(&r.broker.excluded);
     free(manifest_text);
     store_close(st);
     return rc ? cli_fail(&err) : 0;

@@ -5,6 +5,7 @@
 #include "pipeline/gateway.h"
 #include "pipeline/questions.h"
 #include "pipeline/runner_int.h"
+#include "pipeline/telemetry.h"
 #include "stages/stage.h"
 
 #include <cjson/cJSON.h>
@@ -45,6 +46,11 @@ typedef struct slot {
     archived *rounds;      /* rounds decided since the last commit */
     size_t nrounds;
     char *state_json;      /* serialized at commit time */
+    char *decision_json;   /* the broker's decision, to write with the
+                              question's first state */
+    char *broker_record;   /* the decision (new or read back), for the
+                              result's "broker" field; NULL when none */
+    char *qid;             /* unstaffed (st NULL): the question id */
 } slot;
 
 struct loop {
@@ -64,6 +70,9 @@ struct loop {
     double last_telemetry;
     size_t done_total;     /* questions with results (before + now) */
     runner_telemetry_base *tele;
+    telemetry *view;       /* what the broker decides on */
+    telemetry_counts *pending; /* observations of rounds archived since
+                                  the last commit (per model) */
     nsed_err *err;
     int failed;            /* first fatal error code */
 };
@@ -123,6 +132,14 @@ static void slot_clear_pending(slot *s)
     s->nrounds = 0;
     free(s->state_json);
     s->state_json = NULL;
+    free(s->decision_json);
+    s->decision_json = NULL;
+}
+
+/* The question id of a slot (an unstaffed question has no state). */
+static const char *slot_id(const slot *s)
+{
+    return s->st ? s->st->qid : s->qid;
 }
 
 static void slot_free(slot *s)
@@ -134,6 +151,8 @@ static void slot_free(slot *s)
     free(s->result_json);
     free(s->marker_json);
     free(s->marker_error);
+    free(s->broker_record);
+    free(s->qid);
     question_release(&s->q);
     state_free(s->st);
     free(s);
@@ -245,6 +264,9 @@ static int archive_round(struct loop *L, slot *s, int round)
     a[s->nrounds].round = round;
     a[s->nrounds].json = json;
     s->nrounds++;
+    /* Counted now, committed with the round: a round is archived exactly
+     * once, so a resumed run never counts it again. */
+    telemetry_observe_round(L->wf, s->st, r, L->pending);
     return 0;
 }
 
@@ -303,8 +325,8 @@ static int step(struct loop *L, slot *s)
         if (rc)
             return rc;
     }
-    rc = runner_result_json(L->wf, L->st, s->st, &s->q, &s->result_json,
-                            L->err);
+    rc = runner_result_json(L->wf, L->st, s->st, &s->q, s->broker_record,
+                            &s->result_json, L->err);
     if (rc)
         return rc;
     s->finished = true;
@@ -323,6 +345,59 @@ typedef struct fill_ctx {
 } fill_ctx;
 
 static int fill_one(const question *q, uint64_t seq, void *arg);
+
+/* The decision recorded for a question that has a state (absent in stores
+ * written before the broker recorded its decisions). */
+static int read_decision(store_txn *txn, const char *qid, slot *s)
+{
+    unsigned char key[STORE_KEY_MAX + 8];
+    size_t klen = runner_state_key(qid, 'b', 0, key), vlen;
+    const void *val;
+    int rc = store_get(txn, STORE_STATE, key, klen, &val, &vlen);
+
+    if (rc == NSED_ENOTFOUND)
+        return 0;
+    if (rc)
+        return rc;
+    s->broker_record = strndup(val, vlen);
+    return s->broker_record ? 0 : NSED_ENOMEM;
+}
+
+/* Staff a new question: the broker decides now, on the telemetry the
+ * store has committed so far. A question no team can staff is left
+ * incomplete with the broker's reason (a later run decides again). */
+static int decide(struct loop *L, const question *q, slot *s)
+{
+    broker_decision *d = NULL;
+    state_question sq = {.id = q->id, .text = q->text,
+                         .reference = q->answer,
+                         .tags = (const char *const *)q->tags,
+                         .ntags = q->ntags};
+    int rc;
+
+    rc = broker_decide(L->wf, L->view, sq.tags, sq.ntags, &d, L->err);
+    if (rc)
+        return rc;
+    rc = broker_decision_json(L->wf, d, &s->decision_json);
+    if (!rc && !(s->broker_record = strdup(s->decision_json)))
+        rc = NSED_ENOMEM;
+    if (rc)
+        goto out;
+    if (d->staffed) {
+        rc = state_new(L->wf, &sq, d->seats.seats, d->seats.nseats, &s->st,
+                       L->err);
+        s->dirty = rc == 0;
+        goto out;
+    }
+    rc = runner_unstaffed_marker(d->reason, &s->marker_json,
+                                 &s->marker_error);
+    if (!rc && !(s->qid = strdup(q->id)))
+        rc = NSED_ENOMEM;
+    s->incomplete = rc == 0;
+out:
+    broker_decision_free(d);
+    return rc;
+}
 
 typedef struct fill_read {
     fill_ctx *fc;
@@ -381,18 +456,10 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
     rc = store_get(fr->txn, STORE_STATE, key, klen, &val, &vlen);
     if (rc == 0) {
         rc = state_from_json(val, vlen, L->wf, &s->st, L->err);
-    } else if (rc == NSED_ENOTFOUND) {
-        broker_team team;
-        state_question sq = {.id = q->id, .text = q->text,
-                             .reference = q->answer,
-                             .tags = (const char *const *)q->tags,
-                             .ntags = q->ntags};
-
-        rc = broker_choose(L->wf, sq.tags, sq.ntags, &team, L->err);
         if (!rc)
-            rc = state_new(L->wf, &sq, team.seats, team.nseats, &s->st,
-                           L->err);
-        s->dirty = rc == 0;
+            rc = read_decision(fr->txn, q->id, s);
+    } else if (rc == NSED_ENOTFOUND) {
+        rc = decide(L, q, s);
     }
     if (!rc)
         rc = runner_question_copy(q, &s->q);
@@ -418,6 +485,12 @@ static int fill(struct loop *L)
         slot *s, *rev = NULL;
         int rc;
 
+        for (size_t i = 0; i < L->wf->nmodels; i++) {
+            gateway_stats gs;
+
+            runner_telemetry_current(L->tele, L->gw, i, &gs);
+            telemetry_set_calls(L->view, i, &gs);
+        }
         rc = store_read(L->st, fill_fn, &fr, L->err);
         if (rc) {
             while (fc.loaded) {
@@ -445,7 +518,7 @@ static int fill(struct loop *L)
             s->next = L->active;
             L->active = s;
             L->nactive++;
-            rc = step(L, s);
+            rc = s->st ? step(L, s) : 0;
             if (rc)
                 return rc;
         }
@@ -467,7 +540,12 @@ static int commit_fn(store_txn *txn, void *arg, nsed_err *err)
 
         if (!s->dirty && !s->incomplete)
             continue;
-        id = s->st->qid;
+        id = slot_id(s);
+        if (s->decision_json) {
+            klen = runner_state_key(id, 'b', 0, key);
+            rc = store_put(txn, STORE_STATE, key, klen, s->decision_json,
+                           strlen(s->decision_json));
+        }
         for (size_t i = 0; i < s->nrounds && !rc; i++) {
             klen = runner_state_key(id, 'r', s->rounds[i].round, key);
             rc = store_put(txn, STORE_STATE, key, klen, s->rounds[i].json,
@@ -493,6 +571,8 @@ static int commit_fn(store_txn *txn, void *arg, nsed_err *err)
     }
     if (!rc)
         rc = runner_telemetry_put(txn, L->tele, L->wf, L->gw);
+    if (!rc)
+        rc = telemetry_commit(txn, L->wf, L->pending);
     if (rc)
         return nsed_error(err, rc, "cannot commit to the store: %s",
                           nsed_strerror(rc));
@@ -524,6 +604,8 @@ static int commit(struct loop *L)
     rc = store_write(L->st, commit_fn, L, L->err);
     if (rc)
         return rc;
+    telemetry_add(L->view, L->pending);
+    memset(L->pending, 0, L->wf->nmodels * sizeof *L->pending);
     L->last_telemetry = now_s();
     for (slot *s = L->active; s; s = s->next) {
         s->dirty = false;
@@ -548,7 +630,7 @@ drop:
             L->sum->incomplete++;
             if (L->opts->log)
                 fprintf(L->opts->log, "\r\033[Kquestion %s left incomplete: "
-                        "%s\n", s->st->qid, s->marker_error);
+                        "%s\n", slot_id(s), s->marker_error);
         } else {
             L->sum->dry_run++;
         }
@@ -646,6 +728,14 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
     rc = runner_telemetry_load(st, wf, &L.tele, err);
     if (rc)
         return rc;
+    rc = telemetry_read_store(st, wf, &L.view, err);
+    if (rc)
+        goto out;
+    L.pending = calloc(wf->nmodels, sizeof *L.pending);
+    if (!L.pending) {
+        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
+        goto out;
+    }
     go.dry_run = opts->dry_run;
     go.log = on_log;
     go.log_user = opts->log;
@@ -703,6 +793,8 @@ out:
     }
     gateway_free(L.gw);
     runner_telemetry_free(L.tele);
+    telemetry_free(L.view);
+    free(L.pending);
     sum->elapsed_s = now_s() - L.started;
     return rc;
 }

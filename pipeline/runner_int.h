@@ -24,13 +24,21 @@ int runner_question_copy(const question *src, question *dst);
 int runner_incomplete_marker(const state *st, const stage_response *resps,
                              size_t n, char **json, char **why);
 
+/* The incomplete marker of a question the broker could not staff: JSON
+ * {"stage":"broker","round":0,"failed":[],"error":reason} in *json and
+ * "broker: <reason>" in *why (both malloc'd). Returns 0 or NSED_ENOMEM. */
+int runner_unstaffed_marker(const char *reason, char **json, char **why);
+
 /* The result record of a finished question (one export line): see the
- * README's "Results" section for its fields. Reads the archived round 0
- * from the store when it is no longer in memory (st_store read
- * transaction; must not be called inside a store transaction). Returns 0
- * and sets *out (malloc'd) or an error. */
+ * README's "Results" section for its fields. broker_record is the
+ * broker's stored decision for the question (broker.h), summarized into
+ * the "broker" field, or NULL (the field is then null). Reads the
+ * archived round 0 from the store when it is no longer in memory
+ * (st_store read transaction; must not be called inside a store
+ * transaction). Returns 0 and sets *out (malloc'd) or an error. */
 int runner_result_json(const workflow *wf, store *st_store, const state *st,
-                       const question *q, char **out, nsed_err *err);
+                       const question *q, const char *broker_record,
+                       char **out, nsed_err *err);
 
 /* Cumulative call statistics per model across runs, kept in
  * STORE_TELEMETRY under "gateway/<model id>". */
@@ -46,6 +54,12 @@ int runner_telemetry_put(store_txn *txn, const runner_telemetry_base *base,
                          const workflow *wf, const gateway *gw);
 
 void runner_telemetry_free(runner_telemetry_base *base);
+
+/* base + the gateway's live statistics of model index m, into *out (all
+ * zero for an index out of range). */
+void runner_telemetry_current(const runner_telemetry_base *base,
+                              const gateway *gw, size_t m,
+                              gateway_stats *out);
 
 /* Telemetry record <-> gateway_stats (JSON object). */
 cJSON *runner_stats_to_json(const gateway_stats *s);

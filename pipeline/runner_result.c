@@ -1,10 +1,12 @@
 /* runner_result.c -- the records the runner stores about a question: the
  * result (one export line) and the incomplete marker. */
+#include "pipeline/broker.h"
 #include "pipeline/runner.h"
 #include "pipeline/runner_int.h"
 #include "stages/answer.h"
 #include "stages/text.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +81,32 @@ out:
         free(*json);
         free(*why);
         *json = *why = NULL;
+    }
+    cJSON_Delete(o);
+    return rc;
+}
+
+int runner_unstaffed_marker(const char *reason, char **json, char **why)
+{
+    cJSON *o = cJSON_CreateObject();
+    size_t n = strlen("broker: ") + strlen(reason) + 1;
+    int rc = NSED_ENOMEM;
+
+    *json = NULL;
+    *why = malloc(n);
+    if (!o || !*why || !cJSON_AddStringToObject(o, "stage", "broker") ||
+        !cJSON_AddNumberToObject(o, "round", 0) ||
+        !cJSON_AddArrayToObject(o, "failed") ||
+        !cJSON_AddStringToObject(o, "error", reason))
+        goto out;
+    snprintf(*why, n, "broker: %s", reason);
+    *json = cJSON_PrintUnformatted(o);
+    if (*json)
+        rc = 0;
+out:
+    if (rc) {
+        free(*why);
+        *why = NULL;
     }
     cJSON_Delete(o);
     return rc;
@@ -230,7 +258,8 @@ fail:
 }
 
 int runner_result_json(const workflow *wf, store *sto, const state *st,
-                       const question *q, char **out, nsed_err *err)
+                       const question *q, const char *broker_record,
+                       char **out, nsed_err *err)
 {
     cJSON *o = cJSON_CreateObject(), *v, *missing, *tok;
     state_round *own_final = NULL, *own0 = NULL;
@@ -308,6 +337,11 @@ int runner_result_json(const workflow *wf, store *sto, const state *st,
     }
     if (add(o, "meta", q->meta_json ? cJSON_CreateRaw(q->meta_json)
                                     : cJSON_CreateNull()))
+        goto out;
+    v = broker_record ? broker_record_summary(broker_record,
+                                              strlen(broker_record))
+                      : NULL;
+    if (add(o, "broker", v ? v : cJSON_CreateNull()))
         goto out;
     *out = cJSON_PrintUnformatted(o);
     rc = *out ? 0 : NSED_ENOMEM;

@@ -197,6 +197,20 @@ int runner_telemetry_put(store_txn *txn, const runner_telemetry_base *base,
     return 0;
 }
 
+void runner_telemetry_current(const runner_telemetry_base *base,
+                              const gateway *gw, size_t m,
+                              gateway_stats *out)
+{
+    gateway_stats now;
+
+    memset(out, 0, sizeof *out);
+    if (m >= base->n)
+        return;
+    *out = base->stats[m];
+    if (gateway_stats_get(gw, m, &now) == 0)
+        stats_add(out, &now);
+}
+
 void runner_telemetry_free(runner_telemetry_base *b)
 {
     if (!b)

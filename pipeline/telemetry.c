@@ -120,6 +120,26 @@ static int counts_to_json(const telemetry_counts *c, cJSON *o)
     return 0;
 }
 
+/* Set the counts members of object o, replacing those it has. Returns 0
+ * or NSED_ENOMEM. */
+static int counts_to_json_replace(const telemetry_counts *c, cJSON *o)
+{
+    for (size_t i = 0; i < NCOUNT_FIELDS; i++) {
+        cJSON *sub = cJSON_GetObjectItemCaseSensitive(o, count_fields[i].obj);
+        cJSON *v;
+
+        if (!sub && !(sub = cJSON_AddObjectToObject(o, count_fields[i].obj)))
+            return NSED_ENOMEM;
+        v = cJSON_GetObjectItemCaseSensitive(sub, count_fields[i].key);
+        if (v && cJSON_IsNumber(v))
+            cJSON_SetNumberValue(v, field_val(c, i));
+        else if (!cJSON_AddNumberToObject(sub, count_fields[i].key,
+                                          field_val(c, i)))
+            return NSED_ENOMEM;
+    }
+    return 0;
+}
+
 /* Read counts from o (absent members are 0). Returns 0, or -1 naming the
  * bad member in *bad for a value that is not a finite number >= 0. */
 static int counts_from_json(const cJSON *o, telemetry_counts *c,
@@ -514,43 +534,135 @@ void telemetry_estimate_for(const telemetry *t, const workflow *wf, size_t m,
 
 /* ---- the telemetry file -------------------------------------------------- */
 
-int telemetry_export(const telemetry *t, char **out)
+/* One STORE_TELEMETRY entry into the export being built (arg). */
+typedef struct export_ctx {
+    cJSON *models;
+    int rc;
+} export_ctx;
+
+static cJSON *export_model(export_ctx *x, const char *id, size_t len)
 {
-    cJSON *o = cJSON_CreateObject(), *models;
+    char name[STORE_KEY_MAX + 1];
+    cJSON *m;
+
+    memcpy(name, id, len);
+    name[len] = '\0';
+    m = cJSON_GetObjectItemCaseSensitive(x->models, name);
+    if (!m && (m = cJSON_AddObjectToObject(x->models, name))) {
+        telemetry_counts z = {0};
+        gateway_stats gs;
+        cJSON *calls;
+
+        memset(&gs, 0, sizeof gs);
+        calls = runner_stats_to_json(&gs);
+        if (counts_to_json(&z, m) || !calls) {
+            cJSON_Delete(calls);
+            return NULL;
+        }
+        cJSON_AddItemToObject(m, "calls", calls);
+    }
+    return m;
+}
+
+/* Add the counts of j and, when calls_of is not NULL, the call statistics
+ * it holds, into model m of the export. */
+static int export_add(cJSON *m, const cJSON *j, const cJSON *calls_of)
+{
+    telemetry_counts a = {0}, b = {0};
+    const count_field *bad;
+    gateway_stats x, y;
+    cJSON *calls;
+
+    if (counts_from_json(m, &a, &bad))
+        memset(&a, 0, sizeof a);
+    if (j && counts_from_json(j, &b, &bad))
+        memset(&b, 0, sizeof b);
+    counts_add(&a, &b);
+    if (counts_to_json_replace(&a, m))
+        return NSED_ENOMEM;
+    if (!calls_of)
+        return 0;
+    runner_stats_from_json(cJSON_GetObjectItemCaseSensitive(m, "calls"), &x);
+    runner_stats_from_json(calls_of, &y);
+    stats_add(&x, &y);
+    x.attempts += y.attempts;
+    x.retries += y.retries;
+    x.ledger_hits += y.ledger_hits;
+    x.breaker_opens += y.breaker_opens;
+    x.prompt_tokens += y.prompt_tokens;
+    x.completion_tokens += y.completion_tokens;
+    x.cached_tokens += y.cached_tokens;
+    x.cost_usd += y.cost_usd;
+    for (int k = 0; k < GATEWAY_ERR_KIND_COUNT; k++)
+        x.attempt_errors[k] += y.attempt_errors[k];
+    if (!(calls = runner_stats_to_json(&x)))
+        return NSED_ENOMEM;
+    cJSON_ReplaceItemInObjectCaseSensitive(m, "calls", calls);
+    return 0;
+}
+
+static int export_entry(const void *key, size_t klen, const void *val,
+                        size_t vlen, void *arg)
+{
+    static const char *const prefixes[] = {"model/", "prior/", "gateway/"};
+    export_ctx *x = arg;
+    const char *k = key;
+
+    for (size_t p = 0; p < 3; p++) {
+        size_t pl = strlen(prefixes[p]);
+        cJSON *j, *m;
+
+        if (klen <= pl || memcmp(k, prefixes[p], pl) != 0)
+            continue;
+        j = cJSON_ParseWithLength(val, vlen);
+        if (!j)
+            return 0;
+        m = export_model(x, k + pl, klen - pl);
+        if (!m) {
+            x->rc = NSED_ENOMEM;
+        } else if (p == 0) {
+            x->rc = export_add(m, j, NULL);
+        } else if (p == 1) {
+            x->rc = export_add(m, j,
+                               cJSON_GetObjectItemCaseSensitive(j, "calls"));
+        } else {
+            x->rc = export_add(m, NULL, j);
+        }
+        cJSON_Delete(j);
+        return x->rc ? 1 : 0;
+    }
+    return 0;
+}
+
+int telemetry_export(store_txn *txn, const char *workflow_name, char **out)
+{
+    cJSON *o = cJSON_CreateObject();
+    export_ctx x = {0};
     buf b;
     char *text = NULL;
     int rc = NSED_ENOMEM;
 
     buf_init(&b, TELEMETRY_FILE_MAX);
     if (!o || !cJSON_AddNumberToObject(o, "nsed_telemetry", TELEMETRY_FORMAT) ||
-        !cJSON_AddStringToObject(o, "workflow", t->wf->name) ||
-        !(models = cJSON_AddObjectToObject(o, "models")))
+        !cJSON_AddItemToObject(o, "workflow",
+                               workflow_name
+                                   ? cJSON_CreateString(workflow_name)
+                                   : cJSON_CreateNull()) ||
+        !(x.models = cJSON_AddObjectToObject(o, "models")))
         goto out;
-    for (size_t i = 0; i < t->wf->nmodels; i++) {
-        const workflow_model *wm = &t->wf->models[i];
-        telemetry_counts c = t->m[i].own;
-        gateway_stats gs = t->m[i].calls;
-        telemetry_estimate est;
-        cJSON *mo, *e, *calls;
-
-        counts_add(&c, &t->m[i].prior);
-        stats_add(&gs, &t->m[i].prior_calls);
-        gs.prompt_tokens += t->m[i].prior_calls.prompt_tokens;
-        gs.completion_tokens += t->m[i].prior_calls.completion_tokens;
-        gs.cost_usd += t->m[i].prior_calls.cost_usd;
-        telemetry_estimate_for(t, t->wf, i, 1, &est);
-        if (!(mo = cJSON_AddObjectToObject(models, wm->id)) ||
-            !cJSON_AddStringToObject(mo, "family", wm->family) ||
-            counts_to_json(&c, mo) || !(calls = runner_stats_to_json(&gs)))
-            goto out;
-        cJSON_AddItemToObject(mo, "calls", calls);
-        if (!(e = cJSON_AddObjectToObject(mo, "estimate")) ||
-            !cJSON_AddNumberToObject(e, "p_g", est.p_g) ||
-            !cJSON_AddNumberToObject(e, "p_v", est.p_v))
-            goto out;
-    }
+    rc = store_scan(txn, STORE_TELEMETRY, NULL, 0, NULL, 0, export_entry, &x);
+    if (x.rc)
+        rc = x.rc;
+    if (rc)
+        goto out;
+    rc = NSED_ENOMEM;
     text = cJSON_PrintUnformatted(o);
-    if (!text || buf_adds(&b, text) || buf_addc(&b, '\n'))
+    if (!text)
+        goto out;
+    rc = buf_adds(&b, text);
+    if (!rc)
+        rc = buf_addc(&b, '\n');
+    if (rc)
         goto out;
     *out = buf_detach(&b, NULL);
     rc = *out ? 0 : NSED_ENOMEM;

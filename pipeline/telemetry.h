@@ -172,15 +172,16 @@ bool telemetry_counts_empty(const telemetry_counts *c);
 void telemetry_estimate_for(const telemetry *t, const workflow *wf, size_t m,
                         int team_size, telemetry_estimate *out);
 
-/* The telemetry file: compact JSON
- *   {"nsed_telemetry":1,"workflow":NAME,"models":{ID:{"family":F,
+/* The telemetry file of a store (inside a store_read): compact JSON
+ *   {"nsed_telemetry":1,"workflow":NAME,"models":{ID:{
  *    "gen":{"n":..,"k":..},"ver":{"n":..,"k":..},"usage":{"seat_rounds":..,
  *    "team_sum":..,"calls":..,"prompt_tokens":..,"completion_tokens":..,
- *    "cost_usd":..},"calls":<gateway statistics>,"estimate":{"p_g":..,
- *    "p_v":..}}}}
- * holding, per model, own plus prior counts (everything t knows) and the
- * call statistics; "estimate" is informative and ignored on import.
- * Returns 0 and sets *out (malloc'd, newline-terminated) or NSED_ENOMEM. */
-int telemetry_export(const telemetry *t, char **out);
+ *    "cost_usd":..},"calls":<gateway statistics>}}}
+ * holding, per model id found in STORE_TELEMETRY, the store's own counts
+ * plus its imported prior (everything it knows), and its call statistics
+ * plus the imported ones, followed by a newline. workflow_name may be
+ * NULL (written as null). Returns 0 and sets *out (malloc'd), NSED_ENOMEM,
+ * NSED_ETOOBIG (over TELEMETRY_FILE_MAX) or NSED_ESTORE. */
+int telemetry_export(store_txn *txn, const char *workflow_name, char **out);
 
 #endif
