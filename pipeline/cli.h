@@ -19,6 +19,7 @@ int cli_ingest(int argc, char **argv);
 int cli_status(int argc, char **argv);
 int cli_run(int argc, char **argv);
 int cli_export(int argc, char **argv);
+int cli_team(int argc, char **argv);
 
 /* Print "nsed: <message>" for err to stderr and return its exit status. */
 int cli_fail(const nsed_err *err);

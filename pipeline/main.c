@@ -23,11 +23,15 @@ static const char usage[] =
     "  ingest WORKFLOW --questions FILE --store DIR\n"
     "                            bind a store to a workflow and add questions\n"
     "                            (idempotent)\n"
-    "  status --store DIR [--json]\n"
-    "                            progress, accuracy, baselines, cost, and\n"
-    "                            per-model latency and errors of a run\n"
+    "  status --store DIR [--json] [--telemetry-out FILE]\n"
+    "                            progress, accuracy, baselines, cost,\n"
+    "                            per-model latency and errors, the broker's\n"
+    "                            choices; export the telemetry\n"
     "  export --store DIR [-o FILE]\n"
     "                            one JSON line per finished question\n"
+    "  team WORKFLOW [--store DIR] [--tags T1,T2] [--json]\n"
+    "                            the team the broker would choose now, and\n"
+    "                            why\n"
     "  version                   print the version\n"
     "  help [COMMAND]            this text, or a command's options\n"
     "\n"
@@ -44,6 +48,7 @@ static const struct command commands[] = {
     {"status", cli_status},
     {"run", cli_run},
     {"export", cli_export},
+    {"team", cli_team},
 };
 
 static const struct command *find_command(const char *name)

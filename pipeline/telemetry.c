@@ -14,6 +14,10 @@
 
 /* Tokens assumed for a question in the usage guess (it is shown twice). */
 #define GUESS_QUESTION_TOKENS 512.0
+/* Share of sampling.max_tokens the usage guess takes for one reply. Every
+ * reply at the limit would be safe but would keep a tight budget from
+ * staffing any team, and then nothing would ever be measured. */
+#define GUESS_REPLY_SHARE 0.5
 
 typedef struct tele_model {
     telemetry_counts own;
@@ -513,7 +517,7 @@ void telemetry_estimate_for(const telemetry *t, const workflow *wf, size_t m,
         out->completion_tokens = c.completion_tokens / c.seat_rounds;
         out->calls = c.calls / c.seat_rounds;
     } else {
-        double mt = (double)wm->sampling.max_tokens;
+        double mt = GUESS_REPLY_SHARE * (double)wm->sampling.max_tokens;
         double g = (double)(2 * strlen(wf->prompts.system) +
                             strlen(wf->prompts.revise) +
                             strlen(wf->prompts.evaluate)) / 4.0 +

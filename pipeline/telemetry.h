@@ -28,7 +28,7 @@
  *                 without a reference): its tokens, calls and cost, and the
  *                 team size it ran in.
  *
- * Estimates (telemetry_estimate): p_g and p_v are Beta posterior means,
+ * Estimates (telemetry_estimate_for): p_g and p_v are Beta posterior means,
  *   (strength * prior + successes) / (strength + observations),
  * with the model's prior (models[].prior) or else broker.priors, and
  * strength broker.priors.strength; each comes with its observation count.
@@ -36,9 +36,10 @@
  * the team (more candidates to read), so the mean measured at an average
  * team size n_obs is scaled by max(1, n / n_obs) for a team of n, which
  * never scales down and so errs on the side of cost. Before a model has
- * any measured seat-round its usage is a deliberately pessimistic guess
- * from its sampling.max_tokens (every reply as long as allowed; see
- * telemetry_estimate_for).
+ * any measured seat-round its usage is a guess from its
+ * sampling.max_tokens (every reply half as long as allowed; see
+ * telemetry_estimate_for): calibrate with a small run (or --telemetry)
+ * when the budget is tight.
  */
 #ifndef NSED_TELEMETRY_H
 #define NSED_TELEMETRY_H
@@ -162,12 +163,12 @@ bool telemetry_counts_empty(const telemetry_counts *c);
 
 /* The estimates for model index m in a team of team_size seats (>= 1).
  * With no measured usage, the guess per seat-round is two calls whose
- * completions are sampling.max_tokens each, and a prompt of
- *   G + (team_size + 1) * max_tokens
+ * completions are M = max_tokens / 2 tokens each, and a prompt of
+ *   G + (team_size + 1) * M
  * tokens, where G is a quarter of the characters of the system prompt
  * (twice), the revise and evaluate templates, plus 512 tokens for the
  * question (shown twice): the evaluation reads team_size - 1 candidates
- * and a revision the winner and its own answer, each at most max_tokens.
+ * and a revision the winner and its own answer, each of about M tokens.
  * t may be NULL (nothing measured). */
 void telemetry_estimate_for(const telemetry *t, const workflow *wf, size_t m,
                         int team_size, telemetry_estimate *out);
