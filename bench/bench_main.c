@@ -1,0 +1,867 @@
+/* bench_main.c -- nsed-bench: the benchmark driver (see bench.h and
+ * docs/performance.md). */
+#include "bench/bench.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef NSED_SIM_BIN
+#define NSED_SIM_BIN ""
+#endif
+#ifndef NSED_BENCH_DIR
+#define NSED_BENCH_DIR "bench"
+#endif
+
+/* Samples kept per run (at 20 per second: more than an hour). */
+#define SAMPLES_MAX ((size_t)1 << 17)
+
+static const char usage[] =
+    "usage: nsed-bench [--quick] [--only LIST] [--keep] [--tmp DIR]\n"
+    "                  [--sim PATH]\n"
+    "\n"
+    "Measure the runner against nsed-sim and print one table: endpoint\n"
+    "saturation, runner CPU per call, peak RSS against the question count,\n"
+    "the cost of durable checkpoints, resume after kill -9, and prompt\n"
+    "prefix reuse, each beside its target. Takes a few minutes on 2 cores.\n"
+    "\n"
+    "  --quick       smaller sets (about a minute; figures are noisier)\n"
+    "  --only LIST   figures to run, e.g. 1,3 (default: all six)\n"
+    "  --keep        keep the temporary directory (stores, question sets)\n"
+    "  --tmp DIR     where to create it (default: $TMPDIR or /tmp); must be\n"
+    "                a local disk, as for any run store\n"
+    "  --sim PATH    the nsed-sim binary (default: the one built with this)\n"
+    "  -h, --help    this text\n";
+
+typedef struct sizes {
+    size_t saturate;   /* figure 1 */
+    size_t cpu;        /* figures 2 and 4 */
+    size_t rss[3];     /* figure 3 */
+    size_t resume;     /* figure 5 */
+    size_t prefix;     /* figure 6 */
+} sizes;
+
+static const sizes full_sizes = {3000, 2000, {1000, 10000, 100000}, 1000,
+                                 200};
+static const sizes quick_sizes = {400, 300, {500, 2000, 5000}, 300, 50};
+
+typedef struct sample {
+    double t;           /* since the worker started */
+    uint64_t ok;        /* simulator's healthy replies since the start */
+    uint64_t in_flight;
+} sample;
+
+/* What one measured run of a worker gave. */
+typedef struct run_result {
+    double calls, hits, finished, incomplete, elapsed, user, sys;
+    long maxrss_kb;        /* wait4 */
+    long peak_anon_kb;     /* sampled */
+    long peak_file_kb;     /* sampled */
+    uint64_t sent;         /* simulator requests during the run */
+    uint64_t in_flight_at_kill;
+    bool killed;
+    double first_call_s;   /* worker start to its first request; -1 */
+    sample *samples;
+    size_t nsamples, asamples;
+} run_result;
+
+typedef struct run_spec {
+    const char *workflow;
+    const char *store;
+    bool nosync;
+    int sample_ms;
+    uint64_t kill_at;      /* SIGKILL once the simulator saw this many
+                              requests of the run (0: never) */
+    bool first_call;       /* measure the time to the first request */
+} run_spec;
+
+typedef struct bench {
+    const char *self;      /* this executable */
+    const char *sim_bin;
+    char *tmp;
+    sizes sz;
+    bool keep;
+    bool only[7];
+    bench_sim sim50, sim0;
+    char *questions;       /* the largest generated set */
+    nsed_err err;
+    /* results */
+    double sat_ratio, sat_rate, sat_limit, sat_whole, sat_util;
+    uint64_t sat_calls, sat_peak;
+    double cpu_us, cpu_user_us, cpu_sys_us, cpu_rate;
+    uint64_t cpu_calls;
+    run_result rss[3];
+    double ck_durable, ck_nosync;
+    uint64_t rs_base, rs_sent1, rs_recorded, rs_sent2, rs_kill_sim;
+    double rs_first, rs_mid;
+    bool rs_complete;
+    bench_prefix_result px;
+    char px_names[3][64];
+    double floor_us, floor_user_us, floor_sys_us;
+    bool done[7];
+} bench;
+
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void note(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    fputs("nsed-bench: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static char *path_in(const char *dir, const char *name)
+{
+    char *p = NULL;
+
+    if (asprintf(&p, "%s/%s", dir, name) < 0)
+        return NULL;
+    return p;
+}
+
+/* ---- running workers ------------------------------------------------------ */
+
+static int worker(bench *B, const char *sim_url, const char *const *argv,
+                  bench_child *c)
+{
+    int rc = bench_child_spawn(c, B->self, sim_url, argv, &B->err);
+
+    if (!rc)
+        rc = bench_child_wait(c, false, &B->err);
+    return rc;
+}
+
+static int ingest(bench *B, const char *wf, const char *questions,
+                  const char *store)
+{
+    const char *argv[] = {"ingest", wf, questions, store, NULL};
+    bench_child c;
+
+    return worker(B, "http://127.0.0.1:9/v1", argv, &c);
+}
+
+static int ledger_count(bench *B, const char *store, uint64_t *n)
+{
+    const char *argv[] = {"ledger", store, NULL};
+    bench_child c;
+    double v;
+    int rc = worker(B, NULL, argv, &c);
+
+    if (rc)
+        return rc;
+    if (!bench_child_value(&c, "ledger", &v))
+        return nsed_error(&B->err, NSED_EIO, "ledger worker printed no "
+                          "count");
+    *n = (uint64_t)v;
+    return 0;
+}
+
+static void run_result_release(run_result *r)
+{
+    free(r->samples);
+    memset(r, 0, sizeof *r);
+}
+
+static int add_sample(run_result *r, const sample *s)
+{
+    if (r->nsamples == SAMPLES_MAX)
+        return 0; /* enough: later samples only refine the tail */
+    if (r->nsamples == r->asamples) {
+        size_t na = r->asamples ? 2 * r->asamples : 256;
+        sample *p = realloc(r->samples, na * sizeof *p);
+
+        if (!p)
+            return NSED_ENOMEM;
+        r->samples = p;
+        r->asamples = na;
+    }
+    r->samples[r->nsamples++] = *s;
+    return 0;
+}
+
+/* Run the runner on spec->store against sim, watching it from outside. */
+static int measured_run(bench *B, bench_sim *sim, const run_spec *spec,
+                        run_result *out)
+{
+    const char *argv[] = {"run", spec->workflow, spec->store,
+                          spec->nosync ? "--nosync" : NULL, NULL};
+    bench_child c;
+    bench_sim_counts base, now;
+    run_result r = {.first_call_s = -1};
+    bool eof = false;
+    int rc;
+
+    rc = bench_sim_counts_get(sim, &base, &B->err);
+    if (!rc)
+        rc = bench_child_spawn(&c, B->self, sim->url, argv, &B->err);
+    if (rc)
+        return rc;
+    if (spec->first_call) {
+        /* Poll the simulator as fast as it answers until the first
+         * request of the run reaches it. */
+        while (!eof) {
+            eof = bench_child_pump(&c, 0);
+            rc = bench_sim_counts_get(sim, &now, &B->err);
+            if (rc)
+                goto fail;
+            if (now.requests > base.requests) {
+                r.first_call_s = bench_now() - c.started;
+                break;
+            }
+        }
+    }
+    while (!eof) {
+        bench_mem m;
+        sample s;
+
+        eof = bench_child_pump(&c, spec->sample_ms);
+        if (eof)
+            break;
+        rc = bench_sim_counts_get(sim, &now, &B->err);
+        if (rc)
+            goto fail;
+        bench_mem_read(c.pid, &m);
+        if (m.anon_kb > r.peak_anon_kb)
+            r.peak_anon_kb = m.anon_kb;
+        if (m.file_kb > r.peak_file_kb)
+            r.peak_file_kb = m.file_kb;
+        s.t = bench_now() - c.started;
+        s.ok = now.ok - base.ok;
+        s.in_flight = now.in_flight;
+        rc = add_sample(&r, &s);
+        if (rc) {
+            nsed_error(&B->err, rc, "out of memory");
+            goto fail;
+        }
+        if (spec->kill_at && now.requests - base.requests >= spec->kill_at) {
+            r.in_flight_at_kill = now.in_flight;
+            kill(c.pid, SIGKILL);
+            r.killed = true;
+            break;
+        }
+    }
+    rc = bench_child_wait(&c, r.killed, &B->err);
+    if (rc)
+        goto fail;
+    if (r.killed) {
+        /* Requests already on the wire still reach the simulator; let
+         * them land before counting what the killed run sent. */
+        usleep(300 * 1000);
+    }
+    rc = bench_sim_counts_get(sim, &now, &B->err);
+    if (rc)
+        goto fail;
+    r.sent = now.requests - base.requests;
+    r.maxrss_kb = c.ru.ru_maxrss;
+    if (!r.killed) {
+        bench_child_value(&c, "calls", &r.calls);
+        bench_child_value(&c, "hits", &r.hits);
+        bench_child_value(&c, "finished", &r.finished);
+        bench_child_value(&c, "incomplete", &r.incomplete);
+        bench_child_value(&c, "elapsed", &r.elapsed);
+        bench_child_value(&c, "user", &r.user);
+        bench_child_value(&c, "sys", &r.sys);
+        if (!bench_child_value(&c, "calls", &r.calls)) {
+            rc = nsed_error(&B->err, NSED_EIO, "run worker printed no "
+                            "result");
+            goto fail;
+        }
+    }
+    *out = r;
+    return 0;
+fail:
+    if (c.pid > 0) {
+        kill(c.pid, SIGKILL);
+        bench_child_wait(&c, true, NULL);
+    }
+    run_result_release(&r);
+    return rc;
+}
+
+/* Ingest the first n questions into a fresh store and run them. */
+static int fresh_run(bench *B, bench_sim *sim, const char *name,
+                     const char *wfname, size_t n, run_spec *spec,
+                     run_result *out)
+{
+    char qname[64], *qpath = NULL, *store = NULL, *wf = NULL;
+    int rc = NSED_ENOMEM;
+
+    snprintf(qname, sizeof qname, "q%zu.jsonl", n);
+    qpath = path_in(B->tmp, qname);
+    store = path_in(B->tmp, name);
+    wf = path_in(NSED_BENCH_DIR, wfname);
+    if (!qpath || !store || !wf) {
+        nsed_error(&B->err, rc, "out of memory");
+        goto out;
+    }
+    if (access(qpath, R_OK) != 0) {
+        rc = bench_gen_head(B->questions, qpath, n, &B->err);
+        if (rc)
+            goto out;
+    }
+    rc = ingest(B, wf, qpath, store);
+    if (rc)
+        goto out;
+    spec->workflow = wf;
+    spec->store = store;
+    rc = measured_run(B, sim, spec, out);
+out:
+    free(qpath);
+    free(store);
+    free(wf);
+    return rc;
+}
+
+/* ---- the figures ---------------------------------------------------------- */
+
+/* 1. Achieved calls/s over the steady part of a large run (from 10% to
+ * 90% of its calls: the ramp-up and the last questions draining are not
+ * the runner's steady state) against sum(caps) / latency. */
+static int fig_saturation(bench *B)
+{
+    run_spec spec = {.sample_ms = 50};
+    run_result r;
+    const sample *a = NULL, *b = NULL;
+    double busy = 0;
+    size_t nbusy = 0;
+    int rc;
+
+    note("1/6 saturation: %zu questions, 3 models x 32 slots, 50 ms per "
+         "call", B->sz.saturate);
+    rc = fresh_run(B, &B->sim50, "saturate", "team3.yaml", B->sz.saturate,
+                   &spec, &r);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < r.nsamples; i++) {
+        const sample *s = &r.samples[i];
+
+        if (!a && (double)s->ok >= 0.1 * r.calls)
+            a = s;
+        if (a && !b && (double)s->ok >= 0.9 * r.calls)
+            b = s;
+        if (a && !b) {
+            busy += (double)s->in_flight;
+            nbusy++;
+        }
+    }
+    if (!a || !b || b->t <= a->t) {
+        run_result_release(&r);
+        return nsed_error(&B->err, NSED_EIO, "saturation: too few samples "
+                          "(%zu) for a steady window", r.nsamples);
+    }
+    B->sat_limit = 96 / 0.050;
+    B->sat_rate = (double)(b->ok - a->ok) / (b->t - a->t);
+    B->sat_ratio = B->sat_rate / B->sat_limit;
+    B->sat_whole = r.calls / r.elapsed;
+    B->sat_util = nbusy ? busy / (double)nbusy / 96.0 : 0;
+    B->sat_calls = (uint64_t)r.calls;
+    run_result_release(&r);
+    return 0;
+}
+
+/* 2 and 4. The same near-zero-latency workload, durable then without
+ * fsync; runner CPU per call from the durable run. Each mode runs twice
+ * and the faster run counts, so one scheduling hiccup on a 2-core
+ * machine does not decide the comparison. */
+static int fig_cpu_checkpoint(bench *B, bool cpu, bool ck)
+{
+    int rc = 0;
+    double best[2] = {0, 0};
+
+    note("%s: %zu questions, 3 models x 32 slots, no latency",
+         cpu && ck ? "2/6 + 4/6 runner CPU and checkpoint cost"
+                   : cpu ? "2/6 runner CPU" : "4/6 checkpoint cost",
+         B->sz.cpu);
+    for (int rep = 0; rep < (ck ? 2 : 1) && !rc; rep++) {
+        for (int mode = 0; mode < (ck ? 2 : 1) && !rc; mode++) {
+            run_spec spec = {.sample_ms = 100, .nosync = mode == 1};
+            run_result r;
+            char name[32];
+            double rate;
+
+            snprintf(name, sizeof name, "cpu-%s-%d",
+                     mode ? "nosync" : "durable", rep);
+            rc = fresh_run(B, &B->sim0, name, "team3.yaml", B->sz.cpu,
+                           &spec, &r);
+            if (rc)
+                break;
+            rate = r.calls / r.elapsed;
+            if (rate > best[mode])
+                best[mode] = rate;
+            if (mode == 0 && (B->cpu_calls == 0 ||
+                              (r.user + r.sys) * 1e6 / r.calls <
+                                  B->cpu_us)) {
+                B->cpu_calls = (uint64_t)r.calls;
+                B->cpu_us = (r.user + r.sys) * 1e6 / r.calls;
+                B->cpu_user_us = r.user * 1e6 / r.calls;
+                B->cpu_sys_us = r.sys * 1e6 / r.calls;
+                B->cpu_rate = rate;
+            }
+            run_result_release(&r);
+        }
+    }
+    B->ck_durable = best[0];
+    B->ck_nosync = best[1];
+    if (!rc && cpu) {
+        /* The same number of calls, 96 at a time, from a client that does
+         * nothing else: the transport's share of the runner's CPU. */
+        char ncalls[32];
+        const char *argv[] = {"floor", B->sim0.url, ncalls, "96", NULL};
+        bench_child c;
+        double calls = 0, user = 0, sys = 0;
+
+        snprintf(ncalls, sizeof ncalls, "%llu",
+                 (unsigned long long)B->cpu_calls);
+        rc = worker(B, NULL, argv, &c);
+        if (!rc && (!bench_child_value(&c, "calls", &calls) || calls <= 0))
+            rc = nsed_error(&B->err, NSED_EIO, "floor worker printed no "
+                            "result");
+        if (!rc) {
+            bench_child_value(&c, "user", &user);
+            bench_child_value(&c, "sys", &sys);
+            B->floor_user_us = user * 1e6 / calls;
+            B->floor_sys_us = sys * 1e6 / calls;
+            B->floor_us = B->floor_user_us + B->floor_sys_us;
+        }
+    }
+    return rc;
+}
+
+/* 3. Peak RSS against the question count: one seat, one round (one call
+ * per question), so 100k questions stream through in the time budget. */
+static int fig_rss(bench *B)
+{
+    int rc = 0;
+
+    for (int i = 0; i < 3 && !rc; i++) {
+        run_spec spec = {.sample_ms = 50};
+        char name[32];
+
+        note("3/6 memory: %zu questions, one call each", B->sz.rss[i]);
+        snprintf(name, sizeof name, "rss-%zu", B->sz.rss[i]);
+        rc = fresh_run(B, &B->sim0, name, "team1.yaml", B->sz.rss[i], &spec,
+                       &B->rss[i]);
+    }
+    return rc;
+}
+
+/* 5. kill -9 at the midpoint, then the same run again: the calls the two
+ * runs sent beyond an uninterrupted run's, against the calls that were
+ * sent but not yet recorded in the ledger when the first was killed. */
+static int fig_resume(bench *B)
+{
+    run_spec spec = {.sample_ms = 20};
+    run_result base, r1, r2;
+    int rc;
+
+    note("5/6 resume: %zu questions at 50 ms per call, kill -9 at the "
+         "midpoint", B->sz.resume);
+    rc = fresh_run(B, &B->sim50, "resume-base", "team3.yaml", B->sz.resume,
+                   &spec, &base);
+    if (rc)
+        return rc;
+    B->rs_base = base.sent;
+    run_result_release(&base);
+    spec.kill_at = B->rs_base / 2;
+    spec.sample_ms = 5;
+    rc = fresh_run(B, &B->sim50, "resume", "team3.yaml", B->sz.resume, &spec,
+                   &r1);
+    if (rc)
+        return rc;
+    if (!r1.killed) {
+        run_result_release(&r1);
+        return nsed_error(&B->err, NSED_EIO, "resume: the run ended before "
+                          "its midpoint");
+    }
+    B->rs_sent1 = r1.sent;
+    B->rs_kill_sim = r1.in_flight_at_kill;
+    run_result_release(&r1);
+    {
+        char *store = path_in(B->tmp, "resume");
+        char *wf = path_in(NSED_BENCH_DIR, "team3.yaml");
+
+        if (!store || !wf) {
+            free(store);
+            free(wf);
+            return nsed_error(&B->err, NSED_ENOMEM, "out of memory");
+        }
+        rc = ledger_count(B, store, &B->rs_recorded);
+        if (!rc) {
+            run_spec again = {.workflow = wf, .store = store,
+                              .sample_ms = 20, .first_call = true};
+
+            rc = measured_run(B, &B->sim50, &again, &r2);
+        }
+        free(store);
+        free(wf);
+    }
+    if (rc)
+        return rc;
+    B->rs_sent2 = r2.sent;
+    B->rs_first = r2.first_call_s;
+    B->rs_complete = r2.incomplete == 0;
+    run_result_release(&r2);
+    return 0;
+}
+
+/* 6. Prefix reuse per endpoint. */
+static int fig_prefix(bench *B)
+{
+    char *wpath = path_in(NSED_BENCH_DIR, "team3.yaml");
+    workflow *wf = NULL;
+    int rc;
+
+    note("6/6 prefix reuse: %zu questions", B->sz.prefix);
+    if (!wpath)
+        return nsed_error(&B->err, NSED_ENOMEM, "out of memory");
+    setenv("NSED_SIM_URL", B->sim0.url, 1);
+    rc = workflow_load(wpath, &wf, &B->err);
+    for (size_t m = 0; !rc && m < wf->nmodels && m < 3; m++)
+        snprintf(B->px_names[m], sizeof B->px_names[m], "%s",
+                 wf->models[m].id);
+    if (!rc)
+        rc = bench_prefix_measure(wf, B->questions, B->sz.prefix, &B->px,
+                                  &B->err);
+    workflow_free(wf);
+    free(wpath);
+    return rc;
+}
+
+/* ---- the table ------------------------------------------------------------ */
+
+static const char *verdict(bool ok)
+{
+    return ok ? "ok" : "MISSED";
+}
+
+/* One line of the table; trailing blanks trimmed. */
+static void row(const char *num, const char *label, const char *measured,
+                const char *target, const char *v)
+{
+    char line[512];
+    size_t n;
+
+    snprintf(line, sizeof line, "%-2s %-38s %-38s %-20s %s", num, label,
+             measured, target, v);
+    n = strlen(line);
+    while (n > 0 && line[n - 1] == ' ')
+        line[--n] = '\0';
+    puts(line);
+}
+
+static void print_table(const bench *B)
+{
+    static const char *const kind_names[] = {"propose r0", "revise",
+                                             "evaluate", "repair"};
+    char cell[256], label[96];
+
+    printf("\n");
+    row("#", "figure", "measured", "target", "");
+    if (B->done[1]) {
+        snprintf(cell, sizeof cell, "%.0f/s of %.0f/s = %.3f", B->sat_rate,
+                 B->sat_limit, B->sat_ratio);
+        row("1", "endpoint saturation (steady state)", cell, ">= 0.95",
+            verdict(B->sat_ratio >= 0.95));
+    }
+    if (B->done[2]) {
+        snprintf(cell, sizeof cell, "%.1f us (user %.1f + sys %.1f)",
+                 B->cpu_us, B->cpu_user_us, B->cpu_sys_us);
+        row("2", "runner CPU per call, with checkpoints", cell, "<= 50 us",
+            verdict(B->cpu_us <= 50));
+        snprintf(cell, sizeof cell, "%.1f us (user %.1f + sys %.1f)",
+                 B->floor_us, B->floor_user_us, B->floor_sys_us);
+        row("", "  bare libcurl client, same calls", cell, "(floor)", "");
+    }
+    if (B->done[3]) {
+        bool flat = B->rss[2].peak_anon_kb <=
+                    B->rss[0].peak_anon_kb + B->rss[0].peak_anon_kb / 2 + 4096;
+
+        row("3", "peak RSS by questions in the store", "", "", "");
+        for (int i = 0; i < 3; i++) {
+            const run_result *r = &B->rss[i];
+
+            snprintf(label, sizeof label, "  %zu: total (heap + store map)",
+                     B->sz.rss[i]);
+            snprintf(cell, sizeof cell, "%.1f MiB (%.1f + %.1f)",
+                     (double)r->maxrss_kb / 1024,
+                     (double)r->peak_anon_kb / 1024,
+                     (double)r->peak_file_kb / 1024);
+            row("", label, cell, i == 2 ? "heap flat, <= 64 MiB" : "",
+                i == 2 ? verdict(flat && r->peak_anon_kb <= 64 * 1024)
+                       : "");
+        }
+    }
+    if (B->done[4]) {
+        double ratio = B->ck_nosync > 0 ? B->ck_durable / B->ck_nosync : 0;
+
+        snprintf(cell, sizeof cell, "%.0f/s vs %.0f/s = %.3f", B->ck_durable,
+                 B->ck_nosync, ratio);
+        row("4", "durable vs no-fsync throughput", cell, ">= 0.95",
+            verdict(ratio >= 0.95));
+    }
+    if (B->done[5]) {
+        uint64_t extra = B->rs_sent1 + B->rs_sent2 - B->rs_base;
+        uint64_t inflight = B->rs_sent1 - B->rs_recorded;
+
+        snprintf(cell, sizeof cell, "%llu extra, %llu were in flight",
+                 (unsigned long long)extra, (unsigned long long)inflight);
+        row("5", "resume after kill -9 at the midpoint", cell,
+            "extra <= in flight", verdict(extra <= inflight &&
+                                          B->rs_complete));
+        snprintf(cell, sizeof cell, "%.3f s", B->rs_first);
+        row("", "  time to first new call", cell, "(reported)", "");
+    }
+    if (B->done[6]) {
+        row("6", "prefix reuse per endpoint", "", "", "");
+        for (size_t m = 0; m < B->px.nmodels && m < 3; m++) {
+            const bench_prefix_model *pm = &B->px.models[m];
+
+            snprintf(label, sizeof label, "  %s", B->px_names[m]);
+            snprintf(cell, sizeof cell, "%.3f of %.2f MB",
+                     pm->bytes ? (double)pm->reused / (double)pm->bytes : 0,
+                     (double)pm->bytes / 1e6);
+            row("", label, cell, "(reported)", "");
+        }
+    }
+    printf("\nDetails\n");
+    if (B->done[1])
+        printf("  1: %llu calls; steady window 10%%-90%% of the calls; whole "
+               "run incl. start and drain %.0f/s (%.3f); mean slots busy "
+               "in the window %.3f\n",
+               (unsigned long long)B->sat_calls, B->sat_whole,
+               B->sat_whole / B->sat_limit, B->sat_util);
+    if (B->done[2])
+        printf("  2: %llu calls at %.0f calls/s; CPU of the runner process "
+               "only (getrusage around runner_run), durable commits\n",
+               (unsigned long long)B->cpu_calls, B->cpu_rate);
+    if (B->done[3])
+        for (int i = 0; i < 3; i++)
+            printf("  3: %zu questions: %.0f calls in %.1f s; peak RSS "
+                   "%.1f MiB = heap (RssAnon, sampled every 50 ms) %.1f + "
+                   "mapped store pages (RssFile) up to %.1f\n",
+                   B->sz.rss[i], B->rss[i].calls, B->rss[i].elapsed,
+                   (double)B->rss[i].maxrss_kb / 1024,
+                   (double)B->rss[i].peak_anon_kb / 1024,
+                   (double)B->rss[i].peak_file_kb / 1024);
+    if (B->done[4])
+        printf("  4: best of two runs each, %zu questions, no latency\n",
+               B->sz.cpu);
+    if (B->done[5])
+        printf("  5: uninterrupted run %llu calls; killed run sent %llu, "
+               "%llu recorded in the ledger (%llu at the simulator when "
+               "killed); the rerun sent %llu and %s\n",
+               (unsigned long long)B->rs_base,
+               (unsigned long long)B->rs_sent1,
+               (unsigned long long)B->rs_recorded,
+               (unsigned long long)B->rs_kill_sim,
+               (unsigned long long)B->rs_sent2,
+               B->rs_complete ? "finished every question"
+                              : "left questions incomplete");
+    if (B->done[6]) {
+        printf("  6: %zu questions; by kind of call:", B->px.questions);
+        for (int k = 0; k < BENCH_PREFIX_KINDS; k++) {
+            const bench_prefix_model *pk = &B->px.kinds[k];
+
+            if (pk->prompts)
+                printf(" %s %.3f (%llu)", kind_names[k],
+                       (double)pk->reused / (double)pk->bytes,
+                       (unsigned long long)pk->prompts);
+        }
+        printf("\n");
+    }
+}
+
+/* ---- main ----------------------------------------------------------------- */
+
+/* nftw callback: the temporary directory holds only what this run made. */
+static int remove_one(const char *path, const struct stat *sb, int type,
+                      struct FTW *ftw)
+{
+    (void)sb;
+    (void)type;
+    (void)ftw;
+    return remove(path);
+}
+
+static int parse_only(const char *s, bool only[7])
+{
+    const char *p = s;
+
+    memset(only, 0, 7 * sizeof *only);
+    while (*p) {
+        if (*p < '1' || *p > '6')
+            return -1;
+        only[*p - '0'] = true;
+        p++;
+        if (*p == ',')
+            p++;
+        else if (*p)
+            return -1;
+    }
+    return p == s ? -1 : 0;
+}
+
+static int run_all(bench *B)
+{
+    int rc = 0;
+    size_t most = B->sz.rss[2];
+
+    if (B->sz.saturate > most)
+        most = B->sz.saturate;
+    B->questions = path_in(B->tmp, "questions.jsonl");
+    if (!B->questions)
+        return nsed_error(&B->err, NSED_ENOMEM, "out of memory");
+    rc = bench_gen_questions(B->questions, most, &B->err);
+    if (rc)
+        return rc;
+    if (B->only[1] || B->only[5]) {
+        char *cfg = path_in(NSED_BENCH_DIR, "sim-50ms.yaml");
+
+        rc = cfg ? bench_sim_start(&B->sim50, B->sim_bin, cfg, B->questions,
+                                   &B->err)
+                 : NSED_ENOMEM;
+        free(cfg);
+        if (rc)
+            return rc;
+    }
+    if (B->only[2] || B->only[3] || B->only[4] || B->only[6]) {
+        char *cfg = path_in(NSED_BENCH_DIR, "sim-0ms.yaml");
+
+        rc = cfg ? bench_sim_start(&B->sim0, B->sim_bin, cfg, B->questions,
+                                   &B->err)
+                 : NSED_ENOMEM;
+        free(cfg);
+        if (rc)
+            return rc;
+    }
+    if (B->only[1] && !(rc = fig_saturation(B)))
+        B->done[1] = true;
+    if (!rc && (B->only[2] || B->only[4])) {
+        rc = fig_cpu_checkpoint(B, B->only[2], B->only[4]);
+        B->done[2] = !rc && B->only[2];
+        B->done[4] = !rc && B->only[4];
+    }
+    if (!rc && B->only[3] && !(rc = fig_rss(B)))
+        B->done[3] = true;
+    if (!rc && B->only[5] && !(rc = fig_resume(B)))
+        B->done[5] = true;
+    if (!rc && B->only[6] && !(rc = fig_prefix(B)))
+        B->done[6] = true;
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"quick", no_argument, NULL, 'q'},
+        {"only", required_argument, NULL, 'o'},
+        {"keep", no_argument, NULL, 'k'},
+        {"tmp", required_argument, NULL, 't'},
+        {"sim", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    bench B = {0};
+    char self[PATH_MAX], tmpl[PATH_MAX];
+    const char *tmpdir = getenv("TMPDIR");
+    ssize_t n;
+    double t0 = bench_now();
+    int c, rc;
+
+    if (argc > 1 && !strcmp(argv[1], "--worker"))
+        return bench_worker_main(argc - 2, argv + 2);
+    B.sz = full_sizes;
+    B.sim_bin = NSED_SIM_BIN;
+    for (int i = 1; i <= 6; i++)
+        B.only[i] = true;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'q':
+            B.sz = quick_sizes;
+            break;
+        case 'o':
+            if (parse_only(optarg, B.only)) {
+                fprintf(stderr, "nsed-bench: --only takes figure numbers "
+                        "1-6 separated by commas, not \"%s\"\n", optarg);
+                return 2;
+            }
+            break;
+        case 'k':
+            B.keep = true;
+            break;
+        case 't':
+            tmpdir = optarg;
+            break;
+        case 's':
+            B.sim_bin = optarg;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        default:
+            fputs(usage, stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) {
+        fprintf(stderr, "nsed-bench: cannot find my own executable\n");
+        return 1;
+    }
+    self[n] = '\0';
+    B.self = self;
+    if (!*B.sim_bin || access(B.sim_bin, X_OK) != 0) {
+        fprintf(stderr, "nsed-bench: nsed-sim not found at \"%s\" (build it, "
+                "or pass --sim PATH)\n", B.sim_bin);
+        return 2;
+    }
+    snprintf(tmpl, sizeof tmpl, "%s/nsed-bench-XXXXXX",
+             tmpdir && *tmpdir ? tmpdir : "/tmp");
+    B.tmp = mkdtemp(tmpl);
+    if (!B.tmp) {
+        fprintf(stderr, "nsed-bench: cannot create %s: %s\n", tmpl,
+                strerror(errno));
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    note("working in %s (%s sizes), %ld CPUs", B.tmp,
+         B.sz.saturate == full_sizes.saturate ? "full" : "quick",
+         sysconf(_SC_NPROCESSORS_ONLN));
+    rc = run_all(&B);
+    bench_sim_stop(&B.sim50);
+    bench_sim_stop(&B.sim0);
+    if (rc)
+        fprintf(stderr, "nsed-bench: %s\n",
+                B.err.msg[0] ? B.err.msg : nsed_strerror(rc));
+    print_table(&B);
+    printf("\nnsed-bench: %.0f s in all%s\n", bench_now() - t0,
+           rc ? " (stopped at an error)" : "");
+    if (B.keep)
+        note("kept %s", B.tmp);
+    else if (nftw(B.tmp, remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        note("could not remove %s", B.tmp);
+    bench_prefix_release(&B.px);
+    for (int i = 0; i < 3; i++)
+        run_result_release(&B.rss[i]);
+    free(B.questions);
+    curl_global_cleanup();
+    return rc ? 1 : 0;
+}

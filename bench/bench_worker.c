@@ -1,0 +1,299 @@
+/* bench_worker.c -- `nsed-bench --worker ...`: one store, one job, one
+ * result line (see bench.h). The run job is what `nsed run` does, minus
+ * the command line: load the workflow, open and bind the store, call
+ * runner_run. Linking the runner directly is what lets the benchmark
+ * commit without fsync (STORE_NOSYNC), which the CLI does not offer. */
+#include "bench/bench.h"
+
+#include "pipeline/ledger.h"
+#include "pipeline/questions.h"
+#include "pipeline/runner.h"
+#include "store/store.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+static double tv_s(struct timeval tv)
+{
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+/* Load wpath and open dir (created when absent) bound to it. */
+static int open_bound(const char *wpath, const char *dir, unsigned flags,
+                      workflow **wf_out, store **st_out, nsed_err *err)
+{
+    store_opts so = {.flags = flags};
+    store_manifest m = {0};
+    workflow *wf = NULL;
+    store *st = NULL;
+    int rc;
+
+    rc = workflow_load(wpath, &wf, err);
+    if (rc)
+        goto out;
+    rc = store_open(dir, &so, &st, err);
+    if (rc)
+        goto out;
+    m.workflow_hash = workflow_hash(wf);
+    m.workflow_canonical = workflow_canonical(wf);
+    m.workflow_name = wf->name;
+    m.resolved_json = workflow_resolved_json(wf);
+    m.command_line = "nsed-bench --worker";
+    m.seed = wf->seed;
+    rc = store_bind_manifest(st, &m, 0, err);
+out:
+    if (rc) {
+        store_close(st);
+        workflow_free(wf);
+        return rc;
+    }
+    *wf_out = wf;
+    *st_out = st;
+    return 0;
+}
+
+static int do_ingest(const char *wpath, const char *qpath, const char *dir,
+                     nsed_err *err)
+{
+    workflow *wf = NULL;
+    store *st = NULL;
+    questions_stats qs = {0};
+    double t0 = bench_now();
+    int rc;
+
+    rc = open_bound(wpath, dir, 0, &wf, &st, err);
+    if (!rc)
+        rc = questions_ingest(st, qpath, &qs, err);
+    if (!rc)
+        printf("added=%zu elapsed=%.6f\n", qs.added, bench_now() - t0);
+    store_close(st);
+    workflow_free(wf);
+    return rc;
+}
+
+static int do_run(const char *wpath, const char *dir, bool nosync,
+                  nsed_err *err)
+{
+    workflow *wf = NULL;
+    store *st = NULL;
+    runner_opts ro = {0};
+    runner_summary sum = {0};
+    struct rusage r0, r1;
+    int rc;
+
+    rc = open_bound(wpath, dir, nosync ? STORE_NOSYNC : 0, &wf, &st, err);
+    if (rc)
+        goto out;
+    ro.log = stderr;
+    getrusage(RUSAGE_SELF, &r0);
+    rc = runner_run(wf, st, &ro, &sum, err);
+    getrusage(RUSAGE_SELF, &r1);
+    if (rc)
+        goto out;
+    printf("calls=%llu hits=%llu finished=%zu incomplete=%zu "
+           "questions=%zu elapsed=%.6f user=%.6f sys=%.6f\n",
+           (unsigned long long)sum.calls,
+           (unsigned long long)sum.ledger_hits, sum.finished, sum.incomplete,
+           sum.questions, sum.elapsed_s,
+           tv_s(r1.ru_utime) - tv_s(r0.ru_utime),
+           tv_s(r1.ru_stime) - tv_s(r0.ru_stime));
+out:
+    store_close(st);
+    workflow_free(wf);
+    return rc;
+}
+
+static int ledger_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    int rc = ledger_count(txn, arg);
+
+    if (rc)
+        return nsed_error(err, rc, "cannot count the ledger");
+    return 0;
+}
+
+static int do_ledger(const char *dir, nsed_err *err)
+{
+    store_opts so = {.flags = STORE_RDONLY};
+    store *st = NULL;
+    size_t n = 0;
+    int rc;
+
+    rc = store_open(dir, &so, &st, err);
+    if (!rc)
+        rc = store_read(st, ledger_fn, &n, err);
+    if (!rc)
+        printf("ledger=%zu\n", n);
+    store_close(st);
+    return rc;
+}
+
+/* ---- the transport floor ------------------------------------------------- */
+
+/* A bare libcurl multi client: n POSTs of one fixed chat request to the
+ * simulator at url, `slots` at a time over the three benchmark models,
+ * bodies discarded. Its CPU per call is what HTTP over loopback costs a
+ * client before any runner work -- the floor under figure 2. */
+
+#define FLOOR_SLOTS_MAX 256
+
+static size_t discard(char *data, size_t size, size_t n, void *arg)
+{
+    (void)data;
+    (void)arg;
+    return size * n;
+}
+
+static int do_floor(const char *base, size_t n, size_t slots, nsed_err *err)
+{
+    static const char *const models[] = {"bench-alpha", "bench-beta",
+                                         "bench-gamma"};
+    CURLM *multi = curl_multi_init();
+    CURL *easy[FLOOR_SLOTS_MAX] = {0};
+    struct curl_slist *hdr = NULL;
+    char *bodies[3] = {NULL, NULL, NULL};
+    char url[256];
+    size_t started = 0, done = 0;
+    struct rusage r0, r1;
+    double t0;
+    int rc = 0, running;
+
+    if (slots == 0 || slots > FLOOR_SLOTS_MAX)
+        return nsed_error(err, NSED_EINVAL, "floor: 1..%d slots",
+                          FLOOR_SLOTS_MAX);
+    snprintf(url, sizeof url, "%s/chat/completions", base);
+    hdr = curl_slist_append(NULL, "Content-Type: application/json");
+    for (int m = 0; m < 3; m++) {
+        /* About the size of a round-0 proposal request of the
+         * benchmark's workflow. */
+        if (asprintf(&bodies[m],
+                     "{\"model\":\"%s\",\"messages\":[{\"role\":\"system\","
+                     "\"content\":\"You are a careful mathematician. Answer "
+                     "the question; end with the final answer in "
+                     "\\\\boxed{}.\"},{\"role\":\"user\",\"content\":"
+                     "\"=====BEGIN QUESTION=====\\nWhat is 1234 + 567?\\n"
+                     "=====END QUESTION=====\\n\\nSolve the problem above. "
+                     "Reason step by step, check your work, and give the "
+                     "final answer as \\\\boxed{ANSWER}. If you cannot "
+                     "solve it, reply with exactly SKIP.\"}],"
+                     "\"temperature\":0.7,\"top_p\":1,\"max_tokens\":1024}",
+                     models[m]) < 0)
+            bodies[m] = NULL;
+    }
+    if (!multi || !hdr || !bodies[0] || !bodies[1] || !bodies[2]) {
+        rc = nsed_error(err, NSED_ENOMEM, "floor: out of memory");
+        goto out;
+    }
+    getrusage(RUSAGE_SELF, &r0);
+    t0 = bench_now();
+    for (size_t i = 0; i < slots && started < n; i++, started++) {
+        easy[i] = curl_easy_init();
+        if (!easy[i]) {
+            rc = nsed_error(err, NSED_ENOMEM, "floor: out of memory");
+            goto out;
+        }
+        curl_easy_setopt(easy[i], CURLOPT_URL, url);
+        curl_easy_setopt(easy[i], CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, hdr);
+        curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, bodies[i % 3]);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, discard);
+        curl_multi_add_handle(multi, easy[i]);
+    }
+    while (done < n) {
+        CURLMsg *msg;
+        int left;
+
+        curl_multi_perform(multi, &running);
+        while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
+            CURL *e = msg->easy_handle;
+            long status = 0;
+
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+            if (msg->data.result != CURLE_OK || status != 200) {
+                rc = nsed_error(err, NSED_ENET, "floor: call failed (%s, "
+                                "HTTP %ld)",
+                                curl_easy_strerror(msg->data.result), status);
+                goto out;
+            }
+            done++;
+            curl_multi_remove_handle(multi, e);
+            if (started < n) {
+                started++;
+                curl_multi_add_handle(multi, e);
+            }
+        }
+        if (done < n)
+            curl_multi_poll(multi, NULL, 0, 100, NULL);
+    }
+    getrusage(RUSAGE_SELF, &r1);
+    printf("calls=%zu elapsed=%.6f user=%.6f sys=%.6f\n", done,
+           bench_now() - t0, tv_s(r1.ru_utime) - tv_s(r0.ru_utime),
+           tv_s(r1.ru_stime) - tv_s(r0.ru_stime));
+out:
+    for (size_t i = 0; i < FLOOR_SLOTS_MAX; i++) {
+        if (!easy[i])
+            continue;
+        curl_multi_remove_handle(multi, easy[i]);
+        curl_easy_cleanup(easy[i]);
+    }
+    curl_multi_cleanup(multi);
+    curl_slist_free_all(hdr);
+    for (int m = 0; m < 3; m++)
+        free(bodies[m]);
+    return rc;
+}
+
+static int parse_size(const char *s, size_t *out)
+{
+    char *end;
+    unsigned long long v;
+
+    if (*s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || *end || v > SIZE_MAX)
+        return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+int bench_worker_main(int argc, char **argv)
+{
+    nsed_err err = {0};
+    size_t n = 0, slots = 0;
+    int rc;
+
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "nsed-bench worker: curl_global_init failed\n");
+        return 1;
+    }
+    if (argc == 4 && !strcmp(argv[0], "ingest"))
+        rc = do_ingest(argv[1], argv[2], argv[3], &err);
+    else if ((argc == 3 || (argc == 4 && !strcmp(argv[3], "--nosync"))) &&
+             !strcmp(argv[0], "run"))
+        rc = do_run(argv[1], argv[2], argc == 4, &err);
+    else if (argc == 2 && !strcmp(argv[0], "ledger"))
+        rc = do_ledger(argv[1], &err);
+    else if (argc == 4 && !strcmp(argv[0], "floor") &&
+             !parse_size(argv[2], &n) && !parse_size(argv[3], &slots))
+        rc = do_floor(argv[1], n, slots, &err);
+    else
+        rc = nsed_error(&err, NSED_EINVAL, "bad worker arguments");
+    fflush(stdout);
+    curl_global_cleanup();
+    if (rc) {
+        fprintf(stderr, "nsed-bench worker: %s\n",
+                err.msg[0] ? err.msg : nsed_strerror(rc));
+        return nsed_exit_code(rc);
+    }
+    return 0;
+}
