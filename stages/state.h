@@ -275,7 +275,8 @@ const state_round *state_round_get(const state *st, int index);
 
 /* Compact JSON of the whole state (question, team, progress, carry, the
  * previous and current round). Returns 0 and sets *out (malloc'd,
- * NUL-terminated) or NSED_ENOMEM. */
+ * NUL-terminated), NSED_ENOMEM, or NSED_ETOOBIG when the text would pass
+ * STATE_JSON_MAX (which state_from_json refuses). */
 int state_to_json(const state *st, char **out);
 
 /* Parse what state_to_json wrote. wf, when not NULL, is the workflow the
@@ -288,7 +289,8 @@ int state_from_json(const char *json, size_t len, const workflow *wf,
 
 /* Compact JSON of one round (the shape it has inside state_to_json's
  * "rounds"), for storing round r under its own key. nseats is the team
- * size. Returns 0 and sets *out (malloc'd) or NSED_ENOMEM. */
+ * size. Returns 0 and sets *out (malloc'd), NSED_ENOMEM or NSED_ETOOBIG
+ * (as state_to_json). */
 int state_round_to_json(const state_round *r, size_t nseats, char **out);
 
 /* Parse one round written by state_round_to_json for a team of nseats.

@@ -1,15 +1,20 @@
 /* state_json.c -- state <-> JSON (see state.h for the contract).
  *
- * Writing builds a cJSON tree and prints it compactly; cJSON prints a
- * double with 15 significant digits when that reads back exactly and with
- * 17 otherwise, so every number round-trips. Reading checks every field's
- * type and every index against the sizes it refers to, so a damaged
- * checkpoint is refused instead of crashing a stage later.
+ * Writing prints compact JSON straight into a buffer (see "writing"
+ * below): a double gets 15 significant digits when they read back and 17
+ * otherwise, so every number round-trips. Reading parses with cJSON and
+ * checks every field's type and every index against the sizes it refers
+ * to, so a damaged checkpoint is refused instead of crashing a stage
+ * later.
  */
 #include "stages/state.h"
 
+#include "pipeline/buf.h"
+
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,362 +22,444 @@
 
 /* ---- writing ---------------------------------------------------------- */
 
-/* Every add below returns false when out of memory. */
-static bool add_str(cJSON *o, const char *key, const char *s)
-{
-    cJSON *v = s ? cJSON_CreateString(s) : cJSON_CreateNull();
+/* The writer prints straight into one growing buffer: checkpoints are
+ * written after every stage of every question, and building a cJSON tree
+ * of copies first cost more than everything else the runner does per
+ * call. The text is what cJSON_PrintUnformatted printed for the same
+ * fields: keys in the same order; strings escaped as cJSON does (", \,
+ * \b \f \n \r \t, other bytes below 0x20 as \u00xx, the rest as they
+ * are); numbers as cJSON prints them: 15 significant digits when they
+ * read back (within cJSON's tolerance of one unit in the last place) and
+ * 17 otherwise, non-finite values as null. */
 
-    if (!v)
-        return false;
-    cJSON_AddItemToObject(o, key, v);
-    return true;
+/* First error wins; every later call does nothing. */
+typedef struct jw {
+    buf b;
+    bool comma; /* a value was written in the open container */
+    int rc;
+} jw;
+
+static void jw_raw(jw *w, const char *s, size_t n)
+{
+    if (!w->rc)
+        w->rc = buf_add(&w->b, s, n);
 }
 
-static bool add_num(cJSON *o, const char *key, double d)
+/* Before a value or key inside a container. */
+static void jw_sep(jw *w)
 {
-    return cJSON_AddNumberToObject(o, key, d) != NULL;
+    if (w->comma)
+        jw_raw(w, ",", 1);
+    w->comma = false;
 }
 
-static bool add_bool(cJSON *o, const char *key, bool b)
+static void jw_quoted(jw *w, const char *s)
 {
-    return cJSON_AddBoolToObject(o, key, b) != NULL;
-}
+    static const char hex[] = "0123456789abcdef";
+    const char *run = s;
 
-static cJSON *usage_json(const state_usage *u)
-{
-    cJSON *o = cJSON_CreateObject();
+    jw_raw(w, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[6] = {'\\', 0, '0', '0', 0, 0};
+        size_t n = 2;
 
-    if (!o || !add_num(o, "prompt_tokens", (double)u->prompt_tokens) ||
-        !add_num(o, "completion_tokens", (double)u->completion_tokens) ||
-        !add_num(o, "cost_usd", u->cost_usd)) {
-        cJSON_Delete(o);
-        return NULL;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        jw_raw(w, run, (size_t)(s - run));
+        run = s + 1;
+        switch (c) {
+        case '"':  esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'u';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            n = 6;
+            break;
+        }
+        jw_raw(w, esc, n);
     }
-    return o;
+    jw_raw(w, run, (size_t)(s - run));
+    jw_raw(w, "\"", 1);
 }
 
-static bool add_usage(cJSON *o, const char *key, const state_usage *u)
+static void jw_key(jw *w, const char *key)
 {
-    cJSON *v = usage_json(u);
-
-    if (!v)
-        return false;
-    cJSON_AddItemToObject(o, key, v);
-    return true;
+    jw_sep(w);
+    jw_quoted(w, key);
+    jw_raw(w, ":", 1);
 }
 
-static bool add_label(cJSON *o, const char *key, size_t cand)
+static void jw_open(jw *w, char c)
+{
+    jw_sep(w);
+    jw_raw(w, &c, 1);
+}
+
+static void jw_close(jw *w, char c)
+{
+    jw_raw(w, &c, 1);
+    w->comma = true;
+}
+
+static void jw_str(jw *w, const char *s)
+{
+    jw_sep(w);
+    if (s)
+        jw_quoted(w, s);
+    else
+        jw_raw(w, "null", 4);
+    w->comma = true;
+}
+
+static void jw_null(jw *w)
+{
+    jw_sep(w);
+    jw_raw(w, "null", 4);
+    w->comma = true;
+}
+
+static void jw_bool(jw *w, bool v)
+{
+    jw_sep(w);
+    jw_raw(w, v ? "true" : "false", v ? 4 : 5);
+    w->comma = true;
+}
+
+/* cJSON's test that a 15-digit print reads back: equal within one unit
+ * in the last place of the larger magnitude. */
+static bool close_enough(double a, double b)
+{
+    double m = fabs(a) > fabs(b) ? fabs(a) : fabs(b);
+
+    return fabs(a - b) <= m * DBL_EPSILON;
+}
+
+static void jw_num(jw *w, double d)
+{
+    char tmp[32];
+    int n;
+
+    jw_sep(w);
+    w->comma = true;
+    if (isnan(d) || isinf(d)) {
+        jw_raw(w, "null", 4);
+        return;
+    }
+    if (d >= (double)INT_MIN && d <= (double)INT_MAX && d == (int)d &&
+        !(d == 0 && signbit(d))) {
+        /* Most numbers in a state are counts: print them by hand (the
+         * digits %1.15g would print; -0 takes the general path). */
+        long v = (int)d;
+        unsigned long u = v < 0 ? 0UL - (unsigned long)v : (unsigned long)v;
+        char *p = tmp + sizeof tmp;
+
+        do {
+            *--p = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        if (v < 0)
+            *--p = '-';
+        jw_raw(w, p, (size_t)(tmp + sizeof tmp - p));
+        return;
+    }
+    n = snprintf(tmp, sizeof tmp, "%1.15g", d);
+    if (!close_enough(strtod(tmp, NULL), d))
+        n = snprintf(tmp, sizeof tmp, "%1.17g", d);
+    jw_raw(w, tmp, (size_t)n);
+}
+
+static void jw_key_str(jw *w, const char *key, const char *s)
+{
+    jw_key(w, key);
+    jw_str(w, s);
+}
+
+static void jw_key_num(jw *w, const char *key, double d)
+{
+    jw_key(w, key);
+    jw_num(w, d);
+}
+
+static void jw_key_bool(jw *w, const char *key, bool v)
+{
+    jw_key(w, key);
+    jw_bool(w, v);
+}
+
+static void jw_key_label(jw *w, const char *key, size_t cand)
 {
     char label[TEXT_LABEL_MAX];
 
     text_label(cand, label);
-    return add_str(o, key, label);
+    jw_key_str(w, key, label);
 }
 
-static cJSON *proposal_json(const state_proposal *p)
+static void usage_json(jw *w, const char *key, const state_usage *u)
 {
-    cJSON *o = cJSON_CreateObject();
-
-    if (!o || !add_str(o, "status", state_proposal_status_name(p->status)) ||
-        !add_bool(o, "infra", p->infra) || !add_str(o, "text", p->text) ||
-        !add_str(o, "answer", p->answer) || !add_str(o, "error", p->error) ||
-        !add_usage(o, "usage", &p->usage)) {
-        cJSON_Delete(o);
-        return NULL;
-    }
-    return o;
+    jw_key(w, key);
+    jw_open(w, '{');
+    jw_key_num(w, "prompt_tokens", (double)u->prompt_tokens);
+    jw_key_num(w, "completion_tokens", (double)u->completion_tokens);
+    jw_key_num(w, "cost_usd", u->cost_usd);
+    jw_close(w, '}');
 }
 
-static cJSON *evaluation_json(const state_evaluation *e)
+static void proposal_json(jw *w, const state_proposal *p)
 {
-    cJSON *o = cJSON_CreateObject(), *w = NULL, *d = NULL;
+    jw_open(w, '{');
+    jw_key_str(w, "status", state_proposal_status_name(p->status));
+    jw_key_bool(w, "infra", p->infra);
+    jw_key_str(w, "text", p->text);
+    jw_key_str(w, "answer", p->answer);
+    jw_key_str(w, "error", p->error);
+    usage_json(w, "usage", &p->usage);
+    jw_close(w, '}');
+}
 
-    if (!o || !add_str(o, "status", state_eval_status_name(e->status)) ||
-        !add_bool(o, "repaired", e->repaired) ||
-        !add_str(o, "reply", e->reply) ||
-        !add_str(o, "first_reply", e->first_reply) ||
-        !add_str(o, "error", e->error))
-        goto fail;
-    w = cJSON_AddArrayToObject(o, "weights");
-    if (!w)
-        goto fail;
+static void evaluation_json(jw *w, const state_evaluation *e)
+{
+    jw_open(w, '{');
+    jw_key_str(w, "status", state_eval_status_name(e->status));
+    jw_key_bool(w, "repaired", e->repaired);
+    jw_key_str(w, "reply", e->reply);
+    jw_key_str(w, "first_reply", e->first_reply);
+    jw_key_str(w, "error", e->error);
+    jw_key(w, "weights");
+    jw_open(w, '[');
     for (size_t i = 0; i < e->nweights; i++) {
-        cJSON *x = cJSON_CreateObject();
-
-        if (!x)
-            goto fail;
-        cJSON_AddItemToArray(w, x);
-        if (!add_label(x, "label", e->weights[i].cand) ||
-            !add_num(x, "weight", e->weights[i].weight) ||
-            !add_str(x, "critique", e->weights[i].critique))
-            goto fail;
+        jw_open(w, '{');
+        jw_key_label(w, "label", e->weights[i].cand);
+        jw_key_num(w, "weight", e->weights[i].weight);
+        jw_key_str(w, "critique", e->weights[i].critique);
+        jw_close(w, '}');
     }
-    d = cJSON_AddObjectToObject(o, "dropped");
-    if (!d || !add_num(d, "self", (double)e->dropped_self) ||
-        !add_num(d, "unknown", (double)e->dropped_unknown) ||
-        !add_num(d, "invalid", (double)e->dropped_invalid) ||
-        !add_num(d, "duplicate", (double)e->dropped_duplicate) ||
-        !add_usage(o, "usage", &e->usage))
-        goto fail;
-    return o;
-fail:
-    cJSON_Delete(o);
-    return NULL;
+    jw_close(w, ']');
+    jw_key(w, "dropped");
+    jw_open(w, '{');
+    jw_key_num(w, "self", (double)e->dropped_self);
+    jw_key_num(w, "unknown", (double)e->dropped_unknown);
+    jw_key_num(w, "invalid", (double)e->dropped_invalid);
+    jw_key_num(w, "duplicate", (double)e->dropped_duplicate);
+    jw_close(w, '}');
+    usage_json(w, "usage", &e->usage);
+    jw_close(w, '}');
 }
 
-static cJSON *aggregate_json(const state_round *r)
+static void aggregate_json(jw *w, const state_round *r)
 {
     const state_aggregate *a = &r->agg;
-    cJSON *o = cJSON_CreateObject(), *s;
 
-    if (!o || !add_str(o, "scheme", workflow_scheme_name(a->scheme)) ||
-        !add_bool(o, "self_votes", a->self_votes) ||
-        !add_bool(o, "reliability", a->reliability) ||
-        !add_num(o, "winner", (double)a->winner) ||
-        !add_num(o, "conviction", a->conviction) ||
-        !add_str(o, "decided_by", state_decider_name(a->decided_by)) ||
-        !add_num(o, "evaluators", (double)a->evaluators) ||
-        !add_num(o, "abstained", (double)a->abstained) ||
-        !add_num(o, "failed", (double)a->failed))
-        goto fail;
-    s = cJSON_AddArrayToObject(o, "scores");
-    if (!s)
-        goto fail;
+    jw_open(w, '{');
+    jw_key_str(w, "scheme", workflow_scheme_name(a->scheme));
+    jw_key_bool(w, "self_votes", a->self_votes);
+    jw_key_bool(w, "reliability", a->reliability);
+    jw_key_num(w, "winner", (double)a->winner);
+    jw_key_num(w, "conviction", a->conviction);
+    jw_key_str(w, "decided_by", state_decider_name(a->decided_by));
+    jw_key_num(w, "evaluators", (double)a->evaluators);
+    jw_key_num(w, "abstained", (double)a->abstained);
+    jw_key_num(w, "failed", (double)a->failed);
+    jw_key(w, "scores");
+    jw_open(w, '[');
     for (size_t j = 0; j < r->ncand; j++) {
         const state_score *sc = &a->scores[j];
-        cJSON *x = cJSON_CreateObject();
 
-        if (!x)
-            goto fail;
-        cJSON_AddItemToArray(s, x);
-        if (!add_label(x, "label", j) || !add_num(x, "score", sc->score) ||
-            !add_num(x, "net_support", sc->net_support) ||
-            !add_num(x, "evaluators", (double)sc->nevaluators) ||
-            !add_num(x, "min_peer", sc->min_peer) ||
-            !add_num(x, "variance", sc->variance))
-            goto fail;
+        jw_open(w, '{');
+        jw_key_label(w, "label", j);
+        jw_key_num(w, "score", sc->score);
+        jw_key_num(w, "net_support", sc->net_support);
+        jw_key_num(w, "evaluators", (double)sc->nevaluators);
+        jw_key_num(w, "min_peer", sc->min_peer);
+        jw_key_num(w, "variance", sc->variance);
+        jw_close(w, '}');
     }
-    return o;
-fail:
-    cJSON_Delete(o);
-    return NULL;
+    jw_close(w, ']');
+    jw_close(w, '}');
 }
 
-static cJSON *decision_json(const state_decision *d)
+static void decision_json(jw *w, const state_decision *d)
 {
-    cJSON *o = cJSON_CreateObject();
-
-    if (!o || !add_bool(o, "stop", d->stop) ||
-        !add_str(o, "reason", state_stop_reason_name(d->reason)) ||
-        !add_num(o, "stable_streak", d->stable_streak) ||
-        !add_num(o, "p_g", d->p_g) || !add_num(o, "p_v", d->p_v) ||
-        !add_num(o, "lambda", d->lambda) || !add_num(o, "beta", d->beta) ||
-        !add_num(o, "t_opt", d->t_opt) || !add_num(o, "target", d->target)) {
-        cJSON_Delete(o);
-        return NULL;
-    }
-    return o;
+    jw_open(w, '{');
+    jw_key_bool(w, "stop", d->stop);
+    jw_key_str(w, "reason", state_stop_reason_name(d->reason));
+    jw_key_num(w, "stable_streak", d->stable_streak);
+    jw_key_num(w, "p_g", d->p_g);
+    jw_key_num(w, "p_v", d->p_v);
+    jw_key_num(w, "lambda", d->lambda);
+    jw_key_num(w, "beta", d->beta);
+    jw_key_num(w, "t_opt", d->t_opt);
+    jw_key_num(w, "target", d->target);
+    jw_close(w, '}');
 }
 
-static cJSON *round_json(const state_round *r, size_t nseats)
+static void round_json(jw *w, const state_round *r, size_t nseats)
 {
-    cJSON *o = cJSON_CreateObject(), *a, *x;
-
-    if (!o || !add_num(o, "v", STATE_JSON_VERSION) ||
-        !add_num(o, "round", r->index))
-        goto fail;
-    a = cJSON_AddArrayToObject(o, "proposals");
-    if (!a)
-        goto fail;
-    for (size_t i = 0; i < nseats; i++) {
-        x = proposal_json(&r->proposals[i]);
-        if (!x)
-            goto fail;
-        cJSON_AddItemToArray(a, x);
-    }
+    jw_open(w, '{');
+    jw_key_num(w, "v", STATE_JSON_VERSION);
+    jw_key_num(w, "round", r->index);
+    jw_key(w, "proposals");
+    jw_open(w, '[');
+    for (size_t i = 0; i < nseats; i++)
+        proposal_json(w, &r->proposals[i]);
+    jw_close(w, ']');
+    jw_key(w, "anonymize");
     if (!r->anonymized) {
-        if (!cJSON_AddNullToObject(o, "anonymize"))
-            goto fail;
+        jw_null(w);
     } else {
-        cJSON *an = cJSON_AddObjectToObject(o, "anonymize"), *c;
-
-        if (!an || !add_str(an, "fence", r->fence))
-            goto fail;
-        c = cJSON_AddArrayToObject(an, "candidates");
-        if (!c)
-            goto fail;
+        jw_open(w, '{');
+        jw_key_str(w, "fence", r->fence);
+        jw_key(w, "candidates");
+        jw_open(w, '[');
         for (size_t j = 0; j < r->ncand; j++) {
-            x = cJSON_CreateObject();
-            if (!x)
-                goto fail;
-            cJSON_AddItemToArray(c, x);
-            if (!add_label(x, "label", j) ||
-                !add_num(x, "seat", (double)r->cands[j].seat) ||
-                !add_str(x, "text", r->cands[j].text) ||
-                !add_num(x, "redactions", (double)r->cands[j].redactions))
-                goto fail;
+            jw_open(w, '{');
+            jw_key_label(w, "label", j);
+            jw_key_num(w, "seat", (double)r->cands[j].seat);
+            jw_key_str(w, "text", r->cands[j].text);
+            jw_key_num(w, "redactions", (double)r->cands[j].redactions);
+            jw_close(w, '}');
         }
+        jw_close(w, ']');
+        jw_close(w, '}');
     }
+    jw_key(w, "evaluations");
     if (!r->evals) {
-        if (!cJSON_AddNullToObject(o, "evaluations"))
-            goto fail;
+        jw_null(w);
     } else {
-        a = cJSON_AddArrayToObject(o, "evaluations");
-        if (!a)
-            goto fail;
-        for (size_t i = 0; i < nseats; i++) {
-            x = evaluation_json(&r->evals[i]);
-            if (!x)
-                goto fail;
-            cJSON_AddItemToArray(a, x);
-        }
+        jw_open(w, '[');
+        for (size_t i = 0; i < nseats; i++)
+            evaluation_json(w, &r->evals[i]);
+        jw_close(w, ']');
     }
-    x = r->aggregated ? aggregate_json(r) : cJSON_CreateNull();
-    if (!x)
-        goto fail;
-    cJSON_AddItemToObject(o, "aggregate", x);
-    x = r->decided ? decision_json(&r->decision) : cJSON_CreateNull();
-    if (!x)
-        goto fail;
-    cJSON_AddItemToObject(o, "decision", x);
-    return o;
-fail:
-    cJSON_Delete(o);
-    return NULL;
+    jw_key(w, "aggregate");
+    if (r->aggregated)
+        aggregate_json(w, r);
+    else
+        jw_null(w);
+    jw_key(w, "decision");
+    if (r->decided)
+        decision_json(w, &r->decision);
+    else
+        jw_null(w);
+    jw_close(w, '}');
 }
 
-static int print_json(cJSON *o, char **out)
+/* Hand over the text, or the first error. */
+static int jw_finish(jw *w, char **out)
 {
     char *s;
 
-    if (!o)
-        return NSED_ENOMEM;
-    s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
+    if (w->rc) {
+        int rc = w->rc;
+
+        buf_release(&w->b);
+        return rc;
+    }
+    s = buf_detach(&w->b, NULL);
     if (!s)
         return NSED_ENOMEM;
-    /* cJSON's allocator is malloc (the default hooks), so the caller may
-     * free() the text. */
     *out = s;
     return 0;
 }
 
 int state_round_to_json(const state_round *r, size_t nseats, char **out)
 {
-    return print_json(round_json(r, nseats), out);
+    jw w = {.rc = 0};
+
+    buf_init(&w.b, STATE_JSON_MAX);
+    round_json(&w, r, nseats);
+    return jw_finish(&w, out);
 }
 
-static bool add_block_list(cJSON *o, const char *key, char **v, size_t n)
+static void block_list(jw *w, const char *key, char **v, size_t n)
 {
-    cJSON *a;
-
-    if (!v)
-        return cJSON_AddNullToObject(o, key) != NULL;
-    a = cJSON_AddArrayToObject(o, key);
-    if (!a)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        cJSON *x = v[i] ? cJSON_CreateString(v[i]) : cJSON_CreateNull();
-
-        if (!x)
-            return false;
-        cJSON_AddItemToArray(a, x);
+    jw_key(w, key);
+    if (!v) {
+        jw_null(w);
+        return;
     }
-    return true;
-}
-
-static cJSON *state_json(const state *st)
-{
-    cJSON *o = cJSON_CreateObject(), *q, *a, *x;
-    char seed[17];
-
-    snprintf(seed, sizeof seed, "%016" PRIx64, st->seed);
-    if (!o || !add_num(o, "v", STATE_JSON_VERSION) ||
-        !add_str(o, "seed", seed))
-        goto fail;
-    q = cJSON_AddObjectToObject(o, "question");
-    if (!q || !add_str(q, "id", st->qid) ||
-        !add_str(q, "text", st->question) ||
-        !add_str(q, "reference", st->reference))
-        goto fail;
-    a = cJSON_AddArrayToObject(q, "tags");
-    if (!a)
-        goto fail;
-    for (size_t i = 0; i < st->ntags; i++) {
-        x = cJSON_CreateString(st->tags[i]);
-        if (!x)
-            goto fail;
-        cJSON_AddItemToArray(a, x);
-    }
-    a = cJSON_AddArrayToObject(o, "seats");
-    if (!a)
-        goto fail;
-    for (size_t i = 0; i < st->nseats; i++) {
-        x = cJSON_CreateObject();
-        if (!x)
-            goto fail;
-        cJSON_AddItemToArray(a, x);
-        if (!add_num(x, "model", (double)st->seats[i].model) ||
-            !add_str(x, "role", st->seats[i].role) ||
-            !add_str(x, "persona", st->seats[i].persona))
-            goto fail;
-    }
-    if (!add_num(o, "round", st->round) ||
-        !add_str(o, "stage", state_stage_name(st->stage)) ||
-        !add_str(o, "status", state_status_name(st->status)))
-        goto fail;
-    a = cJSON_AddArrayToObject(o, "missing");
-    if (!a)
-        goto fail;
-    for (size_t i = 0; i < st->nseats; i++) {
-        if (!st->missing[i])
-            continue;
-        x = cJSON_CreateNumber((double)i);
-        if (!x)
-            goto fail;
-        cJSON_AddItemToArray(a, x);
-    }
-    x = cJSON_AddObjectToObject(o, "final");
-    if (!x || !add_str(x, "answer", st->final_answer) ||
-        !add_num(x, "seat", (double)st->final_seat) ||
-        !add_num(x, "round", st->final_round) ||
-        !add_str(x, "source", state_final_source_name(st->final_source)))
-        goto fail;
-    x = cJSON_AddObjectToObject(o, "baseline");
-    if (!x || !add_str(x, "answer", st->baseline_answer) ||
-        !add_num(x, "votes", (double)st->baseline_votes) ||
-        !add_usage(o, "usage", &st->usage))
-        goto fail;
-    x = cJSON_AddObjectToObject(o, "carry");
-    if (!x || !add_num(x, "from_round", st->carry.from_round) ||
-        !add_str(x, "fence", st->carry.fence) ||
-        !add_str(x, "winner", st->carry.winner) ||
-        !add_block_list(x, "own", st->carry.own, st->nseats) ||
-        !add_block_list(x, "critiques", st->carry.critiques, st->nseats) ||
-        !add_block_list(x, "scores", st->carry.scores, st->nseats))
-        goto fail;
-    a = cJSON_AddArrayToObject(o, "rounds");
-    if (!a)
-        goto fail;
-    if (st->prev) {
-        x = round_json(st->prev, st->nseats);
-        if (!x)
-            goto fail;
-        cJSON_AddItemToArray(a, x);
-    }
-    x = round_json(st->cur, st->nseats);
-    if (!x)
-        goto fail;
-    cJSON_AddItemToArray(a, x);
-    return o;
-fail:
-    cJSON_Delete(o);
-    return NULL;
+    jw_open(w, '[');
+    for (size_t i = 0; i < n; i++)
+        jw_str(w, v[i]);
+    jw_close(w, ']');
 }
 
 int state_to_json(const state *st, char **out)
 {
-    return print_json(state_json(st), out);
+    jw w = {.rc = 0};
+    char seed[17];
+
+    buf_init(&w.b, STATE_JSON_MAX);
+    snprintf(seed, sizeof seed, "%016" PRIx64, st->seed);
+    jw_open(&w, '{');
+    jw_key_num(&w, "v", STATE_JSON_VERSION);
+    jw_key_str(&w, "seed", seed);
+    jw_key(&w, "question");
+    jw_open(&w, '{');
+    jw_key_str(&w, "id", st->qid);
+    jw_key_str(&w, "text", st->question);
+    jw_key_str(&w, "reference", st->reference);
+    jw_key(&w, "tags");
+    jw_open(&w, '[');
+    for (size_t i = 0; i < st->ntags; i++)
+        jw_str(&w, st->tags[i]);
+    jw_close(&w, ']');
+    jw_close(&w, '}');
+    jw_key(&w, "seats");
+    jw_open(&w, '[');
+    for (size_t i = 0; i < st->nseats; i++) {
+        jw_open(&w, '{');
+        jw_key_num(&w, "model", (double)st->seats[i].model);
+        jw_key_str(&w, "role", st->seats[i].role);
+        jw_key_str(&w, "persona", st->seats[i].persona);
+        jw_close(&w, '}');
+    }
+    jw_close(&w, ']');
+    jw_key_num(&w, "round", st->round);
+    jw_key_str(&w, "stage", state_stage_name(st->stage));
+    jw_key_str(&w, "status", state_status_name(st->status));
+    jw_key(&w, "missing");
+    jw_open(&w, '[');
+    for (size_t i = 0; i < st->nseats; i++)
+        if (st->missing[i])
+            jw_num(&w, (double)i);
+    jw_close(&w, ']');
+    jw_key(&w, "final");
+    jw_open(&w, '{');
+    jw_key_str(&w, "answer", st->final_answer);
+    jw_key_num(&w, "seat", (double)st->final_seat);
+    jw_key_num(&w, "round", st->final_round);
+    jw_key_str(&w, "source", state_final_source_name(st->final_source));
+    jw_close(&w, '}');
+    jw_key(&w, "baseline");
+    jw_open(&w, '{');
+    jw_key_str(&w, "answer", st->baseline_answer);
+    jw_key_num(&w, "votes", (double)st->baseline_votes);
+    jw_close(&w, '}');
+    usage_json(&w, "usage", &st->usage);
+    jw_key(&w, "carry");
+    jw_open(&w, '{');
+    jw_key_num(&w, "from_round", st->carry.from_round);
+    jw_key_str(&w, "fence", st->carry.fence);
+    jw_key_str(&w, "winner", st->carry.winner);
+    block_list(&w, "own", st->carry.own, st->nseats);
+    block_list(&w, "critiques", st->carry.critiques, st->nseats);
+    block_list(&w, "scores", st->carry.scores, st->nseats);
+    jw_close(&w, '}');
+    jw_key(&w, "rounds");
+    jw_open(&w, '[');
+    if (st->prev)
+        round_json(&w, st->prev, st->nseats);
+    round_json(&w, st->cur, st->nseats);
+    jw_close(&w, ']');
+    jw_close(&w, '}');
+    return jw_finish(&w, out);
 }
 
 /* ---- reading ---------------------------------------------------------- */
