@@ -314,8 +314,9 @@ static void estimate_at(const workflow *wf, const telemetry *tel, int rounds,
 
     telemetry_estimate_for(tel, wf, c->model, n, e);
     c->value = value_of(wf->broker.objective, e);
-    c->usd = rounds * e->cost_usd;
-    c->tokens = rounds * (e->prompt_tokens + e->completion_tokens);
+    (void)rounds; /* the estimate covers rounds.max rounds already */
+    c->usd = e->cost_usd;
+    c->tokens = e->prompt_tokens + e->completion_tokens;
 }
 
 static bool role_admits(const workflow_role *r, size_t model)
@@ -670,6 +671,9 @@ static int candidate_json(const workflow *wf, const broker_candidate *c,
         add_num(o, "p_g_n", e->p_g_n) || add_num(o, "p_v", e->p_v) ||
         add_num(o, "p_v_n", e->p_v_n) ||
         add_num(o, "seat_rounds", e->seat_rounds) ||
+        add_num(o, "later_seat_rounds", e->later_seat_rounds) ||
+        add_num(o, "first_round_tokens", e->first_tokens) ||
+        add_num(o, "later_round_tokens", e->later_tokens) ||
         add_num(o, "prompt_tokens", e->prompt_tokens) ||
         add_num(o, "completion_tokens", e->completion_tokens) ||
         add_num(o, "calls", e->calls) ||

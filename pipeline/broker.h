@@ -15,11 +15,12 @@
  * (telemetry.h) every model gets p_g, p_v and its expected usage; then
  *   value(m)  = p_v - p_g (objective evidence), p_v (verification) or
  *               p_g (generation);
- *   cost(m,n) = R * (prompt(n) * price_in + completion * price_out) / 1e6
- *               USD, and R * (prompt(n) + completion) tokens, for a team
- *               of n seats, where R = rounds.max (a question may run every
- *               round, and the budget must hold then too) and prompt(n),
- *               completion are the estimated tokens per seat-round;
+ *   cost(m,n) = (prompt(n) * price_in + completion * price_out) / 1e6
+ *               USD, and prompt(n) + completion tokens, for a team of n
+ *               seats, where prompt(n) and completion are the seat's
+ *               estimated tokens for round 0 plus rounds.max - 1 later
+ *               rounds (telemetry.h: a question may run every round, and
+ *               the budget must hold then too);
  * and the broker maximizes the sum of the values of the team subject to
  *   - admission: p_v > broker.evaluator_min_pv (every seat evaluates);
  *   - budget: the sum of cost(m, n) within usd_per_question and
@@ -173,7 +174,8 @@ void broker_decision_free(broker_decision *d);
  *    "expected_tokens","nodes",
  *    "candidates":[{"model","family","in_pool","admitted","chosen","why",
  *      "value","cost_usd","tokens","p_g","p_g_n","p_v","p_v_n",
- *      "seat_rounds","prompt_tokens","completion_tokens","calls",
+ *      "seat_rounds","later_seat_rounds","first_round_tokens",
+ *      "later_round_tokens","prompt_tokens","completion_tokens","calls",
  *      "failure_rate","latency_mean_s","latency_p95_s","gpu","vram_gb"}]}
  * With `fixed` the expected_* fields are null (the team does not depend
  * on them). Returns 0 and sets *out (malloc'd) or NSED_ENOMEM. */

@@ -235,8 +235,12 @@ int cli_run(int argc, char **argv)
         goto out;
     if (!ro.dry_run)
         print_summary(&sum, dir, quiet);
-    if (!ro.dry_run && sum.incomplete)
+    if (!ro.dry_run && sum.incomplete) {
         rc = NSED_ENET;
+        /* what is left in err was handled on the way (e.g. a new store
+         * with no manifest yet); the summary already said what failed */
+        err.msg[0] = '\0';
+    }
 out:
     free(cmdline);
     store_close(st);

@@ -103,18 +103,19 @@ static void print_text(const workflow *wf, const broker_decision *d,
         printf("%-16s %-12s %15s %15s %8.3f %12.6f %10.0f  %s\n", m->id,
                m->family, pg, pv, c->value, c->usd, c->tokens, c->why);
     }
-    printf("\nusage per seat-round: ");
+    printf("\ntokens per seat-round, round 0 / later rounds (measured "
+           "seat-rounds):\n");
     for (size_t i = 0; i < d->ncands; i++) {
         const broker_candidate *c = &d->cands[i];
 
         if (!c->in_pool)
             continue;
-        printf("%s%s %.0f+%.0f tokens%s", i ? "; " : "",
-               wf->models[c->model].id, c->est.prompt_tokens,
-               c->est.completion_tokens,
-               c->est.seat_rounds > 0 ? "" : " (guessed: nothing measured)");
+        printf("  %-16s %8.0f (%.0f) / %8.0f (%.0f)%s\n",
+               wf->models[c->model].id, c->est.first_tokens,
+               c->est.seat_rounds, c->est.later_tokens,
+               c->est.later_seat_rounds,
+               c->est.seat_rounds > 0 ? "" : "  guessed: nothing measured");
     }
-    printf("\n");
 }
 
 int cli_team(int argc, char **argv)

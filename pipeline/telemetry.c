@@ -54,28 +54,6 @@ void telemetry_free(telemetry *t)
 
 /* ---- counts <-> JSON ------------------------------------------------------ */
 
-static void counts_add(telemetry_counts *a, const telemetry_counts *b)
-{
-    a->gen_n += b->gen_n;
-    a->gen_k += b->gen_k;
-    a->ver_n += b->ver_n;
-    a->ver_k += b->ver_k;
-    a->seat_rounds += b->seat_rounds;
-    a->team_sum += b->team_sum;
-    a->calls += b->calls;
-    a->prompt_tokens += b->prompt_tokens;
-    a->completion_tokens += b->completion_tokens;
-    a->cost_usd += b->cost_usd;
-}
-
-bool telemetry_counts_empty(const telemetry_counts *c)
-{
-    return c->gen_n == 0 && c->gen_k == 0 && c->ver_n == 0 &&
-           c->ver_k == 0 && c->seat_rounds == 0 && c->team_sum == 0 &&
-           c->calls == 0 && c->prompt_tokens == 0 &&
-           c->completion_tokens == 0 && c->cost_usd == 0;
-}
-
 /* The fields of a counts record: JSON object, key, member. */
 typedef struct count_field {
     const char *obj;
@@ -94,9 +72,20 @@ static const count_field count_fields[] = {
     CF("usage", "calls", calls),
     CF("usage", "prompt_tokens", prompt_tokens),
     CF("usage", "completion_tokens", completion_tokens),
+    CF("usage", "prompt_sq", prompt_sq),
+    CF("usage", "completion_sq", completion_sq),
     CF("usage", "cost_usd", cost_usd),
+    CF("later", "seat_rounds", later_seat_rounds),
+    CF("later", "team_sum", later_team_sum),
+    CF("later", "prompt_tokens", later_prompt_tokens),
+    CF("later", "completion_tokens", later_completion_tokens),
+    CF("later", "prompt_sq", later_prompt_sq),
+    CF("later", "completion_sq", later_completion_sq),
 };
 #define NCOUNT_FIELDS (sizeof count_fields / sizeof count_fields[0])
+/* every member is listed above */
+_Static_assert(sizeof(telemetry_counts) == NCOUNT_FIELDS * sizeof(double),
+               "count_fields must list every member of telemetry_counts");
 
 static double *field_ptr(telemetry_counts *c, size_t i)
 {
@@ -107,6 +96,20 @@ static double field_val(const telemetry_counts *c, size_t i)
 {
     return *(const double *)(const void *)((const char *)c +
                                            count_fields[i].off);
+}
+
+static void counts_add(telemetry_counts *a, const telemetry_counts *b)
+{
+    for (size_t i = 0; i < NCOUNT_FIELDS; i++)
+        *field_ptr(a, i) += field_val(b, i);
+}
+
+bool telemetry_counts_empty(const telemetry_counts *c)
+{
+    for (size_t i = 0; i < NCOUNT_FIELDS; i++)
+        if (field_val(c, i) != 0)
+            return false;
+    return true;
 }
 
 /* Add the counts members to object o. Returns 0 or NSED_ENOMEM. */
@@ -394,19 +397,31 @@ static bool cand_correct(const workflow *wf, const state *st,
            answer_matches(&wf->answer, p->answer, st->reference);
 }
 
-/* Fraction of (correct, incorrect) candidate pairs evaluation e of seat
- * `seat` ordered right, or -1 when it weighted no such pair. */
-static double pair_fraction(const workflow *wf, const state *st,
+/* How right evaluation e of seat `seat` was, in [0, 1], or -1 when it
+ * weighted no candidate with a known verdict: the fraction of (correct,
+ * incorrect) candidate pairs it ordered right when it saw both kinds;
+ * when all it weighted were of one kind (a team of two sees only one
+ * candidate), the fraction it judged by sign (positive weight for a
+ * correct one, negative for an incorrect one). Ties and zero weights
+ * count 1/2. */
+static double eval_fraction(const workflow *wf, const state *st,
                             const state_round *r, size_t seat,
                             const state_evaluation *e)
 {
-    double right = 0, pairs = 0;
+    double right = 0, pairs = 0, signs = 0, sign_right = 0;
 
     for (size_t a = 0; a < e->nweights; a++) {
         const state_weight *wa = &e->weights[a];
+        bool ca;
 
-        if (wa->cand >= r->ncand || r->cands[wa->cand].seat == seat ||
-            !cand_correct(wf, st, r, wa->cand))
+        if (wa->cand >= r->ncand || r->cands[wa->cand].seat == seat)
+            continue;
+        ca = cand_correct(wf, st, r, wa->cand);
+        signs += 1;
+        sign_right += wa->weight == 0                ? 0.5
+                      : (wa->weight > 0) == ca ? 1.0
+                                                     : 0.0;
+        if (!ca)
             continue;
         for (size_t b = 0; b < e->nweights; b++) {
             const state_weight *wb = &e->weights[b];
@@ -420,7 +435,9 @@ static double pair_fraction(const workflow *wf, const state *st,
                                                 : 0.0;
         }
     }
-    return pairs > 0 ? right / pairs : -1;
+    if (pairs > 0)
+        return right / pairs;
+    return signs > 0 ? sign_right / signs : -1;
 }
 
 void telemetry_observe_round(const workflow *wf, const state *st,
@@ -440,7 +457,7 @@ void telemetry_observe_round(const workflow *wf, const state *st,
                 d->gen_k += 1;
         }
         if (st->reference && e && e->status == STATE_EVAL_OK) {
-            double f = pair_fraction(wf, st, r, i, e);
+            double f = eval_fraction(wf, st, r, i, e);
 
             if (f >= 0) {
                 d->ver_n += 1;
@@ -451,17 +468,33 @@ void telemetry_observe_round(const workflow *wf, const state *st,
                            e->status == STATE_EVAL_PENDING ||
                            e->status == STATE_EVAL_REPAIR)))
             continue;
-        d->seat_rounds += 1;
-        d->team_sum += (double)st->nseats;
-        d->calls += 1;
-        d->prompt_tokens += (double)p->usage.prompt_tokens;
-        d->completion_tokens += (double)p->usage.completion_tokens;
-        d->cost_usd += p->usage.cost_usd;
-        if (e && e->status != STATE_EVAL_IDLE) {
-            d->calls += e->repaired ? 2 : 1;
-            d->prompt_tokens += (double)e->usage.prompt_tokens;
-            d->completion_tokens += (double)e->usage.completion_tokens;
-            d->cost_usd += e->usage.cost_usd;
+        {
+            double pt = (double)p->usage.prompt_tokens;
+            double ct = (double)p->usage.completion_tokens;
+            double cost = p->usage.cost_usd, calls = 1;
+
+            if (e && e->status != STATE_EVAL_IDLE) {
+                calls += e->repaired ? 2 : 1;
+                pt += (double)e->usage.prompt_tokens;
+                ct += (double)e->usage.completion_tokens;
+                cost += e->usage.cost_usd;
+            }
+            d->seat_rounds += 1;
+            d->team_sum += (double)st->nseats;
+            d->calls += calls;
+            d->prompt_tokens += pt;
+            d->completion_tokens += ct;
+            d->prompt_sq += pt * pt;
+            d->completion_sq += ct * ct;
+            d->cost_usd += cost;
+            if (r->index > 0) {
+                d->later_seat_rounds += 1;
+                d->later_team_sum += (double)st->nseats;
+                d->later_prompt_tokens += pt;
+                d->later_completion_tokens += ct;
+                d->later_prompt_sq += pt * pt;
+                d->later_completion_sq += ct * ct;
+            }
         }
     }
 }
@@ -478,6 +511,35 @@ static void stats_add(gateway_stats *a, const gateway_stats *b)
         a->latency_max_s = b->latency_max_s;
     for (int i = 0; i < GATEWAY_LATENCY_BUCKETS; i++)
         a->latency_hist[i] += b->latency_hist[i];
+}
+
+/* Tokens of one seat-round at a round position. */
+typedef struct usage_pos {
+    double prompt, completion;
+} usage_pos;
+
+static double mean_plus_2sd(double sum, double sq, double n)
+{
+    double mean = sum / n, var = sq / n - mean * mean;
+
+    return mean + 2 * sqrt(var > 0 ? var : 0);
+}
+
+/* Replace *u with the measured estimate when there are n > 0 seat-rounds
+ * at this position (team sizes summing to team); size is the team the
+ * estimate is for. */
+static void position(double n, double team, double prompt, double compl,
+                     double prompt_sq, double compl_sq, double size,
+                     usage_pos *u)
+{
+    double n_obs, scale;
+
+    if (n < 0.5) /* counts are whole numbers; differences may round */
+        return;
+    n_obs = team / n;
+    scale = n_obs > 0 && size > n_obs ? size / n_obs : 1.0;
+    u->prompt = mean_plus_2sd(prompt, prompt_sq, n) * scale;
+    u->completion = mean_plus_2sd(compl, compl_sq, n);
 }
 
 static double beta_mean(double prior, double strength, double k, double n)
@@ -508,24 +570,33 @@ void telemetry_estimate_for(const telemetry *t, const workflow *wf, size_t m,
     out->p_g_n = c.gen_n;
     out->p_v = beta_mean(pv0, b->prior_strength, c.ver_k, c.ver_n);
     out->p_v_n = c.ver_n;
-    out->seat_rounds = c.seat_rounds;
-    if (c.seat_rounds > 0) {
-        double n_obs = c.team_sum / c.seat_rounds;
-        double scale = n_obs > 0 && n > n_obs ? n / n_obs : 1.0;
-
-        out->prompt_tokens = c.prompt_tokens / c.seat_rounds * scale;
-        out->completion_tokens = c.completion_tokens / c.seat_rounds;
-        out->calls = c.calls / c.seat_rounds;
-    } else {
+    {
         double mt = GUESS_REPLY_SHARE * (double)wm->sampling.max_tokens;
         double g = (double)(2 * strlen(wf->prompts.system) +
                             strlen(wf->prompts.revise) +
                             strlen(wf->prompts.evaluate)) / 4.0 +
                    GUESS_QUESTION_TOKENS;
+        usage_pos first = {g + (n + 1) * mt, 2 * mt};
+        usage_pos later = first;
+        double later_rounds = wf->rounds.max > 1 ? wf->rounds.max - 1 : 0;
 
-        out->prompt_tokens = g + (n + 1) * mt;
-        out->completion_tokens = 2 * mt;
-        out->calls = 2;
+        position(c.seat_rounds - c.later_seat_rounds,
+                 c.team_sum - c.later_team_sum,
+                 c.prompt_tokens - c.later_prompt_tokens,
+                 c.completion_tokens - c.later_completion_tokens,
+                 c.prompt_sq - c.later_prompt_sq,
+                 c.completion_sq - c.later_completion_sq, n, &first);
+        position(c.later_seat_rounds, c.later_team_sum,
+                 c.later_prompt_tokens, c.later_completion_tokens,
+                 c.later_prompt_sq, c.later_completion_sq, n, &later);
+        out->seat_rounds = c.seat_rounds - c.later_seat_rounds;
+        out->later_seat_rounds = c.later_seat_rounds;
+        out->first_tokens = first.prompt + first.completion;
+        out->later_tokens = later.prompt + later.completion;
+        out->prompt_tokens = first.prompt + later_rounds * later.prompt;
+        out->completion_tokens =
+            first.completion + later_rounds * later.completion;
+        out->calls = c.seat_rounds > 0 ? c.calls / c.seat_rounds : 2;
     }
     out->cost_usd = (out->prompt_tokens * wm->price_input_per_mtok +
                      out->completion_tokens * wm->price_output_per_mtok) /

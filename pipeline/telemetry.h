@@ -18,12 +18,15 @@
  *                 observation, a success when its extracted answer matches
  *                 the reference (SKIP and "no answer" are failures; seats
  *                 lost to infrastructure are not observed);
- *   verification  every usable evaluation (any round) that gave weights to
- *                 at least one correct and one incorrect candidate (its own
- *                 excluded) is one observation whose success is the
- *                 fraction of (correct, incorrect) pairs it ordered right:
- *                 correct weighted above incorrect counts 1, equal weights
- *                 count 1/2;
+ *   verification  every usable evaluation (any round) that weighted at
+ *                 least one candidate other than its own is one
+ *                 observation, whose success is how right it was: when it
+ *                 weighted both correct and incorrect candidates, the
+ *                 fraction of (correct, incorrect) pairs it ordered right
+ *                 (correct above incorrect); when it weighted only one kind
+ *                 (a team of two shows each evaluator one candidate), the
+ *                 fraction it judged right by sign (positive for correct,
+ *                 negative for incorrect); ties and zero weights count 1/2;
  *   usage         every seat-round whose calls all got replies (with or
  *                 without a reference): its tokens, calls and cost, and the
  *                 team size it ran in.
@@ -32,14 +35,18 @@
  *   (strength * prior + successes) / (strength + observations),
  * with the model's prior (models[].prior) or else broker.priors, and
  * strength broker.priors.strength; each comes with its observation count.
- * Tokens per seat-round are the measured means; the prompt part grows with
- * the team (more candidates to read), so the mean measured at an average
- * team size n_obs is scaled by max(1, n / n_obs) for a team of n, which
- * never scales down and so errs on the side of cost. Before a model has
- * any measured seat-round its usage is a guess from its
- * sampling.max_tokens (every reply half as long as allowed; see
- * telemetry_estimate_for): calibrate with a small run (or --telemetry)
- * when the budget is tight.
+ * Usage is estimated per seat for a whole question: round 0 plus
+ * rounds.max - 1 later rounds (the most a question can run), each from
+ * the seat-rounds measured at that position (later rounds read the
+ * winner, the critiques and the scores, so they cost more than round 0)
+ * as mean + 2 standard deviations, so that a question with long replies
+ * still fits. The prompt grows with the team (more candidates to read):
+ * the figure measured at an average team size n_obs is scaled by
+ * max(1, n / n_obs) for a team of n, which never scales down and so errs
+ * on the side of cost. Before a model has a measured seat-round at a
+ * position its usage there is a guess from its sampling.max_tokens (every
+ * reply half as long as allowed; see telemetry_estimate_for): calibrate
+ * with a small run (or --telemetry) when the budget is tight.
  */
 #ifndef NSED_TELEMETRY_H
 #define NSED_TELEMETRY_H
@@ -64,13 +71,23 @@ typedef struct telemetry_counts {
     double gen_n;             /* round-0 answers judged */
     double gen_k;             /* ... correct */
     double ver_n;             /* evaluations judged */
-    double ver_k;             /* ... sum of the fractions ordered right */
+    double ver_k;             /* ... sum of how right each was */
     double seat_rounds;       /* seat-rounds with measured usage */
     double team_sum;          /* sum of their team sizes */
     double calls;             /* calls in those seat-rounds */
     double prompt_tokens;     /* tokens in those seat-rounds */
     double completion_tokens;
+    double prompt_sq;         /* sums of squares per seat-round */
+    double completion_sq;
     double cost_usd;          /* as the gateway charged it */
+    /* the part of the above from rounds after round 0 (revisions read
+     * more, so they are estimated apart) */
+    double later_seat_rounds;
+    double later_team_sum;
+    double later_prompt_tokens;
+    double later_completion_tokens;
+    double later_prompt_sq;
+    double later_completion_sq;
 } telemetry_counts;
 
 /* Which counts telemetry_counts_get returns. */
@@ -85,11 +102,15 @@ typedef struct telemetry_estimate {
     double p_g_n;            /* its observations (own + prior) */
     double p_v;              /* smoothed verification accuracy */
     double p_v_n;
-    double seat_rounds;      /* usage observations; 0: usage is guessed */
-    double prompt_tokens;    /* per seat-round, for the team size asked */
-    double completion_tokens;/* per seat-round */
-    double calls;            /* calls per seat-round */
-    double cost_usd;         /* per seat-round: tokens times the prices */
+    double seat_rounds;      /* usage observations, round 0 / later */
+    double later_seat_rounds;
+    double first_tokens;     /* per seat in round 0 (prompt + completion) */
+    double later_tokens;     /* per seat in each later round */
+    double prompt_tokens;    /* per seat and question: round 0 plus
+                                rounds.max - 1 later rounds */
+    double completion_tokens;
+    double cost_usd;         /* per seat and question: tokens x prices */
+    double calls;            /* calls per seat-round (measured, else 2) */
     double gw_calls;         /* network calls made */
     double failure_rate;     /* failed / calls, 0 when none */
     double latency_mean_s;   /* of successful calls, 0 when none */
@@ -162,8 +183,9 @@ void telemetry_counts_get(const telemetry *t, size_t m,
 bool telemetry_counts_empty(const telemetry_counts *c);
 
 /* The estimates for model index m in a team of team_size seats (>= 1).
- * With no measured usage, the guess per seat-round is two calls whose
- * completions are M = max_tokens / 2 tokens each, and a prompt of
+ * With no measured usage at a round position, the guess per seat-round is
+ * two calls whose completions are M = max_tokens / 2 tokens each, and a
+ * prompt of
  *   G + (team_size + 1) * M
  * tokens, where G is a quarter of the characters of the system prompt
  * (twice), the revise and evaluate templates, plus 512 tokens for the

@@ -311,6 +311,425 @@ START_TEST(roles_are_matched_not_greedy)
 }
 END_TEST
 
+/* ---- decisions on a loaded workflow ------------------------------------ */
+
+#define DEMO_WF NSED_SOURCE_DIR "/workflows/broker-demo.yaml"
+#define DEMO_SIM NSED_SOURCE_DIR "/workflows/broker-sim.yaml"
+#define DEMO_Q NSED_SOURCE_DIR "/workflows/demo-questions.jsonl"
+#define EVERYONE_WF NSED_SOURCE_DIR "/tests/data/broker/everyone.yaml"
+
+static workflow *load_wf(const char *path)
+{
+    workflow *wf = NULL;
+    nsed_err err = {0};
+
+    setenv("NSED_SIM_URL", "http://127.0.0.1:1/v1", 1);
+    ck_assert_msg(workflow_load(path, &wf, &err) == 0, "%s", err.msg);
+    return wf;
+}
+
+static const broker_candidate *cand(const workflow *wf,
+                                    const broker_decision *d, const char *id)
+{
+    const workflow_model *m = workflow_model_find(wf, id);
+
+    ck_assert_ptr_nonnull(m);
+    return &d->cands[workflow_model_index(wf, m)];
+}
+
+static bool chosen(const workflow *wf, const broker_decision *d,
+                   const char *id)
+{
+    return cand(wf, d, id)->chosen;
+}
+
+/* On priors alone: the expensive model is out on budget, the pair of one
+ * family and the pair on one GPU never sit together, and the team is the
+ * best within the budget. */
+START_TEST(priors_decide_within_constraints)
+{
+    workflow *wf = load_wf(DEMO_WF);
+    broker_decision *d = NULL;
+    nsed_err err = {0};
+    char *json = NULL;
+    cJSON *j;
+
+    ck_assert_int_eq(broker_decide(wf, NULL, NULL, 0, &d, &err), 0);
+    ck_assert(d->staffed);
+    ck_assert_str_eq(d->team->name, "pool");
+    ck_assert(!cand(wf, d, "omega-big")->admitted);
+    ck_assert(tu_contains(cand(wf, d, "omega-big")->why, "over the budget"));
+    ck_assert(!(chosen(wf, d, "alpha-small") && chosen(wf, d, "alpha-mini")));
+    ck_assert(!(chosen(wf, d, "alpha-mini") && chosen(wf, d, "beta")));
+    /* the weak verifier's prior claims 0.75: it is admitted until measured */
+    ck_assert(cand(wf, d, "delta-weak")->admitted);
+    ck_assert(d->usd <= wf->broker.budget_usd_per_question);
+    ck_assert_int_ge((int)d->seats.nseats, 2);
+    ck_assert_uint_eq(d->seats.nseats, (size_t)d->team_size);
+    for (size_t s = 0; s < d->seats.nseats; s++)
+        ck_assert_str_eq(d->seats.seats[s].role, "solver");
+    /* the record carries the inputs */
+    ck_assert_int_eq(broker_decision_json(wf, d, &json), 0);
+    j = cJSON_Parse(json);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(cJSON_GetObjectItem(j, "policy")->valuestring,
+                     "knapsack");
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "candidates")),
+                     6);
+    ck_assert(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "constraints"),
+                                  "usd_per_question")->valuedouble == 0.006);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "seats")),
+                     (int)d->seats.nseats);
+    cJSON_Delete(j);
+    {
+        cJSON *sum = broker_record_summary(json, strlen(json));
+
+        ck_assert_ptr_nonnull(sum);
+        ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(sum,
+                                                     "expected_cost_usd")));
+        ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(sum,
+                                                                "models")),
+                         (int)d->seats.nseats);
+        cJSON_Delete(sum);
+    }
+    free(json);
+    broker_decision_free(d);
+    workflow_free(wf);
+}
+END_TEST
+
+/* A budget nothing fits is a decision with a reason, not an error. */
+START_TEST(infeasible_budget_gives_reason)
+{
+    static const char base[] =
+        "name: t\n"
+        "version: 1\n"
+        "models:\n"
+        "  - {id: a, endpoint: http://127.0.0.1:1/v1, model: a, "
+        "price: {input_per_mtok: 1, output_per_mtok: 1}}\n"
+        "  - {id: b, endpoint: http://127.0.0.1:1/v1, model: b, "
+        "price: {input_per_mtok: 1, output_per_mtok: 1}}\n"
+        "  - {id: c, endpoint: http://127.0.0.1:1/v1, model: c, "
+        "prior: {p_ver: 0.4}}\n"
+        "teams:\n"
+        "  t: {roles: [{name: s, count: 3, models: [a, b, c]}]}\n";
+    workflow *wf = tu_load_workflow(base,
+                                    "broker: {policy: knapsack, budget: "
+                                    "{usd_per_question: 0.0001}}\n");
+    broker_decision *d = NULL;
+    nsed_err err = {0};
+    char *json = NULL;
+
+    ck_assert_int_eq(broker_decide(wf, NULL, NULL, 0, &d, &err), 0);
+    ck_assert(!d->staffed);
+    ck_assert_msg(tu_contains(d->reason, "team_size.min is 2"), "%s",
+                  d->reason);
+    ck_assert(tu_contains(d->cands[0].why, "over the budget"));
+    ck_assert(tu_contains(d->cands[2].why, "evaluator_min_pv"));
+    ck_assert_int_eq(broker_decision_json(wf, d, &json), 0);
+    ck_assert(tu_contains(json, "\"staffed\":false"));
+    free(json);
+    broker_decision_free(d);
+    workflow_free(wf);
+
+    /* c admitted, a and b within budget alone but not together */
+    wf = tu_load_workflow(base,
+                          "broker: {policy: knapsack, team_size: {min: 3, "
+                          "max: 3}, evaluator_min_pv: 0.3, max_per_family: "
+                          "1, budget: {usd_per_question: 0.02}}\n");
+    ck_assert_int_eq(broker_decide(wf, NULL, NULL, 0, &d, &err), 0);
+    ck_assert(!d->staffed);
+    ck_assert_msg(tu_contains(d->reason, "cheapest"), "%s", d->reason);
+    broker_decision_free(d);
+    workflow_free(wf);
+}
+END_TEST
+
+/* fixed keeps the template as written and says so. */
+START_TEST(fixed_policy_uses_template)
+{
+    workflow *wf = load_wf(EVERYONE_WF);
+    broker_decision *d = NULL;
+    broker_team t;
+    nsed_err err = {0};
+    char *json = NULL;
+    cJSON *sum;
+
+    ck_assert_int_eq(broker_decide(wf, NULL, NULL, 0, &d, &err), 0);
+    ck_assert(d->staffed);
+    ck_assert_uint_eq(d->seats.nseats, 6);
+    ck_assert_int_eq(broker_choose(wf, NULL, 0, &t, &err), 0);
+    for (size_t s = 0; s < 6; s++)
+        ck_assert_uint_eq(t.seats[s].model, d->seats.seats[s].model);
+    ck_assert(chosen(wf, d, "omega-big"));
+    ck_assert_int_eq(broker_decision_json(wf, d, &json), 0);
+    sum = broker_record_summary(json, strlen(json));
+    /* a fixed team's summary leaves out the estimates of the moment */
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItem(sum, "expected_cost_usd")));
+    ck_assert_str_eq(cJSON_GetObjectItem(sum, "policy")->valuestring,
+                     "fixed");
+    cJSON_Delete(sum);
+    free(json);
+    broker_decision_free(d);
+    workflow_free(wf);
+}
+END_TEST
+
+/* ---- whole runs against nsed-sim ---------------------------------------- */
+
+static char *tmp;
+
+static void setup(void)
+{
+    tmp = tu_mkdtemp();
+}
+
+static void teardown(void)
+{
+    tu_rmrf(tmp);
+    free(tmp);
+    tmp = NULL;
+}
+
+/* Run nsed with NSED_SIM_URL=url and a NULL-terminated argument list. */
+static int nsed_at(const char *url, char **out, char **err, ...)
+{
+    char *argv[24] = {NSED_BIN};
+    char env[128];
+    char *envp[] = {env, NULL};
+    size_t n = 1;
+    va_list ap;
+
+    snprintf(env, sizeof env, "NSED_SIM_URL=%s", url);
+    va_start(ap, err);
+    while (n < 23 && (argv[n] = va_arg(ap, char *)) != NULL)
+        n++;
+    va_end(ap);
+    argv[n] = NULL;
+    return tu_run_env(argv, envp, out, err);
+}
+#define NSED(url, out, err, ...) nsed_at(url, out, err, __VA_ARGS__, \
+                                         (char *)NULL)
+
+static void run_ok(const char *url, const char *wf, const char *dir,
+                   const char *extra1, const char *extra2)
+{
+    char *out = NULL, *err = NULL;
+    int rc;
+
+    if (extra1)
+        rc = NSED(url, &out, &err, "run", wf, "--questions", DEMO_Q,
+                  "--store", dir, "--quiet", extra1, extra2);
+    else
+        rc = NSED(url, &out, &err, "run", wf, "--questions", DEMO_Q,
+                  "--store", dir, "--quiet");
+    ck_assert_msg(rc == 0, "run %s: exit %d: %s", wf, rc, err);
+    free(out);
+    free(err);
+}
+
+static cJSON *status_of(const char *dir)
+{
+    char *out = NULL, *err = NULL;
+    cJSON *j;
+
+    ck_assert_msg(NSED("-", &out, &err, "status", "--store", dir,
+                       "--json") == 0,
+                  "status: %s", err);
+    j = cJSON_Parse(out);
+    ck_assert_ptr_nonnull(j);
+    free(out);
+    free(err);
+    return j;
+}
+
+static double jnum(const cJSON *o, const char *a, const char *b)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, a);
+
+    if (b)
+        v = cJSON_GetObjectItemCaseSensitive(v, b);
+    ck_assert_msg(cJSON_IsNumber(v), "no number at %s.%s", a, b ? b : "");
+    return v->valuedouble;
+}
+
+/* The export as an array of results, in question order. */
+static cJSON *results_of(const char *dir, size_t *n)
+{
+    char *out = NULL, *err = NULL, *line, *nl;
+    cJSON *arr = cJSON_CreateArray();
+
+    ck_assert_msg(NSED("-", &out, &err, "export", "--store", dir) == 0,
+                  "export: %s", err);
+    for (line = out; (nl = strchr(line, '\n')); line = nl + 1) {
+        cJSON *r = cJSON_ParseWithLength(line, (size_t)(nl - line));
+
+        ck_assert_ptr_nonnull(r);
+        cJSON_AddItemToArray(arr, r);
+    }
+    *n = (size_t)cJSON_GetArraySize(arr);
+    free(out);
+    free(err);
+    return arr;
+}
+
+static bool team_has(const cJSON *res, const char *id)
+{
+    const cJSON *m;
+
+    cJSON_ArrayForEach(m, cJSON_GetObjectItem(cJSON_GetObjectItem(res,
+                                                                  "broker"),
+                                              "models"))
+        if (!strcmp(m->valuestring, id))
+            return true;
+    return false;
+}
+
+/* The issue's scenario: six models (two of one family, one verifying
+ * below chance behind a flattering prior, one strong but expensive),
+ * prices and VRAM that bind. */
+START_TEST(brokered_run_beats_everyone_for_less)
+{
+    tu_sim sim;
+    char *all = tu_path(tmp, "everyone"), *brk = tu_path(tmp, "brokered");
+    char *out = NULL, *err = NULL;
+    cJSON *sa, *sb, *res, *r, *b;
+    double acc_all, acc_brk, cost_all, cost_brk, budget = 0.006;
+    size_t n, late_weak = 0, early_weak = 0, i = 0;
+
+    tu_sim_start(&sim, DEMO_SIM, NULL, NULL);
+    run_ok(sim.url, EVERYONE_WF, all, NULL, NULL);
+    /* few questions in flight, so telemetry steers most decisions */
+    run_ok(sim.url, DEMO_WF, brk, "--max-active", "8");
+
+    sa = status_of(all);
+    sb = status_of(brk);
+    ck_assert_int_eq((int)jnum(sb, "questions", "done"), 120);
+    acc_all = jnum(sa, "accuracy", "nsed_correct") / 120;
+    acc_brk = jnum(sb, "accuracy", "nsed_correct") / 120;
+    cost_all = jnum(sa, "cost_usd", NULL) / 120;
+    cost_brk = jnum(sb, "cost_usd", NULL) / 120;
+    ck_assert_msg(acc_brk >= acc_all && cost_brk < cost_all,
+                  "brokered: accuracy %.3f at $%.6f per question; everyone: "
+                  "%.3f at $%.6f", acc_brk, cost_brk, acc_all, cost_all);
+    /* status shows the broker's choices */
+    b = cJSON_GetObjectItem(sb, "broker");
+    ck_assert_int_eq((int)jnum(b, "decisions", NULL), 120);
+    ck_assert_int_eq((int)jnum(b, "unstaffed", NULL), 0);
+    ck_assert_int_eq((int)jnum(b, "over_budget", NULL), 0);
+    ck_assert(jnum(b, "expected_cost_usd_mean", NULL) <= budget);
+    ck_assert_int_eq((int)jnum(b, "excluded", "omega-big"), 120);
+    ck_assert_int_ge((int)jnum(b, "excluded", "delta-weak"), 60);
+    ck_assert_int_eq((int)jnum(cJSON_GetObjectItem(sa, "broker"), "chosen",
+                               "omega-big"), 120);
+
+    /* per question: within budget, expected and actual; the weak
+     * verifier only in the early decisions */
+    res = results_of(brk, &n);
+    ck_assert_uint_eq(n, 120);
+    cJSON_ArrayForEach(r, res) {
+        const cJSON *bk = cJSON_GetObjectItem(r, "broker");
+
+        ck_assert_msg(jnum(bk, "expected_cost_usd", NULL) <= budget,
+                      "%s: expected $%.6f", cJSON_GetObjectItem(r, "id")
+                                                ->valuestring,
+                      jnum(bk, "expected_cost_usd", NULL));
+        ck_assert_msg(jnum(r, "cost_usd", NULL) <= budget,
+                      "%s: spent $%.6f", cJSON_GetObjectItem(r, "id")
+                                             ->valuestring,
+                      jnum(r, "cost_usd", NULL));
+        ck_assert(!team_has(r, "omega-big"));
+        ck_assert(!(team_has(r, "alpha-small") && team_has(r, "alpha-mini")));
+        if (team_has(r, "delta-weak")) {
+            if (i < 30)
+                early_weak++;
+            else
+                late_weak++;
+        }
+        i++;
+    }
+    ck_assert_int_gt(early_weak, 0);
+    ck_assert_int_eq(late_weak, 0);
+    cJSON_Delete(res);
+
+    /* the text status and nsed team say the same */
+    ck_assert_int_eq(NSED("-", &out, &err, "status", "--store", brk), 0);
+    ck_assert_msg(tu_contains(out, "broker:") && tu_contains(out, "excluded:")
+                      && tu_contains(out, "delta-weak"), "%s", out);
+    free(out);
+    free(err);
+    ck_assert_int_eq(NSED(sim.url, &out, &err, "team", DEMO_WF, "--store", brk),
+                     0);
+    ck_assert_msg(tu_contains(out, "is not above evaluator_min_pv"), "%s",
+                  out);
+    ck_assert(tu_contains(out, "chosen:"));
+    free(out);
+    free(err);
+    cJSON_Delete(sa);
+    cJSON_Delete(sb);
+    tu_sim_stop(&sim);
+    free(all);
+    free(brk);
+}
+END_TEST
+
+/* Telemetry exported from one store is the prior of another: its first
+ * decisions already leave the weak verifier out. */
+START_TEST(telemetry_file_steers_another_run)
+{
+    tu_sim sim;
+    char *cal = tu_path(tmp, "cal"), *big = tu_path(tmp, "big");
+    char *file = tu_path(tmp, "tele.json"), *out = NULL, *err = NULL;
+    cJSON *res, *r;
+    size_t n;
+
+    tu_sim_start(&sim, DEMO_SIM, NULL, NULL);
+    run_ok(sim.url, DEMO_WF, cal, "--limit", "40");
+    ck_assert_int_eq(NSED("-", &out, &err, "status", "--store", cal,
+                          "--telemetry-out", file), 0);
+    free(out);
+    free(err);
+    {
+        char *text = tu_read_file(file, NULL);
+
+        ck_assert_ptr_nonnull(text);
+        ck_assert(tu_contains(text, "\"nsed_telemetry\":1"));
+        ck_assert(tu_contains(text, "\"delta-weak\""));
+        free(text);
+    }
+    ck_assert_int_eq(NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
+                          DEMO_Q, "--store", big, "--limit", "16",
+                          "--telemetry", file), 0);
+    ck_assert(tu_contains(err, "telemetry prior loaded"));
+    free(out);
+    free(err);
+    res = results_of(big, &n);
+    ck_assert_uint_eq(n, 16);
+    cJSON_ArrayForEach(r, res)
+        ck_assert_msg(!team_has(r, "delta-weak"), "%s seated delta-weak",
+                      cJSON_GetObjectItem(r, "id")->valuestring);
+    cJSON_Delete(res);
+    /* the prior stays with the store: a later run without the flag
+     * still knows */
+    ck_assert_int_eq(NSED(sim.url, &out, &err, "team", DEMO_WF, "--store", big),
+                     0);
+    ck_assert(tu_contains(out, "is not above evaluator_min_pv"));
+    free(out);
+    free(err);
+    /* a file that is not telemetry is refused with its name */
+    tu_write_file(file, "{\"models\":{}}", (size_t)-1);
+    ck_assert_int_eq(NSED(sim.url, &out, &err, "run", DEMO_WF, "--store",
+                          big, "--telemetry", file), 2);
+    ck_assert(tu_contains(err, "not a telemetry file"));
+    free(out);
+    free(err);
+    tu_sim_stop(&sim);
+    free(cal);
+    free(big);
+    free(file);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("broker");
@@ -323,6 +742,17 @@ int main(void)
     tcase_add_test(tc, knapsack_large_pool_is_fast);
     tcase_add_test(tc, knapsack_rejects_bad_problems);
     tcase_add_test(tc, roles_are_matched_not_greedy);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("decisions");
+    tcase_add_test(tc, priors_decide_within_constraints);
+    tcase_add_test(tc, infeasible_budget_gives_reason);
+    tcase_add_test(tc, fixed_policy_uses_template);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("runs");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, brokered_run_beats_everyone_for_less);
+    tcase_add_test(tc, telemetry_file_steers_another_run);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
