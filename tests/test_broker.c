@@ -10,11 +10,18 @@
 
 #include <check.h>
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 /* ---- brute force, written independently of broker.c ------------------- */
 
@@ -730,6 +737,130 @@ START_TEST(telemetry_file_steers_another_run)
 }
 END_TEST
 
+/* A brokered run killed at random moments and resumed: every question
+ * runs with the seats its recorded decision names (a resumed question is
+ * never decided again). */
+START_TEST(resumed_questions_keep_their_decision)
+{
+    tu_sim sim;
+    char *dir = tu_path(tmp, "store");
+    cJSON *res, *r, *st;
+    size_t n;
+    int kills = 0;
+
+    tu_sim_start(&sim, DEMO_SIM, NULL, NULL);
+    for (int attempt = 0; attempt < 4; attempt++) {
+        pid_t pid = fork();
+        int status;
+        struct timespec d = {0, (long)(150 + 120 * attempt) * 1000000L};
+
+        ck_assert(pid >= 0);
+        if (pid == 0) {
+            char env[128];
+            int null = open("/dev/null", O_WRONLY);
+
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            snprintf(env, sizeof env, "NSED_SIM_URL=%s", sim.url);
+            putenv(env);
+            dup2(null, 1);
+            dup2(null, 2);
+            execl(NSED_BIN, NSED_BIN, "run", DEMO_WF, "--questions", DEMO_Q,
+                  "--store", dir, "--quiet", "--max-active", "8",
+                  (char *)NULL);
+            _exit(127);
+        }
+        nanosleep(&d, NULL);
+        if (waitpid(pid, &status, WNOHANG) == 0) {
+            kill(pid, SIGKILL);
+            kills++;
+        }
+        while (waitpid(pid, &status, 0) < 0)
+            ck_assert(errno == EINTR);
+    }
+    run_ok(sim.url, DEMO_WF, dir, "--max-active", "8");
+    ck_assert_int_gt(kills, 0);
+    res = results_of(dir, &n);
+    ck_assert_uint_eq(n, 120);
+    cJSON_ArrayForEach(r, res) {
+        const cJSON *models = cJSON_GetObjectItem(cJSON_GetObjectItem(r,
+                                                                      "broker"),
+                                                  "models");
+        const cJSON *seats = cJSON_GetObjectItem(cJSON_GetObjectItem(r,
+                                                                     "baselines"),
+                                                 "models");
+
+        ck_assert_int_eq(cJSON_GetArraySize(models),
+                         cJSON_GetArraySize(seats));
+        for (int k = 0; k < cJSON_GetArraySize(seats); k++)
+            ck_assert_str_eq(cJSON_GetArrayItem(models, k)->valuestring,
+                             cJSON_GetObjectItem(cJSON_GetArrayItem(seats, k),
+                                                 "model")->valuestring);
+        ck_assert(jnum(r, "cost_usd", NULL) <= 0.006);
+    }
+    cJSON_Delete(res);
+    st = status_of(dir);
+    ck_assert_int_eq((int)jnum(cJSON_GetObjectItem(st, "broker"),
+                               "decisions", NULL), 120);
+    cJSON_Delete(st);
+    tu_sim_stop(&sim);
+    free(dir);
+}
+END_TEST
+
+/* No team fits: the questions are left incomplete with the reason, and a
+ * later run with a workable budget staffs and finishes them. */
+START_TEST(unstaffed_questions_are_incomplete_with_reason)
+{
+    tu_sim sim;
+    char *dir = tu_path(tmp, "store"), *wf = tu_path(tmp, "poor.yaml");
+    char *text = tu_read_file(DEMO_WF, NULL), *p, *out = NULL, *err = NULL;
+    cJSON *st;
+    int rc;
+
+    ck_assert_ptr_nonnull(text);
+    p = strstr(text, "usd_per_question: 0.006 ");
+    ck_assert_ptr_nonnull(p);
+    memcpy(p, "usd_per_question: 0.0015", strlen("usd_per_question: 0.0015"));
+    tu_write_file(wf, text, (size_t)-1);
+    tu_sim_start(&sim, DEMO_SIM, NULL, NULL);
+    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q,
+              "--store", dir, "--limit", "3");
+    ck_assert_msg(rc == 1, "exit %d: %s", rc, err);
+    ck_assert_msg(tu_contains(err, "left incomplete: broker: the 2 cheapest"),
+                  "%s", err);
+    ck_assert(!tu_contains(err, "nsed: "));
+    free(out);
+    free(err);
+    ck_assert(tu_sim_stat(&sim, NULL, "rejected") == 0);
+    ck_assert(tu_sim_stat(&sim, "sim-beta", "requests") == 0);
+    st = status_of(dir);
+    ck_assert_int_eq((int)jnum(st, "questions", "incomplete"), 3);
+    ck_assert_int_eq((int)jnum(cJSON_GetObjectItem(st, "broker"),
+                               "unstaffed", NULL), 3);
+    cJSON_Delete(st);
+    ck_assert_int_eq(NSED(sim.url, &out, &err, "team", wf), 0);
+    ck_assert(tu_contains(out, "no team: the 2 cheapest"));
+    free(out);
+    free(err);
+    /* with the real budget the same questions are staffed and finish */
+    ck_assert_int_eq(NSED(sim.url, &out, &err, "run", DEMO_WF, "--store",
+                          dir, "--limit", "3", "--quiet",
+                          "--allow-workflow-change"), 0);
+    free(out);
+    free(err);
+    st = status_of(dir);
+    ck_assert_int_eq((int)jnum(st, "questions", "done"), 3);
+    ck_assert_int_eq((int)jnum(st, "questions", "incomplete"), 0);
+    ck_assert_int_eq((int)jnum(cJSON_GetObjectItem(st, "broker"),
+                               "unstaffed", NULL), 0);
+    cJSON_Delete(st);
+    tu_sim_stop(&sim);
+    free(text);
+    free(wf);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("broker");
@@ -753,6 +884,8 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, brokered_run_beats_everyone_for_less);
     tcase_add_test(tc, telemetry_file_steers_another_run);
+    tcase_add_test(tc, resumed_questions_keep_their_decision);
+    tcase_add_test(tc, unstaffed_questions_are_incomplete_with_reason);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
