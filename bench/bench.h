@@ -60,6 +60,10 @@ int bench_sim_start(bench_sim *s, const char *sim_bin, const char *config,
  * answer) or NSED_EINVAL (not the documented JSON). */
 int bench_sim_counts_get(bench_sim *s, bench_sim_counts *out, nsed_err *err);
 
+/* CPU time (user + system, seconds) the simulator has used so far; 0 when
+ * /proc cannot tell. */
+double bench_sim_cpu(const bench_sim *s);
+
 /* SIGTERM the simulator, wait for it and free what s holds. A stopped or
  * zeroed s is ignored. */
 void bench_sim_stop(bench_sim *s);

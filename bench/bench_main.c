@@ -71,6 +71,7 @@ typedef struct run_result {
     uint64_t in_flight_at_kill;
     bool killed;
     double first_call_s;   /* worker start to its first request; -1 */
+    double sim_cpu;        /* CPU seconds the simulator used meanwhile */
     sample *samples;
     size_t nsamples, asamples;
 } run_result;
@@ -97,8 +98,10 @@ typedef struct bench {
     nsed_err err;
     /* results */
     double sat_ratio, sat_rate, sat_limit, sat_whole, sat_util;
+    double sat_all[2], sat_cpu, sat_sim_cpu;
+    int sat_reps;
     uint64_t sat_calls, sat_peak;
-    double cpu_us, cpu_user_us, cpu_sys_us, cpu_rate;
+    double cpu_us, cpu_user_us, cpu_sys_us, cpu_rate, cpu_sim_us;
     uint64_t cpu_calls;
     run_result rss[3];
     double ck_durable, ck_nosync;
@@ -204,6 +207,8 @@ static int measured_run(bench *B, bench_sim *sim, const run_spec *spec,
     bool eof = false;
     int rc;
 
+    double sim_cpu0 = bench_sim_cpu(sim);
+
     rc = bench_sim_counts_get(sim, &base, &B->err);
     if (!rc)
         rc = bench_child_spawn(&c, B->self, sim->url, argv, &B->err);
@@ -265,6 +270,7 @@ static int measured_run(bench *B, bench_sim *sim, const run_spec *spec,
     if (rc)
         goto fail;
     r.sent = now.requests - base.requests;
+    r.sim_cpu = bench_sim_cpu(sim) - sim_cpu0;
     r.maxrss_kb = c.ru.ru_maxrss;
     if (!r.killed) {
         bench_child_value(&c, "calls", &r.calls);
@@ -329,46 +335,64 @@ out:
 
 /* 1. Achieved calls/s over the steady part of a large run (from 10% to
  * 90% of its calls: the ramp-up and the last questions draining are not
- * the runner's steady state) against sum(caps) / latency. */
+ * the runner's steady state) against sum(caps) / latency. The simulator
+ * and the runner share the machine's cores, so a busy neighbour shows up
+ * as lost throughput: the run is repeated (full sizes) and the better one
+ * counts; both are in the details. */
 static int fig_saturation(bench *B)
 {
-    run_spec spec = {.sample_ms = 50};
-    run_result r;
-    const sample *a = NULL, *b = NULL;
-    double busy = 0;
-    size_t nbusy = 0;
-    int rc;
+    int reps = B->sz.saturate == full_sizes.saturate ? 2 : 1;
 
-    note("1/6 saturation: %zu questions, 3 models x 32 slots, 50 ms per "
-         "call", B->sz.saturate);
-    rc = fresh_run(B, &B->sim50, "saturate", "team3.yaml", B->sz.saturate,
-                   &spec, &r);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < r.nsamples; i++) {
-        const sample *s = &r.samples[i];
-
-        if (!a && (double)s->ok >= 0.1 * r.calls)
-            a = s;
-        if (a && !b && (double)s->ok >= 0.9 * r.calls)
-            b = s;
-        if (a && !b) {
-            busy += (double)s->in_flight;
-            nbusy++;
-        }
-    }
-    if (!a || !b || b->t <= a->t) {
-        run_result_release(&r);
-        return nsed_error(&B->err, NSED_EIO, "saturation: too few samples "
-                          "(%zu) for a steady window", r.nsamples);
-    }
     B->sat_limit = 96 / 0.050;
-    B->sat_rate = (double)(b->ok - a->ok) / (b->t - a->t);
-    B->sat_ratio = B->sat_rate / B->sat_limit;
-    B->sat_whole = r.calls / r.elapsed;
-    B->sat_util = nbusy ? busy / (double)nbusy / 96.0 : 0;
-    B->sat_calls = (uint64_t)r.calls;
-    run_result_release(&r);
+    for (int rep = 0; rep < reps; rep++) {
+        run_spec spec = {.sample_ms = 50};
+        run_result r;
+        const sample *a = NULL, *b = NULL;
+        double busy = 0, rate, ratio;
+        size_t nbusy = 0;
+        char name[32];
+        int rc;
+
+        note("1/6 saturation%s: %zu questions, 3 models x 32 slots, 50 ms "
+             "per call", rep ? " (again)" : "", B->sz.saturate);
+        snprintf(name, sizeof name, "saturate-%d", rep);
+        rc = fresh_run(B, &B->sim50, name, "team3.yaml", B->sz.saturate,
+                       &spec, &r);
+        if (rc)
+            return rc;
+        for (size_t i = 0; i < r.nsamples; i++) {
+            const sample *s = &r.samples[i];
+
+            if (!a && (double)s->ok >= 0.1 * r.calls)
+                a = s;
+            if (a && !b && (double)s->ok >= 0.9 * r.calls)
+                b = s;
+            if (a && !b) {
+                busy += (double)s->in_flight;
+                nbusy++;
+            }
+        }
+        if (!a || !b || b->t <= a->t) {
+            run_result_release(&r);
+            return nsed_error(&B->err, NSED_EIO, "saturation: too few "
+                              "samples (%zu) for a steady window",
+                              r.nsamples);
+        }
+        rate = (double)(b->ok - a->ok) / (b->t - a->t);
+        ratio = rate / B->sat_limit;
+        B->sat_all[rep] = ratio;
+        B->sat_reps = rep + 1;
+        if (ratio > B->sat_ratio) {
+            B->sat_rate = rate;
+            B->sat_ratio = ratio;
+            B->sat_whole = r.calls / r.elapsed;
+            B->sat_util = nbusy ? busy / (double)nbusy / 96.0 : 0;
+            B->sat_calls = (uint64_t)r.calls;
+            B->sat_cpu = (r.user + r.sys) / r.elapsed;
+            B->sat_sim_cpu = r.sim_cpu / r.elapsed;
+        }
+        run_result_release(&r);
+    }
     return 0;
 }
 
@@ -385,7 +409,7 @@ static int fig_cpu_checkpoint(bench *B, bool cpu, bool ck)
          cpu && ck ? "2/6 + 4/6 runner CPU and checkpoint cost"
                    : cpu ? "2/6 runner CPU" : "4/6 checkpoint cost",
          B->sz.cpu);
-    for (int rep = 0; rep < (ck ? 2 : 1) && !rc; rep++) {
+    for (int rep = 0; rep < 2 && !rc; rep++) {
         for (int mode = 0; mode < (ck ? 2 : 1) && !rc; mode++) {
             run_spec spec = {.sample_ms = 100, .nosync = mode == 1};
             run_result r;
@@ -409,6 +433,7 @@ static int fig_cpu_checkpoint(bench *B, bool cpu, bool ck)
                 B->cpu_user_us = r.user * 1e6 / r.calls;
                 B->cpu_sys_us = r.sys * 1e6 / r.calls;
                 B->cpu_rate = rate;
+                B->cpu_sim_us = r.sim_cpu * 1e6 / r.calls;
             }
             run_result_release(&r);
         }
@@ -637,16 +662,23 @@ static void print_table(const bench *B)
         }
     }
     printf("\nDetails\n");
-    if (B->done[1])
+    if (B->done[1]) {
         printf("  1: %llu calls; steady window 10%%-90%% of the calls; whole "
                "run incl. start and drain %.0f/s (%.3f); mean slots busy "
-               "in the window %.3f\n",
+               "in the window %.3f; cores used: runner %.2f, nsed-sim %.2f",
                (unsigned long long)B->sat_calls, B->sat_whole,
-               B->sat_whole / B->sat_limit, B->sat_util);
+               B->sat_whole / B->sat_limit, B->sat_util, B->sat_cpu,
+               B->sat_sim_cpu);
+        if (B->sat_reps > 1)
+            printf("; best of runs at %.3f and %.3f", B->sat_all[0],
+                   B->sat_all[1]);
+        printf("\n");
+    }
     if (B->done[2])
         printf("  2: %llu calls at %.0f calls/s; CPU of the runner process "
-               "only (getrusage around runner_run), durable commits\n",
-               (unsigned long long)B->cpu_calls, B->cpu_rate);
+               "only (getrusage around runner_run), durable commits, the "
+               "better of two runs; nsed-sim used %.1f us per call\n",
+               (unsigned long long)B->cpu_calls, B->cpu_rate, B->cpu_sim_us);
     if (B->done[3])
         for (int i = 0; i < 3; i++)
             printf("  3: %zu questions: %.0f calls in %.1f s; peak RSS "

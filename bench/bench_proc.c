@@ -198,6 +198,43 @@ int bench_sim_counts_get(bench_sim *s, bench_sim_counts *out, nsed_err *err)
     return 0;
 }
 
+double bench_sim_cpu(const bench_sim *s)
+{
+    char path[64], text[1024], *p, *end;
+    unsigned long long ut, st;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)s->pid);
+    fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return 0;
+    n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    text[n] = '\0';
+    /* Fields after the command name, which is in parentheses and may hold
+     * spaces: state is field 3, utime 14, stime 15. */
+    p = strrchr(text, ')');
+    if (!p)
+        return 0;
+    p++;
+    for (int field = 3; field < 14; field++) {
+        p = strchr(p + 1, ' ');
+        if (!p)
+            return 0;
+    }
+    errno = 0;
+    ut = strtoull(p + 1, &end, 10);
+    if (errno || end == p + 1 || *end != ' ')
+        return 0;
+    st = strtoull(end + 1, &end, 10);
+    if (errno)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 void bench_sim_stop(bench_sim *s)
 {
     int status;
