@@ -51,6 +51,11 @@ typedef struct slot {
     char *broker_record;   /* the decision (new or read back), for the
                               result's "broker" field; NULL when none */
     char *qid;             /* unstaffed (st NULL): the question id */
+    double *reliability;   /* per model, fixed when the question started
+                              (NULL when scoring.reliability_weighting is
+                              off) */
+    char *ctx_json;        /* those weights, to write with the first
+                              state */
 } slot;
 
 struct loop {
@@ -134,6 +139,8 @@ static void slot_clear_pending(slot *s)
     s->state_json = NULL;
     free(s->decision_json);
     s->decision_json = NULL;
+    free(s->ctx_json);
+    s->ctx_json = NULL;
 }
 
 /* The question id of a slot (an unstaffed question has no state). */
@@ -152,6 +159,7 @@ static void slot_free(slot *s)
     free(s->marker_json);
     free(s->marker_error);
     free(s->broker_record);
+    free(s->reliability);
     free(s->qid);
     question_release(&s->q);
     state_free(s->st);
@@ -277,9 +285,14 @@ static int reduce(struct loop *L, slot *s, const stage_response *resps,
 {
     int round = s->st->round;
     enum state_stage stage = s->st->stage;
+    stage_ctx ctx = L->ctx;
     int rc;
 
-    rc = stage_reduce(s->st, L->wf, &L->ctx, resps, n, L->err);
+    if (s->reliability) {
+        ctx.reliability = s->reliability;
+        ctx.nreliability = L->wf->nmodels;
+    }
+    rc = stage_reduce(s->st, L->wf, &ctx, resps, n, L->err);
     if (rc)
         return rc;
     s->dirty = true;
@@ -326,6 +339,7 @@ static int step(struct loop *L, slot *s)
             return rc;
     }
     rc = runner_result_json(L->wf, L->st, s->st, &s->q, s->broker_record,
+                            s->reliability,
                             &s->result_json, L->err);
     if (rc)
         return rc;
@@ -363,6 +377,29 @@ static int read_decision(store_txn *txn, const char *qid, slot *s)
     return s->broker_record ? 0 : NSED_ENOMEM;
 }
 
+/* The reliability weights a resumed question started with. A question
+ * started before weighting was on gets the weights of now (and keeps
+ * them: they are written with its next commit). */
+static int read_reliability(struct loop *L, store_txn *txn, const char *qid,
+                            slot *s)
+{
+    unsigned char key[STORE_KEY_MAX + 8];
+    size_t klen = runner_state_key(qid, 'c', 0, key), vlen;
+    const void *val;
+    int rc = store_get(txn, STORE_STATE, key, klen, &val, &vlen);
+
+    if (rc == NSED_ENOTFOUND) {
+        rc = runner_reliability_new(L->wf, L->view, s->st->nseats,
+                                    &s->reliability, &s->ctx_json);
+        s->dirty = rc == 0;
+        return rc;
+    }
+    if (rc)
+        return nsed_error(L->err, rc, "cannot read the weights of %s", qid);
+    return runner_reliability_parse(L->wf, val, vlen, &s->reliability,
+                                    L->err);
+}
+
 /* Staff a new question: the broker decides now, on the telemetry the
  * store has committed so far. A question no team can staff is left
  * incomplete with the broker's reason (a later run decides again). */
@@ -386,6 +423,11 @@ static int decide(struct loop *L, const question *q, slot *s)
     if (d->staffed) {
         rc = state_new(L->wf, &sq, d->seats.seats, d->seats.nseats, &s->st,
                        L->err);
+        if (!rc && L->wf->scoring.reliability_weighting)
+            rc = runner_reliability_new(L->wf, L->view, d->seats.nseats,
+                                        &s->reliability, &s->ctx_json);
+        if (rc == NSED_ENOMEM)
+            nsed_error(L->err, rc, "out of memory");
         s->dirty = rc == 0;
         goto out;
     }
@@ -458,6 +500,8 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
         rc = state_from_json(val, vlen, L->wf, &s->st, L->err);
         if (!rc)
             rc = read_decision(fr->txn, q->id, s);
+        if (!rc && L->wf->scoring.reliability_weighting)
+            rc = read_reliability(L, fr->txn, q->id, s);
     } else if (rc == NSED_ENOTFOUND) {
         rc = decide(L, q, s);
     }
@@ -545,6 +589,11 @@ static int commit_fn(store_txn *txn, void *arg, nsed_err *err)
             klen = runner_state_key(id, 'b', 0, key);
             rc = store_put(txn, STORE_STATE, key, klen, s->decision_json,
                            strlen(s->decision_json));
+        }
+        if (!rc && s->ctx_json) {
+            klen = runner_state_key(id, 'c', 0, key);
+            rc = store_put(txn, STORE_STATE, key, klen, s->ctx_json,
+                           strlen(s->ctx_json));
         }
         for (size_t i = 0; i < s->nrounds && !rc; i++) {
             klen = runner_state_key(id, 'r', s->rounds[i].round, key);

@@ -38,7 +38,24 @@ int runner_unstaffed_marker(const char *reason, char **json, char **why);
  * transaction). Returns 0 and sets *out (malloc'd) or an error. */
 int runner_result_json(const workflow *wf, store *st_store, const state *st,
                        const question *q, const char *broker_record,
-                       char **out, nsed_err *err);
+                       const double *reliability, char **out, nsed_err *err);
+
+/* Reliability weights for scoring.reliability_weighting, from what
+ * telemetry t has measured now: model m's evaluations count with weight
+ * 2*p_v - 1 clamped to [0, 1] (p_v smoothed toward its prior), so an
+ * evaluator that is right no more often than a coin counts for nothing and
+ * a perfect one fully. Fixed when a question starts and stored with it, so
+ * a resumed question scores as it would have. *weights (wf->nmodels
+ * entries) and *json ({"reliability":[...]}) are malloc'd. Returns 0 or
+ * NSED_ENOMEM. */
+struct telemetry;
+int runner_reliability_new(const workflow *wf, const struct telemetry *t,
+                           size_t team_size, double **weights, char **json);
+
+/* Parse what runner_reliability_new wrote. Returns 0, NSED_ESTORE (err
+ * says why) or NSED_ENOMEM. */
+int runner_reliability_parse(const workflow *wf, const char *json,
+                             size_t len, double **weights, nsed_err *err);
 
 /* Cumulative call statistics per model across runs, kept in
  * STORE_TELEMETRY under "gateway/<model id>". */

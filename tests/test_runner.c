@@ -392,6 +392,60 @@ START_TEST(allow_degraded_flags_missing_seats)
 }
 END_TEST
 
+/* ---- reliability weighting ---------------------------------------------- */
+
+static double weight_of(const char *line, const char *model)
+{
+    cJSON *j = cJSON_Parse(line);
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(j, "reliability"), model);
+    double v;
+
+    ck_assert_msg(cJSON_IsNumber(w), "no reliability weight for %s", model);
+    v = w->valuedouble;
+    cJSON_Delete(j);
+    return v;
+}
+
+/* With scoring.reliability_weighting, each question is scored with the
+ * evaluator weights measured when it started: equal at first (only the
+ * prior is known), and once telemetry shows that sim-gamma judges badly
+ * (p_ver 0.2) its evaluations count for nothing. */
+START_TEST(reliability_weights_follow_telemetry)
+{
+    tu_sim sim;
+    char *store = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
+    char *first, *last;
+
+    tu_sim_start(&sim, DATA "unreliable-sim.yaml", NULL, NULL);
+    ck_assert_msg(NSED(sim.url, &out, &err, "run", DATA "weighted.yaml",
+                       "--questions", DEMO_Q, "--store", store, "--quiet",
+                       "--max-active", "8") == 0,
+                  "%s", err);
+    exp = export_of(store);
+    ck_assert_uint_eq(count_lines(exp), 120);
+    first = exp;
+    *strchr(first, '\n') = '\0';
+    last = first + strlen(first) + 1;
+    while (strchr(last, '\n') && strchr(last, '\n')[1])
+        last = strchr(last, '\n') + 1;
+    *strchr(last, '\n') = '\0';
+    /* the first questions start on priors alone: the demo's priors */
+    ck_assert(weight_of(first, "alpha") > 0);
+    ck_assert(weight_of(first, "gamma") > 0);
+    /* by the end gamma is measured below a coin flip: weight 0 */
+    ck_assert_msg(weight_of(last, "gamma") == 0, "gamma weight %g",
+                  weight_of(last, "gamma"));
+    ck_assert(weight_of(last, "alpha") > 0.3);
+    ck_assert(weight_of(last, "beta") > 0.3);
+    free(exp);
+    free(out);
+    free(err);
+    tu_sim_stop(&sim);
+    free(store);
+}
+END_TEST
+
 /* ---- does deliberation help? ------------------------------------------- */
 
 typedef struct accuracy {
@@ -479,6 +533,7 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, demo_run_end_to_end);
     tcase_add_test(tc, dry_run_sends_nothing);
+    tcase_add_test(tc, reliability_weights_follow_telemetry);
     suite_add_tcase(s, tc);
     tc = tcase_create("resume");
     tcase_add_checked_fixture(tc, setup, teardown);
