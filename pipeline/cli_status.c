@@ -90,6 +90,9 @@ typedef struct report {
     cJSON *manifest;
     cJSON *telemetry;  /* model id -> stats object */
     broker_report broker;
+    runner_round_counts rounds; /* per-round winner accuracy */
+    double ver_n, ver_k;        /* pooled verification judgements */
+    double gen_n, gen_k;        /* pooled round-0 answers judged */
     store_txn *txn;
     nsed_err *err;
     int rc;
@@ -269,6 +272,26 @@ static int visit_telemetry(const void *key, size_t klen, const void *val,
     return 0;
 }
 
+/* Pool the verification counts of a "model/<id>" telemetry record. */
+static int visit_model(const void *key, size_t klen, const void *val,
+                       size_t vlen, void *arg)
+{
+    report *r = arg;
+    cJSON *j = cJSON_ParseWithLength(val, vlen);
+    const cJSON *ver = cJSON_GetObjectItemCaseSensitive(j, "ver");
+
+    (void)key;
+    (void)klen;
+    const cJSON *gen = cJSON_GetObjectItemCaseSensitive(j, "gen");
+
+    r->ver_n += jnum(ver, "n");
+    r->ver_k += jnum(ver, "k");
+    r->gen_n += jnum(gen, "n");
+    r->gen_k += jnum(gen, "k");
+    cJSON_Delete(j);
+    return 0;
+}
+
 static int read_fn(store_txn *txn, void *arg, nsed_err *err)
 {
     report *r = arg;
@@ -281,8 +304,24 @@ static int read_fn(store_txn *txn, void *arg, nsed_err *err)
         return r->rc;
     if (rc)
         return nsed_error(r->err, rc, "cannot read the questions");
+    rc = runner_rounds_read(txn, &r->rounds);
+    if (!rc)
+        rc = store_scan(txn, STORE_TELEMETRY, "model/", 6, NULL, 0,
+                        visit_model, r);
+    if (rc)
+        return nsed_error(r->err, rc, "cannot read the telemetry");
     return store_scan(txn, STORE_TELEMETRY, "gateway/", 8, NULL, 0,
                       visit_telemetry, r);
+}
+
+/* The efficiency-fatigue fit of the store's per-round accuracy, with p_g
+ * and p_v pooled over every model's measured answers and evaluations. */
+static int fit_of(const report *r, runner_fit *fit)
+{
+    if (r->ver_n <= 0 || r->gen_n <= 0)
+        return NSED_ENOTFOUND;
+    return runner_fit_fatigue(&r->rounds, r->gen_k / r->gen_n,
+                              r->ver_k / r->ver_n, fit);
 }
 
 static double pct(size_t a, size_t b)
@@ -408,6 +447,32 @@ static cJSON *report_json(const report *r, const char *dir)
     }
     cJSON_AddNumberToObject(o, "tokens", r->tokens);
     cJSON_AddNumberToObject(o, "cost_usd", r->cost);
+    {
+        cJSON *rounds = cJSON_AddArrayToObject(o, "rounds"), *f;
+        runner_fit fit;
+
+        for (int t = 0; rounds && t < RUNNER_MAX_ROUNDS; t++) {
+            cJSON *e;
+
+            if (r->rounds.n[t] <= 0)
+                continue;
+            e = cJSON_CreateObject();
+            cJSON_AddItemToArray(rounds, e);
+            cJSON_AddNumberToObject(e, "round", t);
+            cJSON_AddNumberToObject(e, "judged", r->rounds.n[t]);
+            cJSON_AddNumberToObject(e, "winner_correct", r->rounds.k[t]);
+        }
+        if (fit_of(r, &fit) == 0 &&
+            (f = cJSON_AddObjectToObject(o, "fatigue_fit"))) {
+            cJSON_AddNumberToObject(f, "p_g", fit.p_g);
+            cJSON_AddNumberToObject(f, "p_v", fit.p_v);
+            cJSON_AddNumberToObject(f, "lambda", fit.lambda);
+            cJSON_AddNumberToObject(f, "beta", fit.beta);
+            cJSON_AddNumberToObject(f, "t_opt", fit.t_opt);
+        } else {
+            cJSON_AddNullToObject(o, "fatigue_fit");
+        }
+    }
     tele = cJSON_AddObjectToObject(o, "models");
     cJSON_ArrayForEach(m, r->telemetry) {
         cJSON *copy = cJSON_Duplicate(m, 1);
@@ -430,6 +495,31 @@ static cJSON *report_json(const report *r, const char *dir)
         cJSON_AddNullToObject(o, "manifest");
     }
     return o;
+}
+
+static void print_rounds(const report *r)
+{
+    runner_fit fit;
+    int any = 0;
+
+    for (int t = 0; t < RUNNER_MAX_ROUNDS; t++) {
+        if (r->rounds.n[t] <= 0)
+            continue;
+        printf("%s r%d %.1f%% (%.0f)", any ? "," : "by round:   winner right",
+               t, 100.0 * r->rounds.k[t] / r->rounds.n[t], r->rounds.n[t]);
+        any = 1;
+    }
+    if (!any)
+        return;
+    printf("\n");
+    if (fit_of(r, &fit) == 0)
+        printf("fatigue fit: p_g %.3f, p_v %.3f, lambda %.3f, beta %.4f: "
+               "T_opt %.2f rounds after round 0 (rounds reached by harder "
+               "questions weigh it down)\n",
+               fit.p_g, fit.p_v, fit.lambda, fit.beta, fit.t_opt);
+    else
+        printf("fatigue fit: not enough data yet (two revision rounds with "
+               "%d judged winners each)\n", RUNNER_FIT_MIN_N);
 }
 
 static void print_text(const report *r, const char *dir)
@@ -481,6 +571,7 @@ static void print_text(const report *r, const char *dir)
                    r->models.items[i].name,
                    pct(r->models.items[i].correct, r->models.items[i].n),
                    r->models.items[i].correct, r->models.items[i].n);
+        print_rounds(r);
     }
     printf("results:    %.0f tokens, $%.4f\n", r->tokens, r->cost);
     print_broker(&r->broker);

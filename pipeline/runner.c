@@ -51,11 +51,9 @@ typedef struct slot {
     char *broker_record;   /* the decision (new or read back), for the
                               result's "broker" field; NULL when none */
     char *qid;             /* unstaffed (st NULL): the question id */
-    double *reliability;   /* per model, fixed when the question started
-                              (NULL when scoring.reliability_weighting is
-                              off) */
-    char *ctx_json;        /* those weights, to write with the first
-                              state */
+    runner_qctx qctx;      /* reliability weights and fatigue fit, fixed
+                              when the question started */
+    char *ctx_json;        /* qctx, to write with the first state */
 } slot;
 
 struct loop {
@@ -78,6 +76,8 @@ struct loop {
     telemetry *view;       /* what the broker decides on */
     telemetry_counts *pending; /* observations of rounds archived since
                                   the last commit (per model) */
+    runner_round_counts rounds;         /* per-round accuracy, committed */
+    runner_round_counts rounds_pending; /* ... and since the last commit */
     nsed_err *err;
     int failed;            /* first fatal error code */
 };
@@ -159,7 +159,7 @@ static void slot_free(slot *s)
     free(s->marker_json);
     free(s->marker_error);
     free(s->broker_record);
-    free(s->reliability);
+    runner_qctx_release(&s->qctx);
     free(s->qid);
     question_release(&s->q);
     state_free(s->st);
@@ -275,6 +275,7 @@ static int archive_round(struct loop *L, slot *s, int round)
     /* Counted now, committed with the round: a round is archived exactly
      * once, so a resumed run never counts it again. */
     telemetry_observe_round(L->wf, s->st, r, L->pending);
+    runner_rounds_observe(L->wf, s->st, r, &L->rounds_pending);
     return 0;
 }
 
@@ -288,10 +289,7 @@ static int reduce(struct loop *L, slot *s, const stage_response *resps,
     stage_ctx ctx = L->ctx;
     int rc;
 
-    if (s->reliability) {
-        ctx.reliability = s->reliability;
-        ctx.nreliability = L->wf->nmodels;
-    }
+    runner_qctx_apply(&s->qctx, L->wf->nmodels, &ctx);
     rc = stage_reduce(s->st, L->wf, &ctx, resps, n, L->err);
     if (rc)
         return rc;
@@ -339,7 +337,7 @@ static int step(struct loop *L, slot *s)
             return rc;
     }
     rc = runner_result_json(L->wf, L->st, s->st, &s->q, s->broker_record,
-                            s->reliability,
+                            &s->qctx,
                             &s->result_json, L->err);
     if (rc)
         return rc;
@@ -377,11 +375,11 @@ static int read_decision(store_txn *txn, const char *qid, slot *s)
     return s->broker_record ? 0 : NSED_ENOMEM;
 }
 
-/* The reliability weights a resumed question started with. A question
- * started before weighting was on gets the weights of now (and keeps
- * them: they are written with its next commit). */
-static int read_reliability(struct loop *L, store_txn *txn, const char *qid,
-                            slot *s)
+/* The context a resumed question started with. A question started before
+ * the workflow wanted one gets the context of now (and keeps it: it is
+ * written with its next commit). */
+static int read_qctx(struct loop *L, store_txn *txn, const char *qid,
+                     slot *s)
 {
     unsigned char key[STORE_KEY_MAX + 8];
     size_t klen = runner_state_key(qid, 'c', 0, key), vlen;
@@ -389,15 +387,14 @@ static int read_reliability(struct loop *L, store_txn *txn, const char *qid,
     int rc = store_get(txn, STORE_STATE, key, klen, &val, &vlen);
 
     if (rc == NSED_ENOTFOUND) {
-        rc = runner_reliability_new(L->wf, L->view, s->st->nseats,
-                                    &s->reliability, &s->ctx_json);
+        rc = runner_qctx_new(L->wf, L->view, &L->rounds, s->st, &s->qctx,
+                             &s->ctx_json);
         s->dirty = rc == 0;
         return rc;
     }
     if (rc)
-        return nsed_error(L->err, rc, "cannot read the weights of %s", qid);
-    return runner_reliability_parse(L->wf, val, vlen, &s->reliability,
-                                    L->err);
+        return nsed_error(L->err, rc, "cannot read the context of %s", qid);
+    return runner_qctx_parse(L->wf, val, vlen, &s->qctx, L->err);
 }
 
 /* Staff a new question: the broker decides now, on the telemetry the
@@ -423,9 +420,9 @@ static int decide(struct loop *L, const question *q, slot *s)
     if (d->staffed) {
         rc = state_new(L->wf, &sq, d->seats.seats, d->seats.nseats, &s->st,
                        L->err);
-        if (!rc && L->wf->scoring.reliability_weighting)
-            rc = runner_reliability_new(L->wf, L->view, d->seats.nseats,
-                                        &s->reliability, &s->ctx_json);
+        if (!rc && runner_qctx_wanted(L->wf))
+            rc = runner_qctx_new(L->wf, L->view, &L->rounds, s->st, &s->qctx,
+                                 &s->ctx_json);
         if (rc == NSED_ENOMEM)
             nsed_error(L->err, rc, "out of memory");
         s->dirty = rc == 0;
@@ -500,8 +497,8 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
         rc = state_from_json(val, vlen, L->wf, &s->st, L->err);
         if (!rc)
             rc = read_decision(fr->txn, q->id, s);
-        if (!rc && L->wf->scoring.reliability_weighting)
-            rc = read_reliability(L, fr->txn, q->id, s);
+        if (!rc && runner_qctx_wanted(L->wf))
+            rc = read_qctx(L, fr->txn, q->id, s);
     } else if (rc == NSED_ENOTFOUND) {
         rc = decide(L, q, s);
     }
@@ -622,6 +619,8 @@ static int commit_fn(store_txn *txn, void *arg, nsed_err *err)
         rc = runner_telemetry_put(txn, L->tele, L->wf, L->gw);
     if (!rc)
         rc = telemetry_commit(txn, L->wf, L->pending);
+    if (!rc)
+        rc = runner_rounds_commit(txn, &L->rounds_pending);
     if (rc)
         return nsed_error(err, rc, "cannot commit to the store: %s",
                           nsed_strerror(rc));
@@ -655,6 +654,8 @@ static int commit(struct loop *L)
         return rc;
     telemetry_add(L->view, L->pending);
     memset(L->pending, 0, L->wf->nmodels * sizeof *L->pending);
+    runner_rounds_add(&L->rounds, &L->rounds_pending);
+    memset(&L->rounds_pending, 0, sizeof L->rounds_pending);
     L->last_telemetry = now_s();
     for (slot *s = L->active; s; s = s->next) {
         s->dirty = false;
@@ -744,6 +745,15 @@ static int count_fn(store_txn *txn, void *arg, nsed_err *err)
     return 0;
 }
 
+static int read_rounds_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    int rc = runner_rounds_read(txn, arg);
+
+    if (rc)
+        return nsed_error(err, rc, "cannot read the per-round telemetry");
+    return 0;
+}
+
 int runner_run(const workflow *wf, store *st, const runner_opts *opts,
                runner_summary *sum, nsed_err *err)
 {
@@ -778,6 +788,9 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
     if (rc)
         return rc;
     rc = telemetry_read_store(st, wf, &L.view, err);
+    if (rc)
+        goto out;
+    rc = store_read(st, read_rounds_fn, &L.rounds, err);
     if (rc)
         goto out;
     L.pending = calloc(wf->nmodels, sizeof *L.pending);

@@ -260,7 +260,7 @@ fail:
 
 int runner_result_json(const workflow *wf, store *sto, const state *st,
                        const question *q, const char *broker_record,
-                       const double *reliability, char **out, nsed_err *err)
+                       const runner_qctx *qctx, char **out, nsed_err *err)
 {
     cJSON *o = cJSON_CreateObject(), *v, *missing, *tok;
     state_round *own_final = NULL, *own0 = NULL;
@@ -344,7 +344,7 @@ int runner_result_json(const workflow *wf, store *sto, const state *st,
                       : NULL;
     if (add(o, "broker", v ? v : cJSON_CreateNull()))
         goto out;
-    if (reliability) {
+    if (qctx && qctx->reliability) {
         /* the evaluator weights this question was scored with */
         if (!(v = cJSON_AddObjectToObject(o, "reliability")))
             goto out;
@@ -353,7 +353,7 @@ int runner_result_json(const workflow *wf, store *sto, const state *st,
 
             if (!cJSON_GetObjectItemCaseSensitive(v, id) &&
                 add(v, id, cJSON_CreateNumber(
-                               reliability[st->seats[i].model])))
+                               qctx->reliability[st->seats[i].model])))
                 goto out;
         }
     }
@@ -364,79 +364,6 @@ out:
         nsed_error(err, rc, "out of memory");
     state_round_free(own_final, st->nseats);
     state_round_free(own0, st->nseats);
-    cJSON_Delete(o);
-    return rc;
-}
-
-/* ---- reliability weights ---------------------------------------------- */
-
-int runner_reliability_new(const workflow *wf, const struct telemetry *t,
-                           size_t team_size, double **weights, char **json)
-{
-    double *w = calloc(wf->nmodels, sizeof *w);
-    cJSON *o = cJSON_CreateObject(), *a;
-
-    *weights = NULL;
-    *json = NULL;
-    if (!w || !o || !(a = cJSON_AddArrayToObject(o, "reliability")))
-        goto nomem;
-    for (size_t m = 0; m < wf->nmodels; m++) {
-        telemetry_estimate e;
-        cJSON *v;
-
-        telemetry_estimate_for(t, wf, m, (int)team_size, &e);
-        w[m] = 2.0 * e.p_v - 1.0;
-        if (!(w[m] > 0)) /* also NaN */
-            w[m] = 0;
-        if (w[m] > 1)
-            w[m] = 1;
-        if (!(v = cJSON_CreateNumber(w[m])))
-            goto nomem;
-        cJSON_AddItemToArray(a, v);
-    }
-    if (!(*json = cJSON_PrintUnformatted(o)))
-        goto nomem;
-    cJSON_Delete(o);
-    *weights = w;
-    return 0;
-nomem:
-    cJSON_Delete(o);
-    free(w);
-    return NSED_ENOMEM;
-}
-
-int runner_reliability_parse(const workflow *wf, const char *json,
-                             size_t len, double **weights, nsed_err *err)
-{
-    cJSON *o = cJSON_ParseWithLength(json, len);
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "reliability"), *v;
-    double *w = NULL;
-    size_t i = 0;
-    int rc = 0;
-
-    if (!cJSON_IsArray(a) || (size_t)cJSON_GetArraySize(a) != wf->nmodels) {
-        rc = nsed_error(err, NSED_ESTORE,
-                        "stored reliability weights do not match the "
-                        "workflow's %zu models", wf->nmodels);
-        goto out;
-    }
-    if (!(w = calloc(wf->nmodels, sizeof *w))) {
-        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
-        goto out;
-    }
-    cJSON_ArrayForEach(v, a) {
-        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0)) {
-            rc = nsed_error(err, NSED_ESTORE,
-                            "stored reliability weight %zu is not a "
-                            "non-negative number", i);
-            goto out;
-        }
-        w[i++] = v->valuedouble;
-    }
-    *weights = w;
-    w = NULL;
-out:
-    free(w);
     cJSON_Delete(o);
     return rc;
 }

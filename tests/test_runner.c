@@ -5,6 +5,9 @@
  * and does not when it is poor. */
 #include "testutil.h"
 
+#include "pipeline/runner_int.h"
+#include "stages/converge.h"
+
 #include <check.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -69,22 +72,22 @@ static double total_requests(const tu_sim *s)
     return n;
 }
 
-static char *export_of(const char *store)
+static char *export_of(const char *sdir)
 {
     char *out = NULL, *err = NULL;
 
-    ck_assert_msg(NSED("-", &out, &err, "export", "--store", store) == 0,
+    ck_assert_msg(NSED("-", &out, &err, "export", "--store", sdir) == 0,
                   "export: %s", err);
     free(err);
     return out;
 }
 
-static cJSON *status_of(const char *store)
+static cJSON *status_of(const char *sdir)
 {
     char *out = NULL, *err = NULL;
     cJSON *j;
 
-    ck_assert_msg(NSED("-", &out, &err, "status", "--store", store,
+    ck_assert_msg(NSED("-", &out, &err, "status", "--store", sdir,
                        "--json") == 0,
                   "status: %s", err);
     j = cJSON_Parse(out);
@@ -118,19 +121,19 @@ static size_t count_lines(const char *s)
 START_TEST(demo_run_end_to_end)
 {
     tu_sim sim;
-    char *store = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
+    char *sdir = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
     cJSON *st, *line;
     double before;
     const char *nl;
 
     tu_sim_start(&sim, DEMO_SIM, NULL, NULL);
     ck_assert_msg(NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
-                       DEMO_Q, "--store", store, "--quiet") == 0,
+                       DEMO_Q, "--store", sdir, "--quiet") == 0,
                   "run: %s", err);
     free(out);
     free(err);
 
-    st = status_of(store);
+    st = status_of(sdir);
     ck_assert_int_eq((int)jpath(st, "questions", "total"), 120);
     ck_assert_int_eq((int)jpath(st, "questions", "done"), 120);
     ck_assert_int_eq((int)jpath(st, "questions", "incomplete"), 0);
@@ -139,7 +142,7 @@ START_TEST(demo_run_end_to_end)
     ck_assert(jpath(st, "rounds_mean", NULL) <= 4.0);
     cJSON_Delete(st);
 
-    exp = export_of(store);
+    exp = export_of(sdir);
     ck_assert_uint_eq(count_lines(exp), 120);
     nl = strchr(exp, '\n');
     line = cJSON_ParseWithLength(exp, (size_t)(nl - exp));
@@ -167,28 +170,28 @@ START_TEST(demo_run_end_to_end)
     /* running again finds everything done and sends nothing */
     before = total_requests(&sim);
     ck_assert_int_eq(NSED(sim.url, &out, &err, "run", DEMO_WF, "--store",
-                          store, "--quiet"),
+                          sdir, "--quiet"),
                      0);
     ck_assert(total_requests(&sim) == before);
     free(out);
     free(err);
     free(exp);
     tu_sim_stop(&sim);
-    free(store);
+    free(sdir);
 }
 END_TEST
 
 START_TEST(dry_run_sends_nothing)
 {
     tu_sim sim;
-    char *store = tu_path(tmp, "store"), *out = NULL, *err = NULL;
+    char *sdir = tu_path(tmp, "store"), *out = NULL, *err = NULL;
     const char *p;
     size_t lines = 0;
     cJSON *st;
 
     tu_sim_start(&sim, DEMO_SIM, NULL, NULL);
     ck_assert_msg(NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
-                       DEMO_Q, "--store", store, "--limit", "5",
+                       DEMO_Q, "--store", sdir, "--limit", "5",
                        "--dry-run") == 0,
                   "%s", err);
     /* round 0: three proposals for each of five questions */
@@ -198,19 +201,19 @@ START_TEST(dry_run_sends_nothing)
     ck_assert(tu_contains(out, "\"messages\""));
     ck_assert(tu_contains(out, "=====BEGIN QUESTION====="));
     ck_assert(total_requests(&sim) == 0);
-    st = status_of(store);
+    st = status_of(sdir);
     ck_assert_int_eq((int)jpath(st, "questions", "done"), 0);
     cJSON_Delete(st);
     free(out);
     free(err);
     tu_sim_stop(&sim);
-    free(store);
+    free(sdir);
 }
 END_TEST
 
 /* ---- kill -9 at random points ----------------------------------------- */
 
-static pid_t spawn_run(const char *url, const char *store)
+static pid_t spawn_run(const char *url, const char *sdir)
 {
     pid_t pid = fork();
 
@@ -225,7 +228,7 @@ static pid_t spawn_run(const char *url, const char *store)
         dup2(null, 1);
         dup2(null, 2);
         execl(NSED_BIN, NSED_BIN, "run", DEMO_WF, "--questions", DEMO_Q,
-              "--store", store, "--quiet", (char *)NULL);
+              "--store", sdir, "--quiet", (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -260,14 +263,14 @@ START_TEST(kill_and_resume_is_exact)
     ck_assert_uint_eq(count_lines(ref_export), 120);
 
     while (kills < kills_wanted) {
-        char name[32], *store;
+        char name[32], *sdir;
         int store_kills = 0, status;
 
         snprintf(name, sizeof name, "s%d", stores++);
-        store = tu_path(tmp, name);
+        sdir = tu_path(tmp, name);
         before = total_requests(&sim);
         for (;;) {
-            pid_t pid = spawn_run(sim.url, store);
+            pid_t pid = spawn_run(sim.url, sdir);
             struct timespec d;
             unsigned ms;
 
@@ -295,7 +298,7 @@ START_TEST(kill_and_resume_is_exact)
         }
         {
             double sent = total_requests(&sim) - before;
-            char *exp = export_of(store);
+            char *exp = export_of(sdir);
 
             completed++;
             /* same results as the uninterrupted run */
@@ -310,7 +313,7 @@ START_TEST(kill_and_resume_is_exact)
                           name, sent, store_kills, r0);
             free(exp);
         }
-        free(store);
+        free(sdir);
     }
     ck_assert_int_ge(kills, kills_wanted);
     ck_assert_int_ge(completed, 1);
@@ -325,19 +328,19 @@ END_TEST
 START_TEST(lost_seat_leaves_incomplete_then_resumes)
 {
     tu_sim sim;
-    char *store = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
+    char *sdir = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
     cJSON *st;
     int rc;
 
     tu_sim_start(&sim, DATA "flaky-sim.yaml", NULL, NULL);
     rc = NSED(sim.url, &out, &err, "run", DATA "flaky.yaml", "--questions",
-              DEMO_Q, "--store", store, "--quiet");
+              DEMO_Q, "--store", sdir, "--quiet");
     ck_assert_msg(rc == 1, "run exit %d: %s", rc, err);
     ck_assert(tu_contains(err, "incomplete"));
     ck_assert(tu_contains(err, "run the same command again"));
     free(out);
     free(err);
-    st = status_of(store);
+    st = status_of(sdir);
     ck_assert_int_gt((int)jpath(st, "questions", "incomplete"), 0);
     ck_assert_int_eq((int)(jpath(st, "questions", "done") +
                            jpath(st, "questions", "incomplete")),
@@ -348,39 +351,39 @@ START_TEST(lost_seat_leaves_incomplete_then_resumes)
 
     /* the fault budget is spent: the rerun finishes every question */
     ck_assert_msg(NSED(sim.url, &out, &err, "run", DATA "flaky.yaml",
-                       "--store", store, "--quiet") == 0,
+                       "--store", sdir, "--quiet") == 0,
                   "rerun: %s", err);
-    st = status_of(store);
+    st = status_of(sdir);
     ck_assert_int_eq((int)jpath(st, "questions", "done"), 120);
     ck_assert_int_eq((int)jpath(st, "questions", "incomplete"), 0);
     ck_assert_int_eq((int)jpath(st, "questions", "degraded"), 0);
     cJSON_Delete(st);
-    exp = export_of(store);
+    exp = export_of(sdir);
     ck_assert(!tu_contains(exp, "\"degraded\":true"));
     free(exp);
     free(out);
     free(err);
     tu_sim_stop(&sim);
-    free(store);
+    free(sdir);
 }
 END_TEST
 
 START_TEST(allow_degraded_flags_missing_seats)
 {
     tu_sim sim;
-    char *store = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
+    char *sdir = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
     cJSON *st;
 
     tu_sim_start(&sim, DATA "flaky-sim.yaml", NULL, NULL);
     ck_assert_msg(NSED(sim.url, &out, &err, "run", DATA "flaky.yaml",
-                       "--questions", DEMO_Q, "--store", store, "--quiet",
+                       "--questions", DEMO_Q, "--store", sdir, "--quiet",
                        "--allow-degraded") == 0,
                   "%s", err);
-    st = status_of(store);
+    st = status_of(sdir);
     ck_assert_int_eq((int)jpath(st, "questions", "done"), 120);
     ck_assert_int_gt((int)jpath(st, "questions", "degraded"), 0);
     cJSON_Delete(st);
-    exp = export_of(store);
+    exp = export_of(sdir);
     ck_assert(tu_contains(exp, "\"degraded\":true"));
     ck_assert(tu_contains(exp, "\"missing_seats\":[{\"seat\":2,\"model\":"
                                "\"gamma\""));
@@ -388,7 +391,7 @@ START_TEST(allow_degraded_flags_missing_seats)
     free(out);
     free(err);
     tu_sim_stop(&sim);
-    free(store);
+    free(sdir);
 }
 END_TEST
 
@@ -414,15 +417,15 @@ static double weight_of(const char *line, const char *model)
 START_TEST(reliability_weights_follow_telemetry)
 {
     tu_sim sim;
-    char *store = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
+    char *sdir = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
     char *first, *last;
 
     tu_sim_start(&sim, DATA "unreliable-sim.yaml", NULL, NULL);
     ck_assert_msg(NSED(sim.url, &out, &err, "run", DATA "weighted.yaml",
-                       "--questions", DEMO_Q, "--store", store, "--quiet",
+                       "--questions", DEMO_Q, "--store", sdir, "--quiet",
                        "--max-active", "8") == 0,
                   "%s", err);
-    exp = export_of(store);
+    exp = export_of(sdir);
     ck_assert_uint_eq(count_lines(exp), 120);
     first = exp;
     *strchr(first, '\n') = '\0';
@@ -442,7 +445,72 @@ START_TEST(reliability_weights_follow_telemetry)
     free(out);
     free(err);
     tu_sim_stop(&sim);
-    free(store);
+    free(sdir);
+}
+END_TEST
+
+/* ---- the efficiency-fatigue fit ----------------------------------------- */
+
+/* Counts drawn exactly from U(t) with known parameters are fitted back. */
+START_TEST(fatigue_fit_recovers_parameters)
+{
+    const double p_g = 0.5, p_v = 0.8, lambda = 2, beta = 0.002;
+    const double k = lambda * (p_v - p_g);
+    runner_round_counts c = {0};
+    runner_fit fit;
+
+    for (int t = 1; t <= 6; t++) {
+        c.n[t] = 1000;
+        c.k[t] = 1000 * converge_utility(t, p_g, p_v, lambda, beta);
+    }
+    ck_assert_int_eq(runner_fit_fatigue(&c, p_g, p_v, &fit), 0);
+    ck_assert_double_eq_tol(fit.k, k, 0.03 * k);
+    ck_assert_double_eq_tol(fit.beta, beta, 0.0006);
+    ck_assert_double_eq_tol(fit.lambda, lambda, 0.1);
+    ck_assert_double_eq_tol(fit.t_opt,
+                            converge_t_opt(p_g, p_v, lambda, beta), 0.3);
+    ck_assert_double_eq(fit.questions, 6000);
+
+    /* verification no better than generation: rounds cannot help */
+    ck_assert_int_eq(runner_fit_fatigue(&c, 0.8, 0.7, &fit), 0);
+    ck_assert_double_eq(fit.lambda, -1);
+    ck_assert_double_eq(fit.t_opt, 0);
+
+    /* one revision round with enough data is not enough */
+    memset(&c, 0, sizeof c);
+    c.n[0] = 500, c.k[0] = 300;
+    c.n[1] = 500, c.k[1] = 350;
+    c.n[2] = RUNNER_FIT_MIN_N - 1, c.k[2] = 5;
+    ck_assert_int_eq(runner_fit_fatigue(&c, p_g, p_v, &fit), NSED_ENOTFOUND);
+}
+END_TEST
+
+/* A run whose fatigue rule leaves every parameter open: the first
+ * questions stop on priors, later ones on the fit of what the run measured,
+ * and status reports that fit. */
+START_TEST(fatigue_rule_fitted_from_telemetry)
+{
+    tu_sim sim;
+    char *sdir = tu_path(tmp, "store"), *out = NULL, *err = NULL;
+    cJSON *st, *fit;
+
+    tu_sim_start(&sim, DEMO_SIM, NULL, NULL);
+    ck_assert_msg(NSED(sim.url, &out, &err, "run", DATA "fatigue.yaml",
+                       "--questions", DEMO_Q, "--store", sdir, "--quiet",
+                       "--max-active", "8") == 0,
+                  "%s", err);
+    st = status_of(sdir);
+    ck_assert_int_eq((int)jpath(st, "questions", "done"), 120);
+    ck_assert_int_gt((int)jpath(st, "stop_reasons", "efficiency_fatigue"), 0);
+    fit = cJSON_GetObjectItemCaseSensitive(st, "fatigue_fit");
+    ck_assert_msg(cJSON_IsObject(fit), "no fit in status");
+    ck_assert(jpath(fit, "p_g", NULL) > 0.3 && jpath(fit, "p_g", NULL) < 0.7);
+    ck_assert(jpath(fit, "beta", NULL) > 0);
+    cJSON_Delete(st);
+    free(out);
+    free(err);
+    tu_sim_stop(&sim);
+    free(sdir);
 }
 END_TEST
 
@@ -456,20 +524,20 @@ static accuracy run_accuracy(const char *sim_config, const char *seed)
 {
     const char *extra[] = {"--seed", seed, NULL};
     tu_sim sim;
-    char name[64], *store, *out = NULL, *err = NULL;
+    char name[64], *sdir, *out = NULL, *err = NULL;
     cJSON *st, *m;
     accuracy a = {0};
     double n;
 
     snprintf(name, sizeof name, "acc-%s-%s", seed,
              strstr(sim_config, "weak") ? "weak" : "good");
-    store = tu_path(tmp, name);
+    sdir = tu_path(tmp, name);
     tu_sim_start(&sim, sim_config, extra, NULL);
     ck_assert_msg(NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
-                       DEMO_Q, "--store", store, "--seed", seed,
+                       DEMO_Q, "--store", sdir, "--seed", seed,
                        "--quiet") == 0,
                   "%s", err);
-    st = status_of(store);
+    st = status_of(sdir);
     n = jpath(st, "accuracy", "with_reference");
     a.nsed = jpath(st, "accuracy", "nsed_correct") / n;
     a.majority = jpath(st, "accuracy", "majority_correct") / n;
@@ -485,7 +553,7 @@ static accuracy run_accuracy(const char *sim_config, const char *seed)
     free(out);
     free(err);
     tu_sim_stop(&sim);
-    free(store);
+    free(sdir);
     return a;
 }
 
@@ -545,6 +613,12 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, lost_seat_leaves_incomplete_then_resumes);
     tcase_add_test(tc, allow_degraded_flags_missing_seats);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("fit");
+    tcase_add_test(tc, fatigue_fit_recovers_parameters);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, fatigue_rule_fitted_from_telemetry);
     suite_add_tcase(s, tc);
     tc = tcase_create("accuracy");
     tcase_add_checked_fixture(tc, setup, teardown);
