@@ -12,9 +12,16 @@
  *                       latest committed stage
  *   id "\0r" <u32 BE>   round r, archived when converge decided it
  *   id "\0i"            marker of an incomplete question: a seat could not
- *                       be served; JSON {stage, round, error}
+ *                       be served, or no team fits the budget; JSON
+ *   id "\0b"            the broker's decision (team, estimates, reasons),
+ *                       written with the first state, reused on resume
+ *   id "\0c"            the question's context (reliability weights,
+ *                       fitted fatigue parameters), likewise fixed
  *   STORE_RESULTS id    the result (runner_result_json), once finished
  *   STORE_TELEMETRY "gateway/<model id>"  cumulative call statistics
+ *                   "model/<model id>"    accuracy and usage counts
+ *                   "prior/<model id>"    an imported telemetry prior
+ *                   "rounds"              winners judged right per round
  *
  * Commits: every stage that finished during one turn of the loop is
  * written in one transaction (group commit). A question whose result is
