@@ -168,10 +168,11 @@ int bench_prefix_measure(const workflow *wf, const char *questions,
 
 void bench_prefix_release(bench_prefix_result *r);
 
-/* The prefix computation itself, exposed for its own check: given n
- * byte strings in the order they were sent, the sum over each string of
- * the longest common prefix it shares with any earlier string. Returns 0
- * and sets *reused, or NSED_ENOMEM. */
+/* The prefix computation itself: given n byte strings (s[i] of len[i]
+ * bytes, NULs allowed) in the order they were sent, the sum over each
+ * string of the longest common prefix it shares with any earlier string.
+ * O(total length + n log n) comparisons. Returns 0 and sets *reused, or
+ * NSED_ENOMEM. */
 int bench_prefix_reused(const char *const *s, const size_t *len, size_t n,
                         uint64_t *reused);
 

@@ -7,7 +7,6 @@
 #include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
-#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,7 +34,7 @@ static const char usage[] =
     "the cost of durable checkpoints, resume after kill -9, and prompt\n"
     "prefix reuse, each beside its target. Takes a few minutes on 2 cores.\n"
     "\n"
-    "  --quick       smaller sets (about a minute; figures are noisier)\n"
+    "  --quick       smaller sets (about 20 s; figures are noisier)\n"
     "  --only LIST   figures to run, e.g. 1,3 (default: all six)\n"
     "  --keep        keep the temporary directory (stores, question sets)\n"
     "  --tmp DIR     where to create it (default: $TMPDIR or /tmp); must be\n"
@@ -99,14 +98,15 @@ typedef struct bench {
     /* results */
     double sat_ratio, sat_rate, sat_limit, sat_whole, sat_util;
     double sat_all[2], sat_cpu, sat_sim_cpu;
+    size_t sat_caps;
     int sat_reps;
-    uint64_t sat_calls, sat_peak;
+    uint64_t sat_calls;
     double cpu_us, cpu_user_us, cpu_sys_us, cpu_rate, cpu_sim_us;
     uint64_t cpu_calls;
     run_result rss[3];
     double ck_durable, ck_nosync;
     uint64_t rs_base, rs_sent1, rs_recorded, rs_sent2, rs_kill_sim;
-    double rs_first, rs_mid;
+    double rs_first;
     bool rs_complete;
     bench_prefix_result px;
     char px_names[3][64];
@@ -204,10 +204,9 @@ static int measured_run(bench *B, bench_sim *sim, const run_spec *spec,
     bench_child c;
     bench_sim_counts base, now;
     run_result r = {.first_call_s = -1};
+    double sim_cpu0 = bench_sim_cpu(sim);
     bool eof = false;
     int rc;
-
-    double sim_cpu0 = bench_sim_cpu(sim);
 
     rc = bench_sim_counts_get(sim, &base, &B->err);
     if (!rc)
@@ -215,10 +214,11 @@ static int measured_run(bench *B, bench_sim *sim, const run_spec *spec,
     if (rc)
         return rc;
     if (spec->first_call) {
-        /* Poll the simulator as fast as it answers until the first
-         * request of the run reaches it. */
+        /* Poll the simulator every millisecond until the first request
+         * of the run reaches it (no faster: the driver must not take the
+         * core the starting runner needs). */
         while (!eof) {
-            eof = bench_child_pump(&c, 0);
+            eof = bench_child_pump(&c, 1);
             rc = bench_sim_counts_get(sim, &now, &B->err);
             if (rc)
                 goto fail;
@@ -273,7 +273,6 @@ static int measured_run(bench *B, bench_sim *sim, const run_spec *spec,
     r.sim_cpu = bench_sim_cpu(sim) - sim_cpu0;
     r.maxrss_kb = c.ru.ru_maxrss;
     if (!r.killed) {
-        bench_child_value(&c, "calls", &r.calls);
         bench_child_value(&c, "hits", &r.hits);
         bench_child_value(&c, "finished", &r.finished);
         bench_child_value(&c, "incomplete", &r.incomplete);
@@ -333,6 +332,33 @@ out:
 
 /* ---- the figures ---------------------------------------------------------- */
 
+/* The fixed latency of every call in sim-50ms.yaml (ttft_ms 50,
+ * per_token_ms 0). */
+#define SIM50_LATENCY_S 0.050
+
+/* Sum of max_concurrency over the models of bench/wfname, loaded with
+ * NSED_SIM_URL=url (the workflow takes its endpoints from there). */
+static int sum_caps(bench *B, const char *url, const char *wfname,
+                    size_t *caps)
+{
+    char *path = path_in(NSED_BENCH_DIR, wfname);
+    workflow *wf = NULL;
+    size_t n = 0;
+    int rc;
+
+    if (!path)
+        return nsed_error(&B->err, NSED_ENOMEM, "out of memory");
+    setenv("NSED_SIM_URL", url, 1);
+    rc = workflow_load(path, &wf, &B->err);
+    for (size_t i = 0; !rc && i < wf->nmodels; i++)
+        n += (size_t)wf->models[i].max_concurrency;
+    workflow_free(wf);
+    free(path);
+    if (!rc)
+        *caps = n;
+    return rc;
+}
+
 /* 1. Achieved calls/s over the steady part of a large run (from 10% to
  * 90% of its calls: the ramp-up and the last questions draining are not
  * the runner's steady state) against sum(caps) / latency. The simulator
@@ -342,8 +368,13 @@ out:
 static int fig_saturation(bench *B)
 {
     int reps = B->sz.saturate == full_sizes.saturate ? 2 : 1;
+    size_t caps = 0;
+    int rc = sum_caps(B, B->sim50.url, "team3.yaml", &caps);
 
-    B->sat_limit = 96 / 0.050;
+    if (rc)
+        return rc;
+    B->sat_caps = caps;
+    B->sat_limit = (double)caps / SIM50_LATENCY_S;
     for (int rep = 0; rep < reps; rep++) {
         run_spec spec = {.sample_ms = 50};
         run_result r;
@@ -351,10 +382,9 @@ static int fig_saturation(bench *B)
         double busy = 0, rate, ratio;
         size_t nbusy = 0;
         char name[32];
-        int rc;
 
-        note("1/6 saturation%s: %zu questions, 3 models x 32 slots, 50 ms "
-             "per call", rep ? " (again)" : "", B->sz.saturate);
+        note("1/6 saturation%s: %zu questions, %zu slots, 50 ms per call",
+             rep ? " (again)" : "", B->sz.saturate, caps);
         snprintf(name, sizeof name, "saturate-%d", rep);
         rc = fresh_run(B, &B->sim50, name, "team3.yaml", B->sz.saturate,
                        &spec, &r);
@@ -386,7 +416,7 @@ static int fig_saturation(bench *B)
             B->sat_rate = rate;
             B->sat_ratio = ratio;
             B->sat_whole = r.calls / r.elapsed;
-            B->sat_util = nbusy ? busy / (double)nbusy / 96.0 : 0;
+            B->sat_util = nbusy ? busy / (double)nbusy / (double)caps : 0;
             B->sat_calls = (uint64_t)r.calls;
             B->sat_cpu = (r.user + r.sys) / r.elapsed;
             B->sat_sim_cpu = r.sim_cpu / r.elapsed;
@@ -405,7 +435,7 @@ static int fig_cpu_checkpoint(bench *B, bool cpu, bool ck)
     int rc = 0;
     double best[2] = {0, 0};
 
-    note("%s: %zu questions, 3 models x 32 slots, no latency",
+    note("%s: %zu questions, 3 models of 32 slots, no latency",
          cpu && ck ? "2/6 + 4/6 runner CPU and checkpoint cost"
                    : cpu ? "2/6 runner CPU" : "4/6 checkpoint cost",
          B->sz.cpu);
@@ -441,16 +471,21 @@ static int fig_cpu_checkpoint(bench *B, bool cpu, bool ck)
     B->ck_durable = best[0];
     B->ck_nosync = best[1];
     if (!rc && cpu) {
-        /* The same number of calls, 96 at a time, from a client that does
-         * nothing else: the transport's share of the runner's CPU. */
-        char ncalls[32];
-        const char *argv[] = {"floor", B->sim0.url, ncalls, "96", NULL};
+        /* The same number of calls, as many at a time as the workflow's
+         * slots, from a client that does nothing else: the transport's
+         * share of the runner's CPU. */
+        char ncalls[32], nslots[32];
+        const char *argv[] = {"floor", B->sim0.url, ncalls, nslots, NULL};
         bench_child c;
         double calls = 0, user = 0, sys = 0;
+        size_t caps = 0;
 
+        rc = sum_caps(B, B->sim0.url, "team3.yaml", &caps);
         snprintf(ncalls, sizeof ncalls, "%llu",
                  (unsigned long long)B->cpu_calls);
-        rc = worker(B, NULL, argv, &c);
+        snprintf(nslots, sizeof nslots, "%zu", caps);
+        if (!rc)
+            rc = worker(B, NULL, argv, &c);
         if (!rc && (!bench_child_value(&c, "calls", &calls) || calls <= 0))
             rc = nsed_error(&B->err, NSED_EIO, "floor worker printed no "
                             "result");
