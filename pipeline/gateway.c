@@ -432,6 +432,23 @@ static int flush_fn(store_txn *txn, void *arg, nsed_err *err)
     return 0;
 }
 
+size_t gateway_records_pending(const gateway *gw)
+{
+    return gw->nrecords;
+}
+
+int gateway_put_records(gateway *gw, store_txn *txn, nsed_err *err)
+{
+    return flush_fn(txn, gw, err);
+}
+
+void gateway_records_committed(gateway *gw)
+{
+    for (size_t i = 0; i < gw->nrecords; i++)
+        ledger_record_release(&gw->records[i].rec);
+    gw->nrecords = 0;
+}
+
 int gateway_flush(gateway *gw, nsed_err *err)
 {
     int rc;
@@ -441,9 +458,7 @@ int gateway_flush(gateway *gw, nsed_err *err)
     rc = store_write(gw->st, flush_fn, gw, err);
     if (rc)
         return rc;
-    for (size_t i = 0; i < gw->nrecords; i++)
-        ledger_record_release(&gw->records[i].rec);
-    gw->nrecords = 0;
+    gateway_records_committed(gw);
     return 0;
 }
 
@@ -1276,9 +1291,17 @@ int gateway_poll(gateway *gw, int timeout_ms, nsed_err *err)
      * runs its callbacks. */
     curl_multi_perform(gw->multi, &running);
     read_completions(gw);
-    rc = gateway_flush(gw, err);
+    rc = gw->opts.caller_commits ? 0 : gateway_flush(gw, err);
     deliver(gw);
     return rc;
+}
+
+void gateway_kick(gateway *gw)
+{
+    int running;
+
+    start_ready(gw, now_s(gw));
+    curl_multi_perform(gw->multi, &running);
 }
 
 size_t gateway_in_flight(const gateway *gw)

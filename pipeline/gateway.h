@@ -48,7 +48,8 @@
  *     sums them per model and in total.
  *   - Ledger commits. Successful network calls are recorded in the ledger
  *     in one store_write per gateway_poll (before their callbacks run, so
- *     every call a caller has seen is durable), and on gateway_flush.
+ *     every call a caller has seen is durable), and on gateway_flush; or,
+ *     with opts.caller_commits, in the caller's own transaction.
  *     Failed calls are not recorded, so a rerun tries them again.
  *   - Secrets. An API key is read from the environment at gateway_new and
  *     lives only in that model's header list (and in memory to redact it):
@@ -194,6 +195,11 @@ typedef struct gateway_opts {
     gateway_clock_fn clock; /* NULL: CLOCK_MONOTONIC */
     void *clock_user;
     uint64_t jitter_seed;   /* seeds the backoff jitter PRNG */
+    bool caller_commits;    /* gateway_poll does not commit the ledger:
+                               the caller writes the buffered records in
+                               its own transaction (gateway_put_records,
+                               then gateway_records_committed), so one
+                               fsync covers both */
 } gateway_opts;
 
 typedef struct gateway gateway;
@@ -245,6 +251,24 @@ int gateway_poll(gateway *gw, int timeout_ms, nsed_err *err);
 /* Commit buffered ledger records now. Returns 0 or the store_write error
  * (records kept). */
 int gateway_flush(gateway *gw, nsed_err *err);
+
+/* Ledger records buffered and not yet committed. */
+size_t gateway_records_pending(const gateway *gw);
+
+/* Put the buffered ledger records into txn (inside the caller's
+ * store_write; replayable). They stay buffered until
+ * gateway_records_committed says the transaction committed. Returns 0 or
+ * the ledger_put error. */
+int gateway_put_records(gateway *gw, store_txn *txn, nsed_err *err);
+
+/* The transaction that held gateway_put_records committed: drop the
+ * records. */
+void gateway_records_committed(gateway *gw);
+
+/* Start queued requests that have a free slot and push pending transfers
+ * along, without waiting or running callbacks: lets the network work
+ * while the caller does something slow (a durable commit). */
+void gateway_kick(gateway *gw);
 
 /* Requests with a transfer in flight. */
 size_t gateway_in_flight(const gateway *gw);

@@ -2,6 +2,7 @@
 #include "pipeline/cli.h"
 
 #include <curl/curl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,10 @@ int main(int argc, char **argv)
 
     /* A peer closing a connection must be an error return, not a signal. */
     signal(SIGPIPE, SIG_IGN);
+    /* Checkpoints allocate and free a few MiB per loop turn; without this
+     * glibc hands the heap back after each and faults it in again. */
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    mallopt(M_TOP_PAD, 16 << 20);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fputs("nsed: cannot initialise libcurl\n", stderr);
         return 1;

@@ -574,8 +574,11 @@ static int commit_fn(store_txn *txn, void *arg, nsed_err *err)
     struct loop *L = arg;
     unsigned char key[STORE_KEY_MAX + 8];
     size_t klen;
-    int rc = 0;
+    int rc;
 
+    /* The calls answered since the last commit go in the same transaction
+     * as the states built from them: one fsync for both. */
+    rc = gateway_put_records(L->gw, txn, err);
     for (slot *s = L->active; s && !rc; s = s->next) {
         const char *id;
 
@@ -647,11 +650,13 @@ static int commit(struct loop *L)
                 return nsed_error(L->err, rc, "out of memory");
         }
     }
-    if (!any && now_s() - L->last_telemetry < 5.0)
+    if (!any && gateway_records_pending(L->gw) == 0 &&
+        now_s() - L->last_telemetry < 5.0)
         return 0;
     rc = store_write(L->st, commit_fn, L, L->err);
     if (rc)
         return rc;
+    gateway_records_committed(L->gw);
     telemetry_add(L->view, L->pending);
     memset(L->pending, 0, L->wf->nmodels * sizeof *L->pending);
     runner_rounds_add(&L->rounds, &L->rounds_pending);
@@ -802,6 +807,7 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
     go.log = on_log;
     go.log_user = opts->log;
     go.jitter_seed = wf->seed;
+    go.caller_commits = true;
     /* In a dry run the ledger still answers what it holds; only the
      * calls that would go out are printed. */
     rc = gateway_new(wf, st, &go, &L.gw, err);
@@ -817,6 +823,9 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
         for (slot *s = L.active; s && !rc; s = s->next)
             if (s->ready)
                 rc = step(&L, s);
+        /* the requests just planned go out while the commit syncs */
+        if (!rc)
+            gateway_kick(L.gw);
         if (!rc)
             rc = commit(&L);
         if (!rc)
