@@ -1,5 +1,6 @@
 /* cli_run.c -- `nsed run WORKFLOW --questions FILE --store DIR` */
 #include "pipeline/cli.h"
+#include "pipeline/num.h"
 #include "pipeline/questions.h"
 #include "pipeline/runner.h"
 #include "pipeline/telemetry.h"
@@ -50,21 +51,6 @@ static const char run_usage[] =
     "\n"
     "Exit status: 0 every question finished, 1 some were left incomplete\n"
     "(run the same command again) or a runtime failure, 2 bad input.\n";
-
-static int parse_count(const char *s, size_t *out)
-{
-    char *end;
-    unsigned long long v;
-
-    if (!*s || *s == '-' || *s == '+')
-        return -1;
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (*end || errno == ERANGE || v > SIZE_MAX)
-        return -1;
-    *out = (size_t)v;
-    return 0;
-}
 
 static void print_summary(const runner_summary *s, const char *dir,
                           int quiet)
@@ -138,7 +124,7 @@ int cli_run(int argc, char **argv)
     runner_summary sum = {0};
     int allow_change = 0, quiet = 0, has_seed = 0, c, rc;
     uint64_t seed = 0;
-    size_t v;
+    uint64_t v;
     workflow *wf = NULL;
     store *st = NULL;
     nsed_err err = {0};
@@ -155,7 +141,7 @@ int cli_run(int argc, char **argv)
             break;
         case 'n':
         case 'M':
-            if (parse_count(optarg, &v) || v == 0) {
+            if (num_parse_u64(optarg, SIZE_MAX, &v) || v == 0) {
                 free(cmdline);
                 return cli_usage_error("run", "--%s: \"%s\" is not a "
                                        "positive count",
@@ -168,7 +154,7 @@ int cli_run(int argc, char **argv)
                 ro.max_active = v;
             break;
         case 'S':
-            if (parse_count(optarg, &v)) {
+            if (num_parse_u64(optarg, SIZE_MAX, &v)) {
                 free(cmdline);
                 return cli_usage_error("run", "--seed: \"%s\" is not an "
                                        "unsigned integer", optarg);

@@ -2,6 +2,7 @@
 #include "pipeline/buf.h"
 #include "pipeline/err.h"
 #include "pipeline/hash.h"
+#include "pipeline/num.h"
 #include "pipeline/suggest.h"
 #include "testutil.h"
 
@@ -137,6 +138,28 @@ START_TEST(suggest_finds_typos)
 }
 END_TEST
 
+START_TEST(num_parse_is_strict)
+{
+    uint64_t v = 7;
+
+    ck_assert_int_eq(num_parse_u64("42", 100, &v), 0);
+    ck_assert_uint_eq(v, 42);
+    ck_assert_int_eq(num_parse_u64("18446744073709551615", UINT64_MAX, &v),
+                     0);
+    ck_assert_uint_eq(v, UINT64_MAX);
+    v = 7;
+    ck_assert_int_eq(num_parse_u64("101", 100, &v), NSED_EINVAL);
+    ck_assert_int_eq(num_parse_u64("18446744073709551616", UINT64_MAX, &v),
+                     NSED_EINVAL);
+    ck_assert_int_eq(num_parse_u64("-1", 100, &v), NSED_EINVAL);
+    ck_assert_int_eq(num_parse_u64("+1", 100, &v), NSED_EINVAL);
+    ck_assert_int_eq(num_parse_u64(" 1", 100, &v), NSED_EINVAL);
+    ck_assert_int_eq(num_parse_u64("1x", 100, &v), NSED_EINVAL);
+    ck_assert_int_eq(num_parse_u64("", 100, &v), NSED_EINVAL);
+    ck_assert_uint_eq(v, 7);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("base");
@@ -150,6 +173,9 @@ int main(void)
     tcase_add_test(tc, buf_cap_is_hard);
     tcase_add_test(tc, buf_detach_hands_over);
     tcase_add_test(tc, buf_read_file_respects_cap);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("numbers");
+    tcase_add_test(tc, num_parse_is_strict);
     suite_add_tcase(s, tc);
     tc = tcase_create("suggest");
     tcase_add_test(tc, suggest_finds_typos);

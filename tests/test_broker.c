@@ -14,7 +14,6 @@
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -498,25 +497,7 @@ static void teardown(void)
     tmp = NULL;
 }
 
-/* Run nsed with NSED_SIM_URL=url and a NULL-terminated argument list. */
-static int nsed_at(const char *url, char **out, char **err, ...)
-{
-    char *argv[24] = {NSED_BIN};
-    char env[128];
-    char *envp[] = {env, NULL};
-    size_t n = 1;
-    va_list ap;
-
-    snprintf(env, sizeof env, "NSED_SIM_URL=%s", url);
-    va_start(ap, err);
-    while (n < 23 && (argv[n] = va_arg(ap, char *)) != NULL)
-        n++;
-    va_end(ap);
-    argv[n] = NULL;
-    return tu_run_env(argv, envp, out, err);
-}
-#define NSED(url, out, err, ...) nsed_at(url, out, err, __VA_ARGS__, \
-                                         (char *)NULL)
+#define NSED(url, out, err, ...) TU_NSED(url, out, err, __VA_ARGS__)
 
 static void run_ok(const char *url, const char *wf, const char *dir,
                    const char *extra1, const char *extra2)

@@ -6,7 +6,6 @@
 #include <check.h>
 #include <cjson/cJSON.h>
 #include <glob.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,21 +27,7 @@ static void teardown(void)
     tmp = NULL;
 }
 
-/* Run nsed with a NULL-terminated argument list; returns the exit status. */
-static int nsed_run(char **out, char **err, ...)
-{
-    char *argv[16] = {NSED_BIN};
-    size_t n = 1;
-    va_list ap;
-
-    va_start(ap, err);
-    while (n < 15 && (argv[n] = va_arg(ap, char *)) != NULL)
-        n++;
-    va_end(ap);
-    argv[n] = NULL;
-    return tu_run(argv, out, err);
-}
-#define NSED(out, err, ...) nsed_run(out, err, __VA_ARGS__, (char *)NULL)
+#define NSED(out, err, ...) TU_NSED(NULL, out, err, __VA_ARGS__)
 
 START_TEST(help_and_unknown_command)
 {

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,4 +288,23 @@ void tu_sim_stop(tu_sim *s)
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                   "nsed-sim status %d", status);
     close(s->out_fd);
+}
+
+int tu_nsed(const char *url, char **out, char **err, ...)
+{
+    char *argv[32] = {NSED_BIN};
+    char env[160];
+    char *envp[] = {env, NULL};
+    size_t n = 1;
+    va_list ap;
+
+    va_start(ap, err);
+    while (n < 31 && (argv[n] = va_arg(ap, char *)) != NULL)
+        n++;
+    va_end(ap);
+    argv[n] = NULL;
+    if (!url)
+        return tu_run(argv, out, err);
+    snprintf(env, sizeof env, "NSED_SIM_URL=%s", url);
+    return tu_run_env(argv, envp, out, err);
 }

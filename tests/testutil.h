@@ -69,3 +69,10 @@ double tu_sim_stat(const tu_sim *s, const char *model, const char *field);
 
 /* SIGTERM the server and require exit status 0. */
 void tu_sim_stop(tu_sim *s);
+
+/* Run the nsed binary (NSED_BIN) with a NULL-terminated argument list and
+ * return its exit status, capturing stdout/stderr like tu_run. When url is
+ * not NULL the child gets NSED_SIM_URL=url. TU_NSED adds the NULL. */
+int tu_nsed(const char *url, char **out, char **err, ...);
+#define TU_NSED(url, out, err, ...) \
+    tu_nsed(url, out, err, __VA_ARGS__, (char *)NULL)

@@ -1,6 +1,7 @@
 /* nsed-sim: a simulated OpenAI-compatible endpoint server for testing nsed
  * without GPUs. See docs/nsed-sim.md. */
 #include "pipeline/err.h"
+#include "pipeline/num.h"
 #include "sim_config.h"
 #include "sim_qset.h"
 #include "sim_server.h"
@@ -37,22 +38,6 @@ static void usage(FILE *f)
             "SIGINT and prints its stats as JSON on stderr.\n");
 }
 
-static int parse_ulong(const char *s, unsigned long long max,
-                       unsigned long long *out)
-{
-    char *end;
-    unsigned long long v;
-
-    if (!*s || *s == '-' || *s == '+')
-        return -1;
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (*end || errno == ERANGE || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -66,7 +51,7 @@ int main(int argc, char **argv)
     };
     const char *config = NULL, *questions = NULL;
     int check_only = 0;
-    unsigned long long port = 0, seed = 0;
+    uint64_t port = 0, seed = 0;
     int have_seed = 0, opt, status = 0, sig, rc;
     sim_config cfg = {0};
     sim_qset *qs = NULL;
@@ -81,14 +66,14 @@ int main(int argc, char **argv)
             config = optarg;
             break;
         case 'p':
-            if (parse_ulong(optarg, 65535, &port)) {
+            if (num_parse_u64(optarg, 65535, &port)) {
                 fprintf(stderr, "nsed-sim: --port: \"%s\" is not a port "
                         "number (0-65535)\n", optarg);
                 return 2;
             }
             break;
         case 's':
-            if (parse_ulong(optarg, UINT64_MAX, &seed)) {
+            if (num_parse_u64(optarg, UINT64_MAX, &seed)) {
                 fprintf(stderr, "nsed-sim: --seed: \"%s\" is not an unsigned "
                         "64-bit integer\n", optarg);
                 return 2;
