@@ -81,7 +81,7 @@ static int do_run(const char *wpath, const char *dir, bool nosync,
 {
     workflow *wf = NULL;
     store *st = NULL;
-    runner_opts ro = {0};
+    runner_opts ro = {.stop_fd = -1};
     runner_summary sum = {0};
     struct rusage r0, r1;
     int rc;

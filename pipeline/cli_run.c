@@ -7,6 +7,8 @@
 #include "pipeline/workflow.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <sys/signalfd.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,8 +51,11 @@ static const char run_usage[] =
     "  -q, --quiet              no progress line\n"
     "  -h, --help               this text\n"
     "\n"
+    "Ctrl-C (or SIGTERM) stops after committing what is finished.\n"
+    "\n"
     "Exit status: 0 every question finished, 1 some were left incomplete\n"
-    "(run the same command again) or a runtime failure, 2 bad input.\n";
+    "(run the same command again) or a runtime failure, 2 bad input,\n"
+    "130 interrupted (run the same command again).\n";
 
 static void print_summary(const runner_summary *s, const char *dir,
                           int quiet)
@@ -120,7 +125,8 @@ int cli_run(int argc, char **argv)
     };
     const char *qpath = NULL, *dir = NULL, *tpath = NULL;
     char *cmdline = cli_command_line(argc, argv);
-    runner_opts ro = {0};
+    runner_opts ro = {.stop_fd = -1};
+    sigset_t stop;
     runner_summary sum = {0};
     int allow_change = 0, quiet = 0, has_seed = 0, c, rc;
     uint64_t seed = 0;
@@ -216,9 +222,29 @@ int cli_run(int argc, char **argv)
     }
     ro.progress = !quiet && !ro.dry_run && isatty(2) ? stderr : NULL;
     ro.log = stderr;
+    /* Ctrl-C or SIGTERM: finish the loop turn, commit, say how to go on.
+     * A signalfd keeps this free of handlers and global flags. */
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    if (sigprocmask(SIG_BLOCK, &stop, NULL) == 0)
+        ro.stop_fd = signalfd(-1, &stop, SFD_NONBLOCK | SFD_CLOEXEC);
     rc = runner_run(wf, st, &ro, &sum, &err);
+    if (ro.stop_fd >= 0)
+        close(ro.stop_fd);
     if (rc)
         goto out;
+    if (sum.interrupted) {
+        fprintf(stderr,
+                "nsed run: interrupted after %zu questions finished in this "
+                "run; everything finished is saved: run the same command "
+                "again to continue\n",
+                sum.finished);
+        free(cmdline);
+        store_close(st);
+        workflow_free(wf);
+        return 130;
+    }
     if (!ro.dry_run)
         print_summary(&sum, dir, quiet);
     if (!ro.dry_run && sum.incomplete) {

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* One call a slot is waiting for. */
 typedef struct call {
@@ -750,6 +751,14 @@ static int count_fn(store_txn *txn, void *arg, nsed_err *err)
     return 0;
 }
 
+/* True when stop_fd (>= 0) has something to read. */
+static bool stop_requested(int stop_fd)
+{
+    char sink[256];
+
+    return stop_fd >= 0 && read(stop_fd, sink, sizeof sink) > 0;
+}
+
 static int read_rounds_fn(store_txn *txn, void *arg, nsed_err *err)
 {
     int rc = runner_rounds_read(txn, arg);
@@ -820,6 +829,12 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
         rc = gateway_poll(L.gw, 100, err);
         if (rc)
             break;
+        if (stop_requested(opts->stop_fd)) {
+            /* Calls in flight are abandoned (a rerun sends them again);
+             * everything finished is committed below. */
+            sum->interrupted = true;
+            break;
+        }
         for (slot *s = L.active; s && !rc; s = s->next)
             if (s->ready)
                 rc = step(&L, s);

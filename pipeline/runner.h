@@ -57,6 +57,10 @@ typedef struct runner_opts {
     FILE *progress;      /* a progress line is redrawn here (a terminal),
                             NULL for none */
     FILE *log;           /* endpoint down/up events, NULL for none */
+    int stop_fd;         /* a non-blocking fd (e.g. a signalfd) that turns
+                            readable when the run should stop early: the
+                            loop then commits what is finished and
+                            returns; -1 for none */
 } runner_opts;
 
 typedef struct runner_summary {
@@ -66,6 +70,7 @@ typedef struct runner_summary {
     size_t degraded;        /* of those finished, degraded */
     size_t incomplete;      /* left incomplete by this run */
     size_t dry_run;         /* questions whose requests were printed */
+    bool interrupted;       /* stopped early through stop_fd */
     uint64_t calls;         /* network calls finished */
     uint64_t ledger_hits;   /* calls answered from the ledger */
     int64_t prompt_tokens;  /* of network calls */

@@ -304,6 +304,42 @@ START_TEST(kill_and_resume_is_exact)
 }
 END_TEST
 
+/* Ctrl-C: the run stops after committing what is finished, exits 130, and
+ * the same command finishes the rest. */
+START_TEST(interrupt_commits_and_resumes)
+{
+    tu_sim sim;
+    char *sdir = tu_path(tmp, "s"), *out = NULL, *err = NULL;
+    struct timespec d = {0, 600 * 1000000L};
+    cJSON *st;
+    pid_t pid;
+    int status;
+
+    tu_sim_start(&sim, DATA "slow-sim.yaml", NULL, NULL);
+    pid = spawn_run(sim.url, sdir);
+    nanosleep(&d, NULL);
+    ck_assert(kill(pid, SIGINT) == 0);
+    while (waitpid(pid, &status, 0) < 0)
+        ck_assert(errno == EINTR);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 130,
+                  "status %d", status);
+    st = status_of(sdir);
+    ck_assert_int_lt((int)jpath(st, "questions", "done"), 120);
+    ck_assert_int_gt((int)jpath(st, "questions", "in_progress"), 0);
+    cJSON_Delete(st);
+    ck_assert_msg(NSED(sim.url, &out, &err, "run", DEMO_WF, "--store", sdir,
+                       "--quiet") == 0,
+                  "%s", err);
+    st = status_of(sdir);
+    ck_assert_int_eq((int)jpath(st, "questions", "done"), 120);
+    cJSON_Delete(st);
+    free(out);
+    free(err);
+    tu_sim_stop(&sim);
+    free(sdir);
+}
+END_TEST
+
 /* ---- infrastructure failures ------------------------------------------- */
 
 START_TEST(lost_seat_leaves_incomplete_then_resumes)
@@ -588,6 +624,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, kill_and_resume_is_exact);
+    tcase_add_test(tc, interrupt_commits_and_resumes);
     suite_add_tcase(s, tc);
     tc = tcase_create("failures");
     tcase_add_checked_fixture(tc, setup, teardown);
