@@ -32,7 +32,24 @@ const char *const *anonymize_builtin_names(size_t *n)
 typedef struct name {
     char *s;
     size_t len;
+    bool exact_case; /* a name that is also an everyday or math word */
 } name;
+
+/* Built-in names that are also ordinary words ("phi" in a proof, "meta"
+ * in prose): redacted only when capitalized exactly as the product is,
+ * so "Phi-3" goes and "the angle phi" stays. */
+static const char *const word_names[] = {
+    "Phi", "Meta", "Falcon", "Grok", "Bard", "Gemini", "Ernie", "Kimi",
+    "Moonshot", "Copilot",
+};
+
+static bool is_word_name(const char *s)
+{
+    for (size_t i = 0; i < sizeof word_names / sizeof word_names[0]; i++)
+        if (!strcmp(s, word_names[i]))
+            return true;
+    return false;
+}
 
 struct anonymize_names {
     name *v;  /* by lower-cased first byte, then longest first (so the
@@ -42,7 +59,7 @@ struct anonymize_names {
 };
 
 static int add_name(anonymize_names *ns, const char *s, size_t len,
-                    size_t *alloc)
+                    bool exact_case, size_t *alloc)
 {
     if (!s || len < NAME_MIN)
         return 0;
@@ -62,13 +79,14 @@ static int add_name(anonymize_names *ns, const char *s, size_t len,
     ns->v[ns->n].s = strndup(s, len);
     if (!ns->v[ns->n].s)
         return NSED_ENOMEM;
+    ns->v[ns->n].exact_case = exact_case;
     ns->v[ns->n++].len = len;
     return 0;
 }
 
 static int add_cstr(anonymize_names *ns, const char *s, size_t *alloc)
 {
-    return s ? add_name(ns, s, strlen(s), alloc) : 0;
+    return s ? add_name(ns, s, strlen(s), false, alloc) : 0;
 }
 
 static int by_first_then_length(const void *a, const void *b)
@@ -116,7 +134,7 @@ int anonymize_names_new(const workflow *wf, const char *const *extra,
             rc = add_cstr(ns, m->family, &alloc);
     }
     for (size_t i = 0; i < nb && !rc; i++)
-        rc = add_cstr(ns, b[i], &alloc);
+        rc = add_name(ns, b[i], strlen(b[i]), is_word_name(b[i]), &alloc);
     for (size_t i = 0; extra && i < nextra && !rc; i++)
         rc = add_cstr(ns, extra[i], &alloc);
     if (rc) {
@@ -197,7 +215,9 @@ static size_t match_name(const anonymize_names *ns, const char *t,
     for (size_t k = ns->first[c]; k < ns->first[c + 1]; k++) {
         const name *nm = &ns->v[k];
 
-        if (nm->len > len - i || !text_eq_ci(nm->s, t + i, nm->len) ||
+        if (nm->len > len - i ||
+            !(nm->exact_case ? memcmp(nm->s, t + i, nm->len) == 0
+                             : text_eq_ci(nm->s, t + i, nm->len)) ||
             !right_boundary(t, len, i + nm->len))
             continue;
         return version_suffix(t, len, i + nm->len) - i;

@@ -114,6 +114,10 @@ START_TEST(identity_strings_removed)
          "Result \\boxed{5}", 1},
         {"Result\n-- \\boxed{5}", "Result\n-- \\boxed{5}", 0},
         {"Signed, DeepSeek", "", 1},
+        /* names that are also words go only when capitalized as products */
+        {"the angle phi, the meta level, a falcon", "the angle phi, the "
+         "meta level, a falcon", 0},
+        {"Phi-3 and Meta agree", "[redacted] and [redacted] agree", 2},
     };
     workflow *wf = load_wf();
     anonymize_names *ns = NULL;
