@@ -483,20 +483,6 @@ END_TEST
 
 /* ---- whole runs against nsed-sim ---------------------------------------- */
 
-static char *tmp;
-
-static void setup(void)
-{
-    tmp = tu_mkdtemp();
-}
-
-static void teardown(void)
-{
-    tu_rmrf(tmp);
-    free(tmp);
-    tmp = NULL;
-}
-
 #define NSED(url, out, err, ...) TU_NSED(url, out, err, __VA_ARGS__)
 
 static void run_ok(const char *url, const char *wf, const char *dir,
@@ -514,31 +500,6 @@ static void run_ok(const char *url, const char *wf, const char *dir,
     ck_assert_msg(rc == 0, "run %s: exit %d: %s", wf, rc, err);
     free(out);
     free(err);
-}
-
-static cJSON *status_of(const char *dir)
-{
-    char *out = NULL, *err = NULL;
-    cJSON *j;
-
-    ck_assert_msg(NSED("-", &out, &err, "status", "--store", dir,
-                       "--json") == 0,
-                  "status: %s", err);
-    j = cJSON_Parse(out);
-    ck_assert_ptr_nonnull(j);
-    free(out);
-    free(err);
-    return j;
-}
-
-static double jnum(const cJSON *o, const char *a, const char *b)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, a);
-
-    if (b)
-        v = cJSON_GetObjectItemCaseSensitive(v, b);
-    ck_assert_msg(cJSON_IsNumber(v), "no number at %s.%s", a, b ? b : "");
-    return v->valuedouble;
 }
 
 /* The export as an array of results, in question order. */
@@ -579,7 +540,7 @@ static bool team_has(const cJSON *res, const char *id)
 START_TEST(brokered_run_beats_everyone_for_less)
 {
     tu_sim sim;
-    char *all = tu_path(tmp, "everyone"), *brk = tu_path(tmp, "brokered");
+    char *all = tu_path(tu_tmp, "everyone"), *brk = tu_path(tu_tmp, "brokered");
     char *out = NULL, *err = NULL;
     cJSON *sa, *sb, *res, *r, *b;
     double acc_all, acc_brk, cost_all, cost_brk, budget = 0.006;
@@ -590,25 +551,25 @@ START_TEST(brokered_run_beats_everyone_for_less)
     /* few questions in flight, so telemetry steers most decisions */
     run_ok(sim.url, DEMO_WF, brk, "--max-active", "8");
 
-    sa = status_of(all);
-    sb = status_of(brk);
-    ck_assert_int_eq((int)jnum(sb, "questions", "done"), 120);
-    acc_all = jnum(sa, "accuracy", "nsed_correct") / 120;
-    acc_brk = jnum(sb, "accuracy", "nsed_correct") / 120;
-    cost_all = jnum(sa, "cost_usd", NULL) / 120;
-    cost_brk = jnum(sb, "cost_usd", NULL) / 120;
+    sa = tu_nsed_status(all);
+    sb = tu_nsed_status(brk);
+    ck_assert_int_eq((int)tu_jnum(sb, "questions", "done"), 120);
+    acc_all = tu_jnum(sa, "accuracy", "nsed_correct") / 120;
+    acc_brk = tu_jnum(sb, "accuracy", "nsed_correct") / 120;
+    cost_all = tu_jnum(sa, "cost_usd", NULL) / 120;
+    cost_brk = tu_jnum(sb, "cost_usd", NULL) / 120;
     ck_assert_msg(acc_brk >= acc_all && cost_brk < cost_all,
                   "brokered: accuracy %.3f at $%.6f per question; everyone: "
                   "%.3f at $%.6f", acc_brk, cost_brk, acc_all, cost_all);
     /* status shows the broker's choices */
     b = cJSON_GetObjectItem(sb, "broker");
-    ck_assert_int_eq((int)jnum(b, "decisions", NULL), 120);
-    ck_assert_int_eq((int)jnum(b, "unstaffed", NULL), 0);
-    ck_assert_int_eq((int)jnum(b, "over_budget", NULL), 0);
-    ck_assert(jnum(b, "expected_cost_usd_mean", NULL) <= budget);
-    ck_assert_int_eq((int)jnum(b, "excluded", "omega-big"), 120);
-    ck_assert_int_ge((int)jnum(b, "excluded", "delta-weak"), 60);
-    ck_assert_int_eq((int)jnum(cJSON_GetObjectItem(sa, "broker"), "chosen",
+    ck_assert_int_eq((int)tu_jnum(b, "decisions", NULL), 120);
+    ck_assert_int_eq((int)tu_jnum(b, "unstaffed", NULL), 0);
+    ck_assert_int_eq((int)tu_jnum(b, "over_budget", NULL), 0);
+    ck_assert(tu_jnum(b, "expected_cost_usd_mean", NULL) <= budget);
+    ck_assert_int_eq((int)tu_jnum(b, "excluded", "omega-big"), 120);
+    ck_assert_int_ge((int)tu_jnum(b, "excluded", "delta-weak"), 60);
+    ck_assert_int_eq((int)tu_jnum(cJSON_GetObjectItem(sa, "broker"), "chosen",
                                "omega-big"), 120);
 
     /* per question: within budget, expected and actual; the weak
@@ -618,14 +579,14 @@ START_TEST(brokered_run_beats_everyone_for_less)
     cJSON_ArrayForEach(r, res) {
         const cJSON *bk = cJSON_GetObjectItem(r, "broker");
 
-        ck_assert_msg(jnum(bk, "expected_cost_usd", NULL) <= budget,
+        ck_assert_msg(tu_jnum(bk, "expected_cost_usd", NULL) <= budget,
                       "%s: expected $%.6f", cJSON_GetObjectItem(r, "id")
                                                 ->valuestring,
-                      jnum(bk, "expected_cost_usd", NULL));
-        ck_assert_msg(jnum(r, "cost_usd", NULL) <= budget,
+                      tu_jnum(bk, "expected_cost_usd", NULL));
+        ck_assert_msg(tu_jnum(r, "cost_usd", NULL) <= budget,
                       "%s: spent $%.6f", cJSON_GetObjectItem(r, "id")
                                              ->valuestring,
-                      jnum(r, "cost_usd", NULL));
+                      tu_jnum(r, "cost_usd", NULL));
         ck_assert(!team_has(r, "omega-big"));
         ck_assert(!(team_has(r, "alpha-small") && team_has(r, "alpha-mini")));
         if (team_has(r, "delta-weak")) {
@@ -666,8 +627,8 @@ END_TEST
 START_TEST(telemetry_file_steers_another_run)
 {
     tu_sim sim;
-    char *cal = tu_path(tmp, "cal"), *big = tu_path(tmp, "big");
-    char *file = tu_path(tmp, "tele.json"), *out = NULL, *err = NULL;
+    char *cal = tu_path(tu_tmp, "cal"), *big = tu_path(tu_tmp, "big");
+    char *file = tu_path(tu_tmp, "tele.json"), *out = NULL, *err = NULL;
     cJSON *res, *r;
     size_t n;
 
@@ -724,7 +685,7 @@ END_TEST
 START_TEST(resumed_questions_keep_their_decision)
 {
     tu_sim sim;
-    char *dir = tu_path(tmp, "store");
+    char *dir = tu_path(tu_tmp, "store");
     cJSON *res, *r, *st;
     size_t n;
     int kills = 0;
@@ -778,11 +739,11 @@ START_TEST(resumed_questions_keep_their_decision)
             ck_assert_str_eq(cJSON_GetArrayItem(models, k)->valuestring,
                              cJSON_GetObjectItem(cJSON_GetArrayItem(seats, k),
                                                  "model")->valuestring);
-        ck_assert(jnum(r, "cost_usd", NULL) <= 0.006);
+        ck_assert(tu_jnum(r, "cost_usd", NULL) <= 0.006);
     }
     cJSON_Delete(res);
-    st = status_of(dir);
-    ck_assert_int_eq((int)jnum(cJSON_GetObjectItem(st, "broker"),
+    st = tu_nsed_status(dir);
+    ck_assert_int_eq((int)tu_jnum(cJSON_GetObjectItem(st, "broker"),
                                "decisions", NULL), 120);
     cJSON_Delete(st);
     tu_sim_stop(&sim);
@@ -795,7 +756,7 @@ END_TEST
 START_TEST(unstaffed_questions_are_incomplete_with_reason)
 {
     tu_sim sim;
-    char *dir = tu_path(tmp, "store"), *wf = tu_path(tmp, "poor.yaml");
+    char *dir = tu_path(tu_tmp, "store"), *wf = tu_path(tu_tmp, "poor.yaml");
     char *text = tu_read_file(DEMO_WF, NULL), *p, *out = NULL, *err = NULL;
     cJSON *st;
     int rc;
@@ -816,9 +777,9 @@ START_TEST(unstaffed_questions_are_incomplete_with_reason)
     free(err);
     ck_assert(tu_sim_stat(&sim, NULL, "rejected") == 0);
     ck_assert(tu_sim_stat(&sim, "sim-beta", "requests") == 0);
-    st = status_of(dir);
-    ck_assert_int_eq((int)jnum(st, "questions", "incomplete"), 3);
-    ck_assert_int_eq((int)jnum(cJSON_GetObjectItem(st, "broker"),
+    st = tu_nsed_status(dir);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "incomplete"), 3);
+    ck_assert_int_eq((int)tu_jnum(cJSON_GetObjectItem(st, "broker"),
                                "unstaffed", NULL), 3);
     cJSON_Delete(st);
     ck_assert_int_eq(NSED(sim.url, &out, &err, "team", wf), 0);
@@ -831,10 +792,10 @@ START_TEST(unstaffed_questions_are_incomplete_with_reason)
                           "--allow-workflow-change"), 0);
     free(out);
     free(err);
-    st = status_of(dir);
-    ck_assert_int_eq((int)jnum(st, "questions", "done"), 3);
-    ck_assert_int_eq((int)jnum(st, "questions", "incomplete"), 0);
-    ck_assert_int_eq((int)jnum(cJSON_GetObjectItem(st, "broker"),
+    st = tu_nsed_status(dir);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "done"), 3);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "incomplete"), 0);
+    ck_assert_int_eq((int)tu_jnum(cJSON_GetObjectItem(st, "broker"),
                                "unstaffed", NULL), 0);
     cJSON_Delete(st);
     tu_sim_stop(&sim);
@@ -863,7 +824,7 @@ int main(void)
     tcase_add_test(tc, fixed_policy_uses_template);
     suite_add_tcase(s, tc);
     tc = tcase_create("runs");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, brokered_run_beats_everyone_for_less);
     tcase_add_test(tc, telemetry_file_steers_another_run);

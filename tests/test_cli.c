@@ -13,20 +13,6 @@
 #define DEMO_WF NSED_SOURCE_DIR "/workflows/demo.yaml"
 #define DEMO_Q NSED_SOURCE_DIR "/workflows/demo-questions.jsonl"
 
-static char *tmp;
-
-static void setup(void)
-{
-    tmp = tu_mkdtemp();
-}
-
-static void teardown(void)
-{
-    tu_rmrf(tmp);
-    free(tmp);
-    tmp = NULL;
-}
-
 #define NSED(out, err, ...) TU_NSED(NULL, out, err, __VA_ARGS__)
 
 START_TEST(help_and_unknown_command)
@@ -111,7 +97,7 @@ END_TEST
 
 START_TEST(validate_reports_location_and_exit_2)
 {
-    char *wf = tu_path(tmp, "bad.yaml"), *q = tu_path(tmp, "bad.jsonl");
+    char *wf = tu_path(tu_tmp, "bad.yaml"), *q = tu_path(tu_tmp, "bad.jsonl");
     char *out = NULL, *err = NULL;
 
     tu_write_file(wf,
@@ -144,7 +130,7 @@ END_TEST
 
 START_TEST(literal_api_key_refused_and_not_echoed)
 {
-    char *wf = tu_path(tmp, "key.yaml");
+    char *wf = tu_path(tu_tmp, "key.yaml");
     char *out = NULL, *err = NULL;
 
     tu_write_file(wf,
@@ -170,23 +156,9 @@ START_TEST(literal_api_key_refused_and_not_echoed)
 }
 END_TEST
 
-static cJSON *status_json(const char *store)
-{
-    char *out = NULL, *err = NULL;
-    cJSON *j;
-
-    ck_assert_msg(NSED(&out, &err, "status", "--store", store, "--json") == 0,
-                  "status: %s", err);
-    j = cJSON_Parse(out);
-    ck_assert_msg(j != NULL, "status --json is not JSON: %s", out);
-    free(out);
-    free(err);
-    return j;
-}
-
 START_TEST(ingest_is_idempotent_and_status_reports)
 {
-    char *store = tu_path(tmp, "store");
+    char *store = tu_path(tu_tmp, "store");
     char *out = NULL, *err = NULL, *vout = NULL;
     cJSON *st, *man;
     const char *hash;
@@ -207,7 +179,7 @@ START_TEST(ingest_is_idempotent_and_status_reports)
     free(out);
     free(err);
 
-    st = status_json(store);
+    st = tu_nsed_status(store);
     ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(
                          cJSON_GetObjectItemCaseSensitive(st, "questions"),
                          "total")->valueint,
@@ -246,7 +218,7 @@ END_TEST
 
 START_TEST(ingest_bad_file_adds_nothing)
 {
-    char *store = tu_path(tmp, "store"), *q = tu_path(tmp, "q.jsonl");
+    char *store = tu_path(tu_tmp, "store"), *q = tu_path(tu_tmp, "q.jsonl");
     char *out = NULL, *err = NULL;
     cJSON *st;
 
@@ -261,7 +233,7 @@ START_TEST(ingest_bad_file_adds_nothing)
     ck_assert_msg(tu_contains(err, "q.jsonl:3:"), "%s", err);
     free(out);
     free(err);
-    st = status_json(store);
+    st = tu_nsed_status(store);
     ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(
                          cJSON_GetObjectItemCaseSensitive(st, "questions"),
                          "total")->valueint,
@@ -274,7 +246,7 @@ END_TEST
 
 START_TEST(workflow_change_refused_unless_flag)
 {
-    char *store = tu_path(tmp, "store"), *wf = tu_path(tmp, "demo2.yaml");
+    char *store = tu_path(tu_tmp, "store"), *wf = tu_path(tu_tmp, "demo2.yaml");
     char *text = tu_read_file(DEMO_WF, NULL), *seed, *out = NULL, *err = NULL;
     cJSON *st, *hist, *last;
 
@@ -301,7 +273,7 @@ START_TEST(workflow_change_refused_unless_flag)
                      0);
     free(out);
     free(err);
-    st = status_json(store);
+    st = tu_nsed_status(store);
     hist = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(st, "manifest"), "history");
     last = cJSON_GetArrayItem(hist, cJSON_GetArraySize(hist) - 1);
@@ -317,7 +289,7 @@ END_TEST
 
 START_TEST(status_of_missing_store_is_clear)
 {
-    char *store = tu_path(tmp, "nothing-here");
+    char *store = tu_path(tu_tmp, "nothing-here");
     char *out = NULL, *err = NULL;
 
     ck_assert_int_ne(NSED(&out, &err, "status", "--store", store), 0);
@@ -338,14 +310,14 @@ int main(void)
     tcase_add_test(tc, help_and_unknown_command);
     suite_add_tcase(s, tc);
     tc = tcase_create("validate");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
     tcase_add_test(tc, validate_examples_print_hash);
     tcase_add_test(tc, validate_workflow_dir_glob);
     tcase_add_test(tc, validate_reports_location_and_exit_2);
     tcase_add_test(tc, literal_api_key_refused_and_not_echoed);
     suite_add_tcase(s, tc);
     tc = tcase_create("store");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
     tcase_add_test(tc, ingest_is_idempotent_and_status_reports);
     tcase_add_test(tc, ingest_bad_file_adds_nothing);
     tcase_add_test(tc, workflow_change_refused_unless_flag);

@@ -26,20 +26,6 @@
 #define DEMO_SIM NSED_SOURCE_DIR "/workflows/demo-sim.yaml"
 #define DATA NSED_SOURCE_DIR "/tests/data/runner/"
 
-static char *tmp;
-
-static void setup(void)
-{
-    tmp = tu_mkdtemp();
-}
-
-static void teardown(void)
-{
-    tu_rmrf(tmp);
-    free(tmp);
-    tmp = NULL;
-}
-
 #define NSED(url, out, err, ...) TU_NSED(url, out, err, __VA_ARGS__)
 
 static double total_requests(const tu_sim *s)
@@ -63,31 +49,6 @@ static char *export_of(const char *sdir)
     return out;
 }
 
-static cJSON *status_of(const char *sdir)
-{
-    char *out = NULL, *err = NULL;
-    cJSON *j;
-
-    ck_assert_msg(NSED("-", &out, &err, "status", "--store", sdir,
-                       "--json") == 0,
-                  "status: %s", err);
-    j = cJSON_Parse(out);
-    ck_assert_msg(j != NULL, "status is not JSON: %s", out);
-    free(out);
-    free(err);
-    return j;
-}
-
-static double jpath(const cJSON *j, const char *a, const char *b)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, a);
-
-    if (b)
-        v = cJSON_GetObjectItemCaseSensitive(v, b);
-    ck_assert_msg(cJSON_IsNumber(v), "no number at %s.%s", a, b ? b : "");
-    return v->valuedouble;
-}
-
 static size_t count_lines(const char *s)
 {
     size_t n = 0;
@@ -102,7 +63,7 @@ static size_t count_lines(const char *s)
 START_TEST(demo_run_end_to_end)
 {
     tu_sim sim;
-    char *sdir = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
+    char *sdir = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL, *exp;
     cJSON *st, *line;
     double before;
     const char *nl;
@@ -114,13 +75,13 @@ START_TEST(demo_run_end_to_end)
     free(out);
     free(err);
 
-    st = status_of(sdir);
-    ck_assert_int_eq((int)jpath(st, "questions", "total"), 120);
-    ck_assert_int_eq((int)jpath(st, "questions", "done"), 120);
-    ck_assert_int_eq((int)jpath(st, "questions", "incomplete"), 0);
-    ck_assert_int_eq((int)jpath(st, "accuracy", "with_reference"), 120);
-    ck_assert(jpath(st, "rounds_mean", NULL) >= 1.0);
-    ck_assert(jpath(st, "rounds_mean", NULL) <= 4.0);
+    st = tu_nsed_status(sdir);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "total"), 120);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "done"), 120);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "incomplete"), 0);
+    ck_assert_int_eq((int)tu_jnum(st, "accuracy", "with_reference"), 120);
+    ck_assert(tu_jnum(st, "rounds_mean", NULL) >= 1.0);
+    ck_assert(tu_jnum(st, "rounds_mean", NULL) <= 4.0);
     cJSON_Delete(st);
 
     exp = export_of(sdir);
@@ -165,7 +126,7 @@ END_TEST
 START_TEST(dry_run_sends_nothing)
 {
     tu_sim sim;
-    char *sdir = tu_path(tmp, "store"), *out = NULL, *err = NULL;
+    char *sdir = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL;
     const char *p;
     size_t lines = 0;
     cJSON *st;
@@ -182,8 +143,8 @@ START_TEST(dry_run_sends_nothing)
     ck_assert(tu_contains(out, "\"messages\""));
     ck_assert(tu_contains(out, "=====BEGIN QUESTION====="));
     ck_assert(total_requests(&sim) == 0);
-    st = status_of(sdir);
-    ck_assert_int_eq((int)jpath(st, "questions", "done"), 0);
+    st = tu_nsed_status(sdir);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "done"), 0);
     cJSON_Delete(st);
     free(out);
     free(err);
@@ -226,7 +187,7 @@ START_TEST(kill_and_resume_is_exact)
     /* requests in flight at once: 3 models x max_concurrency 8 */
     const double max_in_flight = 24;
     tu_sim sim;
-    char *ref_store = tu_path(tmp, "ref"), *out = NULL, *err = NULL;
+    char *ref_store = tu_path(tu_tmp, "ref"), *out = NULL, *err = NULL;
     char *ref_export;
     double r0, before;
     int kills = 0, stores = 0, completed = 0;
@@ -248,7 +209,7 @@ START_TEST(kill_and_resume_is_exact)
         int store_kills = 0, status;
 
         snprintf(name, sizeof name, "s%d", stores++);
-        sdir = tu_path(tmp, name);
+        sdir = tu_path(tu_tmp, name);
         before = total_requests(&sim);
         for (;;) {
             pid_t pid = spawn_run(sim.url, sdir);
@@ -309,7 +270,7 @@ END_TEST
 START_TEST(interrupt_commits_and_resumes)
 {
     tu_sim sim;
-    char *sdir = tu_path(tmp, "s"), *out = NULL, *err = NULL;
+    char *sdir = tu_path(tu_tmp, "s"), *out = NULL, *err = NULL;
     struct timespec d = {0, 600 * 1000000L};
     cJSON *st;
     pid_t pid;
@@ -323,15 +284,15 @@ START_TEST(interrupt_commits_and_resumes)
         ck_assert(errno == EINTR);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 130,
                   "status %d", status);
-    st = status_of(sdir);
-    ck_assert_int_lt((int)jpath(st, "questions", "done"), 120);
-    ck_assert_int_gt((int)jpath(st, "questions", "in_progress"), 0);
+    st = tu_nsed_status(sdir);
+    ck_assert_int_lt((int)tu_jnum(st, "questions", "done"), 120);
+    ck_assert_int_gt((int)tu_jnum(st, "questions", "in_progress"), 0);
     cJSON_Delete(st);
     ck_assert_msg(NSED(sim.url, &out, &err, "run", DEMO_WF, "--store", sdir,
                        "--quiet") == 0,
                   "%s", err);
-    st = status_of(sdir);
-    ck_assert_int_eq((int)jpath(st, "questions", "done"), 120);
+    st = tu_nsed_status(sdir);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "done"), 120);
     cJSON_Delete(st);
     free(out);
     free(err);
@@ -345,7 +306,7 @@ END_TEST
 START_TEST(lost_seat_leaves_incomplete_then_resumes)
 {
     tu_sim sim;
-    char *sdir = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
+    char *sdir = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL, *exp;
     cJSON *st;
     int rc;
 
@@ -357,23 +318,23 @@ START_TEST(lost_seat_leaves_incomplete_then_resumes)
     ck_assert(tu_contains(err, "run the same command again"));
     free(out);
     free(err);
-    st = status_of(sdir);
-    ck_assert_int_gt((int)jpath(st, "questions", "incomplete"), 0);
-    ck_assert_int_eq((int)(jpath(st, "questions", "done") +
-                           jpath(st, "questions", "incomplete")),
+    st = tu_nsed_status(sdir);
+    ck_assert_int_gt((int)tu_jnum(st, "questions", "incomplete"), 0);
+    ck_assert_int_eq((int)(tu_jnum(st, "questions", "done") +
+                           tu_jnum(st, "questions", "incomplete")),
                      120);
     /* nothing was scored with a seat missing */
-    ck_assert_int_eq((int)jpath(st, "questions", "degraded"), 0);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "degraded"), 0);
     cJSON_Delete(st);
 
     /* the fault budget is spent: the rerun finishes every question */
     ck_assert_msg(NSED(sim.url, &out, &err, "run", DATA "flaky.yaml",
                        "--store", sdir, "--quiet") == 0,
                   "rerun: %s", err);
-    st = status_of(sdir);
-    ck_assert_int_eq((int)jpath(st, "questions", "done"), 120);
-    ck_assert_int_eq((int)jpath(st, "questions", "incomplete"), 0);
-    ck_assert_int_eq((int)jpath(st, "questions", "degraded"), 0);
+    st = tu_nsed_status(sdir);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "done"), 120);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "incomplete"), 0);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "degraded"), 0);
     cJSON_Delete(st);
     exp = export_of(sdir);
     ck_assert(!tu_contains(exp, "\"degraded\":true"));
@@ -388,7 +349,7 @@ END_TEST
 START_TEST(allow_degraded_flags_missing_seats)
 {
     tu_sim sim;
-    char *sdir = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
+    char *sdir = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL, *exp;
     cJSON *st;
 
     tu_sim_start(&sim, DATA "flaky-sim.yaml", NULL, NULL);
@@ -396,9 +357,9 @@ START_TEST(allow_degraded_flags_missing_seats)
                        "--questions", DEMO_Q, "--store", sdir, "--quiet",
                        "--allow-degraded") == 0,
                   "%s", err);
-    st = status_of(sdir);
-    ck_assert_int_eq((int)jpath(st, "questions", "done"), 120);
-    ck_assert_int_gt((int)jpath(st, "questions", "degraded"), 0);
+    st = tu_nsed_status(sdir);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "done"), 120);
+    ck_assert_int_gt((int)tu_jnum(st, "questions", "degraded"), 0);
     cJSON_Delete(st);
     exp = export_of(sdir);
     ck_assert(tu_contains(exp, "\"degraded\":true"));
@@ -434,7 +395,7 @@ static double weight_of(const char *line, const char *model)
 START_TEST(reliability_weights_follow_telemetry)
 {
     tu_sim sim;
-    char *sdir = tu_path(tmp, "store"), *out = NULL, *err = NULL, *exp;
+    char *sdir = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL, *exp;
     char *first, *last;
 
     tu_sim_start(&sim, DATA "unreliable-sim.yaml", NULL, NULL);
@@ -508,7 +469,7 @@ END_TEST
 START_TEST(fatigue_rule_fitted_from_telemetry)
 {
     tu_sim sim;
-    char *sdir = tu_path(tmp, "store"), *out = NULL, *err = NULL;
+    char *sdir = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL;
     cJSON *st, *fit;
 
     tu_sim_start(&sim, DEMO_SIM, NULL, NULL);
@@ -516,13 +477,13 @@ START_TEST(fatigue_rule_fitted_from_telemetry)
                        "--questions", DEMO_Q, "--store", sdir, "--quiet",
                        "--max-active", "8") == 0,
                   "%s", err);
-    st = status_of(sdir);
-    ck_assert_int_eq((int)jpath(st, "questions", "done"), 120);
-    ck_assert_int_gt((int)jpath(st, "stop_reasons", "efficiency_fatigue"), 0);
+    st = tu_nsed_status(sdir);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "done"), 120);
+    ck_assert_int_gt((int)tu_jnum(st, "stop_reasons", "efficiency_fatigue"), 0);
     fit = cJSON_GetObjectItemCaseSensitive(st, "fatigue_fit");
     ck_assert_msg(cJSON_IsObject(fit), "no fit in status");
-    ck_assert(jpath(fit, "p_g", NULL) > 0.3 && jpath(fit, "p_g", NULL) < 0.7);
-    ck_assert(jpath(fit, "beta", NULL) > 0);
+    ck_assert(tu_jnum(fit, "p_g", NULL) > 0.3 && tu_jnum(fit, "p_g", NULL) < 0.7);
+    ck_assert(tu_jnum(fit, "beta", NULL) > 0);
     cJSON_Delete(st);
     free(out);
     free(err);
@@ -548,20 +509,20 @@ static accuracy run_accuracy(const char *sim_config, const char *seed)
 
     snprintf(name, sizeof name, "acc-%s-%s", seed,
              strstr(sim_config, "weak") ? "weak" : "good");
-    sdir = tu_path(tmp, name);
+    sdir = tu_path(tu_tmp, name);
     tu_sim_start(&sim, sim_config, extra, NULL);
     ck_assert_msg(NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
                        DEMO_Q, "--store", sdir, "--seed", seed,
                        "--quiet") == 0,
                   "%s", err);
-    st = status_of(sdir);
-    n = jpath(st, "accuracy", "with_reference");
-    a.nsed = jpath(st, "accuracy", "nsed_correct") / n;
-    a.majority = jpath(st, "accuracy", "majority_correct") / n;
+    st = tu_nsed_status(sdir);
+    n = tu_jnum(st, "accuracy", "with_reference");
+    a.nsed = tu_jnum(st, "accuracy", "nsed_correct") / n;
+    a.majority = tu_jnum(st, "accuracy", "majority_correct") / n;
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(
                               cJSON_GetObjectItemCaseSensitive(st, "accuracy"),
                               "round0_by_model")) {
-        double acc = jpath(m, "correct", NULL) / jpath(m, "answers", NULL);
+        double acc = tu_jnum(m, "correct", NULL) / tu_jnum(m, "answers", NULL);
 
         if (acc > a.best_single)
             a.best_single = acc;
@@ -614,32 +575,32 @@ int main(void)
     SRunner *sr;
     int failed;
 
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, demo_run_end_to_end);
     tcase_add_test(tc, dry_run_sends_nothing);
     tcase_add_test(tc, reliability_weights_follow_telemetry);
     suite_add_tcase(s, tc);
     tc = tcase_create("resume");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, kill_and_resume_is_exact);
     tcase_add_test(tc, interrupt_commits_and_resumes);
     suite_add_tcase(s, tc);
     tc = tcase_create("failures");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, lost_seat_leaves_incomplete_then_resumes);
     tcase_add_test(tc, allow_degraded_flags_missing_seats);
     suite_add_tcase(s, tc);
     tc = tcase_create("fit");
     tcase_add_test(tc, fatigue_fit_recovers_parameters);
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, fatigue_rule_fitted_from_telemetry);
     suite_add_tcase(s, tc);
     tc = tcase_create("accuracy");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, deliberation_helps_only_with_good_verifiers);
     suite_add_tcase(s, tc);

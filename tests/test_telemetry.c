@@ -249,20 +249,6 @@ END_TEST
 
 /* ---- the store and the file ---------------------------------------------- */
 
-static char *tmp;
-
-static void setup(void)
-{
-    tmp = tu_mkdtemp();
-}
-
-static void teardown(void)
-{
-    tu_rmrf(tmp);
-    free(tmp);
-    tmp = NULL;
-}
-
 typedef struct commit_arg {
     const workflow *wf;
     const telemetry_counts *delta;
@@ -303,7 +289,7 @@ static int export_fn(store_txn *txn, void *arg, nsed_err *err)
 START_TEST(commits_add_once_and_export_round_trips)
 {
     workflow *wf = tu_load_workflow(wf_text, NULL);
-    char *dir = tu_path(tmp, "store"), *file = tu_path(tmp, "t.json");
+    char *dir = tu_path(tu_tmp, "store"), *file = tu_path(tu_tmp, "t.json");
     telemetry_counts d[3] = {{0}}, got;
     commit_arg ca = {.wf = wf, .delta = d};
     export_arg x = {0};
@@ -374,7 +360,7 @@ END_TEST
 START_TEST(bad_files_are_refused_with_reasons)
 {
     workflow *wf = tu_load_workflow(wf_text, NULL);
-    char *file = tu_path(tmp, "t.json");
+    char *file = tu_path(tu_tmp, "t.json");
     telemetry *t = NULL;
     nsed_err err = {0};
     size_t unknown = 0;
@@ -428,7 +414,7 @@ int main(void)
     tcase_add_test(tc, usage_is_guessed_then_measured_per_round_position);
     suite_add_tcase(s, tc);
     tc = tcase_create("store");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
     tcase_add_test(tc, commits_add_once_and_export_round_trips);
     tcase_add_test(tc, bad_files_are_refused_with_reasons);
     suite_add_tcase(s, tc);

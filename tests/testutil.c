@@ -308,3 +308,44 @@ int tu_nsed(const char *url, char **out, char **err, ...)
     snprintf(env, sizeof env, "NSED_SIM_URL=%s", url);
     return tu_run_env(argv, envp, out, err);
 }
+
+cJSON *tu_nsed_status(const char *dir)
+{
+    char *out = NULL, *err = NULL;
+    cJSON *j;
+
+    ck_assert_msg(TU_NSED(NULL, &out, &err, "status", "--store", dir,
+                          "--json") == 0,
+                  "status: %s", err);
+    j = cJSON_Parse(out);
+    ck_assert_msg(j != NULL, "status --json is not JSON: %s", out);
+    free(out);
+    free(err);
+    return j;
+}
+
+double tu_jnum(const cJSON *j, const char *a, const char *b)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, a);
+
+    if (b)
+        v = cJSON_GetObjectItemCaseSensitive(v, b);
+    ck_assert_msg(cJSON_IsNumber(v), "no number at %s.%s", a, b ? b : "");
+    return v->valuedouble;
+}
+
+/* Set by the checked fixture of the test running now (each test runs in a
+ * forked child, so the variable never crosses tests). */
+char *tu_tmp;
+
+void tu_tmp_setup(void)
+{
+    tu_tmp = tu_mkdtemp();
+}
+
+void tu_tmp_teardown(void)
+{
+    tu_rmrf(tu_tmp);
+    free(tu_tmp);
+    tu_tmp = NULL;
+}

@@ -76,3 +76,15 @@ void tu_sim_stop(tu_sim *s);
 int tu_nsed(const char *url, char **out, char **err, ...);
 #define TU_NSED(url, out, err, ...) \
     tu_nsed(url, out, err, __VA_ARGS__, (char *)NULL)
+
+/* `nsed status --store dir --json`, which must succeed, parsed (caller
+ * deletes). */
+struct cJSON *tu_nsed_status(const char *dir);
+
+/* The number at j.a (b NULL) or j.a.b; fails the test when absent. */
+double tu_jnum(const struct cJSON *j, const char *a, const char *b);
+
+/* A fresh temp directory in tu_tmp for each test (checked fixture). */
+extern char *tu_tmp;
+void tu_tmp_setup(void);
+void tu_tmp_teardown(void);
