@@ -240,10 +240,7 @@ int cli_run(int argc, char **argv)
                 "run; everything finished is saved: run the same command "
                 "again to continue\n",
                 sum.finished);
-        free(cmdline);
-        store_close(st);
-        workflow_free(wf);
-        return 130;
+        goto out;
     }
     if (!ro.dry_run)
         print_summary(&sum, dir, quiet);
@@ -259,5 +256,7 @@ out:
     workflow_free(wf);
     if (rc == NSED_ENET && !err.msg[0])
         return 1;
-    return rc ? cli_fail(&err) : 0;
+    if (rc)
+        return cli_fail(&err);
+    return sum.interrupted ? 130 : 0;
 }

@@ -80,7 +80,6 @@ struct loop {
     runner_round_counts rounds;         /* per-round accuracy, committed */
     runner_round_counts rounds_pending; /* ... and since the last commit */
     nsed_err *err;
-    int failed;            /* first fatal error code */
 };
 
 static double now_s(void)
