@@ -17,8 +17,8 @@
 #ifndef NSED_BENCH_H
 #define NSED_BENCH_H
 
-#include "pipeline/err.h"
-#include "pipeline/workflow.h"
+#include "pipeline/base/err.h"
+#include "pipeline/workflow/workflow.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -15,10 +15,10 @@
  */
 #include "bench/bench.h"
 
-#include "pipeline/broker.h"
-#include "pipeline/buf.h"
-#include "pipeline/gateway.h"
-#include "pipeline/questions.h"
+#include "pipeline/broker/broker.h"
+#include "pipeline/base/buf.h"
+#include "pipeline/gateway/gateway.h"
+#include "pipeline/questions/questions.h"
 #include "stages/stage.h"
 #include "stages/state.h"
 

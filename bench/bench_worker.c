@@ -5,9 +5,9 @@
  * commit without fsync (STORE_NOSYNC), which the CLI does not offer. */
 #include "bench/bench.h"
 
-#include "pipeline/ledger.h"
-#include "pipeline/questions.h"
-#include "pipeline/runner.h"
+#include "pipeline/gateway/ledger.h"
+#include "pipeline/questions/questions.h"
+#include "pipeline/runner/runner.h"
 #include "store/store.h"
 
 #include <curl/curl.h>

@@ -1,6 +1,6 @@
 #include "stages/anonymize.h"
 
-#include "pipeline/buf.h"
+#include "pipeline/base/buf.h"
 #include "stages/evaluate.h"
 #include "stages/stage.h"
 #include "stages/text.h"

@@ -38,8 +38,8 @@
 #ifndef NSED_STAGES_ANONYMIZE_H
 #define NSED_STAGES_ANONYMIZE_H
 
-#include "pipeline/err.h"
-#include "pipeline/workflow.h"
+#include "pipeline/base/err.h"
+#include "pipeline/workflow/workflow.h"
 #include "stages/state.h"
 
 #include <stddef.h>

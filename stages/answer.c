@@ -1,6 +1,6 @@
 #include "stages/answer.h"
 
-#include "pipeline/buf.h"
+#include "pipeline/base/buf.h"
 #include "stages/text.h"
 
 #include <cjson/cJSON.h>

@@ -49,8 +49,8 @@
 #ifndef NSED_STAGES_ANSWER_H
 #define NSED_STAGES_ANSWER_H
 
-#include "pipeline/err.h"
-#include "pipeline/workflow.h"
+#include "pipeline/base/err.h"
+#include "pipeline/workflow/workflow.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -36,8 +36,8 @@
 #ifndef NSED_STAGES_EVALUATE_H
 #define NSED_STAGES_EVALUATE_H
 
-#include "pipeline/err.h"
-#include "pipeline/workflow.h"
+#include "pipeline/base/err.h"
+#include "pipeline/workflow/workflow.h"
 #include "stages/stage.h"
 #include "stages/state.h"
 

@@ -24,8 +24,8 @@
 #ifndef NSED_STAGES_PROPOSE_H
 #define NSED_STAGES_PROPOSE_H
 
-#include "pipeline/err.h"
-#include "pipeline/workflow.h"
+#include "pipeline/base/err.h"
+#include "pipeline/workflow/workflow.h"
 #include "stages/stage.h"
 #include "stages/state.h"
 

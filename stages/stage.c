@@ -1,6 +1,6 @@
 #include "stages/stage.h"
 
-#include "pipeline/hash.h"
+#include "pipeline/base/hash.h"
 #include "stages/aggregate.h"
 #include "stages/anonymize.h"
 #include "stages/converge.h"

@@ -31,8 +31,8 @@
 #ifndef NSED_STAGES_STAGE_H
 #define NSED_STAGES_STAGE_H
 
-#include "pipeline/err.h"
-#include "pipeline/workflow.h"
+#include "pipeline/base/err.h"
+#include "pipeline/workflow/workflow.h"
 #include "stages/state.h"
 
 #include <stdbool.h>

@@ -28,8 +28,8 @@
 #ifndef NSED_STAGES_STATE_H
 #define NSED_STAGES_STATE_H
 
-#include "pipeline/err.h"
-#include "pipeline/workflow.h"
+#include "pipeline/base/err.h"
+#include "pipeline/workflow/workflow.h"
 #include "stages/text.h"
 
 #include <stdbool.h>

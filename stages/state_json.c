@@ -9,7 +9,7 @@
  */
 #include "stages/state.h"
 
-#include "pipeline/buf.h"
+#include "pipeline/base/buf.h"
 
 #include <cjson/cJSON.h>
 #include <float.h>

@@ -1,6 +1,6 @@
 #include "stages/text.h"
 
-#include "pipeline/err.h"
+#include "pipeline/base/err.h"
 
 #include <assert.h>
 #include <ctype.h>

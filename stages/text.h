@@ -22,7 +22,7 @@
 #ifndef NSED_STAGES_TEXT_H
 #define NSED_STAGES_TEXT_H
 
-#include "pipeline/buf.h"
+#include "pipeline/base/buf.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -33,7 +33,7 @@
 #ifndef NSED_STORE_H
 #define NSED_STORE_H
 
-#include "pipeline/err.h"
+#include "pipeline/base/err.h"
 
 #include <stddef.h>
 #include <stdint.h>

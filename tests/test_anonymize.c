@@ -5,7 +5,7 @@
  * block parser (tests/sim/sim_prompt.c, compiled into this test), so the
  * test checks the real contract between the stages and nsed-sim rather
  * than a copy of it. */
-#include "sim/sim_prompt.h"
+#include "tests/sim/sim_prompt.h"
 #include "stages/anonymize.h"
 #include "stages/evaluate.h"
 #include "stages/stage.h"
@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sim/sim_prompt.c"
 
 static const char base_yaml[] =
     "name: t\nversion: 1\nseed: 7\n"

@@ -1,9 +1,9 @@
 /* Tests for the base helpers: error formatting, capped buffers, SHA-256. */
-#include "pipeline/buf.h"
-#include "pipeline/err.h"
-#include "pipeline/hash.h"
-#include "pipeline/num.h"
-#include "pipeline/suggest.h"
+#include "pipeline/base/buf.h"
+#include "pipeline/base/err.h"
+#include "pipeline/base/hash.h"
+#include "pipeline/base/num.h"
+#include "pipeline/base/suggest.h"
 #include "testutil.h"
 
 #include <check.h>

@@ -3,8 +3,8 @@
  * their reasons, and whole brokered runs against nsed-sim stop admitting a
  * weak verifier, stay within the budget and match the accuracy of the
  * "use everyone" team for less. */
-#include "pipeline/broker.h"
-#include "pipeline/telemetry.h"
+#include "pipeline/broker/broker.h"
+#include "pipeline/broker/telemetry.h"
 #include "testutil.h"
 #include "testwf.h"
 

@@ -3,7 +3,7 @@
  * rule with rounds.min / rounds.max, the final answer fallback, and the
  * forget gate (caps, carry subsets, fences the simulator reads, a prompt
  * that stays bounded over 50 rounds). */
-#include "sim/sim_prompt.h"
+#include "tests/sim/sim_prompt.h"
 #include "stages/answer.h"
 #include "stages/converge.h"
 #include "stages/evaluate.h"
@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sim/sim_prompt.c"
 
 /* ---- Lambert W and the fatigue model ----------------------------------- */
 

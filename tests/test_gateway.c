@@ -7,9 +7,9 @@
  * body, a redirect, a Retry-After date) use a tiny canned HTTP server
  * forked by the test itself. Every child gets PR_SET_PDEATHSIG so that a
  * failing test never leaves a server behind. */
-#include "pipeline/gateway.h"
-#include "pipeline/gateway_int.h"
-#include "pipeline/ledger.h"
+#include "pipeline/gateway/gateway.h"
+#include "pipeline/gateway/gateway_int.h"
+#include "pipeline/gateway/ledger.h"
 #include "store/store.h"
 #include "testutil.h"
 

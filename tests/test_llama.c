@@ -10,8 +10,8 @@
  * workflow_load_string and drives requests through the gateway. The server
  * is stopped by its pid (and gets PR_SET_PDEATHSIG, so a failing test never
  * leaves it behind). */
-#include "pipeline/gateway.h"
-#include "pipeline/ledger.h"
+#include "pipeline/gateway/gateway.h"
+#include "pipeline/gateway/ledger.h"
 #include "store/store.h"
 #include "testutil.h"
 

@@ -1,6 +1,6 @@
 /* Tests for question sets: line parsing, file validation (a table of broken
  * files), stored records, and ingestion into / reading from the store. */
-#include "pipeline/questions.h"
+#include "pipeline/questions/questions.h"
 #include "store/store.h"
 #include "testutil.h"
 

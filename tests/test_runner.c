@@ -5,7 +5,7 @@
  * and does not when it is poor. */
 #include "testutil.h"
 
-#include "pipeline/runner_int.h"
+#include "pipeline/runner/runner_int.h"
 #include "stages/converge.h"
 
 #include <check.h>

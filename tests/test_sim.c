@@ -5,7 +5,7 @@
  * it with SIGTERM, checking the exit status and the stats JSON it prints on
  * stderr. The server child gets PR_SET_PDEATHSIG so that a failing test
  * (Check forks per test) never leaves a server behind. */
-#include "pipeline/questions.h"
+#include "pipeline/questions/questions.h"
 #include "testutil.h"
 
 #include <cjson/cJSON.h>

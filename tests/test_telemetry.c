@@ -2,7 +2,7 @@
  * Beta smoothing toward the priors, usage estimates (guess, measured,
  * team-size scaling), commits that a replayed transaction applies once,
  * and the export/import file. */
-#include "pipeline/telemetry.h"
+#include "pipeline/broker/telemetry.h"
 #include "store/store.h"
 #include "testutil.h"
 #include "testwf.h"

@@ -1,8 +1,8 @@
 /* Tests for the workflow loader: broken files (one per strictness rule),
  * the shipped examples, defaults, canonical form and hash, interpolation,
  * prompt templates, secrets and lookups. */
-#include "pipeline/hash.h"
-#include "pipeline/workflow.h"
+#include "pipeline/base/hash.h"
+#include "pipeline/workflow/workflow.h"
 #include "testutil.h"
 
 #include <check.h>

@@ -2,7 +2,7 @@
 #ifndef NSED_TESTWF_H
 #define NSED_TESTWF_H
 
-#include "pipeline/workflow.h"
+#include "pipeline/workflow/workflow.h"
 
 /* Load the workflow text base followed by extra (NULL for none) under the
  * name "t.yaml"; a load error fails the current test with its message. */

@@ -1,6 +1,6 @@
 #include "sim_config.h"
 
-#include "pipeline/buf.h"
+#include "pipeline/base/buf.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -8,7 +8,7 @@
 #ifndef NSED_SIM_CONFIG_H
 #define NSED_SIM_CONFIG_H
 
-#include "pipeline/err.h"
+#include "pipeline/base/err.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,7 +1,7 @@
 /* nsed-sim: a simulated OpenAI-compatible endpoint server for testing nsed
  * without GPUs. See docs/nsed-sim.md. */
-#include "pipeline/err.h"
-#include "pipeline/num.h"
+#include "pipeline/base/err.h"
+#include "pipeline/base/num.h"
 #include "sim_config.h"
 #include "sim_qset.h"
 #include "sim_server.h"

@@ -1,8 +1,8 @@
 #include "sim_model.h"
 
-#include "pipeline/buf.h"
-#include "pipeline/err.h"
-#include "pipeline/hash.h"
+#include "pipeline/base/buf.h"
+#include "pipeline/base/err.h"
+#include "pipeline/base/hash.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

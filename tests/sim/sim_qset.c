@@ -1,6 +1,6 @@
 #include "sim_qset.h"
 
-#include "pipeline/questions.h"
+#include "pipeline/questions/questions.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -8,7 +8,7 @@
 #ifndef NSED_SIM_QSET_H
 #define NSED_SIM_QSET_H
 
-#include "pipeline/err.h"
+#include "pipeline/base/err.h"
 #include "sim_prompt.h"
 
 #include <stddef.h>

@@ -8,7 +8,7 @@
 #ifndef NSED_SIM_RNG_H
 #define NSED_SIM_RNG_H
 
-#include "pipeline/hash.h"
+#include "pipeline/base/hash.h"
 
 #include <stdint.h>
 

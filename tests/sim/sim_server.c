@@ -1,7 +1,7 @@
 #include "sim_server.h"
 
-#include "pipeline/buf.h"
-#include "pipeline/hash.h"
+#include "pipeline/base/buf.h"
+#include "pipeline/base/hash.h"
 #include "sim_model.h"
 #include "sim_prompt.h"
 #include "sim_rng.h"

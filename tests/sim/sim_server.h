@@ -18,7 +18,7 @@
 #ifndef NSED_SIM_SERVER_H
 #define NSED_SIM_SERVER_H
 
-#include "pipeline/err.h"
+#include "pipeline/base/err.h"
 #include "sim_config.h"
 #include "sim_qset.h"
 

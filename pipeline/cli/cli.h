@@ -1,0 +1,59 @@
+/* cli.h -- the `nsed` subcommands and the helpers they share.
+ *
+ * Each cli_<command>() takes the argument vector after the command name
+ * (argv[0] is the command name itself, as getopt expects) and returns the
+ * process exit status: 0 success, 1 runtime failure (I/O, store, network),
+ * 2 bad input or usage. Messages go to stderr; results to stdout.
+ */
+#ifndef NSED_CLI_H
+#define NSED_CLI_H
+
+#include "pipeline/base/err.h"
+#include "store/store.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+int cli_validate(int argc, char **argv);
+int cli_ingest(int argc, char **argv);
+int cli_status(int argc, char **argv);
+int cli_run(int argc, char **argv);
+int cli_export(int argc, char **argv);
+int cli_team(int argc, char **argv);
+
+/* Print "nsed: <message>" for err to stderr and return its exit status. */
+int cli_fail(const nsed_err *err);
+
+/* Print "nsed <cmd>: <fmt...>" plus a hint to see --help; return 2. */
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* "nsed " followed by the command's arguments (argv from the command name
+ * on), shell-quoted where needed, as one malloc'd string (NULL when out of
+ * memory). Used for the run manifest; call it before getopt, which
+ * reorders argv. */
+char *cli_command_line(int argc, char **argv);
+
+/* The git commit holding path (a file), as malloc'd "abcdef…" with
+ * "-dirty" appended when the file differs from that commit; NULL when path
+ * is not inside a git work tree or git is not installed. */
+char *cli_git_commit(const char *path);
+
+typedef struct workflow workflow;
+
+/* Load the workflow at wpath, open (creating) the store in dir for writing
+ * and bind it to the workflow: the manifest records the workflow hash and
+ * canonical text, the resolved endpoints, the git commit of the workflow
+ * file and this command line. A store bound to another workflow hash is
+ * refused unless allow_change. seed, when not NULL, replaces the
+ * workflow's seed; a store that began with another seed is refused too
+ * (unless allow_change). On success *wf and *st are the caller's; on
+ * error both stay NULL and err says why. */
+int cli_open_bound_store(const char *wpath, const char *dir, int allow_change,
+                         const uint64_t *seed, const char *cmdline,
+                         workflow **wf, store **st, nsed_err *err);
+
+/* 1 when path ends with suffix. */
+int cli_has_suffix(const char *path, const char *suffix);
+
+#endif

@@ -1,0 +1,146 @@
+/* cli_export.c -- `nsed export --store DIR [-o FILE]` */
+#include "pipeline/cli/cli.h"
+#include "pipeline/questions/questions.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char export_usage[] =
+    "usage: nsed export --store DIR [-o FILE]\n"
+    "\n"
+    "Write one JSON object per finished question, in question order (the\n"
+    "fields are described in the README, \"Results\"). Questions still\n"
+    "running or incomplete are left out; `nsed status` counts them.\n"
+    "Opens the store read-only, so it can run beside a running writer.\n"
+    "\n"
+    "  -s, --store DIR   run store directory\n"
+    "  -o, --output FILE write to FILE (replaced atomically) instead of\n"
+    "                    standard output\n"
+    "  -h, --help        this text\n";
+
+typedef struct export_ctx {
+    store_txn *txn;
+    FILE *out;
+    size_t n;
+    int rc;
+    nsed_err *err;
+} export_ctx;
+
+static int export_one(const question *q, uint64_t seq, void *arg)
+{
+    export_ctx *x = arg;
+    const void *val;
+    size_t vlen;
+    int rc;
+
+    (void)seq;
+    rc = store_get(x->txn, STORE_RESULTS, q->id, strlen(q->id), &val, &vlen);
+    if (rc == NSED_ENOTFOUND)
+        return 0;
+    if (rc) {
+        x->rc = nsed_error(x->err, rc, "cannot read the result of %s", q->id);
+        return 1;
+    }
+    if (fwrite(val, 1, vlen, x->out) != vlen || fputc('\n', x->out) == EOF) {
+        /* A reader that stopped early (| head) is not an error. */
+        x->rc = errno == EPIPE ? 0
+                               : nsed_error(x->err, NSED_EIO,
+                                            "write failed: %s",
+                                            strerror(errno));
+        return 1;
+    }
+    x->n++;
+    return 0;
+}
+
+static int export_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    export_ctx *x = arg;
+    int rc;
+
+    (void)err;
+    x->txn = txn;
+    rc = questions_scan(txn, 0, export_one, x);
+    if (x->rc)
+        return x->rc;
+    return rc == 1 ? 0 : rc; /* 1: export_one stopped early on purpose */
+}
+
+int cli_export(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"store", required_argument, NULL, 's'},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *dir = NULL, *path = NULL;
+    char *tmp = NULL;
+    store_opts so = {.flags = STORE_RDONLY};
+    store *st = NULL;
+    nsed_err err = {0};
+    export_ctx x = {.err = &err};
+    int c, rc;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "s:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            dir = optarg;
+            break;
+        case 'o':
+            path = optarg;
+            break;
+        case 'h':
+            fputs(export_usage, stdout);
+            return 0;
+        default:
+            return cli_usage_error("export", "bad option");
+        }
+    }
+    if (!dir)
+        return cli_usage_error("export", "--store DIR is required");
+    if (optind != argc)
+        return cli_usage_error("export", "unexpected argument '%s'",
+                               argv[optind]);
+    rc = store_open(dir, &so, &st, &err);
+    if (rc)
+        goto out;
+    x.out = stdout;
+    if (path) {
+        if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) {
+            tmp = NULL;
+            rc = nsed_error(&err, NSED_ENOMEM, "out of memory");
+            goto out;
+        }
+        x.out = fopen(tmp, "w");
+        if (!x.out) {
+            rc = nsed_error(&err, NSED_EIO, "%s: cannot create: %s", tmp,
+                            strerror(errno));
+            goto out;
+        }
+    }
+    rc = store_read(st, export_fn, &x, &err);
+    if (path) {
+        if (fclose(x.out) != 0 && !rc)
+            rc = nsed_error(&err, NSED_EIO, "%s: write failed: %s", tmp,
+                            strerror(errno));
+        if (!rc && rename(tmp, path) != 0)
+            rc = nsed_error(&err, NSED_EIO, "%s: cannot rename to %s: %s",
+                            tmp, path, strerror(errno));
+        if (rc)
+            unlink(tmp);
+        else
+            fprintf(stderr, "nsed export: %zu results written to %s\n", x.n,
+                    path);
+    } else if (fflush(stdout) != 0 && !rc) {
+        rc = nsed_error(&err, NSED_EIO, "write failed: %s", strerror(errno));
+    }
+out:
+    free(tmp);
+    store_close(st);
+    return rc ? cli_fail(&err) : 0;
+}

@@ -1,0 +1,1484 @@
+/* gateway.c -- the LLM gateway's event loop: queues, libcurl multi
+ * transfers, retries, circuit breakers, accounting and ledger commits.
+ *
+ * Life of a request (struct gw_req): gateway_submit checks and copies it
+ * into a JSON body and looks its ledger key up. A hit (or a dry run) goes
+ * straight to the done list. Otherwise it joins its model's ready queue;
+ * start_ready moves it onto an easy handle when the model has a free slot
+ * and its breaker allows; on_transfer_done classifies the outcome and
+ * either finishes it (done list; successful ones also to the ledger
+ * buffer) or parks it on the model's waiting list until its backoff
+ * delay is over, when tick puts it at the head of the ready queue again.
+ * gateway_poll commits the ledger buffer, then runs the callbacks of the
+ * done list. */
+#include "pipeline/gateway/gateway_int.h"
+
+#include <curl/curl.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+_Static_assert(GATEWAY_ERR_INTERNAL + 1 == GATEWAY_ERR_KIND_COUNT,
+               "GATEWAY_ERR_KIND_COUNT must follow the last kind");
+
+#define ATTEMPT_MSG_MAX 512
+#define RESULT_MSG_MAX 1024
+
+enum gw_breaker {
+    GW_BREAKER_CLOSED,    /* requests flow */
+    GW_BREAKER_OPEN,      /* paused until reopen_at */
+    GW_BREAKER_HALF_OPEN, /* one probe may go */
+};
+
+typedef struct gw_req gw_req;
+
+struct gw_req {
+    gw_req *next;      /* in exactly one of: ready, waiting, done */
+    gw_req *rprev;     /* running list (transfer in flight) */
+    gw_req *rnext;
+    size_t model;
+    char *body;
+    size_t body_len;
+    uint8_t key[HASH_LEN];
+    gateway_done_fn fn;
+    void *user;
+
+    int attempts;
+    int malformed;
+    bool clock_started;    /* the retry budget is running */
+    double t_clock;        /* when it started */
+    bool attempted;
+    double t_first_attempt;
+    double t_due;          /* waiting: earliest restart */
+    bool is_probe;
+
+    /* The attempt in flight. */
+    CURL *easy;
+    buf resp;
+    bool too_big;
+    double retry_after_s;  /* < 0: no Retry-After header */
+    char curl_err[CURL_ERROR_SIZE];
+
+    /* The outcome. */
+    int code;
+    enum gateway_error_kind kind;
+    long http_status;
+    char *content;
+    char *finish_reason;
+    gateway_usage usage;
+    double cost_usd;
+    double latency_s;
+    bool from_ledger;
+    int recorded_attempts; /* ledger hit: attempts it took then */
+    char attempt_msg[ATTEMPT_MSG_MAX]; /* why the last attempt failed */
+    char error[RESULT_MSG_MAX];
+};
+
+typedef struct gw_model {
+    const workflow_model *m;
+    char *url;                   /* endpoint + "/chat/completions" */
+    struct curl_slist *headers;  /* the only place the key is sent from */
+    char *key;                   /* kept to redact it; NULL when none */
+    gw_req *ready_head, *ready_tail;
+    gw_req *waiting;
+    size_t nready, nwaiting;
+    int in_flight;
+    enum gw_breaker breaker;
+    int consecutive_failures;
+    double reopen_at;
+    bool probe_in_flight;
+    char down_error[ATTEMPT_MSG_MAX]; /* the error that paused it */
+    gateway_stats stats;
+} gw_model;
+
+typedef struct gw_pending_record {
+    uint8_t key[HASH_LEN];
+    ledger_record rec;
+} gw_pending_record;
+
+struct gateway {
+    const workflow *wf;
+    store *st;
+    gateway_opts opts;
+    CURLM *multi;
+    gw_model *models;
+    size_t nmodels;
+    CURL **idle;          /* easy handles kept for reuse */
+    size_t nidle, idle_cap;
+    gw_req *running;      /* transfers in flight */
+    size_t in_flight;
+    gw_req *done_head, *done_tail;
+    size_t ndone;
+    gw_pending_record *records; /* successful calls not yet committed */
+    size_t nrecords, records_cap;
+    uint64_t rng;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static double default_clock(void *user)
+{
+    struct timespec ts;
+
+    (void)user;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double now_s(const gateway *gw)
+{
+    return gw->opts.clock(gw->opts.clock_user);
+}
+
+/* splitmix64: tiny, good enough for jitter, and its state lives in the
+ * gateway (no global). */
+static uint64_t rng_next(gateway *gw)
+{
+    uint64_t z = (gw->rng += 0x9E3779B97F4A7C15ull);
+
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double rng_unit(gateway *gw)
+{
+    return (double)(rng_next(gw) >> 11) * 0x1.0p-53;
+}
+
+static void logf_gw(gateway *gw, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void logf_gw(gateway *gw, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+
+    if (!gw->opts.log)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    gw->opts.log(line, gw->opts.log_user);
+}
+
+const char *gateway_error_kind_name(enum gateway_error_kind k)
+{
+    switch (k) {
+    case GATEWAY_ERR_NONE:
+        return "none";
+    case GATEWAY_ERR_CONNECT:
+        return "connect";
+    case GATEWAY_ERR_TRANSPORT:
+        return "transport";
+    case GATEWAY_ERR_TIMEOUT:
+        return "timeout";
+    case GATEWAY_ERR_RATE_LIMIT:
+        return "rate_limit";
+    case GATEWAY_ERR_SERVER:
+        return "server";
+    case GATEWAY_ERR_HTTP:
+        return "http";
+    case GATEWAY_ERR_MALFORMED:
+        return "malformed";
+    case GATEWAY_ERR_TOO_BIG:
+        return "too_big";
+    case GATEWAY_ERR_PAUSED:
+        return "paused";
+    case GATEWAY_ERR_INTERNAL:
+        return "internal";
+    }
+    return "unknown";
+}
+
+static bool kind_retryable(enum gateway_error_kind k)
+{
+    switch (k) {
+    case GATEWAY_ERR_CONNECT:
+    case GATEWAY_ERR_TRANSPORT:
+    case GATEWAY_ERR_TIMEOUT:
+    case GATEWAY_ERR_RATE_LIMIT:
+    case GATEWAY_ERR_SERVER:
+    case GATEWAY_ERR_MALFORMED:
+        return true;
+    case GATEWAY_ERR_NONE:
+    case GATEWAY_ERR_HTTP:
+    case GATEWAY_ERR_TOO_BIG:
+    case GATEWAY_ERR_PAUSED:
+    case GATEWAY_ERR_INTERNAL:
+        return false;
+    }
+    return false;
+}
+
+static void req_free(gw_req *r)
+{
+    if (!r)
+        return;
+    free(r->body);
+    buf_release(&r->resp);
+    free(r->content);
+    free(r->finish_reason);
+    free(r);
+}
+
+static void free_list(gw_req *r)
+{
+    while (r) {
+        gw_req *next = r->next;
+
+        req_free(r);
+        r = next;
+    }
+}
+
+static void done_push(gateway *gw, gw_req *r)
+{
+    r->next = NULL;
+    if (gw->done_tail)
+        gw->done_tail->next = r;
+    else
+        gw->done_head = r;
+    gw->done_tail = r;
+    gw->ndone++;
+}
+
+static void ready_push_tail(gw_model *mm, gw_req *r)
+{
+    r->next = NULL;
+    if (mm->ready_tail)
+        mm->ready_tail->next = r;
+    else
+        mm->ready_head = r;
+    mm->ready_tail = r;
+    mm->nready++;
+}
+
+static void ready_push_head(gw_model *mm, gw_req *r)
+{
+    r->next = mm->ready_head;
+    mm->ready_head = r;
+    if (!mm->ready_tail)
+        mm->ready_tail = r;
+    mm->nready++;
+}
+
+static gw_req *ready_pop(gw_model *mm)
+{
+    gw_req *r = mm->ready_head;
+
+    if (!r)
+        return NULL;
+    mm->ready_head = r->next;
+    if (!mm->ready_head)
+        mm->ready_tail = NULL;
+    mm->nready--;
+    r->next = NULL;
+    return r;
+}
+
+static void start_clock(gw_req *r, double now)
+{
+    if (!r->clock_started) {
+        r->clock_started = true;
+        r->t_clock = now;
+    }
+}
+
+static double deadline(const gateway *gw, const gw_req *r)
+{
+    return r->t_clock + gw->wf->gateway.retry_max_total_s;
+}
+
+/* ---- creation ------------------------------------------------------------ */
+
+/* Build the model's header list; the Authorization line is assembled in a
+ * buffer that is wiped before it is freed, so the only copy of the key
+ * outside mm->key is the one libcurl's list holds. */
+static int model_headers(gw_model *mm, bool with_key, nsed_err *err)
+{
+    const workflow_model *m = mm->m;
+    struct curl_slist *h = NULL, *t;
+    const char *key = NULL;
+
+    if (with_key && m->api_key_env) {
+        key = getenv(m->api_key_env);
+        if (!key || !key[0])
+            return nsed_error(err, NSED_EINVAL,
+                              "model %s: environment variable %s (its "
+                              "api_key_env) is %s", m->id, m->api_key_env,
+                              key ? "empty" : "not set");
+        for (const char *p = key; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                return nsed_error(err, NSED_EINVAL,
+                                  "model %s: the API key in %s holds a "
+                                  "control character", m->id,
+                                  m->api_key_env);
+    }
+    t = curl_slist_append(h, "Content-Type: application/json");
+    if (!t)
+        goto nomem;
+    h = t;
+    /* libcurl would otherwise send "Expect: 100-continue" for large bodies
+     * and wait for the server's go-ahead. */
+    t = curl_slist_append(h, "Expect:");
+    if (!t)
+        goto nomem;
+    h = t;
+    if (key) {
+        buf line;
+
+        buf_init(&line, strlen(key) + 64);
+        if (buf_printf(&line, "Authorization: Bearer %s", key)) {
+            buf_release(&line);
+            goto nomem;
+        }
+        t = curl_slist_append(h, line.ptr);
+        explicit_bzero(line.ptr, line.len);
+        buf_release(&line);
+        if (!t)
+            goto nomem;
+        h = t;
+        mm->key = strdup(key);
+        if (!mm->key)
+            goto nomem;
+    }
+    mm->headers = h;
+    return 0;
+nomem:
+    for (t = h; t; t = t->next)
+        explicit_bzero(t->data, strlen(t->data));
+    curl_slist_free_all(h);
+    return nsed_error(err, NSED_ENOMEM, "gateway: out of memory");
+}
+
+int gateway_new(const workflow *wf, store *st, const gateway_opts *opts,
+                gateway **out, nsed_err *err)
+{
+    gateway *gw = calloc(1, sizeof *gw);
+    int rc = NSED_ENOMEM;
+
+    if (!gw)
+        return nsed_error(err, rc, "gateway: out of memory");
+    gw->wf = wf;
+    gw->st = st;
+    if (opts)
+        gw->opts = *opts;
+    if (!gw->opts.clock)
+        gw->opts.clock = default_clock;
+    gw->rng = gw->opts.jitter_seed ^ 0x6E7365642D677721ull;
+    gw->models = calloc(wf->nmodels, sizeof *gw->models);
+    if (!gw->models) {
+        nsed_error(err, rc, "gateway: out of memory");
+        goto fail;
+    }
+    gw->nmodels = wf->nmodels;
+    for (size_t i = 0; i < wf->nmodels; i++) {
+        gw_model *mm = &gw->models[i];
+        buf url;
+
+        mm->m = &wf->models[i];
+        buf_init(&url, strlen(mm->m->endpoint) + 32);
+        if (buf_printf(&url, "%s/chat/completions", mm->m->endpoint)) {
+            buf_release(&url);
+            nsed_error(err, rc, "gateway: out of memory");
+            goto fail;
+        }
+        mm->url = buf_detach(&url, NULL);
+        if (!mm->url) {
+            nsed_error(err, rc, "gateway: out of memory");
+            goto fail;
+        }
+        rc = model_headers(mm, gw->opts.dry_run == NULL, err);
+        if (rc)
+            goto fail;
+        rc = NSED_ENOMEM;
+    }
+    gw->multi = curl_multi_init();
+    if (!gw->multi) {
+        rc = nsed_error(err, NSED_ENET, "gateway: cannot create a libcurl "
+                                        "multi handle");
+        goto fail;
+    }
+    /* HTTP/2 multiplexing: many requests of one model share a connection
+     * when the server speaks HTTP/2 (https only; plain http stays 1.1). */
+    curl_multi_setopt(gw->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    *out = gw;
+    return 0;
+fail:
+    gateway_free(gw);
+    return rc;
+}
+
+/* ---- freeing ------------------------------------------------------------- */
+
+static int flush_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    gateway *gw = arg;
+
+    /* Replayable: reads only gw->records, writes only through txn. */
+    for (size_t i = 0; i < gw->nrecords; i++) {
+        int rc = ledger_put(txn, gw->records[i].key, &gw->records[i].rec, err);
+
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+size_t gateway_records_pending(const gateway *gw)
+{
+    return gw->nrecords;
+}
+
+int gateway_put_records(gateway *gw, store_txn *txn, nsed_err *err)
+{
+    return flush_fn(txn, gw, err);
+}
+
+void gateway_records_committed(gateway *gw)
+{
+    for (size_t i = 0; i < gw->nrecords; i++)
+        ledger_record_release(&gw->records[i].rec);
+    gw->nrecords = 0;
+}
+
+int gateway_flush(gateway *gw, nsed_err *err)
+{
+    int rc;
+
+    if (!gw->st || gw->nrecords == 0)
+        return 0;
+    rc = store_write(gw->st, flush_fn, gw, err);
+    if (rc)
+        return rc;
+    gateway_records_committed(gw);
+    return 0;
+}
+
+void gateway_free(gateway *gw)
+{
+    if (!gw)
+        return;
+    if (gw->st)
+        gateway_flush(gw, NULL);
+    for (gw_req *r = gw->running; r;) {
+        gw_req *next = r->rnext;
+
+        curl_multi_remove_handle(gw->multi, r->easy);
+        curl_easy_cleanup(r->easy);
+        req_free(r);
+        r = next;
+    }
+    for (size_t i = 0; i < gw->nidle; i++)
+        curl_easy_cleanup(gw->idle[i]);
+    free(gw->idle);
+    if (gw->multi)
+        curl_multi_cleanup(gw->multi);
+    for (size_t i = 0; gw->models && i < gw->nmodels; i++) {
+        gw_model *mm = &gw->models[i];
+
+        free_list(mm->ready_head);
+        free_list(mm->waiting);
+        for (struct curl_slist *t = mm->headers; t; t = t->next)
+            explicit_bzero(t->data, strlen(t->data));
+        curl_slist_free_all(mm->headers);
+        if (mm->key) {
+            explicit_bzero(mm->key, strlen(mm->key));
+            free(mm->key);
+        }
+        free(mm->url);
+    }
+    free(gw->models);
+    free_list(gw->done_head);
+    for (size_t i = 0; i < gw->nrecords; i++)
+        ledger_record_release(&gw->records[i].rec);
+    free(gw->records);
+    free(gw);
+}
+
+/* ---- accounting ------------------------------------------------------------ */
+
+static size_t latency_bucket(double s)
+{
+    double x;
+    size_t b;
+
+    if (!(s > GATEWAY_LATENCY_BASE_S))
+        return 0;
+    x = ceil(4.0 * log2(s / GATEWAY_LATENCY_BASE_S));
+    if (!(x < (double)GATEWAY_LATENCY_BUCKETS - 1))
+        return GATEWAY_LATENCY_BUCKETS - 1;
+    b = (size_t)x;
+    return b;
+}
+
+static double bucket_upper(size_t i)
+{
+    return GATEWAY_LATENCY_BASE_S * exp2((double)i / 4.0);
+}
+
+static double cost_of(const workflow_model *m, const gateway_usage *u)
+{
+    return ((double)u->prompt_tokens * m->price_input_per_mtok +
+            (double)u->completion_tokens * m->price_output_per_mtok) /
+           1e6;
+}
+
+int gateway_stats_get(const gateway *gw, size_t model, gateway_stats *out)
+{
+    gateway_stats t;
+
+    if (model != GATEWAY_ALL_MODELS) {
+        if (model >= gw->nmodels)
+            return NSED_EINVAL;
+        *out = gw->models[model].stats;
+        return 0;
+    }
+    memset(&t, 0, sizeof t);
+    for (size_t i = 0; i < gw->nmodels; i++) {
+        const gateway_stats *s = &gw->models[i].stats;
+
+        t.calls += s->calls;
+        t.ok += s->ok;
+        t.failed += s->failed;
+        t.attempts += s->attempts;
+        t.retries += s->retries;
+        for (size_t k = 0; k < GATEWAY_ERR_KIND_COUNT; k++)
+            t.attempt_errors[k] += s->attempt_errors[k];
+        t.ledger_hits += s->ledger_hits;
+        t.dry_run += s->dry_run;
+        t.breaker_opens += s->breaker_opens;
+        t.prompt_tokens += s->prompt_tokens;
+        t.completion_tokens += s->completion_tokens;
+        t.cached_tokens += s->cached_tokens;
+        t.cost_usd += s->cost_usd;
+        t.latency_sum_s += s->latency_sum_s;
+        if (s->latency_max_s > t.latency_max_s)
+            t.latency_max_s = s->latency_max_s;
+        for (size_t b = 0; b < GATEWAY_LATENCY_BUCKETS; b++)
+            t.latency_hist[b] += s->latency_hist[b];
+    }
+    *out = t;
+    return 0;
+}
+
+double gateway_stats_latency_quantile(const gateway_stats *s, double q)
+{
+    uint64_t n = 0, want, seen = 0;
+
+    for (size_t b = 0; b < GATEWAY_LATENCY_BUCKETS; b++)
+        n += s->latency_hist[b];
+    if (n == 0)
+        return 0;
+    if (!(q > 0))
+        q = 0;
+    if (q > 1)
+        q = 1;
+    want = (uint64_t)ceil(q * (double)n);
+    if (want < 1)
+        want = 1;
+    for (size_t b = 0; b < GATEWAY_LATENCY_BUCKETS; b++) {
+        seen += s->latency_hist[b];
+        if (seen >= want) {
+            double up = bucket_upper(b);
+
+            return up < s->latency_max_s ? up : s->latency_max_s;
+        }
+    }
+    return s->latency_max_s;
+}
+
+/* ---- finishing requests ------------------------------------------------- */
+
+static double latency_of(const gw_req *r, double now)
+{
+    if (r->attempted)
+        return now - r->t_first_attempt;
+    if (r->clock_started)
+        return now - r->t_clock;
+    return 0;
+}
+
+/* Fail r with code and the final message "model ID: what (why)". */
+static void finish_failed(gateway *gw, gw_req *r, int code,
+                          enum gateway_error_kind kind, double now,
+                          const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+static void finish_failed(gateway *gw, gw_req *r, int code,
+                          enum gateway_error_kind kind, double now,
+                          const char *fmt, ...)
+{
+    gw_model *mm = &gw->models[r->model];
+    char why[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    r->code = code;
+    r->kind = kind;
+    r->latency_s = latency_of(r, now);
+    if (r->attempt_msg[0])
+        snprintf(r->error, sizeof r->error, "model %s: %s (%s)", mm->m->id,
+                 r->attempt_msg, why);
+    else
+        snprintf(r->error, sizeof r->error, "model %s: not attempted, the "
+                 "model is down: %s (%s)", mm->m->id, mm->down_error, why);
+    gw_redact(r->error, sizeof r->error, mm->key);
+    mm->stats.calls++;
+    mm->stats.failed++;
+    done_push(gw, r);
+}
+
+static int buffer_record(gateway *gw, const gw_req *r)
+{
+    gw_pending_record *p;
+    ledger_record *rec;
+
+    if (gw->nrecords == gw->records_cap) {
+        size_t ncap = gw->records_cap ? gw->records_cap * 2 : 16;
+        gw_pending_record *np = realloc(gw->records, ncap * sizeof *np);
+
+        if (!np)
+            return NSED_ENOMEM;
+        gw->records = np;
+        gw->records_cap = ncap;
+    }
+    p = &gw->records[gw->nrecords];
+    memset(p, 0, sizeof *p);
+    memcpy(p->key, r->key, HASH_LEN);
+    rec = &p->rec;
+    rec->content = strdup(r->content);
+    rec->finish_reason = r->finish_reason ? strdup(r->finish_reason) : NULL;
+    rec->model = strdup(gw->models[r->model].m->model);
+    if (!rec->content || !rec->model ||
+        (r->finish_reason && !rec->finish_reason)) {
+        ledger_record_release(rec);
+        return NSED_ENOMEM;
+    }
+    rec->prompt_tokens = r->usage.prompt_tokens;
+    rec->completion_tokens = r->usage.completion_tokens;
+    rec->cached_tokens = r->usage.cached_tokens;
+    rec->cost_usd = r->cost_usd;
+    rec->latency_s = r->latency_s;
+    rec->attempts = r->attempts;
+    rec->http_status = r->http_status;
+    rec->time = (int64_t)time(NULL);
+    gw->nrecords++;
+    return 0;
+}
+
+static void finish_ok(gateway *gw, gw_req *r, gw_reply *reply, double now)
+{
+    gw_model *mm = &gw->models[r->model];
+    gateway_stats *s = &mm->stats;
+
+    r->code = 0;
+    r->kind = GATEWAY_ERR_NONE;
+    r->content = reply->content;
+    r->finish_reason = reply->finish_reason;
+    reply->content = NULL;
+    reply->finish_reason = NULL;
+    r->usage = reply->usage;
+    r->cost_usd = cost_of(mm->m, &r->usage);
+    r->latency_s = latency_of(r, now);
+    r->error[0] = '\0';
+    s->calls++;
+    s->ok++;
+    s->prompt_tokens += r->usage.prompt_tokens;
+    s->completion_tokens += r->usage.completion_tokens;
+    s->cached_tokens += r->usage.cached_tokens;
+    s->cost_usd += r->cost_usd;
+    s->latency_sum_s += r->latency_s;
+    if (r->latency_s > s->latency_max_s)
+        s->latency_max_s = r->latency_s;
+    s->latency_hist[latency_bucket(r->latency_s)]++;
+    /* A call that cannot be buffered for the ledger still answers its
+     * caller; it is only paid for again on a rerun. */
+    if (gw->st && buffer_record(gw, r))
+        logf_gw(gw, "model %s: out of memory recording a call in the "
+                    "ledger", mm->m->id);
+    done_push(gw, r);
+}
+
+/* ---- circuit breaker ------------------------------------------------------ */
+
+static void breaker_success(gateway *gw, gw_model *mm)
+{
+    mm->consecutive_failures = 0;
+    if (mm->breaker != GW_BREAKER_CLOSED) {
+        mm->breaker = GW_BREAKER_CLOSED;
+        logf_gw(gw, "model %s is back", mm->m->id);
+    }
+}
+
+static void breaker_open(gateway *gw, gw_model *mm, double now,
+                         const char *last_error)
+{
+    const workflow_gateway *g = &gw->wf->gateway;
+
+    mm->breaker = GW_BREAKER_OPEN;
+    mm->reopen_at = now + g->breaker_cooldown_s;
+    mm->stats.breaker_opens++;
+    /* From now on every request of this model spends its budget. */
+    for (gw_req *r = mm->ready_head; r; r = r->next)
+        start_clock(r, now);
+    for (gw_req *r = mm->waiting; r; r = r->next)
+        start_clock(r, now);
+    snprintf(mm->down_error, sizeof mm->down_error, "%s", last_error);
+    gw_redact(mm->down_error, sizeof mm->down_error, mm->key);
+    logf_gw(gw, "model %s (endpoint %s) is down after %d consecutive "
+                "failures: %s; retrying in %g s", mm->m->id, mm->m->endpoint,
+            mm->consecutive_failures, mm->down_error, g->breaker_cooldown_s);
+}
+
+static void breaker_failure(gateway *gw, gw_model *mm, const gw_req *r,
+                            bool was_probe, double now)
+{
+    mm->consecutive_failures++;
+    switch (mm->breaker) {
+    case GW_BREAKER_CLOSED:
+        if (mm->consecutive_failures >= gw->wf->gateway.breaker_failures)
+            breaker_open(gw, mm, now, r->attempt_msg);
+        break;
+    case GW_BREAKER_HALF_OPEN:
+        if (was_probe)
+            breaker_open(gw, mm, now, r->attempt_msg);
+        break;
+    case GW_BREAKER_OPEN:
+        break;
+    }
+}
+
+/* ---- transfers -------------------------------------------------------------- */
+
+static size_t on_body(char *data, size_t size, size_t n, void *arg)
+{
+    gw_req *r = arg;
+
+    if (buf_add(&r->resp, data, size * n)) {
+        /* Returning less than given makes libcurl abort the transfer. */
+        r->too_big = true;
+        return 0;
+    }
+    return size * n;
+}
+
+static double parse_retry_after(const char *v, size_t n)
+{
+    char tmp[128];
+    time_t t;
+
+    if (n == 0 || n >= sizeof tmp)
+        return -1;
+    memcpy(tmp, v, n);
+    tmp[n] = '\0';
+    if (tmp[0] >= '0' && tmp[0] <= '9') {
+        char *end;
+        double s;
+
+        errno = 0;
+        s = strtod(tmp, &end);
+        if (errno || *end || !isfinite(s) || s < 0)
+            return -1;
+        return s > 86400 ? 86400 : s;
+    }
+    /* An HTTP date is relative to the wall clock. */
+    t = curl_getdate(tmp, NULL);
+    if (t == (time_t)-1)
+        return -1;
+    {
+        double d = difftime(t, time(NULL));
+
+        return d < 0 ? 0 : d > 86400 ? 86400 : d;
+    }
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *arg)
+{
+    gw_req *r = arg;
+    size_t len = size * n;
+
+    /* A new status line starts a new response (e.g. after 100 Continue):
+     * forget what the previous one said. */
+    if (len >= 5 && !strncmp(data, "HTTP/", 5))
+        r->retry_after_s = -1;
+    if (len > 12 && !strncasecmp(data, "Retry-After:", 12)) {
+        size_t v = 12, e = len;
+
+        while (v < e && (data[v] == ' ' || data[v] == '\t'))
+            v++;
+        while (e > v && (data[e - 1] == '\r' || data[e - 1] == '\n' ||
+                         data[e - 1] == ' ' || data[e - 1] == '\t'))
+            e--;
+        r->retry_after_s = parse_retry_after(data + v, e - v);
+    }
+    return len;
+}
+
+static CURL *easy_get(gateway *gw)
+{
+    if (gw->nidle)
+        return gw->idle[--gw->nidle];
+    return curl_easy_init();
+}
+
+static void easy_put(gateway *gw, CURL *e)
+{
+    /* Drop the pointers into the finished request (error buffer, body,
+     * callbacks' data) before the handle sits idle. */
+    curl_easy_reset(e);
+    if (gw->nidle == gw->idle_cap) {
+        size_t ncap = gw->idle_cap ? gw->idle_cap * 2 : 16;
+        CURL **ni = realloc(gw->idle, ncap * sizeof *ni);
+
+        if (!ni) {
+            curl_easy_cleanup(e);
+            return;
+        }
+        gw->idle = ni;
+        gw->idle_cap = ncap;
+    }
+    gw->idle[gw->nidle++] = e;
+}
+
+static int setup_easy(gateway *gw, gw_req *r, CURL *e, double now)
+{
+    const workflow_model *m = gw->models[r->model].m;
+    double budget = m->request_timeout_s;
+    long timeout_ms, connect_ms;
+    CURLcode c = CURLE_OK;
+
+    if (r->clock_started && deadline(gw, r) - now < budget)
+        budget = deadline(gw, r) - now;
+    timeout_ms = (long)ceil(budget * 1000);
+    if (timeout_ms < 1)
+        timeout_ms = 1;
+    connect_ms = (long)ceil(m->connect_timeout_s * 1000);
+    if (connect_ms < 1)
+        connect_ms = 1;
+    curl_easy_reset(e);
+#define SET(opt, val) \
+    do { \
+        if (c == CURLE_OK) \
+            c = curl_easy_setopt(e, opt, val); \
+    } while (0)
+    SET(CURLOPT_URL, gw->models[r->model].url);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_POST, 1L);
+    SET(CURLOPT_POSTFIELDS, r->body);
+    SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+    SET(CURLOPT_HTTPHEADER, gw->models[r->model].headers);
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, r);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, r);
+    SET(CURLOPT_ERRORBUFFER, r->curl_err);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+    SET(CURLOPT_TIMEOUT_MS, timeout_ms);
+    SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    SET(CURLOPT_PIPEWAIT, 1L);
+    SET(CURLOPT_ACCEPT_ENCODING, "");
+    SET(CURLOPT_USERAGENT, "nsed/" NSED_VERSION);
+    SET(CURLOPT_PRIVATE, r);
+#undef SET
+    return c == CURLE_OK ? 0 : NSED_ENET;
+}
+
+static void start_request(gateway *gw, gw_req *r, double now)
+{
+    gw_model *mm = &gw->models[r->model];
+    CURL *e = easy_get(gw);
+
+    r->curl_err[0] = '\0';
+    r->too_big = false;
+    r->retry_after_s = -1;
+    r->http_status = 0;
+    buf_release(&r->resp);
+    buf_init(&r->resp, gw->wf->gateway.max_response_bytes);
+    if (!e || setup_easy(gw, r, e, now) ||
+        curl_multi_add_handle(gw->multi, e) != CURLM_OK) {
+        if (e)
+            curl_easy_cleanup(e);
+        if (r->is_probe)
+            mm->probe_in_flight = false;
+        snprintf(r->attempt_msg, sizeof r->attempt_msg,
+                 "libcurl could not start the transfer");
+        finish_failed(gw, r, NSED_ENOMEM, GATEWAY_ERR_INTERNAL, now,
+                      "not retried");
+        return;
+    }
+    r->easy = e;
+    if (!r->attempted) {
+        r->attempted = true;
+        r->t_first_attempt = now;
+    }
+    start_clock(r, now);
+    r->attempts++;
+    mm->stats.attempts++;
+    if (r->attempts > 1)
+        mm->stats.retries++;
+    mm->in_flight++;
+    gw->in_flight++;
+    r->rprev = NULL;
+    r->rnext = gw->running;
+    if (gw->running)
+        gw->running->rprev = r;
+    gw->running = r;
+}
+
+/* Start what may start: per model, requests from the head of its ready
+ * queue while it has a free slot and its breaker lets them through. */
+static void start_ready(gateway *gw, double now)
+{
+    for (size_t i = 0; i < gw->nmodels; i++) {
+        gw_model *mm = &gw->models[i];
+
+        while (mm->ready_head && mm->in_flight < mm->m->max_concurrency) {
+            gw_req *r;
+
+            if (mm->breaker == GW_BREAKER_OPEN)
+                break;
+            if (mm->breaker == GW_BREAKER_HALF_OPEN && mm->probe_in_flight)
+                break;
+            r = ready_pop(mm);
+            if (r->clock_started && now >= deadline(gw, r)) {
+                finish_failed(gw, r, NSED_ENET,
+                              r->attempted ? r->kind : GATEWAY_ERR_PAUSED,
+                              now, "retry budget of %g s exhausted after %d "
+                                   "attempt%s",
+                              gw->wf->gateway.retry_max_total_s, r->attempts,
+                              r->attempts == 1 ? "" : "s");
+                continue;
+            }
+            r->is_probe = mm->breaker == GW_BREAKER_HALF_OPEN;
+            if (r->is_probe)
+                mm->probe_in_flight = true;
+            start_request(gw, r, now);
+        }
+    }
+}
+
+/* What the attempt of r (finished with cc) amounts to; fills r->kind,
+ * r->http_status, r->attempt_msg, and for success *reply. Returns true
+ * when the attempt succeeded, and sets *permanent for errors that must
+ * not be retried. */
+static bool classify(gateway *gw, gw_req *r, CURLcode cc, gw_reply *reply,
+                     bool *permanent)
+{
+    char why[128], smsg[GATEWAY_SERVER_MSG_MAX + 1];
+    const char *detail = r->curl_err[0] ? r->curl_err : curl_easy_strerror(cc);
+    long status = 0;
+
+    *permanent = false;
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    r->http_status = status;
+    if (r->too_big) {
+        r->kind = GATEWAY_ERR_TOO_BIG;
+        *permanent = true;
+        snprintf(r->attempt_msg, sizeof r->attempt_msg,
+                 "response over max_response_bytes (%zu bytes)",
+                 gw->wf->gateway.max_response_bytes);
+        return false;
+    }
+    switch (cc) {
+    case CURLE_OK:
+        break;
+    case CURLE_OPERATION_TIMEDOUT:
+        r->kind = GATEWAY_ERR_TIMEOUT;
+        snprintf(r->attempt_msg, sizeof r->attempt_msg, "timed out: %s",
+                 detail);
+        return false;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+        r->kind = GATEWAY_ERR_CONNECT;
+        snprintf(r->attempt_msg, sizeof r->attempt_msg,
+                 "cannot connect: %s", detail);
+        return false;
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_TOO_MANY_REDIRECTS:
+    case CURLE_LOGIN_DENIED:
+        /* Configuration problems: the same request will fail again. */
+        r->kind = GATEWAY_ERR_TRANSPORT;
+        *permanent = true;
+        snprintf(r->attempt_msg, sizeof r->attempt_msg, "%s", detail);
+        return false;
+    default:
+        r->kind = GATEWAY_ERR_TRANSPORT;
+        snprintf(r->attempt_msg, sizeof r->attempt_msg, "transfer failed: %s",
+                 detail);
+        return false;
+    }
+    if (status >= 200 && status < 300) {
+        if (gw_parse_reply(r->resp.ptr ? r->resp.ptr : "", r->resp.len, reply,
+                           why, sizeof why) == 0)
+            return true;
+        r->kind = GATEWAY_ERR_MALFORMED;
+        snprintf(r->attempt_msg, sizeof r->attempt_msg,
+                 "HTTP %ld with an unusable body: %s", status, why);
+        return false;
+    }
+    gw_server_message(r->resp.ptr, r->resp.len, smsg, sizeof smsg);
+    switch (status) {
+    case 408:
+    case 500:
+    case 502:
+    case 503:
+    case 504:
+        r->kind = GATEWAY_ERR_SERVER;
+        break;
+    case 429:
+        r->kind = GATEWAY_ERR_RATE_LIMIT;
+        break;
+    default:
+        r->kind = GATEWAY_ERR_HTTP;
+        *permanent = true;
+        break;
+    }
+    if (status >= 300 && status < 400)
+        snprintf(r->attempt_msg, sizeof r->attempt_msg,
+                 "HTTP %ld: redirects are not followed", status);
+    else if (smsg[0])
+        snprintf(r->attempt_msg, sizeof r->attempt_msg, "HTTP %ld: %s",
+                 status, smsg);
+    else
+        snprintf(r->attempt_msg, sizeof r->attempt_msg, "HTTP %ld", status);
+    return false;
+}
+
+static void on_transfer_done(gateway *gw, gw_req *r, CURLcode cc, double now)
+{
+    const workflow_gateway *g = &gw->wf->gateway;
+    gw_model *mm = &gw->models[r->model];
+    gw_reply reply = {0};
+    bool permanent, ok, was_probe = r->is_probe;
+    double cap, delay;
+
+    ok = classify(gw, r, cc, &reply, &permanent);
+    curl_multi_remove_handle(gw->multi, r->easy);
+    easy_put(gw, r->easy);
+    r->easy = NULL;
+    if (r->rprev)
+        r->rprev->rnext = r->rnext;
+    else
+        gw->running = r->rnext;
+    if (r->rnext)
+        r->rnext->rprev = r->rprev;
+    r->rprev = r->rnext = NULL;
+    mm->in_flight--;
+    gw->in_flight--;
+    buf_release(&r->resp);
+    r->is_probe = false;
+    if (was_probe)
+        mm->probe_in_flight = false;
+
+    if (ok) {
+        breaker_success(gw, mm);
+        finish_ok(gw, r, &reply, now);
+        gw_reply_release(&reply);
+        return;
+    }
+    gw_redact(r->attempt_msg, sizeof r->attempt_msg, mm->key);
+    mm->stats.attempt_errors[r->kind]++;
+    if (kind_retryable(r->kind) && !permanent)
+        breaker_failure(gw, mm, r, was_probe, now);
+    if (permanent) {
+        finish_failed(gw, r, r->kind == GATEWAY_ERR_TOO_BIG ? NSED_ETOOBIG
+                                                             : NSED_ENET,
+                      r->kind, now, "not retried");
+        return;
+    }
+    if (r->kind == GATEWAY_ERR_MALFORMED &&
+        ++r->malformed >= GATEWAY_MAX_MALFORMED) {
+        finish_failed(gw, r, NSED_ENET, r->kind, now,
+                      "gave up after %d unusable replies", r->malformed);
+        return;
+    }
+    if (r->attempts >= g->retry_max_attempts) {
+        finish_failed(gw, r, NSED_ENET, r->kind, now,
+                      "gave up after %d attempt%s", r->attempts,
+                      r->attempts == 1 ? "" : "s");
+        return;
+    }
+    /* Full jitter: uniform in [0, min(max, base * 2^k)], k = retries so
+     * far; never sooner than the server asked. */
+    cap = (double)g->retry_base_delay_ms * exp2((double)(r->attempts - 1));
+    if (cap > (double)g->retry_max_delay_ms)
+        cap = (double)g->retry_max_delay_ms;
+    delay = rng_unit(gw) * cap / 1000.0;
+    if (r->retry_after_s > delay)
+        delay = r->retry_after_s;
+    if (now + delay >= deadline(gw, r)) {
+        finish_failed(gw, r, NSED_ENET, r->kind, now,
+                      "retry budget of %g s exhausted after %d attempt%s",
+                      g->retry_max_total_s, r->attempts,
+                      r->attempts == 1 ? "" : "s");
+        return;
+    }
+    r->t_due = now + delay;
+    r->next = mm->waiting;
+    mm->waiting = r;
+    mm->nwaiting++;
+}
+
+/* Timers: breakers that cool down, retries that become due, and (for a
+ * paused model) budgets that run out. Returns the earliest future time
+ * something is due, or INFINITY. */
+static double tick(gateway *gw, double now)
+{
+    double next = INFINITY;
+
+    for (size_t i = 0; i < gw->nmodels; i++) {
+        gw_model *mm = &gw->models[i];
+        gw_req **pp, *due = NULL, *prev;
+        bool paused;
+
+        if (mm->breaker == GW_BREAKER_OPEN && now >= mm->reopen_at)
+            mm->breaker = GW_BREAKER_HALF_OPEN;
+        paused = mm->breaker != GW_BREAKER_CLOSED;
+        for (pp = &mm->waiting; *pp;) {
+            gw_req *r = *pp;
+
+            if (r->t_due <= now) {
+                *pp = r->next;
+                mm->nwaiting--;
+                r->next = due;
+                due = r;
+                continue;
+            }
+            if (r->t_due < next)
+                next = r->t_due;
+            if (paused) {
+                start_clock(r, now);
+                if (deadline(gw, r) < next)
+                    next = deadline(gw, r);
+            }
+            pp = &r->next;
+        }
+        /* Retries that are due go first: they are the oldest work. */
+        while (due) {
+            gw_req *r = due;
+
+            due = r->next;
+            ready_push_head(mm, r);
+        }
+        if (mm->breaker == GW_BREAKER_OPEN && mm->reopen_at < next)
+            next = mm->reopen_at;
+        if (!paused)
+            continue;
+        prev = NULL;
+        for (pp = &mm->ready_head; *pp;) {
+            gw_req *r = *pp;
+
+            start_clock(r, now);
+            if (now >= deadline(gw, r)) {
+                *pp = r->next;
+                if (mm->ready_tail == r)
+                    mm->ready_tail = prev;
+                mm->nready--;
+                finish_failed(gw, r, NSED_ENET,
+                              r->attempted ? r->kind : GATEWAY_ERR_PAUSED,
+                              now, "model paused by its circuit breaker; "
+                                   "retry budget of %g s exhausted after %d "
+                                   "attempt%s",
+                              gw->wf->gateway.retry_max_total_s, r->attempts,
+                              r->attempts == 1 ? "" : "s");
+                continue;
+            }
+            if (deadline(gw, r) < next)
+                next = deadline(gw, r);
+            prev = r;
+            pp = &r->next;
+        }
+    }
+    return next;
+}
+
+static void read_completions(gateway *gw)
+{
+    CURLMsg *msg;
+    int left;
+
+    while ((msg = curl_multi_info_read(gw->multi, &left)) != NULL) {
+        char *p = NULL;
+
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &p);
+        if (p)
+            on_transfer_done(gw, (gw_req *)(void *)p, msg->data.result,
+                             now_s(gw));
+    }
+}
+
+static void deliver(gateway *gw)
+{
+    /* Detach first: callbacks may submit, and what they submit is
+     * delivered by a later poll. */
+    gw_req *r = gw->done_head;
+
+    gw->done_head = gw->done_tail = NULL;
+    while (r) {
+        gw_req *next = r->next;
+        gateway_result res;
+
+        gw->ndone--;
+        memset(&res, 0, sizeof res);
+        res.code = r->code;
+        res.kind = r->kind;
+        res.http_status = r->http_status;
+        res.content = r->content ? r->content : "";
+        res.content_len = r->content ? strlen(r->content) : 0;
+        res.finish_reason = r->finish_reason;
+        res.usage = r->usage;
+        res.cost_usd = r->cost_usd;
+        res.latency_s = r->latency_s;
+        res.attempts = r->from_ledger ? r->recorded_attempts : r->attempts;
+        res.from_ledger = r->from_ledger;
+        res.error = r->error;
+        res.model = r->model;
+        memcpy(res.key, r->key, HASH_LEN);
+        r->fn(&res, r->user);
+        req_free(r);
+        r = next;
+    }
+}
+
+int gateway_poll(gateway *gw, int timeout_ms, nsed_err *err)
+{
+    double now = now_s(gw), next;
+    int running = 0, wait_ms, rc;
+
+    if (timeout_ms < 0)
+        timeout_ms = 0;
+    next = tick(gw, now);
+    start_ready(gw, now);
+    wait_ms = timeout_ms;
+    if (gw->done_head)
+        wait_ms = 0;
+    else if (next < INFINITY) {
+        double ms = ceil((next - now) * 1000);
+
+        if (ms < wait_ms)
+            wait_ms = ms > 0 ? (int)ms : 0;
+    }
+    if (gw->in_flight || wait_ms > 0)
+        curl_multi_poll(gw->multi, NULL, 0, wait_ms, NULL);
+    curl_multi_perform(gw->multi, &running);
+    read_completions(gw);
+    now = now_s(gw);
+    tick(gw, now);
+    start_ready(gw, now);
+    /* Kick off the transfers just added so they progress while the caller
+     * runs its callbacks. */
+    curl_multi_perform(gw->multi, &running);
+    read_completions(gw);
+    rc = gw->opts.caller_commits ? 0 : gateway_flush(gw, err);
+    deliver(gw);
+    return rc;
+}
+
+void gateway_kick(gateway *gw)
+{
+    int running;
+
+    start_ready(gw, now_s(gw));
+    curl_multi_perform(gw->multi, &running);
+}
+
+size_t gateway_in_flight(const gateway *gw)
+{
+    return gw->in_flight;
+}
+
+size_t gateway_pending(const gateway *gw)
+{
+    size_t n = gw->ndone;
+
+    for (size_t i = 0; i < gw->nmodels; i++)
+        n += gw->models[i].nready + gw->models[i].nwaiting;
+    return n;
+}
+
+/* ---- submission -------------------------------------------------------- */
+
+int gateway_request_key(const workflow *wf, const gateway_request *req,
+                        uint8_t out[HASH_LEN], nsed_err *err)
+{
+    ledger_call c;
+    int rc = gw_check_request(wf, req, err);
+
+    if (rc)
+        return rc;
+    gw_ledger_call(&wf->models[req->model], req, &c);
+    rc = ledger_key(&c, out);
+    if (rc)
+        return nsed_error(err, rc, "gateway: cannot compute a ledger key");
+    return 0;
+}
+
+typedef struct lookup_ctx {
+    const uint8_t *key;
+    ledger_record rec;
+    bool found;
+} lookup_ctx;
+
+static int lookup_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    lookup_ctx *c = arg;
+    int rc = ledger_get(txn, c->key, &c->rec, err);
+
+    if (rc == NSED_ENOTFOUND)
+        return 0;
+    if (rc)
+        return rc;
+    c->found = true;
+    return 0;
+}
+
+/* Look r's key up in the uncommitted buffer, then in the store. On a hit
+ * fill r as a ledger answer and return 1; 0 for a miss. */
+static int ledger_lookup(gateway *gw, gw_req *r, nsed_err *err)
+{
+    lookup_ctx c = {r->key, {0}, false};
+    int rc;
+
+    for (size_t i = 0; i < gw->nrecords; i++) {
+        const ledger_record *p = &gw->records[i].rec;
+
+        if (memcmp(gw->records[i].key, r->key, HASH_LEN))
+            continue;
+        c.rec.content = strdup(p->content);
+        c.rec.finish_reason = p->finish_reason ? strdup(p->finish_reason)
+                                               : NULL;
+        if (!c.rec.content || (p->finish_reason && !c.rec.finish_reason)) {
+            ledger_record_release(&c.rec);
+            return nsed_error(err, NSED_ENOMEM, "gateway: out of memory");
+        }
+        c.rec.prompt_tokens = p->prompt_tokens;
+        c.rec.completion_tokens = p->completion_tokens;
+        c.rec.cached_tokens = p->cached_tokens;
+        c.rec.cost_usd = p->cost_usd;
+        c.rec.latency_s = p->latency_s;
+        c.rec.attempts = p->attempts;
+        c.rec.http_status = p->http_status;
+        c.found = true;
+        break;
+    }
+    if (!c.found) {
+        nsed_err lerr = {0};
+
+        rc = store_read(gw->st, lookup_fn, &c, &lerr);
+        if (rc == NSED_EINVAL) {
+            /* A record that does not decode is treated as absent: the call
+             * is made again and its record overwritten. */
+            logf_gw(gw, "%s; calling the model again", lerr.msg);
+            return 0;
+        }
+        if (rc) {
+            if (err)
+                *err = lerr;
+            return rc;
+        }
+        if (!c.found)
+            return 0;
+    }
+    r->from_ledger = true;
+    r->code = 0;
+    r->kind = GATEWAY_ERR_NONE;
+    r->content = c.rec.content;
+    r->finish_reason = c.rec.finish_reason;
+    c.rec.content = c.rec.finish_reason = NULL;
+    r->usage.prompt_tokens = c.rec.prompt_tokens;
+    r->usage.completion_tokens = c.rec.completion_tokens;
+    r->usage.cached_tokens = c.rec.cached_tokens;
+    r->cost_usd = c.rec.cost_usd;
+    r->latency_s = c.rec.latency_s;
+    r->recorded_attempts = c.rec.attempts;
+    r->http_status = c.rec.http_status;
+    ledger_record_release(&c.rec);
+    return 1;
+}
+
+int gateway_submit(gateway *gw, const gateway_request *req,
+                   gateway_done_fn fn, void *user, nsed_err *err)
+{
+    gw_req *r = NULL;
+    gw_model *mm;
+    ledger_call c;
+    int rc;
+
+    rc = gw_check_request(gw->wf, req, err);
+    if (rc)
+        return rc;
+    if (!fn)
+        return nsed_error(err, NSED_EINVAL, "gateway: no completion callback");
+    mm = &gw->models[req->model];
+    r = calloc(1, sizeof *r);
+    if (!r)
+        return nsed_error(err, NSED_ENOMEM, "gateway: out of memory");
+    r->model = req->model;
+    r->fn = fn;
+    r->user = user;
+    r->retry_after_s = -1;
+    buf_init(&r->resp, gw->wf->gateway.max_response_bytes);
+    gw_ledger_call(mm->m, req, &c);
+    rc = ledger_key(&c, r->key);
+    if (rc) {
+        nsed_error(err, rc, "gateway: cannot compute a ledger key");
+        goto fail;
+    }
+    rc = gw_build_body(mm->m, req, &r->body, &r->body_len, err);
+    if (rc)
+        goto fail;
+    if (gw->st) {
+        rc = ledger_lookup(gw, r, err);
+        if (rc < 0)
+            goto fail;
+        if (rc == 1) {
+            mm->stats.ledger_hits++;
+            done_push(gw, r);
+            return 0;
+        }
+    }
+    if (gw->opts.dry_run) {
+        rc = gw_dry_run_line(gw->opts.dry_run, mm->m, mm->url, r->key,
+                             r->body);
+        if (rc) {
+            nsed_error(err, rc, "gateway: cannot write the dry-run line");
+            goto fail;
+        }
+        r->code = GATEWAY_DRY_RUN;
+        r->kind = GATEWAY_ERR_NONE;
+        mm->stats.dry_run++;
+        done_push(gw, r);
+        return 0;
+    }
+    ready_push_tail(mm, r);
+    /* A request arriving while its model is paused spends its budget from
+     * now on, like the ones already waiting. */
+    if (mm->breaker != GW_BREAKER_CLOSED)
+        start_clock(r, now_s(gw));
+    return 0;
+fail:
+    req_free(r);
+    return rc;
+}

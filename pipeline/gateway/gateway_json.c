@@ -1,0 +1,403 @@
+/* gateway_json.c -- request bodies, reply parsing, error messages and the
+ * dry-run line of the gateway. */
+#include "pipeline/gateway/gateway_int.h"
+
+#include <cjson/cJSON.h>
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCHEMA_NAME_MAX 64
+
+static bool schema_name_ok(const char *s)
+{
+    size_t n = 0;
+
+    for (; s[n]; n++) {
+        char c = s[n];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return false;
+    }
+    return n >= 1 && n <= SCHEMA_NAME_MAX;
+}
+
+int gw_check_request(const workflow *wf, const gateway_request *req,
+                     nsed_err *err)
+{
+    if (req->model >= wf->nmodels)
+        return nsed_error(err, NSED_EINVAL,
+                          "gateway: model index %zu out of range (%zu models)",
+                          req->model, wf->nmodels);
+    if (req->nmessages == 0 || !req->messages)
+        return nsed_error(err, NSED_EINVAL,
+                          "gateway: request for model %s has no messages",
+                          wf->models[req->model].id);
+    for (size_t i = 0; i < req->nmessages; i++) {
+        const gateway_message *m = &req->messages[i];
+
+        if (!m->role || !m->role[0] || !m->content)
+            return nsed_error(err, NSED_EINVAL,
+                              "gateway: message %zu for model %s lacks a "
+                              "role or content", i,
+                              wf->models[req->model].id);
+    }
+    if (req->schema) {
+        cJSON *s;
+        bool obj;
+
+        if (!req->schema_name || !schema_name_ok(req->schema_name))
+            return nsed_error(err, NSED_EINVAL,
+                              "gateway: a schema needs a name of 1..%d "
+                              "characters [A-Za-z0-9_-]", SCHEMA_NAME_MAX);
+        s = cJSON_Parse(req->schema);
+        obj = cJSON_IsObject(s);
+        cJSON_Delete(s);
+        if (!obj)
+            return nsed_error(err, NSED_EINVAL,
+                              "gateway: schema \"%s\" is not a JSON object",
+                              req->schema_name);
+    }
+    return 0;
+}
+
+void gw_ledger_call(const workflow_model *m, const gateway_request *req,
+                    ledger_call *c)
+{
+    memset(c, 0, sizeof *c);
+    c->endpoint = m->endpoint;
+    c->model = m->model;
+    c->messages = req->messages;
+    c->nmessages = req->nmessages;
+    c->temperature = m->sampling.temperature;
+    c->top_p = m->sampling.top_p;
+    c->max_tokens = m->sampling.max_tokens;
+    c->has_seed = req->has_seed || m->sampling.has_seed;
+    c->seed = req->has_seed ? req->seed : m->sampling.seed;
+    c->stop = (const char *const *)m->sampling.stop;
+    c->nstop = m->sampling.nstop;
+    if (req->schema && m->structured_output) {
+        c->schema = req->schema;
+        c->schema_name = req->schema_name;
+    }
+    c->scope = req->scope;
+    c->seat = req->seat;
+    c->round = req->round;
+    c->sample = req->sample;
+}
+
+/* Integers go in as raw text: cJSON numbers are doubles and would print a
+ * 64-bit seed in exponent form. */
+static bool add_raw_int(cJSON *o, const char *name, int64_t v)
+{
+    char tmp[32];
+
+    snprintf(tmp, sizeof tmp, "%" PRId64, v);
+    return cJSON_AddRawToObject(o, name, tmp) != NULL;
+}
+
+int gw_build_body(const workflow_model *m, const gateway_request *req,
+                  char **out, size_t *len, nsed_err *err)
+{
+    ledger_call c;
+    cJSON *root = cJSON_CreateObject(), *msgs, *o;
+    char *text = NULL;
+    size_t n;
+    int rc = NSED_ENOMEM;
+
+    gw_ledger_call(m, req, &c);
+    if (!root || !cJSON_AddStringToObject(root, "model", m->model))
+        goto out;
+    msgs = cJSON_AddArrayToObject(root, "messages");
+    if (!msgs)
+        goto out;
+    for (size_t i = 0; i < req->nmessages; i++) {
+        o = cJSON_CreateObject();
+        if (!o)
+            goto out;
+        cJSON_AddItemToArray(msgs, o);
+        if (!cJSON_AddStringToObject(o, "role", req->messages[i].role) ||
+            !cJSON_AddStringToObject(o, "content", req->messages[i].content))
+            goto out;
+    }
+    if (!cJSON_AddNumberToObject(root, "temperature", c.temperature) ||
+        !cJSON_AddNumberToObject(root, "top_p", c.top_p) ||
+        !add_raw_int(root, "max_tokens", c.max_tokens))
+        goto out;
+    if (c.has_seed && !add_raw_int(root, "seed", c.seed))
+        goto out;
+    if (c.nstop) {
+        cJSON *stop = cJSON_AddArrayToObject(root, "stop");
+
+        if (!stop)
+            goto out;
+        for (size_t i = 0; i < c.nstop; i++) {
+            cJSON *s = cJSON_CreateString(c.stop[i]);
+
+            if (!s)
+                goto out;
+            cJSON_AddItemToArray(stop, s);
+        }
+    }
+    if (c.schema) {
+        /* The schema text goes in verbatim (it was checked to be a JSON
+         * object), so the bytes sent are the bytes the ledger key hashed. */
+        cJSON *rf = cJSON_AddObjectToObject(root, "response_format"), *js;
+
+        if (!rf || !cJSON_AddStringToObject(rf, "type", "json_schema"))
+            goto out;
+        js = cJSON_AddObjectToObject(rf, "json_schema");
+        if (!js || !cJSON_AddStringToObject(js, "name", c.schema_name) ||
+            !cJSON_AddRawToObject(js, "schema", c.schema) ||
+            !cJSON_AddTrueToObject(js, "strict"))
+            goto out;
+    }
+    text = cJSON_PrintUnformatted(root);
+    if (!text)
+        goto out;
+    n = strlen(text);
+    if (n > GATEWAY_MAX_REQUEST_BYTES) {
+        rc = nsed_error(err, NSED_ETOOBIG,
+                        "gateway: request for model %s is %zu bytes, over "
+                        "the cap of %zu", m->id, n, GATEWAY_MAX_REQUEST_BYTES);
+        goto out;
+    }
+    *out = text;
+    *len = n;
+    text = NULL;
+    rc = 0;
+out:
+    if (rc == NSED_ENOMEM)
+        nsed_error(err, rc, "gateway: out of memory building a request");
+    free(text);
+    cJSON_Delete(root);
+    return rc;
+}
+
+void gw_reply_release(gw_reply *r)
+{
+    if (!r)
+        return;
+    free(r->content);
+    free(r->finish_reason);
+    memset(r, 0, sizeof *r);
+}
+
+/* A token count: absent or null is 0; anything but a non-negative finite
+ * number is refused. */
+static int token_count(const cJSON *o, const char *name, int64_t *v)
+{
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, name);
+
+    *v = 0;
+    if (!n || cJSON_IsNull(n))
+        return 0;
+    if (!cJSON_IsNumber(n) || !isfinite(n->valuedouble) ||
+        n->valuedouble < 0 || n->valuedouble > 9e15)
+        return NSED_EINVAL;
+    *v = (int64_t)n->valuedouble;
+    return 0;
+}
+
+int gw_parse_reply(const char *body, size_t len, gw_reply *out, char *why,
+                   size_t whylen)
+{
+    gw_reply r = {0};
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    const cJSON *choices, *c0, *msg, *content, *fr, *usage, *details;
+    const char *what = NULL;
+    int rc = NSED_EINVAL;
+
+    if (!root) {
+        what = len ? "body is not JSON" : "empty body";
+        goto out;
+    }
+    if (!cJSON_IsObject(root)) {
+        what = "body is not a JSON object";
+        goto out;
+    }
+    choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
+    if (!cJSON_IsArray(choices) || cJSON_GetArraySize(choices) < 1) {
+        what = choices ? "empty choices" : "no choices";
+        goto out;
+    }
+    c0 = cJSON_GetArrayItem(choices, 0);
+    msg = cJSON_GetObjectItemCaseSensitive(c0, "message");
+    if (!cJSON_IsObject(msg)) {
+        what = "choices[0] has no message";
+        goto out;
+    }
+    content = cJSON_GetObjectItemCaseSensitive(msg, "content");
+    if (!cJSON_IsString(content)) {
+        what = cJSON_IsNull(content) || !content ? "null content"
+                                                 : "content is not a string";
+        goto out;
+    }
+    fr = cJSON_GetObjectItemCaseSensitive(c0, "finish_reason");
+    usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
+    if (usage && !cJSON_IsNull(usage)) {
+        if (!cJSON_IsObject(usage) ||
+            token_count(usage, "prompt_tokens", &r.usage.prompt_tokens) ||
+            token_count(usage, "completion_tokens",
+                        &r.usage.completion_tokens)) {
+            what = "bad usage";
+            goto out;
+        }
+        details = cJSON_GetObjectItemCaseSensitive(usage,
+                                                   "prompt_tokens_details");
+        if (cJSON_IsObject(details) &&
+            token_count(details, "cached_tokens", &r.usage.cached_tokens)) {
+            what = "bad usage";
+            goto out;
+        }
+    }
+    rc = NSED_ENOMEM;
+    r.content = strdup(content->valuestring);
+    if (!r.content)
+        goto out;
+    if (cJSON_IsString(fr)) {
+        r.finish_reason = strdup(fr->valuestring);
+        if (!r.finish_reason)
+            goto out;
+    }
+    *out = r;
+    memset(&r, 0, sizeof r);
+    rc = 0;
+out:
+    if (rc && why && whylen)
+        snprintf(why, whylen, "%s", what ? what : "out of memory");
+    gw_reply_release(&r);
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* Copy at most outlen-1 bytes of s (n bytes) into out: control characters
+ * become spaces, runs of white space are trimmed at both ends, and a cut
+ * never splits a UTF-8 sequence. */
+static void clean_copy(const char *s, size_t n, char *out, size_t outlen)
+{
+    size_t o = 0, limit = outlen ? outlen - 1 : 0;
+
+    if (limit > GATEWAY_SERVER_MSG_MAX)
+        limit = GATEWAY_SERVER_MSG_MAX;
+    while (n && (unsigned char)*s <= ' ') {
+        s++;
+        n--;
+    }
+    for (size_t i = 0; i < n && o < limit; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        out[o++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+    }
+    if (o == limit && o < n) {
+        /* Cut back to the start of a UTF-8 sequence that fits whole. */
+        size_t k = o;
+
+        while (k > 0 && ((unsigned char)out[k - 1] & 0xC0) == 0x80)
+            k--;
+        if (k > 0 && ((unsigned char)out[k - 1] & 0x80)) {
+            unsigned char lead = (unsigned char)out[k - 1];
+            size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+
+            if (o - (k - 1) < need)
+                o = k - 1;
+        }
+    }
+    while (o && out[o - 1] == ' ')
+        o--;
+    if (outlen)
+        out[o] = '\0';
+}
+
+void gw_server_message(const char *body, size_t len, char *out,
+                       size_t outlen)
+{
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    const cJSON *e, *msg = NULL;
+
+    if (outlen)
+        out[0] = '\0';
+    if (root) {
+        e = cJSON_GetObjectItemCaseSensitive(root, "error");
+        if (cJSON_IsObject(e))
+            msg = cJSON_GetObjectItemCaseSensitive(e, "message");
+        else if (cJSON_IsString(e))
+            msg = e;
+        if (!cJSON_IsString(msg))
+            msg = cJSON_GetObjectItemCaseSensitive(root, "message");
+        if (cJSON_IsString(msg))
+            clean_copy(msg->valuestring, strlen(msg->valuestring), out,
+                       outlen);
+        cJSON_Delete(root);
+        return;
+    }
+    /* Not JSON (a proxy's HTML page, plain text): its start is still the
+     * best explanation there is, unless it is binary. */
+    if (body && len && !memchr(body, '\0', len < 512 ? len : 512))
+        clean_copy(body, len, out, outlen);
+}
+
+void gw_redact(char *s, size_t cap, const char *secret)
+{
+    static const char mask[] = "[REDACTED]";
+    size_t slen, mlen = sizeof mask - 1, n;
+    char *p;
+
+    if (!secret || !secret[0] || !s)
+        return;
+    slen = strlen(secret);
+    n = strlen(s);
+    p = s;
+    while ((p = strstr(p, secret)) != NULL) {
+        size_t at = (size_t)(p - s), tail = n - at - slen, keep;
+
+        /* New length at + mlen + tail, truncated to fit cap - 1. */
+        keep = tail;
+        if (at + mlen >= cap) {
+            /* Not even the mask fits: cut the text before the secret. */
+            s[at] = '\0';
+            return;
+        }
+        if (at + mlen + keep > cap - 1)
+            keep = cap - 1 - at - mlen;
+        memmove(s + at + mlen, p + slen, keep);
+        memcpy(s + at, mask, mlen);
+        n = at + mlen + keep;
+        s[n] = '\0';
+        p = s + at + mlen;
+    }
+}
+
+int gw_dry_run_line(FILE *f, const workflow_model *m, const char *url,
+                    const uint8_t key[HASH_LEN], const char *body)
+{
+    char hex[HASH_HEX_LEN + 1];
+    cJSON *o = cJSON_CreateObject();
+    char *text = NULL;
+    int rc = NSED_ENOMEM;
+
+    hash_hex(key, hex);
+    if (!o || !cJSON_AddStringToObject(o, "model_id", m->id) ||
+        !cJSON_AddStringToObject(o, "url", url) ||
+        !(m->api_key_env ? cJSON_AddStringToObject(o, "api_key_env",
+                                                   m->api_key_env)
+                         : cJSON_AddNullToObject(o, "api_key_env")) ||
+        !cJSON_AddStringToObject(o, "ledger_key", hex) ||
+        !cJSON_AddRawToObject(o, "body", body))
+        goto out;
+    text = cJSON_PrintUnformatted(o);
+    if (!text)
+        goto out;
+    rc = NSED_EIO;
+    if (fputs(text, f) == EOF || fputc('\n', f) == EOF || fflush(f) == EOF)
+        goto out;
+    rc = 0;
+out:
+    free(text);
+    cJSON_Delete(o);
+    return rc;
+}

@@ -1,0 +1,302 @@
+#include "pipeline/gateway/ledger.h"
+
+#include <cjson/cJSON.h>
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Bumped whenever the set or encoding of key parts changes, so that an old
+ * ledger can never answer a differently-keyed call. */
+#define LEDGER_KEY_TAG "nsed-ledger-key-1"
+
+static void field_str(hash_ctx *h, const char *s)
+{
+    hash_update_field(h, s, strlen(s));
+}
+
+static void field_fmt(hash_ctx *h, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void field_fmt(hash_ctx *h, const char *fmt, ...)
+{
+    char tmp[64];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    /* Every format used below fits in 64 bytes; a negative n cannot happen
+     * for these formats. */
+    if (n < 0)
+        n = 0;
+    hash_update_field(h, tmp, (size_t)n < sizeof tmp ? (size_t)n
+                                                      : sizeof tmp - 1);
+}
+
+int ledger_key(const ledger_call *c, uint8_t out[HASH_LEN])
+{
+    hash_ctx *h;
+
+    if (!c->endpoint || !c->model || (c->nmessages && !c->messages) ||
+        (c->nstop && !c->stop))
+        return NSED_EINVAL;
+    for (size_t i = 0; i < c->nmessages; i++)
+        if (!c->messages[i].role || !c->messages[i].content)
+            return NSED_EINVAL;
+    for (size_t i = 0; i < c->nstop; i++)
+        if (!c->stop[i])
+            return NSED_EINVAL;
+    h = hash_new();
+    if (!h)
+        return NSED_ENOMEM;
+    field_str(h, LEDGER_KEY_TAG);
+    field_str(h, c->endpoint);
+    field_str(h, c->model);
+    field_fmt(h, "messages=%zu", c->nmessages);
+    for (size_t i = 0; i < c->nmessages; i++) {
+        field_str(h, c->messages[i].role);
+        field_str(h, c->messages[i].content);
+    }
+    /* %.17g round-trips a double exactly, so equal settings hash equal and
+     * any change of value changes the key. */
+    field_fmt(h, "temperature=%.17g", c->temperature);
+    field_fmt(h, "top_p=%.17g", c->top_p);
+    field_fmt(h, "max_tokens=%ld", c->max_tokens);
+    if (c->has_seed)
+        field_fmt(h, "seed=%" PRId64, c->seed);
+    else
+        field_str(h, "seed=none");
+    field_fmt(h, "stop=%zu", c->nstop);
+    for (size_t i = 0; i < c->nstop; i++)
+        field_str(h, c->stop[i]);
+    if (c->schema) {
+        field_str(h, "response_format=json_schema");
+        field_str(h, c->schema_name ? c->schema_name : "");
+        field_str(h, c->schema);
+    } else {
+        field_str(h, "response_format=none");
+    }
+    /* The scope (the question id) keeps two questions with the same text
+     * from sharing calls: they are independent samples. */
+    field_str(h, c->scope ? c->scope : "");
+    field_fmt(h, "seat=%d", c->seat);
+    field_fmt(h, "round=%d", c->round);
+    field_fmt(h, "sample=%d", c->sample);
+    hash_final(h, out);
+    hash_free(h);
+    return 0;
+}
+
+void ledger_record_release(ledger_record *r)
+{
+    if (!r)
+        return;
+    free(r->content);
+    free(r->finish_reason);
+    free(r->model);
+    memset(r, 0, sizeof *r);
+}
+
+/* Integers are written as raw decimal text: cJSON keeps numbers as doubles,
+ * which would round token counts past 2^53. */
+static int add_int(cJSON *o, const char *name, int64_t v)
+{
+    char tmp[32];
+
+    snprintf(tmp, sizeof tmp, "%" PRId64, v);
+    return cJSON_AddRawToObject(o, name, tmp) ? 0 : NSED_ENOMEM;
+}
+
+/* Doubles as %.17g so they decode to the same value; non-finite values
+ * (which JSON cannot hold) are written as 0. */
+static int add_double(cJSON *o, const char *name, double v)
+{
+    char tmp[40];
+
+    snprintf(tmp, sizeof tmp, "%.17g", isfinite(v) ? v : 0.0);
+    return cJSON_AddRawToObject(o, name, tmp) ? 0 : NSED_ENOMEM;
+}
+
+int ledger_encode(const ledger_record *r, char **out, size_t *len)
+{
+    cJSON *root = NULL, *usage;
+    char *text;
+    int rc = NSED_ENOMEM;
+
+    if (!r->content)
+        return NSED_EINVAL;
+    root = cJSON_CreateObject();
+    if (!root)
+        goto out;
+    if (!cJSON_AddNumberToObject(root, "v", 1) ||
+        !cJSON_AddStringToObject(root, "content", r->content))
+        goto out;
+    if (r->finish_reason
+            ? !cJSON_AddStringToObject(root, "finish_reason", r->finish_reason)
+            : !cJSON_AddNullToObject(root, "finish_reason"))
+        goto out;
+    if (r->model && !cJSON_AddStringToObject(root, "model", r->model))
+        goto out;
+    usage = cJSON_AddObjectToObject(root, "usage");
+    if (!usage || add_int(usage, "prompt_tokens", r->prompt_tokens) ||
+        add_int(usage, "completion_tokens", r->completion_tokens) ||
+        add_int(usage, "cached_tokens", r->cached_tokens))
+        goto out;
+    if (add_double(root, "cost_usd", r->cost_usd) ||
+        add_double(root, "latency_s", r->latency_s) ||
+        add_int(root, "attempts", r->attempts) ||
+        add_int(root, "http_status", r->http_status) ||
+        add_int(root, "time", r->time))
+        goto out;
+    text = cJSON_PrintUnformatted(root);
+    if (!text)
+        goto out;
+    *out = text;
+    *len = strlen(text);
+    rc = 0;
+out:
+    cJSON_Delete(root);
+    return rc;
+}
+
+static int get_int(const cJSON *o, const char *name, int64_t lo, int64_t hi,
+                   int64_t *v)
+{
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, name);
+
+    if (!n)
+        return 0; /* absent: keep the zero default */
+    if (!cJSON_IsNumber(n) || !isfinite(n->valuedouble) ||
+        n->valuedouble < (double)lo || n->valuedouble > (double)hi)
+        return NSED_EINVAL;
+    *v = (int64_t)n->valuedouble;
+    return 0;
+}
+
+static int get_double(const cJSON *o, const char *name, double *v)
+{
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, name);
+
+    if (!n)
+        return 0;
+    if (!cJSON_IsNumber(n) || !isfinite(n->valuedouble))
+        return NSED_EINVAL;
+    *v = n->valuedouble;
+    return 0;
+}
+
+static int get_str(const cJSON *o, const char *name, char **v)
+{
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, name);
+
+    if (!n || cJSON_IsNull(n))
+        return 0;
+    if (!cJSON_IsString(n))
+        return NSED_EINVAL;
+    *v = strdup(n->valuestring);
+    return *v ? 0 : NSED_ENOMEM;
+}
+
+int ledger_decode(const void *data, size_t len, ledger_record *out,
+                  nsed_err *err)
+{
+    ledger_record r = {0};
+    cJSON *root = cJSON_ParseWithLength(data, len);
+    const cJSON *usage;
+    int64_t attempts = 0, status = 0;
+    int rc = NSED_EINVAL;
+    const char *what = "not a JSON object";
+
+    if (!cJSON_IsObject(root))
+        goto out;
+    what = "content";
+    if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(root, "content")))
+        goto out;
+    if ((rc = get_str(root, "content", &r.content)))
+        goto out;
+    what = "finish_reason";
+    if ((rc = get_str(root, "finish_reason", &r.finish_reason)))
+        goto out;
+    what = "model";
+    if ((rc = get_str(root, "model", &r.model)))
+        goto out;
+    what = "usage";
+    usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
+    rc = NSED_EINVAL;
+    if (usage && !cJSON_IsObject(usage))
+        goto out;
+    if (usage &&
+        (get_int(usage, "prompt_tokens", 0, INT64_MAX, &r.prompt_tokens) ||
+         get_int(usage, "completion_tokens", 0, INT64_MAX,
+                 &r.completion_tokens) ||
+         get_int(usage, "cached_tokens", 0, INT64_MAX, &r.cached_tokens)))
+        goto out;
+    what = "numbers";
+    if (get_double(root, "cost_usd", &r.cost_usd) ||
+        get_double(root, "latency_s", &r.latency_s) ||
+        get_int(root, "attempts", 0, 1000000, &attempts) ||
+        get_int(root, "http_status", 0, 999, &status) ||
+        get_int(root, "time", INT64_MIN, INT64_MAX, &r.time))
+        goto out;
+    r.attempts = (int)attempts;
+    r.http_status = (long)status;
+    *out = r;
+    memset(&r, 0, sizeof r);
+    rc = 0;
+out:
+    if (rc == NSED_EINVAL)
+        nsed_error(err, rc, "ledger record: bad %s", what);
+    else if (rc == NSED_ENOMEM)
+        nsed_error(err, rc, "ledger record: out of memory");
+    ledger_record_release(&r);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int ledger_get(store_txn *txn, const uint8_t key[HASH_LEN],
+               ledger_record *out, nsed_err *err)
+{
+    nsed_err inner = {0};
+    const void *val;
+    size_t vlen;
+    int rc = store_get(txn, STORE_LEDGER, key, HASH_LEN, &val, &vlen);
+
+    if (rc == NSED_ENOTFOUND)
+        return rc;
+    if (rc)
+        return nsed_error(err, rc, "ledger: lookup failed");
+    rc = ledger_decode(val, vlen, out, &inner);
+    if (rc) {
+        char hex[HASH_HEX_LEN + 1];
+
+        hash_hex(key, hex);
+        return nsed_error(err, rc, "ledger entry %s: %s", hex, inner.msg);
+    }
+    return 0;
+}
+
+int ledger_put(store_txn *txn, const uint8_t key[HASH_LEN],
+               const ledger_record *r, nsed_err *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = ledger_encode(r, &text, &len);
+
+    if (rc)
+        return nsed_error(err, rc, "ledger: cannot encode a record");
+    rc = store_put(txn, STORE_LEDGER, key, HASH_LEN, text, len);
+    free(text);
+    if (rc)
+        return nsed_error(err, rc, "ledger: write failed");
+    return 0;
+}
+
+int ledger_count(store_txn *txn, size_t *n)
+{
+    return store_count(txn, STORE_LEDGER, n);
+}

@@ -1,0 +1,1300 @@
+/* questions.c -- parsing and validating question files (no store access;
+ * see questions_store.c for that half). */
+#include "pipeline/questions/questions.h"
+
+#include "pipeline/base/buf.h"
+#include "pipeline/base/suggest.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ */
+/* Question lifecycle and comparison                                   */
+
+void question_release(question *q)
+{
+    if (!q)
+        return;
+    free(q->id);
+    free(q->text);
+    free(q->answer);
+    for (size_t i = 0; i < q->ntags; i++)
+        free(q->tags[i]);
+    free(q->tags);
+    free(q->meta_json);
+    memset(q, 0, sizeof *q);
+}
+
+static int str_same(const char *a, const char *b)
+{
+    if (!a || !b)
+        return a == b;
+    return strcmp(a, b) == 0;
+}
+
+const char *question_diff(const question *a, const question *b)
+{
+    if (!str_same(a->id, b->id))
+        return "id";
+    if (!str_same(a->text, b->text))
+        return "question";
+    if (!str_same(a->answer, b->answer))
+        return "answer";
+    if (a->ntags != b->ntags)
+        return "tags";
+    for (size_t i = 0; i < a->ntags; i++)
+        if (!str_same(a->tags[i], b->tags[i]))
+            return "tags";
+    if (!str_same(a->meta_json, b->meta_json))
+        return "meta";
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* The line scanner                                                    */
+
+/* cJSON builds the tree but forgets where things were, is lenient about
+ * numbers ("01", "1.") and control bytes, and does not check UTF-8. One
+ * pass over the raw bytes fills those gaps: it validates UTF-8, rejects raw
+ * control bytes and \u0000 (which cJSON would silently cut a string at),
+ * checks every number against the JSON grammar, and records where each
+ * top-level key and its value sit, so errors can point at a column and
+ * "meta" and numeric answers can be taken verbatim from the source text.
+ * A valid question has at most 6 keys (5 + "seq" in a stored record) and
+ * the 7th is always an error, so positions of the first SCAN_KEYS keys are
+ * all that is ever needed. */
+#define SCAN_KEYS 8
+
+enum scan_top {
+    TOP_NONE,       /* not inside the root object */
+    TOP_KEY_EXPECT, /* after '{' or ',' at depth 1 */
+    TOP_IN_KEY,     /* inside a key string */
+    TOP_AFTER_KEY,  /* key read, ':' expected */
+    TOP_VAL_EXPECT, /* after ':' */
+    TOP_IN_VAL,     /* inside a value */
+};
+
+typedef struct line_scan {
+    size_t nkeys; /* top-level keys seen (may exceed SCAN_KEYS) */
+    size_t key_off[SCAN_KEYS];
+    size_t val_off[SCAN_KEYS];
+    size_t val_end[SCAN_KEYS]; /* one past the value's last byte */
+    size_t err_off;            /* SIZE_MAX when the scan found no problem */
+    int unterminated;          /* the line ended inside a string/container */
+    char err_msg[160];
+} line_scan;
+
+/* Length of the valid UTF-8 sequence at p[0..n), 0 when invalid
+ * (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF). */
+static size_t utf8_seq_len(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+    } else
+        return 0;
+    if (n < len)
+        return 0;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (p[i] < 0x80 || p[i] > 0xBF)
+            return 0;
+    return len;
+}
+
+static int is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* 1 when s[0..n) is a number by the JSON grammar. */
+static int json_number_ok(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+
+    if (i < n && s[i] == '-')
+        i++;
+    if (i >= n)
+        return 0;
+    if (s[i] == '0')
+        i++;
+    else if (s[i] >= '1' && s[i] <= '9')
+        while (i < n && is_digit(s[i]))
+            i++;
+    else
+        return 0;
+    if (i < n && s[i] == '.') {
+        i++;
+        if (i >= n || !is_digit(s[i]))
+            return 0;
+        while (i < n && is_digit(s[i]))
+            i++;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-'))
+            i++;
+        if (i >= n || !is_digit(s[i]))
+            return 0;
+        while (i < n && is_digit(s[i]))
+            i++;
+    }
+    return i == n;
+}
+
+static int is_hex(unsigned char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static int is_number_char(unsigned char c)
+{
+    return is_digit(c) || c == '+' || c == '-' || c == '.' || c == 'e' ||
+           c == 'E';
+}
+
+static void scan_fail(line_scan *sc, size_t off, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void scan_fail(line_scan *sc, size_t off, const char *fmt, ...)
+{
+    va_list ap;
+
+    sc->err_off = off;
+    va_start(ap, fmt);
+    vsnprintf(sc->err_msg, sizeof sc->err_msg, fmt, ap);
+    va_end(ap);
+}
+
+/* A value starts at off at depth 1 of the root object. */
+static void scan_value_start(line_scan *sc, enum scan_top *top, size_t off)
+{
+    if (*top != TOP_VAL_EXPECT)
+        return;
+    if (sc->nkeys && sc->nkeys <= SCAN_KEYS)
+        sc->val_off[sc->nkeys - 1] = off;
+    *top = TOP_IN_VAL;
+}
+
+/* The current top-level value ended with the byte before off_after. */
+static void scan_value_end(line_scan *sc, enum scan_top top, size_t off_after)
+{
+    if (top != TOP_IN_VAL)
+        return;
+    if (sc->nkeys && sc->nkeys <= SCAN_KEYS)
+        sc->val_end[sc->nkeys - 1] = off_after;
+}
+
+static void scan_line(const unsigned char *p, size_t n, line_scan *sc)
+{
+    enum scan_top top = TOP_NONE;
+    size_t depth = 0, last = 0;
+    int in_str = 0, root_seen = 0;
+
+    memset(sc, 0, sizeof *sc);
+    sc->err_off = SIZE_MAX;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        /* depth 1 of a root object: where keys and their values live */
+        int top_level = depth == 1 && top != TOP_NONE;
+
+        if (c >= 0x80) {
+            size_t k = utf8_seq_len(p + i, n - i);
+
+            if (!k) {
+                scan_fail(sc, i, "invalid UTF-8 (byte 0x%02x)", c);
+                return;
+            }
+            if (!in_str && top_level)
+                scan_value_start(sc, &top, i);
+            i += k - 1;
+            last = i;
+            continue;
+        }
+        if (in_str) {
+            if (c < 0x20) {
+                scan_fail(sc, i,
+                          "raw control character 0x%02x inside a string "
+                          "(write it as an escape such as \\n)",
+                          c);
+                return;
+            }
+            if (c == '\\') {
+                /* cJSON reads a malformed \uXXXX as U+0000 and cuts the
+                 * string there, so escapes are checked here */
+                if (i + 1 >= n)
+                    continue; /* unterminated: cJSON reports it */
+                if (p[i + 1] == 'u') {
+                    if (i + 5 >= n || !is_hex(p[i + 2]) ||
+                        !is_hex(p[i + 3]) || !is_hex(p[i + 4]) ||
+                        !is_hex(p[i + 5])) {
+                        scan_fail(sc, i, "invalid escape (\\u needs four "
+                                         "hex digits)");
+                        return;
+                    }
+                    if (memcmp(p + i + 2, "0000", 4) == 0) {
+                        scan_fail(sc, i, "\\u0000 (NUL) is not allowed");
+                        return;
+                    }
+                    i += 5;
+                } else if (p[i + 1] && strchr("\"\\/bfnrt", p[i + 1])) {
+                    i++;
+                } else {
+                    scan_fail(sc, i, "invalid escape \"\\%c\"",
+                              p[i + 1] >= 0x20 && p[i + 1] < 0x7f
+                                  ? p[i + 1]
+                                  : '?');
+                    return;
+                }
+            } else if (c == '"') {
+                in_str = 0;
+                if (top_level && top == TOP_IN_KEY)
+                    top = TOP_AFTER_KEY;
+            }
+            last = i;
+            continue;
+        }
+        if (c == ' ' || c == '\t' || c == '\r')
+            continue;
+        if (c < 0x20) {
+            scan_fail(sc, i, "control character 0x%02x", c);
+            return;
+        }
+        if (c == '"') {
+            in_str = 1;
+            if (top_level && top == TOP_KEY_EXPECT) {
+                if (sc->nkeys < SCAN_KEYS)
+                    sc->key_off[sc->nkeys] = i;
+                sc->nkeys++;
+                top = TOP_IN_KEY;
+            } else if (top_level) {
+                scan_value_start(sc, &top, i);
+            }
+        } else if (c == '-' || is_digit(c)) {
+            size_t j = i;
+
+            while (j < n && is_number_char(p[j]))
+                j++;
+            if (!json_number_ok(p + i, j - i)) {
+                scan_fail(sc, i, "invalid number \"%.*s\"",
+                          (int)(j - i > 24 ? 24 : j - i),
+                          (const char *)p + i);
+                return;
+            }
+            if (top_level)
+                scan_value_start(sc, &top, i);
+            i = j - 1;
+        } else if (c == '{' || c == '[') {
+            if (depth == 0 && !root_seen) {
+                root_seen = 1;
+                if (c == '{')
+                    top = TOP_KEY_EXPECT;
+            } else if (top_level) {
+                scan_value_start(sc, &top, i);
+            }
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (top_level) {
+                scan_value_end(sc, top, last + 1);
+                top = TOP_NONE;
+            }
+            if (depth)
+                depth--;
+        } else if (c == ',') {
+            if (top_level) {
+                scan_value_end(sc, top, last + 1);
+                top = TOP_KEY_EXPECT;
+            }
+        } else if (c == ':') {
+            if (top_level && top == TOP_AFTER_KEY)
+                top = TOP_VAL_EXPECT;
+        } else if (top_level) {
+            scan_value_start(sc, &top, i); /* true, false, null */
+        }
+        last = i;
+    }
+    sc->unterminated = in_str || depth > 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Small helpers for field checks and messages                         */
+
+static const char *json_type_name(const cJSON *v)
+{
+    if (cJSON_IsString(v))
+        return "a string";
+    if (cJSON_IsNumber(v))
+        return "a number";
+    if (cJSON_IsArray(v))
+        return "a list";
+    if (cJSON_IsObject(v))
+        return "an object";
+    if (cJSON_IsBool(v))
+        return "a boolean";
+    if (cJSON_IsNull(v))
+        return "null";
+    return "an unknown value";
+}
+
+/* Copy at most about 60 bytes of s into out for a message, ending on a
+ * UTF-8 boundary, with control bytes shown as '?' and "..." when cut. */
+static void msg_quote(const char *s, char *out, size_t outsz)
+{
+    const size_t limit = outsz - 4 < 60 ? outsz - 4 : 60;
+    size_t n = strlen(s), i = 0, o = 0;
+
+    while (i < n && o < limit) {
+        size_t k = utf8_seq_len((const unsigned char *)s + i, n - i);
+
+        if (!k || o + k > limit)
+            break;
+        for (size_t j = 0; j < k; j++) {
+            unsigned char c = (unsigned char)s[i + j];
+            out[o++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+        }
+        i += k;
+    }
+    if (i < n) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+}
+
+/* The first control character (C0, DEL, or C1 as U+0080..U+009F) in s,
+ * or 0 when there is none. Returns the code point. */
+static unsigned control_char_in(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    for (size_t i = 0; p[i]; i++) {
+        if (p[i] < 0x20 || p[i] == 0x7f)
+            return p[i];
+        if (p[i] == 0xC2 && p[i + 1] >= 0x80 && p[i + 1] <= 0x9F)
+            return p[i + 1];
+    }
+    return 0;
+}
+
+static int all_space(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strchr(" \t\r\n\f\v", s[i]) || !s[i])
+            return 0;
+    return 1;
+}
+
+static int lower_ascii(int c)
+{
+    return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
+}
+
+static int has_prefix_ci(const char *s, const char *prefix)
+{
+    for (; *prefix; s++, prefix++)
+        if (lower_ascii((unsigned char)*s) !=
+            lower_ascii((unsigned char)*prefix))
+            return 0;
+    return 1;
+}
+
+enum qkey { K_ID, K_QUESTION, K_ANSWER, K_TAGS, K_META, K_SEQ, K_COUNT };
+
+static const char *const key_names[K_COUNT] = {
+    "id", "question", "answer", "tags", "meta", "seq",
+};
+
+/* The known key most likely meant by an unknown one, or NULL. */
+static const char *suggest_key(const char *key, int record)
+{
+    size_t bestd = SIZE_MAX, klen = strlen(key);
+    int nkeys = record ? K_COUNT : K_SEQ;
+    const char *best = suggest_closest(key, key_names, (size_t)nkeys, &bestd);
+
+    if (best && bestd <= 2 && bestd < klen)
+        return best;
+    /* "metadata", "question_text", "ques": a known key as a prefix */
+    for (int k = 0; k < nkeys; k++) {
+        size_t nlen = strlen(key_names[k]);
+
+        if ((klen > nlen && has_prefix_ci(key, key_names[k])) ||
+            (klen >= 3 && klen < nlen && has_prefix_ci(key_names[k], key)))
+            return key_names[k];
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Numbers and verbatim JSON                                           */
+
+/* The shortest exact decimal text of the JSON number s[0..n) (already
+ * checked against the grammar), computed on the digits as written so that
+ * no binary rounding is involved: 391.0 -> 391, 5e-1 -> 0.5, -0 -> 0,
+ * 1.5e3 -> 1500. Returns 0 with *out malloc'd, NSED_ETOOBIG when the text
+ * would exceed QUESTIONS_NUMBER_MAX bytes, NSED_ENOMEM. */
+static int decimal_text(const char *s, size_t n, char **out)
+{
+    const long exp_limit = 10000000;
+    size_t i = 0, ds, de, fs = 0, fe = 0, lead, tail, ndig;
+    long exp = 0, point;
+    int neg = 0, eneg = 0;
+    buf digits, b;
+    int rc;
+
+    buf_init(&digits, n);
+    buf_init(&b, QUESTIONS_NUMBER_MAX);
+    if (s[i] == '-') {
+        neg = 1;
+        i++;
+    }
+    ds = i;
+    while (i < n && is_digit((unsigned char)s[i]))
+        i++;
+    de = i;
+    if (i < n && s[i] == '.') {
+        fs = ++i;
+        while (i < n && is_digit((unsigned char)s[i]))
+            i++;
+        fe = i;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (s[i] == '+' || s[i] == '-')
+            eneg = s[i++] == '-';
+        /* saturate: any exponent this large is refused below unless the
+         * digits are all zero */
+        while (i < n && is_digit((unsigned char)s[i])) {
+            if (exp < exp_limit)
+                exp = exp * 10 + (s[i] - '0');
+            i++;
+        }
+        if (eneg)
+            exp = -exp;
+    }
+    rc = buf_add(&digits, s + ds, de - ds);
+    if (!rc)
+        rc = buf_add(&digits, s + fs, fe - fs);
+    if (rc)
+        goto out;
+    point = (long)(de - ds) + exp;
+    ndig = digits.len;
+    lead = 0;
+    while (lead < ndig && digits.ptr[lead] == '0')
+        lead++;
+    if (lead == ndig) {
+        rc = buf_adds(&b, "0");
+        goto done;
+    }
+    tail = ndig;
+    while (digits.ptr[tail - 1] == '0')
+        tail--;
+    point -= (long)lead;
+    ndig = tail - lead;
+    if (point > (long)QUESTIONS_NUMBER_MAX ||
+        point < -(long)QUESTIONS_NUMBER_MAX || ndig > QUESTIONS_NUMBER_MAX) {
+        rc = NSED_ETOOBIG;
+        goto out;
+    }
+    if (neg)
+        rc = buf_addc(&b, '-');
+    if (!rc && point <= 0) {
+        rc = buf_adds(&b, "0.");
+        for (long z = 0; !rc && z < -point; z++)
+            rc = buf_addc(&b, '0');
+        if (!rc)
+            rc = buf_add(&b, digits.ptr + lead, ndig);
+    } else if (!rc && (size_t)point >= ndig) {
+        rc = buf_add(&b, digits.ptr + lead, ndig);
+        for (size_t z = ndig; !rc && z < (size_t)point; z++)
+            rc = buf_addc(&b, '0');
+    } else if (!rc) {
+        rc = buf_add(&b, digits.ptr + lead, (size_t)point);
+        if (!rc)
+            rc = buf_addc(&b, '.');
+        if (!rc)
+            rc = buf_add(&b, digits.ptr + lead + point, ndig - (size_t)point);
+    }
+done:
+    if (rc)
+        goto out;
+    *out = buf_detach(&b, NULL);
+    if (!*out)
+        rc = NSED_ENOMEM;
+out:
+    buf_release(&digits);
+    buf_release(&b);
+    return rc;
+}
+
+/* Copy the JSON text s[0..n) without the white space outside strings. */
+static char *compact_json(const char *s, size_t n)
+{
+    char *out = malloc(n + 1);
+    size_t o = 0;
+    int in_str = 0;
+
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+
+        if (in_str) {
+            out[o++] = c;
+            if (c == '\\' && i + 1 < n)
+                out[o++] = s[++i];
+            else if (c == '"')
+                in_str = 0;
+            continue;
+        }
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+            continue;
+        if (c == '"')
+            in_str = 1;
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* ------------------------------------------------------------------ */
+/* One object                                                          */
+
+typedef struct parse_ctx {
+    const char *file;
+    size_t lineno;
+    const char *p; /* the object's text */
+    size_t n;
+    const line_scan *sc;
+    int spans_ok; /* the scanner's keys match cJSON's children */
+    int record;   /* parsing a stored record: "seq" allowed and required */
+} parse_ctx;
+
+static size_t key_col(const parse_ctx *c, size_t k)
+{
+    return c->spans_ok && k < SCAN_KEYS ? c->sc->key_off[k] + 1 : 0;
+}
+
+/* A value string that must not be empty and must not hold control chars. */
+static int check_label(const char *what, const char *s, char *why,
+                       size_t whysz)
+{
+    unsigned cc;
+
+    if (!*s) {
+        snprintf(why, whysz, "%s is empty", what);
+        return -1;
+    }
+    cc = control_char_in(s);
+    if (cc) {
+        snprintf(why, whysz, "%s contains a control character (U+%04X)",
+                 what, cc);
+        return -1;
+    }
+    return 0;
+}
+
+static int dup_string(const char *s, char **out)
+{
+    *out = strdup(s);
+    return *out ? 0 : NSED_ENOMEM;
+}
+
+/* Validate the fields of root into q. On failure err is filled and q
+ * holds whatever was built (the caller releases it). */
+static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
+                        uint64_t *seq, nsed_err *err)
+{
+    char why[NSED_ERR_MSG_MAX / 2], shown[80];
+    unsigned seen = 0;
+    size_t k = 0;
+    int rc;
+
+    for (const cJSON *it = root->child; it; it = it->next, k++) {
+        size_t col = key_col(c, k);
+        int key = -1;
+
+        for (int i = 0; i < (c->record ? K_COUNT : K_SEQ); i++)
+            if (strcmp(it->string, key_names[i]) == 0)
+                key = i;
+        if (key < 0) {
+            const char *hint = suggest_key(it->string, c->record);
+
+            msg_quote(it->string, shown, sizeof shown);
+            if (hint)
+                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
+                                     col,
+                                     "unknown key \"%s\" (did you mean "
+                                     "\"%s\"?); extra data belongs in "
+                                     "\"meta\"",
+                                     shown, hint);
+            return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno, col,
+                                 "unknown key \"%s\"; the keys are id, "
+                                 "question, answer, tags, meta; extra data "
+                                 "belongs in \"meta\"",
+                                 shown);
+        }
+        if (seen & (1u << key))
+            return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno, col,
+                                 "duplicate key \"%s\"", key_names[key]);
+        seen |= 1u << key;
+
+        switch ((enum qkey)key) {
+        case K_ID:
+            if (!cJSON_IsString(it))
+                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
+                                     col, "\"id\" must be a string, got %s",
+                                     json_type_name(it));
+            if (check_label("\"id\"", it->valuestring, why, sizeof why))
+                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
+                                     col, "%s", why);
+            if (strlen(it->valuestring) > QUESTIONS_ID_MAX)
+                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
+                                     col,
+                                     "\"id\" is longer than %d bytes (%zu)",
+                                     QUESTIONS_ID_MAX,
+                                     strlen(it->valuestring));
+            rc = dup_string(it->valuestring, &q->id);
+            if (rc)
+                return rc;
+            break;
+        case K_QUESTION:
+            if (!cJSON_IsString(it))
+                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
+                                     col,
+                                     "\"question\" must be a string, got %s",
+                                     json_type_name(it));
+            if (all_space(it->valuestring, strlen(it->valuestring)))
+                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
+                                     col, "\"question\" is empty");
+            rc = dup_string(it->valuestring, &q->text);
+            if (rc)
+                return rc;
+            break;
+        case K_ANSWER:
+            if (cJSON_IsNull(it))
+                break;
+            if (cJSON_IsString(it)) {
+                if (!*it->valuestring)
+                    return nsed_error_at(err, NSED_EINVAL, c->file,
+                                         c->lineno, col,
+                                         "\"answer\" is empty (leave it out "
+                                         "or use null when there is no "
+                                         "reference)");
+                rc = dup_string(it->valuestring, &q->answer);
+                if (rc)
+                    return rc;
+                break;
+            }
+            if (!cJSON_IsNumber(it))
+                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
+                                     col,
+                                     "\"answer\" must be a string or a "
+                                     "number, got %s",
+                                     json_type_name(it));
+            if (!c->spans_ok || k >= SCAN_KEYS)
+                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
+                                     col, "cannot locate the \"answer\" "
+                                          "number in the line");
+            rc = decimal_text(c->p + c->sc->val_off[k],
+                              c->sc->val_end[k] - c->sc->val_off[k],
+                              &q->answer);
+            if (rc == NSED_ETOOBIG)
+                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
+                                     col,
+                                     "\"answer\" number is too long as "
+                                     "decimal text (over %d characters); "
+                                     "write it as a string",
+                                     QUESTIONS_NUMBER_MAX);
+            if (rc)
+                return rc;
+            break;
+        case K_TAGS: {
+            size_t nt, ti = 0;
+
+            if (cJSON_IsNull(it))
+                break;
+            if (!cJSON_IsArray(it))
+                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
+                                     col,
+                                     "\"tags\" must be a list of strings, "
+                                     "got %s",
+                                     json_type_name(it));
+            nt = (size_t)cJSON_GetArraySize(it);
+            if (nt > QUESTIONS_TAGS_MAX)
+                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
+                                     col, "too many tags (%zu; at most %d)",
+                                     nt, QUESTIONS_TAGS_MAX);
+            if (!nt)
+                break;
+            q->tags = calloc(nt, sizeof *q->tags);
+            if (!q->tags)
+                return NSED_ENOMEM;
+            for (const cJSON *t = it->child; t; t = t->next, ti++) {
+                char what[32];
+
+                if (!cJSON_IsString(t))
+                    return nsed_error_at(err, NSED_EINVAL, c->file,
+                                         c->lineno, col,
+                                         "tag %zu must be a string, got %s",
+                                         ti + 1, json_type_name(t));
+                snprintf(what, sizeof what, "tag %zu", ti + 1);
+                if (check_label(what, t->valuestring, why, sizeof why))
+                    return nsed_error_at(err, NSED_EINVAL, c->file,
+                                         c->lineno, col, "%s", why);
+                rc = dup_string(t->valuestring, &q->tags[ti]);
+                if (rc)
+                    return rc;
+                q->ntags = ti + 1;
+            }
+            break;
+        }
+        case K_META:
+            if (cJSON_IsNull(it))
+                break;
+            if (!cJSON_IsObject(it))
+                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
+                                     col, "\"meta\" must be an object, got %s",
+                                     json_type_name(it));
+            if (!c->spans_ok || k >= SCAN_KEYS)
+                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
+                                     col, "cannot locate the \"meta\" "
+                                          "object in the line");
+            q->meta_json = compact_json(c->p + c->sc->val_off[k],
+                                        c->sc->val_end[k] -
+                                            c->sc->val_off[k]);
+            if (!q->meta_json)
+                return NSED_ENOMEM;
+            break;
+        case K_SEQ: {
+            const char *s;
+            size_t n;
+            uint64_t v = 0;
+
+            if (!cJSON_IsNumber(it) || !c->spans_ok || k >= SCAN_KEYS)
+                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
+                                     col, "\"seq\" must be a number");
+            s = c->p + c->sc->val_off[k];
+            n = c->sc->val_end[k] - c->sc->val_off[k];
+            for (size_t i = 0; i < n; i++) {
+                if (!is_digit((unsigned char)s[i]) ||
+                    v > (UINT64_MAX - 9) / 10)
+                    return nsed_error_at(err, NSED_EINVAL, c->file,
+                                         c->lineno, col,
+                                         "\"seq\" is not a sequence number");
+                v = v * 10 + (uint64_t)(s[i] - '0');
+            }
+            if (seq)
+                *seq = v;
+            break;
+        }
+        case K_COUNT:
+            break;
+        }
+    }
+    if (!(seen & (1u << K_ID)))
+        return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno, 0,
+                             "missing \"id\"");
+    if (!(seen & (1u << K_QUESTION)))
+        return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno, 0,
+                             "missing \"question\"");
+    if (c->record && !(seen & (1u << K_SEQ)))
+        return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno, 0,
+                             "missing \"seq\"");
+    return 0;
+}
+
+/* Parse the object text p[0..n) (BOM, CR and blank lines already dealt
+ * with). */
+static int parse_object(const char *file, size_t lineno, const char *p,
+                        size_t n, int record, question *out, uint64_t *seq,
+                        nsed_err *err)
+{
+    line_scan sc;
+    const char *end = NULL;
+    cJSON *root = NULL;
+    question q = {0};
+    parse_ctx c = {file, lineno, p, n, &sc, 0, record};
+    size_t json_off = SIZE_MAX, nchildren = 0;
+    uint64_t sq = 0;
+    int rc;
+
+    scan_line((const unsigned char *)p, n, &sc);
+    root = cJSON_ParseWithLengthOpts(p, n, &end, 0);
+    if (!root)
+        json_off = end && end >= p && end <= p + n ? (size_t)(end - p) : 0;
+    if (root) {
+        /* cJSON stops after the first value; the rest must be blank */
+        size_t i = end && end >= p && end <= p + n ? (size_t)(end - p) : n;
+
+        while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r'))
+            i++;
+        if (i < n && i < sc.err_off) {
+            rc = nsed_error_at(err, NSED_EINVAL, file, lineno, i + 1,
+                               "unexpected text after the JSON object "
+                               "(one object per line)");
+            goto out;
+        }
+    }
+    if (json_off < sc.err_off) {
+        if (sc.unterminated && sc.err_off == SIZE_MAX)
+            rc = nsed_error_at(err, NSED_EINVAL, file, lineno, n,
+                               "invalid JSON: the line ends inside a value "
+                               "(each question must be one line)");
+        else
+            rc = nsed_error_at(err, NSED_EINVAL, file, lineno, json_off + 1,
+                               "invalid JSON");
+        goto out;
+    }
+    if (sc.err_off != SIZE_MAX) {
+        rc = nsed_error_at(err, NSED_EINVAL, file, lineno, sc.err_off + 1,
+                           "%s", sc.err_msg);
+        goto out;
+    }
+    if (!cJSON_IsObject(root)) {
+        rc = nsed_error_at(err, NSED_EINVAL, file, lineno, 1,
+                           "expected a JSON object, got %s",
+                           json_type_name(root));
+        goto out;
+    }
+    for (const cJSON *it = root->child; it; it = it->next)
+        nchildren++;
+    c.spans_ok = nchildren == sc.nkeys;
+    rc = parse_fields(&c, root, &q, &sq, err);
+    if (rc == NSED_ENOMEM)
+        nsed_error(err, rc, "%s:%zu: out of memory", file, lineno);
+    if (rc)
+        goto out;
+    *out = q;
+    memset(&q, 0, sizeof q);
+    if (seq)
+        *seq = sq;
+out:
+    question_release(&q);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int questions_parse_line(const char *file, size_t lineno, const char *line,
+                         size_t len, question *out, nsed_err *err)
+{
+    if (!line) {
+        if (len)
+            return nsed_error_at(err, NSED_EINVAL, file, lineno, 0,
+                                 "no line text");
+        line = "";
+    }
+    if (len && line[len - 1] == '\r')
+        len--;
+    if (lineno == 1 && len >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0) {
+        line += 3;
+        len -= 3;
+    }
+    /* cJSON would skip one silently; outside line 1 it most likely comes
+     * from files joined with cat, and deserves a clear word */
+    if (len >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0)
+        return nsed_error_at(err, NSED_EINVAL, file, lineno, 1,
+                             "byte order mark (U+FEFF) after the start of "
+                             "the file (were files joined?); remove it");
+    if (len > QUESTIONS_LINE_MAX)
+        return nsed_error_at(err, NSED_ETOOBIG, file, lineno, 0,
+                             "line is longer than 1 MiB (%zu bytes)", len);
+    if (all_space(line, len))
+        return NSED_ENOTFOUND;
+    return parse_object(file, lineno, line, len, 0, out, NULL, err);
+}
+
+/* ------------------------------------------------------------------ */
+/* Stored records                                                      */
+
+int questions_record_json(const question *q, uint64_t seq, char **out,
+                          size_t *len)
+{
+    char seqtext[24];
+    cJSON *o = NULL, *tags;
+    char *text = NULL;
+    int rc = NSED_ENOMEM;
+
+    if (!q->id || !q->text)
+        return NSED_EINVAL;
+    o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "id", q->id) ||
+        !cJSON_AddStringToObject(o, "question", q->text))
+        goto out;
+    if (q->answer && !cJSON_AddStringToObject(o, "answer", q->answer))
+        goto out;
+    if (q->ntags) {
+        tags = cJSON_AddArrayToObject(o, "tags");
+        if (!tags)
+            goto out;
+        for (size_t i = 0; i < q->ntags; i++) {
+            cJSON *t = cJSON_CreateString(q->tags[i]);
+
+            if (!t || !cJSON_AddItemToArray(tags, t)) {
+                cJSON_Delete(t);
+                goto out;
+            }
+        }
+    }
+    if (q->meta_json && !cJSON_AddRawToObject(o, "meta", q->meta_json))
+        goto out;
+    /* as raw text: cJSON would print large integers in exponent form */
+    snprintf(seqtext, sizeof seqtext, "%" PRIu64, seq);
+    if (!cJSON_AddRawToObject(o, "seq", seqtext))
+        goto out;
+    text = cJSON_PrintUnformatted(o);
+    if (!text)
+        goto out;
+    if (len)
+        *len = strlen(text);
+    *out = text;
+    rc = 0;
+out:
+    cJSON_Delete(o);
+    return rc;
+}
+
+int questions_parse_record(const char *json, size_t len, question *out,
+                           uint64_t *seq, nsed_err *err)
+{
+    if (!json || !len)
+        return nsed_error(err, NSED_EINVAL, "question record: empty");
+    return parse_object("question record", 0, json, len, 1, out, seq, err);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading files                                                       */
+
+/* Ids seen so far with the line of their first appearance: an
+ * open-addressing hash table, kept at most half full. */
+typedef struct id_slot {
+    char *id; /* NULL: empty slot */
+    size_t line;
+    uint64_t hash;
+} id_slot;
+
+typedef struct id_set {
+    id_slot *slots;
+    size_t cap; /* power of two, or 0 */
+    size_t n;
+} id_set;
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325u;
+
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3u;
+    }
+    return h;
+}
+
+static void idset_release(id_set *s)
+{
+    for (size_t i = 0; i < s->cap; i++)
+        free(s->slots[i].id);
+    free(s->slots);
+    memset(s, 0, sizeof *s);
+}
+
+static int idset_grow(id_set *s)
+{
+    size_t ncap = s->cap ? s->cap * 2 : 1024;
+    id_slot *ns = calloc(ncap, sizeof *ns);
+
+    if (!ns)
+        return NSED_ENOMEM;
+    for (size_t i = 0; i < s->cap; i++) {
+        size_t j;
+
+        if (!s->slots[i].id)
+            continue;
+        j = (size_t)s->slots[i].hash & (ncap - 1);
+        while (ns[j].id)
+            j = (j + 1) & (ncap - 1);
+        ns[j] = s->slots[i];
+    }
+    free(s->slots);
+    s->slots = ns;
+    s->cap = ncap;
+    return 0;
+}
+
+/* Add id first seen on line. Returns 0, NSED_EEXIST with *first set to the
+ * line of the earlier occurrence, or NSED_ENOMEM. */
+static int idset_add(id_set *s, const char *id, size_t line, size_t *first)
+{
+    uint64_t h = fnv1a(id);
+    size_t j;
+    int rc;
+
+    if ((s->n + 1) * 2 > s->cap) {
+        rc = idset_grow(s);
+        if (rc)
+            return rc;
+    }
+    j = (size_t)h & (s->cap - 1);
+    while (s->slots[j].id) {
+        if (s->slots[j].hash == h && strcmp(s->slots[j].id, id) == 0) {
+            *first = s->slots[j].line;
+            return NSED_EEXIST;
+        }
+        j = (j + 1) & (s->cap - 1);
+    }
+    s->slots[j].id = strdup(id);
+    if (!s->slots[j].id)
+        return NSED_ENOMEM;
+    s->slots[j].line = line;
+    s->slots[j].hash = h;
+    s->n++;
+    return 0;
+}
+
+struct questions_reader {
+    FILE *f;
+    char *path;
+    unsigned flags;
+    size_t lineno;     /* lines consumed so far */
+    size_t nquestions; /* questions returned so far */
+    int eof;
+    int failed;
+    buf line;
+    id_set ids;
+    size_t cpos, clen;
+    char chunk[65536];
+};
+
+int questions_reader_open(const char *path, unsigned flags,
+                          questions_reader **out, nsed_err *err)
+{
+    questions_reader *r;
+
+    r = calloc(1, sizeof *r);
+    if (!r)
+        return nsed_error(err, NSED_ENOMEM, "%s: out of memory", path);
+    r->path = strdup(path);
+    if (!r->path) {
+        free(r);
+        return nsed_error(err, NSED_ENOMEM, "%s: out of memory", path);
+    }
+    r->f = fopen(path, "rb");
+    if (!r->f) {
+        int e = errno;
+
+        free(r->path);
+        free(r);
+        return nsed_error(err, NSED_EIO, "%s: cannot open: %s", path,
+                          strerror(e));
+    }
+    r->flags = flags;
+    /* +1: a CR before the LF is not part of the capped length */
+    buf_init(&r->line, QUESTIONS_LINE_MAX + 1);
+    *out = r;
+    return 0;
+}
+
+void questions_reader_free(questions_reader *r)
+{
+    if (!r)
+        return;
+    if (r->f)
+        fclose(r->f);
+    buf_release(&r->line);
+    idset_release(&r->ids);
+    free(r->path);
+    free(r);
+}
+
+size_t questions_reader_lines(const questions_reader *r)
+{
+    return r->lineno;
+}
+
+/* Next raw line (without its LF) into r->line. Returns 0, NSED_ENOTFOUND
+ * at the end, or an error. The line is never held past its cap: an
+ * overlong line fails as soon as the cap is passed. */
+static int next_line(questions_reader *r, nsed_err *err)
+{
+    buf_reset(&r->line);
+    for (;;) {
+        const char *start, *nl;
+        size_t seg;
+        int rc;
+
+        if (r->cpos == r->clen) {
+            size_t got;
+
+            if (r->eof) {
+                if (!r->line.len)
+                    return NSED_ENOTFOUND;
+                r->lineno++; /* a last line without LF */
+                return 0;
+            }
+            got = fread(r->chunk, 1, sizeof r->chunk, r->f);
+            if (!got) {
+                if (ferror(r->f))
+                    return nsed_error(err, NSED_EIO, "%s: read error: %s",
+                                      r->path, strerror(errno ? errno : EIO));
+                r->eof = 1;
+                continue;
+            }
+            r->cpos = 0;
+            r->clen = got;
+        }
+        start = r->chunk + r->cpos;
+        nl = memchr(start, '\n', r->clen - r->cpos);
+        seg = nl ? (size_t)(nl - start) : r->clen - r->cpos;
+        rc = buf_add(&r->line, start, seg);
+        if (rc == NSED_ETOOBIG)
+            return nsed_error_at(err, NSED_ETOOBIG, r->path, r->lineno + 1,
+                                 0, "line is longer than 1 MiB");
+        if (rc)
+            return nsed_error_at(err, rc, r->path, r->lineno + 1, 0,
+                                 "out of memory");
+        r->cpos += seg;
+        if (nl) {
+            r->cpos++;
+            r->lineno++;
+            return 0;
+        }
+    }
+}
+
+int questions_reader_next(questions_reader *r, question *q, size_t *lineno,
+                          nsed_err *err)
+{
+    question tmp = {0};
+    size_t first;
+    int rc;
+
+    if (r->failed)
+        return nsed_error(err, NSED_EINVAL, "%s: reader used after an error",
+                          r->path);
+    for (;;) {
+        rc = next_line(r, err);
+        if (rc == NSED_ENOTFOUND)
+            return rc;
+        if (rc)
+            goto fail;
+        rc = questions_parse_line(r->path, r->lineno, r->line.ptr,
+                                  r->line.len, &tmp, err);
+        if (rc == NSED_ENOTFOUND)
+            continue;
+        if (rc)
+            goto fail;
+        break;
+    }
+    if (r->flags & QUESTIONS_UNIQUE) {
+        if (r->nquestions >= QUESTIONS_FILE_MAX) {
+            rc = nsed_error_at(err, NSED_ETOOBIG, r->path, r->lineno, 0,
+                               "more than %d questions in one file; split "
+                               "it",
+                               QUESTIONS_FILE_MAX);
+            goto fail;
+        }
+        rc = idset_add(&r->ids, tmp.id, r->lineno, &first);
+        if (rc == NSED_EEXIST)
+            rc = nsed_error_at(err, NSED_EINVAL, r->path, r->lineno, 0,
+                               "duplicate id \"%s\" (first at line %zu)",
+                               tmp.id, first);
+        else if (rc)
+            rc = nsed_error_at(err, rc, r->path, r->lineno, 0,
+                               "out of memory");
+        if (rc)
+            goto fail;
+    }
+    r->nquestions++;
+    *q = tmp;
+    if (lineno)
+        *lineno = r->lineno;
+    return 0;
+fail:
+    question_release(&tmp);
+    r->failed = rc;
+    return rc;
+}
+
+int questions_read_file(const char *path,
+                        int (*fn)(const question *q, size_t lineno, void *arg),
+                        void *arg, nsed_err *err)
+{
+    questions_reader *r = NULL;
+    question q = {0};
+    size_t lineno;
+    int rc;
+
+    rc = questions_reader_open(path, 0, &r, err);
+    if (rc)
+        return rc;
+    for (;;) {
+        rc = questions_reader_next(r, &q, &lineno, err);
+        if (rc == NSED_ENOTFOUND) {
+            rc = 0;
+            break;
+        }
+        if (rc)
+            break;
+        rc = fn(&q, lineno, arg);
+        question_release(&q);
+        if (rc)
+            break;
+    }
+    questions_reader_free(r);
+    return rc;
+}
+
+int questions_check_file(const char *path, questions_stats *stats,
+                         nsed_err *err)
+{
+    questions_reader *r = NULL;
+    questions_stats st = {0};
+    question q = {0};
+    int rc;
+
+    rc = questions_reader_open(path, QUESTIONS_UNIQUE, &r, err);
+    if (rc)
+        return rc;
+    for (;;) {
+        rc = questions_reader_next(r, &q, NULL, err);
+        if (rc == NSED_ENOTFOUND) {
+            rc = 0;
+            break;
+        }
+        if (rc)
+            goto out;
+        st.questions++;
+        if (q.answer)
+            st.with_answer++;
+        question_release(&q);
+    }
+    st.lines = questions_reader_lines(r);
+    st.added = st.questions;
+    if (stats)
+        *stats = st;
+out:
+    questions_reader_free(r);
+    return rc;
+}

@@ -1,0 +1,204 @@
+/* questions.h -- question sets: parse JSONL files, ingest them into the run
+ * store, read them back in ingestion order.
+ *
+ * A question file is JSONL: one JSON object per line,
+ *
+ *   {"id": "q-001", "question": "What is 17 * 23?", "answer": "391",
+ *    "tags": ["arith"], "meta": {"source": "x"}}
+ *
+ *   id        required; a non-empty string of at most QUESTIONS_ID_MAX bytes
+ *             without control characters (C0, DEL, C1); unique in the file.
+ *   question  required; a string that is not empty or only white space.
+ *   answer    optional reference answer: a non-empty string, or a JSON number
+ *             that is turned into its shortest exact decimal text, digit for
+ *             digit from what was written (391.0 -> "391", 5e-1 -> "0.5",
+ *             -3 -> "-3"; no binary floating point is involved). null means
+ *             "no reference".
+ *   tags      optional list of at most QUESTIONS_TAGS_MAX non-empty strings
+ *             without control characters; null means none.
+ *   meta      optional object, kept verbatim (white space outside strings
+ *             removed, numbers and escapes exactly as written); null means
+ *             none.
+ *
+ * Any other key is an error: the message suggests the closest known key and
+ * says that extra data belongs in "meta". A key given twice is an error.
+ * Blank lines (only spaces, tabs, CR) are skipped; CRLF line ends are
+ * accepted; a UTF-8 byte order mark at the start of line 1 is skipped.
+ * The line must be valid UTF-8, and a line longer than QUESTIONS_LINE_MAX
+ * bytes is refused without ever being held in memory whole.
+ *
+ * Errors are reported through nsed_err as "FILE:LINE[:COL]: message";
+ * COL is 1-based and counts bytes (after a skipped byte order mark). JSON
+ * syntax errors carry the column where cJSON stopped; errors about one key
+ * carry the column of that key. Bad input returns NSED_EINVAL, an overlong
+ * line NSED_ETOOBIG.
+ *
+ * In the store (store/store.h) a question is
+ *   STORE_QUESTIONS  id -> {"id","question","answer"?,"tags"?,"meta"?,"seq"}
+ *   STORE_QORDER     store_u64_key(seq) -> id
+ * where seq is the 0-based ingestion sequence number: questions are never
+ * deleted, so the sequence numbers of a store are exactly 0..count-1.
+ *
+ * The parsing half (questions.c) does not touch the store, so a program
+ * that only reads question files (the simulated endpoint server) links
+ * without LMDB objects being pulled in; the store half is questions_store.c.
+ */
+#ifndef NSED_QUESTIONS_H
+#define NSED_QUESTIONS_H
+
+#include "pipeline/base/err.h"
+#include "store/store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Caps on input from question files. */
+#define QUESTIONS_LINE_MAX ((size_t)1 << 20) /* bytes/line, CR LF excluded */
+#define QUESTIONS_ID_MAX 256                 /* bytes per id */
+#define QUESTIONS_TAGS_MAX 64                /* tags per question */
+#define QUESTIONS_NUMBER_MAX 400 /* bytes of a numeric answer as decimal */
+#define QUESTIONS_FILE_MAX 10000000 /* questions per file for check/ingest */
+
+/* One question. Every string is malloc'd and owned by the struct; release
+ * with question_release. A zero-initialised question is valid and empty. */
+typedef struct question {
+    char *id;        /* malloc'd */
+    char *text;      /* the "question" string, malloc'd */
+    char *answer;    /* reference answer text, NULL when absent */
+    char **tags;     /* malloc'd array of malloc'd strings */
+    size_t ntags;
+    char *meta_json; /* compact JSON of "meta", NULL when absent */
+} question;
+
+/* Free every field of q and zero it, so it may be reused. NULL is ignored. */
+void question_release(question *q);
+
+/* Parse one line (len bytes, no newline; a trailing CR is ignored; it need
+ * not be NUL-terminated). file and lineno only label error messages; on
+ * line 1 a UTF-8 byte order mark is skipped.
+ * Returns 0 with *out filled (the caller owns it; *out is overwritten, not
+ * released first); NSED_ENOTFOUND for a blank line (not an error: err is
+ * left untouched); NSED_EINVAL or NSED_ETOOBIG with err naming
+ * file:lineno[:col]; NSED_ENOMEM. On any failure *out is not written. */
+int questions_parse_line(const char *file, size_t lineno, const char *line,
+                         size_t len, question *out, nsed_err *err);
+
+/* Stream a file: call fn for each parsed question, in file order, with its
+ * 1-based line number. The question is only valid during the call (copy
+ * what you keep). Memory use does not depend on the file size; duplicate
+ * ids are NOT detected here (see questions_check_file).
+ * Returns 0 when the whole file was read; the first parse error (err filled
+ * as for questions_parse_line); NSED_EIO when the file cannot be opened or
+ * read (err says why); or, when fn returns non-zero, that value at once
+ * (err as fn left it). */
+int questions_read_file(const char *path,
+                        int (*fn)(const question *q, size_t lineno, void *arg),
+                        void *arg, nsed_err *err);
+
+/* Pull-style reader, for callers that want questions one at a time (the
+ * read/check/ingest functions are built on it). */
+typedef struct questions_reader questions_reader;
+
+enum questions_reader_flags {
+    /* Refuse an id seen earlier in the file: "duplicate id "x" (first at
+     * line N)". Costs memory per question (the ids and their lines), up to
+     * QUESTIONS_FILE_MAX questions (NSED_ETOOBIG beyond). */
+    QUESTIONS_UNIQUE = 1 << 0,
+};
+
+/* Open path for reading. flags: enum questions_reader_flags.
+ * Returns 0 with *out owning the reader, NSED_EIO (cannot open; err names
+ * the file and the OS reason) or NSED_ENOMEM. */
+int questions_reader_open(const char *path, unsigned flags,
+                          questions_reader **out, nsed_err *err);
+
+/* Read the next question into *q (caller releases it) and its line number
+ * into *lineno (may be NULL). Blank lines are skipped.
+ * Returns 0; NSED_ENOTFOUND at the end of the file (err untouched); or a
+ * parse error / NSED_EIO / NSED_ETOOBIG / NSED_ENOMEM with err filled.
+ * After an error the reader must only be freed. */
+int questions_reader_next(questions_reader *r, question *q, size_t *lineno,
+                          nsed_err *err);
+
+/* Lines read so far, blank ones included (after the end: lines in file). */
+size_t questions_reader_lines(const questions_reader *r);
+
+/* Close the file and free the reader. NULL is ignored. */
+void questions_reader_free(questions_reader *r);
+
+/* What a check or an ingest saw. */
+typedef struct questions_stats {
+    size_t lines;       /* lines in the file, blank ones included */
+    size_t questions;   /* questions in the file */
+    size_t with_answer; /* of those, how many carry a reference answer */
+    size_t added;       /* ingest: new to the store; check: == questions */
+    size_t unchanged;   /* ingest: already in the store, same content;
+                           check: 0 */
+} questions_stats;
+
+/* Validate a whole file without a store: every line parses and no id
+ * appears twice. Returns 0 with *stats filled (stats may be NULL), or the
+ * first error as for questions_reader_next. */
+int questions_check_file(const char *path, questions_stats *stats,
+                         nsed_err *err);
+
+/* Add the questions of path to the store s, atomically and idempotently:
+ * the whole file goes in one store_write, so on any error nothing at all is
+ * written. A question whose id is already in the store with the same
+ * content (id, question, answer, tags, meta) counts as unchanged and keeps
+ * its sequence number; with different content the ingest fails with
+ * NSED_EEXIST ("FILE:LINE: question "x" is already in the store with
+ * different content (the answer differs)"). Duplicate ids within the file
+ * fail with NSED_EINVAL naming both lines. New questions take the next
+ * sequence numbers in file order.
+ * Returns 0 with *stats filled (stats may be NULL; written only on
+ * success); a parse error; NSED_EEXIST; NSED_EIO; NSED_ESTORE;
+ * NSED_EINVAL for a read-only store. Memory grows with the number of ids in
+ * the file (duplicate detection), not with their content. */
+int questions_ingest(store *s, const char *path, questions_stats *stats,
+                     nsed_err *err);
+
+/* Look up a question by id inside a store transaction (read or write).
+ * Returns 0 with *out filled (caller releases it), NSED_ENOTFOUND (err
+ * names the id), NSED_ESTORE (LMDB error or a corrupt record), or
+ * NSED_ENOMEM. On failure *out is not written. */
+int questions_get(store_txn *txn, const char *id, question *out,
+                  nsed_err *err);
+
+/* Number of questions in the store (== the next sequence number). Returns
+ * 0 with *n set, or NSED_ESTORE. */
+int questions_count(store_txn *txn, size_t *n);
+
+/* Same, opening its own read transaction on s. Returns 0, NSED_ESTORE. */
+int questions_total(store *s, size_t *n, nsed_err *err);
+
+/* Visit the questions of the store in ingestion order, starting at
+ * sequence number start_seq (0: from the first), one at a time: only one
+ * question is held in memory at once. q is valid only during the call.
+ * fn returning non-zero stops the scan and that value is returned.
+ * Returns 0 when the scan completed, fn's value, NSED_ESTORE (LMDB error,
+ * or the order table names an id whose record is missing or corrupt) or
+ * NSED_ENOMEM. */
+int questions_scan(store_txn *txn, uint64_t start_seq,
+                   int (*fn)(const question *q, uint64_t seq, void *arg),
+                   void *arg);
+
+/* The stored record of q with sequence number seq, as compact JSON:
+ * {"id","question","answer"?,"tags"?,"meta"?,"seq"} (meta inserted
+ * verbatim). Returns 0 with *out malloc'd (caller frees) and *len (may be
+ * NULL) its length, NSED_EINVAL when q lacks id or text, NSED_ENOMEM. */
+int questions_record_json(const question *q, uint64_t seq, char **out,
+                          size_t *len);
+
+/* Parse a stored record (json of len bytes) back into *out and *seq (may
+ * be NULL). Returns 0, NSED_EINVAL (err says what is wrong; messages are
+ * prefixed "question record: ") or NSED_ENOMEM. */
+int questions_parse_record(const char *json, size_t len, question *out,
+                           uint64_t *seq, nsed_err *err);
+
+/* Which part of two questions differs: NULL when they have the same
+ * content, otherwise a static name ("id", "question", "answer", "tags",
+ * "meta"). */
+const char *question_diff(const question *a, const question *b);
+
+#endif

@@ -1,0 +1,265 @@
+/* questions_store.c -- questions in the run store: ingest, look-up, count
+ * and scan in ingestion order. */
+#include "pipeline/questions/questions.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct ingest_ctx {
+    const char *path;
+    questions_stats st;
+} ingest_ctx;
+
+/* Add one parsed question (from line lineno) unless it is already stored;
+ * *next is the sequence number a new question takes. */
+static int ingest_one(store_txn *txn, const char *path, size_t lineno,
+                      const question *q, uint64_t *next, questions_stats *st,
+                      nsed_err *err)
+{
+    const void *val;
+    size_t vlen, idlen = strlen(q->id), rlen;
+    unsigned char key[8];
+    question old = {0};
+    char *rec = NULL;
+    const char *diff;
+    int rc;
+
+    rc = store_get(txn, STORE_QUESTIONS, q->id, idlen, &val, &vlen);
+    if (rc == 0) {
+        nsed_err why = {0};
+
+        rc = questions_parse_record(val, vlen, &old, NULL, &why);
+        if (rc) {
+            rc = nsed_error_at(err, NSED_ESTORE, path, lineno, 0,
+                               "question \"%s\" in the store is unreadable "
+                               "(%s)",
+                               q->id, why.msg);
+            goto out;
+        }
+        diff = question_diff(&old, q);
+        if (diff) {
+            rc = nsed_error_at(err, NSED_EEXIST, path, lineno, 0,
+                               "question \"%s\" is already in the store with "
+                               "different content (the %s differs)",
+                               q->id, diff);
+            goto out;
+        }
+        st->unchanged++;
+        goto out;
+    }
+    if (rc != NSED_ENOTFOUND) {
+        rc = nsed_error_at(err, rc, path, lineno, 0,
+                           "cannot read question \"%s\" from the store",
+                           q->id);
+        goto out;
+    }
+    store_u64_key(*next, key);
+    rc = store_get(txn, STORE_QORDER, key, sizeof key, &val, &vlen);
+    if (rc && rc != NSED_ENOTFOUND) {
+        rc = nsed_error_at(err, rc, path, lineno, 0,
+                           "cannot read the store's question order");
+        goto out;
+    }
+    if (rc == 0) {
+        /* sequence numbers are dense (questions are never deleted), so the
+         * next one must be free; anything else means a damaged store */
+        rc = nsed_error(err, NSED_ESTORE,
+                        "%s: the store's question order is damaged "
+                        "(sequence %" PRIu64 " is already taken)",
+                        path, *next);
+        goto out;
+    }
+    rc = questions_record_json(q, *next, &rec, &rlen);
+    if (rc) {
+        rc = nsed_error_at(err, rc, path, lineno, 0, "out of memory");
+        goto out;
+    }
+    rc = store_put(txn, STORE_QUESTIONS, q->id, idlen, rec, rlen);
+    if (!rc)
+        rc = store_put(txn, STORE_QORDER, key, sizeof key, q->id, idlen);
+    if (rc) {
+        rc = nsed_error_at(err, rc, path, lineno, 0,
+                           "cannot write question \"%s\" to the store",
+                           q->id);
+        goto out;
+    }
+    (*next)++;
+    st->added++;
+out:
+    free(rec);
+    question_release(&old);
+    return rc;
+}
+
+/* The whole ingest as one write transaction. store_write may call this
+ * again from scratch after growing the map, so it starts over from the
+ * first line and keeps nothing outside the transaction but ctx->st, which
+ * it resets. */
+static int ingest_txn(store_txn *txn, void *arg, nsed_err *err)
+{
+    ingest_ctx *ctx = arg;
+    questions_reader *r = NULL;
+    question q = {0};
+    size_t count, lineno;
+    uint64_t next;
+    int rc;
+
+    memset(&ctx->st, 0, sizeof ctx->st);
+    rc = questions_count(txn, &count);
+    if (rc) {
+        rc = nsed_error(err, rc, "%s: cannot count the questions in the "
+                                 "store",
+                        ctx->path);
+        goto out;
+    }
+    next = count;
+    rc = questions_reader_open(ctx->path, QUESTIONS_UNIQUE, &r, err);
+    if (rc)
+        goto out;
+    for (;;) {
+        rc = questions_reader_next(r, &q, &lineno, err);
+        if (rc == NSED_ENOTFOUND) {
+            rc = 0;
+            break;
+        }
+        if (rc)
+            goto out;
+        ctx->st.questions++;
+        if (q.answer)
+            ctx->st.with_answer++;
+        rc = ingest_one(txn, ctx->path, lineno, &q, &next, &ctx->st, err);
+        question_release(&q);
+        if (rc)
+            goto out;
+    }
+    ctx->st.lines = questions_reader_lines(r);
+out:
+    question_release(&q);
+    questions_reader_free(r);
+    return rc;
+}
+
+int questions_ingest(store *s, const char *path, questions_stats *stats,
+                     nsed_err *err)
+{
+    ingest_ctx ctx = {path, {0}};
+    int rc;
+
+    rc = store_write(s, ingest_txn, &ctx, err);
+    if (rc)
+        return rc;
+    if (stats)
+        *stats = ctx.st;
+    return 0;
+}
+
+int questions_get(store_txn *txn, const char *id, question *out,
+                  nsed_err *err)
+{
+    const void *val;
+    size_t vlen, idlen = strlen(id);
+    question q = {0};
+    nsed_err why = {0};
+    int rc;
+
+    if (!idlen || idlen > STORE_KEY_MAX)
+        return nsed_error(err, NSED_ENOTFOUND,
+                          "question \"%.300s\" is not in the store", id);
+    rc = store_get(txn, STORE_QUESTIONS, id, idlen, &val, &vlen);
+    if (rc == NSED_ENOTFOUND)
+        return nsed_error(err, rc, "question \"%s\" is not in the store", id);
+    if (rc)
+        return nsed_error(err, rc, "cannot read question \"%s\" from the "
+                                   "store",
+                          id);
+    rc = questions_parse_record(val, vlen, &q, NULL, &why);
+    if (rc == NSED_ENOMEM)
+        return nsed_error(err, rc, "out of memory");
+    if (rc)
+        return nsed_error(err, NSED_ESTORE,
+                          "question \"%s\" in the store is unreadable (%s)",
+                          id, why.msg);
+    if (strcmp(q.id, id) != 0) {
+        question_release(&q);
+        return nsed_error(err, NSED_ESTORE,
+                          "question \"%s\" in the store is filed under "
+                          "another id",
+                          id);
+    }
+    *out = q;
+    return 0;
+}
+
+int questions_count(store_txn *txn, size_t *n)
+{
+    return store_count(txn, STORE_QORDER, n);
+}
+
+static int total_txn(store_txn *txn, void *arg, nsed_err *err)
+{
+    int rc = questions_count(txn, arg);
+
+    if (rc)
+        return nsed_error(err, rc, "cannot count the questions in the store");
+    return 0;
+}
+
+int questions_total(store *s, size_t *n, nsed_err *err)
+{
+    size_t count = 0;
+    int rc;
+
+    rc = store_read(s, total_txn, &count, err);
+    if (rc)
+        return rc;
+    *n = count;
+    return 0;
+}
+
+typedef struct scan_ctx {
+    store_txn *txn;
+    int (*fn)(const question *q, uint64_t seq, void *arg);
+    void *arg;
+} scan_ctx;
+
+static int scan_one(const void *key, size_t klen, const void *val,
+                    size_t vlen, void *arg)
+{
+    scan_ctx *c = arg;
+    const void *rec;
+    size_t rlen;
+    question q = {0};
+    uint64_t seq, rseq = 0;
+    int rc;
+
+    if (klen != 8)
+        return NSED_ESTORE;
+    seq = store_key_u64(key);
+    rc = store_get(c->txn, STORE_QUESTIONS, val, vlen, &rec, &rlen);
+    if (rc)
+        return NSED_ESTORE;
+    rc = questions_parse_record(rec, rlen, &q, &rseq, NULL);
+    if (rc == NSED_ENOMEM)
+        return rc;
+    if (rc || rseq != seq || strlen(q.id) != vlen ||
+        memcmp(q.id, val, vlen) != 0) {
+        question_release(&q);
+        return NSED_ESTORE;
+    }
+    rc = c->fn(&q, seq, c->arg);
+    question_release(&q);
+    return rc;
+}
+
+int questions_scan(store_txn *txn, uint64_t start_seq,
+                   int (*fn)(const question *q, uint64_t seq, void *arg),
+                   void *arg)
+{
+    scan_ctx c = {txn, fn, arg};
+    unsigned char start[8];
+
+    store_u64_key(start_seq, start);
+    return store_scan(txn, STORE_QORDER, NULL, 0, start, sizeof start,
+                      scan_one, &c);
+}

@@ -1,0 +1,136 @@
+/* runner_int.h -- pieces of the runner shared by its files and by the
+ * commands that read what it stored (status, export). */
+#ifndef NSED_RUNNER_INT_H
+#define NSED_RUNNER_INT_H
+
+#include "pipeline/base/err.h"
+#include "pipeline/gateway/gateway.h"
+#include "pipeline/questions/questions.h"
+#include "pipeline/workflow/workflow.h"
+#include "stages/stage.h"
+#include "stages/state.h"
+#include "store/store.h"
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+
+/* Deep copy of a question (tags and meta included) into *dst. Returns 0 or
+ * NSED_ENOMEM (dst then released). */
+int runner_question_copy(const question *src, question *dst);
+
+/* The incomplete marker of a question whose stage lost calls: JSON
+ * {"stage","round","failed":[{"seat","model","kind","error"}]} in *json
+ * and the first error text in *why (both malloc'd). Returns 0 or
+ * NSED_ENOMEM. */
+int runner_incomplete_marker(const state *st, const stage_response *resps,
+                             size_t n, char **json, char **why);
+
+/* The incomplete marker of a question the broker could not staff: JSON
+ * {"stage":"broker","round":0,"failed":[],"error":reason} in *json and
+ * "broker: <reason>" in *why (both malloc'd). Returns 0 or NSED_ENOMEM. */
+int runner_unstaffed_marker(const char *reason, char **json, char **why);
+
+typedef struct runner_qctx runner_qctx;
+
+/* The result record of a finished question (one export line): see the
+ * README's "Results" section for its fields. broker_record is the
+ * broker's stored decision for the question (broker.h), summarized into
+ * the "broker" field, or NULL (the field is then null). Reads the
+ * archived round 0 from the store when it is no longer in memory
+ * (st_store read transaction; must not be called inside a store
+ * transaction). Returns 0 and sets *out (malloc'd) or an error. */
+int runner_result_json(const workflow *wf, store *st_store, const state *st,
+                       const question *q, const char *broker_record,
+                       const runner_qctx *qctx, char **out, nsed_err *err);
+
+/* ---- per-round accuracy and the efficiency-fatigue fit (runner_fit.c) */
+
+#define RUNNER_MAX_ROUNDS 64 /* rounds.max is at most this */
+#define RUNNER_FIT_MIN_N 10  /* judged winners a round needs to count */
+
+/* Per round index: winners judged against a reference (n), right (k). */
+typedef struct runner_round_counts {
+    double n[RUNNER_MAX_ROUNDS];
+    double k[RUNNER_MAX_ROUNDS];
+} runner_round_counts;
+
+/* Count decided round r of st into *c (nothing when it has no winner with
+ * an answer, or the question no reference). */
+void runner_rounds_observe(const workflow *wf, const state *st,
+                           const state_round *r, runner_round_counts *c);
+
+/* Read the stored counts (all zero when none); add delta to them inside a
+ * store_write (replayable: read through txn); add d to t in memory. */
+int runner_rounds_read(store_txn *txn, runner_round_counts *c);
+int runner_rounds_commit(store_txn *txn, const runner_round_counts *delta);
+void runner_rounds_add(runner_round_counts *t, const runner_round_counts *d);
+
+typedef struct runner_fit {
+    double p_g, p_v, k, lambda, beta, t_opt;
+    double questions; /* judged winners of the rounds fitted */
+} runner_fit;
+
+/* Fit U(t) (converge.h) to the counts: p_g and p_v as given (the team's
+ * measured accuracies), k and beta by weighted least squares over the
+ * winners of revision rounds t >= 1; lambda = k / (p_v - p_g), -1 when
+ * p_v <= p_g (then rounds cannot help; t_opt 0). Needs at least two
+ * revision rounds with RUNNER_FIT_MIN_N judged winners each:
+ * NSED_ENOTFOUND otherwise. */
+int runner_fit_fatigue(const runner_round_counts *c, double p_g, double p_v,
+                       runner_fit *out);
+
+/* What a question is scored and stopped with beyond the workflow, fixed
+ * when it starts and stored with it (STORE_STATE id "\0c") so that a
+ * resumed question behaves exactly as it would have:
+ *  - reliability weights (scoring.reliability_weighting): model m's
+ *    evaluations count 2*p_v - 1 clamped to [0, 1], p_v smoothed toward its
+ *    prior, so a verifier no better than a coin counts for nothing;
+ *  - the efficiency-fatigue fit (a fatigue rule with parameters the
+ *    workflow leaves open), -1 where nothing could be fitted yet. */
+struct runner_qctx {
+    double *reliability; /* per model, NULL when weighting is off */
+    double fit_p_g, fit_p_v, fit_lambda, fit_beta;
+};
+
+struct telemetry;
+
+/* True when the workflow needs a per-question context at all. */
+bool runner_qctx_wanted(const workflow *wf);
+
+/* Build the context of question st (its seats chosen) from the
+ * telemetry now; *json is what to store. Returns 0 or NSED_ENOMEM. */
+int runner_qctx_new(const workflow *wf, const struct telemetry *t,
+                    const runner_round_counts *rounds, const state *st,
+                    runner_qctx *q, char **json);
+
+/* Parse a stored context. Returns 0, NSED_ESTORE or NSED_ENOMEM. */
+int runner_qctx_parse(const workflow *wf, const char *json, size_t len,
+                      runner_qctx *q, nsed_err *err);
+
+/* Point ctx at q's weights and fit. */
+void runner_qctx_apply(const runner_qctx *q, size_t nmodels, stage_ctx *ctx);
+
+void runner_qctx_release(runner_qctx *q);
+
+/* Cumulative call statistics per model across runs, kept in
+ * STORE_TELEMETRY under "gateway/<model id>". */
+typedef struct runner_telemetry_base runner_telemetry_base;
+
+/* Load the statistics earlier runs recorded for wf's models. */
+int runner_telemetry_load(store *st, const workflow *wf,
+                          runner_telemetry_base **out, nsed_err *err);
+
+/* Put base + this gateway's statistics for every model (inside a
+ * store_write; replayable). */
+int runner_telemetry_put(store_txn *txn, const runner_telemetry_base *base,
+                         const workflow *wf, const gateway *gw);
+
+void runner_telemetry_free(runner_telemetry_base *base);
+
+/* base + the gateway's live statistics of model index m, into *out (all
+ * zero for an index out of range). */
+void runner_telemetry_current(const runner_telemetry_base *base,
+                              const gateway *gw, size_t m,
+                              gateway_stats *out);
+
+#endif

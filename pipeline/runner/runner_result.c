@@ -1,0 +1,369 @@
+/* runner_result.c -- the records the runner stores about a question: the
+ * result (one export line) and the incomplete marker. */
+#include "pipeline/broker/broker.h"
+#include "pipeline/runner/runner.h"
+#include "pipeline/runner/runner_int.h"
+#include "pipeline/broker/telemetry.h"
+#include "stages/answer.h"
+#include "stages/text.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int runner_question_copy(const question *src, question *dst)
+{
+    memset(dst, 0, sizeof *dst);
+    dst->id = strdup(src->id);
+    dst->text = strdup(src->text);
+    dst->answer = dup_or_null(src->answer);
+    dst->meta_json = dup_or_null(src->meta_json);
+    if (src->ntags) {
+        dst->tags = calloc(src->ntags, sizeof *dst->tags);
+        if (dst->tags) {
+            dst->ntags = src->ntags;
+            for (size_t i = 0; i < src->ntags; i++)
+                if (!(dst->tags[i] = strdup(src->tags[i])))
+                    goto nomem;
+        }
+    }
+    if (!dst->id || !dst->text || (src->answer && !dst->answer) ||
+        (src->meta_json && !dst->meta_json) || (src->ntags && !dst->tags))
+        goto nomem;
+    return 0;
+nomem:
+    question_release(dst);
+    return NSED_ENOMEM;
+}
+
+int runner_incomplete_marker(const state *st, const stage_response *resps,
+                             size_t n, char **json, char **why)
+{
+    cJSON *o = cJSON_CreateObject(), *failed;
+    const char *first = NULL;
+    int rc = NSED_ENOMEM;
+
+    *json = NULL;
+    *why = NULL;
+    if (!o || !cJSON_AddStringToObject(o, "stage",
+                                       state_stage_name(st->stage)) ||
+        !cJSON_AddNumberToObject(o, "round", st->round) ||
+        !(failed = cJSON_AddArrayToObject(o, "failed")))
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        cJSON *f;
+        const char *e = resps[i].error ? resps[i].error : "call failed";
+
+        if (resps[i].ok)
+            continue;
+        if (!first)
+            first = e;
+        f = cJSON_CreateObject();
+        if (!f)
+            goto out;
+        cJSON_AddItemToArray(failed, f);
+        if (!cJSON_AddNumberToObject(f, "seat", (double)resps[i].seat) ||
+            !cJSON_AddStringToObject(f, "kind",
+                                     stage_kind_name(resps[i].kind)) ||
+            !cJSON_AddStringToObject(f, "error", e))
+            goto out;
+    }
+    *json = cJSON_PrintUnformatted(o);
+    *why = strdup(first ? first : "call failed");
+    if (*json && *why)
+        rc = 0;
+out:
+    if (rc) {
+        free(*json);
+        free(*why);
+        *json = *why = NULL;
+    }
+    cJSON_Delete(o);
+    return rc;
+}
+
+int runner_unstaffed_marker(const char *reason, char **json, char **why)
+{
+    cJSON *o = cJSON_CreateObject();
+    size_t n = strlen("broker: ") + strlen(reason) + 1;
+    int rc = NSED_ENOMEM;
+
+    *json = NULL;
+    *why = malloc(n);
+    if (!o || !*why || !cJSON_AddStringToObject(o, "stage", "broker") ||
+        !cJSON_AddNumberToObject(o, "round", 0) ||
+        !cJSON_AddArrayToObject(o, "failed") ||
+        !cJSON_AddStringToObject(o, "error", reason))
+        goto out;
+    snprintf(*why, n, "broker: %s", reason);
+    *json = cJSON_PrintUnformatted(o);
+    if (*json)
+        rc = 0;
+out:
+    if (rc) {
+        free(*why);
+        *why = NULL;
+    }
+    cJSON_Delete(o);
+    return rc;
+}
+
+/* ---- result ------------------------------------------------------------- */
+
+typedef struct round_read {
+    const state *st;
+    int index;
+    state_round *out;
+} round_read;
+
+static int read_round_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    round_read *rr = arg;
+    unsigned char key[STORE_KEY_MAX + 8];
+    size_t klen = runner_state_key(rr->st->qid, 'r', rr->index, key);
+    const void *val;
+    size_t vlen;
+    int rc;
+
+    rc = store_get(txn, STORE_STATE, key, klen, &val, &vlen);
+    if (rc == NSED_ENOTFOUND)
+        return 0;
+    if (rc)
+        return nsed_error(err, rc, "cannot read round %d of %s", rr->index,
+                          rr->st->qid);
+    return state_round_from_json(val, vlen, rr->st->nseats, &rr->out, err);
+}
+
+/* Round index of st, from memory or from the archive (*owned then set to
+ * what the caller frees). NULL when it is in neither. */
+static const state_round *get_round(store *sto, const state *st, int index,
+                                    state_round **owned, nsed_err *err,
+                                    int *rc)
+{
+    const state_round *r = state_round_get(st, index);
+    round_read rr = {.st = st, .index = index};
+
+    *owned = NULL;
+    *rc = 0;
+    if (r || index < 0 || !sto)
+        return r;
+    *rc = store_read(sto, read_round_fn, &rr, err);
+    *owned = rr.out;
+    return rr.out;
+}
+
+static cJSON *correct_json(const workflow *wf, const char *answer,
+                           const char *reference)
+{
+    if (!reference)
+        return cJSON_CreateNull();
+    return cJSON_CreateBool(answer && answer_matches(&wf->answer, answer,
+                                                     reference));
+}
+
+static cJSON *str_or_null(const char *s)
+{
+    return s ? cJSON_CreateString(s) : cJSON_CreateNull();
+}
+
+static int add(cJSON *o, const char *k, cJSON *v)
+{
+    if (!v)
+        return NSED_ENOMEM;
+    cJSON_AddItemToObject(o, k, v);
+    return 0;
+}
+
+static cJSON *seat_json(const workflow *wf, const state *st, size_t seat)
+{
+    cJSON *o = cJSON_CreateObject();
+
+    if (!o)
+        return NULL;
+    if (add(o, "seat", cJSON_CreateNumber((double)seat)) ||
+        add(o, "model", cJSON_CreateString(wf->models[st->seats[seat].model].id)) ||
+        add(o, "role", cJSON_CreateString(st->seats[seat].role))) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static cJSON *scores_json(const workflow *wf, const state *st,
+                          const state_round *r)
+{
+    cJSON *a = cJSON_CreateArray();
+
+    if (!a || !r || !r->aggregated)
+        return a;
+    for (size_t j = 0; j < r->ncand; j++) {
+        const state_score *sc = &r->agg.scores[j];
+        char label[TEXT_LABEL_MAX];
+        cJSON *o = seat_json(wf, st, r->cands[j].seat);
+
+        if (!o) {
+            cJSON_Delete(a);
+            return NULL;
+        }
+        cJSON_AddItemToArray(a, o);
+        text_label(j, label);
+        if (add(o, "label", cJSON_CreateString(label)) ||
+            add(o, "score", cJSON_CreateNumber(sc->score)) ||
+            add(o, "net_support", cJSON_CreateNumber(sc->net_support)) ||
+            add(o, "evaluators",
+                cJSON_CreateNumber((double)sc->nevaluators)) ||
+            add(o, "answer", str_or_null(r->proposals[r->cands[j].seat].answer))) {
+            cJSON_Delete(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static cJSON *baselines_json(const workflow *wf, const state *st,
+                             const state_round *r0)
+{
+    cJSON *b = cJSON_CreateObject(), *models, *maj;
+
+    if (!b)
+        return NULL;
+    if (!(models = cJSON_AddArrayToObject(b, "models")) ||
+        !(maj = cJSON_AddObjectToObject(b, "majority")))
+        goto fail;
+    for (size_t i = 0; r0 && i < st->nseats; i++) {
+        const state_proposal *p = &r0->proposals[i];
+        const char *ans = p->status == STATE_PROPOSAL_OK ? p->answer : NULL;
+        cJSON *o = seat_json(wf, st, i);
+
+        if (!o)
+            goto fail;
+        cJSON_AddItemToArray(models, o);
+        if (add(o, "answer", str_or_null(ans)) ||
+            add(o, "correct", correct_json(wf, ans, st->reference)))
+            goto fail;
+    }
+    if (add(maj, "answer", str_or_null(st->baseline_answer)) ||
+        add(maj, "votes", cJSON_CreateNumber((double)st->baseline_votes)) ||
+        add(maj, "correct",
+            correct_json(wf, st->baseline_answer, st->reference)))
+        goto fail;
+    return b;
+fail:
+    cJSON_Delete(b);
+    return NULL;
+}
+
+int runner_result_json(const workflow *wf, store *sto, const state *st,
+                       const question *q, const char *broker_record,
+                       const runner_qctx *qctx, char **out, nsed_err *err)
+{
+    cJSON *o = cJSON_CreateObject(), *v, *missing, *tok;
+    state_round *own_final = NULL, *own0 = NULL;
+    const state_round *rf, *r0, *last = st->cur;
+    const char *winning = NULL;
+    int rc = 0;
+
+    if (!o)
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    rf = get_round(sto, st, st->final_round, &own_final, err, &rc);
+    if (rc)
+        goto out;
+    r0 = get_round(sto, st, 0, &own0, err, &rc);
+    if (rc)
+        goto out;
+    if (rf && st->final_seat >= 0 &&
+        (size_t)st->final_seat < st->nseats)
+        winning = rf->proposals[st->final_seat].text;
+
+    rc = NSED_ENOMEM;
+    if (add(o, "id", cJSON_CreateString(st->qid)) ||
+        add(o, "status", cJSON_CreateString(state_status_name(st->status))) ||
+        add(o, "final_answer", str_or_null(st->final_answer)) ||
+        add(o, "final_source",
+            cJSON_CreateString(state_final_source_name(st->final_source))) ||
+        add(o, "reference", str_or_null(st->reference)) ||
+        add(o, "correct",
+            correct_json(wf, st->final_answer, st->reference)) ||
+        add(o, "winning_response", str_or_null(winning)))
+        goto out;
+    if (st->final_seat >= 0 && (size_t)st->final_seat < st->nseats) {
+        v = seat_json(wf, st, (size_t)st->final_seat);
+        if (add(o, "winner", v) ||
+            add(v, "round", cJSON_CreateNumber(st->final_round)))
+            goto out;
+    } else if (add(o, "winner", cJSON_CreateNull())) {
+        goto out;
+    }
+    if (add(o, "rounds", cJSON_CreateNumber(st->round + 1)) ||
+        add(o, "stop_reason",
+            cJSON_CreateString(state_stop_reason_name(last->decision.reason))) ||
+        add(o, "conviction",
+            cJSON_CreateNumber(last->aggregated ? last->agg.conviction : 0)) ||
+        add(o, "scores", scores_json(wf, st, last)))
+        goto out;
+    if (!(tok = cJSON_AddObjectToObject(o, "tokens")) ||
+        add(tok, "prompt", cJSON_CreateNumber((double)st->usage.prompt_tokens)) ||
+        add(tok, "completion",
+            cJSON_CreateNumber((double)st->usage.completion_tokens)) ||
+        add(o, "cost_usd", cJSON_CreateNumber(st->usage.cost_usd)) ||
+        add(o, "degraded",
+            cJSON_CreateBool(st->status == STATE_STATUS_DEGRADED)))
+        goto out;
+    if (!(missing = cJSON_AddArrayToObject(o, "missing_seats")))
+        goto out;
+    for (size_t i = 0; i < st->nseats; i++) {
+        if (!st->missing[i])
+            continue;
+        v = seat_json(wf, st, i);
+        if (!v)
+            goto out;
+        cJSON_AddItemToArray(missing, v);
+    }
+    if (add(o, "baselines", baselines_json(wf, st, r0)))
+        goto out;
+    v = cJSON_CreateArray();
+    if (add(o, "tags", v))
+        goto out;
+    for (size_t i = 0; i < q->ntags; i++) {
+        cJSON *t = cJSON_CreateString(q->tags[i]);
+
+        if (!t)
+            goto out;
+        cJSON_AddItemToArray(v, t);
+    }
+    if (add(o, "meta", q->meta_json ? cJSON_CreateRaw(q->meta_json)
+                                    : cJSON_CreateNull()))
+        goto out;
+    v = broker_record ? broker_record_summary(broker_record,
+                                              strlen(broker_record))
+                      : NULL;
+    if (add(o, "broker", v ? v : cJSON_CreateNull()))
+        goto out;
+    if (qctx && qctx->reliability) {
+        /* the evaluator weights this question was scored with */
+        if (!(v = cJSON_AddObjectToObject(o, "reliability")))
+            goto out;
+        for (size_t i = 0; i < st->nseats; i++) {
+            const char *id = wf->models[st->seats[i].model].id;
+
+            if (!cJSON_GetObjectItemCaseSensitive(v, id) &&
+                add(v, id, cJSON_CreateNumber(
+                               qctx->reliability[st->seats[i].model])))
+                goto out;
+        }
+    }
+    *out = cJSON_PrintUnformatted(o);
+    rc = *out ? 0 : NSED_ENOMEM;
+out:
+    if (rc == NSED_ENOMEM)
+        nsed_error(err, rc, "out of memory");
+    state_round_free(own_final, st->nseats);
+    state_round_free(own0, st->nseats);
+    cJSON_Delete(o);
+    return rc;
+}

@@ -1,0 +1,142 @@
+/* runner_telemetry.c -- call statistics per model, cumulative across the
+ * runs of a store, kept in STORE_TELEMETRY as "gateway/<model id>". */
+#include "pipeline/runner/runner_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct runner_telemetry_base {
+    size_t n;
+    gateway_stats *stats; /* per wf->models index */
+};
+
+static int key_of(const workflow_model *m, char *key, size_t cap)
+{
+    int n = snprintf(key, cap, "gateway/%s", m->id);
+
+    return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
+static int load_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    struct {
+        const workflow *wf;
+        runner_telemetry_base *b;
+    } *a = arg;
+    char key[128];
+
+    (void)err;
+    for (size_t i = 0; i < a->wf->nmodels; i++) {
+        const void *val;
+        size_t vlen;
+        int klen = key_of(&a->wf->models[i], key, sizeof key);
+        cJSON *j;
+
+        if (klen < 0 ||
+            store_get(txn, STORE_TELEMETRY, key, (size_t)klen, &val, &vlen))
+            continue;
+        j = cJSON_ParseWithLength(val, vlen);
+        if (j)
+            gateway_stats_from_json(j, &a->b->stats[i]);
+        cJSON_Delete(j);
+    }
+    return 0;
+}
+
+int runner_telemetry_load(store *st, const workflow *wf,
+                          runner_telemetry_base **out, nsed_err *err)
+{
+    runner_telemetry_base *b = calloc(1, sizeof *b);
+    struct {
+        const workflow *wf;
+        runner_telemetry_base *b;
+    } a = {wf, b};
+    int rc;
+
+    if (!b || !(b->stats = calloc(wf->nmodels, sizeof *b->stats))) {
+        free(b);
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    }
+    b->n = wf->nmodels;
+    rc = store_read(st, load_fn, &a, err);
+    if (rc) {
+        runner_telemetry_free(b);
+        return rc;
+    }
+    *out = b;
+    return 0;
+}
+
+static void stats_add(gateway_stats *t, const gateway_stats *s)
+{
+    t->calls += s->calls;
+    t->ok += s->ok;
+    t->failed += s->failed;
+    t->attempts += s->attempts;
+    t->retries += s->retries;
+    t->ledger_hits += s->ledger_hits;
+    t->dry_run += s->dry_run;
+    t->breaker_opens += s->breaker_opens;
+    t->prompt_tokens += s->prompt_tokens;
+    t->completion_tokens += s->completion_tokens;
+    t->cached_tokens += s->cached_tokens;
+    t->cost_usd += s->cost_usd;
+    t->latency_sum_s += s->latency_sum_s;
+    if (s->latency_max_s > t->latency_max_s)
+        t->latency_max_s = s->latency_max_s;
+    for (int k = 0; k < GATEWAY_ERR_KIND_COUNT; k++)
+        t->attempt_errors[k] += s->attempt_errors[k];
+    for (int i = 0; i < GATEWAY_LATENCY_BUCKETS; i++)
+        t->latency_hist[i] += s->latency_hist[i];
+}
+
+int runner_telemetry_put(store_txn *txn, const runner_telemetry_base *base,
+                         const workflow *wf, const gateway *gw)
+{
+    char key[128];
+
+    for (size_t i = 0; i < wf->nmodels && i < base->n; i++) {
+        gateway_stats s = base->stats[i], now;
+        cJSON *j;
+        char *text;
+        int klen = key_of(&wf->models[i], key, sizeof key), rc;
+
+        if (klen < 0 || gateway_stats_get(gw, i, &now))
+            continue;
+        stats_add(&s, &now);
+        j = gateway_stats_to_json(&s);
+        text = j ? cJSON_PrintUnformatted(j) : NULL;
+        cJSON_Delete(j);
+        if (!text)
+            return NSED_ENOMEM;
+        rc = store_put(txn, STORE_TELEMETRY, key, (size_t)klen, text,
+                       strlen(text));
+        free(text);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+void runner_telemetry_current(const runner_telemetry_base *base,
+                              const gateway *gw, size_t m,
+                              gateway_stats *out)
+{
+    gateway_stats now;
+
+    memset(out, 0, sizeof *out);
+    if (m >= base->n)
+        return;
+    *out = base->stats[m];
+    if (gateway_stats_get(gw, m, &now) == 0)
+        stats_add(out, &now);
+}
+
+void runner_telemetry_free(runner_telemetry_base *b)
+{
+    if (!b)
+        return;
+    free(b->stats);
+    free(b);
+}
