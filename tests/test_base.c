@@ -23,6 +23,7 @@ START_TEST(error_location_prefix)
     ck_assert_str_eq(e.msg, "q.jsonl:12: bad");
     ck_assert_int_eq(nsed_exit_code(NSED_EINVAL), 2);
     ck_assert_int_eq(nsed_exit_code(NSED_EIO), 1);
+    ck_assert_int_eq(nsed_exit_code(NSED_EINTERNAL), 1);
     ck_assert_int_eq(nsed_exit_code(NSED_OK), 0);
     ck_assert_int_eq(nsed_error(NULL, NSED_EIO, "x"), NSED_EIO);
 }

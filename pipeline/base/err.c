@@ -18,6 +18,7 @@ const char *nsed_strerror(int code)
     case NSED_ENOTFOUND: return "not found";
     case NSED_EEXIST: return "already exists";
     case NSED_ENET: return "network error";
+    case NSED_EINTERNAL: return "internal error (a bug in nsed)";
     }
     return "unknown error";
 }

@@ -24,7 +24,14 @@ enum {
     NSED_ENOTFOUND = -9, /* key or file not present */
     NSED_EEXIST = -10,   /* key already present with different content */
     NSED_ENET = -11,     /* network / HTTP failure */
+    NSED_EINTERNAL = -12, /* a "cannot happen" path: a bug in nsed, not in
+                             the input (exit 1) */
 };
+
+/* Mark a fallible function: ignoring its result is a compile error under
+ * -Werror (as curl marks dynbuf). Every function that returns an NSED_E*
+ * code carries it in its header. */
+#define NSED_MUST_CHECK __attribute__((warn_unused_result))
 
 #define NSED_ERR_MSG_MAX 1024
 
