@@ -320,7 +320,7 @@ END_TEST
 /* ---- decisions on a loaded workflow ------------------------------------ */
 
 #define DEMO_WF NSED_SOURCE_DIR "/workflows/broker-demo.yaml"
-#define DEMO_SIM NSED_SOURCE_DIR "/workflows/broker-sim.yaml"
+#define DEMO_SIM NSED_SOURCE_DIR "/tests/sim/configs/broker-sim.yaml"
 #define DEMO_Q NSED_SOURCE_DIR "/workflows/demo-questions.jsonl"
 #define EVERYONE_WF NSED_SOURCE_DIR "/tests/data/broker/everyone.yaml"
 

@@ -61,10 +61,18 @@ START_TEST(validate_examples_print_hash)
 }
 END_TEST
 
-/* `nsed validate workflows/STAR.yaml` as a user types it: every example
- * workflow passes and the simulator config beside them is recognised. */
+/* `nsed validate workflows/STAR.yaml` as a user types it: every file there
+ * is a workflow and passes, with no file skipped. The simulator configs
+ * live in tests/sim/configs/, where nsed-sim --check accepts them and
+ * nsed validate refuses them like any file with an unknown key. */
 START_TEST(validate_workflow_dir_glob)
 {
+    static const struct {
+        const char *path, *check;
+    } sims[] = {
+        {NSED_SOURCE_DIR "/tests/sim/configs/demo-sim.yaml", "ok, 3 models"},
+        {NSED_SOURCE_DIR "/tests/sim/configs/broker-sim.yaml", "ok, 6 models"},
+    };
     glob_t g;
     char *argv[32] = {NSED_BIN, "validate", "-q"};
     size_t n = 3;
@@ -77,18 +85,30 @@ START_TEST(validate_workflow_dir_glob)
         argv[n++] = g.gl_pathv[i];
     argv[n] = NULL;
     ck_assert_msg(tu_run(argv, &out, &err) == 0, "%s", err);
-    ck_assert(tu_contains(out, "demo-sim.yaml: skipped, a simulated-server"));
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        char line[4096];
+
+        snprintf(line, sizeof line, "%s: ok, workflow hash", g.gl_pathv[i]);
+        ck_assert_msg(tu_contains(out, line), "no \"%s\" in:\n%s", line, out);
+    }
     ck_assert(tu_contains(out, "demo.yaml: ok, workflow hash"));
     free(out);
     free(err);
     globfree(&g);
 
-    {
+    for (size_t i = 0; i < sizeof sims / sizeof sims[0]; i++) {
         char *sargv[] = {NSED_SIM_BIN, "--check", "--config",
-                         NSED_SOURCE_DIR "/workflows/demo-sim.yaml", NULL};
+                         (char *)sims[i].path, NULL};
+        char *vargv[] = {NSED_BIN, "validate", "-q", (char *)sims[i].path,
+                         NULL};
 
         ck_assert_int_eq(tu_run(sargv, &out, &err), 0);
-        ck_assert(tu_contains(out, "ok, 3 models"));
+        ck_assert_msg(tu_contains(out, sims[i].check), "%s", out);
+        free(out);
+        free(err);
+        ck_assert_int_eq(tu_run(vargv, &out, &err), 2);
+        ck_assert_msg(tu_contains(err, "unknown key \"kind\" in the top level"),
+                      "%s", err);
         free(out);
         free(err);
     }

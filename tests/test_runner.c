@@ -23,7 +23,7 @@
 
 #define DEMO_WF NSED_SOURCE_DIR "/workflows/demo.yaml"
 #define DEMO_Q NSED_SOURCE_DIR "/workflows/demo-questions.jsonl"
-#define DEMO_SIM NSED_SOURCE_DIR "/workflows/demo-sim.yaml"
+#define DEMO_SIM NSED_SOURCE_DIR "/tests/sim/configs/demo-sim.yaml"
 #define DATA NSED_SOURCE_DIR "/tests/data/runner/"
 
 #define NSED(url, out, err, ...) TU_NSED(url, out, err, __VA_ARGS__)

@@ -599,7 +599,7 @@ END_TEST
 
 START_TEST(demo_config_serves_three_models)
 {
-    char *text = tu_read_file(NSED_SOURCE_DIR "/workflows/demo-sim.yaml", NULL);
+    char *text = tu_read_file(NSED_SOURCE_DIR "/tests/sim/configs/demo-sim.yaml", NULL);
     simproc p;
     hres r;
     cJSON *j, *stats;

@@ -26,7 +26,7 @@ $NSED validate --quiet workflows/demo.yaml workflows/demo-questions.jsonl
 
 echo
 echo "== nsed-sim (simulated models on 127.0.0.1)"
-$SIM --config workflows/demo-sim.yaml --port 0 >"$out" 2>/dev/null &
+$SIM --config tests/sim/configs/demo-sim.yaml --port 0 >"$out" 2>/dev/null &
 sim_pid=$!
 for _ in $(seq 100); do
     grep -q '^listening on' "$out" && break

@@ -4,7 +4,6 @@
 #include "pipeline/workflow/workflow.h"
 
 #include <getopt.h>
-#include <string.h>
 
 static const char validate_usage[] =
     "usage: nsed validate [--quiet] FILE...\n"
@@ -13,38 +12,12 @@ static const char validate_usage[] =
     "running anything. For each workflow, print its normalized configuration\n"
     "(all defaults filled in) and its workflow hash: the SHA-256 of a canonical\n"
     "form, unchanged by re-indenting, reordering keys or comments.\n"
-    "Errors are printed as FILE:LINE:COL: message. YAML files marked\n"
-    "`kind: nsed-sim` (simulated-server configs) are skipped.\n"
+    "Errors are printed as FILE:LINE:COL: message.\n"
     "\n"
     "  -q, --quiet   print only one line per file\n"
     "  -h, --help    this text\n"
     "\n"
     "Exit status: 0 when every file is valid, 2 when any is not.\n";
-
-/* 1 when the YAML file at path carries the top-level marker
- * `kind: nsed-sim` of a simulated-server config (not a workflow). Only the
- * first lines are looked at; a file that cannot be read is left for the
- * workflow loader to report. */
-static int is_sim_config(const char *path)
-{
-    char line[256];
-    int found = 0, lines = 0;
-    FILE *f = fopen(path, "r");
-
-    if (!f)
-        return 0;
-    while (!found && lines++ < 64 && fgets(line, sizeof line, f)) {
-        const char *p = line + strlen("kind:");
-
-        if (strncmp(line, "kind:", 5) != 0)
-            continue;
-        p += strspn(p, " \t");
-        found = strncmp(p, "nsed-sim", 8) == 0 &&
-                strchr(" \t#\r\n", p[8] ? p[8] : '\n') != NULL;
-    }
-    fclose(f);
-    return found;
-}
 
 static int validate_workflow(const char *path, int quiet)
 {
@@ -52,11 +25,6 @@ static int validate_workflow(const char *path, int quiet)
     nsed_err err = {0};
     int rc;
 
-    if (is_sim_config(path)) {
-        printf("%s: skipped, a simulated-server config (check it with "
-               "nsed-sim --check --config %s)\n", path, path);
-        return 0;
-    }
     rc = workflow_load(path, &wf, &err);
     if (rc)
         return cli_fail(&err);
