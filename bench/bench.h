@@ -1,4 +1,4 @@
-/* bench.h -- the pieces of nsed-bench, the benchmark (bench/README in
+/* bench.h -- the pieces of nsed-bench, the benchmark (its user guide is
  * docs/performance.md).
  *
  * nsed-bench is one program in two roles. As the driver (no --worker) it

@@ -1,7 +1,7 @@
 /* broker.h -- picks the team (the seats) for each question.
  *
  * The workflow's tiers map a question's tags to a team template
- * (workflow_team_for_tags). Two policies (README.md, "The broker", is the user
+ * (workflow_team_for_tags). Two policies (docs/broker.md is the user
  * guide):
  *
  * `fixed`: the template's roles are used as written: a role with count c

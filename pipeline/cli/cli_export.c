@@ -12,7 +12,7 @@ static const char export_usage[] =
     "usage: nsed export --store DIR [-o FILE]\n"
     "\n"
     "Write one JSON object per finished question, in question order (the\n"
-    "fields are described in the README, \"Results\"). Questions still\n"
+    "fields are described in docs/results.md). Questions still\n"
     "running or incomplete are left out; `nsed status` counts them.\n"
     "Opens the store read-only, so it can run beside a running writer.\n"
     "\n"

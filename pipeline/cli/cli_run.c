@@ -44,7 +44,7 @@ static const char run_usage[] =
     "                           store (nsed status --telemetry-out FILE)\n"
     "                           the prior of this store's broker; it is\n"
     "                           kept in the store and replaces an earlier\n"
-    "                           one (see the README, The broker)\n"
+    "                           one (see docs/broker.md)\n"
     "      --allow-workflow-change\n"
     "                           accept a store created with another workflow\n"
     "                           hash; the change is recorded\n"

@@ -19,7 +19,7 @@ static const char team_usage[] =
     "expected cost and tokens per question), whether it was admitted,\n"
     "excluded (and the reason) or chosen. The estimates come from the\n"
     "store's telemetry (opened read-only, so this can run beside a running\n"
-    "writer), else from the workflow's priors. See the README, The broker.\n"
+    "writer), else from the workflow's priors. See docs/broker.md.\n"
     "\n"
     "  -s, --store DIR       use the telemetry this run store has measured\n"
     "                        (and the prior it was given)\n"

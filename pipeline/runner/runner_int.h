@@ -32,8 +32,8 @@ int runner_unstaffed_marker(const char *reason, char **json, char **why);
 
 typedef struct runner_qctx runner_qctx;
 
-/* The result record of a finished question (one export line): see the
- * README's "Results" section for its fields. broker_record is the
+/* The result record of a finished question (one export line): see
+ * docs/results.md for its fields. broker_record is the
  * broker's stored decision for the question (broker.h), summarized into
  * the "broker" field, or NULL (the field is then null). Reads the
  * archived round 0 from the store when it is no longer in memory

@@ -1,6 +1,6 @@
 /* workflow.h -- the workflow loader: YAML file -> typed, validated config.
  *
- * A workflow file (README.md, "Workflow files", is the user reference) describes
+ * A workflow file (docs/workflow.md is the user reference) describes
  * the models, the team templates, the broker, the round structure, scoring,
  * answer extraction and prompts of an NSED run. It is reviewed in pull
  * requests, so the loader is strict: unknown keys, wrong types, values out
