@@ -60,11 +60,13 @@ static int validate_workflow(const char *path, int quiet)
     rc = workflow_load(path, &wf, &err);
     if (rc)
         return cli_fail(&err);
-    if (!quiet)
-        workflow_print_normalized(wf, stdout);
-    printf("%s: ok, workflow hash %s\n", path, workflow_hash(wf));
+    if (!quiet && (rc = workflow_print_normalized(wf, stdout)) != 0)
+        nsed_error(&err, rc, "%s: cannot print the normalized workflow: %s",
+                   path, nsed_strerror(rc));
+    else
+        printf("%s: ok, workflow hash %s\n", path, workflow_hash(wf));
     workflow_free(wf);
-    return 0;
+    return rc ? cli_fail(&err) : 0;
 }
 
 static int validate_questions(const char *path)
@@ -88,6 +90,7 @@ int cli_validate(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     int quiet = 0, c, status = 0;
+    nsed_err err = {0};
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
@@ -108,6 +111,13 @@ int cli_validate(int argc, char **argv)
         int rc = cli_has_suffix(argv[i], ".jsonl")
                      ? validate_questions(argv[i])
                      : validate_workflow(argv[i], quiet);
+
+        if (rc > status)
+            status = rc;
+    }
+    /* what was printed must have got out: an exit status of 0 says so */
+    if (cli_stdout_flush(&err)) {
+        int rc = cli_fail(&err);
 
         if (rc > status)
             status = rc;
