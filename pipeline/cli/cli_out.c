@@ -6,12 +6,14 @@
 
 int cli_stdout_flush(nsed_err *err)
 {
-    int failed;
+    int e;
 
-    errno = 0;
-    failed = fflush(stdout) != 0 || ferror(stdout);
-    if (!failed || errno == EPIPE)
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return 0;
+    /* the errno of the write that failed, when nothing failed since */
+    e = errno;
+    if (e == EPIPE)
         return 0;
     return nsed_error(err, NSED_EIO, "write failed: %s",
-                      strerror(errno ? errno : EIO));
+                      strerror(e ? e : EIO));
 }

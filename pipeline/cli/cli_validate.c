@@ -3,6 +3,7 @@
 #include "pipeline/questions/questions.h"
 #include "pipeline/workflow/workflow.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <string.h>
 
@@ -60,11 +61,23 @@ static int validate_workflow(const char *path, int quiet)
     rc = workflow_load(path, &wf, &err);
     if (rc)
         return cli_fail(&err);
-    if (!quiet && (rc = workflow_print_normalized(wf, stdout)) != 0)
+    if (!quiet)
+        rc = workflow_print_normalized(wf, stdout);
+    if (rc == NSED_EIO) {
+        /* stdout failed: say how, unless the reader just went away (as
+         * for nsed export); cleared, so that it is said once */
+        int e = errno;
+
+        rc = e == EPIPE ? 0
+                        : nsed_error(&err, NSED_EIO, "write failed: %s",
+                                     strerror(e ? e : EIO));
+        clearerr(stdout);
+    } else if (rc) {
         nsed_error(&err, rc, "%s: cannot print the normalized workflow: %s",
                    path, nsed_strerror(rc));
-    else
+    } else {
         printf("%s: ok, workflow hash %s\n", path, workflow_hash(wf));
+    }
     workflow_free(wf);
     return rc ? cli_fail(&err) : 0;
 }

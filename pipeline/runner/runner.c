@@ -9,6 +9,7 @@
 #include "stages/stage.h"
 #include "store/store_keys.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -738,6 +739,16 @@ static int commit(struct loop *L)
 
 /* ---- progress and events ----------------------------------------------- */
 
+/* The gateway's totals over every model. */
+static void totals(const gateway *gw, gateway_stats *t)
+{
+    int rc = gateway_stats_get(gw, GATEWAY_ALL_MODELS, t);
+
+    /* GATEWAY_ALL_MODELS is always in range */
+    assert(rc == 0);
+    (void)rc;
+}
+
 /* Report progress through on_progress (at most every 0.25 s unless
  * final). */
 static void progress(struct loop *L, bool final)
@@ -751,7 +762,7 @@ static void progress(struct loop *L, bool final)
     if (!L->opts->on_progress || (!final && now - L->last_progress < 0.25))
         return;
     L->last_progress = now;
-    gateway_stats_get(L->gw, GATEWAY_ALL_MODELS, &t);
+    totals(L->gw, &t);
     if (this_run > 0 && todo > done) {
         size_t left = todo - done - L->sum->incomplete;
 
@@ -939,7 +950,7 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
     if (!rc)
         rc = gateway_flush(L.gw, err);
     progress(&L, true);
-    gateway_stats_get(L.gw, GATEWAY_ALL_MODELS, &t);
+    totals(L.gw, &t);
     sum->calls = t.calls;
     sum->ledger_hits = t.ledger_hits;
     sum->prompt_tokens = t.prompt_tokens;
