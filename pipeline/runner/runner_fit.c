@@ -1,9 +1,10 @@
 /* runner_fit.c -- per-round accuracy telemetry and the fit of the
  * efficiency-fatigue model to it.
  *
- * The STORE_TELEMETRY record of store_keys_rounds() holds, per round index r, how many decided
- * rounds r had a winner whose extracted answer could be judged against a
- * reference (n) and how many of those winners were right (k). From them
+ * The STORE_TELEMETRY record of store_keys_rounds() ("rounds") holds, per
+ * round index r, how many decided rounds r had a winner whose extracted
+ * answer could be judged against a reference (n) and how many of those
+ * winners were right (k). From them
  * the runner fits the model of converge.h,
  *
  *     U(t) = 1 - (1 - p_g) exp(-k t) - beta t^2,    k = lambda (p_v - p_g)
