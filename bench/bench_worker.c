@@ -76,6 +76,14 @@ static int do_ingest(const char *wpath, const char *qpath, const char *dir,
     return rc;
 }
 
+/* The runner's events, as nsed run prints them. */
+static void print_event(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "\r\033[K%s\n", line);
+    fflush(stderr);
+}
+
 static int do_run(const char *wpath, const char *dir, bool nosync,
                   nsed_err *err)
 {
@@ -89,7 +97,7 @@ static int do_run(const char *wpath, const char *dir, bool nosync,
     rc = open_bound(wpath, dir, nosync ? STORE_NOSYNC : 0, &wf, &st, err);
     if (rc)
         goto out;
-    ro.log = stderr;
+    ro.on_event = print_event;
     getrusage(RUSAGE_SELF, &r0);
     rc = runner_run(wf, st, &ro, &sum, err);
     getrusage(RUSAGE_SELF, &r1);

@@ -1,4 +1,5 @@
 /* Tests for the base helpers: error formatting, capped buffers, SHA-256. */
+#include "pipeline/base/atomic.h"
 #include "pipeline/base/buf.h"
 #include "pipeline/base/err.h"
 #include "pipeline/base/hash.h"
@@ -7,8 +8,10 @@
 #include "testutil.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 START_TEST(error_location_prefix)
 {
@@ -161,6 +164,95 @@ START_TEST(num_parse_is_strict)
 }
 END_TEST
 
+/* Names in dir other than . and .., counted. */
+static int entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+
+    ck_assert_ptr_nonnull(d);
+    while ((e = readdir(d)))
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+/* The new content replaces the old one whole, and nothing else is left in
+ * the directory. */
+START_TEST(atomic_write_replaces_whole_file)
+{
+    char *dir = tu_mkdtemp(), *p = tu_path(dir, "out.json"), *text;
+    atomic_file *f = NULL;
+    nsed_err e = {0};
+
+    ck_assert_int_eq(atomic_write(p, "first\n", 6, &e), 0);
+    text = tu_read_file(p, NULL);
+    ck_assert_str_eq(text, "first\n");
+    free(text);
+    ck_assert_int_eq(atomic_file_open(p, &f, &e), 0);
+    ck_assert_int_eq(fputs("second, longer\n", atomic_file_stream(f)) >= 0, 1);
+    /* until the commit, readers see the old file */
+    text = tu_read_file(p, NULL);
+    ck_assert_str_eq(text, "first\n");
+    free(text);
+    ck_assert_int_eq(atomic_file_commit(f, &e), 0);
+    text = tu_read_file(p, NULL);
+    ck_assert_str_eq(text, "second, longer\n");
+    free(text);
+    ck_assert_int_eq(entries(dir), 1);
+    /* an empty file is a file too */
+    ck_assert_int_eq(atomic_write(p, "", 0, &e), 0);
+    text = tu_read_file(p, NULL);
+    ck_assert_str_eq(text, "");
+    free(text);
+    ck_assert_int_eq(entries(dir), 1);
+    tu_rmrf(dir);
+    free(p);
+    free(dir);
+}
+END_TEST
+
+/* On every failure the old file stays and no temporary file is left. */
+START_TEST(atomic_write_failure_leaves_nothing)
+{
+    char *dir = tu_mkdtemp(), *p = tu_path(dir, "out.json");
+    char *sub = tu_path(dir, "sub"), *in_sub = tu_path(sub, "x"), *text;
+    atomic_file *f = NULL;
+    nsed_err e = {0};
+
+    /* aborted: the old content stays */
+    ck_assert_int_eq(atomic_write(p, "old", 3, &e), 0);
+    ck_assert_int_eq(atomic_file_open(p, &f, &e), 0);
+    fputs("half", atomic_file_stream(f));
+    atomic_file_abort(f);
+    text = tu_read_file(p, NULL);
+    ck_assert_str_eq(text, "old");
+    free(text);
+    ck_assert_int_eq(entries(dir), 1);
+    /* the rename fails (the target is a directory): the temporary goes */
+    ck_assert_int_eq(mkdir(sub, 0755), 0);
+    ck_assert_int_eq(atomic_write(sub, "x", 1, &e), NSED_EIO);
+    ck_assert_msg(tu_contains(e.msg, "cannot rename to"), "%s", e.msg);
+    ck_assert_int_eq(entries(dir), 2);
+    ck_assert_int_eq(entries(sub), 0);
+    /* no such directory: nothing is created */
+    ck_assert_int_eq(atomic_write("/nonexistent/dir/x", "x", 1, &e), NSED_EIO);
+    ck_assert_msg(tu_contains(e.msg, "cannot create"), "%s", e.msg);
+    f = NULL;
+    ck_assert_int_eq(atomic_file_open(in_sub, &f, &e), 0);
+    ck_assert_int_eq(entries(sub), 1);
+    atomic_file_abort(f);
+    ck_assert_int_eq(entries(sub), 0);
+    atomic_file_abort(NULL);
+    tu_rmrf(dir);
+    free(in_sub);
+    free(sub);
+    free(p);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("base");
@@ -174,6 +266,10 @@ int main(void)
     tcase_add_test(tc, buf_cap_is_hard);
     tcase_add_test(tc, buf_detach_hands_over);
     tcase_add_test(tc, buf_read_file_respects_cap);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("atomic files");
+    tcase_add_test(tc, atomic_write_replaces_whole_file);
+    tcase_add_test(tc, atomic_write_failure_leaves_nothing);
     suite_add_tcase(s, tc);
     tc = tcase_create("numbers");
     tcase_add_test(tc, num_parse_is_strict);

@@ -5,10 +5,13 @@
 
 #include <check.h>
 #include <cjson/cJSON.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define DEMO_WF NSED_SOURCE_DIR "/workflows/demo.yaml"
 #define DEMO_Q NSED_SOURCE_DIR "/workflows/demo-questions.jsonl"
@@ -320,6 +323,67 @@ START_TEST(status_of_missing_store_is_clear)
 }
 END_TEST
 
+/* Run nsed with argv (from the command name on, NULL-terminated) and its
+ * stdout on /dev/full; *err gets what it said on stderr. Returns the exit
+ * status. */
+static int nsed_to_dev_full(char *const *args, char **err)
+{
+    char *argv[16] = {NSED_BIN};
+    char *errpath = tu_path(tu_tmp, "stderr.txt");
+    size_t n = 1;
+    int status;
+    pid_t pid;
+
+    while (args[n - 1] && n < 15) {
+        argv[n] = args[n - 1];
+        n++;
+    }
+    argv[n] = NULL;
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int out = open("/dev/full", O_WRONLY);
+        int e = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+        if (out < 0 || e < 0 || dup2(out, 1) < 0 || dup2(e, 2) < 0)
+            _exit(99);
+        execv(NSED_BIN, argv);
+        _exit(98);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status));
+    *err = tu_read_file(errpath, NULL);
+    free(errpath);
+    return WEXITSTATUS(status);
+}
+
+/* A command whose output could not be written says so and fails: an exit
+ * status of 0 claims the output is there. */
+START_TEST(failed_print_exits_nonzero)
+{
+    char *store = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL;
+    char *validate[] = {"validate", DEMO_WF, NULL};
+    char *validate_q[] = {"validate", "-q", DEMO_WF, DEMO_Q, NULL};
+    char *status[] = {"status", "--store", store, NULL};
+    char *status_json[] = {"status", "--store", store, "--json", NULL};
+    char *const *cmds[] = {validate, validate_q, status, status_json};
+
+    ck_assert_int_eq(NSED(&out, &err, "ingest", DEMO_WF, "--questions", DEMO_Q,
+                          "--store", store),
+                     0);
+    free(out);
+    free(err);
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        int rc = nsed_to_dev_full(cmds[i], &err);
+
+        ck_assert_msg(rc == 1, "%s %s: exit %d", cmds[i][0], cmds[i][1], rc);
+        ck_assert_msg(tu_contains(err, "nsed: write failed"), "%s", err);
+        free(err);
+    }
+    free(store);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli");
@@ -342,6 +406,7 @@ int main(void)
     tcase_add_test(tc, ingest_bad_file_adds_nothing);
     tcase_add_test(tc, workflow_change_refused_unless_flag);
     tcase_add_test(tc, status_of_missing_store_is_clear);
+    tcase_add_test(tc, failed_print_exits_nonzero);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

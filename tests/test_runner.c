@@ -7,6 +7,7 @@
 
 #include "pipeline/runner/runner_int.h"
 #include "stages/converge.h"
+#include "store/store_keys.h"
 
 #include <check.h>
 #include <cjson/cJSON.h>
@@ -568,6 +569,85 @@ START_TEST(deliberation_helps_only_with_good_verifiers)
 }
 END_TEST
 
+/* ---- the store key map ------------------------------------------------- */
+
+/* Keys are the bytes of the map in store_keys.h, written out by hand, and
+ * parse back to what built them. */
+START_TEST(store_keys_match_the_map)
+{
+    static const unsigned char round7[] = {'q', '1', 0, 'r', 0, 0, 0, 7};
+    static const unsigned char big[] = {'q', 0, 'r', 1, 2, 3, 4};
+    static const struct {
+        enum store_keys_qrec rec;
+        char tag;
+    } tags[] = {{STORE_KEYS_STATE, 's'},
+                {STORE_KEYS_INCOMPLETE, 'i'},
+                {STORE_KEYS_BROKER, 'b'},
+                {STORE_KEYS_CONTEXT, 'c'}};
+    char longid[STORE_KEY_MAX + 1];
+    enum store_keys_qrec rec;
+    enum store_keys_tele kind;
+    size_t idlen, off, len;
+    uint32_t round = 0;
+    store_key k;
+
+    for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
+        const unsigned char want[] = {'q', '1', 0, (unsigned char)tags[i].tag};
+
+        ck_assert_int_eq(store_keys_question("q1", tags[i].rec, 9, &k), 0);
+        ck_assert_uint_eq(k.len, sizeof want);
+        ck_assert(memcmp(k.bytes, want, sizeof want) == 0);
+        ck_assert_int_eq(store_keys_question_parse(k.bytes, k.len, &idlen,
+                                                   &rec, &round), 0);
+        ck_assert_uint_eq(idlen, 2);
+        ck_assert_int_eq(rec, tags[i].rec);
+    }
+    ck_assert_int_eq(store_keys_question("q1", STORE_KEYS_ROUND, 7, &k), 0);
+    ck_assert_uint_eq(k.len, sizeof round7);
+    ck_assert(memcmp(k.bytes, round7, sizeof round7) == 0);
+    ck_assert_int_eq(store_keys_question_parse(big, sizeof big, &idlen, &rec,
+                                               &round), 0);
+    ck_assert_int_eq(rec, STORE_KEYS_ROUND);
+    ck_assert_uint_eq(round, 0x01020304u);
+    ck_assert_uint_eq(idlen, 1);
+    /* shapes that are not a record of the map */
+    ck_assert_int_eq(store_keys_question_parse("q1", 2, &idlen, &rec, &round),
+                     NSED_EINVAL);
+    ck_assert_int_eq(store_keys_question_parse("q1\0x", 4, &idlen, &rec,
+                                               &round), NSED_EINVAL);
+    ck_assert_int_eq(store_keys_question_parse("q1\0r\0", 5, &idlen, &rec,
+                                               &round), NSED_EINVAL);
+    ck_assert_int_eq(store_keys_question_parse("\0s", 2, &idlen, &rec,
+                                               &round), NSED_EINVAL);
+    memset(longid, 'x', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    ck_assert_int_eq(store_keys_question(longid, STORE_KEYS_STATE, 0, &k),
+                     NSED_ETOOBIG);
+    ck_assert_int_eq(store_keys_result("q1", &k), 0);
+    ck_assert_uint_eq(k.len, 2);
+    ck_assert(memcmp(k.bytes, "q1", 2) == 0);
+
+    ck_assert_int_eq(store_keys_telemetry(STORE_KEYS_GATEWAY, "alpha", &k), 0);
+    ck_assert_uint_eq(k.len, strlen("gateway/alpha"));
+    ck_assert(memcmp(k.bytes, "gateway/alpha", k.len) == 0);
+    ck_assert_int_eq(store_keys_telemetry(STORE_KEYS_MODEL, "b", &k), 0);
+    ck_assert(k.len == 7 && memcmp(k.bytes, "model/b", 7) == 0);
+    ck_assert_int_eq(store_keys_telemetry(STORE_KEYS_PRIOR, "c", &k), 0);
+    ck_assert(k.len == 7 && memcmp(k.bytes, "prior/c", 7) == 0);
+    ck_assert_int_eq(store_keys_telemetry_parse(k.bytes, k.len, &kind, &off,
+                                                &len), 0);
+    ck_assert_int_eq(kind, STORE_KEYS_PRIOR);
+    ck_assert_uint_eq(off, 6);
+    ck_assert_uint_eq(len, 1);
+    store_keys_rounds(&k);
+    ck_assert(k.len == 6 && memcmp(k.bytes, "rounds", 6) == 0);
+    ck_assert_int_eq(store_keys_telemetry_parse(k.bytes, k.len, &kind, &off,
+                                                &len), NSED_ENOTFOUND);
+    ck_assert_int_eq(store_keys_telemetry_parse("model/", 6, &kind, &off,
+                                                &len), NSED_ENOTFOUND);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("runner");
@@ -598,6 +678,9 @@ int main(void)
     tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, fatigue_rule_fitted_from_telemetry);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("keys");
+    tcase_add_test(tc, store_keys_match_the_map);
     suite_add_tcase(s, tc);
     tc = tcase_create("accuracy");
     tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);

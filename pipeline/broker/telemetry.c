@@ -4,6 +4,7 @@
 #include "pipeline/base/buf.h"
 #include "pipeline/gateway/gateway.h"
 #include "stages/answer.h"
+#include "store/store_keys.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -175,21 +176,20 @@ static int counts_from_json(const cJSON *o, telemetry_counts *c,
 
 /* ---- the store -------------------------------------------------------- */
 
-static int model_key(const char *prefix, const workflow_model *m, char *key,
-                     size_t cap)
+/* The key of model m's record of kind (store_keys.h): 0 or NSED_ETOOBIG. */
+NSED_MUST_CHECK static int model_key(enum store_keys_tele kind,
+                                     const workflow_model *m, store_key *key)
 {
-    int n = snprintf(key, cap, "%s/%s", prefix, m->id);
-
-    return n < 0 || (size_t)n >= cap ? -1 : n;
+    return store_keys_telemetry(kind, m->id, key);
 }
 
 /* The JSON record under key, or NULL when absent or unparsable. *rc is
  * set to NSED_ESTORE when the store fails. */
-static cJSON *get_json(store_txn *txn, const char *key, size_t klen, int *rc)
+static cJSON *get_json(store_txn *txn, const store_key *key, int *rc)
 {
     const void *val;
     size_t vlen;
-    int r = store_get(txn, STORE_TELEMETRY, key, klen, &val, &vlen);
+    int r = store_get(txn, STORE_TELEMETRY, key->bytes, key->len, &val, &vlen);
 
     if (r && r != NSED_ENOTFOUND)
         *rc = r;
@@ -198,7 +198,7 @@ static cJSON *get_json(store_txn *txn, const char *key, size_t klen, int *rc)
 
 int telemetry_load(store_txn *txn, telemetry *t)
 {
-    char key[WORKFLOW_MAX_NAME + 16];
+    store_key key;
     int rc = 0;
 
     for (size_t i = 0; i < t->wf->nmodels; i++) {
@@ -206,25 +206,24 @@ int telemetry_load(store_txn *txn, telemetry *t)
         tele_model *tm = &t->m[i];
         const count_field *bad;
         cJSON *j;
-        int klen;
 
         memset(tm, 0, sizeof *tm);
-        if ((klen = model_key("model", m, key, sizeof key)) > 0 &&
-            (j = get_json(txn, key, (size_t)klen, &rc))) {
+        if (model_key(STORE_KEYS_MODEL, m, &key) == 0 &&
+            (j = get_json(txn, &key, &rc))) {
             if (counts_from_json(j, &tm->own, &bad))
                 memset(&tm->own, 0, sizeof tm->own);
             cJSON_Delete(j);
         }
-        if ((klen = model_key("prior", m, key, sizeof key)) > 0 &&
-            (j = get_json(txn, key, (size_t)klen, &rc))) {
+        if (model_key(STORE_KEYS_PRIOR, m, &key) == 0 &&
+            (j = get_json(txn, &key, &rc))) {
             if (counts_from_json(j, &tm->prior, &bad))
                 memset(&tm->prior, 0, sizeof tm->prior);
             gateway_stats_from_json(cJSON_GetObjectItemCaseSensitive(j, "calls"),
                                    &tm->prior_calls);
             cJSON_Delete(j);
         }
-        if ((klen = model_key("gateway", m, key, sizeof key)) > 0 &&
-            (j = get_json(txn, key, (size_t)klen, &rc))) {
+        if (model_key(STORE_KEYS_GATEWAY, m, &key) == 0 &&
+            (j = get_json(txn, &key, &rc))) {
             gateway_stats_from_json(j, &tm->calls);
             cJSON_Delete(j);
         }
@@ -262,15 +261,15 @@ int telemetry_read_store(store *st, const workflow *wf, telemetry **out,
 }
 
 /* Put JSON o under key. */
-static int put_json(store_txn *txn, const char *key, size_t klen,
-                    const cJSON *o)
+static int put_json(store_txn *txn, const store_key *key, const cJSON *o)
 {
     char *text = cJSON_PrintUnformatted(o);
     int rc;
 
     if (!text)
         return NSED_ENOMEM;
-    rc = store_put(txn, STORE_TELEMETRY, key, klen, text, strlen(text));
+    rc = store_put(txn, STORE_TELEMETRY, key->bytes, key->len, text,
+                   strlen(text));
     free(text);
     return rc;
 }
@@ -285,19 +284,18 @@ static bool stats_empty(const gateway_stats *s)
 
 int telemetry_put_prior(store_txn *txn, const telemetry *t)
 {
-    char key[WORKFLOW_MAX_NAME + 16];
+    store_key key;
 
     for (size_t i = 0; i < t->wf->nmodels; i++) {
         const tele_model *tm = &t->m[i];
-        int klen = model_key("prior", &t->wf->models[i], key, sizeof key);
         cJSON *o, *calls;
         int rc;
 
-        if (klen < 0)
+        if (model_key(STORE_KEYS_PRIOR, &t->wf->models[i], &key))
             continue;
         if (telemetry_counts_empty(&tm->prior) &&
             stats_empty(&tm->prior_calls)) {
-            rc = store_del(txn, STORE_TELEMETRY, key, (size_t)klen);
+            rc = store_del(txn, STORE_TELEMETRY, key.bytes, key.len);
             if (rc && rc != NSED_ENOTFOUND)
                 return rc;
             continue;
@@ -312,7 +310,7 @@ int telemetry_put_prior(store_txn *txn, const telemetry *t)
                 rc = NSED_ENOMEM;
         }
         if (!rc)
-            rc = put_json(txn, key, (size_t)klen, o);
+            rc = put_json(txn, &key, o);
         cJSON_Delete(o);
         if (rc)
             return rc;
@@ -323,20 +321,19 @@ int telemetry_put_prior(store_txn *txn, const telemetry *t)
 int telemetry_commit(store_txn *txn, const workflow *wf,
                      const telemetry_counts *delta)
 {
-    char key[WORKFLOW_MAX_NAME + 16];
+    store_key key;
 
     for (size_t i = 0; i < wf->nmodels; i++) {
         telemetry_counts c = {0};
         const count_field *bad;
         cJSON *o;
-        int klen, rc = 0;
+        int rc = 0;
 
         if (telemetry_counts_empty(&delta[i]))
             continue;
-        klen = model_key("model", &wf->models[i], key, sizeof key);
-        if (klen < 0)
+        if (model_key(STORE_KEYS_MODEL, &wf->models[i], &key))
             continue;
-        o = get_json(txn, key, (size_t)klen, &rc);
+        o = get_json(txn, &key, &rc);
         if (rc) {
             cJSON_Delete(o);
             return rc;
@@ -350,7 +347,7 @@ int telemetry_commit(store_txn *txn, const workflow *wf,
         o = cJSON_CreateObject();
         rc = o ? counts_to_json(&c, o) : NSED_ENOMEM;
         if (!rc)
-            rc = put_json(txn, key, (size_t)klen, o);
+            rc = put_json(txn, &key, o);
         cJSON_Delete(o);
         if (rc)
             return rc;
@@ -679,34 +676,35 @@ static int export_add(cJSON *m, const cJSON *j, const cJSON *calls_of)
 static int export_entry(const void *key, size_t klen, const void *val,
                         size_t vlen, void *arg)
 {
-    static const char *const prefixes[] = {"model/", "prior/", "gateway/"};
     export_ctx *x = arg;
-    const char *k = key;
+    enum store_keys_tele kind;
+    size_t off, len;
+    cJSON *j, *m;
 
-    for (size_t p = 0; p < 3; p++) {
-        size_t pl = strlen(prefixes[p]);
-        cJSON *j, *m;
-
-        if (klen <= pl || memcmp(k, prefixes[p], pl) != 0)
-            continue;
-        j = cJSON_ParseWithLength(val, vlen);
-        if (!j)
-            return 0;
-        m = export_model(x, k + pl, klen - pl);
-        if (!m) {
-            x->rc = NSED_ENOMEM;
-        } else if (p == 0) {
+    if (store_keys_telemetry_parse(key, klen, &kind, &off, &len) != 0)
+        return 0;
+    j = cJSON_ParseWithLength(val, vlen);
+    if (!j)
+        return 0;
+    m = export_model(x, (const char *)key + off, len);
+    if (!m) {
+        x->rc = NSED_ENOMEM;
+    } else {
+        switch (kind) {
+        case STORE_KEYS_MODEL:
             x->rc = export_add(m, j, NULL);
-        } else if (p == 1) {
+            break;
+        case STORE_KEYS_PRIOR:
             x->rc = export_add(m, j,
                                cJSON_GetObjectItemCaseSensitive(j, "calls"));
-        } else {
+            break;
+        case STORE_KEYS_GATEWAY:
             x->rc = export_add(m, NULL, j);
+            break;
         }
-        cJSON_Delete(j);
-        return x->rc ? 1 : 0;
     }
-    return 0;
+    cJSON_Delete(j);
+    return x->rc ? 1 : 0;
 }
 
 int telemetry_export(store_txn *txn, const char *workflow_name, char **out)

@@ -49,9 +49,17 @@ typedef struct workflow workflow;
  * workflow's seed; a store that began with another seed is refused too
  * (unless allow_change). On success *wf and *st are the caller's; on
  * error both stay NULL and err says why. */
+NSED_MUST_CHECK
 int cli_open_bound_store(const char *wpath, const char *dir, int allow_change,
                          const uint64_t *seed, const char *cmdline,
                          workflow **wf, store **st, nsed_err *err);
+
+/* Flush stdout and report whether everything printed to it got out: 0, or
+ * NSED_EIO ("write failed: ...") when a write failed (a full disk,
+ * /dev/full). A reader that went away (EPIPE, `| head`) is not an error,
+ * as for nsed export. */
+NSED_MUST_CHECK
+int cli_stdout_flush(nsed_err *err);
 
 /* 1 when path ends with suffix. */
 int cli_has_suffix(const char *path, const char *suffix);

@@ -1,6 +1,8 @@
 /* cli_export.c -- `nsed export --store DIR [-o FILE]` */
+#include "pipeline/base/atomic.h"
 #include "pipeline/cli/cli.h"
 #include "pipeline/questions/questions.h"
+#include "store/store_keys.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -34,10 +36,14 @@ static int export_one(const question *q, uint64_t seq, void *arg)
     export_ctx *x = arg;
     const void *val;
     size_t vlen;
+    store_key key;
     int rc;
 
     (void)seq;
-    rc = store_get(x->txn, STORE_RESULTS, q->id, strlen(q->id), &val, &vlen);
+    rc = store_keys_result(q->id, &key);
+    if (!rc)
+        rc = store_get(x->txn, STORE_RESULTS, key.bytes, key.len, &val,
+                       &vlen);
     if (rc == NSED_ENOTFOUND)
         return 0;
     if (rc) {
@@ -78,7 +84,7 @@ int cli_export(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *dir = NULL, *path = NULL;
-    char *tmp = NULL;
+    atomic_file *file = NULL;
     store_opts so = {.flags = STORE_RDONLY};
     store *st = NULL;
     nsed_err err = {0};
@@ -111,36 +117,27 @@ int cli_export(int argc, char **argv)
         goto out;
     x.out = stdout;
     if (path) {
-        if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) {
-            tmp = NULL;
-            rc = nsed_error(&err, NSED_ENOMEM, "out of memory");
+        rc = atomic_file_open(path, &file, &err);
+        if (rc)
             goto out;
-        }
-        x.out = fopen(tmp, "w");
-        if (!x.out) {
-            rc = nsed_error(&err, NSED_EIO, "%s: cannot create: %s", tmp,
-                            strerror(errno));
-            goto out;
-        }
+        x.out = atomic_file_stream(file);
     }
     rc = store_read(st, export_fn, &x, &err);
     if (path) {
-        if (fclose(x.out) != 0 && !rc)
-            rc = nsed_error(&err, NSED_EIO, "%s: write failed: %s", tmp,
-                            strerror(errno));
-        if (!rc && rename(tmp, path) != 0)
-            rc = nsed_error(&err, NSED_EIO, "%s: cannot rename to %s: %s",
-                            tmp, path, strerror(errno));
-        if (rc)
-            unlink(tmp);
-        else
-            fprintf(stderr, "nsed export: %zu results written to %s\n", x.n,
-                    path);
+        if (!rc) {
+            rc = atomic_file_commit(file, &err);
+            if (!rc)
+                fprintf(stderr, "nsed export: %zu results written to %s\n",
+                        x.n, path);
+        } else {
+            atomic_file_abort(file);
+        }
+        file = NULL;
     } else if (fflush(stdout) != 0 && !rc) {
         rc = nsed_error(&err, NSED_EIO, "write failed: %s", strerror(errno));
     }
 out:
-    free(tmp);
+    atomic_file_abort(file);
     store_close(st);
     return rc ? cli_fail(&err) : 0;
 }

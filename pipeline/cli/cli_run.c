@@ -77,6 +77,34 @@ static void print_summary(const runner_summary *s, const char *dir,
                 s->incomplete, dir);
 }
 
+/* The runner's progress, as one line redrawn on stderr (a terminal). */
+static void print_progress(void *ctx, const runner_progress *p)
+{
+    char eta[32] = "-";
+
+    (void)ctx;
+    if (p->has_eta)
+        snprintf(eta, sizeof eta, "%d:%02d", (int)p->eta_s / 60,
+                 (int)p->eta_s % 60);
+    fprintf(stderr,
+            "\r\033[K%zu/%zu done, %zu active, %zu calls in flight, "
+            "%.1fk tokens, $%.4f, ETA %s",
+            p->done, p->total, p->active, p->in_flight,
+            (double)p->tokens / 1000.0, p->cost_usd, eta);
+    if (p->final)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
+/* The runner's events (endpoint down/up, a question left incomplete), each
+ * on a line of its own over the progress line. */
+static void print_event(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "\r\033[K%s\n", line);
+    fflush(stderr);
+}
+
 static int put_prior_fn(store_txn *txn, void *arg, nsed_err *err)
 {
     int rc = telemetry_put_prior(txn, arg);
@@ -220,8 +248,9 @@ int cli_run(int argc, char **argv)
             fprintf(stderr, "nsed run: %s: %zu new questions\n", qpath,
                     qs.added);
     }
-    ro.progress = !quiet && !ro.dry_run && isatty(2) ? stderr : NULL;
-    ro.log = stderr;
+    if (!quiet && !ro.dry_run && isatty(2))
+        ro.on_progress = print_progress;
+    ro.on_event = print_event;
     /* Ctrl-C or SIGTERM: finish the loop turn, commit, say how to go on.
      * A signalfd keeps this free of handlers and global flags. */
     sigemptyset(&stop);

@@ -206,8 +206,7 @@ int cli_team(int argc, char **argv)
     } else {
         print_text(wf, d, tags_arg);
     }
-    if (fflush(stdout) != 0)
-        rc = nsed_error(&err, NSED_EIO, "write failed");
+    rc = cli_stdout_flush(&err);
 out:
     free(json_text);
     free(tags_copy);

@@ -3,6 +3,7 @@
 #include "pipeline/questions/questions.h"
 #include "pipeline/workflow/workflow.h"
 
+#include <errno.h>
 #include <getopt.h>
 
 static const char validate_usage[] =
@@ -29,10 +30,24 @@ static int validate_workflow(const char *path, int quiet)
     if (rc)
         return cli_fail(&err);
     if (!quiet)
-        workflow_print_normalized(wf, stdout);
-    printf("%s: ok, workflow hash %s\n", path, workflow_hash(wf));
+        rc = workflow_print_normalized(wf, stdout);
+    if (rc == NSED_EIO) {
+        /* stdout failed: say how, unless the reader just went away (as
+         * for nsed export); cleared, so that it is said once */
+        int e = errno;
+
+        rc = e == EPIPE ? 0
+                        : nsed_error(&err, NSED_EIO, "write failed: %s",
+                                     strerror(e ? e : EIO));
+        clearerr(stdout);
+    } else if (rc) {
+        nsed_error(&err, rc, "%s: cannot print the normalized workflow: %s",
+                   path, nsed_strerror(rc));
+    } else {
+        printf("%s: ok, workflow hash %s\n", path, workflow_hash(wf));
+    }
     workflow_free(wf);
-    return 0;
+    return rc ? cli_fail(&err) : 0;
 }
 
 static int validate_questions(const char *path)
@@ -56,6 +71,7 @@ int cli_validate(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     int quiet = 0, c, status = 0;
+    nsed_err err = {0};
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
@@ -76,6 +92,13 @@ int cli_validate(int argc, char **argv)
         int rc = cli_has_suffix(argv[i], ".jsonl")
                      ? validate_questions(argv[i])
                      : validate_workflow(argv[i], quiet);
+
+        if (rc > status)
+            status = rc;
+    }
+    /* what was printed must have got out: an exit status of 0 says so */
+    if (cli_stdout_flush(&err)) {
+        int rc = cli_fail(&err);
 
         if (rc > status)
             status = rc;

@@ -60,6 +60,17 @@ static const struct command *find_command(const char *name)
     return NULL;
 }
 
+/* A command that succeeded must also have got its output out: help and
+ * version texts included. */
+static int checked_exit(int status)
+{
+    nsed_err err = {0};
+
+    if (status == 0 && cli_stdout_flush(&err))
+        return cli_fail(&err);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     const struct command *cmd;
@@ -89,19 +100,19 @@ int main(int argc, char **argv)
             if (!cmd)
                 return cli_usage_error("help", "unknown command '%s'",
                                        argv[2]);
-            return cmd->fn(2, help_argv);
+            return checked_exit(cmd->fn(2, help_argv));
         }
         fputs(usage, stdout);
-        return 0;
+        return checked_exit(0);
     }
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
         printf("nsed %s\n", NSED_VERSION);
-        return 0;
+        return checked_exit(0);
     }
     cmd = find_command(argv[1]);
     if (!cmd) {
         fprintf(stderr, "nsed: unknown command '%s'\n\n%s", argv[1], usage);
         return 2;
     }
-    return cmd->fn(argc - 1, argv + 1);
+    return checked_exit(cmd->fn(argc - 1, argv + 1));
 }

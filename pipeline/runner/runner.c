@@ -2,13 +2,15 @@
 #include "pipeline/runner/runner.h"
 
 #include "pipeline/broker/broker.h"
+#include "pipeline/broker/telemetry.h"
 #include "pipeline/gateway/gateway.h"
 #include "pipeline/questions/questions.h"
 #include "pipeline/runner/runner_int.h"
-#include "pipeline/broker/telemetry.h"
 #include "stages/stage.h"
+#include "store/store_keys.h"
 
-#include <cjson/cJSON.h>
+#include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -25,8 +27,20 @@ typedef struct archived {
     char *json;
 } archived;
 
+/* Where a question in the active list stands. */
+enum slot_phase {
+    SLOT_LOADED,     /* just loaded or staffed: step it */
+    SLOT_WAITING,    /* its stage's calls are out (outstanding > 0) */
+    SLOT_READY,      /* every call answered: reduce next */
+    SLOT_DRY,        /* dry run: some request was printed instead of
+                        sent; dropped once no call is outstanding */
+    SLOT_FINISHED,   /* result built: commit, then drop */
+    SLOT_INCOMPLETE, /* marker built: commit, then drop */
+};
+
 typedef struct slot {
     struct slot *next;     /* in the active list */
+    enum slot_phase phase;
     state *st;
     question q;            /* for tags and meta */
     stage_requests reqs;   /* the requests in flight for the stage */
@@ -35,12 +49,9 @@ typedef struct slot {
     char **errors;
     call *calls;
     size_t outstanding;    /* calls not answered yet */
-    bool ready;            /* every call answered: reduce next */
-    bool infra_failed;     /* some call failed after every retry */
-    bool dry;              /* dry run: requests printed, nothing more */
-    bool dirty;            /* state changed since the last commit */
-    bool finished;         /* result built, commit then drop */
-    bool incomplete;       /* marker built, commit then drop */
+    bool dirty;            /* changed since the last commit (apart from
+                              the phase: a waiting question can have
+                              reduced and planned in this turn) */
     char *result_json;
     char *marker_json;
     char *marker_error;    /* why it is incomplete (for the log) */
@@ -90,25 +101,6 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-size_t runner_state_key(const char *qid, char tag, int round,
-                        unsigned char *key)
-{
-    size_t n = strlen(qid);
-
-    memcpy(key, qid, n);
-    key[n++] = '\0';
-    key[n++] = (unsigned char)tag;
-    if (tag == 'r') {
-        uint32_t r = (uint32_t)round;
-
-        key[n++] = (unsigned char)(r >> 24);
-        key[n++] = (unsigned char)(r >> 16);
-        key[n++] = (unsigned char)(r >> 8);
-        key[n++] = (unsigned char)r;
-    }
-    return n;
-}
-
 static void slot_clear_calls(slot *s)
 {
     for (size_t i = 0; i < s->reqs.n; i++) {
@@ -124,8 +116,15 @@ static void slot_clear_calls(slot *s)
     s->calls = NULL;
     stage_requests_release(&s->reqs);
     s->outstanding = 0;
-    s->ready = false;
-    s->infra_failed = false;
+}
+
+/* True when some call of the stage failed after every retry. */
+static bool slot_lost_calls(const slot *s)
+{
+    for (size_t i = 0; i < s->reqs.n; i++)
+        if (s->resps[i].infra)
+            return true;
+    return false;
 }
 
 static void slot_clear_pending(slot *s)
@@ -175,7 +174,7 @@ static void on_result(const gateway_result *res, void *user)
     stage_response *r = &s->resps[c->idx];
 
     if (res->code == GATEWAY_DRY_RUN) {
-        s->dry = true;
+        s->phase = SLOT_DRY;
     } else if (res->code == 0) {
         s->contents[c->idx] = strdup(res->content);
         r->ok = s->contents[c->idx] != NULL;
@@ -183,19 +182,15 @@ static void on_result(const gateway_result *res, void *user)
         r->prompt_tokens = res->usage.prompt_tokens;
         r->completion_tokens = res->usage.completion_tokens;
         r->cost_usd = res->cost_usd;
-        if (!r->ok) {
-            r->infra = true;
-            s->infra_failed = true;
-        }
+        r->infra = !r->ok;
     } else {
         s->errors[c->idx] = strdup(res->error ? res->error : "call failed");
         r->ok = false;
         r->infra = true;
         r->error = s->errors[c->idx];
-        s->infra_failed = true;
     }
-    if (--s->outstanding == 0)
-        s->ready = true;
+    if (--s->outstanding == 0 && s->phase == SLOT_WAITING)
+        s->phase = SLOT_READY;
 }
 
 /* Send the stage's requests of s. */
@@ -210,6 +205,7 @@ static int submit_all(struct loop *L, slot *s)
     if (!s->resps || !s->contents || !s->errors || !s->calls)
         return nsed_error(L->err, NSED_ENOMEM, "out of memory");
     s->outstanding = n;
+    s->phase = SLOT_WAITING;
     for (size_t i = 0; i < n; i++) {
         const stage_request *rq = &s->reqs.items[i];
         const workflow_model *m = &L->wf->models[rq->model];
@@ -299,22 +295,19 @@ static int reduce(struct loop *L, slot *s, const stage_response *resps,
     return rc;
 }
 
-/* Advance s as far as it goes without waiting for the network. */
+/* Advance s (loaded or ready) as far as it goes without waiting for the
+ * network. */
 static int step(struct loop *L, slot *s)
 {
     int rc;
 
-    if (s->ready) {
-        if (s->dry) {
-            slot_clear_calls(s);
-            return 0;
-        }
-        if (s->infra_failed && !L->opts->allow_degraded) {
+    if (s->phase == SLOT_READY) {
+        if (slot_lost_calls(s) && !L->opts->allow_degraded) {
             rc = runner_incomplete_marker(s->st, s->resps, s->reqs.n,
                                           &s->marker_json, &s->marker_error);
             if (rc)
                 return nsed_error(L->err, rc, "out of memory");
-            s->incomplete = true;
+            s->phase = SLOT_INCOMPLETE;
             slot_clear_calls(s);
             return 0;
         }
@@ -337,11 +330,10 @@ static int step(struct loop *L, slot *s)
             return rc;
     }
     rc = runner_result_json(L->wf, L->st, s->st, &s->q, s->broker_record,
-                            &s->qctx,
-                            &s->result_json, L->err);
+                            &s->qctx, &s->result_json, L->err);
     if (rc)
         return rc;
-    s->finished = true;
+    s->phase = SLOT_FINISHED;
     s->dirty = true;
     return 0;
 }
@@ -362,10 +354,13 @@ static int fill_one(const question *q, uint64_t seq, void *arg);
  * written before the broker recorded its decisions). */
 static int read_decision(store_txn *txn, const char *qid, slot *s)
 {
-    unsigned char key[STORE_KEY_MAX + 8];
-    size_t klen = runner_state_key(qid, 'b', 0, key), vlen;
+    store_key key;
+    size_t vlen;
     const void *val;
-    int rc = store_get(txn, STORE_STATE, key, klen, &val, &vlen);
+    int rc = store_keys_question(qid, STORE_KEYS_BROKER, 0, &key);
+
+    if (!rc)
+        rc = store_get(txn, STORE_STATE, key.bytes, key.len, &val, &vlen);
 
     if (rc == NSED_ENOTFOUND)
         return 0;
@@ -381,11 +376,13 @@ static int read_decision(store_txn *txn, const char *qid, slot *s)
 static int read_qctx(struct loop *L, store_txn *txn, const char *qid,
                      slot *s)
 {
-    unsigned char key[STORE_KEY_MAX + 8];
-    size_t klen = runner_state_key(qid, 'c', 0, key), vlen;
+    store_key key;
+    size_t vlen;
     const void *val;
-    int rc = store_get(txn, STORE_STATE, key, klen, &val, &vlen);
+    int rc = store_keys_question(qid, STORE_KEYS_CONTEXT, 0, &key);
 
+    if (!rc)
+        rc = store_get(txn, STORE_STATE, key.bytes, key.len, &val, &vlen);
     if (rc == NSED_ENOTFOUND) {
         rc = runner_qctx_new(L->wf, L->view, &L->rounds, s->st, &s->qctx,
                              &s->ctx_json);
@@ -432,7 +429,8 @@ static int decide(struct loop *L, const question *q, slot *s)
                                  &s->marker_error);
     if (!rc && !(s->qid = strdup(q->id)))
         rc = NSED_ENOMEM;
-    s->incomplete = rc == 0;
+    if (!rc)
+        s->phase = SLOT_INCOMPLETE;
 out:
     broker_decision_free(d);
     return rc;
@@ -467,8 +465,8 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
     fill_ctx *fc = fr->fc;
     struct loop *L = fc->L;
     const void *val;
-    size_t vlen, klen;
-    unsigned char key[STORE_KEY_MAX + 8];
+    size_t vlen;
+    store_key key;
     slot *s;
     int rc;
 
@@ -476,7 +474,10 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
         return 1;
     fc->last_seq = seq;
     fc->scanned_any = true;
-    rc = store_get(fr->txn, STORE_RESULTS, q->id, strlen(q->id), &val, &vlen);
+    rc = store_keys_result(q->id, &key);
+    if (!rc)
+        rc = store_get(fr->txn, STORE_RESULTS, key.bytes, key.len, &val,
+                       &vlen);
     if (rc == 0) {
         L->sum->already_done++;
         return 0;
@@ -491,8 +492,10 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
         fr->rc = nsed_error(L->err, NSED_ENOMEM, "out of memory");
         return 1;
     }
-    klen = runner_state_key(q->id, 's', 0, key);
-    rc = store_get(fr->txn, STORE_STATE, key, klen, &val, &vlen);
+    rc = store_keys_question(q->id, STORE_KEYS_STATE, 0, &key);
+    if (!rc)
+        rc = store_get(fr->txn, STORE_STATE, key.bytes, key.len, &val,
+                       &vlen);
     if (rc == 0) {
         rc = state_from_json(val, vlen, L->wf, &s->st, L->err);
         if (!rc)
@@ -559,7 +562,7 @@ static int fill(struct loop *L)
             s->next = L->active;
             L->active = s;
             L->nactive++;
-            rc = s->st ? step(L, s) : 0;
+            rc = s->phase == SLOT_LOADED ? step(L, s) : 0;
             if (rc)
                 return rc;
         }
@@ -569,55 +572,65 @@ static int fill(struct loop *L)
 
 /* ---- commits ------------------------------------------------------------ */
 
+/* Put value under STORE_STATE key rec of question id. */
+static int put_state(store_txn *txn, const char *id, enum store_keys_qrec rec,
+                     uint32_t round, const char *value)
+{
+    store_key key;
+    int rc = store_keys_question(id, rec, round, &key);
+
+    if (!rc)
+        rc = store_put(txn, STORE_STATE, key.bytes, key.len, value,
+                       strlen(value));
+    return rc;
+}
+
+/* What one question adds to the commit. */
+static int commit_slot(store_txn *txn, const slot *s)
+{
+    const char *id = slot_id(s);
+    bool incomplete = s->phase == SLOT_INCOMPLETE;
+    store_key key;
+    int rc = 0;
+
+    if (s->decision_json)
+        rc = put_state(txn, id, STORE_KEYS_BROKER, 0, s->decision_json);
+    if (!rc && s->ctx_json)
+        rc = put_state(txn, id, STORE_KEYS_CONTEXT, 0, s->ctx_json);
+    for (size_t i = 0; i < s->nrounds && !rc; i++)
+        rc = put_state(txn, id, STORE_KEYS_ROUND,
+                       (uint32_t)s->rounds[i].round, s->rounds[i].json);
+    if (!rc && s->state_json)
+        rc = put_state(txn, id, STORE_KEYS_STATE, 0, s->state_json);
+    if (!rc && incomplete) {
+        rc = put_state(txn, id, STORE_KEYS_INCOMPLETE, 0, s->marker_json);
+    } else if (!rc) {
+        rc = store_keys_question(id, STORE_KEYS_INCOMPLETE, 0, &key);
+        if (!rc)
+            rc = store_del(txn, STORE_STATE, key.bytes, key.len);
+        if (rc == NSED_ENOTFOUND)
+            rc = 0;
+    }
+    if (!rc && s->phase == SLOT_FINISHED) {
+        rc = store_keys_result(id, &key);
+        if (!rc)
+            rc = store_put(txn, STORE_RESULTS, key.bytes, key.len,
+                           s->result_json, strlen(s->result_json));
+    }
+    return rc;
+}
+
 static int commit_fn(store_txn *txn, void *arg, nsed_err *err)
 {
     struct loop *L = arg;
-    unsigned char key[STORE_KEY_MAX + 8];
-    size_t klen;
     int rc;
 
     /* The calls answered since the last commit go in the same transaction
      * as the states built from them: one fsync for both. */
     rc = gateway_put_records(L->gw, txn, err);
-    for (slot *s = L->active; s && !rc; s = s->next) {
-        const char *id;
-
-        if (!s->dirty && !s->incomplete)
-            continue;
-        id = slot_id(s);
-        if (s->decision_json) {
-            klen = runner_state_key(id, 'b', 0, key);
-            rc = store_put(txn, STORE_STATE, key, klen, s->decision_json,
-                           strlen(s->decision_json));
-        }
-        if (!rc && s->ctx_json) {
-            klen = runner_state_key(id, 'c', 0, key);
-            rc = store_put(txn, STORE_STATE, key, klen, s->ctx_json,
-                           strlen(s->ctx_json));
-        }
-        for (size_t i = 0; i < s->nrounds && !rc; i++) {
-            klen = runner_state_key(id, 'r', s->rounds[i].round, key);
-            rc = store_put(txn, STORE_STATE, key, klen, s->rounds[i].json,
-                           strlen(s->rounds[i].json));
-        }
-        if (!rc && s->state_json) {
-            klen = runner_state_key(id, 's', 0, key);
-            rc = store_put(txn, STORE_STATE, key, klen, s->state_json,
-                           strlen(s->state_json));
-        }
-        klen = runner_state_key(id, 'i', 0, key);
-        if (!rc && s->incomplete) {
-            rc = store_put(txn, STORE_STATE, key, klen, s->marker_json,
-                           strlen(s->marker_json));
-        } else if (!rc) {
-            rc = store_del(txn, STORE_STATE, key, klen);
-            if (rc == NSED_ENOTFOUND)
-                rc = 0;
-        }
-        if (!rc && s->finished)
-            rc = store_put(txn, STORE_RESULTS, id, strlen(id),
-                           s->result_json, strlen(s->result_json));
-    }
+    for (slot *s = L->active; s && !rc; s = s->next)
+        if (s->dirty || s->phase == SLOT_INCOMPLETE)
+            rc = commit_slot(txn, s);
     if (!rc)
         rc = runner_telemetry_put(txn, L->tele, L->wf, L->gw);
     if (!rc)
@@ -630,18 +643,72 @@ static int commit_fn(store_txn *txn, void *arg, nsed_err *err)
     return 0;
 }
 
+/* Say on_event's line for an incomplete question. */
+static void event_incomplete(struct loop *L, const slot *s)
+{
+    char *line = NULL;
+
+    if (!L->opts->on_event)
+        return;
+    if (asprintf(&line, "question %s left incomplete: %s", slot_id(s),
+                 s->marker_error) < 0)
+        return; /* out of memory for a log line: the summary counts it */
+    L->opts->on_event(L->opts->cb_ctx, line);
+    free(line);
+}
+
+/* Take the questions that are done with out of the active list (counting
+ * them into the summary). */
+static void drop_done(struct loop *L)
+{
+    slot **pp = &L->active;
+
+    while (*pp) {
+        slot *s = *pp;
+
+        switch (s->phase) {
+        case SLOT_LOADED:
+        case SLOT_WAITING:
+        case SLOT_READY:
+            pp = &s->next;
+            continue;
+        case SLOT_DRY:
+            if (s->outstanding > 0) {
+                pp = &s->next;
+                continue;
+            }
+            L->sum->dry_run++;
+            break;
+        case SLOT_FINISHED:
+            L->sum->finished++;
+            L->done_total++;
+            if (s->st->status == STATE_STATUS_DEGRADED)
+                L->sum->degraded++;
+            break;
+        case SLOT_INCOMPLETE:
+            L->sum->incomplete++;
+            event_incomplete(L, s);
+            break;
+        }
+        *pp = s->next;
+        L->nactive--;
+        slot_free(s);
+    }
+}
+
 /* Write every changed question in one transaction, then drop the
  * questions that are finished or incomplete. */
 static int commit(struct loop *L)
 {
     bool any = false;
-    slot **pp;
     int rc;
 
-    if (L->opts->dry_run)
-        goto drop;
+    if (L->opts->dry_run) {
+        drop_done(L);
+        return 0;
+    }
     for (slot *s = L->active; s; s = s->next) {
-        if (!s->dirty && !s->incomplete)
+        if (!s->dirty && s->phase != SLOT_INCOMPLETE)
             continue;
         any = true;
         if (s->dirty && !s->state_json) {
@@ -666,76 +733,59 @@ static int commit(struct loop *L)
         s->dirty = false;
         slot_clear_pending(s);
     }
-drop:
-    pp = &L->active;
-    while (*pp) {
-        slot *s = *pp;
-        bool idle_dry = s->dry && s->outstanding == 0;
-
-        if (!s->finished && !s->incomplete && !idle_dry) {
-            pp = &s->next;
-            continue;
-        }
-        if (s->finished) {
-            L->sum->finished++;
-            L->done_total++;
-            if (s->st->status == STATE_STATUS_DEGRADED)
-                L->sum->degraded++;
-        } else if (s->incomplete) {
-            L->sum->incomplete++;
-            if (L->opts->log)
-                fprintf(L->opts->log, "\r\033[Kquestion %s left incomplete: "
-                        "%s\n", slot_id(s), s->marker_error);
-        } else {
-            L->sum->dry_run++;
-        }
-        *pp = s->next;
-        L->nactive--;
-        slot_free(s);
-    }
+    drop_done(L);
     return 0;
 }
 
-/* ---- progress ----------------------------------------------------------- */
+/* ---- progress and events ----------------------------------------------- */
 
+/* The gateway's totals over every model. */
+static void totals(const gateway *gw, gateway_stats *t)
+{
+    int rc = gateway_stats_get(gw, GATEWAY_ALL_MODELS, t);
+
+    /* GATEWAY_ALL_MODELS is always in range */
+    assert(rc == 0);
+    (void)rc;
+}
+
+/* Report progress through on_progress (at most every 0.25 s unless
+ * final). */
 static void progress(struct loop *L, bool final)
 {
     gateway_stats t;
-    double now = now_s(), el = now - L->started, eta = -1;
+    double now = now_s(), el = now - L->started;
     size_t todo = L->sum->questions, done = L->done_total;
     size_t this_run = L->sum->finished + L->sum->incomplete;
-    char etabuf[32] = "-";
+    runner_progress p = {0};
 
-    if (!L->opts->progress || (!final && now - L->last_progress < 0.25))
+    if (!L->opts->on_progress || (!final && now - L->last_progress < 0.25))
         return;
     L->last_progress = now;
-    gateway_stats_get(L->gw, GATEWAY_ALL_MODELS, &t);
+    totals(L->gw, &t);
     if (this_run > 0 && todo > done) {
         size_t left = todo - done - L->sum->incomplete;
 
-        eta = el / (double)this_run * (double)left;
-        snprintf(etabuf, sizeof etabuf, "%d:%02d", (int)eta / 60,
-                 (int)eta % 60);
+        p.has_eta = true;
+        p.eta_s = el / (double)this_run * (double)left;
     }
-    fprintf(L->opts->progress,
-            "\r\033[K%zu/%zu done, %zu active, %zu calls in flight, "
-            "%.1fk tokens, $%.4f, ETA %s",
-            done, todo, L->nactive, gateway_in_flight(L->gw),
-            (double)(t.prompt_tokens + t.completion_tokens) / 1000.0,
-            t.cost_usd, etabuf);
-    if (final)
-        fputc('\n', L->opts->progress);
-    fflush(L->opts->progress);
+    p.done = done;
+    p.total = todo;
+    p.active = L->nactive;
+    p.in_flight = gateway_in_flight(L->gw);
+    p.tokens = t.prompt_tokens + t.completion_tokens;
+    p.cost_usd = t.cost_usd;
+    p.final = final;
+    L->opts->on_progress(L->opts->cb_ctx, &p);
 }
 
-static void on_log(const char *line, void *user)
+/* The gateway's log lines (endpoint down/up) go to on_event. */
+static void on_gateway_log(const char *line, void *user)
 {
-    FILE *f = user;
+    const struct loop *L = user;
 
-    if (f) {
-        fprintf(f, "\r\033[K%s\n", line);
-        fflush(f);
-    }
+    if (L->opts->on_event)
+        L->opts->on_event(L->opts->cb_ctx, line);
 }
 
 /* ---- the loop ----------------------------------------------------------- */
@@ -750,14 +800,6 @@ static int count_fn(store_txn *txn, void *arg, nsed_err *err)
     return 0;
 }
 
-/* True when stop_fd (>= 0) has something to read. */
-static bool stop_requested(int stop_fd)
-{
-    char sink[256];
-
-    return stop_fd >= 0 && read(stop_fd, sink, sizeof sink) > 0;
-}
-
 static int read_rounds_fn(store_txn *txn, void *arg, nsed_err *err)
 {
     int rc = runner_rounds_read(txn, arg);
@@ -767,13 +809,123 @@ static int read_rounds_fn(store_txn *txn, void *arg, nsed_err *err)
     return 0;
 }
 
+/* Phase 2: true when stop_fd (>= 0) has something to read. */
+static bool stop_requested(const struct loop *L)
+{
+    char sink[256];
+
+    return L->opts->stop_fd >= 0 &&
+           read(L->opts->stop_fd, sink, sizeof sink) > 0;
+}
+
+/* Phase 3: step every question whose calls are all answered. */
+static int step_ready(struct loop *L)
+{
+    int rc = 0;
+
+    for (slot *s = L->active; s && !rc; s = s->next)
+        if (s->phase == SLOT_READY)
+            rc = step(L, s);
+    return rc;
+}
+
+/* Phase 8: with questions active but no call in flight or queued and none
+ * waiting or ready, nothing can move again: only a bug gets here. */
+static int check_stalled(struct loop *L)
+{
+    if (L->nactive == 0 || gateway_in_flight(L->gw) > 0 ||
+        gateway_pending(L->gw) > 0)
+        return 0;
+    for (slot *s = L->active; s; s = s->next)
+        if (s->outstanding > 0 || s->phase == SLOT_READY)
+            return 0;
+    return nsed_error(L->err, NSED_EINTERNAL,
+                      "internal: %zu questions stalled", L->nactive);
+}
+
+/* One turn of the loop: the phases listed in runner.h. */
+static int loop_turn(struct loop *L)
+{
+    int rc = gateway_poll(L->gw, 100, L->err); /* 1. poll */
+
+    if (rc)
+        return rc;
+    if (stop_requested(L)) {                    /* 2. stop */
+        L->sum->interrupted = true;
+        return 0;
+    }
+    rc = step_ready(L);                         /* 3. step */
+    if (!rc)
+        gateway_kick(L->gw);                    /* 4. send */
+    if (!rc)
+        rc = commit(L);                         /* 5. commit */
+    if (!rc)
+        rc = fill(L);                           /* 6. fill */
+    progress(L, false);                         /* 7. progress */
+    if (!rc)
+        rc = check_stalled(L);                  /* 8. check */
+    return rc;
+}
+
+/* Set up L for a run: the question range, the telemetry, the gateway. */
+static int loop_open(struct loop *L, nsed_err *err)
+{
+    const workflow *wf = L->wf;
+    gateway_opts go = {0};
+    size_t total = 0, caps = 0;
+    int rc;
+
+    rc = store_read(L->st, count_fn, &total, err);
+    if (rc)
+        return rc;
+    L->end_seq = L->opts->limit && L->opts->limit < total ? L->opts->limit
+                                                         : total;
+    L->sum->questions = (size_t)L->end_seq;
+    for (size_t i = 0; i < wf->nmodels; i++)
+        caps += (size_t)wf->models[i].max_concurrency;
+    L->max_active = L->opts->max_active ? L->opts->max_active : 2 * caps;
+    if (L->max_active < 4)
+        L->max_active = 4;
+
+    rc = runner_telemetry_load(L->st, wf, &L->tele, err);
+    if (!rc)
+        rc = telemetry_read_store(L->st, wf, &L->view, err);
+    if (!rc)
+        rc = store_read(L->st, read_rounds_fn, &L->rounds, err);
+    if (rc)
+        return rc;
+    L->pending = calloc(wf->nmodels, sizeof *L->pending);
+    if (!L->pending)
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    go.dry_run = L->opts->dry_run;
+    go.log = on_gateway_log;
+    go.log_user = L;
+    go.jitter_seed = wf->seed;
+    go.caller_commits = true;
+    /* In a dry run the ledger still answers what it holds; only the
+     * calls that would go out are printed. */
+    return gateway_new(wf, L->st, &go, &L->gw, err);
+}
+
+static void loop_close(struct loop *L)
+{
+    while (L->active) {
+        slot *s = L->active;
+
+        L->active = s->next;
+        slot_free(s);
+    }
+    gateway_free(L->gw);
+    runner_telemetry_free(L->tele);
+    telemetry_free(L->view);
+    free(L->pending);
+}
+
 int runner_run(const workflow *wf, store *st, const runner_opts *opts,
                runner_summary *sum, nsed_err *err)
 {
     struct loop L = {0};
-    gateway_opts go = {0};
     gateway_stats t;
-    size_t total = 0, caps = 0;
     int rc;
 
     memset(sum, 0, sizeof *sum);
@@ -786,100 +938,26 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
     L.started = now_s();
     L.last_telemetry = L.started;
 
-    rc = store_read(st, count_fn, &total, err);
-    if (rc)
-        return rc;
-    L.end_seq = opts->limit && opts->limit < total ? opts->limit : total;
-    sum->questions = (size_t)L.end_seq;
-    for (size_t i = 0; i < wf->nmodels; i++)
-        caps += (size_t)wf->models[i].max_concurrency;
-    L.max_active = opts->max_active ? opts->max_active : 2 * caps;
-    if (L.max_active < 4)
-        L.max_active = 4;
-
-    rc = runner_telemetry_load(st, wf, &L.tele, err);
-    if (rc)
-        return rc;
-    rc = telemetry_read_store(st, wf, &L.view, err);
+    rc = loop_open(&L, err);
     if (rc)
         goto out;
-    rc = store_read(st, read_rounds_fn, &L.rounds, err);
-    if (rc)
-        goto out;
-    L.pending = calloc(wf->nmodels, sizeof *L.pending);
-    if (!L.pending) {
-        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
-        goto out;
-    }
-    go.dry_run = opts->dry_run;
-    go.log = on_log;
-    go.log_user = opts->log;
-    go.jitter_seed = wf->seed;
-    go.caller_commits = true;
-    /* In a dry run the ledger still answers what it holds; only the
-     * calls that would go out are printed. */
-    rc = gateway_new(wf, st, &go, &L.gw, err);
-    if (rc)
-        goto out;
-
     rc = fill(&L);
     L.done_total = sum->already_done;
-    while (!rc && L.nactive > 0) {
-        rc = gateway_poll(L.gw, 100, err);
-        if (rc)
-            break;
-        if (stop_requested(opts->stop_fd)) {
-            /* Calls in flight are abandoned (a rerun sends them again);
-             * everything finished is committed below. */
-            sum->interrupted = true;
-            break;
-        }
-        for (slot *s = L.active; s && !rc; s = s->next)
-            if (s->ready)
-                rc = step(&L, s);
-        /* the requests just planned go out while the commit syncs */
-        if (!rc)
-            gateway_kick(L.gw);
-        if (!rc)
-            rc = commit(&L);
-        if (!rc)
-            rc = fill(&L);
-        progress(&L, false);
-        if (!rc && L.nactive > 0 && gateway_in_flight(L.gw) == 0 &&
-            gateway_pending(L.gw) == 0) {
-            /* Nothing can make progress: only a bug gets here. */
-            bool waiting = false;
-
-            for (slot *s = L.active; s; s = s->next)
-                waiting |= s->outstanding > 0 || s->ready;
-            if (!waiting)
-                rc = nsed_error(err, NSED_EINVAL,
-                                "internal: %zu questions stalled",
-                                L.nactive);
-        }
-    }
+    while (!rc && L.nactive > 0 && !sum->interrupted)
+        rc = loop_turn(&L);
     if (!rc)
         rc = commit(&L);
     if (!rc)
         rc = gateway_flush(L.gw, err);
     progress(&L, true);
-    gateway_stats_get(L.gw, GATEWAY_ALL_MODELS, &t);
+    totals(L.gw, &t);
     sum->calls = t.calls;
     sum->ledger_hits = t.ledger_hits;
     sum->prompt_tokens = t.prompt_tokens;
     sum->completion_tokens = t.completion_tokens;
     sum->cost_usd = t.cost_usd;
 out:
-    while (L.active) {
-        slot *s = L.active;
-
-        L.active = s->next;
-        slot_free(s);
-    }
-    gateway_free(L.gw);
-    runner_telemetry_free(L.tele);
-    telemetry_free(L.view);
-    free(L.pending);
+    loop_close(&L);
     sum->elapsed_s = now_s() - L.started;
     return rc;
 }

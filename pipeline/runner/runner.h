@@ -7,21 +7,29 @@
  * While one question waits for its evaluations, others propose, so every
  * endpoint's concurrency slots stay busy.
  *
- * Store layout (STORE_STATE keys start with the question id and a NUL):
- *   id "\0s"            the question's state (state_to_json) after its
- *                       latest committed stage
- *   id "\0r" <u32 BE>   round r, archived when converge decided it
- *   id "\0i"            marker of an incomplete question: a seat could not
- *                       be served, or no team fits the budget; JSON
- *   id "\0b"            the broker's decision (team, estimates, reasons),
- *                       written with the first state, reused on resume
- *   id "\0c"            the question's context (reliability weights,
- *                       fitted fatigue parameters), likewise fixed
- *   STORE_RESULTS id    the result (runner_result_json), once finished
- *   STORE_TELEMETRY "gateway/<model id>"  cumulative call statistics
- *                   "model/<model id>"    accuracy and usage counts
- *                   "prior/<model id>"    an imported telemetry prior
- *                   "rounds"              winners judged right per round
+ * Store layout: the keys of every record the runner keeps are built in
+ * store/store_keys.h, which holds the key map.
+ *
+ * One turn of the loop (runner_run) is these phases, in this order:
+ *   1. poll: wait up to 100 ms for network I/O; the gateway hands each
+ *      answered call to its question (a question whose calls are all
+ *      answered becomes ready);
+ *   2. stop: when stop_fd is readable, leave the loop (calls in flight are
+ *      abandoned; a rerun sends them again);
+ *   3. step: every ready question reduces its answers and plans its next
+ *      stage until it waits for calls again, finishes or is left
+ *      incomplete;
+ *   4. send: the requests just planned go out (before the commit, so they
+ *      travel while the commit syncs);
+ *   5. commit: every question changed in this turn, the call ledger and
+ *      the telemetry go into one store transaction; finished and
+ *      incomplete questions leave the active list;
+ *   6. fill: new questions are loaded (and staffed by the broker) up to
+ *      max_active, and stepped once;
+ *   7. progress: on_progress, at most every 0.25 s;
+ *   8. check: questions that can make no progress are an internal error.
+ * The loop ends when no question is active; a last commit and flush
+ * follow, then one final on_progress.
  *
  * Commits: every stage that finished during one turn of the loop is
  * written in one transaction (group commit). A question whose result is
@@ -47,16 +55,38 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#define RUNNER_MAX_ROUNDS 64 /* rounds.max is at most this */
+#define RUNNER_FIT_MIN_N 10  /* judged winners a round needs to count in
+                                the efficiency-fatigue fit */
+
+/* Where the run stands, for a progress line. */
+typedef struct runner_progress {
+    size_t done;        /* questions with results (before and now) */
+    size_t total;       /* questions considered (after limit) */
+    size_t active;      /* questions in flight */
+    size_t in_flight;   /* network calls in flight */
+    int64_t tokens;     /* prompt + completion tokens of this run's calls */
+    double cost_usd;    /* of this run's calls */
+    bool has_eta;       /* eta_s is known (something finished already) */
+    double eta_s;       /* estimated seconds to the end */
+    bool final;         /* the last report of the run */
+} runner_progress;
+
 typedef struct runner_opts {
     size_t limit;        /* only the first `limit` questions (0 = all) */
     size_t max_active;   /* questions in flight (0 = twice the sum of the
                             models' max_concurrency, at least 4) */
     bool allow_degraded; /* go on without seats lost to infrastructure */
-    FILE *dry_run;       /* print the first requests, send nothing, commit
-                            nothing */
-    FILE *progress;      /* a progress line is redrawn here (a terminal),
-                            NULL for none */
-    FILE *log;           /* endpoint down/up events, NULL for none */
+    FILE *dry_run;       /* print the first requests (the dry run's
+                            product), send nothing, commit nothing */
+    /* Called at most every 0.25 s during the run and once at its end
+     * (p->final); NULL for no progress reports. */
+    void (*on_progress)(void *ctx, const runner_progress *p);
+    /* Called with one line (no newline) per event worth a log line: an
+     * endpoint going down or up, a question left incomplete; NULL for
+     * none. */
+    void (*on_event)(void *ctx, const char *line);
+    void *cb_ctx;        /* passed to on_progress and on_event */
     int stop_fd;         /* a non-blocking fd (e.g. a signalfd) that turns
                             readable when the run should stop early: the
                             loop then commits what is finished and
@@ -79,18 +109,18 @@ typedef struct runner_summary {
     double elapsed_s;
 } runner_summary;
 
-/* Run every question of st (bound to wf) that has no result yet. Returns 0
- * when the loop ran to its end (some questions may be incomplete: see
- * sum->incomplete); NSED_EINVAL for a workflow the runner cannot apply;
+/* Run every question of st (bound to wf) that has no result yet. The
+ * runner prints nothing itself: what is worth saying goes through
+ * opts->on_progress and opts->on_event (and, in a dry run, the requests to
+ * opts->dry_run). Returns 0 when the loop ran to its end (some questions
+ * may be incomplete: see sum->incomplete; sum->interrupted when stop_fd
+ * stopped it); NSED_EINVAL for a workflow the runner cannot apply;
  * NSED_ESTORE / NSED_EIO when the store fails (everything committed
- * before stays); NSED_ENOMEM. */
-int runner_run(const workflow *wf, store *st, const runner_opts *opts,
-               runner_summary *sum, nsed_err *err);
-
-/* STORE_STATE key of question qid with suffix tag ('s', 'i') into key,
- * which must hold strlen(qid) + 2 bytes (+4 more for 'r' rounds). Returns
- * the key length. */
-size_t runner_state_key(const char *qid, char tag, int round,
-                        unsigned char *key);
+ * before stays); NSED_ENET when the gateway cannot be set up; NSED_ENOMEM;
+ * NSED_EINTERNAL for a bug (questions that can make no progress). *sum is
+ * filled in every case. */
+NSED_MUST_CHECK int runner_run(const workflow *wf, store *st,
+                               const runner_opts *opts, runner_summary *sum,
+                               nsed_err *err);
 
 #endif

@@ -1,9 +1,10 @@
 /* runner_fit.c -- per-round accuracy telemetry and the fit of the
  * efficiency-fatigue model to it.
  *
- * STORE_TELEMETRY "rounds" holds, per round index r, how many decided
- * rounds r had a winner whose extracted answer could be judged against a
- * reference (n) and how many of those winners were right (k). From them
+ * The STORE_TELEMETRY record of store_keys_rounds() ("rounds") holds, per
+ * round index r, how many decided rounds r had a winner whose extracted
+ * answer could be judged against a reference (n) and how many of those
+ * winners were right (k). From them
  * the runner fits the model of converge.h,
  *
  *     U(t) = 1 - (1 - p_g) exp(-k t) - beta t^2,    k = lambda (p_v - p_g)
@@ -18,6 +19,7 @@
  */
 #include "pipeline/runner/runner_int.h"
 #include "pipeline/broker/telemetry.h"
+#include "store/store_keys.h"
 #include "stages/answer.h"
 #include "stages/converge.h"
 
@@ -25,7 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ROUNDS_KEY "rounds"
 #define FIT_BETA_MAX 0.5
 #define FIT_BETA_STEPS 1000
 
@@ -64,8 +65,11 @@ int runner_rounds_read(store_txn *txn, runner_round_counts *c)
 {
     const void *val;
     size_t vlen;
-    int rc = store_get(txn, STORE_TELEMETRY, ROUNDS_KEY, strlen(ROUNDS_KEY),
-                       &val, &vlen);
+    store_key key;
+    int rc;
+
+    store_keys_rounds(&key);
+    rc = store_get(txn, STORE_TELEMETRY, key.bytes, key.len, &val, &vlen);
 
     memset(c, 0, sizeof *c);
     if (rc == NSED_ENOTFOUND)
@@ -79,6 +83,7 @@ int runner_rounds_read(store_txn *txn, runner_round_counts *c)
 int runner_rounds_commit(store_txn *txn, const runner_round_counts *delta)
 {
     runner_round_counts c;
+    store_key key;
     cJSON *o, *n, *k;
     char *text;
     int last = -1, rc;
@@ -108,8 +113,9 @@ int runner_rounds_commit(store_txn *txn, const runner_round_counts *delta)
     cJSON_Delete(o);
     if (!text)
         return NSED_ENOMEM;
-    rc = store_put(txn, STORE_TELEMETRY, ROUNDS_KEY, strlen(ROUNDS_KEY),
-                   text, strlen(text));
+    store_keys_rounds(&key);
+    rc = store_put(txn, STORE_TELEMETRY, key.bytes, key.len, text,
+                   strlen(text));
     free(text);
     return rc;
 }

@@ -1,11 +1,13 @@
-/* runner_int.h -- pieces of the runner shared by its files and by the
- * commands that read what it stored (status, export). */
+/* runner_int.h -- pieces of the runner shared by its files (and its
+ * white-box tests, tests/test_runner.c); never included outside
+ * pipeline/runner/. */
 #ifndef NSED_RUNNER_INT_H
 #define NSED_RUNNER_INT_H
 
 #include "pipeline/base/err.h"
 #include "pipeline/gateway/gateway.h"
 #include "pipeline/questions/questions.h"
+#include "pipeline/runner/runner.h"
 #include "pipeline/workflow/workflow.h"
 #include "stages/stage.h"
 #include "stages/state.h"
@@ -16,18 +18,21 @@
 
 /* Deep copy of a question (tags and meta included) into *dst. Returns 0 or
  * NSED_ENOMEM (dst then released). */
+NSED_MUST_CHECK
 int runner_question_copy(const question *src, question *dst);
 
 /* The incomplete marker of a question whose stage lost calls: JSON
  * {"stage","round","failed":[{"seat","model","kind","error"}]} in *json
  * and the first error text in *why (both malloc'd). Returns 0 or
  * NSED_ENOMEM. */
+NSED_MUST_CHECK
 int runner_incomplete_marker(const state *st, const stage_response *resps,
                              size_t n, char **json, char **why);
 
 /* The incomplete marker of a question the broker could not staff: JSON
  * {"stage":"broker","round":0,"failed":[],"error":reason} in *json and
  * "broker: <reason>" in *why (both malloc'd). Returns 0 or NSED_ENOMEM. */
+NSED_MUST_CHECK
 int runner_unstaffed_marker(const char *reason, char **json, char **why);
 
 typedef struct runner_qctx runner_qctx;
@@ -39,14 +44,14 @@ typedef struct runner_qctx runner_qctx;
  * archived round 0 from the store when it is no longer in memory
  * (st_store read transaction; must not be called inside a store
  * transaction). Returns 0 and sets *out (malloc'd) or an error. */
+NSED_MUST_CHECK
 int runner_result_json(const workflow *wf, store *st_store, const state *st,
                        const question *q, const char *broker_record,
                        const runner_qctx *qctx, char **out, nsed_err *err);
 
 /* ---- per-round accuracy and the efficiency-fatigue fit (runner_fit.c) */
 
-#define RUNNER_MAX_ROUNDS 64 /* rounds.max is at most this */
-#define RUNNER_FIT_MIN_N 10  /* judged winners a round needs to count */
+/* RUNNER_MAX_ROUNDS and RUNNER_FIT_MIN_N are in runner.h. */
 
 /* Per round index: winners judged against a reference (n), right (k). */
 typedef struct runner_round_counts {
@@ -61,7 +66,9 @@ void runner_rounds_observe(const workflow *wf, const state *st,
 
 /* Read the stored counts (all zero when none); add delta to them inside a
  * store_write (replayable: read through txn); add d to t in memory. */
+NSED_MUST_CHECK
 int runner_rounds_read(store_txn *txn, runner_round_counts *c);
+NSED_MUST_CHECK
 int runner_rounds_commit(store_txn *txn, const runner_round_counts *delta);
 void runner_rounds_add(runner_round_counts *t, const runner_round_counts *d);
 
@@ -76,6 +83,7 @@ typedef struct runner_fit {
  * p_v <= p_g (then rounds cannot help; t_opt 0). Needs at least two
  * revision rounds with RUNNER_FIT_MIN_N judged winners each:
  * NSED_ENOTFOUND otherwise. */
+NSED_MUST_CHECK
 int runner_fit_fatigue(const runner_round_counts *c, double p_g, double p_v,
                        runner_fit *out);
 
@@ -99,11 +107,13 @@ bool runner_qctx_wanted(const workflow *wf);
 
 /* Build the context of question st (its seats chosen) from the
  * telemetry now; *json is what to store. Returns 0 or NSED_ENOMEM. */
+NSED_MUST_CHECK
 int runner_qctx_new(const workflow *wf, const struct telemetry *t,
                     const runner_round_counts *rounds, const state *st,
                     runner_qctx *q, char **json);
 
 /* Parse a stored context. Returns 0, NSED_ESTORE or NSED_ENOMEM. */
+NSED_MUST_CHECK
 int runner_qctx_parse(const workflow *wf, const char *json, size_t len,
                       runner_qctx *q, nsed_err *err);
 
@@ -113,15 +123,17 @@ void runner_qctx_apply(const runner_qctx *q, size_t nmodels, stage_ctx *ctx);
 void runner_qctx_release(runner_qctx *q);
 
 /* Cumulative call statistics per model across runs, kept in
- * STORE_TELEMETRY under "gateway/<model id>". */
+ * STORE_TELEMETRY under "gateway/<model id>" (store_keys.h). */
 typedef struct runner_telemetry_base runner_telemetry_base;
 
 /* Load the statistics earlier runs recorded for wf's models. */
+NSED_MUST_CHECK
 int runner_telemetry_load(store *st, const workflow *wf,
                           runner_telemetry_base **out, nsed_err *err);
 
 /* Put base + this gateway's statistics for every model (inside a
  * store_write; replayable). */
+NSED_MUST_CHECK
 int runner_telemetry_put(store_txn *txn, const runner_telemetry_base *base,
                          const workflow *wf, const gateway *gw);
 

@@ -1,11 +1,10 @@
 /* runner_result.c -- the records the runner stores about a question: the
  * result (one export line) and the incomplete marker. */
 #include "pipeline/broker/broker.h"
-#include "pipeline/runner/runner.h"
 #include "pipeline/runner/runner_int.h"
-#include "pipeline/broker/telemetry.h"
 #include "stages/answer.h"
 #include "stages/text.h"
+#include "store/store_keys.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,13 +123,15 @@ typedef struct round_read {
 static int read_round_fn(store_txn *txn, void *arg, nsed_err *err)
 {
     round_read *rr = arg;
-    unsigned char key[STORE_KEY_MAX + 8];
-    size_t klen = runner_state_key(rr->st->qid, 'r', rr->index, key);
+    store_key key;
     const void *val;
     size_t vlen;
     int rc;
 
-    rc = store_get(txn, STORE_STATE, key, klen, &val, &vlen);
+    rc = store_keys_question(rr->st->qid, STORE_KEYS_ROUND,
+                             (uint32_t)rr->index, &key);
+    if (!rc)
+        rc = store_get(txn, STORE_STATE, key.bytes, key.len, &val, &vlen);
     if (rc == NSED_ENOTFOUND)
         return 0;
     if (rc)

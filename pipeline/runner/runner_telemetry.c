@@ -1,6 +1,7 @@
 /* runner_telemetry.c -- call statistics per model, cumulative across the
  * runs of a store, kept in STORE_TELEMETRY as "gateway/<model id>". */
 #include "pipeline/runner/runner_int.h"
+#include "store/store_keys.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,30 +12,23 @@ struct runner_telemetry_base {
     gateway_stats *stats; /* per wf->models index */
 };
 
-static int key_of(const workflow_model *m, char *key, size_t cap)
-{
-    int n = snprintf(key, cap, "gateway/%s", m->id);
-
-    return n < 0 || (size_t)n >= cap ? -1 : n;
-}
-
 static int load_fn(store_txn *txn, void *arg, nsed_err *err)
 {
     struct {
         const workflow *wf;
         runner_telemetry_base *b;
     } *a = arg;
-    char key[128];
+    store_key key;
 
     (void)err;
     for (size_t i = 0; i < a->wf->nmodels; i++) {
         const void *val;
         size_t vlen;
-        int klen = key_of(&a->wf->models[i], key, sizeof key);
         cJSON *j;
 
-        if (klen < 0 ||
-            store_get(txn, STORE_TELEMETRY, key, (size_t)klen, &val, &vlen))
+        if (store_keys_telemetry(STORE_KEYS_GATEWAY, a->wf->models[i].id,
+                                 &key) ||
+            store_get(txn, STORE_TELEMETRY, key.bytes, key.len, &val, &vlen))
             continue;
         j = cJSON_ParseWithLength(val, vlen);
         if (j)
@@ -94,15 +88,17 @@ static void stats_add(gateway_stats *t, const gateway_stats *s)
 int runner_telemetry_put(store_txn *txn, const runner_telemetry_base *base,
                          const workflow *wf, const gateway *gw)
 {
-    char key[128];
+    store_key key;
 
     for (size_t i = 0; i < wf->nmodels && i < base->n; i++) {
         gateway_stats s = base->stats[i], now;
         cJSON *j;
         char *text;
-        int klen = key_of(&wf->models[i], key, sizeof key), rc;
+        int rc;
 
-        if (klen < 0 || gateway_stats_get(gw, i, &now))
+        if (store_keys_telemetry(STORE_KEYS_GATEWAY, wf->models[i].id,
+                                 &key) ||
+            gateway_stats_get(gw, i, &now))
             continue;
         stats_add(&s, &now);
         j = gateway_stats_to_json(&s);
@@ -110,7 +106,7 @@ int runner_telemetry_put(store_txn *txn, const runner_telemetry_base *base,
         cJSON_Delete(j);
         if (!text)
             return NSED_ENOMEM;
-        rc = store_put(txn, STORE_TELEMETRY, key, (size_t)klen, text,
+        rc = store_put(txn, STORE_TELEMETRY, key.bytes, key.len, text,
                        strlen(text));
         free(text);
         if (rc)

@@ -1,0 +1,570 @@
+/* runner_report.c -- the report of a run store (see runner_report.h). */
+#include "pipeline/runner/runner_report.h"
+
+#include "pipeline/gateway/gateway.h"
+#include "pipeline/questions/questions.h"
+#include "pipeline/runner/runner_int.h"
+#include "store/store_keys.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* What is read in the transaction besides the report itself. */
+typedef struct report_read {
+    runner_report *r;
+    runner_round_counts rounds;
+    double ver_n, ver_k; /* pooled verification judgements */
+    double gen_n, gen_k; /* pooled round-0 answers judged */
+    size_t rounds_sum;
+    double expected_cost, expected_value, actual_cost; /* broker sums */
+    store_txn *txn;
+    nsed_err *err;
+    int rc;
+} report_read;
+
+/* ---- reading the records ------------------------------------------------ */
+
+static const char *jstr(const cJSON *obj, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static double jnum(const cJSON *obj, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static bool jtrue(const cJSON *obj, const char *key)
+{
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(obj, key));
+}
+
+/* The entry for name, added when new; NULL when the table is full or out
+ * of memory (the occurrence is then not counted). */
+static runner_report_tally *tally_get(runner_report_tallies *t,
+                                      const char *name)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (!strcmp(t->items[i].name, name))
+            return &t->items[i];
+    if (t->n == RUNNER_REPORT_NAMES_MAX)
+        return NULL;
+    t->items[t->n].name = strdup(name);
+    if (!t->items[t->n].name)
+        return NULL;
+    return &t->items[t->n++];
+}
+
+static void tally_release(runner_report_tallies *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->items[i].name);
+    t->n = 0;
+}
+
+/* Count a result record (runner_result_json). */
+static void count_result(report_read *rr, const cJSON *res)
+{
+    runner_report *r = rr->r;
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(res, "baselines");
+    const cJSON *m, *maj = cJSON_GetObjectItemCaseSensitive(b, "majority");
+    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(res, "tokens");
+    const char *stop = jstr(res, "stop_reason");
+    runner_report_tally *t;
+
+    r->done++;
+    if (jtrue(res, "degraded"))
+        r->degraded++;
+    rr->rounds_sum += (size_t)jnum(res, "rounds");
+    r->tokens += jnum(tok, "prompt") + jnum(tok, "completion");
+    r->cost_usd += jnum(res, "cost_usd");
+    if (stop && (t = tally_get(&r->stops, stop)))
+        t->n++;
+    /* a result has a boolean "correct" only when it has a reference */
+    if (!cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(res, "correct")))
+        return;
+    r->with_ref++;
+    r->correct += (size_t)jtrue(res, "correct");
+    r->majority_correct += (size_t)jtrue(maj, "correct");
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(b, "models")) {
+        const char *id = jstr(m, "model");
+
+        if (id && (t = tally_get(&r->round0, id))) {
+            t->n++;
+            t->correct += (size_t)jtrue(m, "correct");
+        }
+    }
+}
+
+/* Count the broker's decision record (broker.h) of a question (res: its
+ * result or NULL). */
+static void count_decision(report_read *rr, const cJSON *rec,
+                           const cJSON *res)
+{
+    runner_report_broker *b = &rr->r->broker;
+    const cJSON *c, *cands = cJSON_GetObjectItemCaseSensitive(rec,
+                                                              "candidates");
+    const cJSON *cons = cJSON_GetObjectItemCaseSensitive(rec, "constraints");
+    const cJSON *budget = cJSON_GetObjectItemCaseSensitive(cons,
+                                                           "usd_per_question");
+    const char *policy = jstr(rec, "policy");
+    const cJSON *cost = cJSON_GetObjectItemCaseSensitive(rec,
+                                                         "expected_cost_usd");
+    runner_report_tally *t;
+
+    b->decisions++;
+    if (policy && (t = tally_get(&b->policies, policy)))
+        t->n++;
+    if (!jtrue(rec, "staffed")) {
+        b->unstaffed++;
+        return;
+    }
+    cJSON_ArrayForEach(c, cands) {
+        const char *id = jstr(c, "model");
+
+        if (!id)
+            continue;
+        if (jtrue(c, "chosen") && (t = tally_get(&b->chosen, id)))
+            t->n++;
+        if (jtrue(c, "in_pool") && !jtrue(c, "admitted") &&
+            (t = tally_get(&b->excluded, id)))
+            t->n++;
+    }
+    if (policy && strcmp(policy, "knapsack") == 0 && cJSON_IsNumber(cost)) {
+        b->with_expected++;
+        rr->expected_cost += cost->valuedouble;
+        rr->expected_value += jnum(rec, "expected_value");
+        if (res) {
+            double actual = jnum(res, "cost_usd");
+
+            b->actual_n++;
+            rr->actual_cost += actual;
+            if (cJSON_IsNumber(budget) &&
+                actual > budget->valuedouble * (1 + 1e-9))
+                b->over_budget++;
+        }
+    }
+}
+
+/* True when question qid has STORE_STATE record rec. A key that cannot be
+ * built or a failing read counts as absent: the report then shows the
+ * question as not started rather than failing as a whole. */
+static bool has_state(report_read *rr, const char *qid,
+                      enum store_keys_qrec rec, const void **val,
+                      size_t *vlen)
+{
+    store_key key;
+
+    return store_keys_question(qid, rec, 0, &key) == 0 &&
+           store_get(rr->txn, STORE_STATE, key.bytes, key.len, val, vlen) ==
+               0;
+}
+
+static void visit_decision(report_read *rr, const char *qid,
+                           const cJSON *res)
+{
+    const void *val;
+    size_t vlen;
+    cJSON *rec;
+
+    if (!has_state(rr, qid, STORE_KEYS_BROKER, &val, &vlen))
+        return;
+    rec = cJSON_ParseWithLength(val, vlen);
+    if (rec)
+        count_decision(rr, rec, res);
+    cJSON_Delete(rec);
+}
+
+static int visit_question(const question *q, uint64_t seq, void *arg)
+{
+    report_read *rr = arg;
+    runner_report *r = rr->r;
+    const void *val;
+    size_t vlen;
+    store_key key;
+
+    (void)seq;
+    r->total++;
+    if (store_keys_result(q->id, &key) == 0 &&
+        store_get(rr->txn, STORE_RESULTS, key.bytes, key.len, &val,
+                  &vlen) == 0) {
+        cJSON *res = cJSON_ParseWithLength(val, vlen);
+
+        if (!res) {
+            rr->rc = nsed_error(rr->err, NSED_ESTORE,
+                                "the result of %s is not valid JSON", q->id);
+            return 1;
+        }
+        count_result(rr, res);
+        visit_decision(rr, q->id, res);
+        cJSON_Delete(res);
+        return 0;
+    }
+    visit_decision(rr, q->id, NULL);
+    if (has_state(rr, q->id, STORE_KEYS_INCOMPLETE, &val, &vlen))
+        r->incomplete++;
+    else if (has_state(rr, q->id, STORE_KEYS_STATE, &val, &vlen))
+        r->in_progress++;
+    else
+        r->not_started++;
+    return 0;
+}
+
+/* Keep a telemetry record: "gateway/<id>" into r->telemetry, and pool the
+ * accuracy counts of "model/<id>". */
+static int visit_telemetry(const void *key, size_t klen, const void *val,
+                           size_t vlen, void *arg)
+{
+    report_read *rr = arg;
+    enum store_keys_tele kind;
+    size_t off, len;
+    char id[STORE_KEY_MAX + 1];
+    cJSON *j;
+
+    if (store_keys_telemetry_parse(key, klen, &kind, &off, &len) != 0)
+        return 0;
+    switch (kind) {
+    case STORE_KEYS_GATEWAY:
+        if (!(j = cJSON_ParseWithLength(val, vlen)))
+            return 0;
+        memcpy(id, (const char *)key + off, len);
+        id[len] = '\0';
+        cJSON_AddItemToObject(rr->r->telemetry, id, j);
+        return 0;
+    case STORE_KEYS_MODEL:
+        j = cJSON_ParseWithLength(val, vlen);
+        rr->ver_n += jnum(cJSON_GetObjectItemCaseSensitive(j, "ver"), "n");
+        rr->ver_k += jnum(cJSON_GetObjectItemCaseSensitive(j, "ver"), "k");
+        rr->gen_n += jnum(cJSON_GetObjectItemCaseSensitive(j, "gen"), "n");
+        rr->gen_k += jnum(cJSON_GetObjectItemCaseSensitive(j, "gen"), "k");
+        cJSON_Delete(j);
+        return 0;
+    case STORE_KEYS_PRIOR:
+        return 0;
+    }
+    return 0;
+}
+
+static int scan_kind(report_read *rr, enum store_keys_tele kind)
+{
+    const char *p = store_keys_telemetry_prefix(kind);
+
+    return store_scan(rr->txn, STORE_TELEMETRY, p, strlen(p), NULL, 0,
+                      visit_telemetry, rr);
+}
+
+static int read_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    report_read *rr = arg;
+    int rc;
+
+    (void)err;
+    rr->txn = txn;
+    rc = questions_scan(txn, 0, visit_question, rr);
+    if (rr->rc)
+        return rr->rc;
+    if (rc)
+        return nsed_error(rr->err, rc, "cannot read the questions");
+    rc = runner_rounds_read(txn, &rr->rounds);
+    if (!rc)
+        rc = scan_kind(rr, STORE_KEYS_MODEL);
+    if (rc)
+        return nsed_error(rr->err, rc, "cannot read the telemetry");
+    return scan_kind(rr, STORE_KEYS_GATEWAY);
+}
+
+/* ---- the figures derived from what was read ----------------------------- */
+
+static double mean_or(double sum, size_t n)
+{
+    return n ? sum / (double)n : 0;
+}
+
+/* Latency quantile of a stored statistics record, in ms. */
+static double quantile_ms(const cJSON *stats, double q)
+{
+    gateway_stats s;
+
+    gateway_stats_from_json(stats, &s);
+    return 1000.0 * gateway_stats_latency_quantile(&s, q);
+}
+
+static int derive_models(runner_report *r)
+{
+    const cJSON *m;
+    size_t n = (size_t)cJSON_GetArraySize(r->telemetry), i = 0;
+
+    if (n == 0)
+        return 0;
+    r->models = calloc(n, sizeof *r->models);
+    if (!r->models)
+        return NSED_ENOMEM;
+    cJSON_ArrayForEach(m, r->telemetry) {
+        runner_report_model *rm = &r->models[i++];
+        const cJSON *errs = cJSON_GetObjectItemCaseSensitive(m, "errors");
+        const cJSON *e;
+        size_t ne = (size_t)cJSON_GetArraySize(errs);
+
+        r->nmodels++;
+        rm->id = m->string;
+        rm->calls = jnum(m, "calls");
+        rm->ok = jnum(m, "ok");
+        rm->failed = jnum(m, "failed");
+        rm->retries = jnum(m, "retries");
+        rm->ledger_hits = jnum(m, "ledger_hits");
+        rm->tokens = jnum(m, "prompt_tokens") + jnum(m, "completion_tokens");
+        rm->cost_usd = jnum(m, "cost_usd");
+        rm->p50_ms = quantile_ms(m, 0.5);
+        rm->p95_ms = quantile_ms(m, 0.95);
+        if (ne == 0)
+            continue;
+        rm->errors = calloc(ne, sizeof *rm->errors);
+        if (!rm->errors)
+            return NSED_ENOMEM;
+        cJSON_ArrayForEach(e, errs) {
+            if (!cJSON_IsNumber(e) || e->valuedouble == 0)
+                continue;
+            rm->errors[rm->nerrors].kind = e->string;
+            rm->errors[rm->nerrors].n = e->valuedouble;
+            rm->nerrors++;
+        }
+    }
+    return 0;
+}
+
+static void derive(report_read *rr)
+{
+    runner_report *r = rr->r;
+    runner_report_broker *b = &r->broker;
+    runner_fit fit;
+
+    r->rounds_mean =
+        r->done ? (double)rr->rounds_sum / (double)r->done : 0;
+    memcpy(r->judged, rr->rounds.n, sizeof r->judged);
+    memcpy(r->winner_correct, rr->rounds.k, sizeof r->winner_correct);
+    /* p_g and p_v pooled over every model's measured answers and
+     * evaluations */
+    if (rr->ver_n > 0 && rr->gen_n > 0 &&
+        runner_fit_fatigue(&rr->rounds, rr->gen_k / rr->gen_n,
+                           rr->ver_k / rr->ver_n, &fit) == 0) {
+        r->has_fit = true;
+        r->fit_p_g = fit.p_g;
+        r->fit_p_v = fit.p_v;
+        r->fit_lambda = fit.lambda;
+        r->fit_beta = fit.beta;
+        r->fit_t_opt = fit.t_opt;
+    }
+    b->expected_cost_usd_mean = mean_or(rr->expected_cost, b->with_expected);
+    b->expected_value_mean = mean_or(rr->expected_value, b->with_expected);
+    b->actual_cost_usd_mean = mean_or(rr->actual_cost, b->actual_n);
+}
+
+static int read_manifest(store *st, runner_report *r, nsed_err *err)
+{
+    char *text = NULL;
+    int rc = store_manifest_json(st, &text, err);
+
+    if (rc == NSED_ENOTFOUND)
+        return 0;
+    if (rc)
+        return rc;
+    r->manifest = cJSON_Parse(text);
+    free(text);
+    if (!r->manifest)
+        return nsed_error(err, NSED_ESTORE,
+                          "%s: the run manifest is not valid JSON", r->store);
+    r->bound = true;
+    r->workflow_name = jstr(r->manifest, "workflow_name");
+    r->workflow_hash = jstr(r->manifest, "workflow_hash");
+    r->git_commit = jstr(r->manifest, "git_commit");
+    r->created_at = jstr(r->manifest, "created_at");
+    r->nsed_version = jstr(r->manifest, "nsed_version");
+    r->seed = jstr(r->manifest, "seed");
+    return 0;
+}
+
+int runner_report_build(store *st, runner_report **out, nsed_err *err)
+{
+    runner_report *r = calloc(1, sizeof *r);
+    report_read rr = {.r = r, .err = err};
+    int rc;
+
+    if (!r || !(r->store = strdup(store_dir(st))) ||
+        !(r->telemetry = cJSON_CreateObject())) {
+        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = read_manifest(st, r, err);
+    if (!rc)
+        rc = store_read(st, read_fn, &rr, err);
+    if (rc)
+        goto out;
+    derive(&rr);
+    rc = derive_models(r);
+    if (rc)
+        rc = nsed_error(err, rc, "out of memory");
+out:
+    if (rc) {
+        runner_report_free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+/* ---- the JSON form ------------------------------------------------------ */
+
+static void tally_json(cJSON *o, const char *key,
+                       const runner_report_tallies *t)
+{
+    cJSON *m = cJSON_AddObjectToObject(o, key);
+
+    for (size_t i = 0; m && i < t->n; i++)
+        cJSON_AddNumberToObject(m, t->items[i].name, (double)t->items[i].n);
+}
+
+static void broker_json(const runner_report_broker *b, cJSON *o)
+{
+    cJSON *j = cJSON_AddObjectToObject(o, "broker");
+
+    if (!j)
+        return;
+    cJSON_AddNumberToObject(j, "decisions", (double)b->decisions);
+    cJSON_AddNumberToObject(j, "unstaffed", (double)b->unstaffed);
+    tally_json(j, "policies", &b->policies);
+    tally_json(j, "chosen", &b->chosen);
+    tally_json(j, "excluded", &b->excluded);
+    if (b->with_expected) {
+        cJSON_AddNumberToObject(j, "expected_cost_usd_mean",
+                                b->expected_cost_usd_mean);
+        cJSON_AddNumberToObject(j, "expected_value_mean",
+                                b->expected_value_mean);
+    } else {
+        cJSON_AddNullToObject(j, "expected_cost_usd_mean");
+        cJSON_AddNullToObject(j, "expected_value_mean");
+    }
+    if (b->actual_n)
+        cJSON_AddNumberToObject(j, "actual_cost_usd_mean",
+                                b->actual_cost_usd_mean);
+    else
+        cJSON_AddNullToObject(j, "actual_cost_usd_mean");
+    cJSON_AddNumberToObject(j, "over_budget", (double)b->over_budget);
+}
+
+static void rounds_json(const runner_report *r, cJSON *o)
+{
+    cJSON *rounds = cJSON_AddArrayToObject(o, "rounds"), *f;
+
+    for (int t = 0; rounds && t < RUNNER_MAX_ROUNDS; t++) {
+        cJSON *e;
+
+        if (r->judged[t] <= 0)
+            continue;
+        e = cJSON_CreateObject();
+        cJSON_AddItemToArray(rounds, e);
+        cJSON_AddNumberToObject(e, "round", t);
+        cJSON_AddNumberToObject(e, "judged", r->judged[t]);
+        cJSON_AddNumberToObject(e, "winner_correct", r->winner_correct[t]);
+    }
+    if (r->has_fit && (f = cJSON_AddObjectToObject(o, "fatigue_fit"))) {
+        cJSON_AddNumberToObject(f, "p_g", r->fit_p_g);
+        cJSON_AddNumberToObject(f, "p_v", r->fit_p_v);
+        cJSON_AddNumberToObject(f, "lambda", r->fit_lambda);
+        cJSON_AddNumberToObject(f, "beta", r->fit_beta);
+        cJSON_AddNumberToObject(f, "t_opt", r->fit_t_opt);
+    } else {
+        cJSON_AddNullToObject(o, "fatigue_fit");
+    }
+}
+
+static void models_json(const runner_report *r, cJSON *o)
+{
+    cJSON *tele = cJSON_AddObjectToObject(o, "models");
+    const cJSON *m;
+    size_t i = 0;
+
+    cJSON_ArrayForEach(m, r->telemetry) {
+        cJSON *copy = cJSON_Duplicate(m, 1);
+
+        if (!copy)
+            break;
+        cJSON_DeleteItemFromObjectCaseSensitive(copy, "latency_hist");
+        cJSON_AddNumberToObject(copy, "latency_p50_ms", r->models[i].p50_ms);
+        cJSON_AddNumberToObject(copy, "latency_p95_ms", r->models[i].p95_ms);
+        cJSON_AddItemToObject(tele, m->string, copy);
+        i++;
+    }
+}
+
+int runner_report_json(const runner_report *r, char **out)
+{
+    cJSON *o = cJSON_CreateObject(), *q, *acc, *models, *stops;
+
+    if (!o)
+        return NSED_ENOMEM;
+    cJSON_AddStringToObject(o, "store", r->store);
+    q = cJSON_AddObjectToObject(o, "questions");
+    cJSON_AddNumberToObject(q, "total", (double)r->total);
+    cJSON_AddNumberToObject(q, "done", (double)r->done);
+    cJSON_AddNumberToObject(q, "degraded", (double)r->degraded);
+    cJSON_AddNumberToObject(q, "in_progress", (double)r->in_progress);
+    cJSON_AddNumberToObject(q, "incomplete", (double)r->incomplete);
+    cJSON_AddNumberToObject(q, "not_started", (double)r->not_started);
+    cJSON_AddNumberToObject(o, "rounds_mean", r->rounds_mean);
+    stops = cJSON_AddObjectToObject(o, "stop_reasons");
+    for (size_t i = 0; i < r->stops.n; i++)
+        cJSON_AddNumberToObject(stops, r->stops.items[i].name,
+                                (double)r->stops.items[i].n);
+    acc = cJSON_AddObjectToObject(o, "accuracy");
+    cJSON_AddNumberToObject(acc, "with_reference", (double)r->with_ref);
+    cJSON_AddNumberToObject(acc, "nsed_correct", (double)r->correct);
+    cJSON_AddNumberToObject(acc, "majority_correct",
+                            (double)r->majority_correct);
+    models = cJSON_AddObjectToObject(acc, "round0_by_model");
+    for (size_t i = 0; i < r->round0.n; i++) {
+        cJSON *mm = cJSON_AddObjectToObject(models, r->round0.items[i].name);
+
+        cJSON_AddNumberToObject(mm, "answers", (double)r->round0.items[i].n);
+        cJSON_AddNumberToObject(mm, "correct",
+                                (double)r->round0.items[i].correct);
+    }
+    cJSON_AddNumberToObject(o, "tokens", r->tokens);
+    cJSON_AddNumberToObject(o, "cost_usd", r->cost_usd);
+    rounds_json(r, o);
+    models_json(r, o);
+    broker_json(&r->broker, o);
+    if (r->manifest) {
+        cJSON *man = cJSON_Duplicate(r->manifest, 1);
+
+        cJSON_DeleteItemFromObjectCaseSensitive(man, "workflow_canonical");
+        cJSON_AddItemToObject(o, "manifest", man);
+    } else {
+        cJSON_AddNullToObject(o, "manifest");
+    }
+    *out = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return *out ? 0 : NSED_ENOMEM;
+}
+
+void runner_report_free(runner_report *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->nmodels; i++)
+        free(r->models[i].errors);
+    free(r->models);
+    tally_release(&r->stops);
+    tally_release(&r->round0);
+    tally_release(&r->broker.policies);
+    tally_release(&r->broker.chosen);
+    tally_release(&r->broker.excluded);
+    cJSON_Delete(r->manifest);
+    cJSON_Delete(r->telemetry);
+    free(r->store);
+    free(r);
+}

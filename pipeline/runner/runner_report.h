@@ -1,0 +1,126 @@
+/* runner_report.h -- where a run store stands: the report `nsed status`
+ * prints, computed here from what the runner stored (results, broker
+ * decisions, incomplete markers, telemetry, the manifest) so that the CLI
+ * only formats it.
+ *
+ * runner_report_json gives the report as the JSON of `nsed status --json`:
+ *   {"store", "questions":{total,done,degraded,in_progress,incomplete,
+ *    not_started}, "rounds_mean", "stop_reasons":{reason:n},
+ *    "accuracy":{with_reference,nsed_correct,majority_correct,
+ *                round0_by_model:{model:{answers,correct}}},
+ *    "tokens", "cost_usd", "rounds":[{round,judged,winner_correct}],
+ *    "fatigue_fit":{p_g,p_v,lambda,beta,t_opt} or null,
+ *    "models":{model: the stored call statistics without latency_hist,
+ *              plus latency_p50_ms, latency_p95_ms},
+ *    "broker":{decisions,unstaffed,policies,chosen,excluded,
+ *              expected_cost_usd_mean,expected_value_mean,
+ *              actual_cost_usd_mean (null when unknown),over_budget},
+ *    "manifest": the run manifest without workflow_canonical, or null}
+ * and the struct below holds the same figures for a text form.
+ */
+#ifndef NSED_RUNNER_REPORT_H
+#define NSED_RUNNER_REPORT_H
+
+#include "pipeline/base/err.h"
+#include "pipeline/runner/runner.h"
+#include "store/store.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define RUNNER_REPORT_NAMES_MAX 256 /* names per table; more are not counted */
+
+/* One name of a table (a model, a stop reason, a policy) and its counts. */
+typedef struct runner_report_tally {
+    char *name;
+    size_t n;       /* occurrences (round-0 answers judged, for models) */
+    size_t correct; /* of those, right (round0 table only) */
+} runner_report_tally;
+
+/* Names in the order they were first seen. */
+typedef struct runner_report_tallies {
+    runner_report_tally items[RUNNER_REPORT_NAMES_MAX];
+    size_t n;
+} runner_report_tallies;
+
+/* What the broker's recorded decisions add up to. */
+typedef struct runner_report_broker {
+    size_t decisions, unstaffed;
+    size_t with_expected;          /* knapsack decisions with an expected
+                                      cost */
+    double expected_cost_usd_mean; /* over those (0 when none) */
+    double expected_value_mean;
+    size_t actual_n;               /* of those, with a result */
+    double actual_cost_usd_mean;   /* over those (0 when none) */
+    size_t over_budget;            /* results over the question budget */
+    runner_report_tallies policies;
+    runner_report_tallies chosen;   /* model -> decisions that chose it */
+    runner_report_tallies excluded; /* model -> decisions that excluded it */
+} runner_report_broker;
+
+/* An error kind with failed attempts. */
+typedef struct runner_report_error {
+    const char *kind;
+    double n;
+} runner_report_error;
+
+/* One model's cumulative call statistics (STORE_TELEMETRY "gateway/"). */
+typedef struct runner_report_model {
+    const char *id;
+    double calls, ok, failed, retries, ledger_hits;
+    double tokens; /* prompt + completion */
+    double cost_usd;
+    double p50_ms, p95_ms;      /* latency quantiles */
+    runner_report_error *errors; /* kinds with a non-zero count, in stored
+                                    order */
+    size_t nerrors;
+} runner_report_model;
+
+typedef struct runner_report {
+    char *store; /* the store directory */
+
+    /* the manifest (all NULL when the store is not bound yet; any may be
+     * NULL when the manifest lacks it) */
+    bool bound;
+    const char *workflow_name, *workflow_hash, *git_commit, *created_at,
+        *nsed_version, *seed;
+
+    size_t total, done, degraded, in_progress, incomplete, not_started;
+    double rounds_mean; /* rounds per finished question (0 when none) */
+    runner_report_tallies stops; /* stop reasons of finished questions */
+
+    size_t with_ref;         /* finished questions with a reference */
+    size_t correct;          /* of those, NSED right */
+    size_t majority_correct; /* of those, the round-0 majority right */
+    runner_report_tallies round0; /* per model: round-0 answers judged, and
+                                     right */
+    double tokens, cost_usd;      /* of the results */
+
+    /* per round index: winners judged against a reference, and right */
+    double judged[RUNNER_MAX_ROUNDS], winner_correct[RUNNER_MAX_ROUNDS];
+    bool has_fit; /* the efficiency-fatigue fit (runner_fit_fatigue with p_g
+                     and p_v pooled over every model's telemetry) */
+    double fit_p_g, fit_p_v, fit_lambda, fit_beta, fit_t_opt;
+
+    runner_report_model *models; /* in key order */
+    size_t nmodels;
+    runner_report_broker broker;
+
+    struct cJSON *manifest;  /* owned; for runner_report_json */
+    struct cJSON *telemetry; /* owned: model id -> stored statistics */
+} runner_report;
+
+/* Read the report of st (open, read-only is enough) in one read
+ * transaction. Returns 0 and sets *out (free with runner_report_free), or
+ * NSED_ESTORE (the store fails, or a result or the manifest is not valid
+ * JSON), NSED_ENOMEM, with err saying why. */
+NSED_MUST_CHECK int runner_report_build(store *st, runner_report **out,
+                                        nsed_err *err);
+
+/* The report as the JSON text of `nsed status --json` (no newline,
+ * malloc'd) in *out. Returns 0 or NSED_ENOMEM. */
+NSED_MUST_CHECK int runner_report_json(const runner_report *r, char **out);
+
+void runner_report_free(runner_report *r);
+
+#endif
