@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <string.h>
 
 static const char validate_usage[] =
     "usage: nsed validate [--quiet] FILE...\n"
