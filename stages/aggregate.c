@@ -1,6 +1,6 @@
 #include "stages/aggregate.h"
 
-#include "stages/evaluate.h"
+#include "stages/mask.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -271,7 +271,7 @@ int aggregate_run(state *st, const workflow *wf, const stage_ctx *ctx,
 
                 /* the mask again, in case a state was edited by hand */
                 if (j >= m ||
-                    !evaluate_shows(r, s, j, wf->scoring.allow_self_votes))
+                    !mask_shows(r, s, j, wf->scoring.allow_self_votes))
                     continue;
                 weights[ne * m + j] = ev->weights[k].weight;
                 present[ne * m + j] = true;

@@ -41,7 +41,7 @@
 
 #include "pipeline/base/err.h"
 #include "pipeline/workflow/workflow.h"
-#include "stages/stage.h"
+#include "stages/stage_ctx.h"
 #include "stages/state.h"
 
 #include <stdbool.h>

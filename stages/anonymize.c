@@ -1,8 +1,8 @@
 #include "stages/anonymize.h"
 
 #include "pipeline/base/buf.h"
-#include "stages/evaluate.h"
-#include "stages/stage.h"
+#include "stages/mask.h"
+#include "stages/seed.h"
 #include "stages/text.h"
 
 #include <ctype.h>
@@ -531,7 +531,7 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
     const char **texts = NULL;
     char fence[TEXT_FENCE_HEX + 1];
     size_t ncand = 0;
-    stage_rng rng;
+    seed_rng rng;
     int rc;
 
     if (st->stage != STATE_STAGE_ANONYMIZE || r->anonymized)
@@ -559,11 +559,11 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
         cands[ncand++].seat = s;
     }
     /* Fisher-Yates with the question's round permutation */
-    rc = stage_rng_init(&rng, "permutation", st->seed, st->qid, r->index, 0);
+    rc = seed_rng_init(&rng, "permutation", st->seed, st->qid, r->index, 0);
     if (rc)
         goto out;
     for (size_t i = ncand; i > 1; i--) {
-        size_t j = (size_t)stage_rng_below(&rng, i);
+        size_t j = (size_t)seed_rng_below(&rng, i);
         state_candidate tmp = cands[i - 1];
 
         cands[i - 1] = cands[j];
@@ -571,7 +571,7 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
     }
     for (size_t i = 0; i < ncand; i++)
         texts[i] = cands[i].text;
-    rc = stage_fence("candidates", st->seed, st->qid, r->index, texts, ncand,
+    rc = seed_fence("candidates", st->seed, st->qid, r->index, texts, ncand,
                      fence);
     if (rc) {
         nsed_error(err, rc, "question %s round %d: no fence nonce is free of "
@@ -585,7 +585,7 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
     r->anonymized = true;
     r->evals = evals;
     for (size_t s = 0; s < st->nseats; s++)
-        evals[s].status = evaluate_initial_status(
+        evals[s].status = mask_initial_status(
             r, s, wf->scoring.allow_self_votes);
     cands = NULL;
     evals = NULL;

@@ -1,7 +1,8 @@
 #include "stages/converge.h"
 
 #include "stages/answer.h"
-#include "stages/evaluate.h"
+#include "stages/mask.h"
+#include "stages/seed.h"
 #include "stages/text.h"
 
 #include <math.h>
@@ -192,7 +193,7 @@ static int critiques_body(const state *st, const workflow *wf, size_t seat,
                           char **out)
 {
     const state_round *r = st->cur;
-    long own = evaluate_own_candidate(r, seat);
+    long own = mask_own_candidate(r, seat);
     size_t k = 0;
     buf b;
     int rc = 0;
@@ -231,7 +232,7 @@ static int scores_body(const state *st, const workflow *wf, size_t seat,
                        char **out)
 {
     const state_round *r = st->cur;
-    long own = evaluate_own_candidate(r, seat);
+    long own = mask_own_candidate(r, seat);
     buf b;
     int rc;
 
@@ -307,7 +308,7 @@ int converge_build_carry(const state *st, const workflow *wf,
     }
     for (size_t s = 0; s < ns && !rc; s++) {
         const state_proposal *p = &r->proposals[s];
-        bool has_cand = evaluate_own_candidate(r, s) >= 0;
+        bool has_cand = mask_own_candidate(r, s) >= 0;
 
         if ((carry & WORKFLOW_CARRY_OWN_PREVIOUS) &&
             p->status == STATE_PROPOSAL_OK && p->text)
@@ -328,7 +329,7 @@ int converge_build_carry(const state *st, const workflow *wf,
         texts[nt++] = c.critiques[s];
         texts[nt++] = c.scores[s];
     }
-    rc = stage_fence("carry", st->seed, st->qid, r->index, texts, nt,
+    rc = seed_fence("carry", st->seed, st->qid, r->index, texts, nt,
                      c.fence);
     if (!rc)
         rc = wrap("WINNING SOLUTION", c.fence, &c.winner);

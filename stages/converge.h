@@ -62,7 +62,7 @@
 
 #include "pipeline/base/err.h"
 #include "pipeline/workflow/workflow.h"
-#include "stages/stage.h"
+#include "stages/stage_ctx.h"
 #include "stages/state.h"
 
 #define CONVERGE_PRIOR_LAMBDA 1.0
@@ -97,7 +97,7 @@ void converge_decide(const state *st, const workflow *wf,
 
 /* The consensus state that round cur+1 would get (the forget gate).
  * Returns 0 and fills *out (release with state_carry_release), NSED_EEXIST
- * from stage_fence, NSED_ENOMEM. */
+ * from seed_fence, NSED_ENOMEM. */
 int converge_build_carry(const state *st, const workflow *wf,
                          state_carry *out);
 

@@ -1,5 +1,7 @@
 #include "stages/evaluate.h"
 
+#include "stages/mask.h"
+#include "stages/seed.h"
 #include "stages/text.h"
 
 #include <cjson/cJSON.h>
@@ -9,35 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-long evaluate_own_candidate(const state_round *r, size_t seat)
-{
-    for (size_t j = 0; j < r->ncand; j++) {
-        if (r->cands[j].seat == seat)
-            return (long)j;
-    }
-    return -1;
-}
-
-bool evaluate_shows(const state_round *r, size_t seat, size_t cand,
-                    bool self_votes)
-{
-    return cand < r->ncand && (self_votes || r->cands[cand].seat != seat);
-}
-
-enum state_eval_status evaluate_initial_status(const state_round *r,
-                                               size_t seat, bool self_votes)
-{
-    const state_proposal *p = &r->proposals[seat];
-
-    if (p->status == STATE_PROPOSAL_FAILED && p->infra)
-        return STATE_EVAL_IDLE;
-    for (size_t j = 0; j < r->ncand; j++) {
-        if (evaluate_shows(r, seat, j, self_votes))
-            return STATE_EVAL_PENDING;
-    }
-    return STATE_EVAL_IDLE;
-}
 
 /* ---- parsing ----------------------------------------------------------- */
 
@@ -304,7 +277,7 @@ int evaluate_render(const state *st, const workflow *wf, size_t seat,
     for (size_t j = 0; j < r->ncand && !rc; j++) {
         char label[TEXT_LABEL_MAX];
 
-        if (!evaluate_shows(r, seat, j, self))
+        if (!mask_shows(r, seat, j, self))
             continue;
         text_label(j, label);
         if (cands.len)
@@ -345,7 +318,7 @@ static int shown_labels(const state_round *r, size_t seat, bool self,
     size_t k = 0;
 
     for (size_t j = 0; j < r->ncand; j++) {
-        if (!evaluate_shows(r, seat, j, self))
+        if (!mask_shows(r, seat, j, self))
             continue;
         text_label(j, labels[k]);
         ptrs[k] = labels[k];
@@ -381,7 +354,7 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
     req->seat = seat;
     req->model = model;
     req->round = r->index;
-    rc = stage_seed(st->seed, st->qid, r->index, seat, req->kind, 0,
+    rc = seed_call(st->seed, st->qid, r->index, seat, req->kind, 0,
                     &req->seed);
     if (!rc)
         rc = stage_render_system(wf, &st->seats[seat], &sys);
@@ -478,7 +451,7 @@ static int reduce_one(const state *st, const workflow *wf,
             return rc;
         ne->reply = reply;
         rc = evaluate_parse(reply, r->ncand,
-                            evaluate_own_candidate(r, rs->seat),
+                            mask_own_candidate(r, rs->seat),
                             wf->scoring.allow_self_votes, ne, why, sizeof why);
         if (rc == NSED_ENOMEM)
             return rc;

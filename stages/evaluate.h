@@ -3,7 +3,7 @@
  * Who evaluates: every seat that was not lost to infrastructure in this
  * round's proposals -- seats with a candidate, seats that replied SKIP and
  * seats whose reply was empty or unusable alike. A seat is shown every
- * candidate except its own (the diagonal mask); with
+ * candidate except its own (the diagonal mask, mask.h); with
  * scoring.allow_self_votes it is shown its own too. A seat with nothing to
  * see (its own is the only candidate), and every seat when there is no
  * candidate, is STATE_EVAL_IDLE and makes no call.
@@ -38,7 +38,7 @@
 
 #include "pipeline/base/err.h"
 #include "pipeline/workflow/workflow.h"
-#include "stages/stage.h"
+#include "stages/request.h"
 #include "stages/state.h"
 
 #include <stdbool.h>
@@ -46,18 +46,6 @@
 
 /* '{' positions evaluate_parse tries. */
 #define EVALUATE_JSON_TRIES 256
-
-/* The candidate index the seat wrote in round r, or -1 (none). */
-long evaluate_own_candidate(const state_round *r, size_t seat);
-
-/* Whether candidate cand is shown to seat in round r. */
-bool evaluate_shows(const state_round *r, size_t seat, size_t cand,
-                    bool self_votes);
-
-/* The evaluation status a seat starts the round's evaluate stage with
- * (PENDING or IDLE), by the rules above. */
-enum state_eval_status evaluate_initial_status(const state_round *r,
-                                               size_t seat, bool self_votes);
 
 /* Parse an evaluation reply. ncand: candidates in the round; own: the
  * evaluator's candidate or -1; self_votes: keep a score of own. On success

@@ -1,6 +1,7 @@
 #include "stages/propose.h"
 
 #include "stages/answer.h"
+#include "stages/seed.h"
 #include "stages/text.h"
 
 #include <stdio.h>
@@ -59,7 +60,7 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
     req->round = st->round;
     buf_init(&sys, STAGE_PROMPT_MAX);
     buf_init(&user, STAGE_PROMPT_MAX);
-    rc = stage_seed(st->seed, st->qid, st->round, seat, req->kind, 0,
+    rc = seed_call(st->seed, st->qid, st->round, seat, req->kind, 0,
                     &req->seed);
     if (!rc)
         rc = stage_render_system(wf, &st->seats[seat], &sys);

@@ -26,7 +26,7 @@
 
 #include "pipeline/base/err.h"
 #include "pipeline/workflow/workflow.h"
-#include "stages/stage.h"
+#include "stages/request.h"
 #include "stages/state.h"
 
 #include <stdbool.h>
