@@ -485,8 +485,6 @@ int anonymize_sanitize(const anonymize_names *ns, const char *text,
     buf_init(&b, work_cap);
     buf_init(&c, STATE_TEXT_MAX);
     rc = drop_identity(ns, text, len, &a, &count);
-    if (!rc)
-        rc = buf_add(&a, "", 0);
     if (!rc) {
         const char *t = a.ptr;
 
@@ -495,18 +493,12 @@ int anonymize_sanitize(const anonymize_names *ns, const char *text,
         text_trim(&t, &keep);
         rc = redact_names(ns, t, keep, &b, &count);
     }
-    if (!rc)
-        rc = buf_add(&b, "", 0);
     if (!rc) {
         buf_reset(&a);
         rc = text_add_neutralized(&a, b.ptr, b.len);
     }
     if (!rc)
-        rc = buf_add(&a, "", 0);
-    if (!rc)
         rc = text_add_capped(&c, a.ptr, a.len, STATE_TEXT_MAX);
-    if (!rc)
-        rc = buf_add(&c, "", 0);
     if (!rc) {
         *out = buf_detach(&c, NULL);
         if (!*out)

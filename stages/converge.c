@@ -176,8 +176,6 @@ static int capped_body(const char *s, size_t len, long cap, char **out)
     buf_init(&c, (size_t)cap);
     rc = text_add_neutralized(&n, s, len);
     if (!rc)
-        rc = buf_add(&n, "", 0);
-    if (!rc)
         rc = text_add_capped(&c, n.ptr, n.len, (size_t)cap);
     if (!rc) {
         *out = buf_detach(&c, NULL);

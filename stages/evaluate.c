@@ -290,10 +290,6 @@ int evaluate_render(const state *st, const workflow *wf, size_t seat,
         if (!rc)
             rc = buf_adds(&labels, label);
     }
-    if (!rc)
-        rc = buf_add(&labels, "", 0);
-    if (!rc)
-        rc = buf_add(&cands, "", 0);
     if (!rc) {
         workflow_prompt_var vars[] = {
             {"question", st->question},
@@ -361,10 +357,6 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
     if (!rc)
         rc = evaluate_render(st, wf, seat, &user, &lab);
     if (!rc)
-        rc = buf_add(&sys, "", 0);
-    if (!rc)
-        rc = buf_add(&lab, "", 0);
-    if (!rc)
         rc = stage_request_add_message(req, STAGE_ROLE_SYSTEM, sys.ptr);
     if (!rc)
         rc = stage_request_add_message(req, STAGE_ROLE_USER, user.ptr);
@@ -378,8 +370,6 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
             req, STAGE_ROLE_ASSISTANT, ev->first_reply ? ev->first_reply : "");
         if (!rc)
             rc = workflow_prompt_render(wf->prompts.repair, vars, 2, &rep);
-        if (!rc)
-            rc = buf_add(&rep, "", 0);
         if (!rc)
             rc = stage_request_add_message(req, STAGE_ROLE_USER, rep.ptr);
     }

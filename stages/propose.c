@@ -67,10 +67,6 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
     if (!rc)
         rc = propose_render(st, wf, seat, &user);
     if (!rc)
-        rc = buf_add(&sys, "", 0);
-    if (!rc)
-        rc = buf_add(&user, "", 0);
-    if (!rc)
         rc = stage_request_add_message(req, STAGE_ROLE_SYSTEM, sys.ptr);
     if (!rc)
         rc = stage_request_add_message(req, STAGE_ROLE_USER, user.ptr);

@@ -87,8 +87,6 @@ int text_clean(const char *s, size_t len, size_t cap, char **out)
             i++;
         }
     }
-    if (!rc && clean.len == 0)
-        rc = buf_add(&capped, "", 0);
     if (!rc && clean.len)
         rc = text_add_capped(&capped, clean.ptr, clean.len, cap);
     if (!rc) {

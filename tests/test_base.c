@@ -44,7 +44,7 @@ START_TEST(buf_cap_is_hard)
     ck_assert_int_eq(buf_printf(&b, "%s", "toolong"), NSED_ETOOBIG);
     ck_assert_str_eq(b.ptr, "42-abc");
     buf_release(&b);
-    ck_assert_ptr_null(b.ptr);
+    ck_assert_str_eq(b.ptr, ""); /* released, still a valid string */
 }
 END_TEST
 
@@ -64,8 +64,65 @@ START_TEST(buf_detach_hands_over)
     s = buf_detach(&b, &n);
     ck_assert_uint_eq(n, 10000);
     ck_assert_uint_eq(strlen(s), 10000);
-    ck_assert_ptr_null(b.ptr);
+    ck_assert_ptr_ne(b.ptr, s); /* b no longer refers to what it gave away */
+    ck_assert_str_eq(b.ptr, "");
+    ck_assert_uint_eq(b.len, 0);
     free(s);
+}
+END_TEST
+
+/* buf.ptr is a NUL-terminated string at every point of the lifecycle, and
+ * the empty string a fresh buf points at is never written or freed. */
+START_TEST(buf_ptr_never_null)
+{
+    buf a, b;
+    char *s;
+    size_t n = 9;
+
+    buf_init(&a, 16);
+    buf_init(&b, 16);
+    ck_assert_ptr_nonnull(a.ptr);
+    ck_assert_str_eq(a.ptr, "");
+    ck_assert_uint_eq(strlen(b.ptr), 0);
+    buf_reset(&a);
+    ck_assert_str_eq(a.ptr, "");
+    buf_release(&a); /* nothing to free: must not free the empty string */
+    ck_assert_str_eq(a.ptr, "");
+    ck_assert_int_eq(buf_adds(&a, "xy"), 0);
+    ck_assert_str_eq(a.ptr, "xy");
+    ck_assert_str_eq(b.ptr, ""); /* another empty buf is not touched */
+    buf_reset(&a);
+    ck_assert_str_eq(a.ptr, "");
+    buf_release(&a);
+    ck_assert_ptr_nonnull(a.ptr);
+    ck_assert_str_eq(a.ptr, "");
+    /* an empty append or printf leaves a valid empty string */
+    ck_assert_int_eq(buf_add(&a, "", 0), 0);
+    ck_assert_str_eq(a.ptr, "");
+    ck_assert_int_eq(buf_printf(&a, "%s", ""), 0);
+    ck_assert_str_eq(a.ptr, "");
+    buf_release(&a);
+    /* detach of an empty buf hands over a fresh "" the caller frees */
+    s = buf_detach(&b, &n);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_str_eq(s, "");
+    ck_assert_uint_eq(n, 0);
+    ck_assert_ptr_ne(s, b.ptr);
+    free(s);
+    ck_assert_str_eq(b.ptr, "");
+    ck_assert_int_eq(buf_adds(&b, "abc"), 0);
+    s = buf_detach(&b, NULL);
+    ck_assert_str_eq(s, "abc");
+    ck_assert_ptr_nonnull(b.ptr);
+    ck_assert_str_eq(b.ptr, "");
+    ck_assert_uint_eq(b.len, 0);
+    free(s);
+    /* a failed first append leaves the buf empty and valid */
+    buf_init(&a, 2);
+    ck_assert_int_eq(buf_adds(&a, "abc"), NSED_ETOOBIG);
+    ck_assert_str_eq(a.ptr, "");
+    buf_release(&a);
+    buf_release(&b);
 }
 END_TEST
 
@@ -174,6 +231,7 @@ int main(void)
     tcase_add_test(tc, buf_cap_is_hard);
     tcase_add_test(tc, buf_detach_hands_over);
     tcase_add_test(tc, buf_read_file_respects_cap);
+    tcase_add_test(tc, buf_ptr_never_null);
     suite_add_tcase(s, tc);
     tc = tcase_create("numbers");
     tcase_add_test(tc, num_parse_is_strict);

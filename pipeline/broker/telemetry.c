@@ -770,7 +770,7 @@ int telemetry_import_file(telemetry *t, const char *path, size_t *unknown,
         rc = nsed_error(err, rc, "%s: cannot read: %s", path, strerror(errno));
         goto out;
     }
-    j = cJSON_ParseWithLength(b.ptr ? b.ptr : "", b.len);
+    j = cJSON_ParseWithLength(b.ptr, b.len);
     v = cJSON_GetObjectItemCaseSensitive(j, "nsed_telemetry");
     if (!cJSON_IsObject(j) || !cJSON_IsNumber(v)) {
         rc = nsed_error(err, NSED_EINVAL, "%s: not a telemetry file (a JSON "

@@ -1028,7 +1028,7 @@ static bool classify(gateway *gw, gw_req *r, CURLcode cc, gw_reply *reply,
         return false;
     }
     if (status >= 200 && status < 300) {
-        if (gw_parse_reply(r->resp.ptr ? r->resp.ptr : "", r->resp.len, reply,
+        if (gw_parse_reply(r->resp.ptr, r->resp.len, reply,
                            why, sizeof why) == 0)
             return true;
         r->kind = GATEWAY_ERR_MALFORMED;

@@ -285,7 +285,7 @@ static int message_text(const cJSON *content, char **out, size_t *len)
 
     buf_init(&b, SIM_MAX_BODY);
     if (!content || cJSON_IsNull(content)) {
-        rc = buf_adds(&b, "");
+        /* no text: b stays "" */
     } else if (cJSON_IsString(content)) {
         rc = buf_adds(&b, content->valuestring);
     } else if (cJSON_IsArray(content)) {
@@ -311,8 +311,6 @@ static int message_text(const cJSON *content, char **out, size_t *len)
             if (rc)
                 break;
         }
-        if (!rc && !b.ptr)
-            rc = buf_adds(&b, "");
     } else {
         rc = NSED_EINVAL;
     }
@@ -867,7 +865,7 @@ static enum MHD_Result chat(sim_server *s, struct MHD_Connection *conn,
     chat_req r;
     int rc;
 
-    rc = parse_chat(ctx->body.ptr ? ctx->body.ptr : "", ctx->body.len, &r,
+    rc = parse_chat(ctx->body.ptr, ctx->body.len, &r,
                     why, sizeof why);
     if (rc == NSED_EINVAL) {
         ret = reject(s, conn, MHD_HTTP_BAD_REQUEST, why,
