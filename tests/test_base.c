@@ -1,9 +1,11 @@
-/* Tests for the base helpers: error formatting, capped buffers, SHA-256. */
+/* Tests for the base helpers: error formatting, capped buffers, UTF-8,
+ * SHA-256. */
 #include "pipeline/base/buf.h"
 #include "pipeline/base/err.h"
 #include "pipeline/base/hash.h"
 #include "pipeline/base/num.h"
 #include "pipeline/base/suggest.h"
+#include "pipeline/base/utf8.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -218,6 +220,71 @@ START_TEST(num_parse_is_strict)
 }
 END_TEST
 
+/* One case per rule of RFC 3629, each byte string written out by hand. */
+START_TEST(utf8_rejects_what_rfc3629_forbids)
+{
+    static const struct {
+        const char *s;
+        size_t n;
+        size_t want;
+    } cases[] = {
+        {"A", 1, 1},
+        {"", 1, 1},                    /* NUL is a character */
+        {"\x7f", 1, 1},
+        {"\xc2\x80", 2, 2},            /* U+0080 */
+        {"\xdf\xbf", 2, 2},            /* U+07FF */
+        {"\xe0\xa0\x80", 3, 3},        /* U+0800 */
+        {"\xed\x9f\xbf", 3, 3},        /* U+D7FF */
+        {"\xee\x80\x80", 3, 3},        /* U+E000 */
+        {"\xef\xbf\xbd", 3, 3},        /* U+FFFD */
+        {"\xf0\x90\x80\x80", 4, 4},    /* U+10000 */
+        {"\xf4\x8f\xbf\xbf", 4, 4},    /* U+10FFFF */
+        /* overlong forms */
+        {"\xc0\x80", 2, 0},            /* NUL in two bytes */
+        {"\xc1\xbf", 2, 0},
+        {"\xe0\x9f\xbf", 3, 0},        /* U+07FF in three */
+        {"\xf0\x8f\xbf\xbf", 4, 0},    /* U+FFFF in four */
+        /* surrogates */
+        {"\xed\xa0\x80", 3, 0},        /* U+D800 */
+        {"\xed\xbf\xbf", 3, 0},        /* U+DFFF */
+        /* above U+10FFFF */
+        {"\xf4\x90\x80\x80", 4, 0},    /* U+110000 */
+        {"\xf5\x80\x80\x80", 4, 0},
+        {"\xff", 1, 0},
+        /* stray continuation bytes and bad continuations */
+        {"\x80", 1, 0},
+        {"\xbf", 1, 0},
+        {"\xc3\x28", 2, 0},
+        {"\xe2\x82\x28", 3, 0},
+        {"\xf0\x9f\x98\x28", 4, 0},
+        /* truncated by the end of the input */
+        {"\xc3", 1, 0},
+        {"\xe2\x82", 2, 0},
+        {"\xf0\x9f\x98", 3, 0},
+        {"\xe2\x82\xac", 2, 0},        /* € with n one short */
+        {"A", 0, 0},
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        ck_assert_msg(utf8_seq_len(cases[i].s, cases[i].n) == cases[i].want,
+                      "case %zu: got %zu, want %zu", i,
+                      utf8_seq_len(cases[i].s, cases[i].n), cases[i].want);
+}
+END_TEST
+
+START_TEST(utf8_floor_keeps_characters_whole)
+{
+    const char *s = "a\xe2\x82\xac" "b"; /* a € b: bytes 0, 1-3, 4 */
+
+    ck_assert_uint_eq(utf8_floor(s, 0), 0);
+    ck_assert_uint_eq(utf8_floor(s, 1), 1);
+    ck_assert_uint_eq(utf8_floor(s, 2), 1);
+    ck_assert_uint_eq(utf8_floor(s, 3), 1);
+    ck_assert_uint_eq(utf8_floor(s, 4), 4);
+    ck_assert_uint_eq(utf8_floor(s, 5), 5);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("base");
@@ -232,6 +299,10 @@ int main(void)
     tcase_add_test(tc, buf_detach_hands_over);
     tcase_add_test(tc, buf_read_file_respects_cap);
     tcase_add_test(tc, buf_ptr_never_null);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("utf8");
+    tcase_add_test(tc, utf8_rejects_what_rfc3629_forbids);
+    tcase_add_test(tc, utf8_floor_keeps_characters_whole);
     suite_add_tcase(s, tc);
     tc = tcase_create("numbers");
     tcase_add_test(tc, num_parse_is_strict);

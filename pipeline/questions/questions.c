@@ -4,6 +4,7 @@
 
 #include "pipeline/base/buf.h"
 #include "pipeline/base/suggest.h"
+#include "pipeline/base/utf8.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -88,42 +89,6 @@ typedef struct line_scan {
     int unterminated;          /* the line ended inside a string/container */
     char err_msg[160];
 } line_scan;
-
-/* Length of the valid UTF-8 sequence at p[0..n), 0 when invalid
- * (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF). */
-static size_t utf8_seq_len(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else
-        return 0;
-    if (n < len)
-        return 0;
-    if (p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-    return len;
-}
 
 static int is_digit(unsigned char c)
 {
@@ -367,7 +332,7 @@ static void msg_quote(const char *s, char *out, size_t outsz)
     size_t n = strlen(s), i = 0, o = 0;
 
     while (i < n && o < limit) {
-        size_t k = utf8_seq_len((const unsigned char *)s + i, n - i);
+        size_t k = utf8_seq_len(s + i, n - i);
 
         if (!k || o + k > limit)
             break;
