@@ -1,5 +1,6 @@
 #include "stages/evaluate.h"
 
+#include "pipeline/base/json.h"
 #include "stages/mask.h"
 #include "stages/seed.h"
 #include "stages/text.h"
@@ -14,28 +15,11 @@
 
 /* ---- parsing ----------------------------------------------------------- */
 
-/* The first JSON object in text with an "evaluations" array. */
-static cJSON *find_evaluations(const char *text)
+/* json_find_object's test: the object has an "evaluations" array. */
+static bool has_evaluations(const cJSON *o, void *arg)
 {
-    const size_t len = strlen(text);
-    int tries = 0;
-
-    for (size_t i = 0; i < len && tries < EVALUATE_JSON_TRIES; i++) {
-        const char *end = NULL;
-        cJSON *o;
-
-        if (text[i] != '{')
-            continue;
-        tries++;
-        o = cJSON_ParseWithLengthOpts(text + i, len - i, &end, false);
-        if (!o)
-            continue;
-        if (cJSON_IsObject(o) &&
-            cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(o, "evaluations")))
-            return o;
-        cJSON_Delete(o);
-    }
-    return NULL;
+    (void)arg;
+    return cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(o, "evaluations"));
 }
 
 /* Label of an entry: trimmed, an optional leading "candidate" dropped,
@@ -117,7 +101,9 @@ int evaluate_parse(const char *reply, size_t ncand, long own, bool self_votes,
     bool *seen = NULL;
     int rc = 0;
 
-    root = reply ? find_evaluations(reply) : NULL;
+    root = reply ? json_find_object(reply, strlen(reply), EVALUATE_JSON_TRIES,
+                                    false, has_evaluations, NULL)
+                 : NULL;
     if (!root) {
         snprintf(why, whysize, "the reply holds no JSON object with an "
                  "\"evaluations\" list");

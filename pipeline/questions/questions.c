@@ -307,7 +307,7 @@ static void scan_line(const unsigned char *p, size_t n, line_scan *sc)
 /* ------------------------------------------------------------------ */
 /* Small helpers for field checks and messages                         */
 
-static const char *json_type_name(const cJSON *v)
+static const char *type_phrase(const cJSON *v)
 {
     if (cJSON_IsString(v))
         return "a string";
@@ -631,7 +631,7 @@ static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
             if (!cJSON_IsString(it))
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
                                      col, "\"id\" must be a string, got %s",
-                                     json_type_name(it));
+                                     type_phrase(it));
             if (check_label("\"id\"", it->valuestring, why, sizeof why))
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
                                      col, "%s", why);
@@ -650,7 +650,7 @@ static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
                                      col,
                                      "\"question\" must be a string, got %s",
-                                     json_type_name(it));
+                                     type_phrase(it));
             if (all_space(it->valuestring, strlen(it->valuestring)))
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
                                      col, "\"question\" is empty");
@@ -678,7 +678,7 @@ static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
                                      col,
                                      "\"answer\" must be a string or a "
                                      "number, got %s",
-                                     json_type_name(it));
+                                     type_phrase(it));
             if (!c->spans_ok || k >= SCAN_KEYS)
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
                                      col, "cannot locate the \"answer\" "
@@ -706,7 +706,7 @@ static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
                                      col,
                                      "\"tags\" must be a list of strings, "
                                      "got %s",
-                                     json_type_name(it));
+                                     type_phrase(it));
             nt = (size_t)cJSON_GetArraySize(it);
             if (nt > QUESTIONS_TAGS_MAX)
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
@@ -724,7 +724,7 @@ static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
                     return nsed_error_at(err, NSED_EINVAL, c->file,
                                          c->lineno, col,
                                          "tag %zu must be a string, got %s",
-                                         ti + 1, json_type_name(t));
+                                         ti + 1, type_phrase(t));
                 snprintf(what, sizeof what, "tag %zu", ti + 1);
                 if (check_label(what, t->valuestring, why, sizeof why))
                     return nsed_error_at(err, NSED_EINVAL, c->file,
@@ -742,7 +742,7 @@ static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
             if (!cJSON_IsObject(it))
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
                                      col, "\"meta\" must be an object, got %s",
-                                     json_type_name(it));
+                                     type_phrase(it));
             if (!c->spans_ok || k >= SCAN_KEYS)
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
                                      col, "cannot locate the \"meta\" "
@@ -841,7 +841,7 @@ static int parse_object(const char *file, size_t lineno, const char *p,
     if (!cJSON_IsObject(root)) {
         rc = nsed_error_at(err, NSED_EINVAL, file, lineno, 1,
                            "expected a JSON object, got %s",
-                           json_type_name(root));
+                           type_phrase(root));
         goto out;
     }
     for (const cJSON *it = root->child; it; it = it->next)
