@@ -3,6 +3,7 @@
 #include "pipeline/base/buf.h"
 #include "pipeline/base/err.h"
 #include "pipeline/base/hash.h"
+#include "pipeline/base/json.h"
 #include "pipeline/base/num.h"
 #include "pipeline/base/suggest.h"
 #include "pipeline/base/utf8.h"
@@ -285,6 +286,104 @@ START_TEST(utf8_floor_keeps_characters_whole)
 }
 END_TEST
 
+/* The cJSON helpers: each value below is written out by hand. */
+START_TEST(json_helpers_read_and_build)
+{
+    cJSON *o = cJSON_Parse("{\"n\":2.5,\"i\":7,\"s\":\"x\",\"b\":true,"
+                           "\"z\":null,\"f\":1.5,\"neg\":-3}");
+    json_reader r;
+    nsed_err e = {0};
+    int64_t i = 99;
+    double d = 9;
+    char *str = NULL, *text;
+
+    ck_assert_ptr_nonnull(o);
+    /* lenient: wrong type or absent reads as the default */
+    ck_assert(json_num(o, "n", 0) == 2.5);
+    ck_assert(json_num(o, "s", -1) == -1);
+    ck_assert_int_eq(json_int(o, "i", 0), 7);
+    ck_assert_int_eq(json_int(o, "f", -1), -1);
+    ck_assert_str_eq(json_str(o, "s", "d"), "x");
+    ck_assert_str_eq(json_str(o, "n", "d"), "d");
+    ck_assert(json_bool(o, "b", false));
+    ck_assert(json_bool(NULL, "b", true));
+    /* checked: absent keeps the value, wrong type is EINVAL */
+    ck_assert_int_eq(json_get_int(o, "nope", 0, 10, &i), 0);
+    ck_assert_int_eq(i, 99);
+    ck_assert_int_eq(json_get_int(o, "i", 0, 10, &i), 0);
+    ck_assert_int_eq(i, 7);
+    ck_assert_int_eq(json_get_int(o, "i", 0, 6, &i), NSED_EINVAL);
+    ck_assert_int_eq(json_get_int(o, "s", 0, 10, &i), NSED_EINVAL);
+    ck_assert_int_eq(json_get_num(o, "n", &d), 0);
+    ck_assert(d == 2.5);
+    ck_assert_int_eq(json_get_num(o, "b", &d), NSED_EINVAL);
+    ck_assert_int_eq(json_get_str(o, "z", &str), 0);
+    ck_assert_ptr_null(str);
+    ck_assert_int_eq(json_get_str(o, "i", &str), NSED_EINVAL);
+    ck_assert_int_eq(json_get_str(o, "s", &str), 0);
+    ck_assert_str_eq(str, "x");
+    free(str);
+    /* strict: the first failure is kept, with its path */
+    json_reader_init(&r, "doc", &e);
+    ck_assert_int_eq(json_rd_int(&r, o, "i", "i", 0, 10), 7);
+    ck_assert_int_eq(json_rd_int(&r, o, "f", "f", 0, 10), 0);
+    ck_assert_int_eq(r.rc, NSED_EINVAL);
+    ck_assert_str_eq(e.msg, "doc: f: not an integer in range");
+    ck_assert_ptr_null(json_rd_item(&r, o, "i", "i")); /* poisoned */
+    ck_assert_str_eq(e.msg, "doc: f: not an integer in range");
+    json_reader_init(&r, "doc", &e);
+    ck_assert_ptr_null(json_rd_obj(&r, o, "missing", "a.b", true));
+    ck_assert_str_eq(e.msg, "doc: a.b: missing");
+    cJSON_Delete(o);
+    /* builders: exact integers, %.17g doubles, NULL as null */
+    o = cJSON_CreateObject();
+    ck_assert_int_eq(json_add_int(o, "big", INT64_MAX), 0);
+    ck_assert_int_eq(json_add_u64(o, "u", UINT64_MAX), 0);
+    ck_assert_int_eq(json_add_exact(o, "x", 0.1), 0);
+    ck_assert_int_eq(json_add_exact(o, "inf", 1.0 / 0.0), 0);
+    ck_assert_int_eq(json_add_str(o, "s", NULL), 0);
+    ck_assert_int_eq(json_add_num(o, "n", 3), 0);
+    ck_assert_int_eq(json_set_str(o, "s", "y"), 0);
+    ck_assert_int_eq(json_add_item(o, "none", NULL), NSED_ENOMEM);
+    text = cJSON_PrintUnformatted(o);
+    ck_assert_str_eq(text, "{\"big\":9223372036854775807,"
+                           "\"u\":18446744073709551615,"
+                           "\"x\":0.10000000000000001,\"inf\":0,"
+                           "\"s\":\"y\",\"n\":3}");
+    free(text);
+    cJSON_Delete(o);
+}
+END_TEST
+
+static bool has_k(const cJSON *o, void *arg)
+{
+    (void)arg;
+    return cJSON_GetObjectItemCaseSensitive(o, "k") != NULL;
+}
+
+START_TEST(json_find_object_in_text)
+{
+    const char *t = "say {\"k\":1} then {bad {\"j\":2} and {\"k\":3} end";
+    cJSON *o;
+
+    o = json_find_object(t, strlen(t), 10, false, has_k, NULL);
+    ck_assert_int_eq(json_int(o, "k", 0), 1);
+    cJSON_Delete(o);
+    o = json_find_object(t, strlen(t), 10, true, has_k, NULL);
+    ck_assert_int_eq(json_int(o, "k", 0), 3);
+    cJSON_Delete(o);
+    /* from the end one try reaches {"k":3}; cut before it, the one try
+     * reaches {"j":2}, which has no k */
+    o = json_find_object(t, strlen(t), 1, true, has_k, NULL);
+    ck_assert_int_eq(json_int(o, "k", 0), 3);
+    cJSON_Delete(o);
+    ck_assert_ptr_null(json_find_object(t, strlen(t) - 14, 1, true, has_k,
+                                        NULL));
+    /* the first 10 bytes end inside the first object: nothing parses */
+    ck_assert_ptr_null(json_find_object(t, 10, 10, false, has_k, NULL));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("base");
@@ -303,6 +402,10 @@ int main(void)
     tc = tcase_create("utf8");
     tcase_add_test(tc, utf8_rejects_what_rfc3629_forbids);
     tcase_add_test(tc, utf8_floor_keeps_characters_whole);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("json");
+    tcase_add_test(tc, json_helpers_read_and_build);
+    tcase_add_test(tc, json_find_object_in_text);
     suite_add_tcase(s, tc);
     tc = tcase_create("numbers");
     tcase_add_test(tc, num_parse_is_strict);

@@ -3,6 +3,7 @@
 #include "pipeline/questions/questions.h"
 
 #include "pipeline/base/buf.h"
+#include "pipeline/base/json.h"
 #include "pipeline/base/suggest.h"
 #include "pipeline/base/utf8.h"
 
@@ -897,7 +898,6 @@ int questions_parse_line(const char *file, size_t lineno, const char *line,
 int questions_record_json(const question *q, uint64_t seq, char **out,
                           size_t *len)
 {
-    char seqtext[24];
     cJSON *o = NULL, *tags;
     char *text = NULL;
     int rc = NSED_ENOMEM;
@@ -925,9 +925,7 @@ int questions_record_json(const question *q, uint64_t seq, char **out,
     }
     if (q->meta_json && !cJSON_AddRawToObject(o, "meta", q->meta_json))
         goto out;
-    /* as raw text: cJSON would print large integers in exponent form */
-    snprintf(seqtext, sizeof seqtext, "%" PRIu64, seq);
-    if (!cJSON_AddRawToObject(o, "seq", seqtext))
+    if (json_add_u64(o, "seq", seq))
         goto out;
     text = cJSON_PrintUnformatted(o);
     if (!text)
