@@ -53,27 +53,31 @@
  * untouched; out must hold no weights yet). Returns NSED_EINVAL with why
  * filled (a short reason, safe to show the model: it never quotes the
  * reply) when the reply is unusable; NSED_ENOMEM. */
-int evaluate_parse(const char *reply, size_t ncand, long own, bool self_votes,
-                   state_evaluation *out, char *why, size_t whysize);
+NSED_MUST_CHECK int evaluate_parse(const char *reply, size_t ncand, long own,
+                                   bool self_votes, state_evaluation *out,
+                                   char *why, size_t whysize);
 
 /* The JSON schema of an evaluation reply whose candidate labels are
  * labels[0..n): compact JSON, malloc'd into *out. Returns 0 or
  * NSED_ENOMEM. */
-int evaluate_schema(const char *const *labels, size_t n, char **out);
+NSED_MUST_CHECK int evaluate_schema(const char *const *labels, size_t n,
+                                    char **out);
 
 /* The evaluation user message for seat in the current round, appended to
  * out, and the labels it shows (", "-separated) into labels_out (may be
  * NULL). Same returns as workflow_prompt_render. */
-int evaluate_render(const state *st, const workflow *wf, size_t seat,
-                    buf *out, buf *labels_out);
+NSED_MUST_CHECK int evaluate_render(const state *st, const workflow *wf,
+                                    size_t seat, buf *out, buf *labels_out);
 
 /* Requests for every PENDING seat (evaluate) and REPAIR seat (repair).
  * Same returns as stage_plan. */
-int evaluate_plan(const state *st, const workflow *wf, stage_requests *out);
+NSED_MUST_CHECK int evaluate_plan(const state *st, const workflow *wf,
+                                  stage_requests *out);
 
 /* Record responses; advance to aggregate when no seat is PENDING or
  * REPAIR. Same returns as stage_reduce; st unchanged on failure. */
-int evaluate_reduce(state *st, const workflow *wf,
-                    const stage_response *resps, size_t n, nsed_err *err);
+NSED_MUST_CHECK int evaluate_reduce(state *st, const workflow *wf,
+                                    const stage_response *resps, size_t n,
+                                    nsed_err *err);
 
 #endif

@@ -490,7 +490,7 @@ static void answer_stage(state *st, const workflow *wf)
         } else {
             const state_round *rd = st->cur;
 
-            buf_adds(&b, "{\"evaluations\":[");
+            ck_assert_int_eq(buf_adds(&b, "{\"evaluations\":["), 0);
             for (size_t j = 0; j < rd->ncand; j++) {
                 char l8[TEXT_LABEL_MAX];
                 const char *ans = rd->proposals[rd->cands[j].seat].answer;
@@ -498,15 +498,19 @@ static void answer_stage(state *st, const workflow *wf)
                 if (!mask_shows(rd, q->seat, j, false))
                     continue;
                 text_label(j, l8);
-                buf_printf(&b, "%s{\"candidate\":\"%s\",\"weight\":%d,"
-                           "\"critique\":\"", b.ptr[b.len - 1] == '[' ? ""
-                                                                      : ",",
-                           l8, ans && !strcmp(ans, "42") ? 80 : -60);
+                ck_assert_int_eq(
+                    buf_printf(&b,
+                               "%s{\"candidate\":\"%s\",\"weight\":%d,"
+                               "\"critique\":\"",
+                               b.ptr[b.len - 1] == '[' ? "" : ",", l8,
+                               ans && !strcmp(ans, "42") ? 80 : -60),
+                    0);
                 for (int k = 0; k < 200; k++)
-                    buf_adds(&b, "this is a long critique ");
-                buf_adds(&b, "\"}");
+                    ck_assert_int_eq(buf_adds(&b, "this is a long critique "),
+                                     0);
+                ck_assert_int_eq(buf_adds(&b, "\"}"), 0);
             }
-            buf_adds(&b, "]}");
+            ck_assert_int_eq(buf_adds(&b, "]}"), 0);
         }
         owned[i] = buf_detach(&b, NULL);
         r[i].content = owned[i];

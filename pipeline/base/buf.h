@@ -16,6 +16,8 @@
 #ifndef NSED_BUF_H
 #define NSED_BUF_H
 
+#include "pipeline/base/err.h"
+
 #include <stdarg.h>
 #include <stddef.h>
 
@@ -33,23 +35,24 @@ void buf_init(buf *b, size_t cap);
 void buf_release(buf *b);
 
 /* Return the content (never NULL: "" for an empty buffer; always malloc'd,
- * owned by the caller then) and reset b to empty. Returns NULL only when out of memory. */
-char *buf_detach(buf *b, size_t *len);
+ * owned by the caller then) and reset b to empty. Returns NULL only when
+ * out of memory. */
+NSED_MUST_CHECK char *buf_detach(buf *b, size_t *len);
 
 /* Append n bytes. Returns 0, NSED_ETOOBIG when the cap would be passed or
  * NSED_ENOMEM; on failure b is unchanged. */
-int buf_add(buf *b, const void *data, size_t n);
+NSED_MUST_CHECK int buf_add(buf *b, const void *data, size_t n);
 
 /* Append a NUL-terminated string. Same returns as buf_add. */
-int buf_adds(buf *b, const char *s);
+NSED_MUST_CHECK int buf_adds(buf *b, const char *s);
 
 /* Append one byte. Same returns as buf_add. */
-int buf_addc(buf *b, char c);
+NSED_MUST_CHECK int buf_addc(buf *b, char c);
 
 /* Append printf-style formatted text. Same returns as buf_add. */
-int buf_printf(buf *b, const char *fmt, ...)
+NSED_MUST_CHECK int buf_printf(buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-int buf_vprintf(buf *b, const char *fmt, va_list ap)
+NSED_MUST_CHECK int buf_vprintf(buf *b, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 
 /* Drop the content but keep the allocation. */
@@ -57,6 +60,6 @@ void buf_reset(buf *b);
 
 /* Read a whole file into b (appending). Returns 0, NSED_EIO (errno set) or
  * NSED_ETOOBIG when the file exceeds b's cap. */
-int buf_read_file(buf *b, const char *path);
+NSED_MUST_CHECK int buf_read_file(buf *b, const char *path);
 
 #endif

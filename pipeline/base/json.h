@@ -161,8 +161,8 @@ NSED_MUST_CHECK int json_add_exact(cJSON *o, const char *key, double v);
  * at most tries of them; each value is parsed as far as it goes, so text
  * after it does not matter. Returns the parsed object (cJSON_Delete it) or
  * NULL when none is accepted (or memory ran out). */
-cJSON *json_find_object(const char *text, size_t len, int tries,
-                        bool from_end,
-                        bool (*want)(const cJSON *obj, void *arg), void *arg);
+NSED_MUST_CHECK cJSON *
+json_find_object(const char *text, size_t len, int tries, bool from_end,
+                 bool (*want)(const cJSON *obj, void *arg), void *arg);
 
 #endif

@@ -709,7 +709,7 @@ static void progress(struct loop *L, bool final)
     if (!L->opts->progress || (!final && now - L->last_progress < 0.25))
         return;
     L->last_progress = now;
-    gateway_stats_get(L->gw, GATEWAY_ALL_MODELS, &t);
+    gateway_stats_total(L->gw, &t);
     if (this_run > 0 && todo > done) {
         size_t left = todo - done - L->sum->incomplete;
 
@@ -863,7 +863,7 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
     if (!rc)
         rc = gateway_flush(L.gw, err);
     progress(&L, true);
-    gateway_stats_get(L.gw, GATEWAY_ALL_MODELS, &t);
+    gateway_stats_total(L.gw, &t);
     sum->calls = t.calls;
     sum->ledger_hits = t.ledger_hits;
     sum->prompt_tokens = t.prompt_tokens;
