@@ -251,8 +251,9 @@ int aggregate_run(state *st, const workflow *wf, const stage_ctx *ctx,
     int rc;
 
     if (st->stage != STATE_STAGE_AGGREGATE)
-        return nsed_error(err, NSED_EINVAL, "question %s: aggregate called "
-                          "in stage %s", st->qid, state_stage_name(st->stage));
+        return nsed_error(err, NSED_EINTERNAL,
+                          "question %s: aggregate called in stage %s", st->qid,
+                          state_stage_name(st->stage));
     weights = calloc(ns * (m ? m : 1), sizeof *weights);
     present = calloc(ns * (m ? m : 1), sizeof *present);
     factors = calloc(ns, sizeof *factors);

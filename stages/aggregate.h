@@ -75,8 +75,9 @@ NSED_MUST_CHECK int aggregate_compute(const aggregate_input *in,
 /* Run the stage on st (stage must be STATE_STAGE_AGGREGATE): build the
  * matrix from the round's evaluations, fill cur->agg, update the
  * question's final answer when there is a winner, and move to
- * STATE_STAGE_CONVERGE. ctx may be NULL. Returns 0, NSED_EINVAL for a
- * wrong stage, NSED_ENOMEM; st unchanged on failure. */
+ * STATE_STAGE_CONVERGE. ctx may be NULL. Returns 0, NSED_EINTERNAL for a
+ * wrong stage (a bug in the caller), NSED_ENOMEM; st unchanged on
+ * failure. */
 NSED_MUST_CHECK int aggregate_run(state *st, const workflow *wf,
                                   const stage_ctx *ctx, nsed_err *err);
 

@@ -527,8 +527,9 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
     int rc;
 
     if (st->stage != STATE_STAGE_ANONYMIZE || r->anonymized)
-        return nsed_error(err, NSED_EINVAL, "question %s: anonymize called "
-                          "in stage %s", st->qid, state_stage_name(st->stage));
+        return nsed_error(err, NSED_EINTERNAL,
+                          "question %s: anonymize called in stage %s", st->qid,
+                          state_stage_name(st->stage));
     rc = anonymize_names_new(wf, NULL, 0, &ns);
     if (rc)
         goto out;

@@ -69,9 +69,9 @@ NSED_MUST_CHECK int anonymize_sanitize(const anonymize_names *names,
 
 /* Run the stage on st (stage must be STATE_STAGE_ANONYMIZE): fill
  * cur->cands / ncand / fence, set up cur->evals (see evaluate.h for who
- * evaluates) and move to STATE_STAGE_EVALUATE. Returns 0; NSED_EINVAL when
- * the stage is wrong; NSED_EEXIST from seed_fence; NSED_ENOMEM. On
- * failure st is unchanged. */
+ * evaluates) and move to STATE_STAGE_EVALUATE. Returns 0; NSED_EINTERNAL
+ * when the stage is wrong (a bug in the caller); NSED_EEXIST from
+ * seed_fence; NSED_ENOMEM. On failure st is unchanged. */
 NSED_MUST_CHECK int anonymize_run(state *st, const workflow *wf,
                                   nsed_err *err);
 

@@ -382,8 +382,9 @@ int converge_run(state *st, const workflow *wf, const stage_ctx *ctx,
     int rc = 0;
 
     if (st->stage != STATE_STAGE_CONVERGE)
-        return nsed_error(err, NSED_EINVAL, "question %s: converge called "
-                          "in stage %s", st->qid, state_stage_name(st->stage));
+        return nsed_error(err, NSED_EINTERNAL,
+                          "question %s: converge called in stage %s", st->qid,
+                          state_stage_name(st->stage));
     converge_decide(st, wf, ctx, &d);
     if (d.stop) {
         if (st->final_source == STATE_FINAL_NONE) {

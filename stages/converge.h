@@ -104,7 +104,7 @@ NSED_MUST_CHECK int converge_build_carry(const state *st, const workflow *wf,
 /* Run the stage (stage must be STATE_STAGE_CONVERGE): record the decision;
  * then either finish the question (final answer, status, stage finished)
  * or build the carry, free the round before the previous one and start
- * round r+1 at stage propose. Returns 0; NSED_EINVAL for a wrong stage;
+ * round r+1 at stage propose. Returns 0; NSED_EINTERNAL for a wrong stage;
  * NSED_EEXIST; NSED_ENOMEM. st unchanged on failure. */
 NSED_MUST_CHECK int converge_run(state *st, const workflow *wf,
                                  const stage_ctx *ctx, nsed_err *err);

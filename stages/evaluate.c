@@ -460,8 +460,9 @@ int evaluate_reduce(state *st, const workflow *wf,
     int rc = 0;
 
     if (st->stage != STATE_STAGE_EVALUATE || !r->evals)
-        return nsed_error(err, NSED_EINVAL, "question %s: evaluate called "
-                          "in stage %s", st->qid, state_stage_name(st->stage));
+        return nsed_error(err, NSED_EINTERNAL,
+                          "question %s: evaluate called in stage %s", st->qid,
+                          state_stage_name(st->stage));
     seen = calloc(st->nseats, sizeof *seen);
     ne = calloc(n ? n : 1, sizeof *ne);
     if (!seen || !ne) {

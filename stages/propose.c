@@ -142,8 +142,9 @@ int propose_reduce(state *st, const workflow *wf,
     int rc = 0;
 
     if (st->stage != STATE_STAGE_PROPOSE)
-        return nsed_error(err, NSED_EINVAL, "question %s: propose called in "
-                          "stage %s", st->qid, state_stage_name(st->stage));
+        return nsed_error(err, NSED_EINTERNAL,
+                          "question %s: propose called in stage %s", st->qid,
+                          state_stage_name(st->stage));
     seen = calloc(st->nseats, sizeof *seen);
     np = calloc(n ? n : 1, sizeof *np);
     if (!seen || !np) {

@@ -265,7 +265,7 @@ START_TEST(skipped_and_failed_are_not_candidates)
     ck_assert_int_eq(st->cur->evals[2].status, STATE_EVAL_IDLE);
     ck_assert_int_eq(st->cur->evals[0].status, STATE_EVAL_PENDING);
     /* wrong stage is refused and changes nothing */
-    ck_assert_int_eq(anonymize_run(st, wf, &e), NSED_EINVAL);
+    ck_assert_int_eq(anonymize_run(st, wf, &e), NSED_EINTERNAL);
     ck_assert_uint_eq(st->cur->ncand, 2);
     state_free(st);
     workflow_free(wf);

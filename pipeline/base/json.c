@@ -13,7 +13,7 @@ static const cJSON *member(const cJSON *o, const char *key)
     return cJSON_GetObjectItemCaseSensitive(o, key);
 }
 
-/* ---- lenient readers ---------------------------------------------------- */
+/* ---- lenient readers --------------------------------------------------- */
 
 double json_num(const cJSON *o, const char *key, double dflt)
 {
@@ -60,7 +60,7 @@ bool json_int_value(const cJSON *v, int64_t lo, int64_t hi, int64_t *out)
     return true;
 }
 
-/* ---- checked getters ---------------------------------------------------- */
+/* ---- checked getters --------------------------------------------------- */
 
 int json_get_int(const cJSON *o, const char *key, int64_t lo, int64_t hi,
                  int64_t *v)
@@ -104,7 +104,7 @@ int json_get_str(const cJSON *o, const char *key, char **v)
     return 0;
 }
 
-/* ---- the strict reader --------------------------------------------------- */
+/* ---- the strict reader -------------------------------------------------- */
 
 void json_reader_init(json_reader *r, const char *what, nsed_err *err)
 {
@@ -253,7 +253,7 @@ int json_rd_enum(json_reader *r, const cJSON *o, const char *key,
     return 0;
 }
 
-/* ---- builders ------------------------------------------------------------ */
+/* ---- builders ----------------------------------------------------------- */
 
 int json_add_item(cJSON *o, const char *key, cJSON *item)
 {
@@ -320,7 +320,7 @@ int json_add_exact(cJSON *o, const char *key, double v)
     return cJSON_AddRawToObject(o, key, tmp) ? 0 : NSED_ENOMEM;
 }
 
-/* ---- JSON inside free text ----------------------------------------------- */
+/* ---- JSON inside free text ---------------------------------------------- */
 
 cJSON *json_find_object(const char *text, size_t len, int tries,
                         bool from_end,

@@ -28,7 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- lenient readers ---------------------------------------------------- */
+/* ---- lenient readers --------------------------------------------------- */
 
 /* The number member key of o, or dflt when absent or not a number. */
 double json_num(const cJSON *o, const char *key, double dflt);
@@ -48,7 +48,7 @@ bool json_bool(const cJSON *o, const char *key, bool dflt);
  * fraction); sets *out only then. */
 bool json_int_value(const cJSON *v, int64_t lo, int64_t hi, int64_t *out);
 
-/* ---- checked getters ---------------------------------------------------- */
+/* ---- checked getters --------------------------------------------------- */
 
 /* Member key of o as a number in [lo, hi] (the fraction, if any, is
  * dropped). Absent: returns 0 and leaves *v. Not a finite number or out of
@@ -65,7 +65,7 @@ NSED_MUST_CHECK int json_get_num(const cJSON *o, const char *key, double *v);
  * NSED_ENOMEM. */
 NSED_MUST_CHECK int json_get_str(const cJSON *o, const char *key, char **v);
 
-/* ---- the strict reader --------------------------------------------------- */
+/* ---- the strict reader -------------------------------------------------- */
 
 /* Set one up with json_reader_init; read members with json_rd_*; when done,
  * r.rc is 0 or the first failure, already reported through err as
@@ -125,7 +125,7 @@ bool json_rd_bool(json_reader *r, const cJSON *o, const char *key,
 int json_rd_enum(json_reader *r, const cJSON *o, const char *key,
                  const char *path, const char *(*name)(int), int count);
 
-/* ---- builders ------------------------------------------------------------ */
+/* ---- builders ----------------------------------------------------------- */
 
 /* Attach item to o under key. item NULL (a failed cJSON_Create*) is
  * NSED_ENOMEM; so is a failed attach, and item is deleted then. */
@@ -154,7 +154,7 @@ NSED_MUST_CHECK int json_add_u64(cJSON *o, const char *key, uint64_t v);
  * a non-finite v (which JSON cannot hold) is written as 0. */
 NSED_MUST_CHECK int json_add_exact(cJSON *o, const char *key, double v);
 
-/* ---- JSON inside free text ----------------------------------------------- */
+/* ---- JSON inside free text ---------------------------------------------- */
 
 /* The first JSON object in text[0..len) that want accepts, trying the '{'
  * positions from the start (or, with from_end, from the last one back) and
