@@ -100,8 +100,9 @@ const cJSON *json_rd_arr(json_reader *r, const cJSON *o, const char *key,
 
 /* Required string member, malloc'd (the caller frees it); with nullable,
  * null reads as NULL. */
-char *json_rd_str(json_reader *r, const cJSON *o, const char *key,
-                  const char *path, bool nullable);
+NSED_MUST_CHECK char *json_rd_str(json_reader *r, const cJSON *o,
+                                  const char *key, const char *path,
+                                  bool nullable);
 
 /* Required number member. */
 double json_rd_num(json_reader *r, const cJSON *o, const char *key,
