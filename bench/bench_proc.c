@@ -2,6 +2,8 @@
  * workers (see bench.h). */
 #include "bench/bench.h"
 
+#include "pipeline/base/json.h"
+
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -152,15 +154,17 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
     return add;
 }
 
-static uint64_t json_u64(const cJSON *o, const char *key, bool *ok)
+/* A count from the simulator's stats; a missing or negative one clears
+ * *ok. */
+static uint64_t sim_count(const cJSON *o, const char *key, bool *ok)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    double v = json_num(o, key, -1);
 
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0) {
+    if (v < 0) {
         *ok = false;
         return 0;
     }
-    return (uint64_t)v->valuedouble;
+    return (uint64_t)v;
 }
 
 int bench_sim_counts_get(bench_sim *s, bench_sim_counts *out, nsed_err *err)
@@ -186,10 +190,10 @@ int bench_sim_counts_get(bench_sim *s, bench_sim_counts *out, nsed_err *err)
                                     : curl_easy_strerror(cc));
     j = cJSON_ParseWithLength(s->body, s->body_len);
     t = cJSON_GetObjectItemCaseSensitive(j, "totals");
-    c.requests = json_u64(t, "requests", &ok);
-    c.ok = json_u64(t, "ok", &ok);
-    c.in_flight = json_u64(t, "in_flight", &ok);
-    c.peak_in_flight = json_u64(t, "peak_in_flight", &ok);
+    c.requests = sim_count(t, "requests", &ok);
+    c.ok = sim_count(t, "ok", &ok);
+    c.in_flight = sim_count(t, "in_flight", &ok);
+    c.peak_in_flight = sim_count(t, "peak_in_flight", &ok);
     cJSON_Delete(j);
     if (!ok)
         return nsed_error(err, NSED_EINVAL, "nsed-sim stats: unexpected "

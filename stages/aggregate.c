@@ -1,6 +1,6 @@
 #include "stages/aggregate.h"
 
-#include "stages/evaluate.h"
+#include "stages/mask.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -251,8 +251,9 @@ int aggregate_run(state *st, const workflow *wf, const stage_ctx *ctx,
     int rc;
 
     if (st->stage != STATE_STAGE_AGGREGATE)
-        return nsed_error(err, NSED_EINVAL, "question %s: aggregate called "
-                          "in stage %s", st->qid, state_stage_name(st->stage));
+        return nsed_error(err, NSED_EINTERNAL,
+                          "question %s: aggregate called in stage %s", st->qid,
+                          state_stage_name(st->stage));
     weights = calloc(ns * (m ? m : 1), sizeof *weights);
     present = calloc(ns * (m ? m : 1), sizeof *present);
     factors = calloc(ns, sizeof *factors);
@@ -271,7 +272,7 @@ int aggregate_run(state *st, const workflow *wf, const stage_ctx *ctx,
 
                 /* the mask again, in case a state was edited by hand */
                 if (j >= m ||
-                    !evaluate_shows(r, s, j, wf->scoring.allow_self_votes))
+                    !mask_shows(r, s, j, wf->scoring.allow_self_votes))
                     continue;
                 weights[ne * m + j] = ev->weights[k].weight;
                 present[ne * m + j] = true;

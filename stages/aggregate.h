@@ -41,7 +41,7 @@
 
 #include "pipeline/base/err.h"
 #include "pipeline/workflow/workflow.h"
-#include "stages/stage.h"
+#include "stages/stage_ctx.h"
 #include "stages/state.h"
 
 #include <stdbool.h>
@@ -68,15 +68,17 @@ typedef struct aggregate_outcome {
 
 /* Score every candidate (scores[0..ncand)) and pick the winner. Returns 0,
  * or NSED_ENOMEM. */
-int aggregate_compute(const aggregate_input *in, state_score *scores,
-                      aggregate_outcome *out);
+NSED_MUST_CHECK int aggregate_compute(const aggregate_input *in,
+                                      state_score *scores,
+                                      aggregate_outcome *out);
 
 /* Run the stage on st (stage must be STATE_STAGE_AGGREGATE): build the
  * matrix from the round's evaluations, fill cur->agg, update the
  * question's final answer when there is a winner, and move to
- * STATE_STAGE_CONVERGE. ctx may be NULL. Returns 0, NSED_EINVAL for a
- * wrong stage, NSED_ENOMEM; st unchanged on failure. */
-int aggregate_run(state *st, const workflow *wf, const stage_ctx *ctx,
-                  nsed_err *err);
+ * STATE_STAGE_CONVERGE. ctx may be NULL. Returns 0, NSED_EINTERNAL for a
+ * wrong stage (a bug in the caller), NSED_ENOMEM; st unchanged on
+ * failure. */
+NSED_MUST_CHECK int aggregate_run(state *st, const workflow *wf,
+                                  const stage_ctx *ctx, nsed_err *err);
 
 #endif

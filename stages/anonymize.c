@@ -1,8 +1,8 @@
 #include "stages/anonymize.h"
 
 #include "pipeline/base/buf.h"
-#include "stages/evaluate.h"
-#include "stages/stage.h"
+#include "stages/mask.h"
+#include "stages/seed.h"
 #include "stages/text.h"
 
 #include <ctype.h>
@@ -485,8 +485,6 @@ int anonymize_sanitize(const anonymize_names *ns, const char *text,
     buf_init(&b, work_cap);
     buf_init(&c, STATE_TEXT_MAX);
     rc = drop_identity(ns, text, len, &a, &count);
-    if (!rc)
-        rc = buf_add(&a, "", 0);
     if (!rc) {
         const char *t = a.ptr;
 
@@ -495,18 +493,12 @@ int anonymize_sanitize(const anonymize_names *ns, const char *text,
         text_trim(&t, &keep);
         rc = redact_names(ns, t, keep, &b, &count);
     }
-    if (!rc)
-        rc = buf_add(&b, "", 0);
     if (!rc) {
         buf_reset(&a);
         rc = text_add_neutralized(&a, b.ptr, b.len);
     }
     if (!rc)
-        rc = buf_add(&a, "", 0);
-    if (!rc)
         rc = text_add_capped(&c, a.ptr, a.len, STATE_TEXT_MAX);
-    if (!rc)
-        rc = buf_add(&c, "", 0);
     if (!rc) {
         *out = buf_detach(&c, NULL);
         if (!*out)
@@ -531,12 +523,13 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
     const char **texts = NULL;
     char fence[TEXT_FENCE_HEX + 1];
     size_t ncand = 0;
-    stage_rng rng;
+    seed_rng rng;
     int rc;
 
     if (st->stage != STATE_STAGE_ANONYMIZE || r->anonymized)
-        return nsed_error(err, NSED_EINVAL, "question %s: anonymize called "
-                          "in stage %s", st->qid, state_stage_name(st->stage));
+        return nsed_error(err, NSED_EINTERNAL,
+                          "question %s: anonymize called in stage %s", st->qid,
+                          state_stage_name(st->stage));
     rc = anonymize_names_new(wf, NULL, 0, &ns);
     if (rc)
         goto out;
@@ -559,11 +552,11 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
         cands[ncand++].seat = s;
     }
     /* Fisher-Yates with the question's round permutation */
-    rc = stage_rng_init(&rng, "permutation", st->seed, st->qid, r->index, 0);
+    rc = seed_rng_init(&rng, "permutation", st->seed, st->qid, r->index, 0);
     if (rc)
         goto out;
     for (size_t i = ncand; i > 1; i--) {
-        size_t j = (size_t)stage_rng_below(&rng, i);
+        size_t j = (size_t)seed_rng_below(&rng, i);
         state_candidate tmp = cands[i - 1];
 
         cands[i - 1] = cands[j];
@@ -571,7 +564,7 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
     }
     for (size_t i = 0; i < ncand; i++)
         texts[i] = cands[i].text;
-    rc = stage_fence("candidates", st->seed, st->qid, r->index, texts, ncand,
+    rc = seed_fence("candidates", st->seed, st->qid, r->index, texts, ncand,
                      fence);
     if (rc) {
         nsed_error(err, rc, "question %s round %d: no fence nonce is free of "
@@ -585,7 +578,7 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
     r->anonymized = true;
     r->evals = evals;
     for (size_t s = 0; s < st->nseats; s++)
-        evals[s].status = evaluate_initial_status(
+        evals[s].status = mask_initial_status(
             r, s, wf->scoring.allow_self_votes);
     cands = NULL;
     evals = NULL;

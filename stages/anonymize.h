@@ -53,8 +53,9 @@ const char *const *anonymize_builtin_names(size_t *n);
 /* Build the name list for wf (NULL: built-in names only) plus extra[0..n)
  * (may be NULL). Returns 0 and sets *out (free with anonymize_names_free)
  * or NSED_ENOMEM. */
-int anonymize_names_new(const workflow *wf, const char *const *extra,
-                        size_t nextra, anonymize_names **out);
+NSED_MUST_CHECK int anonymize_names_new(const workflow *wf,
+                                        const char *const *extra,
+                                        size_t nextra, anonymize_names **out);
 
 void anonymize_names_free(anonymize_names *names);
 
@@ -62,14 +63,16 @@ void anonymize_names_free(anonymize_names *names);
  * STATE_TEXT_MAX bytes (cut as text.h cuts). Returns 0 and sets *out
  * (malloc'd) and *redactions (sentences, signatures and names removed),
  * or NSED_ENOMEM. */
-int anonymize_sanitize(const anonymize_names *names, const char *text,
-                       char **out, size_t *redactions);
+NSED_MUST_CHECK int anonymize_sanitize(const anonymize_names *names,
+                                       const char *text, char **out,
+                                       size_t *redactions);
 
 /* Run the stage on st (stage must be STATE_STAGE_ANONYMIZE): fill
  * cur->cands / ncand / fence, set up cur->evals (see evaluate.h for who
- * evaluates) and move to STATE_STAGE_EVALUATE. Returns 0; NSED_EINVAL when
- * the stage is wrong; NSED_EEXIST from stage_fence; NSED_ENOMEM. On
- * failure st is unchanged. */
-int anonymize_run(state *st, const workflow *wf, nsed_err *err);
+ * evaluates) and move to STATE_STAGE_EVALUATE. Returns 0; NSED_EINTERNAL
+ * when the stage is wrong (a bug in the caller); NSED_EEXIST from
+ * seed_fence; NSED_ENOMEM. On failure st is unchanged. */
+NSED_MUST_CHECK int anonymize_run(state *st, const workflow *wf,
+                                  nsed_err *err);
 
 #endif

@@ -1,6 +1,7 @@
 #include "stages/answer.h"
 
 #include "pipeline/base/buf.h"
+#include "pipeline/base/json.h"
 #include "stages/text.h"
 
 #include <cjson/cJSON.h>
@@ -174,7 +175,7 @@ static int extract_last_number(const char *text, char **out)
     return found ? 0 : NSED_ENOTFOUND;
 }
 
-static const cJSON *json_lookup(const cJSON *o, const char *field)
+static const cJSON *lookup_field(const cJSON *o, const char *field)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
     const char *p = field;
@@ -198,7 +199,7 @@ static const cJSON *json_lookup(const cJSON *o, const char *field)
     return v;
 }
 
-static int json_value_text(const cJSON *v, char **out)
+static int value_text(const cJSON *v, char **out)
 {
     char *s;
 
@@ -211,35 +212,28 @@ static int json_value_text(const cJSON *v, char **out)
     return 0;
 }
 
+/* json_find_object's test: the object holds the field (arg). */
+static bool has_field(const cJSON *o, void *arg)
+{
+    return lookup_field(o, arg) != NULL;
+}
+
 static int extract_json_field(const char *field, const char *text,
                               char **out)
 {
-    const size_t len = strlen(text);
-    int tries = 0;
+    cJSON *o;
+    int rc;
 
     if (!field)
         return NSED_EINVAL;
-    for (size_t i = len; i-- > 0 && tries < JSON_TRIES;) {
-        const char *end = NULL;
-        const cJSON *v;
-        cJSON *o;
-        int rc;
-
-        if (text[i] != '{')
-            continue;
-        tries++;
-        o = cJSON_ParseWithLengthOpts(text + i, len - i, &end, false);
-        if (!o)
-            continue;
-        v = cJSON_IsObject(o) ? json_lookup(o, field) : NULL;
-        if (v) {
-            rc = json_value_text(v, out);
-            cJSON_Delete(o);
-            return rc;
-        }
-        cJSON_Delete(o);
-    }
-    return NSED_ENOTFOUND;
+    /* the last object that holds the field (answer.h) */
+    o = json_find_object(text, strlen(text), JSON_TRIES, true, has_field,
+                         (void *)field);
+    if (!o)
+        return NSED_ENOTFOUND;
+    rc = value_text(lookup_field(o, field), out);
+    cJSON_Delete(o);
+    return rc;
 }
 
 /* A fence line: up to three spaces, then three or more ` or ~. Sets the

@@ -59,7 +59,8 @@
  * (malloc'd, trimmed, possibly empty for e.g. \boxed{}); NSED_ENOTFOUND
  * when the text has none; NSED_EINVAL when a->pattern does not compile;
  * NSED_ENOMEM. */
-int answer_extract(const workflow_answer *a, const char *text, char **out);
+NSED_MUST_CHECK int answer_extract(const workflow_answer *a, const char *text,
+                                   char **out);
 
 /* True when answer matches the reference under a->compare (NULL on either
  * side never matches). */
@@ -76,7 +77,7 @@ bool answer_same(const workflow_answer *a, const char *x, const char *y);
  * sign before it); a trailing "%" or "\%" is dropped, so "50%" reads 50
  * (percent answers are almost always written against a percent
  * reference). Returns 0 and sets *out, or NSED_EINVAL. */
-int answer_number(const char *s, double *out);
+NSED_MUST_CHECK int answer_number(const char *s, double *out);
 
 /* The normalized form of s: \text{}, \textbf{}, \textit{}, \textrm{},
  * \mathrm{}, \mathbf{} and \mbox{} unwrapped to their content; ASCII
@@ -84,14 +85,15 @@ int answer_number(const char *s, double *out);
  * removed; the punctuation . , ; : ! ? ' " ` ( ) [ ] { } $ removed, except
  * a '.' or ',' between two digits (so 3.5 stays apart from 35). Returns a
  * malloc'd string or NULL when out of memory. */
-char *answer_normalize(const char *s);
+NSED_MUST_CHECK char *answer_normalize(const char *s);
 
 /* Majority vote among answers[0..n) (NULL entries are not votes): answers
  * are grouped with answer_same; the biggest group wins, a tie goes to the
  * group whose first member comes first. Returns 0 and sets *winner to the
  * index of that first member and *votes to the group's size;
  * NSED_ENOTFOUND when there is no vote at all. */
-int answer_majority(const workflow_answer *a, const char *const *answers,
-                    size_t n, size_t *winner, size_t *votes);
+NSED_MUST_CHECK int answer_majority(const workflow_answer *a,
+                                    const char *const *answers, size_t n,
+                                    size_t *winner, size_t *votes);
 
 #endif

@@ -1,7 +1,8 @@
 #include "stages/converge.h"
 
 #include "stages/answer.h"
-#include "stages/evaluate.h"
+#include "stages/mask.h"
+#include "stages/seed.h"
 #include "stages/text.h"
 
 #include <math.h>
@@ -175,8 +176,6 @@ static int capped_body(const char *s, size_t len, long cap, char **out)
     buf_init(&c, (size_t)cap);
     rc = text_add_neutralized(&n, s, len);
     if (!rc)
-        rc = buf_add(&n, "", 0);
-    if (!rc)
         rc = text_add_capped(&c, n.ptr, n.len, (size_t)cap);
     if (!rc) {
         *out = buf_detach(&c, NULL);
@@ -192,7 +191,7 @@ static int critiques_body(const state *st, const workflow *wf, size_t seat,
                           char **out)
 {
     const state_round *r = st->cur;
-    long own = evaluate_own_candidate(r, seat);
+    long own = mask_own_candidate(r, seat);
     size_t k = 0;
     buf b;
     int rc = 0;
@@ -231,7 +230,7 @@ static int scores_body(const state *st, const workflow *wf, size_t seat,
                        char **out)
 {
     const state_round *r = st->cur;
-    long own = evaluate_own_candidate(r, seat);
+    long own = mask_own_candidate(r, seat);
     buf b;
     int rc;
 
@@ -307,7 +306,7 @@ int converge_build_carry(const state *st, const workflow *wf,
     }
     for (size_t s = 0; s < ns && !rc; s++) {
         const state_proposal *p = &r->proposals[s];
-        bool has_cand = evaluate_own_candidate(r, s) >= 0;
+        bool has_cand = mask_own_candidate(r, s) >= 0;
 
         if ((carry & WORKFLOW_CARRY_OWN_PREVIOUS) &&
             p->status == STATE_PROPOSAL_OK && p->text)
@@ -328,7 +327,7 @@ int converge_build_carry(const state *st, const workflow *wf,
         texts[nt++] = c.critiques[s];
         texts[nt++] = c.scores[s];
     }
-    rc = stage_fence("carry", st->seed, st->qid, r->index, texts, nt,
+    rc = seed_fence("carry", st->seed, st->qid, r->index, texts, nt,
                      c.fence);
     if (!rc)
         rc = wrap("WINNING SOLUTION", c.fence, &c.winner);
@@ -383,8 +382,9 @@ int converge_run(state *st, const workflow *wf, const stage_ctx *ctx,
     int rc = 0;
 
     if (st->stage != STATE_STAGE_CONVERGE)
-        return nsed_error(err, NSED_EINVAL, "question %s: converge called "
-                          "in stage %s", st->qid, state_stage_name(st->stage));
+        return nsed_error(err, NSED_EINTERNAL,
+                          "question %s: converge called in stage %s", st->qid,
+                          state_stage_name(st->stage));
     converge_decide(st, wf, ctx, &d);
     if (d.stop) {
         if (st->final_source == STATE_FINAL_NONE) {

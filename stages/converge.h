@@ -62,7 +62,7 @@
 
 #include "pipeline/base/err.h"
 #include "pipeline/workflow/workflow.h"
-#include "stages/stage.h"
+#include "stages/stage_ctx.h"
 #include "stages/state.h"
 
 #define CONVERGE_PRIOR_LAMBDA 1.0
@@ -97,16 +97,16 @@ void converge_decide(const state *st, const workflow *wf,
 
 /* The consensus state that round cur+1 would get (the forget gate).
  * Returns 0 and fills *out (release with state_carry_release), NSED_EEXIST
- * from stage_fence, NSED_ENOMEM. */
-int converge_build_carry(const state *st, const workflow *wf,
-                         state_carry *out);
+ * from seed_fence, NSED_ENOMEM. */
+NSED_MUST_CHECK int converge_build_carry(const state *st, const workflow *wf,
+                                         state_carry *out);
 
 /* Run the stage (stage must be STATE_STAGE_CONVERGE): record the decision;
  * then either finish the question (final answer, status, stage finished)
  * or build the carry, free the round before the previous one and start
- * round r+1 at stage propose. Returns 0; NSED_EINVAL for a wrong stage;
+ * round r+1 at stage propose. Returns 0; NSED_EINTERNAL for a wrong stage;
  * NSED_EEXIST; NSED_ENOMEM. st unchanged on failure. */
-int converge_run(state *st, const workflow *wf, const stage_ctx *ctx,
-                 nsed_err *err);
+NSED_MUST_CHECK int converge_run(state *st, const workflow *wf,
+                                 const stage_ctx *ctx, nsed_err *err);
 
 #endif

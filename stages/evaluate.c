@@ -1,5 +1,8 @@
 #include "stages/evaluate.h"
 
+#include "pipeline/base/json.h"
+#include "stages/mask.h"
+#include "stages/seed.h"
 #include "stages/text.h"
 
 #include <cjson/cJSON.h>
@@ -10,59 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-long evaluate_own_candidate(const state_round *r, size_t seat)
-{
-    for (size_t j = 0; j < r->ncand; j++) {
-        if (r->cands[j].seat == seat)
-            return (long)j;
-    }
-    return -1;
-}
-
-bool evaluate_shows(const state_round *r, size_t seat, size_t cand,
-                    bool self_votes)
-{
-    return cand < r->ncand && (self_votes || r->cands[cand].seat != seat);
-}
-
-enum state_eval_status evaluate_initial_status(const state_round *r,
-                                               size_t seat, bool self_votes)
-{
-    const state_proposal *p = &r->proposals[seat];
-
-    if (p->status == STATE_PROPOSAL_FAILED && p->infra)
-        return STATE_EVAL_IDLE;
-    for (size_t j = 0; j < r->ncand; j++) {
-        if (evaluate_shows(r, seat, j, self_votes))
-            return STATE_EVAL_PENDING;
-    }
-    return STATE_EVAL_IDLE;
-}
-
 /* ---- parsing ----------------------------------------------------------- */
 
-/* The first JSON object in text with an "evaluations" array. */
-static cJSON *find_evaluations(const char *text)
+/* json_find_object's test: the object has an "evaluations" array. */
+static bool has_evaluations(const cJSON *o, void *arg)
 {
-    const size_t len = strlen(text);
-    int tries = 0;
-
-    for (size_t i = 0; i < len && tries < EVALUATE_JSON_TRIES; i++) {
-        const char *end = NULL;
-        cJSON *o;
-
-        if (text[i] != '{')
-            continue;
-        tries++;
-        o = cJSON_ParseWithLengthOpts(text + i, len - i, &end, false);
-        if (!o)
-            continue;
-        if (cJSON_IsObject(o) &&
-            cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(o, "evaluations")))
-            return o;
-        cJSON_Delete(o);
-    }
-    return NULL;
+    (void)arg;
+    return cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(o, "evaluations"));
 }
 
 /* Label of an entry: trimmed, an optional leading "candidate" dropped,
@@ -144,7 +101,9 @@ int evaluate_parse(const char *reply, size_t ncand, long own, bool self_votes,
     bool *seen = NULL;
     int rc = 0;
 
-    root = reply ? find_evaluations(reply) : NULL;
+    root = reply ? json_find_object(reply, strlen(reply), EVALUATE_JSON_TRIES,
+                                    false, has_evaluations, NULL)
+                 : NULL;
     if (!root) {
         snprintf(why, whysize, "the reply holds no JSON object with an "
                  "\"evaluations\" list");
@@ -304,7 +263,7 @@ int evaluate_render(const state *st, const workflow *wf, size_t seat,
     for (size_t j = 0; j < r->ncand && !rc; j++) {
         char label[TEXT_LABEL_MAX];
 
-        if (!evaluate_shows(r, seat, j, self))
+        if (!mask_shows(r, seat, j, self))
             continue;
         text_label(j, label);
         if (cands.len)
@@ -317,10 +276,6 @@ int evaluate_render(const state *st, const workflow *wf, size_t seat,
         if (!rc)
             rc = buf_adds(&labels, label);
     }
-    if (!rc)
-        rc = buf_add(&labels, "", 0);
-    if (!rc)
-        rc = buf_add(&cands, "", 0);
     if (!rc) {
         workflow_prompt_var vars[] = {
             {"question", st->question},
@@ -345,7 +300,7 @@ static int shown_labels(const state_round *r, size_t seat, bool self,
     size_t k = 0;
 
     for (size_t j = 0; j < r->ncand; j++) {
-        if (!evaluate_shows(r, seat, j, self))
+        if (!mask_shows(r, seat, j, self))
             continue;
         text_label(j, labels[k]);
         ptrs[k] = labels[k];
@@ -381,16 +336,12 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
     req->seat = seat;
     req->model = model;
     req->round = r->index;
-    rc = stage_seed(st->seed, st->qid, r->index, seat, req->kind, 0,
+    rc = seed_call(st->seed, st->qid, r->index, seat, req->kind, 0,
                     &req->seed);
     if (!rc)
         rc = stage_render_system(wf, &st->seats[seat], &sys);
     if (!rc)
         rc = evaluate_render(st, wf, seat, &user, &lab);
-    if (!rc)
-        rc = buf_add(&sys, "", 0);
-    if (!rc)
-        rc = buf_add(&lab, "", 0);
     if (!rc)
         rc = stage_request_add_message(req, STAGE_ROLE_SYSTEM, sys.ptr);
     if (!rc)
@@ -405,8 +356,6 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
             req, STAGE_ROLE_ASSISTANT, ev->first_reply ? ev->first_reply : "");
         if (!rc)
             rc = workflow_prompt_render(wf->prompts.repair, vars, 2, &rep);
-        if (!rc)
-            rc = buf_add(&rep, "", 0);
         if (!rc)
             rc = stage_request_add_message(req, STAGE_ROLE_USER, rep.ptr);
     }
@@ -478,7 +427,7 @@ static int reduce_one(const state *st, const workflow *wf,
             return rc;
         ne->reply = reply;
         rc = evaluate_parse(reply, r->ncand,
-                            evaluate_own_candidate(r, rs->seat),
+                            mask_own_candidate(r, rs->seat),
                             wf->scoring.allow_self_votes, ne, why, sizeof why);
         if (rc == NSED_ENOMEM)
             return rc;
@@ -511,8 +460,9 @@ int evaluate_reduce(state *st, const workflow *wf,
     int rc = 0;
 
     if (st->stage != STATE_STAGE_EVALUATE || !r->evals)
-        return nsed_error(err, NSED_EINVAL, "question %s: evaluate called "
-                          "in stage %s", st->qid, state_stage_name(st->stage));
+        return nsed_error(err, NSED_EINTERNAL,
+                          "question %s: evaluate called in stage %s", st->qid,
+                          state_stage_name(st->stage));
     seen = calloc(st->nseats, sizeof *seen);
     ne = calloc(n ? n : 1, sizeof *ne);
     if (!seen || !ne) {

@@ -3,7 +3,7 @@
  * Who evaluates: every seat that was not lost to infrastructure in this
  * round's proposals -- seats with a candidate, seats that replied SKIP and
  * seats whose reply was empty or unusable alike. A seat is shown every
- * candidate except its own (the diagonal mask); with
+ * candidate except its own (the diagonal mask, mask.h); with
  * scoring.allow_self_votes it is shown its own too. A seat with nothing to
  * see (its own is the only candidate), and every seat when there is no
  * candidate, is STATE_EVAL_IDLE and makes no call.
@@ -38,7 +38,7 @@
 
 #include "pipeline/base/err.h"
 #include "pipeline/workflow/workflow.h"
-#include "stages/stage.h"
+#include "stages/request.h"
 #include "stages/state.h"
 
 #include <stdbool.h>
@@ -47,45 +47,37 @@
 /* '{' positions evaluate_parse tries. */
 #define EVALUATE_JSON_TRIES 256
 
-/* The candidate index the seat wrote in round r, or -1 (none). */
-long evaluate_own_candidate(const state_round *r, size_t seat);
-
-/* Whether candidate cand is shown to seat in round r. */
-bool evaluate_shows(const state_round *r, size_t seat, size_t cand,
-                    bool self_votes);
-
-/* The evaluation status a seat starts the round's evaluate stage with
- * (PENDING or IDLE), by the rules above. */
-enum state_eval_status evaluate_initial_status(const state_round *r,
-                                               size_t seat, bool self_votes);
-
 /* Parse an evaluation reply. ncand: candidates in the round; own: the
  * evaluator's candidate or -1; self_votes: keep a score of own. On success
  * returns 0 and fills out->weights / nweights / dropped_* (other fields
  * untouched; out must hold no weights yet). Returns NSED_EINVAL with why
  * filled (a short reason, safe to show the model: it never quotes the
  * reply) when the reply is unusable; NSED_ENOMEM. */
-int evaluate_parse(const char *reply, size_t ncand, long own, bool self_votes,
-                   state_evaluation *out, char *why, size_t whysize);
+NSED_MUST_CHECK int evaluate_parse(const char *reply, size_t ncand, long own,
+                                   bool self_votes, state_evaluation *out,
+                                   char *why, size_t whysize);
 
 /* The JSON schema of an evaluation reply whose candidate labels are
  * labels[0..n): compact JSON, malloc'd into *out. Returns 0 or
  * NSED_ENOMEM. */
-int evaluate_schema(const char *const *labels, size_t n, char **out);
+NSED_MUST_CHECK int evaluate_schema(const char *const *labels, size_t n,
+                                    char **out);
 
 /* The evaluation user message for seat in the current round, appended to
  * out, and the labels it shows (", "-separated) into labels_out (may be
  * NULL). Same returns as workflow_prompt_render. */
-int evaluate_render(const state *st, const workflow *wf, size_t seat,
-                    buf *out, buf *labels_out);
+NSED_MUST_CHECK int evaluate_render(const state *st, const workflow *wf,
+                                    size_t seat, buf *out, buf *labels_out);
 
 /* Requests for every PENDING seat (evaluate) and REPAIR seat (repair).
  * Same returns as stage_plan. */
-int evaluate_plan(const state *st, const workflow *wf, stage_requests *out);
+NSED_MUST_CHECK int evaluate_plan(const state *st, const workflow *wf,
+                                  stage_requests *out);
 
 /* Record responses; advance to aggregate when no seat is PENDING or
  * REPAIR. Same returns as stage_reduce; st unchanged on failure. */
-int evaluate_reduce(state *st, const workflow *wf,
-                    const stage_response *resps, size_t n, nsed_err *err);
+NSED_MUST_CHECK int evaluate_reduce(state *st, const workflow *wf,
+                                    const stage_response *resps, size_t n,
+                                    nsed_err *err);
 
 #endif

@@ -1,6 +1,7 @@
 #include "stages/propose.h"
 
 #include "stages/answer.h"
+#include "stages/seed.h"
 #include "stages/text.h"
 
 #include <stdio.h>
@@ -59,16 +60,12 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
     req->round = st->round;
     buf_init(&sys, STAGE_PROMPT_MAX);
     buf_init(&user, STAGE_PROMPT_MAX);
-    rc = stage_seed(st->seed, st->qid, st->round, seat, req->kind, 0,
+    rc = seed_call(st->seed, st->qid, st->round, seat, req->kind, 0,
                     &req->seed);
     if (!rc)
         rc = stage_render_system(wf, &st->seats[seat], &sys);
     if (!rc)
         rc = propose_render(st, wf, seat, &user);
-    if (!rc)
-        rc = buf_add(&sys, "", 0);
-    if (!rc)
-        rc = buf_add(&user, "", 0);
     if (!rc)
         rc = stage_request_add_message(req, STAGE_ROLE_SYSTEM, sys.ptr);
     if (!rc)
@@ -145,8 +142,9 @@ int propose_reduce(state *st, const workflow *wf,
     int rc = 0;
 
     if (st->stage != STATE_STAGE_PROPOSE)
-        return nsed_error(err, NSED_EINVAL, "question %s: propose called in "
-                          "stage %s", st->qid, state_stage_name(st->stage));
+        return nsed_error(err, NSED_EINTERNAL,
+                          "question %s: propose called in stage %s", st->qid,
+                          state_stage_name(st->stage));
     seen = calloc(st->nseats, sizeof *seen);
     np = calloc(n ? n : 1, sizeof *np);
     if (!seen || !np) {

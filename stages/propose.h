@@ -26,7 +26,7 @@
 
 #include "pipeline/base/err.h"
 #include "pipeline/workflow/workflow.h"
-#include "stages/stage.h"
+#include "stages/request.h"
 #include "stages/state.h"
 
 #include <stdbool.h>
@@ -37,16 +37,18 @@ bool propose_is_skip(const char *reply, size_t len);
 
 /* The propose/revise user message of seat in the current round, appended
  * to out. Same returns as workflow_prompt_render. */
-int propose_render(const state *st, const workflow *wf, size_t seat,
-                   buf *out);
+NSED_MUST_CHECK int propose_render(const state *st, const workflow *wf,
+                                   size_t seat, buf *out);
 
 /* Requests for every seat whose proposal is still pending. Same returns
  * as stage_plan. */
-int propose_plan(const state *st, const workflow *wf, stage_requests *out);
+NSED_MUST_CHECK int propose_plan(const state *st, const workflow *wf,
+                                 stage_requests *out);
 
 /* Record responses; advance to anonymize when no proposal is pending. Same
  * returns as stage_reduce; st unchanged on failure. */
-int propose_reduce(state *st, const workflow *wf,
-                   const stage_response *resps, size_t n, nsed_err *err);
+NSED_MUST_CHECK int propose_reduce(state *st, const workflow *wf,
+                                   const stage_response *resps, size_t n,
+                                   nsed_err *err);
 
 #endif

@@ -262,9 +262,9 @@ typedef struct state_seat_spec {
  * (err says why) when the question lacks id or text, nseats is 0 or above
  * WORKFLOW_MAX_SEATS, or a seat names a model index outside wf->models;
  * NSED_ENOMEM. */
-int state_new(const workflow *wf, const state_question *q,
-              const state_seat_spec *seats, size_t nseats, state **out,
-              nsed_err *err);
+NSED_MUST_CHECK int state_new(const workflow *wf, const state_question *q,
+                              const state_seat_spec *seats, size_t nseats,
+                              state **out, nsed_err *err);
 
 /* Free a state and everything it owns. NULL is ignored. */
 void state_free(state *st);
@@ -277,31 +277,34 @@ const state_round *state_round_get(const state *st, int index);
  * previous and current round). Returns 0 and sets *out (malloc'd,
  * NUL-terminated), NSED_ENOMEM, or NSED_ETOOBIG when the text would pass
  * STATE_JSON_MAX (which state_from_json refuses). */
-int state_to_json(const state *st, char **out);
+NSED_MUST_CHECK int state_to_json(const state *st, char **out);
 
 /* Parse what state_to_json wrote. wf, when not NULL, is the workflow the
  * run uses: seat model indices must fall inside it. Returns 0 and sets *out;
  * NSED_ESCHEMA when "v" is not STATE_JSON_VERSION; NSED_EINVAL (err names
  * the field) for anything malformed or inconsistent (indices out of range,
  * counts that disagree); NSED_ETOOBIG over STATE_JSON_MAX; NSED_ENOMEM. */
-int state_from_json(const char *json, size_t len, const workflow *wf,
-                    state **out, nsed_err *err);
+NSED_MUST_CHECK int state_from_json(const char *json, size_t len,
+                                    const workflow *wf, state **out,
+                                    nsed_err *err);
 
 /* Compact JSON of one round (the shape it has inside state_to_json's
  * "rounds"), for storing round r under its own key. nseats is the team
  * size. Returns 0 and sets *out (malloc'd), NSED_ENOMEM or NSED_ETOOBIG
  * (as state_to_json). */
-int state_round_to_json(const state_round *r, size_t nseats, char **out);
+NSED_MUST_CHECK int state_round_to_json(const state_round *r, size_t nseats,
+                                        char **out);
 
 /* Parse one round written by state_round_to_json for a team of nseats.
  * Returns 0 and sets *out (free with state_round_free); NSED_ESCHEMA,
  * NSED_EINVAL, NSED_ETOOBIG, NSED_ENOMEM as state_from_json. */
-int state_round_from_json(const char *json, size_t len, size_t nseats,
-                          state_round **out, nsed_err *err);
+NSED_MUST_CHECK int state_round_from_json(const char *json, size_t len,
+                                          size_t nseats, state_round **out,
+                                          nsed_err *err);
 
 /* A new empty round (every proposal pending) for nseats seats, or NULL
  * when out of memory. */
-state_round *state_round_new(int index, size_t nseats);
+NSED_MUST_CHECK state_round *state_round_new(int index, size_t nseats);
 
 /* Free a round and everything it owns. NULL is ignored. */
 void state_round_free(state_round *r, size_t nseats);

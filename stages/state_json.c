@@ -464,155 +464,10 @@ int state_to_json(const state *st, char **out)
 
 /* ---- reading ---------------------------------------------------------- */
 
-/* Reader: the first error wins and every later call does nothing, so the
- * field-by-field code below needs no error check per line. */
-typedef struct rd {
-    nsed_err *err;
-    int rc;
-} rd;
+/* (included here, not at the top, so that the writer half stays apart) */
+#include "pipeline/base/json.h"
 
-static void rd_fail(rd *r, int code, const char *path, const char *what)
-{
-    if (r->rc)
-        return;
-    r->rc = nsed_error(r->err, code, "state JSON: %s: %s", path, what);
-}
-
-static const cJSON *rd_item(rd *r, const cJSON *o, const char *key,
-                            const char *path)
-{
-    const cJSON *v;
-
-    if (r->rc)
-        return NULL;
-    v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v)
-        rd_fail(r, NSED_EINVAL, path, "missing");
-    return v;
-}
-
-static const cJSON *rd_obj(rd *r, const cJSON *o, const char *key,
-                           const char *path, bool nullable)
-{
-    const cJSON *v = rd_item(r, o, key, path);
-
-    if (!v || (nullable && cJSON_IsNull(v)))
-        return NULL;
-    if (!cJSON_IsObject(v)) {
-        rd_fail(r, NSED_EINVAL, path, "not an object");
-        return NULL;
-    }
-    return v;
-}
-
-/* An array of exactly n items when n != (size_t)-1. */
-static const cJSON *rd_arr(rd *r, const cJSON *o, const char *key,
-                           const char *path, bool nullable, size_t n)
-{
-    const cJSON *v = rd_item(r, o, key, path);
-
-    if (!v || (nullable && cJSON_IsNull(v)))
-        return NULL;
-    if (!cJSON_IsArray(v)) {
-        rd_fail(r, NSED_EINVAL, path, "not an array");
-        return NULL;
-    }
-    if (n != (size_t)-1 && (size_t)cJSON_GetArraySize(v) != n) {
-        rd_fail(r, NSED_EINVAL, path, "wrong number of entries");
-        return NULL;
-    }
-    return v;
-}
-
-static char *rd_str(rd *r, const cJSON *o, const char *key, const char *path,
-                    bool nullable)
-{
-    const cJSON *v = rd_item(r, o, key, path);
-    char *s;
-
-    if (!v || (nullable && cJSON_IsNull(v)))
-        return NULL;
-    if (!cJSON_IsString(v)) {
-        rd_fail(r, NSED_EINVAL, path, "not a string");
-        return NULL;
-    }
-    s = strdup(v->valuestring);
-    if (!s)
-        rd_fail(r, NSED_ENOMEM, path, "out of memory");
-    return s;
-}
-
-static double rd_num(rd *r, const cJSON *o, const char *key, const char *path)
-{
-    const cJSON *v = rd_item(r, o, key, path);
-
-    if (!v)
-        return 0;
-    if (!cJSON_IsNumber(v)) {
-        rd_fail(r, NSED_EINVAL, path, "not a number");
-        return 0;
-    }
-    return v->valuedouble;
-}
-
-/* An integer in [lo, hi]. */
-static int64_t rd_int_item(rd *r, const cJSON *v, const char *path,
-                           int64_t lo, int64_t hi)
-{
-    double d;
-
-    if (r->rc || !v)
-        return lo;
-    if (!cJSON_IsNumber(v)) {
-        rd_fail(r, NSED_EINVAL, path, "not a number");
-        return lo;
-    }
-    d = v->valuedouble;
-    if (d != floor(d) || d < (double)lo || d > (double)hi) {
-        rd_fail(r, NSED_EINVAL, path, "not an integer in range");
-        return lo;
-    }
-    return (int64_t)d;
-}
-
-static int64_t rd_int(rd *r, const cJSON *o, const char *key,
-                      const char *path, int64_t lo, int64_t hi)
-{
-    return rd_int_item(r, rd_item(r, o, key, path), path, lo, hi);
-}
-
-static bool rd_bool(rd *r, const cJSON *o, const char *key, const char *path)
-{
-    const cJSON *v = rd_item(r, o, key, path);
-
-    if (!v)
-        return false;
-    if (!cJSON_IsBool(v)) {
-        rd_fail(r, NSED_EINVAL, path, "not a boolean");
-        return false;
-    }
-    return cJSON_IsTrue(v);
-}
-
-/* Index of the name among name(0..count-1). */
-static int rd_enum(rd *r, const cJSON *o, const char *key, const char *path,
-                   const char *(*name)(int), int count)
-{
-    const cJSON *v = rd_item(r, o, key, path);
-
-    if (!v)
-        return 0;
-    if (cJSON_IsString(v)) {
-        for (int i = 0; i < count; i++) {
-            if (!strcmp(v->valuestring, name(i)))
-                return i;
-        }
-    }
-    rd_fail(r, NSED_EINVAL, path, "unknown value");
-    return 0;
-}
-
-/* Adapters from the typed name functions to rd_enum's int form. */
+/* Adapters from the typed name functions to json_rd_enum's int form. */
 static const char *n_stage(int i) { return state_stage_name((enum state_stage)i); }
 static const char *n_status(int i) { return state_status_name((enum state_status)i); }
 static const char *n_reason(int i) { return state_stop_reason_name((enum state_stop_reason)i); }
@@ -626,22 +481,25 @@ static const char *n_scheme(int i) { return workflow_scheme_name((enum workflow_
 #define COUNT_MAX ((int64_t)1 << 53)
 #define ROUND_MAX 1000000 /* far beyond rounds.max; a sanity bound */
 
-static void rd_usage(rd *r, const cJSON *o, const char *path, state_usage *u)
+static void rd_usage(json_reader *r, const cJSON *o, const char *path,
+                     state_usage *u)
 {
     char p[192];
-    const cJSON *v = rd_obj(r, o, "usage", P(p, "%s.usage", path), false);
+    const cJSON *v = json_rd_obj(r, o, "usage", P(p, "%s.usage", path), false);
 
     if (!v)
         return;
-    u->prompt_tokens = rd_int(r, v, "prompt_tokens", p, 0, COUNT_MAX);
-    u->completion_tokens = rd_int(r, v, "completion_tokens", p, 0, COUNT_MAX);
-    u->cost_usd = rd_num(r, v, "cost_usd", p);
+    u->prompt_tokens = json_rd_int(r, v, "prompt_tokens", p, 0, COUNT_MAX);
+    u->completion_tokens =
+        json_rd_int(r, v, "completion_tokens", p, 0, COUNT_MAX);
+    u->cost_usd = json_rd_num(r, v, "cost_usd", p);
 }
 
 /* A label string naming candidate index below ncand. */
-static size_t rd_label(rd *r, const cJSON *o, const char *path, size_t ncand)
+static size_t rd_label(json_reader *r, const cJSON *o, const char *path,
+                       size_t ncand)
 {
-    const cJSON *v = rd_item(r, o, "label", path);
+    const cJSON *v = json_rd_item(r, o, "label", path);
     size_t idx = 0;
 
     if (!v)
@@ -649,45 +507,46 @@ static size_t rd_label(rd *r, const cJSON *o, const char *path, size_t ncand)
     if (!cJSON_IsString(v) ||
         text_label_index(v->valuestring, strlen(v->valuestring), &idx) ||
         idx >= ncand) {
-        rd_fail(r, NSED_EINVAL, path, "not a candidate label");
+        json_rd_fail(r, NSED_EINVAL, path, "not a candidate label");
         return 0;
     }
     return idx;
 }
 
-static void rd_proposal(rd *r, const cJSON *o, const char *path,
+static void rd_proposal(json_reader *r, const cJSON *o, const char *path,
                         state_proposal *p)
 {
-    p->status = (enum state_proposal_status)rd_enum(
+    p->status = (enum state_proposal_status)json_rd_enum(
         r, o, "status", path, n_prop, STATE_PROPOSAL_FAILED + 1);
-    p->infra = rd_bool(r, o, "infra", path);
-    p->text = rd_str(r, o, "text", path, true);
-    p->answer = rd_str(r, o, "answer", path, true);
-    p->error = rd_str(r, o, "error", path, true);
+    p->infra = json_rd_bool(r, o, "infra", path);
+    p->text = json_rd_str(r, o, "text", path, true);
+    p->answer = json_rd_str(r, o, "answer", path, true);
+    p->error = json_rd_str(r, o, "error", path, true);
     rd_usage(r, o, path, &p->usage);
 }
 
-static void rd_evaluation(rd *r, const cJSON *o, const char *path,
+static void rd_evaluation(json_reader *r, const cJSON *o, const char *path,
                           size_t ncand, state_evaluation *e)
 {
     char p[160];
     const cJSON *w, *d, *x;
     size_t n;
 
-    e->status = (enum state_eval_status)rd_enum(r, o, "status", path, n_eval,
-                                                STATE_EVAL_IDLE + 1);
-    e->repaired = rd_bool(r, o, "repaired", path);
-    e->reply = rd_str(r, o, "reply", path, true);
-    e->first_reply = rd_str(r, o, "first_reply", path, true);
-    e->error = rd_str(r, o, "error", path, true);
-    w = rd_arr(r, o, "weights", P(p, "%s.weights", path), false, (size_t)-1);
+    e->status = (enum state_eval_status)json_rd_enum(
+        r, o, "status", path, n_eval, STATE_EVAL_IDLE + 1);
+    e->repaired = json_rd_bool(r, o, "repaired", path);
+    e->reply = json_rd_str(r, o, "reply", path, true);
+    e->first_reply = json_rd_str(r, o, "first_reply", path, true);
+    e->error = json_rd_str(r, o, "error", path, true);
+    w = json_rd_arr(r, o, "weights", P(p, "%s.weights", path), false,
+                    (size_t)-1);
     n = w ? (size_t)cJSON_GetArraySize(w) : 0;
     if (n > ncand)
-        rd_fail(r, NSED_EINVAL, p, "more weights than candidates");
+        json_rd_fail(r, NSED_EINVAL, p, "more weights than candidates");
     if (!r->rc && n) {
         e->weights = calloc(n, sizeof *e->weights);
         if (!e->weights)
-            rd_fail(r, NSED_ENOMEM, p, "out of memory");
+            json_rd_fail(r, NSED_ENOMEM, p, "out of memory");
     }
     cJSON_ArrayForEach(x, w) {
         state_weight *sw;
@@ -697,23 +556,25 @@ static void rd_evaluation(rd *r, const cJSON *o, const char *path,
         sw = &e->weights[e->nweights++];
         P(p, "%s.weights[%zu]", path, e->nweights - 1);
         sw->cand = rd_label(r, x, p, ncand);
-        sw->weight = (int)rd_int(r, x, "weight", p, -100, 100);
-        sw->critique = rd_str(r, x, "critique", p, false);
+        sw->weight = (int)json_rd_int(r, x, "weight", p, -100, 100);
+        sw->critique = json_rd_str(r, x, "critique", p, false);
         if (e->nweights > 1 && sw->cand <= e->weights[e->nweights - 2].cand)
-            rd_fail(r, NSED_EINVAL, p, "labels out of order");
+            json_rd_fail(r, NSED_EINVAL, p, "labels out of order");
     }
-    d = rd_obj(r, o, "dropped", P(p, "%s.dropped", path), false);
+    d = json_rd_obj(r, o, "dropped", P(p, "%s.dropped", path), false);
     if (d) {
-        e->dropped_self = (size_t)rd_int(r, d, "self", p, 0, COUNT_MAX);
-        e->dropped_unknown = (size_t)rd_int(r, d, "unknown", p, 0, COUNT_MAX);
-        e->dropped_invalid = (size_t)rd_int(r, d, "invalid", p, 0, COUNT_MAX);
+        e->dropped_self = (size_t)json_rd_int(r, d, "self", p, 0, COUNT_MAX);
+        e->dropped_unknown =
+            (size_t)json_rd_int(r, d, "unknown", p, 0, COUNT_MAX);
+        e->dropped_invalid =
+            (size_t)json_rd_int(r, d, "invalid", p, 0, COUNT_MAX);
         e->dropped_duplicate =
-            (size_t)rd_int(r, d, "duplicate", p, 0, COUNT_MAX);
+            (size_t)json_rd_int(r, d, "duplicate", p, 0, COUNT_MAX);
     }
     rd_usage(r, o, path, &e->usage);
 }
 
-static void rd_aggregate(rd *r, const cJSON *o, const char *path,
+static void rd_aggregate(json_reader *r, const cJSON *o, const char *path,
                          state_round *rn)
 {
     state_aggregate *a = &rn->agg;
@@ -721,23 +582,24 @@ static void rd_aggregate(rd *r, const cJSON *o, const char *path,
     const cJSON *s, *x;
     size_t j = 0;
 
-    a->scheme = (enum workflow_scheme)rd_enum(r, o, "scheme", path, n_scheme,
-                                              WORKFLOW_SCHEME_BORDA + 1);
-    a->self_votes = rd_bool(r, o, "self_votes", path);
-    a->reliability = rd_bool(r, o, "reliability", path);
-    a->winner = (long)rd_int(r, o, "winner", path, -1,
-                             (int64_t)rn->ncand - 1);
-    a->conviction = rd_num(r, o, "conviction", path);
-    a->decided_by = (enum state_decider)rd_enum(
+    a->scheme = (enum workflow_scheme)json_rd_enum(
+        r, o, "scheme", path, n_scheme, WORKFLOW_SCHEME_BORDA + 1);
+    a->self_votes = json_rd_bool(r, o, "self_votes", path);
+    a->reliability = json_rd_bool(r, o, "reliability", path);
+    a->winner =
+        (long)json_rd_int(r, o, "winner", path, -1, (int64_t)rn->ncand - 1);
+    a->conviction = json_rd_num(r, o, "conviction", path);
+    a->decided_by = (enum state_decider)json_rd_enum(
         r, o, "decided_by", path, n_decider, STATE_DECIDER_SEEDED + 1);
-    a->evaluators = (size_t)rd_int(r, o, "evaluators", path, 0, COUNT_MAX);
-    a->abstained = (size_t)rd_int(r, o, "abstained", path, 0, COUNT_MAX);
-    a->failed = (size_t)rd_int(r, o, "failed", path, 0, COUNT_MAX);
-    s = rd_arr(r, o, "scores", P(p, "%s.scores", path), false, rn->ncand);
+    a->evaluators =
+        (size_t)json_rd_int(r, o, "evaluators", path, 0, COUNT_MAX);
+    a->abstained = (size_t)json_rd_int(r, o, "abstained", path, 0, COUNT_MAX);
+    a->failed = (size_t)json_rd_int(r, o, "failed", path, 0, COUNT_MAX);
+    s = json_rd_arr(r, o, "scores", P(p, "%s.scores", path), false, rn->ncand);
     if (!r->rc && rn->ncand) {
         a->scores = calloc(rn->ncand, sizeof *a->scores);
         if (!a->scores)
-            rd_fail(r, NSED_ENOMEM, p, "out of memory");
+            json_rd_fail(r, NSED_ENOMEM, p, "out of memory");
     }
     cJSON_ArrayForEach(x, s) {
         state_score *sc;
@@ -747,32 +609,33 @@ static void rd_aggregate(rd *r, const cJSON *o, const char *path,
         sc = &a->scores[j];
         P(p, "%s.scores[%zu]", path, j);
         if (rd_label(r, x, p, rn->ncand) != j)
-            rd_fail(r, NSED_EINVAL, p, "labels out of order");
-        sc->score = rd_num(r, x, "score", p);
-        sc->net_support = (int)rd_int(r, x, "net_support", p, -64, 64);
-        sc->nevaluators = (size_t)rd_int(r, x, "evaluators", p, 0, 64);
-        sc->min_peer = (int)rd_int(r, x, "min_peer", p, -100, 100);
-        sc->variance = rd_num(r, x, "variance", p);
+            json_rd_fail(r, NSED_EINVAL, p, "labels out of order");
+        sc->score = json_rd_num(r, x, "score", p);
+        sc->net_support = (int)json_rd_int(r, x, "net_support", p, -64, 64);
+        sc->nevaluators = (size_t)json_rd_int(r, x, "evaluators", p, 0, 64);
+        sc->min_peer = (int)json_rd_int(r, x, "min_peer", p, -100, 100);
+        sc->variance = json_rd_num(r, x, "variance", p);
         j++;
     }
 }
 
-static void rd_decision(rd *r, const cJSON *o, const char *path,
+static void rd_decision(json_reader *r, const cJSON *o, const char *path,
                         state_decision *d)
 {
-    d->stop = rd_bool(r, o, "stop", path);
-    d->reason = (enum state_stop_reason)rd_enum(
+    d->stop = json_rd_bool(r, o, "stop", path);
+    d->reason = (enum state_stop_reason)json_rd_enum(
         r, o, "reason", path, n_reason, STATE_STOP_ALL_FAILED + 1);
-    d->stable_streak = (int)rd_int(r, o, "stable_streak", path, 0, 1 << 20);
-    d->p_g = rd_num(r, o, "p_g", path);
-    d->p_v = rd_num(r, o, "p_v", path);
-    d->lambda = rd_num(r, o, "lambda", path);
-    d->beta = rd_num(r, o, "beta", path);
-    d->t_opt = rd_num(r, o, "t_opt", path);
-    d->target = (int)rd_int(r, o, "target", path, -1, INT32_MAX);
+    d->stable_streak =
+        (int)json_rd_int(r, o, "stable_streak", path, 0, 1 << 20);
+    d->p_g = json_rd_num(r, o, "p_g", path);
+    d->p_v = json_rd_num(r, o, "p_v", path);
+    d->lambda = json_rd_num(r, o, "lambda", path);
+    d->beta = json_rd_num(r, o, "beta", path);
+    d->t_opt = json_rd_num(r, o, "t_opt", path);
+    d->target = (int)json_rd_int(r, o, "target", path, -1, INT32_MAX);
 }
 
-static state_round *rd_round(rd *r, const cJSON *o, const char *path,
+static state_round *rd_round(json_reader *r, const cJSON *o, const char *path,
                              size_t nseats)
 {
     char p[96];
@@ -781,18 +644,19 @@ static state_round *rd_round(rd *r, const cJSON *o, const char *path,
     size_t i = 0;
     int64_t v, index;
 
-    v = rd_int(r, o, "v", path, INT64_MIN / 2, INT64_MAX / 2);
+    v = json_rd_int(r, o, "v", path, INT64_MIN / 2, INT64_MAX / 2);
     if (!r->rc && v != STATE_JSON_VERSION)
-        rd_fail(r, NSED_ESCHEMA, path, "unsupported version");
-    index = rd_int(r, o, "round", path, 0, ROUND_MAX);
+        json_rd_fail(r, NSED_ESCHEMA, path, "unsupported version");
+    index = json_rd_int(r, o, "round", path, 0, ROUND_MAX);
     if (r->rc)
         return NULL;
     rn = state_round_new((int)index, nseats);
     if (!rn) {
-        rd_fail(r, NSED_ENOMEM, path, "out of memory");
+        json_rd_fail(r, NSED_ENOMEM, path, "out of memory");
         return NULL;
     }
-    a = rd_arr(r, o, "proposals", P(p, "%s.proposals", path), false, nseats);
+    a = json_rd_arr(r, o, "proposals", P(p, "%s.proposals", path), false,
+                    nseats);
     cJSON_ArrayForEach(x, a) {
         if (r->rc)
             break;
@@ -800,25 +664,26 @@ static state_round *rd_round(rd *r, const cJSON *o, const char *path,
                     &rn->proposals[i]);
         i++;
     }
-    an = rd_obj(r, o, "anonymize", P(p, "%s.anonymize", path), true);
+    an = json_rd_obj(r, o, "anonymize", P(p, "%s.anonymize", path), true);
     if (an) {
-        char *fence = rd_str(r, an, "fence", p, false);
+        char *fence = json_rd_str(r, an, "fence", p, false);
 
         if (fence && strlen(fence) == TEXT_FENCE_HEX &&
             strspn(fence, "0123456789abcdef") == TEXT_FENCE_HEX)
             memcpy(rn->fence, fence, TEXT_FENCE_HEX + 1);
         else
-            rd_fail(r, NSED_EINVAL, p, "bad fence");
+            json_rd_fail(r, NSED_EINVAL, p, "bad fence");
         free(fence);
-        a = rd_arr(r, an, "candidates", P(p, "%s.anonymize.candidates", path),
-                   false, (size_t)-1);
+        a = json_rd_arr(r, an, "candidates",
+                        P(p, "%s.anonymize.candidates", path), false,
+                        (size_t)-1);
         if (a && (size_t)cJSON_GetArraySize(a) > nseats)
-            rd_fail(r, NSED_EINVAL, p, "more candidates than seats");
+            json_rd_fail(r, NSED_EINVAL, p, "more candidates than seats");
         if (!r->rc && cJSON_GetArraySize(a)) {
             rn->cands = calloc((size_t)cJSON_GetArraySize(a),
                                sizeof *rn->cands);
             if (!rn->cands)
-                rd_fail(r, NSED_ENOMEM, p, "out of memory");
+                json_rd_fail(r, NSED_ENOMEM, p, "out of memory");
         }
         rn->anonymized = true;
         cJSON_ArrayForEach(x, a) {
@@ -829,20 +694,20 @@ static state_round *rd_round(rd *r, const cJSON *o, const char *path,
             c = &rn->cands[rn->ncand++];
             P(p, "%s.anonymize.candidates[%zu]", path, rn->ncand - 1);
             if (rd_label(r, x, p, nseats) != rn->ncand - 1)
-                rd_fail(r, NSED_EINVAL, p, "labels out of order");
-            c->seat = (size_t)rd_int(r, x, "seat", p, 0,
-                                     (int64_t)nseats - 1);
-            c->text = rd_str(r, x, "text", p, false);
-            c->redactions = (size_t)rd_int(r, x, "redactions", p, 0,
-                                           COUNT_MAX);
+                json_rd_fail(r, NSED_EINVAL, p, "labels out of order");
+            c->seat =
+                (size_t)json_rd_int(r, x, "seat", p, 0, (int64_t)nseats - 1);
+            c->text = json_rd_str(r, x, "text", p, false);
+            c->redactions =
+                (size_t)json_rd_int(r, x, "redactions", p, 0, COUNT_MAX);
         }
     }
-    a = rd_arr(r, o, "evaluations", P(p, "%s.evaluations", path), true,
-               nseats);
+    a = json_rd_arr(r, o, "evaluations", P(p, "%s.evaluations", path), true,
+                    nseats);
     if (a && !r->rc) {
         rn->evals = calloc(nseats, sizeof *rn->evals);
         if (!rn->evals)
-            rd_fail(r, NSED_ENOMEM, p, "out of memory");
+            json_rd_fail(r, NSED_ENOMEM, p, "out of memory");
         i = 0;
         cJSON_ArrayForEach(x, a) {
             if (r->rc)
@@ -852,12 +717,12 @@ static state_round *rd_round(rd *r, const cJSON *o, const char *path,
             i++;
         }
     }
-    x = rd_obj(r, o, "aggregate", P(p, "%s.aggregate", path), true);
+    x = json_rd_obj(r, o, "aggregate", P(p, "%s.aggregate", path), true);
     if (x) {
         rn->aggregated = true;
         rd_aggregate(r, x, p, rn);
     }
-    x = rd_obj(r, o, "decision", P(p, "%s.decision", path), true);
+    x = json_rd_obj(r, o, "decision", P(p, "%s.decision", path), true);
     if (x) {
         rn->decided = true;
         rd_decision(r, x, p, &rn->decision);
@@ -865,11 +730,12 @@ static state_round *rd_round(rd *r, const cJSON *o, const char *path,
     return rn;
 }
 
-static char **rd_block_list(rd *r, const cJSON *o, const char *key,
+static char **rd_block_list(json_reader *r, const cJSON *o, const char *key,
                             size_t nseats)
 {
     char p[64];
-    const cJSON *a = rd_arr(r, o, key, P(p, "carry.%s", key), true, nseats);
+    const cJSON *a =
+        json_rd_arr(r, o, key, P(p, "carry.%s", key), true, nseats);
     const cJSON *x;
     char **v;
     size_t i = 0;
@@ -878,16 +744,16 @@ static char **rd_block_list(rd *r, const cJSON *o, const char *key,
         return NULL;
     v = calloc(nseats, sizeof *v);
     if (!v) {
-        rd_fail(r, NSED_ENOMEM, p, "out of memory");
+        json_rd_fail(r, NSED_ENOMEM, p, "out of memory");
         return NULL;
     }
     cJSON_ArrayForEach(x, a) {
         if (cJSON_IsString(x)) {
             v[i] = strdup(x->valuestring);
             if (!v[i])
-                rd_fail(r, NSED_ENOMEM, p, "out of memory");
+                json_rd_fail(r, NSED_ENOMEM, p, "out of memory");
         } else if (!cJSON_IsNull(x)) {
-            rd_fail(r, NSED_EINVAL, p, "not a string or null");
+            json_rd_fail(r, NSED_EINVAL, p, "not a string or null");
         }
         i++;
     }
@@ -919,7 +785,7 @@ static int parse_root(const char *json, size_t len, cJSON **out,
 int state_round_from_json(const char *json, size_t len, size_t nseats,
                           state_round **out, nsed_err *err)
 {
-    rd r = {err, 0};
+    json_reader r;
     cJSON *root = NULL;
     state_round *rn;
     int rc;
@@ -930,6 +796,7 @@ int state_round_from_json(const char *json, size_t len, size_t nseats,
     rc = parse_root(json, len, &root, err);
     if (rc)
         return rc;
+    json_reader_init(&r, "state JSON", err);
     rn = rd_round(&r, root, "round", nseats);
     cJSON_Delete(root);
     if (r.rc) {
@@ -961,7 +828,7 @@ static bool stage_matches_round(enum state_stage stage, const state_round *c)
     return false;
 }
 
-static void rd_state(rd *r, const cJSON *root, const workflow *wf,
+static void rd_state(json_reader *r, const cJSON *root, const workflow *wf,
                      state *st)
 {
     char p[128];
@@ -970,109 +837,109 @@ static void rd_state(rd *r, const cJSON *root, const workflow *wf,
     size_t i = 0, nmodels = wf ? wf->nmodels : (size_t)1 << 20;
     int64_t v;
 
-    v = rd_int(r, root, "v", "v", INT64_MIN / 2, INT64_MAX / 2);
+    v = json_rd_int(r, root, "v", "v", INT64_MIN / 2, INT64_MAX / 2);
     if (!r->rc && v != STATE_JSON_VERSION)
-        rd_fail(r, NSED_ESCHEMA, "v", "unsupported version");
-    seed = rd_str(r, root, "seed", "seed", false);
+        json_rd_fail(r, NSED_ESCHEMA, "v", "unsupported version");
+    seed = json_rd_str(r, root, "seed", "seed", false);
     if (seed) {
         char *end;
 
         if (strlen(seed) != 16 || strspn(seed, "0123456789abcdef") != 16)
-            rd_fail(r, NSED_EINVAL, "seed", "not 16 hex digits");
+            json_rd_fail(r, NSED_EINVAL, "seed", "not 16 hex digits");
         else
             st->seed = strtoull(seed, &end, 16);
         free(seed);
     }
-    q = rd_obj(r, root, "question", "question", false);
-    st->qid = rd_str(r, q, "id", "question.id", false);
-    st->question = rd_str(r, q, "text", "question.text", false);
-    st->reference = rd_str(r, q, "reference", "question.reference", true);
-    a = rd_arr(r, q, "tags", "question.tags", false, (size_t)-1);
+    q = json_rd_obj(r, root, "question", "question", false);
+    st->qid = json_rd_str(r, q, "id", "question.id", false);
+    st->question = json_rd_str(r, q, "text", "question.text", false);
+    st->reference = json_rd_str(r, q, "reference", "question.reference", true);
+    a = json_rd_arr(r, q, "tags", "question.tags", false, (size_t)-1);
     if (a && !r->rc && cJSON_GetArraySize(a)) {
         st->tags = calloc((size_t)cJSON_GetArraySize(a), sizeof *st->tags);
         if (!st->tags)
-            rd_fail(r, NSED_ENOMEM, "question.tags", "out of memory");
+            json_rd_fail(r, NSED_ENOMEM, "question.tags", "out of memory");
     }
     cJSON_ArrayForEach(x, a) {
         if (r->rc)
             break;
         if (!cJSON_IsString(x)) {
-            rd_fail(r, NSED_EINVAL, "question.tags", "not a string");
+            json_rd_fail(r, NSED_EINVAL, "question.tags", "not a string");
             break;
         }
         st->tags[st->ntags] = strdup(x->valuestring);
         if (!st->tags[st->ntags++])
-            rd_fail(r, NSED_ENOMEM, "question.tags", "out of memory");
+            json_rd_fail(r, NSED_ENOMEM, "question.tags", "out of memory");
     }
-    a = rd_arr(r, root, "seats", "seats", false, (size_t)-1);
+    a = json_rd_arr(r, root, "seats", "seats", false, (size_t)-1);
     if (a && (cJSON_GetArraySize(a) < 1 ||
               cJSON_GetArraySize(a) > WORKFLOW_MAX_SEATS))
-        rd_fail(r, NSED_EINVAL, "seats", "team size out of range");
+        json_rd_fail(r, NSED_EINVAL, "seats", "team size out of range");
     if (r->rc)
         return;
     st->nseats = (size_t)cJSON_GetArraySize(a);
     st->seats = calloc(st->nseats, sizeof *st->seats);
     st->missing = calloc(st->nseats, sizeof *st->missing);
     if (!st->seats || !st->missing) {
-        rd_fail(r, NSED_ENOMEM, "seats", "out of memory");
+        json_rd_fail(r, NSED_ENOMEM, "seats", "out of memory");
         return;
     }
     cJSON_ArrayForEach(x, a) {
         P(p, "seats[%zu]", i);
-        st->seats[i].model = (size_t)rd_int(r, x, "model", p, 0,
-                                            (int64_t)nmodels - 1);
-        st->seats[i].role = rd_str(r, x, "role", p, false);
-        st->seats[i].persona = rd_str(r, x, "persona", p, false);
+        st->seats[i].model =
+            (size_t)json_rd_int(r, x, "model", p, 0, (int64_t)nmodels - 1);
+        st->seats[i].role = json_rd_str(r, x, "role", p, false);
+        st->seats[i].persona = json_rd_str(r, x, "persona", p, false);
         i++;
     }
-    st->round = (int)rd_int(r, root, "round", "round", 0, ROUND_MAX);
-    st->stage = (enum state_stage)rd_enum(r, root, "stage", "stage", n_stage,
-                                          STATE_STAGE_FINISHED + 1);
-    st->status = (enum state_status)rd_enum(r, root, "status", "status",
-                                            n_status,
-                                            STATE_STATUS_DEGRADED + 1);
-    a = rd_arr(r, root, "missing", "missing", false, (size_t)-1);
+    st->round = (int)json_rd_int(r, root, "round", "round", 0, ROUND_MAX);
+    st->stage = (enum state_stage)json_rd_enum(
+        r, root, "stage", "stage", n_stage, STATE_STAGE_FINISHED + 1);
+    st->status = (enum state_status)json_rd_enum(
+        r, root, "status", "status", n_status, STATE_STATUS_DEGRADED + 1);
+    a = json_rd_arr(r, root, "missing", "missing", false, (size_t)-1);
     cJSON_ArrayForEach(x, a) {
-        int64_t s = rd_int_item(r, x, "missing", 0, (int64_t)st->nseats - 1);
+        int64_t s =
+            json_rd_int_item(r, x, "missing", 0, (int64_t)st->nseats - 1);
 
         if (r->rc)
             break;
         st->missing[s] = true;
     }
-    x = rd_obj(r, root, "final", "final", false);
-    st->final_answer = rd_str(r, x, "answer", "final.answer", true);
-    st->final_seat = (long)rd_int(r, x, "seat", "final.seat", -1,
-                                  (int64_t)st->nseats - 1);
-    st->final_round = (int)rd_int(r, x, "round", "final.round", -1,
-                                  st->round);
-    st->final_source = (enum state_final_source)rd_enum(
+    x = json_rd_obj(r, root, "final", "final", false);
+    st->final_answer = json_rd_str(r, x, "answer", "final.answer", true);
+    st->final_seat = (long)json_rd_int(r, x, "seat", "final.seat", -1,
+                                       (int64_t)st->nseats - 1);
+    st->final_round =
+        (int)json_rd_int(r, x, "round", "final.round", -1, st->round);
+    st->final_source = (enum state_final_source)json_rd_enum(
         r, x, "source", "final.source", n_final, STATE_FINAL_MAJORITY + 1);
-    x = rd_obj(r, root, "baseline", "baseline", false);
-    st->baseline_answer = rd_str(r, x, "answer", "baseline.answer", true);
-    st->baseline_votes = (size_t)rd_int(r, x, "votes", "baseline.votes", 0,
-                                        (int64_t)st->nseats);
+    x = json_rd_obj(r, root, "baseline", "baseline", false);
+    st->baseline_answer = json_rd_str(r, x, "answer", "baseline.answer", true);
+    st->baseline_votes = (size_t)json_rd_int(r, x, "votes", "baseline.votes",
+                                             0, (int64_t)st->nseats);
     rd_usage(r, root, "state", &st->usage);
-    x = rd_obj(r, root, "carry", "carry", false);
-    st->carry.from_round = (int)rd_int(r, x, "from_round", "carry.from_round",
-                                       -1, st->round);
+    x = json_rd_obj(r, root, "carry", "carry", false);
+    st->carry.from_round = (int)json_rd_int(r, x, "from_round",
+                                            "carry.from_round", -1, st->round);
     {
-        char *fence = rd_str(r, x, "fence", "carry.fence", false);
+        char *fence = json_rd_str(r, x, "fence", "carry.fence", false);
         size_t n = fence ? strlen(fence) : 0;
 
         if (fence && (n == 0 || n == TEXT_FENCE_HEX) &&
             strspn(fence, "0123456789abcdef") == n)
             memcpy(st->carry.fence, fence, n + 1);
         else if (fence)
-            rd_fail(r, NSED_EINVAL, "carry.fence", "bad fence");
+            json_rd_fail(r, NSED_EINVAL, "carry.fence", "bad fence");
         free(fence);
     }
-    st->carry.winner = rd_str(r, x, "winner", "carry.winner", true);
+    st->carry.winner = json_rd_str(r, x, "winner", "carry.winner", true);
     st->carry.own = rd_block_list(r, x, "own", st->nseats);
     st->carry.critiques = rd_block_list(r, x, "critiques", st->nseats);
     st->carry.scores = rd_block_list(r, x, "scores", st->nseats);
-    a = rd_arr(r, root, "rounds", "rounds", false, (size_t)-1);
+    a = json_rd_arr(r, root, "rounds", "rounds", false, (size_t)-1);
     if (a && (cJSON_GetArraySize(a) < 1 || cJSON_GetArraySize(a) > 2))
-        rd_fail(r, NSED_EINVAL, "rounds", "must hold one or two rounds");
+        json_rd_fail(r, NSED_EINVAL, "rounds", "must hold one or two rounds");
     if (r->rc)
         return;
     if (cJSON_GetArraySize(a) == 2) {
@@ -1085,25 +952,29 @@ static void rd_state(rd *r, const cJSON *root, const workflow *wf,
                            st->nseats);
     }
     if (!r->rc && st->cur->index != st->round)
-        rd_fail(r, NSED_EINVAL, "rounds", "last round is not the current "
-                "round");
+        json_rd_fail(r, NSED_EINVAL, "rounds",
+                     "last round is not the current "
+                     "round");
     if (!r->rc && st->prev && st->prev->index != st->round - 1)
-        rd_fail(r, NSED_EINVAL, "rounds", "first round is not the previous "
-                "round");
+        json_rd_fail(r, NSED_EINVAL, "rounds",
+                     "first round is not the previous "
+                     "round");
     if (!r->rc && !stage_matches_round(st->stage, st->cur))
-        rd_fail(r, NSED_EINVAL, "stage", "does not match the current round's "
-                "progress");
+        json_rd_fail(r, NSED_EINVAL, "stage",
+                     "does not match the current round's "
+                     "progress");
     if (!r->rc && st->prev && !st->prev->decided)
-        rd_fail(r, NSED_EINVAL, "rounds[0]", "previous round not decided");
+        json_rd_fail(r, NSED_EINVAL, "rounds[0]",
+                     "previous round not decided");
     if (!r->rc && st->final_seat >= 0 && !st->final_answer &&
         st->final_source == STATE_FINAL_NONE)
-        rd_fail(r, NSED_EINVAL, "final", "seat without a source");
+        json_rd_fail(r, NSED_EINVAL, "final", "seat without a source");
 }
 
 int state_from_json(const char *json, size_t len, const workflow *wf,
                     state **out, nsed_err *err)
 {
-    rd r = {err, 0};
+    json_reader r;
     cJSON *root = NULL;
     state *st;
     int rc;
@@ -1117,6 +988,7 @@ int state_from_json(const char *json, size_t len, const workflow *wf,
         return NSED_ENOMEM;
     }
     st->carry.from_round = -1;
+    json_reader_init(&r, "state JSON", err);
     rd_state(&r, root, wf, st);
     cJSON_Delete(root);
     if (r.rc) {

@@ -1,6 +1,7 @@
 #include "stages/text.h"
 
 #include "pipeline/base/err.h"
+#include "pipeline/base/utf8.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -8,48 +9,6 @@
 #include <string.h>
 
 #define REPLACEMENT "\xef\xbf\xbd" /* U+FFFD */
-
-/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
- * forms, no surrogates, nothing above U+10FFFF), or 0 when there is none.
- * NUL counts as malformed: stored text must survive C string handling. */
-static size_t utf8_seq(const unsigned char *p, size_t avail)
-{
-    unsigned char c = p[0];
-
-    if (c == 0)
-        return 0;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        return avail >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        unsigned char lo = c == 0xe0 ? 0xa0 : 0x80;
-        unsigned char hi = c == 0xed ? 0x9f : 0xbf;
-
-        if (avail < 3 || p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80)
-            return 0;
-        return 3;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        unsigned char lo = c == 0xf0 ? 0x90 : 0x80;
-        unsigned char hi = c == 0xf4 ? 0x8f : 0xbf;
-
-        if (avail < 4 || p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80 ||
-            (p[3] & 0xc0) != 0x80)
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
-/* Largest n <= max such that s[0..n) ends on a character boundary of the
- * valid UTF-8 text s. */
-static size_t utf8_floor(const char *s, size_t max)
-{
-    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
-        max--;
-    return max;
-}
 
 int text_add_capped(buf *out, const char *s, size_t len, size_t cap)
 {
@@ -77,7 +36,9 @@ int text_clean(const char *s, size_t len, size_t cap, char **out)
     buf_init(&clean, (size_t)-1 / 4);
     buf_init(&capped, cap);
     for (size_t i = 0; i < len && !rc && clean.len <= cap;) {
-        size_t n = utf8_seq((const unsigned char *)s + i, len - i);
+        /* NUL counts as malformed: stored text must survive C string
+         * handling */
+        size_t n = s[i] ? utf8_seq_len(s + i, len - i) : 0;
 
         if (n) {
             rc = buf_add(&clean, s + i, n);
@@ -87,8 +48,6 @@ int text_clean(const char *s, size_t len, size_t cap, char **out)
             i++;
         }
     }
-    if (!rc && clean.len == 0)
-        rc = buf_add(&capped, "", 0);
     if (!rc && clean.len)
         rc = text_add_capped(&capped, clean.ptr, clean.len, cap);
     if (!rc) {

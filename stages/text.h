@@ -23,6 +23,7 @@
 #define NSED_STAGES_TEXT_H
 
 #include "pipeline/base/buf.h"
+#include "pipeline/base/err.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -42,23 +43,26 @@
  * character boundary and ends with "\n" TEXT_TRUNCATED, the whole within
  * cap (cap must be at least 64). Returns 0 and sets *out (malloc'd) or
  * NSED_ENOMEM. */
-int text_clean(const char *s, size_t len, size_t cap, char **out);
+NSED_MUST_CHECK int text_clean(const char *s, size_t len, size_t cap,
+                               char **out);
 
 /* Append s[0..len) to out, cut as text_clean cuts when it is longer than
  * cap bytes (s must already be valid UTF-8; cap at least 64). */
-int text_add_capped(buf *out, const char *s, size_t len, size_t cap);
+NSED_MUST_CHECK int text_add_capped(buf *out, const char *s, size_t len,
+                                    size_t cap);
 
 /* Append s[0..len) with every line whose first non-blank characters are
  * "=====" prefixed by TEXT_NEUTRAL_PREFIX. Applying it twice changes
  * nothing more. */
-int text_add_neutralized(buf *out, const char *s, size_t len);
+NSED_MUST_CHECK int text_add_neutralized(buf *out, const char *s, size_t len);
 
 /* Append a fenced block: the BEGIN line, body (neutralized; a newline is
  * added when it does not end with one) and the END line without a final
  * newline. label may be NULL (no label); fence is TEXT_FENCE_HEX lower-case
  * hex digits. */
-int text_add_block(buf *out, const char *kind, const char *label,
-                   const char *fence, const char *body, size_t len);
+NSED_MUST_CHECK int text_add_block(buf *out, const char *kind,
+                                   const char *label, const char *fence,
+                                   const char *body, size_t len);
 
 /* Label of candidate index i: 0 -> "A", 25 -> "Z", 26 -> "AA", 27 -> "AB".
  * i must be below 26 + 26^2 + ... (any realistic count; the stages allow at
@@ -67,7 +71,7 @@ void text_label(size_t i, char out[TEXT_LABEL_MAX]);
 
 /* Inverse of text_label for s[0..len) (upper-case letters only). Returns
  * 0 and sets *index, or NSED_EINVAL when s is not a label. */
-int text_label_index(const char *s, size_t len, size_t *index);
+NSED_MUST_CHECK int text_label_index(const char *s, size_t len, size_t *index);
 
 /* Shrink [*s, *s + *len) past leading and trailing white space. */
 void text_trim(const char **s, size_t *len);

@@ -9,6 +9,8 @@
  */
 #include "store/store.h"
 
+#include "pipeline/base/json.h"
+
 #include <cjson/cJSON.h>
 #include <lmdb.h>
 
@@ -955,42 +957,6 @@ struct bind_ctx {
     const char *now; /* one timestamp for every replay */
 };
 
-static int add_str(cJSON *obj, const char *name, const char *val)
-{
-    cJSON *item = val ? cJSON_CreateString(val) : cJSON_CreateNull();
-
-    if (!item)
-        return NSED_ENOMEM;
-    if (!cJSON_AddItemToObject(obj, name, item)) {
-        cJSON_Delete(item);
-        return NSED_ENOMEM;
-    }
-    return 0;
-}
-
-static int set_item(cJSON *obj, const char *name, cJSON *item)
-{
-    if (!item)
-        return NSED_ENOMEM;
-    if (cJSON_GetObjectItemCaseSensitive(obj, name)) {
-        if (!cJSON_ReplaceItemInObjectCaseSensitive(obj, name, item)) {
-            cJSON_Delete(item);
-            return NSED_ENOMEM;
-        }
-        return 0;
-    }
-    if (!cJSON_AddItemToObject(obj, name, item)) {
-        cJSON_Delete(item);
-        return NSED_ENOMEM;
-    }
-    return 0;
-}
-
-static cJSON *str_or_null(const char *v)
-{
-    return v ? cJSON_CreateString(v) : cJSON_CreateNull();
-}
-
 /* The workflow fields that describe the current binding. */
 static int set_workflow_fields(cJSON *man, const store_manifest *m,
                                nsed_err *err)
@@ -1006,11 +972,11 @@ static int set_workflow_fields(cJSON *man, const store_manifest *m,
     } else {
         resolved = cJSON_CreateNull();
     }
-    if ((rc = set_item(man, "workflow_hash", str_or_null(m->workflow_hash))) ||
-        (rc = set_item(man, "workflow_name", str_or_null(m->workflow_name))) ||
-        (rc = set_item(man, "workflow_canonical",
-                       str_or_null(m->workflow_canonical))) ||
-        (rc = set_item(man, "resolved", resolved)))
+    if ((rc = json_set_str(man, "workflow_hash", m->workflow_hash)) ||
+        (rc = json_set_str(man, "workflow_name", m->workflow_name)) ||
+        (rc = json_set_str(man, "workflow_canonical",
+                           m->workflow_canonical)) ||
+        (rc = json_set_item(man, "resolved", resolved)))
         return nsed_error(err, rc, "out of memory");
     return 0;
 }
@@ -1024,19 +990,19 @@ static int history_add(cJSON *man, const struct bind_ctx *c, const char *event,
 
     if (!cJSON_IsArray(hist)) {
         hist = cJSON_CreateArray();
-        if ((rc = set_item(man, "history", hist)))
+        if ((rc = json_set_item(man, "history", hist)))
             goto out;
     }
     e = cJSON_CreateObject();
-    if (!e || (rc = add_str(e, "at", c->now)) ||
-        (rc = add_str(e, "event", event)) ||
-        (rc = add_str(e, "command_line", c->m->command_line)) ||
-        (rc = add_str(e, "git_commit", c->m->git_commit))) {
+    if (!e || (rc = json_add_str(e, "at", c->now)) ||
+        (rc = json_add_str(e, "event", event)) ||
+        (rc = json_add_str(e, "command_line", c->m->command_line)) ||
+        (rc = json_add_str(e, "git_commit", c->m->git_commit))) {
         rc = NSED_ENOMEM;
         goto out;
     }
-    if (old_hash && ((rc = add_str(e, "old_hash", old_hash)) ||
-                     (rc = add_str(e, "new_hash", c->m->workflow_hash))))
+    if (old_hash && ((rc = json_add_str(e, "old_hash", old_hash)) ||
+                     (rc = json_add_str(e, "new_hash", c->m->workflow_hash))))
         goto out;
     if (!cJSON_AddItemToArray(hist, e)) {
         rc = NSED_ENOMEM;
@@ -1058,12 +1024,12 @@ static cJSON *new_manifest(const struct bind_ctx *c, nsed_err *err, int *rc)
     char seed[24];
 
     snprintf(seed, sizeof seed, "%" PRIu64, c->m->seed);
-    if (!man || add_str(man, "git_commit", c->m->git_commit) ||
-        add_str(man, "command_line", c->m->command_line) ||
-        add_str(man, "seed", seed) ||
-        add_str(man, "nsed_version", NSED_VERSION) ||
+    if (!man || json_add_str(man, "git_commit", c->m->git_commit) ||
+        json_add_str(man, "command_line", c->m->command_line) ||
+        json_add_str(man, "seed", seed) ||
+        json_add_str(man, "nsed_version", NSED_VERSION) ||
         !cJSON_AddNumberToObject(man, "schema_version", STORE_SCHEMA_VERSION) ||
-        add_str(man, "created_at", c->now)) {
+        json_add_str(man, "created_at", c->now)) {
         *rc = nsed_error(err, NSED_ENOMEM, "out of memory");
         cJSON_Delete(man);
         return NULL;
@@ -1088,8 +1054,7 @@ static int had_change(const cJSON *man)
     const cJSON *e;
 
     cJSON_ArrayForEach(e, hist) {
-        const cJSON *ev = cJSON_GetObjectItemCaseSensitive(e, "event");
-        if (cJSON_IsString(ev) && strcmp(ev->valuestring, "workflow_change") == 0)
+        if (strcmp(json_str(e, "event", ""), "workflow_change") == 0)
             return 1;
     }
     return 0;

@@ -72,8 +72,8 @@ typedef struct store_opts {
  * with NSED_EINVAL (LMDB's locking does not work there). A read-only open
  * of a directory that holds no store gives NSED_ENOTFOUND.
  * On success *out owns the store; on error nothing is left open. */
-int store_open(const char *dir, const store_opts *opts, store **out,
-               nsed_err *err);
+NSED_MUST_CHECK int store_open(const char *dir, const store_opts *opts,
+                               store **out, nsed_err *err);
 
 /* Close the store and release the lock. NULL is ignored. No transaction
  * may be open. */
@@ -92,29 +92,32 @@ typedef int (*store_txn_fn)(store_txn *txn, void *arg, nsed_err *err);
  * On MDB_MAP_FULL (from a put or from the commit) the transaction is
  * aborted, the map doubled, and fn called again from scratch. Returns 0,
  * fn's error, NSED_ESTORE, or NSED_EINVAL on a read-only store. */
-int store_write(store *s, store_txn_fn fn, void *arg, nsed_err *err);
+NSED_MUST_CHECK int store_write(store *s, store_txn_fn fn, void *arg,
+                                nsed_err *err);
 
 /* Run fn inside one read-only transaction (a consistent snapshot). */
-int store_read(store *s, store_txn_fn fn, void *arg, nsed_err *err);
+NSED_MUST_CHECK int store_read(store *s, store_txn_fn fn, void *arg,
+                               nsed_err *err);
 
 /* Put key -> value (overwriting). Key length 1..STORE_KEY_MAX. Only inside
  * store_write. Returns 0, NSED_EINVAL (bad key), NSED_ESTORE. MDB_MAP_FULL
  * is reported as NSED_ESTORE and handled by store_write. */
 #define STORE_KEY_MAX 511
-int store_put(store_txn *t, enum store_db db, const void *key, size_t klen,
-              const void *val, size_t vlen);
+NSED_MUST_CHECK int store_put(store_txn *t, enum store_db db, const void *key,
+                              size_t klen, const void *val, size_t vlen);
 
 /* Look up key. On success *val and *vlen point into the map and stay valid
  * until the transaction ends (do not free or modify them). Returns 0,
  * NSED_ENOTFOUND, NSED_ESTORE. */
-int store_get(store_txn *t, enum store_db db, const void *key, size_t klen,
-              const void **val, size_t *vlen);
+NSED_MUST_CHECK int store_get(store_txn *t, enum store_db db, const void *key,
+                              size_t klen, const void **val, size_t *vlen);
 
 /* Delete key. Returns 0, NSED_ENOTFOUND, NSED_ESTORE. */
-int store_del(store_txn *t, enum store_db db, const void *key, size_t klen);
+NSED_MUST_CHECK int store_del(store_txn *t, enum store_db db, const void *key,
+                              size_t klen);
 
 /* Number of entries in db. */
-int store_count(store_txn *t, enum store_db db, size_t *n);
+NSED_MUST_CHECK int store_count(store_txn *t, enum store_db db, size_t *n);
 
 typedef int (*store_scan_fn)(const void *key, size_t klen, const void *val,
                              size_t vlen, void *arg);
@@ -123,9 +126,10 @@ typedef int (*store_scan_fn)(const void *key, size_t klen, const void *val,
  * (plen 0: all entries), starting at the first key >= start when start is
  * not NULL. fn returning non-zero stops the scan and that value is
  * returned. Returns 0 when the scan completed. */
-int store_scan(store_txn *t, enum store_db db, const void *prefix,
-               size_t plen, const void *start, size_t slen, store_scan_fn fn,
-               void *arg);
+NSED_MUST_CHECK int store_scan(store_txn *t, enum store_db db,
+                               const void *prefix, size_t plen,
+                               const void *start, size_t slen,
+                               store_scan_fn fn, void *arg);
 
 /* What a run records about itself. Strings may be NULL when unknown. */
 typedef struct store_manifest {
@@ -146,12 +150,12 @@ typedef struct store_manifest {
  * that overrides it, unless allow_change is set, in which case the change
  * (time, old hash, new hash, command line) is recorded and the new hash
  * becomes current. */
-int store_bind_manifest(store *s, const store_manifest *m, int allow_change,
-                        nsed_err *err);
+NSED_MUST_CHECK int store_bind_manifest(store *s, const store_manifest *m,
+                                        int allow_change, nsed_err *err);
 
 /* The manifest as JSON text (malloc'd, caller frees) in *out.
  * NSED_ENOTFOUND when the store was never bound. */
-int store_manifest_json(store *s, char **out, nsed_err *err);
+NSED_MUST_CHECK int store_manifest_json(store *s, char **out, nsed_err *err);
 
 /* Encode/decode the 8-byte big-endian keys used by STORE_QORDER. */
 void store_u64_key(uint64_t v, unsigned char out[8]);

@@ -4,6 +4,7 @@
  * run on a real state (diagonal mask, abstentions, self votes). */
 #include "stages/aggregate.h"
 #include "stages/evaluate.h"
+#include "stages/mask.h"
 #include "stages/stage.h"
 #include "testutil.h"
 #include "testwf.h"
@@ -365,7 +366,7 @@ static void propose_and_anonymize(state *st, const workflow *wf,
 /* The label of the candidate seat wrote. */
 static void label_of(const state *st, size_t seat, char out[TEXT_LABEL_MAX])
 {
-    long c = evaluate_own_candidate(st->cur, seat);
+    long c = mask_own_candidate(st->cur, seat);
 
     ck_assert_int_ge(c, 0);
     text_label((size_t)c, out);
@@ -442,8 +443,8 @@ START_TEST(stage_masks_diagonal_and_counts_abstentions)
     /* E0: B 60, C -20 (its 100 for itself gone); E2: A -50, B 50.
      * S_A = -sqrt(.5) (E2 alone: -50/100), S_B = sqrt(.75) + sqrt(.5),
      * S_C = -0.5 (E0 alone: -20/80) */
-    b = evaluate_own_candidate(st->cur, 1);
-    c = evaluate_own_candidate(st->cur, 2);
+    b = mask_own_candidate(st->cur, 1);
+    c = mask_own_candidate(st->cur, 2);
     ck_assert_int_eq(st->cur->agg.winner, b);
     ck_assert_double_eq_tol(st->cur->agg.scores[b].score,
                             sqrt(0.75) + sqrt(0.5), EPS);
@@ -475,7 +476,7 @@ START_TEST(stage_self_votes_when_allowed)
 
     propose_and_anonymize(st, wf, text);
     /* with self votes every seat sees every candidate */
-    ck_assert(evaluate_shows(st->cur, 0, (size_t)evaluate_own_candidate(
+    ck_assert(mask_shows(st->cur, 0, (size_t)mask_own_candidate(
                                              st->cur, 0), true));
     memset(r, 0, sizeof r);
     a0 = strdup(eval_reply(st, w0));
@@ -534,9 +535,9 @@ START_TEST(stage_reliability_from_ctx)
     /* seat 0's candidate: E1 +sqrt(.5)*3, E2 +sqrt(.5) -> 4 sqrt(.5) */
     ck_assert(st->cur->agg.reliability);
     ck_assert_double_eq_tol(
-        st->cur->agg.scores[evaluate_own_candidate(st->cur, 0)].score,
+        st->cur->agg.scores[mask_own_candidate(st->cur, 0)].score,
         4 * sqrt(0.5), EPS);
-    ck_assert_int_eq(st->cur->agg.winner, evaluate_own_candidate(st->cur, 0));
+    ck_assert_int_eq(st->cur->agg.winner, mask_own_candidate(st->cur, 0));
     for (int i = 0; i < 3; i++)
         free(a[i]);
     state_free(st);

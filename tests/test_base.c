@@ -1,10 +1,13 @@
-/* Tests for the base helpers: error formatting, capped buffers, SHA-256. */
+/* Tests for the base helpers: error formatting, capped buffers, UTF-8,
+ * JSON helpers, atomic files, SHA-256. */
 #include "pipeline/base/atomic.h"
 #include "pipeline/base/buf.h"
 #include "pipeline/base/err.h"
 #include "pipeline/base/hash.h"
+#include "pipeline/base/json.h"
 #include "pipeline/base/num.h"
 #include "pipeline/base/suggest.h"
+#include "pipeline/base/utf8.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -47,7 +50,7 @@ START_TEST(buf_cap_is_hard)
     ck_assert_int_eq(buf_printf(&b, "%s", "toolong"), NSED_ETOOBIG);
     ck_assert_str_eq(b.ptr, "42-abc");
     buf_release(&b);
-    ck_assert_ptr_null(b.ptr);
+    ck_assert_str_eq(b.ptr, ""); /* released, still a valid string */
 }
 END_TEST
 
@@ -67,8 +70,65 @@ START_TEST(buf_detach_hands_over)
     s = buf_detach(&b, &n);
     ck_assert_uint_eq(n, 10000);
     ck_assert_uint_eq(strlen(s), 10000);
-    ck_assert_ptr_null(b.ptr);
+    ck_assert_ptr_ne(b.ptr, s); /* b no longer refers to what it gave away */
+    ck_assert_str_eq(b.ptr, "");
+    ck_assert_uint_eq(b.len, 0);
     free(s);
+}
+END_TEST
+
+/* buf.ptr is a NUL-terminated string at every point of the lifecycle, and
+ * the empty string a fresh buf points at is never written or freed. */
+START_TEST(buf_ptr_never_null)
+{
+    buf a, b;
+    char *s;
+    size_t n = 9;
+
+    buf_init(&a, 16);
+    buf_init(&b, 16);
+    ck_assert_ptr_nonnull(a.ptr);
+    ck_assert_str_eq(a.ptr, "");
+    ck_assert_uint_eq(strlen(b.ptr), 0);
+    buf_reset(&a);
+    ck_assert_str_eq(a.ptr, "");
+    buf_release(&a); /* nothing to free: must not free the empty string */
+    ck_assert_str_eq(a.ptr, "");
+    ck_assert_int_eq(buf_adds(&a, "xy"), 0);
+    ck_assert_str_eq(a.ptr, "xy");
+    ck_assert_str_eq(b.ptr, ""); /* another empty buf is not touched */
+    buf_reset(&a);
+    ck_assert_str_eq(a.ptr, "");
+    buf_release(&a);
+    ck_assert_ptr_nonnull(a.ptr);
+    ck_assert_str_eq(a.ptr, "");
+    /* an empty append or printf leaves a valid empty string */
+    ck_assert_int_eq(buf_add(&a, "", 0), 0);
+    ck_assert_str_eq(a.ptr, "");
+    ck_assert_int_eq(buf_printf(&a, "%s", ""), 0);
+    ck_assert_str_eq(a.ptr, "");
+    buf_release(&a);
+    /* detach of an empty buf hands over a fresh "" the caller frees */
+    s = buf_detach(&b, &n);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_str_eq(s, "");
+    ck_assert_uint_eq(n, 0);
+    ck_assert_ptr_ne(s, b.ptr);
+    free(s);
+    ck_assert_str_eq(b.ptr, "");
+    ck_assert_int_eq(buf_adds(&b, "abc"), 0);
+    s = buf_detach(&b, NULL);
+    ck_assert_str_eq(s, "abc");
+    ck_assert_ptr_nonnull(b.ptr);
+    ck_assert_str_eq(b.ptr, "");
+    ck_assert_uint_eq(b.len, 0);
+    free(s);
+    /* a failed first append leaves the buf empty and valid */
+    buf_init(&a, 2);
+    ck_assert_int_eq(buf_adds(&a, "abc"), NSED_ETOOBIG);
+    ck_assert_str_eq(a.ptr, "");
+    buf_release(&a);
+    buf_release(&b);
 }
 END_TEST
 
@@ -253,6 +313,169 @@ START_TEST(atomic_write_failure_leaves_nothing)
 }
 END_TEST
 
+/* One case per rule of RFC 3629, each byte string written out by hand. */
+START_TEST(utf8_rejects_what_rfc3629_forbids)
+{
+    static const struct {
+        const char *s;
+        size_t n;
+        size_t want;
+    } cases[] = {
+        {"A", 1, 1},
+        {"", 1, 1},                    /* NUL is a character */
+        {"\x7f", 1, 1},
+        {"\xc2\x80", 2, 2},            /* U+0080 */
+        {"\xdf\xbf", 2, 2},            /* U+07FF */
+        {"\xe0\xa0\x80", 3, 3},        /* U+0800 */
+        {"\xed\x9f\xbf", 3, 3},        /* U+D7FF */
+        {"\xee\x80\x80", 3, 3},        /* U+E000 */
+        {"\xef\xbf\xbd", 3, 3},        /* U+FFFD */
+        {"\xf0\x90\x80\x80", 4, 4},    /* U+10000 */
+        {"\xf4\x8f\xbf\xbf", 4, 4},    /* U+10FFFF */
+        /* overlong forms */
+        {"\xc0\x80", 2, 0},            /* NUL in two bytes */
+        {"\xc1\xbf", 2, 0},
+        {"\xe0\x9f\xbf", 3, 0},        /* U+07FF in three */
+        {"\xf0\x8f\xbf\xbf", 4, 0},    /* U+FFFF in four */
+        /* surrogates */
+        {"\xed\xa0\x80", 3, 0},        /* U+D800 */
+        {"\xed\xbf\xbf", 3, 0},        /* U+DFFF */
+        /* above U+10FFFF */
+        {"\xf4\x90\x80\x80", 4, 0},    /* U+110000 */
+        {"\xf5\x80\x80\x80", 4, 0},
+        {"\xff", 1, 0},
+        /* stray continuation bytes and bad continuations */
+        {"\x80", 1, 0},
+        {"\xbf", 1, 0},
+        {"\xc3\x28", 2, 0},
+        {"\xe2\x82\x28", 3, 0},
+        {"\xf0\x9f\x98\x28", 4, 0},
+        /* truncated by the end of the input */
+        {"\xc3", 1, 0},
+        {"\xe2\x82", 2, 0},
+        {"\xf0\x9f\x98", 3, 0},
+        {"\xe2\x82\xac", 2, 0},        /* € with n one short */
+        {"A", 0, 0},
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        ck_assert_msg(utf8_seq_len(cases[i].s, cases[i].n) == cases[i].want,
+                      "case %zu: got %zu, want %zu", i,
+                      utf8_seq_len(cases[i].s, cases[i].n), cases[i].want);
+}
+END_TEST
+
+START_TEST(utf8_floor_keeps_characters_whole)
+{
+    const char *s = "a\xe2\x82\xac" "b"; /* a € b: bytes 0, 1-3, 4 */
+
+    ck_assert_uint_eq(utf8_floor(s, 0), 0);
+    ck_assert_uint_eq(utf8_floor(s, 1), 1);
+    ck_assert_uint_eq(utf8_floor(s, 2), 1);
+    ck_assert_uint_eq(utf8_floor(s, 3), 1);
+    ck_assert_uint_eq(utf8_floor(s, 4), 4);
+    ck_assert_uint_eq(utf8_floor(s, 5), 5);
+}
+END_TEST
+
+/* The cJSON helpers: each value below is written out by hand. */
+START_TEST(json_helpers_read_and_build)
+{
+    cJSON *o = cJSON_Parse("{\"n\":2.5,\"i\":7,\"s\":\"x\",\"b\":true,"
+                           "\"z\":null,\"f\":1.5,\"neg\":-3}");
+    json_reader r;
+    nsed_err e = {0};
+    int64_t i = 99;
+    double d = 9;
+    char *str = NULL, *text;
+
+    ck_assert_ptr_nonnull(o);
+    /* lenient: wrong type or absent reads as the default */
+    ck_assert(json_num(o, "n", 0) == 2.5);
+    ck_assert(json_num(o, "s", -1) == -1);
+    ck_assert_int_eq(json_int(o, "i", 0), 7);
+    ck_assert_int_eq(json_int(o, "f", -1), -1);
+    ck_assert_str_eq(json_str(o, "s", "d"), "x");
+    ck_assert_str_eq(json_str(o, "n", "d"), "d");
+    ck_assert(json_bool(o, "b", false));
+    ck_assert(json_bool(NULL, "b", true));
+    /* checked: absent keeps the value, wrong type is EINVAL */
+    ck_assert_int_eq(json_get_int(o, "nope", 0, 10, &i), 0);
+    ck_assert_int_eq(i, 99);
+    ck_assert_int_eq(json_get_int(o, "i", 0, 10, &i), 0);
+    ck_assert_int_eq(i, 7);
+    ck_assert_int_eq(json_get_int(o, "i", 0, 6, &i), NSED_EINVAL);
+    ck_assert_int_eq(json_get_int(o, "s", 0, 10, &i), NSED_EINVAL);
+    ck_assert_int_eq(json_get_num(o, "n", &d), 0);
+    ck_assert(d == 2.5);
+    ck_assert_int_eq(json_get_num(o, "b", &d), NSED_EINVAL);
+    ck_assert_int_eq(json_get_str(o, "z", &str), 0);
+    ck_assert_ptr_null(str);
+    ck_assert_int_eq(json_get_str(o, "i", &str), NSED_EINVAL);
+    ck_assert_int_eq(json_get_str(o, "s", &str), 0);
+    ck_assert_str_eq(str, "x");
+    free(str);
+    /* strict: the first failure is kept, with its path */
+    json_reader_init(&r, "doc", &e);
+    ck_assert_int_eq(json_rd_int(&r, o, "i", "i", 0, 10), 7);
+    ck_assert_int_eq(json_rd_int(&r, o, "f", "f", 0, 10), 0);
+    ck_assert_int_eq(r.rc, NSED_EINVAL);
+    ck_assert_str_eq(e.msg, "doc: f: not an integer in range");
+    ck_assert_ptr_null(json_rd_item(&r, o, "i", "i")); /* poisoned */
+    ck_assert_str_eq(e.msg, "doc: f: not an integer in range");
+    json_reader_init(&r, "doc", &e);
+    ck_assert_ptr_null(json_rd_obj(&r, o, "missing", "a.b", true));
+    ck_assert_str_eq(e.msg, "doc: a.b: missing");
+    cJSON_Delete(o);
+    /* builders: exact integers, %.17g doubles, NULL as null */
+    o = cJSON_CreateObject();
+    ck_assert_int_eq(json_add_int(o, "big", INT64_MAX), 0);
+    ck_assert_int_eq(json_add_u64(o, "u", UINT64_MAX), 0);
+    ck_assert_int_eq(json_add_exact(o, "x", 0.1), 0);
+    ck_assert_int_eq(json_add_exact(o, "inf", 1.0 / 0.0), 0);
+    ck_assert_int_eq(json_add_str(o, "s", NULL), 0);
+    ck_assert_int_eq(json_add_num(o, "n", 3), 0);
+    ck_assert_int_eq(json_set_str(o, "s", "y"), 0);
+    ck_assert_int_eq(json_add_item(o, "none", NULL), NSED_ENOMEM);
+    text = cJSON_PrintUnformatted(o);
+    ck_assert_str_eq(text, "{\"big\":9223372036854775807,"
+                           "\"u\":18446744073709551615,"
+                           "\"x\":0.10000000000000001,\"inf\":0,"
+                           "\"s\":\"y\",\"n\":3}");
+    free(text);
+    cJSON_Delete(o);
+}
+END_TEST
+
+static bool has_k(const cJSON *o, void *arg)
+{
+    (void)arg;
+    return cJSON_GetObjectItemCaseSensitive(o, "k") != NULL;
+}
+
+START_TEST(json_find_object_in_text)
+{
+    const char *t = "say {\"k\":1} then {bad {\"j\":2} and {\"k\":3} end";
+    cJSON *o;
+
+    o = json_find_object(t, strlen(t), 10, false, has_k, NULL);
+    ck_assert_int_eq(json_int(o, "k", 0), 1);
+    cJSON_Delete(o);
+    o = json_find_object(t, strlen(t), 10, true, has_k, NULL);
+    ck_assert_int_eq(json_int(o, "k", 0), 3);
+    cJSON_Delete(o);
+    /* from the end one try reaches {"k":3}; cut before it, the one try
+     * reaches {"j":2}, which has no k */
+    o = json_find_object(t, strlen(t), 1, true, has_k, NULL);
+    ck_assert_int_eq(json_int(o, "k", 0), 3);
+    cJSON_Delete(o);
+    ck_assert_ptr_null(json_find_object(t, strlen(t) - 14, 1, true, has_k,
+                                        NULL));
+    /* the first 10 bytes end inside the first object: nothing parses */
+    ck_assert_ptr_null(json_find_object(t, 10, 10, false, has_k, NULL));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("base");
@@ -266,6 +489,15 @@ int main(void)
     tcase_add_test(tc, buf_cap_is_hard);
     tcase_add_test(tc, buf_detach_hands_over);
     tcase_add_test(tc, buf_read_file_respects_cap);
+    tcase_add_test(tc, buf_ptr_never_null);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("utf8");
+    tcase_add_test(tc, utf8_rejects_what_rfc3629_forbids);
+    tcase_add_test(tc, utf8_floor_keeps_characters_whole);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("json");
+    tcase_add_test(tc, json_helpers_read_and_build);
+    tcase_add_test(tc, json_find_object_in_text);
     suite_add_tcase(s, tc);
     tc = tcase_create("atomic files");
     tcase_add_test(tc, atomic_write_replaces_whole_file);

@@ -7,6 +7,7 @@
 #include "stages/answer.h"
 #include "stages/converge.h"
 #include "stages/evaluate.h"
+#include "stages/mask.h"
 #include "stages/propose.h"
 #include "stages/stage.h"
 #include "testutil.h"
@@ -145,7 +146,7 @@ static void fake_round(state *st, const char *const *answers, long win,
     r->anonymized = true;
     r->aggregated = true;
     r->agg.scores = calloc(3, sizeof *r->agg.scores);
-    r->agg.winner = win >= 0 ? evaluate_own_candidate(r, (size_t)win) : -1;
+    r->agg.winner = win >= 0 ? mask_own_candidate(r, (size_t)win) : -1;
     r->agg.conviction = conv;
     if (r->agg.winner >= 0) {
         free(st->final_answer);
@@ -489,23 +490,27 @@ static void answer_stage(state *st, const workflow *wf)
         } else {
             const state_round *rd = st->cur;
 
-            buf_adds(&b, "{\"evaluations\":[");
+            ck_assert_int_eq(buf_adds(&b, "{\"evaluations\":["), 0);
             for (size_t j = 0; j < rd->ncand; j++) {
                 char l8[TEXT_LABEL_MAX];
                 const char *ans = rd->proposals[rd->cands[j].seat].answer;
 
-                if (!evaluate_shows(rd, q->seat, j, false))
+                if (!mask_shows(rd, q->seat, j, false))
                     continue;
                 text_label(j, l8);
-                buf_printf(&b, "%s{\"candidate\":\"%s\",\"weight\":%d,"
-                           "\"critique\":\"", b.ptr[b.len - 1] == '[' ? ""
-                                                                      : ",",
-                           l8, ans && !strcmp(ans, "42") ? 80 : -60);
+                ck_assert_int_eq(
+                    buf_printf(&b,
+                               "%s{\"candidate\":\"%s\",\"weight\":%d,"
+                               "\"critique\":\"",
+                               b.ptr[b.len - 1] == '[' ? "" : ",", l8,
+                               ans && !strcmp(ans, "42") ? 80 : -60),
+                    0);
                 for (int k = 0; k < 200; k++)
-                    buf_adds(&b, "this is a long critique ");
-                buf_adds(&b, "\"}");
+                    ck_assert_int_eq(buf_adds(&b, "this is a long critique "),
+                                     0);
+                ck_assert_int_eq(buf_adds(&b, "\"}"), 0);
             }
-            buf_adds(&b, "]}");
+            ck_assert_int_eq(buf_adds(&b, "]}"), 0);
         }
         owned[i] = buf_detach(&b, NULL);
         r[i].content = owned[i];

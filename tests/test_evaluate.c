@@ -2,6 +2,7 @@
  * robustly, the diagonal mask in the prompts, the repair turn and
  * abstention, infrastructure failures, response validation. */
 #include "stages/evaluate.h"
+#include "stages/mask.h"
 #include "stages/stage.h"
 #include "testutil.h"
 #include "testwf.h"
@@ -233,8 +234,8 @@ START_TEST(plan_masks_own_candidate)
     q0 = req_for(&l, 0);
     q1 = req_for(&l, 1);
     q2 = req_for(&l, 2);
-    text_label((size_t)evaluate_own_candidate(st->cur, 0), own0);
-    text_label((size_t)evaluate_own_candidate(st->cur, 1), own1);
+    text_label((size_t)mask_own_candidate(st->cur, 0), own0);
+    text_label((size_t)mask_own_candidate(st->cur, 1), own1);
     ck_assert_int_eq(q0->kind, STAGE_KIND_EVALUATE);
     ck_assert_uint_eq(q0->nmessages, 2);
     ck_assert_int_eq(q0->messages[0].role, STAGE_ROLE_SYSTEM);
@@ -277,7 +278,7 @@ START_TEST(repair_then_abstain)
     const stage_request *rq;
 
     ck_assert_int_eq(stage_plan(st, wf, &l), 0);
-    text_label((size_t)evaluate_own_candidate(st->cur, 1), label);
+    text_label((size_t)mask_own_candidate(st->cur, 1), label);
     snprintf(good, sizeof good, "{\"evaluations\":[{\"candidate\":\"%s\","
              "\"weight\":60,\"critique\":\"ok\"}]}", label);
     r[0] = resp(req_for(&l, 0), good);
@@ -303,12 +304,12 @@ START_TEST(repair_then_abstain)
     ck_assert_int_eq(rq->messages[3].role, STAGE_ROLE_USER);
     ck_assert(tu_contains(rq->messages[3].content, "could not be used"));
     ck_assert(tu_contains(rq->messages[3].content, "\"evaluations\" list"));
-    text_label((size_t)evaluate_own_candidate(st->cur, 0), label);
+    text_label((size_t)mask_own_candidate(st->cur, 0), label);
     snprintf(good, sizeof good, "candidate in %s:", label);
     ck_assert(tu_contains(rq->messages[3].content, good));
 
     /* seat 1 repairs, seat 2 stays unusable and abstains */
-    text_label((size_t)evaluate_own_candidate(st->cur, 0), label);
+    text_label((size_t)mask_own_candidate(st->cur, 0), label);
     snprintf(good, sizeof good, "{\"evaluations\":[{\"candidate\":\"%s\","
              "\"weight\":-30}]}", label);
     r[0] = resp(req_for(&l2, 1), good);

@@ -3,6 +3,7 @@
  * the round-0 baseline, partial batches and response validation. */
 #include "stages/answer.h"
 #include "stages/propose.h"
+#include "stages/seed.h"
 #include "stages/stage.h"
 #include "testutil.h"
 #include "testwf.h"
@@ -87,7 +88,7 @@ START_TEST(round0_messages)
                                     "23?\n=====END QUESTION====="));
     ck_assert(tu_contains(l.items[1].messages[0].content, "critic"));
     ck_assert_ptr_null(l.items[0].json_schema);
-    ck_assert_int_eq(stage_seed(5, "q-001", 0, 2, STAGE_KIND_PROPOSE, 0,
+    ck_assert_int_eq(seed_call(5, "q-001", 0, 2, STAGE_KIND_PROPOSE, 0,
                                 &seed), 0);
     ck_assert_uint_eq(l.items[2].seed, seed);
     ck_assert(l.items[1].seed != l.items[2].seed);
@@ -210,7 +211,7 @@ START_TEST(infrastructure_failure_and_partial_batches)
     ck_assert_str_eq(st->baseline_answer, "391");
     ck_assert_uint_eq(st->baseline_votes, 2);
     /* a computing stage takes no responses; a finished one nothing */
-    ck_assert_int_eq(stage_reduce(st, wf, NULL, r, 1, &e), NSED_EINVAL);
+    ck_assert_int_eq(stage_reduce(st, wf, NULL, r, 1, &e), NSED_EINTERNAL);
     state_free(st);
     workflow_free(wf);
 }

@@ -58,21 +58,23 @@ static char *fake_reply(const state *st, const stage_request *q)
     switch (q->kind) {
     case STAGE_KIND_PROPOSE:
         if (q->seat == 2 && q->round == 0)
-            buf_adds(&b, "SKIP");
+            ck_assert_int_eq(buf_adds(&b, "SKIP"), 0);
         else
-            buf_printf(&b, "Seat %zu, round %d: 2^10 = %s. \\boxed{%s}",
-                       q->seat, q->round,
-                       q->seat == 1 && q->round == 0 ? "1000" : "1024",
-                       q->seat == 1 && q->round == 0 ? "1000" : "1024");
+            ck_assert_int_eq(
+                buf_printf(&b, "Seat %zu, round %d: 2^10 = %s. \\boxed{%s}",
+                           q->seat, q->round,
+                           q->seat == 1 && q->round == 0 ? "1000" : "1024",
+                           q->seat == 1 && q->round == 0 ? "1000" : "1024"),
+                0);
         break;
     case STAGE_KIND_EVALUATE:
         if (q->seat == 0 && q->round == 0) {
-            buf_adds(&b, "I like the first one.");
+            ck_assert_int_eq(buf_adds(&b, "I like the first one."), 0);
             break;
         }
         /* fall through */
     case STAGE_KIND_REPAIR:
-        buf_adds(&b, "```json\n{\"evaluations\":[");
+        ck_assert_int_eq(buf_adds(&b, "```json\n{\"evaluations\":["), 0);
         for (size_t j = 0; j < r->ncand; j++) {
             char l[TEXT_LABEL_MAX];
             const char *ans = r->proposals[r->cands[j].seat].answer;
@@ -80,11 +82,14 @@ static char *fake_reply(const state *st, const stage_request *q)
                                                 : -35 - (int)q->round;
 
             text_label(j, l);
-            buf_printf(&b, "%s{\"candidate\":\"%s\",\"weight\":%d,"
-                       "\"critique\":\"seat %zu says \\\"%s\\\"\\n\"}",
-                       j ? "," : "", l, w, q->seat, ans ? ans : "none");
+            ck_assert_int_eq(
+                buf_printf(&b,
+                           "%s{\"candidate\":\"%s\",\"weight\":%d,"
+                           "\"critique\":\"seat %zu says \\\"%s\\\"\\n\"}",
+                           j ? "," : "", l, w, q->seat, ans ? ans : "none"),
+                0);
         }
-        buf_adds(&b, "]}\n```");
+        ck_assert_int_eq(buf_adds(&b, "]}\n```"), 0);
         break;
     }
     return buf_detach(&b, NULL);
@@ -166,8 +171,8 @@ static char *play(const workflow *wf, bool reload, char **rounds)
             ck_assert_int_eq(state_round_to_json(back, st->nseats, &again),
                              0);
             ck_assert_str_eq(rj, again);
-            buf_adds(&archive, rj);
-            buf_addc(&archive, '\n');
+            ck_assert_int_eq(buf_adds(&archive, rj), 0);
+            ck_assert_int_eq(buf_addc(&archive, '\n'), 0);
             free(rj);
             free(again);
             state_round_free(back, st->nseats);

@@ -8,26 +8,36 @@
 #include <stdlib.h>
 #include <string.h>
 
-void buf_init(buf *b, size_t cap)
+/* What ptr points at while a buf owns no storage (alloc == 0): one NUL
+ * byte shared by every empty buf. It is const so that a write through it
+ * faults instead of corrupting every other empty buf; nothing here writes
+ * or frees it, because alloc == 0 means "not ours". */
+static const char buf_slop[1] = "";
+
+static void set_empty(buf *b)
 {
-    b->ptr = NULL;
+    b->ptr = (char *)buf_slop;
     b->len = 0;
     b->alloc = 0;
+}
+
+void buf_init(buf *b, size_t cap)
+{
+    set_empty(b);
     b->cap = cap;
 }
 
 void buf_release(buf *b)
 {
-    free(b->ptr);
-    b->ptr = NULL;
-    b->len = 0;
-    b->alloc = 0;
+    if (b->alloc)
+        free(b->ptr);
+    set_empty(b);
 }
 
 void buf_reset(buf *b)
 {
     b->len = 0;
-    if (b->ptr)
+    if (b->alloc)
         b->ptr[0] = '\0';
 }
 
@@ -35,16 +45,14 @@ char *buf_detach(buf *b, size_t *len)
 {
     char *p = b->ptr;
 
-    if (!p) {
+    if (!b->alloc) {
         p = calloc(1, 1);
         if (!p)
             return NULL;
     }
     if (len)
         *len = b->len;
-    b->ptr = NULL;
-    b->len = 0;
-    b->alloc = 0;
+    set_empty(b);
     return p;
 }
 
@@ -64,7 +72,7 @@ static int grow(buf *b, size_t n)
         na = na > SIZE_MAX / 2 ? need : na * 2;
     if (na > b->cap + 1 && need <= b->cap + 1)
         na = b->cap + 1;
-    p = realloc(b->ptr, na);
+    p = realloc(b->alloc ? b->ptr : NULL, na);
     if (!p)
         return NSED_ENOMEM;
     b->ptr = p;

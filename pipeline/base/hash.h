@@ -7,6 +7,8 @@
 #ifndef NSED_HASH_H
 #define NSED_HASH_H
 
+#include "pipeline/base/err.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,7 +18,7 @@
 typedef struct hash_ctx hash_ctx;
 
 /* New SHA-256 context, or NULL when out of memory. */
-hash_ctx *hash_new(void);
+NSED_MUST_CHECK hash_ctx *hash_new(void);
 void hash_update(hash_ctx *h, const void *data, size_t n);
 /* Feed a length-prefixed field (8-byte little-endian length, then bytes), so
  * that a sequence of fields hashes unambiguously. */
@@ -26,7 +28,8 @@ void hash_final(hash_ctx *h, uint8_t out[HASH_LEN]);
 void hash_free(hash_ctx *h);
 
 /* One-shot digest of data. Returns 0 or NSED_ENOMEM. */
-int hash_sha256(const void *data, size_t n, uint8_t out[HASH_LEN]);
+NSED_MUST_CHECK int hash_sha256(const void *data, size_t n,
+                                uint8_t out[HASH_LEN]);
 
 /* Lower-case hex of a digest into out (HASH_HEX_LEN + 1 bytes). */
 void hash_hex(const uint8_t digest[HASH_LEN], char out[HASH_HEX_LEN + 1]);

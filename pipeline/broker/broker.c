@@ -1,6 +1,8 @@
 /* broker.c -- team selection: the fixed rule and the exact knapsack. */
 #include "pipeline/broker/broker.h"
 
+#include "pipeline/base/json.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -637,19 +639,6 @@ static cJSON *num_or_null(double v, bool present)
     return present ? cJSON_CreateNumber(v) : cJSON_CreateNull();
 }
 
-static int add(cJSON *o, const char *k, cJSON *v)
-{
-    if (!v)
-        return NSED_ENOMEM;
-    cJSON_AddItemToObject(o, k, v);
-    return 0;
-}
-
-static int add_num(cJSON *o, const char *k, double v)
-{
-    return add(o, k, cJSON_CreateNumber(v));
-}
-
 static int candidate_json(const workflow *wf, const broker_candidate *c,
                           cJSON *arr)
 {
@@ -660,31 +649,34 @@ static int candidate_json(const workflow *wf, const broker_candidate *c,
     if (!o)
         return NSED_ENOMEM;
     cJSON_AddItemToArray(arr, o);
-    if (add(o, "model", cJSON_CreateString(m->id)) ||
-        add(o, "family", cJSON_CreateString(m->family)) ||
-        add(o, "in_pool", cJSON_CreateBool(c->in_pool)) ||
-        add(o, "admitted", cJSON_CreateBool(c->admitted)) ||
-        add(o, "chosen", cJSON_CreateBool(c->chosen)) ||
-        add(o, "why", cJSON_CreateString(c->why)) ||
-        add_num(o, "value", c->value) || add_num(o, "cost_usd", c->usd) ||
-        add_num(o, "tokens", c->tokens) || add_num(o, "p_g", e->p_g) ||
-        add_num(o, "p_g_n", e->p_g_n) || add_num(o, "p_v", e->p_v) ||
-        add_num(o, "p_v_n", e->p_v_n) ||
-        add_num(o, "seat_rounds", e->seat_rounds) ||
-        add_num(o, "later_seat_rounds", e->later_seat_rounds) ||
-        add_num(o, "first_round_tokens", e->first_tokens) ||
-        add_num(o, "later_round_tokens", e->later_tokens) ||
-        add_num(o, "prompt_tokens", e->prompt_tokens) ||
-        add_num(o, "completion_tokens", e->completion_tokens) ||
-        add_num(o, "calls", e->calls) ||
-        add_num(o, "failure_rate", e->failure_rate) ||
-        add_num(o, "latency_mean_s", e->latency_mean_s) ||
-        add_num(o, "latency_p95_s", e->latency_p95_s) ||
-        add(o, "gpu", m->placement_gpu >= 0
+    if (json_add_item(o, "model", cJSON_CreateString(m->id)) ||
+        json_add_item(o, "family", cJSON_CreateString(m->family)) ||
+        json_add_item(o, "in_pool", cJSON_CreateBool(c->in_pool)) ||
+        json_add_item(o, "admitted", cJSON_CreateBool(c->admitted)) ||
+        json_add_item(o, "chosen", cJSON_CreateBool(c->chosen)) ||
+        json_add_item(o, "why", cJSON_CreateString(c->why)) ||
+        json_add_num(o, "value", c->value) ||
+        json_add_num(o, "cost_usd", c->usd) ||
+        json_add_num(o, "tokens", c->tokens) ||
+        json_add_num(o, "p_g", e->p_g) || json_add_num(o, "p_g_n", e->p_g_n) ||
+        json_add_num(o, "p_v", e->p_v) || json_add_num(o, "p_v_n", e->p_v_n) ||
+        json_add_num(o, "seat_rounds", e->seat_rounds) ||
+        json_add_num(o, "later_seat_rounds", e->later_seat_rounds) ||
+        json_add_num(o, "first_round_tokens", e->first_tokens) ||
+        json_add_num(o, "later_round_tokens", e->later_tokens) ||
+        json_add_num(o, "prompt_tokens", e->prompt_tokens) ||
+        json_add_num(o, "completion_tokens", e->completion_tokens) ||
+        json_add_num(o, "calls", e->calls) ||
+        json_add_num(o, "failure_rate", e->failure_rate) ||
+        json_add_num(o, "latency_mean_s", e->latency_mean_s) ||
+        json_add_num(o, "latency_p95_s", e->latency_p95_s) ||
+        json_add_item(o, "gpu",
+                      m->placement_gpu >= 0
                           ? cJSON_CreateNumber(m->placement_gpu)
                           : cJSON_CreateNull()) ||
-        add(o, "vram_gb", num_or_null(m->placement_vram_gb,
-                                      m->placement_vram_gb >= 0)))
+        json_add_item(
+            o, "vram_gb",
+            num_or_null(m->placement_vram_gb, m->placement_vram_gb >= 0)))
         return NSED_ENOMEM;
     return 0;
 }
@@ -697,31 +689,35 @@ int broker_decision_json(const workflow *wf, const broker_decision *d,
     int rc = NSED_ENOMEM;
 
     if (!o ||
-        add(o, "policy", cJSON_CreateString(workflow_policy_name(d->policy))) ||
-        add(o, "objective",
+        json_add_item(o, "policy",
+                      cJSON_CreateString(workflow_policy_name(d->policy))) ||
+        json_add_item(
+            o, "objective",
             cJSON_CreateString(workflow_objective_name(b->objective))) ||
-        add(o, "team", cJSON_CreateString(d->team->name)) ||
-        add(o, "staffed", cJSON_CreateBool(d->staffed)) ||
-        add(o, "reason", d->staffed ? cJSON_CreateNull()
-                                    : cJSON_CreateString(d->reason)) ||
+        json_add_item(o, "team", cJSON_CreateString(d->team->name)) ||
+        json_add_item(o, "staffed", cJSON_CreateBool(d->staffed)) ||
+        json_add_item(o, "reason",
+                      d->staffed ? cJSON_CreateNull()
+                                 : cJSON_CreateString(d->reason)) ||
         !(c = cJSON_AddObjectToObject(o, "constraints")) ||
-        add(c, "usd_per_question",
-            num_or_null(b->budget_usd_per_question,
-                        b->budget_usd_per_question > 0)) ||
-        add(c, "tokens_per_question",
-            num_or_null((double)b->budget_tokens_per_question,
-                        b->budget_tokens_per_question > 0)) ||
-        add(c, "vram_per_gpu_gb",
+        json_add_item(c, "usd_per_question",
+                      num_or_null(b->budget_usd_per_question,
+                                  b->budget_usd_per_question > 0)) ||
+        json_add_item(c, "tokens_per_question",
+                      num_or_null((double)b->budget_tokens_per_question,
+                                  b->budget_tokens_per_question > 0)) ||
+        json_add_item(
+            c, "vram_per_gpu_gb",
             num_or_null(b->vram_per_gpu_gb, b->vram_per_gpu_gb > 0)) ||
         !(ts = cJSON_AddArrayToObject(c, "team_size")))
         goto out;
     cJSON_AddItemToArray(ts, cJSON_CreateNumber(b->team_size_min));
     cJSON_AddItemToArray(ts, cJSON_CreateNumber(b->team_size_max));
     if (cJSON_GetArraySize(ts) != 2 ||
-        add_num(c, "max_per_family", b->max_per_family) ||
-        add_num(c, "evaluator_min_pv", b->evaluator_min_pv) ||
-        add_num(o, "rounds", d->rounds) ||
-        add_num(o, "team_size", d->team_size) ||
+        json_add_num(c, "max_per_family", b->max_per_family) ||
+        json_add_num(c, "evaluator_min_pv", b->evaluator_min_pv) ||
+        json_add_num(o, "rounds", d->rounds) ||
+        json_add_num(o, "team_size", d->team_size) ||
         !(models = cJSON_AddArrayToObject(o, "models")) ||
         !(seats = cJSON_AddArrayToObject(o, "seats")))
         goto out;
@@ -734,14 +730,18 @@ int broker_decision_json(const workflow *wf, const broker_decision *d,
         if (mid)
             cJSON_AddItemToArray(models, mid);
         if (!so || !mid ||
-            add(so, "model", cJSON_CreateString(id)) ||
-            add(so, "role", cJSON_CreateString(d->seats.seats[s].role)))
+            json_add_item(so, "model", cJSON_CreateString(id)) ||
+            json_add_item(so, "role",
+                          cJSON_CreateString(d->seats.seats[s].role)))
             goto out;
     }
-    if (add(o, "expected_value", num_or_null(d->value, d->staffed)) ||
-        add(o, "expected_cost_usd", num_or_null(d->usd, d->staffed)) ||
-        add(o, "expected_tokens", num_or_null(d->tokens, d->staffed)) ||
-        add_num(o, "nodes", (double)d->nodes) ||
+    if (json_add_item(o, "expected_value",
+                      num_or_null(d->value, d->staffed)) ||
+        json_add_item(o, "expected_cost_usd",
+                      num_or_null(d->usd, d->staffed)) ||
+        json_add_item(o, "expected_tokens",
+                      num_or_null(d->tokens, d->staffed)) ||
+        json_add_num(o, "nodes", (double)d->nodes) ||
         !(cands = cJSON_AddArrayToObject(o, "candidates")))
         goto out;
     for (size_t i = 0; i < d->ncands; i++)
@@ -773,15 +773,16 @@ cJSON *broker_record_summary(const char *record, size_t len)
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(rec, keys[i]);
 
-        if (!v || add(o, keys[i], cJSON_Duplicate(v, 1)))
+        if (!v || json_add_item(o, keys[i], cJSON_Duplicate(v, 1)))
             goto fail;
     }
     for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(rec, expected[i]);
 
-        if (add(o, expected[i], !fixed && cJSON_IsNumber(v)
-                                    ? cJSON_CreateNumber(v->valuedouble)
-                                    : cJSON_CreateNull()))
+        if (json_add_item(o, expected[i],
+                          !fixed && cJSON_IsNumber(v)
+                              ? cJSON_CreateNumber(v->valuedouble)
+                              : cJSON_CreateNull()))
             goto fail;
     }
     cJSON_Delete(rec);

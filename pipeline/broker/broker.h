@@ -67,8 +67,9 @@ typedef struct broker_team {
  * whatever the policy (the knapsack needs telemetry: broker_decide).
  * Returns 0 and fills *out; NSED_EINVAL (err says why) when the policy is
  * knapsack. */
-int broker_choose(const workflow *wf, const char *const *tags, size_t ntags,
-                  broker_team *out, nsed_err *err);
+NSED_MUST_CHECK int broker_choose(const workflow *wf, const char *const *tags,
+                                  size_t ntags, broker_team *out,
+                                  nsed_err *err);
 
 /* ---- the knapsack (pure; exposed so tests can check it) ------------------ */
 
@@ -112,7 +113,8 @@ typedef struct broker_solution {
  * tolerance of 1e-12, values as exact sums. Returns 0 and fills *out;
  * NSED_ENOTFOUND when no team is feasible; NSED_EINVAL for a problem out
  * of range (too many items, roles or seats, bad sizes). */
-int broker_solve(const broker_problem *p, broker_solution *out);
+NSED_MUST_CHECK int broker_solve(const broker_problem *p,
+                                 broker_solution *out);
 
 /* True when the chosen items (bit mask) can be given distinct role seats
  * (bipartite matching); role_of, when not NULL, receives an assignment
@@ -158,9 +160,9 @@ typedef struct broker_decision {
  * with staffed false and the reason. Returns 0 and sets *out (free with
  * broker_decision_free); NSED_EINVAL (err says why) when the pool passes
  * BROKER_MAX_POOL admitted models; NSED_ENOMEM. */
-int broker_decide(const workflow *wf, const telemetry *tel,
-                  const char *const *tags, size_t ntags,
-                  broker_decision **out, nsed_err *err);
+NSED_MUST_CHECK int broker_decide(const workflow *wf, const telemetry *tel,
+                                  const char *const *tags, size_t ntags,
+                                  broker_decision **out, nsed_err *err);
 
 void broker_decision_free(broker_decision *d);
 
@@ -179,13 +181,14 @@ void broker_decision_free(broker_decision *d);
  *      "failure_rate","latency_mean_s","latency_p95_s","gpu","vram_gb"}]}
  * With `fixed` the expected_* fields are null (the team does not depend
  * on them). Returns 0 and sets *out (malloc'd) or NSED_ENOMEM. */
-int broker_decision_json(const workflow *wf, const broker_decision *d,
-                         char **out);
+NSED_MUST_CHECK int broker_decision_json(const workflow *wf,
+                                         const broker_decision *d, char **out);
 
 /* The summary a result carries as its "broker" field, from a stored
  * decision record: {"policy","team","models","expected_value",
  * "expected_cost_usd","expected_tokens"}. NULL when the record does not
  * parse or memory runs out (the caller then writes null). */
-struct cJSON *broker_record_summary(const char *record, size_t len);
+NSED_MUST_CHECK struct cJSON *broker_record_summary(const char *record,
+                                                    size_t len);
 
 #endif

@@ -2,6 +2,7 @@
 #include "pipeline/broker/telemetry.h"
 
 #include "pipeline/base/buf.h"
+#include "pipeline/base/json.h"
 #include "pipeline/gateway/gateway.h"
 #include "stages/answer.h"
 #include "store/store_keys.h"
@@ -121,8 +122,7 @@ static int counts_to_json(const telemetry_counts *c, cJSON *o)
 
         if (!sub && !(sub = cJSON_AddObjectToObject(o, count_fields[i].obj)))
             return NSED_ENOMEM;
-        if (!cJSON_AddNumberToObject(sub, count_fields[i].key,
-                                     field_val(c, i)))
+        if (json_add_num(sub, count_fields[i].key, field_val(c, i)))
             return NSED_ENOMEM;
     }
     return 0;
@@ -134,15 +134,11 @@ static int counts_to_json_replace(const telemetry_counts *c, cJSON *o)
 {
     for (size_t i = 0; i < NCOUNT_FIELDS; i++) {
         cJSON *sub = cJSON_GetObjectItemCaseSensitive(o, count_fields[i].obj);
-        cJSON *v;
 
         if (!sub && !(sub = cJSON_AddObjectToObject(o, count_fields[i].obj)))
             return NSED_ENOMEM;
-        v = cJSON_GetObjectItemCaseSensitive(sub, count_fields[i].key);
-        if (v && cJSON_IsNumber(v))
-            cJSON_SetNumberValue(v, field_val(c, i));
-        else if (!cJSON_AddNumberToObject(sub, count_fields[i].key,
-                                          field_val(c, i)))
+        if (json_set_item(sub, count_fields[i].key,
+                          cJSON_CreateNumber(field_val(c, i))))
             return NSED_ENOMEM;
     }
     return 0;
@@ -158,17 +154,13 @@ static int counts_from_json(const cJSON *o, telemetry_counts *c,
     for (size_t i = 0; i < NCOUNT_FIELDS; i++) {
         const cJSON *sub = cJSON_GetObjectItemCaseSensitive(
             o, count_fields[i].obj);
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(
-            sub, count_fields[i].key);
+        double v = 0;
 
-        if (!v)
-            continue;
-        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
-            v->valuedouble < 0) {
+        if (json_get_num(sub, count_fields[i].key, &v) || v < 0) {
             *bad = &count_fields[i];
             return -1;
         }
-        *field_ptr(&tmp, i) = v->valuedouble;
+        *field_ptr(&tmp, i) = v;
     }
     *c = tmp;
     return 0;
@@ -288,7 +280,7 @@ int telemetry_put_prior(store_txn *txn, const telemetry *t)
 
     for (size_t i = 0; i < t->wf->nmodels; i++) {
         const tele_model *tm = &t->m[i];
-        cJSON *o, *calls;
+        cJSON *o;
         int rc;
 
         if (model_key(STORE_KEYS_PRIOR, &t->wf->models[i], &key))
@@ -302,13 +294,9 @@ int telemetry_put_prior(store_txn *txn, const telemetry *t)
         }
         o = cJSON_CreateObject();
         rc = o ? counts_to_json(&tm->prior, o) : NSED_ENOMEM;
-        if (!rc) {
-            calls = gateway_stats_to_json(&tm->prior_calls);
-            if (calls)
-                cJSON_AddItemToObject(o, "calls", calls);
-            else
-                rc = NSED_ENOMEM;
-        }
+        if (!rc)
+            rc = json_add_item(o, "calls",
+                               gateway_stats_to_json(&tm->prior_calls));
         if (!rc)
             rc = put_json(txn, &key, o);
         cJSON_Delete(o);
@@ -623,15 +611,11 @@ static cJSON *export_model(export_ctx *x, const char *id, size_t len)
     if (!m && (m = cJSON_AddObjectToObject(x->models, name))) {
         telemetry_counts z = {0};
         gateway_stats gs;
-        cJSON *calls;
 
         memset(&gs, 0, sizeof gs);
-        calls = gateway_stats_to_json(&gs);
-        if (counts_to_json(&z, m) || !calls) {
-            cJSON_Delete(calls);
+        if (counts_to_json(&z, m) ||
+            json_add_item(m, "calls", gateway_stats_to_json(&gs)))
             return NULL;
-        }
-        cJSON_AddItemToObject(m, "calls", calls);
     }
     return m;
 }
@@ -643,7 +627,6 @@ static int export_add(cJSON *m, const cJSON *j, const cJSON *calls_of)
     telemetry_counts a = {0}, b = {0};
     const count_field *bad;
     gateway_stats x, y;
-    cJSON *calls;
 
     if (counts_from_json(m, &a, &bad))
         memset(&a, 0, sizeof a);
@@ -667,10 +650,7 @@ static int export_add(cJSON *m, const cJSON *j, const cJSON *calls_of)
     x.cost_usd += y.cost_usd;
     for (int k = 0; k < GATEWAY_ERR_KIND_COUNT; k++)
         x.attempt_errors[k] += y.attempt_errors[k];
-    if (!(calls = gateway_stats_to_json(&x)))
-        return NSED_ENOMEM;
-    cJSON_ReplaceItemInObjectCaseSensitive(m, "calls", calls);
-    return 0;
+    return json_set_item(m, "calls", gateway_stats_to_json(&x));
 }
 
 static int export_entry(const void *key, size_t klen, const void *val,
@@ -716,11 +696,8 @@ int telemetry_export(store_txn *txn, const char *workflow_name, char **out)
     int rc = NSED_ENOMEM;
 
     buf_init(&b, TELEMETRY_FILE_MAX);
-    if (!o || !cJSON_AddNumberToObject(o, "nsed_telemetry", TELEMETRY_FORMAT) ||
-        !cJSON_AddItemToObject(o, "workflow",
-                               workflow_name
-                                   ? cJSON_CreateString(workflow_name)
-                                   : cJSON_CreateNull()) ||
+    if (!o || json_add_num(o, "nsed_telemetry", TELEMETRY_FORMAT) ||
+        json_add_str(o, "workflow", workflow_name) ||
         !(x.models = cJSON_AddObjectToObject(o, "models")))
         goto out;
     rc = store_scan(txn, STORE_TELEMETRY, NULL, 0, NULL, 0, export_entry, &x);
@@ -768,7 +745,7 @@ int telemetry_import_file(telemetry *t, const char *path, size_t *unknown,
         rc = nsed_error(err, rc, "%s: cannot read: %s", path, strerror(errno));
         goto out;
     }
-    j = cJSON_ParseWithLength(b.ptr ? b.ptr : "", b.len);
+    j = cJSON_ParseWithLength(b.ptr, b.len);
     v = cJSON_GetObjectItemCaseSensitive(j, "nsed_telemetry");
     if (!cJSON_IsObject(j) || !cJSON_IsNumber(v)) {
         rc = nsed_error(err, NSED_EINVAL, "%s: not a telemetry file (a JSON "

@@ -122,7 +122,7 @@ typedef struct telemetry telemetry;
 /* Empty telemetry for wf's models (nothing measured: estimates are the
  * priors). Returns 0 and sets *out (free with telemetry_free) or
  * NSED_ENOMEM. wf must outlive it. */
-int telemetry_new(const workflow *wf, telemetry **out);
+NSED_MUST_CHECK int telemetry_new(const workflow *wf, telemetry **out);
 
 /* Free t. NULL is ignored. */
 void telemetry_free(telemetry *t);
@@ -130,12 +130,12 @@ void telemetry_free(telemetry *t);
 /* Replace t's own counts, imported prior and call statistics with what the
  * store holds for wf's models (inside a store_read or store_write).
  * Records that do not parse count as absent. Returns 0 or NSED_ESTORE. */
-int telemetry_load(store_txn *txn, telemetry *t);
+NSED_MUST_CHECK int telemetry_load(store_txn *txn, telemetry *t);
 
 /* New telemetry loaded from the store (its own read transaction). Returns
  * 0 and sets *out, or an error with err filled. */
-int telemetry_read_store(store *st, const workflow *wf, telemetry **out,
-                         nsed_err *err);
+NSED_MUST_CHECK int telemetry_read_store(store *st, const workflow *wf,
+                                         telemetry **out, nsed_err *err);
 
 /* Read a telemetry file written by telemetry_export and make its counts
  * and call statistics t's prior (models matched by id; models the file
@@ -145,13 +145,13 @@ int telemetry_read_store(store *st, const workflow *wf, telemetry **out,
  * "path: what") for anything that is not a telemetry file of
  * TELEMETRY_FORMAT or holds a negative or non-numeric count. t is
  * unchanged on failure. */
-int telemetry_import_file(telemetry *t, const char *path, size_t *unknown,
-                          nsed_err *err);
+NSED_MUST_CHECK int telemetry_import_file(telemetry *t, const char *path,
+                                          size_t *unknown, nsed_err *err);
 
 /* Write t's prior to the store as "prior/<id>" for every model (deleting
  * the record of a model whose prior is empty), inside a store_write;
  * replayable. Returns 0, NSED_ENOMEM or NSED_ESTORE. */
-int telemetry_put_prior(store_txn *txn, const telemetry *t);
+NSED_MUST_CHECK int telemetry_put_prior(store_txn *txn, const telemetry *t);
 
 /* Add what round r of st tells about its seats' models to delta (an array
  * of wf->nmodels counts, not cleared first). r must be a decided round of
@@ -163,8 +163,8 @@ void telemetry_observe_round(const workflow *wf, const state *st,
  * a store_write: each record is read through txn, so a replayed
  * transaction adds delta once. Models with an all-zero delta are not
  * touched. Returns 0, NSED_ENOMEM or NSED_ESTORE. */
-int telemetry_commit(store_txn *txn, const workflow *wf,
-                     const telemetry_counts *delta);
+NSED_MUST_CHECK int telemetry_commit(store_txn *txn, const workflow *wf,
+                                     const telemetry_counts *delta);
 
 /* Add delta (one entry per model) to t's own counts (after the commit
  * that stored it). */
@@ -205,6 +205,7 @@ void telemetry_estimate_for(const telemetry *t, const workflow *wf, size_t m,
  * plus the imported ones, followed by a newline. workflow_name may be
  * NULL (written as null). Returns 0 and sets *out (malloc'd), NSED_ENOMEM,
  * NSED_ETOOBIG (over TELEMETRY_FILE_MAX) or NSED_ESTORE. */
-int telemetry_export(store_txn *txn, const char *workflow_name, char **out);
+NSED_MUST_CHECK int telemetry_export(store_txn *txn, const char *workflow_name,
+                                     char **out);
 
 #endif

@@ -466,8 +466,10 @@ void gateway_free(gateway *gw)
 {
     if (!gw)
         return;
-    if (gw->st)
-        gateway_flush(gw, NULL);
+    if (gw->st && gateway_flush(gw, NULL) != 0) {
+        /* lost, as gateway.h says: a caller that must know calls
+         * gateway_flush before gateway_free */
+    }
     for (gw_req *r = gw->running; r;) {
         gw_req *next = r->rnext;
 
@@ -533,14 +535,20 @@ static double cost_of(const workflow_model *m, const gateway_usage *u)
 
 int gateway_stats_get(const gateway *gw, size_t model, gateway_stats *out)
 {
-    gateway_stats t;
-
-    if (model != GATEWAY_ALL_MODELS) {
-        if (model >= gw->nmodels)
-            return NSED_EINVAL;
-        *out = gw->models[model].stats;
+    if (model == GATEWAY_ALL_MODELS) {
+        gateway_stats_total(gw, out);
         return 0;
     }
+    if (model >= gw->nmodels)
+        return NSED_EINVAL;
+    *out = gw->models[model].stats;
+    return 0;
+}
+
+void gateway_stats_total(const gateway *gw, gateway_stats *out)
+{
+    gateway_stats t;
+
     memset(&t, 0, sizeof t);
     for (size_t i = 0; i < gw->nmodels; i++) {
         const gateway_stats *s = &gw->models[i].stats;
@@ -566,7 +574,6 @@ int gateway_stats_get(const gateway *gw, size_t model, gateway_stats *out)
             t.latency_hist[b] += s->latency_hist[b];
     }
     *out = t;
-    return 0;
 }
 
 double gateway_stats_latency_quantile(const gateway_stats *s, double q)
@@ -1028,7 +1035,7 @@ static bool classify(gateway *gw, gw_req *r, CURLcode cc, gw_reply *reply,
         return false;
     }
     if (status >= 200 && status < 300) {
-        if (gw_parse_reply(r->resp.ptr ? r->resp.ptr : "", r->resp.len, reply,
+        if (gw_parse_reply(r->resp.ptr, r->resp.len, reply,
                            why, sizeof why) == 0)
             return true;
         r->kind = GATEWAY_ERR_MALFORMED;

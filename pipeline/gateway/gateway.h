@@ -213,8 +213,9 @@ typedef struct gateway gateway;
  * NSED_EINVAL with a message naming the model and the variable (never a
  * value). Returns 0 and sets *out (free with gateway_free), NSED_EINVAL,
  * NSED_ENOMEM or NSED_ENET (libcurl could not be set up). */
-int gateway_new(const workflow *wf, store *st, const gateway_opts *opts,
-                gateway **out, nsed_err *err);
+NSED_MUST_CHECK int gateway_new(const workflow *wf, store *st,
+                                const gateway_opts *opts, gateway **out,
+                                nsed_err *err);
 
 /* Commit buffered ledger records, cancel transfers in flight and free the
  * gateway; callbacks of unfinished requests are not called. Errors of the
@@ -230,13 +231,15 @@ void gateway_free(gateway *gw);
  * GATEWAY_MAX_REQUEST_BYTES), NSED_ENOMEM, NSED_ESTORE (ledger lookup
  * failed), NSED_EIO (dry-run output failed); on error fn is never
  * called. */
-int gateway_submit(gateway *gw, const gateway_request *req,
-                   gateway_done_fn fn, void *user, nsed_err *err);
+NSED_MUST_CHECK int gateway_submit(gateway *gw, const gateway_request *req,
+                                   gateway_done_fn fn, void *user,
+                                   nsed_err *err);
 
 /* The ledger key gateway_submit would use for req (the same validation).
  * Returns 0, NSED_EINVAL or NSED_ENOMEM. */
-int gateway_request_key(const workflow *wf, const gateway_request *req,
-                        uint8_t out[HASH_LEN], nsed_err *err);
+NSED_MUST_CHECK int gateway_request_key(const workflow *wf,
+                                        const gateway_request *req,
+                                        uint8_t out[HASH_LEN], nsed_err *err);
 
 /* Drive the gateway once: start queued requests that have a free slot,
  * wait up to timeout_ms (less when a timer is due or a result is ready)
@@ -246,11 +249,11 @@ int gateway_request_key(const workflow *wf, const gateway_request *req,
  * store_write error (NSED_ESTORE, NSED_ENOMEM) after the callbacks ran;
  * the uncommitted records are kept and retried by the next poll or
  * gateway_flush. */
-int gateway_poll(gateway *gw, int timeout_ms, nsed_err *err);
+NSED_MUST_CHECK int gateway_poll(gateway *gw, int timeout_ms, nsed_err *err);
 
 /* Commit buffered ledger records now. Returns 0 or the store_write error
  * (records kept). */
-int gateway_flush(gateway *gw, nsed_err *err);
+NSED_MUST_CHECK int gateway_flush(gateway *gw, nsed_err *err);
 
 /* Ledger records buffered and not yet committed. */
 size_t gateway_records_pending(const gateway *gw);
@@ -259,7 +262,8 @@ size_t gateway_records_pending(const gateway *gw);
  * store_write; replayable). They stay buffered until
  * gateway_records_committed says the transaction committed. Returns 0 or
  * the ledger_put error. */
-int gateway_put_records(gateway *gw, store_txn *txn, nsed_err *err);
+NSED_MUST_CHECK int gateway_put_records(gateway *gw, store_txn *txn,
+                                        nsed_err *err);
 
 /* The transaction that held gateway_put_records committed: drop the
  * records. */
@@ -305,7 +309,13 @@ typedef struct gateway_stats {
  * all models when model is GATEWAY_ALL_MODELS. Returns 0 or NSED_EINVAL
  * for an index out of range. */
 #define GATEWAY_ALL_MODELS ((size_t)-1)
-int gateway_stats_get(const gateway *gw, size_t model, gateway_stats *out);
+NSED_MUST_CHECK int gateway_stats_get(const gateway *gw, size_t model,
+                                      gateway_stats *out);
+
+/* The totals over all models into *out (gateway_stats_get with
+ * GATEWAY_ALL_MODELS, for callers that want no error path: this one cannot
+ * fail). */
+void gateway_stats_total(const gateway *gw, gateway_stats *out);
 
 /* Latency at quantile q in [0, 1] from the histogram (the upper bound of
  * the bucket that holds it, capped at latency_max_s), 0 when no call
@@ -318,7 +328,7 @@ double gateway_stats_latency_quantile(const gateway_stats *s, double q);
 struct cJSON;
 
 /* A new object for s (caller deletes), NULL when out of memory. */
-struct cJSON *gateway_stats_to_json(const gateway_stats *s);
+NSED_MUST_CHECK struct cJSON *gateway_stats_to_json(const gateway_stats *s);
 
 /* Fill *s from j; missing or non-numeric fields read as 0, so an older
  * record or NULL gives zeros. */

@@ -11,8 +11,9 @@
 
 /* Check req against wf (model index, messages, schema and its name).
  * Returns 0 or NSED_EINVAL with err saying what is wrong. */
-int gw_check_request(const workflow *wf, const gateway_request *req,
-                     nsed_err *err);
+NSED_MUST_CHECK int gw_check_request(const workflow *wf,
+                                     const gateway_request *req,
+                                     nsed_err *err);
 
 /* Fill call with the semantic parts of req for model m (borrowed
  * pointers). The schema is included only when it is sent, i.e. when the
@@ -23,8 +24,9 @@ void gw_ledger_call(const workflow_model *m, const gateway_request *req,
 /* Build the chat-completions body for req on model m into *out (malloc'd,
  * caller frees) and its length into *len. Returns 0, NSED_ETOOBIG (over
  * GATEWAY_MAX_REQUEST_BYTES), NSED_ENOMEM. */
-int gw_build_body(const workflow_model *m, const gateway_request *req,
-                  char **out, size_t *len, nsed_err *err);
+NSED_MUST_CHECK int gw_build_body(const workflow_model *m,
+                                  const gateway_request *req, char **out,
+                                  size_t *len, nsed_err *err);
 
 /* A parsed 2xx reply; strings are malloc'd (gw_reply_release). */
 typedef struct gw_reply {
@@ -39,8 +41,8 @@ void gw_reply_release(gw_reply *r);
  * NSED_EINVAL with why (a short phrase, NUL-terminated) describing what is
  * unusable: not JSON, no choices, null content, bad usage; or
  * NSED_ENOMEM. */
-int gw_parse_reply(const char *body, size_t len, gw_reply *out, char *why,
-                   size_t whylen);
+NSED_MUST_CHECK int gw_parse_reply(const char *body, size_t len, gw_reply *out,
+                                   char *why, size_t whylen);
 
 /* The server's explanation in an error body: error.message of the OpenAI
  * shape (or a string "error", or a top-level "message"), else the start of
@@ -58,7 +60,9 @@ void gw_redact(char *s, size_t cap, const char *secret);
 /* Print the dry-run line for one request: {"model_id", "url",
  * "api_key_env", "ledger_key", "body"}. Returns 0, NSED_EIO or
  * NSED_ENOMEM. */
-int gw_dry_run_line(FILE *f, const workflow_model *m, const char *url,
-                    const uint8_t key[HASH_LEN], const char *body);
+NSED_MUST_CHECK int gw_dry_run_line(FILE *f, const workflow_model *m,
+                                    const char *url,
+                                    const uint8_t key[HASH_LEN],
+                                    const char *body);
 
 #endif

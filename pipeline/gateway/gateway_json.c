@@ -2,8 +2,9 @@
  * dry-run line of the gateway. */
 #include "pipeline/gateway/gateway_int.h"
 
-#include <cjson/cJSON.h>
+#include "pipeline/base/json.h"
 
+#include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -90,16 +91,6 @@ void gw_ledger_call(const workflow_model *m, const gateway_request *req,
     c->sample = req->sample;
 }
 
-/* Integers go in as raw text: cJSON numbers are doubles and would print a
- * 64-bit seed in exponent form. */
-static bool add_raw_int(cJSON *o, const char *name, int64_t v)
-{
-    char tmp[32];
-
-    snprintf(tmp, sizeof tmp, "%" PRId64, v);
-    return cJSON_AddRawToObject(o, name, tmp) != NULL;
-}
-
 int gw_build_body(const workflow_model *m, const gateway_request *req,
                   char **out, size_t *len, nsed_err *err)
 {
@@ -124,11 +115,13 @@ int gw_build_body(const workflow_model *m, const gateway_request *req,
             !cJSON_AddStringToObject(o, "content", req->messages[i].content))
             goto out;
     }
+    /* integers as exact text: a 64-bit seed as a double would print in
+     * exponent form */
     if (!cJSON_AddNumberToObject(root, "temperature", c.temperature) ||
         !cJSON_AddNumberToObject(root, "top_p", c.top_p) ||
-        !add_raw_int(root, "max_tokens", c.max_tokens))
+        json_add_int(root, "max_tokens", c.max_tokens))
         goto out;
-    if (c.has_seed && !add_raw_int(root, "seed", c.seed))
+    if (c.has_seed && json_add_int(root, "seed", c.seed))
         goto out;
     if (c.nstop) {
         cJSON *stop = cJSON_AddArrayToObject(root, "stop");
@@ -191,16 +184,10 @@ void gw_reply_release(gw_reply *r)
  * number is refused. */
 static int token_count(const cJSON *o, const char *name, int64_t *v)
 {
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, name);
-
     *v = 0;
-    if (!n || cJSON_IsNull(n))
+    if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, name)))
         return 0;
-    if (!cJSON_IsNumber(n) || !isfinite(n->valuedouble) ||
-        n->valuedouble < 0 || n->valuedouble > 9e15)
-        return NSED_EINVAL;
-    *v = (int64_t)n->valuedouble;
-    return 0;
+    return json_get_int(o, name, 0, (int64_t)9e15, v);
 }
 
 int gw_parse_reply(const char *body, size_t len, gw_reply *out, char *why,

@@ -1,7 +1,8 @@
 #include "pipeline/gateway/ledger.h"
 
-#include <cjson/cJSON.h>
+#include "pipeline/base/json.h"
 
+#include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -102,26 +103,6 @@ void ledger_record_release(ledger_record *r)
     memset(r, 0, sizeof *r);
 }
 
-/* Integers are written as raw decimal text: cJSON keeps numbers as doubles,
- * which would round token counts past 2^53. */
-static int add_int(cJSON *o, const char *name, int64_t v)
-{
-    char tmp[32];
-
-    snprintf(tmp, sizeof tmp, "%" PRId64, v);
-    return cJSON_AddRawToObject(o, name, tmp) ? 0 : NSED_ENOMEM;
-}
-
-/* Doubles as %.17g so they decode to the same value; non-finite values
- * (which JSON cannot hold) are written as 0. */
-static int add_double(cJSON *o, const char *name, double v)
-{
-    char tmp[40];
-
-    snprintf(tmp, sizeof tmp, "%.17g", isfinite(v) ? v : 0.0);
-    return cJSON_AddRawToObject(o, name, tmp) ? 0 : NSED_ENOMEM;
-}
-
 int ledger_encode(const ledger_record *r, char **out, size_t *len)
 {
     cJSON *root = NULL, *usage;
@@ -133,25 +114,24 @@ int ledger_encode(const ledger_record *r, char **out, size_t *len)
     root = cJSON_CreateObject();
     if (!root)
         goto out;
-    if (!cJSON_AddNumberToObject(root, "v", 1) ||
-        !cJSON_AddStringToObject(root, "content", r->content))
+    /* integers as exact decimal text and doubles as %.17g (json_add_int,
+     * json_add_exact), so every value reads back exactly */
+    if (json_add_num(root, "v", 1) ||
+        json_add_str(root, "content", r->content) ||
+        json_add_str(root, "finish_reason", r->finish_reason))
         goto out;
-    if (r->finish_reason
-            ? !cJSON_AddStringToObject(root, "finish_reason", r->finish_reason)
-            : !cJSON_AddNullToObject(root, "finish_reason"))
-        goto out;
-    if (r->model && !cJSON_AddStringToObject(root, "model", r->model))
+    if (r->model && json_add_str(root, "model", r->model))
         goto out;
     usage = cJSON_AddObjectToObject(root, "usage");
-    if (!usage || add_int(usage, "prompt_tokens", r->prompt_tokens) ||
-        add_int(usage, "completion_tokens", r->completion_tokens) ||
-        add_int(usage, "cached_tokens", r->cached_tokens))
+    if (!usage || json_add_int(usage, "prompt_tokens", r->prompt_tokens) ||
+        json_add_int(usage, "completion_tokens", r->completion_tokens) ||
+        json_add_int(usage, "cached_tokens", r->cached_tokens))
         goto out;
-    if (add_double(root, "cost_usd", r->cost_usd) ||
-        add_double(root, "latency_s", r->latency_s) ||
-        add_int(root, "attempts", r->attempts) ||
-        add_int(root, "http_status", r->http_status) ||
-        add_int(root, "time", r->time))
+    if (json_add_exact(root, "cost_usd", r->cost_usd) ||
+        json_add_exact(root, "latency_s", r->latency_s) ||
+        json_add_int(root, "attempts", r->attempts) ||
+        json_add_int(root, "http_status", r->http_status) ||
+        json_add_int(root, "time", r->time))
         goto out;
     text = cJSON_PrintUnformatted(root);
     if (!text)
@@ -162,44 +142,6 @@ int ledger_encode(const ledger_record *r, char **out, size_t *len)
 out:
     cJSON_Delete(root);
     return rc;
-}
-
-static int get_int(const cJSON *o, const char *name, int64_t lo, int64_t hi,
-                   int64_t *v)
-{
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, name);
-
-    if (!n)
-        return 0; /* absent: keep the zero default */
-    if (!cJSON_IsNumber(n) || !isfinite(n->valuedouble) ||
-        n->valuedouble < (double)lo || n->valuedouble > (double)hi)
-        return NSED_EINVAL;
-    *v = (int64_t)n->valuedouble;
-    return 0;
-}
-
-static int get_double(const cJSON *o, const char *name, double *v)
-{
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, name);
-
-    if (!n)
-        return 0;
-    if (!cJSON_IsNumber(n) || !isfinite(n->valuedouble))
-        return NSED_EINVAL;
-    *v = n->valuedouble;
-    return 0;
-}
-
-static int get_str(const cJSON *o, const char *name, char **v)
-{
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, name);
-
-    if (!n || cJSON_IsNull(n))
-        return 0;
-    if (!cJSON_IsString(n))
-        return NSED_EINVAL;
-    *v = strdup(n->valuestring);
-    return *v ? 0 : NSED_ENOMEM;
 }
 
 int ledger_decode(const void *data, size_t len, ledger_record *out,
@@ -217,13 +159,13 @@ int ledger_decode(const void *data, size_t len, ledger_record *out,
     what = "content";
     if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(root, "content")))
         goto out;
-    if ((rc = get_str(root, "content", &r.content)))
+    if ((rc = json_get_str(root, "content", &r.content)))
         goto out;
     what = "finish_reason";
-    if ((rc = get_str(root, "finish_reason", &r.finish_reason)))
+    if ((rc = json_get_str(root, "finish_reason", &r.finish_reason)))
         goto out;
     what = "model";
-    if ((rc = get_str(root, "model", &r.model)))
+    if ((rc = json_get_str(root, "model", &r.model)))
         goto out;
     what = "usage";
     usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
@@ -231,17 +173,19 @@ int ledger_decode(const void *data, size_t len, ledger_record *out,
     if (usage && !cJSON_IsObject(usage))
         goto out;
     if (usage &&
-        (get_int(usage, "prompt_tokens", 0, INT64_MAX, &r.prompt_tokens) ||
-         get_int(usage, "completion_tokens", 0, INT64_MAX,
-                 &r.completion_tokens) ||
-         get_int(usage, "cached_tokens", 0, INT64_MAX, &r.cached_tokens)))
+        (json_get_int(usage, "prompt_tokens", 0, INT64_MAX,
+                      &r.prompt_tokens) ||
+         json_get_int(usage, "completion_tokens", 0, INT64_MAX,
+                      &r.completion_tokens) ||
+         json_get_int(usage, "cached_tokens", 0, INT64_MAX,
+                      &r.cached_tokens)))
         goto out;
     what = "numbers";
-    if (get_double(root, "cost_usd", &r.cost_usd) ||
-        get_double(root, "latency_s", &r.latency_s) ||
-        get_int(root, "attempts", 0, 1000000, &attempts) ||
-        get_int(root, "http_status", 0, 999, &status) ||
-        get_int(root, "time", INT64_MIN, INT64_MAX, &r.time))
+    if (json_get_num(root, "cost_usd", &r.cost_usd) ||
+        json_get_num(root, "latency_s", &r.latency_s) ||
+        json_get_int(root, "attempts", 0, 1000000, &attempts) ||
+        json_get_int(root, "http_status", 0, 999, &status) ||
+        json_get_int(root, "time", INT64_MIN, INT64_MAX, &r.time))
         goto out;
     r.attempts = (int)attempts;
     r.http_status = (long)status;

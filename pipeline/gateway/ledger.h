@@ -63,7 +63,7 @@ typedef struct ledger_call {
 /* Compute the key of call into out. endpoint, model and every message's
  * role and content must be non-NULL (NSED_EINVAL otherwise). Returns 0,
  * NSED_EINVAL or NSED_ENOMEM; out is written only on success. */
-int ledger_key(const ledger_call *call, uint8_t out[HASH_LEN]);
+NSED_MUST_CHECK int ledger_key(const ledger_call *call, uint8_t out[HASH_LEN]);
 
 /* A recorded call. Strings are owned by the record after ledger_get /
  * ledger_decode (free with ledger_record_release); ledger_put only reads
@@ -88,27 +88,28 @@ void ledger_record_release(ledger_record *r);
 /* Encode r as compact JSON into *out (malloc'd, NUL-terminated, caller
  * frees) and its length into *len. r->content must not be NULL. Returns 0,
  * NSED_EINVAL or NSED_ENOMEM. */
-int ledger_encode(const ledger_record *r, char **out, size_t *len);
+NSED_MUST_CHECK int ledger_encode(const ledger_record *r, char **out,
+                                  size_t *len);
 
 /* Decode len bytes of JSON written by ledger_encode into *out (release with
  * ledger_record_release). Returns 0, NSED_EINVAL (err says what is wrong)
  * or NSED_ENOMEM; *out is untouched on failure. */
-int ledger_decode(const void *data, size_t len, ledger_record *out,
-                  nsed_err *err);
+NSED_MUST_CHECK int ledger_decode(const void *data, size_t len,
+                                  ledger_record *out, nsed_err *err);
 
 /* Look key up. Returns 0 with *out filled (caller releases),
  * NSED_ENOTFOUND, NSED_ESTORE, NSED_EINVAL for a value that does not
  * decode (err names the key), NSED_ENOMEM. */
-int ledger_get(store_txn *txn, const uint8_t key[HASH_LEN],
-               ledger_record *out, nsed_err *err);
+NSED_MUST_CHECK int ledger_get(store_txn *txn, const uint8_t key[HASH_LEN],
+                               ledger_record *out, nsed_err *err);
 
 /* Record r under key (overwriting). Only inside store_write. Returns 0,
  * NSED_EINVAL, NSED_ENOMEM or NSED_ESTORE (which store_write handles for
  * map growth by replaying its function). */
-int ledger_put(store_txn *txn, const uint8_t key[HASH_LEN],
-               const ledger_record *r, nsed_err *err);
+NSED_MUST_CHECK int ledger_put(store_txn *txn, const uint8_t key[HASH_LEN],
+                               const ledger_record *r, nsed_err *err);
 
 /* Number of recorded calls into *n. Returns 0 or NSED_ESTORE. */
-int ledger_count(store_txn *txn, size_t *n);
+NSED_MUST_CHECK int ledger_count(store_txn *txn, size_t *n);
 
 #endif

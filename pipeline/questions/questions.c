@@ -3,7 +3,9 @@
 #include "pipeline/questions/questions.h"
 
 #include "pipeline/base/buf.h"
+#include "pipeline/base/json.h"
 #include "pipeline/base/suggest.h"
+#include "pipeline/base/utf8.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -88,42 +90,6 @@ typedef struct line_scan {
     int unterminated;          /* the line ended inside a string/container */
     char err_msg[160];
 } line_scan;
-
-/* Length of the valid UTF-8 sequence at p[0..n), 0 when invalid
- * (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF). */
-static size_t utf8_seq_len(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else
-        return 0;
-    if (n < len)
-        return 0;
-    if (p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-    return len;
-}
 
 static int is_digit(unsigned char c)
 {
@@ -342,7 +308,7 @@ static void scan_line(const unsigned char *p, size_t n, line_scan *sc)
 /* ------------------------------------------------------------------ */
 /* Small helpers for field checks and messages                         */
 
-static const char *json_type_name(const cJSON *v)
+static const char *type_phrase(const cJSON *v)
 {
     if (cJSON_IsString(v))
         return "a string";
@@ -367,7 +333,7 @@ static void msg_quote(const char *s, char *out, size_t outsz)
     size_t n = strlen(s), i = 0, o = 0;
 
     while (i < n && o < limit) {
-        size_t k = utf8_seq_len((const unsigned char *)s + i, n - i);
+        size_t k = utf8_seq_len(s + i, n - i);
 
         if (!k || o + k > limit)
             break;
@@ -666,7 +632,7 @@ static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
             if (!cJSON_IsString(it))
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
                                      col, "\"id\" must be a string, got %s",
-                                     json_type_name(it));
+                                     type_phrase(it));
             if (check_label("\"id\"", it->valuestring, why, sizeof why))
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
                                      col, "%s", why);
@@ -685,7 +651,7 @@ static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
                                      col,
                                      "\"question\" must be a string, got %s",
-                                     json_type_name(it));
+                                     type_phrase(it));
             if (all_space(it->valuestring, strlen(it->valuestring)))
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
                                      col, "\"question\" is empty");
@@ -713,7 +679,7 @@ static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
                                      col,
                                      "\"answer\" must be a string or a "
                                      "number, got %s",
-                                     json_type_name(it));
+                                     type_phrase(it));
             if (!c->spans_ok || k >= SCAN_KEYS)
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
                                      col, "cannot locate the \"answer\" "
@@ -741,7 +707,7 @@ static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
                                      col,
                                      "\"tags\" must be a list of strings, "
                                      "got %s",
-                                     json_type_name(it));
+                                     type_phrase(it));
             nt = (size_t)cJSON_GetArraySize(it);
             if (nt > QUESTIONS_TAGS_MAX)
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
@@ -759,7 +725,7 @@ static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
                     return nsed_error_at(err, NSED_EINVAL, c->file,
                                          c->lineno, col,
                                          "tag %zu must be a string, got %s",
-                                         ti + 1, json_type_name(t));
+                                         ti + 1, type_phrase(t));
                 snprintf(what, sizeof what, "tag %zu", ti + 1);
                 if (check_label(what, t->valuestring, why, sizeof why))
                     return nsed_error_at(err, NSED_EINVAL, c->file,
@@ -777,7 +743,7 @@ static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
             if (!cJSON_IsObject(it))
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
                                      col, "\"meta\" must be an object, got %s",
-                                     json_type_name(it));
+                                     type_phrase(it));
             if (!c->spans_ok || k >= SCAN_KEYS)
                 return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
                                      col, "cannot locate the \"meta\" "
@@ -876,7 +842,7 @@ static int parse_object(const char *file, size_t lineno, const char *p,
     if (!cJSON_IsObject(root)) {
         rc = nsed_error_at(err, NSED_EINVAL, file, lineno, 1,
                            "expected a JSON object, got %s",
-                           json_type_name(root));
+                           type_phrase(root));
         goto out;
     }
     for (const cJSON *it = root->child; it; it = it->next)
@@ -932,7 +898,6 @@ int questions_parse_line(const char *file, size_t lineno, const char *line,
 int questions_record_json(const question *q, uint64_t seq, char **out,
                           size_t *len)
 {
-    char seqtext[24];
     cJSON *o = NULL, *tags;
     char *text = NULL;
     int rc = NSED_ENOMEM;
@@ -960,9 +925,7 @@ int questions_record_json(const question *q, uint64_t seq, char **out,
     }
     if (q->meta_json && !cJSON_AddRawToObject(o, "meta", q->meta_json))
         goto out;
-    /* as raw text: cJSON would print large integers in exponent form */
-    snprintf(seqtext, sizeof seqtext, "%" PRIu64, seq);
-    if (!cJSON_AddRawToObject(o, "seq", seqtext))
+    if (json_add_u64(o, "seq", seq))
         goto out;
     text = cJSON_PrintUnformatted(o);
     if (!text)

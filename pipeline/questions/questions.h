@@ -80,8 +80,9 @@ void question_release(question *q);
  * released first); NSED_ENOTFOUND for a blank line (not an error: err is
  * left untouched); NSED_EINVAL or NSED_ETOOBIG with err naming
  * file:lineno[:col]; NSED_ENOMEM. On any failure *out is not written. */
-int questions_parse_line(const char *file, size_t lineno, const char *line,
-                         size_t len, question *out, nsed_err *err);
+NSED_MUST_CHECK int questions_parse_line(const char *file, size_t lineno,
+                                         const char *line, size_t len,
+                                         question *out, nsed_err *err);
 
 /* Stream a file: call fn for each parsed question, in file order, with its
  * 1-based line number. The question is only valid during the call (copy
@@ -91,9 +92,10 @@ int questions_parse_line(const char *file, size_t lineno, const char *line,
  * as for questions_parse_line); NSED_EIO when the file cannot be opened or
  * read (err says why); or, when fn returns non-zero, that value at once
  * (err as fn left it). */
-int questions_read_file(const char *path,
-                        int (*fn)(const question *q, size_t lineno, void *arg),
-                        void *arg, nsed_err *err);
+NSED_MUST_CHECK int questions_read_file(const char *path,
+                                        int (*fn)(const question *q,
+                                                  size_t lineno, void *arg),
+                                        void *arg, nsed_err *err);
 
 /* Pull-style reader, for callers that want questions one at a time (the
  * read/check/ingest functions are built on it). */
@@ -109,16 +111,17 @@ enum questions_reader_flags {
 /* Open path for reading. flags: enum questions_reader_flags.
  * Returns 0 with *out owning the reader, NSED_EIO (cannot open; err names
  * the file and the OS reason) or NSED_ENOMEM. */
-int questions_reader_open(const char *path, unsigned flags,
-                          questions_reader **out, nsed_err *err);
+NSED_MUST_CHECK int questions_reader_open(const char *path, unsigned flags,
+                                          questions_reader **out,
+                                          nsed_err *err);
 
 /* Read the next question into *q (caller releases it) and its line number
  * into *lineno (may be NULL). Blank lines are skipped.
  * Returns 0; NSED_ENOTFOUND at the end of the file (err untouched); or a
  * parse error / NSED_EIO / NSED_ETOOBIG / NSED_ENOMEM with err filled.
  * After an error the reader must only be freed. */
-int questions_reader_next(questions_reader *r, question *q, size_t *lineno,
-                          nsed_err *err);
+NSED_MUST_CHECK int questions_reader_next(questions_reader *r, question *q,
+                                          size_t *lineno, nsed_err *err);
 
 /* Lines read so far, blank ones included (after the end: lines in file). */
 size_t questions_reader_lines(const questions_reader *r);
@@ -139,8 +142,8 @@ typedef struct questions_stats {
 /* Validate a whole file without a store: every line parses and no id
  * appears twice. Returns 0 with *stats filled (stats may be NULL), or the
  * first error as for questions_reader_next. */
-int questions_check_file(const char *path, questions_stats *stats,
-                         nsed_err *err);
+NSED_MUST_CHECK int
+questions_check_file(const char *path, questions_stats *stats, nsed_err *err);
 
 /* Add the questions of path to the store s, atomically and idempotently:
  * the whole file goes in one store_write, so on any error nothing at all is
@@ -155,22 +158,22 @@ int questions_check_file(const char *path, questions_stats *stats,
  * success); a parse error; NSED_EEXIST; NSED_EIO; NSED_ESTORE;
  * NSED_EINVAL for a read-only store. Memory grows with the number of ids in
  * the file (duplicate detection), not with their content. */
-int questions_ingest(store *s, const char *path, questions_stats *stats,
-                     nsed_err *err);
+NSED_MUST_CHECK int questions_ingest(store *s, const char *path,
+                                     questions_stats *stats, nsed_err *err);
 
 /* Look up a question by id inside a store transaction (read or write).
  * Returns 0 with *out filled (caller releases it), NSED_ENOTFOUND (err
  * names the id), NSED_ESTORE (LMDB error or a corrupt record), or
  * NSED_ENOMEM. On failure *out is not written. */
-int questions_get(store_txn *txn, const char *id, question *out,
-                  nsed_err *err);
+NSED_MUST_CHECK int questions_get(store_txn *txn, const char *id,
+                                  question *out, nsed_err *err);
 
 /* Number of questions in the store (== the next sequence number). Returns
  * 0 with *n set, or NSED_ESTORE. */
-int questions_count(store_txn *txn, size_t *n);
+NSED_MUST_CHECK int questions_count(store_txn *txn, size_t *n);
 
 /* Same, opening its own read transaction on s. Returns 0, NSED_ESTORE. */
-int questions_total(store *s, size_t *n, nsed_err *err);
+NSED_MUST_CHECK int questions_total(store *s, size_t *n, nsed_err *err);
 
 /* Visit the questions of the store in ingestion order, starting at
  * sequence number start_seq (0: from the first), one at a time: only one
@@ -179,22 +182,24 @@ int questions_total(store *s, size_t *n, nsed_err *err);
  * Returns 0 when the scan completed, fn's value, NSED_ESTORE (LMDB error,
  * or the order table names an id whose record is missing or corrupt) or
  * NSED_ENOMEM. */
-int questions_scan(store_txn *txn, uint64_t start_seq,
-                   int (*fn)(const question *q, uint64_t seq, void *arg),
-                   void *arg);
+NSED_MUST_CHECK int questions_scan(store_txn *txn, uint64_t start_seq,
+                                   int (*fn)(const question *q, uint64_t seq,
+                                             void *arg),
+                                   void *arg);
 
 /* The stored record of q with sequence number seq, as compact JSON:
  * {"id","question","answer"?,"tags"?,"meta"?,"seq"} (meta inserted
  * verbatim). Returns 0 with *out malloc'd (caller frees) and *len (may be
  * NULL) its length, NSED_EINVAL when q lacks id or text, NSED_ENOMEM. */
-int questions_record_json(const question *q, uint64_t seq, char **out,
-                          size_t *len);
+NSED_MUST_CHECK int questions_record_json(const question *q, uint64_t seq,
+                                          char **out, size_t *len);
 
 /* Parse a stored record (json of len bytes) back into *out and *seq (may
  * be NULL). Returns 0, NSED_EINVAL (err says what is wrong; messages are
  * prefixed "question record: ") or NSED_ENOMEM. */
-int questions_parse_record(const char *json, size_t len, question *out,
-                           uint64_t *seq, nsed_err *err);
+NSED_MUST_CHECK int questions_parse_record(const char *json, size_t len,
+                                           question *out, uint64_t *seq,
+                                           nsed_err *err);
 
 /* Which part of two questions differs: NULL when they have the same
  * content, otherwise a static name ("id", "question", "answer", "tags",

@@ -739,16 +739,6 @@ static int commit(struct loop *L)
 
 /* ---- progress and events ----------------------------------------------- */
 
-/* The gateway's totals over every model. */
-static void totals(const gateway *gw, gateway_stats *t)
-{
-    int rc = gateway_stats_get(gw, GATEWAY_ALL_MODELS, t);
-
-    /* GATEWAY_ALL_MODELS is always in range */
-    assert(rc == 0);
-    (void)rc;
-}
-
 /* Report progress through on_progress (at most every 0.25 s unless
  * final). */
 static void progress(struct loop *L, bool final)
@@ -762,7 +752,7 @@ static void progress(struct loop *L, bool final)
     if (!L->opts->on_progress || (!final && now - L->last_progress < 0.25))
         return;
     L->last_progress = now;
-    totals(L->gw, &t);
+    gateway_stats_total(L->gw, &t);
     if (this_run > 0 && todo > done) {
         size_t left = todo - done - L->sum->incomplete;
 
@@ -950,7 +940,7 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
     if (!rc)
         rc = gateway_flush(L.gw, err);
     progress(&L, true);
-    totals(L.gw, &t);
+    gateway_stats_total(L.gw, &t);
     sum->calls = t.calls;
     sum->ledger_hits = t.ledger_hits;
     sum->prompt_tokens = t.prompt_tokens;

@@ -457,7 +457,7 @@ int sim_config_load(const char *path, sim_config *out, nsed_err *err)
     }
     have_parser = 1;
     yaml_parser_set_input_string(&parser, (const unsigned char *)
-                                 (text.ptr ? text.ptr : ""), text.len);
+                                 text.ptr, text.len);
     if (!yaml_parser_load(&parser, &doc)) {
         rc = nsed_error_at(err, NSED_EINVAL, path,
                            parser.problem_mark.line + 1,

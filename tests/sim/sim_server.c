@@ -2,6 +2,7 @@
 
 #include "pipeline/base/buf.h"
 #include "pipeline/base/hash.h"
+#include "pipeline/base/json.h"
 #include "sim_model.h"
 #include "sim_prompt.h"
 #include "sim_rng.h"
@@ -114,7 +115,7 @@ static int wait_ms(sim_server *s, double ms)
 }
 
 /* Print a cJSON tree into a malloc'd string (MHD frees it with free()). */
-static char *json_text(const cJSON *j)
+static char *print_json(const cJSON *j)
 {
     char *t = j ? cJSON_PrintUnformatted(j) : NULL, *copy;
 
@@ -136,7 +137,7 @@ static char *error_body(const char *message, const char *type,
         cJSON_AddStringToObject(e, "type", type) &&
         (code ? cJSON_AddStringToObject(e, "code", code) != NULL
               : cJSON_AddNullToObject(e, "code") != NULL))
-        text = json_text(root);
+        text = print_json(root);
     cJSON_Delete(root);
     return text;
 }
@@ -261,20 +262,6 @@ static void chat_req_release(chat_req *r)
     memset(r, 0, sizeof *r);
 }
 
-static int json_integer(const cJSON *j, long long lo, long long hi,
-                        long long *out)
-{
-    double d;
-
-    if (!cJSON_IsNumber(j))
-        return 0;
-    d = j->valuedouble;
-    if (!isfinite(d) || d != floor(d) || d < (double)lo || d > (double)hi)
-        return 0;
-    *out = (long long)d;
-    return 1;
-}
-
 /* The text of a message's content: a string, null, or an array of parts
  * whose "text" parts are joined with newlines. */
 static int message_text(const cJSON *content, char **out, size_t *len)
@@ -285,7 +272,7 @@ static int message_text(const cJSON *content, char **out, size_t *len)
 
     buf_init(&b, SIM_MAX_BODY);
     if (!content || cJSON_IsNull(content)) {
-        rc = buf_adds(&b, "");
+        /* no text: b stays "" */
     } else if (cJSON_IsString(content)) {
         rc = buf_adds(&b, content->valuestring);
     } else if (cJSON_IsArray(content)) {
@@ -311,8 +298,6 @@ static int message_text(const cJSON *content, char **out, size_t *len)
             if (rc)
                 break;
         }
-        if (!rc && !b.ptr)
-            rc = buf_adds(&b, "");
     } else {
         rc = NSED_EINVAL;
     }
@@ -330,7 +315,7 @@ static int parse_chat(const char *body, size_t len, chat_req *r, char *why,
                       size_t whylen)
 {
     const cJSON *j, *msgs, *m;
-    long long v;
+    int64_t v;
     size_t i = 0;
     int rc;
 
@@ -384,7 +369,7 @@ static int parse_chat(const char *body, size_t len, chat_req *r, char *why,
     if (!j)
         j = cJSON_GetObjectItemCaseSensitive(r->json, "max_completion_tokens");
     if (j && !cJSON_IsNull(j)) {
-        if (!json_integer(j, 1, 100000000, &v)) {
+        if (!json_int_value(j, 1, 100000000, &v)) {
             snprintf(why, whylen, "max_tokens must be a positive integer");
             return NSED_EINVAL;
         }
@@ -392,7 +377,7 @@ static int parse_chat(const char *body, size_t len, chat_req *r, char *why,
     }
     j = cJSON_GetObjectItemCaseSensitive(r->json, "seed");
     if (j && !cJSON_IsNull(j)) {
-        if (!json_integer(j, -9007199254740992LL, 9007199254740992LL, &v)) {
+        if (!json_int_value(j, -9007199254740992LL, 9007199254740992LL, &v)) {
             snprintf(why, whylen, "seed must be an integer");
             return NSED_EINVAL;
         }
@@ -408,13 +393,12 @@ static int parse_chat(const char *body, size_t len, chat_req *r, char *why,
             return NSED_EINVAL;
         }
     }
-    j = cJSON_GetObjectItemCaseSensitive(r->json, "stream");
-    if (cJSON_IsTrue(j)) {
+    if (json_bool(r->json, "stream", false)) {
         snprintf(why, whylen, "streaming is not supported by nsed-sim");
         return NSED_EINVAL;
     }
     j = cJSON_GetObjectItemCaseSensitive(r->json, "n");
-    if (j && !cJSON_IsNull(j) && (!json_integer(j, 1, 1, &v))) {
+    if (j && !cJSON_IsNull(j) && !json_int_value(j, 1, 1, &v)) {
         snprintf(why, whylen, "nsed-sim supports only n = 1");
         return NSED_EINVAL;
     }
@@ -666,7 +650,7 @@ static char *completion_body(const uint8_t digest[HASH_LEN], const char *model,
     if (!details ||
         !cJSON_AddNumberToObject(details, "cached_tokens", (double)cached))
         goto out;
-    text = json_text(root);
+    text = print_json(root);
 out:
     cJSON_Delete(root);
     return text;
@@ -867,7 +851,7 @@ static enum MHD_Result chat(sim_server *s, struct MHD_Connection *conn,
     chat_req r;
     int rc;
 
-    rc = parse_chat(ctx->body.ptr ? ctx->body.ptr : "", ctx->body.len, &r,
+    rc = parse_chat(ctx->body.ptr, ctx->body.len, &r,
                     why, sizeof why);
     if (rc == NSED_EINVAL) {
         ret = reject(s, conn, MHD_HTTP_BAD_REQUEST, why,
@@ -917,7 +901,7 @@ static enum MHD_Result list_models(sim_server *s, struct MHD_Connection *conn)
             !cJSON_AddStringToObject(e, "owned_by", "nsed-sim"))
             goto out;
     }
-    text = json_text(root);
+    text = print_json(root);
 out:
     cJSON_Delete(root);
     return respond(conn, MHD_HTTP_OK, text, NULL, NULL);
@@ -1099,21 +1083,18 @@ static int add_counters(cJSON *o, const counters *c)
     if (!f)
         return 0;
     for (int k = SIM_FAULT_429; k < SIM_FAULT_COUNT; k++) {
-        if (!cJSON_AddNumberToObject(f, sim_fault_name((sim_fault)k),
-                                     (double)c->faults[k]))
+        if (json_add_num(f, sim_fault_name((sim_fault)k),
+                         (double)c->faults[k]))
             return 0;
     }
-    return cJSON_AddNumberToObject(o, "requests", (double)c->requests) &&
-           cJSON_AddNumberToObject(o, "ok", (double)c->ok) &&
-           cJSON_AddNumberToObject(o, "faults_total",
-                                   (double)c->faults_total) &&
-           cJSON_AddNumberToObject(o, "in_flight", (double)c->in_flight) &&
-           cJSON_AddNumberToObject(o, "peak_in_flight",
-                                   (double)c->peak_in_flight) &&
-           cJSON_AddNumberToObject(o, "prompt_tokens",
-                                   (double)c->prompt_tokens) &&
-           cJSON_AddNumberToObject(o, "completion_tokens",
-                                   (double)c->completion_tokens);
+    return !json_add_num(o, "requests", (double)c->requests) &&
+           !json_add_num(o, "ok", (double)c->ok) &&
+           !json_add_num(o, "faults_total", (double)c->faults_total) &&
+           !json_add_num(o, "in_flight", (double)c->in_flight) &&
+           !json_add_num(o, "peak_in_flight", (double)c->peak_in_flight) &&
+           !json_add_num(o, "prompt_tokens", (double)c->prompt_tokens) &&
+           !json_add_num(o, "completion_tokens",
+                         (double)c->completion_tokens);
 }
 
 char *sim_server_stats_json(sim_server *s)
@@ -1154,7 +1135,7 @@ char *sim_server_stats_json(sim_server *s)
     if (!totals || !add_counters(totals, &t) ||
         !cJSON_AddNumberToObject(root, "rejected", (double)rejected))
         goto out;
-    text = json_text(root);
+    text = print_json(root);
 out:
     cJSON_Delete(root);
     return text;

@@ -1,0 +1,9 @@
+#include "stages/stage_ctx.h"
+
+stage_ctx stage_ctx_none(void)
+{
+    stage_ctx c = {0};
+
+    c.fit_p_g = c.fit_p_v = c.fit_lambda = c.fit_beta = -1;
+    return c;
+}
