@@ -1,6 +1,8 @@
 /* runner_report.c -- the report of a run store (see runner_report.h). */
 #include "pipeline/runner/runner_report.h"
 
+#include "pipeline/base/json.h"
+
 #include "pipeline/gateway/gateway.h"
 #include "pipeline/questions/questions.h"
 #include "pipeline/runner/runner_int.h"
@@ -24,25 +26,6 @@ typedef struct report_read {
 } report_read;
 
 /* ---- reading the records ------------------------------------------------ */
-
-static const char *jstr(const cJSON *obj, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static double jnum(const cJSON *obj, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-
-    return cJSON_IsNumber(v) ? v->valuedouble : 0;
-}
-
-static bool jtrue(const cJSON *obj, const char *key)
-{
-    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(obj, key));
-}
 
 /* The entry for name, added when new; NULL when the table is full or out
  * of memory (the occurrence is then not counted). */
@@ -74,29 +57,29 @@ static void count_result(report_read *rr, const cJSON *res)
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(res, "baselines");
     const cJSON *m, *maj = cJSON_GetObjectItemCaseSensitive(b, "majority");
     const cJSON *tok = cJSON_GetObjectItemCaseSensitive(res, "tokens");
-    const char *stop = jstr(res, "stop_reason");
+    const char *stop = json_str(res, "stop_reason", NULL);
     runner_report_tally *t;
 
     r->done++;
-    if (jtrue(res, "degraded"))
+    if (json_bool(res, "degraded", false))
         r->degraded++;
-    rr->rounds_sum += (size_t)jnum(res, "rounds");
-    r->tokens += jnum(tok, "prompt") + jnum(tok, "completion");
-    r->cost_usd += jnum(res, "cost_usd");
+    rr->rounds_sum += (size_t)json_num(res, "rounds", 0);
+    r->tokens += json_num(tok, "prompt", 0) + json_num(tok, "completion", 0);
+    r->cost_usd += json_num(res, "cost_usd", 0);
     if (stop && (t = tally_get(&r->stops, stop)))
         t->n++;
     /* a result has a boolean "correct" only when it has a reference */
     if (!cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(res, "correct")))
         return;
     r->with_ref++;
-    r->correct += (size_t)jtrue(res, "correct");
-    r->majority_correct += (size_t)jtrue(maj, "correct");
+    r->correct += (size_t)json_bool(res, "correct", false);
+    r->majority_correct += (size_t)json_bool(maj, "correct", false);
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(b, "models")) {
-        const char *id = jstr(m, "model");
+        const char *id = json_str(m, "model", NULL);
 
         if (id && (t = tally_get(&r->round0, id))) {
             t->n++;
-            t->correct += (size_t)jtrue(m, "correct");
+            t->correct += (size_t)json_bool(m, "correct", false);
         }
     }
 }
@@ -112,7 +95,7 @@ static void count_decision(report_read *rr, const cJSON *rec,
     const cJSON *cons = cJSON_GetObjectItemCaseSensitive(rec, "constraints");
     const cJSON *budget = cJSON_GetObjectItemCaseSensitive(cons,
                                                            "usd_per_question");
-    const char *policy = jstr(rec, "policy");
+    const char *policy = json_str(rec, "policy", NULL);
     const cJSON *cost = cJSON_GetObjectItemCaseSensitive(rec,
                                                          "expected_cost_usd");
     runner_report_tally *t;
@@ -120,27 +103,27 @@ static void count_decision(report_read *rr, const cJSON *rec,
     b->decisions++;
     if (policy && (t = tally_get(&b->policies, policy)))
         t->n++;
-    if (!jtrue(rec, "staffed")) {
+    if (!json_bool(rec, "staffed", false)) {
         b->unstaffed++;
         return;
     }
     cJSON_ArrayForEach(c, cands) {
-        const char *id = jstr(c, "model");
+        const char *id = json_str(c, "model", NULL);
 
         if (!id)
             continue;
-        if (jtrue(c, "chosen") && (t = tally_get(&b->chosen, id)))
+        if (json_bool(c, "chosen", false) && (t = tally_get(&b->chosen, id)))
             t->n++;
-        if (jtrue(c, "in_pool") && !jtrue(c, "admitted") &&
+        if (json_bool(c, "in_pool", false) && !json_bool(c, "admitted", false) &&
             (t = tally_get(&b->excluded, id)))
             t->n++;
     }
     if (policy && strcmp(policy, "knapsack") == 0 && cJSON_IsNumber(cost)) {
         b->with_expected++;
         rr->expected_cost += cost->valuedouble;
-        rr->expected_value += jnum(rec, "expected_value");
+        rr->expected_value += json_num(rec, "expected_value", 0);
         if (res) {
-            double actual = jnum(res, "cost_usd");
+            double actual = json_num(res, "cost_usd", 0);
 
             b->actual_n++;
             rr->actual_cost += actual;
@@ -238,10 +221,10 @@ static int visit_telemetry(const void *key, size_t klen, const void *val,
         return 0;
     case STORE_KEYS_MODEL:
         j = cJSON_ParseWithLength(val, vlen);
-        rr->ver_n += jnum(cJSON_GetObjectItemCaseSensitive(j, "ver"), "n");
-        rr->ver_k += jnum(cJSON_GetObjectItemCaseSensitive(j, "ver"), "k");
-        rr->gen_n += jnum(cJSON_GetObjectItemCaseSensitive(j, "gen"), "n");
-        rr->gen_k += jnum(cJSON_GetObjectItemCaseSensitive(j, "gen"), "k");
+        rr->ver_n += json_num(cJSON_GetObjectItemCaseSensitive(j, "ver"), "n", 0);
+        rr->ver_k += json_num(cJSON_GetObjectItemCaseSensitive(j, "ver"), "k", 0);
+        rr->gen_n += json_num(cJSON_GetObjectItemCaseSensitive(j, "gen"), "n", 0);
+        rr->gen_k += json_num(cJSON_GetObjectItemCaseSensitive(j, "gen"), "k", 0);
         cJSON_Delete(j);
         return 0;
     case STORE_KEYS_PRIOR:
@@ -312,13 +295,13 @@ static int derive_models(runner_report *r)
 
         r->nmodels++;
         rm->id = m->string;
-        rm->calls = jnum(m, "calls");
-        rm->ok = jnum(m, "ok");
-        rm->failed = jnum(m, "failed");
-        rm->retries = jnum(m, "retries");
-        rm->ledger_hits = jnum(m, "ledger_hits");
-        rm->tokens = jnum(m, "prompt_tokens") + jnum(m, "completion_tokens");
-        rm->cost_usd = jnum(m, "cost_usd");
+        rm->calls = json_num(m, "calls", 0);
+        rm->ok = json_num(m, "ok", 0);
+        rm->failed = json_num(m, "failed", 0);
+        rm->retries = json_num(m, "retries", 0);
+        rm->ledger_hits = json_num(m, "ledger_hits", 0);
+        rm->tokens = json_num(m, "prompt_tokens", 0) + json_num(m, "completion_tokens", 0);
+        rm->cost_usd = json_num(m, "cost_usd", 0);
         rm->p50_ms = quantile_ms(m, 0.5);
         rm->p95_ms = quantile_ms(m, 0.95);
         if (ne == 0)
@@ -379,12 +362,12 @@ static int read_manifest(store *st, runner_report *r, nsed_err *err)
         return nsed_error(err, NSED_ESTORE,
                           "%s: the run manifest is not valid JSON", r->store);
     r->bound = true;
-    r->workflow_name = jstr(r->manifest, "workflow_name");
-    r->workflow_hash = jstr(r->manifest, "workflow_hash");
-    r->git_commit = jstr(r->manifest, "git_commit");
-    r->created_at = jstr(r->manifest, "created_at");
-    r->nsed_version = jstr(r->manifest, "nsed_version");
-    r->seed = jstr(r->manifest, "seed");
+    r->workflow_name = json_str(r->manifest, "workflow_name", NULL);
+    r->workflow_hash = json_str(r->manifest, "workflow_hash", NULL);
+    r->git_commit = json_str(r->manifest, "git_commit", NULL);
+    r->created_at = json_str(r->manifest, "created_at", NULL);
+    r->nsed_version = json_str(r->manifest, "nsed_version", NULL);
+    r->seed = json_str(r->manifest, "seed", NULL);
     return 0;
 }
 

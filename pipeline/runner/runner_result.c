@@ -1,5 +1,6 @@
 /* runner_result.c -- the records the runner stores about a question: the
  * result (one export line) and the incomplete marker. */
+#include "pipeline/base/json.h"
 #include "pipeline/broker/broker.h"
 #include "pipeline/runner/runner_int.h"
 #include "stages/answer.h"
@@ -172,23 +173,15 @@ static cJSON *str_or_null(const char *s)
     return s ? cJSON_CreateString(s) : cJSON_CreateNull();
 }
 
-static int add(cJSON *o, const char *k, cJSON *v)
-{
-    if (!v)
-        return NSED_ENOMEM;
-    cJSON_AddItemToObject(o, k, v);
-    return 0;
-}
-
 static cJSON *seat_json(const workflow *wf, const state *st, size_t seat)
 {
     cJSON *o = cJSON_CreateObject();
 
     if (!o)
         return NULL;
-    if (add(o, "seat", cJSON_CreateNumber((double)seat)) ||
-        add(o, "model", cJSON_CreateString(wf->models[st->seats[seat].model].id)) ||
-        add(o, "role", cJSON_CreateString(st->seats[seat].role))) {
+    if (json_add_item(o, "seat", cJSON_CreateNumber((double)seat)) ||
+        json_add_item(o, "model", cJSON_CreateString(wf->models[st->seats[seat].model].id)) ||
+        json_add_item(o, "role", cJSON_CreateString(st->seats[seat].role))) {
         cJSON_Delete(o);
         return NULL;
     }
@@ -213,12 +206,12 @@ static cJSON *scores_json(const workflow *wf, const state *st,
         }
         cJSON_AddItemToArray(a, o);
         text_label(j, label);
-        if (add(o, "label", cJSON_CreateString(label)) ||
-            add(o, "score", cJSON_CreateNumber(sc->score)) ||
-            add(o, "net_support", cJSON_CreateNumber(sc->net_support)) ||
-            add(o, "evaluators",
+        if (json_add_item(o, "label", cJSON_CreateString(label)) ||
+            json_add_item(o, "score", cJSON_CreateNumber(sc->score)) ||
+            json_add_item(o, "net_support", cJSON_CreateNumber(sc->net_support)) ||
+            json_add_item(o, "evaluators",
                 cJSON_CreateNumber((double)sc->nevaluators)) ||
-            add(o, "answer", str_or_null(r->proposals[r->cands[j].seat].answer))) {
+            json_add_item(o, "answer", str_or_null(r->proposals[r->cands[j].seat].answer))) {
             cJSON_Delete(a);
             return NULL;
         }
@@ -244,13 +237,13 @@ static cJSON *baselines_json(const workflow *wf, const state *st,
         if (!o)
             goto fail;
         cJSON_AddItemToArray(models, o);
-        if (add(o, "answer", str_or_null(ans)) ||
-            add(o, "correct", correct_json(wf, ans, st->reference)))
+        if (json_add_item(o, "answer", str_or_null(ans)) ||
+            json_add_item(o, "correct", correct_json(wf, ans, st->reference)))
             goto fail;
     }
-    if (add(maj, "answer", str_or_null(st->baseline_answer)) ||
-        add(maj, "votes", cJSON_CreateNumber((double)st->baseline_votes)) ||
-        add(maj, "correct",
+    if (json_add_item(maj, "answer", str_or_null(st->baseline_answer)) ||
+        json_add_item(maj, "votes", cJSON_CreateNumber((double)st->baseline_votes)) ||
+        json_add_item(maj, "correct",
             correct_json(wf, st->baseline_answer, st->reference)))
         goto fail;
     return b;
@@ -282,37 +275,37 @@ int runner_result_json(const workflow *wf, store *sto, const state *st,
         winning = rf->proposals[st->final_seat].text;
 
     rc = NSED_ENOMEM;
-    if (add(o, "id", cJSON_CreateString(st->qid)) ||
-        add(o, "status", cJSON_CreateString(state_status_name(st->status))) ||
-        add(o, "final_answer", str_or_null(st->final_answer)) ||
-        add(o, "final_source",
+    if (json_add_item(o, "id", cJSON_CreateString(st->qid)) ||
+        json_add_item(o, "status", cJSON_CreateString(state_status_name(st->status))) ||
+        json_add_item(o, "final_answer", str_or_null(st->final_answer)) ||
+        json_add_item(o, "final_source",
             cJSON_CreateString(state_final_source_name(st->final_source))) ||
-        add(o, "reference", str_or_null(st->reference)) ||
-        add(o, "correct",
+        json_add_item(o, "reference", str_or_null(st->reference)) ||
+        json_add_item(o, "correct",
             correct_json(wf, st->final_answer, st->reference)) ||
-        add(o, "winning_response", str_or_null(winning)))
+        json_add_item(o, "winning_response", str_or_null(winning)))
         goto out;
     if (st->final_seat >= 0 && (size_t)st->final_seat < st->nseats) {
         v = seat_json(wf, st, (size_t)st->final_seat);
-        if (add(o, "winner", v) ||
-            add(v, "round", cJSON_CreateNumber(st->final_round)))
+        if (json_add_item(o, "winner", v) ||
+            json_add_item(v, "round", cJSON_CreateNumber(st->final_round)))
             goto out;
-    } else if (add(o, "winner", cJSON_CreateNull())) {
+    } else if (json_add_item(o, "winner", cJSON_CreateNull())) {
         goto out;
     }
-    if (add(o, "rounds", cJSON_CreateNumber(st->round + 1)) ||
-        add(o, "stop_reason",
+    if (json_add_item(o, "rounds", cJSON_CreateNumber(st->round + 1)) ||
+        json_add_item(o, "stop_reason",
             cJSON_CreateString(state_stop_reason_name(last->decision.reason))) ||
-        add(o, "conviction",
+        json_add_item(o, "conviction",
             cJSON_CreateNumber(last->aggregated ? last->agg.conviction : 0)) ||
-        add(o, "scores", scores_json(wf, st, last)))
+        json_add_item(o, "scores", scores_json(wf, st, last)))
         goto out;
     if (!(tok = cJSON_AddObjectToObject(o, "tokens")) ||
-        add(tok, "prompt", cJSON_CreateNumber((double)st->usage.prompt_tokens)) ||
-        add(tok, "completion",
+        json_add_item(tok, "prompt", cJSON_CreateNumber((double)st->usage.prompt_tokens)) ||
+        json_add_item(tok, "completion",
             cJSON_CreateNumber((double)st->usage.completion_tokens)) ||
-        add(o, "cost_usd", cJSON_CreateNumber(st->usage.cost_usd)) ||
-        add(o, "degraded",
+        json_add_item(o, "cost_usd", cJSON_CreateNumber(st->usage.cost_usd)) ||
+        json_add_item(o, "degraded",
             cJSON_CreateBool(st->status == STATE_STATUS_DEGRADED)))
         goto out;
     if (!(missing = cJSON_AddArrayToObject(o, "missing_seats")))
@@ -325,10 +318,10 @@ int runner_result_json(const workflow *wf, store *sto, const state *st,
             goto out;
         cJSON_AddItemToArray(missing, v);
     }
-    if (add(o, "baselines", baselines_json(wf, st, r0)))
+    if (json_add_item(o, "baselines", baselines_json(wf, st, r0)))
         goto out;
     v = cJSON_CreateArray();
-    if (add(o, "tags", v))
+    if (json_add_item(o, "tags", v))
         goto out;
     for (size_t i = 0; i < q->ntags; i++) {
         cJSON *t = cJSON_CreateString(q->tags[i]);
@@ -337,13 +330,13 @@ int runner_result_json(const workflow *wf, store *sto, const state *st,
             goto out;
         cJSON_AddItemToArray(v, t);
     }
-    if (add(o, "meta", q->meta_json ? cJSON_CreateRaw(q->meta_json)
+    if (json_add_item(o, "meta", q->meta_json ? cJSON_CreateRaw(q->meta_json)
                                     : cJSON_CreateNull()))
         goto out;
     v = broker_record ? broker_record_summary(broker_record,
                                               strlen(broker_record))
                       : NULL;
-    if (add(o, "broker", v ? v : cJSON_CreateNull()))
+    if (json_add_item(o, "broker", v ? v : cJSON_CreateNull()))
         goto out;
     if (qctx && qctx->reliability) {
         /* the evaluator weights this question was scored with */
@@ -353,7 +346,7 @@ int runner_result_json(const workflow *wf, store *sto, const state *st,
             const char *id = wf->models[st->seats[i].model].id;
 
             if (!cJSON_GetObjectItemCaseSensitive(v, id) &&
-                add(v, id, cJSON_CreateNumber(
+                json_add_item(v, id, cJSON_CreateNumber(
                                qctx->reliability[st->seats[i].model])))
                 goto out;
         }
