@@ -300,12 +300,10 @@ START_TEST(status_of_missing_store_is_clear)
 }
 END_TEST
 
-int main(void)
+Suite *tu_suite(void)
 {
     Suite *s = suite_create("cli");
     TCase *tc = tcase_create("usage");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, help_and_unknown_command);
     suite_add_tcase(s, tc);
@@ -323,9 +321,5 @@ int main(void)
     tcase_add_test(tc, workflow_change_refused_unless_flag);
     tcase_add_test(tc, status_of_missing_store_is_clear);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return s;
 }
