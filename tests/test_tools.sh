@@ -127,7 +127,7 @@ else
         "formatting: 1 changed file(s)" "$repo/tools/check-style"
     printf 'int  bad (void) { return 2; }\n' >>"$repo/pipeline/base/new.c"
     expect 1 "style: a changed line is formatted" \
-        "pipeline/base/new.c (changed lines) is not formatted" "$repo/tools/check-style" HEAD
+        "pipeline/base/new.c: changed lines not formatted" "$repo/tools/check-style" HEAD
     git -C "$repo" checkout -q -- pipeline/base/new.c
     printf '/* a formatted line */\n' >>"$repo/pipeline/base/old.c"
     expect 0 "style: only the changed lines of an old file" "check-style: ok" \
