@@ -4,7 +4,9 @@
 #
 #   ./setup.sh            install, build, run the demo (same as --demo)
 #   ./setup.sh --demo     install, build, run the demo workflow on nsed-sim
-#   ./setup.sh --test     install, build (normal and ASan+UBSan), run all tests
+#   ./setup.sh --test     install, build (normal and ASan+UBSan), run the
+#                         checks (tools/check-layers, check-style,
+#                         check-links) and all tests
 #   ./setup.sh --build    install and build only
 #
 # Idempotent: packages already installed are not reinstalled, builds are
@@ -13,12 +15,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(build-essential cmake pkg-config libyaml-dev libcurl4-openssl-dev
-          libcjson-dev liblmdb-dev libssl-dev check libmicrohttpd-dev)
+          libcjson-dev liblmdb-dev libssl-dev check libmicrohttpd-dev
+          clang-format git)
 
 mode=${1:---demo}
 case "$mode" in
 --demo|--test|--build) ;;
--h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+-h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 *) echo "setup.sh: unknown option '$mode' (try --help)" >&2; exit 2 ;;
 esac
 
@@ -64,6 +67,13 @@ case "$mode" in
     exec ./workflows/demo.sh
     ;;
 --test)
+    # The checks run first and all of them; a failing one does not stop
+    # the tests, but fails the whole command at the end.
+    failed_checks=()
+    echo "== checks"
+    tools/check-layers build || failed_checks+=(check-layers)
+    tools/check-style || failed_checks+=(check-style)
+    tools/check-links || failed_checks+=(check-links)
     echo "== tests (RelWithDebInfo)"
     (cd build && ctest --output-on-failure -j "$JOBS")
     echo "== tests (ASan+UBSan)"
@@ -72,5 +82,10 @@ case "$mode" in
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         ctest --output-on-failure -j "$JOBS")
+    if [ ${#failed_checks[@]} -gt 0 ]; then
+        echo "setup.sh: the tests passed, but these checks failed: ${failed_checks[*]}" >&2
+        exit 1
+    fi
+    echo "setup.sh: checks and tests passed"
     ;;
 esac

@@ -545,7 +545,7 @@ START_TEST(stage_reliability_from_ctx)
 }
 END_TEST
 
-static Suite *aggregate_suite(void)
+Suite *tu_suite(void)
 {
     Suite *s = suite_create("aggregate");
     TCase *t;
@@ -573,15 +573,4 @@ static Suite *aggregate_suite(void)
     tcase_add_test(t, stage_reliability_from_ctx);
     suite_add_tcase(s, t);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(aggregate_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -344,7 +344,7 @@ START_TEST(labels_beyond_z)
 }
 END_TEST
 
-static Suite *anonymize_suite(void)
+Suite *tu_suite(void)
 {
     Suite *s = suite_create("anonymize");
     TCase *t;
@@ -362,15 +362,4 @@ static Suite *anonymize_suite(void)
     tcase_add_test(t, labels_beyond_z);
     suite_add_tcase(s, t);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(anonymize_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

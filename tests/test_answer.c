@@ -286,7 +286,7 @@ START_TEST(majority_vote)
 }
 END_TEST
 
-static Suite *answer_suite(void)
+Suite *tu_suite(void)
 {
     Suite *s = suite_create("answer");
     TCase *t;
@@ -308,15 +308,4 @@ static Suite *answer_suite(void)
     tcase_add_test(t, majority_vote);
     suite_add_tcase(s, t);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(answer_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

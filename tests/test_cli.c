@@ -384,12 +384,10 @@ START_TEST(failed_print_exits_nonzero)
 }
 END_TEST
 
-int main(void)
+Suite *tu_suite(void)
 {
     Suite *s = suite_create("cli");
     TCase *tc = tcase_create("usage");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, help_and_unknown_command);
     suite_add_tcase(s, tc);
@@ -408,9 +406,5 @@ int main(void)
     tcase_add_test(tc, status_of_missing_store_is_clear);
     tcase_add_test(tc, failed_print_exits_nonzero);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return s;
 }

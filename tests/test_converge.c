@@ -566,7 +566,7 @@ START_TEST(prompt_bounded_over_50_rounds)
 }
 END_TEST
 
-static Suite *converge_suite(void)
+Suite *tu_suite(void)
 {
     Suite *s = suite_create("converge");
     TCase *t;
@@ -591,15 +591,4 @@ static Suite *converge_suite(void)
     tcase_add_test(t, prompt_bounded_over_50_rounds);
     suite_add_tcase(s, t);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(converge_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

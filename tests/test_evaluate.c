@@ -403,7 +403,7 @@ START_TEST(bad_responses_refused_without_change)
 }
 END_TEST
 
-static Suite *evaluate_suite(void)
+Suite *tu_suite(void)
 {
     Suite *s = suite_create("evaluate");
     TCase *t;
@@ -420,15 +420,4 @@ static Suite *evaluate_suite(void)
     tcase_add_test(t, bad_responses_refused_without_change);
     suite_add_tcase(s, t);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(evaluate_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -14,7 +14,6 @@
 #include "testutil.h"
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -1764,15 +1763,10 @@ START_TEST(dry_run_prints_and_sends_nothing)
 }
 END_TEST
 
-int main(void)
+Suite *tu_suite(void)
 {
     Suite *su = suite_create("gateway");
     TCase *tc;
-    SRunner *sr;
-    int failed;
-
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    signal(SIGPIPE, SIG_IGN);
 
     tc = tcase_create("units");
     tcase_add_test(tc, reply_parsing);
@@ -1819,10 +1813,5 @@ int main(void)
     tcase_add_test(tc, dry_run_prints_and_sends_nothing);
     suite_add_tcase(su, tc);
 
-    sr = srunner_create(su);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    curl_global_cleanup();
-    return failed ? 1 : 0;
+    return su;
 }

@@ -308,7 +308,7 @@ START_TEST(revise_keeps_the_prefix)
 }
 END_TEST
 
-static Suite *propose_suite(void)
+Suite *tu_suite(void)
 {
     Suite *s = suite_create("propose");
     TCase *t;
@@ -325,15 +325,4 @@ static Suite *propose_suite(void)
     tcase_add_test(t, replies_cleaned_and_capped);
     suite_add_tcase(s, t);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(propose_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

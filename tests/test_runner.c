@@ -648,12 +648,10 @@ START_TEST(store_keys_match_the_map)
 }
 END_TEST
 
-int main(void)
+Suite *tu_suite(void)
 {
     Suite *s = suite_create("runner");
     TCase *tc = tcase_create("runs");
-    SRunner *sr;
-    int failed;
 
     tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
     tcase_set_timeout(tc, 240);
@@ -687,9 +685,5 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, deliberation_helps_only_with_good_verifiers);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return s;
 }

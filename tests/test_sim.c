@@ -1,10 +1,11 @@
 /* Tests for nsed-sim, the simulated OpenAI-compatible endpoint server.
  *
- * Every test starts the real binary (NSED_SIM_BIN) on port 0, reads the
- * port from its first stdout line, talks HTTP to it with libcurl and stops
- * it with SIGTERM, checking the exit status and the stats JSON it prints on
- * stderr. The server child gets PR_SET_PDEATHSIG so that a failing test
- * (Check forks per test) never leaves a server behind. */
+ * Every test starts the real binary (NSED_SIM_BIN) on port 0 through the
+ * shared launcher (tu_sim_start, which reads the port from its first stdout
+ * line and gives the child PR_SET_PDEATHSIG so that a failing test never
+ * leaves a server behind), talks HTTP to it with libcurl and stops it with
+ * SIGTERM, checking the exit status and the stats JSON it prints on
+ * stderr. */
 #include "pipeline/questions/questions.h"
 #include "testutil.h"
 
@@ -12,28 +13,19 @@
 #include <curl/curl.h>
 
 #include <check.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #define QUESTIONS_FILE NSED_SOURCE_DIR "/tests/data/sim/questions.jsonl"
 
 /* ---- the server process ----------------------------------------------- */
 
 typedef struct simproc {
-    pid_t pid;
-    int out_fd;
+    tu_sim sim;
     char *dir;
     char *err_path;
-    unsigned port;
     CURL *curl; /* one handle per server: requests reuse the connection */
 } simproc;
 
@@ -48,14 +40,15 @@ static double now_s(void)
 /* Start nsed-sim with the config text yaml (or, when yaml is NULL, the
  * config file config_path); extra arguments (NULL-ended) follow. Without
  * "--questions" among them and with a yaml text, the test question set is
- * used. */
+ * used. Its stderr, where it prints its stats when it stops, goes to a
+ * file in a directory of its own. */
 static void sim_start_file(simproc *p, const char *yaml,
                            const char *config_path, const char *const *extra)
 {
-    const char *argv[16];
+    const char *args[16];
     char *cfg;
     size_t n = 0;
-    int fds[2], have_q = 0;
+    int have_q = 0;
 
     memset(p, 0, sizeof *p);
     p->dir = tu_mkdtemp();
@@ -67,35 +60,16 @@ static void sim_start_file(simproc *p, const char *yaml,
         have_q = 1;
     }
     p->err_path = tu_path(p->dir, "stderr");
-    argv[n++] = NSED_SIM_BIN;
-    argv[n++] = "--config";
-    argv[n++] = cfg;
     for (size_t i = 0; extra && extra[i]; i++) {
         have_q |= !strcmp(extra[i], "--questions");
-        argv[n++] = extra[i];
+        args[n++] = extra[i];
     }
     if (!have_q) {
-        argv[n++] = "--questions";
-        argv[n++] = QUESTIONS_FILE;
+        args[n++] = "--questions";
+        args[n++] = QUESTIONS_FILE;
     }
-    argv[n] = NULL;
-    ck_assert(pipe(fds) == 0);
-    p->pid = fork();
-    ck_assert(p->pid >= 0);
-    if (p->pid == 0) {
-        int efd = open(p->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(fds[1], 1);
-        dup2(efd, 2);
-        close(fds[0]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    p->out_fd = fds[0];
-    /* The first line announces the port. */
-    p->port = tu_read_port(p->out_fd, "listening on 127.0.0.1:");
+    args[n] = NULL;
+    tu_sim_start(&p->sim, cfg, args, p->err_path);
     p->curl = curl_easy_init();
     ck_assert_ptr_nonnull(p->curl);
     free(cfg);
@@ -116,27 +90,11 @@ static void sim_start(simproc *p, const char *yaml)
  * printed on stderr (caller deletes). */
 static cJSON *sim_stop(simproc *p)
 {
-    double t0 = now_s();
-    int status = 0;
     char *err, *brace;
     cJSON *stats;
-    pid_t r;
 
     curl_easy_cleanup(p->curl);
-    ck_assert(kill(p->pid, SIGTERM) == 0);
-    for (;;) {
-        r = waitpid(p->pid, &status, WNOHANG);
-        if (r == p->pid)
-            break;
-        ck_assert(r == 0 || errno == EINTR);
-        if (now_s() - t0 > 10) {
-            kill(p->pid, SIGKILL);
-            ck_abort_msg("nsed-sim did not stop within 10 s of SIGTERM");
-        }
-        usleep(5000);
-    }
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "nsed-sim status %d", status);
+    tu_sim_stop(&p->sim);
     err = tu_read_file(p->err_path, NULL);
     ck_assert_ptr_nonnull(err);
     brace = strchr(err, '{');
@@ -144,7 +102,6 @@ static cJSON *sim_stop(simproc *p)
     stats = cJSON_Parse(brace);
     ck_assert_msg(stats != NULL, "stats are not JSON: %s", err);
     free(err);
-    close(p->out_fd);
     tu_rmrf(p->dir);
     free(p->dir);
     free(p->err_path);
@@ -227,7 +184,7 @@ static void setup_easy(CURL *c, const simproc *p, const char *method,
 {
     char url[256];
 
-    snprintf(url, sizeof url, "http://127.0.0.1:%u%s", p->port, path);
+    snprintf(url, sizeof url, "http://127.0.0.1:%u%s", p->sim.port, path);
     curl_easy_reset(c);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -1574,14 +1531,11 @@ START_TEST(sigterm_ends_hanging_requests)
 }
 END_TEST
 
-int main(void)
+Suite *tu_suite(void)
 {
     Suite *s = suite_create("sim");
     TCase *tc;
-    SRunner *sr;
-    int failed;
 
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     tc = tcase_create("command line");
     tcase_add_test(tc, cli_help_and_usage_errors);
     tcase_add_test(tc, cli_bad_config_has_location);
@@ -1615,10 +1569,5 @@ int main(void)
     tcase_add_test(tc, parallel_requests_overlap);
     tcase_add_test(tc, sigterm_ends_hanging_requests);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    curl_global_cleanup();
-    return failed ? 1 : 0;
+    return s;
 }

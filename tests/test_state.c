@@ -336,7 +336,7 @@ START_TEST(new_state_validates)
 }
 END_TEST
 
-static Suite *state_suite(void)
+Suite *tu_suite(void)
 {
     Suite *s = suite_create("state");
     TCase *t;
@@ -350,15 +350,4 @@ static Suite *state_suite(void)
     tcase_add_test(t, new_state_validates);
     suite_add_tcase(s, t);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(state_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1522,12 +1522,10 @@ START_TEST(manifest_history_is_bounded)
 }
 END_TEST
 
-int main(void)
+Suite *tu_suite(void)
 {
     Suite *su = suite_create("store");
     TCase *tc;
-    SRunner *sr;
-    int failed;
 
     tc = tcase_create("records");
     tcase_add_test(tc, put_get_del_count);
@@ -1565,9 +1563,5 @@ int main(void)
     tcase_add_test(tc, manifest_history_is_bounded);
     suite_add_tcase(su, tc);
 
-    sr = srunner_create(su);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return su;
 }

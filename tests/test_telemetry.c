@@ -398,12 +398,10 @@ START_TEST(bad_files_are_refused_with_reasons)
 }
 END_TEST
 
-int main(void)
+Suite *tu_suite(void)
 {
     Suite *s = suite_create("telemetry");
     TCase *tc = tcase_create("observe");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, round_zero_counts_generation_and_verification);
     tcase_add_test(tc, later_rounds_count_usage_apart_and_no_generation);
@@ -418,9 +416,5 @@ int main(void)
     tcase_add_test(tc, commits_add_once_and_export_round_trips);
     tcase_add_test(tc, bad_files_are_refused_with_reasons);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return s;
 }

@@ -1100,12 +1100,10 @@ START_TEST(lookups)
 }
 END_TEST
 
-int main(void)
+Suite *tu_suite(void)
 {
     Suite *s = suite_create("workflow");
     TCase *tc;
-    SRunner *sr;
-    int failed;
 
     tc = tcase_create("broken files");
     tcase_add_test(tc, bad_files_table);
@@ -1149,9 +1147,5 @@ int main(void)
     tc = tcase_create("lookups");
     tcase_add_test(tc, lookups);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return s;
 }

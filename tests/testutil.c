@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 char *tu_mkdtemp(void)
@@ -278,13 +279,32 @@ double tu_sim_stat(const tu_sim *s, const char *model, const char *field)
     return d;
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 void tu_sim_stop(tu_sim *s)
 {
+    double t0 = now_s();
     int status = 0;
+    pid_t r;
 
     ck_assert(kill(s->pid, SIGTERM) == 0);
-    while (waitpid(s->pid, &status, 0) < 0)
-        ck_assert(errno == EINTR);
+    for (;;) {
+        r = waitpid(s->pid, &status, WNOHANG);
+        if (r == s->pid)
+            break;
+        ck_assert(r == 0 || errno == EINTR);
+        if (now_s() - t0 > 10) {
+            kill(s->pid, SIGKILL);
+            ck_abort_msg("nsed-sim did not stop within 10 s of SIGTERM");
+        }
+        usleep(5000);
+    }
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                   "nsed-sim status %d", status);
     close(s->out_fd);

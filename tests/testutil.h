@@ -7,6 +7,23 @@
 #define NSED_TESTUTIL_H
 
 #include <stddef.h>
+#include <sys/types.h>
+
+struct Suite;
+struct cJSON;
+
+/* ---- the suite ------------------------------------------------------- */
+
+/* Every tests/test_<name>.c defines this; the one main() (testmain.c) does
+ * the process-wide setup (curl_global_init, SIGPIPE ignored) once, calls it
+ * and runs the suite, exiting 0 when every test passed and 1 otherwise.
+ * Check is not running yet when it is called, so it must not use the
+ * helpers below. A suite that finds something it needs missing (e.g. the
+ * llama-server binary) prints one line saying so and returns NULL: the
+ * process exits 77, which ctest counts as skipped. */
+struct Suite *tu_suite(void);
+
+/* ---- files and processes --------------------------------------------- */
 
 /* Create a fresh directory under $TMPDIR (or /tmp); returns a malloc'd path. */
 char *tu_mkdtemp(void);
@@ -37,11 +54,7 @@ int tu_run_env(char *const argv[], char *const extra_env[], char **out,
 /* 1 when haystack contains needle. */
 int tu_contains(const char *haystack, const char *needle);
 
-#endif
-
 /* ---- the simulated endpoint server ---------------------------------- */
-
-#include <sys/types.h>
 
 typedef struct tu_sim {
     pid_t pid;
@@ -67,7 +80,8 @@ struct cJSON *tu_sim_stats(const tu_sim *s);
  * "rejected"), else that model's field (e.g. "requests"). */
 double tu_sim_stat(const tu_sim *s, const char *model, const char *field);
 
-/* SIGTERM the server and require exit status 0. */
+/* SIGTERM the server and require exit status 0 within 10 s (after that it
+ * is killed and the test fails). */
 void tu_sim_stop(tu_sim *s);
 
 /* Run the nsed binary (NSED_BIN) with a NULL-terminated argument list and
@@ -88,3 +102,5 @@ double tu_jnum(const struct cJSON *j, const char *a, const char *b);
 extern char *tu_tmp;
 void tu_tmp_setup(void);
 void tu_tmp_teardown(void);
+
+#endif

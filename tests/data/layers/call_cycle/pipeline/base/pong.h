@@ -1,0 +1,1 @@
+int pong(int n);

@@ -1,0 +1,3 @@
+#include "store/keep.h"
+
+int top_inner(void);

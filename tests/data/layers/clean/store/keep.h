@@ -1,0 +1,3 @@
+#include "pipeline/base/low.h"
+
+int keep_value(void);

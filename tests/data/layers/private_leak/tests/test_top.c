@@ -1,0 +1,1 @@
+#include "pipeline/top/top_int.h"

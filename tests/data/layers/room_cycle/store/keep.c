@@ -1,0 +1,2 @@
+#include "pipeline/base/low.h"
+#include "store/keep.h"
