@@ -61,7 +61,13 @@ static int validate_workflow(const char *path, int quiet)
     if (rc)
         return cli_fail(&err);
     if (!quiet)
-        workflow_print_normalized(wf, stdout);
+        rc = workflow_print_normalized(wf, stdout);
+    if (rc) {
+        nsed_error(&err, rc, "%s: cannot print the workflow: %s", path,
+                   nsed_strerror(rc));
+        workflow_free(wf);
+        return cli_fail(&err);
+    }
     printf("%s: ok, workflow hash %s\n", path, workflow_hash(wf));
     workflow_free(wf);
     return 0;
