@@ -58,12 +58,18 @@ enum wf_prompt_kind {
 };
 #define WF_PROMPT_COUNT 5
 
-/* Key of the template in the prompts section ("system", ...). */
+/* Key of the template in the prompts section ("system", ...), from the key
+ * table. */
 const char *wf_prompt_key(enum wf_prompt_kind k);
 
 /* Space-separated list of the placeholders allowed in template k, each in
  * braces, e.g. "{question}" (static). */
 const char *wf_prompt_allowed_text(enum wf_prompt_kind k);
+
+/* Append the docs' description of template k's placeholders ("placeholders
+ * {question}; must contain {question}") to out. Returns 0 or the buf_add
+ * codes. */
+NSED_MUST_CHECK int wf_prompt_doc(enum wf_prompt_kind k, buf *out);
 
 /* Check a template: every {name} is allowed for kind k, every brace is
  * paired, and the placeholders k requires are present. Returns 0, or

@@ -451,31 +451,27 @@ static const wf_key answer_keys[] = {
 };
 static SECTION(answer_section, answer_keys);
 
-/* In enum wf_prompt_kind order: the loader takes the kind from the index. */
+/* In enum wf_prompt_kind order: the loader takes the kind from the index;
+ * the docs take the placeholders from workflow_prompt.c. */
 static const wf_key prompt_keys[WF_PROMPT_COUNT] = {
     K_STR("system", workflow, prompts.system, .special = WF_SP_PROMPT,
-          .doc_default = "built-in", .doc_range = "placeholders {persona} "
-                                                  "{role}",
-          .doc = "system message"),
+          .doc_default = "built-in", .doc = "system message"),
     K_STR("propose", workflow, prompts.propose, .special = WF_SP_PROMPT,
-          .doc_default = "built-in",
-          .doc_range = "must hold {question}; nothing else",
-          .doc = "round 0 user message"),
+          .doc_default = "built-in", .doc = "round 0 user message"),
     K_STR("revise", workflow, prompts.revise, .special = WF_SP_PROMPT,
-          .doc_default = "built-in",
-          .doc_range = "must hold {question}; also {round} {winner} "
-                       "{own_previous} {critiques} {scores}",
-          .doc = "user message of later rounds"),
+          .doc_default = "built-in", .doc = "user message of later rounds"),
     K_STR("evaluate", workflow, prompts.evaluate, .special = WF_SP_PROMPT,
-          .doc_default = "built-in",
-          .doc_range = "must hold {question} {candidates}; also {labels}",
-          .doc = "cross-evaluation request"),
+          .doc_default = "built-in", .doc = "cross-evaluation request"),
     K_STR("repair", workflow, prompts.repair, .special = WF_SP_PROMPT,
-          .doc_default = "built-in", .doc_range = "placeholders {error} "
-                                                  "{labels}",
+          .doc_default = "built-in",
           .doc = "retry after an unparseable evaluation"),
 };
 static SECTION(prompts_section, prompt_keys);
+
+const char *wf_prompt_key(enum wf_prompt_kind k)
+{
+    return prompt_keys[k].key;
+}
 
 /* ---- the whole file ---------------------------------------------------- */
 
@@ -628,6 +624,8 @@ static int doc_range(buf *b, const wf_key *k)
 
     if (k->doc_range)
         return buf_adds(b, k->doc_range);
+    if (k->special == WF_SP_PROMPT)
+        return wf_prompt_doc((enum wf_prompt_kind)(k - prompt_keys), b);
     switch (k->type) {
     case WF_T_MAP:
     case WF_T_BOOL:
