@@ -1108,7 +1108,8 @@ START_TEST(seed_option_is_hashed_like_a_written_seed)
     static const struct {
         uint64_t seed;
         const char *line;
-    } cases[] = {{7, "seed: 7\n"}, {UINT64_MAX, "seed: 18446744073709551615\n"}};
+    } cases[] = {{7, "seed: 7\n"},
+                 {UINT64_MAX, "seed: 18446744073709551615\n"}};
     workflow_options opt = {.has_seed = true};
     char *with_line, *text, *plain = hash_of_text(MINI);
 

@@ -11,7 +11,9 @@
  *
  * A loaded workflow is immutable. Its fields are public so that later
  * modules (gateway, broker, stages) can read them directly; treat every
- * field as read-only and never free or reassign one. Every default is
+ * field as read-only and never free or reassign one. A change a caller
+ * needs (the seed of `nsed run --seed`) is an input of the load
+ * (workflow_options), so the hash always describes the fields as they are. Every default is
  * already filled in after a successful load, so readers never need to know
  * a default themselves. Absent optional values are marked as documented per
  * field (NULL, 0 or -1), never left undefined.

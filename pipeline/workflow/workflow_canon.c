@@ -11,10 +11,8 @@
 #include "pipeline/workflow/workflow_int.h"
 #include "pipeline/base/jsonw.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 /* Canonical text grows only from a file of at most 1 MiB plus built-in
  * defaults; escaping can at worst multiply it by six. */

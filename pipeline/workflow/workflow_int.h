@@ -42,8 +42,8 @@ typedef struct wf_doc {
  * and an empty stream. file names the input in messages. Returns 0 or
  * NSED_EINVAL / NSED_ETOOBIG / NSED_ENOMEM with err filled; doc is empty
  * on failure. */
-NSED_MUST_CHECK int wf_yaml_parse(const char *file, const char *text, size_t len,
-                  wf_doc *doc, nsed_err *err);
+NSED_MUST_CHECK int wf_yaml_parse(const char *file, const char *text,
+                                  size_t len, wf_doc *doc, nsed_err *err);
 
 /* Free every node of doc and reset it. */
 void wf_doc_release(wf_doc *doc);
@@ -74,13 +74,14 @@ NSED_MUST_CHECK int wf_prompt_doc(enum wf_prompt_kind k, buf *out);
 /* Check a template: every {name} is allowed for kind k, every brace is
  * paired, and the placeholders k requires are present. Returns 0, or
  * NSED_EINVAL with a message (no location) in msg. */
-NSED_MUST_CHECK int wf_prompt_check(enum wf_prompt_kind k, const char *tmpl, char *msg,
-                    size_t msgsize);
+NSED_MUST_CHECK int wf_prompt_check(enum wf_prompt_kind k, const char *tmpl,
+                                    char *msg, size_t msgsize);
 
 /* The built-in template k for the answer settings a (the propose and
  * revise defaults ask for the final answer in a's extract format).
  * Returns a malloc'd string or NULL when out of memory. */
-NSED_MUST_CHECK char *wf_prompt_default(enum wf_prompt_kind k, const workflow_answer *a);
+NSED_MUST_CHECK char *wf_prompt_default(enum wf_prompt_kind k,
+                                        const workflow_answer *a);
 
 /* Names as written in the file, indexed by enum value (wf_carry_names by
  * the bit position of enum workflow_carry). */

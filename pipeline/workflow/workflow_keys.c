@@ -73,7 +73,8 @@ _Static_assert(sizeof(enum workflow_policy) == sizeof(int) &&
 #define K_LIST(k, T, f, n, s, IT, mn, mx, ...)                              \
     {.key = k, .type = WF_T_LIST, OFF(T, f), .aux_off = offsetof(T, n),     \
      .sub = &s, .item_size = sizeof(IT), .ilo = mn, .ihi = mx, __VA_ARGS__}
-#define K_BOOL(k, T, f, ...) {.key = k, .type = WF_T_BOOL, OFF(T, f), __VA_ARGS__}
+#define K_BOOL(k, T, f, ...)                                                 \
+    {.key = k, .type = WF_T_BOOL, OFF(T, f), __VA_ARGS__}
 #define K_INT(k, T, f, mn, mx, ...)                                          \
     {.key = k, .type = WF_T_INT, OFF(T, f), .ilo = mn, .ihi = mx, __VA_ARGS__}
 #define K_LONG(k, T, f, mn, mx, ...)                                         \
@@ -95,7 +96,8 @@ _Static_assert(sizeof(enum workflow_policy) == sizeof(int) &&
 #define K_ORDER(k, T, f, tbl, ...)                                           \
     {.key = k, .type = WF_T_ENUM_ORDER, OFF(T, f), .names = tbl,             \
      .nnames = WF_COUNT(tbl), __VA_ARGS__}
-#define K_NAME(k, T, f, ...) {.key = k, .type = WF_T_NAME, OFF(T, f), __VA_ARGS__}
+#define K_NAME(k, T, f, ...)                                                 \
+    {.key = k, .type = WF_T_NAME, OFF(T, f), __VA_ARGS__}
 #define K_TEXT(k, T, f, mx, ...)                                             \
     {.key = k, .type = WF_T_TEXT, OFF(T, f), .ilo = 1, .ihi = mx, __VA_ARGS__}
 #define K_STR(k, T, f, ...) {.key = k, .type = WF_T_STR, OFF(T, f), __VA_ARGS__}
