@@ -1276,8 +1276,8 @@ static int load_special(ld *l, const wf_section *s, const wf_key *k,
 /* ---- checks across keys ------------------------------------------------ */
 
 /* The value node of key in section s (NULL when absent). */
-static const wf_node *val(const wf_section *s, const wf_node *const *v,
-                          const char *key)
+static const wf_node *value_of(const wf_section *s, const wf_node *const *v,
+                               const char *key)
 {
     return v[wf_key_index(s, key)];
 }
@@ -1295,7 +1295,7 @@ static int run_check(ld *l, enum wf_check c, const wf_section *s,
     case WF_CK_MODEL_ID: {
         const workflow_model *m = base;
 
-        at = val(s, v, "id");
+        at = value_of(s, v, "id");
         for (size_t i = 0; i < l->item; i++)
             if (strcmp(wf->models[i].id, m->id) == 0)
                 return fail(l, at, NSED_EINVAL, "duplicate model id \"%s\" "
@@ -1308,7 +1308,7 @@ static int run_check(ld *l, enum wf_check c, const wf_section *s,
         const workflow_role *r = base;
         const workflow_team *t = l->team;
 
-        at = val(s, v, "name");
+        at = value_of(s, v, "name");
         for (size_t i = 0; i < l->item; i++)
             if (strcmp(t->roles[i].name, r->name) == 0)
                 return fail(l, at, NSED_EINVAL, "duplicate role \"%s\" in "
@@ -1319,7 +1319,8 @@ static int run_check(ld *l, enum wf_check c, const wf_section *s,
         return 0;
     }
     case WF_CK_ROLE_MODELS: {
-        const wf_node *vm = val(s, v, "models"), *vf = val(s, v, "families");
+        const wf_node *vm = value_of(s, v, "models");
+        const wf_node *vf = value_of(s, v, "families");
 
         if (!vm && !vf)
             return fail(l, map, NSED_EINVAL, "%s needs \"models\" or "
@@ -1330,18 +1331,18 @@ static int run_check(ld *l, enum wf_check c, const wf_section *s,
     case WF_CK_RETRY: {
         const workflow_gateway *g = &wf->gateway;
 
-        at = val(s, v, "max_delay_ms");
+        at = value_of(s, v, "max_delay_ms");
         if (g->retry_max_delay_ms < g->retry_base_delay_ms)
-            return fail(l, at ? at : val(s, v, "base_delay_ms"), NSED_EINVAL,
-                        "gateway.retry.max_delay_ms (%ld) must be >= "
-                        "base_delay_ms (%ld)", g->retry_max_delay_ms,
-                        g->retry_base_delay_ms);
+            return fail(l, at ? at : value_of(s, v, "base_delay_ms"),
+                        NSED_EINVAL, "gateway.retry.max_delay_ms (%ld) "
+                        "must be >= base_delay_ms (%ld)",
+                        g->retry_max_delay_ms, g->retry_base_delay_ms);
         return 0;
     }
     case WF_CK_TEAM_SIZE: {
         const workflow_broker *b = &wf->broker;
 
-        at = val(s, v, "max");
+        at = value_of(s, v, "max");
         if (b->team_size_max < b->team_size_min)
             return fail(l, at ? at : map, NSED_EINVAL, "broker.team_size.max "
                         "(%d) must be >= min (%d)", b->team_size_max,
@@ -1358,15 +1359,15 @@ static int run_check(ld *l, enum wf_check c, const wf_section *s,
     case WF_CK_ROUNDS: {
         const workflow_rounds *r = &wf->rounds;
 
-        at = val(s, v, "max");
+        at = value_of(s, v, "max");
         if (r->max < r->min)
-            return fail(l, at ? at : val(s, v, "min"), NSED_EINVAL,
+            return fail(l, at ? at : value_of(s, v, "min"), NSED_EINVAL,
                         "rounds.max (%d) must be >= rounds.min (%d)", r->max,
                         r->min);
         return 0;
     }
     case WF_CK_TEAM_SEATS:
-        return check_team_sizes(l, val(s, v, "teams"));
+        return check_team_sizes(l, value_of(s, v, "teams"));
     }
     return 0;
 }

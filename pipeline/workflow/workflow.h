@@ -13,10 +13,11 @@
  * modules (gateway, broker, stages) can read them directly; treat every
  * field as read-only and never free or reassign one. A change a caller
  * needs (the seed of `nsed run --seed`) is an input of the load
- * (workflow_options), so the hash always describes the fields as they are. Every default is
- * already filled in after a successful load, so readers never need to know
- * a default themselves. Absent optional values are marked as documented per
- * field (NULL, 0 or -1), never left undefined.
+ * (workflow_options), so the hash always describes the fields as they
+ * are. Every default is already filled in after a successful load, so
+ * readers never need to know a default themselves. Absent optional values
+ * are marked as documented per field (NULL, 0 or -1), never left
+ * undefined.
  *
  * The canonical form is compact JSON of the whole normalized config in a
  * fixed key order (the schema's order) with all defaults filled and the
