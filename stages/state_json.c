@@ -10,6 +10,7 @@
 #include "stages/state.h"
 
 #include "pipeline/base/buf.h"
+#include "pipeline/base/jsonw.h"
 
 #include <cjson/cJSON.h>
 #include <float.h>
@@ -22,444 +23,280 @@
 
 /* ---- writing ---------------------------------------------------------- */
 
-/* The writer prints straight into one growing buffer: checkpoints are
- * written after every stage of every question, and building a cJSON tree
- * of copies first cost more than everything else the runner does per
- * call. The text is what cJSON_PrintUnformatted printed for the same
- * fields: keys in the same order; strings escaped as cJSON does (", \,
- * \b \f \n \r \t, other bytes below 0x20 as \u00xx, the rest as they
- * are); numbers as cJSON prints them: 15 significant digits when they
- * read back (within cJSON's tolerance of one unit in the last place) and
- * 17 otherwise, non-finite values as null. */
+/* The writer prints straight into one growing buffer (pipeline/base/
+ * jsonw.h, in its JSONW_CJSON format): checkpoints are written after every
+ * stage of every question, and building a cJSON tree of copies first cost
+ * more than everything else the runner does per call. The text is what
+ * cJSON_PrintUnformatted printed for the same fields, keys in the same
+ * order. */
 
-/* First error wins; every later call does nothing. */
-typedef struct jw {
-    buf b;
-    bool comma; /* a value was written in the open container */
-    int rc;
-} jw;
-
-static void jw_raw(jw *w, const char *s, size_t n)
+static void key_str(jsonw *w, const char *key, const char *s)
 {
-    if (!w->rc)
-        w->rc = buf_add(&w->b, s, n);
+    jsonw_key(w, key);
+    jsonw_str(w, s);
 }
 
-/* Before a value or key inside a container. */
-static void jw_sep(jw *w)
+static void key_num(jsonw *w, const char *key, double d)
 {
-    if (w->comma)
-        jw_raw(w, ",", 1);
-    w->comma = false;
+    jsonw_key(w, key);
+    jsonw_num(w, d);
 }
 
-static void jw_quoted(jw *w, const char *s)
+static void key_bool(jsonw *w, const char *key, bool v)
 {
-    static const char hex[] = "0123456789abcdef";
-    const char *run = s;
-
-    jw_raw(w, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        char esc[6] = {'\\', 0, '0', '0', 0, 0};
-        size_t n = 2;
-
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        jw_raw(w, run, (size_t)(s - run));
-        run = s + 1;
-        switch (c) {
-        case '"':  esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        default:
-            esc[1] = 'u';
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            n = 6;
-            break;
-        }
-        jw_raw(w, esc, n);
-    }
-    jw_raw(w, run, (size_t)(s - run));
-    jw_raw(w, "\"", 1);
+    jsonw_key(w, key);
+    jsonw_bool(w, v);
 }
 
-static void jw_key(jw *w, const char *key)
-{
-    jw_sep(w);
-    jw_quoted(w, key);
-    jw_raw(w, ":", 1);
-}
-
-static void jw_open(jw *w, char c)
-{
-    jw_sep(w);
-    jw_raw(w, &c, 1);
-}
-
-static void jw_close(jw *w, char c)
-{
-    jw_raw(w, &c, 1);
-    w->comma = true;
-}
-
-static void jw_str(jw *w, const char *s)
-{
-    jw_sep(w);
-    if (s)
-        jw_quoted(w, s);
-    else
-        jw_raw(w, "null", 4);
-    w->comma = true;
-}
-
-static void jw_null(jw *w)
-{
-    jw_sep(w);
-    jw_raw(w, "null", 4);
-    w->comma = true;
-}
-
-static void jw_bool(jw *w, bool v)
-{
-    jw_sep(w);
-    jw_raw(w, v ? "true" : "false", v ? 4 : 5);
-    w->comma = true;
-}
-
-/* cJSON's test that a 15-digit print reads back: equal within one unit
- * in the last place of the larger magnitude. */
-static bool close_enough(double a, double b)
-{
-    double m = fabs(a) > fabs(b) ? fabs(a) : fabs(b);
-
-    return fabs(a - b) <= m * DBL_EPSILON;
-}
-
-static void jw_num(jw *w, double d)
-{
-    char tmp[32];
-    int n;
-
-    jw_sep(w);
-    w->comma = true;
-    if (isnan(d) || isinf(d)) {
-        jw_raw(w, "null", 4);
-        return;
-    }
-    if (d >= (double)INT_MIN && d <= (double)INT_MAX && d == (int)d &&
-        !(d == 0 && signbit(d))) {
-        /* Most numbers in a state are counts: print them by hand (the
-         * digits %1.15g would print; -0 takes the general path). */
-        long v = (int)d;
-        unsigned long u = v < 0 ? 0UL - (unsigned long)v : (unsigned long)v;
-        char *p = tmp + sizeof tmp;
-
-        do {
-            *--p = (char)('0' + u % 10);
-            u /= 10;
-        } while (u);
-        if (v < 0)
-            *--p = '-';
-        jw_raw(w, p, (size_t)(tmp + sizeof tmp - p));
-        return;
-    }
-    n = snprintf(tmp, sizeof tmp, "%1.15g", d);
-    if (!close_enough(strtod(tmp, NULL), d))
-        n = snprintf(tmp, sizeof tmp, "%1.17g", d);
-    jw_raw(w, tmp, (size_t)n);
-}
-
-static void jw_key_str(jw *w, const char *key, const char *s)
-{
-    jw_key(w, key);
-    jw_str(w, s);
-}
-
-static void jw_key_num(jw *w, const char *key, double d)
-{
-    jw_key(w, key);
-    jw_num(w, d);
-}
-
-static void jw_key_bool(jw *w, const char *key, bool v)
-{
-    jw_key(w, key);
-    jw_bool(w, v);
-}
-
-static void jw_key_label(jw *w, const char *key, size_t cand)
+static void key_label(jsonw *w, const char *key, size_t cand)
 {
     char label[TEXT_LABEL_MAX];
 
     text_label(cand, label);
-    jw_key_str(w, key, label);
+    key_str(w, key, label);
 }
 
-static void usage_json(jw *w, const char *key, const state_usage *u)
+static void usage_json(jsonw *w, const char *key, const state_usage *u)
 {
-    jw_key(w, key);
-    jw_open(w, '{');
-    jw_key_num(w, "prompt_tokens", (double)u->prompt_tokens);
-    jw_key_num(w, "completion_tokens", (double)u->completion_tokens);
-    jw_key_num(w, "cost_usd", u->cost_usd);
-    jw_close(w, '}');
+    jsonw_key(w, key);
+    jsonw_object_begin(w);
+    key_num(w, "prompt_tokens", (double)u->prompt_tokens);
+    key_num(w, "completion_tokens", (double)u->completion_tokens);
+    key_num(w, "cost_usd", u->cost_usd);
+    jsonw_object_end(w);
 }
 
-static void proposal_json(jw *w, const state_proposal *p)
+static void proposal_json(jsonw *w, const state_proposal *p)
 {
-    jw_open(w, '{');
-    jw_key_str(w, "status", state_proposal_status_name(p->status));
-    jw_key_bool(w, "infra", p->infra);
-    jw_key_str(w, "text", p->text);
-    jw_key_str(w, "answer", p->answer);
-    jw_key_str(w, "error", p->error);
+    jsonw_object_begin(w);
+    key_str(w, "status", state_proposal_status_name(p->status));
+    key_bool(w, "infra", p->infra);
+    key_str(w, "text", p->text);
+    key_str(w, "answer", p->answer);
+    key_str(w, "error", p->error);
     usage_json(w, "usage", &p->usage);
-    jw_close(w, '}');
+    jsonw_object_end(w);
 }
 
-static void evaluation_json(jw *w, const state_evaluation *e)
+static void evaluation_json(jsonw *w, const state_evaluation *e)
 {
-    jw_open(w, '{');
-    jw_key_str(w, "status", state_eval_status_name(e->status));
-    jw_key_bool(w, "repaired", e->repaired);
-    jw_key_str(w, "reply", e->reply);
-    jw_key_str(w, "first_reply", e->first_reply);
-    jw_key_str(w, "error", e->error);
-    jw_key(w, "weights");
-    jw_open(w, '[');
+    jsonw_object_begin(w);
+    key_str(w, "status", state_eval_status_name(e->status));
+    key_bool(w, "repaired", e->repaired);
+    key_str(w, "reply", e->reply);
+    key_str(w, "first_reply", e->first_reply);
+    key_str(w, "error", e->error);
+    jsonw_key(w, "weights");
+    jsonw_array_begin(w);
     for (size_t i = 0; i < e->nweights; i++) {
-        jw_open(w, '{');
-        jw_key_label(w, "label", e->weights[i].cand);
-        jw_key_num(w, "weight", e->weights[i].weight);
-        jw_key_str(w, "critique", e->weights[i].critique);
-        jw_close(w, '}');
+        jsonw_object_begin(w);
+        key_label(w, "label", e->weights[i].cand);
+        key_num(w, "weight", e->weights[i].weight);
+        key_str(w, "critique", e->weights[i].critique);
+        jsonw_object_end(w);
     }
-    jw_close(w, ']');
-    jw_key(w, "dropped");
-    jw_open(w, '{');
-    jw_key_num(w, "self", (double)e->dropped_self);
-    jw_key_num(w, "unknown", (double)e->dropped_unknown);
-    jw_key_num(w, "invalid", (double)e->dropped_invalid);
-    jw_key_num(w, "duplicate", (double)e->dropped_duplicate);
-    jw_close(w, '}');
+    jsonw_array_end(w);
+    jsonw_key(w, "dropped");
+    jsonw_object_begin(w);
+    key_num(w, "self", (double)e->dropped_self);
+    key_num(w, "unknown", (double)e->dropped_unknown);
+    key_num(w, "invalid", (double)e->dropped_invalid);
+    key_num(w, "duplicate", (double)e->dropped_duplicate);
+    jsonw_object_end(w);
     usage_json(w, "usage", &e->usage);
-    jw_close(w, '}');
+    jsonw_object_end(w);
 }
 
-static void aggregate_json(jw *w, const state_round *r)
+static void aggregate_json(jsonw *w, const state_round *r)
 {
     const state_aggregate *a = &r->agg;
 
-    jw_open(w, '{');
-    jw_key_str(w, "scheme", workflow_scheme_name(a->scheme));
-    jw_key_bool(w, "self_votes", a->self_votes);
-    jw_key_bool(w, "reliability", a->reliability);
-    jw_key_num(w, "winner", (double)a->winner);
-    jw_key_num(w, "conviction", a->conviction);
-    jw_key_str(w, "decided_by", state_decider_name(a->decided_by));
-    jw_key_num(w, "evaluators", (double)a->evaluators);
-    jw_key_num(w, "abstained", (double)a->abstained);
-    jw_key_num(w, "failed", (double)a->failed);
-    jw_key(w, "scores");
-    jw_open(w, '[');
+    jsonw_object_begin(w);
+    key_str(w, "scheme", workflow_scheme_name(a->scheme));
+    key_bool(w, "self_votes", a->self_votes);
+    key_bool(w, "reliability", a->reliability);
+    key_num(w, "winner", (double)a->winner);
+    key_num(w, "conviction", a->conviction);
+    key_str(w, "decided_by", state_decider_name(a->decided_by));
+    key_num(w, "evaluators", (double)a->evaluators);
+    key_num(w, "abstained", (double)a->abstained);
+    key_num(w, "failed", (double)a->failed);
+    jsonw_key(w, "scores");
+    jsonw_array_begin(w);
     for (size_t j = 0; j < r->ncand; j++) {
         const state_score *sc = &a->scores[j];
 
-        jw_open(w, '{');
-        jw_key_label(w, "label", j);
-        jw_key_num(w, "score", sc->score);
-        jw_key_num(w, "net_support", sc->net_support);
-        jw_key_num(w, "evaluators", (double)sc->nevaluators);
-        jw_key_num(w, "min_peer", sc->min_peer);
-        jw_key_num(w, "variance", sc->variance);
-        jw_close(w, '}');
+        jsonw_object_begin(w);
+        key_label(w, "label", j);
+        key_num(w, "score", sc->score);
+        key_num(w, "net_support", sc->net_support);
+        key_num(w, "evaluators", (double)sc->nevaluators);
+        key_num(w, "min_peer", sc->min_peer);
+        key_num(w, "variance", sc->variance);
+        jsonw_object_end(w);
     }
-    jw_close(w, ']');
-    jw_close(w, '}');
+    jsonw_array_end(w);
+    jsonw_object_end(w);
 }
 
-static void decision_json(jw *w, const state_decision *d)
+static void decision_json(jsonw *w, const state_decision *d)
 {
-    jw_open(w, '{');
-    jw_key_bool(w, "stop", d->stop);
-    jw_key_str(w, "reason", state_stop_reason_name(d->reason));
-    jw_key_num(w, "stable_streak", d->stable_streak);
-    jw_key_num(w, "p_g", d->p_g);
-    jw_key_num(w, "p_v", d->p_v);
-    jw_key_num(w, "lambda", d->lambda);
-    jw_key_num(w, "beta", d->beta);
-    jw_key_num(w, "t_opt", d->t_opt);
-    jw_key_num(w, "target", d->target);
-    jw_close(w, '}');
+    jsonw_object_begin(w);
+    key_bool(w, "stop", d->stop);
+    key_str(w, "reason", state_stop_reason_name(d->reason));
+    key_num(w, "stable_streak", d->stable_streak);
+    key_num(w, "p_g", d->p_g);
+    key_num(w, "p_v", d->p_v);
+    key_num(w, "lambda", d->lambda);
+    key_num(w, "beta", d->beta);
+    key_num(w, "t_opt", d->t_opt);
+    key_num(w, "target", d->target);
+    jsonw_object_end(w);
 }
 
-static void round_json(jw *w, const state_round *r, size_t nseats)
+static void round_json(jsonw *w, const state_round *r, size_t nseats)
 {
-    jw_open(w, '{');
-    jw_key_num(w, "v", STATE_JSON_VERSION);
-    jw_key_num(w, "round", r->index);
-    jw_key(w, "proposals");
-    jw_open(w, '[');
+    jsonw_object_begin(w);
+    key_num(w, "v", STATE_JSON_VERSION);
+    key_num(w, "round", r->index);
+    jsonw_key(w, "proposals");
+    jsonw_array_begin(w);
     for (size_t i = 0; i < nseats; i++)
         proposal_json(w, &r->proposals[i]);
-    jw_close(w, ']');
-    jw_key(w, "anonymize");
+    jsonw_array_end(w);
+    jsonw_key(w, "anonymize");
     if (!r->anonymized) {
-        jw_null(w);
+        jsonw_null(w);
     } else {
-        jw_open(w, '{');
-        jw_key_str(w, "fence", r->fence);
-        jw_key(w, "candidates");
-        jw_open(w, '[');
+        jsonw_object_begin(w);
+        key_str(w, "fence", r->fence);
+        jsonw_key(w, "candidates");
+        jsonw_array_begin(w);
         for (size_t j = 0; j < r->ncand; j++) {
-            jw_open(w, '{');
-            jw_key_label(w, "label", j);
-            jw_key_num(w, "seat", (double)r->cands[j].seat);
-            jw_key_str(w, "text", r->cands[j].text);
-            jw_key_num(w, "redactions", (double)r->cands[j].redactions);
-            jw_close(w, '}');
+            jsonw_object_begin(w);
+            key_label(w, "label", j);
+            key_num(w, "seat", (double)r->cands[j].seat);
+            key_str(w, "text", r->cands[j].text);
+            key_num(w, "redactions", (double)r->cands[j].redactions);
+            jsonw_object_end(w);
         }
-        jw_close(w, ']');
-        jw_close(w, '}');
+        jsonw_array_end(w);
+        jsonw_object_end(w);
     }
-    jw_key(w, "evaluations");
+    jsonw_key(w, "evaluations");
     if (!r->evals) {
-        jw_null(w);
+        jsonw_null(w);
     } else {
-        jw_open(w, '[');
+        jsonw_array_begin(w);
         for (size_t i = 0; i < nseats; i++)
             evaluation_json(w, &r->evals[i]);
-        jw_close(w, ']');
+        jsonw_array_end(w);
     }
-    jw_key(w, "aggregate");
+    jsonw_key(w, "aggregate");
     if (r->aggregated)
         aggregate_json(w, r);
     else
-        jw_null(w);
-    jw_key(w, "decision");
+        jsonw_null(w);
+    jsonw_key(w, "decision");
     if (r->decided)
         decision_json(w, &r->decision);
     else
-        jw_null(w);
-    jw_close(w, '}');
-}
-
-/* Hand over the text, or the first error. */
-static int jw_finish(jw *w, char **out)
-{
-    char *s;
-
-    if (w->rc) {
-        int rc = w->rc;
-
-        buf_release(&w->b);
-        return rc;
-    }
-    s = buf_detach(&w->b, NULL);
-    if (!s)
-        return NSED_ENOMEM;
-    *out = s;
-    return 0;
+        jsonw_null(w);
+    jsonw_object_end(w);
 }
 
 int state_round_to_json(const state_round *r, size_t nseats, char **out)
 {
-    jw w = {.rc = 0};
+    jsonw w;
 
-    buf_init(&w.b, STATE_JSON_MAX);
+    jsonw_init(&w, STATE_JSON_MAX, JSONW_CJSON);
     round_json(&w, r, nseats);
-    return jw_finish(&w, out);
+    return jsonw_finish(&w, out, NULL);
 }
 
-static void block_list(jw *w, const char *key, char **v, size_t n)
+static void block_list(jsonw *w, const char *key, char **v, size_t n)
 {
-    jw_key(w, key);
+    jsonw_key(w, key);
     if (!v) {
-        jw_null(w);
+        jsonw_null(w);
         return;
     }
-    jw_open(w, '[');
+    jsonw_array_begin(w);
     for (size_t i = 0; i < n; i++)
-        jw_str(w, v[i]);
-    jw_close(w, ']');
+        jsonw_str(w, v[i]);
+    jsonw_array_end(w);
 }
 
 int state_to_json(const state *st, char **out)
 {
-    jw w = {.rc = 0};
+    jsonw w;
     char seed[17];
 
-    buf_init(&w.b, STATE_JSON_MAX);
+    jsonw_init(&w, STATE_JSON_MAX, JSONW_CJSON);
     snprintf(seed, sizeof seed, "%016" PRIx64, st->seed);
-    jw_open(&w, '{');
-    jw_key_num(&w, "v", STATE_JSON_VERSION);
-    jw_key_str(&w, "seed", seed);
-    jw_key(&w, "question");
-    jw_open(&w, '{');
-    jw_key_str(&w, "id", st->qid);
-    jw_key_str(&w, "text", st->question);
-    jw_key_str(&w, "reference", st->reference);
-    jw_key(&w, "tags");
-    jw_open(&w, '[');
+    jsonw_object_begin(&w);
+    key_num(&w, "v", STATE_JSON_VERSION);
+    key_str(&w, "seed", seed);
+    jsonw_key(&w, "question");
+    jsonw_object_begin(&w);
+    key_str(&w, "id", st->qid);
+    key_str(&w, "text", st->question);
+    key_str(&w, "reference", st->reference);
+    jsonw_key(&w, "tags");
+    jsonw_array_begin(&w);
     for (size_t i = 0; i < st->ntags; i++)
-        jw_str(&w, st->tags[i]);
-    jw_close(&w, ']');
-    jw_close(&w, '}');
-    jw_key(&w, "seats");
-    jw_open(&w, '[');
+        jsonw_str(&w, st->tags[i]);
+    jsonw_array_end(&w);
+    jsonw_object_end(&w);
+    jsonw_key(&w, "seats");
+    jsonw_array_begin(&w);
     for (size_t i = 0; i < st->nseats; i++) {
-        jw_open(&w, '{');
-        jw_key_num(&w, "model", (double)st->seats[i].model);
-        jw_key_str(&w, "role", st->seats[i].role);
-        jw_key_str(&w, "persona", st->seats[i].persona);
-        jw_close(&w, '}');
+        jsonw_object_begin(&w);
+        key_num(&w, "model", (double)st->seats[i].model);
+        key_str(&w, "role", st->seats[i].role);
+        key_str(&w, "persona", st->seats[i].persona);
+        jsonw_object_end(&w);
     }
-    jw_close(&w, ']');
-    jw_key_num(&w, "round", st->round);
-    jw_key_str(&w, "stage", state_stage_name(st->stage));
-    jw_key_str(&w, "status", state_status_name(st->status));
-    jw_key(&w, "missing");
-    jw_open(&w, '[');
+    jsonw_array_end(&w);
+    key_num(&w, "round", st->round);
+    key_str(&w, "stage", state_stage_name(st->stage));
+    key_str(&w, "status", state_status_name(st->status));
+    jsonw_key(&w, "missing");
+    jsonw_array_begin(&w);
     for (size_t i = 0; i < st->nseats; i++)
         if (st->missing[i])
-            jw_num(&w, (double)i);
-    jw_close(&w, ']');
-    jw_key(&w, "final");
-    jw_open(&w, '{');
-    jw_key_str(&w, "answer", st->final_answer);
-    jw_key_num(&w, "seat", (double)st->final_seat);
-    jw_key_num(&w, "round", st->final_round);
-    jw_key_str(&w, "source", state_final_source_name(st->final_source));
-    jw_close(&w, '}');
-    jw_key(&w, "baseline");
-    jw_open(&w, '{');
-    jw_key_str(&w, "answer", st->baseline_answer);
-    jw_key_num(&w, "votes", (double)st->baseline_votes);
-    jw_close(&w, '}');
+            jsonw_num(&w, (double)i);
+    jsonw_array_end(&w);
+    jsonw_key(&w, "final");
+    jsonw_object_begin(&w);
+    key_str(&w, "answer", st->final_answer);
+    key_num(&w, "seat", (double)st->final_seat);
+    key_num(&w, "round", st->final_round);
+    key_str(&w, "source", state_final_source_name(st->final_source));
+    jsonw_object_end(&w);
+    jsonw_key(&w, "baseline");
+    jsonw_object_begin(&w);
+    key_str(&w, "answer", st->baseline_answer);
+    key_num(&w, "votes", (double)st->baseline_votes);
+    jsonw_object_end(&w);
     usage_json(&w, "usage", &st->usage);
-    jw_key(&w, "carry");
-    jw_open(&w, '{');
-    jw_key_num(&w, "from_round", st->carry.from_round);
-    jw_key_str(&w, "fence", st->carry.fence);
-    jw_key_str(&w, "winner", st->carry.winner);
+    jsonw_key(&w, "carry");
+    jsonw_object_begin(&w);
+    key_num(&w, "from_round", st->carry.from_round);
+    key_str(&w, "fence", st->carry.fence);
+    key_str(&w, "winner", st->carry.winner);
     block_list(&w, "own", st->carry.own, st->nseats);
     block_list(&w, "critiques", st->carry.critiques, st->nseats);
     block_list(&w, "scores", st->carry.scores, st->nseats);
-    jw_close(&w, '}');
-    jw_key(&w, "rounds");
-    jw_open(&w, '[');
+    jsonw_object_end(&w);
+    jsonw_key(&w, "rounds");
+    jsonw_array_begin(&w);
     if (st->prev)
         round_json(&w, st->prev, st->nseats);
     round_json(&w, st->cur, st->nseats);
-    jw_close(&w, ']');
-    jw_close(&w, '}');
-    return jw_finish(&w, out);
+    jsonw_array_end(&w);
+    jsonw_object_end(&w);
+    return jsonw_finish(&w, out, NULL);
 }
 
 /* ---- reading ---------------------------------------------------------- */

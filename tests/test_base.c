@@ -5,6 +5,7 @@
 #include "pipeline/base/err.h"
 #include "pipeline/base/hash.h"
 #include "pipeline/base/json.h"
+#include "pipeline/base/jsonw.h"
 #include "pipeline/base/num.h"
 #include "pipeline/base/suggest.h"
 #include "pipeline/base/utf8.h"
@@ -12,6 +13,8 @@
 
 #include <check.h>
 #include <dirent.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -476,6 +479,181 @@ START_TEST(json_find_object_in_text)
 }
 END_TEST
 
+/* ---- JSON writer ------------------------------------------------------- */
+
+/* One value written alone with flags, as text (the test owns it). */
+typedef void (*jw_fn)(jsonw *w);
+
+static char *jw_text(unsigned flags, jw_fn fn)
+{
+    jsonw w;
+    char *out = NULL;
+    size_t len = 0;
+
+    jsonw_init(&w, 1024, flags);
+    fn(&w);
+    ck_assert_int_eq(jsonw_finish(&w, &out, &len), 0);
+    ck_assert_uint_eq(len, strlen(out));
+    return out;
+}
+
+static void jw_escapes(jsonw *w)
+{
+    jsonw_str(w, "a\"b\\c\n\t\r\x01\b\f\x1f\x7f\xc3\xa9/");
+}
+
+START_TEST(jsonw_escapes_strings)
+{
+    char *t = jw_text(0, jw_escapes);
+
+    /* canonical: only ", \, \n, \t, \r short; other controls as \u00xx;
+     * DEL, UTF-8 and / as they are */
+    ck_assert_str_eq(t, "\"a\\\"b\\\\c\\n\\t\\r\\u0001\\u0008\\u000c"
+                        "\\u001f\x7f\xc3\xa9/\"");
+    free(t);
+    t = jw_text(JSONW_CJSON, jw_escapes);
+    /* cJSON also writes \b and \f short */
+    ck_assert_str_eq(t, "\"a\\\"b\\\\c\\n\\t\\r\\u0001\\b\\f"
+                        "\\u001f\x7f\xc3\xa9/\"");
+    free(t);
+}
+END_TEST
+
+static void jw_numbers(jsonw *w)
+{
+    volatile double tenth = 0.1, fifth = 0.2; /* 0.1 + 0.2 at run time */
+
+    jsonw_array_begin(w);
+    jsonw_num(w, -0.0);
+    jsonw_num(w, 1e300);
+    jsonw_num(w, 0.1);
+    jsonw_num(w, tenth + fifth);
+    jsonw_num(w, 9007199254740994.0); /* 2^53 + 2 */
+    jsonw_num(w, 123456789012.0);
+    jsonw_num(w, -7);
+    jsonw_num(w, 1.5);
+    jsonw_num(w, NAN);
+    jsonw_num(w, -INFINITY);
+    jsonw_int(w, 9007199254740993LL); /* 2^53 + 1: no double holds it */
+    jsonw_int(w, INT64_MIN);
+    jsonw_uint(w, UINT64_MAX);
+    jsonw_array_end(w);
+}
+
+START_TEST(jsonw_prints_numbers)
+{
+    char *t = jw_text(0, jw_numbers);
+
+    /* shortest text that reads back (%g keeps 2^53 + 2 in fixed notation
+     * at 16 digits); integers below 1e15 in full */
+    ck_assert_str_eq(t, "[0,1e+300,0.1,0.30000000000000004,"
+                        "9007199254740994,123456789012,-7,1.5,null,"
+                        "null,9007199254740993,-9223372036854775808,"
+                        "18446744073709551615]");
+    free(t);
+    t = jw_text(JSONW_CJSON, jw_numbers);
+    /* cJSON: -0 kept, 15 digits when within an ulp (0.1 + 0.2 -> 0.3),
+     * else 17 */
+    ck_assert_str_eq(t, "[-0,1e+300,0.1,0.3,9007199254740994,123456789012,"
+                        "-7,1.5,null,null,9007199254740993,"
+                        "-9223372036854775808,18446744073709551615]");
+    free(t);
+}
+END_TEST
+
+static void jw_nested(jsonw *w)
+{
+    jsonw_object_begin(w);
+    jsonw_key(w, "a");
+    jsonw_array_begin(w);
+    jsonw_int(w, 1);
+    jsonw_object_begin(w);
+    jsonw_key(w, "b");
+    jsonw_null(w);
+    jsonw_key(w, "t");
+    jsonw_bool(w, true);
+    jsonw_object_end(w);
+    jsonw_array_end(w);
+    jsonw_key(w, "c");
+    jsonw_object_begin(w);
+    jsonw_object_end(w);
+    jsonw_key(w, "d");
+    jsonw_array_begin(w);
+    jsonw_array_end(w);
+    jsonw_key(w, "e\n");
+    jsonw_str(w, NULL);
+    jsonw_object_end(w);
+}
+
+START_TEST(jsonw_nests_and_indents)
+{
+    char *t = jw_text(0, jw_nested);
+
+    ck_assert_str_eq(t, "{\"a\":[1,{\"b\":null,\"t\":true}],\"c\":{},"
+                        "\"d\":[],\"e\\n\":null}");
+    free(t);
+    t = jw_text(JSONW_INDENT, jw_nested);
+    ck_assert_str_eq(t, "{\n"
+                        "  \"a\": [\n"
+                        "    1,\n"
+                        "    {\n"
+                        "      \"b\": null,\n"
+                        "      \"t\": true\n"
+                        "    }\n"
+                        "  ],\n"
+                        "  \"c\": {},\n"
+                        "  \"d\": [],\n"
+                        "  \"e\\n\": null\n"
+                        "}");
+    free(t);
+}
+END_TEST
+
+START_TEST(jsonw_cap_poisons_until_finish)
+{
+    char *out = (char *)0x1;
+    size_t len = 99;
+    jsonw w;
+
+    /* ["ab"] is 6 bytes: a cap of 6 holds it */
+    jsonw_init(&w, 6, 0);
+    jsonw_array_begin(&w);
+    jsonw_str(&w, "ab");
+    jsonw_array_end(&w);
+    ck_assert_int_eq(jsonw_finish(&w, &out, &len), 0);
+    ck_assert_str_eq(out, "[\"ab\"]");
+    ck_assert_uint_eq(len, 6);
+    free(out);
+
+    /* a cap of 5 holds ["ab" and fails at the bracket; the error stays
+     * through later calls and finish reports it */
+    out = (char *)0x1;
+    len = 99;
+    jsonw_init(&w, 5, 0);
+    jsonw_array_begin(&w);
+    jsonw_str(&w, "ab");
+    ck_assert_int_eq(jsonw_error(&w), 0);
+    jsonw_array_end(&w);
+    ck_assert_int_eq(jsonw_error(&w), NSED_ETOOBIG);
+    jsonw_str(&w, "");
+    ck_assert_int_eq(jsonw_error(&w), NSED_ETOOBIG);
+    ck_assert_int_eq(jsonw_finish(&w, &out, &len), NSED_ETOOBIG);
+    ck_assert_ptr_eq(out, (char *)0x1); /* untouched on failure */
+    ck_assert_uint_eq(len, 99);
+    ck_assert_int_eq(jsonw_error(&w), 0); /* empty again */
+
+    /* released without finishing: no leak, reusable */
+    jsonw_init(&w, 64, 0);
+    jsonw_str(&w, "dropped");
+    jsonw_release(&w);
+    jsonw_init(&w, 64, 0);
+    jsonw_bool(&w, false);
+    ck_assert_int_eq(jsonw_finish(&w, &out, NULL), 0);
+    ck_assert_str_eq(out, "false");
+    free(out);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("base");
@@ -506,6 +684,12 @@ Suite *tu_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("suggest");
     tcase_add_test(tc, suggest_finds_typos);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("json writer");
+    tcase_add_test(tc, jsonw_escapes_strings);
+    tcase_add_test(tc, jsonw_prints_numbers);
+    tcase_add_test(tc, jsonw_nests_and_indents);
+    tcase_add_test(tc, jsonw_cap_poisons_until_finish);
     suite_add_tcase(s, tc);
     tc = tcase_create("hash");
     tcase_add_test(tc, sha256_known_vectors);

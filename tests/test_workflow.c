@@ -1100,6 +1100,158 @@ START_TEST(lookups)
 }
 END_TEST
 
+/* ---- the seed override ------------------------------------------------- */
+
+/* A seed given to the load is part of the workflow: canonical text and
+ * hash are those of the same file with that seed written in it. */
+START_TEST(seed_option_is_hashed_like_a_written_seed)
+{
+    static const struct {
+        uint64_t seed;
+        const char *line;
+    } cases[] = {{7, "seed: 7\n"},
+                 {UINT64_MAX, "seed: 18446744073709551615\n"}};
+    workflow_options opt = {.has_seed = true};
+    char *with_line, *text, *plain = hash_of_text(MINI);
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        workflow *a = NULL, *b;
+        nsed_err e = {0};
+        size_t n;
+
+        opt.seed = cases[i].seed;
+        ck_assert_int_eq(workflow_load_string_with("t.yaml", MINI,
+                                                   strlen(MINI), &opt, &a, &e),
+                         0);
+        with_line = subst(MINI, "version: 1\n", "");
+        n = strlen(cases[i].line) + strlen(with_line) + 16;
+        text = malloc(n);
+        ck_assert_ptr_nonnull(text);
+        snprintf(text, n, "version: 1\n%s%s", cases[i].line, with_line);
+        b = load_text(text);
+        free(text);
+        ck_assert(a->seed == cases[i].seed);
+        ck_assert_str_eq(workflow_canonical(a), workflow_canonical(b));
+        ck_assert_str_eq(workflow_hash(a), workflow_hash(b));
+        ck_assert_str_ne(workflow_hash(a), plain);
+        workflow_free(a);
+        workflow_free(b);
+        free(with_line);
+    }
+    /* a file's own seed is replaced, not added to */
+    text = subst(MINI, "version: 1\n", "version: 1\nseed: 99\n");
+    {
+        workflow *a = NULL;
+        nsed_err e = {0};
+
+        opt.seed = 0;
+        ck_assert_int_eq(workflow_load_string_with("t.yaml", text,
+                                                   strlen(text), &opt, &a, &e),
+                         0);
+        ck_assert_uint_eq(a->seed, 0);
+        ck_assert_str_eq(workflow_hash(a), plain);
+        workflow_free(a);
+        free(text);
+    }
+    /* no option, or has_seed false: the file's seed */
+    opt = (workflow_options){.has_seed = false, .seed = 5};
+    {
+        workflow *a = NULL;
+        nsed_err e = {0};
+
+        ck_assert_int_eq(workflow_load_string_with("t.yaml", MINI,
+                                                   strlen(MINI), &opt, &a, &e),
+                         0);
+        ck_assert_uint_eq(a->seed, 0);
+        ck_assert_str_eq(workflow_hash(a), plain);
+        workflow_free(a);
+    }
+    free(plain);
+}
+END_TEST
+
+#define DEMO_WF EXAMPLES "/demo.yaml"
+#define DEMO_Q EXAMPLES "/demo-questions.jsonl"
+#define DEMO_SIM NSED_SOURCE_DIR "/tests/sim/configs/demo-sim.yaml"
+
+/* `nsed run --seed N` records the hash of what ran: the hash `nsed
+ * validate` prints for a copy of the workflow with `seed: N` written in. */
+START_TEST(run_seed_stores_the_hash_of_what_ran)
+{
+    char *sdir = tu_path(tu_tmp, "store"), *copy = tu_path(tu_tmp, "w.yaml");
+    char *text = tu_read_file(DEMO_WF, NULL), *at, *out = NULL, *err = NULL;
+    const char *hash;
+    cJSON *st, *man;
+    tu_sim sim;
+
+    /* the copy: demo.yaml with seed 42 replaced by seed 7 */
+    ck_assert_ptr_nonnull(text);
+    at = strstr(text, "seed: 42 ");
+    ck_assert_ptr_nonnull(at);
+    memcpy(at, "seed: 7  ", 9);
+    tu_write_file(copy, text, (size_t)-1);
+
+    tu_sim_start(&sim, DEMO_SIM, NULL, NULL);
+    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
+                          DEMO_Q, "--store", sdir, "--seed", "7", "--limit",
+                          "1", "--quiet") == 0,
+                  "%s", err);
+    free(out);
+    free(err);
+    tu_sim_stop(&sim);
+
+    st = tu_nsed_status(sdir);
+    man = cJSON_GetObjectItemCaseSensitive(st, "manifest");
+    hash = cJSON_GetStringValue(
+        cJSON_GetObjectItemCaseSensitive(man, "workflow_hash"));
+    ck_assert_ptr_nonnull(hash);
+    ck_assert_str_eq(cJSON_GetStringValue(
+                         cJSON_GetObjectItemCaseSensitive(man, "seed")),
+                     "7");
+    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "validate", "-q", copy), 0);
+    ck_assert_msg(tu_contains(out, hash), "%s does not print %s", out, hash);
+    free(out);
+    free(err);
+    /* and it is not the hash of the file as written (seed 42) */
+    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "validate", "-q", DEMO_WF), 0);
+    ck_assert(!tu_contains(out, hash));
+    free(out);
+    free(err);
+    cJSON_Delete(st);
+    free(text);
+    free(copy);
+    free(sdir);
+}
+END_TEST
+
+/* ---- the key reference ------------------------------------------------- */
+
+/* docs/workflow-keys.md is what the key table prints, so the docs cannot
+ * drift from the loader. */
+START_TEST(key_reference_is_generated)
+{
+    char *committed = tu_read_file(NSED_SOURCE_DIR "/docs/workflow-keys.md",
+                                   NULL);
+    buf b;
+
+    buf_init(&b, (size_t)1 << 20);
+    ck_assert_int_eq(workflow_keys_markdown(&b), 0);
+    ck_assert_msg(committed != NULL, "docs/workflow-keys.md is missing");
+    ck_assert_msg(strcmp(committed, b.ptr) == 0,
+                  "docs/workflow-keys.md is stale: regenerate it with "
+                  "./build/pipeline/workflow/nsed-workflow-keys > "
+                  "docs/workflow-keys.md");
+    /* every key has its meaning written, and rows read as documented */
+    ck_assert(!tu_contains(b.ptr, "(null)"));
+    ck_assert(tu_contains(b.ptr, "\n| `models[].sampling.temperature` | "
+                                 "number | `0.7` | [0, 2] |"));
+    ck_assert(tu_contains(b.ptr, "\n| `teams.<name>.roles[].count` | "
+                                 "integer | `1` | 1..64 |"));
+    buf_release(&b);
+    free(committed);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("workflow");
@@ -1143,6 +1295,14 @@ Suite *tu_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("secrets");
     tcase_add_test(tc, secrets_never_echoed);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("seed override");
+    tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
+    tcase_add_test(tc, seed_option_is_hashed_like_a_written_seed);
+    tcase_add_test(tc, run_seed_stores_the_hash_of_what_ran);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("key reference");
+    tcase_add_test(tc, key_reference_is_generated);
     suite_add_tcase(s, tc);
     tc = tcase_create("lookups");
     tcase_add_test(tc, lookups);

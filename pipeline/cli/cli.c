@@ -205,17 +205,18 @@ int cli_open_bound_store(const char *wpath, const char *dir, int allow_change,
                          const uint64_t *seed, const char *cmdline,
                          workflow **wf_out, store **st_out, nsed_err *err)
 {
+    workflow_options opt = {.has_seed = seed != NULL, .seed = seed ? *seed : 0};
     workflow *wf = NULL;
     store *st = NULL;
     char *commit = NULL;
     store_manifest m = {0};
     int rc;
 
-    rc = workflow_load(wpath, &wf, err);
+    /* The override is an input of the load, so the hash and canonical
+     * text recorded below are those of the seed that runs. */
+    rc = workflow_load_with(wpath, &opt, &wf, err);
     if (rc)
         goto out;
-    if (seed)
-        wf->seed = *seed;
     rc = store_open(dir, NULL, &st, err);
     if (rc)
         goto out;

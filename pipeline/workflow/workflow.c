@@ -1,19 +1,23 @@
 /* workflow.c -- node tree -> validated struct workflow.
  *
- * Each section has a key table (keyspec) in the schema's order; map_fields
- * checks a mapping against it (unknown keys with a suggestion, duplicates,
- * inline secrets, missing required keys) and hands back the value nodes,
- * which the section loader then converts with the typed getters below.
+ * Every section is loaded by walking its key table (workflow_keys.c) in
+ * the schema's order: map_fields checks a mapping against the table
+ * (unknown keys with a suggestion, duplicates, inline secrets, missing
+ * required keys) and hands back the value nodes, which load_value converts
+ * with the typed getters below as the table says. Keys that need more
+ * (references, interpolation, conditions between keys) name a hand-written
+ * step; checks across keys run after the key or section they follow.
  * Every getter reports at the node's own location, so each message points
  * at the exact scalar, list or mapping the user has to change.
  *
- * Sections load in dependency order (models, teams, broker, ... answer,
- * prompts) rather than file order, so references are checked as soon as
- * the thing they name is known.
+ * The top-level sections load in dependency order (models, teams, broker,
+ * ... answer, prompts) rather than file order, so references are checked
+ * as soon as the thing they name is known.
  */
 #include "pipeline/workflow/workflow_int.h"
 #include "pipeline/base/suggest.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -26,19 +30,25 @@
 
 #define WF_PATH 192          /* a section path such as teams.main.roles[3] */
 #define WF_MAX_STRING 65536  /* any single interpolated value */
-#define WF_MAX_KEYS 24       /* keys in the largest keyspec */
-
-typedef struct keyspec {
-    const char *key;
-    bool required;
-} keyspec;
+#define WF_MAX_KEYS 24       /* keys in the largest section */
 
 typedef struct ld {
     const char *file;
     nsed_err *err;
     workflow *wf;
+    const wf_node *root;
+    size_t item;               /* index of the model or role being loaded */
+    workflow_team *team;       /* the team being loaded */
+    const wf_node *team_key;   /* its name in the file */
     const wf_node *model_ids[WORKFLOW_MAX_MODELS]; /* for duplicate reports */
+    const wf_node *role_names[WORKFLOW_MAX_ROLES]; /* of the team loaded */
 } ld;
+
+static int load_section(ld *l, const wf_section *s, const wf_node *n,
+                        void *base, const char *path);
+static int load_value(ld *l, const wf_key *k, const wf_node *n, void *base,
+                      const char *p);
+
 
 static int fail(ld *l, const wf_node *n, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -463,9 +473,6 @@ static int get_enum(ld *l, const wf_node *n, const char *path,
 }
 
 /* get_enum over a whole name table. */
-#define GET_ENUM(l, n, path, table, out) \
-    get_enum(l, n, path, table, WF_COUNT(table), out)
-
 static int get_int_as(ld *l, const wf_node *n, const char *path,
                       long long lo, long long hi, int *out)
 {
@@ -515,20 +522,22 @@ static int check_key(ld *l, const wf_node *k, bool secrets)
     return 0;
 }
 
-/* Check mapping n against spec (nspec <= WF_MAX_KEYS) and store the value
- * node of each key in vals (NULL when absent). path "" is the top level. */
+/* Check mapping n against the keys of s and store the value node of each
+ * key in vals (NULL when absent). path "" is the top level. */
 static int map_fields(ld *l, const wf_node *n, const char *path,
-                      const keyspec *spec, size_t nspec, const wf_node **vals)
+                      const wf_section *s, const wf_node **vals)
 {
     const char *names[WF_MAX_KEYS];
     const wf_node *keys[WF_MAX_KEYS] = {0};
     const char *where = path[0] ? path : "the top level";
+    size_t nspec = s->nkeys;
     char hint[WF_PATH];
     int rc;
 
+    assert(nspec <= WF_MAX_KEYS);
     for (size_t i = 0; i < nspec; i++) {
         vals[i] = NULL;
-        names[i] = spec[i].key;
+        names[i] = s->keys[i].key;
     }
     if (n->kind != WF_NODE_MAP)
         return fail(l, n, NSED_EINVAL, "%s must be a mapping, not %s",
@@ -541,7 +550,7 @@ static int map_fields(ld *l, const wf_node *n, const char *path,
         if (rc)
             return rc;
         for (j = 0; j < nspec; j++)
-            if (strcmp(k->str, spec[j].key) == 0)
+            if (strcmp(k->str, names[j]) == 0)
                 break;
         if (j == nspec) {
             /* A repeated unknown key is reported as unknown: fixing the
@@ -557,9 +566,9 @@ static int map_fields(ld *l, const wf_node *n, const char *path,
         vals[j] = n->items[2 * i + 1];
     }
     for (size_t j = 0; j < nspec; j++)
-        if (spec[j].required && !vals[j])
+        if ((s->keys[j].flags & WF_F_REQUIRED) && !vals[j])
             return fail(l, n, NSED_EINVAL,
-                        "missing required key \"%s\" in %s", spec[j].key,
+                        "missing required key \"%s\" in %s", names[j],
                         where);
     return 0;
 }
@@ -777,231 +786,52 @@ static int check_endpoint(ld *l, const wf_node *n, const char *path, char *url)
     return 0;
 }
 
-enum { PL_HOST, PL_GPU, PL_VRAM, PL_COUNT };
-static const keyspec placement_keys[PL_COUNT] = {
-    [PL_HOST] = {"host", false},
-    [PL_GPU] = {"gpu", false},
-    [PL_VRAM] = {"vram_gb", false},
-};
+/* ---- hand-written steps: models ---------------------------------------- */
 
-enum { PR_IN, PR_OUT, PR_COUNT };
-static const keyspec price_keys[PR_COUNT] = {
-    [PR_IN] = {"input_per_mtok", false},
-    [PR_OUT] = {"output_per_mtok", false},
-};
-
-enum { TO_CONNECT, TO_REQUEST, TO_COUNT };
-static const keyspec timeout_keys[TO_COUNT] = {
-    [TO_CONNECT] = {"connect_s", false},
-    [TO_REQUEST] = {"request_s", false},
-};
-
-enum { SA_TEMP, SA_TOP_P, SA_MAX_TOKENS, SA_SEED, SA_STOP, SA_COUNT };
-static const keyspec sampling_keys[SA_COUNT] = {
-    [SA_TEMP] = {"temperature", false},
-    [SA_TOP_P] = {"top_p", false},
-    [SA_MAX_TOKENS] = {"max_tokens", false},
-    [SA_SEED] = {"seed", false},
-    [SA_STOP] = {"stop", false},
-};
-
-enum { PRI_GEN, PRI_VER, PRI_COUNT };
-static const keyspec prior_keys[PRI_COUNT] = {
-    [PRI_GEN] = {"p_gen", false},
-    [PRI_VER] = {"p_ver", false},
-};
-
-enum {
-    MO_ID, MO_ENDPOINT, MO_MODEL, MO_API_KEY_ENV, MO_FAMILY, MO_SIZE_B,
-    MO_PLACEMENT, MO_MAX_CONC, MO_PRICE, MO_TIMEOUTS, MO_SAMPLING,
-    MO_STRUCTURED, MO_PRIOR, MO_COUNT
-};
-static const keyspec model_keys[MO_COUNT] = {
-    [MO_ID] = {"id", true},
-    [MO_ENDPOINT] = {"endpoint", true},
-    [MO_MODEL] = {"model", true},
-    [MO_API_KEY_ENV] = {"api_key_env", false},
-    [MO_FAMILY] = {"family", false},
-    [MO_SIZE_B] = {"size_b", false},
-    [MO_PLACEMENT] = {"placement", false},
-    [MO_MAX_CONC] = {"max_concurrency", false},
-    [MO_PRICE] = {"price", false},
-    [MO_TIMEOUTS] = {"timeouts", false},
-    [MO_SAMPLING] = {"sampling", false},
-    [MO_STRUCTURED] = {"structured_output", false},
-    [MO_PRIOR] = {"prior", false},
-};
-
-static int load_sampling(ld *l, const wf_node *n, const char *path,
-                         workflow_sampling *s)
+static int load_endpoint(ld *l, const wf_key *k, const wf_node *n,
+                         workflow_model *m, const char *p)
 {
-    const wf_node *v[SA_COUNT];
-    char p[WF_PATH];
-    long long seed;
-    int rc;
+    int rc = get_text(l, n, p, (size_t)k->ihi, &m->endpoint_raw);
 
-    rc = map_fields(l, n, path, sampling_keys, SA_COUNT, v);
-    if (!rc && v[SA_TEMP])
-        rc = get_num(l, v[SA_TEMP], kpath(p, path, "temperature"), 0, false,
-                     2, false, &s->temperature);
-    if (!rc && v[SA_TOP_P])
-        rc = get_num(l, v[SA_TOP_P], kpath(p, path, "top_p"), 0, true, 1,
-                     false, &s->top_p);
-    if (!rc && v[SA_MAX_TOKENS])
-        rc = get_long(l, v[SA_MAX_TOKENS], kpath(p, path, "max_tokens"), 1,
-                      1000000, &s->max_tokens);
-    if (!rc && v[SA_SEED]) {
-        rc = get_int(l, v[SA_SEED], kpath(p, path, "seed"), 0, INT64_MAX,
-                     &seed);
-        if (!rc) {
-            s->has_seed = true;
-            s->seed = seed;
-        }
-    }
-    if (!rc && v[SA_STOP])
-        rc = get_strs(l, v[SA_STOP], kpath(p, path, "stop"), 0,
-                      WORKFLOW_MAX_STOP, false, &s->stop, &s->nstop);
+    if (!rc)
+        rc = interpolate(l, n, p, &m->endpoint);
+    if (!rc)
+        rc = check_endpoint(l, n, p, m->endpoint);
     return rc;
 }
 
-static int load_model(ld *l, const wf_node *n, const char *path, size_t idx)
+static int load_model_name(ld *l, const wf_key *k, const wf_node *n,
+                           workflow_model *m, const char *p)
 {
-    workflow_model *m = &l->wf->models[idx];
-    const wf_node *v[MO_COUNT], *w[PL_COUNT];
-    char p[WF_PATH];
-    int rc;
+    int rc = get_text(l, n, p, (size_t)k->ihi, &m->model_raw);
 
-    m->placement_gpu = -1;
-    m->placement_vram_gb = -1;
-    m->max_concurrency = 4;
-    m->connect_timeout_s = 10;
-    m->request_timeout_s = 300;
-    m->sampling.temperature = 0.7;
-    m->sampling.top_p = 1;
-    m->sampling.max_tokens = 1024;
-    m->prior_p_gen = -1;
-    m->prior_p_ver = -1;
-
-    rc = map_fields(l, n, path, model_keys, MO_COUNT, v);
-    if (rc)
-        return rc;
-    rc = get_name(l, v[MO_ID], kpath(p, path, "id"), &m->id);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < idx; i++)
-        if (strcmp(l->wf->models[i].id, m->id) == 0)
-            return fail(l, v[MO_ID], NSED_EINVAL, "duplicate model id \"%s\" "
-                        "(first at %zu:%zu)", m->id, l->model_ids[i]->line,
-                        l->model_ids[i]->col);
-    l->model_ids[idx] = v[MO_ID];
-
-    kpath(p, path, "endpoint");
-    rc = get_text(l, v[MO_ENDPOINT], p, 2048, &m->endpoint_raw);
     if (!rc)
-        rc = interpolate(l, v[MO_ENDPOINT], p, &m->endpoint);
-    if (!rc)
-        rc = check_endpoint(l, v[MO_ENDPOINT], p, m->endpoint);
+        rc = interpolate(l, n, p, &m->model);
     if (rc)
         return rc;
-
-    kpath(p, path, "model");
-    rc = get_text(l, v[MO_MODEL], p, 256, &m->model_raw);
-    if (!rc)
-        rc = interpolate(l, v[MO_MODEL], p, &m->model);
-    if (rc)
-        return rc;
-    if (!m->model[0] || strlen(m->model) > 256)
-        return fail(l, v[MO_MODEL], NSED_EINVAL, "%s must be 1..256 bytes "
-                    "after expanding variables", p);
-
-    if (v[MO_API_KEY_ENV]) {
-        const wf_node *k = v[MO_API_KEY_ENV];
-
-        /* The value is never echoed: a key pasted here must not reach a
-         * log through our error message. */
-        if (k->kind != WF_NODE_SCALAR || !is_env_name(k->str, k->len))
-            return secret_error(l, k);
-        m->api_key_env = strdup(k->str);
-        if (!m->api_key_env)
-            return oom(l);
-    }
-    if (v[MO_FAMILY])
-        rc = get_name(l, v[MO_FAMILY], kpath(p, path, "family"), &m->family);
-    else if (!(m->family = strdup(m->id)))
-        rc = oom(l);
-    if (!rc && v[MO_SIZE_B])
-        rc = get_num(l, v[MO_SIZE_B], kpath(p, path, "size_b"), 0, true,
-                     100000, false, &m->size_b);
-    if (!rc && v[MO_PLACEMENT]) {
-        char q[WF_PATH];
-
-        kpath(q, path, "placement");
-        rc = map_fields(l, v[MO_PLACEMENT], q, placement_keys, PL_COUNT, w);
-        if (!rc && w[PL_HOST])
-            rc = get_text(l, w[PL_HOST], kpath(p, q, "host"), 255,
-                          &m->placement_host);
-        if (!rc && w[PL_GPU])
-            rc = get_int_as(l, w[PL_GPU], kpath(p, q, "gpu"), 0, 1023,
-                            &m->placement_gpu);
-        if (!rc && w[PL_VRAM])
-            rc = get_num(l, w[PL_VRAM], kpath(p, q, "vram_gb"), 0, false,
-                         10000, false, &m->placement_vram_gb);
-    }
-    if (!rc && v[MO_MAX_CONC])
-        rc = get_int_as(l, v[MO_MAX_CONC], kpath(p, path, "max_concurrency"),
-                        1, 4096, &m->max_concurrency);
-    if (!rc && v[MO_PRICE]) {
-        char q[WF_PATH];
-
-        kpath(q, path, "price");
-        rc = map_fields(l, v[MO_PRICE], q, price_keys, PR_COUNT, w);
-        if (!rc && w[PR_IN])
-            rc = get_num(l, w[PR_IN], kpath(p, q, "input_per_mtok"), 0, false,
-                         1e6, false, &m->price_input_per_mtok);
-        if (!rc && w[PR_OUT])
-            rc = get_num(l, w[PR_OUT], kpath(p, q, "output_per_mtok"), 0,
-                         false, 1e6, false, &m->price_output_per_mtok);
-    }
-    if (!rc && v[MO_TIMEOUTS]) {
-        char q[WF_PATH];
-
-        kpath(q, path, "timeouts");
-        rc = map_fields(l, v[MO_TIMEOUTS], q, timeout_keys, TO_COUNT, w);
-        if (!rc && w[TO_CONNECT])
-            rc = get_num(l, w[TO_CONNECT], kpath(p, q, "connect_s"), 0, true,
-                         3600, false, &m->connect_timeout_s);
-        if (!rc && w[TO_REQUEST])
-            rc = get_num(l, w[TO_REQUEST], kpath(p, q, "request_s"), 0, true,
-                         86400, false, &m->request_timeout_s);
-    }
-    if (!rc && v[MO_SAMPLING])
-        rc = load_sampling(l, v[MO_SAMPLING], kpath(p, path, "sampling"),
-                           &m->sampling);
-    if (!rc && v[MO_STRUCTURED])
-        rc = get_bool(l, v[MO_STRUCTURED],
-                      kpath(p, path, "structured_output"),
-                      &m->structured_output);
-    if (!rc && v[MO_PRIOR]) {
-        char q[WF_PATH];
-
-        kpath(q, path, "prior");
-        rc = map_fields(l, v[MO_PRIOR], q, prior_keys, PRI_COUNT, w);
-        if (!rc && w[PRI_GEN])
-            rc = get_num(l, w[PRI_GEN], kpath(p, q, "p_gen"), 0, false, 1,
-                         false, &m->prior_p_gen);
-        if (!rc && w[PRI_VER])
-            rc = get_num(l, w[PRI_VER], kpath(p, q, "p_ver"), 0, false, 1,
-                         false, &m->prior_p_ver);
-    }
-    return rc;
+    if (!m->model[0] || strlen(m->model) > (size_t)k->ihi)
+        return fail(l, n, NSED_EINVAL, "%s must be 1..%lld bytes after "
+                    "expanding variables", p, k->ihi);
+    return 0;
 }
 
-static int load_models(ld *l, const wf_node *n)
+static int load_api_key_env(ld *l, const wf_node *n, workflow_model *m)
 {
-    char p[WF_PATH];
+    /* The value is never echoed: a key pasted here must not reach a log
+     * through our error message. */
+    if (n->kind != WF_NODE_SCALAR || !is_env_name(n->str, n->len))
+        return secret_error(l, n);
+    m->api_key_env = strdup(n->str);
+    return m->api_key_env ? 0 : oom(l);
+}
+
+static int load_models(ld *l, const wf_key *k, const wf_node *n,
+                       const char *p)
+{
+    char q[WF_PATH];
     int rc;
 
-    rc = expect_list(l, n, "models", 1, WORKFLOW_MAX_MODELS);
+    rc = expect_list(l, n, p, (size_t)k->ilo, (size_t)k->ihi);
     if (rc)
         return rc;
     l->wf->models = calloc(n->n, sizeof *l->wf->models);
@@ -1009,28 +839,18 @@ static int load_models(ld *l, const wf_node *n)
         return oom(l);
     l->wf->nmodels = n->n;
     for (size_t i = 0; i < n->n; i++) {
-        rc = load_model(l, n->items[i], ipath(p, "models", i), i);
+        workflow_model *m = &l->wf->models[i];
+
+        wf_defaults(k->sub, m);
+        l->item = i;
+        rc = load_section(l, k->sub, n->items[i], m, ipath(q, p, i));
         if (rc)
             return rc;
     }
     return 0;
 }
 
-/* ---- teams ------------------------------------------------------------- */
-
-enum { RO_NAME, RO_COUNT_, RO_PERSONA, RO_MODELS, RO_FAMILIES, RO_KEYS };
-static const keyspec role_keys[RO_KEYS] = {
-    [RO_NAME] = {"name", true},
-    [RO_COUNT_] = {"count", false},
-    [RO_PERSONA] = {"persona", false},
-    [RO_MODELS] = {"models", false},
-    [RO_FAMILIES] = {"families", false},
-};
-
-enum { TE_ROLES, TE_COUNT };
-static const keyspec team_keys[TE_COUNT] = {
-    [TE_ROLES] = {"roles", true},
-};
+/* ---- hand-written steps: teams ----------------------------------------- */
 
 /* Every model id (or distinct family) of the workflow, for hints. */
 static size_t model_names(const workflow *wf, bool families,
@@ -1051,10 +871,10 @@ static size_t model_names(const workflow *wf, bool families,
     return n;
 }
 
-/* Check the role's model and family references and compute the indices
- * of the models it admits. */
-static int resolve_role(ld *l, workflow_role *r, const wf_node *const *v,
-                        const char *path)
+/* Check the role's model and family references (written at the list
+ * nodes vm and vf) and compute the indices of the models it admits. */
+static int resolve_role(ld *l, workflow_role *r, const wf_node *vm,
+                        const wf_node *vf, const char *path)
 {
     const workflow *wf = l->wf;
     const char *names[WORKFLOW_MAX_MODELS];
@@ -1065,7 +885,7 @@ static int resolve_role(ld *l, workflow_role *r, const wf_node *const *v,
     for (size_t i = 0; i < r->nmodels; i++) {
         if (!workflow_model_find(wf, r->models[i])) {
             n = model_names(wf, false, names);
-            return fail(l, v[RO_MODELS]->items[i], NSED_EINVAL,
+            return fail(l, vm->items[i], NSED_EINVAL,
                         "model \"%s\" in %s is not defined%s", r->models[i],
                         kpath(p, path, "models"),
                         suggest(hint, r->models[i], names, n));
@@ -1079,7 +899,7 @@ static int resolve_role(ld *l, workflow_role *r, const wf_node *const *v,
                 break;
         if (j == wf->nmodels) {
             n = model_names(wf, true, names);
-            return fail(l, v[RO_FAMILIES]->items[i], NSED_EINVAL,
+            return fail(l, vf->items[i], NSED_EINVAL,
                         "family \"%s\" in %s is not the family of any "
                         "model%s", r->families[i],
                         kpath(p, path, "families"),
@@ -1104,84 +924,33 @@ static int resolve_role(ld *l, workflow_role *r, const wf_node *const *v,
     return 0;
 }
 
-static int load_role(ld *l, const wf_node *n, const char *path,
-                     workflow_team *t, size_t idx, const wf_node **names)
+static int load_roles(ld *l, const wf_key *k, const wf_node *n,
+                      workflow_team *t, const char *p)
 {
-    workflow_role *r = &t->roles[idx];
-    const wf_node *v[RO_KEYS];
-    char p[WF_PATH];
+    char q[WF_PATH];
     int rc;
 
-    r->count = 1;
-    rc = map_fields(l, n, path, role_keys, RO_KEYS, v);
-    if (!rc)
-        rc = get_name(l, v[RO_NAME], kpath(p, path, "name"), &r->name);
+    rc = expect_list(l, n, p, (size_t)k->ilo, (size_t)k->ihi);
     if (rc)
         return rc;
-    for (size_t i = 0; i < idx; i++)
-        if (strcmp(t->roles[i].name, r->name) == 0)
-            return fail(l, v[RO_NAME], NSED_EINVAL, "duplicate role \"%s\" in "
-                        "team \"%s\" (first at %zu:%zu)", r->name, t->name,
-                        names[i]->line, names[i]->col);
-    names[idx] = v[RO_NAME];
-    if (v[RO_COUNT_])
-        rc = get_int_as(l, v[RO_COUNT_], kpath(p, path, "count"), 1,
-                        WORKFLOW_MAX_SEATS, &r->count);
-    if (!rc && v[RO_PERSONA])
-        rc = get_str(l, v[RO_PERSONA], kpath(p, path, "persona"),
-                     &r->persona);
-    else if (!rc && !(r->persona = strdup("")))
-        rc = oom(l);
-    if (!rc && v[RO_MODELS])
-        rc = get_strs(l, v[RO_MODELS], kpath(p, path, "models"), 1,
-                      WORKFLOW_MAX_MODELS, true, &r->models, &r->nmodels);
-    if (!rc && v[RO_FAMILIES])
-        rc = get_strs(l, v[RO_FAMILIES], kpath(p, path, "families"), 1,
-                      WORKFLOW_MAX_MODELS, true, &r->families, &r->nfamilies);
-    if (rc)
-        return rc;
-    if (!v[RO_MODELS] && !v[RO_FAMILIES])
-        return fail(l, n, NSED_EINVAL, "%s needs \"models\" or \"families\" "
-                    "(or both) to say which models may take its seats", path);
-    return resolve_role(l, r, v, path);
-}
-
-static int load_team(ld *l, const wf_node *key, const wf_node *n,
-                     workflow_team *t)
-{
-    const wf_node *v[TE_COUNT], *names[WORKFLOW_MAX_ROLES];
-    char path[WF_PATH], p[WF_PATH];
-    const wf_node *roles;
-    int rc;
-
-    t->name = strdup(key->str);
-    if (!t->name)
-        return oom(l);
-    kpath(path, "teams", t->name);
-    rc = map_fields(l, n, path, team_keys, TE_COUNT, v);
-    if (rc)
-        return rc;
-    roles = v[TE_ROLES];
-    rc = expect_list(l, roles, kpath(p, path, "roles"), 1,
-                     WORKFLOW_MAX_ROLES);
-    if (rc)
-        return rc;
-    t->roles = calloc(roles->n, sizeof *t->roles);
+    t->roles = calloc(n->n, sizeof *t->roles);
     if (!t->roles)
         return oom(l);
-    t->nroles = roles->n;
-    for (size_t i = 0; i < roles->n; i++) {
-        char q[WF_PATH];
+    t->nroles = n->n;
+    for (size_t i = 0; i < n->n; i++) {
+        workflow_role *r = &t->roles[i];
 
-        ipath(q, p, i);
-        rc = load_role(l, roles->items[i], q, t, i, names);
+        wf_defaults(k->sub, r);
+        l->item = i;
+        rc = load_section(l, k->sub, n->items[i], r, ipath(q, p, i));
         if (rc)
             return rc;
-        t->seats += t->roles[i].count;
+        t->seats += r->count;
     }
     if (t->seats > WORKFLOW_MAX_SEATS)
-        return fail(l, key, NSED_EINVAL, "team \"%s\" has %d seats; at most "
-                    "%d are allowed", t->name, t->seats, WORKFLOW_MAX_SEATS);
+        return fail(l, l->team_key, NSED_EINVAL, "team \"%s\" has %d seats; "
+                    "at most %d are allowed", t->name, t->seats,
+                    WORKFLOW_MAX_SEATS);
     return 0;
 }
 
@@ -1191,12 +960,14 @@ static int team_cmp(const void *a, const void *b)
                   ((const workflow_team *)b)->name);
 }
 
-static int load_teams(ld *l, const wf_node *n)
+static int load_teams(ld *l, const wf_key *k, const wf_node *n,
+                      const char *p)
 {
     workflow *wf = l->wf;
+    char q[WF_PATH];
     int rc;
 
-    rc = map_names(l, n, "teams", WORKFLOW_MAX_TEAMS);
+    rc = map_names(l, n, p, (size_t)k->ihi);
     if (rc)
         return rc;
     wf->teams = calloc(n->n, sizeof *wf->teams);
@@ -1204,8 +975,16 @@ static int load_teams(ld *l, const wf_node *n)
         return oom(l);
     wf->nteams = n->n;
     for (size_t i = 0; i < n->n; i++) {
-        rc = load_team(l, n->items[2 * i], n->items[2 * i + 1],
-                       &wf->teams[i]);
+        workflow_team *t = &wf->teams[i];
+        const wf_node *key = n->items[2 * i];
+
+        t->name = strdup(key->str);
+        if (!t->name)
+            return oom(l);
+        l->team = t;
+        l->team_key = key;
+        rc = load_section(l, k->sub, n->items[2 * i + 1], t,
+                          kpath(q, p, t->name));
         if (rc)
             return rc;
     }
@@ -1223,134 +1002,7 @@ static const wf_node *map_key_node(const wf_node *map, const char *key)
     return map;
 }
 
-/* ---- gateway ----------------------------------------------------------- */
-
-enum { RE_ATTEMPTS, RE_BASE, RE_MAX, RE_TOTAL, RE_COUNT };
-static const keyspec retry_keys[RE_COUNT] = {
-    [RE_ATTEMPTS] = {"max_attempts", false},
-    [RE_BASE] = {"base_delay_ms", false},
-    [RE_MAX] = {"max_delay_ms", false},
-    [RE_TOTAL] = {"max_total_s", false},
-};
-
-enum { CB_FAILURES, CB_COOLDOWN, CB_COUNT };
-static const keyspec breaker_keys[CB_COUNT] = {
-    [CB_FAILURES] = {"failures", false},
-    [CB_COOLDOWN] = {"cooldown_s", false},
-};
-
-enum { GW_RETRY, GW_BREAKER, GW_MAX_RESPONSE, GW_COUNT };
-static const keyspec gateway_keys[GW_COUNT] = {
-    [GW_RETRY] = {"retry", false},
-    [GW_BREAKER] = {"circuit_breaker", false},
-    [GW_MAX_RESPONSE] = {"max_response_bytes", false},
-};
-
-static int load_gateway(ld *l, const wf_node *n)
-{
-    workflow_gateway *g = &l->wf->gateway;
-    const wf_node *v[GW_COUNT], *w[RE_COUNT];
-    char p[WF_PATH];
-    long long bytes;
-    int rc;
-
-    g->retry_max_attempts = 6;
-    g->retry_base_delay_ms = 500;
-    g->retry_max_delay_ms = 30000;
-    g->retry_max_total_s = 600;
-    g->breaker_failures = 5;
-    g->breaker_cooldown_s = 30;
-    g->max_response_bytes = (size_t)8 << 20;
-    if (!n)
-        return 0;
-    rc = map_fields(l, n, "gateway", gateway_keys, GW_COUNT, v);
-    if (!rc && v[GW_RETRY]) {
-        const char *q = "gateway.retry";
-
-        rc = map_fields(l, v[GW_RETRY], q, retry_keys, RE_COUNT, w);
-        if (!rc && w[RE_ATTEMPTS])
-            rc = get_int_as(l, w[RE_ATTEMPTS], kpath(p, q, "max_attempts"), 1,
-                            100, &g->retry_max_attempts);
-        if (!rc && w[RE_BASE])
-            rc = get_long(l, w[RE_BASE], kpath(p, q, "base_delay_ms"), 1,
-                          600000, &g->retry_base_delay_ms);
-        if (!rc && w[RE_MAX])
-            rc = get_long(l, w[RE_MAX], kpath(p, q, "max_delay_ms"), 1,
-                          3600000, &g->retry_max_delay_ms);
-        if (!rc && w[RE_TOTAL])
-            rc = get_num(l, w[RE_TOTAL], kpath(p, q, "max_total_s"), 0, true,
-                         86400, false, &g->retry_max_total_s);
-        if (!rc && g->retry_max_delay_ms < g->retry_base_delay_ms)
-            rc = fail(l, w[RE_MAX] ? w[RE_MAX] : w[RE_BASE], NSED_EINVAL,
-                      "gateway.retry.max_delay_ms (%ld) must be >= "
-                      "base_delay_ms (%ld)", g->retry_max_delay_ms,
-                      g->retry_base_delay_ms);
-    }
-    if (!rc && v[GW_BREAKER]) {
-        const char *q = "gateway.circuit_breaker";
-
-        rc = map_fields(l, v[GW_BREAKER], q, breaker_keys, CB_COUNT, w);
-        if (!rc && w[CB_FAILURES])
-            rc = get_int_as(l, w[CB_FAILURES], kpath(p, q, "failures"), 1,
-                            1000, &g->breaker_failures);
-        if (!rc && w[CB_COOLDOWN])
-            rc = get_num(l, w[CB_COOLDOWN], kpath(p, q, "cooldown_s"), 0,
-                         true, 3600, false, &g->breaker_cooldown_s);
-    }
-    if (!rc && v[GW_MAX_RESPONSE]) {
-        rc = get_int(l, v[GW_MAX_RESPONSE], "gateway.max_response_bytes",
-                     1024, (long long)1 << 30, &bytes);
-        if (!rc)
-            g->max_response_bytes = (size_t)bytes;
-    }
-    return rc;
-}
-
-/* ---- broker ------------------------------------------------------------ */
-
-enum { BU_USD, BU_TOKENS, BU_COUNT };
-static const keyspec budget_keys[BU_COUNT] = {
-    [BU_USD] = {"usd_per_question", false},
-    [BU_TOKENS] = {"tokens_per_question", false},
-};
-
-enum { TS_MIN, TS_MAX, TS_COUNT };
-static const keyspec team_size_keys[TS_COUNT] = {
-    [TS_MIN] = {"min", false},
-    [TS_MAX] = {"max", false},
-};
-
-enum { TI_TAGS, TI_TEAM, TI_COUNT };
-static const keyspec tier_keys[TI_COUNT] = {
-    [TI_TAGS] = {"tags", true},
-    [TI_TEAM] = {"team", true},
-};
-
-enum { BP_GEN, BP_VER, BP_STRENGTH, BP_COUNT };
-static const keyspec priors_keys[BP_COUNT] = {
-    [BP_GEN] = {"p_gen", false},
-    [BP_VER] = {"p_ver", false},
-    [BP_STRENGTH] = {"strength", false},
-};
-
-enum {
-    BR_POLICY, BR_OBJECTIVE, BR_BUDGET, BR_VRAM, BR_TEAM_SIZE,
-    BR_MAX_PER_FAMILY, BR_EVAL_MIN_PV, BR_DEFAULT_TEAM, BR_TIERS, BR_PRIORS,
-    BR_COUNT
-};
-static const keyspec broker_keys[BR_COUNT] = {
-    [BR_POLICY] = {"policy", false},
-    [BR_OBJECTIVE] = {"objective", false},
-    [BR_BUDGET] = {"budget", false},
-    [BR_VRAM] = {"vram_per_gpu_gb", false},
-    [BR_TEAM_SIZE] = {"team_size", false},
-    [BR_MAX_PER_FAMILY] = {"max_per_family", false},
-    [BR_EVAL_MIN_PV] = {"evaluator_min_pv", false},
-    [BR_DEFAULT_TEAM] = {"default_team", false},
-    [BR_TIERS] = {"tiers", false},
-    [BR_PRIORS] = {"priors", false},
-};
-
+/* ---- hand-written steps: broker ---------------------------------------- */
 
 /* Resolve a team name written at node n (path names the field). */
 static int team_ref(ld *l, const wf_node *n, const char *path,
@@ -1378,127 +1030,44 @@ static int team_ref(ld *l, const wf_node *n, const char *path,
     return rc;
 }
 
-static int load_tiers(ld *l, const wf_node *n)
+/* broker.default_team, or the only team; map is the broker section (NULL
+ * when the file has none). */
+static int load_default_team(ld *l, const wf_node *n, const wf_node *map,
+                             const char *p)
 {
     workflow_broker *b = &l->wf->broker;
-    const wf_node *v[TI_COUNT];
-    char path[WF_PATH], p[WF_PATH];
+    int rc = 0;
+
+    if (n)
+        rc = team_ref(l, n, p, &b->default_team);
+    if (rc || b->default_team)
+        return rc;
+    if (l->wf->nteams == 1) {
+        b->default_team = &l->wf->teams[0];
+        return 0;
+    }
+    return fail(l, map ? map : l->root, NSED_EINVAL, "broker.default_team "
+                "is required when the workflow defines several teams (it "
+                "serves questions no tier matches)");
+}
+
+static int load_tiers(ld *l, const wf_key *k, const wf_node *n,
+                      const char *p)
+{
+    workflow_broker *b = &l->wf->broker;
+    char q[WF_PATH];
     int rc;
 
-    rc = expect_list(l, n, "broker.tiers", 0, WORKFLOW_MAX_TIERS);
+    rc = expect_list(l, n, p, (size_t)k->ilo, (size_t)k->ihi);
     if (rc)
         return rc;
     b->tiers = calloc(n->n ? n->n : 1, sizeof *b->tiers);
     if (!b->tiers)
         return oom(l);
     b->ntiers = n->n;
-    for (size_t i = 0; i < n->n && !rc; i++) {
-        workflow_tier *t = &b->tiers[i];
-
-        ipath(path, "broker.tiers", i);
-        rc = map_fields(l, n->items[i], path, tier_keys, TI_COUNT, v);
-        if (!rc)
-            rc = get_strs(l, v[TI_TAGS], kpath(p, path, "tags"), 1,
-                          WORKFLOW_MAX_TAGS, false, &t->tags, &t->ntags);
-        if (!rc)
-            rc = team_ref(l, v[TI_TEAM], path, &t->team);
-    }
-    return rc;
-}
-
-static int load_broker(ld *l, const wf_node *n, const wf_node *root)
-{
-    workflow_broker *b = &l->wf->broker;
-    const wf_node *v[BR_COUNT] = {0}, *w[BP_COUNT];
-    char p[WF_PATH];
-    int policy = 0, objective = 0, rc = 0;
-    long long tokens;
-
-    b->team_size_min = 2;
-    b->team_size_max = 8;
-    b->max_per_family = -1;
-    b->evaluator_min_pv = 0.5;
-    b->prior_p_gen = 0.5;
-    b->prior_p_ver = 0.6;
-    b->prior_strength = 4;
-    if (n)
-        rc = map_fields(l, n, "broker", broker_keys, BR_COUNT, v);
-    if (!rc && v[BR_POLICY]) {
-        rc = GET_ENUM(l, v[BR_POLICY], "broker.policy", wf_policy_names,
-                      &policy);
-        b->policy = (enum workflow_policy)policy;
-    }
-    if (!rc && v[BR_OBJECTIVE]) {
-        rc = GET_ENUM(l, v[BR_OBJECTIVE], "broker.objective",
-                      wf_objective_names, &objective);
-        b->objective = (enum workflow_objective)objective;
-    }
-    if (!rc && v[BR_BUDGET]) {
-        const char *q = "broker.budget";
-
-        rc = map_fields(l, v[BR_BUDGET], q, budget_keys, BU_COUNT, w);
-        if (!rc && w[BU_USD])
-            rc = get_num(l, w[BU_USD], kpath(p, q, "usd_per_question"), 0,
-                         true, 1e6, false, &b->budget_usd_per_question);
-        if (!rc && w[BU_TOKENS]) {
-            rc = get_int(l, w[BU_TOKENS], kpath(p, q, "tokens_per_question"),
-                         1, 1000000000000LL, &tokens);
-            b->budget_tokens_per_question = rc ? 0 : tokens;
-        }
-    }
-    if (!rc && v[BR_VRAM])
-        rc = get_num(l, v[BR_VRAM], "broker.vram_per_gpu_gb", 0, true, 10000,
-                     false, &b->vram_per_gpu_gb);
-    if (!rc && v[BR_TEAM_SIZE]) {
-        const char *q = "broker.team_size";
-
-        rc = map_fields(l, v[BR_TEAM_SIZE], q, team_size_keys, TS_COUNT, w);
-        if (!rc && w[TS_MIN])
-            rc = get_int_as(l, w[TS_MIN], kpath(p, q, "min"), 1,
-                            WORKFLOW_MAX_SEATS, &b->team_size_min);
-        if (!rc && w[TS_MAX])
-            rc = get_int_as(l, w[TS_MAX], kpath(p, q, "max"), 1,
-                            WORKFLOW_MAX_SEATS, &b->team_size_max);
-        if (!rc && b->team_size_max < b->team_size_min)
-            rc = fail(l, w[TS_MAX] ? w[TS_MAX] : v[BR_TEAM_SIZE],
-                      NSED_EINVAL, "broker.team_size.max (%d) must be >= "
-                      "min (%d)", b->team_size_max, b->team_size_min);
-    }
-    if (!rc && v[BR_MAX_PER_FAMILY])
-        rc = get_int_as(l, v[BR_MAX_PER_FAMILY], "broker.max_per_family", 1,
-                        WORKFLOW_MAX_SEATS, &b->max_per_family);
-    if (b->max_per_family < 0)
-        b->max_per_family = b->policy == WORKFLOW_POLICY_KNAPSACK ? 1 : 0;
-    if (!rc && v[BR_EVAL_MIN_PV])
-        rc = get_num(l, v[BR_EVAL_MIN_PV], "broker.evaluator_min_pv", 0, false,
-                     1, false, &b->evaluator_min_pv);
-    if (!rc && v[BR_DEFAULT_TEAM])
-        rc = team_ref(l, v[BR_DEFAULT_TEAM], "broker.default_team",
-                      &b->default_team);
-    if (!rc && !b->default_team) {
-        if (l->wf->nteams == 1)
-            b->default_team = &l->wf->teams[0];
-        else
-            rc = fail(l, n ? n : root, NSED_EINVAL, "broker.default_team is "
-                      "required when the workflow defines several teams "
-                      "(it serves questions no tier matches)");
-    }
-    if (!rc && v[BR_TIERS])
-        rc = load_tiers(l, v[BR_TIERS]);
-    if (!rc && v[BR_PRIORS]) {
-        const char *q = "broker.priors";
-
-        rc = map_fields(l, v[BR_PRIORS], q, priors_keys, BP_COUNT, w);
-        if (!rc && w[BP_GEN])
-            rc = get_num(l, w[BP_GEN], kpath(p, q, "p_gen"), 0, false, 1,
-                         false, &b->prior_p_gen);
-        if (!rc && w[BP_VER])
-            rc = get_num(l, w[BP_VER], kpath(p, q, "p_ver"), 0, false, 1,
-                         false, &b->prior_p_ver);
-        if (!rc && w[BP_STRENGTH])
-            rc = get_num(l, w[BP_STRENGTH], kpath(p, q, "strength"), 0, true,
-                         1e6, false, &b->prior_strength);
-    }
+    for (size_t i = 0; i < n->n && !rc; i++)
+        rc = load_section(l, k->sub, n->items[i], &b->tiers[i],
+                          ipath(q, p, i));
     return rc;
 }
 
@@ -1554,221 +1123,7 @@ static int check_team_sizes(ld *l, const wf_node *teams_node)
     return 0;
 }
 
-/* ---- rounds ------------------------------------------------------------ */
-
-enum { EF_EFFORT, EF_PG, EF_PV, EF_LAMBDA, EF_BETA, EF_COUNT };
-static const keyspec fatigue_keys[EF_COUNT] = {
-    [EF_EFFORT] = {"effort", false},
-    [EF_PG] = {"p_g", false},
-    [EF_PV] = {"p_v", false},
-    [EF_LAMBDA] = {"lambda", false},
-    [EF_BETA] = {"beta", false},
-};
-
-enum { ST_MARGIN, ST_STABLE, ST_FATIGUE, ST_COUNT };
-static const keyspec stop_keys[ST_COUNT] = {
-    [ST_MARGIN] = {"consensus_margin", false},
-    [ST_STABLE] = {"stable_answer", false},
-    [ST_FATIGUE] = {"efficiency_fatigue", false},
-};
-
-enum { FG_CARRY, FG_WINNER, FG_OWN, FG_CRITIQUE, FG_TABLE, FG_COUNT };
-static const keyspec forget_keys[FG_COUNT] = {
-    [FG_CARRY] = {"carry", false},
-    [FG_WINNER] = {"max_winner_chars", false},
-    [FG_OWN] = {"max_own_chars", false},
-    [FG_CRITIQUE] = {"max_critique_chars", false},
-    [FG_TABLE] = {"max_table_chars", false},
-};
-
-enum { RD_MIN, RD_MAX, RD_STOP, RD_FORGET, RD_COUNT };
-static const keyspec rounds_keys[RD_COUNT] = {
-    [RD_MIN] = {"min", false},
-    [RD_MAX] = {"max", false},
-    [RD_STOP] = {"stop", false},
-    [RD_FORGET] = {"forget_gate", false},
-};
-
-
-static int load_fatigue(ld *l, const wf_node *n, workflow_rounds *r)
-{
-    const char *q = "rounds.stop.efficiency_fatigue";
-    const wf_node *v[EF_COUNT];
-    char p[WF_PATH];
-    int rc;
-
-    r->fatigue = true;
-    r->fatigue_effort = 1;
-    r->fatigue_p_g = r->fatigue_p_v = -1;
-    r->fatigue_lambda = r->fatigue_beta = -1;
-    rc = map_fields(l, n, q, fatigue_keys, EF_COUNT, v);
-    if (!rc && v[EF_EFFORT])
-        rc = get_num(l, v[EF_EFFORT], kpath(p, q, "effort"), 0, true, 4,
-                     false, &r->fatigue_effort);
-    if (!rc && v[EF_PG])
-        rc = get_num(l, v[EF_PG], kpath(p, q, "p_g"), 0, false, 1, false,
-                     &r->fatigue_p_g);
-    if (!rc && v[EF_PV])
-        rc = get_num(l, v[EF_PV], kpath(p, q, "p_v"), 0, false, 1, false,
-                     &r->fatigue_p_v);
-    if (!rc && v[EF_LAMBDA])
-        rc = get_num(l, v[EF_LAMBDA], kpath(p, q, "lambda"), 0, true, 1e6,
-                     false, &r->fatigue_lambda);
-    if (!rc && v[EF_BETA])
-        rc = get_num(l, v[EF_BETA], kpath(p, q, "beta"), 0, true, 1e6, false,
-                     &r->fatigue_beta);
-    return rc;
-}
-
-static int load_forget_gate(ld *l, const wf_node *n, workflow_rounds *r)
-{
-    const char *q = "rounds.forget_gate";
-    const wf_node *v[FG_COUNT];
-    long *limits[FG_COUNT] = {
-        NULL, &r->max_winner_chars, &r->max_own_chars,
-        &r->max_critique_chars, &r->max_table_chars,
-    };
-    char p[WF_PATH];
-    int rc;
-
-    rc = map_fields(l, n, q, forget_keys, FG_COUNT, v);
-    if (!rc && v[FG_CARRY]) {
-        const wf_node *c = v[FG_CARRY];
-
-        rc = expect_list(l, c, kpath(p, q, "carry"), 0, 4);
-        r->carry = 0;
-        for (size_t i = 0; !rc && i < c->n; i++) {
-            char ip[WF_PATH];
-            int which;
-
-            rc = GET_ENUM(l, c->items[i], ipath(ip, p, i), wf_carry_names,
-                          &which);
-            if (!rc && (r->carry & (1u << which)))
-                rc = fail(l, c->items[i], NSED_EINVAL, "%s repeats \"%s\"",
-                          p, wf_carry_names[which]);
-            if (!rc)
-                r->carry |= 1u << which;
-        }
-    }
-    for (size_t i = FG_WINNER; !rc && i < FG_COUNT; i++)
-        if (v[i])
-            rc = get_long(l, v[i], kpath(p, q, forget_keys[i].key), 100,
-                          1000000, limits[i]);
-    return rc;
-}
-
-static int load_rounds(ld *l, const wf_node *n)
-{
-    workflow_rounds *r = &l->wf->rounds;
-    const wf_node *v[RD_COUNT], *w[ST_COUNT];
-    char p[WF_PATH];
-    int rc;
-
-    r->min = 1;
-    r->max = 4;
-    r->carry = WORKFLOW_CARRY_ALL;
-    r->max_winner_chars = 6000;
-    r->max_own_chars = 4000;
-    r->max_critique_chars = 2000;
-    r->max_table_chars = 2000;
-    r->fatigue_p_g = r->fatigue_p_v = -1;
-    r->fatigue_lambda = r->fatigue_beta = -1;
-    if (!n)
-        return 0;
-    rc = map_fields(l, n, "rounds", rounds_keys, RD_COUNT, v);
-    if (!rc && v[RD_MIN])
-        rc = get_int_as(l, v[RD_MIN], "rounds.min", 1, 64, &r->min);
-    if (!rc && v[RD_MAX])
-        rc = get_int_as(l, v[RD_MAX], "rounds.max", 1, 64, &r->max);
-    if (!rc && r->max < r->min)
-        rc = fail(l, v[RD_MAX] ? v[RD_MAX] : v[RD_MIN], NSED_EINVAL,
-                  "rounds.max (%d) must be >= rounds.min (%d)", r->max,
-                  r->min);
-    if (!rc && v[RD_STOP]) {
-        const char *q = "rounds.stop";
-
-        rc = map_fields(l, v[RD_STOP], q, stop_keys, ST_COUNT, w);
-        if (!rc && w[ST_MARGIN])
-            rc = get_num(l, w[ST_MARGIN], kpath(p, q, "consensus_margin"), 0,
-                         true, 1, false, &r->consensus_margin);
-        if (!rc && w[ST_STABLE])
-            rc = get_int_as(l, w[ST_STABLE], kpath(p, q, "stable_answer"), 1,
-                            64, &r->stable_answer);
-        if (!rc && w[ST_FATIGUE])
-            rc = load_fatigue(l, w[ST_FATIGUE], r);
-    }
-    if (!rc && v[RD_FORGET])
-        rc = load_forget_gate(l, v[RD_FORGET], r);
-    return rc;
-}
-
-/* ---- scoring, answer, prompts ------------------------------------------ */
-
-enum { SC_SCHEME, SC_SELF, SC_RELIABILITY, SC_TIE, SC_COUNT };
-static const keyspec scoring_keys[SC_COUNT] = {
-    [SC_SCHEME] = {"scheme", false},
-    [SC_SELF] = {"allow_self_votes", false},
-    [SC_RELIABILITY] = {"reliability_weighting", false},
-    [SC_TIE] = {"tie_break", false},
-};
-
-
-static int load_scoring(ld *l, const wf_node *n)
-{
-    workflow_scoring *s = &l->wf->scoring;
-    const wf_node *v[SC_COUNT];
-    int scheme = 0, rc;
-
-    for (int i = 0; i < WORKFLOW_TIE_BREAK_COUNT; i++)
-        s->tie_break[i] = (enum workflow_tie_break)i;
-    if (!n)
-        return 0;
-    rc = map_fields(l, n, "scoring", scoring_keys, SC_COUNT, v);
-    if (!rc && v[SC_SCHEME]) {
-        rc = GET_ENUM(l, v[SC_SCHEME], "scoring.scheme", wf_scheme_names,
-                      &scheme);
-        s->scheme = (enum workflow_scheme)scheme;
-    }
-    if (!rc && v[SC_SELF])
-        rc = get_bool(l, v[SC_SELF], "scoring.allow_self_votes",
-                      &s->allow_self_votes);
-    if (!rc && v[SC_RELIABILITY])
-        rc = get_bool(l, v[SC_RELIABILITY], "scoring.reliability_weighting",
-                      &s->reliability_weighting);
-    if (!rc && v[SC_TIE]) {
-        const wf_node *t = v[SC_TIE];
-        unsigned seen = 0;
-
-        rc = expect_kind(l, t, "scoring.tie_break", WF_NODE_SEQ);
-        if (!rc && t->n != WORKFLOW_TIE_BREAK_COUNT)
-            rc = fail(l, t, NSED_EINVAL, "scoring.tie_break must list each "
-                      "of min_peer_score, variance, seeded exactly once");
-        for (size_t i = 0; !rc && i < t->n; i++) {
-            char ip[WF_PATH];
-            int which;
-
-            rc = GET_ENUM(l, t->items[i], ipath(ip, "scoring.tie_break", i),
-                          wf_tie_break_names, &which);
-            if (!rc && (seen & (1u << which)))
-                rc = fail(l, t->items[i], NSED_EINVAL, "scoring.tie_break "
-                          "must list each of min_peer_score, variance, "
-                          "seeded exactly once");
-            seen |= 1u << which;
-            s->tie_break[i] = (enum workflow_tie_break)which;
-        }
-    }
-    return rc;
-}
-
-enum { AN_EXTRACT, AN_PATTERN, AN_FIELD, AN_COMPARE, AN_TOLERANCE, AN_COUNT };
-static const keyspec answer_keys[AN_COUNT] = {
-    [AN_EXTRACT] = {"extract", false},
-    [AN_PATTERN] = {"pattern", false},
-    [AN_FIELD] = {"field", false},
-    [AN_COMPARE] = {"compare", false},
-    [AN_TOLERANCE] = {"tolerance", false},
-};
-
+/* ---- hand-written steps: answer and prompts ---------------------------- */
 
 static int check_pattern(ld *l, const wf_node *n, const char *pattern)
 {
@@ -1791,159 +1146,423 @@ static int check_pattern(ld *l, const wf_node *n, const char *pattern)
     return 0;
 }
 
-static int load_answer(ld *l, const wf_node *n)
+/* A key that only one value of another key allows (answer.pattern with
+ * extract: regex, ...): required then, an error otherwise. map is the
+ * answer section (NULL when absent). */
+static int load_only_with(ld *l, const wf_key *k, const wf_node *n,
+                          const wf_node *map, void *base, const char *p,
+                          bool wanted, const char *with)
 {
-    workflow_answer *a = &l->wf->answer;
-    const wf_node *v[AN_COUNT] = {0};
-    int extract = 0, compare, rc = 0;
+    int rc;
 
-    if (n)
-        rc = map_fields(l, n, "answer", answer_keys, AN_COUNT, v);
-    if (!rc && v[AN_EXTRACT]) {
-        rc = GET_ENUM(l, v[AN_EXTRACT], "answer.extract", wf_extract_names,
-                      &extract);
-        a->extract = (enum workflow_extract)extract;
-    }
-    if (rc)
-        return rc;
-    if (a->extract == WORKFLOW_EXTRACT_REGEX) {
-        if (!v[AN_PATTERN])
-            return fail(l, n, NSED_EINVAL, "answer.pattern is required with "
-                        "extract: regex");
-        rc = get_text(l, v[AN_PATTERN], "answer.pattern", 4096, &a->pattern);
-        if (!rc)
-            rc = check_pattern(l, v[AN_PATTERN], a->pattern);
-    } else if (v[AN_PATTERN]) {
-        rc = fail(l, v[AN_PATTERN], NSED_EINVAL, "answer.pattern is only "
-                  "used with extract: regex");
-    }
-    if (rc)
-        return rc;
-    if (a->extract == WORKFLOW_EXTRACT_JSON_FIELD) {
-        if (!v[AN_FIELD])
-            return fail(l, n, NSED_EINVAL, "answer.field is required with "
-                        "extract: json_field");
-        rc = get_name(l, v[AN_FIELD], "answer.field", &a->field);
-    } else if (v[AN_FIELD]) {
-        rc = fail(l, v[AN_FIELD], NSED_EINVAL, "answer.field is only used "
-                  "with extract: json_field");
-    }
-    if (rc)
-        return rc;
+    if (!wanted)
+        return n ? fail(l, n, NSED_EINVAL, "%s is only used with %s", p,
+                        with)
+                 : 0;
+    if (!n)
+        return fail(l, map, NSED_EINVAL, "%s is required with %s", p, with);
+    rc = load_value(l, k, n, base, p);
+    if (!rc && k->special == WF_SP_PATTERN)
+        rc = check_pattern(l, n, *WF_FIELD(base, k, char *));
+    return rc;
+}
+
+static int load_compare(ld *l, const wf_key *k, const wf_node *n,
+                        workflow_answer *a, const char *p)
+{
+    int v, rc;
+
     a->compare = a->extract == WORKFLOW_EXTRACT_LAST_NUMBER
                      ? WORKFLOW_COMPARE_NUMERIC : WORKFLOW_COMPARE_EXACT;
-    if (v[AN_COMPARE]) {
-        rc = GET_ENUM(l, v[AN_COMPARE], "answer.compare", wf_compare_names,
-                      &compare);
-        if (rc)
-            return rc;
-        a->compare = (enum workflow_compare)compare;
+    if (!n)
+        return 0;
+    rc = get_enum(l, n, p, k->names, k->nnames, &v);
+    if (!rc)
+        a->compare = (enum workflow_compare)v;
+    return rc;
+}
+
+static int load_tolerance(ld *l, const wf_key *k, const wf_node *n,
+                          workflow_answer *a, const char *p)
+{
+    if (a->compare != WORKFLOW_COMPARE_NUMERIC) {
+        a->tolerance = 0;
+        return n ? fail(l, n, NSED_EINVAL, "%s is only used with compare: "
+                        "numeric", p)
+                 : 0;
     }
-    if (a->compare == WORKFLOW_COMPARE_NUMERIC) {
-        a->tolerance = 1e-6;
-        if (v[AN_TOLERANCE])
-            rc = get_num(l, v[AN_TOLERANCE], "answer.tolerance", 0, false,
-                         1e12, false, &a->tolerance);
-    } else if (v[AN_TOLERANCE]) {
-        rc = fail(l, v[AN_TOLERANCE], NSED_EINVAL, "answer.tolerance is only "
-                  "used with compare: numeric");
+    a->tolerance = k->dflt;
+    return n ? load_value(l, k, n, l->wf, p) : 0;
+}
+
+static int load_prompt(ld *l, const wf_section *s, const wf_key *k,
+                       const wf_node *n, const char *p)
+{
+    enum wf_prompt_kind kind = (enum wf_prompt_kind)(k - s->keys);
+    char **slot = WF_FIELD(l->wf, k, char *);
+    char msg[NSED_ERR_MSG_MAX];
+    int rc;
+
+    if (!n) {
+        *slot = wf_prompt_default(kind, &l->wf->answer);
+        return *slot ? 0 : oom(l);
+    }
+    rc = get_str(l, n, p, slot);
+    if (!rc && wf_prompt_check(kind, *slot, msg, sizeof msg))
+        rc = fail(l, n, NSED_EINVAL, "%s", msg);
+    return rc;
+}
+
+/* A key whose loading needs more than the table: n is its value (NULL when
+ * absent), map the section (NULL when absent), path the section's path and
+ * p the key's. */
+static int load_special(ld *l, const wf_section *s, const wf_key *k,
+                        const wf_node *n, const wf_node *map, void *base,
+                        const char *path, const char *p)
+{
+    switch (k->special) {
+    case WF_SP_NONE:
+        break;
+    case WF_SP_MODELS:
+        return load_models(l, k, n, p);
+    case WF_SP_ENDPOINT:
+        return load_endpoint(l, k, n, base, p);
+    case WF_SP_MODEL:
+        return load_model_name(l, k, n, base, p);
+    case WF_SP_API_KEY_ENV:
+        return n ? load_api_key_env(l, n, base) : 0;
+    case WF_SP_FAMILY: {
+        workflow_model *m = base;
+
+        if (n)
+            return load_value(l, k, n, base, p);
+        m->family = strdup(m->id);
+        return m->family ? 0 : oom(l);
+    }
+    case WF_SP_TEAMS:
+        return load_teams(l, k, n, p);
+    case WF_SP_ROLES:
+        return load_roles(l, k, n, base, p);
+    case WF_SP_DEFAULT_TEAM:
+        return load_default_team(l, n, map, p);
+    case WF_SP_TIERS:
+        return n ? load_tiers(l, k, n, p) : 0;
+    case WF_SP_TIER_TEAM: {
+        workflow_tier *t = base;
+
+        /* named by the tier's path, as the tier is what the user reads */
+        return team_ref(l, n, path, &t->team);
+    }
+    case WF_SP_PATTERN:
+        return load_only_with(l, k, n, map, base, p,
+                              l->wf->answer.extract == WORKFLOW_EXTRACT_REGEX,
+                              "extract: regex");
+    case WF_SP_FIELD:
+        return load_only_with(
+            l, k, n, map, base, p,
+            l->wf->answer.extract == WORKFLOW_EXTRACT_JSON_FIELD,
+            "extract: json_field");
+    case WF_SP_COMPARE:
+        return load_compare(l, k, n, &l->wf->answer, p);
+    case WF_SP_TOLERANCE:
+        return load_tolerance(l, k, n, &l->wf->answer, p);
+    case WF_SP_PROMPT:
+        return load_prompt(l, s, k, n, p);
+    }
+    return nsed_error(l->err, NSED_EINTERNAL, "%s: no loader for %s", l->file,
+                      p);
+}
+
+/* ---- checks across keys ------------------------------------------------ */
+
+/* The value node of key in section s (NULL when absent). */
+static const wf_node *value_of(const wf_section *s, const wf_node *const *v,
+                               const char *key)
+{
+    return v[wf_key_index(s, key)];
+}
+
+static int run_check(ld *l, enum wf_check c, const wf_section *s,
+                     const wf_node *const *v, const wf_node *map, void *base,
+                     const char *path)
+{
+    workflow *wf = l->wf;
+    const wf_node *at;
+
+    switch (c) {
+    case WF_CK_NONE:
+        return 0;
+    case WF_CK_MODEL_ID: {
+        const workflow_model *m = base;
+
+        at = value_of(s, v, "id");
+        for (size_t i = 0; i < l->item; i++)
+            if (strcmp(wf->models[i].id, m->id) == 0)
+                return fail(l, at, NSED_EINVAL, "duplicate model id \"%s\" "
+                            "(first at %zu:%zu)", m->id,
+                            l->model_ids[i]->line, l->model_ids[i]->col);
+        l->model_ids[l->item] = at;
+        return 0;
+    }
+    case WF_CK_ROLE_NAME: {
+        const workflow_role *r = base;
+        const workflow_team *t = l->team;
+
+        at = value_of(s, v, "name");
+        for (size_t i = 0; i < l->item; i++)
+            if (strcmp(t->roles[i].name, r->name) == 0)
+                return fail(l, at, NSED_EINVAL, "duplicate role \"%s\" in "
+                            "team \"%s\" (first at %zu:%zu)", r->name,
+                            t->name, l->role_names[i]->line,
+                            l->role_names[i]->col);
+        l->role_names[l->item] = at;
+        return 0;
+    }
+    case WF_CK_ROLE_MODELS: {
+        const wf_node *vm = value_of(s, v, "models");
+        const wf_node *vf = value_of(s, v, "families");
+
+        if (!vm && !vf)
+            return fail(l, map, NSED_EINVAL, "%s needs \"models\" or "
+                        "\"families\" (or both) to say which models may "
+                        "take its seats", path);
+        return resolve_role(l, base, vm, vf, path);
+    }
+    case WF_CK_RETRY: {
+        const workflow_gateway *g = &wf->gateway;
+
+        at = value_of(s, v, "max_delay_ms");
+        if (g->retry_max_delay_ms < g->retry_base_delay_ms)
+            return fail(l, at ? at : value_of(s, v, "base_delay_ms"),
+                        NSED_EINVAL, "gateway.retry.max_delay_ms (%ld) "
+                        "must be >= base_delay_ms (%ld)",
+                        g->retry_max_delay_ms, g->retry_base_delay_ms);
+        return 0;
+    }
+    case WF_CK_TEAM_SIZE: {
+        const workflow_broker *b = &wf->broker;
+
+        at = value_of(s, v, "max");
+        if (b->team_size_max < b->team_size_min)
+            return fail(l, at ? at : map, NSED_EINVAL, "broker.team_size.max "
+                        "(%d) must be >= min (%d)", b->team_size_max,
+                        b->team_size_min);
+        return 0;
+    }
+    case WF_CK_FAMILY_CAP: {
+        workflow_broker *b = &wf->broker;
+
+        if (b->max_per_family < 0)
+            b->max_per_family = b->policy == WORKFLOW_POLICY_KNAPSACK ? 1 : 0;
+        return 0;
+    }
+    case WF_CK_ROUNDS: {
+        const workflow_rounds *r = &wf->rounds;
+
+        at = value_of(s, v, "max");
+        if (r->max < r->min)
+            return fail(l, at ? at : value_of(s, v, "min"), NSED_EINVAL,
+                        "rounds.max (%d) must be >= rounds.min (%d)", r->max,
+                        r->min);
+        return 0;
+    }
+    case WF_CK_TEAM_SEATS:
+        return check_team_sizes(l, value_of(s, v, "teams"));
+    }
+    return 0;
+}
+
+/* ---- the table walk ---------------------------------------------------- */
+
+/* carry: distinct names, each setting its bit. */
+static int load_enum_set(ld *l, const wf_key *k, const wf_node *n,
+                         unsigned *out, const char *p)
+{
+    char ip[WF_PATH];
+    int rc, which;
+
+    rc = expect_list(l, n, p, 0, k->nnames);
+    *out = 0;
+    for (size_t i = 0; !rc && i < n->n; i++) {
+        rc = get_enum(l, n->items[i], ipath(ip, p, i), k->names, k->nnames,
+                      &which);
+        if (!rc && (*out & (1u << which)))
+            rc = fail(l, n->items[i], NSED_EINVAL, "%s repeats \"%s\"", p,
+                      k->names[which]);
+        if (!rc)
+            *out |= 1u << which;
     }
     return rc;
 }
 
-static const keyspec prompt_keys[WF_PROMPT_COUNT] = {
-    [WF_PROMPT_SYSTEM] = {"system", false},
-    [WF_PROMPT_PROPOSE] = {"propose", false},
-    [WF_PROMPT_REVISE] = {"revise", false},
-    [WF_PROMPT_EVALUATE] = {"evaluate", false},
-    [WF_PROMPT_REPAIR] = {"repair", false},
-};
-
-static int load_prompts(ld *l, const wf_node *n)
+/* tie_break: every name exactly once, in the order that counts. */
+static int load_enum_order(ld *l, const wf_key *k, const wf_node *n,
+                           int *out, const char *p)
 {
-    workflow_prompts *pr = &l->wf->prompts;
-    char **slot[WF_PROMPT_COUNT] = {
-        &pr->system, &pr->propose, &pr->revise, &pr->evaluate, &pr->repair,
-    };
-    const wf_node *v[WF_PROMPT_COUNT] = {0};
-    char p[WF_PATH], msg[NSED_ERR_MSG_MAX];
+    char ip[WF_PATH], list[WF_PATH] = "";
+    unsigned seen = 0;
+    int rc, which;
+
+    for (size_t i = 0; i < k->nnames; i++) {
+        size_t used = strlen(list);
+
+        snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "",
+                 k->names[i]);
+    }
+    rc = expect_kind(l, n, p, WF_NODE_SEQ);
+    if (!rc && n->n != k->nnames)
+        rc = fail(l, n, NSED_EINVAL, "%s must list each of %s exactly once",
+                  p, list);
+    for (size_t i = 0; !rc && i < n->n; i++) {
+        rc = get_enum(l, n->items[i], ipath(ip, p, i), k->names, k->nnames,
+                      &which);
+        if (!rc && (seen & (1u << which)))
+            rc = fail(l, n->items[i], NSED_EINVAL, "%s must list each of %s "
+                      "exactly once", p, list);
+        if (!rc) {
+            seen |= 1u << which;
+            out[i] = which;
+        }
+    }
+    return rc;
+}
+
+/* A value the table describes completely, at node n, into base. */
+static int load_value(ld *l, const wf_key *k, const wf_node *n, void *base,
+                      const char *p)
+{
+    long long v;
+    int e, rc;
+
+    switch (k->type) {
+    case WF_T_MAP:
+        return load_section(l, k->sub, n, base, p);
+    case WF_T_LIST:
+    case WF_T_NAMED:
+        break; /* always a special step */
+    case WF_T_BOOL:
+        return get_bool(l, n, p, WF_FIELD(base, k, bool));
+    case WF_T_INT:
+        return get_int_as(l, n, p, k->ilo, k->ihi, WF_FIELD(base, k, int));
+    case WF_T_LONG:
+        return get_long(l, n, p, k->ilo, k->ihi, WF_FIELD(base, k, long));
+    case WF_T_I64:
+        rc = get_int(l, n, p, k->ilo, k->ihi, &v);
+        if (!rc)
+            *WF_FIELD(base, k, int64_t) = v;
+        return rc;
+    case WF_T_SIZE:
+        rc = get_int(l, n, p, k->ilo, k->ihi, &v);
+        if (!rc)
+            *WF_FIELD(base, k, size_t) = (size_t)v;
+        return rc;
+    case WF_T_U64:
+        return get_u64(l, n, p, WF_FIELD(base, k, uint64_t));
+    case WF_T_NUM:
+        return get_num(l, n, p, k->lo, k->flags & WF_F_LO_OPEN, k->hi,
+                       k->flags & WF_F_HI_OPEN, WF_FIELD(base, k, double));
+    case WF_T_ENUM:
+        rc = get_enum(l, n, p, k->names, k->nnames, &e);
+        if (!rc)
+            *WF_FIELD(base, k, int) = e;
+        return rc;
+    case WF_T_ENUM_SET:
+        return load_enum_set(l, k, n, WF_FIELD(base, k, unsigned), p);
+    case WF_T_ENUM_ORDER:
+        return load_enum_order(l, k, n, WF_FIELD(base, k, int), p);
+    case WF_T_NAME:
+        return get_name(l, n, p, WF_FIELD(base, k, char *));
+    case WF_T_TEXT:
+        return get_text(l, n, p, (size_t)k->ihi, WF_FIELD(base, k, char *));
+    case WF_T_STR:
+        return get_str(l, n, p, WF_FIELD(base, k, char *));
+    case WF_T_NAME_LIST:
+    case WF_T_TEXT_LIST:
+        return get_strs(l, n, p, (size_t)k->ilo, (size_t)k->ihi,
+                        k->type == WF_T_NAME_LIST,
+                        WF_FIELD(base, k, char **), WF_AUX(base, k, size_t));
+    }
+    return nsed_error(l->err, NSED_EINTERNAL, "%s: no loader for %s", l->file,
+                      p);
+}
+
+/* Key i of section s: v holds the section's value nodes and map the
+ * section (both from map_fields; map NULL when the section is absent). */
+static int load_key(ld *l, const wf_section *s, size_t i,
+                    const wf_node *const *v, const wf_node *map, void *base,
+                    const char *path)
+{
+    const wf_key *k = &s->keys[i];
+    char p[WF_PATH];
+    int rc = 0;
+
+    kpath(p, path, k->key);
+    if (k->special != WF_SP_NONE) {
+        rc = load_special(l, s, k, v[i], map, base, path, p);
+    } else if (v[i]) {
+        rc = load_value(l, k, v[i], base, p);
+        if (!rc && (k->flags & WF_F_GIVEN))
+            *WF_AUX(base, k, bool) = true;
+    } else if (k->type == WF_T_MAP && !(k->flags & WF_F_GIVEN)) {
+        /* an absent section still runs its own steps and checks */
+        rc = load_section(l, k->sub, NULL, base, p);
+    } else if (k->type == WF_T_STR && k->dflt_str) {
+        char **slot = WF_FIELD(base, k, char *);
+
+        *slot = strdup(k->dflt_str);
+        if (!*slot)
+            rc = oom(l);
+    }
+    if (!rc)
+        rc = run_check(l, k->check, s, v, map, base, path);
+    return rc;
+}
+
+/* Load mapping n (NULL: the section is absent) against s into base, key by
+ * key in the table's order, so the first error reported is the first in
+ * the schema. */
+static int load_section(ld *l, const wf_section *s, const wf_node *n,
+                        void *base, const char *path)
+{
+    const wf_node *v[WF_MAX_KEYS] = {0};
     int rc = 0;
 
     if (n)
-        rc = map_fields(l, n, "prompts", prompt_keys, WF_PROMPT_COUNT, v);
-    for (int k = 0; !rc && k < WF_PROMPT_COUNT; k++) {
-        if (!v[k]) {
-            *slot[k] = wf_prompt_default((enum wf_prompt_kind)k, &l->wf->answer);
-            if (!*slot[k])
-                rc = oom(l);
-            continue;
-        }
-        rc = get_str(l, v[k], kpath(p, "prompts", prompt_keys[k].key),
-                     slot[k]);
-        if (!rc && wf_prompt_check((enum wf_prompt_kind)k, *slot[k], msg,
-                                   sizeof msg))
-            rc = fail(l, v[k], NSED_EINVAL, "%s", msg);
-    }
+        rc = map_fields(l, n, path, s, v);
+    for (size_t i = 0; !rc && i < s->nkeys; i++)
+        rc = load_key(l, s, i, v, n, base, path);
+    if (!rc)
+        rc = run_check(l, s->check, s, v, n, base, path);
     return rc;
 }
 
 /* ---- the whole file ---------------------------------------------------- */
 
-enum {
-    RT_NAME, RT_VERSION, RT_SEED, RT_MODELS, RT_GATEWAY, RT_BROKER, RT_TEAMS,
-    RT_ROUNDS, RT_SCORING, RT_ANSWER, RT_PROMPTS, RT_COUNT
-};
-static const keyspec root_keys[RT_COUNT] = {
-    [RT_NAME] = {"name", true},
-    [RT_VERSION] = {"version", true},
-    [RT_SEED] = {"seed", false},
-    [RT_MODELS] = {"models", true},
-    [RT_GATEWAY] = {"gateway", false},
-    [RT_BROKER] = {"broker", false},
-    [RT_TEAMS] = {"teams", true},
-    [RT_ROUNDS] = {"rounds", false},
-    [RT_SCORING] = {"scoring", false},
-    [RT_ANSWER] = {"answer", false},
-    [RT_PROMPTS] = {"prompts", false},
-};
-
 static int load_root(ld *l, const wf_node *root)
 {
-    workflow *wf = l->wf;
-    const wf_node *v[RT_COUNT];
+    /* Dependency order rather than the schema's, so references are checked
+     * as soon as the thing they name is known: roles name models, the
+     * broker names teams, the default prompts follow the answer format. */
+    static const char *const order[] = {
+        "name", "version", "seed", "models", "teams", "gateway", "broker",
+        "rounds", "scoring", "answer", "prompts",
+    };
+    const wf_section *s = &wf_root_section;
+    const wf_node *v[WF_MAX_KEYS] = {0};
     int rc;
 
-    rc = map_fields(l, root, "", root_keys, RT_COUNT, v);
-    if (!rc)
-        rc = get_name(l, v[RT_NAME], "name", &wf->name);
-    if (!rc)
-        rc = get_long(l, v[RT_VERSION], "version", 1, INT32_MAX,
-                      &wf->version);
-    if (!rc && v[RT_SEED])
-        rc = get_u64(l, v[RT_SEED], "seed", &wf->seed);
-    if (!rc)
-        rc = load_models(l, v[RT_MODELS]);
-    if (!rc)
-        rc = load_teams(l, v[RT_TEAMS]);
-    if (!rc)
-        rc = load_gateway(l, v[RT_GATEWAY]);
-    if (!rc)
-        rc = load_broker(l, v[RT_BROKER], root);
-    if (!rc)
-        rc = check_team_sizes(l, v[RT_TEAMS]);
-    if (!rc)
-        rc = load_rounds(l, v[RT_ROUNDS]);
-    if (!rc)
-        rc = load_scoring(l, v[RT_SCORING]);
-    if (!rc)
-        rc = load_answer(l, v[RT_ANSWER]);
-    if (!rc)
-        rc = load_prompts(l, v[RT_PROMPTS]);
+    assert(WF_COUNT(order) == s->nkeys);
+    wf_defaults(s, l->wf);
+    l->root = root;
+    rc = map_fields(l, root, "", s, v);
+    for (size_t i = 0; !rc && i < WF_COUNT(order); i++)
+        rc = load_key(l, s, wf_key_index(s, order[i]), v, root, l->wf, "");
     return rc;
 }
 
-int workflow_load_string(const char *name, const char *text, size_t len,
-                         workflow **out, nsed_err *err)
+int workflow_load_string_with(const char *name, const char *text, size_t len,
+                              const workflow_options *opt, workflow **out,
+                              nsed_err *err)
 {
     wf_doc doc = {0};
     workflow *wf = NULL;
@@ -1968,6 +1587,9 @@ int workflow_load_string(const char *name, const char *text, size_t len,
     rc = load_root(&l, doc.root);
     if (rc)
         goto out;
+    /* Before the canonical form: the hash is of the seed that runs. */
+    if (opt && opt->has_seed)
+        wf->seed = opt->seed;
     rc = wf_canon_build(wf);
     if (rc) {
         rc = nsed_error(err, rc, "%s: %s", name, nsed_strerror(rc));
@@ -1981,7 +1603,14 @@ out:
     return rc;
 }
 
-int workflow_load(const char *path, workflow **out, nsed_err *err)
+int workflow_load_string(const char *name, const char *text, size_t len,
+                         workflow **out, nsed_err *err)
+{
+    return workflow_load_string_with(name, text, len, NULL, out, err);
+}
+
+int workflow_load_with(const char *path, const workflow_options *opt,
+                       workflow **out, nsed_err *err)
 {
     struct stat st;
     buf b;
@@ -2011,9 +1640,15 @@ int workflow_load(const char *path, workflow **out, nsed_err *err)
     else if (rc)
         rc = nsed_error(err, rc, "%s: %s", path, nsed_strerror(rc));
     else
-        rc = workflow_load_string(path, b.ptr ? b.ptr : "", b.len, out, err);
+        rc = workflow_load_string_with(path, b.ptr ? b.ptr : "", b.len, opt,
+                                       out, err);
     buf_release(&b);
     return rc;
+}
+
+int workflow_load(const char *path, workflow **out, nsed_err *err)
+{
+    return workflow_load_with(path, NULL, out, err);
 }
 
 void workflow_free(workflow *wf)

@@ -1,6 +1,7 @@
 /* workflow.h -- the workflow loader: YAML file -> typed, validated config.
  *
- * A workflow file (docs/workflow.md is the user reference) describes
+ * A workflow file (docs/workflow.md is the user reference,
+ * docs/workflow-keys.md lists every key) describes
  * the models, the team templates, the broker, the round structure, scoring,
  * answer extraction and prompts of an NSED run. It is reviewed in pull
  * requests, so the loader is strict: unknown keys, wrong types, values out
@@ -11,10 +12,13 @@
  *
  * A loaded workflow is immutable. Its fields are public so that later
  * modules (gateway, broker, stages) can read them directly; treat every
- * field as read-only and never free or reassign one. Every default is
- * already filled in after a successful load, so readers never need to know
- * a default themselves. Absent optional values are marked as documented per
- * field (NULL, 0 or -1), never left undefined.
+ * field as read-only and never free or reassign one. A change a caller
+ * needs (the seed of `nsed run --seed`) is an input of the load
+ * (workflow_options), so the hash always describes the fields as they
+ * are. Every default is already filled in after a successful load, so
+ * readers never need to know a default themselves. Absent optional values
+ * are marked as documented per field (NULL, 0 or -1), never left
+ * undefined.
  *
  * The canonical form is compact JSON of the whole normalized config in a
  * fixed key order (the schema's order) with all defaults filled and the
@@ -247,7 +251,7 @@ typedef struct workflow {
     char *source;     /* the path (or name) the workflow was loaded from */
     char *name;       /* [A-Za-z0-9._-]+, <= 64 bytes */
     long version;     /* >= 1 */
-    uint64_t seed;    /* default 0 */
+    uint64_t seed;    /* default 0; workflow_options can replace it */
     workflow_model *models; /* nmodels >= 1, in file order */
     size_t nmodels;
     workflow_gateway gateway;
@@ -271,12 +275,32 @@ typedef struct workflow {
  * Returns 0 and sets *out (free with workflow_free), or NSED_EINVAL /
  * NSED_ETOOBIG with err filled as "path:line:col: message", NSED_ENOMEM or
  * NSED_EIO; *out is untouched on failure. */
-int workflow_load(const char *path, workflow **out, nsed_err *err);
+NSED_MUST_CHECK int workflow_load(const char *path, workflow **out,
+                                  nsed_err *err);
 
 /* Same as workflow_load for len bytes of text (need not be NUL-terminated);
  * name stands in for the path in messages and in workflow.source. */
-int workflow_load_string(const char *name, const char *text, size_t len,
-                         workflow **out, nsed_err *err);
+NSED_MUST_CHECK int workflow_load_string(const char *name, const char *text,
+                                         size_t len, workflow **out,
+                                         nsed_err *err);
+
+/* What a caller changes in a workflow as it is loaded. The workflow stays
+ * read-only after the load, so such a change must be an input of it: the
+ * canonical form and the hash are then those of the workflow that runs,
+ * exactly as if the file said so. */
+typedef struct workflow_options {
+    bool has_seed; /* replace the file's top-level seed with seed */
+    uint64_t seed;
+} workflow_options;
+
+/* workflow_load and workflow_load_string with options (opt NULL: none). */
+NSED_MUST_CHECK int workflow_load_with(const char *path,
+                                       const workflow_options *opt,
+                                       workflow **out, nsed_err *err);
+NSED_MUST_CHECK int workflow_load_string_with(const char *name,
+                                              const char *text, size_t len,
+                                              const workflow_options *opt,
+                                              workflow **out, nsed_err *err);
 
 /* Free a workflow and everything it owns. NULL is ignored. */
 void workflow_free(workflow *wf);
@@ -295,7 +319,7 @@ const char *workflow_resolved_json(const workflow *wf);
 /* Print the normalized config as indented JSON (same content and order as
  * the canonical form) followed by a newline. Returns 0 or NSED_EIO when
  * writing fails, NSED_ENOMEM. */
-int workflow_print_normalized(const workflow *wf, FILE *f);
+NSED_MUST_CHECK int workflow_print_normalized(const workflow *wf, FILE *f);
 
 /* The model with this id, or NULL. */
 const workflow_model *workflow_model_find(const workflow *wf, const char *id);
@@ -324,8 +348,15 @@ typedef struct workflow_prompt_var {
  * passes those. Returns 0, NSED_EINVAL when tmpl holds a placeholder not in
  * vars or an unpaired brace (out then holds a partial text), or the
  * buf_add codes (NSED_ETOOBIG past out's cap, NSED_ENOMEM). */
-int workflow_prompt_render(const char *tmpl, const workflow_prompt_var *vars,
-                           size_t nvars, buf *out);
+NSED_MUST_CHECK int workflow_prompt_render(const char *tmpl,
+                                           const workflow_prompt_var *vars,
+                                           size_t nvars, buf *out);
+
+/* Append the key reference (docs/workflow-keys.md: every key with its
+ * type, default, range and meaning, as Markdown) to out. It is made from
+ * the loader's own key table, so the docs cannot drift from the code.
+ * Returns 0 or the buf_add codes. */
+NSED_MUST_CHECK int workflow_keys_markdown(buf *out);
 
 /* Names as written in the file (static strings, never NULL). */
 const char *workflow_policy_name(enum workflow_policy p);

@@ -14,10 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const prompt_keys[WF_PROMPT_COUNT] = {
-    "system", "propose", "revise", "evaluate", "repair",
-};
-
 /* Allowed placeholders per template; the first `required` of them must
  * appear in the template. */
 static const struct {
@@ -35,14 +31,19 @@ static const struct {
     {{"error", "labels"}, 2, 0, "{error} {labels}"},
 };
 
-const char *wf_prompt_key(enum wf_prompt_kind k)
-{
-    return prompt_keys[k];
-}
-
 const char *wf_prompt_allowed_text(enum wf_prompt_kind k)
 {
     return prompt_vars[k].text;
+}
+
+int wf_prompt_doc(enum wf_prompt_kind k, buf *out)
+{
+    int rc = buf_printf(out, "placeholders %s", prompt_vars[k].text);
+
+    for (size_t i = 0; !rc && i < prompt_vars[k].required; i++)
+        rc = buf_printf(out, "%s{%s}", i ? " " : "; must contain ",
+                        prompt_vars[k].names[i]);
+    return rc;
 }
 
 enum tok_kind { TOK_END, TOK_TEXT, TOK_VAR, TOK_OPEN, TOK_CLOSE };
@@ -128,7 +129,7 @@ int wf_prompt_check(enum wf_prompt_kind k, const char *tmpl, char *msg,
         case TOK_CLOSE:
             snprintf(msg, msgsize,
                      "unpaired \"%c\" in prompts.%s (write \"%c%c\" for a "
-                     "literal brace)", *t.p, prompt_keys[k], *t.p, *t.p);
+                     "literal brace)", *t.p, wf_prompt_key(k), *t.p, *t.p);
             return NSED_EINVAL;
         case TOK_VAR:
             break;
@@ -141,7 +142,7 @@ int wf_prompt_check(enum wf_prompt_kind k, const char *tmpl, char *msg,
             snprintf(msg, msgsize,
                      "%s placeholder {%.*s} in prompts.%s; allowed there: %s",
                      is_known_name(t.p, t.n) ? "misplaced" : "unknown",
-                     (int)t.n, t.p, prompt_keys[k], prompt_vars[k].text);
+                     (int)t.n, t.p, wf_prompt_key(k), prompt_vars[k].text);
             return NSED_EINVAL;
         }
         seen |= 1u << i;
@@ -149,7 +150,7 @@ int wf_prompt_check(enum wf_prompt_kind k, const char *tmpl, char *msg,
     for (size_t i = 0; i < prompt_vars[k].required; i++) {
         if (!(seen & (1u << i))) {
             snprintf(msg, msgsize, "prompts.%s must contain {%s}",
-                     prompt_keys[k], prompt_vars[k].names[i]);
+                     wf_prompt_key(k), prompt_vars[k].names[i]);
             return NSED_EINVAL;
         }
     }
