@@ -1208,7 +1208,7 @@ static int load_prompt(ld *l, const wf_section *s, const wf_key *k,
         return *slot ? 0 : oom(l);
     }
     rc = get_str(l, n, p, slot);
-    if (!rc && wf_prompt_check(kind, *slot, msg, sizeof msg))
+    if (!rc && wf_prompt_check(kind, k->key, *slot, msg, sizeof msg))
         rc = fail(l, n, NSED_EINVAL, "%s", msg);
     return rc;
 }

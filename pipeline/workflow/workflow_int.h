@@ -58,10 +58,6 @@ enum wf_prompt_kind {
 };
 #define WF_PROMPT_COUNT 5
 
-/* Key of the template in the prompts section ("system", ...), from the key
- * table. */
-const char *wf_prompt_key(enum wf_prompt_kind k);
-
 /* Space-separated list of the placeholders allowed in template k, each in
  * braces, e.g. "{question}" (static). */
 const char *wf_prompt_allowed_text(enum wf_prompt_kind k);
@@ -72,10 +68,13 @@ const char *wf_prompt_allowed_text(enum wf_prompt_kind k);
 NSED_MUST_CHECK int wf_prompt_doc(enum wf_prompt_kind k, buf *out);
 
 /* Check a template: every {name} is allowed for kind k, every brace is
- * paired, and the placeholders k requires are present. Returns 0, or
- * NSED_EINVAL with a message (no location) in msg. */
-NSED_MUST_CHECK int wf_prompt_check(enum wf_prompt_kind k, const char *tmpl,
-                                    char *msg, size_t msgsize);
+ * paired, and the placeholders k requires are present. key is the
+ * template's key in the prompts section ("system", ...: the key table owns
+ * the names), for the message. Returns 0, or NSED_EINVAL with a message (no
+ * location) in msg. */
+NSED_MUST_CHECK int wf_prompt_check(enum wf_prompt_kind k, const char *key,
+                                    const char *tmpl, char *msg,
+                                    size_t msgsize);
 
 /* The built-in template k for the answer settings a (the propose and
  * revise defaults ask for the final answer in a's extract format).

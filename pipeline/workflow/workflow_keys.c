@@ -470,11 +470,6 @@ static const wf_key prompt_keys[WF_PROMPT_COUNT] = {
 };
 static SECTION(prompts_section, prompt_keys);
 
-const char *wf_prompt_key(enum wf_prompt_kind k)
-{
-    return prompt_keys[k].key;
-}
-
 /* ---- the whole file ---------------------------------------------------- */
 
 static const wf_key root_keys[] = {

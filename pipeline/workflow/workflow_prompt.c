@@ -111,8 +111,8 @@ static int is_known_name(const char *p, size_t n)
     return 0;
 }
 
-int wf_prompt_check(enum wf_prompt_kind k, const char *tmpl, char *msg,
-                    size_t msgsize)
+int wf_prompt_check(enum wf_prompt_kind k, const char *key, const char *tmpl,
+                    char *msg, size_t msgsize)
 {
     unsigned seen = 0;
     const char *s = tmpl;
@@ -129,7 +129,7 @@ int wf_prompt_check(enum wf_prompt_kind k, const char *tmpl, char *msg,
         case TOK_CLOSE:
             snprintf(msg, msgsize,
                      "unpaired \"%c\" in prompts.%s (write \"%c%c\" for a "
-                     "literal brace)", *t.p, wf_prompt_key(k), *t.p, *t.p);
+                     "literal brace)", *t.p, key, *t.p, *t.p);
             return NSED_EINVAL;
         case TOK_VAR:
             break;
@@ -142,7 +142,7 @@ int wf_prompt_check(enum wf_prompt_kind k, const char *tmpl, char *msg,
             snprintf(msg, msgsize,
                      "%s placeholder {%.*s} in prompts.%s; allowed there: %s",
                      is_known_name(t.p, t.n) ? "misplaced" : "unknown",
-                     (int)t.n, t.p, wf_prompt_key(k), prompt_vars[k].text);
+                     (int)t.n, t.p, key, prompt_vars[k].text);
             return NSED_EINVAL;
         }
         seen |= 1u << i;
@@ -150,7 +150,7 @@ int wf_prompt_check(enum wf_prompt_kind k, const char *tmpl, char *msg,
     for (size_t i = 0; i < prompt_vars[k].required; i++) {
         if (!(seen & (1u << i))) {
             snprintf(msg, msgsize, "prompts.%s must contain {%s}",
-                     wf_prompt_key(k), prompt_vars[k].names[i]);
+                     key, prompt_vars[k].names[i]);
             return NSED_EINVAL;
         }
     }
