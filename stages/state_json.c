@@ -10,12 +10,11 @@
 #include "stages/state.h"
 
 #include "pipeline/base/buf.h"
+#include "pipeline/base/json.h"
 #include "pipeline/base/jsonw.h"
 
 #include <cjson/cJSON.h>
-#include <float.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -302,17 +301,47 @@ int state_to_json(const state *st, char **out)
 /* ---- reading ---------------------------------------------------------- */
 
 /* (included here, not at the top, so that the writer half stays apart) */
-#include "pipeline/base/json.h"
-
 /* Adapters from the typed name functions to json_rd_enum's int form. */
-static const char *n_stage(int i) { return state_stage_name((enum state_stage)i); }
-static const char *n_status(int i) { return state_status_name((enum state_status)i); }
-static const char *n_reason(int i) { return state_stop_reason_name((enum state_stop_reason)i); }
-static const char *n_decider(int i) { return state_decider_name((enum state_decider)i); }
-static const char *n_final(int i) { return state_final_source_name((enum state_final_source)i); }
-static const char *n_prop(int i) { return state_proposal_status_name((enum state_proposal_status)i); }
-static const char *n_eval(int i) { return state_eval_status_name((enum state_eval_status)i); }
-static const char *n_scheme(int i) { return workflow_scheme_name((enum workflow_scheme)i); }
+static const char *n_stage(int i)
+{
+    return state_stage_name((enum state_stage)i);
+}
+
+static const char *n_status(int i)
+{
+    return state_status_name((enum state_status)i);
+}
+
+static const char *n_reason(int i)
+{
+    return state_stop_reason_name((enum state_stop_reason)i);
+}
+
+static const char *n_decider(int i)
+{
+    return state_decider_name((enum state_decider)i);
+}
+
+static const char *n_final(int i)
+{
+    return state_final_source_name((enum state_final_source)i);
+}
+
+static const char *n_prop(int i)
+{
+    return state_proposal_status_name((enum state_proposal_status)i);
+}
+
+static const char *n_eval(int i)
+{
+    return state_eval_status_name((enum state_eval_status)i);
+}
+
+static const char *n_scheme(int i)
+{
+    return workflow_scheme_name((enum workflow_scheme)i);
+}
+
 
 #define P(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
 #define COUNT_MAX ((int64_t)1 << 53)

@@ -129,7 +129,8 @@ int wf_prompt_check(enum wf_prompt_kind k, const char *key, const char *tmpl,
         case TOK_CLOSE:
             snprintf(msg, msgsize,
                      "unpaired \"%c\" in prompts.%s (write \"%c%c\" for a "
-                     "literal brace)", *t.p, key, *t.p, *t.p);
+                     "literal brace)",
+                     *t.p, key, *t.p, *t.p);
             return NSED_EINVAL;
         case TOK_VAR:
             break;
@@ -149,8 +150,8 @@ int wf_prompt_check(enum wf_prompt_kind k, const char *key, const char *tmpl,
     }
     for (size_t i = 0; i < prompt_vars[k].required; i++) {
         if (!(seen & (1u << i))) {
-            snprintf(msg, msgsize, "prompts.%s must contain {%s}",
-                     key, prompt_vars[k].names[i]);
+            snprintf(msg, msgsize, "prompts.%s must contain {%s}", key,
+                     prompt_vars[k].names[i]);
             return NSED_EINVAL;
         }
     }
