@@ -1,7 +1,7 @@
 /* state.h -- the per-question deliberation state the stages work on.
  *
- * One question runs through rounds of five stages (DESIGN.md §1,
- * docs/protocol.md): propose, anonymize, evaluate, aggregate, converge.
+ * One question runs through rounds of five stages (docs/protocol.md):
+ * propose, anonymize, evaluate, aggregate, converge.
  * A state holds the question, its team (the seats), where the question
  * stands (round and next stage), what each seat answered and scored in
  * the current round and the one before, the consensus state each seat gets

@@ -14,12 +14,12 @@
 #include <stdint.h>
 #include <stdio.h>
 
-int cli_validate(int argc, char **argv);
-int cli_ingest(int argc, char **argv);
-int cli_status(int argc, char **argv);
-int cli_run(int argc, char **argv);
-int cli_export(int argc, char **argv);
-int cli_team(int argc, char **argv);
+NSED_MUST_CHECK int cli_validate(int argc, char **argv);
+NSED_MUST_CHECK int cli_ingest(int argc, char **argv);
+NSED_MUST_CHECK int cli_status(int argc, char **argv);
+NSED_MUST_CHECK int cli_run(int argc, char **argv);
+NSED_MUST_CHECK int cli_export(int argc, char **argv);
+NSED_MUST_CHECK int cli_team(int argc, char **argv);
 
 /* Print "nsed: <message>" for err to stderr and return its exit status. */
 int cli_fail(const nsed_err *err);
@@ -32,7 +32,7 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
  * on), shell-quoted where needed, as one malloc'd string (NULL when out of
  * memory). Used for the run manifest; call it before getopt, which
  * reorders argv. */
-char *cli_command_line(int argc, char **argv);
+NSED_MUST_CHECK char *cli_command_line(int argc, char **argv);
 
 /* The git commit holding path (a file), as malloc'd "abcdef…" with
  * "-dirty" appended when the file differs from that commit; NULL when path

@@ -1,7 +1,7 @@
 /* sim_qset.h -- the simulator's question set: question text -> reference.
  *
  * Loaded once at start-up from a questions JSONL file (read with
- * questions_read_file() from pipeline/questions.h) into a hash table keyed
+ * questions_read_file() from pipeline/questions/questions.h) into a hash table keyed
  * by the trimmed question text, and read-only afterwards, so lookups from
  * many connection threads need no lock.
  */

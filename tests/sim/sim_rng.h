@@ -1,6 +1,6 @@
 /* sim_rng.h -- small deterministic PRNG for the simulated endpoint server.
  *
- * xoshiro256** seeded from a SHA-256 digest (pipeline/hash.h), so that every
+ * xoshiro256** seeded from a SHA-256 digest (pipeline/base/hash.h), so that every
  * random decision the simulator makes is a pure function of the bytes that
  * were hashed into the seed. Not for cryptography. The state lives in caller
  * storage; nothing here allocates or fails.
