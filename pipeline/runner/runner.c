@@ -361,7 +361,6 @@ static int read_decision(store_txn *txn, const char *qid, slot *s)
 
     if (!rc)
         rc = store_get(txn, STORE_STATE, key.bytes, key.len, &val, &vlen);
-
     if (rc == NSED_ENOTFOUND)
         return 0;
     if (rc)
