@@ -3,9 +3,9 @@
  * One event loop (the caller's thread) streams questions from the store in
  * ingestion order, keeps up to max_active of them in flight, drives each
  * through the stages (stages/stage.h), sends the stages' requests through
- * the gateway (pipeline/gateway/gateway.h) and commits what changed to the store.
- * While one question waits for its evaluations, others propose, so every
- * endpoint's concurrency slots stay busy.
+ * the gateway (pipeline/gateway/gateway.h) and commits what changed to the
+ * store. While one question waits for its evaluations, others propose, so
+ * every endpoint's concurrency slots stay busy.
  *
  * Store layout: the keys of every record the runner keeps are built in
  * store/store_keys.h, which holds the key map.
