@@ -164,6 +164,12 @@ int evaluate_parse(const char *reply, size_t ncand, long own, bool self_votes,
         w[nw].weight = weight;
         nw++;
     }
+    if (nw == 0 && cJSON_GetArraySize(arr) == 0) {
+        snprintf(why, whysize, "the \"evaluations\" list was empty; it "
+                 "needs one entry for each candidate you were shown");
+        rc = NSED_EINVAL;
+        goto out;
+    }
     if (nw == 0) {
         snprintf(why, whysize, "no entry of \"evaluations\" had a candidate "
                  "label you were shown and a numeric weight");
@@ -198,10 +204,15 @@ int evaluate_schema(const char *const *labels, size_t n, char **out)
 
     if (!root)
         return NSED_ENOMEM;
+    /* minItems = maxItems = n with the label enum: a grammar-constrained
+     * server cannot produce an empty list or leave a candidate out (it can
+     * still repeat a label; evaluate_parse drops the repeat) */
     if (!cJSON_AddStringToObject(root, "type", "object") ||
         !(props = cJSON_AddObjectToObject(root, "properties")) ||
         !(ev = cJSON_AddObjectToObject(props, "evaluations")) ||
         !cJSON_AddStringToObject(ev, "type", "array") ||
+        !cJSON_AddNumberToObject(ev, "minItems", (double)n) ||
+        !cJSON_AddNumberToObject(ev, "maxItems", (double)n) ||
         !(item = cJSON_AddObjectToObject(ev, "items")) ||
         !cJSON_AddStringToObject(item, "type", "object") ||
         !(ip = cJSON_AddObjectToObject(item, "properties")))
@@ -222,7 +233,9 @@ int evaluate_schema(const char *const *labels, size_t n, char **out)
         !cJSON_AddNumberToObject(x, "maximum", 100))
         goto out;
     x = cJSON_AddObjectToObject(ip, "critique");
-    if (!x || !cJSON_AddStringToObject(x, "type", "string"))
+    if (!x || !cJSON_AddStringToObject(x, "type", "string") ||
+        !cJSON_AddNumberToObject(x, "maxLength",
+                                 EVALUATE_SCHEMA_CRITIQUE_MAX))
         goto out;
     {
         static const char *const fields[] = {"candidate", "weight",
@@ -347,6 +360,14 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
     if (!rc)
         rc = stage_request_add_message(req, STAGE_ROLE_USER, user.ptr);
     if (!rc && repair) {
+        /* a repair is a second chance, not a seat the question needs: its
+         * failure makes the seat abstain (evaluate.h) */
+        req->optional = true;
+        if (ev->truncated)
+            req->max_tokens =
+                EVALUATE_REPAIR_BUDGET * wf->models[model].sampling.max_tokens;
+    }
+    if (!rc && repair) {
         workflow_prompt_var vars[] = {
             {"error", ev->error ? ev->error : "it could not be parsed"},
             {"labels", lab.ptr},
@@ -411,12 +432,13 @@ static int reduce_one(const state *st, const workflow *wf,
     ne->usage.completion_tokens += rs->completion_tokens;
     ne->usage.cost_usd += rs->cost_usd;
     ne->repaired = repair;
+    ne->truncated = old->truncated || (rs->ok && rs->truncated);
     if (repair) {
         ne->first_reply = old->first_reply ? strdup(old->first_reply) : NULL;
         if (old->first_reply && !ne->first_reply)
             return NSED_ENOMEM;
     }
-    if (!rs->ok && rs->infra) {
+    if (!rs->ok && rs->infra && !repair) {
         ne->status = STATE_EVAL_FAILED;
         ne->error = strdup(rs->error ? rs->error : "call failed");
         return ne->error ? 0 : NSED_ENOMEM;
@@ -435,6 +457,15 @@ static int reduce_one(const state *st, const workflow *wf,
             ne->status = STATE_EVAL_OK;
             return 0;
         }
+        if (rs->truncated)
+            snprintf(why, sizeof why, "it was cut off at the length limit "
+                     "(max_tokens) before the JSON was complete; reply with "
+                     "the JSON object only, no other text, and keep each "
+                     "critique under %d characters",
+                     EVALUATE_SCHEMA_CRITIQUE_MAX);
+    } else if (repair) {
+        snprintf(why, sizeof why, "the repair call failed: %s",
+                 rs->error ? rs->error : "call failed");
     } else {
         snprintf(why, sizeof why, "%s", rs->error ? rs->error
                                                   : "the call failed");

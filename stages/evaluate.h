@@ -11,7 +11,8 @@
  * The call: system message, then wf->prompts.evaluate with {question}, the
  * candidate blocks ({candidates}, in label order, separated by a blank
  * line) and {labels} ("A, C, D"). For a model with structured_output the
- * request carries a JSON schema (evaluate_schema) for response_format.
+ * request carries a JSON schema (evaluate_schema) for response_format,
+ * which asks for exactly one entry per candidate shown.
  *
  * Parsing a reply (evaluate_parse) is lenient about form and strict about
  * content: the first JSON object in the reply that parses and has an
@@ -24,14 +25,28 @@
  * Dropped and counted: entries for the evaluator's own candidate (unless
  * self votes are allowed), for labels that are no candidate, entries with
  * no usable label or weight, and later entries for a label already
- * scored. A label missing from the reply simply has no weight from this
- * evaluator. A reply with no usable entry at all is unusable: the seat gets
- * one repair call (the original messages, its reply as an assistant turn,
- * then wf->prompts.repair with {error} and {labels}); if that reply is
- * unusable too the seat abstains this round (STATE_EVAL_ABSTAINED).
- * A call that fails through infrastructure marks the seat lost
- * (STATE_EVAL_FAILED, state.missing); one that fails otherwise counts as
- * an unusable reply.
+ * scored. A reply that scores only some of the candidates shown is kept
+ * entry by entry: what it scored counts, a label it left out simply has no
+ * weight from this evaluator (the aggregate scores each candidate over the
+ * evaluators that scored it), since a partial judgement is still one. A
+ * reply with no usable entry at all -- an empty "evaluations" list
+ * included -- is unusable: the seat gets one repair call (the original
+ * messages, its reply as an assistant turn, then wf->prompts.repair with
+ * {error} and {labels}); if that reply is unusable too the seat abstains
+ * this round (STATE_EVAL_ABSTAINED).
+ *
+ * A reply cut at max_tokens (response truncated, finish_reason "length")
+ * marks the evaluation truncated (state_evaluation.truncated, in the state
+ * and the stored round). If it still parses it is used; if not, the repair's
+ * {error} says the reply was cut off and asks for the JSON only with short
+ * critiques, and the repair is sent with EVALUATE_REPAIR_BUDGET times the
+ * model's max_tokens (stage_request.max_tokens).
+ *
+ * A first evaluation call that fails through infrastructure marks the seat
+ * lost (STATE_EVAL_FAILED, state.missing); one that fails otherwise counts
+ * as an unusable reply. A repair call is optional (stage_request.optional):
+ * when it fails, whatever the error, the seat abstains this round and the
+ * question goes on.
  */
 #ifndef NSED_STAGES_EVALUATE_H
 #define NSED_STAGES_EVALUATE_H
@@ -46,6 +61,14 @@
 
 /* '{' positions evaluate_parse tries. */
 #define EVALUATE_JSON_TRIES 256
+/* maxLength of a critique in the schema (characters): enough to name a
+ * candidate's main error, and it bounds a schema-constrained reply to a few
+ * hundred tokens per candidate, so a reply fits a usual max_tokens. (What is
+ * kept of a critique that does come longer is STATE_CRITIQUE_MAX.) */
+#define EVALUATE_SCHEMA_CRITIQUE_MAX 600
+/* A repair after a reply cut at max_tokens is sent with this many times the
+ * model's max_tokens: the same budget again would likely cut it again. */
+#define EVALUATE_REPAIR_BUDGET 2
 
 /* Parse an evaluation reply. ncand: candidates in the round; own: the
  * evaluator's candidate or -1; self_votes: keep a score of own. On success
@@ -58,8 +81,12 @@ NSED_MUST_CHECK int evaluate_parse(const char *reply, size_t ncand, long own,
                                    char *why, size_t whysize);
 
 /* The JSON schema of an evaluation reply whose candidate labels are
- * labels[0..n): compact JSON, malloc'd into *out. Returns 0 or
- * NSED_ENOMEM. */
+ * labels[0..n) (the labels shown to one evaluator): an object with only an
+ * "evaluations" array of exactly n items (minItems = maxItems = n), each an
+ * object with only the required "candidate" (one of the labels), "weight"
+ * (integer -100..100) and "critique" (string of at most
+ * EVALUATE_SCHEMA_CRITIQUE_MAX characters). Compact JSON, malloc'd into
+ * *out. Returns 0 or NSED_ENOMEM. */
 NSED_MUST_CHECK int evaluate_schema(const char *const *labels, size_t n,
                                     char **out);
 

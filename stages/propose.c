@@ -111,6 +111,7 @@ static int reduce_one(const workflow *wf, const stage_response *rs,
         p->error = strdup(rs->error ? rs->error : "call failed");
         return p->error ? 0 : NSED_ENOMEM;
     }
+    p->truncated = rs->truncated;
     rc = text_clean(content, len, STATE_TEXT_MAX, &p->text);
     if (rc)
         return rc;

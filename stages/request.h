@@ -61,6 +61,15 @@ typedef struct stage_request {
                           response_format {type: json_schema, json_schema:
                           {name: STAGE_SCHEMA_NAME, schema: ..., strict:
                           true}}; else NULL */
+    bool optional;     /* the question can do without this call (a repair
+                          turn): when it fails for any reason, after the
+                          gateway's retries, the runner hands the failure
+                          to reduce with infra false -- the seat abstains
+                          this round -- instead of leaving the question
+                          incomplete */
+    long max_tokens;   /* > 0: the completion budget to send instead of
+                          the model's sampling.max_tokens (a repair after
+                          a reply cut at max_tokens); 0: the model's */
 } stage_request;
 
 typedef struct stage_requests {
@@ -77,9 +86,12 @@ typedef struct stage_response {
     bool ok;              /* a reply arrived (content may still be empty) */
     bool infra;           /* !ok because of infrastructure (network, HTTP
                              errors, timeouts after every retry): the seat
-                             counts as lost and the question as degraded */
+                             counts as lost and the question as degraded;
+                             always false for an optional request */
     const char *content;  /* ok: the reply text (NULL counts as "") */
     const char *error;    /* !ok: why (may be NULL) */
+    bool truncated;       /* ok: the server's finish_reason was "length",
+                             the reply was cut at max_tokens */
     int64_t prompt_tokens;
     int64_t completion_tokens;
     double cost_usd;

@@ -124,6 +124,8 @@ typedef struct state_seat {
 typedef struct state_proposal {
     enum state_proposal_status status;
     bool infra;    /* FAILED because of infrastructure (seat lost) */
+    bool truncated; /* the reply was cut at max_tokens (finish_reason
+                       "length") */
     char *text;    /* the reply (cleaned, capped) or NULL */
     char *answer;  /* OK: extracted final answer, NULL when none found */
     char *error;   /* FAILED: why, else NULL */
@@ -147,6 +149,9 @@ typedef struct state_weight {
 typedef struct state_evaluation {
     enum state_eval_status status;
     bool repaired;       /* a repair call was made */
+    bool truncated;      /* a reply was cut at max_tokens (finish_reason
+                            "length"): the first one, the repair, or both;
+                            while REPAIR, the first one was */
     char *reply;         /* the last reply (cleaned, capped) or NULL */
     char *first_reply;   /* the reply that needed the repair, or NULL */
     char *error;         /* why the (first) reply was unusable / failed */

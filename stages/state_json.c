@@ -70,6 +70,10 @@ static void proposal_json(jsonw *w, const state_proposal *p)
     jsonw_object_begin(w);
     key_str(w, "status", state_proposal_status_name(p->status));
     key_bool(w, "infra", p->infra);
+    /* only when set, so states and rounds written before the field
+     * existed read back and print identically */
+    if (p->truncated)
+        key_bool(w, "truncated", true);
     key_str(w, "text", p->text);
     key_str(w, "answer", p->answer);
     key_str(w, "error", p->error);
@@ -82,6 +86,8 @@ static void evaluation_json(jsonw *w, const state_evaluation *e)
     jsonw_object_begin(w);
     key_str(w, "status", state_eval_status_name(e->status));
     key_bool(w, "repaired", e->repaired);
+    if (e->truncated)
+        key_bool(w, "truncated", true);
     key_str(w, "reply", e->reply);
     key_str(w, "first_reply", e->first_reply);
     key_str(w, "error", e->error);
@@ -379,12 +385,26 @@ static size_t rd_label(json_reader *r, const cJSON *o, const char *path,
     return idx;
 }
 
+/* A flag written only when true: absent reads as false, present must be
+ * true (the writer never writes false). */
+static bool rd_flag(json_reader *r, const cJSON *o, const char *key,
+                    const char *path)
+{
+    if (!cJSON_GetObjectItemCaseSensitive(o, key))
+        return false;
+    if (!json_rd_bool(r, o, key, path))
+        json_rd_fail(r, NSED_EINVAL, path, "a flag written only when true "
+                     "is false");
+    return !r->rc;
+}
+
 static void rd_proposal(json_reader *r, const cJSON *o, const char *path,
                         state_proposal *p)
 {
     p->status = (enum state_proposal_status)json_rd_enum(
         r, o, "status", path, n_prop, STATE_PROPOSAL_FAILED + 1);
     p->infra = json_rd_bool(r, o, "infra", path);
+    p->truncated = rd_flag(r, o, "truncated", path);
     p->text = json_rd_str(r, o, "text", path, true);
     p->answer = json_rd_str(r, o, "answer", path, true);
     p->error = json_rd_str(r, o, "error", path, true);
@@ -401,6 +421,7 @@ static void rd_evaluation(json_reader *r, const cJSON *o, const char *path,
     e->status = (enum state_eval_status)json_rd_enum(
         r, o, "status", path, n_eval, STATE_EVAL_IDLE + 1);
     e->repaired = json_rd_bool(r, o, "repaired", path);
+    e->truncated = rd_flag(r, o, "truncated", path);
     e->reply = json_rd_str(r, o, "reply", path, true);
     e->first_reply = json_rd_str(r, o, "first_reply", path, true);
     e->error = json_rd_str(r, o, "error", path, true);

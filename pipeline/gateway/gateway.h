@@ -130,6 +130,9 @@ typedef struct gateway_request {
                                 [A-Za-z0-9_-] */
     bool has_seed;           /* true: seed overrides the model's seed */
     int64_t seed;
+    long max_tokens;         /* > 0: sent (and keyed) instead of the
+                                model's sampling.max_tokens; 0: the
+                                model's */
     const char *scope;       /* ledger key parts: the question id (NULL
                                 for none), so equal prompts of two
                                 questions stay independent calls; */

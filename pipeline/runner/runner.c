@@ -182,11 +182,15 @@ static void on_result(const gateway_result *res, void *user)
         r->prompt_tokens = res->usage.prompt_tokens;
         r->completion_tokens = res->usage.completion_tokens;
         r->cost_usd = res->cost_usd;
+        r->truncated = res->finish_reason &&
+                       strcmp(res->finish_reason, "length") == 0;
         r->infra = !r->ok;
     } else {
         s->errors[c->idx] = strdup(res->error ? res->error : "call failed");
         r->ok = false;
-        r->infra = true;
+        /* an optional call (a repair) that fails loses no seat: the stage
+         * takes it as an unusable reply */
+        r->infra = !s->reqs.items[c->idx].optional;
         r->error = s->errors[c->idx];
     }
     if (--s->outstanding == 0 && s->phase == SLOT_WAITING)
@@ -227,6 +231,7 @@ static int submit_all(struct loop *L, slot *s)
         gr.nmessages = rq->nmessages;
         gr.schema = rq->json_schema;
         gr.schema_name = rq->json_schema ? STAGE_SCHEMA_NAME : NULL;
+        gr.max_tokens = rq->max_tokens;
         gr.has_seed = m->sampling.has_seed;
         gr.seed = (int64_t)rq->seed;
         gr.scope = s->st->qid;
