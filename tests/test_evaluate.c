@@ -403,6 +403,204 @@ START_TEST(bad_responses_refused_without_change)
 }
 END_TEST
 
+/* ---- one entry per candidate, replies cut at max_tokens, optional repair */
+
+START_TEST(schema_exact_for_three_candidates)
+{
+    const char *labels[] = {"A", "C", "D"};
+    char *s = NULL;
+
+    ck_assert_int_eq(evaluate_schema(labels, 3, &s), 0);
+    ck_assert_str_eq(
+        s, "{\"type\":\"object\",\"properties\":{\"evaluations\":{"
+           "\"type\":\"array\",\"minItems\":3,\"maxItems\":3,\"items\":{"
+           "\"type\":\"object\",\"properties\":{\"candidate\":{\"type\":"
+           "\"string\",\"enum\":[\"A\",\"C\",\"D\"]},\"weight\":{\"type\":"
+           "\"integer\",\"minimum\":-100,\"maximum\":100},\"critique\":{"
+           "\"type\":\"string\",\"maxLength\":600}},\"required\":["
+           "\"candidate\",\"weight\",\"critique\"],"
+           "\"additionalProperties\":false}}},\"required\":["
+           "\"evaluations\"],\"additionalProperties\":false}");
+    free(s);
+}
+END_TEST
+
+/* The schema a seat gets holds exactly the labels it is shown, and its
+ * item count is their number. */
+START_TEST(schema_of_seat_is_its_shown_labels)
+{
+    workflow *wf = load_wf();
+    state *st = three_seats(wf);
+    stage_requests l = {0};
+    const stage_request *q1;
+    char own0[TEXT_LABEL_MAX], want[160];
+
+    ck_assert_int_eq(stage_plan(st, wf, &l), 0);
+    q1 = req_for(&l, 1);
+    text_label((size_t)mask_own_candidate(st->cur, 0), own0);
+    snprintf(want, sizeof want, "\"minItems\":1,\"maxItems\":1,");
+    ck_assert(tu_contains(q1->json_schema, want));
+    snprintf(want, sizeof want, "\"enum\":[\"%s\"]", own0);
+    ck_assert(tu_contains(q1->json_schema, want));
+    ck_assert(!q1->optional);
+    ck_assert_int_eq(q1->max_tokens, 0);
+    stage_requests_release(&l);
+    state_free(st);
+    workflow_free(wf);
+}
+END_TEST
+
+START_TEST(empty_list_is_repaired_with_its_reason)
+{
+    state_evaluation ev = {0};
+    char why[256];
+
+    ck_assert_int_eq(evaluate_parse("{\"evaluations\":[]}", 3, 0, false, &ev,
+                                    why, sizeof why),
+                     NSED_EINVAL);
+    ck_assert(tu_contains(why, "list was empty"));
+    ck_assert_uint_eq(ev.nweights, 0);
+}
+END_TEST
+
+/* A reply that scores some shown candidates only is kept per entry. */
+START_TEST(partial_reply_kept_per_entry)
+{
+    state_evaluation ev = {0};
+    char why[256];
+
+    ck_assert_int_eq(evaluate_parse("{\"evaluations\":[{\"candidate\":\"C\","
+                                    "\"weight\":20,\"critique\":\"x\"}]}",
+                                    4, 0, false, &ev, why, sizeof why),
+                     0);
+    ck_assert_uint_eq(ev.nweights, 1);
+    ck_assert_uint_eq(ev.weights[0].cand, 2);
+    state_evaluation_release(&ev);
+}
+END_TEST
+
+START_TEST(cut_reply_repair_gets_room)
+{
+    workflow *wf = load_wf();
+    state *st = three_seats(wf);
+    stage_requests l = {0}, l2 = {0};
+    stage_response r[3];
+    nsed_err e = {0};
+    char *json = NULL, *json2 = NULL;
+    state *back = NULL;
+    const stage_request *rq;
+
+    ck_assert_int_eq(stage_plan(st, wf, &l), 0);
+    r[0] = resp(req_for(&l, 0), "{\"evaluations\":[{\"candidate\":\"B\",\"we");
+    r[0].truncated = true;
+    r[1] = resp(req_for(&l, 1), "not JSON");
+    r[2] = resp(req_for(&l, 2), "{\"evaluations\":[]}");
+    ck_assert_int_eq(stage_reduce(st, wf, NULL, r, 3, &e), 0);
+    ck_assert_int_eq(st->cur->evals[0].status, STATE_EVAL_REPAIR);
+    ck_assert(st->cur->evals[0].truncated);
+    ck_assert(!st->cur->evals[1].truncated);
+    ck_assert(tu_contains(st->cur->evals[0].error, "cut off"));
+    ck_assert(tu_contains(st->cur->evals[2].error, "list was empty"));
+    /* the marker survives a checkpoint, and is absent when not set */
+    ck_assert_int_eq(state_to_json(st, &json), 0);
+    ck_assert(tu_contains(json, "\"repaired\":false,\"truncated\":true,"));
+    ck_assert_int_eq(state_from_json(json, strlen(json), wf, &back, &e), 0);
+    ck_assert(back->cur->evals[0].truncated);
+    ck_assert(!back->cur->evals[1].truncated);
+    ck_assert_int_eq(state_to_json(back, &json2), 0);
+    ck_assert_str_eq(json, json2);
+
+    ck_assert_int_eq(stage_plan(st, wf, &l2), 0);
+    ck_assert_uint_eq(l2.n, 3);
+    rq = req_for(&l2, 0);
+    ck_assert_int_eq(rq->kind, STAGE_KIND_REPAIR);
+    ck_assert(rq->optional);
+    ck_assert_int_eq(rq->max_tokens, 2 * 1024);
+    ck_assert(tu_contains(rq->messages[3].content,
+                          "could not be used: it was cut off at the length "
+                          "limit (max_tokens)"));
+    ck_assert(tu_contains(rq->messages[3].content, "JSON object only"));
+    /* a repair of a reply that was not cut keeps the model's budget */
+    ck_assert(req_for(&l2, 1)->optional);
+    ck_assert_int_eq(req_for(&l2, 1)->max_tokens, 0);
+    state_free(back);
+    free(json);
+    free(json2);
+    stage_requests_release(&l);
+    stage_requests_release(&l2);
+    state_free(st);
+    workflow_free(wf);
+}
+END_TEST
+
+/* A failed repair, whatever the error, is an abstention: no seat lost. */
+START_TEST(failed_repair_abstains)
+{
+    workflow *wf = load_wf();
+    state *st = three_seats(wf);
+    stage_requests l = {0}, l2 = {0};
+    stage_response r[3];
+    nsed_err e = {0};
+
+    ck_assert_int_eq(stage_plan(st, wf, &l), 0);
+    for (size_t i = 0; i < 3; i++)
+        r[i] = resp(req_for(&l, i), "{\"evaluations\":[]}");
+    ck_assert_int_eq(stage_reduce(st, wf, NULL, r, 3, &e), 0);
+    ck_assert_int_eq(stage_plan(st, wf, &l2), 0);
+    ck_assert_uint_eq(l2.n, 3);
+    for (size_t i = 0; i < 3; i++) {
+        r[i] = resp(req_for(&l2, i), NULL);
+        r[i].ok = false;
+        r[i].error = "m0: HTTP 400: the request exceeds the context size";
+    }
+    r[1].infra = true; /* as a runner that does not know "optional" says */
+    ck_assert_int_eq(stage_reduce(st, wf, NULL, r, 3, &e), 0);
+    for (size_t i = 0; i < 3; i++) {
+        ck_assert_int_eq(st->cur->evals[i].status, STATE_EVAL_ABSTAINED);
+        ck_assert(!st->missing[i]);
+    }
+    ck_assert(tu_contains(st->cur->evals[1].error, "the repair call failed: "
+                                                   "m0: HTTP 400"));
+    ck_assert_int_eq(st->stage, STATE_STAGE_AGGREGATE);
+    stage_requests_release(&l);
+    stage_requests_release(&l2);
+    state_free(st);
+    workflow_free(wf);
+}
+END_TEST
+
+START_TEST(cut_proposal_marked)
+{
+    workflow *wf = load_wf();
+    state_seat_spec seats[2] = {{0, "solver", "Be exact."},
+                                {1, "solver", "Be exact."}};
+    state_question q = {"q1", "What is 2+2?", "4", NULL, 0};
+    stage_response r[2];
+    state *st = NULL;
+    nsed_err e = {0};
+    char *json = NULL;
+
+    ck_assert_int_eq(state_new(wf, &q, seats, 2, &st, &e), 0);
+    memset(r, 0, sizeof r);
+    r[0].content = "Let me think step by step about 2+2. First";
+    r[0].truncated = true;
+    r[1].content = "It is \\boxed{4}";
+    for (int i = 0; i < 2; i++) {
+        r[i].kind = STAGE_KIND_PROPOSE;
+        r[i].seat = (size_t)i;
+        r[i].ok = true;
+    }
+    ck_assert_int_eq(stage_reduce(st, wf, NULL, r, 2, &e), 0);
+    ck_assert(st->cur->proposals[0].truncated);
+    ck_assert(!st->cur->proposals[1].truncated);
+    ck_assert_int_eq(state_round_to_json(st->cur, 2, &json), 0);
+    ck_assert(tu_contains(json, "\"infra\":false,\"truncated\":true,"));
+    free(json);
+    state_free(st);
+    workflow_free(wf);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("evaluate");
@@ -418,6 +616,15 @@ Suite *tu_suite(void)
     tcase_add_test(t, repair_then_abstain);
     tcase_add_test(t, infrastructure_failure_marks_seat_lost);
     tcase_add_test(t, bad_responses_refused_without_change);
+    suite_add_tcase(s, t);
+    t = tcase_create("replies");
+    tcase_add_test(t, schema_exact_for_three_candidates);
+    tcase_add_test(t, schema_of_seat_is_its_shown_labels);
+    tcase_add_test(t, empty_list_is_repaired_with_its_reason);
+    tcase_add_test(t, partial_reply_kept_per_entry);
+    tcase_add_test(t, cut_reply_repair_gets_room);
+    tcase_add_test(t, failed_repair_abstains);
+    tcase_add_test(t, cut_proposal_marked);
     suite_add_tcase(s, t);
     return s;
 }

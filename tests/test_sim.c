@@ -1251,6 +1251,86 @@ START_TEST(repair_turn_still_sees_candidates)
 }
 END_TEST
 
+/* ---- tests: evaluation-reply knobs -------------------------------------- */
+
+static const char evalknob_yaml[] =
+    "models:\n"
+    "  - {name: fnone, faults: {rate_empty_eval: 1}}\n"
+    "  - {name: frep, faults: {rate_400_repair: 1}}\n"
+    "  - {name: long, tokens: {completion: 20, evaluation: 400}}\n";
+
+/* rate_empty_eval answers every evaluation {"evaluations":[]} and leaves
+ * proposals alone; rate_400_repair refuses repair turns only, with a 400;
+ * tokens.evaluation sets the length of evaluation replies alone. */
+START_TEST(evaluation_knobs_empty_repair400_eval_tokens)
+{
+    simproc p;
+    const char *bodies[] = {"\\boxed{70}", "\\boxed{7}"};
+    char *prompt = eval_prompt("What is 130 - 60?", bodies, 2), *body, *c;
+    const char *roles[] = {"user", "assistant", "user"};
+    const char *contents[3];
+    int w[2];
+    char crit[2][256];
+    cJSON *stats, *j;
+    const cJSON *choice;
+    hres r;
+
+    sim_start(&p, evalknob_yaml);
+    c = ask(&p, "fnone", prompt);
+    ck_assert_str_eq(c, "{\"evaluations\":[]}");
+    free(c);
+    c = ask_answer(&p, "fnone", "What is 130 - 60?");
+    free(c);
+
+    /* frep evaluates, but its repair turn gets a 400 */
+    c = ask(&p, "frep", prompt);
+    eval_weights(c, 2, w, crit);
+    free(c);
+    contents[0] = prompt;
+    contents[1] = "A is good, B is bad.";
+    contents[2] = "Your previous reply could not be used: not JSON.";
+    body = chat_body_msgs("frep", roles, contents, 3, NULL);
+    http(&p, "POST", "/v1/chat/completions", body, &r);
+    expect_error(&r, 400, "invalid_request_error");
+    ck_assert(tu_contains(r.body, "context_length_exceeded"));
+    hres_release(&r);
+    free(body);
+
+    /* long: a proposal fits in 100 tokens, an evaluation does not */
+    c = question_prompt("What is 130 - 60?");
+    body = chat_body_full("long", NULL, c, 100, NULL);
+    free(c);
+    http(&p, "POST", "/v1/chat/completions", body, &r);
+    j = parse_ok(&r);
+    choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"),
+                                0);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(choice, "finish_reason")
+                         ->valuestring, "stop");
+    cJSON_Delete(j);
+    hres_release(&r);
+    free(body);
+    body = chat_body_full("long", NULL, prompt, 100, NULL);
+    http(&p, "POST", "/v1/chat/completions", body, &r);
+    j = parse_ok(&r);
+    choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"),
+                                0);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(choice, "finish_reason")
+                         ->valuestring, "length");
+    ck_assert_double_eq(path2(j, "usage", "completion_tokens")->valuedouble,
+                        100);
+    cJSON_Delete(j);
+    hres_release(&r);
+    free(body);
+    free(prompt);
+    stats = sim_stop(&p);
+    ck_assert_double_eq(stat_fault(stats, "fnone", "empty_eval"), 1);
+    ck_assert_double_eq(stat_fault(stats, "frep", "400_repair"), 1);
+    ck_assert_double_eq(stat_num(stats, "frep", "requests"), 2);
+    ck_assert_double_eq(stat_num(stats, "frep", "ok"), 1);
+    cJSON_Delete(stats);
+}
+END_TEST
+
 /* ---- tests: faults ------------------------------------------------------ */
 
 static const char faults_yaml[] =
@@ -1564,6 +1644,7 @@ Suite *tu_suite(void)
     tc = tcase_create("faults");
     tcase_add_test(tc, faults_are_observed_then_limited);
     tcase_add_test(tc, retries_of_one_request_can_succeed);
+    tcase_add_test(tc, evaluation_knobs_empty_repair400_eval_tokens);
     suite_add_tcase(s, tc);
     tc = tcase_create("concurrency");
     tcase_add_test(tc, parallel_requests_overlap);

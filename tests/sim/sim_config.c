@@ -24,6 +24,8 @@ const char *sim_fault_name(sim_fault f)
     case SIM_FAULT_TRUNCATED: return "truncated";
     case SIM_FAULT_EMPTY_CHOICES: return "empty_choices";
     case SIM_FAULT_NONJSON_EVAL: return "nonjson_eval";
+    case SIM_FAULT_EMPTY_EVAL: return "empty_eval";
+    case SIM_FAULT_400_REPAIR: return "400_repair";
     }
     return "unknown";
 }
@@ -218,7 +220,8 @@ static int latency_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
     return get_double(c, v, "per_token_ms", 0, 60000, &m->per_token_ms);
 }
 
-static const char *const tokens_keys[] = {"completion", NULL};
+static const char *const tokens_keys[] = {"completion", "evaluation",
+                                          NULL};
 
 static int tokens_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
                        void *arg)
@@ -227,10 +230,11 @@ static int tokens_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
     long long x;
     int rc;
 
-    (void)key;
-    rc = get_integer(c, v, "completion", 1, 1000000, &x);
-    if (!rc)
+    rc = get_integer(c, v, tokens_keys[key], 1, 1000000, &x);
+    if (!rc && key == 0)
         m->completion_tokens = (long)x;
+    else if (!rc)
+        m->evaluation_tokens = (long)x;
     return rc;
 }
 
@@ -238,7 +242,8 @@ static int tokens_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
 static const char *const fault_keys[] = {
     "limit", "rate_429", "rate_500", "rate_503", "rate_hang", "rate_drop",
     "rate_malformed", "rate_truncated", "rate_empty_choices",
-    "rate_nonjson_eval", "retry_after_s", "hang_ms", NULL};
+    "rate_nonjson_eval", "rate_empty_eval", "rate_400_repair",
+    "retry_after_s", "hang_ms", NULL};
 
 static int faults_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
                        void *arg)

@@ -29,9 +29,11 @@ typedef enum sim_fault {
     SIM_FAULT_TRUNCATED,     /* 200 whose body stops half way */
     SIM_FAULT_EMPTY_CHOICES, /* 200 with "choices": [] */
     SIM_FAULT_NONJSON_EVAL,  /* evaluation answered in prose */
+    SIM_FAULT_EMPTY_EVAL,    /* evaluation answered {"evaluations":[]} */
+    SIM_FAULT_400_REPAIR,    /* repair turn refused with 400 (context) */
 } sim_fault;
 
-#define SIM_FAULT_COUNT (SIM_FAULT_NONJSON_EVAL + 1)
+#define SIM_FAULT_COUNT (SIM_FAULT_400_REPAIR + 1)
 
 /* Short name of a fault kind ("429", "hang", "nonjson_eval"; "none"), as
  * used in the stats JSON. Never NULL. */
@@ -56,6 +58,8 @@ typedef struct sim_model_cfg {
     double ttft_ms;         /* latency before the first token */
     double per_token_ms;    /* latency per completion token */
     long completion_tokens; /* mean completion tokens (jitter +-25%) */
+    long evaluation_tokens; /* the same for evaluation replies; 0: as
+                               completion_tokens */
     sim_faults_cfg faults;
 } sim_model_cfg;
 

@@ -26,10 +26,12 @@ int sim_model_is_evaluation(const sim_prompt *p)
     return p->ncandidates > 0;
 }
 
-long sim_model_tokens(const sim_model_cfg *m, sim_rng *rng)
+long sim_model_tokens(const sim_model_cfg *m, bool evaluation, sim_rng *rng)
 {
     double jitter = 0.75 + 0.5 * sim_rng_uniform(rng);
-    long n = lround((double)m->completion_tokens * jitter);
+    long mean = evaluation && m->evaluation_tokens ? m->evaluation_tokens
+                                                   : m->completion_tokens;
+    long n = lround((double)mean * jitter);
 
     return n < 1 ? 1 : n;
 }

@@ -21,6 +21,7 @@
 #include "sim_prompt.h"
 #include "sim_rng.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,8 +43,9 @@ double sim_model_fatigued(double p, double fatigue, size_t prompt_chars);
 /* 1 when the prompt asks for an evaluation (it shows candidates). */
 int sim_model_is_evaluation(const sim_prompt *p);
 
-/* Mean completion tokens with deterministic +-25% jitter (at least 1). */
-long sim_model_tokens(const sim_model_cfg *m, sim_rng *rng);
+/* Mean completion tokens (of evaluation replies when evaluation) with
+ * deterministic +-25% jitter (at least 1). */
+long sim_model_tokens(const sim_model_cfg *m, bool evaluation, sim_rng *rng);
 
 /* The three wrong answers of a family for a question (NUL-terminated, each
  * different from reference and from each other), derived from (seed,

@@ -482,7 +482,7 @@ static int fault_digest(const uint8_t req[HASH_LEN], uint64_t attempt,
 
 /* Pick this attempt's fault, honouring the model's limit, and count it. */
 static sim_fault choose_fault(model_state *m, const uint8_t req[HASH_LEN],
-                              uint64_t attempt, int is_eval)
+                              uint64_t attempt, int is_eval, int repair)
 {
     const sim_faults_cfg *f = &m->cfg->faults;
     uint8_t d[HASH_LEN];
@@ -501,8 +501,12 @@ static sim_fault choose_fault(model_state *m, const uint8_t req[HASH_LEN],
             break;
         }
     }
-    /* Only an evaluation can be answered in the wrong format. */
-    if (kind == SIM_FAULT_NONJSON_EVAL && !is_eval)
+    /* Only an evaluation can be answered in the wrong format, and only a
+     * repair turn refused. */
+    if ((kind == SIM_FAULT_NONJSON_EVAL || kind == SIM_FAULT_EMPTY_EVAL) &&
+        !is_eval)
+        kind = SIM_FAULT_NONE;
+    if (kind == SIM_FAULT_400_REPAIR && !repair)
         kind = SIM_FAULT_NONE;
     pthread_mutex_lock(&m->lock);
     if (kind != SIM_FAULT_NONE && f->limit > 0 &&
@@ -699,7 +703,7 @@ static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
     sim_ask ask;
     sim_rng rng;
     buf ptext;
-    int is_eval;
+    int is_eval, repair = 0;
 
     buf_init(&ptext, 2 * SIM_MAX_BODY);
     segs = calloc(r->nmsg, sizeof *segs);
@@ -725,7 +729,10 @@ static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
     }
     sim_prompt_parse(segs, nseg, prompt);
     is_eval = sim_model_is_evaluation(prompt);
-    fault = choose_fault(m, digest, attempt_next(s, digest), is_eval);
+    /* a repair turn: an evaluation that carries the model's earlier reply */
+    for (size_t i = 0; i < r->nmsg && is_eval && !repair; i++)
+        repair = !strcmp(r->roles[i], "assistant");
+    fault = choose_fault(m, digest, attempt_next(s, digest), is_eval, repair);
     snprintf(retry, sizeof retry, "%ld", mc->faults.retry_after_s);
     switch (fault) {
     case SIM_FAULT_429:
@@ -754,6 +761,15 @@ static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
         goto out; /* MHD_NO: close without a response */
     case SIM_FAULT_DROP:
         goto out;
+    case SIM_FAULT_400_REPAIR:
+        ret = respond(conn, MHD_HTTP_BAD_REQUEST,
+                      error_body("the request exceeds the available context "
+                                 "size (simulated by nsed-sim)",
+                                 "invalid_request_error",
+                                 "context_length_exceeded"),
+                      NULL, NULL);
+        goto out;
+    case SIM_FAULT_EMPTY_EVAL:
     case SIM_FAULT_NONE:
     case SIM_FAULT_MALFORMED:
     case SIM_FAULT_TRUNCATED:
@@ -763,7 +779,7 @@ static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
     }
 
     sim_rng_seed(&rng, digest);
-    tokens = sim_model_tokens(mc, &rng);
+    tokens = sim_model_tokens(mc, is_eval, &rng);
     ask.model = mc;
     ask.seed = s->cfg->seed;
     ask.reference = prompt->has_question
@@ -774,6 +790,12 @@ static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
     if (sim_model_reply(&ask, &rng, fault == SIM_FAULT_NONJSON_EVAL,
                         &content))
         goto out;
+    if (fault == SIM_FAULT_EMPTY_EVAL) {
+        free(content);
+        content = strdup("{\"evaluations\":[]}");
+        if (!content)
+            goto out;
+    }
     for (size_t i = 0; i < r->nstop; i++) {
         char *hit = *r->stops[i] ? strstr(content, r->stops[i]) : NULL;
 
@@ -816,6 +838,8 @@ static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
         goto out;
     case SIM_FAULT_NONE:
     case SIM_FAULT_NONJSON_EVAL:
+    case SIM_FAULT_EMPTY_EVAL:
+    case SIM_FAULT_400_REPAIR:
     case SIM_FAULT_429:
     case SIM_FAULT_500:
     case SIM_FAULT_503:
