@@ -143,7 +143,8 @@ static void gen_model(const char *python, const char *dir, int seed)
     free(script);
 }
 
-static void llama_start(llama *l)
+/* Start the server with the context ctx split across np slots. */
+static void llama_start_with(llama *l, const char *ctx, const char *np)
 {
     char *python = find_python(), *bin = tu_path(llama_dir(),
                                                  "llama-server");
@@ -171,7 +172,7 @@ static void llama_start(llama *l)
             dup2(fd, 2);
         }
         execl(bin, bin, "--models-dir", l->dir, "--host", "127.0.0.1",
-              "--port", port, "-c", "2048", "-np", "4", "-t", "1",
+              "--port", port, "-c", ctx, "-np", np, "-t", "1",
               "--no-webui", "--no-jinja", (char *)NULL);
         _exit(127);
     }
@@ -189,6 +190,11 @@ static void llama_start(llama *l)
     free(log);
     free(bin);
     free(python);
+}
+
+static void llama_start(llama *l)
+{
+    llama_start_with(l, "2048", "4");
 }
 
 static void llama_stop(llama *l)
@@ -427,6 +433,76 @@ START_TEST(structured_output_follows_the_schema)
 }
 END_TEST
 
+/* nsed's evaluation schema for an evaluator shown A, C and D (the exact
+ * text tests/test_evaluate.c checks evaluate_schema against): under the
+ * grammar llama-server builds from it, even a random-weight model returns
+ * exactly three entries, labels from the three, integer weights in range,
+ * critiques within the cap. (Labels may repeat: JSON Schema cannot say
+ * "each once"; the evaluation reader drops a repeat.) A random model fills
+ * each critique to the cap, about 200 tokens, so the slot gets 4096. */
+START_TEST(evaluation_schema_forces_one_entry_per_candidate)
+{
+    static const char schema[] =
+        "{\"type\":\"object\",\"properties\":{\"evaluations\":{"
+        "\"type\":\"array\",\"minItems\":3,\"maxItems\":3,\"items\":{"
+        "\"type\":\"object\",\"properties\":{\"candidate\":{\"type\":"
+        "\"string\",\"enum\":[\"A\",\"C\",\"D\"]},\"weight\":{\"type\":"
+        "\"integer\",\"minimum\":-100,\"maximum\":100},\"critique\":{"
+        "\"type\":\"string\",\"maxLength\":600}},\"required\":["
+        "\"candidate\",\"weight\",\"critique\"],"
+        "\"additionalProperties\":false}}},\"required\":["
+        "\"evaluations\"],\"additionalProperties\":false}";
+    llama l;
+    workflow *wf;
+    ctx c;
+
+    llama_start_with(&l, "8192", "2");
+    wf = wf_llama(&l, 2, 3000);
+    gw_make(wf, NULL, &c);
+    submit(&c, 0, "Score candidates A, C and D.", schema);
+    submit(&c, 1, "Score candidates A, C and D.", schema);
+    run(&c, 90);
+    ck_assert_uint_eq(c.n, 2);
+    for (size_t i = 0; i < 2; i++) {
+        cJSON *j, *ev, *e;
+
+        ck_assert_msg(c.v[i].code == 0, "%s", c.v[i].error);
+        ck_assert_str_eq(c.v[i].finish, "stop");
+        j = cJSON_Parse(c.v[i].content);
+        ck_assert_msg(cJSON_IsObject(j), "not a JSON object: %s",
+                      c.v[i].content);
+        ck_assert_int_eq(cJSON_GetArraySize(j), 1);
+        ev = cJSON_GetObjectItemCaseSensitive(j, "evaluations");
+        ck_assert(cJSON_IsArray(ev));
+        ck_assert_int_eq(cJSON_GetArraySize(ev), 3);
+        cJSON_ArrayForEach(e, ev) {
+            const cJSON *lab = cJSON_GetObjectItemCaseSensitive(e, "candidate");
+            const cJSON *w = cJSON_GetObjectItemCaseSensitive(e, "weight");
+            const cJSON *cr = cJSON_GetObjectItemCaseSensitive(e, "critique");
+            size_t chars = 0;
+
+            ck_assert_int_eq(cJSON_GetArraySize(e), 3);
+            ck_assert(cJSON_IsString(lab));
+            ck_assert(!strcmp(lab->valuestring, "A") ||
+                      !strcmp(lab->valuestring, "C") ||
+                      !strcmp(lab->valuestring, "D"));
+            ck_assert(cJSON_IsNumber(w));
+            ck_assert(w->valuedouble == (double)(long)w->valuedouble);
+            ck_assert(w->valuedouble >= -100 && w->valuedouble <= 100);
+            ck_assert(cJSON_IsString(cr));
+            for (const char *p = cr->valuestring; *p; p++)
+                chars += ((unsigned char)*p & 0xC0) != 0x80;
+            ck_assert_uint_le(chars, 600);
+        }
+        cJSON_Delete(j);
+    }
+    gateway_free(c.gw);
+    ctx_release(&c);
+    workflow_free(wf);
+    llama_free(&l);
+}
+END_TEST
+
 START_TEST(unknown_model_is_permanent)
 {
     llama l;
@@ -559,6 +635,7 @@ Suite *tu_suite(void)
     tcase_add_test(tc, unknown_model_is_permanent);
     tcase_add_test(tc, concurrency_cap_is_respected);
     tcase_add_test(tc, repeat_is_served_from_the_ledger);
+    tcase_add_test(tc, evaluation_schema_forces_one_entry_per_candidate);
     suite_add_tcase(su, tc);
     return su;
 }
