@@ -165,7 +165,8 @@ int evaluate_parse(const char *reply, size_t ncand, long own, bool self_votes,
         nw++;
     }
     if (nw == 0 && cJSON_GetArraySize(arr) == 0) {
-        snprintf(why, whysize, "the \"evaluations\" list was empty; it "
+        snprintf(why, whysize,
+                 "the \"evaluations\" list was empty; it "
                  "needs one entry for each candidate you were shown");
         rc = NSED_EINVAL;
         goto out;
@@ -234,8 +235,7 @@ int evaluate_schema(const char *const *labels, size_t n, char **out)
         goto out;
     x = cJSON_AddObjectToObject(ip, "critique");
     if (!x || !cJSON_AddStringToObject(x, "type", "string") ||
-        !cJSON_AddNumberToObject(x, "maxLength",
-                                 EVALUATE_SCHEMA_CRITIQUE_MAX))
+        !cJSON_AddNumberToObject(x, "maxLength", EVALUATE_SCHEMA_CRITIQUE_MAX))
         goto out;
     {
         static const char *const fields[] = {"candidate", "weight",
@@ -364,8 +364,8 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
          * failure makes the seat abstain (evaluate.h) */
         req->optional = true;
         if (ev->truncated)
-            req->max_tokens =
-                EVALUATE_REPAIR_BUDGET * wf->models[model].sampling.max_tokens;
+            req->max_tokens = EVALUATE_REPAIR_BUDGET *
+                              wf->models[model].sampling.max_tokens;
     }
     if (!rc && repair) {
         workflow_prompt_var vars[] = {
@@ -458,7 +458,8 @@ static int reduce_one(const state *st, const workflow *wf,
             return 0;
         }
         if (rs->truncated)
-            snprintf(why, sizeof why, "it was cut off at the length limit "
+            snprintf(why, sizeof why,
+                     "it was cut off at the length limit "
                      "(max_tokens) before the JSON was complete; reply with "
                      "the JSON object only, no other text, and keep each "
                      "critique under %d characters",

@@ -393,7 +393,8 @@ static bool rd_flag(json_reader *r, const cJSON *o, const char *key,
     if (!cJSON_GetObjectItemCaseSensitive(o, key))
         return false;
     if (!json_rd_bool(r, o, key, path))
-        json_rd_fail(r, NSED_EINVAL, path, "a flag written only when true "
+        json_rd_fail(r, NSED_EINVAL, path,
+                     "a flag written only when true "
                      "is false");
     return !r->rc;
 }

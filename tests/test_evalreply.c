@@ -96,14 +96,13 @@ static int count_round(const void *key, size_t klen, const void *val,
     j = cJSON_ParseWithLength(val, vlen);
     ck_assert_ptr_nonnull(j);
     c->rounds++;
-    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "evaluations"))
-    {
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "evaluations")) {
         const char *status =
             cJSON_GetObjectItemCaseSensitive(e, "status")->valuestring;
         const cJSON *err = cJSON_GetObjectItemCaseSensitive(e, "error");
         const char *why = cJSON_IsString(err) ? err->valuestring : "";
-        bool trunc = cJSON_IsTrue(
-            cJSON_GetObjectItemCaseSensitive(e, "truncated"));
+        bool trunc =
+            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "truncated"));
 
         if (!strcmp(status, "idle"))
             continue;
@@ -114,11 +113,11 @@ static int count_round(const void *key, size_t klen, const void *val,
         c->truncated += trunc;
         c->truncated_ok += trunc && !strcmp(status, "ok");
         c->truncated_abstained += trunc && !strcmp(status, "abstained");
-        c->repaired += cJSON_IsTrue(
-            cJSON_GetObjectItemCaseSensitive(e, "repaired"));
+        c->repaired +=
+            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "repaired"));
         c->empty_reason += tu_contains(why, "list was empty") != 0;
-        c->repair_failed_reason +=
-            tu_contains(why, "the repair call failed") != 0;
+        c->repair_failed_reason += tu_contains(why, "the repair call failed") !=
+                                   0;
         c->cut_reason += tu_contains(why, "cut off at the length") != 0;
     }
     cJSON_Delete(j);
@@ -185,9 +184,8 @@ static const char *counts_msg(const evcount *c, char *b, size_t n)
     snprintf(b, n,
              "rounds %zu evals %zu ok %zu abstained %zu failed %zu "
              "truncated %zu (ok %zu, abstained %zu) repaired %zu",
-             c->rounds, c->evals, c->ok, c->abstained, c->failed,
-             c->truncated, c->truncated_ok, c->truncated_abstained,
-             c->repaired);
+             c->rounds, c->evals, c->ok, c->abstained, c->failed, c->truncated,
+             c->truncated_ok, c->truncated_abstained, c->repaired);
     return b;
 }
 
@@ -207,8 +205,7 @@ START_TEST(cut_evaluations_are_diagnosed_and_repaired)
     evcount c;
     int rc;
 
-    rc = run_with("tokens: {completion: 50, evaluation: 300}", &st, &c,
-                  &gamma);
+    rc = run_with("tokens: {completion: 50, evaluation: 300}", &st, &c, &gamma);
     ck_assert_msg(rc == 0, "run exit %d", rc);
     ck_assert_int_eq((int)tu_jnum(st, "questions", "done"), NQUESTIONS);
     ck_assert_int_eq((int)tu_jnum(st, "questions", "incomplete"), 0);
@@ -246,8 +243,8 @@ START_TEST(failed_repair_is_an_abstention)
     ck_assert_int_eq((int)tu_jnum(st, "questions", "done"), NQUESTIONS);
     ck_assert_int_eq((int)tu_jnum(st, "questions", "incomplete"), 0);
     ck_assert_int_eq((int)tu_jnum(st, "questions", "degraded"), 0);
-    ck_assert_msg(c.rounds > 0 && c.truncated_abstained == c.rounds,
-                  "%s", counts_msg(&c, msg, sizeof msg));
+    ck_assert_msg(c.rounds > 0 && c.truncated_abstained == c.rounds, "%s",
+                  counts_msg(&c, msg, sizeof msg));
     ck_assert_uint_eq(c.abstained, c.rounds);
     ck_assert_uint_eq(c.repair_failed_reason, c.rounds);
     ck_assert_uint_eq(c.failed, 0);
@@ -268,8 +265,8 @@ START_TEST(empty_evaluations_abstain_with_reason)
     evcount c;
     int rc;
 
-    rc = run_with("tokens: {completion: 50}, faults: {rate_empty_eval: 1}",
-                  &st, &c, &gamma);
+    rc = run_with("tokens: {completion: 50}, faults: {rate_empty_eval: 1}", &st,
+                  &c, &gamma);
     ck_assert_int_eq(rc, 0);
     ck_assert_int_eq((int)tu_jnum(st, "questions", "incomplete"), 0);
     ck_assert_msg(c.rounds > 0 && c.abstained == c.rounds &&

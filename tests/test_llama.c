@@ -171,9 +171,9 @@ static void llama_start_with(llama *l, const char *ctx, const char *np)
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        execl(bin, bin, "--models-dir", l->dir, "--host", "127.0.0.1",
-              "--port", port, "-c", ctx, "-np", np, "-t", "1",
-              "--no-webui", "--no-jinja", (char *)NULL);
+        execl(bin, bin, "--models-dir", l->dir, "--host", "127.0.0.1", "--port",
+              port, "-c", ctx, "-np", np, "-t", "1", "--no-webui", "--no-jinja",
+              (char *)NULL);
         _exit(127);
     }
     snprintf(l->url, sizeof l->url, "http://127.0.0.1:%u/v1", l->port);

@@ -1305,7 +1305,8 @@ START_TEST(evaluation_knobs_empty_repair400_eval_tokens)
     choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"),
                                 0);
     ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(choice, "finish_reason")
-                         ->valuestring, "stop");
+                         ->valuestring,
+                     "stop");
     cJSON_Delete(j);
     hres_release(&r);
     free(body);
@@ -1315,7 +1316,8 @@ START_TEST(evaluation_knobs_empty_repair400_eval_tokens)
     choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"),
                                 0);
     ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(choice, "finish_reason")
-                         ->valuestring, "length");
+                         ->valuestring,
+                     "length");
     ck_assert_double_eq(path2(j, "usage", "completion_tokens")->valuedouble,
                         100);
     cJSON_Delete(j);

@@ -76,8 +76,8 @@ void gw_ledger_call(const workflow_model *m, const gateway_request *req,
     c->nmessages = req->nmessages;
     c->temperature = m->sampling.temperature;
     c->top_p = m->sampling.top_p;
-    c->max_tokens =
-        req->max_tokens > 0 ? req->max_tokens : m->sampling.max_tokens;
+    c->max_tokens = req->max_tokens > 0 ? req->max_tokens
+                                        : m->sampling.max_tokens;
     c->has_seed = req->has_seed || m->sampling.has_seed;
     c->seed = req->has_seed ? req->seed : m->sampling.seed;
     c->stop = (const char *const *)m->sampling.stop;

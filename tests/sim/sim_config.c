@@ -24,8 +24,10 @@ const char *sim_fault_name(sim_fault f)
     case SIM_FAULT_TRUNCATED: return "truncated";
     case SIM_FAULT_EMPTY_CHOICES: return "empty_choices";
     case SIM_FAULT_NONJSON_EVAL: return "nonjson_eval";
-    case SIM_FAULT_EMPTY_EVAL: return "empty_eval";
-    case SIM_FAULT_400_REPAIR: return "400_repair";
+    case SIM_FAULT_EMPTY_EVAL:
+        return "empty_eval";
+    case SIM_FAULT_400_REPAIR:
+        return "400_repair";
     }
     return "unknown";
 }
@@ -220,8 +222,7 @@ static int latency_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
     return get_double(c, v, "per_token_ms", 0, 60000, &m->per_token_ms);
 }
 
-static const char *const tokens_keys[] = {"completion", "evaluation",
-                                          NULL};
+static const char *const tokens_keys[] = {"completion", "evaluation", NULL};
 
 static int tokens_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
                        void *arg)
@@ -239,11 +240,21 @@ static int tokens_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
 }
 
 /* Order matters: the index of each rate_* key is its sim_fault value. */
-static const char *const fault_keys[] = {
-    "limit", "rate_429", "rate_500", "rate_503", "rate_hang", "rate_drop",
-    "rate_malformed", "rate_truncated", "rate_empty_choices",
-    "rate_nonjson_eval", "rate_empty_eval", "rate_400_repair",
-    "retry_after_s", "hang_ms", NULL};
+static const char *const fault_keys[] = {"limit",
+                                         "rate_429",
+                                         "rate_500",
+                                         "rate_503",
+                                         "rate_hang",
+                                         "rate_drop",
+                                         "rate_malformed",
+                                         "rate_truncated",
+                                         "rate_empty_choices",
+                                         "rate_nonjson_eval",
+                                         "rate_empty_eval",
+                                         "rate_400_repair",
+                                         "retry_after_s",
+                                         "hang_ms",
+                                         NULL};
 
 static int faults_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
                        void *arg)
