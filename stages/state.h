@@ -24,6 +24,8 @@
  * Numbers round-trip exactly (doubles are printed with up to 17 digits;
  * token counts are exact up to 2^53); the run seed is a hex string.
  * state_from_json(state_to_json(s)) prints back to the identical text.
+ * The "truncated" flags of proposals and evaluations are written only when
+ * set, so records written before they existed read back unchanged.
  */
 #ifndef NSED_STAGES_STATE_H
 #define NSED_STAGES_STATE_H
