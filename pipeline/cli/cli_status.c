@@ -211,6 +211,7 @@ int cli_status(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    cli_opts_seen seen = {0};
     const char *dir = NULL, *tele_path = NULL;
     int json = 0, c, rc;
     store_opts so = {.flags = STORE_RDONLY};
@@ -220,7 +221,7 @@ int cli_status(int argc, char **argv)
     char *text = NULL;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "s:jt:h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(&seen, argc, argv, "s:jt:h", opts)) != -1) {
         switch (c) {
         case 's':
             dir = optarg;
