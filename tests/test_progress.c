@@ -148,8 +148,7 @@ START_TEST(progress_plain_lines_at_interval)
      * period and a loop turn; the last is the final report */
     for (size_t k = 0; k + 1 < n; k++)
         ck_assert_msg(fabs(lines[k].elapsed - (double)(k + 1)) <= 1.0,
-                      "line %zu at %.0f s:\n%s", k + 1, lines[k].elapsed,
-                      err);
+                      "line %zu at %.0f s:\n%s", k + 1, lines[k].elapsed, err);
     ck_assert(tu_contains(err, "nsed run: progress: 24/24 done"));
     free(out);
     free(err);
@@ -287,8 +286,8 @@ START_TEST(status_latency_as_bucket_ranges)
     put_ctx c;
     char *text;
 
-    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "ingest", DEMO_WF,
-                             "--questions", DEMO_Q, "--store", sdir),
+    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "ingest", DEMO_WF, "--questions",
+                             DEMO_Q, "--store", sdir),
                      0);
     free(out);
     free(err);
@@ -322,8 +321,7 @@ START_TEST(status_latency_as_bucket_ranges)
     ck_assert_double_eq_tol(tu_jnum(m, "latency_p50_ms", NULL), 32.0, 1e-9);
     ck_assert_double_eq_tol(tu_jnum(m, "latency_p95_lo_ms", NULL), 152.2185,
                             1e-3);
-    ck_assert_double_eq_tol(tu_jnum(m, "latency_p95_ms", NULL), 181.0193,
-                            1e-3);
+    ck_assert_double_eq_tol(tu_jnum(m, "latency_p95_ms", NULL), 181.0193, 1e-3);
     cJSON_Delete(j);
     free(sdir);
 }

@@ -12,8 +12,7 @@
 #include <unistd.h>
 
 /* The option getopt_long returns as val, or NULL. */
-static const struct option *find_option(const struct option *longopts,
-                                        int val)
+static const struct option *find_option(const struct option *longopts, int val)
 {
     for (const struct option *o = longopts; o->name; o++)
         if (!o->flag && o->val == val)

@@ -113,8 +113,8 @@ static void fmt_progress(char *out, size_t size, const runner_progress *p)
 
     if (p->has_eta)
         fmt_duration(eta, sizeof eta, p->eta_s);
-    for (size_t i = 0; i < p->npaused && i < RUNNER_PROGRESS_PAUSED_MAX &&
-                       n < sizeof paused;
+    for (size_t i = 0;
+         i < p->npaused && i < RUNNER_PROGRESS_PAUSED_MAX && n < sizeof paused;
          i++) {
         int w = snprintf(paused + n, sizeof paused - n, "%s%s",
                          i ? ", " : ", paused: ", p->paused[i]);
@@ -129,8 +129,8 @@ static void fmt_progress(char *out, size_t size, const runner_progress *p)
              "%zu/%zu done, %zu active, %zu calls in flight, %llu "
              "retries%s, %.1fk tokens, $%.4f, ETA %s",
              p->done, p->total, p->active, p->in_flight,
-             (unsigned long long)p->retries, paused,
-             (double)p->tokens / 1000.0, p->cost_usd, eta);
+             (unsigned long long)p->retries, paused, (double)p->tokens / 1000.0,
+             p->cost_usd, eta);
 }
 
 /* The runner's progress: one line redrawn on a terminal, a plain line
@@ -264,9 +264,11 @@ int cli_run(int argc, char **argv)
         case 'P':
             if (num_parse_u64(optarg, 86400, &v) || v == 0) {
                 free(cmdline);
-                return cli_usage_error("run", "--progress-interval: \"%s\" "
+                return cli_usage_error("run",
+                                       "--progress-interval: \"%s\" "
                                        "is not a whole number of seconds in "
-                                       "1..86400", optarg);
+                                       "1..86400",
+                                       optarg);
             }
             rp.interval_s = (double)v;
             break;

@@ -136,9 +136,9 @@ static void print_models(const runner_report *r)
 {
     if (r->nmodels == 0)
         return;
-    printf("%-12s %8s %8s %8s %8s %8s %13s %13s %12s %10s\n", "model",
-           "calls", "ok", "failed", "retries", "ledger", "p50 ms",
-           "p95 ms", "tokens", "cost $");
+    printf("%-12s %8s %8s %8s %8s %8s %13s %13s %12s %10s\n", "model", "calls",
+           "ok", "failed", "retries", "ledger", "p50 ms", "p95 ms", "tokens",
+           "cost $");
     for (size_t i = 0; i < r->nmodels; i++) {
         const runner_report_model *m = &r->models[i];
         char p50[32], p95[32];

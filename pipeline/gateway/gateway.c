@@ -306,8 +306,7 @@ static double deadline(const gateway *gw, const gw_req *r)
  * model names none): an unset or empty variable, or a key holding control
  * characters, is NSED_EINVAL. gateway_check_keys and model_headers share
  * this one rule. */
-static int model_key(const workflow_model *m, const char **key,
-                     nsed_err *err)
+static int model_key(const workflow_model *m, const char **key, nsed_err *err)
 {
     const char *k;
 
@@ -318,13 +317,14 @@ static int model_key(const workflow_model *m, const char **key,
     if (!k || !k[0])
         return nsed_error(err, NSED_EINVAL,
                           "model %s: environment variable %s (its "
-                          "api_key_env) is %s", m->id, m->api_key_env,
-                          k ? "empty" : "not set");
+                          "api_key_env) is %s",
+                          m->id, m->api_key_env, k ? "empty" : "not set");
     for (const char *p = k; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             return nsed_error(err, NSED_EINVAL,
                               "model %s: the API key in %s holds a "
-                              "control character", m->id, m->api_key_env);
+                              "control character",
+                              m->id, m->api_key_env);
     *key = k;
     return 0;
 }

@@ -82,8 +82,8 @@ typedef struct runner_progress {
     double cost_usd;    /* of this run's calls */
     uint64_t retries;   /* HTTP attempts after a call's first, this run */
     size_t npaused;     /* models paused by their circuit breaker now */
-    const char *paused[RUNNER_PROGRESS_PAUSED_MAX]; /* the ids of the first
-                                                       min(npaused, MAX) */
+    /* the ids of the first min(npaused, RUNNER_PROGRESS_PAUSED_MAX) */
+    const char *paused[RUNNER_PROGRESS_PAUSED_MAX];
     double elapsed_s;   /* since the run began */
     bool has_eta;       /* eta_s is known (some call was answered) */
     double eta_s;       /* estimated seconds to the end */

@@ -72,8 +72,8 @@ typedef struct runner_report_model {
     double calls, ok, failed, retries, ledger_hits;
     double tokens; /* prompt + completion */
     double cost_usd;
-    double p50_ms, p95_ms;      /* latency quantiles: the upper bound of
-                                   the histogram bucket holding them */
+    double p50_ms, p95_ms;       /* latency quantiles: the upper bound of
+                                    the histogram bucket holding them */
     double p50_lo_ms, p95_lo_ms; /* ... and its lower bound: the quantile
                                     is in (lo, p50_ms] */
     runner_report_error *errors; /* kinds with a non-zero count, in stored
