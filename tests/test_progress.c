@@ -237,6 +237,12 @@ START_TEST(progress_shows_retries_and_paused)
                              DEMO_Q, "--store", sdir, "--limit", "6",
                              "--progress-interval", "1"),
                      0);
+    /* the breaker's own lines (down, back) are plain in a log too */
+    ck_assert_msg(tu_contains(err, "model beta (endpoint ") &&
+                      tu_contains(err, "model beta is back"),
+                  "%s", err);
+    ck_assert_msg(!strchr(err, '\r') && !strchr(err, '\033'),
+                  "escape sequences in a log:\n%s", err);
     n = parse_lines(err, lines, 64);
     ck_assert_uint_ge(n, 2);
     for (size_t k = 0; k < n; k++)
