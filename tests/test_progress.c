@@ -153,7 +153,7 @@ START_TEST(progress_plain_lines_at_interval)
     free(out);
     free(err);
 
-    /* a flag it does not know what to do with twice is refused */
+    /* an interval of 0 s is refused */
     ck_assert_int_eq(TU_NSED(sim.url, &out, &err, "run", wf, "--store", sdir,
                              "--progress-interval", "0"),
                      2);
