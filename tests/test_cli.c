@@ -384,6 +384,178 @@ START_TEST(failed_print_exits_nonzero)
 }
 END_TEST
 
+/* ---- issue 10, operability: usage mistakes caught early ------------ */
+
+/* A misspelt command gets the closest one; a word like none gets none. */
+START_TEST(unknown_command_did_you_mean)
+{
+    static const struct {
+        const char *typed, *hint;
+    } cases[] = {
+        {"statsu", "did you mean 'status'?"},
+        {"rnu", "did you mean 'run'?"},
+        {"exprot", "did you mean 'export'?"},
+        {"valdiate", "did you mean 'validate'?"},
+        {"verison", "did you mean 'version'?"},
+    };
+    char *out = NULL, *err = NULL;
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ck_assert_int_eq(NSED(&out, &err, cases[i].typed), 2);
+        ck_assert_msg(tu_contains(err, cases[i].hint), "%s: %s", cases[i].typed,
+                      err);
+        free(out);
+        free(err);
+    }
+    ck_assert_int_eq(NSED(&out, &err, "help", "tema"), 2);
+    ck_assert_msg(tu_contains(err, "unknown command 'tema'; did you mean "
+                                   "'team'?"),
+                  "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(NSED(&out, &err, "xyzzyq"), 2);
+    ck_assert(tu_contains(err, "unknown command 'xyzzyq'\n"));
+    ck_assert(!tu_contains(err, "did you mean"));
+    free(out);
+    free(err);
+}
+END_TEST
+
+/* Every option that takes a value, given twice (by its long name, or by
+ * its short and its long name), is a usage error naming it: the second
+ * value would silently win otherwise. */
+START_TEST(repeated_option_is_usage_error)
+{
+    static const struct {
+        const char *cmd, *first, *second, *name;
+        int wf; /* the command takes a WORKFLOW argument */
+    } cases[] = {
+        {"run", "--questions", "--questions", "questions", 1},
+        {"run", "-Q", "--questions", "questions", 1},
+        {"run", "--store", "--store", "store", 1},
+        {"run", "-s", "--store", "store", 1},
+        {"run", "--limit", "--limit", "limit", 1},
+        {"run", "-n", "--limit", "limit", 1},
+        {"run", "--seed", "--seed", "seed", 1},
+        {"run", "--max-active", "--max-active", "max-active", 1},
+        {"run", "--telemetry", "--telemetry", "telemetry", 1},
+        {"run", "--progress-interval", "--progress-interval",
+         "progress-interval", 1},
+        {"ingest", "--questions", "--questions", "questions", 1},
+        {"ingest", "-s", "--store", "store", 1},
+        {"status", "--store", "--store", "store", 0},
+        {"status", "-s", "--store", "store", 0},
+        {"status", "--telemetry-out", "--telemetry-out", "telemetry-out", 0},
+        {"export", "--store", "--store", "store", 0},
+        {"export", "-o", "--output", "output", 0},
+        {"team", "--store", "--store", "store", 1},
+        {"team", "--tags", "-t", "tags", 1},
+        {"team", "--telemetry", "--telemetry", "telemetry", 1},
+    };
+    char *a = tu_path(tu_tmp, "a"), *b = tu_path(tu_tmp, "b");
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char want[128], *out = NULL, *err = NULL;
+        char *argv[10] = {NSED_BIN, (char *)cases[i].cmd};
+        size_t n = 2;
+        int rc;
+
+        if (cases[i].wf)
+            argv[n++] = DEMO_WF;
+        argv[n++] = (char *)cases[i].first;
+        argv[n++] = "1";
+        argv[n++] = (char *)cases[i].second;
+        argv[n++] = "2";
+        argv[n] = NULL;
+        rc = tu_run(argv, &out, &err);
+        snprintf(want, sizeof want, "nsed %s: option --%s given more than once",
+                 cases[i].cmd, cases[i].name);
+        ck_assert_msg(rc == 2, "%s %s %s: exit %d", cases[i].cmd,
+                      cases[i].first, cases[i].second, rc);
+        ck_assert_msg(tu_contains(err, want), "%s %s %s: %s", cases[i].cmd,
+                      cases[i].first, cases[i].second, err);
+        free(out);
+        free(err);
+    }
+    /* flags may repeat: they say the same thing twice */
+    {
+        char *out = NULL, *err = NULL;
+
+        ck_assert_int_eq(NSED(&out, &err, "validate", "-q", "--quiet", DEMO_WF),
+                         0);
+        free(out);
+        free(err);
+    }
+    free(a);
+    free(b);
+}
+END_TEST
+
+static int dir_exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+/* A missing questions file or API key variable is refused before the
+ * store is created: no empty store is left behind to confuse the next
+ * command. */
+START_TEST(missing_input_leaves_no_store)
+{
+    char *store = tu_path(tu_tmp, "new"),
+         *missing = tu_path(tu_tmp, "no.jsonl");
+    char *wf = tu_path(tu_tmp, "key.yaml"), *out = NULL, *err = NULL;
+
+    ck_assert_int_eq(NSED(&out, &err, "run", DEMO_WF, "--questions", missing,
+                          "--store", store),
+                     2);
+    ck_assert_msg(tu_contains(err, "no.jsonl: cannot open the questions "
+                                   "file"),
+                  "%s", err);
+    ck_assert(!dir_exists(store));
+    free(out);
+    free(err);
+    ck_assert_int_eq(NSED(&out, &err, "ingest", DEMO_WF, "--questions", missing,
+                          "--store", store),
+                     2);
+    ck_assert(!dir_exists(store));
+    free(out);
+    free(err);
+
+    tu_write_file(wf,
+                  "name: k\nversion: 1\n"
+                  "models:\n"
+                  "  - id: m\n"
+                  "    endpoint: http://127.0.0.1:9/v1\n"
+                  "    model: gpt-x\n"
+                  "    api_key_env: NSED_TEST_SURELY_UNSET_KEY\n"
+                  "teams:\n"
+                  "  main:\n"
+                  "    roles:\n"
+                  "      - {name: solver, count: 2, models: [m]}\n",
+                  (size_t)-1);
+    unsetenv("NSED_TEST_SURELY_UNSET_KEY");
+    ck_assert_int_eq(NSED(&out, &err, "run", wf, "--questions", DEMO_Q,
+                          "--store", store),
+                     2);
+    ck_assert_msg(tu_contains(err, "NSED_TEST_SURELY_UNSET_KEY (its "
+                                   "api_key_env) is not set"),
+                  "%s", err);
+    ck_assert(!dir_exists(store));
+    free(out);
+    free(err);
+    /* a dry run sends nothing and needs no key */
+    ck_assert_int_eq(NSED(&out, &err, "run", wf, "--questions", DEMO_Q,
+                          "--store", store, "--dry-run", "--limit", "1"),
+                     0);
+    ck_assert(dir_exists(store));
+    free(out);
+    free(err);
+    free(wf);
+    free(missing);
+    free(store);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -405,6 +577,12 @@ Suite *tu_suite(void)
     tcase_add_test(tc, workflow_change_refused_unless_flag);
     tcase_add_test(tc, status_of_missing_store_is_clear);
     tcase_add_test(tc, failed_print_exits_nonzero);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("operability");
+    tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
+    tcase_add_test(tc, unknown_command_did_you_mean);
+    tcase_add_test(tc, repeated_option_is_usage_error);
+    tcase_add_test(tc, missing_input_leaves_no_store);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -11,6 +11,7 @@
 #include "pipeline/base/err.h"
 #include "store/store.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -60,6 +61,36 @@ int cli_open_bound_store(const char *wpath, const char *dir, int allow_change,
  * as for nsed export. */
 NSED_MUST_CHECK
 int cli_stdout_flush(nsed_err *err);
+
+/* ---- options and input checks (cli_opts.c) ---------------------------- */
+
+struct option;
+
+#define CLI_OPTS_MAX 256 /* option values (getopt's val) cli_getopt tracks */
+
+/* The options of one command line seen so far; zero-initialise it. */
+typedef struct cli_opts_seen {
+    unsigned char n[CLI_OPTS_MAX];
+} cli_opts_seen;
+
+/* getopt_long(argc, argv, shortopts, longopts, NULL), and one rule on top:
+ * an option that takes a value (every such option of nsed is single-
+ * valued) may be given once, by its long or its short name. A second one
+ * prints "nsed <argv[0]>: option --NAME given more than once ..." and
+ * returns '?', as getopt_long does for an unknown option, so the
+ * command's `default:` branch turns it into a usage error (exit 2). Flags
+ * may repeat. Options whose val is not below CLI_OPTS_MAX are not
+ * tracked. */
+int cli_getopt(cli_opts_seen *seen, int argc, char **argv,
+               const char *shortopts, const struct option *longopts);
+
+/* What a command can check before it creates a store, so that a mistake
+ * leaves no empty store behind: the workflow at wpath loads, with keys
+ * every model's API key variable is set (gateway_check_keys), and qpath
+ * (unless NULL) opens as a file. Returns 0, or NSED_EINVAL (exit 2) /
+ * another code with err set. */
+NSED_MUST_CHECK int cli_check_inputs(const char *wpath, const char *qpath,
+                                     bool keys, nsed_err *err);
 
 /* 1 when path ends with suffix. */
 int cli_has_suffix(const char *path, const char *suffix);

@@ -83,6 +83,7 @@ int cli_export(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    cli_opts_seen seen = {0};
     const char *dir = NULL, *path = NULL;
     atomic_file *file = NULL;
     store_opts so = {.flags = STORE_RDONLY};
@@ -92,7 +93,7 @@ int cli_export(int argc, char **argv)
     int c, rc;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "s:o:h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(&seen, argc, argv, "s:o:h", opts)) != -1) {
         switch (c) {
         case 's':
             dir = optarg;

@@ -32,12 +32,13 @@ int cli_ingest(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    cli_opts_seen seen = {0};
     const char *qpath = NULL, *dir = NULL, *wpath;
     int allow_change = 0, c, status;
     char *cmdline = cli_command_line(argc, argv);
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "Q:s:h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(&seen, argc, argv, "Q:s:h", opts)) != -1) {
         switch (c) {
         case 'Q':
             qpath = optarg;
@@ -77,6 +78,10 @@ int cli_ingest(int argc, char **argv)
         status = nsed_error(&err, NSED_ENOMEM, "out of memory");
         goto out;
     }
+    /* before the store exists, so that a typo leaves no empty store */
+    status = cli_check_inputs(wpath, qpath, false, &err);
+    if (status)
+        goto out;
     status = cli_open_bound_store(wpath, dir, allow_change, NULL, cmdline,
                                   &wf, &st, &err);
     if (status)

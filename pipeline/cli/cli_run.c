@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -48,6 +49,11 @@ static const char run_usage[] =
     "      --allow-workflow-change\n"
     "                           accept a store created with another workflow\n"
     "                           hash; the change is recorded\n"
+    "      --progress-interval SECONDS\n"
+    "                           when stderr is not a terminal (a log file,\n"
+    "                           Slurm, Kubernetes), print a plain progress\n"
+    "                           line every SECONDS (default 30); on a\n"
+    "                           terminal the line is redrawn in place\n"
     "  -q, --quiet              no progress line\n"
     "  -h, --help               this text\n"
     "\n"
@@ -77,31 +83,86 @@ static void print_summary(const runner_summary *s, const char *dir,
                 s->incomplete, dir);
 }
 
-/* The runner's progress, as one line redrawn on stderr (a terminal). */
+/* How progress reaches stderr: redrawn in place on a terminal; on a pipe
+ * or file (Slurm, Kubernetes, nohup logs) one plain line every
+ * interval_s seconds, with no escape sequences. */
+typedef struct run_progress {
+    bool tty;
+    double interval_s; /* not a terminal: seconds between lines */
+    double next_s;     /* not a terminal: elapsed time of the next line */
+} run_progress;
+
+#define RUN_PROGRESS_INTERVAL_S 30 /* default of --progress-interval */
+
+/* "m:ss", or "h:mm:ss" from an hour on. */
+static void fmt_duration(char *out, size_t size, double secs)
+{
+    long t = secs > 0 && secs < 1e9 ? (long)(secs + 0.5) : 0;
+
+    if (t >= 3600)
+        snprintf(out, size, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(out, size, "%ld:%02ld", t / 60, t % 60);
+}
+
+/* The figures of a progress report, as one line without newline. */
+static void fmt_progress(char *out, size_t size, const runner_progress *p)
+{
+    char eta[32] = "-", paused[256] = "";
+    size_t n = 0;
+
+    if (p->has_eta)
+        fmt_duration(eta, sizeof eta, p->eta_s);
+    for (size_t i = 0;
+         i < p->npaused && i < RUNNER_PROGRESS_PAUSED_MAX && n < sizeof paused;
+         i++) {
+        int w = snprintf(paused + n, sizeof paused - n, "%s%s",
+                         i ? ", " : ", paused: ", p->paused[i]);
+
+        if (w > 0)
+            n += (size_t)w;
+    }
+    if (p->npaused > RUNNER_PROGRESS_PAUSED_MAX && n < sizeof paused)
+        snprintf(paused + n, sizeof paused - n, " and %zu more",
+                 p->npaused - RUNNER_PROGRESS_PAUSED_MAX);
+    snprintf(out, size,
+             "%zu/%zu done, %zu active, %zu calls in flight, %llu "
+             "retries%s, %.1fk tokens, $%.4f, ETA %s",
+             p->done, p->total, p->active, p->in_flight,
+             (unsigned long long)p->retries, paused, (double)p->tokens / 1000.0,
+             p->cost_usd, eta);
+}
+
+/* The runner's progress: one line redrawn on a terminal, a plain line
+ * every interval on anything else (and the last one at the end). */
 static void print_progress(void *ctx, const runner_progress *p)
 {
-    char eta[32] = "-";
+    run_progress *rp = ctx;
+    char line[1024], el[32];
 
-    (void)ctx;
-    if (p->has_eta)
-        snprintf(eta, sizeof eta, "%d:%02d", (int)p->eta_s / 60,
-                 (int)p->eta_s % 60);
-    fprintf(stderr,
-            "\r\033[K%zu/%zu done, %zu active, %zu calls in flight, "
-            "%.1fk tokens, $%.4f, ETA %s",
-            p->done, p->total, p->active, p->in_flight,
-            (double)p->tokens / 1000.0, p->cost_usd, eta);
-    if (p->final)
-        fputc('\n', stderr);
+    if (rp->tty) {
+        fmt_progress(line, sizeof line, p);
+        fprintf(stderr, "\r\033[K%s%s", line, p->final ? "\n" : "");
+        fflush(stderr);
+        return;
+    }
+    if (!p->final && p->elapsed_s < rp->next_s)
+        return;
+    while (rp->next_s <= p->elapsed_s)
+        rp->next_s += rp->interval_s;
+    fmt_progress(line, sizeof line, p);
+    fmt_duration(el, sizeof el, p->elapsed_s);
+    fprintf(stderr, "nsed run: progress: %s, elapsed %s\n", line, el);
     fflush(stderr);
 }
 
 /* The runner's events (endpoint down/up, a question left incomplete), each
- * on a line of its own over the progress line. */
+ * on a line of its own (over the progress line on a terminal). */
 static void print_event(void *ctx, const char *line)
 {
-    (void)ctx;
-    fprintf(stderr, "\r\033[K%s\n", line);
+    const run_progress *rp = ctx;
+
+    fprintf(stderr, "%s%s\n", rp->tty ? "\r\033[K" : "", line);
     fflush(stderr);
 }
 
@@ -147,15 +208,19 @@ int cli_run(int argc, char **argv)
         {"dry-run", no_argument, NULL, 'R'},
         {"allow-workflow-change", no_argument, NULL, 'A'},
         {"telemetry", required_argument, NULL, 'T'},
+        {"progress-interval", required_argument, NULL, 'P'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    cli_opts_seen seen = {0};
     const char *qpath = NULL, *dir = NULL, *tpath = NULL;
     char *cmdline = cli_command_line(argc, argv);
     runner_opts ro = {.stop_fd = -1};
     sigset_t stop;
     runner_summary sum = {0};
+    run_progress rp = {.tty = isatty(2) == 1,
+                       .interval_s = RUN_PROGRESS_INTERVAL_S};
     int allow_change = 0, quiet = 0, has_seed = 0, c, rc;
     uint64_t seed = 0;
     uint64_t v;
@@ -165,7 +230,7 @@ int cli_run(int argc, char **argv)
     questions_stats qs = {0};
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "Q:s:n:qh", opts, NULL)) != -1) {
+    while ((c = cli_getopt(&seen, argc, argv, "Q:s:n:qh", opts)) != -1) {
         switch (c) {
         case 'Q':
             qpath = optarg;
@@ -195,6 +260,17 @@ int cli_run(int argc, char **argv)
             }
             seed = v;
             has_seed = 1;
+            break;
+        case 'P':
+            if (num_parse_u64(optarg, 86400, &v) || v == 0) {
+                free(cmdline);
+                return cli_usage_error("run",
+                                       "--progress-interval: \"%s\" "
+                                       "is not a whole number of seconds in "
+                                       "1..86400",
+                                       optarg);
+            }
+            rp.interval_s = (double)v;
             break;
         case 'D':
             ro.allow_degraded = true;
@@ -230,6 +306,10 @@ int cli_run(int argc, char **argv)
         rc = nsed_error(&err, NSED_ENOMEM, "out of memory");
         goto out;
     }
+    /* before the store exists, so that a typo leaves no empty store */
+    rc = cli_check_inputs(argv[optind], qpath, !ro.dry_run, &err);
+    if (rc)
+        goto out;
     rc = cli_open_bound_store(argv[optind], dir, allow_change,
                               has_seed ? &seed : NULL, cmdline, &wf, &st,
                               &err);
@@ -248,9 +328,11 @@ int cli_run(int argc, char **argv)
             fprintf(stderr, "nsed run: %s: %zu new questions\n", qpath,
                     qs.added);
     }
-    if (!quiet && !ro.dry_run && isatty(2))
+    rp.next_s = rp.interval_s;
+    if (!quiet && !ro.dry_run)
         ro.on_progress = print_progress;
     ro.on_event = print_event;
+    ro.cb_ctx = &rp;
     /* Ctrl-C or SIGTERM: finish the loop turn, commit, say how to go on.
      * A signalfd keeps this free of handlers and global flags. */
     sigemptyset(&stop);

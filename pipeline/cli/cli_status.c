@@ -119,20 +119,36 @@ static void print_accuracy(const runner_report *r)
     print_rounds(r);
 }
 
+/* A latency quantile as the histogram bucket it is, "lo-hi" in ms: one
+ * decimal below 100 ms, whole ms above ("26.9-32.0", "152-181"); "-"
+ * when no call succeeded. */
+static void fmt_latency(char *out, size_t size, double lo, double hi)
+{
+    if (hi <= 0)
+        snprintf(out, size, "-");
+    else if (hi < 100)
+        snprintf(out, size, "%.1f-%.1f", lo, hi);
+    else
+        snprintf(out, size, "%.0f-%.0f", lo, hi);
+}
+
 static void print_models(const runner_report *r)
 {
     if (r->nmodels == 0)
         return;
-    printf("%-12s %8s %8s %8s %8s %8s %9s %9s %12s %10s\n", "model",
-           "calls", "ok", "failed", "retries", "ledger", "p50 ms",
-           "p95 ms", "tokens", "cost $");
+    printf("%-12s %8s %8s %8s %8s %8s %13s %13s %12s %10s\n", "model", "calls",
+           "ok", "failed", "retries", "ledger", "p50 ms", "p95 ms", "tokens",
+           "cost $");
     for (size_t i = 0; i < r->nmodels; i++) {
         const runner_report_model *m = &r->models[i];
+        char p50[32], p95[32];
 
-        printf("%-12s %8.0f %8.0f %8.0f %8.0f %8.0f %9.1f %9.1f %12.0f "
+        fmt_latency(p50, sizeof p50, m->p50_lo_ms, m->p50_ms);
+        fmt_latency(p95, sizeof p95, m->p95_lo_ms, m->p95_ms);
+        printf("%-12s %8.0f %8.0f %8.0f %8.0f %8.0f %13s %13s %12.0f "
                "%10.4f\n",
                m->id, m->calls, m->ok, m->failed, m->retries, m->ledger_hits,
-               m->p50_ms, m->p95_ms, m->tokens, m->cost_usd);
+               p50, p95, m->tokens, m->cost_usd);
         for (size_t k = 0; k < m->nerrors; k++)
             printf("%s%s %.0f", k ? ", " : "             errors: ",
                    m->errors[k].kind, m->errors[k].n);
@@ -211,6 +227,7 @@ int cli_status(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    cli_opts_seen seen = {0};
     const char *dir = NULL, *tele_path = NULL;
     int json = 0, c, rc;
     store_opts so = {.flags = STORE_RDONLY};
@@ -220,7 +237,7 @@ int cli_status(int argc, char **argv)
     char *text = NULL;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "s:jt:h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(&seen, argc, argv, "s:jt:h", opts)) != -1) {
         switch (c) {
         case 's':
             dir = optarg;

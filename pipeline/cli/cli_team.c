@@ -128,6 +128,7 @@ int cli_team(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    cli_opts_seen seen = {0};
     const char *dir = NULL, *tpath = NULL;
     char *tags_arg = NULL, *tags_copy = NULL, *tags[MAX_TAGS], *json_text = NULL;
     size_t ntags = 0;
@@ -140,7 +141,7 @@ int cli_team(int argc, char **argv)
     nsed_err err = {0};
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "s:t:T:jh", opts, NULL)) != -1) {
+    while ((c = cli_getopt(&seen, argc, argv, "s:t:T:jh", opts)) != -1) {
         switch (c) {
         case 's':
             dir = optarg;

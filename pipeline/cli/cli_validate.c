@@ -71,11 +71,12 @@ int cli_validate(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    cli_opts_seen seen = {0};
     int quiet = 0, c, status = 0;
     nsed_err err = {0};
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+    while ((c = cli_getopt(&seen, argc, argv, "qh", opts)) != -1) {
         switch (c) {
         case 'q':
             quiet = 1;

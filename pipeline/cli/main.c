@@ -1,9 +1,12 @@
 /* main.c -- `nsed` entry point: process-wide setup and command dispatch. */
 #include "pipeline/cli/cli.h"
 
+#include "pipeline/base/suggest.h"
+
 #include <curl/curl.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +63,28 @@ static const struct command *find_command(const char *name)
     return NULL;
 }
 
+/* "; did you mean 'NAME'?" into hint (or "") for a misspelt command: the
+ * closest command (or `help`, `version`) within a distance that grows
+ * with its length, as the workflow loader suggests keys. */
+static void command_hint(const char *name, char *hint, size_t size)
+{
+    const char *names[sizeof commands / sizeof commands[0] + 2];
+    size_t n = 0, dist = SIZE_MAX, limit;
+    const char *best;
+
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        names[n++] = commands[i].name;
+    names[n++] = "help";
+    names[n++] = "version";
+    hint[0] = '\0';
+    best = suggest_closest(name, names, n, &dist);
+    if (!best)
+        return;
+    limit = strlen(best) <= 3 ? 1 : strlen(best) <= 6 ? 2 : 3;
+    if (dist > 0 && dist <= limit && dist < strlen(name))
+        snprintf(hint, size, "; did you mean '%s'?", best);
+}
+
 /* A command that succeeded must also have got its output out: help and
  * version texts included. */
 static int checked_exit(int status)
@@ -74,6 +99,7 @@ static int checked_exit(int status)
 int main(int argc, char **argv)
 {
     const struct command *cmd;
+    char hint[64];
 
     /* A peer closing a connection must be an error return, not a signal. */
     signal(SIGPIPE, SIG_IGN);
@@ -97,9 +123,11 @@ int main(int argc, char **argv)
             char *help_argv[] = {argv[2], "--help", NULL};
 
             cmd = find_command(argv[2]);
-            if (!cmd)
-                return cli_usage_error("help", "unknown command '%s'",
-                                       argv[2]);
+            if (!cmd) {
+                command_hint(argv[2], hint, sizeof hint);
+                return cli_usage_error("help", "unknown command '%s'%s",
+                                       argv[2], hint);
+            }
             return checked_exit(cmd->fn(2, help_argv));
         }
         fputs(usage, stdout);
@@ -111,7 +139,9 @@ int main(int argc, char **argv)
     }
     cmd = find_command(argv[1]);
     if (!cmd) {
-        fprintf(stderr, "nsed: unknown command '%s'\n\n%s", argv[1], usage);
+        command_hint(argv[1], hint, sizeof hint);
+        fprintf(stderr, "nsed: unknown command '%s'%s\n\n%s", argv[1], hint,
+                usage);
         return 2;
     }
     return checked_exit(cmd->fn(argc - 1, argv + 1));

@@ -15,6 +15,7 @@
 
 #include <curl/curl.h>
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -301,25 +302,56 @@ static double deadline(const gateway *gw, const gw_req *r)
 /* Build the model's header list; the Authorization line is assembled in a
  * buffer that is wiped before it is freed, so the only copy of the key
  * outside mm->key is the one libcurl's list holds. */
+/* The API key of m from its api_key_env variable into *key (NULL when the
+ * model names none): an unset or empty variable, or a key holding control
+ * characters, is NSED_EINVAL. gateway_check_keys and model_headers share
+ * this one rule. */
+static int model_key(const workflow_model *m, const char **key, nsed_err *err)
+{
+    const char *k;
+
+    *key = NULL;
+    if (!m->api_key_env)
+        return 0;
+    k = getenv(m->api_key_env);
+    if (!k || !k[0])
+        return nsed_error(err, NSED_EINVAL,
+                          "model %s: environment variable %s (its "
+                          "api_key_env) is %s",
+                          m->id, m->api_key_env, k ? "empty" : "not set");
+    for (const char *p = k; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return nsed_error(err, NSED_EINVAL,
+                              "model %s: the API key in %s holds a "
+                              "control character",
+                              m->id, m->api_key_env);
+    *key = k;
+    return 0;
+}
+
+int gateway_check_keys(const workflow *wf, nsed_err *err)
+{
+    const char *key;
+
+    for (size_t i = 0; i < wf->nmodels; i++) {
+        int rc = model_key(&wf->models[i], &key, err);
+
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 static int model_headers(gw_model *mm, bool with_key, nsed_err *err)
 {
-    const workflow_model *m = mm->m;
     struct curl_slist *h = NULL, *t;
     const char *key = NULL;
 
-    if (with_key && m->api_key_env) {
-        key = getenv(m->api_key_env);
-        if (!key || !key[0])
-            return nsed_error(err, NSED_EINVAL,
-                              "model %s: environment variable %s (its "
-                              "api_key_env) is %s", m->id, m->api_key_env,
-                              key ? "empty" : "not set");
-        for (const char *p = key; *p; p++)
-            if ((unsigned char)*p < 0x20 || *p == 0x7f)
-                return nsed_error(err, NSED_EINVAL,
-                                  "model %s: the API key in %s holds a "
-                                  "control character", m->id,
-                                  m->api_key_env);
+    if (with_key) {
+        int rc = model_key(mm->m, &key, err);
+
+        if (rc)
+            return rc;
     }
     t = curl_slist_append(h, "Content-Type: application/json");
     if (!t)
@@ -576,14 +608,16 @@ void gateway_stats_total(const gateway *gw, gateway_stats *out)
     *out = t;
 }
 
-double gateway_stats_latency_quantile(const gateway_stats *s, double q)
+/* The bucket holding quantile q of s's histogram, or -1 when it is
+ * empty. */
+static long quantile_bucket(const gateway_stats *s, double q)
 {
     uint64_t n = 0, want, seen = 0;
 
     for (size_t b = 0; b < GATEWAY_LATENCY_BUCKETS; b++)
         n += s->latency_hist[b];
     if (n == 0)
-        return 0;
+        return -1;
     if (!(q > 0))
         q = 0;
     if (q > 1)
@@ -593,13 +627,36 @@ double gateway_stats_latency_quantile(const gateway_stats *s, double q)
         want = 1;
     for (size_t b = 0; b < GATEWAY_LATENCY_BUCKETS; b++) {
         seen += s->latency_hist[b];
-        if (seen >= want) {
-            double up = bucket_upper(b);
-
-            return up < s->latency_max_s ? up : s->latency_max_s;
-        }
+        if (seen >= want)
+            return (long)b;
     }
-    return s->latency_max_s;
+    return GATEWAY_LATENCY_BUCKETS - 1;
+}
+
+double gateway_stats_latency_quantile(const gateway_stats *s, double q)
+{
+    double lo, hi;
+
+    gateway_stats_latency_range(s, q, &lo, &hi);
+    return hi;
+}
+
+void gateway_stats_latency_range(const gateway_stats *s, double q, double *lo,
+                                 double *hi)
+{
+    long b = quantile_bucket(s, q);
+    double up, down;
+
+    *lo = *hi = 0;
+    if (b < 0)
+        return;
+    up = bucket_upper((size_t)b);
+    down = b > 0 ? bucket_upper((size_t)b - 1) : 0;
+    /* no latency in the bucket is above the largest one seen */
+    if (up > s->latency_max_s)
+        up = s->latency_max_s;
+    *hi = up;
+    *lo = down < up ? down : up;
 }
 
 /* ---- finishing requests ------------------------------------------------- */
@@ -717,6 +774,12 @@ static void finish_ok(gateway *gw, gw_req *r, gw_reply *reply, double now)
 }
 
 /* ---- circuit breaker ------------------------------------------------------ */
+
+bool gateway_model_paused(const gateway *gw, size_t model)
+{
+    assert(model < gw->nmodels);
+    return gw->models[model].breaker != GW_BREAKER_CLOSED;
+}
 
 static void breaker_success(gateway *gw, gw_model *mm)
 {

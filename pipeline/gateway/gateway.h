@@ -220,6 +220,13 @@ NSED_MUST_CHECK int gateway_new(const workflow *wf, store *st,
                                 const gateway_opts *opts, gateway **out,
                                 nsed_err *err);
 
+/* Check what gateway_new checks of the environment without creating
+ * anything: every model's api_key_env variable is set, non-empty and free
+ * of control characters. Returns 0 or NSED_EINVAL with gateway_new's
+ * message (naming the model and the variable, never a value). Lets a
+ * command refuse a missing key before it creates a store. */
+NSED_MUST_CHECK int gateway_check_keys(const workflow *wf, nsed_err *err);
+
 /* Commit buffered ledger records, cancel transfers in flight and free the
  * gateway; callbacks of unfinished requests are not called. Errors of the
  * last commit are lost: call gateway_flush first to see them. NULL is
@@ -286,6 +293,10 @@ size_t gateway_in_flight(const gateway *gw);
  * is non-zero. */
 size_t gateway_pending(const gateway *gw);
 
+/* True when model index model (< wf->nmodels) is paused by its circuit
+ * breaker now: open, or half-open with only a probe let through. */
+bool gateway_model_paused(const gateway *gw, size_t model);
+
 typedef struct gateway_stats {
     uint64_t calls;          /* requests finished through the network
                                 path (not ledger hits or dry runs) */
@@ -324,6 +335,13 @@ void gateway_stats_total(const gateway *gw, gateway_stats *out);
  * the bucket that holds it, capped at latency_max_s), 0 when no call
  * succeeded. */
 double gateway_stats_latency_quantile(const gateway_stats *s, double q);
+
+/* The bounds of the histogram bucket that holds quantile q: the latency
+ * is in (*lo, *hi], where *hi is what gateway_stats_latency_quantile
+ * returns and *lo the bucket's lower bound (0 for the first bucket; also
+ * capped at latency_max_s). Both 0 when no call succeeded. */
+void gateway_stats_latency_range(const gateway_stats *s, double q, double *lo,
+                                 double *hi);
 
 /* ---- the JSON form of gateway_stats (gateway_stats.c): the object
  * {"calls", "ok", ..., "errors": {kind: n}, "latency_hist": [...]} that

@@ -49,6 +49,7 @@ typedef struct slot {
     char **errors;
     call *calls;
     size_t outstanding;    /* calls not answered yet */
+    size_t answered;       /* calls answered in this run (for the ETA) */
     bool dirty;            /* changed since the last commit (apart from
                               the phase: a waiting question can have
                               reduced and planned in this turn) */
@@ -193,6 +194,8 @@ static void on_result(const gateway_result *res, void *user)
         r->infra = !s->reqs.items[c->idx].optional;
         r->error = s->errors[c->idx];
     }
+    if (res->code != GATEWAY_DRY_RUN)
+        s->answered++;
     if (--s->outstanding == 0 && s->phase == SLOT_WAITING)
         s->phase = SLOT_READY;
 }
@@ -743,32 +746,84 @@ static int commit(struct loop *L)
 
 /* ---- progress and events ----------------------------------------------- */
 
+/* Model calls a question takes: the mean over the questions this run is
+ * done with, whose calls are those the gateway answered minus those of
+ * the questions still active; before any, two per seat per round for the
+ * middle of the workflow's round range (see runner_progress). */
+static double calls_per_question(const struct loop *L, double answered)
+{
+    size_t gone = L->sum->finished + L->sum->incomplete, seats = 0, n = 0;
+    double active_calls = 0;
+
+    for (const slot *s = L->active; s; s = s->next) {
+        active_calls += (double)s->answered;
+        if (s->st) {
+            seats += s->st->nseats;
+            n++;
+        }
+    }
+    if (gone > 0 && answered > active_calls)
+        return (answered - active_calls) / (double)gone;
+    if (n == 0)
+        return 0;
+    return 2.0 * (double)seats / (double)n *
+           (L->wf->rounds.min + L->wf->rounds.max) / 2.0;
+}
+
+/* Seconds to the end: the calls still to make at the rate calls were
+ * answered so far (runner_progress says why calls, not questions). */
+static bool estimate_eta(const struct loop *L, const gateway_stats *t,
+                         double el, double *eta)
+{
+    size_t todo = L->sum->questions, done = L->done_total;
+    double answered = (double)(t->calls + t->ledger_hits), active_calls = 0;
+    double per_q, left, remaining, floor_calls;
+
+    if (answered <= 0 || el <= 0 || todo <= done + L->sum->incomplete)
+        return false;
+    per_q = calls_per_question(L, answered);
+    if (per_q <= 0)
+        return false;
+    for (const slot *s = L->active; s; s = s->next)
+        active_calls += (double)s->answered;
+    left = (double)(todo - done - L->sum->incomplete);
+    remaining = left * per_q - active_calls;
+    /* calls already submitted are still to come whatever the mean says */
+    floor_calls = (double)(gateway_in_flight(L->gw) + gateway_pending(L->gw));
+    if (remaining < floor_calls)
+        remaining = floor_calls;
+    *eta = remaining / (answered / el);
+    return true;
+}
+
 /* Report progress through on_progress (at most every 0.25 s unless
  * final). */
 static void progress(struct loop *L, bool final)
 {
     gateway_stats t;
     double now = now_s(), el = now - L->started;
-    size_t todo = L->sum->questions, done = L->done_total;
-    size_t this_run = L->sum->finished + L->sum->incomplete;
     runner_progress p = {0};
 
     if (!L->opts->on_progress || (!final && now - L->last_progress < 0.25))
         return;
     L->last_progress = now;
     gateway_stats_total(L->gw, &t);
-    if (this_run > 0 && todo > done) {
-        size_t left = todo - done - L->sum->incomplete;
-
-        p.has_eta = true;
-        p.eta_s = el / (double)this_run * (double)left;
-    }
-    p.done = done;
-    p.total = todo;
+    p.has_eta = estimate_eta(L, &t, el, &p.eta_s);
+    p.done = L->done_total;
+    p.total = L->sum->questions;
     p.active = L->nactive;
     p.in_flight = gateway_in_flight(L->gw);
     p.tokens = t.prompt_tokens + t.completion_tokens;
     p.cost_usd = t.cost_usd;
+    p.retries = t.retries;
+    for (size_t i = 0; i < L->wf->nmodels; i++) {
+        if (!gateway_model_paused(L->gw, i))
+            continue;
+        if (p.npaused < RUNNER_PROGRESS_PAUSED_MAX)
+            p.paused[p.npaused] = L->wf->models[i].id;
+        p.npaused++;
+    }
+    p.elapsed_s = el;
     p.final = final;
     L->opts->on_progress(L->opts->cb_ctx, &p);
 }

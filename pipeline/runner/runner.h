@@ -59,7 +59,20 @@
 #define RUNNER_FIT_MIN_N 10  /* judged winners a round needs to count in
                                 the efficiency-fatigue fit */
 
-/* Where the run stands, for a progress line. */
+#define RUNNER_PROGRESS_PAUSED_MAX 8 /* paused models named in a report */
+
+/* Where the run stands, for a progress line. Valid during the on_progress
+ * call only (the model ids point into the workflow).
+ *
+ * The ETA counts work in model calls, not in questions, so that the
+ * questions in flight (which at the start of a run have done most of the
+ * work and finished none of it) weigh what they have done: remaining
+ * calls / calls per second so far, where remaining calls = questions
+ * left x calls per question - calls the active questions have had
+ * answered. Calls per question is the mean of the questions this run
+ * finished (or left incomplete); before the first, the workflow's guess:
+ * two calls (propose or revise, evaluate) per seat per round, for the
+ * middle of rounds.min..rounds.max. */
 typedef struct runner_progress {
     size_t done;        /* questions with results (before and now) */
     size_t total;       /* questions considered (after limit) */
@@ -67,7 +80,12 @@ typedef struct runner_progress {
     size_t in_flight;   /* network calls in flight */
     int64_t tokens;     /* prompt + completion tokens of this run's calls */
     double cost_usd;    /* of this run's calls */
-    bool has_eta;       /* eta_s is known (something finished already) */
+    uint64_t retries;   /* HTTP attempts after a call's first, this run */
+    size_t npaused;     /* models paused by their circuit breaker now */
+    /* the ids of the first min(npaused, RUNNER_PROGRESS_PAUSED_MAX) */
+    const char *paused[RUNNER_PROGRESS_PAUSED_MAX];
+    double elapsed_s;   /* since the run began */
+    bool has_eta;       /* eta_s is known (some call was answered) */
     double eta_s;       /* estimated seconds to the end */
     bool final;         /* the last report of the run */
 } runner_progress;

@@ -268,13 +268,16 @@ static double mean_or(double sum, size_t n)
     return n ? sum / (double)n : 0;
 }
 
-/* Latency quantile of a stored statistics record, in ms. */
-static double quantile_ms(const cJSON *stats, double q)
+/* The histogram bucket of a stored statistics record that holds latency
+ * quantile q: (*lo, *hi], in ms. */
+static void quantile_ms(const cJSON *stats, double q, double *lo, double *hi)
 {
     gateway_stats s;
 
     gateway_stats_from_json(stats, &s);
-    return 1000.0 * gateway_stats_latency_quantile(&s, q);
+    gateway_stats_latency_range(&s, q, lo, hi);
+    *lo *= 1000.0;
+    *hi *= 1000.0;
 }
 
 static int derive_models(runner_report *r)
@@ -302,8 +305,8 @@ static int derive_models(runner_report *r)
         rm->ledger_hits = json_num(m, "ledger_hits", 0);
         rm->tokens = json_num(m, "prompt_tokens", 0) + json_num(m, "completion_tokens", 0);
         rm->cost_usd = json_num(m, "cost_usd", 0);
-        rm->p50_ms = quantile_ms(m, 0.5);
-        rm->p95_ms = quantile_ms(m, 0.95);
+        quantile_ms(m, 0.5, &rm->p50_lo_ms, &rm->p50_ms);
+        quantile_ms(m, 0.95, &rm->p95_lo_ms, &rm->p95_ms);
         if (ne == 0)
             continue;
         rm->errors = calloc(ne, sizeof *rm->errors);
@@ -479,6 +482,10 @@ static void models_json(const runner_report *r, cJSON *o)
         cJSON_DeleteItemFromObjectCaseSensitive(copy, "latency_hist");
         cJSON_AddNumberToObject(copy, "latency_p50_ms", r->models[i].p50_ms);
         cJSON_AddNumberToObject(copy, "latency_p95_ms", r->models[i].p95_ms);
+        cJSON_AddNumberToObject(copy, "latency_p50_lo_ms",
+                                r->models[i].p50_lo_ms);
+        cJSON_AddNumberToObject(copy, "latency_p95_lo_ms",
+                                r->models[i].p95_lo_ms);
         cJSON_AddItemToObject(tele, m->string, copy);
         i++;
     }

@@ -11,7 +11,9 @@
  *    "tokens", "cost_usd", "rounds":[{round,judged,winner_correct}],
  *    "fatigue_fit":{p_g,p_v,lambda,beta,t_opt} or null,
  *    "models":{model: the stored call statistics without latency_hist,
- *              plus latency_p50_ms, latency_p95_ms},
+ *              plus latency_p50_ms, latency_p95_ms (the upper bounds of
+ *              the histogram buckets holding them) and latency_p50_lo_ms,
+ *              latency_p95_lo_ms (their lower bounds)},
  *    "broker":{decisions,unstaffed,policies,chosen,excluded,
  *              expected_cost_usd_mean,expected_value_mean,
  *              actual_cost_usd_mean (null when unknown),over_budget},
@@ -70,7 +72,10 @@ typedef struct runner_report_model {
     double calls, ok, failed, retries, ledger_hits;
     double tokens; /* prompt + completion */
     double cost_usd;
-    double p50_ms, p95_ms;      /* latency quantiles */
+    double p50_ms, p95_ms;       /* latency quantiles: the upper bound of
+                                    the histogram bucket holding them */
+    double p50_lo_ms, p95_lo_ms; /* ... and its lower bound: the quantile
+                                    is in (lo, p50_ms] */
     runner_report_error *errors; /* kinds with a non-zero count, in stored
                                     order */
     size_t nerrors;

@@ -1,0 +1,76 @@
+/* cli_opts.c -- option parsing and input checks the subcommands share. */
+#include "pipeline/cli/cli.h"
+
+#include "pipeline/gateway/gateway.h"
+#include "pipeline/workflow/workflow.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The option getopt_long returns as val, or NULL. */
+static const struct option *find_option(const struct option *longopts, int val)
+{
+    for (const struct option *o = longopts; o->name; o++)
+        if (!o->flag && o->val == val)
+            return o;
+    return NULL;
+}
+
+int cli_getopt(cli_opts_seen *seen, int argc, char **argv,
+               const char *shortopts, const struct option *longopts)
+{
+    int c = getopt_long(argc, argv, shortopts, longopts, NULL);
+    const struct option *o;
+
+    if (c < 0 || c >= CLI_OPTS_MAX)
+        return c;
+    o = find_option(longopts, c);
+    /* a flag given twice says the same thing twice; a second value would
+     * silently replace the first */
+    if (!o || o->has_arg == no_argument || seen->n[c]++ == 0)
+        return c;
+    fprintf(stderr,
+            "nsed %s: option --%s given more than once; it takes one "
+            "value\n",
+            argv[0], o->name);
+    return '?';
+}
+
+/* The questions file must be there before a store is made for it. */
+static int check_questions_file(const char *path, nsed_err *err)
+{
+    struct stat sb;
+    int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
+
+    if (fd < 0)
+        return nsed_error(err, NSED_EINVAL,
+                          "%s: cannot open the questions file: %s", path,
+                          strerror(errno));
+    if (fstat(fd, &sb) != 0)
+        rc = nsed_error(err, NSED_EIO, "%s: cannot stat: %s", path,
+                        strerror(errno));
+    else if (S_ISDIR(sb.st_mode))
+        rc = nsed_error(err, NSED_EINVAL,
+                        "%s: is a directory, not a questions file", path);
+    close(fd);
+    return rc;
+}
+
+int cli_check_inputs(const char *wpath, const char *qpath, bool keys,
+                     nsed_err *err)
+{
+    workflow *wf = NULL;
+    int rc;
+
+    rc = workflow_load(wpath, &wf, err);
+    if (!rc && keys)
+        rc = gateway_check_keys(wf, err);
+    if (!rc && qpath)
+        rc = check_questions_file(qpath, err);
+    workflow_free(wf);
+    return rc;
+}
