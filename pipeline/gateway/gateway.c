@@ -683,6 +683,22 @@ static int buffer_record(gateway *gw, const gw_req *r)
     return 0;
 }
 
+/* Replace every configured API key (of any model: a server may echo what
+ * it was sent, and a reply is never stored with a key in it) in a reply's
+ * content and finish reason with "[REDACTED]". Returns 0 or NSED_ENOMEM
+ * (nothing of the reply may then be used). */
+static int redact_keys(const gateway *gw, char **content, char **finish)
+{
+    int rc = 0;
+
+    for (size_t i = 0; i < gw->wf->nmodels && !rc; i++) {
+        rc = gw_redact_text(content, gw->models[i].key);
+        if (!rc && *finish)
+            rc = gw_redact_text(finish, gw->models[i].key);
+    }
+    return rc;
+}
+
 static void finish_ok(gateway *gw, gw_req *r, gw_reply *reply, double now)
 {
     gw_model *mm = &gw->models[r->model];
@@ -1099,7 +1115,13 @@ static void on_transfer_done(gateway *gw, gw_req *r, CURLcode cc, double now)
 
     if (ok) {
         breaker_success(gw, mm);
-        finish_ok(gw, r, &reply, now);
+        /* before the reply reaches the ledger, the caller or anything
+         * they store or export */
+        if (redact_keys(gw, &reply.content, &reply.finish_reason))
+            finish_failed(gw, r, NSED_ENOMEM, GATEWAY_ERR_INTERNAL, now,
+                          "out of memory redacting the reply");
+        else
+            finish_ok(gw, r, &reply, now);
         gw_reply_release(&reply);
         return;
     }
@@ -1407,6 +1429,11 @@ static int ledger_lookup(gateway *gw, gw_req *r, nsed_err *err)
         }
         if (!c.found)
             return 0;
+    }
+    /* a record written before replies were redacted may hold a key */
+    if (redact_keys(gw, &c.rec.content, &c.rec.finish_reason)) {
+        ledger_record_release(&c.rec);
+        return nsed_error(err, NSED_ENOMEM, "gateway: out of memory");
     }
     r->from_ledger = true;
     r->code = 0;
