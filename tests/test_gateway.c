@@ -1868,6 +1868,40 @@ START_TEST(api_key_in_content_is_redacted)
 }
 END_TEST
 
+/* Two models, one key inside the other: the longer goes first, so no
+ * tail of it is left behind. */
+START_TEST(longest_key_redacted_first)
+{
+    char *resp[1], *log;
+    mspec ms[] = {{"short", "any", 1, "    api_key_env: NSED_TEST_KEY\n"},
+                  {"long", "any", 1, "    api_key_env: NSED_TEST_KEY2\n"}};
+    canned cs;
+    workflow *wf;
+    tctx c;
+
+    ck_assert_int_eq(setenv("NSED_TEST_KEY", TEST_KEY, 1), 0);
+    ck_assert_int_eq(setenv("NSED_TEST_KEY2", TEST_KEY "-tail77", 1), 0);
+    resp[0] = http_response(200, NULL,
+                            "{\"choices\":[{\"message\":{\"content\":"
+                            "\"a " TEST_KEY "-tail77 b " TEST_KEY " c\"},"
+                            "\"finish_reason\":\"stop\"}]}");
+    canned_start(&cs, resp, 1);
+    wf = wf_make(cs.url, ms, 2, NULL);
+    tctx_init(&c);
+    gw_make(wf, NULL, &c, NULL);
+    submit(&c, 0, "hello", 0, 0, 0);
+    run(&c, 10);
+    ck_assert_msg(got_tag(&c, 0)->code == 0, "%s", got_tag(&c, 0)->error);
+    ck_assert_str_eq(got_tag(&c, 0)->content, "a [REDACTED] b [REDACTED] c");
+    gateway_free(c.gw);
+    log = canned_stop(&cs);
+    free(log);
+    free(resp[0]);
+    tctx_release(&c);
+    workflow_free(wf);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *su = suite_create("gateway");
@@ -1916,6 +1950,7 @@ Suite *tu_suite(void)
     tcase_add_test(tc, api_key_is_sent_and_never_kept);
     tcase_add_test(tc, redact_text_replaces_every_key);
     tcase_add_test(tc, api_key_in_content_is_redacted);
+    tcase_add_test(tc, longest_key_redacted_first);
     tcase_add_test(tc, missing_api_key_is_named);
     tcase_add_test(tc, dry_run_prints_and_sends_nothing);
     suite_add_tcase(su, tc);

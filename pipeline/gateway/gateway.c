@@ -685,16 +685,37 @@ static int buffer_record(gateway *gw, const gw_req *r)
 
 /* Replace every configured API key (of any model: a server may echo what
  * it was sent, and a reply is never stored with a key in it) in a reply's
- * content and finish reason with "[REDACTED]". Returns 0 or NSED_ENOMEM
- * (nothing of the reply may then be used). */
+ * content and finish reason with "[REDACTED]", the longest keys first, so
+ * that a key which contains a shorter one leaves no part of it behind.
+ * Returns 0 or NSED_ENOMEM (nothing of the reply may then be used). */
 static int redact_keys(const gateway *gw, char **content, char **finish)
 {
+    size_t above = SIZE_MAX;
     int rc = 0;
 
-    for (size_t i = 0; i < gw->wf->nmodels && !rc; i++) {
-        rc = gw_redact_text(content, gw->models[i].key);
-        if (!rc && *finish)
-            rc = gw_redact_text(finish, gw->models[i].key);
+    while (!rc) {
+        size_t len = 0;
+
+        /* the longest key length still to do */
+        for (size_t i = 0; i < gw->wf->nmodels; i++) {
+            const char *k = gw->models[i].key;
+            size_t n = k ? strlen(k) : 0;
+
+            if (n < above && n > len)
+                len = n;
+        }
+        if (!len)
+            break;
+        for (size_t i = 0; i < gw->wf->nmodels && !rc; i++) {
+            const char *k = gw->models[i].key;
+
+            if (!k || strlen(k) != len)
+                continue;
+            rc = gw_redact_text(content, k);
+            if (!rc && *finish)
+                rc = gw_redact_text(finish, k);
+        }
+        above = len;
     }
     return rc;
 }
