@@ -26,14 +26,17 @@
  *     glued on by '-' or one space and starting with a digit goes with the
  *     name ("GPT-4o-mini", "Llama 3.1"). Names shorter than 3 bytes are
  *     not used (they would hit ordinary words);
- *  4. lines that start with "=====" are neutralized (text.h).
+ *  4. lines that start with "=====" (after blanks, including invisible
+ *     ones, and with every kind of line break) are neutralized (text.h).
  *
  * The candidates are then shuffled with a permutation seeded from (run
  * seed, question id, round) and labelled A, B, C, ... in that order; the
  * label -> seat map lives in the state only. The fence nonce for their
- * blocks is derived from (run seed, question id, round) and re-derived
- * until it occurs in no candidate's text, so no candidate can close its
- * block or open another one.
+ * blocks is derived from (run seed, question id, round) and a digest of the
+ * candidates' texts in label order, and re-derived until it occurs in no
+ * candidate's text (seed_fence): a reply cannot predict the fence it will
+ * be shown in, and together with step 4 no candidate can close its block
+ * or open another one. No candidate text makes the stage fail.
  */
 #ifndef NSED_STAGES_ANONYMIZE_H
 #define NSED_STAGES_ANONYMIZE_H
@@ -70,8 +73,8 @@ NSED_MUST_CHECK int anonymize_sanitize(const anonymize_names *names,
 /* Run the stage on st (stage must be STATE_STAGE_ANONYMIZE): fill
  * cur->cands / ncand / fence, set up cur->evals (see evaluate.h for who
  * evaluates) and move to STATE_STAGE_EVALUATE. Returns 0; NSED_EINTERNAL
- * when the stage is wrong (a bug in the caller); NSED_EEXIST from
- * seed_fence; NSED_ENOMEM. On failure st is unchanged. */
+ * when the stage is wrong (a bug in the caller); NSED_ENOMEM. On failure
+ * st is unchanged. */
 NSED_MUST_CHECK int anonymize_run(state *st, const workflow *wf,
                                   nsed_err *err);
 

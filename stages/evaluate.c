@@ -15,7 +15,7 @@
 
 /* ---- parsing ----------------------------------------------------------- */
 
-/* json_find_object's test: the object has an "evaluations" array. */
+/* json_find_last_object's test: the object has an "evaluations" array. */
 static bool has_evaluations(const cJSON *o, void *arg)
 {
     (void)arg;
@@ -101,8 +101,11 @@ int evaluate_parse(const char *reply, size_t ncand, long own, bool self_votes,
     bool *seen = NULL;
     int rc = 0;
 
-    root = reply ? json_find_object(reply, strlen(reply), EVALUATE_JSON_TRIES,
-                                    false, has_evaluations, NULL)
+    /* the reply's own object: the last top-level one, so an object it
+     * quotes before (a candidate's injected scores) is not taken */
+    root = reply ? json_find_last_object(reply, strlen(reply),
+                                         EVALUATE_JSON_TRIES, has_evaluations,
+                                         NULL)
                  : NULL;
     if (!root) {
         snprintf(why, whysize, "the reply holds no JSON object with an "

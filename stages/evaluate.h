@@ -15,9 +15,12 @@
  * which asks for exactly one entry per candidate shown.
  *
  * Parsing a reply (evaluate_parse) is lenient about form and strict about
- * content: the first JSON object in the reply that parses and has an
- * "evaluations" array is used (so a ```json fence or prose around it is
- * fine; the first 256 '{' positions are tried). Each entry needs a
+ * content: the reply's own object is used -- the last top-level JSON
+ * object in it that has an "evaluations" array (json_find_last_object:
+ * objects nested in another are not top level; a ```json fence or prose
+ * around it is fine; at most 256 '{' positions are parsed) -- so an object
+ * the evaluator quotes before its own, say a candidate's injected scores,
+ * is not taken for its answer. Each entry needs a
  * "candidate" label -- trimmed, an optional leading word "candidate"
  * dropped, upper-cased ("b", "Candidate B" -> B) -- and a numeric "weight"
  * (a JSON number, or a string holding only a number), rounded to the

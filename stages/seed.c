@@ -106,18 +106,49 @@ uint64_t seed_rng_below(seed_rng *r, uint64_t n)
     return x % n;
 }
 
+/* SHA-256 over the texts a fence must stay out of, in order, each as a
+ * presence flag and (when present) its bytes. */
+static int texts_digest(const char *const *texts, size_t ntexts,
+                        uint8_t out[HASH_LEN])
+{
+    hash_ctx *h = hash_new();
+    uint8_t b[8];
+
+    if (!h)
+        return NSED_ENOMEM;
+    put_u64(b, ntexts);
+    hash_update_field(h, b, 8);
+    for (size_t k = 0; k < ntexts; k++) {
+        put_u64(b, texts[k] != NULL);
+        hash_update_field(h, b, 8);
+        if (texts[k])
+            hash_update_field(h, texts[k], strlen(texts[k]));
+    }
+    hash_final(h, out);
+    hash_free(h);
+    return 0;
+}
+
 int seed_fence(const char *purpose, uint64_t run_seed, const char *qid,
                 int round, const char *const *texts, size_t ntexts,
                 char out[TEXT_FENCE_HEX + 1])
 {
     static const char hex[] = "0123456789abcdef";
+    uint8_t td[HASH_LEN];
+    char first[TEXT_FENCE_HEX + 1] = "";
+    int rc = texts_digest(texts, ntexts, td);
 
-    for (uint64_t attempt = 0; attempt < 256; attempt++) {
+    if (rc)
+        return rc;
+    for (uint64_t attempt = 0; attempt < SEED_FENCE_ATTEMPTS; attempt++) {
+        /* the texts' digest (four words of it) and the attempt number */
+        uint64_t extra[5] = {get_u64(td), get_u64(td + 8), get_u64(td + 16),
+                             get_u64(td + 24), attempt};
         uint8_t d[HASH_LEN];
         char f[TEXT_FENCE_HEX + 1];
         bool clash = false;
-        int rc = digest(purpose, run_seed, qid, round, &attempt, 1, d);
 
+        rc = digest(purpose, run_seed, qid, round, extra, 5, d);
         if (rc)
             return rc;
         for (int i = 0; i < TEXT_FENCE_HEX / 2; i++) {
@@ -125,6 +156,8 @@ int seed_fence(const char *purpose, uint64_t run_seed, const char *qid,
             f[2 * i + 1] = hex[d[i] & 15];
         }
         f[TEXT_FENCE_HEX] = '\0';
+        if (attempt == 0)
+            memcpy(first, f, sizeof f);
         for (size_t k = 0; k < ntexts && !clash; k++)
             clash = texts[k] && strstr(texts[k], f);
         if (!clash) {
@@ -132,5 +165,10 @@ int seed_fence(const char *purpose, uint64_t run_seed, const char *qid,
             return 0;
         }
     }
-    return NSED_EEXIST;
+    /* Every attempt occurs in the texts, which would take texts holding
+     * SEED_FENCE_ATTEMPTS digests of themselves. The bodies are
+     * neutralized (text.h), so no body line can be a marker line whatever
+     * fence it quotes: the first attempt is used and nothing fails. */
+    memcpy(out, first, sizeof first);
+    return 0;
 }

@@ -36,13 +36,22 @@ uint64_t seed_rng_next(seed_rng *r);
 /* Uniform in [0, n) without modulo bias; n > 0. */
 uint64_t seed_rng_below(seed_rng *r, uint64_t n);
 
-/* A fence nonce for blocks of (question, round, purpose): TEXT_FENCE_HEX
- * lower-case hex digits from SHA-256 over (purpose, run seed, question id,
- * round, attempt), taking the first attempt whose digits occur in none of
- * texts[0..ntexts) (NULL entries are skipped), so no text can already
- * contain the fence. Returns 0 and fills out; NSED_EEXIST when 256
- * attempts all occur in the texts (which no real text can arrange);
- * NSED_ENOMEM. */
+/* Fence nonces tried before seed_fence gives up looking for a free one. */
+#define SEED_FENCE_ATTEMPTS 256
+
+/* A fence nonce for blocks of (question, round, purpose) around
+ * texts[0..ntexts) (NULL entries hold no text but count as a position):
+ * TEXT_FENCE_HEX lower-case hex digits of SHA-256 over (purpose, run seed,
+ * question id, round, SHA-256 of the texts, attempt), taking the first
+ * attempt whose digits occur in none of the texts. The nonce depends on
+ * the very texts it fences, so a text cannot carry it: to contain its own
+ * fence a text would have to contain a digest of itself, and a flood of
+ * guessed nonces only moves the nonce elsewhere. The same arguments give
+ * the same nonce (replay and resume render identical prompts). When all
+ * SEED_FENCE_ATTEMPTS attempts occur in the texts (which takes texts
+ * holding that many digests of themselves) the first one is used: the
+ * bodies are neutralized (text.h), so no body line can close a block
+ * anyway. Returns 0 and fills out, or NSED_ENOMEM. */
 NSED_MUST_CHECK int seed_fence(const char *purpose, uint64_t run_seed,
                                const char *qid, int round,
                                const char *const *texts, size_t ntexts,

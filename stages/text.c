@@ -60,20 +60,78 @@ int text_clean(const char *s, size_t len, size_t cap, char **out)
     return rc;
 }
 
+/* Bytes of the line break at s[0..n), or 0: LF, CR LF, a CR alone, VT,
+ * FF, the separators U+001C..U+001E, NEL (U+0085), and U+2028 and U+2029;
+ * the breaks Unicode (UAX #14, mandatory breaks) and most text readers
+ * honour, so a reader cannot see a line start where we see none. */
+static size_t break_len(const unsigned char *s, size_t n)
+{
+    if (s[0] == '\n' || s[0] == '\v' || s[0] == '\f' ||
+        (s[0] >= 0x1c && s[0] <= 0x1e))
+        return 1;
+    if (s[0] == '\r')
+        return n >= 2 && s[1] == '\n' ? 2 : 1;
+    if (n >= 2 && s[0] == 0xc2 && s[1] == 0x85)
+        return 2;
+    if (n >= 3 && s[0] == 0xe2 && s[1] == 0x80 &&
+        (s[2] == 0xa8 || s[2] == 0xa9))
+        return 3;
+    return 0;
+}
+
+/* Bytes of the blank at s[0..n), or 0: space, tab, and the code points a
+ * reader does not see or sees as space before a marker -- the Unicode
+ * space separators (U+00A0, U+1680, U+2000..U+200A, U+202F, U+205F,
+ * U+3000) and the invisible format characters (U+00AD, U+034F, U+061C,
+ * U+180E, U+200B..U+200F, U+202A..U+202E, U+2060..U+2064,
+ * U+2066..U+206F, U+FE00..U+FE0F, U+FEFF). */
+static size_t blank_len(const unsigned char *s, size_t n)
+{
+    if (s[0] == ' ' || s[0] == '\t')
+        return 1;
+    if (n >= 2 &&
+        ((s[0] == 0xc2 && (s[1] == 0xa0 || s[1] == 0xad)) ||
+         (s[0] == 0xcd && s[1] == 0x8f) || (s[0] == 0xd8 && s[1] == 0x9c)))
+        return 2;
+    if (n < 3)
+        return 0;
+    if ((s[0] == 0xe1 && s[1] == 0x9a && s[2] == 0x80) ||
+        (s[0] == 0xe1 && s[1] == 0xa0 && s[2] == 0x8e) ||
+        (s[0] == 0xe3 && s[1] == 0x80 && s[2] == 0x80) ||
+        (s[0] == 0xef && s[1] == 0xbb && s[2] == 0xbf) ||
+        (s[0] == 0xef && s[1] == 0xb8 && s[2] >= 0x80 && s[2] <= 0x8f))
+        return 3;
+    if (s[0] == 0xe2 && s[1] == 0x80 &&
+        ((s[2] >= 0x80 && s[2] <= 0x8f) || (s[2] >= 0xaa && s[2] <= 0xaf)))
+        return 3;
+    if (s[0] == 0xe2 && s[1] == 0x81 &&
+        (s[2] == 0x9f || (s[2] >= 0xa0 && s[2] <= 0xa4) ||
+         (s[2] >= 0xa6 && s[2] <= 0xaf)))
+        return 3;
+    return 0;
+}
+
 int text_add_neutralized(buf *out, const char *s, size_t len)
 {
+    const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
     int rc = 0;
 
     while (i < len && !rc) {
-        const char *nl = memchr(s + i, '\n', len - i);
-        size_t end = nl ? (size_t)(nl - s) + 1 : len, j = i;
+        size_t j = i, end = i, b = 0;
 
-        while (j < end && (s[j] == ' ' || s[j] == '\t' || s[j] == '\r' ||
-                           s[j] == '\f' || s[j] == '\v'))
-            j++;
-        if (end - j >= 5 && !memcmp(s + j, "=====", 5))
+        while (j < len) {
+            size_t k = blank_len(u + j, len - j);
+
+            if (!k)
+                break;
+            j += k;
+        }
+        if (len - j >= 5 && !memcmp(s + j, "=====", 5))
             rc = buf_adds(out, TEXT_NEUTRAL_PREFIX);
+        while (end < len && !(b = break_len(u + end, len - end)))
+            end++;
+        end += b;
         if (!rc)
             rc = buf_add(out, s + i, end - i);
         i = end;

@@ -13,7 +13,11 @@
  *    the contract the simulated server (docs/nsed-sim.md) and the default
  *    prompts share. Inside a body every line whose first non-blank
  *    characters are "=====" is prefixed with "> ", so no body line can look
- *    like a marker line, whatever fence it guesses;
+ *    like a marker line, whatever fence it guesses. A line ends at any
+ *    break a reader may honour (LF, CR LF, a lone CR, VT, FF, U+001C..1E,
+ *    U+0085, U+2028, U+2029), and "blank" takes in the Unicode spaces and
+ *    invisible format characters (U+00A0, U+200B, U+FEFF, ...; see
+ *    text.c), so a marker hidden behind any of them is neutralized too;
  *  - candidates are labelled A..Z, AA, AB, ... (bijective base 26).
  *
  * Nothing here keeps state; functions that append to a buf return the
@@ -51,9 +55,10 @@ NSED_MUST_CHECK int text_clean(const char *s, size_t len, size_t cap,
 NSED_MUST_CHECK int text_add_capped(buf *out, const char *s, size_t len,
                                     size_t cap);
 
-/* Append s[0..len) with every line whose first non-blank characters are
- * "=====" prefixed by TEXT_NEUTRAL_PREFIX. Applying it twice changes
- * nothing more. */
+/* Append s[0..len) with every line (ended by any break listed above)
+ * whose first non-blank characters (blanks as listed above) are "====="
+ * prefixed by TEXT_NEUTRAL_PREFIX at the line's start. Applying it twice
+ * changes nothing more. */
 NSED_MUST_CHECK int text_add_neutralized(buf *out, const char *s, size_t len);
 
 /* Append a fenced block: the BEGIN line, body (neutralized; a newline is

@@ -654,6 +654,34 @@ START_TEST(jsonw_cap_poisons_until_finish)
 }
 END_TEST
 
+/* Issue 10, item 5: the last object at top level; nested objects and
+ * text that starts no object are passed over. */
+START_TEST(json_find_last_object_top_level)
+{
+    const char *t = "a {\"k\":1} {x} {\"k\":2,\"in\":{\"k\":3}} \\frac{1}{2} "
+                    "{\"j\":4} {\"k\":5";
+    cJSON *o;
+
+    /* {"k":5 is cut off, {"j":4} has no k; the nested {"k":3} is not top
+     * level: {"k":2,...} is the last */
+    o = json_find_last_object(t, strlen(t), 100, has_k, NULL);
+    ck_assert_int_eq(json_int(o, "k", 0), 2);
+    cJSON_Delete(o);
+    /* an object whose member holds the only k: nothing at top level */
+    t = "{\"wrap\":{\"k\":1}} {\"k\" 2}";
+    ck_assert_ptr_null(json_find_last_object(t, strlen(t), 100, has_k, NULL));
+    /* tries count parse attempts: two reach only {"k":1} and {x} */
+    t = "{\"k\":1} {x} {\"k\":2}";
+    o = json_find_last_object(t, strlen(t), 2, has_k, NULL);
+    ck_assert_int_eq(json_int(o, "k", 0), 1);
+    cJSON_Delete(o);
+    o = json_find_last_object(t, strlen(t), 3, has_k, NULL);
+    ck_assert_int_eq(json_int(o, "k", 0), 2);
+    cJSON_Delete(o);
+    ck_assert_ptr_null(json_find_last_object("", 0, 10, has_k, NULL));
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("base");
@@ -674,6 +702,7 @@ Suite *tu_suite(void)
     tc = tcase_create("json");
     tcase_add_test(tc, json_helpers_read_and_build);
     tcase_add_test(tc, json_find_object_in_text);
+    tcase_add_test(tc, json_find_last_object_top_level);
     suite_add_tcase(s, tc);
     tc = tcase_create("atomic files");
     tcase_add_test(tc, atomic_write_replaces_whole_file);

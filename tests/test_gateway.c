@@ -1763,6 +1763,145 @@ START_TEST(dry_run_prints_and_sends_nothing)
 }
 END_TEST
 
+/* ---- issue 10, item 6: keys echoed in reply content --------------------- */
+
+START_TEST(redact_text_replaces_every_key)
+{
+    static const char *const keys[] = {"sk-test-SECRET123", NULL, "", "ab"};
+    char *s = strdup("k=sk-test-SECRET123, sk-test-SECRET123sk-test-"
+                     "SECRET123; ab.");
+
+    ck_assert_ptr_nonnull(s);
+    for (size_t i = 0; i < 4; i++)
+        ck_assert_int_eq(gw_redact_text(&s, keys[i]), 0);
+    ck_assert_str_eq(s, "k=[REDACTED], [REDACTED][REDACTED]; [REDACTED].");
+    /* nothing to replace leaves the text as it is */
+    ck_assert_int_eq(gw_redact_text(&s, "absent-key"), 0);
+    ck_assert_str_eq(s, "k=[REDACTED], [REDACTED][REDACTED]; [REDACTED].");
+    free(s);
+}
+END_TEST
+
+typedef struct plant_ctx {
+    const uint8_t *key;
+    const char *content;
+} plant_ctx;
+
+/* Overwrite the ledger record under key with content (a store written
+ * before content was redacted). */
+static int plant_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    const plant_ctx *p = arg;
+    ledger_record r = {0};
+
+    r.content = (char *)p->content;
+    r.finish_reason = "stop";
+    r.model = "any";
+    r.attempts = 1;
+    r.http_status = 200;
+    return ledger_put(t, p->key, &r, err);
+}
+
+START_TEST(api_key_in_content_is_redacted)
+{
+    char *resp[1], *dir = tu_mkdtemp(), *log;
+    mspec ms[] = {{"keyed", "any", 1, "    api_key_env: NSED_TEST_KEY\n"}};
+    uint8_t key[HASH_LEN];
+    canned cs;
+    workflow *wf;
+    store *st;
+    tctx c;
+
+    ck_assert_int_eq(setenv("NSED_TEST_KEY", TEST_KEY, 1), 0);
+    /* a server that echoes the Authorization header into the reply */
+    resp[0] = http_response(200, NULL,
+                            "{\"choices\":[{\"message\":"
+                            "{\"content\":\"You sent Bearer " TEST_KEY
+                            ", i.e. " TEST_KEY ". "
+                            "\\\\boxed{4}\"},"
+                            "\"finish_reason\":\"stop\"}],"
+                            "\"usage\":{\"prompt_tokens\":3,"
+                            "\"completion_tokens\":1}}");
+    canned_start(&cs, resp, 1);
+    wf = wf_make(cs.url, ms, 1, NULL);
+    tctx_init(&c);
+    st = store_at(dir);
+    gw_make(wf, st, &c, NULL);
+    submit(&c, 0, "hello", 0, 0, 0);
+    run(&c, 10);
+    ck_assert_msg(got_tag(&c, 0)->code == 0, "%s", got_tag(&c, 0)->error);
+    ck_assert_str_eq(got_tag(&c, 0)->content,
+                     "You sent Bearer [REDACTED], i.e. [REDACTED]. "
+                     "\\boxed{4}");
+    memcpy(key, got_tag(&c, 0)->key, HASH_LEN);
+    gateway_free(c.gw);
+    tctx_release(&c);
+    /* the ledger holds the redacted reply only */
+    store_close(st);
+    ck_assert(!dir_holds(dir, "SECRET123"));
+    ck_assert(dir_holds(dir, "You sent Bearer [REDACTED]"));
+
+    /* a record written before redaction existed is redacted on its way
+     * out of the ledger */
+    st = store_at(dir);
+    {
+        plant_ctx p = {key, "old copy of " TEST_KEY " here"};
+        nsed_err e = {0};
+
+        ck_assert_msg(store_write(st, plant_fn, &p, &e) == 0, "%s", e.msg);
+    }
+    tctx_init(&c);
+    gw_make(wf, st, &c, NULL);
+    submit(&c, 0, "hello", 0, 0, 1);
+    run(&c, 10);
+    ck_assert(got_tag(&c, 1)->from_ledger);
+    ck_assert_str_eq(got_tag(&c, 1)->content, "old copy of [REDACTED] here");
+    gateway_free(c.gw);
+    store_close(st);
+    log = canned_stop(&cs);
+    free(log);
+    free(resp[0]);
+    tctx_release(&c);
+    workflow_free(wf);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Two models, one key inside the other: the longer goes first, so no
+ * tail of it is left behind. */
+START_TEST(longest_key_redacted_first)
+{
+    char *resp[1], *log;
+    mspec ms[] = {{"short", "any", 1, "    api_key_env: NSED_TEST_KEY\n"},
+                  {"long", "any", 1, "    api_key_env: NSED_TEST_KEY2\n"}};
+    canned cs;
+    workflow *wf;
+    tctx c;
+
+    ck_assert_int_eq(setenv("NSED_TEST_KEY", TEST_KEY, 1), 0);
+    ck_assert_int_eq(setenv("NSED_TEST_KEY2", TEST_KEY "-tail77", 1), 0);
+    resp[0] = http_response(200, NULL,
+                            "{\"choices\":[{\"message\":{\"content\":"
+                            "\"a " TEST_KEY "-tail77 b " TEST_KEY " c\"},"
+                            "\"finish_reason\":\"stop\"}]}");
+    canned_start(&cs, resp, 1);
+    wf = wf_make(cs.url, ms, 2, NULL);
+    tctx_init(&c);
+    gw_make(wf, NULL, &c, NULL);
+    submit(&c, 0, "hello", 0, 0, 0);
+    run(&c, 10);
+    ck_assert_msg(got_tag(&c, 0)->code == 0, "%s", got_tag(&c, 0)->error);
+    ck_assert_str_eq(got_tag(&c, 0)->content, "a [REDACTED] b [REDACTED] c");
+    gateway_free(c.gw);
+    log = canned_stop(&cs);
+    free(log);
+    free(resp[0]);
+    tctx_release(&c);
+    workflow_free(wf);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *su = suite_create("gateway");
@@ -1809,6 +1948,9 @@ Suite *tu_suite(void)
 
     tc = tcase_create("secrets_and_dry_run");
     tcase_add_test(tc, api_key_is_sent_and_never_kept);
+    tcase_add_test(tc, redact_text_replaces_every_key);
+    tcase_add_test(tc, api_key_in_content_is_redacted);
+    tcase_add_test(tc, longest_key_redacted_first);
     tcase_add_test(tc, missing_api_key_is_named);
     tcase_add_test(tc, dry_run_prints_and_sends_nothing);
     suite_add_tcase(su, tc);

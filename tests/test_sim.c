@@ -1613,6 +1613,80 @@ START_TEST(sigterm_ends_hanging_requests)
 }
 END_TEST
 
+/* ---- tests: the echo and prefix knobs (issue 10, items 4-6) ------------- */
+
+static const char echo_yaml[] =
+    "seed: 3\n"
+    "models:\n"
+    "  - {name: echo, echo_authorization: true, reply_prefix: \"PRE\\n\"}\n"
+    "  - {name: prefixed, reply_prefix: \"{\\\"x\\\": 1} \"}\n"
+    "  - {name: quiet}\n";
+
+/* The content of a proposal request to model with an Authorization header
+ * (malloc'd). */
+static char *ask_with_key(const simproc *p, const char *model)
+{
+    char *prompt = question_prompt("What is 2 + 2?");
+    char *body = chat_body(model, prompt), *c;
+    struct curl_slist *h = curl_slist_append(NULL,
+                                             "Content-Type: application/json");
+    hres r;
+
+    h = curl_slist_append(h, "Authorization: Bearer sk-echo-7f3a9c");
+    ck_assert_ptr_nonnull(h);
+    memset(&r, 0, sizeof r);
+    setup_easy(p->curl, p, "POST", "/v1/chat/completions", body, strlen(body),
+               10000, &r, h);
+    r.cc = curl_easy_perform(p->curl);
+    curl_easy_getinfo(p->curl, CURLINFO_RESPONSE_CODE, &r.status);
+    c = content_of(&r);
+    hres_release(&r);
+    curl_slist_free_all(h);
+    free(body);
+    free(prompt);
+    return c;
+}
+
+START_TEST(echo_and_prefix_knobs)
+{
+    static const char echo[] =
+        "Your request said \"Authorization: Bearer sk-echo-7f3a9c\".\n";
+    simproc p;
+    char *c, *a, *err = NULL;
+    cJSON *stats;
+
+    sim_start(&p, echo_yaml);
+    c = ask_with_key(&p, "echo");
+    ck_assert_msg(!strncmp(c, echo, sizeof echo - 1), "got: %s", c);
+    ck_assert_msg(!strncmp(c + sizeof echo - 1, "PRE\n", 4), "got: %s", c);
+    /* the reply itself is still there after it */
+    a = boxed(c);
+    ck_assert_ptr_nonnull(a);
+    free(a);
+    free(c);
+    c = ask_with_key(&p, "prefixed");
+    ck_assert_msg(!strncmp(c, "{\"x\": 1} ", 9), "got: %s", c);
+    ck_assert_ptr_null(strstr(c, "sk-echo"));
+    a = boxed(c);
+    ck_assert_ptr_nonnull(a);
+    free(a);
+    free(c);
+    c = ask_with_key(&p, "quiet");
+    ck_assert_ptr_null(strstr(c, "sk-echo"));
+    ck_assert_ptr_null(strstr(c, "Authorization"));
+    free(c);
+    stats = sim_stop(&p);
+    cJSON_Delete(stats);
+    /* the knob is a boolean */
+    ck_assert_int_eq(run_config("models:\n  - {name: x, echo_authorization: "
+                                "yes}\n",
+                                &err),
+                     2);
+    ck_assert_msg(tu_contains(err, "echo_authorization"), "%s", err);
+    free(err);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("sim");
@@ -1642,6 +1716,9 @@ Suite *tu_suite(void)
     tc = tcase_create("evaluations");
     tcase_add_test(tc, evaluation_covers_all_candidates);
     tcase_add_test(tc, repair_turn_still_sees_candidates);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("echo");
+    tcase_add_test(tc, echo_and_prefix_knobs);
     suite_add_tcase(s, tc);
     tc = tcase_create("faults");
     tcase_add_test(tc, faults_are_observed_then_limited);

@@ -345,3 +345,37 @@ cJSON *json_find_object(const char *text, size_t len, int tries,
     }
     return NULL;
 }
+
+cJSON *json_find_last_object(const char *text, size_t len, int tries,
+                             bool (*want)(const cJSON *obj, void *arg),
+                             void *arg)
+{
+    cJSON *found = NULL;
+    int tried = 0;
+    size_t i = 0;
+
+    while (i < len && tried < tries) {
+        const char *end = NULL;
+        cJSON *o;
+
+        if (text[i] != '{') {
+            i++;
+            continue;
+        }
+        tried++;
+        o = cJSON_ParseWithLengthOpts(text + i, len - i, &end, false);
+        if (!o) {
+            i++;
+            continue;
+        }
+        /* a parsed value starting with '{' is an object ending at end */
+        i = end && end > text + i ? (size_t)(end - text) : i + 1;
+        if (cJSON_IsObject(o) && want(o, arg)) {
+            cJSON_Delete(found);
+            found = o;
+        } else {
+            cJSON_Delete(o);
+        }
+    }
+    return found;
+}

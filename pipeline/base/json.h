@@ -166,4 +166,19 @@ NSED_MUST_CHECK cJSON *
 json_find_object(const char *text, size_t len, int tries, bool from_end,
                  bool (*want)(const cJSON *obj, void *arg), void *arg);
 
+/* The last top-level JSON object in text[0..len) that want accepts. The
+ * text is read from the start: at each '{' a value is parsed as far as it
+ * goes; one that parses is a top-level object, and reading goes on after
+ * its closing '}', so objects nested in it (members, array items, text in
+ * its strings) are never candidates; a '{' that starts no valid object
+ * (prose, LaTeX, a cut-off object) is passed over and reading goes on at
+ * the next byte. At most tries '{' positions are parsed. This is how to
+ * take a reply's own object when the reply may quote others before it:
+ * code fences and prose around objects do not matter. Returns the parsed
+ * object (cJSON_Delete it) or NULL when none is accepted (or memory ran
+ * out). */
+NSED_MUST_CHECK cJSON *
+json_find_last_object(const char *text, size_t len, int tries,
+                      bool (*want)(const cJSON *obj, void *arg), void *arg);
+
 #endif

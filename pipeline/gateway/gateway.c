@@ -740,6 +740,43 @@ static int buffer_record(gateway *gw, const gw_req *r)
     return 0;
 }
 
+/* Replace every configured API key (of any model: a server may echo what
+ * it was sent, and a reply is never stored with a key in it) in a reply's
+ * content and finish reason with "[REDACTED]", the longest keys first, so
+ * that a key which contains a shorter one leaves no part of it behind.
+ * Returns 0 or NSED_ENOMEM (nothing of the reply may then be used). */
+static int redact_keys(const gateway *gw, char **content, char **finish)
+{
+    size_t above = SIZE_MAX;
+    int rc = 0;
+
+    while (!rc) {
+        size_t len = 0;
+
+        /* the longest key length still to do */
+        for (size_t i = 0; i < gw->wf->nmodels; i++) {
+            const char *k = gw->models[i].key;
+            size_t n = k ? strlen(k) : 0;
+
+            if (n < above && n > len)
+                len = n;
+        }
+        if (!len)
+            break;
+        for (size_t i = 0; i < gw->wf->nmodels && !rc; i++) {
+            const char *k = gw->models[i].key;
+
+            if (!k || strlen(k) != len)
+                continue;
+            rc = gw_redact_text(content, k);
+            if (!rc && *finish)
+                rc = gw_redact_text(finish, k);
+        }
+        above = len;
+    }
+    return rc;
+}
+
 static void finish_ok(gateway *gw, gw_req *r, gw_reply *reply, double now)
 {
     gw_model *mm = &gw->models[r->model];
@@ -1162,7 +1199,13 @@ static void on_transfer_done(gateway *gw, gw_req *r, CURLcode cc, double now)
 
     if (ok) {
         breaker_success(gw, mm);
-        finish_ok(gw, r, &reply, now);
+        /* before the reply reaches the ledger, the caller or anything
+         * they store or export */
+        if (redact_keys(gw, &reply.content, &reply.finish_reason))
+            finish_failed(gw, r, NSED_ENOMEM, GATEWAY_ERR_INTERNAL, now,
+                          "out of memory redacting the reply");
+        else
+            finish_ok(gw, r, &reply, now);
         gw_reply_release(&reply);
         return;
     }
@@ -1470,6 +1513,11 @@ static int ledger_lookup(gateway *gw, gw_req *r, nsed_err *err)
         }
         if (!c.found)
             return 0;
+    }
+    /* a record written before replies were redacted may hold a key */
+    if (redact_keys(gw, &c.rec.content, &c.rec.finish_reason)) {
+        ledger_record_release(&c.rec);
+        return nsed_error(err, NSED_ENOMEM, "gateway: out of memory");
     }
     r->from_ledger = true;
     r->code = 0;

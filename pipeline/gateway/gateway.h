@@ -55,7 +55,10 @@
  *     lives only in that model's header list (and in memory to redact it):
  *     it never reaches the store, the dry-run output, stats, logs or error
  *     messages; any occurrence of it in a server's message is replaced by
- *     "[REDACTED]".
+ *     "[REDACTED]", and so is any occurrence of any model's key in a
+ *     reply's content or finish reason, before the reply is recorded in
+ *     the ledger or handed to the caller (a ledger answer too, for records
+ *     written before that rule).
  */
 #ifndef NSED_GATEWAY_H
 #define NSED_GATEWAY_H

@@ -57,6 +57,13 @@ void gw_server_message(const char *body, size_t len, char *out,
  * if the result would not fit. */
 void gw_redact(char *s, size_t cap, const char *secret);
 
+/* Replace every occurrence of secret (when non-NULL and non-empty) in the
+ * malloc'd text *s with "[REDACTED]", without a cap: *s is replaced by a
+ * new malloc'd string and the old one wiped before it is freed. Nothing
+ * changes when secret does not occur. Returns 0, or NSED_ENOMEM with *s
+ * unchanged. */
+NSED_MUST_CHECK int gw_redact_text(char **s, const char *secret);
+
 /* Print the dry-run line for one request: {"model_id", "url",
  * "api_key_env", "ledger_key", "body"}. Returns 0, NSED_EIO or
  * NSED_ENOMEM. */

@@ -2,6 +2,7 @@
  * dry-run line of the gateway. */
 #include "pipeline/gateway/gateway_int.h"
 
+#include "pipeline/base/buf.h"
 #include "pipeline/base/json.h"
 
 #include <cjson/cJSON.h>
@@ -358,6 +359,39 @@ void gw_redact(char *s, size_t cap, const char *secret)
         s[n] = '\0';
         p = s + at + mlen;
     }
+}
+
+int gw_redact_text(char **s, const char *secret)
+{
+    static const char mask[] = "[REDACTED]";
+    const char *from, *hit;
+    size_t slen;
+    buf b;
+    char *out;
+
+    if (!secret || !secret[0] || !*s || !strstr(*s, secret))
+        return 0;
+    slen = strlen(secret);
+    /* the text came through a capped reply buffer; the copy needs no cap
+     * of its own */
+    buf_init(&b, (size_t)-1 / 2);
+    for (from = *s; (hit = strstr(from, secret)) != NULL; from = hit + slen) {
+        if (buf_add(&b, from, (size_t)(hit - from)) || buf_adds(&b, mask))
+            goto nomem;
+    }
+    if (buf_adds(&b, from))
+        goto nomem;
+    out = buf_detach(&b, NULL);
+    if (!out)
+        goto nomem;
+    explicit_bzero(*s, strlen(*s));
+    free(*s);
+    *s = out;
+    return 0;
+nomem:
+    explicit_bzero(b.ptr, b.len);
+    buf_release(&b);
+    return NSED_ENOMEM;
 }
 
 int gw_dry_run_line(FILE *f, const workflow_model *m, const char *url,

@@ -109,6 +109,23 @@ static int get_string(const cfg_ctx *c, const yaml_node_t *n, const char *what,
     return 0;
 }
 
+static int get_bool(const cfg_ctx *c, const yaml_node_t *n, const char *what,
+                    int *out)
+{
+    const char *v;
+    int rc = get_scalar(c, n, what, &v);
+
+    if (rc)
+        return rc;
+    if (!strcmp(v, "true"))
+        *out = 1;
+    else if (!strcmp(v, "false"))
+        *out = 0;
+    else
+        return node_error(c, n, "%s: \"%s\" is not true or false", what, v);
+    return 0;
+}
+
 static int get_double(const cfg_ctx *c, const yaml_node_t *n, const char *what,
                       double lo, double hi, double *out)
 {
@@ -287,9 +304,23 @@ enum {
     MK_NAME, MK_FAMILY, MK_P_GEN, MK_P_VER, MK_SYCOPHANCY, MK_FATIGUE,
     MK_RATE_SKIP, MK_LATENCY, MK_TOKENS, MK_FAULTS
 };
-static const char *const model_keys[] = {
-    "name", "family", "p_gen", "p_ver", "sycophancy", "fatigue", "rate_skip",
-    "latency", "tokens", "faults", NULL};
+/* the knobs of hostile models (tests/test_poison.c) */
+enum { MK_ECHO_AUTHORIZATION = MK_FAULTS + 1, MK_REPLY_PREFIX };
+/* clang-format off: a table, by index */
+static const char *const model_keys[] = {"name",
+                                         "family",
+                                         "p_gen",
+                                         "p_ver",
+                                         "sycophancy",
+                                         "fatigue",
+                                         "rate_skip",
+                                         "latency",
+                                         "tokens",
+                                         "faults",
+                                         "echo_authorization",
+                                         "reply_prefix",
+                                         NULL};
+/* clang-format on */
 
 static int model_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
                       void *arg)
@@ -314,6 +345,11 @@ static int model_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
     case MK_FAULTS:
         return walk_mapping(c, v, "faults", fault_keys, faults_pair,
                             &m->faults);
+    case MK_ECHO_AUTHORIZATION:
+        return get_bool(c, v, "echo_authorization", &m->echo_authorization);
+    case MK_REPLY_PREFIX:
+        return get_string(c, v, "reply_prefix", SIM_PREFIX_MAX,
+                          &m->reply_prefix);
     }
     return node_error(c, v, "internal: unhandled model key");
 }
@@ -332,8 +368,10 @@ static void model_release(sim_model_cfg *m)
 {
     free(m->name);
     free(m->family);
+    free(m->reply_prefix);
     m->name = NULL;
     m->family = NULL;
+    m->reply_prefix = NULL;
 }
 
 static int load_model(const cfg_ctx *c, const yaml_node_t *n, sim_model_cfg *m)

@@ -16,6 +16,7 @@
 #define SIM_CONFIG_MAX_BYTES (1u << 20)
 #define SIM_CONFIG_MAX_MODELS 256
 #define SIM_NAME_MAX 256
+#define SIM_PREFIX_MAX 65536 /* bytes of a reply_prefix */
 
 /* What a request may be made to suffer instead of a healthy answer. */
 typedef enum sim_fault {
@@ -60,6 +61,11 @@ typedef struct sim_model_cfg {
     long completion_tokens; /* mean completion tokens (jitter +-25%) */
     long evaluation_tokens; /* the same for evaluation replies; 0: as
                                completion_tokens */
+    int echo_authorization; /* start every reply with the request's
+                               Authorization header, as a careless or
+                               hostile server might echo a key */
+    char *reply_prefix;     /* NULL, or text every reply starts with (a
+                               hostile model's injection) */
     sim_faults_cfg faults;
 } sim_model_cfg;
 

@@ -687,6 +687,37 @@ static int prompt_text(const chat_req *r, buf *out)
 }
 
 /* Everything after the model is known: answer, fault, latency. */
+/* What a model's config puts before every reply: with echo_authorization
+ * the request's Authorization header (as a server echoing its input would
+ * leak a key), then its reply_prefix. */
+static int decorate_reply(struct MHD_Connection *conn, const sim_model_cfg *mc,
+                          char **content)
+{
+    const char *auth =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                    MHD_HTTP_HEADER_AUTHORIZATION);
+    buf b;
+    int rc = 0;
+
+    if (!mc->echo_authorization && !mc->reply_prefix)
+        return 0;
+    buf_init(&b, SIM_MAX_BODY);
+    if (mc->echo_authorization)
+        rc = buf_printf(&b, "Your request said \"Authorization: %s\".\n",
+                        auth ? auth : "");
+    if (!rc && mc->reply_prefix)
+        rc = buf_adds(&b, mc->reply_prefix);
+    if (!rc)
+        rc = buf_adds(&b, *content);
+    if (rc) {
+        buf_release(&b);
+        return NSED_ENOMEM;
+    }
+    free(*content);
+    *content = buf_detach(&b, NULL);
+    return *content ? 0 : NSED_ENOMEM;
+}
+
 static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
                                   model_state *m, const chat_req *r)
 {
@@ -811,6 +842,8 @@ static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
         tokens = r->max_tokens;
         finish = "length";
     }
+    if (decorate_reply(conn, mc, &content))
+        goto out;
     if (prompt_text(r, &ptext))
         goto out;
     ptokens = prompt_chars / 4 ? (long long)(prompt_chars / 4) : 1;
