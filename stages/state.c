@@ -222,7 +222,8 @@ const char *state_status_name(enum state_status s)
     case STATE_STATUS_DONE: return "done";
     case STATE_STATUS_INCOMPLETE: return "incomplete";
     case STATE_STATUS_DEGRADED: return "degraded";
-    case STATE_STATUS_FAILED: return "failed";
+    case STATE_STATUS_FAILED:
+        return "failed";
     }
     return "?";
 }

@@ -239,7 +239,7 @@ typedef struct state {
     long final_seat;    /* -1 when none */
     int final_round;    /* -1 when none */
     enum state_final_source final_source;
-    char *failure;      /* FAILED: why (one line), else NULL */
+    char *failure;         /* FAILED: why (one line), else NULL */
     char *baseline_answer; /* round-0 majority vote, NULL when no answers */
     size_t baseline_votes;
     state_usage usage;  /* every call of every round so far */

@@ -763,8 +763,9 @@ static void rd_state(json_reader *r, const cJSON *root, const workflow *wf,
     st->round = (int)json_rd_int(r, root, "round", "round", 0, ROUND_MAX);
     st->stage = (enum state_stage)json_rd_enum(
         r, root, "stage", "stage", n_stage, STATE_STAGE_FINISHED + 1);
-    st->status = (enum state_status)json_rd_enum(
-        r, root, "status", "status", n_status, STATE_STATUS_FAILED + 1);
+    st->status = (enum state_status)json_rd_enum(r, root, "status", "status",
+                                                 n_status,
+                                                 STATE_STATUS_FAILED + 1);
     if (cJSON_GetObjectItemCaseSensitive(root, "failure"))
         st->failure = json_rd_str(r, root, "failure", "failure", false);
     if (!r->rc && (st->status == STATE_STATUS_FAILED) != (st->failure != NULL))

@@ -111,10 +111,10 @@ static outcome summary_of(const char *err)
     outcome o = {-1, -1, -1, -1};
     size_t q;
 
-    while (p && sscanf(p, "nsed run: %zu questions: %d done, %d degraded, "
-                          "%d incomplete, %d failed",
-                       &q, &o.done, &o.degraded, &o.incomplete,
-                       &o.failed) != 5)
+    while (p && sscanf(p,
+                       "nsed run: %zu questions: %d done, %d degraded, "
+                       "%d incomplete, %d failed",
+                       &q, &o.done, &o.degraded, &o.incomplete, &o.failed) != 5)
         p = strstr(p + 1, "nsed run: ");
     ck_assert_msg(p, "no summary line in: %s", err);
     return o;
@@ -188,8 +188,8 @@ static void assert_outcome(outcome got, outcome want, const char *what)
 /* status --json's reasons.<kind>.<reason containing needle>, 0 if none. */
 static int reason_count(const cJSON *st, const char *kind, const char *needle)
 {
-    const cJSON *r = cJSON_GetObjectItem(
-        cJSON_GetObjectItem(st, "reasons"), kind);
+    const cJSON *r = cJSON_GetObjectItem(cJSON_GetObjectItem(st, "reasons"),
+                                         kind);
     const cJSON *e;
     int n = 0;
 
@@ -199,11 +199,11 @@ static int reason_count(const cJSON *st, const char *kind, const char *needle)
     return n;
 }
 
-static double model_count(const cJSON *st, const char *model,
-                          const char *field)
+static double model_count(const cJSON *st, const char *model, const char *field)
 {
-    const cJSON *m = cJSON_GetObjectItem(cJSON_GetObjectItem(
-        cJSON_GetObjectItem(st, "deliberation"), "models"), model);
+    const cJSON *m = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(st, "deliberation"), "models"),
+        model);
 
     ck_assert_msg(m, "no deliberation counts for %s", model);
     return tu_jnum(m, field, NULL);
@@ -246,8 +246,8 @@ START_TEST(no_answer_anywhere_fails_every_question)
     double before;
 
     tu_sim_start(&sim, sim_cfg, NULL, NULL);
-    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q,
-              "--store", sdir, "--limit", "8");
+    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
+              sdir, "--limit", "8");
     ck_assert_msg(rc == 3, "run exit %d: %s", rc, err);
     assert_outcome(summary_of(err), want, "summary");
     ck_assert(tu_contains(err, "no extractable answer in any round"));
@@ -257,11 +257,13 @@ START_TEST(no_answer_anywhere_fails_every_question)
     st = tu_nsed_status(sdir);
     assert_outcome(status_of(st), want, "status");
     ck_assert_int_eq(reason_count(st, "failed",
-                                  "no extractable answer in any round"), 8);
+                                  "no extractable answer in any round"),
+                     8);
     lines = export_lines(sdir);
     assert_outcome(export_of(lines), want, "export");
     ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(lines, 0),
-                                         "failure")->valuestring,
+                                         "failure")
+                         ->valuestring,
                      "no extractable answer in any round");
     /* three seats of mute in every round: each proposes (no answer) and
      * evaluates the two others (abstains); no round has a winner */
@@ -273,8 +275,7 @@ START_TEST(no_answer_anywhere_fails_every_question)
     ck_assert_int_eq((int)model_count(st, "mute", "abstained"), 3 * rounds);
     ck_assert_int_eq((int)tu_jnum(st, "deliberation", "winnerless_rounds"),
                      rounds);
-    ck_assert_int_eq((int)tu_jnum(st, "deliberation", "abstained"),
-                     3 * rounds);
+    ck_assert_int_eq((int)tu_jnum(st, "deliberation", "abstained"), 3 * rounds);
     cJSON_Delete(st);
     cJSON_Delete(lines);
 
@@ -293,8 +294,7 @@ START_TEST(no_answer_anywhere_fails_every_question)
 
     /* a rerun skips them: nothing sent, exit 3 again */
     before = tu_sim_stat(&sim, "sim-mute", "requests");
-    rc = NSED(sim.url, &out, &err, "run", wf, "--store", sdir, "--limit",
-              "8");
+    rc = NSED(sim.url, &out, &err, "run", wf, "--store", sdir, "--limit", "8");
     ck_assert_msg(rc == 3, "rerun exit %d: %s", rc, err);
     assert_outcome(summary_of(err), want, "rerun summary");
     ck_assert(tu_sim_stat(&sim, "sim-mute", "requests") == before);
@@ -331,8 +331,8 @@ START_TEST(permanent_error_fails_and_is_retried_only_on_request)
     int rc;
 
     tu_sim_start(&sim, sim_cfg, NULL, NULL);
-    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q,
-              "--store", sdir, "--limit", "5", "--quiet");
+    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
+              sdir, "--limit", "5", "--quiet");
     ck_assert_msg(rc == 3, "run exit %d: %s", rc, err);
     free(out);
     free(err);
@@ -349,13 +349,13 @@ START_TEST(permanent_error_fails_and_is_retried_only_on_request)
     lines = export_lines(sdir);
     assert_outcome(export_of(lines), want, "export");
     ck_assert(tu_contains(cJSON_GetObjectItem(cJSON_GetArrayItem(lines, 0),
-                                              "failure")->valuestring,
+                                              "failure")
+                              ->valuestring,
                           "model nope: HTTP 404"));
     cJSON_Delete(lines);
 
     /* a rerun leaves them alone */
-    rc = NSED(sim.url, &out, &err, "run", wf, "--store", sdir, "--limit",
-              "5");
+    rc = NSED(sim.url, &out, &err, "run", wf, "--store", sdir, "--limit", "5");
     ck_assert_msg(rc == 3, "rerun exit %d: %s", rc, err);
     assert_outcome(summary_of(err), want, "rerun summary");
     ck_assert(tu_sim_stat(&sim, NULL, "rejected") == rejected);
@@ -365,8 +365,8 @@ START_TEST(permanent_error_fails_and_is_retried_only_on_request)
 
     /* --retry-failed asks nope again; alpha's answers come from the
      * ledger */
-    rc = NSED(sim.url, &out, &err, "run", wf, "--store", sdir, "--limit",
-              "5", "--retry-failed");
+    rc = NSED(sim.url, &out, &err, "run", wf, "--store", sdir, "--limit", "5",
+              "--retry-failed");
     ck_assert_msg(rc == 3, "retry exit %d: %s", rc, err);
     assert_outcome(summary_of(err), want, "retry summary");
     ck_assert(tu_contains(err, "0 before"));
@@ -397,7 +397,8 @@ START_TEST(degraded_needs_the_minimum_of_live_seats)
     tu_sim sim;
     char *sim_cfg = write_tmp("sim.yaml", sim_yaml);
     char *dead = one_team("[dead]", 3), *some = one_team("[alpha, beta, "
-                                                          "dead]", 3);
+                                                         "dead]",
+                                                         3);
     char *wf_dead = workflow_yaml(dead, NULL);
     char *wf_some = workflow_yaml(some, NULL);
     char *wf_strict = workflow_yaml(some, "  min_live_seats: 3\n");
@@ -419,7 +420,8 @@ START_TEST(degraded_needs_the_minimum_of_live_seats)
     free(err);
     st = tu_nsed_status(s1);
     assert_outcome(status_of(st), all_incomplete, "outage status");
-    ck_assert_int_eq(reason_count(st, "incomplete", "0 of 3 seats left, "
+    ck_assert_int_eq(reason_count(st, "incomplete",
+                                  "0 of 3 seats left, "
                                   "fewer than rounds.min_live_seats (2)"),
                      4);
     cJSON_Delete(st);
@@ -492,8 +494,8 @@ static const char mixed_teams[] =
 
 START_TEST(mixed_run_counts_agree)
 {
-    static const char *const tags[] = {"ok", "dead", "mute", "ok", "nope",
-                                       "mute", "ok", "dead", "ok", "mute"};
+    static const char *const tags[] = {"ok",   "dead", "mute", "ok", "nope",
+                                       "mute", "ok",   "dead", "ok", "mute"};
     tu_sim sim;
     char *sim_cfg = write_tmp("sim.yaml", sim_yaml);
     char *wf_text = workflow_yaml(mixed_teams, NULL);
@@ -507,15 +509,16 @@ START_TEST(mixed_run_counts_agree)
     int rc, mute_rounds;
 
     for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++)
-        fprintf(f, "{\"id\":\"q%zu\",\"question\":\"What is %zu + 1?\","
-                   "\"answer\":%zu,\"tags\":[\"%s\"]}\n",
+        fprintf(f,
+                "{\"id\":\"q%zu\",\"question\":\"What is %zu + 1?\","
+                "\"answer\":%zu,\"tags\":[\"%s\"]}\n",
                 i, i, i + 1, tags[i]);
     fclose(f);
     tu_write_file(qpath, qs, qlen);
 
     tu_sim_start(&sim, sim_cfg, NULL, NULL);
-    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", qpath,
-              "--store", sdir);
+    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", qpath, "--store",
+              sdir);
     ck_assert_msg(rc == 1, "run exit %d: %s", rc, err);
     sum = summary_of(err);
     assert_outcome(sum, want, "summary");
@@ -530,8 +533,7 @@ START_TEST(mixed_run_counts_agree)
     assert_outcome(export_of(lines), want, "export");
     ck_assert_int_eq(reason_count(st, "failed", "no extractable answer"), 3);
     ck_assert_int_eq(reason_count(st, "failed", "model nope: HTTP 404"), 1);
-    ck_assert_int_eq(reason_count(st, "incomplete", "model dead: HTTP 500"),
-                     2);
+    ck_assert_int_eq(reason_count(st, "incomplete", "model dead: HTTP 500"), 2);
     /* mute sits twice in its team and never answers; alpha and beta
      * always do and never abstain */
     mute_rounds = rounds_of(lines, "mute");

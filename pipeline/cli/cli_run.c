@@ -72,14 +72,14 @@ static void print_summary(const runner_summary *s, const char *dir,
 {
     if (!quiet)
         fprintf(stderr,
-            "nsed run: %zu questions: %zu done, %zu degraded, %zu "
-            "incomplete, %zu failed (%zu finished now, %zu before); %llu "
-            "calls (%llu from the ledger), %lld tokens, $%.4f, %.1f s\n",
-            s->questions, s->done, s->degraded, s->incomplete, s->failed,
-            s->finished, s->already_done, (unsigned long long)s->calls,
-            (unsigned long long)s->ledger_hits,
-            (long long)(s->prompt_tokens + s->completion_tokens), s->cost_usd,
-            s->elapsed_s);
+                "nsed run: %zu questions: %zu done, %zu degraded, %zu "
+                "incomplete, %zu failed (%zu finished now, %zu before); %llu "
+                "calls (%llu from the ledger), %lld tokens, $%.4f, %.1f s\n",
+                s->questions, s->done, s->degraded, s->incomplete, s->failed,
+                s->finished, s->already_done, (unsigned long long)s->calls,
+                (unsigned long long)s->ledger_hits,
+                (long long)(s->prompt_tokens + s->completion_tokens),
+                s->cost_usd, s->elapsed_s);
     if (s->incomplete)
         fprintf(stderr,
                 "nsed run: %zu questions are incomplete; run the same "

@@ -69,7 +69,7 @@ struct gw_req {
     int code;
     enum gateway_error_kind kind;
     long http_status;
-    bool permanent;        /* the failure would repeat (gateway_result) */
+    bool permanent; /* the failure would repeat (gateway_result) */
     char *content;
     char *finish_reason;
     gateway_usage usage;

@@ -47,7 +47,7 @@ typedef struct slot {
     stage_response *resps;
     char **contents;       /* copies of the replies (resps point here) */
     char **errors;
-    bool *permanent;       /* per call: failed for good (gateway.h) */
+    bool *permanent; /* per call: failed for good (gateway.h) */
     call *calls;
     size_t outstanding;    /* calls not answered yet */
     bool dirty;            /* changed since the last commit (apart from
@@ -237,8 +237,7 @@ static int submit_all(struct loop *L, slot *s)
     s->errors = calloc(n, sizeof *s->errors);
     s->permanent = calloc(n, sizeof *s->permanent);
     s->calls = calloc(n, sizeof *s->calls);
-    if (!s->resps || !s->contents || !s->errors || !s->permanent ||
-        !s->calls)
+    if (!s->resps || !s->contents || !s->errors || !s->permanent || !s->calls)
         return nsed_error(L->err, NSED_ENOMEM, "out of memory");
     s->outstanding = n;
     s->phase = SLOT_WAITING;
@@ -427,9 +426,10 @@ static int lost_calls(struct loop *L, slot *s, bool *go_on)
     }
     if (transient == 0 && first_perm < s->reqs.n)
         return fail_question(L, s, strdup(s->errors[first_perm]));
-    if (asprintf(&why, "%zu of %zu seats left, fewer than "
-                 "rounds.min_live_seats (%d)", live, s->st->nseats,
-                 L->wf->rounds.min_live_seats) < 0)
+    if (asprintf(&why,
+                 "%zu of %zu seats left, fewer than "
+                 "rounds.min_live_seats (%d)",
+                 live, s->st->nseats, L->wf->rounds.min_live_seats) < 0)
         return nsed_error(L->err, NSED_ENOMEM, "out of memory");
     rc = leave_incomplete(L, s, why);
     free(why);
@@ -459,9 +459,9 @@ static int step(struct loop *L, slot *s)
         rc = reduce(L, s, s->resps, s->reqs.n);
         slot_clear_calls(s);
         if (question_error(rc))
-            return fail_question(L, s, take_reason(L, rc,
-                                                   state_stage_name(
-                                                       s->st->stage)));
+            return fail_question(L, s,
+                                 take_reason(L, rc,
+                                             state_stage_name(s->st->stage)));
         if (rc)
             return rc;
     }
@@ -469,9 +469,9 @@ static int step(struct loop *L, slot *s)
         rc = stage_plan(s->st, L->wf, &s->reqs);
         if (question_error(rc)) {
             nsed_error(L->err, rc, "cannot plan it: %s", nsed_strerror(rc));
-            return fail_question(L, s, take_reason(L, rc,
-                                                   state_stage_name(
-                                                       s->st->stage)));
+            return fail_question(L, s,
+                                 take_reason(L, rc,
+                                             state_stage_name(s->st->stage)));
         }
         if (rc)
             return nsed_error(L->err, rc, "%s: cannot plan stage %s: %s",
@@ -482,9 +482,9 @@ static int step(struct loop *L, slot *s)
         stage_requests_release(&s->reqs);
         rc = reduce(L, s, NULL, 0);
         if (question_error(rc))
-            return fail_question(L, s, take_reason(L, rc,
-                                                   state_stage_name(
-                                                       s->st->stage)));
+            return fail_question(L, s,
+                                 take_reason(L, rc,
+                                             state_stage_name(s->st->stage)));
         if (rc)
             return rc;
     }
@@ -645,8 +645,8 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
 
         rc = runner_result_outcome(val, vlen, &outcome);
         if (rc) {
-            fr->rc = nsed_error(L->err, rc, "the result of %s is not valid "
-                                "JSON", q->id);
+            fr->rc = nsed_error(L->err, rc, "the result of %s is not valid",
+                                q->id);
             return 1;
         }
         if (outcome != STATE_STATUS_FAILED || !L->opts->retry_failed) {

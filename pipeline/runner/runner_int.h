@@ -54,8 +54,7 @@ int runner_finish_outcome(const workflow *wf, store *st_store, state *st,
  * an answer) reads as failed. Returns 0, or NSED_ESTORE when the record
  * is not valid JSON or has no known status. */
 NSED_MUST_CHECK
-int runner_result_outcome(const void *rec, size_t len,
-                          enum state_status *out);
+int runner_result_outcome(const void *rec, size_t len, enum state_status *out);
 
 /* The same for a parsed record. */
 NSED_MUST_CHECK

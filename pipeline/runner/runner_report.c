@@ -216,8 +216,8 @@ static void visit_decision(report_read *rr, const char *qid,
 static void count_incomplete(runner_report *r, const void *val, size_t len)
 {
     cJSON *m = cJSON_ParseWithLength(val, len);
-    const cJSON *f = cJSON_GetArrayItem(
-        cJSON_GetObjectItemCaseSensitive(m, "failed"), 0);
+    const cJSON *f =
+        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(m, "failed"), 0);
     const char *why = json_str(m, "reason", NULL);
     runner_report_tally *t;
 

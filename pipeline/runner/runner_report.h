@@ -94,11 +94,10 @@ typedef struct runner_report {
     /* The outcomes (runner.h): done, degraded and failed count result
      * records, incomplete the questions with an incomplete marker and no
      * result; in_progress those with only a state. */
-    size_t total, done, degraded, incomplete, failed, in_progress,
-        not_started;
+    size_t total, done, degraded, incomplete, failed, in_progress, not_started;
     runner_report_tallies incomplete_why; /* the markers' reasons */
     runner_report_tallies failed_why;     /* the results' failures */
-    double rounds_mean; /* rounds per question that converge stopped (0
+    double rounds_mean;          /* rounds per question that converge stopped (0
                            when none) */
     runner_report_tallies stops; /* stop reasons of those questions */
 

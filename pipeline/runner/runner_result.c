@@ -271,14 +271,13 @@ typedef struct model_counts {
 } model_counts;
 
 typedef struct round_counts {
-    model_counts *m;    /* wf->nmodels */
-    size_t rounds;      /* rounds aggregated */
-    size_t winnerless;  /* of those, without a winner */
-    size_t answers;     /* proposals with an extractable answer */
+    model_counts *m;   /* wf->nmodels */
+    size_t rounds;     /* rounds aggregated */
+    size_t winnerless; /* of those, without a winner */
+    size_t answers;    /* proposals with an extractable answer */
 } round_counts;
 
-static void count_round(const state *st, const state_round *r,
-                        round_counts *c)
+static void count_round(const state *st, const state_round *r, round_counts *c)
 {
     for (size_t i = 0; i < st->nseats; i++) {
         const state_proposal *p = &r->proposals[i];
@@ -371,8 +370,10 @@ int runner_finish_outcome(const workflow *wf, store *sto, state *st,
     if (c.answers == 0)
         why = strdup("no extractable answer in any round");
     else if (st->final_source == STATE_FINAL_WINNER &&
-             asprintf(&why, "the winner of round %d has no extractable "
-                      "answer", st->final_round) < 0)
+             asprintf(&why,
+                      "the winner of round %d has no extractable "
+                      "answer",
+                      st->final_round) < 0)
         why = NULL;
     else if (st->final_source != STATE_FINAL_WINNER)
         why = strdup("no round had a winner and the last rounds no "
@@ -437,14 +438,16 @@ int runner_result_json(const workflow *wf, store *sto, const state *st,
 
     rc = NSED_ENOMEM;
     if (json_add_item(o, "id", cJSON_CreateString(st->qid)) ||
-        json_add_item(o, "status", cJSON_CreateString(state_status_name(st->status))) ||
+        json_add_item(o, "status",
+                      cJSON_CreateString(state_status_name(st->status))) ||
         json_add_item(o, "failure", str_or_null(st->failure)) ||
         json_add_item(o, "final_answer", str_or_null(st->final_answer)) ||
-        json_add_item(o, "final_source",
+        json_add_item(
+            o, "final_source",
             cJSON_CreateString(state_final_source_name(st->final_source))) ||
         json_add_item(o, "reference", str_or_null(st->reference)) ||
         json_add_item(o, "correct",
-            correct_json(wf, st->final_answer, st->reference)) ||
+                      correct_json(wf, st->final_answer, st->reference)) ||
         json_add_item(o, "winning_response", str_or_null(winning)))
         goto out;
     if (st->final_seat >= 0 && (size_t)st->final_seat < st->nseats) {
