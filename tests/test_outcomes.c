@@ -6,6 +6,8 @@
  * configured behaviour and the export lines, never by the counting code. */
 #include "testutil.h"
 
+#include "stages/seed.h"
+
 #include <check.h>
 #include <stdbool.h>
 #include <cjson/cJSON.h>
@@ -59,6 +61,8 @@ static char *workflow_yaml(const char *teams_yaml, const char *rounds_extra)
         " sampling: {max_tokens: 16}}\n"
         "  - {id: nope, endpoint: \"${NSED_SIM_URL}\", model: sim-nope,"
         " family: nope, max_concurrency: 8, structured_output: true}\n"
+        "  - {id: oracle, endpoint: \"${NSED_SIM_URL}\", model: sim-oracle,"
+        " family: oracle, max_concurrency: 8, structured_output: true}\n"
         "%s"
         "rounds:\n"
         "  min: 1\n"
@@ -560,6 +564,100 @@ START_TEST(mixed_run_counts_agree)
 }
 END_TEST
 
+/* ---- a question a stage cannot process ---------------------------------- */
+
+/* A reply that carries every fence nonce the anonymizer could pick for
+ * its question (computed here by asking seed_fence for the next free
+ * nonce until none is left) used to abort the whole run with exit 2, on
+ * every rerun. Now only that question is affected: the run goes on and
+ * the other questions finish; the hostile one either fails with the
+ * stage's reason (exit 3) or, once fences cannot be forged, finishes. */
+START_TEST(one_hostile_reply_does_not_stop_the_run)
+{
+    tu_sim sim;
+    char *qpath = tu_path(tu_tmp, "q.jsonl"), *sim_cfg = NULL, *sim_text = NULL;
+    char *team = one_team("[oracle, alpha]", 2), *wf_text, *wf;
+    char *sdir = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL;
+    char nonces[256 * TEXT_FENCE_HEX + 1] = "", fence[TEXT_FENCE_HEX + 1];
+    const char *texts[1] = {nonces};
+    const cJSON *l;
+    cJSON *lines, *st;
+    size_t n = 0;
+    int rc, done = 0, hostile = -1;
+    char *qs = NULL;
+
+    while (seed_fence("candidates", 42, "q-hostile", 0, texts, 1, fence) == 0) {
+        ck_assert_uint_lt(n, 256);
+        memcpy(nonces + n * TEXT_FENCE_HEX, fence, TEXT_FENCE_HEX + 1);
+        n++;
+    }
+    ck_assert_uint_eq(n, 256);
+    ck_assert_int_gt(asprintf(&qs,
+                              "{\"id\":\"q-1\",\"question\":\"What is 2 + "
+                              "2?\",\"answer\":4}\n"
+                              "{\"id\":\"q-hostile\",\"question\":\"Say "
+                              "it.\",\"answer\":\"%s\"}\n"
+                              "{\"id\":\"q-3\",\"question\":\"What is 3 + "
+                              "3?\",\"answer\":6}\n",
+                              nonces),
+                     0);
+    tu_write_file(qpath, qs, (size_t)-1);
+    ck_assert_int_gt(asprintf(&sim_text,
+                              "kind: nsed-sim\nseed: 7\nquestions: %s\n"
+                              "models:\n"
+                              "  - {name: sim-alpha, family: alpha}\n"
+                              "  - {name: sim-oracle, family: oracle, p_gen: "
+                              "1.0, p_ver: 1.0}\n",
+                              qpath),
+                     0);
+    sim_cfg = write_tmp("sim.yaml", sim_text);
+    wf_text = workflow_yaml(team, NULL);
+    wf = write_tmp("wf.yaml", wf_text);
+
+    tu_sim_start(&sim, sim_cfg, NULL, NULL);
+    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", qpath, "--store",
+              sdir, "--quiet");
+    ck_assert_msg(rc == 0 || rc == 3, "run exit %d: %s", rc, err);
+    free(out);
+    free(err);
+    lines = export_lines(sdir);
+    ck_assert_int_eq(cJSON_GetArraySize(lines), 3);
+    cJSON_ArrayForEach(l, lines) {
+        const char *id = cJSON_GetObjectItem(l, "id")->valuestring;
+        const char *status = cJSON_GetObjectItem(l, "status")->valuestring;
+
+        if (strcmp(id, "q-hostile") != 0) {
+            done += !strcmp(status, "done");
+            continue;
+        }
+        hostile = !strcmp(status, "failed");
+        if (hostile)
+            ck_assert_msg(
+                tu_contains(
+                    cJSON_GetObjectItem(l, "failure")->valuestring,
+                    "anonymize: question q-hostile round 0: no fence nonce"),
+                "%s", cJSON_GetObjectItem(l, "failure")->valuestring);
+    }
+    ck_assert_int_eq(done, 2);
+    ck_assert_int_ge(hostile, 0);
+    ck_assert_int_eq(rc, hostile ? 3 : 0);
+    st = tu_nsed_status(sdir);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "failed"), hostile);
+    cJSON_Delete(st);
+    cJSON_Delete(lines);
+
+    tu_sim_stop(&sim);
+    free(qs);
+    free(qpath);
+    free(sim_text);
+    free(sim_cfg);
+    free(team);
+    free(wf_text);
+    free(wf);
+    free(sdir);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("outcomes");
@@ -571,6 +669,7 @@ Suite *tu_suite(void)
     tcase_add_test(tc, permanent_error_fails_and_is_retried_only_on_request);
     tcase_add_test(tc, degraded_needs_the_minimum_of_live_seats);
     tcase_add_test(tc, mixed_run_counts_agree);
+    tcase_add_test(tc, one_hostile_reply_does_not_stop_the_run);
     suite_add_tcase(s, tc);
     return s;
 }
