@@ -37,8 +37,8 @@ static state *new_state(const workflow *wf)
                                 {1, "solver", "Say \"why\"."},
                                 {2, "solver", NULL}};
     const char *tags[] = {"arith", "easy"};
-    state_question q = {"q-\xc3\xa9", "What is 2^10?\nShow work.", "1024",
-                        tags, 2};
+    state_question q = {"q-\xc3\xa9", "What is 2^10?\nShow work.", "1024", tags,
+                        2};
     state *st = NULL;
     nsed_err e = {0};
 
@@ -151,8 +151,7 @@ static char *play(const workflow *wf, bool reload, char **rounds)
             r[i].completion_tokens = 7;
             r[i].cost_usd = 0.1 * (double)(i + 1) / 3.0;
         }
-        ck_assert_msg(stage_reduce(st, wf, NULL, r, l.n, &e) == 0, "%s",
-                      e.msg);
+        ck_assert_msg(stage_reduce(st, wf, NULL, r, l.n, &e) == 0, "%s", e.msg);
         for (size_t i = 0; i < l.n; i++)
             free(owned[i]);
         stage_requests_release(&l);
@@ -164,12 +163,12 @@ static char *play(const workflow *wf, bool reload, char **rounds)
             char *again = NULL;
 
             ck_assert_int_eq(state_round_to_json(state_round_get(st, round),
-                                                 st->nseats, &rj), 0);
-            ck_assert_msg(state_round_from_json(rj, strlen(rj), st->nseats,
-                                                &back, &e2) == 0, "%s",
-                          e2.msg);
-            ck_assert_int_eq(state_round_to_json(back, st->nseats, &again),
+                                                 st->nseats, &rj),
                              0);
+            ck_assert_msg(state_round_from_json(rj, strlen(rj), st->nseats,
+                                                &back, &e2) == 0,
+                          "%s", e2.msg);
+            ck_assert_int_eq(state_round_to_json(back, st->nseats, &again), 0);
             ck_assert_str_eq(rj, again);
             ck_assert_int_eq(buf_adds(&archive, rj), 0);
             ck_assert_int_eq(buf_addc(&archive, '\n'), 0);
@@ -204,10 +203,11 @@ START_TEST(resume_after_every_stage_is_exact)
     o = cJSON_Parse(a);
     ck_assert_ptr_nonnull(o);
     ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "final"),
-                                         "answer")->valuestring, "1024");
+                                         "answer")
+                         ->valuestring,
+                     "1024");
     ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(o, "rounds")), 2);
-    ck_assert_int_eq(cJSON_GetObjectItem(o, "v")->valueint,
-                     STATE_JSON_VERSION);
+    ck_assert_int_eq(cJSON_GetObjectItem(o, "v")->valueint, STATE_JSON_VERSION);
     cJSON_Delete(o);
     free(a);
     free(b);
@@ -336,6 +336,42 @@ START_TEST(new_state_validates)
 }
 END_TEST
 
+/* The failed status keeps its reason through a checkpoint, and a reason
+ * without the status (or the status without one) is refused. */
+START_TEST(failed_status_keeps_its_reason)
+{
+    workflow *wf = load_wf();
+    state *st = new_state(wf);
+    char *j, *t;
+
+    st->status = STATE_STATUS_FAILED;
+    st->failure = strdup("model beta: HTTP 400: context length exceeded");
+    st = round_trip(st, wf);
+    ck_assert_int_eq(st->status, STATE_STATUS_FAILED);
+    ck_assert_str_eq(st->failure,
+                     "model beta: HTTP 400: context length exceeded");
+    j = to_json(st);
+    ck_assert(tu_contains(j, "\"status\":\"failed\",\"failure\":\"model "
+                             "beta: HTTP 400"));
+    free(j);
+    state_free(st);
+    /* an active state has no "failure" member at all */
+    st = new_state(wf);
+    j = to_json(st);
+    ck_assert(!tu_contains(j, "failure"));
+    free(j);
+    state_free(st);
+    t = edited(wf, "\"status\":\"active\"", "\"status\":\"failed\"");
+    refuse(wf, t, NSED_EINVAL, "failure: present exactly when");
+    free(t);
+    t = edited(wf, "\"status\":\"active\"",
+               "\"status\":\"active\",\"failure\":\"x\"");
+    refuse(wf, t, NSED_EINVAL, "failure: present exactly when");
+    free(t);
+    workflow_free(wf);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("state");
@@ -345,6 +381,7 @@ Suite *tu_suite(void)
     tcase_add_test(t, fresh_state_round_trips);
     tcase_add_test(t, resume_after_every_stage_is_exact);
     tcase_add_test(t, damaged_json_refused);
+    tcase_add_test(t, failed_status_keeps_its_reason);
     suite_add_tcase(s, t);
     t = tcase_create("lifecycle");
     tcase_add_test(t, new_state_validates);
