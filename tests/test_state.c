@@ -37,8 +37,8 @@ static state *new_state(const workflow *wf)
                                 {1, "solver", "Say \"why\"."},
                                 {2, "solver", NULL}};
     const char *tags[] = {"arith", "easy"};
-    state_question q = {"q-\xc3\xa9", "What is 2^10?\nShow work.", "1024", tags,
-                        2};
+    state_question q = {"q-\xc3\xa9", "What is 2^10?\nShow work.", "1024",
+                        tags, 2};
     state *st = NULL;
     nsed_err e = {0};
 
@@ -151,7 +151,8 @@ static char *play(const workflow *wf, bool reload, char **rounds)
             r[i].completion_tokens = 7;
             r[i].cost_usd = 0.1 * (double)(i + 1) / 3.0;
         }
-        ck_assert_msg(stage_reduce(st, wf, NULL, r, l.n, &e) == 0, "%s", e.msg);
+        ck_assert_msg(stage_reduce(st, wf, NULL, r, l.n, &e) == 0, "%s",
+                      e.msg);
         for (size_t i = 0; i < l.n; i++)
             free(owned[i]);
         stage_requests_release(&l);
@@ -163,12 +164,12 @@ static char *play(const workflow *wf, bool reload, char **rounds)
             char *again = NULL;
 
             ck_assert_int_eq(state_round_to_json(state_round_get(st, round),
-                                                 st->nseats, &rj),
-                             0);
+                                                 st->nseats, &rj), 0);
             ck_assert_msg(state_round_from_json(rj, strlen(rj), st->nseats,
-                                                &back, &e2) == 0,
-                          "%s", e2.msg);
-            ck_assert_int_eq(state_round_to_json(back, st->nseats, &again), 0);
+                                                &back, &e2) == 0, "%s",
+                          e2.msg);
+            ck_assert_int_eq(state_round_to_json(back, st->nseats, &again),
+                             0);
             ck_assert_str_eq(rj, again);
             ck_assert_int_eq(buf_adds(&archive, rj), 0);
             ck_assert_int_eq(buf_addc(&archive, '\n'), 0);
@@ -203,11 +204,10 @@ START_TEST(resume_after_every_stage_is_exact)
     o = cJSON_Parse(a);
     ck_assert_ptr_nonnull(o);
     ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "final"),
-                                         "answer")
-                         ->valuestring,
-                     "1024");
+                                         "answer")->valuestring, "1024");
     ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(o, "rounds")), 2);
-    ck_assert_int_eq(cJSON_GetObjectItem(o, "v")->valueint, STATE_JSON_VERSION);
+    ck_assert_int_eq(cJSON_GetObjectItem(o, "v")->valueint,
+                     STATE_JSON_VERSION);
     cJSON_Delete(o);
     free(a);
     free(b);
