@@ -116,8 +116,12 @@ static void count_result(report_read *rr, const cJSON *res)
         if ((t = tally_get(&r->stops, stop)))
             t->n++;
     }
-    /* a result has a boolean "correct" only when it has a reference */
-    if (!cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(res, "correct")))
+    /* a result has a boolean "correct" only when it has a reference;
+     * accuracy is over the questions a stopping rule stopped, as a
+     * question a permanent error stopped has no round-0 baselines to
+     * compare (it counts as failed) */
+    if (!cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(res, "correct")) ||
+        !stop || strcmp(stop, "none") == 0)
         return;
     r->with_ref++;
     r->correct += (size_t)json_bool(res, "correct", false);
