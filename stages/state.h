@@ -24,6 +24,8 @@
  * Numbers round-trip exactly (doubles are printed with up to 17 digits;
  * token counts are exact up to 2^53); the run seed is a hex string.
  * state_from_json(state_to_json(s)) prints back to the identical text.
+ * "failure" is written only for a failed state, so the states of
+ * questions that never failed print as before it existed.
  */
 #ifndef NSED_STAGES_STATE_H
 #define NSED_STAGES_STATE_H

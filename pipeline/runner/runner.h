@@ -134,8 +134,8 @@ typedef struct runner_summary {
  * runner prints nothing itself: what is worth saying goes through
  * opts->on_progress and opts->on_event (and, in a dry run, the requests to
  * opts->dry_run). Returns 0 when the loop ran to its end (some questions
- * may be incomplete: see sum->incomplete; sum->interrupted when stop_fd
- * stopped it); NSED_EINVAL for a workflow the runner cannot apply;
+ * may be incomplete or failed: see sum->incomplete and sum->failed;
+ * sum->interrupted when stop_fd stopped it); NSED_EINVAL for a workflow the runner cannot apply;
  * NSED_ESTORE / NSED_EIO when the store fails (everything committed
  * before stays); NSED_ENET when the gateway cannot be set up; NSED_ENOMEM;
  * NSED_EINTERNAL for a bug (questions that can make no progress). *sum is
