@@ -117,6 +117,7 @@ void state_free(state *st)
     state_carry_release(&st->carry, st->nseats);
     free(st->final_answer);
     free(st->baseline_answer);
+    free(st->failure);
     free(st);
 }
 
@@ -221,6 +222,8 @@ const char *state_status_name(enum state_status s)
     case STATE_STATUS_DONE: return "done";
     case STATE_STATUS_INCOMPLETE: return "incomplete";
     case STATE_STATUS_DEGRADED: return "degraded";
+    case STATE_STATUS_FAILED:
+        return "failed";
     }
     return "?";
 }

@@ -26,6 +26,8 @@
  * state_from_json(state_to_json(s)) prints back to the identical text.
  * The "truncated" flags of proposals and evaluations are written only when
  * set, so records written before they existed read back unchanged.
+ * "failure" is written only for a failed state, so the states of
+ * questions that never failed print as before it existed.
  */
 #ifndef NSED_STAGES_STATE_H
 #define NSED_STAGES_STATE_H
@@ -59,12 +61,15 @@ enum state_stage {
 /* Where a question stands. ACTIVE until converge stops it; then, in this
  * order of precedence: DEGRADED when any seat was lost to infrastructure
  * in any round (see state.missing), INCOMPLETE when no answer came out,
- * DONE otherwise. */
+ * DONE otherwise. The runner (not a stage) decides FAILED: a question that
+ * finished without a final answer, or that a permanent error or input it
+ * cannot process stopped for good; state.failure then says why. */
 enum state_status {
     STATE_STATUS_ACTIVE,
     STATE_STATUS_DONE,
     STATE_STATUS_INCOMPLETE,
     STATE_STATUS_DEGRADED,
+    STATE_STATUS_FAILED,
 };
 
 enum state_proposal_status {
@@ -243,6 +248,7 @@ typedef struct state {
     long final_seat;    /* -1 when none */
     int final_round;    /* -1 when none */
     enum state_final_source final_source;
+    char *failure;         /* FAILED: why (one line), else NULL */
     char *baseline_answer; /* round-0 majority vote, NULL when no answers */
     size_t baseline_votes;
     state_usage usage;  /* every call of every round so far */

@@ -266,6 +266,8 @@ int state_to_json(const state *st, char **out)
     key_num(&w, "round", st->round);
     key_str(&w, "stage", state_stage_name(st->stage));
     key_str(&w, "status", state_status_name(st->status));
+    if (st->failure) /* only then, so older states print back the same */
+        key_str(&w, "failure", st->failure);
     jsonw_key(&w, "missing");
     jsonw_array_begin(&w);
     for (size_t i = 0; i < st->nseats; i++)
@@ -783,8 +785,14 @@ static void rd_state(json_reader *r, const cJSON *root, const workflow *wf,
     st->round = (int)json_rd_int(r, root, "round", "round", 0, ROUND_MAX);
     st->stage = (enum state_stage)json_rd_enum(
         r, root, "stage", "stage", n_stage, STATE_STAGE_FINISHED + 1);
-    st->status = (enum state_status)json_rd_enum(
-        r, root, "status", "status", n_status, STATE_STATUS_DEGRADED + 1);
+    st->status = (enum state_status)json_rd_enum(r, root, "status", "status",
+                                                 n_status,
+                                                 STATE_STATUS_FAILED + 1);
+    if (cJSON_GetObjectItemCaseSensitive(root, "failure"))
+        st->failure = json_rd_str(r, root, "failure", "failure", false);
+    if (!r->rc && (st->status == STATE_STATUS_FAILED) != (st->failure != NULL))
+        json_rd_fail(r, NSED_EINVAL, "failure",
+                     "present exactly when the status is failed");
     a = json_rd_arr(r, root, "missing", "missing", false, (size_t)-1);
     cJSON_ArrayForEach(x, a) {
         int64_t s =

@@ -256,6 +256,7 @@ typedef struct got {
     double latency;
     int attempts;
     bool from_ledger;
+    bool permanent;
     char *error;
     size_t model;
     uint8_t key[HASH_LEN];
@@ -331,6 +332,7 @@ static void on_done(const gateway_result *r, void *user)
     g->latency = r->latency_s;
     g->attempts = r->attempts;
     g->from_ledger = r->from_ledger;
+    g->permanent = r->permanent;
     ck_assert_ptr_nonnull(r->error);
     g->error = strdup(r->error);
     g->model = r->model;
@@ -1902,6 +1904,88 @@ START_TEST(longest_key_redacted_first)
 }
 END_TEST
 
+/* ---- which failures are permanent (issue 10) ---------------------------- */
+
+START_TEST(permanent_statuses_and_bodies)
+{
+    static const char ctx[] = "{\"error\":{\"message\":\"This model's "
+                              "Maximum Context Length is 4096 tokens\"}}";
+
+    for (long st = 100; st < 600; st++)
+        ck_assert_msg(gateway_status_permanent(st) ==
+                          (st == 400 || st == 401 || st == 403 || st == 404 ||
+                           st == 413 || st == 422),
+                      "status %ld", st);
+    ck_assert(gw_body_permanent(ctx, strlen(ctx)));
+    ck_assert(gw_body_permanent("{\"error\":{\"type\":"
+                                "\"exceed_context_size_error\"}}",
+                                44));
+    ck_assert(gw_body_permanent("x\"code\":\"model_not_found\"", 26));
+    ck_assert(!gw_body_permanent("{\"error\":{\"message\":\"busy\"}}", 29));
+    /* the marker must lie within the first 8 KiB */
+    {
+        char *big = malloc(9000);
+
+        memset(big, ' ', 9000);
+        memcpy(big + 8500, "context_length_exceeded", 23);
+        ck_assert(!gw_body_permanent(big, 9000));
+        ck_assert(gw_body_permanent(big + 1000, 8000));
+        free(big);
+    }
+}
+END_TEST
+
+/* What a caller is told: 400, 401 and a 500 saying the prompt passes the
+ * context are permanent (one attempt each); a 405 is not retried either
+ * but is not permanent; a 503 is retried and not permanent. */
+START_TEST(permanent_failures_are_flagged)
+{
+    static const char *const bodies[] = {
+        "{\"error\":{\"message\":\"prompt too long\"}}",
+        "{\"error\":{\"message\":\"bad key\"}}",
+        "{\"error\":{\"message\":\"context length exceeded\"}}",
+        "{\"error\":{\"message\":\"no\"}}",
+        "{\"error\":{\"message\":\"busy\"}}",
+    };
+    static const int status[] = {400, 401, 500, 405, 503};
+    static const bool want[] = {true, true, true, false, false};
+    static const int attempts[] = {1, 1, 1, 1, 2};
+    char *resp[6];
+    canned cs;
+    mspec ms[] = {{"m", "any", 1, NULL}};
+    workflow *wf;
+    tctx c;
+
+    for (size_t i = 0; i < 5; i++)
+        resp[i] = http_response(status[i], NULL, bodies[i]);
+    resp[5] = http_response(503, NULL, bodies[4]);
+    canned_start(&cs, resp, 6);
+    wf = wf_make(cs.url, ms, 1,
+                 "gateway:\n  retry: {max_attempts: 2, base_delay_ms: 1, "
+                 "max_delay_ms: 2}\n");
+    tctx_init(&c);
+    gw_make(wf, NULL, &c, NULL);
+    for (int i = 0; i < 5; i++) {
+        char text[32];
+
+        snprintf(text, sizeof text, "question %d", i);
+        submit(&c, 0, text, 0, 0, i);
+        run(&c, 10);
+        ck_assert_int_eq(got_tag(&c, i)->code, NSED_ENET);
+        ck_assert_int_eq(got_tag(&c, i)->status, status[i]);
+        ck_assert_msg(got_tag(&c, i)->permanent == want[i], "status %d",
+                      status[i]);
+        ck_assert_int_eq(got_tag(&c, i)->attempts, attempts[i]);
+    }
+    gateway_free(c.gw);
+    free(canned_stop(&cs));
+    for (size_t i = 0; i < 6; i++)
+        free(resp[i]);
+    tctx_release(&c);
+    workflow_free(wf);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *su = suite_create("gateway");
@@ -1932,6 +2016,8 @@ Suite *tu_suite(void)
     tcase_add_test(tc, bad_bodies_are_errors_not_crashes);
     tcase_add_test(tc, oversized_and_redirected_replies_fail);
     tcase_add_test(tc, connection_refused_is_retried_then_fails);
+    tcase_add_test(tc, permanent_statuses_and_bodies);
+    tcase_add_test(tc, permanent_failures_are_flagged);
     suite_add_tcase(su, tc);
 
     tc = tcase_create("circuit_breaker");

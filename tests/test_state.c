@@ -336,6 +336,42 @@ START_TEST(new_state_validates)
 }
 END_TEST
 
+/* The failed status keeps its reason through a checkpoint, and a reason
+ * without the status (or the status without one) is refused. */
+START_TEST(failed_status_keeps_its_reason)
+{
+    workflow *wf = load_wf();
+    state *st = new_state(wf);
+    char *j, *t;
+
+    st->status = STATE_STATUS_FAILED;
+    st->failure = strdup("model beta: HTTP 400: context length exceeded");
+    st = round_trip(st, wf);
+    ck_assert_int_eq(st->status, STATE_STATUS_FAILED);
+    ck_assert_str_eq(st->failure,
+                     "model beta: HTTP 400: context length exceeded");
+    j = to_json(st);
+    ck_assert(tu_contains(j, "\"status\":\"failed\",\"failure\":\"model "
+                             "beta: HTTP 400"));
+    free(j);
+    state_free(st);
+    /* an active state has no "failure" member at all */
+    st = new_state(wf);
+    j = to_json(st);
+    ck_assert(!tu_contains(j, "failure"));
+    free(j);
+    state_free(st);
+    t = edited(wf, "\"status\":\"active\"", "\"status\":\"failed\"");
+    refuse(wf, t, NSED_EINVAL, "failure: present exactly when");
+    free(t);
+    t = edited(wf, "\"status\":\"active\"",
+               "\"status\":\"active\",\"failure\":\"x\"");
+    refuse(wf, t, NSED_EINVAL, "failure: present exactly when");
+    free(t);
+    workflow_free(wf);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("state");
@@ -345,6 +381,7 @@ Suite *tu_suite(void)
     tcase_add_test(t, fresh_state_round_trips);
     tcase_add_test(t, resume_after_every_stage_is_exact);
     tcase_add_test(t, damaged_json_refused);
+    tcase_add_test(t, failed_status_keeps_its_reason);
     suite_add_tcase(s, t);
     t = tcase_create("lifecycle");
     tcase_add_test(t, new_state_validates);

@@ -36,8 +36,11 @@ static const char run_usage[] =
     "                           the sum of the models' max_concurrency)\n"
     "      --allow-degraded     when a model cannot be reached after every\n"
     "                           retry, go on without its seat and flag the\n"
-    "                           question degraded (default: leave it\n"
-    "                           incomplete for the next run to resume)\n"
+    "                           question degraded while the workflow's\n"
+    "                           rounds.min_live_seats remain (default:\n"
+    "                           leave it incomplete for the next run)\n"
+    "      --retry-failed       run the questions that failed for good\n"
+    "                           again (by default a rerun skips them)\n"
     "      --dry-run            print the requests the next stage would send\n"
     "                           (one JSON line each, API keys left out) and\n"
     "                           send nothing\n"
@@ -59,28 +62,40 @@ static const char run_usage[] =
     "\n"
     "Ctrl-C (or SIGTERM) stops after committing what is finished.\n"
     "\n"
-    "Exit status: 0 every question finished, 1 some were left incomplete\n"
+    "Each question ends done (a final answer, every seat served), degraded\n"
+    "(a final answer, seats lost: --allow-degraded), incomplete (a transient\n"
+    "failure: the same command resumes it) or failed (no usable answer, a\n"
+    "permanent error such as HTTP 400/401/403/404 or a prompt over the\n"
+    "context, or input nsed cannot process; nsed status says why).\n"
+    "\n"
+    "Exit status: 0 every question done or degraded, 1 some incomplete\n"
     "(run the same command again) or a runtime failure, 2 bad input,\n"
-    "130 interrupted (run the same command again).\n";
+    "3 none incomplete but some failed, 130 interrupted (run the same\n"
+    "command again).\n";
 
 static void print_summary(const runner_summary *s, const char *dir,
                           int quiet)
 {
     if (!quiet)
         fprintf(stderr,
-            "nsed run: %zu questions: %zu finished now (%zu degraded), %zu "
-            "finished before, %zu incomplete; %llu calls (%llu from the "
-            "ledger), %lld tokens, $%.4f, %.1f s\n",
-            s->questions, s->finished, s->degraded, s->already_done,
-            s->incomplete, (unsigned long long)s->calls,
-            (unsigned long long)s->ledger_hits,
-            (long long)(s->prompt_tokens + s->completion_tokens), s->cost_usd,
-            s->elapsed_s);
+                "nsed run: %zu questions: %zu done, %zu degraded, %zu "
+                "incomplete, %zu failed (%zu finished now, %zu before); %llu "
+                "calls (%llu from the ledger), %lld tokens, $%.4f, %.1f s\n",
+                s->questions, s->done, s->degraded, s->incomplete, s->failed,
+                s->finished, s->already_done, (unsigned long long)s->calls,
+                (unsigned long long)s->ledger_hits,
+                (long long)(s->prompt_tokens + s->completion_tokens),
+                s->cost_usd, s->elapsed_s);
     if (s->incomplete)
         fprintf(stderr,
                 "nsed run: %zu questions are incomplete; run the same "
                 "command again to resume them (see nsed status --store %s)\n",
                 s->incomplete, dir);
+    if (s->failed)
+        fprintf(stderr,
+                "nsed run: %zu questions failed (nsed status --store %s says "
+                "why); a rerun skips them unless --retry-failed\n",
+                s->failed, dir);
 }
 
 /* How progress reaches stderr: redrawn in place on a terminal; on a pipe
@@ -205,6 +220,7 @@ int cli_run(int argc, char **argv)
         {"seed", required_argument, NULL, 'S'},
         {"max-active", required_argument, NULL, 'M'},
         {"allow-degraded", no_argument, NULL, 'D'},
+        {"retry-failed", no_argument, NULL, 'F'},
         {"dry-run", no_argument, NULL, 'R'},
         {"allow-workflow-change", no_argument, NULL, 'A'},
         {"telemetry", required_argument, NULL, 'T'},
@@ -274,6 +290,9 @@ int cli_run(int argc, char **argv)
             break;
         case 'D':
             ro.allow_degraded = true;
+            break;
+        case 'F':
+            ro.retry_failed = true;
             break;
         case 'R':
             ro.dry_run = stdout;
@@ -369,5 +388,8 @@ out:
         return 1;
     if (rc)
         return cli_fail(&err);
-    return sum.interrupted ? 130 : 0;
+    if (sum.interrupted)
+        return 130;
+    /* none incomplete (that was 1 above) but some failed for good */
+    return !ro.dry_run && sum.failed ? 3 : 0;
 }

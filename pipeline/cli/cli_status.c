@@ -16,9 +16,13 @@ static const char status_usage[] =
     "usage: nsed status --store DIR [--json] [--telemetry-out FILE]\n"
     "\n"
     "Show where a run stands: the workflow it is bound to; questions done,\n"
-    "in progress, incomplete (a model could not be reached: run again to\n"
-    "resume) and degraded (finished without a seat); rounds used and why\n"
-    "questions stopped; accuracy where references exist, next to the\n"
+    "degraded (finished without a seat), incomplete (a transient failure:\n"
+    "run again to resume), failed (for good: no usable answer, a permanent\n"
+    "error; nsed run --retry-failed runs them again), in progress and not\n"
+    "started, with the reasons of the incomplete and failed ones; rounds\n"
+    "used and why questions stopped; abstentions, rounds without a winner\n"
+    "and proposals without an answer, per model; accuracy where\n"
+    "references exist, next to the\n"
     "round-0 baselines (each model alone, and the majority vote of their\n"
     "round-0 answers); calls, tokens and cost; per-model latency and errors;\n"
     "the broker's choices (how often each model was chosen or excluded,\n"
@@ -157,6 +161,41 @@ static void print_models(const runner_report *r)
     }
 }
 
+/* One reason per line with its count, under label. */
+static void print_reasons(const char *label, const runner_report_tallies *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        printf("%-11s %zu %s\n", i ? "" : label, t->items[i].n,
+               t->items[i].name);
+}
+
+/* "label: k of n noun (model k/n, ...)" over the per-model tallies. */
+static void print_share(const char *label, const char *noun,
+                        const runner_report_tallies *part,
+                        const runner_report_tallies *whole)
+{
+    size_t k = 0, n = 0;
+
+    for (size_t i = 0; i < whole->n; i++) {
+        k += part->items[i].n;
+        n += whole->items[i].n;
+    }
+    printf("%-11s %zu of %zu %s (", label, k, n, noun);
+    for (size_t i = 0; i < whole->n; i++)
+        printf("%s%s %zu/%zu", i ? ", " : "", whole->items[i].name,
+               part->items[i].n, whole->items[i].n);
+    printf(")\n");
+}
+
+static void print_deliberation(const runner_report *r)
+{
+    if (!r->rounds && !r->proposals.n)
+        return;
+    printf("no winner:  %zu of %zu rounds\n", r->winnerless, r->rounds);
+    print_share("abstained:", "evaluations", &r->abstained, &r->evaluations);
+    print_share("no answer:", "proposals", &r->no_answer, &r->proposals);
+}
+
 static void print_text(const runner_report *r)
 {
     printf("store:      %s\n", r->store);
@@ -169,11 +208,14 @@ static void print_text(const runner_report *r)
     } else {
         printf("workflow:   (not bound yet)\n");
     }
-    printf("questions:  %zu: %zu done (%zu degraded), %zu in progress, %zu "
-           "incomplete, %zu not started\n",
-           r->total, r->done, r->degraded, r->in_progress, r->incomplete,
-           r->not_started);
-    if (r->done) {
+    printf("questions:  %zu: %zu done, %zu degraded, %zu incomplete, %zu "
+           "failed, %zu in progress, %zu not started\n",
+           r->total, r->done, r->degraded, r->incomplete, r->failed,
+           r->in_progress, r->not_started);
+    print_reasons("incomplete:", &r->incomplete_why);
+    print_reasons("failed:", &r->failed_why);
+    print_deliberation(r);
+    if (r->stops.n) {
         printf("rounds:     %.2f on average; stopped by", r->rounds_mean);
         for (size_t i = 0; i < r->stops.n; i++)
             printf("%s %s %zu", i ? "," : "", r->stops.items[i].name,

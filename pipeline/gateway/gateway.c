@@ -70,6 +70,7 @@ struct gw_req {
     int code;
     enum gateway_error_kind kind;
     long http_status;
+    bool permanent; /* the failure would repeat (gateway_result) */
     char *content;
     char *finish_reason;
     gateway_usage usage;
@@ -1088,6 +1089,7 @@ static bool classify(gateway *gw, gw_req *r, CURLcode cc, gw_reply *reply,
     long status = 0;
 
     *permanent = false;
+    r->permanent = false;
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
     r->http_status = status;
     if (r->too_big) {
@@ -1144,6 +1146,13 @@ static bool classify(gateway *gw, gw_req *r, CURLcode cc, gw_reply *reply,
         return false;
     }
     gw_server_message(r->resp.ptr, r->resp.len, smsg, sizeof smsg);
+    /* A request the server will refuse again fails the question for good
+     * (gateway_result.permanent); a prompt over the context is that even
+     * when a server reports it as a 5xx. */
+    r->permanent = gateway_status_permanent(status) ||
+                   gw_body_permanent(r->resp.ptr, r->resp.len);
+    if (r->permanent)
+        *permanent = true;
     switch (status) {
     case 408:
     case 500:
@@ -1367,6 +1376,7 @@ static void deliver(gateway *gw)
         res.attempts = r->from_ledger ? r->recorded_attempts : r->attempts;
         res.from_ledger = r->from_ledger;
         res.error = r->error;
+        res.permanent = r->code != 0 && r->permanent;
         res.model = r->model;
         memcpy(res.key, r->key, HASH_LEN);
         r->fn(&res, r->user);

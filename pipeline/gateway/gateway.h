@@ -32,8 +32,12 @@
  *     request gives up after retry_max_attempts attempts, after
  *     GATEWAY_MAX_MALFORMED attempts that got an unusable 2xx body, or
  *     when retry_max_total_s have passed since its clock started. Other
- *     4xx (and other 5xx) are permanent: one attempt, and the result
- *     carries the server's error.message.
+ *     4xx (and other 5xx), and any error body saying the prompt passes
+ *     the model's context or the model is unknown, are not retried: one
+ *     attempt, and the result carries the server's error.message. Of
+ *     those, gateway_result.permanent marks the ones that would fail the
+ *     same way on every later run (gateway_status_permanent and such
+ *     bodies), as opposed to configuration trouble a user may fix.
  *   - Circuit breaker per model. After breaker_failures consecutive failed
  *     attempts (retryable kinds only) the model is paused for
  *     breaker_cooldown_s: its queued and retrying requests wait without
@@ -117,6 +121,13 @@ enum gateway_error_kind {
 /* Static lower-case name of a kind ("timeout", "rate_limit", ...). */
 const char *gateway_error_kind_name(enum gateway_error_kind k);
 
+/* True for the HTTP statuses that say the request itself is wrong and
+ * will be refused again however often it is sent: 400 (bad request, e.g.
+ * the prompt passes the context), 401 and 403 (the key), 404 (unknown
+ * model or path), 413 (body too large), 422 (unprocessable). A caller
+ * should not retry such a call on its own (gateway_result.permanent). */
+bool gateway_status_permanent(long http_status);
+
 /* A chat message (role and content, both non-NULL). */
 typedef ledger_message gateway_message;
 
@@ -174,6 +185,12 @@ typedef struct gateway_result {
     bool from_ledger;      /* answered from the ledger, nothing sent */
     const char *error;     /* "" on success; otherwise a one-line message
                               naming the model, never holding the key */
+    bool permanent;        /* the failure is a property of the request,
+                              so sending it again gets the same answer
+                              (gateway_status_permanent, or a body saying
+                              the prompt passes the model's context or the
+                              model is unknown); false on success and for
+                              every transient or configuration failure */
     size_t model;          /* the request's model index */
     uint8_t key[HASH_LEN]; /* the request's ledger key */
 } gateway_result;

@@ -52,6 +52,14 @@ NSED_MUST_CHECK int gw_parse_reply(const char *body, size_t len, gw_reply *out,
 void gw_server_message(const char *body, size_t len, char *out,
                        size_t outlen);
 
+/* True when an error body says the request can never succeed whatever
+ * its status: the prompt passes the model's context (OpenAI's
+ * "context_length_exceeded", vLLM's "maximum context length", llama.cpp's
+ * "exceed_context_size_error" / "exceeds the available context size") or
+ * the model is unknown ("model_not_found"). Reads at most the first 8 KiB,
+ * case-insensitively. */
+bool gw_body_permanent(const char *body, size_t len);
+
 /* Replace every occurrence of secret (when non-NULL and non-empty) in the
  * NUL-terminated text s (of buffer size cap) with "[REDACTED]", truncating
  * if the result would not fit. */

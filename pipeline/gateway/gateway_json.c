@@ -6,6 +6,7 @@
 #include "pipeline/base/json.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -300,6 +301,53 @@ static void clean_copy(const char *s, size_t n, char *out, size_t outlen)
         o--;
     if (outlen)
         out[o] = '\0';
+}
+
+bool gateway_status_permanent(long http_status)
+{
+    switch (http_status) {
+    case 400:
+    case 401:
+    case 403:
+    case 404:
+    case 413:
+    case 422:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* True when needle (lower case) occurs in the n bytes at h, ignoring the
+ * case of h. */
+static bool has_ci(const char *h, size_t n, const char *needle)
+{
+    size_t m = strlen(needle);
+
+    for (size_t i = 0; m <= n && i <= n - m; i++) {
+        size_t k = 0;
+
+        while (k < m && tolower((unsigned char)h[i + k]) == needle[k])
+            k++;
+        if (k == m)
+            return true;
+    }
+    return false;
+}
+
+bool gw_body_permanent(const char *body, size_t len)
+{
+    static const char *const markers[] = {
+        "context_length_exceeded", "maximum context length",
+        "exceed_context_size",     "exceeds the available context",
+        "context length exceeded", "model_not_found",
+    };
+    size_t n = len < 8192 ? len : 8192;
+
+    for (size_t i = 0; i < sizeof markers / sizeof markers[0]; i++)
+        if (has_ci(body, n, markers[i]))
+            return true;
+    return false;
 }
 
 void gw_server_message(const char *body, size_t len, char *out,

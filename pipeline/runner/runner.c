@@ -47,6 +47,7 @@ typedef struct slot {
     stage_response *resps;
     char **contents;       /* copies of the replies (resps point here) */
     char **errors;
+    bool *permanent; /* per call: failed for good (gateway.h) */
     call *calls;
     size_t outstanding;    /* calls not answered yet */
     size_t answered;       /* calls answered in this run (for the ETA) */
@@ -56,6 +57,10 @@ typedef struct slot {
     char *result_json;
     char *marker_json;
     char *marker_error;    /* why it is incomplete (for the log) */
+    char *fail_reason;     /* a per-question failure found while calls
+                              were still out: fail once they are in */
+    bool drop_result;      /* --retry-failed: delete the failed result at
+                              the next commit */
     archived *rounds;      /* rounds decided since the last commit */
     size_t nrounds;
     char *state_json;      /* serialized at commit time */
@@ -110,8 +115,10 @@ static void slot_clear_calls(slot *s)
     }
     free(s->contents);
     free(s->errors);
+    free(s->permanent);
     free(s->resps);
     free(s->calls);
+    s->permanent = NULL;
     s->contents = s->errors = NULL;
     s->resps = NULL;
     s->calls = NULL;
@@ -158,6 +165,7 @@ static void slot_free(slot *s)
     free(s->result_json);
     free(s->marker_json);
     free(s->marker_error);
+    free(s->fail_reason);
     free(s->broker_record);
     runner_qctx_release(&s->qctx);
     free(s->qid);
@@ -188,6 +196,7 @@ static void on_result(const gateway_result *res, void *user)
         r->infra = !r->ok;
     } else {
         s->errors[c->idx] = strdup(res->error ? res->error : "call failed");
+        s->permanent[c->idx] = res->permanent;
         r->ok = false;
         /* an optional call (a repair) that fails loses no seat: the stage
          * takes it as an unusable reply */
@@ -200,6 +209,31 @@ static void on_result(const gateway_result *res, void *user)
         s->phase = SLOT_READY;
 }
 
+/* True for an error that belongs to one question's data (a stage that
+ * cannot process a reply, a prompt over a cap, a request the gateway
+ * refuses): that question fails and the run goes on. Out of memory, the
+ * store, the file system and bugs stop the run. */
+static bool question_error(int rc)
+{
+    return rc != 0 && rc != NSED_ENOMEM && rc != NSED_ESTORE &&
+           rc != NSED_EIO && rc != NSED_EINTERNAL;
+}
+
+/* The message of the error just reported into L->err as a failure reason
+ * ("<what>: <message>", malloc'd; NULL when out of memory), and L->err
+ * cleared: the run goes on. */
+static char *take_reason(struct loop *L, int rc, const char *what)
+{
+    char *r = NULL;
+    const char *m = L->err->msg[0] ? L->err->msg : nsed_strerror(rc);
+
+    if (asprintf(&r, "%s: %s", what, m) < 0)
+        r = NULL;
+    L->err->msg[0] = '\0';
+    L->err->code = 0;
+    return r;
+}
+
 /* Send the stage's requests of s. */
 static int submit_all(struct loop *L, slot *s)
 {
@@ -208,8 +242,9 @@ static int submit_all(struct loop *L, slot *s)
     s->resps = calloc(n, sizeof *s->resps);
     s->contents = calloc(n, sizeof *s->contents);
     s->errors = calloc(n, sizeof *s->errors);
+    s->permanent = calloc(n, sizeof *s->permanent);
     s->calls = calloc(n, sizeof *s->calls);
-    if (!s->resps || !s->contents || !s->errors || !s->calls)
+    if (!s->resps || !s->contents || !s->errors || !s->permanent || !s->calls)
         return nsed_error(L->err, NSED_ENOMEM, "out of memory");
     s->outstanding = n;
     s->phase = SLOT_WAITING;
@@ -244,9 +279,18 @@ static int submit_all(struct loop *L, slot *s)
         rc = gateway_submit(L->gw, &gr, on_result, &s->calls[i], L->err);
         if (rc) {
             /* Calls already submitted will still report; keep the count
-             * of those only, and stop the run. */
+             * of those only. A request this question cannot make (over
+             * the body cap, refused by the checks) fails the question
+             * once they are in; anything else stops the run. */
             s->outstanding -= n - i;
-            return rc;
+            if (!question_error(rc))
+                return rc;
+            s->fail_reason = take_reason(L, rc, "request");
+            if (!s->fail_reason)
+                return nsed_error(L->err, NSED_ENOMEM, "out of memory");
+            if (s->outstanding == 0)
+                s->phase = SLOT_READY;
+            return 0;
         }
     }
     return 0;
@@ -303,29 +347,140 @@ static int reduce(struct loop *L, slot *s, const stage_response *resps,
     return rc;
 }
 
-/* Advance s (loaded or ready) as far as it goes without waiting for the
- * network. */
-static int step(struct loop *L, slot *s)
+/* Fail question s for good with reason (taken over): its result record
+ * says failed and why, and a rerun skips it unless --retry-failed. */
+static int fail_question(struct loop *L, slot *s, char *reason)
 {
     int rc;
 
+    if (!reason)
+        return nsed_error(L->err, NSED_ENOMEM, "out of memory");
+    slot_clear_calls(s);
+    free(s->st->failure);
+    s->st->failure = reason;
+    s->st->status = STATE_STATUS_FAILED;
+    rc = runner_result_json(L->wf, L->st, s->st, &s->q, s->broker_record,
+                            &s->qctx, &s->result_json, L->err);
+    if (rc)
+        return rc;
+    s->phase = SLOT_FINISHED;
+    s->dirty = true;
+    return 0;
+}
+
+/* Leave s incomplete (transient: a rerun resumes it), with prefix (may
+ * be NULL) before the first error in its marker. */
+static int leave_incomplete(struct loop *L, slot *s, const char *prefix)
+{
+    int rc = runner_incomplete_marker(s->st, s->resps, s->reqs.n, prefix,
+                                      &s->marker_json, &s->marker_error);
+
+    if (rc)
+        return nsed_error(L->err, rc, "out of memory");
+    s->phase = SLOT_INCOMPLETE;
+    slot_clear_calls(s);
+    return 0;
+}
+
+/* Seats of the current round still served: not lost to infrastructure in
+ * an earlier stage of the round nor in this stage's calls. */
+static size_t live_seats(const slot *s)
+{
+    const state_round *r = s->st->cur;
+    size_t live = 0;
+
+    for (size_t seat = 0; seat < s->st->nseats; seat++) {
+        bool lost = (r->proposals[seat].status == STATE_PROPOSAL_FAILED &&
+                     r->proposals[seat].infra) ||
+                    (r->evals && r->evals[seat].status == STATE_EVAL_FAILED);
+
+        for (size_t i = 0; i < s->reqs.n && !lost; i++)
+            lost = s->resps[i].seat == seat && s->resps[i].infra;
+        live += !lost;
+    }
+    return live;
+}
+
+/* Some call of s failed after every retry. Without --allow-degraded a
+ * permanent failure fails the question and a transient one leaves it
+ * incomplete; with it the stage goes on without the lost seats while at
+ * least rounds.min_live_seats remain, and otherwise the question fails
+ * when every loss is permanent and is left incomplete when the outage may
+ * end. Sets *go_on when the stage should be reduced. */
+static int lost_calls(struct loop *L, slot *s, bool *go_on)
+{
+    size_t live, transient = 0, first_perm = s->reqs.n;
+    char *why = NULL;
+    int rc;
+
+    *go_on = false;
+    for (size_t i = 0; i < s->reqs.n; i++) {
+        if (!s->resps[i].infra)
+            continue;
+        if (!s->permanent[i])
+            transient++;
+        else if (first_perm == s->reqs.n)
+            first_perm = i;
+    }
+    if (!L->opts->allow_degraded) {
+        if (first_perm < s->reqs.n)
+            return fail_question(L, s, strdup(s->errors[first_perm]));
+        return leave_incomplete(L, s, NULL);
+    }
+    live = live_seats(s);
+    if (live >= (size_t)L->wf->rounds.min_live_seats) {
+        *go_on = true;
+        return 0;
+    }
+    if (transient == 0 && first_perm < s->reqs.n)
+        return fail_question(L, s, strdup(s->errors[first_perm]));
+    if (asprintf(&why,
+                 "%zu of %zu seats left, fewer than "
+                 "rounds.min_live_seats (%d)",
+                 live, s->st->nseats, L->wf->rounds.min_live_seats) < 0)
+        return nsed_error(L->err, NSED_ENOMEM, "out of memory");
+    rc = leave_incomplete(L, s, why);
+    free(why);
+    return rc;
+}
+
+/* Advance s (loaded or ready) as far as it goes without waiting for the
+ * network. An error that belongs to this question's data fails the
+ * question (the run goes on); any other error stops the run. */
+static int step(struct loop *L, slot *s)
+{
+    bool go_on = true;
+    int rc;
+
     if (s->phase == SLOT_READY) {
-        if (slot_lost_calls(s) && !L->opts->allow_degraded) {
-            rc = runner_incomplete_marker(s->st, s->resps, s->reqs.n,
-                                          &s->marker_json, &s->marker_error);
-            if (rc)
-                return nsed_error(L->err, rc, "out of memory");
-            s->phase = SLOT_INCOMPLETE;
-            slot_clear_calls(s);
-            return 0;
+        if (s->fail_reason) {
+            char *why = s->fail_reason;
+
+            s->fail_reason = NULL;
+            return fail_question(L, s, why);
+        }
+        if (slot_lost_calls(s)) {
+            rc = lost_calls(L, s, &go_on);
+            if (rc || !go_on)
+                return rc;
         }
         rc = reduce(L, s, s->resps, s->reqs.n);
         slot_clear_calls(s);
+        if (question_error(rc))
+            return fail_question(L, s,
+                                 take_reason(L, rc,
+                                             state_stage_name(s->st->stage)));
         if (rc)
             return rc;
     }
     while (s->st->stage != STATE_STAGE_FINISHED) {
         rc = stage_plan(s->st, L->wf, &s->reqs);
+        if (question_error(rc)) {
+            nsed_error(L->err, rc, "cannot plan it: %s", nsed_strerror(rc));
+            return fail_question(L, s,
+                                 take_reason(L, rc,
+                                             state_stage_name(s->st->stage)));
+        }
         if (rc)
             return nsed_error(L->err, rc, "%s: cannot plan stage %s: %s",
                               s->st->qid, state_stage_name(s->st->stage),
@@ -334,11 +489,17 @@ static int step(struct loop *L, slot *s)
             return submit_all(L, s);
         stage_requests_release(&s->reqs);
         rc = reduce(L, s, NULL, 0);
+        if (question_error(rc))
+            return fail_question(L, s,
+                                 take_reason(L, rc,
+                                             state_stage_name(s->st->stage)));
         if (rc)
             return rc;
     }
-    rc = runner_result_json(L->wf, L->st, s->st, &s->q, s->broker_record,
-                            &s->qctx, &s->result_json, L->err);
+    rc = runner_finish_outcome(L->wf, L->st, s->st, L->err);
+    if (!rc)
+        rc = runner_result_json(L->wf, L->st, s->st, &s->q, s->broker_record,
+                                &s->qctx, &s->result_json, L->err);
     if (rc)
         return rc;
     s->phase = SLOT_FINISHED;
@@ -357,6 +518,7 @@ typedef struct fill_ctx {
 } fill_ctx;
 
 static int fill_one(const question *q, uint64_t seq, void *arg);
+static void count_outcome(runner_summary *sum, enum state_status st);
 
 /* The decision recorded for a question that has a state (absent in stores
  * written before the broker recorded its decisions). */
@@ -475,6 +637,7 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
     size_t vlen;
     store_key key;
     slot *s;
+    bool retry = false;
     int rc;
 
     if (seq >= L->end_seq || fc->want == 0)
@@ -486,8 +649,21 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
         rc = store_get(fr->txn, STORE_RESULTS, key.bytes, key.len, &val,
                        &vlen);
     if (rc == 0) {
-        L->sum->already_done++;
-        return 0;
+        enum state_status outcome;
+
+        rc = runner_result_outcome(val, vlen, &outcome);
+        if (rc) {
+            fr->rc = nsed_error(L->err, rc, "the result of %s is not valid",
+                                q->id);
+            return 1;
+        }
+        if (outcome != STATE_STATUS_FAILED || !L->opts->retry_failed) {
+            L->sum->already_done++;
+            count_outcome(L->sum, outcome);
+            return 0;
+        }
+        retry = true; /* --retry-failed: run it again */
+        rc = NSED_ENOTFOUND;
     }
     if (rc != NSED_ENOTFOUND) {
         fr->rc = nsed_error(L->err, rc, "cannot read the result of %s",
@@ -505,6 +681,12 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
                        &vlen);
     if (rc == 0) {
         rc = state_from_json(val, vlen, L->wf, &s->st, L->err);
+        if (!rc && retry && s->st->stage != STATE_STAGE_FINISHED) {
+            /* stopped mid-way: resume it where it stopped */
+            s->st->status = STATE_STATUS_ACTIVE;
+            free(s->st->failure);
+            s->st->failure = NULL;
+        }
         if (!rc)
             rc = read_decision(fr->txn, q->id, s);
         if (!rc && runner_qctx_wanted(L->wf))
@@ -521,6 +703,8 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
         fr->rc = rc;
         return 1;
     }
+    s->drop_result = retry;
+    s->dirty = s->dirty || retry;
     s->next = fc->loaded;
     fc->loaded = s;
     fc->want--;
@@ -618,6 +802,13 @@ static int commit_slot(store_txn *txn, const slot *s)
         if (rc == NSED_ENOTFOUND)
             rc = 0;
     }
+    if (!rc && s->drop_result && s->phase != SLOT_FINISHED) {
+        rc = store_keys_result(id, &key);
+        if (!rc)
+            rc = store_del(txn, STORE_RESULTS, key.bytes, key.len);
+        if (rc == NSED_ENOTFOUND)
+            rc = 0;
+    }
     if (!rc && s->phase == SLOT_FINISHED) {
         rc = store_keys_result(id, &key);
         if (!rc)
@@ -664,6 +855,39 @@ static void event_incomplete(struct loop *L, const slot *s)
     free(line);
 }
 
+/* Say on_event's line for a question that failed for good. */
+static void event_failed(struct loop *L, const slot *s)
+{
+    char *line = NULL;
+
+    if (!L->opts->on_event)
+        return;
+    if (asprintf(&line, "question %s failed: %s", slot_id(s),
+                 s->st->failure ? s->st->failure : "?") < 0)
+        return; /* out of memory for a log line: the summary counts it */
+    L->opts->on_event(L->opts->cb_ctx, line);
+    free(line);
+}
+
+/* Count a question's outcome (a finished one) into the summary. */
+static void count_outcome(runner_summary *sum, enum state_status st)
+{
+    switch (st) {
+    case STATE_STATUS_DONE:
+        sum->done++;
+        break;
+    case STATE_STATUS_DEGRADED:
+        sum->degraded++;
+        break;
+    case STATE_STATUS_FAILED:
+    case STATE_STATUS_INCOMPLETE: /* finished without an answer */
+        sum->failed++;
+        break;
+    case STATE_STATUS_ACTIVE: /* not finished: cannot be counted here */
+        break;
+    }
+}
+
 /* Take the questions that are done with out of the active list (counting
  * them into the summary). */
 static void drop_done(struct loop *L)
@@ -689,8 +913,9 @@ static void drop_done(struct loop *L)
         case SLOT_FINISHED:
             L->sum->finished++;
             L->done_total++;
-            if (s->st->status == STATE_STATUS_DEGRADED)
-                L->sum->degraded++;
+            count_outcome(L->sum, s->st->status);
+            if (s->st->status == STATE_STATUS_FAILED)
+                event_failed(L, s);
             break;
         case SLOT_INCOMPLETE:
             L->sum->incomplete++;
@@ -738,6 +963,7 @@ static int commit(struct loop *L)
     L->last_telemetry = now_s();
     for (slot *s = L->active; s; s = s->next) {
         s->dirty = false;
+        s->drop_result = false;
         slot_clear_pending(s);
     }
     drop_done(L);

@@ -42,7 +42,17 @@
  * question is left incomplete (its state stays at the last committed
  * stage, plus the marker) and a later run resumes it; with allow_degraded
  * the stage goes on without the lost seat and the question is flagged
- * degraded.
+ * degraded, as long as rounds.min_live_seats seats of the round remain
+ * (below that it is left incomplete). A call refused for good
+ * (gateway_result.permanent: HTTP 400, 401, 403, 404, 413, 422, a prompt
+ * over the context) fails the question instead.
+ *
+ * Failed questions: a question that finished without a final answer, hit
+ * a permanent error, or whose data a stage could not process (a stage or
+ * the gateway returned an error other than out of memory, store, I/O or
+ * internal for it) gets a result record with status "failed" and the
+ * reason (state.failure); the run goes on. A rerun skips it like a
+ * finished one unless retry_failed.
  */
 #ifndef NSED_RUNNER_H
 #define NSED_RUNNER_H
@@ -94,7 +104,10 @@ typedef struct runner_opts {
     size_t limit;        /* only the first `limit` questions (0 = all) */
     size_t max_active;   /* questions in flight (0 = twice the sum of the
                             models' max_concurrency, at least 4) */
-    bool allow_degraded; /* go on without seats lost to infrastructure */
+    bool allow_degraded; /* go on without seats lost to infrastructure
+                            while rounds.min_live_seats remain */
+    bool retry_failed;   /* run failed questions again (their failed
+                            result is deleted when they are taken up) */
     FILE *dry_run;       /* print the first requests (the dry run's
                             product), send nothing, commit nothing */
     /* Called at most every 0.25 s during the run and once at its end
@@ -111,12 +124,20 @@ typedef struct runner_opts {
                             returns; -1 for none */
 } runner_opts;
 
+/* The outcomes (docs/cli.md): done, degraded, incomplete and failed count
+ * the questions considered, those finished before this run included; a
+ * question considered is in none of them only when the run was
+ * interrupted or dry. */
 typedef struct runner_summary {
     size_t questions;       /* questions considered (after limit) */
-    size_t already_done;    /* had a result before this run */
-    size_t finished;        /* finished in this run */
-    size_t degraded;        /* of those finished, degraded */
-    size_t incomplete;      /* left incomplete by this run */
+    size_t already_done;    /* had a result before this run (skipped) */
+    size_t finished;        /* finished in this run (done, degraded or
+                               failed) */
+    size_t done;            /* with a final answer, every seat served */
+    size_t degraded;        /* with a final answer, seats lost */
+    size_t incomplete;      /* left incomplete by this run (transient) */
+    size_t failed;          /* failed for good (a rerun skips them unless
+                               retry_failed) */
     size_t dry_run;         /* questions whose requests were printed */
     bool interrupted;       /* stopped early through stop_fd */
     uint64_t calls;         /* network calls finished */
@@ -131,8 +152,8 @@ typedef struct runner_summary {
  * runner prints nothing itself: what is worth saying goes through
  * opts->on_progress and opts->on_event (and, in a dry run, the requests to
  * opts->dry_run). Returns 0 when the loop ran to its end (some questions
- * may be incomplete: see sum->incomplete; sum->interrupted when stop_fd
- * stopped it); NSED_EINVAL for a workflow the runner cannot apply;
+ * may be incomplete or failed: see sum->incomplete and sum->failed;
+ * sum->interrupted when stop_fd stopped it); NSED_EINVAL for a workflow the runner cannot apply;
  * NSED_ESTORE / NSED_EIO when the store fails (everything committed
  * before stays); NSED_ENET when the gateway cannot be set up; NSED_ENOMEM;
  * NSED_EINTERNAL for a bug (questions that can make no progress). *sum is

@@ -22,20 +22,43 @@ NSED_MUST_CHECK
 int runner_question_copy(const question *src, question *dst);
 
 /* The incomplete marker of a question whose stage lost calls: JSON
- * {"stage","round","failed":[{"seat","model","kind","error"}]} in *json
- * and the first error text in *why (both malloc'd). Returns 0 or
- * NSED_ENOMEM. */
+ * {"stage","round","failed":[{"seat","kind","error"}],"reason"} in *json
+ * and the reason in *why (both malloc'd): the first error text, after
+ * "<prefix>: " when prefix is not NULL. Returns 0 or NSED_ENOMEM. */
 NSED_MUST_CHECK
 int runner_incomplete_marker(const state *st, const stage_response *resps,
-                             size_t n, char **json, char **why);
+                             size_t n, const char *prefix, char **json,
+                             char **why);
 
 /* The incomplete marker of a question the broker could not staff: JSON
- * {"stage":"broker","round":0,"failed":[],"error":reason} in *json and
- * "broker: <reason>" in *why (both malloc'd). Returns 0 or NSED_ENOMEM. */
+ * {"stage":"broker","round":0,"failed":[],"error":reason,"reason"} in
+ * *json and "broker: <reason>" (also its "reason") in *why (both
+ * malloc'd). Returns 0 or NSED_ENOMEM. */
 NSED_MUST_CHECK
 int runner_unstaffed_marker(const char *reason, char **json, char **why);
 
 typedef struct runner_qctx runner_qctx;
+
+/* Decide the outcome of finished question st: without a final answer it
+ * is failed (st->status, st->failure: "no extractable answer in any
+ * round" when no proposal of any round had one, else why the final answer
+ * is missing). Reads archived rounds from the store (read transaction; not
+ * inside a store transaction). Returns 0, NSED_ENOMEM or the store's
+ * error. */
+NSED_MUST_CHECK
+int runner_finish_outcome(const workflow *wf, store *st_store, state *st,
+                          nsed_err *err);
+
+/* The outcome in a stored result record (its "status"): done, degraded or
+ * failed; a record of an older nsed saying "incomplete" (finished without
+ * an answer) reads as failed. Returns 0, or NSED_ESTORE when the record
+ * is not valid JSON or has no known status. */
+NSED_MUST_CHECK
+int runner_result_outcome(const void *rec, size_t len, enum state_status *out);
+
+/* The same for a parsed record. */
+NSED_MUST_CHECK
+int runner_result_outcome_json(const cJSON *rec, enum state_status *out);
 
 /* The result record of a finished question (one export line): see
  * docs/results.md for its fields. broker_record is the

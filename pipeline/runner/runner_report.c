@@ -19,6 +19,7 @@ typedef struct report_read {
     double ver_n, ver_k; /* pooled verification judgements */
     double gen_n, gen_k; /* pooled round-0 answers judged */
     size_t rounds_sum;
+    size_t stopped; /* results converge stopped (rounds_mean's count) */
     double expected_cost, expected_value, actual_cost; /* broker sums */
     store_txn *txn;
     nsed_err *err;
@@ -50,6 +51,28 @@ static void tally_release(runner_report_tallies *t)
     t->n = 0;
 }
 
+/* Add a result's "counts" (runner_result.c) to the report. */
+static void count_rounds(runner_report *r, const cJSON *counts)
+{
+    const cJSON *m;
+
+    r->rounds += (size_t)json_num(counts, "rounds", 0);
+    r->winnerless += (size_t)json_num(counts, "winnerless_rounds", 0);
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(counts, "models")) {
+        /* every model seen gets an entry in each table, zeros included */
+        runner_report_tally *t = tally_get(&r->proposals, m->string);
+
+        if (t)
+            t->n += (size_t)json_num(m, "proposals", 0);
+        if ((t = tally_get(&r->no_answer, m->string)))
+            t->n += (size_t)json_num(m, "no_answer", 0);
+        if ((t = tally_get(&r->evaluations, m->string)))
+            t->n += (size_t)json_num(m, "evaluations", 0);
+        if ((t = tally_get(&r->abstained, m->string)))
+            t->n += (size_t)json_num(m, "abstained", 0);
+    }
+}
+
 /* Count a result record (runner_result_json). */
 static void count_result(report_read *rr, const cJSON *res)
 {
@@ -58,18 +81,47 @@ static void count_result(report_read *rr, const cJSON *res)
     const cJSON *m, *maj = cJSON_GetObjectItemCaseSensitive(b, "majority");
     const cJSON *tok = cJSON_GetObjectItemCaseSensitive(res, "tokens");
     const char *stop = json_str(res, "stop_reason", NULL);
+    const cJSON *counts = cJSON_GetObjectItemCaseSensitive(res, "counts");
     runner_report_tally *t;
+    enum state_status outcome;
 
-    r->done++;
-    if (json_bool(res, "degraded", false))
+    /* the record's owner reads its status; one it cannot read counts as
+     * failed, so the report never hides it */
+    if (runner_result_outcome_json(res, &outcome))
+        outcome = STATE_STATUS_FAILED;
+    switch (outcome) {
+    case STATE_STATUS_DONE:
+        r->done++;
+        break;
+    case STATE_STATUS_DEGRADED:
         r->degraded++;
-    rr->rounds_sum += (size_t)json_num(res, "rounds", 0);
+        break;
+    case STATE_STATUS_FAILED:
+    case STATE_STATUS_INCOMPLETE:
+    case STATE_STATUS_ACTIVE:
+        r->failed++;
+        t = tally_get(&r->failed_why,
+                      json_str(res, "failure", "no final answer"));
+        if (t)
+            t->n++;
+        break;
+    }
     r->tokens += json_num(tok, "prompt", 0) + json_num(tok, "completion", 0);
     r->cost_usd += json_num(res, "cost_usd", 0);
-    if (stop && (t = tally_get(&r->stops, stop)))
-        t->n++;
-    /* a result has a boolean "correct" only when it has a reference */
-    if (!cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(res, "correct")))
+    count_rounds(r, counts);
+    /* a question a permanent error stopped was never stopped by a rule */
+    if (stop && strcmp(stop, "none") != 0) {
+        rr->stopped++;
+        rr->rounds_sum += (size_t)json_num(res, "rounds", 0);
+        if ((t = tally_get(&r->stops, stop)))
+            t->n++;
+    }
+    /* a result has a boolean "correct" only when it has a reference;
+     * accuracy is over the questions a stopping rule stopped, as a
+     * question a permanent error stopped has no round-0 baselines to
+     * compare (it counts as failed) */
+    if (!cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(res, "correct")) ||
+        !stop || strcmp(stop, "none") == 0)
         return;
     r->with_ref++;
     r->correct += (size_t)json_bool(res, "correct", false);
@@ -163,6 +215,23 @@ static void visit_decision(report_read *rr, const char *qid,
     cJSON_Delete(rec);
 }
 
+/* Tally why a question is incomplete: its marker's "reason" (markers of
+ * an older nsed: the first failed call's error, or the broker's). */
+static void count_incomplete(runner_report *r, const void *val, size_t len)
+{
+    cJSON *m = cJSON_ParseWithLength(val, len);
+    const cJSON *f =
+        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(m, "failed"), 0);
+    const char *why = json_str(m, "reason", NULL);
+    runner_report_tally *t;
+
+    if (!why)
+        why = json_str(f, "error", json_str(m, "error", "unknown"));
+    if ((t = tally_get(&r->incomplete_why, why)))
+        t->n++;
+    cJSON_Delete(m);
+}
+
 static int visit_question(const question *q, uint64_t seq, void *arg)
 {
     report_read *rr = arg;
@@ -189,9 +258,10 @@ static int visit_question(const question *q, uint64_t seq, void *arg)
         return 0;
     }
     visit_decision(rr, q->id, NULL);
-    if (has_state(rr, q->id, STORE_KEYS_INCOMPLETE, &val, &vlen))
+    if (has_state(rr, q->id, STORE_KEYS_INCOMPLETE, &val, &vlen)) {
         r->incomplete++;
-    else if (has_state(rr, q->id, STORE_KEYS_STATE, &val, &vlen))
+        count_incomplete(r, val, vlen);
+    } else if (has_state(rr, q->id, STORE_KEYS_STATE, &val, &vlen))
         r->in_progress++;
     else
         r->not_started++;
@@ -329,8 +399,7 @@ static void derive(report_read *rr)
     runner_report_broker *b = &r->broker;
     runner_fit fit;
 
-    r->rounds_mean =
-        r->done ? (double)rr->rounds_sum / (double)r->done : 0;
+    r->rounds_mean = mean_or((double)rr->rounds_sum, rr->stopped);
     memcpy(r->judged, rr->rounds.n, sizeof r->judged);
     memcpy(r->winner_correct, rr->rounds.k, sizeof r->winner_correct);
     /* p_g and p_v pooled over every model's measured answers and
@@ -491,9 +560,46 @@ static void models_json(const runner_report *r, cJSON *o)
     }
 }
 
+static size_t tally_sum(const runner_report_tallies *t)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < t->n; i++)
+        n += t->items[i].n;
+    return n;
+}
+
+static void deliberation_json(const runner_report *r, cJSON *o)
+{
+    cJSON *d = cJSON_AddObjectToObject(o, "deliberation"), *models;
+
+    if (!d)
+        return;
+    cJSON_AddNumberToObject(d, "rounds", (double)r->rounds);
+    cJSON_AddNumberToObject(d, "winnerless_rounds", (double)r->winnerless);
+    cJSON_AddNumberToObject(d, "proposals", (double)tally_sum(&r->proposals));
+    cJSON_AddNumberToObject(d, "no_answer", (double)tally_sum(&r->no_answer));
+    cJSON_AddNumberToObject(d, "evaluations",
+                            (double)tally_sum(&r->evaluations));
+    cJSON_AddNumberToObject(d, "abstained", (double)tally_sum(&r->abstained));
+    models = cJSON_AddObjectToObject(d, "models");
+    for (size_t i = 0; models && i < r->proposals.n; i++) {
+        cJSON *m = cJSON_AddObjectToObject(models, r->proposals.items[i].name);
+
+        cJSON_AddNumberToObject(m, "proposals",
+                                (double)r->proposals.items[i].n);
+        cJSON_AddNumberToObject(m, "no_answer",
+                                (double)r->no_answer.items[i].n);
+        cJSON_AddNumberToObject(m, "evaluations",
+                                (double)r->evaluations.items[i].n);
+        cJSON_AddNumberToObject(m, "abstained",
+                                (double)r->abstained.items[i].n);
+    }
+}
+
 int runner_report_json(const runner_report *r, char **out)
 {
-    cJSON *o = cJSON_CreateObject(), *q, *acc, *models, *stops;
+    cJSON *o = cJSON_CreateObject(), *q, *acc, *models, *stops, *reasons;
 
     if (!o)
         return NSED_ENOMEM;
@@ -502,9 +608,14 @@ int runner_report_json(const runner_report *r, char **out)
     cJSON_AddNumberToObject(q, "total", (double)r->total);
     cJSON_AddNumberToObject(q, "done", (double)r->done);
     cJSON_AddNumberToObject(q, "degraded", (double)r->degraded);
-    cJSON_AddNumberToObject(q, "in_progress", (double)r->in_progress);
     cJSON_AddNumberToObject(q, "incomplete", (double)r->incomplete);
+    cJSON_AddNumberToObject(q, "failed", (double)r->failed);
+    cJSON_AddNumberToObject(q, "in_progress", (double)r->in_progress);
     cJSON_AddNumberToObject(q, "not_started", (double)r->not_started);
+    reasons = cJSON_AddObjectToObject(o, "reasons");
+    tally_json(reasons, "incomplete", &r->incomplete_why);
+    tally_json(reasons, "failed", &r->failed_why);
+    deliberation_json(r, o);
     cJSON_AddNumberToObject(o, "rounds_mean", r->rounds_mean);
     stops = cJSON_AddObjectToObject(o, "stop_reasons");
     for (size_t i = 0; i < r->stops.n; i++)
@@ -549,6 +660,12 @@ void runner_report_free(runner_report *r)
         free(r->models[i].errors);
     free(r->models);
     tally_release(&r->stops);
+    tally_release(&r->incomplete_why);
+    tally_release(&r->failed_why);
+    tally_release(&r->proposals);
+    tally_release(&r->no_answer);
+    tally_release(&r->evaluations);
+    tally_release(&r->abstained);
     tally_release(&r->round0);
     tally_release(&r->broker.policies);
     tally_release(&r->broker.chosen);

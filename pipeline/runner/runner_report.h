@@ -4,8 +4,14 @@
  * only formats it.
  *
  * runner_report_json gives the report as the JSON of `nsed status --json`:
- *   {"store", "questions":{total,done,degraded,in_progress,incomplete,
- *    not_started}, "rounds_mean", "stop_reasons":{reason:n},
+ *   {"store", "questions":{total,done,degraded,incomplete,failed,
+ *    in_progress,not_started},
+ *    "reasons":{"incomplete":{reason:n},"failed":{reason:n}},
+ *    "deliberation":{rounds,winnerless_rounds,proposals,no_answer,
+ *                    evaluations,abstained,
+ *                    models:{model:{proposals,no_answer,evaluations,
+ *                                   abstained}}},
+ *    "rounds_mean", "stop_reasons":{reason:n},
  *    "accuracy":{with_reference,nsed_correct,majority_correct,
  *                round0_by_model:{model:{answers,correct}}},
  *    "tokens", "cost_usd", "rounds":[{round,judged,winner_correct}],
@@ -90,9 +96,22 @@ typedef struct runner_report {
     const char *workflow_name, *workflow_hash, *git_commit, *created_at,
         *nsed_version, *seed;
 
-    size_t total, done, degraded, in_progress, incomplete, not_started;
-    double rounds_mean; /* rounds per finished question (0 when none) */
-    runner_report_tallies stops; /* stop reasons of finished questions */
+    /* The outcomes (runner.h): done, degraded and failed count result
+     * records, incomplete the questions with an incomplete marker and no
+     * result; in_progress those with only a state. */
+    size_t total, done, degraded, incomplete, failed, in_progress, not_started;
+    runner_report_tallies incomplete_why; /* the markers' reasons */
+    runner_report_tallies failed_why;     /* the results' failures */
+    double rounds_mean;          /* rounds per question that converge stopped (0
+                           when none) */
+    runner_report_tallies stops; /* stop reasons of those questions */
+
+    /* What the rounds of the results add up to (their "counts"): rounds
+     * aggregated and of those without a winner; per model (in the order
+     * first seen), proposals answered and of those without an extractable
+     * answer, evaluations answered and of those abstained. */
+    size_t rounds, winnerless;
+    runner_report_tallies proposals, no_answer, evaluations, abstained;
 
     size_t with_ref;         /* finished questions with a reference */
     size_t correct;          /* of those, NSED right */

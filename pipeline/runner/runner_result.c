@@ -42,7 +42,8 @@ nomem:
 }
 
 int runner_incomplete_marker(const state *st, const stage_response *resps,
-                             size_t n, char **json, char **why)
+                             size_t n, const char *prefix, char **json,
+                             char **why)
 {
     cJSON *o = cJSON_CreateObject(), *failed;
     const char *first = NULL;
@@ -73,9 +74,15 @@ int runner_incomplete_marker(const state *st, const stage_response *resps,
             !cJSON_AddStringToObject(f, "error", e))
             goto out;
     }
+    first = first ? first : "call failed";
+    if (prefix && asprintf(why, "%s: %s", prefix, first) < 0)
+        *why = NULL;
+    else if (!prefix)
+        *why = strdup(first);
+    if (!*why || !cJSON_AddStringToObject(o, "reason", *why))
+        goto out;
     *json = cJSON_PrintUnformatted(o);
-    *why = strdup(first ? first : "call failed");
-    if (*json && *why)
+    if (*json)
         rc = 0;
 out:
     if (rc) {
@@ -101,6 +108,8 @@ int runner_unstaffed_marker(const char *reason, char **json, char **why)
         !cJSON_AddStringToObject(o, "error", reason))
         goto out;
     snprintf(*why, n, "broker: %s", reason);
+    if (!cJSON_AddStringToObject(o, "reason", *why))
+        goto out;
     *json = cJSON_PrintUnformatted(o);
     if (*json)
         rc = 0;
@@ -252,18 +261,171 @@ fail:
     return NULL;
 }
 
+/* ---- what the rounds add up to ------------------------------------------ */
+
+/* Per model index: proposals answered (OK or SKIP), of those OK without an
+ * extractable answer; evaluations answered (OK or abstained), of those
+ * abstained. */
+typedef struct model_counts {
+    size_t proposals, no_answer, evaluations, abstained;
+} model_counts;
+
+typedef struct round_counts {
+    model_counts *m;   /* wf->nmodels */
+    size_t rounds;     /* rounds aggregated */
+    size_t winnerless; /* of those, without a winner */
+    size_t answers;    /* proposals with an extractable answer */
+} round_counts;
+
+static void count_round(const state *st, const state_round *r, round_counts *c)
+{
+    for (size_t i = 0; i < st->nseats; i++) {
+        const state_proposal *p = &r->proposals[i];
+        model_counts *m = &c->m[st->seats[i].model];
+
+        if (p->status == STATE_PROPOSAL_OK || p->status == STATE_PROPOSAL_SKIP)
+            m->proposals++;
+        if (p->status == STATE_PROPOSAL_OK && !p->answer)
+            m->no_answer++;
+        if (p->status == STATE_PROPOSAL_OK && p->answer)
+            c->answers++;
+        if (!r->evals)
+            continue;
+        if (r->evals[i].status == STATE_EVAL_OK ||
+            r->evals[i].status == STATE_EVAL_ABSTAINED)
+            m->evaluations++;
+        if (r->evals[i].status == STATE_EVAL_ABSTAINED)
+            m->abstained++;
+    }
+    if (r->aggregated) {
+        c->rounds++;
+        c->winnerless += r->agg.winner < 0;
+    }
+}
+
+/* Count every round of st (from memory or the archive) into *c
+ * (c->m malloc'd: release with free). */
+static int count_rounds(const workflow *wf, store *sto, const state *st,
+                        round_counts *c, nsed_err *err)
+{
+    int rc = 0;
+
+    memset(c, 0, sizeof *c);
+    c->m = calloc(wf->nmodels, sizeof *c->m);
+    if (!c->m)
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    for (int i = 0; i <= st->round && !rc; i++) {
+        state_round *owned = NULL;
+        const state_round *r = get_round(sto, st, i, &owned, err, &rc);
+
+        if (r)
+            count_round(st, r, c);
+        state_round_free(owned, st->nseats);
+    }
+    return rc;
+}
+
+static cJSON *counts_json(const workflow *wf, const state *st,
+                          const round_counts *c)
+{
+    cJSON *o = cJSON_CreateObject(), *models;
+
+    if (!o || json_add_num(o, "rounds", (double)c->rounds) ||
+        json_add_num(o, "winnerless_rounds", (double)c->winnerless) ||
+        !(models = cJSON_AddObjectToObject(o, "models")))
+        goto fail;
+    for (size_t i = 0; i < st->nseats; i++) {
+        size_t k = st->seats[i].model;
+        const model_counts *m = &c->m[k];
+        cJSON *e;
+
+        if (cJSON_GetObjectItemCaseSensitive(models, wf->models[k].id))
+            continue;
+        e = cJSON_AddObjectToObject(models, wf->models[k].id);
+        if (!e || json_add_num(e, "proposals", (double)m->proposals) ||
+            json_add_num(e, "no_answer", (double)m->no_answer) ||
+            json_add_num(e, "evaluations", (double)m->evaluations) ||
+            json_add_num(e, "abstained", (double)m->abstained))
+            goto fail;
+    }
+    return o;
+fail:
+    cJSON_Delete(o);
+    return NULL;
+}
+
+int runner_finish_outcome(const workflow *wf, store *sto, state *st,
+                          nsed_err *err)
+{
+    round_counts c;
+    char *why = NULL;
+    int rc;
+
+    if (st->final_answer || st->status == STATE_STATUS_FAILED)
+        return 0;
+    rc = count_rounds(wf, sto, st, &c, err);
+    free(c.m);
+    if (rc)
+        return rc;
+    if (c.answers == 0)
+        why = strdup("no extractable answer in any round");
+    else if (st->final_source == STATE_FINAL_WINNER &&
+             asprintf(&why,
+                      "the winner of round %d has no extractable "
+                      "answer",
+                      st->final_round) < 0)
+        why = NULL;
+    else if (st->final_source != STATE_FINAL_WINNER)
+        why = strdup("no round had a winner and the last rounds no "
+                     "extractable answer");
+    if (!why)
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    free(st->failure);
+    st->failure = why;
+    st->status = STATE_STATUS_FAILED;
+    return 0;
+}
+
+int runner_result_outcome_json(const cJSON *rec, enum state_status *out)
+{
+    const char *s = json_str(rec, "status", "");
+
+    if (!strcmp(s, "done"))
+        *out = STATE_STATUS_DONE;
+    else if (!strcmp(s, "degraded"))
+        *out = STATE_STATUS_DEGRADED;
+    else if (!strcmp(s, "failed") || !strcmp(s, "incomplete"))
+        *out = STATE_STATUS_FAILED;
+    else
+        return NSED_ESTORE;
+    return 0;
+}
+
+int runner_result_outcome(const void *rec, size_t len, enum state_status *out)
+{
+    cJSON *j = cJSON_ParseWithLength(rec, len);
+    int rc = runner_result_outcome_json(j, out);
+
+    cJSON_Delete(j);
+    return rc;
+}
+
 int runner_result_json(const workflow *wf, store *sto, const state *st,
                        const question *q, const char *broker_record,
                        const runner_qctx *qctx, char **out, nsed_err *err)
 {
     cJSON *o = cJSON_CreateObject(), *v, *missing, *tok;
     state_round *own_final = NULL, *own0 = NULL;
+    round_counts counts = {0};
     const state_round *rf, *r0, *last = st->cur;
     const char *winning = NULL;
     int rc = 0;
 
     if (!o)
         return nsed_error(err, NSED_ENOMEM, "out of memory");
+    rc = count_rounds(wf, sto, st, &counts, err);
+    if (rc)
+        goto out;
     rf = get_round(sto, st, st->final_round, &own_final, err, &rc);
     if (rc)
         goto out;
@@ -276,13 +438,16 @@ int runner_result_json(const workflow *wf, store *sto, const state *st,
 
     rc = NSED_ENOMEM;
     if (json_add_item(o, "id", cJSON_CreateString(st->qid)) ||
-        json_add_item(o, "status", cJSON_CreateString(state_status_name(st->status))) ||
+        json_add_item(o, "status",
+                      cJSON_CreateString(state_status_name(st->status))) ||
+        json_add_item(o, "failure", str_or_null(st->failure)) ||
         json_add_item(o, "final_answer", str_or_null(st->final_answer)) ||
-        json_add_item(o, "final_source",
+        json_add_item(
+            o, "final_source",
             cJSON_CreateString(state_final_source_name(st->final_source))) ||
         json_add_item(o, "reference", str_or_null(st->reference)) ||
         json_add_item(o, "correct",
-            correct_json(wf, st->final_answer, st->reference)) ||
+                      correct_json(wf, st->final_answer, st->reference)) ||
         json_add_item(o, "winning_response", str_or_null(winning)))
         goto out;
     if (st->final_seat >= 0 && (size_t)st->final_seat < st->nseats) {
@@ -318,7 +483,8 @@ int runner_result_json(const workflow *wf, store *sto, const state *st,
             goto out;
         cJSON_AddItemToArray(missing, v);
     }
-    if (json_add_item(o, "baselines", baselines_json(wf, st, r0)))
+    if (json_add_item(o, "baselines", baselines_json(wf, st, r0)) ||
+        json_add_item(o, "counts", counts_json(wf, st, &counts)))
         goto out;
     v = cJSON_CreateArray();
     if (json_add_item(o, "tags", v))
@@ -358,6 +524,7 @@ out:
         nsed_error(err, rc, "out of memory");
     state_round_free(own_final, st->nseats);
     state_round_free(own0, st->nseats);
+    free(counts.m);
     cJSON_Delete(o);
     return rc;
 }

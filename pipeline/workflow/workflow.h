@@ -205,6 +205,9 @@ typedef struct workflow_broker {
 typedef struct workflow_rounds {
     int min;                 /* 1..64, default 1 */
     int max;                 /* min..64, default 4 */
+    int min_live_seats;      /* 1..64, default 2: with --allow-degraded, a
+                                round with fewer seats served leaves the
+                                question incomplete */
     double consensus_margin; /* (0,1]; 0 = rule off */
     int stable_answer;       /* 1..64; 0 = rule off */
     bool fatigue;            /* efficiency_fatigue rule on */

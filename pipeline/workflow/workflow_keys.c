@@ -406,9 +406,11 @@ static SECTION(forget_section, forget_keys);
 static const wf_key rounds_keys[] = {
     K_INT("min", workflow, rounds.min, 1, 64, .dflt = 1,
           .doc = "rounds that run before a stopping rule may fire"),
-    K_INT("max", workflow, rounds.max, 1, 64, .dflt = 4,
-          .check = WF_CK_ROUNDS, .doc_range = "1..64, >= `min`",
-          .doc = "hard limit on rounds"),
+    K_INT("max", workflow, rounds.max, 1, 64, .dflt = 4, .check = WF_CK_ROUNDS,
+          .doc_range = "1..64, >= `min`", .doc = "hard limit on rounds"),
+    K_INT("min_live_seats", workflow, rounds.min_live_seats, 1, 64, .dflt = 2,
+          .doc = "with `--allow-degraded`, seats a round must still have "
+                 "served; with fewer the question is left incomplete"),
     K_MAP("stop", stop_section,
           .doc = "stopping rules; the first that fires stops"),
     K_MAP("forget_gate", forget_section,
