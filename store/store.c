@@ -92,6 +92,13 @@ static const char *db_name(enum store_db db)
     return NULL;
 }
 
+const char *store_db_name(enum store_db db)
+{
+    const char *name = (unsigned)db < STORE_DB_COUNT ? db_name(db) : NULL;
+
+    return name ? name : "?";
+}
+
 /* malloc'd "dir/name", or NULL when out of memory or longer than PATH_MAX. */
 static char *join_path(const char *dir, const char *name)
 {
@@ -459,6 +466,22 @@ int store_read(store *s, store_txn_fn fn, void *arg, nsed_err *err)
     s->in_txn = 0;
     mdb_txn_abort(t.txn);
     return rc;
+}
+
+const char *store_txn_dir(const store_txn *t)
+{
+    return t && t->s ? t->s->dir : "?";
+}
+
+int store_corrupt(nsed_err *err, const store_txn *t, enum store_db db,
+                  const char *record, const char *why)
+{
+    return nsed_error(err, NSED_ESTORE,
+                      "store %s: %s in database %s is corrupt%s%s%s; restore "
+                      "the store from a copy",
+                      store_txn_dir(t), record ? record : "a record",
+                      store_db_name(db), why ? " (" : "", why ? why : "",
+                      why ? ")" : "");
 }
 
 /* Common argument checks for the per-key calls; 0 when the call may go on. */

@@ -4,6 +4,8 @@
 #include "pipeline/questions/questions.h"
 #include "store/store_keys.h"
 
+#include <cjson/cJSON.h>
+
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
@@ -31,6 +33,32 @@ typedef struct export_ctx {
     nsed_err *err;
 } export_ctx;
 
+/* A result record is exported only when it is what the runner wrote: one
+ * line of JSON, an object whose "id" is the question's. Anything else is
+ * damage, reported with the record's name rather than copied out (or
+ * skipped) silently. */
+static int check_result(export_ctx *x, const char *qid, const void *val,
+                        size_t vlen)
+{
+    char what[STORE_KEY_MAX + 32];
+    const char *why = NULL;
+    cJSON *j = NULL;
+
+    if (memchr(val, '\n', vlen))
+        why = "it spans more than one line";
+    else if (!(j = cJSON_ParseWithLength(val, vlen)) || !cJSON_IsObject(j))
+        why = "not a JSON object";
+    else if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "id")) ||
+             strcmp(cJSON_GetObjectItemCaseSensitive(j, "id")->valuestring,
+                    qid) != 0)
+        why = "its id is not the question's";
+    cJSON_Delete(j);
+    if (!why)
+        return 0;
+    snprintf(what, sizeof what, "the result of %s", qid);
+    return store_corrupt(x->err, x->txn, STORE_RESULTS, what, why);
+}
+
 static int export_one(const question *q, uint64_t seq, void *arg)
 {
     export_ctx *x = arg;
@@ -47,7 +75,13 @@ static int export_one(const question *q, uint64_t seq, void *arg)
     if (rc == NSED_ENOTFOUND)
         return 0;
     if (rc) {
-        x->rc = nsed_error(x->err, rc, "cannot read the result of %s", q->id);
+        x->rc = nsed_error(x->err, rc, "store %s: cannot read the result of %s",
+                           store_txn_dir(x->txn), q->id);
+        return 1;
+    }
+    rc = check_result(x, q->id, val, vlen);
+    if (rc) {
+        x->rc = rc;
         return 1;
     }
     if (fwrite(val, 1, vlen, x->out) != vlen || fputc('\n', x->out) == EOF) {
@@ -69,7 +103,7 @@ static int export_fn(store_txn *txn, void *arg, nsed_err *err)
 
     (void)err;
     x->txn = txn;
-    rc = questions_scan(txn, 0, export_one, x);
+    rc = questions_scan(txn, 0, export_one, x, x->err);
     if (x->rc)
         return x->rc;
     return rc == 1 ? 0 : rc; /* 1: export_one stopped early on purpose */
@@ -139,5 +173,5 @@ int cli_export(int argc, char **argv)
 out:
     atomic_file_abort(file);
     store_close(st);
-    return rc ? cli_fail(&err) : 0;
+    return rc ? cli_fail(rc, &err) : 0;
 }

@@ -286,6 +286,6 @@ out:
     if (rc == NSED_ENET && !err.msg[0])
         return 1;
     if (rc)
-        return cli_fail(&err);
+        return cli_fail(rc, &err);
     return sum.interrupted ? 130 : 0;
 }

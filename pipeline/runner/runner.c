@@ -446,9 +446,8 @@ static int fill_fn(store_txn *txn, void *arg, nsed_err *err)
     fill_read *fr = arg;
     int rc;
 
-    (void)err;
     fr->txn = txn;
-    rc = questions_scan(txn, fr->fc->L->next_seq, fill_one, fr);
+    rc = questions_scan(txn, fr->fc->L->next_seq, fill_one, fr, err);
     if (rc == 1) /* stopped because enough were loaded */
         rc = 0;
     if (!rc && fr->rc)

@@ -9,6 +9,7 @@
 #include "store/store_keys.h"
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -179,8 +180,11 @@ static int visit_question(const question *q, uint64_t seq, void *arg)
         cJSON *res = cJSON_ParseWithLength(val, vlen);
 
         if (!res) {
-            rr->rc = nsed_error(rr->err, NSED_ESTORE,
-                                "the result of %s is not valid JSON", q->id);
+            char what[STORE_KEY_MAX + 32];
+
+            snprintf(what, sizeof what, "the result of %s", q->id);
+            rr->rc = store_corrupt(rr->err, rr->txn, STORE_RESULTS, what,
+                                   "not valid JSON");
             return 1;
         }
         count_result(rr, res);
@@ -248,11 +252,11 @@ static int read_fn(store_txn *txn, void *arg, nsed_err *err)
 
     (void)err;
     rr->txn = txn;
-    rc = questions_scan(txn, 0, visit_question, rr);
+    rc = questions_scan(txn, 0, visit_question, rr, rr->err);
     if (rr->rc)
         return rr->rc;
     if (rc)
-        return nsed_error(rr->err, rc, "cannot read the questions");
+        return rc; /* the scan's message says which record */
     rc = runner_rounds_read(txn, &rr->rounds);
     if (!rc)
         rc = scan_kind(rr, STORE_KEYS_MODEL);
