@@ -1,0 +1,565 @@
+/* Damaged and full stores, end to end: every command on a store with one
+ * corrupt record (of each kind), a truncated data file, a full disk, and
+ * the atomic writer of `nsed export -o` under planted links and kill -9.
+ *
+ * One demo run is made per test case in an unchecked fixture;
+ * each test copies that store, damages the copy through the store API and
+ * runs the real binary on it. */
+#include "testutil.h"
+
+#include "store/store.h"
+
+#include <check.h>
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEMO_WF NSED_SOURCE_DIR "/workflows/demo.yaml"
+#define DEMO_Q NSED_SOURCE_DIR "/workflows/demo-questions.jsonl"
+#define SIM_CFG NSED_SOURCE_DIR "/tests/sim/configs/demo-sim.yaml"
+
+/* ---- the golden store (unchecked fixture: made in the parent) ---------- */
+
+static tu_sim sim;
+static char *golden;     /* directory: wf.yaml, store/, export.jsonl */
+static char *golden_wf;  /* the workflow of the golden run */
+static char *ctx_wf;     /* the same with reliability weighting: every
+                            question gets a context record */
+
+static void golden_setup(void)
+{
+    char *text, *out = NULL, *err = NULL, *sdir, *exp;
+    size_t len;
+    FILE *f;
+
+    golden = tu_mkdtemp();
+    golden_wf = tu_path(golden, "wf.yaml");
+    text = tu_read_file(DEMO_WF, &len);
+    ck_assert(text);
+    f = fopen(golden_wf, "w");
+    ck_assert(f);
+    fputs(text, f);
+    /* a call to a server that is down fails at once, and the breaker
+     * never makes the run wait */
+    fputs("\ngateway:\n  retry:\n    max_attempts: 1\n"
+          "  circuit_breaker:\n    failures: 1000\n",
+          f);
+    ck_assert(fclose(f) == 0);
+    ctx_wf = tu_path(golden, "ctx.yaml");
+    f = fopen(ctx_wf, "w");
+    ck_assert(f);
+    fputs(text, f);
+    fputs("\nscoring:\n  reliability_weighting: true\n", f);
+    ck_assert(fclose(f) == 0);
+    free(text);
+    tu_sim_start(&sim, SIM_CFG, NULL, NULL);
+    sdir = tu_path(golden, "store");
+    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", golden_wf,
+                          "--questions", DEMO_Q, "--store", sdir,
+                          "--quiet") == 0,
+                  "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "export", "--store", sdir), 0);
+    exp = tu_path(golden, "export.jsonl");
+    tu_write_file(exp, out, (size_t)-1);
+    free(out);
+    free(err);
+    free(exp);
+    free(sdir);
+}
+
+static void golden_teardown(void)
+{
+    tu_sim_stop(&sim);
+    tu_rmrf(golden);
+    free(golden);
+    free(golden_wf);
+    free(ctx_wf);
+    golden = golden_wf = ctx_wf = NULL;
+}
+
+/* A copy of the golden store in this test's temp directory. */
+static char *copy_golden(void)
+{
+    char *from = tu_path(golden, "store"), *to = tu_path(tu_tmp, "store");
+    char *argv[] = {"/bin/cp", "-a", from, to, NULL};
+
+    ck_assert_int_eq(tu_run(argv, NULL, NULL), 0);
+    free(from);
+    return to;
+}
+
+/* ---- damaging records through the store API --------------------------- */
+
+typedef struct keyset {
+    size_t n;
+    size_t len[4096];
+    unsigned char key[4096][STORE_KEY_MAX];
+} keyset;
+
+static int collect(const void *key, size_t klen, const void *val, size_t vlen,
+                   void *arg)
+{
+    keyset *ks = arg;
+
+    (void)val;
+    (void)vlen;
+    if (ks->n == sizeof ks->len / sizeof ks->len[0])
+        return 1;
+    memcpy(ks->key[ks->n], key, klen);
+    ks->len[ks->n++] = klen;
+    return 0;
+}
+
+typedef struct edit {
+    enum store_db db;
+    const void *prefix;
+    size_t plen;
+    int all;    /* every matching record, else the first */
+    int remove; /* delete instead of overwriting with garbage */
+    size_t done;
+} edit;
+
+static int edit_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    static const char garbage[] = "\x01not a record{";
+    edit *e = arg;
+    keyset *ks = calloc(1, sizeof *ks);
+    int rc;
+
+    (void)err;
+    ck_assert(ks);
+    rc = store_scan(t, e->db, e->prefix, e->plen, NULL, 0, collect, ks);
+    ck_assert(rc == 0 || rc == 1);
+    e->done = 0;
+    for (size_t i = 0; i < ks->n && (e->all || i == 0); i++) {
+        rc = e->remove ? store_del(t, e->db, ks->key[i], ks->len[i])
+                       : store_put(t, e->db, ks->key[i], ks->len[i], garbage,
+                                   sizeof garbage - 1);
+        ck_assert_int_eq(rc, 0);
+        e->done++;
+    }
+    free(ks);
+    return 0;
+}
+
+/* Apply e to the store in dir; returns how many records it touched. */
+static size_t store_edit(const char *dir, edit e)
+{
+    store *st = NULL;
+    nsed_err err = {0};
+
+    ck_assert_msg(store_open(dir, NULL, &st, &err) == 0, "%s", err.msg);
+    ck_assert_msg(store_write(st, edit_fn, &e, &err) == 0, "%s", err.msg);
+    store_close(st);
+    return e.done;
+}
+
+static size_t corrupt(const char *dir, enum store_db db, const char *prefix,
+                      size_t plen)
+{
+    return store_edit(dir, (edit){db, prefix, plen, 0, 0, 0});
+}
+
+static size_t drop(const char *dir, enum store_db db, const char *prefix,
+                   size_t plen)
+{
+    return store_edit(dir, (edit){db, prefix, plen, 1, 1, 0});
+}
+
+static int count_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    size_t *n = arg;
+
+    (void)err;
+    return store_count(t, STORE_LEDGER, n);
+}
+
+static size_t count_records(const char *dir, enum store_db db)
+{
+    store_opts o = {.flags = STORE_RDONLY};
+    store *st = NULL;
+    nsed_err err = {0};
+    size_t n = 0;
+
+    ck_assert(db == STORE_LEDGER);
+    ck_assert_msg(store_open(dir, &o, &st, &err) == 0, "%s", err.msg);
+    ck_assert_msg(store_read(st, count_fn, &n, &err) == 0, "%s", err.msg);
+    store_close(st);
+    return n;
+}
+
+/* ---- running every command -------------------------------------------- */
+
+enum cmd { C_STATUS, C_EXPORT, C_EXPORT_O, C_RUN, C_INGEST, C_COUNT };
+
+static const char *const cmd_name[] = {"status", "export", "export -o", "run",
+                                       "ingest"};
+
+typedef struct expect {
+    int rc;          /* exit status; -1: not checked */
+    const char *msg; /* in stderr (NULL: nothing checked) */
+} expect;
+
+/* Run command c on the store in dir and check its exit status and
+ * message; export -o must leave an older file untouched when it fails.
+ * Returns stdout (caller frees). */
+static char *check_cmd_wf(const char *wf, const char *dir, enum cmd c,
+                          expect x)
+{
+    char *out = NULL, *err = NULL, *file = tu_path(tu_tmp, "old.jsonl");
+    int rc = 0;
+
+    switch (c) {
+    case C_STATUS:
+        rc = TU_NSED(NULL, &out, &err, "status", "--store", dir);
+        break;
+    case C_EXPORT:
+        rc = TU_NSED(NULL, &out, &err, "export", "--store", dir);
+        break;
+    case C_EXPORT_O:
+        tu_write_file(file, "old\n", (size_t)-1);
+        rc = TU_NSED(NULL, &out, &err, "export", "--store", dir, "-o", file);
+        break;
+    case C_RUN:
+        rc = TU_NSED(sim.url, &out, &err, "run", wf, "--store", dir,
+                     "--quiet");
+        break;
+    case C_INGEST:
+        rc = TU_NSED(NULL, &out, &err, "ingest", wf, "--questions", DEMO_Q,
+                     "--store", dir);
+        break;
+    case C_COUNT:
+        ck_abort();
+    }
+    if (x.rc >= 0)
+        ck_assert_msg(rc == x.rc, "%s: exit %d, want %d; stderr: %s",
+                      cmd_name[c], rc, x.rc, err);
+    ck_assert_msg(!tu_contains(err, "nsed: success"), "%s: %s", cmd_name[c],
+                  err);
+    if (x.msg)
+        ck_assert_msg(tu_contains(err, x.msg), "%s: want \"%s\" in: %s",
+                      cmd_name[c], x.msg, err);
+    if (c == C_EXPORT_O && rc != 0) {
+        char *now = tu_read_file(file, NULL);
+
+        ck_assert_msg(now && strcmp(now, "old\n") == 0,
+                      "a failed export -o replaced the file");
+        free(now);
+    }
+    free(file);
+    free(err);
+    return out;
+}
+
+static char *check_cmd(const char *dir, enum cmd c, expect x)
+{
+    return check_cmd_wf(golden_wf, dir, c, x);
+}
+
+static void check_all_wf(const char *wf, const char *dir,
+                         const expect x[C_COUNT])
+{
+    for (int c = 0; c < C_COUNT; c++)
+        free(check_cmd_wf(wf, dir, (enum cmd)c, x[c]));
+}
+
+static void check_all(const char *dir, const expect x[C_COUNT])
+{
+    check_all_wf(golden_wf, dir, x);
+}
+
+static size_t count_lines(const char *s)
+{
+    size_t n = 0;
+
+    for (; s && *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/* The golden export, byte for byte. */
+static void check_export_golden(const char *dir)
+{
+    char *out = check_cmd(dir, C_EXPORT, (expect){0, NULL});
+    char *p = tu_path(golden, "export.jsonl"), *want = tu_read_file(p, NULL);
+
+    ck_assert_msg(want && strcmp(out, want) == 0,
+                  "export differs from the uninterrupted run's");
+    free(want);
+    free(p);
+    free(out);
+}
+
+/* The records of one question in STORE_STATE: "<qid>\0<kind>". */
+static size_t qrec(char *buf, const char *qid, const char *kind, size_t klen)
+{
+    size_t n = strlen(qid);
+
+    memcpy(buf, qid, n);
+    buf[n] = '\0';
+    memcpy(buf + n + 1, kind, klen);
+    return n + 1 + klen;
+}
+
+/* Make demo-003 unfinished: its result goes, so run resumes it from its
+ * state (and reads its decision and context again). */
+static void unfinish(const char *dir)
+{
+    ck_assert_int_eq(drop(dir, STORE_RESULTS, "demo-003", 8), 1);
+}
+
+/* ---- item 7: one corrupt record of each kind --------------------------- */
+
+#define CORRUPT "in database "
+#define RESTORE "restore the store from a copy"
+
+START_TEST(corrupt_question)
+{
+    char *dir = copy_golden();
+    const expect x[C_COUNT] = {
+        {1, "question \"demo-050\" in database questions is corrupt"},
+        {1, "question \"demo-050\" in database questions is corrupt"},
+        {1, RESTORE},
+        {1, "question \"demo-050\" in database questions is corrupt"},
+        {1, "question \"demo-050\" in the store is unreadable"},
+    };
+
+    ck_assert_int_eq(corrupt(dir, STORE_QUESTIONS, "demo-050", 8), 1);
+    check_all(dir, x);
+    free(dir);
+}
+END_TEST
+
+START_TEST(corrupt_question_order)
+{
+    char *dir = copy_golden();
+    /* ingest reads only the records of the questions it adds: all are
+     * present by id, so it has nothing to do and nothing to report */
+    const expect x[C_COUNT] = {
+        {1, "question order entry 0 " CORRUPT "qorder is corrupt"},
+        {1, "question order entry 0 " CORRUPT "qorder is corrupt"},
+        {1, NULL},
+        {1, "question order entry 0 " CORRUPT "qorder is corrupt"},
+        {0, NULL},
+    };
+
+    ck_assert_int_eq(corrupt(dir, STORE_QORDER, NULL, 0), 1);
+    check_all(dir, x);
+    free(dir);
+}
+END_TEST
+
+START_TEST(corrupt_result)
+{
+    char *dir = copy_golden();
+    const expect x[C_COUNT] = {
+        {1, "the result of demo-050 " CORRUPT "results is corrupt"},
+        {1, "the result of demo-050 " CORRUPT "results is corrupt"},
+        {1, NULL},
+        {1, "the result of demo-050 " CORRUPT "results is corrupt"},
+        {0, NULL},
+    };
+    char *out;
+
+    ck_assert_int_eq(corrupt(dir, STORE_RESULTS, "demo-050", 8), 1);
+    check_all(dir, x);
+    /* what export printed before it stopped: the 49 records before */
+    out = check_cmd(dir, C_EXPORT, (expect){1, NULL});
+    ck_assert_uint_eq(count_lines(out), 49);
+    free(out);
+    free(dir);
+}
+END_TEST
+
+START_TEST(corrupt_state)
+{
+    char *dir = copy_golden(), key[64];
+    size_t klen = qrec(key, "demo-003", "s", 1);
+    /* status reads whether a state exists, not the state itself */
+    const expect x[C_COUNT] = {
+        {0, NULL},
+        {0, NULL},
+        {0, NULL},
+        {1, "the state of demo-003 " CORRUPT "state is corrupt"},
+        {0, NULL},
+    };
+
+    unfinish(dir);
+    ck_assert_int_eq(corrupt(dir, STORE_STATE, key, klen), 1);
+    check_all(dir, x);
+    free(dir);
+}
+END_TEST
+
+START_TEST(corrupt_decision)
+{
+    char *dir = copy_golden(), key[64];
+    size_t klen = qrec(key, "demo-003", "b", 1);
+    const expect x[C_COUNT] = {
+        {1, "the broker decision of demo-003 " CORRUPT "state is corrupt"},
+        {0, NULL},
+        {0, NULL},
+        {1, "the broker decision of demo-003 " CORRUPT "state is corrupt"},
+        {0, NULL},
+    };
+
+    unfinish(dir);
+    ck_assert_int_eq(corrupt(dir, STORE_STATE, key, klen), 1);
+    check_all(dir, x);
+    free(dir);
+}
+END_TEST
+
+START_TEST(corrupt_context)
+{
+    char *dir = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL, key[64];
+    size_t klen = qrec(key, "demo-003", "c", 1);
+    const expect x[C_COUNT] = {
+        {0, NULL},
+        {0, NULL},
+        {0, NULL},
+        {1, "the context of demo-003 " CORRUPT "state is corrupt"},
+        {0, NULL},
+    };
+
+    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", ctx_wf, "--questions",
+                          DEMO_Q, "--store", dir, "--quiet") == 0,
+                  "%s", err);
+    free(out);
+    free(err);
+    unfinish(dir);
+    ck_assert_int_eq(corrupt(dir, STORE_STATE, key, klen), 1);
+    check_all_wf(ctx_wf, dir, x);
+    free(dir);
+}
+END_TEST
+
+/* A marker says a question is incomplete; its text is a reason for people
+ * and is not read back, so damage to it changes nothing: the question is
+ * still counted incomplete and a run finishes it (deleting the marker). */
+START_TEST(corrupt_marker)
+{
+    char *dir = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL, key[64];
+    size_t klen = qrec(key, "demo-001", "i", 1);
+    cJSON *j;
+
+    /* nothing listens there: every question is left incomplete */
+    ck_assert_int_eq(TU_NSED("http://127.0.0.1:9/v1", &out, &err, "run",
+                             golden_wf, "--questions", DEMO_Q, "--store", dir,
+                             "--quiet"),
+                     1);
+    free(out);
+    free(err);
+    ck_assert_int_eq(corrupt(dir, STORE_STATE, key, klen), 1);
+    j = tu_nsed_status(dir);
+    ck_assert_double_eq(tu_jnum(j, "questions", "incomplete"), 120);
+    cJSON_Delete(j);
+    free(check_cmd(dir, C_RUN, (expect){0, NULL}));
+    check_export_golden(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(corrupt_telemetry)
+{
+    static const char *const keys[] = {"gateway/alpha", "model/alpha",
+                                       "rounds"};
+
+    for (size_t i = 0; i < 3; i++) {
+        char *dir = copy_golden(), want[128];
+        /* model/ records are read by the broker at run time; see
+         * docs/store.md for what a run does with a damaged one */
+        const expect x[C_COUNT] = {
+            {1, want}, {0, NULL}, {0, NULL}, {i == 1 ? -1 : 1, NULL},
+            {0, NULL},
+        };
+
+        snprintf(want, sizeof want, "\"%s\" " CORRUPT "telemetry is corrupt",
+                 keys[i]);
+        ck_assert_int_eq(corrupt(dir, STORE_TELEMETRY, keys[i],
+                                 strlen(keys[i])),
+                         1);
+        check_all(dir, x);
+        if (i != 1)
+            free(check_cmd(dir, C_RUN, (expect){1, want}));
+        tu_rmrf(dir);
+        free(dir);
+    }
+}
+END_TEST
+
+/* The call ledger is a cache of answers: a damaged entry is a miss, the
+ * call is made again (and the run says so), and the results are those of
+ * an undamaged run. The store keeps only its questions and ledger, so a
+ * rerun asks for exactly the calls of the first run. */
+START_TEST(corrupt_ledger)
+{
+    char *dir = copy_golden(), *out = NULL, *err = NULL, want[64];
+    size_t n, calls = count_records(dir, STORE_LEDGER);
+
+    snprintf(want, sizeof want, "; 1 calls (%zu from the ledger)", calls - 1);
+    drop(dir, STORE_STATE, NULL, 0);
+    drop(dir, STORE_RESULTS, NULL, 0);
+    drop(dir, STORE_TELEMETRY, NULL, 0);
+    n = corrupt(dir, STORE_LEDGER, NULL, 0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(TU_NSED(sim.url, &out, &err, "run", golden_wf,
+                             "--store", dir),
+                     0);
+    ck_assert_msg(tu_contains(err, "calling the model again"), "%s", err);
+    ck_assert_msg(tu_contains(err, want), "want \"%s\" in: %s", want, err);
+    free(out);
+    free(err);
+    check_export_golden(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(corrupt_manifest)
+{
+    char *dir = copy_golden();
+    /* export needs no manifest: it reads results only */
+    const expect x[C_COUNT] = {
+        {1, "manifest"}, {0, NULL}, {0, NULL},
+        {1, "manifest is damaged"}, {1, "manifest is damaged"},
+    };
+
+    ck_assert_int_eq(corrupt(dir, STORE_META, "manifest", 8), 1);
+    check_all(dir, x);
+    free(dir);
+}
+END_TEST
+
+Suite *tu_suite(void)
+{
+    Suite *s = suite_create("damage");
+    TCase *tc = tcase_create("corrupt records");
+
+    tcase_add_unchecked_fixture(tc, golden_setup, golden_teardown);
+    tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, corrupt_question);
+    tcase_add_test(tc, corrupt_question_order);
+    tcase_add_test(tc, corrupt_result);
+    tcase_add_test(tc, corrupt_state);
+    tcase_add_test(tc, corrupt_decision);
+    tcase_add_test(tc, corrupt_context);
+    tcase_add_test(tc, corrupt_marker);
+    tcase_add_test(tc, corrupt_telemetry);
+    tcase_add_test(tc, corrupt_ledger);
+    tcase_add_test(tc, corrupt_manifest);
+    suite_add_tcase(s, tc);
+    return s;
+}
