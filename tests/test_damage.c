@@ -542,6 +542,73 @@ START_TEST(corrupt_manifest)
 }
 END_TEST
 
+/* ---- item 8: a truncated data file ----------------------------------- */
+
+static void truncate_data(const char *dir, long size)
+{
+    char *p = tu_path(dir, "data.mdb");
+    struct stat st;
+
+    ck_assert(stat(p, &st) == 0);
+    if (size < 0)
+        size = (long)st.st_size / 2;
+    ck_assert_msg(truncate(p, size) == 0, "truncate: %s", strerror(errno));
+    free(p);
+}
+
+/* Every command refuses the store with exit 1 and says why; none dies of
+ * a signal (SIGBUS was 135). */
+static void check_truncated(long size, const char *msg)
+{
+    char *dir = copy_golden();
+    const expect x[C_COUNT] = {{1, msg}, {1, msg}, {1, msg}, {1, msg},
+                               {1, msg}};
+
+    truncate_data(dir, size);
+    check_all(dir, x);
+    free(dir);
+}
+
+START_TEST(truncated_to_zero)
+{
+    check_truncated(0, "data.mdb is truncated: 0 bytes, but the store was "
+                       "opened before");
+}
+END_TEST
+
+START_TEST(truncated_to_half)
+{
+    check_truncated(-1, "data.mdb is truncated: ");
+    check_truncated(-1, "; restore it from a copy");
+}
+END_TEST
+
+START_TEST(truncated_to_one_page)
+{
+    check_truncated(4096, "data.mdb is truncated: 4096 bytes, the store needs "
+                          "at least 8192; restore it from a copy");
+}
+END_TEST
+
+/* An empty data file in a directory where no store was ever opened (no
+ * lock.mdb) is a new store, as an absent one is. */
+START_TEST(empty_data_file_in_new_dir)
+{
+    char *dir = tu_path(tu_tmp, "store"), *p = tu_path(dir, "data.mdb");
+    char *out = NULL, *err = NULL;
+
+    ck_assert(mkdir(dir, 0755) == 0);
+    tu_write_file(p, "", 0);
+    ck_assert_msg(TU_NSED(NULL, &out, &err, "ingest", golden_wf, "--questions",
+                          DEMO_Q, "--store", dir) == 0,
+                  "%s", err);
+    free(out);
+    free(err);
+    free(p);
+    free(dir);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("damage");
@@ -560,6 +627,10 @@ Suite *tu_suite(void)
     tcase_add_test(tc, corrupt_telemetry);
     tcase_add_test(tc, corrupt_ledger);
     tcase_add_test(tc, corrupt_manifest);
+    tcase_add_test(tc, truncated_to_zero);
+    tcase_add_test(tc, truncated_to_half);
+    tcase_add_test(tc, truncated_to_one_page);
+    tcase_add_test(tc, empty_data_file_in_new_dir);
     suite_add_tcase(s, tc);
     return s;
 }
