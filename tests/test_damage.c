@@ -609,6 +609,152 @@ START_TEST(empty_data_file_in_new_dir)
 }
 END_TEST
 
+/* ---- item 10: export -o under kill -9, and its fsync order ------------ */
+
+/* Entries of dir other than "." and ".." and keep (the export's target). */
+static int others(const char *dir, const char *keep)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+
+    ck_assert_ptr_nonnull(d);
+    while ((e = readdir(d)))
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+             strcmp(e->d_name, keep) != 0;
+    closedir(d);
+    return n;
+}
+
+typedef struct big_ctx {
+    size_t n, pad;
+} big_ctx;
+
+/* Results for every question of the store (a big export: n records of
+ * pad bytes each), written straight into the store. */
+static int big_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    big_ctx *b = arg;
+    char *rec = malloc(b->pad + 64);
+
+    (void)err;
+    ck_assert(rec);
+    for (size_t i = 0; i < b->n; i++) {
+        char id[32];
+        int len;
+
+        snprintf(id, sizeof id, "big-%05zu", i);
+        len = snprintf(rec, 64, "{\"id\":\"%s\",\"pad\":\"", id);
+        memset(rec + len, 'x', b->pad);
+        memcpy(rec + len + b->pad, "\"}", 2);
+        ck_assert_int_eq(store_put(t, STORE_RESULTS, id, strlen(id), rec,
+                                   (size_t)len + b->pad + 2),
+                         0);
+    }
+    free(rec);
+    return 0;
+}
+
+/* 1 when dir holds a temporary file of process pid. */
+static int pid_file(const char *dir, pid_t pid)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char a[64], b[64];
+    int found = 0;
+
+    ck_assert_ptr_nonnull(d);
+    snprintf(a, sizeof a, ".nsed-tmp.%ld.", (long)pid);
+    snprintf(b, sizeof b, ".tmp.%ld", (long)pid);
+    while ((e = readdir(d)))
+        found |= strstr(e->d_name, a) != NULL ||
+                 (strlen(e->d_name) > strlen(b) &&
+                  strcmp(e->d_name + strlen(e->d_name) - strlen(b), b) == 0);
+    closedir(d);
+    return found;
+}
+
+/* A store of n questions with a result of pad bytes each. */
+static char *big_store(size_t n, size_t pad)
+{
+    char *dir = tu_path(tu_tmp, "store"), *q = tu_path(tu_tmp, "big.jsonl");
+    char *out = NULL, *err = NULL;
+    FILE *f = fopen(q, "w");
+    big_ctx b = {n, pad};
+    store *st = NULL;
+    nsed_err e = {0};
+
+    ck_assert(f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "{\"id\":\"big-%05zu\",\"question\":\"%zu+1?\"}\n", i, i);
+    ck_assert(fclose(f) == 0);
+    ck_assert_msg(TU_NSED(NULL, &out, &err, "ingest", golden_wf, "--questions",
+                          q, "--store", dir) == 0,
+                  "%s", err);
+    free(out);
+    free(err);
+    ck_assert_msg(store_open(dir, NULL, &st, &e) == 0, "%s", e.msg);
+    ck_assert_msg(store_write(st, big_fn, &b, &e) == 0, "%s", e.msg);
+    store_close(st);
+    free(q);
+    return dir;
+}
+
+/* kill -9 an export -o while it writes: the target keeps its old content,
+ * at most one temporary file is left, and the next export removes it. */
+START_TEST(killed_export_leaves_one_temporary)
+{
+    char *dir = big_store(2000, 20000);
+    char *outdir = tu_path(tu_tmp, "out"), *target = tu_path(outdir, "big.jsonl");
+    char *text, *out = NULL, *err = NULL;
+
+    ck_assert(mkdir(outdir, 0755) == 0);
+    tu_write_file(target, "old\n", (size_t)-1);
+    for (int round = 0; round < 3; round++) {
+        struct timespec nap = {0, 200000};
+        pid_t pid = fork();
+        int status, waited = 0;
+
+        ck_assert(pid >= 0);
+        if (pid == 0) {
+            int null = open("/dev/null", O_WRONLY);
+
+            dup2(null, 1);
+            dup2(null, 2);
+            execl(NSED_BIN, NSED_BIN, "export", "--store", dir, "-o", target,
+                  (char *)NULL);
+            _exit(127);
+        }
+        /* kill it once its own temporary file is there (by the previous
+         * layout's name, "<target>.tmp.<pid>", too) */
+        while (!pid_file(outdir, pid) && waited++ < 20000) {
+            nanosleep(&nap, NULL);
+            if (waitpid(pid, &status, WNOHANG) == pid)
+                ck_abort_msg("export finished before it could be killed");
+        }
+        kill(pid, SIGKILL);
+        ck_assert(waitpid(pid, &status, 0) == pid);
+        ck_assert(WIFSIGNALED(status));
+        ck_assert_int_eq(others(outdir, "big.jsonl"), 1);
+        text = tu_read_file(target, NULL);
+        ck_assert_str_eq(text, "old\n");
+        free(text);
+    }
+    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "export", "--store", dir, "-o",
+                             target),
+                     0);
+    ck_assert_int_eq(others(outdir, "big.jsonl"), 0);
+    text = tu_read_file(target, NULL);
+    ck_assert_uint_eq(count_lines(text), 2000);
+    free(text);
+    free(out);
+    free(err);
+    free(target);
+    free(outdir);
+    free(dir);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("damage");
@@ -631,6 +777,7 @@ Suite *tu_suite(void)
     tcase_add_test(tc, truncated_to_half);
     tcase_add_test(tc, truncated_to_one_page);
     tcase_add_test(tc, empty_data_file_in_new_dir);
+    tcase_add_test(tc, killed_export_leaves_one_temporary);
     suite_add_tcase(s, tc);
     return s;
 }
