@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sys/vfs.h>
 #include <time.h>
@@ -375,6 +376,34 @@ static void err_clear(nsed_err *err)
     }
 }
 
+/* Below this much free space an I/O error from a commit is taken for a
+ * full disk: LMDB turns a short write (what a full file system gives) into
+ * EIO, so the errno alone does not tell. */
+#define STORE_FULL_BELOW ((uint64_t)16 << 20)
+
+/* A failed commit. A full disk (ENOSPC, EDQUOT, or EIO with almost no
+ * space left) says so with the path: it is the user's to fix, and the
+ * store keeps every earlier commit, so the same command resumes. The map
+ * being full (MDB_MAP_FULL) is not this: store_write grows the map. */
+static int commit_error(const store *s, int mrc, nsed_err *err)
+{
+    struct statvfs vfs;
+    uint64_t avail = UINT64_MAX;
+
+    if (statvfs(s->dir, &vfs) == 0)
+        avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+    if (mrc == ENOSPC || mrc == EDQUOT ||
+        (mrc == EIO && avail < STORE_FULL_BELOW))
+        return nsed_error(err, NSED_EIO,
+                          "disk full: %s/%s (%" PRIu64 " bytes free); free "
+                          "some space and run the same command again: "
+                          "everything committed before is kept",
+                          s->dir, STORE_DATA_NAME,
+                          avail == UINT64_MAX ? 0 : avail);
+    return nsed_error(err, NSED_ESTORE, "store %s: commit failed: %s", s->dir,
+                      mdb_strerror(mrc));
+}
+
 /* The replay loop behind store_write (also used by store_open before the
  * store is handed out). */
 static int write_loop(store *s, store_txn_fn fn, void *arg, nsed_err *err)
@@ -419,8 +448,7 @@ static int write_loop(store *s, store_txn_fn fn, void *arg, nsed_err *err)
             continue;
         }
         if (mrc != 0)
-            return nsed_error(err, NSED_ESTORE, "store %s: commit failed: %s",
-                              s->dir, mdb_strerror(mrc));
+            return commit_error(s, mrc, err);
         return 0;
     }
 }
