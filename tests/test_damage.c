@@ -872,6 +872,17 @@ START_TEST(full_disk_says_so_and_resumes)
     ck_assert_msg(!tu_contains(err, "Input/output error"), "%s", err);
     free(out);
     free(err);
+    /* export -o onto the full disk: says so, leaves nothing behind */
+    snprintf(want, sizeof want, "%s/x.jsonl", mnt);
+    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "export", "--store", dir, "-o",
+                             want),
+                     1);
+    ck_assert_msg(tu_contains(err, "disk full: ") && tu_contains(err, want),
+                  "%s", err);
+    ck_assert_int_eq(others(mnt, "store"), 1); /* the filler only */
+    free(out);
+    free(err);
+    snprintf(want, sizeof want, "disk full: %s/data.mdb", dir);
     /* free the space, run the same command again */
     ck_assert(unlink(filler) == 0);
     ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", golden_wf,

@@ -196,12 +196,13 @@ static int sync_parent(const atomic_file *f, nsed_err *err)
     return rc;
 }
 
-/* The message of a failed write: a full disk says so, with the path. */
-static int write_error(nsed_err *err, const char *path, int e)
+/* The message of a failed write: a full disk says so, with the path the
+ * user asked for (the temporary file is gone by the time they read it). */
+static int write_error(nsed_err *err, const atomic_file *f, int e)
 {
     if (e == ENOSPC || e == EDQUOT)
-        return nsed_error(err, NSED_EIO, "disk full: %s", path);
-    return nsed_error(err, NSED_EIO, "%s: write failed: %s", path,
+        return nsed_error(err, NSED_EIO, "disk full: %s", f->path);
+    return nsed_error(err, NSED_EIO, "%s: write failed: %s", f->tmp,
                       strerror(e));
 }
 
@@ -215,9 +216,9 @@ int atomic_file_commit(atomic_file *f, nsed_err *err)
      * report success. */
     f->f = NULL;
     if (fflush(stream) != 0 || ferror(stream) || fsync(fileno(stream)) != 0)
-        rc = write_error(err, f->tmp, errno);
+        rc = write_error(err, f, errno);
     if (fclose(stream) != 0 && !rc)
-        rc = write_error(err, f->tmp, errno);
+        rc = write_error(err, f, errno);
     if (!rc && rename(f->tmp, f->path) != 0)
         rc = nsed_error(err, NSED_EIO, "%s: cannot rename to %s: %s", f->tmp,
                         f->path, strerror(errno));
@@ -239,7 +240,7 @@ int atomic_write(const char *path, const void *data, size_t len,
     if (rc)
         return rc;
     if (len > 0 && fwrite(data, 1, len, f->f) != len) {
-        rc = write_error(err, f->tmp, errno);
+        rc = write_error(err, f, errno);
         atomic_file_abort(f);
         return rc;
     }

@@ -28,6 +28,7 @@ static const char export_usage[] =
 typedef struct export_ctx {
     store_txn *txn;
     FILE *out;
+    const char *path; /* -o FILE, or NULL for standard output */
     size_t n;
     int rc;
     nsed_err *err;
@@ -86,10 +87,14 @@ static int export_one(const question *q, uint64_t seq, void *arg)
     }
     if (fwrite(val, 1, vlen, x->out) != vlen || fputc('\n', x->out) == EOF) {
         /* A reader that stopped early (| head) is not an error. */
-        x->rc = errno == EPIPE ? 0
-                               : nsed_error(x->err, NSED_EIO,
-                                            "write failed: %s",
-                                            strerror(errno));
+        if (errno == EPIPE)
+            x->rc = 0;
+        else if (errno == ENOSPC || errno == EDQUOT)
+            x->rc = nsed_error(x->err, NSED_EIO, "disk full: %s",
+                               x->path ? x->path : "standard output");
+        else
+            x->rc = nsed_error(x->err, NSED_EIO, "write failed: %s",
+                               strerror(errno));
         return 1;
     }
     x->n++;
@@ -155,6 +160,7 @@ int cli_export(int argc, char **argv)
         if (rc)
             goto out;
         x.out = atomic_file_stream(file);
+        x.path = path;
     }
     rc = store_read(st, export_fn, &x, &err);
     if (path) {
