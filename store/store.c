@@ -820,10 +820,10 @@ out:
  * written by the liblmdb this is built with): pages 0 and 1 are meta
  * pages, each a page header followed by MDB_meta. Offsets are those of
  * a 64-bit build, in host byte order, as LMDB writes them. */
-#define META_PAGEHDR 16       /* MDB_page header before the meta */
+#define META_PAGEHDR 16        /* MDB_page header before the meta */
 #define META_MAGIC 0xBEEFC0DEu /* MDB_MAGIC */
 #define META_OFF_MAGIC (META_PAGEHDR + 0)
-#define META_OFF_PSIZE (META_PAGEHDR + 24) /* mm_dbs[FREE_DBI].md_pad */
+#define META_OFF_PSIZE (META_PAGEHDR + 24)    /* mm_dbs[FREE_DBI].md_pad */
 #define META_OFF_LAST_PG (META_PAGEHDR + 120) /* mm_last_pg */
 #define META_OFF_TXNID (META_PAGEHDR + 128)   /* mm_txnid */
 #define META_SIZE (META_PAGEHDR + 136)

@@ -720,10 +720,10 @@ START_TEST(atomic_open_removes_stale_temporaries)
     if (dead == 0)
         _exit(0);
     ck_assert(waitpid(dead, NULL, 0) == dead);
-    snprintf(dead_tmp, sizeof dead_tmp, "%s/.out.json.nsed-tmp.%ld.abcdef123456",
-             dir, (long)dead);
-    snprintf(live_tmp, sizeof live_tmp, "%s/.out.json.nsed-tmp.%ld.abcdef123456",
-             dir, (long)getppid());
+    snprintf(dead_tmp, sizeof dead_tmp,
+             "%s/.out.json.nsed-tmp.%ld.abcdef123456", dir, (long)dead);
+    snprintf(live_tmp, sizeof live_tmp,
+             "%s/.out.json.nsed-tmp.%ld.abcdef123456", dir, (long)getppid());
     snprintf(other_tmp, sizeof other_tmp,
              "%s/.other.json.nsed-tmp.%ld.abcdef123456", dir, (long)dead);
     snprintf(link_tmp, sizeof link_tmp,

@@ -33,9 +33,9 @@
 /* ---- the golden store (unchecked fixture: made in the parent) ---------- */
 
 static tu_sim sim;
-static char *golden;     /* directory: wf.yaml, store/, export.jsonl */
-static char *golden_wf;  /* the workflow of the golden run */
-static char *ctx_wf;     /* the same with reliability weighting: every
+static char *golden;    /* directory: wf.yaml, store/, export.jsonl */
+static char *golden_wf; /* the workflow of the golden run */
+static char *ctx_wf;    /* the same with reliability weighting: every
                             question gets a context record */
 
 static void golden_setup(void)
@@ -69,9 +69,8 @@ static void golden_setup(void)
     free(exp);
     tu_sim_start(&sim, SIM_CFG, NULL, NULL);
     sdir = tu_path(golden, "store");
-    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", golden_wf,
-                          "--questions", DEMO_Q, "--store", sdir,
-                          "--quiet") == 0,
+    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", golden_wf, "--questions",
+                          DEMO_Q, "--store", sdir, "--quiet") == 0,
                   "%s", err);
     free(out);
     free(err);
@@ -224,8 +223,7 @@ typedef struct expect {
 /* Run command c on the store in dir and check its exit status and
  * message; export -o must leave an older file untouched when it fails.
  * Returns stdout (caller frees). */
-static char *check_cmd_wf(const char *wf, const char *dir, enum cmd c,
-                          expect x)
+static char *check_cmd_wf(const char *wf, const char *dir, enum cmd c, expect x)
 {
     char *out = NULL, *err = NULL, *file = tu_path(tu_tmp, "old.jsonl");
     int rc = 0;
@@ -242,8 +240,7 @@ static char *check_cmd_wf(const char *wf, const char *dir, enum cmd c,
         rc = TU_NSED(NULL, &out, &err, "export", "--store", dir, "-o", file);
         break;
     case C_RUN:
-        rc = TU_NSED(sim.url, &out, &err, "run", wf, "--store", dir,
-                     "--quiet");
+        rc = TU_NSED(sim.url, &out, &err, "run", wf, "--store", dir, "--quiet");
         break;
     case C_INGEST:
         rc = TU_NSED(NULL, &out, &err, "ingest", wf, "--questions", DEMO_Q,
@@ -398,10 +395,8 @@ START_TEST(corrupt_state)
     size_t klen = qrec(key, "demo-003", "s", 1);
     /* status reads whether a state exists, not the state itself */
     const expect x[C_COUNT] = {
-        {0, NULL},
-        {0, NULL},
-        {0, NULL},
-        {1, "the state of demo-003 " CORRUPT "state is corrupt"},
+        {0, NULL}, {0, NULL},
+        {0, NULL}, {1, "the state of demo-003 " CORRUPT "state is corrupt"},
         {0, NULL},
     };
 
@@ -436,10 +431,8 @@ START_TEST(corrupt_context)
     char *dir = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL, key[64];
     size_t klen = qrec(key, "demo-003", "c", 1);
     const expect x[C_COUNT] = {
-        {0, NULL},
-        {0, NULL},
-        {0, NULL},
-        {1, "the context of demo-003 " CORRUPT "state is corrupt"},
+        {0, NULL}, {0, NULL},
+        {0, NULL}, {1, "the context of demo-003 " CORRUPT "state is corrupt"},
         {0, NULL},
     };
 
@@ -491,8 +484,7 @@ START_TEST(corrupt_telemetry)
         /* model/ records are read by the broker at run time; see
          * docs/store.md for what a run does with a damaged one */
         const expect x[C_COUNT] = {
-            {1, want}, {0, NULL}, {0, NULL}, {i == 1 ? -1 : 1, NULL},
-            {0, NULL},
+            {1, want}, {0, NULL}, {0, NULL}, {i == 1 ? -1 : 1, NULL}, {0, NULL},
         };
 
         snprintf(want, sizeof want, "\"%s\" " CORRUPT "telemetry is corrupt",
@@ -524,8 +516,8 @@ START_TEST(corrupt_ledger)
     drop(dir, STORE_TELEMETRY, NULL, 0);
     n = corrupt(dir, STORE_LEDGER, NULL, 0);
     ck_assert_int_eq(n, 1);
-    ck_assert_int_eq(TU_NSED(sim.url, &out, &err, "run", golden_wf,
-                             "--store", dir),
+    ck_assert_int_eq(TU_NSED(sim.url, &out, &err, "run", golden_wf, "--store",
+                             dir),
                      0);
     ck_assert_msg(tu_contains(err, "calling the model again"), "%s", err);
     ck_assert_msg(tu_contains(err, want), "want \"%s\" in: %s", want, err);
@@ -541,8 +533,11 @@ START_TEST(corrupt_manifest)
     char *dir = copy_golden();
     /* export needs no manifest: it reads results only */
     const expect x[C_COUNT] = {
-        {1, "manifest"}, {0, NULL}, {0, NULL},
-        {1, "manifest is damaged"}, {1, "manifest is damaged"},
+        {1, "manifest"},
+        {0, NULL},
+        {0, NULL},
+        {1, "manifest is damaged"},
+        {1, "manifest is damaged"},
     };
 
     ck_assert_int_eq(corrupt(dir, STORE_META, "manifest", 8), 1);
@@ -570,7 +565,10 @@ static void truncate_data(const char *dir, long size)
 static void check_truncated(long size, const char *msg)
 {
     char *dir = copy_golden();
-    const expect x[C_COUNT] = {{1, msg}, {1, msg}, {1, msg}, {1, msg},
+    const expect x[C_COUNT] = {{1, msg},
+                               {1, msg},
+                               {1, msg},
+                               {1, msg},
                                {1, msg}};
 
     truncate_data(dir, size);
@@ -714,7 +712,8 @@ static char *big_store(size_t n, size_t pad)
 START_TEST(killed_export_leaves_one_temporary)
 {
     char *dir = big_store(2000, 20000);
-    char *outdir = tu_path(tu_tmp, "out"), *target = tu_path(outdir, "big.jsonl");
+    char *outdir = tu_path(tu_tmp, "out"),
+         *target = tu_path(outdir, "big.jsonl");
     char *text, *out = NULL, *err = NULL;
 
     ck_assert(mkdir(outdir, 0755) == 0);
@@ -796,9 +795,20 @@ START_TEST(export_fsyncs_before_and_after_rename)
 {
     char *dir = copy_golden(), *target = tu_path(tu_tmp, "out.jsonl");
     char *log = tu_path(tu_tmp, "strace.log"), *text;
-    char *argv[] = {"/usr/bin/env", "strace", "-f", "-o", log, "-e",
+    char *argv[] = {"/usr/bin/env",
+                    "strace",
+                    "-f",
+                    "-o",
+                    log,
+                    "-e",
                     "trace=openat,fsync,fdatasync,rename,renameat,renameat2",
-                    NSED_BIN, "export", "--store", dir, "-o", target, NULL};
+                    NSED_BIN,
+                    "export",
+                    "--store",
+                    dir,
+                    "-o",
+                    target,
+                    NULL};
     char *probe[] = {"/bin/sh", "-c", "strace -o /dev/null true", NULL};
     const char *open_at, *sync_file, *ren, *open_dir, *sync_dir, *eq;
     char fd_call[32];
@@ -884,9 +894,8 @@ START_TEST(full_disk_says_so_and_resumes)
     snprintf(want, sizeof want, "disk full: %s/data.mdb", dir);
     /* free the space, run the same command again */
     ck_assert(unlink(filler) == 0);
-    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", golden_wf,
-                          "--questions", DEMO_Q, "--store", dir,
-                          "--quiet") == 0,
+    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", golden_wf, "--questions",
+                          DEMO_Q, "--store", dir, "--quiet") == 0,
                   "%s", err);
     free(out);
     free(err);

@@ -137,8 +137,8 @@ static int create_tmp(atomic_file *f, nsed_err *err)
             f->tmp = NULL;
             return nsed_error(err, NSED_ENOMEM, "out of memory");
         }
-        fd = open(f->tmp,
-                  O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+        fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                  0666);
         if (fd >= 0) {
             f->f = fdopen(fd, "w");
             if (f->f)

@@ -244,7 +244,8 @@ static int scan_one(const void *key, size_t klen, const void *val,
     c->failed = 1;
     if (klen != 8)
         return store_corrupt(c->err, c->txn, STORE_QORDER,
-                             "a question order entry", "its key is not 8 bytes");
+                             "a question order entry",
+                             "its key is not 8 bytes");
     seq = store_key_u64(key);
     snprintf(what, sizeof what, "question order entry %" PRIu64, seq);
     if (vlen == 0 || vlen > STORE_KEY_MAX || memchr(val, '\0', vlen))

@@ -390,8 +390,9 @@ static int read_decision(store_txn *txn, const char *qid, slot *s,
     if (rc == NSED_ENOTFOUND)
         return 0;
     if (rc)
-        return nsed_error(err, rc, "store %s: cannot read the broker "
-                                   "decision of %s",
+        return nsed_error(err, rc,
+                          "store %s: cannot read the broker "
+                          "decision of %s",
                           store_txn_dir(txn), qid);
     /* it goes into the result record as it is: it must be an object */
     j = cJSON_ParseWithLength(val, vlen);
@@ -521,8 +522,8 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
         cJSON_Delete(j);
         if (rc) {
             nsed_error(L->err, rc, "not a JSON object");
-            fr->rc = damaged_in(fr->txn, L->err, STORE_RESULTS, "result",
-                                q->id, rc);
+            fr->rc = damaged_in(fr->txn, L->err, STORE_RESULTS, "result", q->id,
+                                rc);
             return 1;
         }
         L->sum->already_done++;

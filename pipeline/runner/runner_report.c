@@ -151,8 +151,7 @@ static bool has_state(report_read *rr, const char *qid,
 
 /* Count the decision of qid; a decision that does not parse is damage
  * (rr->rc set, 1 returned to stop the scan). */
-static int visit_decision(report_read *rr, const char *qid,
-                          const cJSON *res)
+static int visit_decision(report_read *rr, const char *qid, const cJSON *res)
 {
     const void *val;
     size_t vlen;
