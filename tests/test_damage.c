@@ -339,7 +339,7 @@ START_TEST(corrupt_question)
         {1, "question \"demo-050\" in database questions is corrupt"},
         {1, RESTORE},
         {1, "question \"demo-050\" in database questions is corrupt"},
-        {1, "question \"demo-050\" in the store is unreadable"},
+        {1, "question \"demo-050\" in database questions is corrupt"},
     };
 
     ck_assert_int_eq(corrupt(dir, STORE_QUESTIONS, "demo-050", 8), 1);

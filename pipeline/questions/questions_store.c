@@ -31,11 +31,15 @@ static int ingest_one(store_txn *txn, const char *path, size_t lineno,
         nsed_err why = {0};
 
         rc = questions_parse_record(val, vlen, &old, NULL, &why);
+        if (rc == NSED_ENOMEM) {
+            rc = nsed_error(err, rc, "out of memory");
+            goto out;
+        }
         if (rc) {
-            rc = nsed_error_at(err, NSED_ESTORE, path, lineno, 0,
-                               "question \"%s\" in the store is unreadable "
-                               "(%s)",
-                               q->id, why.msg);
+            char what[STORE_KEY_MAX + 32];
+
+            snprintf(what, sizeof what, "question \"%s\"", q->id);
+            rc = store_corrupt(err, txn, STORE_QUESTIONS, what, why.msg);
             goto out;
         }
         diff = question_diff(&old, q);
@@ -162,6 +166,7 @@ int questions_get(store_txn *txn, const char *id, question *out,
     size_t vlen, idlen = strlen(id);
     question q = {0};
     nsed_err why = {0};
+    char what[STORE_KEY_MAX + 32];
     int rc;
 
     if (!idlen || idlen > STORE_KEY_MAX)
@@ -177,16 +182,13 @@ int questions_get(store_txn *txn, const char *id, question *out,
     rc = questions_parse_record(val, vlen, &q, NULL, &why);
     if (rc == NSED_ENOMEM)
         return nsed_error(err, rc, "out of memory");
+    snprintf(what, sizeof what, "question \"%s\"", id);
     if (rc)
-        return nsed_error(err, NSED_ESTORE,
-                          "question \"%s\" in the store is unreadable (%s)",
-                          id, why.msg);
+        return store_corrupt(err, txn, STORE_QUESTIONS, what, why.msg);
     if (strcmp(q.id, id) != 0) {
         question_release(&q);
-        return nsed_error(err, NSED_ESTORE,
-                          "question \"%s\" in the store is filed under "
-                          "another id",
-                          id);
+        return store_corrupt(err, txn, STORE_QUESTIONS, what,
+                             "it is filed under another id");
     }
     *out = q;
     return 0;
