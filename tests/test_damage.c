@@ -796,9 +796,21 @@ START_TEST(export_fsyncs_before_and_after_rename)
     char *dir = copy_golden(), *target = tu_path(tu_tmp, "out.jsonl");
     char *log = tu_path(tu_tmp, "strace.log"), *text;
     /* LeakSanitizer cannot run under ptrace (in the ASan build) */
-    char *argv[] = {"/usr/bin/env", "ASAN_OPTIONS=detect_leaks=0", "strace",
-                    "-f", "-o", log, "-e", "trace=openat,fsync,rename,renameat,renameat2",
-                    NSED_BIN, "export", "--store", dir, "-o", target, NULL};
+    char *argv[] = {"/usr/bin/env",
+                    "ASAN_OPTIONS=detect_leaks=0",
+                    "strace",
+                    "-f",
+                    "-o",
+                    log,
+                    "-e",
+                    "trace=openat,fsync,rename,renameat,renameat2",
+                    NSED_BIN,
+                    "export",
+                    "--store",
+                    dir,
+                    "-o",
+                    target,
+                    NULL};
     char *probe[] = {"/bin/sh", "-c", "strace -o /dev/null true", NULL};
     const char *open_at, *sync_file, *ren, *open_dir, *sync_dir, *eq;
     char fd_call[32];
