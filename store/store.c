@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sys/vfs.h>
 #include <time.h>
@@ -90,6 +91,13 @@ static const char *db_name(enum store_db db)
     case STORE_DB_COUNT: break;
     }
     return NULL;
+}
+
+const char *store_db_name(enum store_db db)
+{
+    const char *name = (unsigned)db < STORE_DB_COUNT ? db_name(db) : NULL;
+
+    return name ? name : "?";
 }
 
 /* malloc'd "dir/name", or NULL when out of memory or longer than PATH_MAX. */
@@ -368,6 +376,34 @@ static void err_clear(nsed_err *err)
     }
 }
 
+/* Below this much free space an I/O error from a commit is taken for a
+ * full disk: LMDB turns a short write (what a full file system gives) into
+ * EIO, so the errno alone does not tell. */
+#define STORE_FULL_BELOW ((uint64_t)16 << 20)
+
+/* A failed commit. A full disk (ENOSPC, EDQUOT, or EIO with almost no
+ * space left) says so with the path: it is the user's to fix, and the
+ * store keeps every earlier commit, so the same command resumes. The map
+ * being full (MDB_MAP_FULL) is not this: store_write grows the map. */
+static int commit_error(const store *s, int mrc, nsed_err *err)
+{
+    struct statvfs vfs;
+    uint64_t avail = UINT64_MAX;
+
+    if (statvfs(s->dir, &vfs) == 0)
+        avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+    if (mrc == ENOSPC || mrc == EDQUOT ||
+        (mrc == EIO && avail < STORE_FULL_BELOW))
+        return nsed_error(err, NSED_EIO,
+                          "disk full: %s/%s (%" PRIu64 " bytes free); free "
+                          "some space and run the same command again: "
+                          "everything committed before is kept",
+                          s->dir, STORE_DATA_NAME,
+                          avail == UINT64_MAX ? 0 : avail);
+    return nsed_error(err, NSED_ESTORE, "store %s: commit failed: %s", s->dir,
+                      mdb_strerror(mrc));
+}
+
 /* The replay loop behind store_write (also used by store_open before the
  * store is handed out). */
 static int write_loop(store *s, store_txn_fn fn, void *arg, nsed_err *err)
@@ -412,8 +448,7 @@ static int write_loop(store *s, store_txn_fn fn, void *arg, nsed_err *err)
             continue;
         }
         if (mrc != 0)
-            return nsed_error(err, NSED_ESTORE, "store %s: commit failed: %s",
-                              s->dir, mdb_strerror(mrc));
+            return commit_error(s, mrc, err);
         return 0;
     }
 }
@@ -459,6 +494,22 @@ int store_read(store *s, store_txn_fn fn, void *arg, nsed_err *err)
     s->in_txn = 0;
     mdb_txn_abort(t.txn);
     return rc;
+}
+
+const char *store_txn_dir(const store_txn *t)
+{
+    return t && t->s ? t->s->dir : "?";
+}
+
+int store_corrupt(nsed_err *err, const store_txn *t, enum store_db db,
+                  const char *record, const char *why)
+{
+    return nsed_error(err, NSED_ESTORE,
+                      "store %s: %s in database %s is corrupt%s%s%s; restore "
+                      "the store from a copy",
+                      store_txn_dir(t), record ? record : "a record",
+                      store_db_name(db), why ? " (" : "", why ? why : "",
+                      why ? ")" : "");
 }
 
 /* Common argument checks for the per-key calls; 0 when the call may go on. */
@@ -762,18 +813,118 @@ out:
     return rc;
 }
 
-/* 1 when dir holds a non-empty LMDB data file. */
-static int data_file_exists(const char *dir, int *exists, nsed_err *err)
-{
-    char *path = join_path(dir, STORE_DATA_NAME);
-    struct stat st;
+/* LMDB maps its data file and trusts it: pages past the end of a
+ * truncated file are a SIGBUS on first touch, not an error code. So the
+ * file is checked against what its own meta pages say before it is
+ * mapped. The layout read here is LMDB's on-disk format (version 1, as
+ * written by the liblmdb this is built with): pages 0 and 1 are meta
+ * pages, each a page header followed by MDB_meta. Offsets are those of
+ * a 64-bit build, in host byte order, as LMDB writes them. */
+#define META_PAGEHDR 16        /* MDB_page header before the meta */
+#define META_MAGIC 0xBEEFC0DEu /* MDB_MAGIC */
+#define META_OFF_MAGIC (META_PAGEHDR + 0)
+#define META_OFF_PSIZE (META_PAGEHDR + 24)    /* mm_dbs[FREE_DBI].md_pad */
+#define META_OFF_LAST_PG (META_PAGEHDR + 120) /* mm_last_pg */
+#define META_OFF_TXNID (META_PAGEHDR + 128)   /* mm_txnid */
+#define META_SIZE (META_PAGEHDR + 136)
 
+typedef struct meta_view {
+    int valid; /* magic matched and the page size is plausible */
+    uint32_t psize;
+    uint64_t last_pg, txnid;
+} meta_view;
+
+static meta_view meta_read(const unsigned char *p)
+{
+    meta_view m = {0};
+    uint32_t magic;
+
+    memcpy(&magic, p + META_OFF_MAGIC, sizeof magic);
+    memcpy(&m.psize, p + META_OFF_PSIZE, sizeof m.psize);
+    memcpy(&m.last_pg, p + META_OFF_LAST_PG, sizeof m.last_pg);
+    memcpy(&m.txnid, p + META_OFF_TXNID, sizeof m.txnid);
+    m.valid = magic == META_MAGIC && m.psize >= 512 && m.psize <= 65536 &&
+              (m.psize & (m.psize - 1)) == 0;
+    return m;
+}
+
+static int truncated_error(nsed_err *err, const char *path, uint64_t have,
+                           uint64_t need)
+{
+    return nsed_error(err, NSED_ESTORE,
+                      "store %s is truncated: %" PRIu64 " bytes, the store "
+                      "needs at least %" PRIu64 "; restore it from a copy",
+                      path, have, need);
+}
+
+/* 1 in *exists when dir holds an LMDB data file that can be mapped, 0
+ * when it holds none (a new store). A data file shorter than its meta
+ * pages say, or an empty one beside LMDB's lock file (a store was opened
+ * here before, so it had content), is damage: NSED_ESTORE. A file whose
+ * first page is not an LMDB meta page is left to LMDB to refuse. */
+static int data_file_check(const char *dir, int *exists, nsed_err *err)
+{
+    char *path = join_path(dir, STORE_DATA_NAME), *lock = NULL;
+    unsigned char page[META_SIZE];
+    meta_view m0, m1 = {0};
+    struct stat st, lst;
+    uint64_t size, need;
+    int fd = -1, rc = 0;
+
+    *exists = 0;
     if (!path)
         return nsed_error(err, NSED_EINVAL, "store directory path too long: %s",
                           dir);
-    *exists = stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        goto out;
+    size = (uint64_t)st.st_size;
+    if (size == 0) {
+        lock = join_path(dir, "lock.mdb");
+        if (lock && stat(lock, &lst) == 0)
+            rc = nsed_error(err, NSED_ESTORE,
+                            "store %s is truncated: 0 bytes, but the store "
+                            "was opened before (%s exists); restore it from a "
+                            "copy",
+                            path, lock);
+        goto out;
+    }
+    *exists = 1;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = nsed_error(err, NSED_EIO, "cannot read %s: %s", path,
+                        strerror(errno));
+        goto out;
+    }
+    if (size < META_SIZE) {
+        rc = truncated_error(err, path, size, 2 * 4096);
+        goto out;
+    }
+    if (pread(fd, page, sizeof page, 0) != (ssize_t)sizeof page) {
+        rc = nsed_error(err, NSED_EIO, "cannot read %s: %s", path,
+                        strerror(errno));
+        goto out;
+    }
+    m0 = meta_read(page);
+    if (!m0.valid)
+        goto out; /* not LMDB's: mdb_env_open says so (MDB_INVALID) */
+    if (size < 2 * (uint64_t)m0.psize) {
+        rc = truncated_error(err, path, size, 2 * (uint64_t)m0.psize);
+        goto out;
+    }
+    if (pread(fd, page, sizeof page, (off_t)m0.psize) == (ssize_t)sizeof page)
+        m1 = meta_read(page);
+    /* LMDB uses the meta page with the newer transaction */
+    if (m1.valid && m1.psize == m0.psize && m1.txnid > m0.txnid)
+        m0 = m1;
+    need = (m0.last_pg + 1) * (uint64_t)m0.psize;
+    if (size < need)
+        rc = truncated_error(err, path, size, need);
+out:
+    if (fd >= 0)
+        close(fd);
+    free(lock);
     free(path);
-    return 0;
+    return rc;
 }
 
 /* LMDB fsyncs its files but not the directory holding them; without this
@@ -819,7 +970,7 @@ int store_open(const char *dir, const store_opts *opts, store **out,
     rc = check_local_fs(dir, err);
     if (rc)
         return rc;
-    rc = data_file_exists(dir, &exists, err);
+    rc = data_file_check(dir, &exists, err);
     if (rc)
         return rc;
     if (rdonly && !exists)

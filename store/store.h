@@ -157,6 +157,22 @@ NSED_MUST_CHECK int store_bind_manifest(store *s, const store_manifest *m,
  * NSED_ENOTFOUND when the store was never bound. */
 NSED_MUST_CHECK int store_manifest_json(store *s, char **out, nsed_err *err);
 
+/* The directory of the store t belongs to (owned by the store). */
+const char *store_txn_dir(const store_txn *t);
+
+/* The name of db in the environment ("questions", "state", ...). */
+const char *store_db_name(enum store_db db);
+
+/* Report a record of db that cannot be read back, and return NSED_ESTORE:
+ * err gets "store DIR: RECORD in database DB is corrupt (WHY); restore the
+ * store from a copy", where record names the record (e.g. "the result of
+ * q1") and why says what is wrong with it (either may be NULL). Every
+ * reader of a store record reports damage through this, so that every
+ * such message names the store, the database and the key. */
+NSED_MUST_CHECK int store_corrupt(nsed_err *err, const store_txn *t,
+                                  enum store_db db, const char *record,
+                                  const char *why);
+
 /* Encode/decode the 8-byte big-endian keys used by STORE_QORDER. */
 void store_u64_key(uint64_t v, unsigned char out[8]);
 uint64_t store_key_u64(const unsigned char in[8]);

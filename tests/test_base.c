@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 START_TEST(error_location_prefix)
 {
@@ -682,6 +684,95 @@ START_TEST(json_find_last_object_top_level)
 }
 END_TEST
 
+/* The temporary file is never a name someone can plant in advance: a
+ * symlink at the old predictable "<path>.tmp.<pid>" (or at any name) is
+ * not written through, and the temporary file is ".<name>.nsed-tmp.<pid>.
+ * <random>", created beside the target. */
+START_TEST(atomic_write_ignores_planted_symlink)
+{
+    char *dir = tu_mkdtemp(), *p = tu_path(dir, "out.json");
+    char *victim = tu_path(dir, "victim"), *text, *planted = NULL;
+    atomic_file *f = NULL;
+    nsed_err e = {0};
+    DIR *d;
+    struct dirent *de;
+    int ours = 0;
+
+    tu_write_file(victim, "precious\n", (size_t)-1);
+    ck_assert(asprintf(&planted, "%s.tmp.%ld", p, (long)getpid()) > 0);
+    ck_assert_int_eq(symlink(victim, planted), 0);
+    ck_assert_int_eq(atomic_file_open(p, &f, &e), 0);
+    d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    while ((de = readdir(d))) {
+        char want[64];
+
+        snprintf(want, sizeof want, ".out.json.nsed-tmp.%ld.", (long)getpid());
+        if (strncmp(de->d_name, want, strlen(want)) == 0 &&
+            strlen(de->d_name) == strlen(want) + 12)
+            ours++;
+    }
+    closedir(d);
+    ck_assert_int_eq(ours, 1);
+    fputs("new\n", atomic_file_stream(f));
+    ck_assert_int_eq(atomic_file_commit(f, &e), 0);
+    text = tu_read_file(victim, NULL);
+    ck_assert_str_eq(text, "precious\n");
+    free(text);
+    text = tu_read_file(p, NULL);
+    ck_assert_str_eq(text, "new\n");
+    free(text);
+    /* out.json, victim and the planted link: nothing else */
+    ck_assert_int_eq(entries(dir), 3);
+    tu_rmrf(dir);
+    free(planted);
+    free(victim);
+    free(p);
+    free(dir);
+}
+END_TEST
+
+/* Temporary files left by a killed writer of the same path are removed by
+ * the next open; those of a live process, of another target, and
+ * anything that is not a regular file are left alone. */
+START_TEST(atomic_open_removes_stale_temporaries)
+{
+    char *dir = tu_mkdtemp(), *p = tu_path(dir, "out.json");
+    char dead_tmp[256], live_tmp[256], other_tmp[256], link_tmp[256];
+    atomic_file *f = NULL;
+    nsed_err e = {0};
+    struct stat st;
+    pid_t dead = fork();
+
+    ck_assert(dead >= 0);
+    if (dead == 0)
+        _exit(0);
+    ck_assert(waitpid(dead, NULL, 0) == dead);
+    snprintf(dead_tmp, sizeof dead_tmp,
+             "%s/.out.json.nsed-tmp.%ld.abcdef123456", dir, (long)dead);
+    snprintf(live_tmp, sizeof live_tmp,
+             "%s/.out.json.nsed-tmp.%ld.abcdef123456", dir, (long)getppid());
+    snprintf(other_tmp, sizeof other_tmp,
+             "%s/.other.json.nsed-tmp.%ld.abcdef123456", dir, (long)dead);
+    snprintf(link_tmp, sizeof link_tmp,
+             "%s/.out.json.nsed-tmp.%ld.zzzzzz999999", dir, (long)dead);
+    tu_write_file(dead_tmp, "half an export", (size_t)-1);
+    tu_write_file(live_tmp, "being written", (size_t)-1);
+    tu_write_file(other_tmp, "another file's", (size_t)-1);
+    ck_assert_int_eq(symlink(p, link_tmp), 0);
+    ck_assert_int_eq(atomic_file_open(p, &f, &e), 0);
+    atomic_file_abort(f);
+    ck_assert_int_eq(stat(dead_tmp, &st), -1);
+    ck_assert_int_eq(stat(live_tmp, &st), 0);
+    ck_assert_int_eq(stat(other_tmp, &st), 0);
+    ck_assert_int_eq(lstat(link_tmp, &st), 0);
+    ck_assert_int_eq(entries(dir), 3);
+    tu_rmrf(dir);
+    free(p);
+    free(dir);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("base");
@@ -707,6 +798,8 @@ Suite *tu_suite(void)
     tc = tcase_create("atomic files");
     tcase_add_test(tc, atomic_write_replaces_whole_file);
     tcase_add_test(tc, atomic_write_failure_leaves_nothing);
+    tcase_add_test(tc, atomic_write_ignores_planted_symlink);
+    tcase_add_test(tc, atomic_open_removes_stale_temporaries);
     suite_add_tcase(s, tc);
     tc = tcase_create("numbers");
     tcase_add_test(tc, num_parse_is_strict);

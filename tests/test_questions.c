@@ -824,8 +824,7 @@ static int scan_txn(store_txn *t, void *arg, nsed_err *err)
 {
     scan_args *a = arg;
 
-    (void)err;
-    return questions_scan(t, a->start, see, a->out);
+    return questions_scan(t, a->start, see, a->out, err);
 }
 
 static void scan_store(store *s, uint64_t start, seen *out, int expect_rc)

@@ -1,10 +1,16 @@
 /* atomic.h -- replace a file atomically: readers see the old file or the
  * complete new one, never a part, and a crash leaves one of the two.
  *
- * The new content goes to a temporary file in the same directory
- * ("<path>.tmp.<pid>"), which is flushed and fsync'd, renamed over path,
- * and then the directory is fsync'd so that the rename itself is durable.
- * On any error the temporary file is removed and path is left as it was.
+ * The new content goes to a temporary file in the same directory,
+ * ".<name>.nsed-tmp.<pid>.<12 random characters>", created with
+ * O_CREAT|O_EXCL|O_NOFOLLOW (nothing planted under a guessed name is
+ * written through); it is flushed and fsync'd, renamed over path, and then
+ * the directory is fsync'd so that the rename itself is durable. On any
+ * error the temporary file is removed and path is left as it was. A
+ * process killed meanwhile leaves its temporary file; the next open for
+ * the same path removes such files whose process is gone (regular files
+ * of this user only), so at most one is ever left. A full disk (ENOSPC,
+ * EDQUOT) is reported as "disk full: <file>".
  *
  *     atomic_file *f = NULL;
  *     rc = atomic_file_open(path, &f, err);

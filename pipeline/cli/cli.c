@@ -12,11 +12,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-int cli_fail(const nsed_err *err)
+int cli_fail(int rc, const nsed_err *err)
 {
+    /* The returned code decides, not err->code: a function that failed
+     * without filling err leaves err->code 0, and a failure must never
+     * exit 0. A call with rc 0 is a caller's bug and is reported as one. */
+    if (rc == 0)
+        rc = NSED_EINTERNAL;
     fprintf(stderr, "nsed: %s\n",
-            err->msg[0] ? err->msg : nsed_strerror(err->code));
-    return nsed_exit_code(err->code);
+            err && err->msg[0] ? err->msg : nsed_strerror(rc));
+    return nsed_exit_code(rc);
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)

@@ -22,8 +22,12 @@ NSED_MUST_CHECK int cli_run(int argc, char **argv);
 NSED_MUST_CHECK int cli_export(int argc, char **argv);
 NSED_MUST_CHECK int cli_team(int argc, char **argv);
 
-/* Print "nsed: <message>" for err to stderr and return its exit status. */
-int cli_fail(const nsed_err *err);
+/* Print "nsed: <message>" for a failure to stderr and return its exit
+ * status. rc is the code the failing call returned and decides the status
+ * (nsed_exit_code); err's message is printed, or nsed_strerror(rc) when
+ * the failing call left it empty. rc 0 (a caller's bug) is treated as
+ * NSED_EINTERNAL, so a failure never exits 0. err may be NULL. */
+int cli_fail(int rc, const nsed_err *err);
 
 /* Print "nsed <cmd>: <fmt...>" plus a hint to see --help; return 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...)

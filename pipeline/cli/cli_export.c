@@ -4,6 +4,8 @@
 #include "pipeline/questions/questions.h"
 #include "store/store_keys.h"
 
+#include <cjson/cJSON.h>
+
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
@@ -27,10 +29,37 @@ static const char export_usage[] =
 typedef struct export_ctx {
     store_txn *txn;
     FILE *out;
+    const char *path; /* -o FILE, or NULL for standard output */
     size_t n;
     int rc;
     nsed_err *err;
 } export_ctx;
+
+/* A result record is exported only when it is what the runner wrote: one
+ * line of JSON, an object whose "id" is the question's. Anything else is
+ * damage, reported with the record's name rather than copied out (or
+ * skipped) silently. */
+static int check_result(export_ctx *x, const char *qid, const void *val,
+                        size_t vlen)
+{
+    char what[STORE_KEY_MAX + 32];
+    const char *why = NULL;
+    cJSON *j = NULL;
+
+    if (memchr(val, '\n', vlen))
+        why = "it spans more than one line";
+    else if (!(j = cJSON_ParseWithLength(val, vlen)) || !cJSON_IsObject(j))
+        why = "not a JSON object";
+    else if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "id")) ||
+             strcmp(cJSON_GetObjectItemCaseSensitive(j, "id")->valuestring,
+                    qid) != 0)
+        why = "its id is not the question's";
+    cJSON_Delete(j);
+    if (!why)
+        return 0;
+    snprintf(what, sizeof what, "the result of %s", qid);
+    return store_corrupt(x->err, x->txn, STORE_RESULTS, what, why);
+}
 
 static int export_one(const question *q, uint64_t seq, void *arg)
 {
@@ -48,15 +77,25 @@ static int export_one(const question *q, uint64_t seq, void *arg)
     if (rc == NSED_ENOTFOUND)
         return 0;
     if (rc) {
-        x->rc = nsed_error(x->err, rc, "cannot read the result of %s", q->id);
+        x->rc = nsed_error(x->err, rc, "store %s: cannot read the result of %s",
+                           store_txn_dir(x->txn), q->id);
+        return 1;
+    }
+    rc = check_result(x, q->id, val, vlen);
+    if (rc) {
+        x->rc = rc;
         return 1;
     }
     if (fwrite(val, 1, vlen, x->out) != vlen || fputc('\n', x->out) == EOF) {
         /* A reader that stopped early (| head) is not an error. */
-        x->rc = errno == EPIPE ? 0
-                               : nsed_error(x->err, NSED_EIO,
-                                            "write failed: %s",
-                                            strerror(errno));
+        if (errno == EPIPE)
+            x->rc = 0;
+        else if (errno == ENOSPC || errno == EDQUOT)
+            x->rc = nsed_error(x->err, NSED_EIO, "disk full: %s",
+                               x->path ? x->path : "standard output");
+        else
+            x->rc = nsed_error(x->err, NSED_EIO, "write failed: %s",
+                               strerror(errno));
         return 1;
     }
     x->n++;
@@ -70,7 +109,7 @@ static int export_fn(store_txn *txn, void *arg, nsed_err *err)
 
     (void)err;
     x->txn = txn;
-    rc = questions_scan(txn, 0, export_one, x);
+    rc = questions_scan(txn, 0, export_one, x, x->err);
     if (x->rc)
         return x->rc;
     return rc == 1 ? 0 : rc; /* 1: export_one stopped early on purpose */
@@ -123,6 +162,7 @@ int cli_export(int argc, char **argv)
         if (rc)
             goto out;
         x.out = atomic_file_stream(file);
+        x.path = path;
     }
     rc = store_read(st, export_fn, &x, &err);
     if (path) {
@@ -141,5 +181,5 @@ int cli_export(int argc, char **argv)
 out:
     atomic_file_abort(file);
     store_close(st);
-    return rc ? cli_fail(&err) : 0;
+    return rc ? cli_fail(rc, &err) : 0;
 }

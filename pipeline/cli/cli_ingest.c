@@ -99,5 +99,5 @@ out:
     free(cmdline);
     store_close(st);
     workflow_free(wf);
-    return status ? cli_fail(&err) : 0;
+    return status ? cli_fail(status, &err) : 0;
 }

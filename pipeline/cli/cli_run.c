@@ -387,7 +387,7 @@ out:
     if (rc == NSED_ENET && !err.msg[0])
         return 1;
     if (rc)
-        return cli_fail(&err);
+        return cli_fail(rc, &err);
     if (sum.interrupted)
         return 130;
     /* none incomplete (that was 1 above) but some failed for good */

@@ -325,5 +325,5 @@ out:
     free(text);
     runner_report_free(r);
     store_close(st);
-    return rc ? cli_fail(&err) : 0;
+    return rc ? cli_fail(rc, &err) : 0;
 }

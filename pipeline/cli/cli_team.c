@@ -215,5 +215,5 @@ out:
     telemetry_free(tel);
     store_close(st);
     workflow_free(wf);
-    return rc ? cli_fail(&err) : 0;
+    return rc ? cli_fail(rc, &err) : 0;
 }

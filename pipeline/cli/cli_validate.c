@@ -29,7 +29,7 @@ static int validate_workflow(const char *path, int quiet)
 
     rc = workflow_load(path, &wf, &err);
     if (rc)
-        return cli_fail(&err);
+        return cli_fail(rc, &err);
     if (!quiet)
         rc = workflow_print_normalized(wf, stdout);
     if (rc == NSED_EIO) {
@@ -48,7 +48,7 @@ static int validate_workflow(const char *path, int quiet)
         printf("%s: ok, workflow hash %s\n", path, workflow_hash(wf));
     }
     workflow_free(wf);
-    return rc ? cli_fail(&err) : 0;
+    return rc ? cli_fail(rc, &err) : 0;
 }
 
 static int validate_questions(const char *path)
@@ -59,7 +59,7 @@ static int validate_questions(const char *path)
 
     rc = questions_check_file(path, &st, &err);
     if (rc)
-        return cli_fail(&err);
+        return cli_fail(rc, &err);
     printf("%s: ok, %zu questions\n", path, st.questions);
     return 0;
 }
@@ -72,7 +72,7 @@ int cli_validate(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     cli_opts_seen seen = {0};
-    int quiet = 0, c, status = 0;
+    int quiet = 0, c, status = 0, frc;
     nsed_err err = {0};
 
     optind = 1;
@@ -99,8 +99,9 @@ int cli_validate(int argc, char **argv)
             status = rc;
     }
     /* what was printed must have got out: an exit status of 0 says so */
-    if (cli_stdout_flush(&err)) {
-        int rc = cli_fail(&err);
+    frc = cli_stdout_flush(&err);
+    if (frc) {
+        int rc = cli_fail(frc, &err);
 
         if (rc > status)
             status = rc;

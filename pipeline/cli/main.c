@@ -90,10 +90,12 @@ static void command_hint(const char *name, char *hint, size_t size)
 static int checked_exit(int status)
 {
     nsed_err err = {0};
+    int rc;
 
-    if (status == 0 && cli_stdout_flush(&err))
-        return cli_fail(&err);
-    return status;
+    if (status != 0)
+        return status;
+    rc = cli_stdout_flush(&err);
+    return rc ? cli_fail(rc, &err) : 0;
 }
 
 int main(int argc, char **argv)

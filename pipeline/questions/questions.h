@@ -178,14 +178,15 @@ NSED_MUST_CHECK int questions_total(store *s, size_t *n, nsed_err *err);
 /* Visit the questions of the store in ingestion order, starting at
  * sequence number start_seq (0: from the first), one at a time: only one
  * question is held in memory at once. q is valid only during the call.
- * fn returning non-zero stops the scan and that value is returned.
- * Returns 0 when the scan completed, fn's value, NSED_ESTORE (LMDB error,
- * or the order table names an id whose record is missing or corrupt) or
- * NSED_ENOMEM. */
+ * fn returning non-zero stops the scan and that value is returned (err
+ * is then as fn left it). Returns 0 when the scan completed, fn's value,
+ * NSED_ESTORE (LMDB error, or the order table names an id whose record is
+ * missing or corrupt: err names the store, the database and the record,
+ * see store_corrupt) or NSED_ENOMEM. */
 NSED_MUST_CHECK int questions_scan(store_txn *txn, uint64_t start_seq,
                                    int (*fn)(const question *q, uint64_t seq,
                                              void *arg),
-                                   void *arg);
+                                   void *arg, nsed_err *err);
 
 /* The stored record of q with sequence number seq, as compact JSON:
  * {"id","question","answer"?,"tags"?,"meta"?,"seq"} (meta inserted

@@ -3,6 +3,7 @@
 #include "pipeline/questions/questions.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,11 +31,15 @@ static int ingest_one(store_txn *txn, const char *path, size_t lineno,
         nsed_err why = {0};
 
         rc = questions_parse_record(val, vlen, &old, NULL, &why);
+        if (rc == NSED_ENOMEM) {
+            rc = nsed_error(err, rc, "out of memory");
+            goto out;
+        }
         if (rc) {
-            rc = nsed_error_at(err, NSED_ESTORE, path, lineno, 0,
-                               "question \"%s\" in the store is unreadable "
-                               "(%s)",
-                               q->id, why.msg);
+            char what[STORE_KEY_MAX + 32];
+
+            snprintf(what, sizeof what, "question \"%s\"", q->id);
+            rc = store_corrupt(err, txn, STORE_QUESTIONS, what, why.msg);
             goto out;
         }
         diff = question_diff(&old, q);
@@ -161,6 +166,7 @@ int questions_get(store_txn *txn, const char *id, question *out,
     size_t vlen, idlen = strlen(id);
     question q = {0};
     nsed_err why = {0};
+    char what[STORE_KEY_MAX + 32];
     int rc;
 
     if (!idlen || idlen > STORE_KEY_MAX)
@@ -176,16 +182,13 @@ int questions_get(store_txn *txn, const char *id, question *out,
     rc = questions_parse_record(val, vlen, &q, NULL, &why);
     if (rc == NSED_ENOMEM)
         return nsed_error(err, rc, "out of memory");
+    snprintf(what, sizeof what, "question \"%s\"", id);
     if (rc)
-        return nsed_error(err, NSED_ESTORE,
-                          "question \"%s\" in the store is unreadable (%s)",
-                          id, why.msg);
+        return store_corrupt(err, txn, STORE_QUESTIONS, what, why.msg);
     if (strcmp(q.id, id) != 0) {
         question_release(&q);
-        return nsed_error(err, NSED_ESTORE,
-                          "question \"%s\" in the store is filed under "
-                          "another id",
-                          id);
+        return store_corrupt(err, txn, STORE_QUESTIONS, what,
+                             "it is filed under another id");
     }
     *out = q;
     return 0;
@@ -221,8 +224,13 @@ typedef struct scan_ctx {
     store_txn *txn;
     int (*fn)(const question *q, uint64_t seq, void *arg);
     void *arg;
+    nsed_err *err;
+    int failed;     /* scan_one found damage (err is filled) */
+    int fn_stopped; /* fn returned non-zero */
 } scan_ctx;
 
+/* The order entry key -> id names a question; report one that does not
+ * lead to a readable record of that id and that sequence number. */
 static int scan_one(const void *key, size_t klen, const void *val,
                     size_t vlen, void *arg)
 {
@@ -231,35 +239,61 @@ static int scan_one(const void *key, size_t klen, const void *val,
     size_t rlen;
     question q = {0};
     uint64_t seq, rseq = 0;
+    nsed_err why = {0};
+    char what[STORE_KEY_MAX + 64];
     int rc;
 
+    c->failed = 1;
     if (klen != 8)
-        return NSED_ESTORE;
+        return store_corrupt(c->err, c->txn, STORE_QORDER,
+                             "a question order entry",
+                             "its key is not 8 bytes");
     seq = store_key_u64(key);
+    snprintf(what, sizeof what, "question order entry %" PRIu64, seq);
+    if (vlen == 0 || vlen > STORE_KEY_MAX || memchr(val, '\0', vlen))
+        return store_corrupt(c->err, c->txn, STORE_QORDER, what,
+                             "it does not hold a question id");
     rc = store_get(c->txn, STORE_QUESTIONS, val, vlen, &rec, &rlen);
+    if (rc == NSED_ENOTFOUND)
+        return store_corrupt(c->err, c->txn, STORE_QORDER, what,
+                             "it names a question that has no record");
+    snprintf(what, sizeof what, "question \"%.*s\"", (int)vlen,
+             (const char *)val);
     if (rc)
-        return NSED_ESTORE;
-    rc = questions_parse_record(rec, rlen, &q, &rseq, NULL);
+        return nsed_error(c->err, rc, "store %s: cannot read %s",
+                          store_txn_dir(c->txn), what);
+    rc = questions_parse_record(rec, rlen, &q, &rseq, &why);
     if (rc == NSED_ENOMEM)
-        return rc;
+        return nsed_error(c->err, rc, "out of memory");
     if (rc || rseq != seq || strlen(q.id) != vlen ||
         memcmp(q.id, val, vlen) != 0) {
         question_release(&q);
-        return NSED_ESTORE;
+        return store_corrupt(c->err, c->txn, STORE_QUESTIONS, what,
+                             rc ? why.msg
+                                : "its id or sequence number disagrees with "
+                                  "the question order");
     }
+    c->failed = 0;
     rc = c->fn(&q, seq, c->arg);
+    c->fn_stopped = rc != 0;
     question_release(&q);
     return rc;
 }
 
 int questions_scan(store_txn *txn, uint64_t start_seq,
                    int (*fn)(const question *q, uint64_t seq, void *arg),
-                   void *arg)
+                   void *arg, nsed_err *err)
 {
-    scan_ctx c = {txn, fn, arg};
+    scan_ctx c = {txn, fn, arg, err, 0, 0};
     unsigned char start[8];
+    int rc;
 
     store_u64_key(start_seq, start);
-    return store_scan(txn, STORE_QORDER, NULL, 0, start, sizeof start,
-                      scan_one, &c);
+    rc = store_scan(txn, STORE_QORDER, NULL, 0, start, sizeof start, scan_one,
+                    &c);
+    if (rc && !c.failed && !c.fn_stopped)
+        /* store_scan's own failure (LMDB) */
+        rc = nsed_error(err, rc, "store %s: cannot read the question order",
+                        store_txn_dir(txn));
+    return rc;
 }

@@ -10,6 +10,7 @@
 #include "store/store_keys.h"
 
 #include <assert.h>
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -520,13 +521,38 @@ typedef struct fill_ctx {
 static int fill_one(const question *q, uint64_t seq, void *arg);
 static void count_outcome(runner_summary *sum, enum state_status st);
 
+/* A record of question qid in db that failed to parse (rc, with
+ * err saying why) is damage: name the store, the record and the reason
+ * (store_corrupt), so the user knows what to restore. Out of memory stays
+ * what it is. */
+static int damaged_in(store_txn *txn, nsed_err *err, enum store_db db,
+                      const char *record, const char *qid, int rc)
+{
+    char what[STORE_KEY_MAX + 64], why[NSED_ERR_MSG_MAX];
+
+    if (rc == NSED_ENOMEM)
+        return nsed_error(err, rc, "out of memory");
+    snprintf(why, sizeof why, "%s",
+             err && err->msg[0] ? err->msg : nsed_strerror(rc));
+    snprintf(what, sizeof what, "the %s of %s", record, qid);
+    return store_corrupt(err, txn, db, what, why);
+}
+
+static int damaged(store_txn *txn, nsed_err *err, const char *record,
+                   const char *qid, int rc)
+{
+    return damaged_in(txn, err, STORE_STATE, record, qid, rc);
+}
+
 /* The decision recorded for a question that has a state (absent in stores
  * written before the broker recorded its decisions). */
-static int read_decision(store_txn *txn, const char *qid, slot *s)
+static int read_decision(store_txn *txn, const char *qid, slot *s,
+                         nsed_err *err)
 {
     store_key key;
     size_t vlen;
     const void *val;
+    cJSON *j;
     int rc = store_keys_question(qid, STORE_KEYS_BROKER, 0, &key);
 
     if (!rc)
@@ -534,7 +560,18 @@ static int read_decision(store_txn *txn, const char *qid, slot *s)
     if (rc == NSED_ENOTFOUND)
         return 0;
     if (rc)
-        return rc;
+        return nsed_error(err, rc,
+                          "store %s: cannot read the broker "
+                          "decision of %s",
+                          store_txn_dir(txn), qid);
+    /* it goes into the result record as it is: it must be an object */
+    j = cJSON_ParseWithLength(val, vlen);
+    rc = cJSON_IsObject(j) ? 0 : NSED_ESTORE;
+    cJSON_Delete(j);
+    if (rc) {
+        nsed_error(err, rc, "not a JSON object");
+        return damaged(txn, err, "broker decision", qid, rc);
+    }
     s->broker_record = strndup(val, vlen);
     return s->broker_record ? 0 : NSED_ENOMEM;
 }
@@ -560,7 +597,8 @@ static int read_qctx(struct loop *L, store_txn *txn, const char *qid,
     }
     if (rc)
         return nsed_error(L->err, rc, "cannot read the context of %s", qid);
-    return runner_qctx_parse(L->wf, val, vlen, &s->qctx, L->err);
+    rc = runner_qctx_parse(L->wf, val, vlen, &s->qctx, L->err);
+    return rc ? damaged(txn, L->err, "context", qid, rc) : 0;
 }
 
 /* Staff a new question: the broker decides now, on the telemetry the
@@ -616,9 +654,8 @@ static int fill_fn(store_txn *txn, void *arg, nsed_err *err)
     fill_read *fr = arg;
     int rc;
 
-    (void)err;
     fr->txn = txn;
-    rc = questions_scan(txn, fr->fc->L->next_seq, fill_one, fr);
+    rc = questions_scan(txn, fr->fc->L->next_seq, fill_one, fr, err);
     if (rc == 1) /* stopped because enough were loaded */
         rc = 0;
     if (!rc && fr->rc)
@@ -653,8 +690,9 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
 
         rc = runner_result_outcome(val, vlen, &outcome);
         if (rc) {
-            fr->rc = nsed_error(L->err, rc, "the result of %s is not valid",
-                                q->id);
+            nsed_error(L->err, rc, "not a result record");
+            fr->rc = damaged_in(fr->txn, L->err, STORE_RESULTS, "result",
+                                q->id, rc);
             return 1;
         }
         if (outcome != STATE_STATUS_FAILED || !L->opts->retry_failed) {
@@ -681,6 +719,8 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
                        &vlen);
     if (rc == 0) {
         rc = state_from_json(val, vlen, L->wf, &s->st, L->err);
+        if (rc)
+            rc = damaged(fr->txn, L->err, "state", q->id, rc);
         if (!rc && retry && s->st->stage != STATE_STAGE_FINISHED) {
             /* stopped mid-way: resume it where it stopped */
             s->st->status = STATE_STATUS_ACTIVE;
@@ -688,7 +728,7 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
             s->st->failure = NULL;
         }
         if (!rc)
-            rc = read_decision(fr->txn, q->id, s);
+            rc = read_decision(fr->txn, q->id, s, L->err);
         if (!rc && runner_qctx_wanted(L->wf))
             rc = read_qctx(L, fr->txn, q->id, s);
     } else if (rc == NSED_ENOTFOUND) {
@@ -1079,6 +1119,10 @@ static int read_rounds_fn(store_txn *txn, void *arg, nsed_err *err)
 {
     int rc = runner_rounds_read(txn, arg);
 
+    if (rc == NSED_ESTORE)
+        return store_corrupt(err, txn, STORE_TELEMETRY,
+                             "the per-round record \"rounds\"",
+                             "not the counts nsed writes");
     if (rc)
         return nsed_error(err, rc, "cannot read the per-round telemetry");
     return 0;

@@ -46,12 +46,19 @@ void runner_rounds_observe(const workflow *wf, const state *st,
     c->k[r->index] += answer_matches(&wf->answer, ans, st->reference);
 }
 
-static void parse_counts(const void *val, size_t vlen, runner_round_counts *c)
+/* NSED_ESTORE when the record is not the object runner_rounds_commit
+ * writes: a damaged record must not read as "no rounds yet" and then be
+ * overwritten. */
+static int parse_counts(const void *val, size_t vlen, runner_round_counts *c)
 {
     cJSON *j = cJSON_ParseWithLength(val, vlen);
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(j, "n");
     const cJSON *k = cJSON_GetObjectItemCaseSensitive(j, "k");
 
+    if (!cJSON_IsObject(j) || !cJSON_IsArray(n) || !cJSON_IsArray(k)) {
+        cJSON_Delete(j);
+        return NSED_ESTORE;
+    }
     for (int i = 0; i < RUNNER_MAX_ROUNDS; i++) {
         const cJSON *ni = cJSON_GetArrayItem(n, i), *ki = cJSON_GetArrayItem(k, i);
 
@@ -59,6 +66,7 @@ static void parse_counts(const void *val, size_t vlen, runner_round_counts *c)
         c->k[i] = cJSON_IsNumber(ki) ? ki->valuedouble : 0;
     }
     cJSON_Delete(j);
+    return 0;
 }
 
 int runner_rounds_read(store_txn *txn, runner_round_counts *c)
@@ -76,8 +84,7 @@ int runner_rounds_read(store_txn *txn, runner_round_counts *c)
         return 0;
     if (rc)
         return rc;
-    parse_counts(val, vlen, c);
-    return 0;
+    return parse_counts(val, vlen, c);
 }
 
 int runner_rounds_commit(store_txn *txn, const runner_round_counts *delta)

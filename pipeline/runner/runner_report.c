@@ -9,6 +9,7 @@
 #include "store/store_keys.h"
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -200,19 +201,29 @@ static bool has_state(report_read *rr, const char *qid,
                0;
 }
 
-static void visit_decision(report_read *rr, const char *qid,
-                           const cJSON *res)
+/* Count the decision of qid; a decision that does not parse is damage
+ * (rr->rc set, 1 returned to stop the scan). */
+static int visit_decision(report_read *rr, const char *qid, const cJSON *res)
 {
     const void *val;
     size_t vlen;
     cJSON *rec;
 
     if (!has_state(rr, qid, STORE_KEYS_BROKER, &val, &vlen))
-        return;
+        return 0;
     rec = cJSON_ParseWithLength(val, vlen);
-    if (rec)
-        count_decision(rr, rec, res);
+    if (!cJSON_IsObject(rec)) {
+        char what[STORE_KEY_MAX + 32];
+
+        cJSON_Delete(rec);
+        snprintf(what, sizeof what, "the broker decision of %s", qid);
+        rr->rc = store_corrupt(rr->err, rr->txn, STORE_STATE, what,
+                               "not a JSON object");
+        return 1;
+    }
+    count_decision(rr, rec, res);
     cJSON_Delete(rec);
+    return 0;
 }
 
 /* Tally why a question is incomplete: its marker's "reason" (markers of
@@ -239,6 +250,7 @@ static int visit_question(const question *q, uint64_t seq, void *arg)
     const void *val;
     size_t vlen;
     store_key key;
+    int rc;
 
     (void)seq;
     r->total++;
@@ -248,16 +260,20 @@ static int visit_question(const question *q, uint64_t seq, void *arg)
         cJSON *res = cJSON_ParseWithLength(val, vlen);
 
         if (!res) {
-            rr->rc = nsed_error(rr->err, NSED_ESTORE,
-                                "the result of %s is not valid JSON", q->id);
+            char what[STORE_KEY_MAX + 32];
+
+            snprintf(what, sizeof what, "the result of %s", q->id);
+            rr->rc = store_corrupt(rr->err, rr->txn, STORE_RESULTS, what,
+                                   "not valid JSON");
             return 1;
         }
         count_result(rr, res);
-        visit_decision(rr, q->id, res);
+        rc = visit_decision(rr, q->id, res);
         cJSON_Delete(res);
-        return 0;
+        return rc;
     }
-    visit_decision(rr, q->id, NULL);
+    if (visit_decision(rr, q->id, NULL))
+        return 1;
     if (has_state(rr, q->id, STORE_KEYS_INCOMPLETE, &val, &vlen)) {
         r->incomplete++;
         count_incomplete(r, val, vlen);
@@ -281,16 +297,24 @@ static int visit_telemetry(const void *key, size_t klen, const void *val,
 
     if (store_keys_telemetry_parse(key, klen, &kind, &off, &len) != 0)
         return 0;
+    memcpy(id, (const char *)key + off, len);
+    id[len] = '\0';
+    j = cJSON_ParseWithLength(val, vlen);
+    if (!cJSON_IsObject(j) && kind != STORE_KEYS_PRIOR) {
+        char what[STORE_KEY_MAX + 64];
+
+        cJSON_Delete(j);
+        snprintf(what, sizeof what, "the telemetry record \"%s%s\"",
+                 store_keys_telemetry_prefix(kind), id);
+        rr->rc = store_corrupt(rr->err, rr->txn, STORE_TELEMETRY, what,
+                               "not a JSON object");
+        return 1;
+    }
     switch (kind) {
     case STORE_KEYS_GATEWAY:
-        if (!(j = cJSON_ParseWithLength(val, vlen)))
-            return 0;
-        memcpy(id, (const char *)key + off, len);
-        id[len] = '\0';
         cJSON_AddItemToObject(rr->r->telemetry, id, j);
         return 0;
     case STORE_KEYS_MODEL:
-        j = cJSON_ParseWithLength(val, vlen);
         rr->ver_n += json_num(cJSON_GetObjectItemCaseSensitive(j, "ver"), "n", 0);
         rr->ver_k += json_num(cJSON_GetObjectItemCaseSensitive(j, "ver"), "k", 0);
         rr->gen_n += json_num(cJSON_GetObjectItemCaseSensitive(j, "gen"), "n", 0);
@@ -298,8 +322,10 @@ static int visit_telemetry(const void *key, size_t klen, const void *val,
         cJSON_Delete(j);
         return 0;
     case STORE_KEYS_PRIOR:
+        cJSON_Delete(j);
         return 0;
     }
+    cJSON_Delete(j);
     return 0;
 }
 
@@ -318,17 +344,24 @@ static int read_fn(store_txn *txn, void *arg, nsed_err *err)
 
     (void)err;
     rr->txn = txn;
-    rc = questions_scan(txn, 0, visit_question, rr);
+    rc = questions_scan(txn, 0, visit_question, rr, rr->err);
     if (rr->rc)
         return rr->rc;
     if (rc)
-        return nsed_error(rr->err, rc, "cannot read the questions");
+        return rc; /* the scan's message says which record */
     rc = runner_rounds_read(txn, &rr->rounds);
+    if (rc == NSED_ESTORE)
+        return store_corrupt(rr->err, txn, STORE_TELEMETRY,
+                             "the per-round record \"rounds\"",
+                             "not the counts nsed writes");
     if (!rc)
         rc = scan_kind(rr, STORE_KEYS_MODEL);
+    if (rr->rc)
+        return rr->rc;
     if (rc)
         return nsed_error(rr->err, rc, "cannot read the telemetry");
-    return scan_kind(rr, STORE_KEYS_GATEWAY);
+    rc = scan_kind(rr, STORE_KEYS_GATEWAY);
+    return rr->rc ? rr->rc : rc;
 }
 
 /* ---- the figures derived from what was read ----------------------------- */

@@ -147,7 +147,17 @@ static int read_round_fn(store_txn *txn, void *arg, nsed_err *err)
     if (rc)
         return nsed_error(err, rc, "cannot read round %d of %s", rr->index,
                           rr->st->qid);
-    return state_round_from_json(val, vlen, rr->st->nseats, &rr->out, err);
+    rc = state_round_from_json(val, vlen, rr->st->nseats, &rr->out, err);
+    if (rc && rc != NSED_ENOMEM) {
+        char what[STORE_KEY_MAX + 64], why[NSED_ERR_MSG_MAX];
+
+        snprintf(why, sizeof why, "%s",
+                 err && err->msg[0] ? err->msg : nsed_strerror(rc));
+        snprintf(what, sizeof what, "archived round %d of %s", rr->index,
+                 rr->st->qid);
+        rc = store_corrupt(err, txn, STORE_STATE, what, why);
+    }
+    return rc;
 }
 
 /* Round index of st, from memory or from the archive (*owned then set to

@@ -20,7 +20,6 @@ static int load_fn(store_txn *txn, void *arg, nsed_err *err)
     } *a = arg;
     store_key key;
 
-    (void)err;
     for (size_t i = 0; i < a->wf->nmodels; i++) {
         const void *val;
         size_t vlen;
@@ -31,8 +30,18 @@ static int load_fn(store_txn *txn, void *arg, nsed_err *err)
             store_get(txn, STORE_TELEMETRY, key.bytes, key.len, &val, &vlen))
             continue;
         j = cJSON_ParseWithLength(val, vlen);
-        if (j)
-            gateway_stats_from_json(j, &a->b->stats[i]);
+        if (!cJSON_IsObject(j)) {
+            /* read as zero, the run would overwrite the cumulative
+             * statistics with its own: report the damage instead */
+            char what[STORE_KEY_MAX + 64];
+
+            cJSON_Delete(j);
+            snprintf(what, sizeof what, "the telemetry record \"%.*s\"",
+                     (int)key.len, (const char *)key.bytes);
+            return store_corrupt(err, txn, STORE_TELEMETRY, what,
+                                 "not a JSON object");
+        }
+        gateway_stats_from_json(j, &a->b->stats[i]);
         cJSON_Delete(j);
     }
     return 0;
