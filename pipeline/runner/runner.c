@@ -845,9 +845,9 @@ static int loop_turn(struct loop *L)
     }
     rc = step_ready(L);                         /* 3. step */
     if (!rc)
-        gateway_kick(L->gw);                    /* 4. send */
+        rc = commit(L);                         /* 4. commit */
     if (!rc)
-        rc = commit(L);                         /* 5. commit */
+        gateway_kick(L->gw);                    /* 5. send */
     if (!rc)
         rc = fill(L);                           /* 6. fill */
     progress(L, false);                         /* 7. progress */
