@@ -256,6 +256,12 @@ void jsonw_num(jsonw *w, double v)
         num_shortest(w, v);
 }
 
+void jsonw_raw(jsonw *w, const char *json)
+{
+    sep(w);
+    put(w, json, strlen(json));
+}
+
 int jsonw_error(const jsonw *w)
 {
     return w->rc;

@@ -78,6 +78,10 @@ void jsonw_int(jsonw *w, long long v);
 void jsonw_uint(jsonw *w, unsigned long long v);
 void jsonw_num(jsonw *w, double v);
 
+/* A value that is already JSON text (the caller vouches for it: it is
+ * copied as it is, in every format and without indentation). */
+void jsonw_raw(jsonw *w, const char *json);
+
 /* The first error so far (0 while the writer is healthy). */
 int jsonw_error(const jsonw *w);
 

@@ -208,6 +208,15 @@ static const wf_key model_keys[] = {
     K_BOOL("structured_output", workflow_model, structured_output,
            .doc = "the endpoint honours `response_format: json_schema`; "
                   "evaluations then request it"),
+    K_STR("extra_body", workflow_model, extra_body,
+          .special = WF_SP_EXTRA_BODY, .doc_default = "none",
+          .doc_range = "a mapping of any values, at most 16384 bytes as "
+                       "JSON; none of the fields nsed sets (`model`, "
+                       "`messages`, `temperature`, `top_p`, `max_tokens`, "
+                       "`seed`, `stop`, `response_format`, `stream`)",
+          .doc = "endpoint-specific fields merged into every request body "
+                 "(e.g. `cache_prompt: false` for llama.cpp); part of the "
+                 "hash and of every call's ledger key"),
     K_MAP("prior", prior_section, .doc = "what the broker assumes before "
                                          "measuring the model"),
 };
@@ -591,6 +600,8 @@ static int doc_names(buf *b, const wf_key *k, const char *sep)
 
 static const char *doc_type(const wf_key *k)
 {
+    if (k->special == WF_SP_EXTRA_BODY)
+        return "mapping";
     switch (k->type) {
     case WF_T_MAP: return "mapping";
     case WF_T_LIST: return "list of mappings";
