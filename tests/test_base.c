@@ -687,12 +687,12 @@ START_TEST(jsonw_state_numbers_read_back_exactly)
     } want[] = {
         {0.30000000000000004, "0.30000000000000004"}, /* 0.1 + 0.2 */
         {1e-320, "1e-320"},                           /* subnormal */
-        {5e-324, "5e-324"},                 /* the smallest double */
+        {5e-324, "5e-324"},                           /* the smallest double */
         {DBL_MAX, "1.7976931348623157e+308"},
-        {-0.0, "-0"},                       /* the sign survives */
+        {-0.0, "-0"}, /* the sign survives */
         {0.1, "0.1"},
-        {2147483648.0, "2147483648"},       /* past int: %g, 10 digits */
-        {-2147483648.0, "-2147483648"},     /* INT_MIN: an int */
+        {2147483648.0, "2147483648"},   /* past int: %g, 10 digits */
+        {-2147483648.0, "-2147483648"}, /* INT_MIN: an int */
         {1e21, "1e+21"},
     };
 

@@ -79,10 +79,10 @@ static char *priced_workflow(void)
 {
     static const char *const from = "price: {input_per_mtok: 0, "
                                     "output_per_mtok: 0}";
-    static const char *const to[] = {
-        "price: {input_per_mtok: 0.1, output_per_mtok: 0.7}",
-        "price: {input_per_mtok: 0.2, output_per_mtok: 1.3}",
-        "price: {input_per_mtok: 0.3, output_per_mtok: 2.9}"};
+    static const char *const to[] =
+        {"price: {input_per_mtok: 0.1, output_per_mtok: 0.7}",
+         "price: {input_per_mtok: 0.2, output_per_mtok: 1.3}",
+         "price: {input_per_mtok: 0.3, output_per_mtok: 2.9}"};
     char *text = tu_read_file(DEMO_WF, NULL), *path = tu_path(tu_tmp, "p.yaml");
     size_t len = strlen(text), k = 0;
     char *out = malloc(len + 200), *o = out;
@@ -281,8 +281,9 @@ START_TEST(kill_resends_at_most_the_concurrency)
         free(exp);
         free(sdir);
     }
-    fprintf(stderr, "exact: %d of %d kill points hit a running run; worst "
-                    "re-sent calls per kill: %.0f (bound %d)\n",
+    fprintf(stderr,
+            "exact: %d of %d kill points hit a running run; worst "
+            "re-sent calls per kill: %.0f (bound %d)\n",
             kills, points, worst, CAPS_SUM);
     ck_assert_int_ge(kills, points / 2);
     free(ref.export);

@@ -1802,8 +1802,8 @@ static char *body_for(const char *extra, const gateway_request *q,
     size_t len = 0;
     nsed_err e = {0};
 
-    ck_assert_msg(gw_build_body(&wf->models[0], q, &body, &len, &e) == 0,
-                  "%s", e.msg);
+    ck_assert_msg(gw_build_body(&wf->models[0], q, &body, &len, &e) == 0, "%s",
+                  e.msg);
     ck_assert_int_eq(gateway_request_key(wf, q, key, NULL), 0);
     workflow_free(wf);
     return body;
@@ -1874,8 +1874,8 @@ START_TEST(extra_body_is_sent_and_keyed)
     ck_assert_ptr_nonnull(j);
     ck_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j,
                                                              "cache_prompt")));
-    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "model")
-                         ->valuestring, "ok-a");
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "model")->valuestring,
+                     "ok-a");
     cJSON_Delete(j);
     ck_assert(!tu_contains(plain, "cache_prompt"));
     ck_assert(tu_contains(other, "\"cache_prompt\":true}"));

@@ -572,9 +572,11 @@ static void one_pass(const workflow *wf, pass *p)
                                   {"user", text}};
         gateway_request q = {0};
 
-        snprintf(text, sizeof text, "Here is a question about numbers. "
+        snprintf(text, sizeof text,
+                 "Here is a question about numbers. "
                  "Please think about it carefully. Question %zu: what is "
-                 "%zu plus %zu?", i, i, 2 * i);
+                 "%zu plus %zu?",
+                 i, i, 2 * i);
         q.model = 0;
         q.messages = msg;
         q.nmessages = 2;
@@ -582,8 +584,8 @@ static void one_pass(const workflow *wf, pass *p)
         q.seed = (int64_t)(1000 + i);
         q.seat = (int)i;
         calls[i] = (pass_call){p, i};
-        ck_assert_msg(gateway_submit(gw, &q, on_pass, &calls[i], &e) == 0,
-                      "%s", e.msg);
+        ck_assert_msg(gateway_submit(gw, &q, on_pass, &calls[i], &e) == 0, "%s",
+                      e.msg);
     }
     while (gateway_in_flight(gw) + gateway_pending(gw) > 0) {
         ck_assert_msg(gateway_poll(gw, 50, &e) == 0, "%s", e.msg);

@@ -349,11 +349,15 @@ static uint64_t dbits(double d)
 
 START_TEST(checkpoint_doubles_are_exact)
 {
-    static const double values[] = {0.30000000000000004, 1e-320, 5e-324,
-                                    DBL_MAX, -0.0, 0.1, 1234.5678e-9};
-    static const char *const texts[] = {
-        "0.30000000000000004", "1e-320", "5e-324", "1.7976931348623157e+308",
-        "-0", "0.1", "1.2345678e-06"};
+    static const double values[] =
+        {0.30000000000000004, 1e-320, 5e-324, DBL_MAX, -0.0, 0.1, 1234.5678e-9};
+    static const char *const texts[] = {"0.30000000000000004",
+                                        "1e-320",
+                                        "5e-324",
+                                        "1.7976931348623157e+308",
+                                        "-0",
+                                        "0.1",
+                                        "1.2345678e-06"};
     workflow *wf = load_wf();
 
     for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
@@ -383,8 +387,7 @@ START_TEST(checkpoint_from_old_writer_reads_as_before)
     state *st = NULL;
     nsed_err e = {0};
 
-    ck_assert_msg(state_from_json(t, strlen(t), wf, &st, &e) == 0, "%s",
-                  e.msg);
+    ck_assert_msg(state_from_json(t, strlen(t), wf, &st, &e) == 0, "%s", e.msg);
     ck_assert(dbits(st->usage.cost_usd) == dbits(strtod("0.3", NULL)));
     free(t);
     t = to_json(st);

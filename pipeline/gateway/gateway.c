@@ -89,8 +89,8 @@ typedef struct gw_model {
     gw_req *waiting;
     size_t nready, nwaiting;
     int in_flight;
-    int uncommitted;             /* answered, recorded, not yet durable:
-                                    each still holds its slot */
+    /* answered and recorded, not yet durable: each holds its slot */
+    int uncommitted;
     enum gw_breaker breaker;
     int consecutive_failures;
     double reopen_at;

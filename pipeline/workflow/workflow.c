@@ -1290,8 +1290,7 @@ static int extra_value(ld *l, jsonw *w, const wf_node *n, const char *p)
         errno = 0;
         d = strtod(n->str, NULL);
         if (errno || !isfinite(d))
-            return fail(l, n, NSED_EINVAL, "%s: %s is out of range", p,
-                        n->str);
+            return fail(l, n, NSED_EINVAL, "%s: %s is out of range", p, n->str);
         jsonw_num(w, d);
     } else {
         jsonw_str(w, n->str);
