@@ -13,6 +13,8 @@
 
 #include <check.h>
 #include <dirent.h>
+#include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -554,9 +556,10 @@ START_TEST(jsonw_prints_numbers)
                         "18446744073709551615]");
     free(t);
     t = jw_text(JSONW_CJSON, jw_numbers);
-    /* cJSON: -0 kept, 15 digits when within an ulp (0.1 + 0.2 -> 0.3),
-     * else 17 */
-    ck_assert_str_eq(t, "[-0,1e+300,0.1,0.3,9007199254740994,123456789012,"
+    /* state format: -0 kept, ints as ints, the rest shortest-exact like
+     * the canonical form (cJSON's 15-digit print wrote 0.1 + 0.2 as 0.3) */
+    ck_assert_str_eq(t, "[-0,1e+300,0.1,0.30000000000000004,"
+                        "9007199254740994,123456789012,"
                         "-7,1.5,null,null,9007199254740993,"
                         "-9223372036854775808,18446744073709551615]");
     free(t);
@@ -773,6 +776,165 @@ START_TEST(atomic_open_removes_stale_temporaries)
 }
 END_TEST
 
+/* The bits of a double, to compare -0 with 0 and NaN-free values exactly. */
+static uint64_t bits_of(double d)
+{
+    uint64_t u;
+
+    memcpy(&u, &d, sizeof u);
+    return u;
+}
+
+/* One number in the state format, as text (the test owns it). */
+static char *jw_cjson_num(double d)
+{
+    jsonw w;
+    char *out = NULL;
+
+    jsonw_init(&w, 64, JSONW_CJSON);
+    jsonw_num(&w, d);
+    ck_assert_int_eq(jsonw_finish(&w, &out, NULL), 0);
+    return out;
+}
+
+START_TEST(jsonw_state_numbers_read_back_exactly)
+{
+    volatile double tenth = 0.1, fifth = 0.2;
+    static const struct {
+        double d;
+        const char *text;
+    } want[] = {
+        {0.30000000000000004, "0.30000000000000004"}, /* 0.1 + 0.2 */
+        {1e-320, "1e-320"},                           /* subnormal */
+        {5e-324, "5e-324"},                           /* the smallest double */
+        {DBL_MAX, "1.7976931348623157e+308"},
+        {-0.0, "-0"}, /* the sign survives */
+        {0.1, "0.1"},
+        {2147483648.0, "2147483648"},   /* past int: %g, 10 digits */
+        {-2147483648.0, "-2147483648"}, /* INT_MIN: an int */
+        {1e21, "1e+21"},
+    };
+
+    ck_assert_uint_eq(bits_of(tenth + fifth), bits_of(want[0].d));
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char *t = jw_cjson_num(want[i].d);
+        cJSON *j = cJSON_Parse(t);
+
+        ck_assert_str_eq(t, want[i].text);
+        /* read back the way the state reader reads (cJSON, strtod) */
+        ck_assert_ptr_nonnull(j);
+        ck_assert_msg(bits_of(j->valuedouble) == bits_of(want[i].d),
+                      "%s reads back as %a", t, j->valuedouble);
+        cJSON_Delete(j);
+        free(t);
+    }
+}
+END_TEST
+
+/* Brute force: the shortest %.Ng (N = 1..17) that strtod reads back. */
+static void brute_shortest(double d, char *t, size_t size)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(t, size, "%.*g", prec, d);
+        if (strtod(t, NULL) == d)
+            return;
+    }
+}
+
+/* Significant digits of a %g text: the mantissa without sign, point,
+ * leading and trailing zeros. */
+static int sig_digits(const char *t)
+{
+    char m[40];
+    size_t n = 0;
+    int count;
+
+    for (; *t && *t != 'e'; t++)
+        if (*t >= '0' && *t <= '9' && (n > 0 || *t != '0'))
+            m[n++] = *t;
+    while (n > 0 && m[n - 1] == '0')
+        n--;
+    count = (int)n;
+    return count;
+}
+
+/* One number in the canonical format, as text (the test owns it). */
+static char *jw_canon_num(double d)
+{
+    jsonw w;
+    char *out = NULL;
+
+    jsonw_init(&w, 64, 0);
+    jsonw_num(&w, d);
+    ck_assert_int_eq(jsonw_finish(&w, &out, NULL), 0);
+    return out;
+}
+
+START_TEST(jsonw_state_numbers_are_shortest)
+{
+    uint64_t x = 0x9e3779b97f4a7c15ULL; /* xorshift64 over all bit patterns */
+    int checked = 0;
+
+    for (int i = 0; i < 40000; i++) {
+        double d;
+        char want[40], *t;
+
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        /* every fourth one in [0, 10) and every eighth one subnormal, so
+         * the common and the odd ranges are both exercised */
+        if (i % 4 == 0)
+            d = (double)(x >> 11) / (double)(1ULL << 53) * 10;
+        else if (i % 8 == 1)
+            memcpy(&d, &(uint64_t){x & 0x800fffffffffffffULL}, sizeof d);
+        else
+            memcpy(&d, &x, sizeof d);
+        if (!isfinite(d) || (d == (int)d && fabs(d) <= INT_MAX))
+            continue;
+        brute_shortest(d, want, sizeof want);
+        t = jw_cjson_num(d);
+        /* an integral value may print in fixed notation where the brute
+         * force's precision switches %g to an exponent: same digits */
+        if (d != floor(d))
+            ck_assert_msg(strcmp(t, want) == 0, "%a: %s, shortest %s", d, t,
+                          want);
+        ck_assert_msg(sig_digits(t) == sig_digits(want), "%a: %s, %s", d, t,
+                      want);
+        ck_assert(bits_of(strtod(t, NULL)) == bits_of(d));
+        free(t);
+        /* the canonical form (the workflow hash) prints the same */
+        t = jw_canon_num(d);
+        if (d != floor(d))
+            ck_assert_msg(strcmp(t, want) == 0, "%a: %s, shortest %s", d, t,
+                          want);
+        free(t);
+        checked++;
+    }
+    ck_assert_int_gt(checked, 30000);
+}
+END_TEST
+
+START_TEST(json_reader_refuses_non_finite)
+{
+    cJSON *o = cJSON_Parse("{\"big\":1e999,\"neg\":-1e999,\"ok\":1e308}");
+    nsed_err e = {0};
+    json_reader r;
+
+    ck_assert_ptr_nonnull(o);
+    json_reader_init(&r, "test", &e);
+    ck_assert(json_rd_num(&r, o, "ok", "ok") == 1e308);
+    ck_assert_int_eq(r.rc, 0);
+    ck_assert(json_rd_num(&r, o, "big", "big") == 0);
+    ck_assert_int_eq(r.rc, NSED_EINVAL);
+    ck_assert_msg(tu_contains(e.msg, "big: not a finite number"), "%s", e.msg);
+    json_reader_init(&r, "test", &e);
+    ck_assert(json_rd_num(&r, o, "neg", "neg") == 0);
+    ck_assert_int_eq(r.rc, NSED_EINVAL);
+    cJSON_Delete(o);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("base");
@@ -812,6 +974,9 @@ Suite *tu_suite(void)
     tcase_add_test(tc, jsonw_prints_numbers);
     tcase_add_test(tc, jsonw_nests_and_indents);
     tcase_add_test(tc, jsonw_cap_poisons_until_finish);
+    tcase_add_test(tc, jsonw_state_numbers_read_back_exactly);
+    tcase_add_test(tc, jsonw_state_numbers_are_shortest);
+    tcase_add_test(tc, json_reader_refuses_non_finite);
     suite_add_tcase(s, tc);
     tc = tcase_create("hash");
     tcase_add_test(tc, sha256_known_vectors);

@@ -13,6 +13,11 @@
 #include "store/store.h"
 #include "testutil.h"
 
+/* ledger_key of the call in no_extra_body_keeps_ledger_keys, computed by
+ * the ledger of commit bbd6968 (before extra_body). */
+#define PINNED_KEY_NO_EXTRA \
+    "b7dbe90b0bbb5fbab0c42d04494a45e9d954fce2b5f5c1bd27e47bae6dcf212c"
+
 #include <cjson/cJSON.h>
 
 #include <arpa/inet.h>
@@ -1660,6 +1665,23 @@ START_TEST(missing_api_key_is_named)
 }
 END_TEST
 
+/* The seed docs/gateway.md says is sent when both the model and the call
+ * have one, computed here by its own hand: splitmix64's finalizer of
+ * (finalizer(model seed) XOR call seed), top bit cleared. */
+static uint64_t sm_final(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static int64_t expected_mixed_seed(int64_t model_seed, int64_t call_seed)
+{
+    return (int64_t)(sm_final(sm_final((uint64_t)model_seed) ^
+                              (uint64_t)call_seed) >>
+                     1);
+}
+
 START_TEST(dry_run_prints_and_sends_nothing)
 {
     mspec ms[] = {{"a", "ok-a", 1,
@@ -1750,7 +1772,13 @@ START_TEST(dry_run_prints_and_sends_nothing)
                              "answer");
             ck_assert(cJSON_IsTrue(
                 cJSON_GetObjectItemCaseSensitive(js, "strict")));
-            ck_assert(tu_contains(line, "\"seed\":9223372036854775807"));
+            /* the call's seed and the model's sampling.seed (9), mixed
+             * (docs/gateway.md): not the call's seed alone any more */
+            char want[48];
+
+            snprintf(want, sizeof want, "\"seed\":%lld",
+                     (long long)expected_mixed_seed(9, INT64_MAX));
+            ck_assert_msg(tu_contains(line, want), "%s lacks %s", line, want);
         }
         cJSON_Delete(j);
         nlines++;
@@ -1986,6 +2014,128 @@ START_TEST(permanent_failures_are_flagged)
 }
 END_TEST
 
+/* The body gw_build_body makes for q to model 0 of a workflow whose model
+ * has the extra YAML lines (the test owns it). */
+static char *body_for(const char *extra, const gateway_request *q,
+                      uint8_t key[HASH_LEN])
+{
+    const mspec ms[1] = {{"a", "ok-a", 2, extra}};
+    workflow *wf = wf_make("http://127.0.0.1:9/v1", ms, 1, NULL);
+    char *body = NULL;
+    size_t len = 0;
+    nsed_err e = {0};
+
+    ck_assert_msg(gw_build_body(&wf->models[0], q, &body, &len, &e) == 0, "%s",
+                  e.msg);
+    ck_assert_int_eq(gateway_request_key(wf, q, key, NULL), 0);
+    workflow_free(wf);
+    return body;
+}
+
+START_TEST(sampling_seed_value_matters)
+{
+    gateway_message msg[2];
+    gateway_request q;
+    uint8_t k7[HASH_LEN], k7b[HASH_LEN], k8[HASH_LEN];
+    char *a, *b, *c, want[64];
+
+    /* as the runner sends it: the call's own derived seed with it */
+    req_fill(&q, msg, 0, "q", 1, 0);
+    q.has_seed = true;
+    q.seed = 123456789;
+    a = body_for("    sampling: {seed: 7}\n", &q, k7);
+    b = body_for("    sampling: {seed: 7}\n", &q, k7b);
+    c = body_for("    sampling: {seed: 8}\n", &q, k8);
+    ck_assert_str_eq(a, b); /* one value: the same body and key */
+    ck_assert_mem_eq(k7, k7b, HASH_LEN);
+    ck_assert_str_ne(a, c); /* two values: different bodies and keys */
+    ck_assert_mem_ne(k7, k8, HASH_LEN);
+    snprintf(want, sizeof want, "\"seed\":%lld",
+             (long long)expected_mixed_seed(7, 123456789));
+    ck_assert_msg(tu_contains(a, want), "%s lacks %s", a, want);
+    snprintf(want, sizeof want, "\"seed\":%lld",
+             (long long)expected_mixed_seed(8, 123456789));
+    ck_assert_msg(tu_contains(c, want), "%s lacks %s", c, want);
+    free(a);
+    free(b);
+    free(c);
+    /* no seed of the model: the call's seed as it is; none at all: none */
+    a = body_for("", &q, k7);
+    ck_assert(tu_contains(a, "\"seed\":123456789}"));
+    free(a);
+    q.has_seed = false;
+    a = body_for("", &q, k7);
+    ck_assert(!tu_contains(a, "\"seed\""));
+    free(a);
+    a = body_for("    sampling: {seed: 8}\n", &q, k7);
+    ck_assert(tu_contains(a, "\"seed\":8}"));
+    free(a);
+}
+END_TEST
+
+START_TEST(extra_body_is_sent_and_keyed)
+{
+    gateway_message msg[2];
+    gateway_request q;
+    uint8_t k0[HASH_LEN], k1[HASH_LEN], k2[HASH_LEN];
+    char *plain, *extra, *other;
+    cJSON *j;
+
+    req_fill(&q, msg, 0, "q", 1, 0);
+    plain = body_for("", &q, k0);
+    extra = body_for("    extra_body: {cache_prompt: false, n_probs: 2, "
+                     "tag: \"x\", nest: {list: [1, 2.5, null, yes]}}\n",
+                     &q, k1);
+    other = body_for("    extra_body: {cache_prompt: true}\n", &q, k2);
+    /* merged after nsed's own fields, in file order, typed as YAML reads */
+    ck_assert_msg(tu_contains(extra, "\"max_tokens\":1024,\"cache_prompt\":"
+                                     "false,\"n_probs\":2,\"tag\":\"x\","
+                                     "\"nest\":{\"list\":[1,2.5,null,"
+                                     "\"yes\"]}}"),
+                  "%s", extra);
+    j = cJSON_Parse(extra);
+    ck_assert_ptr_nonnull(j);
+    ck_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j,
+                                                             "cache_prompt")));
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "model")->valuestring,
+                     "ok-a");
+    cJSON_Delete(j);
+    ck_assert(!tu_contains(plain, "cache_prompt"));
+    ck_assert(tu_contains(other, "\"cache_prompt\":true}"));
+    /* part of the ledger key: three settings, three keys */
+    ck_assert_mem_ne(k0, k1, HASH_LEN);
+    ck_assert_mem_ne(k1, k2, HASH_LEN);
+    ck_assert_mem_ne(k0, k2, HASH_LEN);
+    free(plain);
+    free(extra);
+    free(other);
+}
+END_TEST
+
+START_TEST(no_extra_body_keeps_ledger_keys)
+{
+    /* a call without extra_body has the key it had before the field
+     * existed: the ledger_call of the old layout, hashed by the same
+     * fields (so old stores still answer from their ledger) */
+    ledger_call c = {0};
+    gateway_message msg[1] = {{"user", "hi"}};
+    uint8_t k[HASH_LEN];
+    char hex[HASH_HEX_LEN + 1];
+
+    c.endpoint = "http://127.0.0.1:9/v1";
+    c.model = "m";
+    c.messages = msg;
+    c.nmessages = 1;
+    c.temperature = 0.7;
+    c.top_p = 1;
+    c.max_tokens = 16;
+    ck_assert_int_eq(ledger_key(&c, k), 0);
+    hash_hex(k, hex);
+    /* pinned from the ledger before extra_body (commit bbd6968) */
+    ck_assert_str_eq(hex, PINNED_KEY_NO_EXTRA);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *su = suite_create("gateway");
@@ -2039,6 +2189,11 @@ Suite *tu_suite(void)
     tcase_add_test(tc, longest_key_redacted_first);
     tcase_add_test(tc, missing_api_key_is_named);
     tcase_add_test(tc, dry_run_prints_and_sends_nothing);
+    suite_add_tcase(su, tc);
+    tc = tcase_create("request body");
+    tcase_add_test(tc, sampling_seed_value_matters);
+    tcase_add_test(tc, extra_body_is_sent_and_keyed);
+    tcase_add_test(tc, no_extra_body_keeps_ledger_keys);
     suite_add_tcase(su, tc);
 
     return su;

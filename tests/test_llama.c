@@ -610,6 +610,107 @@ START_TEST(repeat_is_served_from_the_ledger)
 }
 END_TEST
 
+/* One reply per prompt index, for comparing two passes. */
+typedef struct pass {
+    char *content[12];
+    size_t n;
+} pass;
+
+typedef struct pass_call {
+    pass *p;
+    size_t i;
+} pass_call;
+
+static void on_pass(const gateway_result *r, void *user)
+{
+    pass_call *pc = user;
+
+    ck_assert_msg(r->code == 0, "call %zu failed: %s", pc->i, r->error);
+    pc->p->content[pc->i] = strdup(r->content);
+    pc->p->n++;
+}
+
+/* Twelve prompts with a long shared prefix (what the prompt cache would
+ * reuse), each with its own per-call seed, through a fresh gateway. */
+static void one_pass(const workflow *wf, pass *p)
+{
+    gateway *gw = NULL;
+    pass_call calls[12];
+    nsed_err e = {0};
+    double t0 = mono();
+
+    memset(p, 0, sizeof *p);
+    ck_assert_msg(gateway_new(wf, NULL, NULL, &gw, &e) == 0, "%s", e.msg);
+    for (size_t i = 0; i < 12; i++) {
+        char text[256];
+        gateway_message msg[2] = {{"system", "You answer briefly and you "
+                                             "always show your work."},
+                                  {"user", text}};
+        gateway_request q = {0};
+
+        snprintf(text, sizeof text,
+                 "Here is a question about numbers. "
+                 "Please think about it carefully. Question %zu: what is "
+                 "%zu plus %zu?",
+                 i, i, 2 * i);
+        q.model = 0;
+        q.messages = msg;
+        q.nmessages = 2;
+        q.has_seed = true;
+        q.seed = (int64_t)(1000 + i);
+        q.seat = (int)i;
+        calls[i] = (pass_call){p, i};
+        ck_assert_msg(gateway_submit(gw, &q, on_pass, &calls[i], &e) == 0, "%s",
+                      e.msg);
+    }
+    while (gateway_in_flight(gw) + gateway_pending(gw) > 0) {
+        ck_assert_msg(gateway_poll(gw, 50, &e) == 0, "%s", e.msg);
+        ck_assert_msg(mono() - t0 < 60, "still busy after 60 s");
+    }
+    ck_assert_uint_eq(p->n, 12);
+    gateway_free(gw);
+}
+
+/* With one seed and cache_prompt: false (through extra_body), two
+ * uninterrupted passes over the same prompts on one server (the second
+ * with a warm prompt cache) give the same reply to every prompt. */
+START_TEST(extra_body_cache_prompt_false_is_reproducible)
+{
+    llama l;
+    workflow *wf = NULL;
+    nsed_err e = {0};
+    char *y;
+    pass a, b;
+    size_t same = 0;
+
+    llama_start(&l);
+    ck_assert(asprintf(&y,
+                       "name: llama-repro\nversion: 1\nmodels:\n"
+                       "  - id: t1\n    endpoint: %s\n    model: tiny-1\n"
+                       "    max_concurrency: 4\n"
+                       "    timeouts: {connect_s: 2, request_s: 30}\n"
+                       "    sampling: {temperature: 0.7, max_tokens: 24, "
+                       "seed: 3}\n"
+                       "    extra_body: {cache_prompt: false}\n"
+                       "teams:\n  main:\n    roles:\n      - name: solver\n"
+                       "        count: 2\n        models: [t1]\n",
+                       l.url) > 0);
+    ck_assert_msg(workflow_load_string("r.yaml", y, strlen(y), &wf, &e) == 0,
+                  "%s", e.msg);
+    one_pass(wf, &a);
+    one_pass(wf, &b);
+    for (size_t i = 0; i < 12; i++) {
+        same += strcmp(a.content[i], b.content[i]) == 0;
+        free(a.content[i]);
+        free(b.content[i]);
+    }
+    ck_assert_msg(same == 12, "%zu of 12 replies agree", same);
+    workflow_free(wf);
+    free(y);
+    llama_free(&l);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     char bin[4096], gen[4096], *python = find_python();
@@ -636,6 +737,7 @@ Suite *tu_suite(void)
     tcase_add_test(tc, concurrency_cap_is_respected);
     tcase_add_test(tc, repeat_is_served_from_the_ledger);
     tcase_add_test(tc, evaluation_schema_forces_one_entry_per_candidate);
+    tcase_add_test(tc, extra_body_cache_prompt_false_is_reproducible);
     suite_add_tcase(su, tc);
     return su;
 }

@@ -9,6 +9,8 @@
 
 #include <cjson/cJSON.h>
 #include <check.h>
+#include <float.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -372,6 +374,81 @@ START_TEST(failed_status_keeps_its_reason)
 }
 END_TEST
 
+/* The bits of a double, so -0 and 0 differ. */
+static uint64_t dbits(double d)
+{
+    uint64_t u;
+
+    memcpy(&u, &d, sizeof u);
+    return u;
+}
+
+START_TEST(checkpoint_doubles_are_exact)
+{
+    static const double values[] =
+        {0.30000000000000004, 1e-320, 5e-324, DBL_MAX, -0.0, 0.1, 1234.5678e-9};
+    static const char *const texts[] = {"0.30000000000000004",
+                                        "1e-320",
+                                        "5e-324",
+                                        "1.7976931348623157e+308",
+                                        "-0",
+                                        "0.1",
+                                        "1.2345678e-06"};
+    workflow *wf = load_wf();
+
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        state *st = new_state(wf);
+        char *j, want[64];
+
+        st->usage.cost_usd = values[i];
+        st = round_trip(st, wf); /* write, read, write: same text */
+        ck_assert_msg(dbits(st->usage.cost_usd) == dbits(values[i]),
+                      "%s read back as %a", texts[i], st->usage.cost_usd);
+        j = to_json(st);
+        snprintf(want, sizeof want, "\"cost_usd\":%s}", texts[i]);
+        ck_assert_msg(tu_contains(j, want), "%s lacks %s", j, want);
+        free(j);
+        state_free(st);
+    }
+    workflow_free(wf);
+}
+END_TEST
+
+START_TEST(checkpoint_from_old_writer_reads_as_before)
+{
+    /* the old writer printed 0.1 + 0.2 as 0.3 (15 digits): such a store
+     * still loads, and the number is what strtod makes of its text */
+    workflow *wf = load_wf();
+    char *t = edited(wf, "\"cost_usd\":0}", "\"cost_usd\":0.3}");
+    state *st = NULL;
+    nsed_err e = {0};
+
+    ck_assert_msg(state_from_json(t, strlen(t), wf, &st, &e) == 0, "%s", e.msg);
+    ck_assert(dbits(st->usage.cost_usd) == dbits(strtod("0.3", NULL)));
+    free(t);
+    t = to_json(st);
+    ck_assert(tu_contains(t, "\"cost_usd\":0.3}"));
+    free(t);
+    state_free(st);
+    workflow_free(wf);
+}
+END_TEST
+
+START_TEST(checkpoint_non_finite_refused)
+{
+    /* the writer cannot print an infinity, so one on read is damage */
+    workflow *wf = load_wf();
+    char *t = edited(wf, "\"cost_usd\":0}", "\"cost_usd\":1e999}");
+
+    refuse(wf, t, NSED_EINVAL, "state.usage: not a finite number");
+    free(t);
+    t = edited(wf, "\"cost_usd\":0}", "\"cost_usd\":-1e400}");
+    refuse(wf, t, NSED_EINVAL, "not a finite number");
+    free(t);
+    workflow_free(wf);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("state");
@@ -385,6 +462,9 @@ Suite *tu_suite(void)
     suite_add_tcase(s, t);
     t = tcase_create("lifecycle");
     tcase_add_test(t, new_state_validates);
+    tcase_add_test(t, checkpoint_doubles_are_exact);
+    tcase_add_test(t, checkpoint_from_old_writer_reads_as_before);
+    tcase_add_test(t, checkpoint_non_finite_refused);
     suite_add_tcase(s, t);
     return s;
 }

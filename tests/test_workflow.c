@@ -1252,6 +1252,84 @@ START_TEST(key_reference_is_generated)
 }
 END_TEST
 
+START_TEST(extra_body_loads_and_hashes)
+{
+    char *t = subst(MINI, "model: sim-beta\n",
+                    "model: sim-beta\n"
+                    "    extra_body:\n"
+                    "      cache_prompt: false\n"
+                    "      id_slot: 3\n"
+                    "      samplers: [top_k, \"min_p\"]\n");
+    char *t2 = subst(MINI, "model: sim-beta\n",
+                     "model: sim-beta\n"
+                     "    extra_body: {cache_prompt: true}\n");
+    workflow *wf = load_text(t), *mini = load_text(MINI), *wf2 = load_text(t2);
+
+    ck_assert_ptr_null(mini->models[1].extra_body);
+    ck_assert_str_eq(wf->models[1].extra_body,
+                     "{\"cache_prompt\":false,\"id_slot\":3,"
+                     "\"samplers\":[\"top_k\",\"min_p\"]}");
+    ck_assert_ptr_null(wf->models[0].extra_body);
+    /* in the canonical form where given, after structured_output */
+    ck_assert(tu_contains(workflow_canonical(wf),
+                          "\"structured_output\":false,\"extra_body\":{"
+                          "\"cache_prompt\":false,"));
+    ck_assert(!tu_contains(workflow_canonical(mini), "extra_body"));
+    /* its value is hashed; a workflow without it keeps the hash it had
+     * before the key existed (pinned from the tree just before extra_body
+     * was merged, which already had rounds.min_live_seats) */
+    ck_assert_str_ne(workflow_hash(wf), workflow_hash(mini));
+    ck_assert_str_ne(workflow_hash(wf), workflow_hash(wf2));
+    ck_assert_str_eq(workflow_hash(mini), "8bb633191950a79a6184f864e5935e40"
+                                          "56765458af21721a0e90c0e6aade882a");
+    workflow_free(wf);
+    workflow_free(wf2);
+    workflow_free(mini);
+    free(t);
+    free(t2);
+}
+END_TEST
+
+START_TEST(extra_body_refuses_what_nsed_sets)
+{
+    static const char *const cases[][2] = {
+        {"    extra_body: {cache_prompt: false, max_tokens: 5}\n",
+         "t.yaml:10:39: models[1].extra_body.max_tokens is set by nsed "
+         "(use sampling.max_tokens)"},
+        {"    extra_body:\n      seed: 1\n",
+         "t.yaml:11:7: models[1].extra_body.seed is set by nsed (use "
+         "sampling.seed)"},
+        {"    extra_body: {messages: []}\n",
+         "t.yaml:10:18: models[1].extra_body.messages is set by nsed"},
+        {"    extra_body: {response_format: {type: text}}\n",
+         "models[1].extra_body.response_format is set by nsed"},
+        {"    extra_body: {stream: true}\n",
+         "models[1].extra_body.stream is set by nsed"},
+        {"    extra_body: {model: x}\n",
+         "models[1].extra_body.model is set by nsed"},
+        {"    extra_body: [cache_prompt]\n",
+         "t.yaml:10:17: models[1].extra_body must be a mapping, not a list"},
+        {"    extra_body: {big: 1e999}\n",
+         "t.yaml:10:23: models[1].extra_body: 1e999 is out of range"},
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *lines = malloc(strlen(cases[i][0]) + 32), *t;
+        nsed_err e = {0};
+
+        ck_assert_ptr_nonnull(lines);
+        snprintf(lines, strlen(cases[i][0]) + 32, "model: sim-beta\n%s",
+                 cases[i][0]);
+        t = subst(MINI, "model: sim-beta\n", lines);
+        ck_assert_int_eq(load_bad(t, &e), NSED_EINVAL);
+        ck_assert_msg(tu_contains(e.msg, cases[i][1]), "case %zu: [%s]", i,
+                      e.msg);
+        free(t);
+        free(lines);
+    }
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("workflow");
@@ -1306,6 +1384,10 @@ Suite *tu_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("lookups");
     tcase_add_test(tc, lookups);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("extra_body");
+    tcase_add_test(tc, extra_body_loads_and_hashes);
+    tcase_add_test(tc, extra_body_refuses_what_nsed_sets);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -195,6 +195,11 @@ double json_rd_num(json_reader *r, const cJSON *o, const char *key,
         json_rd_fail(r, NSED_EINVAL, path, "not a number");
         return 0;
     }
+    if (!isfinite(v->valuedouble)) {
+        /* 1e999 parses as an infinity; no writer of ours prints one */
+        json_rd_fail(r, NSED_EINVAL, path, "not a finite number");
+        return 0;
+    }
     return v->valuedouble;
 }
 

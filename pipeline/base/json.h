@@ -104,7 +104,8 @@ NSED_MUST_CHECK char *json_rd_str(json_reader *r, const cJSON *o,
                                   const char *key, const char *path,
                                   bool nullable);
 
-/* Required number member. */
+/* Required finite number member (JSON has no NaN or infinity, but cJSON
+ * reads 1e999 as one; it fails as "not a finite number"). */
 double json_rd_num(json_reader *r, const cJSON *o, const char *key,
                    const char *path);
 

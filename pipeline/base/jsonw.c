@@ -183,19 +183,40 @@ void jsonw_uint(jsonw *w, unsigned long long v)
     digits(w, v, false);
 }
 
-/* cJSON's test that a 15-digit print reads back: equal within one unit
- * in the last place of the larger magnitude. */
-static bool close_enough(double a, double b)
+/* The fewest significant digits (%g) that read back to exactly v, into
+ * t (at least 32 bytes); v is finite. For a normal double a form of 15 or
+ * fewer digits exists only if %.15g is one (distinct 15-digit decimals
+ * are distinct doubles, DBL_DIG), so three tries find it; a subnormal has
+ * fewer bits, so it searches from one digit up (5e-324, not
+ * 4.94065645841247e-324). */
+static size_t shortest(double v, char *t, size_t size)
 {
-    double m = fabs(a) > fabs(b) ? fabs(a) : fabs(b);
+    int n = 0;
 
-    return fabs(a - b) <= m * DBL_EPSILON;
+    if (v != 0 && fabs(v) < DBL_MIN) {
+        for (int prec = 1; prec <= 17; prec++) {
+            n = snprintf(t, size, "%.*g", prec, v);
+            if (strtod(t, NULL) == v)
+                break;
+        }
+        return (size_t)n;
+    }
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(t, size, "%.*g", prec, v);
+        if (strtod(t, NULL) == v)
+            break;
+    }
+    return (size_t)n;
 }
 
+/* Integers in int's range as cJSON prints them; anything else (-0
+ * included, which stays "-0" so a checkpoint keeps its sign) in the
+ * shortest form that reads back to the same double: cJSON's own 15-digit
+ * "close enough" print rounded 0.1 + 0.2 to 0.3, and a resumed run then
+ * differed from an uninterrupted one. */
 static void num_cjson(jsonw *w, double d)
 {
     char tmp[32];
-    int n;
 
     if (d >= (double)INT_MIN && d <= (double)INT_MAX && d == (int)d &&
         !(d == 0 && signbit(d))) {
@@ -205,10 +226,7 @@ static void num_cjson(jsonw *w, double d)
                v < 0);
         return;
     }
-    n = snprintf(tmp, sizeof tmp, "%1.15g", d);
-    if (!close_enough(strtod(tmp, NULL), d))
-        n = snprintf(tmp, sizeof tmp, "%1.17g", d);
-    put(w, tmp, (size_t)n);
+    put(w, tmp, shortest(d, tmp, sizeof tmp));
 }
 
 /* Integral values print as integers; others with the fewest digits that
@@ -221,14 +239,10 @@ static void num_shortest(jsonw *w, double v)
         v = 0; /* -0 and 0 are one value */
     if (v == floor(v) && fabs(v) < 1e15) {
         snprintf(t, sizeof t, "%.0f", v);
-    } else {
-        for (int prec = 1; prec <= 17; prec++) {
-            snprintf(t, sizeof t, "%.*g", prec, v);
-            if (strtod(t, NULL) == v)
-                break;
-        }
+        put(w, t, strlen(t));
+        return;
     }
-    put(w, t, strlen(t));
+    put(w, t, shortest(v, t, sizeof t));
 }
 
 void jsonw_num(jsonw *w, double v)
@@ -240,6 +254,12 @@ void jsonw_num(jsonw *w, double v)
         num_cjson(w, v);
     else
         num_shortest(w, v);
+}
+
+void jsonw_raw(jsonw *w, const char *json)
+{
+    sep(w);
+    put(w, json, strlen(json));
 }
 
 int jsonw_error(const jsonw *w)

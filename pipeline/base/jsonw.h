@@ -10,11 +10,13 @@
  *                 number below 1e15 prints as an integer, any other with
  *                 the fewest significant digits that read back to the same
  *                 double; -0 prints as 0.
- *   JSONW_CJSON   what cJSON_PrintUnformatted prints (the state records in
- *                 the store): \b and \f escape short as well; numbers that
- *                 are ints print as integers, others with 15 significant
- *                 digits when they read back within one unit in the last
- *                 place and 17 otherwise; -0 prints as -0.
+ *   JSONW_CJSON   the state records in the store, as cJSON_PrintUnformatted
+ *                 prints strings: \b and \f escape short as well; numbers
+ *                 that are ints print as integers, others with the fewest
+ *                 significant digits that read back to the same double
+ *                 (not cJSON's 15-digit "close enough" print, which
+ *                 rounded 0.1 + 0.2 to 0.3); -0 prints as -0. Every text
+ *                 cJSON's print gave reads back as it did.
  *
  * In both formats a NaN or an infinity prints as null (JSON has neither),
  * strings are copied byte for byte otherwise (the caller owns UTF-8
@@ -75,6 +77,10 @@ void jsonw_bool(jsonw *w, bool v);
 void jsonw_int(jsonw *w, long long v);
 void jsonw_uint(jsonw *w, unsigned long long v);
 void jsonw_num(jsonw *w, double v);
+
+/* A value that is already JSON text (the caller vouches for it: it is
+ * copied as it is, in every format and without indentation). */
+void jsonw_raw(jsonw *w, const char *json);
 
 /* The first error so far (0 while the writer is healthy). */
 int jsonw_error(const jsonw *w);

@@ -91,6 +91,8 @@ typedef struct gw_model {
     gw_req *waiting;
     size_t nready, nwaiting;
     int in_flight;
+    /* answered and recorded, not yet durable: each holds its slot */
+    int uncommitted;
     enum gw_breaker breaker;
     int consecutive_failures;
     double reopen_at;
@@ -480,6 +482,9 @@ void gateway_records_committed(gateway *gw)
     for (size_t i = 0; i < gw->nrecords; i++)
         ledger_record_release(&gw->records[i].rec);
     gw->nrecords = 0;
+    /* durable now: the slots they held are free */
+    for (size_t i = 0; i < gw->nmodels; i++)
+        gw->models[i].uncommitted = 0;
 }
 
 int gateway_flush(gateway *gw, nsed_err *err)
@@ -738,6 +743,7 @@ static int buffer_record(gateway *gw, const gw_req *r)
     rec->http_status = r->http_status;
     rec->time = (int64_t)time(NULL);
     gw->nrecords++;
+    gw->models[r->model].uncommitted++;
     return 0;
 }
 
@@ -1046,13 +1052,17 @@ static void start_request(gateway *gw, gw_req *r, double now)
 }
 
 /* Start what may start: per model, requests from the head of its ready
- * queue while it has a free slot and its breaker lets them through. */
+ * queue while it has a free slot and its breaker lets them through. A
+ * slot is held from the start of a call until its reply is durable (in
+ * flight, or answered and recorded but not yet committed): so a kill -9
+ * at any moment loses at most max_concurrency paid calls per model. */
 static void start_ready(gateway *gw, double now)
 {
     for (size_t i = 0; i < gw->nmodels; i++) {
         gw_model *mm = &gw->models[i];
 
-        while (mm->ready_head && mm->in_flight < mm->m->max_concurrency) {
+        while (mm->ready_head &&
+               mm->in_flight + mm->uncommitted < mm->m->max_concurrency) {
             gw_req *r;
 
             if (mm->breaker == GW_BREAKER_OPEN)

@@ -12,8 +12,14 @@
  *     (ledger.h) is looked up at submit; a recorded call completes from
  *     the ledger without any network traffic.
  *   - Per-model concurrency. At most wf->models[i].max_concurrency
- *     requests of a model are in flight; the rest wait in a FIFO queue per
- *     model. Requests waiting for a retry do not hold a slot.
+ *     requests of a model hold a slot; the rest wait in a FIFO queue per
+ *     model. A request holds its slot from its start until its reply is
+ *     durable: while in flight and, once answered over the network with a
+ *     store given, until its ledger record is committed (the poll's own
+ *     commit, gateway_flush, or gateway_records_committed). So a process
+ *     killed at any moment has paid for at most max_concurrency calls per
+ *     model that a rerun sends again. Requests waiting for a retry do not
+ *     hold a slot.
  *   - HTTP. POST {endpoint}/chat/completions with a JSON body (model,
  *     messages, temperature, top_p, max_tokens, seed, stop,
  *     response_format), "Authorization: Bearer KEY" when the model names
@@ -296,12 +302,13 @@ NSED_MUST_CHECK int gateway_put_records(gateway *gw, store_txn *txn,
                                         nsed_err *err);
 
 /* The transaction that held gateway_put_records committed: drop the
- * records. */
+ * records and free the concurrency slots they held (gateway_kick or the
+ * next poll starts queued requests in them). */
 void gateway_records_committed(gateway *gw);
 
 /* Start queued requests that have a free slot and push pending transfers
- * along, without waiting or running callbacks: lets the network work
- * while the caller does something slow (a durable commit). */
+ * along, without waiting or running callbacks: the runner calls it right
+ * after its commit, which freed the slots of the calls it made durable. */
 void gateway_kick(gateway *gw);
 
 /* Requests with a transfer in flight. */

@@ -15,6 +15,12 @@ NSED_MUST_CHECK int gw_check_request(const workflow *wf,
                                      const gateway_request *req,
                                      nsed_err *err);
 
+/* The seed sent with req to model m (meaningful only when either has
+ * one): the call's seed when only it has one, sampling.seed when only the
+ * model has one, and when both do, a 63-bit mix of the two, so that the
+ * value of sampling.seed matters while every call keeps its own seed. */
+int64_t gw_call_seed(const workflow_model *m, const gateway_request *req);
+
 /* Fill call with the semantic parts of req for model m (borrowed
  * pointers). The schema is included only when it is sent, i.e. when the
  * model has structured_output. */

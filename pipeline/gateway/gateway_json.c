@@ -68,6 +68,30 @@ int gw_check_request(const workflow *wf, const gateway_request *req,
     return 0;
 }
 
+/* splitmix64's finalizer: a bijection that spreads every input bit. */
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+int64_t gw_call_seed(const workflow_model *m, const gateway_request *req)
+{
+    if (!req->has_seed)
+        return m->sampling.seed;
+    if (!m->sampling.has_seed)
+        return req->seed;
+    /* Both: the call's own seed (per question, round, seat) mixed with the
+     * model's, so each value of sampling.seed gives other seeds. */
+    return (int64_t)(mix64(mix64((uint64_t)m->sampling.seed) ^
+                           (uint64_t)req->seed) >>
+                     1);
+}
+
 void gw_ledger_call(const workflow_model *m, const gateway_request *req,
                     ledger_call *c)
 {
@@ -81,13 +105,14 @@ void gw_ledger_call(const workflow_model *m, const gateway_request *req,
     c->max_tokens = req->max_tokens > 0 ? req->max_tokens
                                         : m->sampling.max_tokens;
     c->has_seed = req->has_seed || m->sampling.has_seed;
-    c->seed = req->has_seed ? req->seed : m->sampling.seed;
+    c->seed = gw_call_seed(m, req);
     c->stop = (const char *const *)m->sampling.stop;
     c->nstop = m->sampling.nstop;
     if (req->schema && m->structured_output) {
         c->schema = req->schema;
         c->schema_name = req->schema_name;
     }
+    c->extra_body = m->extra_body;
     c->scope = req->scope;
     c->seat = req->seat;
     c->round = req->round;
@@ -151,6 +176,18 @@ int gw_build_body(const workflow_model *m, const gateway_request *req,
             !cJSON_AddRawToObject(js, "schema", c.schema) ||
             !cJSON_AddTrueToObject(js, "strict"))
             goto out;
+    }
+    if (m->extra_body) {
+        /* Checked at load: an object with none of the fields set above. */
+        cJSON *extra = cJSON_Parse(m->extra_body), *it;
+
+        if (!extra)
+            goto out;
+        while ((it = extra->child) != NULL) {
+            cJSON_DetachItemViaPointer(extra, it);
+            cJSON_AddItemToObject(root, it->string, it);
+        }
+        cJSON_Delete(extra);
     }
     text = cJSON_PrintUnformatted(root);
     if (!text)

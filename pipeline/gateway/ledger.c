@@ -82,6 +82,12 @@ int ledger_key(const ledger_call *c, uint8_t out[HASH_LEN])
     } else {
         field_str(h, "response_format=none");
     }
+    /* Only when given, so ledgers written before extra_body keep their
+     * keys. */
+    if (c->extra_body) {
+        field_str(h, "extra_body");
+        field_str(h, c->extra_body);
+    }
     /* The scope (the question id) keeps two questions with the same text
      * from sharing calls: they are independent samples. */
     field_str(h, c->scope ? c->scope : "");

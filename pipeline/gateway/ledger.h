@@ -5,7 +5,8 @@
  * (ledger_call): the resolved endpoint URL, the served model name, every
  * message (role and content), the sampling (temperature, top_p, max_tokens,
  * seed, stop list), the response format (schema text and name, or none),
- * and the scope (question id), seat, round and sample index of the call.
+ * the model's extra_body fields (only when it has any), and the scope
+ * (question id), seat, round and sample index of the call.
  * Each part goes through hash_update_field (length-prefixed) after a
  * version tag and the list counts, so no two different calls share a key
  * by concatenation. Settings that do not change the answer (timeouts,
@@ -53,6 +54,9 @@ typedef struct ledger_call {
     const char *schema;        /* JSON schema text as sent, or NULL when no
                                   response_format is sent */
     const char *schema_name;   /* with schema; ignored when schema is NULL */
+    const char *extra_body;    /* the model's extra_body JSON text, or NULL
+                                  (then the key is what it was before
+                                  extra_body existed) */
     const char *scope;         /* what the call belongs to (the question
                                   id), NULL for none */
     int seat;

@@ -1174,10 +1174,13 @@ static int loop_turn(struct loop *L)
         return 0;
     }
     rc = step_ready(L);                         /* 3. step */
+    /* The phases' comments stay aligned. */
+    /* clang-format off */
     if (!rc)
-        gateway_kick(L->gw);                    /* 4. send */
+        rc = commit(L);                         /* 4. commit */
     if (!rc)
-        rc = commit(L);                         /* 5. commit */
+        gateway_kick(L->gw);                    /* 5. send */
+    /* clang-format on */
     if (!rc)
         rc = fill(L);                           /* 6. fill */
     progress(L, false);                         /* 7. progress */

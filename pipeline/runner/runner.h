@@ -19,11 +19,14 @@
  *   3. step: every ready question reduces its answers and plans its next
  *      stage until it waits for calls again, finishes or is left
  *      incomplete;
- *   4. send: the requests just planned go out (before the commit, so they
- *      travel while the commit syncs);
- *   5. commit: every question changed in this turn, the call ledger and
+ *   4. commit: every question changed in this turn, the call ledger and
  *      the telemetry go into one store transaction; finished and
  *      incomplete questions leave the active list;
+ *   5. send: the requests just planned go out, after the commit: a reply
+ *      is durable before any request planned from it leaves, and the
+ *      gateway holds a call's concurrency slot until its reply is
+ *      committed, so at no moment are more than the sum of the models'
+ *      max_concurrency paid calls lost to a kill -9;
  *   6. fill: new questions are loaded (and staffed by the broker) up to
  *      max_active, and stepped once;
  *   7. progress: on_progress, at most every 0.25 s;
@@ -35,8 +38,9 @@
  * written in one transaction (group commit). A question whose result is
  * in the store is never run again; one with a state resumes at its stage:
  * its replanned requests are answered from the call ledger, so a resumed
- * run pays only for calls that were in flight when it stopped, and ends
- * with the same results as an uninterrupted run.
+ * run pays again only for calls whose replies were not yet committed when
+ * it stopped — at most the sum over the models of max_concurrency per
+ * stop — and ends with the same results as an uninterrupted run.
  *
  * Infrastructure failures: when a call fails after every retry, the
  * question is left incomplete (its state stays at the last committed

@@ -15,6 +15,7 @@
  * as soon as the thing they name is known.
  */
 #include "pipeline/workflow/workflow_int.h"
+#include "pipeline/base/jsonw.h"
 #include "pipeline/base/suggest.h"
 
 #include <assert.h>
@@ -1213,6 +1214,120 @@ static int load_prompt(ld *l, const wf_section *s, const wf_key *k,
     return rc;
 }
 
+/* extra_body's fields that nsed sets itself, with where to set them. */
+static const char *const wf_body_owned[][2] = {
+    {"model", "models[].model"},
+    {"messages", "the prompts"},
+    {"temperature", "sampling.temperature"},
+    {"top_p", "sampling.top_p"},
+    {"max_tokens", "sampling.max_tokens"},
+    {"seed", "sampling.seed"},
+    {"stop", "sampling.stop"},
+    {"response_format", "structured_output"},
+    {"stream", "nothing: nsed reads one JSON reply"},
+};
+
+#define WF_EXTRA_BODY_MAX 16384
+
+/* One YAML value as JSON: a quoted scalar is a string; a plain one is
+ * null, a boolean, a number (decimal syntax) or else a string, as YAML
+ * reads them. */
+static int extra_value(ld *l, jsonw *w, const wf_node *n, const char *p)
+{
+    bool integral;
+
+    switch (n->kind) {
+    case WF_NODE_MAP:
+        jsonw_object_begin(w);
+        for (size_t i = 0; i < n->n; i++) {
+            const wf_node *key = n->items[2 * i];
+            int rc;
+
+            if (key->kind != WF_NODE_SCALAR || is_null(key))
+                return fail(l, key, NSED_EINVAL,
+                            "%s: a key must be a string, not %s", p,
+                            describe(key));
+            jsonw_key(w, key->str);
+            rc = extra_value(l, w, n->items[2 * i + 1], p);
+            if (rc)
+                return rc;
+        }
+        jsonw_object_end(w);
+        return 0;
+    case WF_NODE_SEQ:
+        jsonw_array_begin(w);
+        for (size_t i = 0; i < n->n; i++) {
+            int rc = extra_value(l, w, n->items[i], p);
+
+            if (rc)
+                return rc;
+        }
+        jsonw_array_end(w);
+        return 0;
+    case WF_NODE_SCALAR:
+        break;
+    }
+    if (memchr(n->str, '\0', n->len))
+        return fail(l, n, NSED_EINVAL, "%s contains a NUL character", p);
+    if (!n->plain) {
+        jsonw_str(w, n->str);
+    } else if (is_null(n)) {
+        jsonw_null(w);
+    } else if (is_bool_text(n)) {
+        jsonw_bool(w, n->str[0] == 't' || n->str[0] == 'T');
+    } else if (num_syntax(n->str, &integral)) {
+        double d;
+
+        errno = 0;
+        if (integral) {
+            long long v = strtoll(n->str, NULL, 10);
+
+            if (errno == 0) {
+                jsonw_int(w, v);
+                return 0;
+            }
+        }
+        errno = 0;
+        d = strtod(n->str, NULL);
+        if (errno || !isfinite(d))
+            return fail(l, n, NSED_EINVAL, "%s: %s is out of range", p, n->str);
+        jsonw_num(w, d);
+    } else {
+        jsonw_str(w, n->str);
+    }
+    return 0;
+}
+
+/* models[].extra_body: a mapping, kept as compact JSON text; a field nsed
+ * sets is refused at its key. */
+static int load_extra_body(ld *l, const wf_node *n, workflow_model *m,
+                           const char *p)
+{
+    jsonw w;
+    int rc = expect_kind(l, n, p, WF_NODE_MAP);
+
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n->n; i++)
+        for (size_t k = 0; k < WF_COUNT(wf_body_owned); k++)
+            if (n->items[2 * i]->kind == WF_NODE_SCALAR &&
+                strcmp(n->items[2 * i]->str, wf_body_owned[k][0]) == 0)
+                return fail(l, n->items[2 * i], NSED_EINVAL,
+                            "%s.%s is set by nsed (use %s)", p,
+                            wf_body_owned[k][0], wf_body_owned[k][1]);
+    jsonw_init(&w, WF_EXTRA_BODY_MAX, 0);
+    rc = extra_value(l, &w, n, p);
+    if (rc) {
+        jsonw_release(&w);
+        return rc;
+    }
+    rc = jsonw_finish(&w, &m->extra_body, NULL);
+    if (rc == NSED_ETOOBIG)
+        return fail(l, n, NSED_EINVAL, "%s is over %d bytes as JSON", p,
+                    WF_EXTRA_BODY_MAX);
+    return rc ? oom(l) : 0;
+}
+
 /* A key whose loading needs more than the table: n is its value (NULL when
  * absent), map the section (NULL when absent), path the section's path and
  * p the key's. */
@@ -1268,6 +1383,8 @@ static int load_special(ld *l, const wf_section *s, const wf_key *k,
         return load_tolerance(l, k, n, &l->wf->answer, p);
     case WF_SP_PROMPT:
         return load_prompt(l, s, k, n, p);
+    case WF_SP_EXTRA_BODY:
+        return n ? load_extra_body(l, n, base, p) : 0;
     }
     return nsed_error(l->err, NSED_EINTERNAL, "%s: no loader for %s", l->file,
                       p);
@@ -1666,6 +1783,7 @@ void workflow_free(workflow *wf)
         free(m->api_key_env);
         free(m->family);
         free(m->placement_host);
+        free(m->extra_body);
         free_strs(m->sampling.stop, m->sampling.nstop);
     }
     free(wf->models);

@@ -142,6 +142,9 @@ typedef struct workflow_model {
     double request_timeout_s;     /* > 0, default 300 */
     workflow_sampling sampling;
     bool structured_output; /* endpoint honours response_format json_schema */
+    char *extra_body;       /* extra_body as compact JSON object text (keys
+                               in file order), merged into every request
+                               body; NULL when not given */
     double prior_p_gen;     /* prior.p_gen in [0,1], -1 = not given */
     double prior_p_ver;     /* prior.p_ver in [0,1], -1 = not given */
 } workflow_model;

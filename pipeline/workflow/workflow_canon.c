@@ -102,6 +102,15 @@ static bool write_special(jsonw *w, const wf_key *k, const void *base)
             jsonw_null(w);
         return true;
     }
+    case WF_SP_EXTRA_BODY: {
+        const char *json = ((const workflow_model *)base)->extra_body;
+
+        if (json)
+            jsonw_raw(w, json);
+        else
+            jsonw_null(w);
+        return true;
+    }
     case WF_SP_NONE:
     case WF_SP_MODELS:
     case WF_SP_ENDPOINT:
@@ -223,8 +232,15 @@ static void write_section(jsonw *w, const wf_section *s, const void *base)
 {
     jsonw_object_begin(w);
     for (size_t i = 0; i < s->nkeys; i++) {
-        jsonw_key(w, s->keys[i].key);
-        write_value(w, &s->keys[i], base);
+        const wf_key *k = &s->keys[i];
+
+        /* absent, it is not written: adding the key changed no workflow
+         * hash of a file without it */
+        if (k->special == WF_SP_EXTRA_BODY &&
+            !((const workflow_model *)base)->extra_body)
+            continue;
+        jsonw_key(w, k->key);
+        write_value(w, k, base);
     }
     jsonw_object_end(w);
 }

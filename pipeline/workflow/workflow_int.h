@@ -160,6 +160,9 @@ enum wf_special {
     WF_SP_COMPARE,      /* answer.compare: default from extract */
     WF_SP_TOLERANCE,    /* answer.tolerance: only with compare: numeric */
     WF_SP_PROMPT,       /* prompts.*: default from answer, placeholders */
+    WF_SP_EXTRA_BODY,   /* models[].extra_body: any mapping, kept as JSON
+                           text; left out of the canonical form when
+                           absent */
 };
 
 /* Checks across keys, run after a key (wf_key.check) or after a whole

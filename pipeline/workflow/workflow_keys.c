@@ -183,8 +183,7 @@ static const wf_key model_keys[] = {
                         "1..2048 bytes",
            .doc = "OpenAI-compatible base URL; `${VAR}` expanded, a "
                   "trailing `/` dropped"),
-    K_TEXT("model", workflow_model, model_raw, 256, REQ,
-           .special = WF_SP_MODEL,
+    K_TEXT("model", workflow_model, model_raw, 256, REQ, .special = WF_SP_MODEL,
            .doc = "served model name sent as the request's `model`; "
                   "`${VAR}` expanded"),
     K_TEXT("api_key_env", workflow_model, api_key_env, 128,
@@ -203,13 +202,24 @@ static const wf_key model_keys[] = {
           .dflt = 4, .doc = "requests in flight to this model at once"),
     K_MAP("price", price_section, .doc = "what a call costs"),
     K_MAP("timeouts", timeout_section, .doc = "network timeouts"),
-    K_MAP("sampling", sampling_section, .doc = "sampling parameters sent "
-                                               "with every request"),
+    K_MAP("sampling", sampling_section,
+          .doc = "sampling parameters sent "
+                 "with every request"),
     K_BOOL("structured_output", workflow_model, structured_output,
            .doc = "the endpoint honours `response_format: json_schema`; "
                   "evaluations then request it"),
-    K_MAP("prior", prior_section, .doc = "what the broker assumes before "
-                                         "measuring the model"),
+    K_STR("extra_body", workflow_model, extra_body, .special = WF_SP_EXTRA_BODY,
+          .doc_default = "none",
+          .doc_range = "a mapping of any values, at most 16384 bytes as "
+                       "JSON; none of the fields nsed sets (`model`, "
+                       "`messages`, `temperature`, `top_p`, `max_tokens`, "
+                       "`seed`, `stop`, `response_format`, `stream`)",
+          .doc = "endpoint-specific fields merged into every request body "
+                 "(e.g. `cache_prompt: false` for llama.cpp); part of the "
+                 "hash and of every call's ledger key"),
+    K_MAP("prior", prior_section,
+          .doc = "what the broker assumes before "
+                 "measuring the model"),
 };
 SECTION(wf_model_section, model_keys);
 
@@ -593,6 +603,8 @@ static int doc_names(buf *b, const wf_key *k, const char *sep)
 
 static const char *doc_type(const wf_key *k)
 {
+    if (k->special == WF_SP_EXTRA_BODY)
+        return "mapping";
     switch (k->type) {
     case WF_T_MAP: return "mapping";
     case WF_T_LIST: return "list of mappings";
