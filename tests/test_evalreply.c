@@ -215,6 +215,15 @@ START_TEST(cut_evaluations_are_diagnosed_and_repaired)
                       c.truncated_ok == c.rounds,
                   "%s", counts_msg(&c, msg, sizeof msg));
     ck_assert_uint_eq(c.truncated, c.rounds);
+    /* status counts them as the stored rounds do, all gamma's */
+    ck_assert_double_eq(tu_jnum(st, "deliberation", "truncated"),
+                        (double)c.truncated);
+    ck_assert_double_eq(
+        tu_jnum(cJSON_GetObjectItemCaseSensitive(
+                    cJSON_GetObjectItemCaseSensitive(st, "deliberation"),
+                    "models"),
+                "gamma", "truncated"),
+        (double)c.truncated);
     ck_assert_uint_eq(c.repaired, c.truncated);
     ck_assert_uint_eq(c.truncated_ok, c.truncated);
     ck_assert_uint_eq(c.abstained, 0);

@@ -187,6 +187,19 @@ static void print_share(const char *label, const char *noun,
     printf(")\n");
 }
 
+/* "cut off: k replies at max_tokens (model k, ...)". */
+static void print_cut(const runner_report_tallies *t)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < t->n; i++)
+        k += t->items[i].n;
+    printf("%-11s %zu replies at max_tokens (", "cut off:", k);
+    for (size_t i = 0; i < t->n; i++)
+        printf("%s%s %zu", i ? ", " : "", t->items[i].name, t->items[i].n);
+    printf(")\n");
+}
+
 static void print_deliberation(const runner_report *r)
 {
     if (!r->rounds && !r->proposals.n)
@@ -194,6 +207,7 @@ static void print_deliberation(const runner_report *r)
     printf("no winner:  %zu of %zu rounds\n", r->winnerless, r->rounds);
     print_share("abstained:", "evaluations", &r->abstained, &r->evaluations);
     print_share("no answer:", "proposals", &r->no_answer, &r->proposals);
+    print_cut(&r->truncated);
 }
 
 static void print_text(const runner_report *r)

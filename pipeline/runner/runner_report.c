@@ -71,6 +71,8 @@ static void count_rounds(runner_report *r, const cJSON *counts)
             t->n += (size_t)json_num(m, "evaluations", 0);
         if ((t = tally_get(&r->abstained, m->string)))
             t->n += (size_t)json_num(m, "abstained", 0);
+        if ((t = tally_get(&r->truncated, m->string)))
+            t->n += (size_t)json_num(m, "truncated", 0);
     }
 }
 
@@ -615,6 +617,7 @@ static void deliberation_json(const runner_report *r, cJSON *o)
     cJSON_AddNumberToObject(d, "evaluations",
                             (double)tally_sum(&r->evaluations));
     cJSON_AddNumberToObject(d, "abstained", (double)tally_sum(&r->abstained));
+    cJSON_AddNumberToObject(d, "truncated", (double)tally_sum(&r->truncated));
     models = cJSON_AddObjectToObject(d, "models");
     for (size_t i = 0; models && i < r->proposals.n; i++) {
         cJSON *m = cJSON_AddObjectToObject(models, r->proposals.items[i].name);
@@ -627,6 +630,8 @@ static void deliberation_json(const runner_report *r, cJSON *o)
                                 (double)r->evaluations.items[i].n);
         cJSON_AddNumberToObject(m, "abstained",
                                 (double)r->abstained.items[i].n);
+        cJSON_AddNumberToObject(m, "truncated",
+                                (double)r->truncated.items[i].n);
     }
 }
 
@@ -699,6 +704,7 @@ void runner_report_free(runner_report *r)
     tally_release(&r->no_answer);
     tally_release(&r->evaluations);
     tally_release(&r->abstained);
+    tally_release(&r->truncated);
     tally_release(&r->round0);
     tally_release(&r->broker.policies);
     tally_release(&r->broker.chosen);

@@ -8,9 +8,9 @@
  *    in_progress,not_started},
  *    "reasons":{"incomplete":{reason:n},"failed":{reason:n}},
  *    "deliberation":{rounds,winnerless_rounds,proposals,no_answer,
- *                    evaluations,abstained,
+ *                    evaluations,abstained,truncated,
  *                    models:{model:{proposals,no_answer,evaluations,
- *                                   abstained}}},
+ *                                   abstained,truncated}}},
  *    "rounds_mean", "stop_reasons":{reason:n},
  *    "accuracy":{with_reference,nsed_correct,majority_correct,
  *                round0_by_model:{model:{answers,correct}}},
@@ -112,6 +112,7 @@ typedef struct runner_report {
      * answer, evaluations answered and of those abstained. */
     size_t rounds, winnerless;
     runner_report_tallies proposals, no_answer, evaluations, abstained;
+    runner_report_tallies truncated; /* replies cut at max_tokens */
 
     size_t with_ref;         /* finished questions with a reference */
     size_t correct;          /* of those, NSED right */

@@ -275,9 +275,9 @@ fail:
 
 /* Per model index: proposals answered (OK or SKIP), of those OK without an
  * extractable answer; evaluations answered (OK or abstained), of those
- * abstained. */
+ * abstained; proposals and evaluations with a reply cut at max_tokens. */
 typedef struct model_counts {
-    size_t proposals, no_answer, evaluations, abstained;
+    size_t proposals, no_answer, evaluations, abstained, truncated;
 } model_counts;
 
 typedef struct round_counts {
@@ -299,8 +299,10 @@ static void count_round(const state *st, const state_round *r, round_counts *c)
             m->no_answer++;
         if (p->status == STATE_PROPOSAL_OK && p->answer)
             c->answers++;
+        m->truncated += p->truncated;
         if (!r->evals)
             continue;
+        m->truncated += r->evals[i].truncated;
         if (r->evals[i].status == STATE_EVAL_OK ||
             r->evals[i].status == STATE_EVAL_ABSTAINED)
             m->evaluations++;
@@ -355,7 +357,8 @@ static cJSON *counts_json(const workflow *wf, const state *st,
         if (!e || json_add_num(e, "proposals", (double)m->proposals) ||
             json_add_num(e, "no_answer", (double)m->no_answer) ||
             json_add_num(e, "evaluations", (double)m->evaluations) ||
-            json_add_num(e, "abstained", (double)m->abstained))
+            json_add_num(e, "abstained", (double)m->abstained) ||
+            json_add_num(e, "truncated", (double)m->truncated))
             goto fail;
     }
     return o;
