@@ -14,6 +14,7 @@
 #ifndef NSED_FUZZ_H
 #define NSED_FUZZ_H
 
+#include "pipeline/base/err.h"
 #include "pipeline/base/utf8.h"
 
 #include <stdbool.h>
@@ -33,6 +34,22 @@ static inline void fuzz_fail(const char *file, int line, const char *what)
 {
     fprintf(stderr, "%s:%d: contract broken: %s\n", file, line, what);
     abort();
+}
+
+/* FUZZ_CHECK for a call that must succeed: its result rc is 0 (or
+ * NSED_ENOMEM, which fuzzing may provoke); otherwise the call's error
+ * message msg is printed first. */
+#define FUZZ_CHECK_OK(rc, msg) \
+    ((rc) == 0 || (rc) == NSED_ENOMEM \
+         ? (void)0 \
+         : fuzz_fail_rc(__FILE__, __LINE__, (rc), (msg)))
+
+static inline void fuzz_fail_rc(const char *file, int line, int rc,
+                                const char *msg)
+{
+    fprintf(stderr, "%s:%d: returned %d, not 0: %s\n", file, line, rc,
+            msg && msg[0] ? msg : "(no message)");
+    fuzz_fail(file, line, "the call must succeed");
 }
 
 /* data[0..size) in a buffer of its own of exactly size bytes, with no NUL

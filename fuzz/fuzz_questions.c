@@ -46,7 +46,7 @@ static void one_line(const char *line, size_t len, size_t lineno)
     FUZZ_CHECK(rc == 0 || rc == NSED_ENOMEM);
     if (rc == 0) {
         rc = questions_parse_record(json, jlen, &back, &seq, &err);
-        FUZZ_CHECK(rc == 0 || rc == NSED_ENOMEM);
+        FUZZ_CHECK_OK(rc, err.msg);
         if (rc == 0) {
             FUZZ_CHECK(seq == (uint64_t)lineno);
             FUZZ_CHECK(question_diff(&q, &back) == NULL);

@@ -40,7 +40,7 @@ static void check_state(const char *json, size_t len)
     if (rc != 0)
         goto out;
     rc = state_from_json(text, strlen(text), NULL, &back, &err);
-    FUZZ_CHECK(rc == 0 || rc == NSED_ENOMEM);
+    FUZZ_CHECK_OK(rc, err.msg);
     if (rc != 0)
         goto out;
     rc = state_to_json(back, &again);
@@ -73,7 +73,7 @@ static void check_round(const char *json, size_t len)
         goto out;
     rc = state_round_from_json(text, strlen(text), FUZZ_ROUND_SEATS, &back,
                                &err);
-    FUZZ_CHECK(rc == 0 || rc == NSED_ENOMEM);
+    FUZZ_CHECK_OK(rc, err.msg);
     if (rc != 0)
         goto out;
     rc = state_round_to_json(back, FUZZ_ROUND_SEATS, &again);
