@@ -100,7 +100,7 @@ report() {
     fi
     echo "FAIL fuzz_$n (exit $rc); from $log:"
     # the report and its stack, without libFuzzer's own frames
-    sed -n '/ERROR: \|runtime error:\|contract broken:\|^==[0-9]*== *WARNING/,$p' "$log" |
+    sed -n '/ERROR: \|runtime error:\|contract broken:\|returned -[0-9]*, not 0:\|^==[0-9]*== *WARNING/,$p' "$log" |
         grep -v 'in fuzzer::\|libc_start\|in _start \|in main (' | head -n 30 | sed 's/^/    /'
     if [ -n "$found" ]; then
         while IFS= read -r f; do
