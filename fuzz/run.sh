@@ -12,7 +12,7 @@
 # what it finds new goes to BUILD_DIR/fuzz/corpus/NAME (the seed folders
 # are only read), its output to BUILD_DIR/fuzz/logs/NAME.log. A crash, a
 # leak, a sanitizer report, a broken contract (FUZZ_CHECK), a timeout or
-# running out of memory fails the harness: the end of its log and the
+# running out of memory fails the harness: the report with its stack and the
 # saved input (BUILD_DIR/fuzz/artifacts/NAME/...) are printed with the
 # command that reproduces it.
 # Exit status: 0 when every harness ran clean, 1 when one failed, 2 for a
@@ -48,7 +48,7 @@ while [ $# -gt 0 ]; do
             { echo "run.sh: $1 needs a positive number" >&2; exit 2; }
         if [ "$1" = --time ]; then seconds=$2; else jobs=$2; fi
         shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "run.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
     *)  if [ -z "$build" ]; then
             build=$1
