@@ -6,7 +6,9 @@
 #   ./setup.sh --demo     install, build, run the demo workflow on nsed-sim
 #   ./setup.sh --test     install, build (normal and ASan+UBSan), run the
 #                         checks (tools/check-layers, check-style,
-#                         check-links) and all tests
+#                         check-links) and all tests, then build the fuzz
+#                         harnesses with clang (build-fuzz) and run each
+#                         for $NSED_FUZZ_SECONDS (default 30) seconds
 #   ./setup.sh --build    install and build only
 #
 # Idempotent: packages already installed are not reinstalled, builds are
@@ -14,14 +16,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# clang and libclang-rt-dev (libFuzzer, the sanitizer runtimes) build the
+# fuzz harnesses of fuzz/ (docs/fuzzing.md)
 PACKAGES=(build-essential cmake pkg-config libyaml-dev libcurl4-openssl-dev
           libcjson-dev liblmdb-dev libssl-dev check libmicrohttpd-dev
-          clang-format git)
+          clang-format git clang libclang-rt-dev)
 
 mode=${1:---demo}
 case "$mode" in
 --demo|--test|--build) ;;
--h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+-h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 *) echo "setup.sh: unknown option '$mode' (try --help)" >&2; exit 2 ;;
 esac
 
@@ -56,6 +60,16 @@ build() { # build DIR [cmake options...]
     cmake --build "$dir" -j "$JOBS" >/dev/null
 }
 
+# The fuzz harnesses only: clang with libFuzzer, in a build directory of
+# their own so that the gcc builds are untouched.
+build_fuzz() {
+    cmake -S . -B build-fuzz -DNSED_WERROR=ON -DCMAKE_C_COMPILER=clang \
+        -DNSED_FUZZ=ON >/dev/null
+    cmake --build build-fuzz --target fuzz -j "$JOBS" 2>&1 |
+        grep -Ev '^\[|^gmake|^make|Consolidate compiler' || true
+    cmake --build build-fuzz --target fuzz -j "$JOBS" >/dev/null
+}
+
 install_packages
 build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
@@ -82,6 +96,12 @@ case "$mode" in
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         ctest --output-on-failure -j "$JOBS")
+    # A crash, leak or sanitizer report fails the command at the end, with
+    # the path of the input that caused it (fuzz/run.sh).
+    echo "== fuzzing (libFuzzer, ${NSED_FUZZ_SECONDS:-30} s per harness)"
+    build_fuzz
+    fuzz/run.sh --time "${NSED_FUZZ_SECONDS:-30}" --jobs "$JOBS" build-fuzz ||
+        failed_checks+=(fuzzing)
     if [ ${#failed_checks[@]} -gt 0 ]; then
         echo "setup.sh: the tests passed, but these checks failed: ${failed_checks[*]}" >&2
         exit 1

@@ -2136,6 +2136,47 @@ START_TEST(no_extra_body_keeps_ledger_keys)
 }
 END_TEST
 
+/* Found by fuzz/fuzz_gateway.c: bytes that are not UTF-8 in a server's
+ * explanation went into the error message as they were (and from there
+ * into the store and the export), and a leading DEL became a leading
+ * space. Each such byte becomes U+FFFD, as in stored model text
+ * (stages/text.h), within the cap. */
+START_TEST(server_messages_are_utf8)
+{
+    char out[GATEWAY_SERVER_MSG_MAX + 1], big[GATEWAY_SERVER_MSG_MAX + 8];
+    const char *e = "{\xa2"
+                    "choices\": [{\"message\": {\"content\": \"unter";
+
+    gw_server_message(e, strlen(e), out, sizeof out);
+    ck_assert_str_eq(out, "{\xef\xbf\xbd"
+                          "choices\": [{\"message\": "
+                          "{\"content\": \"unter");
+    e = "Bad \xff\xfe Gateway \xe2\x82";
+    gw_server_message(e, strlen(e), out, sizeof out);
+    ck_assert_str_eq(out, "Bad \xef\xbf\xbd\xef\xbf\xbd Gateway "
+                          "\xef\xbf\xbd\xef\xbf\xbd");
+    e = "{\"error\":{\"message\":\"bad \xc3 byte, caf\xc3\xa9\"}}";
+    gw_server_message(e, strlen(e), out, sizeof out);
+    ck_assert_str_eq(out, "bad \xef\xbf\xbd byte, caf\xc3\xa9");
+    /* Text that starts like a JSON value is still text (cJSON reads the
+     * number 404 and ignores the rest): found while writing this test. */
+    e = "404 page not found";
+    gw_server_message(e, strlen(e), out, sizeof out);
+    ck_assert_str_eq(out, "404 page not found");
+    /* DEL is a control character at the start too */
+    e = "\x7f\x7f plain text \x7f";
+    gw_server_message(e, strlen(e), out, sizeof out);
+    ck_assert_str_eq(out, "plain text");
+    /* a replacement that does not fit whole is left out */
+    memset(big, 'x', GATEWAY_SERVER_MSG_MAX - 1);
+    big[GATEWAY_SERVER_MSG_MAX - 1] = '\xff';
+    memcpy(big + GATEWAY_SERVER_MSG_MAX, "yy", 3);
+    gw_server_message(big, strlen(big), out, sizeof out);
+    ck_assert_uint_eq(strlen(out), GATEWAY_SERVER_MSG_MAX - 1);
+    ck_assert_int_eq(out[GATEWAY_SERVER_MSG_MAX - 2], 'x');
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *su = suite_create("gateway");
@@ -2194,6 +2235,10 @@ Suite *tu_suite(void)
     tcase_add_test(tc, sampling_seed_value_matters);
     tcase_add_test(tc, extra_body_is_sent_and_keyed);
     tcase_add_test(tc, no_extra_body_keeps_ledger_keys);
+    suite_add_tcase(su, tc);
+
+    tc = tcase_create("fuzz_findings");
+    tcase_add_test(tc, server_messages_are_utf8);
     suite_add_tcase(su, tc);
 
     return su;

@@ -57,6 +57,20 @@ expect 1 "layers: private header in another room's test" \
 expect 1 "layers: private leaks are counted, the white-box test is not" \
     "FAILED: 2 problem(s)" \
     "$cl" --root "$layers/private_leak"
+# fuzz/: a room's harness may use its private header, another's may not
+fz=$tmp/fuzz_room
+mkdir -p "$fz/pipeline/top" "$fz/fuzz"
+printf 'int top_inner(void);\n' >"$fz/pipeline/top/top_int.h"
+printf '#include "pipeline/top/top_int.h"\n' >"$fz/pipeline/top/top.c"
+printf '#include "pipeline/top/top_int.h"\n' >"$fz/fuzz/fuzz_top.c"
+expect 0 "layers: a room's fuzz harness may include its private header" \
+    "check-layers: ok" "$cl" --root "$fz"
+printf '#include "fuzz/fuzz.h"\n#include "pipeline/top/top_int.h"\n' >"$fz/fuzz/fuzz_cli.c"
+printf '/* shared */\n' >"$fz/fuzz/fuzz.h"
+expect 1 "layers: another room's fuzz harness may not" \
+    "fuzz/fuzz_cli.c:2: includes the private header pipeline/top/top_int.h from outside its room pipeline/top" \
+    "$cl" --root "$fz"
+expect 1 "layers: only that harness is counted" "FAILED: 1 problem(s)" "$cl" --root "$fz"
 expect 1 "layers: a room using one added after it in CMakeLists.txt" \
     "pipeline/base/low.c:1: includes store/keep.h, but store is added after pipeline/base in CMakeLists.txt" \
     "$cl" --root "$layers/order"

@@ -51,8 +51,9 @@ NSED_MUST_CHECK int gw_parse_reply(const char *body, size_t len, gw_reply *out,
                                    char *why, size_t whylen);
 
 /* The server's explanation in an error body: error.message of the OpenAI
- * shape (or a string "error", or a top-level "message"), else the start of
- * the body when it is text. Control characters become spaces, white space
+ * shape (or a string "error", or a top-level "message") when the body is a
+ * JSON object, else the start of the body when it is text. Control
+ * characters become spaces, bytes that are not UTF-8 U+FFFD, white space
  * is trimmed, and the text is capped at GATEWAY_SERVER_MSG_MAX bytes (on a
  * UTF-8 boundary). out gets "" when there is nothing readable. */
 void gw_server_message(const char *body, size_t len, char *out,

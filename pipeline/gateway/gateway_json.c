@@ -4,6 +4,7 @@
 
 #include "pipeline/base/buf.h"
 #include "pipeline/base/json.h"
+#include "pipeline/base/utf8.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -302,37 +303,39 @@ out:
     return rc;
 }
 
-/* Copy at most outlen-1 bytes of s (n bytes) into out: control characters
- * become spaces, runs of white space are trimmed at both ends, and a cut
- * never splits a UTF-8 sequence. */
+/* Copy at most outlen-1 bytes of s (n bytes) into out as UTF-8: control
+ * characters become spaces, every byte that starts no well-formed sequence
+ * becomes U+FFFD (as in stored model text, stages/text.h), runs of white
+ * space are trimmed at both ends, and a cut never splits a character. */
 static void clean_copy(const char *s, size_t n, char *out, size_t outlen)
 {
+    static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
     size_t o = 0, limit = outlen ? outlen - 1 : 0;
 
     if (limit > GATEWAY_SERVER_MSG_MAX)
         limit = GATEWAY_SERVER_MSG_MAX;
-    while (n && (unsigned char)*s <= ' ') {
+    while (n && ((unsigned char)*s <= ' ' || *s == 0x7f)) {
         s++;
         n--;
     }
-    for (size_t i = 0; i < n && o < limit; i++) {
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq_len(s + i, n - i);
         unsigned char c = (unsigned char)s[i];
+        const char *from = s + i;
+        size_t len = k;
 
-        out[o++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
-    }
-    if (o == limit && o < n) {
-        /* Cut back to the start of a UTF-8 sequence that fits whole. */
-        size_t k = o;
-
-        while (k > 0 && ((unsigned char)out[k - 1] & 0xC0) == 0x80)
-            k--;
-        if (k > 0 && ((unsigned char)out[k - 1] & 0x80)) {
-            unsigned char lead = (unsigned char)out[k - 1];
-            size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
-
-            if (o - (k - 1) < need)
-                o = k - 1;
+        if (k == 0) {
+            from = replacement;
+            len = sizeof replacement - 1;
+            k = 1;
+        } else if (c < 0x20 || c == 0x7f) {
+            from = " ";
         }
+        if (o + len > limit)
+            break;
+        memcpy(out + o, from, len);
+        o += len;
+        i += k;
     }
     while (o && out[o - 1] == ' ')
         o--;
@@ -395,6 +398,12 @@ void gw_server_message(const char *body, size_t len, char *out,
 
     if (outlen)
         out[0] = '\0';
+    /* Only an object is an explanation in JSON: cJSON reads the start of
+     * "404 page not found" as the number 404. */
+    if (root && !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        root = NULL;
+    }
     if (root) {
         e = cJSON_GetObjectItemCaseSensitive(root, "error");
         if (cJSON_IsObject(e))
