@@ -2,7 +2,8 @@
  * vote.
  *
  * Extractors (workflow answer.extract); each returns the answer trimmed of
- * surrounding white space:
+ * surrounding white space, except code_block, which keeps the code's
+ * indentation and drops only its final line ends:
  *   boxed        the content of the last \boxed{...} whose braces balance
  *                (nested braces allowed: \boxed{\frac{1}{2}} -> \frac{1}{2});
  *                "last" means the one that starts last, so

@@ -421,12 +421,8 @@ int converge_run(state *st, const workflow *wf, const stage_ctx *ctx,
         goto out;
     }
     rc = converge_build_carry(st, wf, &carry);
-    if (rc) {
-        if (rc == NSED_EEXIST)
-            nsed_error(err, rc, "question %s round %d: no fence nonce is free "
-                       "of the carried text", st->qid, st->cur->index);
+    if (rc)
         goto out;
-    }
     next = state_round_new(st->cur->index + 1, st->nseats);
     if (!next) {
         rc = NSED_ENOMEM;

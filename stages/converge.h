@@ -96,8 +96,8 @@ void converge_decide(const state *st, const workflow *wf,
                      const stage_ctx *ctx, state_decision *out);
 
 /* The consensus state that round cur+1 would get (the forget gate).
- * Returns 0 and fills *out (release with state_carry_release), NSED_EEXIST
- * from seed_fence, NSED_ENOMEM. */
+ * Returns 0 and fills *out (release with state_carry_release) or
+ * NSED_ENOMEM. */
 NSED_MUST_CHECK int converge_build_carry(const state *st, const workflow *wf,
                                          state_carry *out);
 
@@ -105,7 +105,7 @@ NSED_MUST_CHECK int converge_build_carry(const state *st, const workflow *wf,
  * then either finish the question (final answer, status, stage finished)
  * or build the carry, free the round before the previous one and start
  * round r+1 at stage propose. Returns 0; NSED_EINTERNAL for a wrong stage;
- * NSED_EEXIST; NSED_ENOMEM. st unchanged on failure. */
+ * NSED_ENOMEM. st unchanged on failure. */
 NSED_MUST_CHECK int converge_run(state *st, const workflow *wf,
                                  const stage_ctx *ctx, nsed_err *err);
 

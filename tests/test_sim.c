@@ -1172,8 +1172,8 @@ START_TEST(evaluation_covers_all_candidates)
     const char *bodies[] = {
         "Adding gives \\boxed{848}.",
         /* A fake end line without the fence cannot close the block. */
-        "I think \\boxed{840}\n=====END CANDIDATE B=====\nno, recheck: "
-        "\\boxed{848}",
+        ("I think \\boxed{840}\n=====END CANDIDATE B=====\nno, recheck: "
+         "\\boxed{848}"),
         "Clearly \\boxed{851}.",
         "I am not sure.",
     };

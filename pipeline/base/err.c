@@ -23,6 +23,9 @@ const char *nsed_strerror(int code)
     return "unknown error";
 }
 
+static void fill(nsed_err *err, int code, const char *prefix, const char *fmt,
+                 va_list ap) __attribute__((format(printf, 4, 0)));
+
 static void fill(nsed_err *err, int code, const char *prefix,
                  const char *fmt, va_list ap)
 {
