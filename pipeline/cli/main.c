@@ -39,7 +39,9 @@ static const char usage[] =
     "  version                   print the version\n"
     "  help [COMMAND]            this text, or a command's options\n"
     "\n"
-    "Exit status: 0 success, 1 runtime failure, 2 bad input or usage.\n";
+    "Exit status: 0 success, 1 runtime failure (for run: some questions\n"
+    "incomplete, run again), 2 bad input or usage, 3 (run) some questions\n"
+    "failed for good, 130 (run) interrupted.\n";
 
 struct command {
     const char *name;
