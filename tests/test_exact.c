@@ -52,27 +52,6 @@ static void sleep_ms(double ms)
         ck_assert(errno == EINTR);
 }
 
-static double total_requests(const tu_sim *s)
-{
-    cJSON *j = tu_sim_stats(s), *m;
-    double n = 0;
-
-    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(j, "models"))
-        n += cJSON_GetObjectItemCaseSensitive(m, "requests")->valuedouble;
-    cJSON_Delete(j);
-    return n;
-}
-
-static char *export_of(const char *sdir)
-{
-    char *out = NULL, *err = NULL;
-
-    ck_assert_msg(NSED("-", &out, &err, "export", "--store", sdir) == 0,
-                  "export: %s", err);
-    free(err);
-    return out;
-}
-
 /* The demo workflow with prices that make every cost a double no short
  * decimal holds (0.1 + 0.2 style sums), written into tu_tmp. */
 static char *priced_workflow(void)
@@ -170,12 +149,12 @@ typedef struct reference {
 static void reference_run(const tu_sim *sim, const char *wf, reference *ref)
 {
     char *sdir = tu_path(tu_tmp, "ref");
-    double before = total_requests(sim), t0 = now_ms();
+    double before = tu_sim_total_requests(sim), t0 = now_ms();
 
     run_to_end(sim->url, wf, sdir);
     ref->ms = now_ms() - t0;
-    ref->requests = total_requests(sim) - before;
-    ref->export = export_of(sdir);
+    ref->requests = tu_sim_total_requests(sim) - before;
+    ref->export = tu_nsed_export(sdir);
     free(sdir);
 }
 
@@ -226,7 +205,7 @@ START_TEST(priced_resume_exports_identical_cost)
                                            ref.ms * 0.5);
         }
         run_to_end(sim.url, wf, sdir);
-        exp = export_of(sdir);
+        exp = tu_nsed_export(sdir);
         ck_assert_msg(strcmp(exp, ref.export) == 0,
                       "store %s exported other results than the "
                       "uninterrupted run",
@@ -258,7 +237,7 @@ START_TEST(kill_resends_at_most_the_concurrency)
     reference_run(&sim, wf, &ref);
     for (int i = 0; i < points; i++) {
         char name[16], *sdir, *exp;
-        double before = total_requests(&sim), resent;
+        double before = tu_sim_total_requests(&sim), resent;
         bool killed;
 
         snprintf(name, sizeof name, "k%d", i);
@@ -267,7 +246,7 @@ START_TEST(kill_resends_at_most_the_concurrency)
                               30 + (ref.ms - 30) * (i + 0.5) / points);
         kills += killed;
         run_to_end(sim.url, wf, sdir);
-        resent = total_requests(&sim) - before - ref.requests;
+        resent = tu_sim_total_requests(&sim) - before - ref.requests;
         if (resent > worst)
             worst = resent;
         ck_assert_msg(resent >= 0 && resent <= CAPS_SUM,
@@ -275,7 +254,7 @@ START_TEST(kill_resends_at_most_the_concurrency)
                       "(at most %d may be)",
                       i, 30 + (ref.ms - 30) * (i + 0.5) / points, ref.ms,
                       resent, CAPS_SUM);
-        exp = export_of(sdir);
+        exp = tu_nsed_export(sdir);
         ck_assert_msg(strcmp(exp, ref.export) == 0,
                       "store %s exported other results", name);
         free(exp);

@@ -29,27 +29,6 @@
 
 #define NSED(url, out, err, ...) TU_NSED(url, out, err, __VA_ARGS__)
 
-static double total_requests(const tu_sim *s)
-{
-    cJSON *j = tu_sim_stats(s), *m;
-    double n = 0;
-
-    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(j, "models"))
-        n += cJSON_GetObjectItemCaseSensitive(m, "requests")->valuedouble;
-    cJSON_Delete(j);
-    return n;
-}
-
-static char *export_of(const char *sdir)
-{
-    char *out = NULL, *err = NULL;
-
-    ck_assert_msg(NSED("-", &out, &err, "export", "--store", sdir) == 0,
-                  "export: %s", err);
-    free(err);
-    return out;
-}
-
 static size_t count_lines(const char *s)
 {
     size_t n = 0;
@@ -85,7 +64,7 @@ START_TEST(demo_run_end_to_end)
     ck_assert(tu_jnum(st, "rounds_mean", NULL) <= 4.0);
     cJSON_Delete(st);
 
-    exp = export_of(sdir);
+    exp = tu_nsed_export(sdir);
     ck_assert_uint_eq(count_lines(exp), 120);
     nl = strchr(exp, '\n');
     line = cJSON_ParseWithLength(exp, (size_t)(nl - exp));
@@ -111,11 +90,11 @@ START_TEST(demo_run_end_to_end)
     cJSON_Delete(line);
 
     /* running again finds everything done and sends nothing */
-    before = total_requests(&sim);
+    before = tu_sim_total_requests(&sim);
     ck_assert_int_eq(NSED(sim.url, &out, &err, "run", DEMO_WF, "--store",
                           sdir, "--quiet"),
                      0);
-    ck_assert(total_requests(&sim) == before);
+    ck_assert(tu_sim_total_requests(&sim) == before);
     free(out);
     free(err);
     free(exp);
@@ -143,7 +122,7 @@ START_TEST(dry_run_sends_nothing)
     ck_assert_uint_eq(lines, 15);
     ck_assert(tu_contains(out, "\"messages\""));
     ck_assert(tu_contains(out, "=====BEGIN QUESTION====="));
-    ck_assert(total_requests(&sim) == 0);
+    ck_assert(tu_sim_total_requests(&sim) == 0);
     st = tu_nsed_status(sdir);
     ck_assert_int_eq((int)tu_jnum(st, "questions", "done"), 0);
     cJSON_Delete(st);
@@ -195,14 +174,14 @@ START_TEST(kill_and_resume_is_exact)
     unsigned rng = 12345;
 
     tu_sim_start(&sim, DATA "slow-sim.yaml", NULL, NULL);
-    before = total_requests(&sim);
+    before = tu_sim_total_requests(&sim);
     ck_assert_msg(NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
                        DEMO_Q, "--store", ref_store, "--quiet") == 0,
                   "reference run: %s", err);
     free(out);
     free(err);
-    r0 = total_requests(&sim) - before;
-    ref_export = export_of(ref_store);
+    r0 = tu_sim_total_requests(&sim) - before;
+    ref_export = tu_nsed_export(ref_store);
     ck_assert_uint_eq(count_lines(ref_export), 120);
 
     while (kills < kills_wanted) {
@@ -211,7 +190,7 @@ START_TEST(kill_and_resume_is_exact)
 
         snprintf(name, sizeof name, "s%d", stores++);
         sdir = tu_path(tu_tmp, name);
-        before = total_requests(&sim);
+        before = tu_sim_total_requests(&sim);
         for (;;) {
             pid_t pid = spawn_run(sim.url, sdir);
             struct timespec d;
@@ -240,8 +219,8 @@ START_TEST(kill_and_resume_is_exact)
             break;
         }
         {
-            double sent = total_requests(&sim) - before;
-            char *exp = export_of(sdir);
+            double sent = tu_sim_total_requests(&sim) - before;
+            char *exp = tu_nsed_export(sdir);
 
             completed++;
             /* same results as the uninterrupted run */
@@ -337,7 +316,7 @@ START_TEST(lost_seat_leaves_incomplete_then_resumes)
     ck_assert_int_eq((int)tu_jnum(st, "questions", "incomplete"), 0);
     ck_assert_int_eq((int)tu_jnum(st, "questions", "degraded"), 0);
     cJSON_Delete(st);
-    exp = export_of(sdir);
+    exp = tu_nsed_export(sdir);
     ck_assert(!tu_contains(exp, "\"degraded\":true"));
     free(exp);
     free(out);
@@ -365,7 +344,7 @@ START_TEST(allow_degraded_flags_missing_seats)
                      120);
     ck_assert_int_gt((int)tu_jnum(st, "questions", "degraded"), 0);
     cJSON_Delete(st);
-    exp = export_of(sdir);
+    exp = tu_nsed_export(sdir);
     ck_assert(tu_contains(exp, "\"degraded\":true"));
     ck_assert(tu_contains(exp, "\"missing_seats\":[{\"seat\":2,\"model\":"
                                "\"gamma\""));
@@ -407,7 +386,7 @@ START_TEST(reliability_weights_follow_telemetry)
                        "--questions", DEMO_Q, "--store", sdir, "--quiet",
                        "--max-active", "8") == 0,
                   "%s", err);
-    exp = export_of(sdir);
+    exp = tu_nsed_export(sdir);
     ck_assert_uint_eq(count_lines(exp), 120);
     first = exp;
     *strchr(first, '\n') = '\0';

@@ -329,6 +329,27 @@ int tu_nsed(const char *url, char **out, char **err, ...)
     return tu_run_env(argv, envp, out, err);
 }
 
+double tu_sim_total_requests(const tu_sim *s)
+{
+    cJSON *j = tu_sim_stats(s), *m;
+    double n = 0;
+
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(j, "models"))
+        n += cJSON_GetObjectItemCaseSensitive(m, "requests")->valuedouble;
+    cJSON_Delete(j);
+    return n;
+}
+
+char *tu_nsed_export(const char *dir)
+{
+    char *out = NULL, *err = NULL;
+
+    ck_assert_msg(TU_NSED(NULL, &out, &err, "export", "--store", dir) == 0,
+                  "export: %s", err);
+    free(err);
+    return out;
+}
+
 cJSON *tu_nsed_status(const char *dir)
 {
     char *out = NULL, *err = NULL;

@@ -91,6 +91,12 @@ int tu_nsed(const char *url, char **out, char **err, ...);
 #define TU_NSED(url, out, err, ...) \
     tu_nsed(url, out, err, __VA_ARGS__, (char *)NULL)
 
+/* Requests the server received, summed over its models (/sim/stats). */
+double tu_sim_total_requests(const tu_sim *s);
+
+/* `nsed export --store dir`, which must succeed: its stdout (malloc'd). */
+char *tu_nsed_export(const char *dir);
+
 /* `nsed status --store dir --json`, which must succeed, parsed (caller
  * deletes). */
 struct cJSON *tu_nsed_status(const char *dir);
