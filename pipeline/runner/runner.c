@@ -348,25 +348,31 @@ static int reduce(struct loop *L, slot *s, const stage_response *resps,
     return rc;
 }
 
+/* s is finished (its status final): build its result record; the next
+ * commit writes it. */
+static int finish_slot(struct loop *L, slot *s)
+{
+    int rc = runner_result_json(L->wf, L->st, s->st, &s->q, s->broker_record,
+                                &s->qctx, &s->result_json, L->err);
+
+    if (rc)
+        return rc;
+    s->phase = SLOT_FINISHED;
+    s->dirty = true;
+    return 0;
+}
+
 /* Fail question s for good with reason (taken over): its result record
  * says failed and why, and a rerun skips it unless --retry-failed. */
 static int fail_question(struct loop *L, slot *s, char *reason)
 {
-    int rc;
-
     if (!reason)
         return nsed_error(L->err, NSED_ENOMEM, "out of memory");
     slot_clear_calls(s);
     free(s->st->failure);
     s->st->failure = reason;
     s->st->status = STATE_STATUS_FAILED;
-    rc = runner_result_json(L->wf, L->st, s->st, &s->q, s->broker_record,
-                            &s->qctx, &s->result_json, L->err);
-    if (rc)
-        return rc;
-    s->phase = SLOT_FINISHED;
-    s->dirty = true;
-    return 0;
+    return finish_slot(L, s);
 }
 
 /* Leave s incomplete (transient: a rerun resumes it), with prefix (may
@@ -498,14 +504,7 @@ static int step(struct loop *L, slot *s)
             return rc;
     }
     rc = runner_finish_outcome(L->wf, L->st, s->st, L->err);
-    if (!rc)
-        rc = runner_result_json(L->wf, L->st, s->st, &s->q, s->broker_record,
-                                &s->qctx, &s->result_json, L->err);
-    if (rc)
-        return rc;
-    s->phase = SLOT_FINISHED;
-    s->dirty = true;
-    return 0;
+    return rc ? rc : finish_slot(L, s);
 }
 
 /* ---- loading questions ------------------------------------------------- */
