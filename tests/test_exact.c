@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -85,33 +84,12 @@ static char *priced_workflow(void)
     return path;
 }
 
-static pid_t spawn_run(const char *url, const char *wf, const char *sdir)
-{
-    pid_t pid = fork();
-
-    ck_assert(pid >= 0);
-    if (pid == 0) {
-        char env[128];
-        int null = open("/dev/null", O_WRONLY);
-
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        snprintf(env, sizeof env, "NSED_SIM_URL=%s", url);
-        putenv(env);
-        dup2(null, 1);
-        dup2(null, 2);
-        execl(NSED_BIN, NSED_BIN, "run", wf, "--questions", DEMO_Q, "--store",
-              sdir, "--quiet", (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
 /* Start a run, kill -9 it after ms unless it finished; true when it was
  * killed. */
 static bool run_and_kill(const char *url, const char *wf, const char *sdir,
                          double ms)
 {
-    pid_t pid = spawn_run(url, wf, sdir);
+    pid_t pid = tu_nsed_spawn_run(url, wf, DEMO_Q, sdir);
     int status;
 
     sleep_ms(ms);

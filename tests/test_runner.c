@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -135,27 +134,6 @@ END_TEST
 
 /* ---- kill -9 at random points ----------------------------------------- */
 
-static pid_t spawn_run(const char *url, const char *sdir)
-{
-    pid_t pid = fork();
-
-    ck_assert(pid >= 0);
-    if (pid == 0) {
-        char env[128];
-        int null = open("/dev/null", O_WRONLY);
-
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        snprintf(env, sizeof env, "NSED_SIM_URL=%s", url);
-        putenv(env);
-        dup2(null, 1);
-        dup2(null, 2);
-        execl(NSED_BIN, NSED_BIN, "run", DEMO_WF, "--questions", DEMO_Q,
-              "--store", sdir, "--quiet", (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
 /* Kill a run of the demo at random moments, KILLS times in all, rerunning
  * the same command after each kill; every run that completes must export
  * exactly what an uninterrupted run exported, and must have sent at most
@@ -192,7 +170,7 @@ START_TEST(kill_and_resume_is_exact)
         sdir = tu_path(tu_tmp, name);
         before = tu_sim_total_requests(&sim);
         for (;;) {
-            pid_t pid = spawn_run(sim.url, sdir);
+            pid_t pid = tu_nsed_spawn_run(sim.url, DEMO_WF, DEMO_Q, sdir);
             struct timespec d;
             unsigned ms;
 
@@ -257,7 +235,7 @@ START_TEST(interrupt_commits_and_resumes)
     int status;
 
     tu_sim_start(&sim, DATA "slow-sim.yaml", NULL, NULL);
-    pid = spawn_run(sim.url, sdir);
+    pid = tu_nsed_spawn_run(sim.url, DEMO_WF, DEMO_Q, sdir);
     nanosleep(&d, NULL);
     ck_assert(kill(pid, SIGINT) == 0);
     while (waitpid(pid, &status, 0) < 0)

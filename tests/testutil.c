@@ -329,6 +329,28 @@ int tu_nsed(const char *url, char **out, char **err, ...)
     return tu_run_env(argv, envp, out, err);
 }
 
+pid_t tu_nsed_spawn_run(const char *url, const char *wf, const char *questions,
+                        const char *store)
+{
+    pid_t pid = fork();
+
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        char env[128];
+        int null = open("/dev/null", O_WRONLY);
+
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        snprintf(env, sizeof env, "NSED_SIM_URL=%s", url);
+        putenv(env);
+        dup2(null, 1);
+        dup2(null, 2);
+        execl(NSED_BIN, NSED_BIN, "run", wf, "--questions", questions,
+              "--store", store, "--quiet", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
 double tu_sim_total_requests(const tu_sim *s)
 {
     cJSON *j = tu_sim_stats(s), *m;

@@ -91,6 +91,12 @@ int tu_nsed(const char *url, char **out, char **err, ...);
 #define TU_NSED(url, out, err, ...) \
     tu_nsed(url, out, err, __VA_ARGS__, (char *)NULL)
 
+/* Start `nsed run wf --questions questions --store store --quiet` in the
+ * background with NSED_SIM_URL=url, its output to /dev/null, killed when
+ * the test process dies; returns its pid (the test waits for it). */
+pid_t tu_nsed_spawn_run(const char *url, const char *wf, const char *questions,
+                        const char *store);
+
 /* Requests the server received, summed over its models (/sim/stats). */
 double tu_sim_total_requests(const tu_sim *s);
 
