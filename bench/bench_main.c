@@ -54,10 +54,9 @@ typedef struct sizes {
     size_t faults;     /* figures 7 and 8 */
 } sizes;
 
-static const sizes full_sizes = {3000, 2000, {1000, 10000, 100000}, 1000,
-                                 200, 600};
-static const sizes quick_sizes = {400, 300, {500, 2000, 5000}, 300, 50,
-                                  150};
+static const sizes full_sizes = {3000, 2000, {1000, 10000, 100000},
+                                 1000, 200,  600};
+static const sizes quick_sizes = {400, 300, {500, 2000, 5000}, 300, 50, 150};
 
 /* Figures 1..NFIG; 7 and 8 run only when named in --only. */
 #define NFIG 8
@@ -71,9 +70,9 @@ static const sizes quick_sizes = {400, 300, {500, 2000, 5000}, 300, 50,
 
 /* One faulted run of figures 7 and 8. */
 typedef struct fault_result {
-    bool ran;          /* false: skipped (the simulator refused its knob) */
-    bool capped;       /* killed at the cap: elapsed is a lower bound */
-    double elapsed;    /* wall seconds, spawn to exit */
+    bool ran;       /* false: skipped (the simulator refused its knob) */
+    bool capped;    /* killed at the cap: elapsed is a lower bound */
+    double elapsed; /* wall seconds, spawn to exit */
     double finished, incomplete;
     uint64_t sent;
 } fault_result;
@@ -719,9 +718,9 @@ static int fig_faults(bench *B)
 {
     static const char *const cfgs[] = {"sim-faults-outage.yaml",
                                        "sim-faults-failing.yaml"};
-    static const char *const what[] = {
-        "a 60 s outage of one model (faults.outage_start_s, outage_s)",
-        "20% always-failing prompts (faults.rate_always_fail)"};
+    static const char *const what[] =
+        {"a 60 s outage of one model (faults.outage_start_s, outage_s)",
+         "20% always-failing prompts (faults.rate_always_fail)"};
     static const char *const names[] = {"faults-outage", "faults-failing"};
     bool use[2] = {false, false};
     bench_sim sim = {0};
@@ -741,14 +740,14 @@ static int fig_faults(bench *B)
     if (!use[0] && !use[1])
         return 0;
     note("7-8/8 faults: %zu questions at 50 ms per call, without faults "
-         "first", B->sz.faults);
+         "first",
+         B->sz.faults);
     cfg = path_in(NSED_BENCH_DIR, "sim-faults.yaml");
     rc = cfg ? bench_sim_start(&sim, B->sim_bin, cfg, B->questions, &B->err)
              : NSED_ENOMEM;
     free(cfg);
     if (!rc)
-        rc = fault_run(B, &sim, "faults-none", B->sz.faults, 1e9,
-                       &B->ft_base);
+        rc = fault_run(B, &sim, "faults-none", B->sz.faults, 1e9, &B->ft_base);
     bench_sim_stop(&sim);
     if (rc)
         return rc;
@@ -760,8 +759,7 @@ static int fig_faults(bench *B)
         if (!use[i])
             continue;
         cfg = path_in(NSED_BENCH_DIR, cfgs[i]);
-        rc = cfg ? bench_sim_start(&sim, B->sim_bin, cfg, B->questions,
-                                   &B->err)
+        rc = cfg ? bench_sim_start(&sim, B->sim_bin, cfg, B->questions, &B->err)
                  : NSED_ENOMEM;
         free(cfg);
         if (rc)
@@ -873,9 +871,9 @@ static void print_table(const bench *B)
         }
     }
     for (int i = 0; i < 2; i++) {
-        static const char *const labels[] = {
-            "wall time, 60 s outage of one model",
-            "wall time, 20% always-failing requests"};
+        static const char *const labels[] =
+            {"wall time, 60 s outage of one model",
+             "wall time, 20% always-failing requests"};
         const fault_result *f = &B->ft[i];
         char num[4];
 
@@ -945,10 +943,9 @@ static void print_table(const bench *B)
             printf("  %d: %zu questions, 50 ms per call; without faults "
                    "%llu calls, %.0f finished; with: %llu requests, %.0f "
                    "finished, %.0f incomplete%s\n",
-                   7 + i, B->sz.faults,
-                   (unsigned long long)B->ft_base.sent, B->ft_base.finished,
-                   (unsigned long long)B->ft[i].sent, B->ft[i].finished,
-                   B->ft[i].incomplete,
+                   7 + i, B->sz.faults, (unsigned long long)B->ft_base.sent,
+                   B->ft_base.finished, (unsigned long long)B->ft[i].sent,
+                   B->ft[i].finished, B->ft[i].incomplete,
                    B->ft[i].capped ? " (given up at the cap: the ratio is a "
                                      "lower bound)"
                                    : "");
@@ -1066,8 +1063,10 @@ int main(int argc, char **argv)
             break;
         case 'o':
             if (parse_only(optarg, B.only)) {
-                fprintf(stderr, "nsed-bench: --only takes figure numbers "
-                        "1-8 separated by commas, not \"%s\"\n", optarg);
+                fprintf(stderr,
+                        "nsed-bench: --only takes figure numbers "
+                        "1-8 separated by commas, not \"%s\"\n",
+                        optarg);
                 return 2;
             }
             break;

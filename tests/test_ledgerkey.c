@@ -76,8 +76,7 @@ static char *export_of(const char *sdir)
 }
 
 /* Run to the end; flag is one more argument or NULL. */
-static void run_to_end_with(const char *url, const char *sdir,
-                            const char *flag)
+static void run_to_end_with(const char *url, const char *sdir, const char *flag)
 {
     char *out = NULL, *err = NULL;
 
@@ -110,8 +109,8 @@ static bool run_and_kill(const char *bin, const char *url, const char *sdir,
         putenv(env);
         dup2(null, 1);
         dup2(null, 2);
-        execl(bin, bin, "run", DEMO_WF, "--questions", DEMO_Q,
-              "--store", sdir, "--quiet", (char *)NULL);
+        execl(bin, bin, "run", DEMO_WF, "--questions", DEMO_Q, "--store", sdir,
+              "--quiet", (char *)NULL);
         _exit(127);
     }
     sleep_ms(ms);
@@ -228,8 +227,7 @@ START_TEST(killed_run_resumes_on_another_port)
                       i, sent, held, ref.requests);
         exp = export_of(sdir);
         ck_assert_msg(strcmp(exp, ref.export) == 0,
-                      "kill %d: the resumed store exported other results",
-                      i);
+                      "kill %d: the resumed store exported other results", i);
         free(exp);
         free(sdir);
     }

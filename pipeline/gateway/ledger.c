@@ -48,8 +48,7 @@ static int key_form(const ledger_call *c, int form, uint8_t out[HASH_LEN])
 {
     hash_ctx *h;
 
-    if (!c->model || (c->nmessages && !c->messages) ||
-        (c->nstop && !c->stop))
+    if (!c->model || (c->nmessages && !c->messages) || (c->nstop && !c->stop))
         return NSED_EINVAL;
     if (form == 1 ? !c->endpoint : !c->model_id)
         return NSED_EINVAL;

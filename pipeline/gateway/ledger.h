@@ -72,7 +72,7 @@ typedef struct ledger_call {
     int seat;
     int round;
     int sample;
-    const char *model_id;      /* the workflow's model id (form 2 only) */
+    const char *model_id; /* the workflow's model id (form 2 only) */
 } ledger_call;
 
 /* Compute the current (form 2) key of call into out. model_id, model and
