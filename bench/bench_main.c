@@ -33,9 +33,12 @@ static const char usage[] =
     "saturation, runner CPU per call, peak RSS against the question count,\n"
     "the cost of durable checkpoints, resume after kill -9, and prompt\n"
     "prefix reuse, each beside its target. Takes a few minutes on 2 cores.\n"
+    "Figures 7 and 8 (wall time through a 60 s outage of one model, and\n"
+    "through 20%% always-failing requests, against the same run without\n"
+    "faults) are opt-in: --only 7,8 (several minutes more).\n"
     "\n"
     "  --quick       smaller sets (about 20 s; figures are noisier)\n"
-    "  --only LIST   figures to run, e.g. 1,3 (default: all six)\n"
+    "  --only LIST   figures to run, e.g. 1,3 or 7,8 (default: 1-6)\n"
     "  --keep        keep the temporary directory (stores, question sets)\n"
     "  --tmp DIR     where to create it (default: $TMPDIR or /tmp); must be\n"
     "                a local disk, as for any run store\n"
@@ -48,11 +51,31 @@ typedef struct sizes {
     size_t rss[3];     /* figure 3 */
     size_t resume;     /* figure 5 */
     size_t prefix;     /* figure 6 */
+    size_t faults;     /* figures 7 and 8 */
 } sizes;
 
-static const sizes full_sizes = {3000, 2000, {1000, 10000, 100000}, 1000,
-                                 200};
-static const sizes quick_sizes = {400, 300, {500, 2000, 5000}, 300, 50};
+static const sizes full_sizes = {3000, 2000, {1000, 10000, 100000},
+                                 1000, 200,  600};
+static const sizes quick_sizes = {400, 300, {500, 2000, 5000}, 300, 50, 150};
+
+/* Figures 1..NFIG; 7 and 8 run only when named in --only. */
+#define NFIG 8
+#define NFIG_DEFAULT 6
+
+/* A faulted run (figures 7, 8) is given up after this many times the
+ * fault-free run's wall time (and at least FAULT_CAP_MIN_S), so a runner
+ * that stalls reports a lower bound instead of running for hours. */
+#define FAULT_CAP_RATIO 20.0
+#define FAULT_CAP_MIN_S 600.0
+
+/* One faulted run of figures 7 and 8. */
+typedef struct fault_result {
+    bool ran;       /* false: skipped (the simulator refused its knob) */
+    bool capped;    /* killed at the cap: elapsed is a lower bound */
+    double elapsed; /* wall seconds, spawn to exit */
+    double finished, incomplete;
+    uint64_t sent;
+} fault_result;
 
 typedef struct sample {
     double t;           /* since the worker started */
@@ -91,7 +114,7 @@ typedef struct bench {
     char *tmp;
     sizes sz;
     bool keep;
-    bool only[7];
+    bool only[NFIG + 1];
     bench_sim sim50, sim0;
     char *questions;       /* the largest generated set */
     nsed_err err;
@@ -111,7 +134,8 @@ typedef struct bench {
     bench_prefix_result px;
     char px_names[3][64];
     double floor_us, floor_user_us, floor_sys_us;
-    bool done[7];
+    fault_result ft_base, ft[2]; /* figures 7 (outage), 8 (always fail) */
+    bool done[NFIG + 1];
 } bench;
 
 static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -602,6 +626,156 @@ static int fig_prefix(bench *B)
 
 /* ---- the table ------------------------------------------------------------ */
 
+/* 7, 8. Wall time through faults, as a ratio to the same run without.
+ *
+ * The three simulators (bench/sim-faults*.yaml) are the same models with
+ * the same 50 ms replies; the outage and always-failing configs add one
+ * knob each. Those knobs are named here, for the benchmark, before
+ * nsed-sim has them: a simulator that refuses its config (an unknown key
+ * is an error, docs/nsed-sim.md) skips its figure with one line. */
+
+/* Ingest n questions into a fresh store and run team3.yaml on it against
+ * sim, killing the run after cap_s seconds. */
+static int fault_run(bench *B, bench_sim *sim, const char *name, size_t n,
+                     double cap_s, fault_result *out)
+{
+    char qname[64], *qpath = NULL, *store = NULL, *wf = NULL;
+    const char *argv[] = {"run", NULL, NULL, "--nosync", NULL};
+    bench_sim_counts base, now;
+    bench_child c;
+    bool eof = false;
+    int rc = NSED_ENOMEM;
+
+    snprintf(qname, sizeof qname, "q%zu.jsonl", n);
+    qpath = path_in(B->tmp, qname);
+    store = path_in(B->tmp, name);
+    wf = path_in(NSED_BENCH_DIR, "team3.yaml");
+    if (!qpath || !store || !wf) {
+        nsed_error(&B->err, rc, "out of memory");
+        goto out;
+    }
+    if (access(qpath, R_OK) != 0) {
+        rc = bench_gen_head(B->questions, qpath, n, &B->err);
+        if (rc)
+            goto out;
+    }
+    rc = ingest(B, wf, qpath, store);
+    if (!rc)
+        rc = bench_sim_counts_get(sim, &base, &B->err);
+    if (rc)
+        goto out;
+    argv[1] = wf;
+    argv[2] = store;
+    rc = bench_child_spawn(&c, B->self, sim->url, argv, &B->err);
+    if (rc)
+        goto out;
+    memset(out, 0, sizeof *out);
+    while (!eof) {
+        eof = bench_child_pump(&c, 200);
+        if (!eof && bench_now() - c.started > cap_s) {
+            kill(c.pid, SIGKILL);
+            out->capped = true;
+            break;
+        }
+    }
+    rc = bench_child_wait(&c, out->capped, &B->err);
+    out->elapsed = bench_now() - c.started;
+    if (rc)
+        goto out;
+    rc = bench_sim_counts_get(sim, &now, &B->err);
+    if (rc)
+        goto out;
+    out->ran = true;
+    out->sent = now.requests - base.requests;
+    if (!out->capped) {
+        bench_child_value(&c, "finished", &out->finished);
+        bench_child_value(&c, "incomplete", &out->incomplete);
+    }
+out:
+    free(qpath);
+    free(store);
+    free(wf);
+    return rc;
+}
+
+/* Whether nsed-sim accepts bench/cfgname (started and stopped again). */
+static bool sim_accepts(bench *B, const char *cfgname)
+{
+    char *cfg = path_in(NSED_BENCH_DIR, cfgname);
+    bench_sim sim = {0};
+    nsed_err serr = {0};
+    int rc;
+
+    if (!cfg)
+        return false;
+    rc = bench_sim_start(&sim, B->sim_bin, cfg, B->questions, &serr);
+    free(cfg);
+    bench_sim_stop(&sim);
+    return rc == 0;
+}
+
+static int fig_faults(bench *B)
+{
+    static const char *const cfgs[] = {"sim-faults-outage.yaml",
+                                       "sim-faults-failing.yaml"};
+    static const char *const what[] =
+        {"a 60 s outage of one model (faults.outage_start_s, outage_s)",
+         "20% always-failing prompts (faults.rate_always_fail)"};
+    static const char *const names[] = {"faults-outage", "faults-failing"};
+    bool use[2] = {false, false};
+    bench_sim sim = {0};
+    char *cfg;
+    double cap;
+    int rc;
+
+    for (int i = 0; i < 2; i++) {
+        if (!B->only[7 + i])
+            continue;
+        use[i] = sim_accepts(B, cfgs[i]);
+        if (!use[i])
+            note("figure %d skipped: nsed-sim refuses bench/%s, whose knob "
+                 "is for %s",
+                 7 + i, cfgs[i], what[i]);
+    }
+    if (!use[0] && !use[1])
+        return 0;
+    note("7-8/8 faults: %zu questions at 50 ms per call, without faults "
+         "first",
+         B->sz.faults);
+    cfg = path_in(NSED_BENCH_DIR, "sim-faults.yaml");
+    rc = cfg ? bench_sim_start(&sim, B->sim_bin, cfg, B->questions, &B->err)
+             : NSED_ENOMEM;
+    free(cfg);
+    if (!rc)
+        rc = fault_run(B, &sim, "faults-none", B->sz.faults, 1e9, &B->ft_base);
+    bench_sim_stop(&sim);
+    if (rc)
+        return rc;
+    note("without faults: %.1f s", B->ft_base.elapsed);
+    cap = B->ft_base.elapsed * FAULT_CAP_RATIO;
+    if (cap < FAULT_CAP_MIN_S)
+        cap = FAULT_CAP_MIN_S;
+    for (int i = 0; i < 2; i++) {
+        if (!use[i])
+            continue;
+        cfg = path_in(NSED_BENCH_DIR, cfgs[i]);
+        rc = cfg ? bench_sim_start(&sim, B->sim_bin, cfg, B->questions, &B->err)
+                 : NSED_ENOMEM;
+        free(cfg);
+        if (rc)
+            return rc;
+        note("%d/8 through %s", 7 + i, what[i]);
+        rc = fault_run(B, &sim, names[i], B->sz.faults, cap, &B->ft[i]);
+        bench_sim_stop(&sim);
+        if (rc)
+            return rc;
+        note("through the fault: %.1f s%s", B->ft[i].elapsed,
+             B->ft[i].capped ? " (given up at the cap)" : "");
+        B->done[7 + i] = true;
+    }
+    return 0;
+}
+
 static const char *verdict(bool ok)
 {
     return ok ? "ok" : "MISSED";
@@ -696,6 +870,21 @@ static void print_table(const bench *B)
             row("", label, cell, "(reported)", "");
         }
     }
+    for (int i = 0; i < 2; i++) {
+        static const char *const labels[] =
+            {"wall time, 60 s outage of one model",
+             "wall time, 20% always-failing requests"};
+        const fault_result *f = &B->ft[i];
+        char num[4];
+
+        if (!B->done[7 + i])
+            continue;
+        snprintf(num, sizeof num, "%d", 7 + i);
+        snprintf(cell, sizeof cell, "%s%.1f s / %.1f s = %s%.2f",
+                 f->capped ? ">= " : "", f->elapsed, B->ft_base.elapsed,
+                 f->capped ? ">= " : "", f->elapsed / B->ft_base.elapsed);
+        row(num, labels[i], cell, "(reported)", "");
+    }
     printf("\nDetails\n");
     if (B->done[1]) {
         printf("  1: %llu calls; steady window 10%%-90%% of the calls; whole "
@@ -749,6 +938,17 @@ static void print_table(const bench *B)
         }
         printf("\n");
     }
+    for (int i = 0; i < 2; i++)
+        if (B->done[7 + i])
+            printf("  %d: %zu questions, 50 ms per call; without faults "
+                   "%llu calls, %.0f finished; with: %llu requests, %.0f "
+                   "finished, %.0f incomplete%s\n",
+                   7 + i, B->sz.faults, (unsigned long long)B->ft_base.sent,
+                   B->ft_base.finished, (unsigned long long)B->ft[i].sent,
+                   B->ft[i].finished, B->ft[i].incomplete,
+                   B->ft[i].capped ? " (given up at the cap: the ratio is a "
+                                     "lower bound)"
+                                   : "");
 }
 
 /* ---- main ----------------------------------------------------------------- */
@@ -763,13 +963,13 @@ static int remove_one(const char *path, const struct stat *sb, int type,
     return remove(path);
 }
 
-static int parse_only(const char *s, bool only[7])
+static int parse_only(const char *s, bool only[NFIG + 1])
 {
     const char *p = s;
 
-    memset(only, 0, 7 * sizeof *only);
+    memset(only, 0, (NFIG + 1) * sizeof *only);
     while (*p) {
-        if (*p < '1' || *p > '6')
+        if (*p < '1' || *p > '0' + NFIG)
             return -1;
         only[*p - '0'] = true;
         p++;
@@ -827,6 +1027,8 @@ static int run_all(bench *B)
         B->done[5] = true;
     if (!rc && B->only[6] && !(rc = fig_prefix(B)))
         B->done[6] = true;
+    if (!rc && (B->only[7] || B->only[8]))
+        rc = fig_faults(B);
     return rc;
 }
 
@@ -852,7 +1054,7 @@ int main(int argc, char **argv)
         return bench_worker_main(argc - 2, argv + 2);
     B.sz = full_sizes;
     B.sim_bin = NSED_SIM_BIN;
-    for (int i = 1; i <= 6; i++)
+    for (int i = 1; i <= NFIG_DEFAULT; i++)
         B.only[i] = true;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -861,8 +1063,10 @@ int main(int argc, char **argv)
             break;
         case 'o':
             if (parse_only(optarg, B.only)) {
-                fprintf(stderr, "nsed-bench: --only takes figure numbers "
-                        "1-6 separated by commas, not \"%s\"\n", optarg);
+                fprintf(stderr,
+                        "nsed-bench: --only takes figure numbers "
+                        "1-8 separated by commas, not \"%s\"\n",
+                        optarg);
                 return 2;
             }
             break;

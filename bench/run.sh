@@ -3,6 +3,8 @@
 #
 #   ./bench/run.sh            the full table (a few minutes on 2 cores)
 #   ./bench/run.sh --quick    smaller sets, about 20 s (noisier)
+#   ./bench/run.sh --only 7,8 opt-in: wall time through a 60 s outage and
+#                             through 20% always-failing prompts
 #   ./bench/run.sh --help     every option of nsed-bench
 #
 # Builds build/ (or $NSED_BUILD) in release mode (RelWithDebInfo, the

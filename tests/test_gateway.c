@@ -14,9 +14,22 @@
 #include "testutil.h"
 
 /* ledger_key of the call in no_extra_body_keeps_ledger_keys, computed by
- * the ledger of commit bbd6968 (before extra_body). */
+ * the ledger of commit bbd6968 (before extra_body). Since key form 2 it is
+ * that call's ledger_key_legacy (form 1, endpoint URL first). */
 #define PINNED_KEY_NO_EXTRA \
     "b7dbe90b0bbb5fbab0c42d04494a45e9d954fce2b5f5c1bd27e47bae6dcf212c"
+
+/* ledger_key (form 2) of the same call with model id "alpha", computed
+ * outside nsed: SHA-256 over the fields of ledger.h, each as an 8-byte
+ * little-endian length and its bytes, in order "nsed-ledger-key-2",
+ * "alpha", "m", "messages=1", "user", "hi",
+ * "temperature=0.69999999999999996", "top_p=1", "max_tokens=16",
+ * "seed=none", "stop=0", "response_format=none", "", "seat=0",
+ * "round=0", "sample=0" (Python hashlib; the same recipe with
+ * "nsed-ledger-key-1" and the URL in place of the first two gives
+ * PINNED_KEY_NO_EXTRA). */
+#define PINNED_KEY_FORM2 \
+    "e287b505d8df5d2570150ddc562bf2ad953d42a767ac8909e732ff5180bd976e"
 
 #include <cjson/cJSON.h>
 
@@ -518,6 +531,7 @@ START_TEST(ledger_keys_are_unambiguous)
                      NULL, 0, NULL, NULL, 0, 0, 0};
     uint8_t k1[HASH_LEN], k2[HASH_LEN], k3[HASH_LEN];
 
+    c.model_id = "alpha";
     ck_assert_int_eq(ledger_key(&c, k1), 0);
     ck_assert_int_eq(ledger_key(&c, k3), 0);
     ck_assert_mem_eq(k1, k3, HASH_LEN);
@@ -547,7 +561,13 @@ START_TEST(ledger_keys_are_unambiguous)
     ck_assert_int_eq(ledger_key(&c, k2), 0);
     ck_assert_mem_ne(k1, k2, HASH_LEN);
     c.sample = 0;
+    /* form 2 names the model, not the endpoint; form 1 needs the URL */
     c.endpoint = NULL;
+    ck_assert_int_eq(ledger_key(&c, k2), 0);
+    ck_assert_mem_eq(k1, k2, HASH_LEN);
+    ck_assert_int_eq(ledger_key_legacy(&c, k2), NSED_EINVAL);
+    c.endpoint = "http://h/v1";
+    c.model_id = NULL;
     ck_assert_int_eq(ledger_key(&c, k2), NSED_EINVAL);
 }
 END_TEST
@@ -1519,8 +1539,15 @@ START_TEST(ledger_keys_ignore_non_semantic_settings)
     ck_assert_mem_eq(ka, kb, HASH_LEN);
     ck_assert_int_eq(gateway_request_key(wt, &q, kx, NULL), 0);
     ck_assert_mem_ne(ka, kx, HASH_LEN);
+    /* Another host: the same model, the same key (issue 11 item 6; before
+     * key form 2 the URL was part of the key and this differed). */
     ck_assert_int_eq(gateway_request_key(wu, &q, kx, NULL), 0);
+    ck_assert_mem_eq(ka, kx, HASH_LEN);
+    /* Another model id with the same served name: another key. */
+    q.model = 1;
+    ck_assert_int_eq(gateway_request_key(wa, &q, kx, NULL), 0);
     ck_assert_mem_ne(ka, kx, HASH_LEN);
+    q.model = 0;
     q.seat = 4;
     ck_assert_int_eq(gateway_request_key(wa, &q, kx, NULL), 0);
     ck_assert_mem_ne(ka, kx, HASH_LEN);
@@ -2129,7 +2156,7 @@ START_TEST(no_extra_body_keeps_ledger_keys)
     c.temperature = 0.7;
     c.top_p = 1;
     c.max_tokens = 16;
-    ck_assert_int_eq(ledger_key(&c, k), 0);
+    ck_assert_int_eq(ledger_key_legacy(&c, k), 0);
     hash_hex(k, hex);
     /* pinned from the ledger before extra_body (commit bbd6968) */
     ck_assert_str_eq(hex, PINNED_KEY_NO_EXTRA);
@@ -2174,6 +2201,134 @@ START_TEST(server_messages_are_utf8)
     gw_server_message(big, strlen(big), out, sizeof out);
     ck_assert_uint_eq(strlen(out), GATEWAY_SERVER_MSG_MAX - 1);
     ck_assert_int_eq(out[GATEWAY_SERVER_MSG_MAX - 2], 'x');
+}
+END_TEST
+
+/* ---- ledger key form 2: the model, not the URL (issue 11 item 6) -------- */
+
+START_TEST(ledger_key_form2_is_pinned)
+{
+    ledger_call c = {0};
+    gateway_message msg[1] = {{"user", "hi"}};
+    uint8_t k[HASH_LEN], k2[HASH_LEN];
+    char hex[HASH_HEX_LEN + 1];
+
+    c.endpoint = "http://127.0.0.1:9/v1";
+    c.model_id = "alpha";
+    c.model = "m";
+    c.messages = msg;
+    c.nmessages = 1;
+    c.temperature = 0.7;
+    c.top_p = 1;
+    c.max_tokens = 16;
+    ck_assert_int_eq(ledger_key(&c, k), 0);
+    hash_hex(k, hex);
+    ck_assert_str_eq(hex, PINNED_KEY_FORM2);
+    /* another port, host or scheme: the same key */
+    c.endpoint = "https://gpu7.example:8443/v1";
+    ck_assert_int_eq(ledger_key(&c, k2), 0);
+    ck_assert_mem_eq(k, k2, HASH_LEN);
+    /* the model id and the served name are part of it */
+    c.model_id = "beta";
+    ck_assert_int_eq(ledger_key(&c, k2), 0);
+    ck_assert_mem_ne(k, k2, HASH_LEN);
+    c.model_id = "alpha";
+    c.model = "m2";
+    ck_assert_int_eq(ledger_key(&c, k2), 0);
+    ck_assert_mem_ne(k, k2, HASH_LEN);
+}
+END_TEST
+
+START_TEST(moved_endpoint_keeps_the_ledger)
+{
+    mspec ms[] = {{"a", "ok-a", 2, NULL}};
+    char *dir = tu_mkdtemp();
+    sim sa, sb;
+    workflow *wa, *wb;
+    store *st;
+    tctx c;
+
+    sim_start(&sa);
+    sim_start(&sb);
+    ck_assert_str_ne(sa.url, sb.url);
+    wa = wf_make(sa.url, ms, 1, NULL);
+    wb = wf_make(sb.url, ms, 1, NULL);
+    tctx_init(&c);
+    st = store_at(dir);
+    gw_make(wa, st, &c, NULL);
+    submit(&c, 0, "What is 6*7?", 1, 0, 1);
+    run(&c, 10);
+    ck_assert_msg(c.v[0].code == 0, "%s", c.v[0].error);
+    ck_assert(!c.v[0].from_ledger);
+    gateway_free(c.gw);
+    tctx_release(&c);
+    store_close(st);
+    ck_assert_int_eq(stat_of(&sa, "ok-a", "requests"), 1);
+
+    /* the same model served on another port: answered from the ledger */
+    tctx_init(&c);
+    st = store_at(dir);
+    gw_make(wb, st, &c, NULL);
+    submit(&c, 0, "What is 6*7?", 1, 0, 2);
+    run(&c, 10);
+    ck_assert(got_tag(&c, 2)->from_ledger);
+    ck_assert_int_eq(stat_of(&sb, "ok-a", "requests"), 0);
+    gateway_free(c.gw);
+    tctx_release(&c);
+    store_close(st);
+    sim_stop(&sa);
+    sim_stop(&sb);
+    workflow_free(wa);
+    workflow_free(wb);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(legacy_ledger_entries_still_answer)
+{
+    mspec ms[] = {{"a", "ok-a", 2, NULL}};
+    char *dir = tu_mkdtemp();
+    gateway_message msg[2];
+    gateway_request q;
+    ledger_call lc;
+    uint8_t legacy[HASH_LEN], cur[HASH_LEN];
+    sim s;
+    workflow *wf;
+    store *st;
+    tctx c;
+
+    sim_start(&s);
+    wf = wf_make(s.url, ms, 1, NULL);
+    /* a store written before form 2: the call's record under its form 1
+     * key only (the same call submit() makes below) */
+    req_fill(&q, msg, 0, "What is 6*7?", 1, 0);
+    gw_ledger_call(&wf->models[0], &q, &lc);
+    ck_assert_int_eq(ledger_key_legacy(&lc, legacy), 0);
+    ck_assert_int_eq(ledger_key(&lc, cur), 0);
+    ck_assert_mem_ne(legacy, cur, HASH_LEN);
+    st = store_at(dir);
+    {
+        plant_ctx p = {legacy, "legacy \\boxed{42}"};
+        nsed_err e = {0};
+
+        ck_assert_msg(store_write(st, plant_fn, &p, &e) == 0, "%s", e.msg);
+    }
+    tctx_init(&c);
+    gw_make(wf, st, &c, NULL);
+    submit(&c, 0, "What is 6*7?", 1, 0, 1);
+    run(&c, 10);
+    ck_assert(got_tag(&c, 1)->from_ledger);
+    ck_assert_str_eq(got_tag(&c, 1)->content, "legacy \\boxed{42}");
+    ck_assert_mem_eq(got_tag(&c, 1)->key, cur, HASH_LEN);
+    ck_assert_int_eq(stat_of(&s, "ok-a", "requests"), 0);
+    gateway_free(c.gw);
+    tctx_release(&c);
+    store_close(st);
+    sim_stop(&s);
+    workflow_free(wf);
+    tu_rmrf(dir);
+    free(dir);
 }
 END_TEST
 
@@ -2235,6 +2390,9 @@ Suite *tu_suite(void)
     tcase_add_test(tc, sampling_seed_value_matters);
     tcase_add_test(tc, extra_body_is_sent_and_keyed);
     tcase_add_test(tc, no_extra_body_keeps_ledger_keys);
+    tcase_add_test(tc, ledger_key_form2_is_pinned);
+    tcase_add_test(tc, moved_endpoint_keeps_the_ledger);
+    tcase_add_test(tc, legacy_ledger_entries_still_answer);
     suite_add_tcase(su, tc);
 
     tc = tcase_create("fuzz_findings");

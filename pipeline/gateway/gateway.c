@@ -47,6 +47,7 @@ struct gw_req {
     char *body;
     size_t body_len;
     uint8_t key[HASH_LEN];
+    uint8_t legacy_key[HASH_LEN]; /* form 1, for stores written before */
     gateway_done_fn fn;
     void *user;
 
@@ -1470,6 +1471,7 @@ int gateway_request_key(const workflow *wf, const gateway_request *req,
 
 typedef struct lookup_ctx {
     const uint8_t *key;
+    const uint8_t *legacy_key;
     ledger_record rec;
     bool found;
 } lookup_ctx;
@@ -1477,7 +1479,7 @@ typedef struct lookup_ctx {
 static int lookup_fn(store_txn *txn, void *arg, nsed_err *err)
 {
     lookup_ctx *c = arg;
-    int rc = ledger_get(txn, c->key, &c->rec, err);
+    int rc = ledger_find(txn, c->key, c->legacy_key, &c->rec, err);
 
     if (rc == NSED_ENOTFOUND)
         return 0;
@@ -1491,7 +1493,7 @@ static int lookup_fn(store_txn *txn, void *arg, nsed_err *err)
  * fill r as a ledger answer and return 1; 0 for a miss. */
 static int ledger_lookup(gateway *gw, gw_req *r, nsed_err *err)
 {
-    lookup_ctx c = {r->key, {0}, false};
+    lookup_ctx c = {r->key, r->legacy_key, {0}, false};
     int rc;
 
     for (size_t i = 0; i < gw->nrecords; i++) {
@@ -1580,6 +1582,8 @@ int gateway_submit(gateway *gw, const gateway_request *req,
     buf_init(&r->resp, gw->wf->gateway.max_response_bytes);
     gw_ledger_call(mm->m, req, &c);
     rc = ledger_key(&c, r->key);
+    if (!rc)
+        rc = ledger_key_legacy(&c, r->legacy_key);
     if (rc) {
         nsed_error(err, rc, "gateway: cannot compute a ledger key");
         goto fail;

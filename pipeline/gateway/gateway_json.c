@@ -97,6 +97,9 @@ void gw_ledger_call(const workflow_model *m, const gateway_request *req,
                     ledger_call *c)
 {
     memset(c, 0, sizeof *c);
+    /* The key names the model, not where it is served: the endpoint is
+     * kept only for the legacy key of stores written before. */
+    c->model_id = m->id;
     c->endpoint = m->endpoint;
     c->model = m->model;
     c->messages = req->messages;

@@ -11,8 +11,10 @@
 #include <string.h>
 
 /* Bumped whenever the set or encoding of key parts changes, so that an old
- * ledger can never answer a differently-keyed call. */
-#define LEDGER_KEY_TAG "nsed-ledger-key-1"
+ * ledger can never answer a differently-keyed call. Form 2 names the model
+ * (workflow id and served name) where form 1 named the endpoint URL. */
+#define LEDGER_KEY_TAG_1 "nsed-ledger-key-1"
+#define LEDGER_KEY_TAG_2 "nsed-ledger-key-2"
 
 static void field_str(hash_ctx *h, const char *s)
 {
@@ -39,12 +41,16 @@ static void field_fmt(hash_ctx *h, const char *fmt, ...)
                                                       : sizeof tmp - 1);
 }
 
-int ledger_key(const ledger_call *c, uint8_t out[HASH_LEN])
+/* The key of c in form 1 (legacy: endpoint URL first) or form 2 (model id
+ * first). Everything after the identity parts is the same in both forms,
+ * so a form-1 entry answers exactly the calls it answered before. */
+static int key_form(const ledger_call *c, int form, uint8_t out[HASH_LEN])
 {
     hash_ctx *h;
 
-    if (!c->endpoint || !c->model || (c->nmessages && !c->messages) ||
-        (c->nstop && !c->stop))
+    if (!c->model || (c->nmessages && !c->messages) || (c->nstop && !c->stop))
+        return NSED_EINVAL;
+    if (form == 1 ? !c->endpoint : !c->model_id)
         return NSED_EINVAL;
     for (size_t i = 0; i < c->nmessages; i++)
         if (!c->messages[i].role || !c->messages[i].content)
@@ -55,8 +61,13 @@ int ledger_key(const ledger_call *c, uint8_t out[HASH_LEN])
     h = hash_new();
     if (!h)
         return NSED_ENOMEM;
-    field_str(h, LEDGER_KEY_TAG);
-    field_str(h, c->endpoint);
+    if (form == 1) {
+        field_str(h, LEDGER_KEY_TAG_1);
+        field_str(h, c->endpoint);
+    } else {
+        field_str(h, LEDGER_KEY_TAG_2);
+        field_str(h, c->model_id);
+    }
     field_str(h, c->model);
     field_fmt(h, "messages=%zu", c->nmessages);
     for (size_t i = 0; i < c->nmessages; i++) {
@@ -97,6 +108,16 @@ int ledger_key(const ledger_call *c, uint8_t out[HASH_LEN])
     hash_final(h, out);
     hash_free(h);
     return 0;
+}
+
+int ledger_key(const ledger_call *c, uint8_t out[HASH_LEN])
+{
+    return key_form(c, 2, out);
+}
+
+int ledger_key_legacy(const ledger_call *c, uint8_t out[HASH_LEN])
+{
+    return key_form(c, 1, out);
 }
 
 void ledger_record_release(ledger_record *r)
@@ -228,6 +249,20 @@ int ledger_get(store_txn *txn, const uint8_t key[HASH_LEN],
         return nsed_error(err, rc, "ledger entry %s: %s", hex, inner.msg);
     }
     return 0;
+}
+
+int ledger_find(store_txn *txn, const uint8_t key[HASH_LEN],
+                const uint8_t legacy[HASH_LEN], ledger_record *out,
+                nsed_err *err)
+{
+    int rc = ledger_get(txn, key, out, err);
+
+    /* Only a miss falls back: a current-form entry that does not decode
+     * is reported, so that its call is made again and the entry rewritten
+     * under the current key. */
+    if (rc == NSED_ENOTFOUND && legacy)
+        rc = ledger_get(txn, legacy, out, err);
+    return rc;
 }
 
 int ledger_put(store_txn *txn, const uint8_t key[HASH_LEN],

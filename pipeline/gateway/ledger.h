@@ -2,7 +2,7 @@
  * asked, so that a resumed or replayed run never pays for a call twice.
  *
  * A ledger key is the SHA-256 of everything that decides a model's answer
- * (ledger_call): the resolved endpoint URL, the served model name, every
+ * (ledger_call): the model (its workflow id and served name), every
  * message (role and content), the sampling (temperature, top_p, max_tokens,
  * seed, stop list), the response format (schema text and name, or none),
  * the model's extra_body fields (only when it has any), and the scope
@@ -11,7 +11,17 @@
  * version tag and the list counts, so no two different calls share a key
  * by concatenation. Settings that do not change the answer (timeouts,
  * concurrency, retries, the API key) are deliberately not part of it, so
- * tuning them never invalidates a run's ledger.
+ * tuning them never invalidates a run's ledger. Neither is the endpoint
+ * URL: the same model served on another port, host or scheme answers the
+ * same, so moving an endpoint keeps every key.
+ *
+ * Key forms. Form 2 (ledger_key, tag "nsed-ledger-key-2") is what is
+ * written. Form 1 (ledger_key_legacy, tag "nsed-ledger-key-1") is what
+ * stores written before form 2 hold: the endpoint URL in place of the
+ * model id, every other part identical. Entries are never rewritten; a
+ * lookup (ledger_find) tries form 2 and on a miss form 1, so an old store
+ * still answers its calls as long as the endpoint URL is the one it was
+ * written with.
  *
  * The value under STORE_LEDGER is compact JSON (ledger_record): content,
  * finish_reason, usage, cost, latency, attempts, HTTP status, the served
@@ -40,7 +50,7 @@ typedef struct ledger_message {
 
 /* The semantic parts of one call (borrowed pointers, not copied). */
 typedef struct ledger_call {
-    const char *endpoint;      /* resolved base URL */
+    const char *endpoint;      /* resolved base URL (form 1 only) */
     const char *model;         /* served model name */
     const ledger_message *messages;
     size_t nmessages;
@@ -62,12 +72,20 @@ typedef struct ledger_call {
     int seat;
     int round;
     int sample;
+    const char *model_id; /* the workflow's model id (form 2 only) */
 } ledger_call;
 
-/* Compute the key of call into out. endpoint, model and every message's
- * role and content must be non-NULL (NSED_EINVAL otherwise). Returns 0,
- * NSED_EINVAL or NSED_ENOMEM; out is written only on success. */
+/* Compute the current (form 2) key of call into out. model_id, model and
+ * every message's role and content must be non-NULL (NSED_EINVAL
+ * otherwise); endpoint is ignored. Returns 0, NSED_EINVAL or NSED_ENOMEM;
+ * out is written only on success. */
 NSED_MUST_CHECK int ledger_key(const ledger_call *call, uint8_t out[HASH_LEN]);
+
+/* The same for the legacy form 1 key, which stores written before form 2
+ * hold: endpoint and model must be non-NULL, model_id is ignored. Only for
+ * looking old entries up; nothing is written under it. */
+NSED_MUST_CHECK int ledger_key_legacy(const ledger_call *call,
+                                      uint8_t out[HASH_LEN]);
 
 /* A recorded call. Strings are owned by the record after ledger_get /
  * ledger_decode (free with ledger_record_release); ledger_put only reads
@@ -106,6 +124,13 @@ NSED_MUST_CHECK int ledger_decode(const void *data, size_t len,
  * decode (err names the key), NSED_ENOMEM. */
 NSED_MUST_CHECK int ledger_get(store_txn *txn, const uint8_t key[HASH_LEN],
                                ledger_record *out, nsed_err *err);
+
+/* Look key up, and on NSED_ENOTFOUND legacy (the form 1 key of the same
+ * call; NULL for none). Returns what ledger_get returns for the last key
+ * tried. */
+NSED_MUST_CHECK int ledger_find(store_txn *txn, const uint8_t key[HASH_LEN],
+                                const uint8_t legacy[HASH_LEN],
+                                ledger_record *out, nsed_err *err);
 
 /* Record r under key (overwriting). Only inside store_write. Returns 0,
  * NSED_EINVAL, NSED_ENOMEM or NSED_ESTORE (which store_write handles for
