@@ -174,12 +174,6 @@ static size_t logs_with(const ctx *c, const char *needle)
     return n;
 }
 
-static void dump_logs(const ctx *c)
-{
-    for (size_t i = 0; i < c->nlog; i++)
-        fprintf(stderr, "  %.3f %s\n", c->log_t[i], c->log[i]);
-}
-
 /* ---- item 2: requests that always fail do not pause the model ----------- */
 
 #define HANG_GATEWAY \
@@ -239,7 +233,6 @@ START_TEST(always_failing_requests_fail_alone)
     fprintf(stderr, "always_failing_requests_fail_alone: fault-free %.2f s, "
                     "healthy of 20%% hanging %.2f s (%d ok, %d failed)\n",
             t_clean, t_healthy, healthy, hung);
-    dump_logs(c);
     /* the sim's share, by prompt hash, of this seed and these prompts */
     ck_assert_int_ge(hung, 6);
     ck_assert_int_le(hung, 20);
@@ -309,7 +302,8 @@ END_TEST
 
 /* A probe that gets a 503 with Retry-After: 1 pauses the model for that
  * second, not for the 0.1 s cool-down: over a 2.5 s budget the server sees
- * the first three requests and about one probe a second. Before, the next
+ * the requests sent before the breaker opened and about one probe a
+ * second. Before, the next
  * probe went after 0.1 s with a fresh request each time (some 20). */
 START_TEST(probes_honour_retry_after)
 {
@@ -329,7 +323,9 @@ START_TEST(probes_honour_retry_after)
         ck_assert_int_eq(c->r[i].code, NSED_ENET);
     requests = tu_sim_stat(&s, "always-503", "requests");
     fprintf(stderr, "probes_honour_retry_after: %g requests\n", requests);
-    ck_assert_msg(requests >= 4 && requests <= 7, "%g requests", requests);
+    /* 3 to 5 sent before the breaker opened (slots freed one by one),
+     * then a probe at about 1 s and 2 s */
+    ck_assert_msg(requests >= 4 && requests <= 8, "%g requests", requests);
     ck_assert(logs_with(c, "retrying in 1 s") >= 1);
     gateway_free(c->gw);
     tu_sim_stop(&s);
@@ -365,7 +361,6 @@ START_TEST(late_answers_do_not_flap_the_breaker)
     run(c, 10);
     for (int i = 0; i < 8; i++)
         ck_assert_msg(c->r[i].code == 0, "%d: %s", i, c->r[i].error);
-    dump_logs(c);
     ck_assert_uint_eq(logs_with(c, "is down"), 1);
     ck_assert_uint_eq(logs_with(c, "is back"), 1);
     for (size_t i = 0; i < c->nlog; i++) {
