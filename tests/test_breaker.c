@@ -67,7 +67,7 @@ typedef struct res {
     int code;
     enum gateway_error_kind kind;
     int attempts;
-    double t;       /* when the callback ran, seconds after t0 */
+    double t; /* when the callback ran, seconds after t0 */
     double latency;
     char error[512];
 } res;
@@ -126,8 +126,8 @@ static void ctx_start(ctx *c, const workflow *wf)
     o.log = on_log;
     o.log_user = c;
     o.jitter_seed = 7;
-    ck_assert_msg(gateway_new(wf, NULL, &o, &c->gw, &e) == 0,
-                  "gateway_new: %s", e.msg);
+    ck_assert_msg(gateway_new(wf, NULL, &o, &c->gw, &e) == 0, "gateway_new: %s",
+                  e.msg);
     c->t0 = mono();
 }
 
@@ -160,8 +160,8 @@ static void run(ctx *c, double max_s)
 
     while (gateway_in_flight(c->gw) + gateway_pending(c->gw) > 0) {
         ck_assert_msg(gateway_poll(c->gw, 50, &e) == 0, "poll: %s", e.msg);
-        ck_assert_msg(mono() - c->t0 < max_s,
-                      "gateway still busy after %g s", max_s);
+        ck_assert_msg(mono() - c->t0 < max_s, "gateway still busy after %g s",
+                      max_s);
     }
 }
 
@@ -227,18 +227,21 @@ START_TEST(always_failing_requests_fail_alone)
         }
         hung++;
         ck_assert_msg(r->kind == GATEWAY_ERR_TIMEOUT, "%d: %s", i, r->error);
-        ck_assert_msg(r->attempts == 2, "%d: %d attempts: %s", i,
-                      r->attempts, r->error);
+        ck_assert_msg(r->attempts == 2, "%d: %d attempts: %s", i, r->attempts,
+                      r->error);
     }
-    fprintf(stderr, "always_failing_requests_fail_alone: fault-free %.2f s, "
-                    "healthy of 20%% hanging %.2f s (%d ok, %d failed)\n",
+    fprintf(stderr,
+            "always_failing_requests_fail_alone: fault-free %.2f s, "
+            "healthy of 20%% hanging %.2f s (%d ok, %d failed)\n",
             t_clean, t_healthy, healthy, hung);
     /* the sim's share, by prompt hash, of this seed and these prompts */
     ck_assert_int_ge(hung, 6);
     ck_assert_int_le(hung, 20);
     ck_assert_int_eq(healthy + hung, 60);
-    ck_assert_msg(t_healthy < 3 * t_clean, "healthy done in %.2f s, "
-                  "fault-free %.2f s", t_healthy, t_clean);
+    ck_assert_msg(t_healthy < 3 * t_clean,
+                  "healthy done in %.2f s, "
+                  "fault-free %.2f s",
+                  t_healthy, t_clean);
     ck_assert_int_eq(gateway_stats_get(c->gw, 0, &st), 0);
     ck_assert_uint_eq(st.breaker_opens, 0);
     ck_assert_uint_eq(logs_with(c, "is down"), 0);
@@ -282,8 +285,10 @@ START_TEST(probes_do_not_spend_attempts)
         ck_assert_int_eq(r->code, NSED_ENET);
         ck_assert_msg(strstr(r->error, "retry budget of 1.5 s exhausted"),
                       "%d: %s", i, r->error);
-        ck_assert_msg(r->t >= 1.45, "request %d lost after %.2f s of its "
-                      "1.5 s budget: %s", i, r->t, r->error);
+        ck_assert_msg(r->t >= 1.45,
+                      "request %d lost after %.2f s of its "
+                      "1.5 s budget: %s",
+                      i, r->t, r->error);
     }
     /* the probes went out, one per cool-down */
     ck_assert_uint_ge(logs_with(c, "is down"), 4);
@@ -450,8 +455,9 @@ START_TEST(resends_are_counted)
     }
     requests = tu_sim_stat(&s, "drops-30", "requests");
     ck_assert_int_eq(gateway_stats_get(c->gw, 0, &st), 0);
-    fprintf(stderr, "resends_are_counted: server %g requests, results %ld "
-                    "attempts, stats %llu attempts\n",
+    fprintf(stderr,
+            "resends_are_counted: server %g requests, results %ld "
+            "attempts, stats %llu attempts\n",
             requests, sum, (unsigned long long)st.attempts);
     ck_assert_int_eq((double)sum, requests);
     ck_assert_int_eq((double)st.attempts, requests);

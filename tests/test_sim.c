@@ -1714,8 +1714,10 @@ START_TEST(always_timeout_is_per_request)
             ck_assert(r.status == 200 || r.status == 0);
             if (k == 0)
                 first = r.status;
-            ck_assert_msg(r.status == first, "prompt %d: attempt %d got %ld "
-                          "after %ld", i, k, r.status, first);
+            ck_assert_msg(r.status == first,
+                          "prompt %d: attempt %d got %ld "
+                          "after %ld",
+                          i, k, r.status, first);
             hres_release(&r);
         }
         hung += first == 0;

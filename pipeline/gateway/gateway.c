@@ -106,8 +106,8 @@ typedef struct gw_model {
     int consecutive_failures;
     double reopen_at;
     bool probe_in_flight;
-    bool answered;               /* a reply has ever come back ... */
-    double t_last_answer;        /* ... last at this time */
+    bool answered;                    /* a reply has ever come back ... */
+    double t_last_answer;             /* ... last at this time */
     char down_error[ATTEMPT_MSG_MAX]; /* the error that paused it */
     gateway_stats stats;
 } gw_model;
@@ -876,9 +876,11 @@ static void breaker_open(gateway *gw, gw_model *mm, double now,
         start_clock(r, now);
     snprintf(mm->down_error, sizeof mm->down_error, "%s", last_error);
     gw_redact(mm->down_error, sizeof mm->down_error, mm->key);
-    logf_gw(gw, "model %s (endpoint %s) is down after %d consecutive "
-                "failures: %s; retrying in %g s", mm->m->id, mm->m->endpoint,
-            mm->consecutive_failures, mm->down_error, cool);
+    logf_gw(gw,
+            "model %s (endpoint %s) is down after %d consecutive "
+            "failures: %s; retrying in %g s",
+            mm->m->id, mm->m->endpoint, mm->consecutive_failures,
+            mm->down_error, cool);
 }
 
 /* The breaker judges the endpoint, not one request. In the closed state

@@ -110,18 +110,19 @@
 
 /* What went wrong with an attempt (or, in a result, the last attempt). */
 enum gateway_error_kind {
-    GATEWAY_ERR_NONE,        /* success, ledger hit or dry run */
-    GATEWAY_ERR_CONNECT,     /* could not resolve or connect (retried) */
-    GATEWAY_ERR_TRANSPORT,   /* reset, closed, partial body (retried) */
-    GATEWAY_ERR_TIMEOUT,     /* connect or request timeout (retried) */
-    GATEWAY_ERR_RATE_LIMIT,  /* HTTP 429 (retried) */
-    GATEWAY_ERR_SERVER,      /* HTTP 408, 500, 502, 503, 504 (retried) */
-    GATEWAY_ERR_HTTP,        /* any other non-2xx status (permanent) */
-    GATEWAY_ERR_MALFORMED,   /* 2xx with an unusable body (retried) */
-    GATEWAY_ERR_TOO_BIG,     /* body over max_response_bytes (permanent) */
-    GATEWAY_ERR_PAUSED,      /* budget ran out while the model was paused
+    GATEWAY_ERR_NONE,       /* success, ledger hit or dry run */
+    GATEWAY_ERR_CONNECT,    /* could not resolve or connect (retried) */
+    GATEWAY_ERR_TRANSPORT,  /* reset, closed, partial body (retried) */
+    GATEWAY_ERR_TIMEOUT,    /* connect or request timeout (retried) */
+    GATEWAY_ERR_RATE_LIMIT, /* HTTP 429 (retried) */
+    GATEWAY_ERR_SERVER,     /* HTTP 408, 500, 502, 503, 504 (retried) */
+    GATEWAY_ERR_HTTP,       /* any other non-2xx status (permanent) */
+    GATEWAY_ERR_MALFORMED,  /* 2xx with an unusable body (retried
+                               like any transient error) */
+    GATEWAY_ERR_TOO_BIG,    /* body over max_response_bytes (permanent) */
+    GATEWAY_ERR_PAUSED,     /* budget ran out while the model was paused
                                 by its circuit breaker, before any attempt */
-    GATEWAY_ERR_INTERNAL,    /* out of memory or a libcurl setup failure */
+    GATEWAY_ERR_INTERNAL,   /* out of memory or a libcurl setup failure */
 };
 #define GATEWAY_ERR_KIND_COUNT 11
 
