@@ -121,7 +121,7 @@ enum gateway_error_kind {
                                like any transient error) */
     GATEWAY_ERR_TOO_BIG,    /* body over max_response_bytes (permanent) */
     GATEWAY_ERR_PAUSED,     /* budget ran out while the model was paused
-                                by its circuit breaker, before any attempt */
+                               by its circuit breaker, before any attempt */
     GATEWAY_ERR_INTERNAL,   /* out of memory or a libcurl setup failure */
 };
 #define GATEWAY_ERR_KIND_COUNT 11
