@@ -339,6 +339,41 @@ START_TEST(probes_honour_retry_after)
 }
 END_TEST
 
+#define PROBE_TIMEOUT_GATEWAY \
+    "gateway:\n" \
+    "  retry: {max_attempts: 100, base_delay_ms: 10, max_delay_ms: 20, " \
+    "max_total_s: 1}\n" \
+    "  circuit_breaker: {failures: 1, cooldown_s: 0.6}\n"
+
+/* A request times out (0.3 s), the breaker opens until 0.9 s, and the
+ * probe, that request again, then has 0.1 s of its 1 s budget left while
+ * the endpoint, back, answers in 0.2 s. The probe keeps the full request
+ * timeout, succeeds and closes the breaker. Before, it went out with the
+ * 0.1 s that was left, timed out on the healthy endpoint and the request
+ * was lost with the model still paused. */
+START_TEST(probes_have_their_own_timeout)
+{
+    tu_sim s;
+    workflow *wf;
+    ctx *c = calloc(1, sizeof *c);
+
+    ck_assert_ptr_nonnull(c);
+    tu_sim_start(&s, SIM_CONFIG, NULL, NULL);
+    wf = wf_one(s.url, "hangs-once-then-slow", 1, 0.3, PROBE_TIMEOUT_GATEWAY);
+    ctx_start(c, wf);
+    submit(c, 0);
+    run(c, 10);
+    ck_assert_msg(c->r[0].code == 0, "%s", c->r[0].error);
+    ck_assert_int_eq(c->r[0].attempts, 2);
+    ck_assert_uint_eq(logs_with(c, "is down"), 1);
+    ck_assert_uint_eq(logs_with(c, "is back"), 1);
+    gateway_free(c->gw);
+    tu_sim_stop(&s);
+    workflow_free(wf);
+    free(c);
+}
+END_TEST
+
 #define FLAP_GATEWAY \
     "gateway:\n" \
     "  retry: {max_attempts: 100, base_delay_ms: 10, max_delay_ms: 20, " \
@@ -477,6 +512,7 @@ Suite *tu_suite(void)
     tcase_add_test(tc, always_failing_requests_fail_alone);
     tcase_add_test(tc, probes_do_not_spend_attempts);
     tcase_add_test(tc, probes_honour_retry_after);
+    tcase_add_test(tc, probes_have_their_own_timeout);
     tcase_add_test(tc, late_answers_do_not_flap_the_breaker);
     tcase_add_test(tc, malformed_replies_are_retried);
     tcase_add_test(tc, resends_are_counted);
