@@ -1687,6 +1687,51 @@ START_TEST(echo_and_prefix_knobs)
 }
 END_TEST
 
+/* faults.rate_always_timeout: a share of requests, by the request's
+ * digest, hang on every attempt (a prompt the server always chokes on),
+ * while the others are answered every time: the draw does not depend on
+ * the attempt, and the limit does not stop it. */
+START_TEST(always_timeout_is_per_request)
+{
+    simproc p;
+    int hung = 0;
+    cJSON *stats;
+
+    sim_start(&p, "models:\n"
+                  "  - {name: choke, faults: {rate_always_timeout: 0.4, "
+                  "hang_ms: 0, limit: 1}}\n");
+    for (int i = 0; i < 20; i++) {
+        char q[64], *prompt, *body;
+        long first = -1;
+
+        snprintf(q, sizeof q, "What is %d + 1?", i);
+        prompt = question_prompt(q);
+        body = chat_body("choke", prompt);
+        for (int k = 0; k < 3; k++) {
+            hres r;
+
+            http_fresh(&p, "POST", "/v1/chat/completions", body, &r);
+            ck_assert(r.status == 200 || r.status == 0);
+            if (k == 0)
+                first = r.status;
+            ck_assert_msg(r.status == first,
+                          "prompt %d: attempt %d got %ld "
+                          "after %ld",
+                          i, k, r.status, first);
+            hres_release(&r);
+        }
+        hung += first == 0;
+        free(body);
+        free(prompt);
+    }
+    ck_assert_int_ge(hung, 3);
+    ck_assert_int_le(hung, 17);
+    stats = sim_stop(&p);
+    ck_assert_double_eq(stat_fault(stats, "choke", "hang"), 3 * hung);
+    cJSON_Delete(stats);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("sim");
@@ -1724,6 +1769,7 @@ Suite *tu_suite(void)
     tcase_add_test(tc, faults_are_observed_then_limited);
     tcase_add_test(tc, retries_of_one_request_can_succeed);
     tcase_add_test(tc, evaluation_knobs_empty_repair400_eval_tokens);
+    tcase_add_test(tc, always_timeout_is_per_request);
     suite_add_tcase(s, tc);
     tc = tcase_create("concurrency");
     tcase_add_test(tc, parallel_requests_overlap);

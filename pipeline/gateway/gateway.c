@@ -52,7 +52,13 @@ struct gw_req {
     void *user;
 
     int attempts;
-    int malformed;
+    int unspent;           /* attempts not spent from retry_max_attempts:
+                              failed probes (they test the endpoint for
+                              every request) and libcurl's resends */
+    bool failed;           /* an attempt of it failed: never the probe
+                              while a request that has not may be */
+    bool counted;          /* its failure was weighed by the breaker */
+    double t_attempt;      /* when the attempt in flight started */
     bool clock_started;    /* the retry budget is running */
     double t_clock;        /* when it started */
     bool attempted;
@@ -64,6 +70,9 @@ struct gw_req {
     CURL *easy;
     buf resp;
     bool too_big;
+    int sends;             /* requests libcurl wrote for this attempt: one,
+                              or more when it silently resent it on a new
+                              connection after a reused one closed */
     double retry_after_s;  /* < 0: no Retry-After header */
     char curl_err[CURL_ERROR_SIZE];
 
@@ -98,6 +107,8 @@ typedef struct gw_model {
     int consecutive_failures;
     double reopen_at;
     bool probe_in_flight;
+    bool answered;                    /* a reply has ever come back ... */
+    double t_last_answer;             /* ... last at this time */
     char down_error[ATTEMPT_MSG_MAX]; /* the error that paused it */
     gateway_stats stats;
 } gw_model;
@@ -826,22 +837,38 @@ bool gateway_model_paused(const gateway *gw, size_t model)
     return gw->models[model].breaker != GW_BREAKER_CLOSED;
 }
 
-static void breaker_success(gateway *gw, gw_model *mm)
+/* Only a probe's outcome decides whether a paused model is back: a
+ * request sent before the pause that answers late says nothing about the
+ * endpoint now, and letting it close the breaker made it flap. */
+static void breaker_success(gateway *gw, gw_model *mm, bool was_probe)
 {
-    mm->consecutive_failures = 0;
-    if (mm->breaker != GW_BREAKER_CLOSED) {
+    switch (mm->breaker) {
+    case GW_BREAKER_CLOSED:
+        mm->consecutive_failures = 0;
+        break;
+    case GW_BREAKER_HALF_OPEN:
+    case GW_BREAKER_OPEN:
+        if (!was_probe)
+            break;
+        mm->consecutive_failures = 0;
         mm->breaker = GW_BREAKER_CLOSED;
         logf_gw(gw, "model %s is back", mm->m->id);
+        break;
     }
 }
 
+/* Pause mm for the cool-down, or as long as the server's Retry-After
+ * (retry_after_s, < 0 for none) asks when that is longer. */
 static void breaker_open(gateway *gw, gw_model *mm, double now,
-                         const char *last_error)
+                         const char *last_error, double retry_after_s)
 {
     const workflow_gateway *g = &gw->wf->gateway;
+    double cool = g->breaker_cooldown_s;
 
+    if (retry_after_s > cool)
+        cool = retry_after_s;
     mm->breaker = GW_BREAKER_OPEN;
-    mm->reopen_at = now + g->breaker_cooldown_s;
+    mm->reopen_at = now + cool;
     mm->stats.breaker_opens++;
     /* From now on every request of this model spends its budget. */
     for (gw_req *r = mm->ready_head; r; r = r->next)
@@ -850,25 +877,41 @@ static void breaker_open(gateway *gw, gw_model *mm, double now,
         start_clock(r, now);
     snprintf(mm->down_error, sizeof mm->down_error, "%s", last_error);
     gw_redact(mm->down_error, sizeof mm->down_error, mm->key);
-    logf_gw(gw, "model %s (endpoint %s) is down after %d consecutive "
-                "failures: %s; retrying in %g s", mm->m->id, mm->m->endpoint,
-            mm->consecutive_failures, mm->down_error, g->breaker_cooldown_s);
+    logf_gw(gw,
+            "model %s (endpoint %s) is down after %d consecutive "
+            "failures: %s; retrying in %g s",
+            mm->m->id, mm->m->endpoint, mm->consecutive_failures,
+            mm->down_error, cool);
 }
 
-static void breaker_failure(gateway *gw, gw_model *mm, const gw_req *r,
+/* The breaker judges the endpoint, not one request. In the closed state
+ * a failure counts only when it is the request's first and no reply came
+ * back from the endpoint while its attempt was out: failures of distinct
+ * requests with the endpoint silent say it is down, while one request
+ * failing again (or timing out while others are answered) says only that
+ * it is a bad request, which then fails alone on its own attempts and
+ * budget. While paused, only the probe's failure counts; requests sent
+ * before the pause that fail late change nothing. */
+static void breaker_failure(gateway *gw, gw_model *mm, gw_req *r,
                             bool was_probe, double now)
 {
-    mm->consecutive_failures++;
     switch (mm->breaker) {
     case GW_BREAKER_CLOSED:
+        if (r->counted)
+            break;
+        r->counted = true;
+        if (mm->answered && mm->t_last_answer >= r->t_attempt)
+            break;
+        mm->consecutive_failures++;
         if (mm->consecutive_failures >= gw->wf->gateway.breaker_failures)
-            breaker_open(gw, mm, now, r->attempt_msg);
+            breaker_open(gw, mm, now, r->attempt_msg, r->retry_after_s);
         break;
     case GW_BREAKER_HALF_OPEN:
-        if (was_probe)
-            breaker_open(gw, mm, now, r->attempt_msg);
-        break;
     case GW_BREAKER_OPEN:
+        if (was_probe) {
+            mm->consecutive_failures++;
+            breaker_open(gw, mm, now, r->attempt_msg, r->retry_after_s);
+        }
         break;
     }
 }
@@ -939,6 +982,23 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
     return len;
 }
 
+/* Counts the requests the server may have seen: libcurl resends a
+ * request by itself when a reused keep-alive connection turns out closed
+ * (it has no option to stop that), and each send passes here as one
+ * block of request headers. */
+static int on_debug(CURL *e, curl_infotype type, char *data, size_t n,
+                    void *arg)
+{
+    gw_req *r = arg;
+
+    (void)e;
+    (void)data;
+    (void)n;
+    if (type == CURLINFO_HEADER_OUT)
+        r->sends++;
+    return 0;
+}
+
 static CURL *easy_get(gateway *gw)
 {
     if (gw->nidle)
@@ -972,7 +1032,10 @@ static int setup_easy(gateway *gw, gw_req *r, CURL *e, double now)
     long timeout_ms, connect_ms;
     CURLcode c = CURLE_OK;
 
-    if (r->clock_started && deadline(gw, r) - now < budget)
+    /* A probe keeps the full request timeout: it tests the endpoint, and
+     * cut to the last moments of its request's budget it would fail on a
+     * healthy one. */
+    if (!r->is_probe && r->clock_started && deadline(gw, r) - now < budget)
         budget = deadline(gw, r) - now;
     timeout_ms = (long)ceil(budget * 1000);
     if (timeout_ms < 1)
@@ -1006,6 +1069,9 @@ static int setup_easy(gateway *gw, gw_req *r, CURL *e, double now)
     SET(CURLOPT_ACCEPT_ENCODING, "");
     SET(CURLOPT_USERAGENT, "nsed/" NSED_VERSION);
     SET(CURLOPT_PRIVATE, r);
+    SET(CURLOPT_DEBUGFUNCTION, on_debug);
+    SET(CURLOPT_DEBUGDATA, r);
+    SET(CURLOPT_VERBOSE, 1L);
 #undef SET
     return c == CURLE_OK ? 0 : NSED_ENET;
 }
@@ -1017,6 +1083,7 @@ static void start_request(gateway *gw, gw_req *r, double now)
 
     r->curl_err[0] = '\0';
     r->too_big = false;
+    r->sends = 0;
     r->retry_after_s = -1;
     r->http_status = 0;
     buf_release(&r->resp);
@@ -1034,6 +1101,7 @@ static void start_request(gateway *gw, gw_req *r, double now)
         return;
     }
     r->easy = e;
+    r->t_attempt = now;
     if (!r->attempted) {
         r->attempted = true;
         r->t_first_attempt = now;
@@ -1050,6 +1118,26 @@ static void start_request(gateway *gw, gw_req *r, double now)
     if (gw->running)
         gw->running->rprev = r;
     gw->running = r;
+}
+
+/* The probe of a half-open model: the oldest ready request that has not
+ * failed on its own (a due retry sits at the head, and probing with a
+ * request that always fails would keep a healthy model paused), or the
+ * head when every ready request has failed. */
+static gw_req *probe_pop(gw_model *mm)
+{
+    gw_req *prev = NULL, *r;
+
+    for (r = mm->ready_head; r && r->failed; r = r->next)
+        prev = r;
+    if (!r || !prev)
+        return ready_pop(mm);
+    prev->next = r->next;
+    if (mm->ready_tail == r)
+        mm->ready_tail = prev;
+    mm->nready--;
+    r->next = NULL;
+    return r;
 }
 
 /* Start what may start: per model, requests from the head of its ready
@@ -1070,7 +1158,10 @@ static void start_ready(gateway *gw, double now)
                 break;
             if (mm->breaker == GW_BREAKER_HALF_OPEN && mm->probe_in_flight)
                 break;
-            r = ready_pop(mm);
+            if (mm->breaker == GW_BREAKER_HALF_OPEN)
+                r = probe_pop(mm);
+            else
+                r = ready_pop(mm);
             if (r->clock_started && now >= deadline(gw, r)) {
                 finish_failed(gw, r, NSED_ENET,
                               r->attempted ? r->kind : GATEWAY_ERR_PAUSED,
@@ -1198,8 +1289,20 @@ static void on_transfer_done(gateway *gw, gw_req *r, CURLcode cc, double now)
     gw_reply reply = {0};
     bool permanent, ok, was_probe = r->is_probe;
     double cap, delay;
+    int spent;
 
     ok = classify(gw, r, cc, &reply, &permanent);
+    /* libcurl's silent resends are attempts the server saw: count them
+     * (in the stats and the result), though not against the request's
+     * retry_max_attempts, which is about the failures nsed itself saw. */
+    if (r->sends > 1) {
+        int extra = r->sends - 1;
+
+        r->attempts += extra;
+        r->unspent += extra;
+        mm->stats.attempts += (uint64_t)extra;
+        mm->stats.retries += (uint64_t)extra;
+    }
     curl_multi_remove_handle(gw->multi, r->easy);
     easy_put(gw, r->easy);
     r->easy = NULL;
@@ -1218,7 +1321,9 @@ static void on_transfer_done(gateway *gw, gw_req *r, CURLcode cc, double now)
         mm->probe_in_flight = false;
 
     if (ok) {
-        breaker_success(gw, mm);
+        mm->answered = true;
+        mm->t_last_answer = now;
+        breaker_success(gw, mm, was_probe);
         /* before the reply reaches the ledger, the caller or anything
          * they store or export */
         if (redact_keys(gw, &reply.content, &reply.finish_reason))
@@ -1231,21 +1336,20 @@ static void on_transfer_done(gateway *gw, gw_req *r, CURLcode cc, double now)
     }
     gw_redact(r->attempt_msg, sizeof r->attempt_msg, mm->key);
     mm->stats.attempt_errors[r->kind]++;
+    r->failed = true;
     if (kind_retryable(r->kind) && !permanent)
         breaker_failure(gw, mm, r, was_probe, now);
+    /* A probe's attempt tests the endpoint for every request: it is not
+     * spent from its own request's attempts. */
+    if (was_probe)
+        r->unspent++;
     if (permanent) {
         finish_failed(gw, r, r->kind == GATEWAY_ERR_TOO_BIG ? NSED_ETOOBIG
                                                              : NSED_ENET,
                       r->kind, now, "not retried");
         return;
     }
-    if (r->kind == GATEWAY_ERR_MALFORMED &&
-        ++r->malformed >= GATEWAY_MAX_MALFORMED) {
-        finish_failed(gw, r, NSED_ENET, r->kind, now,
-                      "gave up after %d unusable replies", r->malformed);
-        return;
-    }
-    if (r->attempts >= g->retry_max_attempts) {
+    if (r->attempts - r->unspent >= g->retry_max_attempts) {
         finish_failed(gw, r, NSED_ENET, r->kind, now,
                       "gave up after %d attempt%s", r->attempts,
                       r->attempts == 1 ? "" : "s");
@@ -1253,7 +1357,9 @@ static void on_transfer_done(gateway *gw, gw_req *r, CURLcode cc, double now)
     }
     /* Full jitter: uniform in [0, min(max, base * 2^k)], k = retries so
      * far; never sooner than the server asked. */
-    cap = (double)g->retry_base_delay_ms * exp2((double)(r->attempts - 1));
+    spent = r->attempts - r->unspent;
+    cap = (double)g->retry_base_delay_ms *
+          exp2((double)(spent > 1 ? spent - 1 : 0));
     if (cap > (double)g->retry_max_delay_ms)
         cap = (double)g->retry_max_delay_ms;
     delay = rng_unit(gw) * cap / 1000.0;

@@ -35,8 +35,8 @@
  *     retry k (k = 0 for the first retry) is uniform in
  *     [0, min(retry_max_delay_ms, retry_base_delay_ms * 2^k)], and never
  *     shorter than a Retry-After header (seconds or an HTTP date). A
- *     request gives up after retry_max_attempts attempts, after
- *     GATEWAY_MAX_MALFORMED attempts that got an unusable 2xx body, or
+ *     request gives up after retry_max_attempts attempts (an unusable
+ *     2xx body is one like any other transient failure) or
  *     when retry_max_total_s have passed since its clock started. Other
  *     4xx (and other 5xx), and any error body saying the prompt passes
  *     the model's context or the model is unknown, are not retried: one
@@ -44,12 +44,20 @@
  *     those, gateway_result.permanent marks the ones that would fail the
  *     same way on every later run (gateway_status_permanent and such
  *     bodies), as opposed to configuration trouble a user may fix.
- *   - Circuit breaker per model. After breaker_failures consecutive failed
- *     attempts (retryable kinds only) the model is paused for
- *     breaker_cooldown_s: its queued and retrying requests wait without
- *     spending attempts; then one probe request is let through. Success
- *     (of the probe or of any request) closes the breaker, a failed probe
- *     pauses the model again. Pausing is reported through the log
+ *   - Circuit breaker per model. It judges the endpoint, not a request:
+ *     after breaker_failures consecutive failures of distinct requests
+ *     (the first failed attempt of each, retryable kinds only; a success
+ *     resets the count) the model is paused for breaker_cooldown_s (or a
+ *     longer Retry-After): its queued and retrying requests wait without
+ *     spending attempts; then one probe is let through, the oldest ready
+ *     request that has not failed on its own (else the oldest), with the
+ *     full request timeout, and its attempt is not spent from its
+ *     request's retry_max_attempts. Only the probe's outcome decides:
+ *     success closes the breaker, failure pauses the model again; late
+ *     answers of requests sent before the pause change nothing. A
+ *     request that keeps failing on a healthy endpoint fails alone.
+ *     result.attempts and stats.attempts count libcurl's silent resends
+ *     on reused connections too (what the server saw). Pausing is reported through the log
  *     callback. Paused time counts toward retry_max_total_s, so requests
  *     to a dead endpoint eventually fail: a request's clock starts at its
  *     first attempt, or when it first finds its model paused, whichever is
@@ -88,12 +96,6 @@
  * sent). Positive, so it is neither success (0) nor an NSED_E* error. */
 #define GATEWAY_DRY_RUN 1
 
-/* Attempts with an unusable 2xx body (not JSON, truncated, no choices,
- * null content) after which a request gives up, whatever
- * retry_max_attempts says: a server that keeps answering that way is not
- * going to change its mind. */
-#define GATEWAY_MAX_MALFORMED 3
-
 /* Cap on the bytes of a server-provided error message kept in a result. */
 #define GATEWAY_SERVER_MSG_MAX 300
 
@@ -108,19 +110,19 @@
 
 /* What went wrong with an attempt (or, in a result, the last attempt). */
 enum gateway_error_kind {
-    GATEWAY_ERR_NONE,        /* success, ledger hit or dry run */
-    GATEWAY_ERR_CONNECT,     /* could not resolve or connect (retried) */
-    GATEWAY_ERR_TRANSPORT,   /* reset, closed, partial body (retried) */
-    GATEWAY_ERR_TIMEOUT,     /* connect or request timeout (retried) */
-    GATEWAY_ERR_RATE_LIMIT,  /* HTTP 429 (retried) */
-    GATEWAY_ERR_SERVER,      /* HTTP 408, 500, 502, 503, 504 (retried) */
-    GATEWAY_ERR_HTTP,        /* any other non-2xx status (permanent) */
-    GATEWAY_ERR_MALFORMED,   /* 2xx with an unusable body (retried,
-                                at most GATEWAY_MAX_MALFORMED times) */
-    GATEWAY_ERR_TOO_BIG,     /* body over max_response_bytes (permanent) */
-    GATEWAY_ERR_PAUSED,      /* budget ran out while the model was paused
-                                by its circuit breaker, before any attempt */
-    GATEWAY_ERR_INTERNAL,    /* out of memory or a libcurl setup failure */
+    GATEWAY_ERR_NONE,       /* success, ledger hit or dry run */
+    GATEWAY_ERR_CONNECT,    /* could not resolve or connect (retried) */
+    GATEWAY_ERR_TRANSPORT,  /* reset, closed, partial body (retried) */
+    GATEWAY_ERR_TIMEOUT,    /* connect or request timeout (retried) */
+    GATEWAY_ERR_RATE_LIMIT, /* HTTP 429 (retried) */
+    GATEWAY_ERR_SERVER,     /* HTTP 408, 500, 502, 503, 504 (retried) */
+    GATEWAY_ERR_HTTP,       /* any other non-2xx status (permanent) */
+    GATEWAY_ERR_MALFORMED,  /* 2xx with an unusable body (retried
+                               like any transient error) */
+    GATEWAY_ERR_TOO_BIG,    /* body over max_response_bytes (permanent) */
+    GATEWAY_ERR_PAUSED,     /* budget ran out while the model was paused
+                               by its circuit breaker, before any attempt */
+    GATEWAY_ERR_INTERNAL,   /* out of memory or a libcurl setup failure */
 };
 #define GATEWAY_ERR_KIND_COUNT 11
 

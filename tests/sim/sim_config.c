@@ -271,6 +271,7 @@ static const char *const fault_keys[] = {"limit",
                                          "rate_400_repair",
                                          "retry_after_s",
                                          "hang_ms",
+                                         "rate_always_timeout",
                                          NULL};
 
 static int faults_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
@@ -294,6 +295,9 @@ static int faults_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
             f->retry_after_s = (long)x;
         return rc;
     }
+    if (key == SIM_FAULT_COUNT + 2)
+        return get_double(c, v, "rate_always_timeout", 0, 1,
+                          &f->rate_always_timeout);
     rc = get_integer(c, v, "hang_ms", 0, 3600000, &x);
     if (!rc)
         f->hang_ms = (long)x;

@@ -46,6 +46,11 @@ typedef struct sim_faults_cfg {
     long hang_ms;                 /* how long a hang lasts */
     long long limit;              /* > 0: at most this many faults in all,
                                      then only healthy answers */
+    double rate_always_timeout;   /* share of requests (by the request's
+                                     digest, so every attempt of one
+                                     request alike) that always hang,
+                                     outside the per-attempt draw and the
+                                     limit */
 } sim_faults_cfg;
 
 typedef struct sim_model_cfg {

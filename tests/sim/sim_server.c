@@ -490,6 +490,21 @@ static sim_fault choose_fault(model_state *m, const uint8_t req[HASH_LEN],
     sim_rng rng;
     double u, acc = 0;
 
+    /* A request that always times out is one whose digest (the attempt
+     * left out) draws under the rate: every attempt of it hangs, whatever
+     * the limit, as a prompt a server always chokes on. */
+    if (f->rate_always_timeout > 0) {
+        if (fault_digest(req, UINT64_MAX, d))
+            return SIM_FAULT_NONE;
+        sim_rng_seed(&rng, d);
+        if (sim_rng_uniform(&rng) < f->rate_always_timeout) {
+            pthread_mutex_lock(&m->lock);
+            m->c.faults[SIM_FAULT_HANG]++;
+            m->c.faults_total++;
+            pthread_mutex_unlock(&m->lock);
+            return SIM_FAULT_HANG;
+        }
+    }
     if (fault_digest(req, attempt, d))
         return SIM_FAULT_NONE;
     sim_rng_seed(&rng, d);
