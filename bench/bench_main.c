@@ -720,7 +720,7 @@ static int fig_faults(bench *B)
                                        "sim-faults-failing.yaml"};
     static const char *const what[] =
         {"a 60 s outage of one model (faults.outage_start_s, outage_s)",
-         "20% always-failing prompts (faults.rate_always_fail)"};
+         "20% always-failing prompts (faults.rate_always_timeout)"};
     static const char *const names[] = {"faults-outage", "faults-failing"};
     bool use[2] = {false, false};
     bench_sim sim = {0};
