@@ -1,0 +1,130 @@
+/* Outages that cost minutes, not hours (issue 11, items 1, 3 and 7):
+ * `nsed run` against nsed-sim with a dead endpoint, a wrong port, an
+ * unknown model, a bad key, an outage window and a seat lost for good;
+ * what preflight, admission, the outage budget and `nsed status` say.
+ * Every expected count is computed here from the simulator's configured
+ * behaviour, never by the counting code. */
+#include "testutil.h"
+
+#include <check.h>
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEMO_Q NSED_SOURCE_DIR "/workflows/demo-questions.jsonl"
+
+#define NSED(url, out, err, ...) TU_NSED(url, out, err, __VA_ARGS__)
+
+/* Two healthy models and one that answers every attempt with HTTP 500. */
+static const char sim_yaml[] =
+    "kind: nsed-sim\n"
+    "seed: 7\n"
+    "questions: " NSED_SOURCE_DIR "/workflows/demo-questions.jsonl\n"
+    "models:\n"
+    "  - {name: sim-alpha, family: alpha, p_gen: 0.6, p_ver: 0.8}\n"
+    "  - {name: sim-beta, family: beta, p_gen: 0.5, p_ver: 0.8}\n"
+    "  - {name: sim-dead, family: dead, faults: {rate_500: 1.0}}\n";
+
+/* A workflow of one fixed team over models (a YAML flow list of ids), one
+ * seat each, against endpoint (NULL: the simulator's URL); extra goes at
+ * the end (more gateway keys). */
+static char *workflow_yaml(const char *endpoint, const char *models,
+                           int seats, int rounds_min, const char *extra)
+{
+    const char *ep = endpoint ? endpoint : "${NSED_SIM_URL}";
+    char *w = NULL;
+    int n = asprintf(
+        &w,
+        "name: outage\n"
+        "version: 1\n"
+        "seed: 42\n"
+        "models:\n"
+        "  - {id: alpha, endpoint: \"%s\", model: sim-alpha,"
+        " family: alpha, max_concurrency: 8, structured_output: true}\n"
+        "  - {id: beta, endpoint: \"%s\", model: sim-beta,"
+        " family: beta, max_concurrency: 8, structured_output: true}\n"
+        "  - {id: dead, endpoint: \"%s\", model: sim-dead,"
+        " family: dead, max_concurrency: 8, structured_output: true}\n"
+        "  - {id: nope, endpoint: \"%s\", model: sim-nope,"
+        " family: nope, max_concurrency: 8, structured_output: true}\n"
+        "broker: {policy: fixed}\n"
+        "teams:\n"
+        "  main:\n"
+        "    roles:\n"
+        "      - {name: solver, count: %d, models: %s}\n"
+        "rounds:\n"
+        "  min: %d\n"
+        "  max: 3\n"
+        "answer: {extract: boxed, compare: numeric}\n"
+        "gateway:\n"
+        "  retry: {max_attempts: 2, base_delay_ms: 1, max_delay_ms: 2,"
+        " max_total_s: 10}\n"
+        "%s",
+        ep, ep, ep, ep, seats, models, rounds_min,
+        extra ? extra : "  circuit_breaker: {failures: 1000, cooldown_s: 1}\n");
+
+    ck_assert_int_gt(n, 0);
+    return w;
+}
+
+static char *write_tmp(const char *name, const char *text)
+{
+    char *p = tu_path(tu_tmp, name);
+
+    tu_write_file(p, text, (size_t)-1);
+    return p;
+}
+
+/* ---- item 3: a lost seat stays lost ----------------------------------- */
+
+/* With --allow-degraded a seat lost in round 0 is not asked again in the
+ * later rounds of the question: the dead model sees exactly one proposal
+ * per question, max_attempts (2) times, where before every round asked it
+ * again (rounds.min 3: 3 proposals and their attempts per question). */
+START_TEST(lost_seat_is_not_asked_again)
+{
+    tu_sim sim;
+    char *sim_cfg = write_tmp("sim.yaml", sim_yaml);
+    char *wf_text = workflow_yaml(NULL, "[alpha, beta, dead]", 3, 3, NULL);
+    char *wf = write_tmp("wf.yaml", wf_text);
+    char *sdir = tu_path(tu_tmp, "s"), *out = NULL, *err = NULL;
+    cJSON *st;
+    int rc;
+
+    tu_sim_start(&sim, sim_cfg, NULL, NULL);
+    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q,
+              "--store", sdir, "--limit", "4", "--allow-degraded");
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    ck_assert_msg(tu_sim_stat(&sim, "sim-dead", "requests") == 4 * 2,
+                  "the dead model was asked %g times (expected %d)",
+                  tu_sim_stat(&sim, "sim-dead", "requests"), 4 * 2);
+    /* the live seats did deliberate for three rounds */
+    ck_assert_msg(tu_sim_stat(&sim, "sim-alpha", "requests") >= 4 * 3,
+                  "alpha asked %g times",
+                  tu_sim_stat(&sim, "sim-alpha", "requests"));
+    st = tu_nsed_status(sdir);
+    ck_assert_int_eq((int)tu_jnum(st, "questions", "degraded"), 4);
+    cJSON_Delete(st);
+    free(out);
+    free(err);
+    tu_sim_stop(&sim);
+    free(sdir);
+    free(wf);
+    free(wf_text);
+    free(sim_cfg);
+}
+END_TEST
+
+Suite *tu_suite(void)
+{
+    Suite *s = suite_create("outage");
+    TCase *tc = tcase_create("outage");
+
+    tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, lost_seat_is_not_asked_again);
+    suite_add_tcase(s, tc);
+    return s;
+}
