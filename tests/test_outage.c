@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #define DEMO_Q NSED_SOURCE_DIR "/workflows/demo-questions.jsonl"
 
@@ -30,8 +32,8 @@ static const char sim_yaml[] =
 /* A workflow of one fixed team over models (a YAML flow list of ids), one
  * seat each, against endpoint (NULL: the simulator's URL); extra goes at
  * the end (more gateway keys). */
-static char *workflow_yaml(const char *endpoint, const char *models,
-                           int seats, int rounds_min, const char *extra)
+static char *workflow_yaml(const char *endpoint, const char *models, int seats,
+                           int rounds_min, const char *extra)
 {
     const char *ep = endpoint ? endpoint : "${NSED_SIM_URL}";
     char *w = NULL;
@@ -77,6 +79,91 @@ static char *write_tmp(const char *name, const char *text)
     return p;
 }
 
+/* ---- item 1a: preflight ---------------------------------------------- */
+
+/* True when dir does not exist: no store was created, nothing
+ * committed. */
+static bool no_store(const char *dir)
+{
+    struct stat sb;
+
+    return stat(dir, &sb) != 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A wrong port: nothing listens there. Before preflight each question
+ * waited out its retry budget (392 s for 3 questions at the defaults);
+ * now the run refuses in well under a couple of seconds with exit 2,
+ * naming the model and the endpoint, and creates no store. */
+START_TEST(preflight_wrong_port_exits_2_fast)
+{
+    char *wf_text = workflow_yaml("http://127.0.0.1:9/v1", "[alpha, beta]", 2,
+                                  1, NULL);
+    char *wf = write_tmp("wf.yaml", wf_text);
+    char *sdir = tu_path(tu_tmp, "s"), *out = NULL, *err = NULL;
+    double t0 = now_s(), took;
+    int rc;
+
+    rc = NSED(NULL, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
+              sdir, "--limit", "3");
+    took = now_s() - t0;
+    ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
+    ck_assert_msg(took < 2.0, "took %.1f s", took);
+    ck_assert_msg(tu_contains(err, "model alpha") &&
+                      tu_contains(err, "http://127.0.0.1:9/v1/models"),
+                  "%s", err);
+    ck_assert(no_store(sdir));
+    free(out);
+    free(err);
+    free(sdir);
+    free(wf);
+    free(wf_text);
+}
+END_TEST
+
+/* A served name the server does not list (nsed-sim lists its models at
+ * /v1/models): exit 2 before any question, with a hint; --no-preflight
+ * skips the check (and the run then meets the 404 per question). */
+START_TEST(preflight_unknown_model_exits_2)
+{
+    tu_sim sim;
+    char *sim_cfg = write_tmp("sim.yaml", sim_yaml);
+    char *wf_text = workflow_yaml(NULL, "[alpha, nope]", 2, 1, NULL);
+    char *wf = write_tmp("wf.yaml", wf_text);
+    char *sdir = tu_path(tu_tmp, "s"), *out = NULL, *err = NULL;
+    int rc;
+
+    tu_sim_start(&sim, sim_cfg, NULL, NULL);
+    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
+              sdir, "--limit", "2");
+    ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
+    ck_assert_msg(tu_contains(err, "model nope") &&
+                      tu_contains(err, "\"sim-nope\""),
+                  "%s", err);
+    ck_assert(no_store(sdir));
+    ck_assert(tu_sim_stat(&sim, "sim-alpha", "requests") == 0);
+    free(out);
+    free(err);
+    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
+              sdir, "--limit", "2", "--no-preflight");
+    ck_assert_msg(rc == 3, "exit %d: %s", rc, err);
+    free(out);
+    free(err);
+    tu_sim_stop(&sim);
+    free(sdir);
+    free(wf);
+    free(wf_text);
+    free(sim_cfg);
+}
+END_TEST
+
 /* ---- item 3: a lost seat stays lost ----------------------------------- */
 
 /* With --allow-degraded a seat lost in round 0 is not asked again in the
@@ -94,8 +181,8 @@ START_TEST(lost_seat_is_not_asked_again)
     int rc;
 
     tu_sim_start(&sim, sim_cfg, NULL, NULL);
-    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q,
-              "--store", sdir, "--limit", "4", "--allow-degraded");
+    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
+              sdir, "--limit", "4", "--allow-degraded");
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
     ck_assert_msg(tu_sim_stat(&sim, "sim-dead", "requests") == 4 * 2,
                   "the dead model was asked %g times (expected %d)",
@@ -124,6 +211,8 @@ Suite *tu_suite(void)
 
     tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
     tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, preflight_wrong_port_exits_2_fast);
+    tcase_add_test(tc, preflight_unknown_model_exits_2);
     tcase_add_test(tc, lost_seat_is_not_asked_again);
     suite_add_tcase(s, tc);
     return s;
