@@ -271,7 +271,11 @@ static const char *const fault_keys[] = {"limit",
                                          "rate_400_repair",
                                          "retry_after_s",
                                          "hang_ms",
+                                         "down_after_s",
+                                         "down_for_s",
                                          NULL};
+/* the outage window's keys (after hang_ms) */
+enum { FK_DOWN_AFTER_S = SIM_FAULT_COUNT + 2, FK_DOWN_FOR_S };
 
 static int faults_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
                        void *arg)
@@ -294,6 +298,10 @@ static int faults_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
             f->retry_after_s = (long)x;
         return rc;
     }
+    if (key == FK_DOWN_AFTER_S)
+        return get_double(c, v, "down_after_s", 0, 86400, &f->down_after_s);
+    if (key == FK_DOWN_FOR_S)
+        return get_double(c, v, "down_for_s", 0, 86400, &f->down_for_s);
     rc = get_integer(c, v, "hang_ms", 0, 3600000, &x);
     if (!rc)
         f->hang_ms = (long)x;

@@ -46,6 +46,10 @@ typedef struct sim_faults_cfg {
     long hang_ms;                 /* how long a hang lasts */
     long long limit;              /* > 0: at most this many faults in all,
                                      then only healthy answers */
+    double down_after_s;          /* the outage window: from down_after_s */
+    double down_for_s;            /* after the model's first request, for
+                                     down_for_s seconds (> 0), every request
+                                     is dropped unanswered; 0 = no window */
 } sim_faults_cfg;
 
 typedef struct sim_model_cfg {
