@@ -164,6 +164,125 @@ START_TEST(preflight_unknown_model_exits_2)
 }
 END_TEST
 
+/* ---- item 1b/c: admission and the outage budget ------------------------ */
+
+/* Two slow models (100 ms a call) whose server goes down after_s after the
+ * first request, for for_s (for_s 0: never). */
+static char *window_sim(double after_s, double for_s)
+{
+    char *y = NULL;
+    char win[96] = "";
+
+    if (for_s > 0)
+        snprintf(win, sizeof win,
+                 ", faults: {down_after_s: %g, down_for_s: %g}", after_s,
+                 for_s);
+    ck_assert_int_gt(
+        asprintf(&y,
+                 "kind: nsed-sim\n"
+                 "seed: 7\n"
+                 "questions: " NSED_SOURCE_DIR
+                 "/workflows/demo-questions.jsonl\n"
+                 "models:\n"
+                 "  - {name: sim-alpha, family: alpha, p_gen: 0.6, p_ver: 0.8,"
+                 " latency: {ttft_ms: 100}%s}\n"
+                 "  - {name: sim-beta, family: beta, p_gen: 0.5, p_ver: 0.8,"
+                 " latency: {ttft_ms: 100}%s}\n",
+                 win, win),
+        0);
+    return y;
+}
+
+/* The export of a store as text. */
+static char *export_text(const char *sdir)
+{
+    char *out = NULL, *err = NULL;
+
+    ck_assert_msg(NSED(NULL, &out, &err, "export", "--store", sdir) == 0,
+                  "export: %s", err);
+    free(err);
+    return out;
+}
+
+/* The server dies mid-run: the run stops starting questions, says so once,
+ * gives up after the outage budget (2 s here) with exit 1 and the resume
+ * command, long before the questions' retry budget (60 s) would end them;
+ * the same command after the server is back finishes with the export of
+ * an uninterrupted run. Before, a run kept starting questions while every
+ * model was paused and each waited out its whole retry budget. */
+START_TEST(dead_server_gives_up_after_the_outage_budget)
+{
+    const double after = 0.8, down_for = 6.0;
+    tu_sim sim, ref;
+    char *sim_text = window_sim(after, down_for), *ref_text = window_sim(0, 0);
+    char *sim_cfg = write_tmp("sim.yaml", sim_text);
+    char *ref_cfg = write_tmp("ref.yaml", ref_text);
+    char *wf_text =
+        workflow_yaml(NULL, "[alpha, beta]", 2, 1,
+                      "  circuit_breaker: {failures: 2, cooldown_s: 1}\n");
+    char *wf, *sdir = tu_path(tu_tmp, "s"), *rdir = tu_path(tu_tmp, "r");
+    char *out = NULL, *err = NULL, *got, *want;
+    double t0, took;
+    int rc;
+
+    /* a longer retry budget than the outage budget */
+    {
+        char *p = strstr(wf_text, "max_total_s: 10");
+
+        ck_assert_ptr_nonnull(p);
+        memcpy(p, "max_total_s: 60", 15);
+    }
+    wf = write_tmp("wf.yaml", wf_text);
+    tu_sim_start(&ref, ref_cfg, NULL, NULL);
+    rc = NSED(ref.url, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
+              rdir, "--limit", "16", "--max-active", "4");
+    ck_assert_msg(rc == 0, "reference exit %d: %s", rc, err);
+    free(out);
+    free(err);
+    tu_sim_stop(&ref);
+
+    tu_sim_start(&sim, sim_cfg, NULL, NULL);
+    t0 = now_s();
+    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
+              sdir, "--limit", "16", "--max-active", "4", "--outage-budget",
+              "2");
+    took = now_s() - t0;
+    ck_assert_msg(rc == 1, "exit %d: %s", rc, err);
+    ck_assert_msg(took < after + 2 + 4, "took %.1f s: %s", took, err);
+    ck_assert_msg(tu_contains(err, "no team can be served"), "%s", err);
+    ck_assert_msg(tu_contains(err, "giving up: no team could be served") &&
+                      tu_contains(err, "resume with:\n  nsed run "),
+                  "%s", err);
+    /* said once */
+    ck_assert_ptr_null(strstr(strstr(err, "no team can be served") + 1,
+                              "no team can be served"));
+    free(out);
+    free(err);
+    while (now_s() - t0 < after + down_for + 0.5)
+        nanosleep(&(struct timespec){0, 50000000}, NULL);
+    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
+              sdir, "--limit", "16", "--max-active", "4", "--outage-budget",
+              "2");
+    ck_assert_msg(rc == 0, "rerun exit %d: %s", rc, err);
+    free(out);
+    free(err);
+    tu_sim_stop(&sim);
+    got = export_text(sdir);
+    want = export_text(rdir);
+    ck_assert_str_eq(got, want);
+    free(got);
+    free(want);
+    free(sdir);
+    free(rdir);
+    free(wf);
+    free(wf_text);
+    free(sim_cfg);
+    free(ref_cfg);
+    free(sim_text);
+    free(ref_text);
+}
+END_TEST
+
 /* ---- item 3: a lost seat stays lost ----------------------------------- */
 
 /* With --allow-degraded a seat lost in round 0 is not asked again in the
@@ -213,6 +332,7 @@ Suite *tu_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, preflight_wrong_port_exits_2_fast);
     tcase_add_test(tc, preflight_unknown_model_exits_2);
+    tcase_add_test(tc, dead_server_gives_up_after_the_outage_budget);
     tcase_add_test(tc, lost_seat_is_not_asked_again);
     suite_add_tcase(s, tc);
     return s;

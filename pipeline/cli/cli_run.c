@@ -56,6 +56,13 @@ static const char run_usage[] =
     "      --allow-workflow-change\n"
     "                           accept a store created with another workflow\n"
     "                           hash; the change is recorded\n"
+    "      --outage-budget SECONDS\n"
+    "                           while no team can be served (every team\n"
+    "                           needs a model paused by its circuit\n"
+    "                           breaker) no new question starts; after\n"
+    "                           SECONDS of that (default 600) the run\n"
+    "                           commits what is finished, prints the\n"
+    "                           command that resumes it and exits 1\n"
     "      --progress-interval SECONDS\n"
     "                           when stderr is not a terminal (a log file,\n"
     "                           Slurm, Kubernetes), print a plain progress\n"
@@ -132,6 +139,8 @@ static void fmt_progress(char *out, size_t size, const runner_progress *p)
 
     if (p->has_eta)
         fmt_duration(eta, sizeof eta, p->eta_s);
+    else if (p->npaused > 0)
+        snprintf(eta, sizeof eta, "- (paused)");
     for (size_t i = 0;
          i < p->npaused && i < RUNNER_PROGRESS_PAUSED_MAX && n < sizeof paused;
          i++) {
@@ -268,6 +277,7 @@ int cli_run(int argc, char **argv)
         {"allow-workflow-change", no_argument, NULL, 'A'},
         {"telemetry", required_argument, NULL, 'T'},
         {"progress-interval", required_argument, NULL, 'P'},
+        {"outage-budget", required_argument, NULL, 'O'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -330,6 +340,17 @@ int cli_run(int argc, char **argv)
                                        optarg);
             }
             rp.interval_s = (double)v;
+            break;
+        case 'O':
+            if (num_parse_u64(optarg, 86400 * 7, &v) || v == 0) {
+                free(cmdline);
+                return cli_usage_error("run",
+                                       "--outage-budget: \"%s\" is not a "
+                                       "whole number of seconds in "
+                                       "1..604800",
+                                       optarg);
+            }
+            ro.outage_budget_s = (double)v;
             break;
         case 'D':
             ro.allow_degraded = true;
@@ -420,9 +441,17 @@ int cli_run(int argc, char **argv)
                 sum.finished);
         goto out;
     }
+    if (sum.gave_up)
+        fprintf(stderr,
+                "nsed run: giving up: no team could be served for %.0f s "
+                "(--outage-budget %.0f); everything finished is saved, %zu "
+                "questions in flight are incomplete and %zu not started. "
+                "When the endpoints are back, resume with:\n  %s\n",
+                sum.outage_s, runner_outage_budget(&ro), sum.incomplete,
+                sum.not_started, cmdline);
     if (!ro.dry_run)
         print_summary(&sum, dir, quiet);
-    if (!ro.dry_run && sum.incomplete) {
+    if (!ro.dry_run && (sum.incomplete || sum.gave_up)) {
         rc = NSED_ENET;
         /* what is left in err was handled on the way (e.g. a new store
          * with no manifest yet); the summary already said what failed */
