@@ -12,8 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEMO_Q NSED_SOURCE_DIR "/workflows/demo-questions.jsonl"
 
@@ -283,6 +286,138 @@ START_TEST(dead_server_gives_up_after_the_outage_budget)
 }
 END_TEST
 
+/* ---- item 7: status says which models are paused ---------------------- */
+
+/* Start `nsed run` in the background (NSED_SIM_URL=url, stderr to
+ * err_path); returns its pid. */
+static pid_t run_in_background(const char *url, const char *err_path,
+                               char *const *args)
+{
+    pid_t pid = fork();
+
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char *argv[32] = {NSED_BIN, "run"};
+        size_t n = 2;
+        int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+        for (size_t i = 0; args[i] && n < 31; i++)
+            argv[n++] = args[i];
+        argv[n] = NULL;
+        if (fd >= 0)
+            dup2(fd, 2);
+        setenv("NSED_SIM_URL", url, 1);
+        execv(NSED_BIN, argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* status --json's "paused" list: the entry of model, or NULL. */
+static const cJSON *paused_entry(const cJSON *st, const char *model)
+{
+    const cJSON *e;
+
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(st, "paused")) {
+        const cJSON *m = cJSON_GetObjectItem(e, "model");
+
+        if (cJSON_IsString(m) && !strcmp(m->valuestring, model))
+            return e;
+    }
+    return NULL;
+}
+
+/* While a run is paused on a dead server, `nsed status` (another process
+ * reading the store) names the paused models and since when; after the
+ * run gave up it says the same as the last known state. Before, status
+ * never said a model was paused. The progress line meanwhile reads
+ * "ETA - (paused)" instead of an ETA that climbs. */
+START_TEST(status_shows_paused_models)
+{
+    tu_sim sim;
+    char *sim_text = window_sim(0.3, 30);
+    char *sim_cfg = write_tmp("sim.yaml", sim_text);
+    char *wf_text =
+        workflow_yaml(NULL, "[alpha, beta]", 2, 1,
+                      "  circuit_breaker: {failures: 2, cooldown_s: 1}\n");
+    char *wf, *sdir = tu_path(tu_tmp, "s"), *err_path = tu_path(tu_tmp, "e");
+    char *out = NULL, *err = NULL, *log;
+    char *args[] = {NULL,   "--questions",
+                    DEMO_Q, "--store",
+                    NULL,   "--limit",
+                    "8",    "--max-active",
+                    "4",    "--outage-budget",
+                    "4",    "--progress-interval",
+                    "1",    NULL};
+    const cJSON *e;
+    cJSON *st = NULL;
+    bool seen = false;
+    double t0;
+    pid_t pid;
+    int status = 0;
+
+    {
+        char *p = strstr(wf_text, "max_total_s: 10");
+
+        ck_assert_ptr_nonnull(p);
+        memcpy(p, "max_total_s: 60", 15);
+    }
+    wf = write_tmp("wf.yaml", wf_text);
+    args[0] = wf;
+    args[4] = sdir;
+    tu_sim_start(&sim, sim_cfg, NULL, NULL);
+    pid = run_in_background(sim.url, err_path, args);
+    t0 = now_s();
+    while (!seen && now_s() - t0 < 10) {
+        nanosleep(&(struct timespec){0, 100000000}, NULL);
+        if (!no_store(sdir) &&
+            NSED(NULL, &out, &err, "status", "--store", sdir, "--json") == 0) {
+            st = cJSON_Parse(out);
+            e = st ? paused_entry(st, "alpha") : NULL;
+            if (e && cJSON_IsFalse(cJSON_GetObjectItem(e, "run_ended")))
+                seen = true;
+            cJSON_Delete(st);
+        }
+        free(out);
+        free(err);
+        out = err = NULL;
+    }
+    ck_assert_msg(seen, "status never said alpha was paused");
+    ck_assert_int_eq(NSED(NULL, &out, &err, "status", "--store", sdir), 0);
+    ck_assert_msg(tu_contains(out, "paused:     alpha since ") &&
+                      tu_contains(out, "(circuit breaker open)"),
+                  "%s", out);
+    free(out);
+    free(err);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1,
+                  "run status %d", status);
+    log = tu_read_file(err_path, NULL);
+    ck_assert_msg(log && tu_contains(log, "ETA - (paused)"), "%s", log);
+    free(log);
+    /* the run gave up while paused: the last known state */
+    ck_assert_int_eq(NSED(NULL, &out, &err, "status", "--store", sdir), 0);
+    ck_assert_msg(tu_contains(out, "paused:     alpha since ") &&
+                      tu_contains(out, "the last known state"),
+                  "%s", out);
+    free(out);
+    free(err);
+    st = tu_nsed_status(sdir);
+    e = paused_entry(st, "alpha");
+    ck_assert_ptr_nonnull(e);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(e, "run_ended")));
+    ck_assert(cJSON_IsString(cJSON_GetObjectItem(e, "since")));
+    cJSON_Delete(st);
+    tu_sim_stop(&sim);
+    free(sdir);
+    free(err_path);
+    free(wf);
+    free(wf_text);
+    free(sim_cfg);
+    free(sim_text);
+}
+END_TEST
+
 /* ---- item 3: a lost seat stays lost ----------------------------------- */
 
 /* With --allow-degraded a seat lost in round 0 is not asked again in the
@@ -333,6 +468,7 @@ Suite *tu_suite(void)
     tcase_add_test(tc, preflight_wrong_port_exits_2_fast);
     tcase_add_test(tc, preflight_unknown_model_exits_2);
     tcase_add_test(tc, dead_server_gives_up_after_the_outage_budget);
+    tcase_add_test(tc, status_shows_paused_models);
     tcase_add_test(tc, lost_seat_is_not_asked_again);
     suite_add_tcase(s, tc);
     return s;

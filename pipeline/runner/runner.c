@@ -99,6 +99,8 @@ struct loop {
     runner_round_counts rounds_pending; /* ... and since the last commit */
     double unservable_since; /* when no team could be served any more;
                                 < 0 while some team can */
+    runner_breakers *breakers; /* for nsed status: who is paused */
+    bool run_ended;            /* the last commit: breaker records say so */
     nsed_err *err;
 };
 
@@ -840,6 +842,8 @@ static void watch_servable(struct loop *L)
 {
     if (L->opts->dry_run)
         return;
+    for (size_t i = 0; i < L->wf->nmodels; i++)
+        runner_breakers_note(L->breakers, i, gateway_model_paused(L->gw, i));
     if (any_team_servable(L)) {
         if (L->unservable_since >= 0 && L->opts->on_event)
             L->opts->on_event(L->opts->cb_ctx,
@@ -1002,6 +1006,8 @@ static int commit_fn(store_txn *txn, void *arg, nsed_err *err)
         rc = telemetry_commit(txn, L->wf, L->pending);
     if (!rc)
         rc = runner_rounds_commit(txn, &L->rounds_pending);
+    if (!rc)
+        rc = runner_breakers_put(txn, L->breakers, L->wf, L->run_ended);
     if (rc)
         return nsed_error(err, rc, "cannot commit to the store: %s",
                           nsed_strerror(rc));
@@ -1117,12 +1123,14 @@ static int commit(struct loop *L)
         }
     }
     if (!any && gateway_records_pending(L->gw) == 0 &&
+        !runner_breakers_dirty(L->breakers) && !L->run_ended &&
         now_s() - L->last_telemetry < 5.0)
         return 0;
     rc = store_write(L->st, commit_fn, L, L->err);
     if (rc)
         return rc;
     gateway_records_committed(L->gw);
+    runner_breakers_committed(L->breakers);
     telemetry_add(L->view, L->pending);
     memset(L->pending, 0, L->wf->nmodels * sizeof *L->pending);
     runner_rounds_add(&L->rounds, &L->rounds_pending);
@@ -1360,7 +1368,8 @@ static int loop_open(struct loop *L, nsed_err *err)
     if (rc)
         return rc;
     L->pending = calloc(wf->nmodels, sizeof *L->pending);
-    if (!L->pending)
+    L->breakers = runner_breakers_new(wf->nmodels);
+    if (!L->pending || !L->breakers)
         return nsed_error(err, NSED_ENOMEM, "out of memory");
     go.dry_run = L->opts->dry_run;
     go.log = on_gateway_log;
@@ -1384,6 +1393,7 @@ static void loop_close(struct loop *L)
     runner_telemetry_free(L->tele);
     telemetry_free(L->view);
     free(L->pending);
+    runner_breakers_free(L->breakers);
 }
 
 int runner_run(const workflow *wf, store *st, const runner_opts *opts,
@@ -1411,6 +1421,8 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
     L.done_total = sum->already_done;
     while (!rc && L.nactive > 0 && !sum->interrupted && !sum->gave_up)
         rc = loop_turn(&L);
+    /* the breakers' last known state goes with the last commit */
+    L.run_ended = !opts->dry_run;
     if (!rc)
         rc = commit(&L);
     if (sum->gave_up) {
