@@ -97,8 +97,8 @@ struct loop {
                                   the last commit (per model) */
     runner_round_counts rounds;         /* per-round accuracy, committed */
     runner_round_counts rounds_pending; /* ... and since the last commit */
-    double unservable_since; /* when no team could be served any more;
-                                < 0 while some team can */
+    /* when no team could be served any more; < 0 while some team can */
+    double unservable_since;
     runner_breakers *breakers; /* for nsed status: who is paused */
     bool run_ended;            /* the last commit: breaker records say so */
     nsed_err *err;

@@ -43,9 +43,10 @@ typedef struct model_state {
     counters c;
     char *last_prompt;    /* previous prompt, for the simulated prefix cache */
     size_t last_len;
-    double first_s;       /* CLOCK_MONOTONIC of the first request (the
-                             outage window's origin); 0 = none yet */
-    uint64_t down;        /* requests dropped in the outage window */
+    /* CLOCK_MONOTONIC of the first request (the outage window's origin),
+     * 0 = none yet; and the requests dropped in the window */
+    double first_s;
+    uint64_t down;
 } model_state;
 
 typedef struct attempt_slot {
@@ -1207,8 +1208,7 @@ char *sim_server_stats_json(sim_server *s)
         c = m->c;
         down = m->down;
         pthread_mutex_unlock(&m->lock);
-        if (!o || !add_counters(o, &c) ||
-            json_add_num(o, "down", (double)down))
+        if (!o || !add_counters(o, &c) || json_add_num(o, "down", (double)down))
             goto out;
         t.requests += c.requests;
         t.ok += c.ok;
