@@ -12,7 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -164,6 +168,117 @@ START_TEST(preflight_unknown_model_exits_2)
     free(wf);
     free(wf_text);
     free(sim_cfg);
+}
+END_TEST
+
+/* A one-reply HTTP server: a child process that answers each of up to n
+ * connections with reply (a whole HTTP response) and closes it. nsed-sim
+ * does not check keys, so this stands in for a server that refuses the
+ * key, or one that serves no /models. Its URL goes to url. */
+static pid_t reply_server(const char *reply, int n, char *url, size_t size)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t alen = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    pid_t pid;
+
+    ck_assert_int_ge(fd, 0);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(fd, 8), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    snprintf(url, size, "http://127.0.0.1:%u/v1", ntohs(a.sin_port));
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        for (int i = 0; i < n; i++) {
+            char req[4096];
+            int c = accept(fd, NULL, NULL);
+
+            if (c < 0)
+                _exit(1);
+            /* the request head fits one read on loopback */
+            if (read(c, req, sizeof req) > 0 &&
+                write(c, reply, strlen(reply)) < 0)
+                _exit(1);
+            close(c);
+        }
+        _exit(0);
+    }
+    close(fd);
+    return pid;
+}
+
+/* A key the server refuses (HTTP 401 on GET /models): exit 2 naming the
+ * model and the key, nothing in the store, the key itself never shown. */
+START_TEST(preflight_refused_key_exits_2)
+{
+    static const char reply[] =
+        "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
+        "Content-Length: 26\r\nConnection: close\r\n\r\n"
+        "{\"error\":{\"message\":\"no\"}}";
+    char url[64], *wf_text, *wf, *with_key, *p;
+    char *sdir = tu_path(tu_tmp, "s"), *out = NULL, *err = NULL;
+    char *argv[] = {NSED_BIN, "run",     NULL, "--questions",
+                    DEMO_Q,   "--store", sdir, NULL};
+    char *env[] = {"OUTAGE_TEST_KEY=sk-secret-1234", NULL};
+    pid_t pid = reply_server(reply, 1, url, sizeof url);
+    int rc, st = 0;
+
+    wf_text = workflow_yaml(url, "[alpha, beta]", 2, 1, NULL);
+    /* alpha names a key variable */
+    p = strstr(wf_text, "model: sim-alpha,");
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_gt(asprintf(&with_key, "%.*sapi_key_env: OUTAGE_TEST_KEY, %s",
+                              (int)(p - wf_text), wf_text, p),
+                     0);
+    wf = write_tmp("wf.yaml", with_key);
+    argv[2] = wf;
+    rc = tu_run_env(argv, env, &out, &err);
+    ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
+    ck_assert_msg(tu_contains(err, "model alpha") &&
+                      tu_contains(err, "refused the API key (HTTP 401"),
+                  "%s", err);
+    ck_assert(!tu_contains(err, "sk-secret"));
+    ck_assert(no_store(sdir));
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    free(out);
+    free(err);
+    free(sdir);
+    free(wf);
+    free(with_key);
+    free(wf_text);
+}
+END_TEST
+
+/* An endpoint that serves no /models (404) passes preflight with a note;
+ * the run goes on (and here meets the same 404 on every call: failed). */
+START_TEST(preflight_without_model_list_passes_with_a_note)
+{
+    static const char reply[] =
+        "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
+        "Content-Length: 39\r\nConnection: close\r\n\r\n"
+        "{\"error\":{\"message\":\"unknown path!!!\"}}";
+    char url[64], *wf_text, *wf;
+    char *sdir = tu_path(tu_tmp, "s"), *out = NULL, *err = NULL;
+    pid_t pid = reply_server(reply, 64, url, sizeof url);
+    int rc, st = 0;
+
+    wf_text = workflow_yaml(url, "[alpha, beta]", 2, 1, NULL);
+    wf = write_tmp("wf.yaml", wf_text);
+    rc = NSED(NULL, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
+              sdir, "--limit", "1");
+    ck_assert_msg(rc == 3, "exit %d: %s", rc, err);
+    ck_assert_msg(tu_contains(err, "preflight: model alpha: ") &&
+                      tu_contains(err, "answered HTTP 404"),
+                  "%s", err);
+    kill(pid, SIGKILL);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    free(out);
+    free(err);
+    free(sdir);
+    free(wf);
+    free(wf_text);
 }
 END_TEST
 
@@ -467,6 +582,8 @@ Suite *tu_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, preflight_wrong_port_exits_2_fast);
     tcase_add_test(tc, preflight_unknown_model_exits_2);
+    tcase_add_test(tc, preflight_refused_key_exits_2);
+    tcase_add_test(tc, preflight_without_model_list_passes_with_a_note);
     tcase_add_test(tc, dead_server_gives_up_after_the_outage_budget);
     tcase_add_test(tc, status_shows_paused_models);
     tcase_add_test(tc, lost_seat_is_not_asked_again);

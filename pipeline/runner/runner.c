@@ -1123,7 +1123,7 @@ static int commit(struct loop *L)
         }
     }
     if (!any && gateway_records_pending(L->gw) == 0 &&
-        !runner_breakers_dirty(L->breakers) && !L->run_ended &&
+        !runner_breakers_dirty(L->breakers) &&
         now_s() - L->last_telemetry < 5.0)
         return 0;
     rc = store_write(L->st, commit_fn, L, L->err);
@@ -1422,7 +1422,8 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
     while (!rc && L.nactive > 0 && !sum->interrupted && !sum->gave_up)
         rc = loop_turn(&L);
     /* the breakers' last known state goes with the last commit */
-    L.run_ended = !opts->dry_run;
+    L.run_ended = true;
+    runner_breakers_end(L.breakers);
     if (!rc)
         rc = commit(&L);
     if (sum->gave_up) {

@@ -195,11 +195,15 @@ void runner_breakers_free(runner_breakers *b);
 /* Note that model m is (not) paused now. */
 void runner_breakers_note(runner_breakers *b, size_t m, bool paused);
 
+/* The run ends: every model noted in this run is written again (with
+ * run_ended) by the next runner_breakers_put. */
+void runner_breakers_end(runner_breakers *b);
+
 /* True when some record waits for a commit. */
 bool runner_breakers_dirty(const runner_breakers *b);
 
-/* Put the records that changed since the last commit (every model's, with
- * run_ended, when run_ended), inside a store_write; replayable. Returns 0,
+/* Put the records that changed since the last commit, with run_ended as
+ * given, inside a store_write; replayable. Returns 0,
  * NSED_ENOMEM or the store_put error. */
 NSED_MUST_CHECK
 int runner_breakers_put(store_txn *txn, const runner_breakers *b,

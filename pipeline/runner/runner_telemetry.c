@@ -209,6 +209,13 @@ void runner_breakers_note(runner_breakers *b, size_t m, bool paused)
     utc_now(s->since, sizeof s->since);
 }
 
+void runner_breakers_end(runner_breakers *b)
+{
+    for (size_t i = 0; b && i < b->n; i++)
+        if (b->m[i].known)
+            b->m[i].dirty = true;
+}
+
 bool runner_breakers_dirty(const runner_breakers *b)
 {
     for (size_t i = 0; b && i < b->n; i++)
@@ -227,7 +234,7 @@ int runner_breakers_put(store_txn *txn, const runner_breakers *b,
         char *text;
         int rc;
 
-        if (!s->known || (!s->dirty && !run_ended))
+        if (!s->known || !s->dirty)
             continue;
         if (store_keys_telemetry(STORE_KEYS_BREAKER, wf->models[i].id, &key))
             continue;
