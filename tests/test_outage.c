@@ -573,6 +573,69 @@ START_TEST(lost_seat_is_not_asked_again)
 }
 END_TEST
 
+/* Replay stays exact: a degraded run stopped mid-way (SIGTERM) and run
+ * again ends with the export of an uninterrupted run, and the dead model
+ * is still asked once per question (its failed calls are not in the
+ * ledger, so the resumed run asks them again only for questions whose
+ * round 0 had not been committed). */
+START_TEST(resumed_degraded_run_is_exact)
+{
+    static const char slow_yaml[] =
+        "kind: nsed-sim\n"
+        "seed: 7\n"
+        "questions: " NSED_SOURCE_DIR "/workflows/demo-questions.jsonl\n"
+        "models:\n"
+        "  - {name: sim-alpha, family: alpha, p_gen: 0.6, p_ver: 0.8,"
+        " latency: {ttft_ms: 60}}\n"
+        "  - {name: sim-beta, family: beta, p_gen: 0.5, p_ver: 0.8,"
+        " latency: {ttft_ms: 60}}\n"
+        "  - {name: sim-dead, family: dead, faults: {rate_500: 1.0}}\n";
+    tu_sim sim;
+    char *sim_cfg = write_tmp("sim.yaml", slow_yaml);
+    char *wf_text = workflow_yaml(NULL, "[alpha, beta, dead]", 3, 3, NULL);
+    char *wf = write_tmp("wf.yaml", wf_text);
+    char *sdir = tu_path(tu_tmp, "s"), *rdir = tu_path(tu_tmp, "r");
+    char *err_path = tu_path(tu_tmp, "e"), *out = NULL, *err = NULL;
+    char *got, *want;
+    char *args[] = {NULL, "--questions",      DEMO_Q, "--store",
+                    NULL, "--limit",          "6",    "--max-active",
+                    "2",  "--allow-degraded", NULL};
+    pid_t pid;
+    int rc, st = 0;
+
+    tu_sim_start(&sim, sim_cfg, NULL, NULL);
+    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
+              rdir, "--limit", "6", "--max-active", "2", "--allow-degraded");
+    ck_assert_msg(rc == 0, "reference exit %d: %s", rc, err);
+    free(out);
+    free(err);
+    args[0] = wf;
+    args[4] = sdir;
+    pid = run_in_background(sim.url, err_path, args);
+    nanosleep(&(struct timespec){1, 0}, NULL);
+    kill(pid, SIGTERM);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 130, "status %d", st);
+    rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
+              sdir, "--limit", "6", "--max-active", "2", "--allow-degraded");
+    ck_assert_msg(rc == 0, "resume exit %d: %s", rc, err);
+    free(out);
+    free(err);
+    tu_sim_stop(&sim);
+    got = export_text(sdir);
+    want = export_text(rdir);
+    ck_assert_str_eq(got, want);
+    free(got);
+    free(want);
+    free(sdir);
+    free(rdir);
+    free(err_path);
+    free(wf);
+    free(wf_text);
+    free(sim_cfg);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("outage");
@@ -587,6 +650,7 @@ Suite *tu_suite(void)
     tcase_add_test(tc, dead_server_gives_up_after_the_outage_budget);
     tcase_add_test(tc, status_shows_paused_models);
     tcase_add_test(tc, lost_seat_is_not_asked_again);
+    tcase_add_test(tc, resumed_degraded_run_is_exact);
     suite_add_tcase(s, tc);
     return s;
 }
