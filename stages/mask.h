@@ -2,8 +2,9 @@
  *
  * A seat is shown every candidate of the round except its own; with
  * scoring.allow_self_votes it is shown its own too. A seat lost to
- * infrastructure in this round's proposals, and a seat with nothing to
- * see, makes no evaluation call. Evaluate plans by these rules, anonymize
+ * infrastructure in this round's proposals (which includes a seat lost in
+ * an earlier round: propose closes its proposal as lost), and a seat with
+ * nothing to see, makes no evaluation call. Evaluate plans by these rules, anonymize
  * starts each seat's evaluation status from them, aggregate counts only
  * the shown cells of the vote matrix, converge finds a seat's candidate.
  */

@@ -81,7 +81,10 @@ int propose_plan(const state *st, const workflow *wf, stage_requests *out)
     int rc = 0;
 
     for (size_t s = 0; s < st->nseats && !rc; s++) {
-        if (st->cur->proposals[s].status == STATE_PROPOSAL_PENDING)
+        /* a seat lost in an earlier round stays lost for the question:
+         * asking it again would wait out the retry budget once more */
+        if (st->cur->proposals[s].status == STATE_PROPOSAL_PENDING &&
+            !st->missing[s])
             rc = plan_seat(st, wf, s, &list);
     }
     if (rc) {
@@ -132,6 +135,25 @@ static int reduce_one(const workflow *wf, const stage_response *rs,
     return rc == NSED_ENOMEM ? rc : 0;
 }
 
+/* Seats lost in an earlier round were not asked (propose_plan): their
+ * proposals of this round read as lost to infrastructure, so the mask
+ * leaves them out of the evaluation and the live count omits them. */
+static int close_lost_seats(state *st, state_round *r)
+{
+    for (size_t s = 0; s < st->nseats; s++) {
+        state_proposal *p = &r->proposals[s];
+
+        if (p->status != STATE_PROPOSAL_PENDING || !st->missing[s])
+            continue;
+        p->status = STATE_PROPOSAL_FAILED;
+        p->infra = true;
+        p->error = strdup("seat lost in an earlier round");
+        if (!p->error)
+            return NSED_ENOMEM;
+    }
+    return 0;
+}
+
 int propose_reduce(state *st, const workflow *wf,
                    const stage_response *resps, size_t n, nsed_err *err)
 {
@@ -156,7 +178,7 @@ int propose_reduce(state *st, const workflow *wf,
         const stage_response *rs = &resps[i];
 
         if (rs->kind != STAGE_KIND_PROPOSE || rs->seat >= st->nseats ||
-            rs->round != r->index || seen[rs->seat] ||
+            rs->round != r->index || seen[rs->seat] || st->missing[rs->seat] ||
             r->proposals[rs->seat].status != STATE_PROPOSAL_PENDING) {
             rc = nsed_error(err, NSED_EINVAL, "question %s round %d: response "
                             "%zu (%s, seat %zu, round %d) answers no pending "
@@ -174,7 +196,8 @@ int propose_reduce(state *st, const workflow *wf,
         }
     }
     for (size_t s = 0; s < st->nseats; s++) {
-        if (r->proposals[s].status == STATE_PROPOSAL_PENDING && !seen[s])
+        if (r->proposals[s].status == STATE_PROPOSAL_PENDING && !seen[s] &&
+            !st->missing[s])
             open = true;
     }
     if (!open && r->index == 0) {
@@ -195,6 +218,11 @@ int propose_reduce(state *st, const workflow *wf,
                 goto out;
             }
         }
+    }
+    if (!open) {
+        rc = close_lost_seats(st, r);
+        if (rc)
+            goto out;
     }
     /* commit */
     for (size_t i = 0; i < n; i++) {

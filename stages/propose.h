@@ -16,6 +16,10 @@
  *           or only white space;
  *   OK      otherwise, with the answer extracted by answer_extract (NULL
  *           when the reply has none -- it is still a candidate).
+ * A seat lost to infrastructure in an earlier round (state.missing) is
+ * not asked again: no request is planned for it, and when the stage
+ * closes its proposal reads FAILED (infra) without a call, so it neither
+ * proposes nor evaluates for the rest of the question.
  * When every seat is resolved in round 0, the majority vote of the
  * extracted answers (by seat order) is recorded as the question's
  * baseline (state.baseline_answer / baseline_votes), and the stage moves

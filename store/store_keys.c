@@ -100,6 +100,8 @@ const char *store_keys_telemetry_prefix(enum store_keys_tele kind)
         return "model/";
     case STORE_KEYS_PRIOR:
         return "prior/";
+    case STORE_KEYS_BREAKER:
+        return "breaker/";
     }
     return "";
 }
@@ -122,8 +124,10 @@ int store_keys_telemetry_parse(const void *key, size_t klen,
                                enum store_keys_tele *kind, size_t *model_off,
                                size_t *model_len)
 {
-    static const enum store_keys_tele kinds[] = {
-        STORE_KEYS_GATEWAY, STORE_KEYS_MODEL, STORE_KEYS_PRIOR};
+    static const enum store_keys_tele kinds[] = {STORE_KEYS_GATEWAY,
+                                                 STORE_KEYS_MODEL,
+                                                 STORE_KEYS_PRIOR,
+                                                 STORE_KEYS_BREAKER};
 
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         const char *p = store_keys_telemetry_prefix(kinds[i]);

@@ -15,13 +15,16 @@
  *   STORE_TELEMETRY  "gateway/" <model id>  cumulative call statistics
  *                    "model/" <model id>    accuracy and usage counts
  *                    "prior/" <model id>    an imported telemetry prior
+ *                    "breaker/" <model id>  the model's circuit breaker as
+ *                                            the runner last saw it (paused
+ *                                            or not, since when)
  *                    "rounds"               winners judged right per round
  *
  * The question id comes first in every STORE_STATE key so that one
  * question's records sit together in key order; the NUL cannot occur in an
  * id (ids are JSON strings checked by the question loader). Which module
  * writes what: the runner writes all of STORE_STATE, STORE_RESULTS,
- * "gateway/" and "rounds"; the broker's telemetry writes "model/" and
+ * "gateway/", "breaker/" and "rounds"; the broker's telemetry writes "model/" and
  * "prior/". This file lives in store/ (below both) so that each of them, and
  * the status report, builds and parses the keys here and nowhere else. The
  * other databases keep their single owners: STORE_QUESTIONS/STORE_QORDER
@@ -57,6 +60,7 @@ enum store_keys_tele {
     STORE_KEYS_GATEWAY, /* "gateway/" <model id> */
     STORE_KEYS_MODEL,   /* "model/" <model id> */
     STORE_KEYS_PRIOR,   /* "prior/" <model id> */
+    STORE_KEYS_BREAKER, /* "breaker/" <model id> */
 };
 
 /* STORE_STATE key of record rec of question qid into *out; round is used

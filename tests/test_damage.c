@@ -460,7 +460,7 @@ START_TEST(corrupt_marker)
     /* nothing listens there: every question is left incomplete */
     ck_assert_int_eq(TU_NSED("http://127.0.0.1:9/v1", &out, &err, "run",
                              golden_wf, "--questions", DEMO_Q, "--store", dir,
-                             "--quiet"),
+                             "--quiet", "--no-preflight"),
                      1);
     free(out);
     free(err);

@@ -336,7 +336,7 @@ START_TEST(permanent_error_fails_and_is_retried_only_on_request)
 
     tu_sim_start(&sim, sim_cfg, NULL, NULL);
     rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
-              sdir, "--limit", "5", "--quiet");
+              sdir, "--limit", "5", "--quiet", "--no-preflight");
     ck_assert_msg(rc == 3, "run exit %d: %s", rc, err);
     free(out);
     free(err);
@@ -359,7 +359,8 @@ START_TEST(permanent_error_fails_and_is_retried_only_on_request)
     cJSON_Delete(lines);
 
     /* a rerun leaves them alone */
-    rc = NSED(sim.url, &out, &err, "run", wf, "--store", sdir, "--limit", "5");
+    rc = NSED(sim.url, &out, &err, "run", wf, "--store", sdir, "--limit", "5",
+              "--no-preflight");
     ck_assert_msg(rc == 3, "rerun exit %d: %s", rc, err);
     assert_outcome(summary_of(err), want, "rerun summary");
     ck_assert(tu_sim_stat(&sim, NULL, "rejected") == rejected);
@@ -370,7 +371,7 @@ START_TEST(permanent_error_fails_and_is_retried_only_on_request)
     /* --retry-failed asks nope again; alpha's answers come from the
      * ledger */
     rc = NSED(sim.url, &out, &err, "run", wf, "--store", sdir, "--limit", "5",
-              "--retry-failed");
+              "--retry-failed", "--no-preflight");
     ck_assert_msg(rc == 3, "retry exit %d: %s", rc, err);
     assert_outcome(summary_of(err), want, "retry summary");
     ck_assert(tu_contains(err, "0 before"));
@@ -522,7 +523,7 @@ START_TEST(mixed_run_counts_agree)
 
     tu_sim_start(&sim, sim_cfg, NULL, NULL);
     rc = NSED(sim.url, &out, &err, "run", wf, "--questions", qpath, "--store",
-              sdir);
+              sdir, "--no-preflight");
     ck_assert_msg(rc == 1, "run exit %d: %s", rc, err);
     sum = summary_of(err);
     assert_outcome(sum, want, "summary");

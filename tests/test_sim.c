@@ -1732,6 +1732,54 @@ START_TEST(always_timeout_is_per_request)
 }
 END_TEST
 
+/* ---- tests: the outage window (issue 11) -------------------------------- */
+
+/* faults.down_after_s / down_for_s: counted from the model's first
+ * request, every request inside the window is dropped unanswered (a dead
+ * server), before and after it the model answers; another model is not
+ * affected. */
+START_TEST(outage_window_drops_then_recovers)
+{
+    static const char yaml[] =
+        "models:\n"
+        "  - {name: win, faults: {down_after_s: 0.3, down_for_s: 0.6}}\n"
+        "  - {name: up}\n";
+    simproc p;
+    char *prompt = question_prompt("What is 130 - 60?");
+    char *body = chat_body("win", prompt), *other = chat_body("up", prompt);
+    double t0;
+    cJSON *stats;
+    hres r;
+
+    sim_start(&p, yaml);
+    t0 = now_s();
+    http(&p, "POST", "/v1/chat/completions", body, &r);
+    ck_assert_int_eq(r.status, 200);
+    hres_release(&r);
+    while (now_s() - t0 < 0.4)
+        nanosleep(&(struct timespec){0, 10000000}, NULL);
+    http_fresh(&p, "POST", "/v1/chat/completions", body, &r);
+    ck_assert_int_eq(r.cc, CURLE_GOT_NOTHING);
+    hres_release(&r);
+    http(&p, "POST", "/v1/chat/completions", other, &r);
+    ck_assert_int_eq(r.status, 200);
+    hres_release(&r);
+    while (now_s() - t0 < 1.0)
+        nanosleep(&(struct timespec){0, 10000000}, NULL);
+    http(&p, "POST", "/v1/chat/completions", body, &r);
+    ck_assert_int_eq(r.status, 200);
+    hres_release(&r);
+    stats = sim_stop(&p);
+    ck_assert_double_eq(stat_num(stats, "win", "down"), 1);
+    ck_assert_double_eq(stat_num(stats, "win", "ok"), 2);
+    ck_assert_double_eq(stat_num(stats, "up", "down"), 0);
+    cJSON_Delete(stats);
+    free(other);
+    free(body);
+    free(prompt);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("sim");
@@ -1774,6 +1822,9 @@ Suite *tu_suite(void)
     tc = tcase_create("concurrency");
     tcase_add_test(tc, parallel_requests_overlap);
     tcase_add_test(tc, sigterm_ends_hanging_requests);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("outage");
+    tcase_add_test(tc, outage_window_drops_then_recovers);
     suite_add_tcase(s, tc);
     return s;
 }

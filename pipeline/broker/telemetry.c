@@ -661,7 +661,8 @@ static int export_entry(const void *key, size_t klen, const void *val,
     size_t off, len;
     cJSON *j, *m;
 
-    if (store_keys_telemetry_parse(key, klen, &kind, &off, &len) != 0)
+    if (store_keys_telemetry_parse(key, klen, &kind, &off, &len) != 0 ||
+        kind == STORE_KEYS_BREAKER) /* the run's state, not telemetry */
         return 0;
     j = cJSON_ParseWithLength(val, vlen);
     if (!j)
@@ -680,6 +681,8 @@ static int export_entry(const void *key, size_t klen, const void *val,
             break;
         case STORE_KEYS_GATEWAY:
             x->rc = export_add(m, NULL, j);
+            break;
+        case STORE_KEYS_BREAKER: /* skipped above */
             break;
         }
     }

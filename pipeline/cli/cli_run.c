@@ -1,6 +1,7 @@
 /* cli_run.c -- `nsed run WORKFLOW --questions FILE --store DIR` */
 #include "pipeline/cli/cli.h"
 #include "pipeline/base/num.h"
+#include "pipeline/gateway/gateway.h"
 #include "pipeline/questions/questions.h"
 #include "pipeline/runner/runner.h"
 #include "pipeline/broker/telemetry.h"
@@ -43,7 +44,10 @@ static const char run_usage[] =
     "                           again (by default a rerun skips them)\n"
     "      --dry-run            print the requests the next stage would send\n"
     "                           (one JSON line each, API keys left out) and\n"
-    "                           send nothing\n"
+    "                           send nothing (no preflight either)\n"
+    "      --no-preflight       skip the check of every endpoint before the\n"
+    "                           run (GET <endpoint>/models: reachable, the\n"
+    "                           key accepted, the model listed)\n"
     "      --telemetry FILE     make the telemetry exported from another\n"
     "                           store (nsed status --telemetry-out FILE)\n"
     "                           the prior of this store's broker; it is\n"
@@ -52,6 +56,13 @@ static const char run_usage[] =
     "      --allow-workflow-change\n"
     "                           accept a store created with another workflow\n"
     "                           hash; the change is recorded\n"
+    "      --outage-budget SECONDS\n"
+    "                           while no team can be served (every team\n"
+    "                           needs a model paused by its circuit\n"
+    "                           breaker) no new question starts; after\n"
+    "                           SECONDS of that (default 600) the run\n"
+    "                           commits what is finished, prints the\n"
+    "                           command that resumes it and exits 1\n"
     "      --progress-interval SECONDS\n"
     "                           when stderr is not a terminal (a log file,\n"
     "                           Slurm, Kubernetes), print a plain progress\n"
@@ -128,6 +139,8 @@ static void fmt_progress(char *out, size_t size, const runner_progress *p)
 
     if (p->has_eta)
         fmt_duration(eta, sizeof eta, p->eta_s);
+    else if (p->npaused > 0)
+        snprintf(eta, sizeof eta, "- (paused)");
     for (size_t i = 0;
          i < p->npaused && i < RUNNER_PROGRESS_PAUSED_MAX && n < sizeof paused;
          i++) {
@@ -181,6 +194,44 @@ static void print_event(void *ctx, const char *line)
     fflush(stderr);
 }
 
+/* A preflight note (an endpoint that lists no models). */
+static void note_line(const char *line, void *user)
+{
+    (void)user;
+    fprintf(stderr, "nsed run: %s\n", line);
+}
+
+/* Preflight the endpoints of the models some team can seat, before the
+ * store exists: a wrong port or an unknown model fails in seconds with
+ * exit 2 and leaves nothing behind. */
+static int preflight(const char *wpath, int quiet, nsed_err *err)
+{
+    workflow *wf = NULL;
+    bool *use = NULL;
+    int rc = workflow_load(wpath, &wf, err);
+
+    if (rc)
+        return rc;
+    use = calloc(wf->nmodels ? wf->nmodels : 1, sizeof *use);
+    if (!use) {
+        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t t = 0; t < wf->nteams; t++) {
+        for (size_t r = 0; r < wf->teams[t].nroles; r++) {
+            const workflow_role *ro = &wf->teams[t].roles[r];
+
+            for (size_t k = 0; k < ro->nallowed; k++)
+                use[ro->allowed[k]] = true;
+        }
+    }
+    rc = gateway_preflight(wf, use, quiet ? NULL : note_line, NULL, err);
+out:
+    free(use);
+    workflow_free(wf);
+    return rc;
+}
+
 static int put_prior_fn(store_txn *txn, void *arg, nsed_err *err)
 {
     int rc = telemetry_put_prior(txn, arg);
@@ -222,9 +273,11 @@ int cli_run(int argc, char **argv)
         {"allow-degraded", no_argument, NULL, 'D'},
         {"retry-failed", no_argument, NULL, 'F'},
         {"dry-run", no_argument, NULL, 'R'},
+        {"no-preflight", no_argument, NULL, 'N'},
         {"allow-workflow-change", no_argument, NULL, 'A'},
         {"telemetry", required_argument, NULL, 'T'},
         {"progress-interval", required_argument, NULL, 'P'},
+        {"outage-budget", required_argument, NULL, 'O'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -237,7 +290,7 @@ int cli_run(int argc, char **argv)
     runner_summary sum = {0};
     run_progress rp = {.tty = isatty(2) == 1,
                        .interval_s = RUN_PROGRESS_INTERVAL_S};
-    int allow_change = 0, quiet = 0, has_seed = 0, c, rc;
+    int allow_change = 0, quiet = 0, has_seed = 0, no_preflight = 0, c, rc;
     uint64_t seed = 0;
     uint64_t v;
     workflow *wf = NULL;
@@ -288,6 +341,17 @@ int cli_run(int argc, char **argv)
             }
             rp.interval_s = (double)v;
             break;
+        case 'O':
+            if (num_parse_u64(optarg, 86400 * 7, &v) || v == 0) {
+                free(cmdline);
+                return cli_usage_error("run",
+                                       "--outage-budget: \"%s\" is not a "
+                                       "whole number of seconds in "
+                                       "1..604800",
+                                       optarg);
+            }
+            ro.outage_budget_s = (double)v;
+            break;
         case 'D':
             ro.allow_degraded = true;
             break;
@@ -296,6 +360,9 @@ int cli_run(int argc, char **argv)
             break;
         case 'R':
             ro.dry_run = stdout;
+            break;
+        case 'N':
+            no_preflight = 1;
             break;
         case 'A':
             allow_change = 1;
@@ -327,6 +394,8 @@ int cli_run(int argc, char **argv)
     }
     /* before the store exists, so that a typo leaves no empty store */
     rc = cli_check_inputs(argv[optind], qpath, !ro.dry_run, &err);
+    if (!rc && !ro.dry_run && !no_preflight)
+        rc = preflight(argv[optind], quiet, &err);
     if (rc)
         goto out;
     rc = cli_open_bound_store(argv[optind], dir, allow_change,
@@ -372,9 +441,17 @@ int cli_run(int argc, char **argv)
                 sum.finished);
         goto out;
     }
+    if (sum.gave_up)
+        fprintf(stderr,
+                "nsed run: giving up: no team could be served for %.0f s "
+                "(--outage-budget %.0f); everything finished is saved, %zu "
+                "questions in flight are incomplete and %zu not started. "
+                "When the endpoints are back, resume with:\n  %s\n",
+                sum.outage_s, runner_outage_budget(&ro), sum.incomplete,
+                sum.not_started, cmdline);
     if (!ro.dry_run)
         print_summary(&sum, dir, quiet);
-    if (!ro.dry_run && sum.incomplete) {
+    if (!ro.dry_run && (sum.incomplete || sum.gave_up)) {
         rc = NSED_ENET;
         /* what is left in err was handled on the way (e.g. a new store
          * with no manifest yet); the summary already said what failed */

@@ -210,6 +210,23 @@ static void print_deliberation(const runner_report *r)
     print_cut(&r->truncated);
 }
 
+/* The models the runner last recorded as paused by their breaker. */
+static void print_paused(const runner_report *r)
+{
+    bool ended = false;
+
+    if (!r->npaused)
+        return;
+    printf("paused:     ");
+    for (size_t i = 0; i < r->npaused; i++) {
+        printf("%s%s since %s", i ? ", " : "", r->paused[i].id,
+               r->paused[i].since);
+        ended = ended || r->paused[i].run_ended;
+    }
+    printf("%s\n", ended ? " (the last known state: the run has ended)"
+                         : " (circuit breaker open)");
+}
+
 static void print_text(const runner_report *r)
 {
     printf("store:      %s\n", r->store);
@@ -228,6 +245,7 @@ static void print_text(const runner_report *r)
            r->in_progress, r->not_started);
     print_reasons("incomplete:", &r->incomplete_why);
     print_reasons("failed:", &r->failed_why);
+    print_paused(r);
     print_deliberation(r);
     if (r->stops.n) {
         printf("rounds:     %.2f on average; stopped by", r->rounds_mean);

@@ -326,6 +326,34 @@ size_t gateway_pending(const gateway *gw);
  * breaker now: open, or half-open with only a probe let through. */
 bool gateway_model_paused(const gateway *gw, size_t model);
 
+/* ---- preflight (gateway_preflight.c) ----------------------------------
+ *
+ * Before a run starts any question, one GET {endpoint}/models (the OpenAI
+ * list of models) per distinct endpoint and key that a model in use is
+ * served by, with short timeouts (GATEWAY_PREFLIGHT_CONNECT_S to
+ * connect, GATEWAY_PREFLIGHT_TOTAL_S in all), no redirects, http and
+ * https only, the model's key in "Authorization: Bearer" as a call would
+ * send it. It fails when the endpoint cannot be reached (refused, DNS,
+ * timeout, TLS), when it refuses the key (HTTP 401 or 403), and when it
+ * lists its models and the model's served name is not among them. It
+ * passes, with a note, when the endpoint does not serve the list (404,
+ * 405, 501), answers something that is not a list, or answers another
+ * status (a 5xx is an outage the runner's breaker and outage budget
+ * handle, not a configuration error). */
+#define GATEWAY_PREFLIGHT_CONNECT_S 3.0
+#define GATEWAY_PREFLIGHT_TOTAL_S 10.0
+#define GATEWAY_PREFLIGHT_MAX_BYTES ((size_t)4 << 20)
+
+/* Preflight the models of wf whose use[i] is true (use NULL: every
+ * model). Each note (an endpoint that passed without a model list) goes
+ * to note(line, user) when note is not NULL. Reads the API keys from the
+ * environment (gateway_check_keys should have passed). Returns 0, or
+ * NSED_EINVAL with a message naming the model, the endpoint and what
+ * failed (never a key), or NSED_ENOMEM. */
+NSED_MUST_CHECK int gateway_preflight(const workflow *wf, const bool *use,
+                                      gateway_log_fn note, void *user,
+                                      nsed_err *err);
+
 typedef struct gateway_stats {
     uint64_t calls;          /* requests finished through the network
                                 path (not ledger hits or dry runs) */

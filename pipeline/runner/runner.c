@@ -97,6 +97,10 @@ struct loop {
                                   the last commit (per model) */
     runner_round_counts rounds;         /* per-round accuracy, committed */
     runner_round_counts rounds_pending; /* ... and since the last commit */
+    /* when no team could be served any more; < 0 while some team can */
+    double unservable_since;
+    runner_breakers *breakers; /* for nsed status: who is paused */
+    bool run_ended;            /* the last commit: breaker records say so */
     nsed_err *err;
 };
 
@@ -750,14 +754,141 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
     return 0;
 }
 
-/* Top up the active list to max_active questions. */
+/* ---- admission while endpoints are down -------------------------------- */
+
+static bool model_id_paused(const struct loop *L, const char *id)
+{
+    for (size_t i = 0; i < L->wf->nmodels; i++)
+        if (!strcmp(L->wf->models[i].id, id))
+            return gateway_model_paused(L->gw, i);
+    return false;
+}
+
+/* Whether role ro can staff its seats with no model paused by its
+ * breaker. fixed: the models that fill its seats (the first `count`
+ * listed, or every admitted one when it names families) must all be
+ * up; knapsack: one admitted model up is enough. */
+static bool role_servable(const struct loop *L, const workflow_role *ro)
+{
+    bool fixed = L->wf->broker.policy == WORKFLOW_POLICY_FIXED;
+
+    if (fixed && ro->nmodels > 0 && ro->nfamilies == 0) {
+        for (size_t k = 0; k < ro->nmodels && k < (size_t)ro->count; k++)
+            if (model_id_paused(L, ro->models[k]))
+                return false;
+        return true;
+    }
+    for (size_t k = 0; k < ro->nallowed; k++) {
+        bool paused = gateway_model_paused(L->gw, ro->allowed[k]);
+
+        if (fixed && paused)
+            return false;
+        if (!fixed && !paused)
+            return true;
+    }
+    return fixed;
+}
+
+static bool any_team_servable(const struct loop *L)
+{
+    for (size_t t = 0; t < L->wf->nteams; t++) {
+        const workflow_team *tm = &L->wf->teams[t];
+        bool ok = true;
+
+        for (size_t r = 0; r < tm->nroles && ok; r++)
+            ok = role_servable(L, &tm->roles[r]);
+        if (ok)
+            return true;
+    }
+    return false;
+}
+
+/* Say on_event's line when admission stops: which models are paused. */
+static void event_waiting(struct loop *L)
+{
+    char names[512] = "";
+    size_t n = 0, len = 0;
+
+    if (!L->opts->on_event)
+        return;
+    for (size_t i = 0; i < L->wf->nmodels; i++) {
+        int w;
+
+        if (!gateway_model_paused(L->gw, i))
+            continue;
+        w = snprintf(names + len, sizeof names - len, "%s%s", n ? ", " : "",
+                     L->wf->models[i].id);
+        if (w > 0 && (size_t)w < sizeof names - len)
+            len += (size_t)w;
+        n++;
+    }
+    {
+        char line[768];
+
+        snprintf(line, sizeof line,
+                 "waiting: model%s %s %s paused; no team can be served "
+                 "(no new questions start; the run gives up after %.0f s "
+                 "of this)",
+                 n == 1 ? "" : "s", names, n == 1 ? "is" : "are",
+                 runner_outage_budget(L->opts));
+        L->opts->on_event(L->opts->cb_ctx, line);
+    }
+}
+
+/* Track whether some team can be served (every turn, before fill): says
+ * so once when none can any more and once when one can again. */
+static void watch_servable(struct loop *L)
+{
+    if (L->opts->dry_run)
+        return;
+    for (size_t i = 0; i < L->wf->nmodels; i++)
+        runner_breakers_note(L->breakers, i, gateway_model_paused(L->gw, i));
+    if (any_team_servable(L)) {
+        if (L->unservable_since >= 0 && L->opts->on_event)
+            L->opts->on_event(L->opts->cb_ctx,
+                              "resuming: a team can be served again; new "
+                              "questions start");
+        L->unservable_since = -1;
+        return;
+    }
+    if (L->unservable_since < 0) {
+        L->unservable_since = now_s();
+        event_waiting(L);
+    }
+}
+
+/* How many questions fill may start now. While no team can be served no
+ * new question starts, except one when none is active: its calls are
+ * what lets a paused breaker probe its endpoint again. */
+static size_t admissible(const struct loop *L)
+{
+    if (L->unservable_since < 0)
+        return L->max_active - L->nactive;
+    return L->nactive == 0 ? 1 : 0;
+}
+
+/* True when no team has been servable for the outage budget. */
+static bool outage_over(const struct loop *L)
+{
+    return L->unservable_since >= 0 &&
+           now_s() - L->unservable_since >= runner_outage_budget(L->opts);
+}
+
+/* Top up the active list to max_active questions (fewer while no team can
+ * be served: admissible). */
 static int fill(struct loop *L)
 {
-    while (L->nactive < L->max_active && L->next_seq < L->end_seq) {
-        fill_ctx fc = {.L = L, .want = L->max_active - L->nactive};
+    for (;;) {
+        size_t want = L->nactive < L->max_active && L->next_seq < L->end_seq
+                          ? admissible(L)
+                          : 0;
+        fill_ctx fc = {.L = L, .want = want};
         fill_read fr = {.fc = &fc};
         slot *s, *rev = NULL;
         int rc;
+
+        if (want == 0)
+            break;
 
         for (size_t i = 0; i < L->wf->nmodels; i++) {
             gateway_stats gs;
@@ -874,6 +1005,8 @@ static int commit_fn(store_txn *txn, void *arg, nsed_err *err)
         rc = telemetry_commit(txn, L->wf, L->pending);
     if (!rc)
         rc = runner_rounds_commit(txn, &L->rounds_pending);
+    if (!rc)
+        rc = runner_breakers_put(txn, L->breakers, L->wf, L->run_ended);
     if (rc)
         return nsed_error(err, rc, "cannot commit to the store: %s",
                           nsed_strerror(rc));
@@ -989,12 +1122,14 @@ static int commit(struct loop *L)
         }
     }
     if (!any && gateway_records_pending(L->gw) == 0 &&
+        !runner_breakers_dirty(L->breakers) &&
         now_s() - L->last_telemetry < 5.0)
         return 0;
     rc = store_write(L->st, commit_fn, L, L->err);
     if (rc)
         return rc;
     gateway_records_committed(L->gw);
+    runner_breakers_committed(L->breakers);
     telemetry_add(L->view, L->pending);
     memset(L->pending, 0, L->wf->nmodels * sizeof *L->pending);
     runner_rounds_add(&L->rounds, &L->rounds_pending);
@@ -1088,6 +1223,10 @@ static void progress(struct loop *L, bool final)
             p.paused[p.npaused] = L->wf->models[i].id;
         p.npaused++;
     }
+    /* the rate so far says nothing about a paused model's pace: an ETA
+     * from it would climb for as long as the pause lasts */
+    if (p.npaused > 0)
+        p.has_eta = false;
     p.elapsed_s = el;
     p.final = final;
     L->opts->on_progress(L->opts->cb_ctx, &p);
@@ -1103,6 +1242,12 @@ static void on_gateway_log(const char *line, void *user)
 }
 
 /* ---- the loop ----------------------------------------------------------- */
+
+double runner_outage_budget(const runner_opts *opts)
+{
+    return opts->outage_budget_s > 0 ? opts->outage_budget_s
+                                     : RUNNER_OUTAGE_BUDGET_S;
+}
 
 static int count_fn(store_txn *txn, void *arg, nsed_err *err)
 {
@@ -1180,11 +1325,17 @@ static int loop_turn(struct loop *L)
     if (!rc)
         gateway_kick(L->gw);                    /* 5. send */
     /* clang-format on */
-    if (!rc)
+    if (!rc) {
+        watch_servable(L);
         rc = fill(L);                           /* 6. fill */
+    }
     progress(L, false);                         /* 7. progress */
     if (!rc)
         rc = check_stalled(L);                  /* 8. check */
+    if (!rc && outage_over(L)) {                /* 9. outage budget */
+        L->sum->gave_up = true;
+        L->sum->outage_s = now_s() - L->unservable_since;
+    }
     return rc;
 }
 
@@ -1216,7 +1367,8 @@ static int loop_open(struct loop *L, nsed_err *err)
     if (rc)
         return rc;
     L->pending = calloc(wf->nmodels, sizeof *L->pending);
-    if (!L->pending)
+    L->breakers = runner_breakers_new(wf->nmodels);
+    if (!L->pending || !L->breakers)
         return nsed_error(err, NSED_ENOMEM, "out of memory");
     go.dry_run = L->opts->dry_run;
     go.log = on_gateway_log;
@@ -1240,6 +1392,7 @@ static void loop_close(struct loop *L)
     runner_telemetry_free(L->tele);
     telemetry_free(L->view);
     free(L->pending);
+    runner_breakers_free(L->breakers);
 }
 
 int runner_run(const workflow *wf, store *st, const runner_opts *opts,
@@ -1258,16 +1411,26 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
     L.ctx = stage_ctx_none();
     L.started = now_s();
     L.last_telemetry = L.started;
+    L.unservable_since = -1;
 
     rc = loop_open(&L, err);
     if (rc)
         goto out;
     rc = fill(&L);
     L.done_total = sum->already_done;
-    while (!rc && L.nactive > 0 && !sum->interrupted)
+    while (!rc && L.nactive > 0 && !sum->interrupted && !sum->gave_up)
         rc = loop_turn(&L);
+    /* the breakers' last known state goes with the last commit */
+    L.run_ended = true;
+    runner_breakers_end(L.breakers);
     if (!rc)
         rc = commit(&L);
+    if (sum->gave_up) {
+        /* the questions in flight keep their last committed stage: the
+         * same command resumes them */
+        sum->incomplete += L.nactive;
+        sum->not_started = (size_t)(L.end_seq - L.next_seq);
+    }
     if (!rc)
         rc = gateway_flush(L.gw, err);
     progress(&L, true);

@@ -28,9 +28,12 @@
  *      committed, so at no moment are more than the sum of the models'
  *      max_concurrency paid calls lost to a kill -9;
  *   6. fill: new questions are loaded (and staffed by the broker) up to
- *      max_active, and stepped once;
+ *      max_active, and stepped once (none while no team can be served:
+ *      see Outages below);
  *   7. progress: on_progress, at most every 0.25 s;
- *   8. check: questions that can make no progress are an internal error.
+ *   8. check: questions that can make no progress are an internal error;
+ *   9. outage budget: when no team has been servable for
+ *      opts->outage_budget_s, leave the loop (see Outages below).
  * The loop ends when no question is active; a last commit and flush
  * follow, then one final on_progress.
  *
@@ -50,6 +53,16 @@
  * (below that it is left incomplete). A call refused for good
  * (gateway_result.permanent: HTTP 400, 401, 403, 404, 413, 422, a prompt
  * over the context) fails the question instead.
+ *
+ * Outages: a team can be served while no model it needs is paused by its
+ * circuit breaker (gateway_model_paused; a fixed team needs every model
+ * that fills its seats, a knapsack role any one it admits). While no team
+ * of the workflow can be served, no new question starts (but one when
+ * none is active, whose calls let the breakers probe again), and on_event
+ * says so once ("waiting: model beta is paused; no team can be served");
+ * when that has lasted opts->outage_budget_s, the loop commits what is
+ * finished and returns with sum->gave_up: the questions in flight keep
+ * their last committed stage and the same command resumes them.
  *
  * Failed questions: a question that finished without a final answer, hit
  * a permanent error, or whose data a stage could not process (a stage or
@@ -74,6 +87,8 @@
                                 the efficiency-fatigue fit */
 
 #define RUNNER_PROGRESS_PAUSED_MAX 8 /* paused models named in a report */
+#define RUNNER_OUTAGE_BUDGET_S \
+    600.0 /* default of runner_opts.outage_budget_s */
 
 /* Where the run stands, for a progress line. Valid during the on_progress
  * call only (the model ids point into the workflow).
@@ -99,7 +114,9 @@ typedef struct runner_progress {
     /* the ids of the first min(npaused, RUNNER_PROGRESS_PAUSED_MAX) */
     const char *paused[RUNNER_PROGRESS_PAUSED_MAX];
     double elapsed_s;   /* since the run began */
-    bool has_eta;       /* eta_s is known (some call was answered) */
+    bool has_eta;       /* eta_s is known (some call was answered and no
+                           model is paused: while one is, the rate so far
+                           says nothing and the ETA is not given) */
     double eta_s;       /* estimated seconds to the end */
     bool final;         /* the last report of the run */
 } runner_progress;
@@ -122,6 +139,9 @@ typedef struct runner_opts {
      * none. */
     void (*on_event)(void *ctx, const char *line);
     void *cb_ctx;        /* passed to on_progress and on_event */
+    double outage_budget_s; /* give the run up when no team has been
+                               servable for this long (0: the default,
+                               RUNNER_OUTAGE_BUDGET_S) */
     int stop_fd;         /* a non-blocking fd (e.g. a signalfd) that turns
                             readable when the run should stop early: the
                             loop then commits what is finished and
@@ -144,6 +164,11 @@ typedef struct runner_summary {
                                retry_failed) */
     size_t dry_run;         /* questions whose requests were printed */
     bool interrupted;       /* stopped early through stop_fd */
+    bool gave_up;           /* stopped because no team was servable for
+                               the outage budget; the questions in flight
+                               count as incomplete */
+    double outage_s;        /* ... for this long */
+    size_t not_started;     /* ... and these were never taken up */
     uint64_t calls;         /* network calls finished */
     uint64_t ledger_hits;   /* calls answered from the ledger */
     int64_t prompt_tokens;  /* of network calls */
@@ -151,6 +176,10 @@ typedef struct runner_summary {
     double cost_usd;
     double elapsed_s;
 } runner_summary;
+
+/* The outage budget in effect for opts (its outage_budget_s, or the
+ * default). */
+double runner_outage_budget(const runner_opts *opts);
 
 /* Run every question of st (bound to wf) that has no result yet. The
  * runner prints nothing itself: what is worth saying goes through

@@ -168,4 +168,52 @@ void runner_telemetry_current(const runner_telemetry_base *base,
                               const gateway *gw, size_t m,
                               gateway_stats *out);
 
+/* ---- circuit breakers as the runner saw them (runner_telemetry.c) ------
+ *
+ * STORE_TELEMETRY "breaker/<model id>" holds one model's breaker as the
+ * runner last committed it, so that `nsed status` (another process,
+ * reading the store) can say which models are paused and since when:
+ *   {"paused": bool, "since": "YYYY-MM-DDTHH:MM:SSZ" (UTC, when the state
+ *    began), "run_ended": bool (the run that wrote it has ended: the
+ *    state is the last one known)}
+ * The runner notes every model's state each turn; a change (and, once
+ * per run, every model's first state) is written with the next commit. */
+typedef struct runner_breakers runner_breakers;
+
+/* The breaker record as read back. */
+typedef struct runner_breaker_rec {
+    bool paused;
+    char since[32];
+    bool run_ended;
+} runner_breaker_rec;
+
+/* Tracking for n models (NULL when out of memory). */
+runner_breakers *runner_breakers_new(size_t n);
+
+void runner_breakers_free(runner_breakers *b);
+
+/* Note that model m is (not) paused now. */
+void runner_breakers_note(runner_breakers *b, size_t m, bool paused);
+
+/* The run ends: every model noted in this run is written again (with
+ * run_ended) by the next runner_breakers_put. */
+void runner_breakers_end(runner_breakers *b);
+
+/* True when some record waits for a commit. */
+bool runner_breakers_dirty(const runner_breakers *b);
+
+/* Put the records that changed since the last commit, with run_ended as
+ * given, inside a store_write; replayable. Returns 0,
+ * NSED_ENOMEM or the store_put error. */
+NSED_MUST_CHECK
+int runner_breakers_put(store_txn *txn, const runner_breakers *b,
+                        const workflow *wf, bool run_ended);
+
+/* The transaction of runner_breakers_put committed. */
+void runner_breakers_committed(runner_breakers *b);
+
+/* Parse a record. Returns 0 or NSED_EINVAL. */
+NSED_MUST_CHECK
+int runner_breaker_parse(const void *val, size_t len, runner_breaker_rec *out);
+
 #endif

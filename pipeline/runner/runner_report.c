@@ -286,6 +286,40 @@ static int visit_question(const question *q, uint64_t seq, void *arg)
     return 0;
 }
 
+/* A "breaker/<id>" record: keep the model when it was paused. */
+static int visit_breaker(report_read *rr, const char *id, const void *val,
+                         size_t vlen)
+{
+    runner_report *r = rr->r;
+    runner_breaker_rec b;
+    runner_report_paused *grown;
+
+    if (runner_breaker_parse(val, vlen, &b)) {
+        char what[STORE_KEY_MAX + 64];
+
+        snprintf(what, sizeof what, "the telemetry record \"%s%s\"",
+                 store_keys_telemetry_prefix(STORE_KEYS_BREAKER), id);
+        rr->rc = store_corrupt(rr->err, rr->txn, STORE_TELEMETRY, what,
+                               "not the breaker record nsed writes");
+        return 1;
+    }
+    if (!b.paused)
+        return 0;
+    grown = realloc(r->paused, (r->npaused + 1) * sizeof *grown);
+    if (!grown || !(grown[r->npaused].id = strdup(id))) {
+        if (grown)
+            r->paused = grown;
+        rr->rc = nsed_error(rr->err, NSED_ENOMEM, "out of memory");
+        return 1;
+    }
+    r->paused = grown;
+    snprintf(grown[r->npaused].since, sizeof grown[r->npaused].since, "%s",
+             b.since);
+    grown[r->npaused].run_ended = b.run_ended;
+    r->npaused++;
+    return 0;
+}
+
 /* Keep a telemetry record: "gateway/<id>" into r->telemetry, and pool the
  * accuracy counts of "model/<id>". */
 static int visit_telemetry(const void *key, size_t klen, const void *val,
@@ -326,6 +360,9 @@ static int visit_telemetry(const void *key, size_t klen, const void *val,
     case STORE_KEYS_PRIOR:
         cJSON_Delete(j);
         return 0;
+    case STORE_KEYS_BREAKER:
+        cJSON_Delete(j);
+        return visit_breaker(rr, id, val, vlen);
     }
     cJSON_Delete(j);
     return 0;
@@ -363,6 +400,8 @@ static int read_fn(store_txn *txn, void *arg, nsed_err *err)
     if (rc)
         return nsed_error(rr->err, rc, "cannot read the telemetry");
     rc = scan_kind(rr, STORE_KEYS_GATEWAY);
+    if (!rc && !rr->rc)
+        rc = scan_kind(rr, STORE_KEYS_BREAKER);
     return rr->rc ? rr->rc : rc;
 }
 
@@ -677,6 +716,20 @@ int runner_report_json(const runner_report *r, char **out)
     rounds_json(r, o);
     models_json(r, o);
     broker_json(&r->broker, o);
+    {
+        cJSON *pa = cJSON_AddArrayToObject(o, "paused");
+
+        for (size_t i = 0; pa && i < r->npaused; i++) {
+            cJSON *e = cJSON_CreateObject();
+
+            if (!e)
+                break;
+            cJSON_AddStringToObject(e, "model", r->paused[i].id);
+            cJSON_AddStringToObject(e, "since", r->paused[i].since);
+            cJSON_AddBoolToObject(e, "run_ended", r->paused[i].run_ended);
+            cJSON_AddItemToArray(pa, e);
+        }
+    }
     if (r->manifest) {
         cJSON *man = cJSON_Duplicate(r->manifest, 1);
 
@@ -697,6 +750,9 @@ void runner_report_free(runner_report *r)
     for (size_t i = 0; i < r->nmodels; i++)
         free(r->models[i].errors);
     free(r->models);
+    for (size_t i = 0; i < r->npaused; i++)
+        free(r->paused[i].id);
+    free(r->paused);
     tally_release(&r->stops);
     tally_release(&r->incomplete_why);
     tally_release(&r->failed_why);

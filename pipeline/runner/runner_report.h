@@ -23,6 +23,10 @@
  *    "broker":{decisions,unstaffed,policies,chosen,excluded,
  *              expected_cost_usd_mean,expected_value_mean,
  *              actual_cost_usd_mean (null when unknown),over_budget},
+ *    "paused":[{model,since,run_ended}] (the models whose circuit breaker
+ *              the runner last recorded as paused, with the UTC time the
+ *              pause began; run_ended: the run has ended since, so this
+ *              is the last known state),
  *    "manifest": the run manifest without workflow_canonical, or null}
  * and the struct below holds the same figures for a text form.
  */
@@ -87,6 +91,13 @@ typedef struct runner_report_model {
     size_t nerrors;
 } runner_report_model;
 
+/* A model whose breaker the runner last recorded as paused. */
+typedef struct runner_report_paused {
+    char *id;
+    char since[32]; /* UTC, "YYYY-MM-DDTHH:MM:SSZ" */
+    bool run_ended; /* the run that recorded it has ended */
+} runner_report_paused;
+
 typedef struct runner_report {
     char *store; /* the store directory */
 
@@ -130,6 +141,8 @@ typedef struct runner_report {
     runner_report_model *models; /* in key order */
     size_t nmodels;
     runner_report_broker broker;
+    runner_report_paused *paused; /* in key order */
+    size_t npaused;
 
     struct cJSON *manifest;  /* owned; for runner_report_json */
     struct cJSON *telemetry; /* owned: model id -> stored statistics */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct runner_telemetry_base {
     size_t n;
@@ -144,4 +145,141 @@ void runner_telemetry_free(runner_telemetry_base *b)
         return;
     free(b->stats);
     free(b);
+}
+
+/* ---- circuit breakers --------------------------------------------------- */
+
+typedef struct breaker_seen {
+    bool known; /* noted at least once in this run */
+    bool paused;
+    char since[32];
+    bool dirty; /* changed since the last commit */
+} breaker_seen;
+
+struct runner_breakers {
+    size_t n;
+    breaker_seen *m;
+};
+
+runner_breakers *runner_breakers_new(size_t n)
+{
+    runner_breakers *b = calloc(1, sizeof *b);
+
+    if (!b)
+        return NULL;
+    b->n = n;
+    b->m = calloc(n ? n : 1, sizeof *b->m);
+    if (!b->m) {
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+void runner_breakers_free(runner_breakers *b)
+{
+    if (!b)
+        return;
+    free(b->m);
+    free(b);
+}
+
+static void utc_now(char *out, size_t size)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+
+    if (!gmtime_r(&t, &tm) ||
+        strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(out, size, "?");
+}
+
+void runner_breakers_note(runner_breakers *b, size_t m, bool paused)
+{
+    breaker_seen *s;
+
+    if (!b || m >= b->n)
+        return;
+    s = &b->m[m];
+    if (s->known && s->paused == paused)
+        return;
+    s->known = true;
+    s->paused = paused;
+    s->dirty = true;
+    utc_now(s->since, sizeof s->since);
+}
+
+void runner_breakers_end(runner_breakers *b)
+{
+    for (size_t i = 0; b && i < b->n; i++)
+        if (b->m[i].known)
+            b->m[i].dirty = true;
+}
+
+bool runner_breakers_dirty(const runner_breakers *b)
+{
+    for (size_t i = 0; b && i < b->n; i++)
+        if (b->m[i].dirty)
+            return true;
+    return false;
+}
+
+int runner_breakers_put(store_txn *txn, const runner_breakers *b,
+                        const workflow *wf, bool run_ended)
+{
+    for (size_t i = 0; b && i < b->n && i < wf->nmodels; i++) {
+        const breaker_seen *s = &b->m[i];
+        store_key key;
+        cJSON *j;
+        char *text;
+        int rc;
+
+        if (!s->known || !s->dirty)
+            continue;
+        if (store_keys_telemetry(STORE_KEYS_BREAKER, wf->models[i].id, &key))
+            continue;
+        j = cJSON_CreateObject();
+        if (!j || !cJSON_AddBoolToObject(j, "paused", s->paused) ||
+            !cJSON_AddStringToObject(j, "since", s->since) ||
+            !cJSON_AddBoolToObject(j, "run_ended", run_ended)) {
+            cJSON_Delete(j);
+            return NSED_ENOMEM;
+        }
+        text = cJSON_PrintUnformatted(j);
+        cJSON_Delete(j);
+        if (!text)
+            return NSED_ENOMEM;
+        rc = store_put(txn, STORE_TELEMETRY, key.bytes, key.len, text,
+                       strlen(text));
+        free(text);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+void runner_breakers_committed(runner_breakers *b)
+{
+    for (size_t i = 0; b && i < b->n; i++)
+        b->m[i].dirty = false;
+}
+
+int runner_breaker_parse(const void *val, size_t len, runner_breaker_rec *out)
+{
+    cJSON *j = cJSON_ParseWithLength(val, len);
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "paused");
+    const cJSON *since = cJSON_GetObjectItemCaseSensitive(j, "since");
+    const cJSON *end = cJSON_GetObjectItemCaseSensitive(j, "run_ended");
+    int rc = NSED_EINVAL;
+
+    if (cJSON_IsBool(p) && cJSON_IsString(since) && cJSON_IsBool(end) &&
+        strlen(since->valuestring) < sizeof out->since) {
+        memset(out, 0, sizeof *out);
+        out->paused = cJSON_IsTrue(p);
+        snprintf(out->since, sizeof out->since, "%s", since->valuestring);
+        out->run_ended = cJSON_IsTrue(end);
+        rc = 0;
+    }
+    cJSON_Delete(j);
+    return rc;
 }

@@ -272,7 +272,11 @@ static const char *const fault_keys[] = {"limit",
                                          "retry_after_s",
                                          "hang_ms",
                                          "rate_always_timeout",
+                                         "down_after_s",
+                                         "down_for_s",
                                          NULL};
+/* the keys after hang_ms: the always-failing share, the outage window */
+enum { FK_ALWAYS_TIMEOUT = SIM_FAULT_COUNT + 2, FK_DOWN_AFTER_S, FK_DOWN_FOR_S };
 
 static int faults_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
                        void *arg)
@@ -298,6 +302,10 @@ static int faults_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
     if (key == SIM_FAULT_COUNT + 2)
         return get_double(c, v, "rate_always_timeout", 0, 1,
                           &f->rate_always_timeout);
+    if (key == FK_DOWN_AFTER_S)
+        return get_double(c, v, "down_after_s", 0, 86400, &f->down_after_s);
+    if (key == FK_DOWN_FOR_S)
+        return get_double(c, v, "down_for_s", 0, 86400, &f->down_for_s);
     rc = get_integer(c, v, "hang_ms", 0, 3600000, &x);
     if (!rc)
         f->hang_ms = (long)x;

@@ -51,6 +51,10 @@ typedef struct sim_faults_cfg {
                                      request alike) that always hang,
                                      outside the per-attempt draw and the
                                      limit */
+    double down_after_s;          /* the outage window: from down_after_s */
+    double down_for_s;            /* after the model's first request, for
+                                     down_for_s seconds (> 0), every request
+                                     is dropped unanswered; 0 = no window */
 } sim_faults_cfg;
 
 typedef struct sim_model_cfg {

@@ -43,6 +43,10 @@ typedef struct model_state {
     counters c;
     char *last_prompt;    /* previous prompt, for the simulated prefix cache */
     size_t last_len;
+    /* CLOCK_MONOTONIC of the first request (the outage window's origin),
+     * 0 = none yet; and the requests dropped in the window */
+    double first_s;
+    uint64_t down;
 } model_state;
 
 typedef struct attempt_slot {
@@ -481,6 +485,32 @@ static int fault_digest(const uint8_t req[HASH_LEN], uint64_t attempt,
 }
 
 /* Pick this attempt's fault, honouring the model's limit, and count it. */
+/* Whether the model is inside its outage window (faults.down_after_s,
+ * down_for_s) now; counts the request as dropped when it is. The window's
+ * clock starts at the model's first request, so a test's timing does not
+ * depend on how long the server took to start. */
+static int in_outage(model_state *m)
+{
+    const sim_faults_cfg *f = &m->cfg->faults;
+    struct timespec ts;
+    double now, t;
+    int down;
+
+    if (f->down_for_s <= 0)
+        return 0;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    pthread_mutex_lock(&m->lock);
+    if (m->first_s == 0)
+        m->first_s = now;
+    t = now - m->first_s;
+    down = t >= f->down_after_s && t < f->down_after_s + f->down_for_s;
+    if (down)
+        m->down++;
+    pthread_mutex_unlock(&m->lock);
+    return down;
+}
+
 static sim_fault choose_fault(model_state *m, const uint8_t req[HASH_LEN],
                               uint64_t attempt, int is_eval, int repair)
 {
@@ -778,6 +808,8 @@ static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
     /* a repair turn: an evaluation that carries the model's earlier reply */
     for (size_t i = 0; i < r->nmsg && is_eval && !repair; i++)
         repair = !strcmp(r->roles[i], "assistant");
+    if (in_outage(m))
+        goto out; /* MHD_NO: a dead server's closed connection */
     fault = choose_fault(m, digest, attempt_next(s, digest), is_eval, repair);
     snprintf(retry, sizeof retry, "%ld", mc->faults.retry_after_s);
     switch (fault) {
@@ -1185,10 +1217,13 @@ char *sim_server_stats_json(sim_server *s)
         cJSON *o = cJSON_AddObjectToObject(models, m->cfg->name);
         counters c;
 
+        uint64_t down;
+
         pthread_mutex_lock(&m->lock);
         c = m->c;
+        down = m->down;
         pthread_mutex_unlock(&m->lock);
-        if (!o || !add_counters(o, &c))
+        if (!o || !add_counters(o, &c) || json_add_num(o, "down", (double)down))
             goto out;
         t.requests += c.requests;
         t.ok += c.ok;
