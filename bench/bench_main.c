@@ -719,7 +719,7 @@ static int fig_faults(bench *B)
     static const char *const cfgs[] = {"sim-faults-outage.yaml",
                                        "sim-faults-failing.yaml"};
     static const char *const what[] =
-        {"a 60 s outage of one model (faults.outage_start_s, outage_s)",
+        {"a 60 s outage of one model (faults.down_after_s, down_for_s)",
          "20% always-failing prompts (faults.rate_always_timeout)"};
     static const char *const names[] = {"faults-outage", "faults-failing"};
     bool use[2] = {false, false};
