@@ -14,7 +14,9 @@
 #include "testutil.h"
 
 #include <check.h>
+#include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,9 +33,10 @@ static double mono(void)
 }
 
 /* A workflow of one model (served name served, max_concurrency cap,
- * request timeout request_s) with the gateway section gateway_yaml. */
-static workflow *wf_one(const char *url, const char *served, int cap,
-                        double request_s, const char *gateway_yaml)
+ * timeouts the flow mapping timeouts) with the gateway section
+ * gateway_yaml. */
+static workflow *wf_one_t(const char *url, const char *served, int cap,
+                          const char *timeouts, const char *gateway_yaml)
 {
     buf y;
     workflow *wf = NULL;
@@ -45,16 +48,26 @@ static workflow *wf_one(const char *url, const char *served, int cap,
                                 "name: brtest\nversion: 1\nmodels:\n"
                                 "  - id: m\n    endpoint: %s\n"
                                 "    model: %s\n    max_concurrency: %d\n"
-                                "    timeouts: {request_s: %g}\n%s"
+                                "    timeouts: {%s}\n%s"
                                 "teams:\n  main:\n    roles:\n"
                                 "      - name: solver\n        count: 2\n"
                                 "        models: [m]\n",
-                                url, served, cap, request_s, gateway_yaml),
+                                url, served, cap, timeouts, gateway_yaml),
                      0);
     rc = workflow_load_string("brtest.yaml", y.ptr, y.len, &wf, &e);
     ck_assert_msg(rc == 0, "workflow: %s\n%s", e.msg, y.ptr);
     buf_release(&y);
     return wf;
+}
+
+/* The same with only the request timeout request_s. */
+static workflow *wf_one(const char *url, const char *served, int cap,
+                        double request_s, const char *gateway_yaml)
+{
+    char t[64];
+
+    snprintf(t, sizeof t, "request_s: %g", request_s);
+    return wf_one_t(url, served, cap, t, gateway_yaml);
 }
 
 /* ---- collecting results --------------------------------------------------- */
@@ -249,6 +262,103 @@ START_TEST(always_failing_requests_fail_alone)
     tu_sim_stop(&s);
     workflow_free(wf0);
     workflow_free(wf1);
+    free(c);
+}
+END_TEST
+
+/* Requests that hang on a healthy endpoint (3 s, then the sim closes the
+ * connection; the request timeout is 5 s): once the model has answered 32
+ * others, an attempt past 3x their p99 (at least 0.3 s) is abandoned as
+ * stalled, when the model answered something since it left or a one-token
+ * health check shows it answers. On a second pass of the same 60 (the
+ * first gave the model its 32 replies) each hanging request fails on its
+ * two attempts in well under one hang; before, each attempt took the
+ * whole 3 s hang. */
+START_TEST(stalled_attempts_are_abandoned)
+{
+    tu_sim s;
+    workflow *wf;
+    gateway_stats st0, st;
+    ctx *c = calloc(1, sizeof *c);
+    int nhung = 0, nstalled = 0, healthy = -1;
+    double t_all, t_frozen;
+    uint64_t checks;
+
+    ck_assert_ptr_nonnull(c);
+    tu_sim_start(&s, SIM_CONFIG, NULL, NULL);
+    wf = wf_one_t(s.url, "sometimes-hangs", 4,
+                  "request_s: 5, stall_factor: 3, stall_min_s: 0.3",
+                  HANG_GATEWAY);
+    ctx_start(c, wf);
+    /* the first pass gives the model its 32 replies (the hanging requests
+     * sent before then wait out the hang) */
+    for (int i = 0; i < 60; i++)
+        submit(c, i);
+    run(c, 120);
+    ck_assert_int_eq(gateway_stats_get(c->gw, 0, &st0), 0);
+    memset(c->r, 0, sizeof c->r);
+    c->t0 = mono();
+    for (int i = 0; i < 60; i++)
+        submit(c, i);
+    run(c, 60);
+    t_all = mono() - c->t0;
+    for (int i = 0; i < 60; i++) {
+        const res *r = &c->r[i];
+
+        ck_assert(r->seen);
+        if (r->code == 0) {
+            healthy = i;
+            continue;
+        }
+        nhung++;
+        ck_assert_msg(r->kind == GATEWAY_ERR_TIMEOUT, "%d: %s", i, r->error);
+        ck_assert_msg(r->attempts == 2, "%d: %d attempts", i, r->attempts);
+        ck_assert_msg(strstr(r->error, "stalled: no reply in "), "%d: %s", i,
+                      r->error);
+        ck_assert_msg(r->latency < 3.0, "%d: %.2f s", i, r->latency);
+        nstalled++;
+    }
+    ck_assert_int_ge(nhung, 6);
+    ck_assert_int_ge(healthy, 0);
+    ck_assert_int_eq(gateway_stats_get(c->gw, 0, &st), 0);
+    ck_assert_uint_eq(st.stalls - st0.stalls, 2 * (uint64_t)nhung);
+    ck_assert_uint_eq(st.attempt_errors[GATEWAY_ERR_TIMEOUT] -
+                          st0.attempt_errors[GATEWAY_ERR_TIMEOUT],
+                      2 * (uint64_t)nhung);
+    ck_assert_uint_eq(st.breaker_opens, 0);
+    ck_assert_uint_eq(logs_with(c, "a request stalled"), 1);
+    fprintf(stderr,
+            "stalled_attempts_are_abandoned: 60 requests (%d hang, "
+            "%d stalled) in %.2f s, %" PRIu64 " health checks\n",
+            nhung, nstalled, t_all, st.health_checks);
+
+    /* A frozen endpoint is not a stalled request: with the server stopped
+     * for 2 s, a healthy request waits past the stall limit, the health
+     * checks fail, and it is answered once the server runs again (a rule
+     * that abandoned it would have spent both its attempts in 1 s). */
+    checks = st.health_checks;
+    memset(&c->r[healthy], 0, sizeof c->r[healthy]);
+    c->t0 = mono();
+    ck_assert_int_eq(kill(s.pid, SIGSTOP), 0);
+    submit(c, healthy);
+    while (mono() - c->t0 < 2.0) {
+        nsed_err e = {0};
+
+        ck_assert_msg(gateway_poll(c->gw, 50, &e) == 0, "poll: %s", e.msg);
+    }
+    ck_assert_int_eq(kill(s.pid, SIGCONT), 0);
+    run(c, 30);
+    t_frozen = mono() - c->t0;
+    ck_assert_msg(c->r[healthy].code == 0, "%s", c->r[healthy].error);
+    ck_assert_double_ge(c->r[healthy].latency, 1.9);
+    ck_assert_int_eq(gateway_stats_get(c->gw, 0, &st), 0);
+    ck_assert_uint_gt(st.health_checks, checks);
+    ck_assert_uint_eq(logs_with(c, "a health check failed"), 1);
+    fprintf(stderr, "  frozen 2 s: answered after %.2f s, %d attempt(s)\n",
+            t_frozen, c->r[healthy].attempts);
+    gateway_free(c->gw);
+    tu_sim_stop(&s);
+    workflow_free(wf);
     free(c);
 }
 END_TEST
@@ -510,6 +620,7 @@ Suite *tu_suite(void)
 
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, always_failing_requests_fail_alone);
+    tcase_add_test(tc, stalled_attempts_are_abandoned);
     tcase_add_test(tc, probes_do_not_spend_attempts);
     tcase_add_test(tc, probes_honour_retry_after);
     tcase_add_test(tc, probes_have_their_own_timeout);

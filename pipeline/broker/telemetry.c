@@ -486,18 +486,6 @@ void telemetry_observe_round(const workflow *wf, const state *st,
 
 /* ---- estimates ----------------------------------------------------------- */
 
-static void stats_add(gateway_stats *a, const gateway_stats *b)
-{
-    a->calls += b->calls;
-    a->ok += b->ok;
-    a->failed += b->failed;
-    a->latency_sum_s += b->latency_sum_s;
-    if (b->latency_max_s > a->latency_max_s)
-        a->latency_max_s = b->latency_max_s;
-    for (int i = 0; i < GATEWAY_LATENCY_BUCKETS; i++)
-        a->latency_hist[i] += b->latency_hist[i];
-}
-
 /* Tokens of one seat-round at a round position. */
 typedef struct usage_pos {
     double prompt, completion;
@@ -548,8 +536,8 @@ void telemetry_estimate_for(const telemetry *t, const workflow *wf, size_t m,
     if (t && m < t->wf->nmodels) {
         c = t->m[m].own;
         counts_add(&c, &t->m[m].prior);
-        stats_add(&gs, &t->m[m].calls);
-        stats_add(&gs, &t->m[m].prior_calls);
+        gateway_stats_add(&gs, &t->m[m].calls);
+        gateway_stats_add(&gs, &t->m[m].prior_calls);
     }
     out->p_g = beta_mean(pg0, b->prior_strength, c.gen_k, c.gen_n);
     out->p_g_n = c.gen_n;
@@ -639,17 +627,7 @@ static int export_add(cJSON *m, const cJSON *j, const cJSON *calls_of)
         return 0;
     gateway_stats_from_json(cJSON_GetObjectItemCaseSensitive(m, "calls"), &x);
     gateway_stats_from_json(calls_of, &y);
-    stats_add(&x, &y);
-    x.attempts += y.attempts;
-    x.retries += y.retries;
-    x.ledger_hits += y.ledger_hits;
-    x.breaker_opens += y.breaker_opens;
-    x.prompt_tokens += y.prompt_tokens;
-    x.completion_tokens += y.completion_tokens;
-    x.cached_tokens += y.cached_tokens;
-    x.cost_usd += y.cost_usd;
-    for (int k = 0; k < GATEWAY_ERR_KIND_COUNT; k++)
-        x.attempt_errors[k] += y.attempt_errors[k];
+    gateway_stats_add(&x, &y);
     return json_set_item(m, "calls", gateway_stats_to_json(&x));
 }
 

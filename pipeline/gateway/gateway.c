@@ -17,6 +17,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,6 +31,11 @@ _Static_assert(GATEWAY_ERR_INTERNAL + 1 == GATEWAY_ERR_KIND_COUNT,
 
 #define ATTEMPT_MSG_MAX 512
 #define RESULT_MSG_MAX 1024
+/* Stalled attempts: the replies whose latencies make a model's limit, how
+ * many it needs first, and how often the limit is made again. */
+#define GW_STALL_WINDOW 256
+#define GW_STALL_MIN_SAMPLES 32
+#define GW_STALL_REFIT 32
 
 enum gw_breaker {
     GW_BREAKER_CLOSED,    /* requests flow */
@@ -65,6 +71,8 @@ struct gw_req {
     double t_first_attempt;
     double t_due;          /* waiting: earliest restart */
     bool is_probe;
+    bool stalled;   /* the attempt in flight was abandoned */
+    bool is_health; /* a health check (stall_check), no caller */
 
     /* The attempt in flight. */
     CURL *easy;
@@ -110,6 +118,15 @@ typedef struct gw_model {
     bool answered;                    /* a reply has ever come back ... */
     double t_last_answer;             /* ... last at this time */
     char down_error[ATTEMPT_MSG_MAX]; /* the error that paused it */
+    /* Attempt latencies of the last GW_STALL_WINDOW replies (a ring), and
+     * the stall limit made from them: 0 until GW_STALL_MIN_SAMPLES. */
+    double lat_ring[GW_STALL_WINDOW];
+    size_t lat_n, lat_next, lat_fresh;
+    double lat_p99, stall_s;
+    bool health_in_flight;
+    double health_next; /* no health check before this time */
+    bool health_failed; /* the last one failed (logged once a run) */
+    bool health_logged;
     gateway_stats stats;
 } gw_model;
 
@@ -600,29 +617,8 @@ void gateway_stats_total(const gateway *gw, gateway_stats *out)
     gateway_stats t;
 
     memset(&t, 0, sizeof t);
-    for (size_t i = 0; i < gw->nmodels; i++) {
-        const gateway_stats *s = &gw->models[i].stats;
-
-        t.calls += s->calls;
-        t.ok += s->ok;
-        t.failed += s->failed;
-        t.attempts += s->attempts;
-        t.retries += s->retries;
-        for (size_t k = 0; k < GATEWAY_ERR_KIND_COUNT; k++)
-            t.attempt_errors[k] += s->attempt_errors[k];
-        t.ledger_hits += s->ledger_hits;
-        t.dry_run += s->dry_run;
-        t.breaker_opens += s->breaker_opens;
-        t.prompt_tokens += s->prompt_tokens;
-        t.completion_tokens += s->completion_tokens;
-        t.cached_tokens += s->cached_tokens;
-        t.cost_usd += s->cost_usd;
-        t.latency_sum_s += s->latency_sum_s;
-        if (s->latency_max_s > t.latency_max_s)
-            t.latency_max_s = s->latency_max_s;
-        for (size_t b = 0; b < GATEWAY_LATENCY_BUCKETS; b++)
-            t.latency_hist[b] += s->latency_hist[b];
-    }
+    for (size_t i = 0; i < gw->nmodels; i++)
+        gateway_stats_add(&t, &gw->models[i].stats);
     *out = t;
 }
 
@@ -1037,6 +1033,9 @@ static int setup_easy(gateway *gw, gw_req *r, CURL *e, double now)
      * healthy one. */
     if (!r->is_probe && r->clock_started && deadline(gw, r) - now < budget)
         budget = deadline(gw, r) - now;
+    /* a health check slower than the stall limit shows no health */
+    if (r->is_health)
+        budget = gw->models[r->model].stall_s;
     timeout_ms = (long)ceil(budget * 1000);
     if (timeout_ms < 1)
         timeout_ms = 1;
@@ -1083,6 +1082,7 @@ static void start_request(gateway *gw, gw_req *r, double now)
 
     r->curl_err[0] = '\0';
     r->too_big = false;
+    r->stalled = false;
     r->sends = 0;
     r->retry_after_s = -1;
     r->http_status = 0;
@@ -1094,6 +1094,11 @@ static void start_request(gateway *gw, gw_req *r, double now)
             curl_easy_cleanup(e);
         if (r->is_probe)
             mm->probe_in_flight = false;
+        if (r->is_health) {
+            mm->health_in_flight = false;
+            req_free(r);
+            return;
+        }
         snprintf(r->attempt_msg, sizeof r->attempt_msg,
                  "libcurl could not start the transfer");
         finish_failed(gw, r, NSED_ENOMEM, GATEWAY_ERR_INTERNAL, now,
@@ -1106,13 +1111,17 @@ static void start_request(gateway *gw, gw_req *r, double now)
         r->attempted = true;
         r->t_first_attempt = now;
     }
-    start_clock(r, now);
     r->attempts++;
-    mm->stats.attempts++;
-    if (r->attempts > 1)
-        mm->stats.retries++;
-    mm->in_flight++;
     gw->in_flight++;
+    if (r->is_health) {
+        mm->stats.health_checks++;
+    } else {
+        start_clock(r, now);
+        mm->stats.attempts++;
+        if (r->attempts > 1)
+            mm->stats.retries++;
+        mm->in_flight++;
+    }
     r->rprev = NULL;
     r->rnext = gw->running;
     if (gw->running)
@@ -1207,6 +1216,17 @@ static bool classify(gateway *gw, gw_req *r, CURLcode cc, gw_reply *reply,
         break;
     case CURLE_OPERATION_TIMEDOUT:
         r->kind = GATEWAY_ERR_TIMEOUT;
+        if (r->stalled) {
+            const gw_model *mm = &gw->models[r->model];
+
+            snprintf(r->attempt_msg, sizeof r->attempt_msg,
+                     "stalled: no reply in %.3g s while the model answered "
+                     "others (limit %g x its p99 latency of %.3g s, at "
+                     "least %g s: timeouts.stall_factor, stall_min_s)",
+                     mm->stall_s, mm->m->stall_factor, mm->lat_p99,
+                     mm->m->stall_min_s);
+            return false;
+        }
         snprintf(r->attempt_msg, sizeof r->attempt_msg, "timed out: %s",
                  detail);
         return false;
@@ -1282,6 +1302,170 @@ static bool classify(gateway *gw, gw_req *r, CURLcode cc, gw_reply *reply,
     return false;
 }
 
+/* ---- stalled attempts ------------------------------------------------------ */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* Record a reply's attempt latency. Once the model has
+ * GW_STALL_MIN_SAMPLES replies, and every GW_STALL_REFIT after, its stall
+ * limit is made again: stall_factor x the p99 of the window, at least
+ * stall_min_s; none (0) when that reaches request_s, which libcurl
+ * enforces anyway. */
+static void stall_observe(gw_model *mm, double lat)
+{
+    const workflow_model *m = mm->m;
+    double sorted[GW_STALL_WINDOW], lim;
+    size_t k;
+
+    mm->lat_ring[mm->lat_next] = lat;
+    mm->lat_next = (mm->lat_next + 1) % GW_STALL_WINDOW;
+    if (mm->lat_n < GW_STALL_WINDOW)
+        mm->lat_n++;
+    mm->lat_fresh++;
+    if (!(m->stall_factor > 0) || mm->lat_n < GW_STALL_MIN_SAMPLES)
+        return;
+    if (mm->lat_p99 > 0 && mm->lat_fresh < GW_STALL_REFIT)
+        return;
+    mm->lat_fresh = 0;
+    memcpy(sorted, mm->lat_ring, mm->lat_n * sizeof *sorted);
+    qsort(sorted, mm->lat_n, sizeof *sorted, cmp_double);
+    k = (size_t)ceil(0.99 * (double)mm->lat_n);
+    mm->lat_p99 = sorted[k - 1] > 0 ? sorted[k - 1] : 1e-6;
+    lim = m->stall_factor * mm->lat_p99;
+    if (lim < m->stall_min_s)
+        lim = m->stall_min_s;
+    mm->stall_s = lim < m->request_timeout_s ? lim : 0;
+}
+
+static void on_transfer_done(gateway *gw, gw_req *r, CURLcode cc, double now);
+
+/* Send model a health check: a one-token request of its own text (a
+ * counter in it, so that no one prompt the server chokes on is asked
+ * again), outside the concurrency cap, the ledger and the caller's
+ * attempts, with the stall limit as its timeout. Answered, it shows that
+ * the model answers while the requests in flight past the limit do not;
+ * none is sent again for one stall limit. */
+static void start_health(gateway *gw, size_t model, double now)
+{
+    gw_model *mm = &gw->models[model];
+    gateway_message msg;
+    gateway_request q;
+    char text[96];
+    gw_req *r = calloc(1, sizeof *r);
+
+    mm->health_next = now + mm->stall_s;
+    if (!r)
+        return;
+    snprintf(text, sizeof text,
+             "Reply with OK. (nsed health check %" PRIu64 ")",
+             mm->stats.health_checks + 1);
+    memset(&q, 0, sizeof q);
+    msg = (gateway_message){"user", text};
+    q.model = model;
+    q.messages = &msg;
+    q.nmessages = 1;
+    q.max_tokens = 1;
+    if (gw_build_body(mm->m, &q, &r->body, &r->body_len, NULL)) {
+        free(r);
+        return;
+    }
+    r->model = model;
+    r->is_health = true;
+    mm->health_in_flight = true;
+    start_request(gw, r, now);
+}
+
+/* A health check came back (ok) or failed. */
+static void health_done(gateway *gw, gw_req *r, bool ok, double now)
+{
+    gw_model *mm = &gw->models[r->model];
+
+    mm->health_in_flight = false;
+    if (ok) {
+        mm->answered = true;
+        mm->t_last_answer = now;
+        mm->health_failed = false;
+    } else if (!mm->health_failed) {
+        mm->health_failed = true;
+        if (!mm->health_logged) {
+            mm->health_logged = true;
+            gw_redact(r->attempt_msg, sizeof r->attempt_msg, mm->key);
+            logf_gw(gw,
+                    "model %s: a health check failed (%s): requests "
+                    "past the stall limit wait for their timeout",
+                    mm->m->id, r->attempt_msg);
+        }
+    }
+    req_free(r);
+}
+
+/* Attempts that have stalled: in flight past their model's stall limit
+ * while the model answered other requests since they left, so that the
+ * endpoint is up and the request is the one in trouble (a prompt the
+ * server chokes on). With abandon they are ended as timeouts and take
+ * the retry path; the breaker does not weigh them, the model having
+ * answered meanwhile. A probe keeps its full timeout. Returns the
+ * earliest time another attempt may stall. */
+static double stall_check(gateway *gw, double now, bool abandon)
+{
+    double next = INFINITY;
+    gw_req *nx;
+
+    for (gw_req *r = gw->running; r; r = nx) {
+        gw_model *mm = &gw->models[r->model];
+        double at;
+
+        nx = r->rnext;
+        if (!(mm->stall_s > 0) || r->is_probe || r->is_health)
+            continue;
+        at = r->t_attempt + mm->stall_s;
+        if (now < at) {
+            if (at < next)
+                next = at;
+            continue;
+        }
+        /* Nobody answered since: the endpoint may be slow or down, or
+         * every request in flight is one it chokes on. A health check
+         * tells which; failing, it leaves the request to its timeout and
+         * the breaker. */
+        if (!mm->answered || !(mm->t_last_answer > r->t_attempt)) {
+            if (mm->health_in_flight || mm->breaker != GW_BREAKER_CLOSED)
+                continue;
+            if (now < mm->health_next) {
+                if (mm->health_next < next)
+                    next = mm->health_next;
+                continue;
+            }
+            if (abandon)
+                start_health(gw, r->model, now);
+            else
+                next = now;
+            continue;
+        }
+        if (!abandon) {
+            next = now;
+            continue;
+        }
+        r->stalled = true;
+        mm->stats.stalls++;
+        if (mm->stats.stalls == 1)
+            logf_gw(gw,
+                    "model %s: a request stalled (no reply in %.3g s, "
+                    "%g x the model's p99 latency of %.3g s, while it "
+                    "answered others); stalled attempts are abandoned "
+                    "and retried",
+                    mm->m->id, now - r->t_attempt, mm->m->stall_factor,
+                    mm->lat_p99);
+        on_transfer_done(gw, r, CURLE_OPERATION_TIMEDOUT, now);
+    }
+    return next;
+}
+
 static void on_transfer_done(gateway *gw, gw_req *r, CURLcode cc, double now)
 {
     const workflow_gateway *g = &gw->wf->gateway;
@@ -1295,7 +1479,7 @@ static void on_transfer_done(gateway *gw, gw_req *r, CURLcode cc, double now)
     /* libcurl's silent resends are attempts the server saw: count them
      * (in the stats and the result), though not against the request's
      * retry_max_attempts, which is about the failures nsed itself saw. */
-    if (r->sends > 1) {
+    if (r->sends > 1 && !r->is_health) {
         int extra = r->sends - 1;
 
         r->attempts += extra;
@@ -1313,8 +1497,13 @@ static void on_transfer_done(gateway *gw, gw_req *r, CURLcode cc, double now)
     if (r->rnext)
         r->rnext->rprev = r->rprev;
     r->rprev = r->rnext = NULL;
-    mm->in_flight--;
     gw->in_flight--;
+    if (r->is_health) {
+        gw_reply_release(&reply);
+        health_done(gw, r, ok, now);
+        return;
+    }
+    mm->in_flight--;
     buf_release(&r->resp);
     r->is_probe = false;
     if (was_probe)
@@ -1323,6 +1512,7 @@ static void on_transfer_done(gateway *gw, gw_req *r, CURLcode cc, double now)
     if (ok) {
         mm->answered = true;
         mm->t_last_answer = now;
+        stall_observe(mm, now - r->t_attempt);
         breaker_success(gw, mm, was_probe);
         /* before the reply reaches the ledger, the caller or anything
          * they store or export */
@@ -1362,6 +1552,10 @@ static void on_transfer_done(gateway *gw, gw_req *r, CURLcode cc, double now)
           exp2((double)(spent > 1 ? spent - 1 : 0));
     if (cap > (double)g->retry_max_delay_ms)
         cap = (double)g->retry_max_delay_ms;
+    /* A stalled attempt says nothing of the server's load (it answered
+     * others meanwhile): no growing backoff. */
+    if (r->stalled)
+        cap = (double)g->retry_base_delay_ms;
     delay = rng_unit(gw) * cap / 1000.0;
     if (r->retry_after_s > delay)
         delay = r->retry_after_s;
@@ -1510,6 +1704,7 @@ int gateway_poll(gateway *gw, int timeout_ms, nsed_err *err)
     if (timeout_ms < 0)
         timeout_ms = 0;
     next = tick(gw, now);
+    next = fmin(next, stall_check(gw, now, false));
     start_ready(gw, now);
     wait_ms = timeout_ms;
     if (gw->done_head)
@@ -1525,6 +1720,7 @@ int gateway_poll(gateway *gw, int timeout_ms, nsed_err *err)
     curl_multi_perform(gw->multi, &running);
     read_completions(gw);
     now = now_s(gw);
+    stall_check(gw, now, true);
     tick(gw, now);
     start_ready(gw, now);
     /* Kick off the transfers just added so they progress while the caller

@@ -367,6 +367,11 @@ typedef struct gateway_stats {
     uint64_t ledger_hits;    /* requests answered from the ledger */
     uint64_t dry_run;        /* requests answered by the dry run */
     uint64_t breaker_opens;  /* times the circuit breaker paused */
+    uint64_t stalls;         /* attempts abandoned as stalled (counted in
+                                attempt_errors as timeouts too) */
+    uint64_t health_checks;  /* one-token requests sent to tell a stalled
+                                request from a stalled endpoint (not in
+                                attempts) */
     int64_t prompt_tokens;   /* of successful network calls */
     int64_t completion_tokens;
     int64_t cached_tokens;
@@ -375,6 +380,9 @@ typedef struct gateway_stats {
     double latency_max_s;
     uint64_t latency_hist[GATEWAY_LATENCY_BUCKETS];
 } gateway_stats;
+
+/* Add the statistics s into t. */
+void gateway_stats_add(gateway_stats *t, const gateway_stats *s);
 
 /* Copy the statistics of model index model into *out, or the totals over
  * all models when model is GATEWAY_ALL_MODELS. Returns 0 or NSED_EINVAL

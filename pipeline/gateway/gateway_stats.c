@@ -23,6 +23,8 @@ void gateway_stats_from_json(const cJSON *j, gateway_stats *s)
     s->retries = (uint64_t)json_num(j, "retries", 0);
     s->ledger_hits = (uint64_t)json_num(j, "ledger_hits", 0);
     s->breaker_opens = (uint64_t)json_num(j, "breaker_opens", 0);
+    s->stalls = (uint64_t)json_num(j, "stalls", 0);
+    s->health_checks = (uint64_t)json_num(j, "health_checks", 0);
     s->prompt_tokens = (int64_t)json_num(j, "prompt_tokens", 0);
     s->completion_tokens = (int64_t)json_num(j, "completion_tokens", 0);
     s->cached_tokens = (int64_t)json_num(j, "cached_tokens", 0);
@@ -54,9 +56,10 @@ cJSON *gateway_stats_to_json(const gateway_stats *s)
           json_add_num(o, "retries", (double)s->retries) ||
           json_add_num(o, "ledger_hits", (double)s->ledger_hits) ||
           json_add_num(o, "breaker_opens", (double)s->breaker_opens) ||
+          json_add_num(o, "stalls", (double)s->stalls) ||
+          json_add_num(o, "health_checks", (double)s->health_checks) ||
           json_add_num(o, "prompt_tokens", (double)s->prompt_tokens) ||
-          json_add_num(o, "completion_tokens",
-                       (double)s->completion_tokens) ||
+          json_add_num(o, "completion_tokens", (double)s->completion_tokens) ||
           json_add_num(o, "cached_tokens", (double)s->cached_tokens) ||
           json_add_num(o, "cost_usd", s->cost_usd) ||
           json_add_num(o, "latency_sum_s", s->latency_sum_s) ||
@@ -85,4 +88,29 @@ cJSON *gateway_stats_to_json(const gateway_stats *s)
         return NULL;
     }
     return o;
+}
+
+void gateway_stats_add(gateway_stats *t, const gateway_stats *s)
+{
+    t->calls += s->calls;
+    t->ok += s->ok;
+    t->failed += s->failed;
+    t->attempts += s->attempts;
+    t->retries += s->retries;
+    for (size_t k = 0; k < GATEWAY_ERR_KIND_COUNT; k++)
+        t->attempt_errors[k] += s->attempt_errors[k];
+    t->ledger_hits += s->ledger_hits;
+    t->dry_run += s->dry_run;
+    t->breaker_opens += s->breaker_opens;
+    t->stalls += s->stalls;
+    t->health_checks += s->health_checks;
+    t->prompt_tokens += s->prompt_tokens;
+    t->completion_tokens += s->completion_tokens;
+    t->cached_tokens += s->cached_tokens;
+    t->cost_usd += s->cost_usd;
+    t->latency_sum_s += s->latency_sum_s;
+    if (s->latency_max_s > t->latency_max_s)
+        t->latency_max_s = s->latency_max_s;
+    for (size_t b = 0; b < GATEWAY_LATENCY_BUCKETS; b++)
+        t->latency_hist[b] += s->latency_hist[b];
 }

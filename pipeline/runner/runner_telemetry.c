@@ -72,29 +72,6 @@ int runner_telemetry_load(store *st, const workflow *wf,
     return 0;
 }
 
-static void stats_add(gateway_stats *t, const gateway_stats *s)
-{
-    t->calls += s->calls;
-    t->ok += s->ok;
-    t->failed += s->failed;
-    t->attempts += s->attempts;
-    t->retries += s->retries;
-    t->ledger_hits += s->ledger_hits;
-    t->dry_run += s->dry_run;
-    t->breaker_opens += s->breaker_opens;
-    t->prompt_tokens += s->prompt_tokens;
-    t->completion_tokens += s->completion_tokens;
-    t->cached_tokens += s->cached_tokens;
-    t->cost_usd += s->cost_usd;
-    t->latency_sum_s += s->latency_sum_s;
-    if (s->latency_max_s > t->latency_max_s)
-        t->latency_max_s = s->latency_max_s;
-    for (int k = 0; k < GATEWAY_ERR_KIND_COUNT; k++)
-        t->attempt_errors[k] += s->attempt_errors[k];
-    for (int i = 0; i < GATEWAY_LATENCY_BUCKETS; i++)
-        t->latency_hist[i] += s->latency_hist[i];
-}
-
 int runner_telemetry_put(store_txn *txn, const runner_telemetry_base *base,
                          const workflow *wf, const gateway *gw)
 {
@@ -110,7 +87,7 @@ int runner_telemetry_put(store_txn *txn, const runner_telemetry_base *base,
                                  &key) ||
             gateway_stats_get(gw, i, &now))
             continue;
-        stats_add(&s, &now);
+        gateway_stats_add(&s, &now);
         j = gateway_stats_to_json(&s);
         text = j ? cJSON_PrintUnformatted(j) : NULL;
         cJSON_Delete(j);
@@ -136,7 +113,7 @@ void runner_telemetry_current(const runner_telemetry_base *base,
         return;
     *out = base->stats[m];
     if (gateway_stats_get(gw, m, &now) == 0)
-        stats_add(out, &now);
+        gateway_stats_add(out, &now);
 }
 
 void runner_telemetry_free(runner_telemetry_base *b)

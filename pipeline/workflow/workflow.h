@@ -140,6 +140,13 @@ typedef struct workflow_model {
     double price_output_per_mtok;
     double connect_timeout_s;     /* > 0, default 10 */
     double request_timeout_s;     /* > 0, default 300 */
+    double stall_factor;          /* [0, 1000], default 10; 0: off. An
+                                     attempt in flight longer than this
+                                     many times the model's recent p99
+                                     latency, while the model answers
+                                     others, is abandoned as stalled */
+    double stall_min_s;           /* > 0, default 1: the stall limit is
+                                     never below this */
     workflow_sampling sampling;
     bool structured_output; /* endpoint honours response_format json_schema */
     char *extra_body;       /* extra_body as compact JSON object text (keys

@@ -239,6 +239,9 @@ static void write_section(jsonw *w, const wf_section *s, const void *base)
         if (k->special == WF_SP_EXTRA_BODY &&
             !((const workflow_model *)base)->extra_body)
             continue;
+        if ((k->flags & WF_F_OMIT_DFLT) && k->type == WF_T_NUM &&
+            *WF_CFIELD(base, k, double) == k->dflt)
+            continue;
         jsonw_key(w, k->key);
         write_value(w, k, base);
     }

@@ -139,6 +139,10 @@ enum {
                                 was given; written as null when not. A
                                 WF_T_MAP's defaults then apply only when
                                 it is given */
+    WF_F_OMIT_DFLT = 1 << 6, /* WF_T_NUM: left out of the canonical form
+                                while it has its default, so a key added
+                                later changes no hash of a file without
+                                it */
 };
 
 /* Hand-written loading steps (workflow.c) and writing steps

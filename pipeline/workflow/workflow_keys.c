@@ -141,6 +141,15 @@ static const wf_key timeout_keys[] = {
           .dflt = 10, .doc = "TCP/TLS connect timeout, seconds"),
     K_NUM("request_s", workflow_model, request_timeout_s, 0, 86400, OPEN_LO,
           .dflt = 300, .doc = "whole-request timeout, seconds"),
+    K_NUM("stall_factor", workflow_model, stall_factor, 0, 1000,
+          .flags = WF_F_OMIT_DFLT, .dflt = 10,
+          .doc = "an attempt still unanswered after this many times the "
+                 "model's p99 latency over its last 256 replies (once it has "
+                 "32), while the model answers other requests, is abandoned "
+                 "as stalled and retried; `0` turns this off"),
+    K_NUM("stall_min_s", workflow_model, stall_min_s, 0, 86400,
+          .flags = WF_F_LO_OPEN | WF_F_OMIT_DFLT, .dflt = 1,
+          .doc = "the stall limit is never below this, seconds"),
 };
 static SECTION(timeout_section, timeout_keys);
 
