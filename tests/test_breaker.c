@@ -24,13 +24,6 @@
 
 #define SIM_CONFIG NSED_SOURCE_DIR "/tests/data/breaker/sim.yaml"
 
-static double mono(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* A workflow of one model (served name served, max_concurrency cap,
  * timeouts the flow mapping timeouts) with the gateway section
@@ -110,7 +103,7 @@ static void on_log(const char *line, void *user)
     if (c->nlog == MAX_LOGS)
         return;
     snprintf(c->log[c->nlog], sizeof c->log[0], "%s", line);
-    c->log_t[c->nlog++] = mono() - c->t0;
+    c->log_t[c->nlog++] = tu_now_s() - c->t0;
 }
 
 static void on_done(const gateway_result *g, void *user)
@@ -124,7 +117,7 @@ static void on_done(const gateway_result *g, void *user)
     r->kind = g->kind;
     r->attempts = g->attempts;
     r->latency = g->latency_s;
-    r->t = mono() - t->c->t0;
+    r->t = tu_now_s() - t->c->t0;
     snprintf(r->error, sizeof r->error, "%s", g->error);
 }
 
@@ -141,7 +134,7 @@ static void ctx_start(ctx *c, const workflow *wf)
     o.jitter_seed = 7;
     ck_assert_msg(gateway_new(wf, NULL, &o, &c->gw, &e) == 0, "gateway_new: %s",
                   e.msg);
-    c->t0 = mono();
+    c->t0 = tu_now_s();
 }
 
 /* Submit request number i (its prompt names i, so each is its own
@@ -173,8 +166,8 @@ static void run(ctx *c, double max_s)
 
     while (gateway_in_flight(c->gw) + gateway_pending(c->gw) > 0) {
         ck_assert_msg(gateway_poll(c->gw, 50, &e) == 0, "poll: %s", e.msg);
-        ck_assert_msg(mono() - c->t0 < max_s, "gateway still busy after %g s",
-                      max_s);
+        ck_assert_msg(tu_now_s() - c->t0 < max_s,
+                      "gateway still busy after %g s", max_s);
     }
 }
 
@@ -219,7 +212,7 @@ START_TEST(always_failing_requests_fail_alone)
     for (int i = 0; i < 60; i++)
         submit(c, i);
     run(c, 60);
-    t_clean = mono() - c->t0;
+    t_clean = tu_now_s() - c->t0;
     for (int i = 0; i < 60; i++)
         ck_assert_msg(c->r[i].code == 0, "%d: %s", i, c->r[i].error);
     gateway_free(c->gw);
@@ -297,11 +290,11 @@ START_TEST(stalled_attempts_are_abandoned)
     run(c, 120);
     ck_assert_int_eq(gateway_stats_get(c->gw, 0, &st0), 0);
     memset(c->r, 0, sizeof c->r);
-    c->t0 = mono();
+    c->t0 = tu_now_s();
     for (int i = 0; i < 60; i++)
         submit(c, i);
     run(c, 60);
-    t_all = mono() - c->t0;
+    t_all = tu_now_s() - c->t0;
     for (int i = 0; i < 60; i++) {
         const res *r = &c->r[i];
 
@@ -338,17 +331,17 @@ START_TEST(stalled_attempts_are_abandoned)
      * that abandoned it would have spent both its attempts in 1 s). */
     checks = st.health_checks;
     memset(&c->r[healthy], 0, sizeof c->r[healthy]);
-    c->t0 = mono();
+    c->t0 = tu_now_s();
     ck_assert_int_eq(kill(s.pid, SIGSTOP), 0);
     submit(c, healthy);
-    while (mono() - c->t0 < 2.0) {
+    while (tu_now_s() - c->t0 < 2.0) {
         nsed_err e = {0};
 
         ck_assert_msg(gateway_poll(c->gw, 50, &e) == 0, "poll: %s", e.msg);
     }
     ck_assert_int_eq(kill(s.pid, SIGCONT), 0);
     run(c, 30);
-    t_frozen = mono() - c->t0;
+    t_frozen = tu_now_s() - c->t0;
     ck_assert_msg(c->r[healthy].code == 0, "%s", c->r[healthy].error);
     ck_assert_double_ge(c->r[healthy].latency, 1.9);
     ck_assert_int_eq(gateway_stats_get(c->gw, 0, &st), 0);

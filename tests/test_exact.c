@@ -33,23 +33,7 @@
 
 #define NSED(url, out, err, ...) TU_NSED(url, out, err, __VA_ARGS__)
 
-static double now_ms(void)
-{
-    struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void sleep_ms(double ms)
-{
-    long long ns = (long long)(ms * 1e6);
-    struct timespec d = {.tv_sec = (time_t)(ns / 1000000000LL),
-                         .tv_nsec = (long)(ns % 1000000000LL)};
-
-    while (nanosleep(&d, &d) != 0)
-        ck_assert(errno == EINTR);
-}
 
 /* The demo workflow with prices that make every cost a double no short
  * decimal holds (0.1 + 0.2 style sums), written into tu_tmp. */
@@ -92,7 +76,7 @@ static bool run_and_kill(const char *url, const char *wf, const char *sdir,
     pid_t pid = tu_nsed_spawn_run(url, wf, DEMO_Q, sdir);
     int status;
 
-    sleep_ms(ms);
+    tu_sleep_ms(ms);
     if (waitpid(pid, &status, WNOHANG) == 0) {
         kill(pid, SIGKILL);
         while (waitpid(pid, &status, 0) < 0)
@@ -127,10 +111,10 @@ typedef struct reference {
 static void reference_run(const tu_sim *sim, const char *wf, reference *ref)
 {
     char *sdir = tu_path(tu_tmp, "ref");
-    double before = tu_sim_total_requests(sim), t0 = now_ms();
+    double before = tu_sim_total_requests(sim), t0 = tu_now_ms();
 
     run_to_end(sim->url, wf, sdir);
-    ref->ms = now_ms() - t0;
+    ref->ms = tu_now_ms() - t0;
     ref->requests = tu_sim_total_requests(sim) - before;
     ref->export = tu_nsed_export(sdir);
     free(sdir);

@@ -54,13 +54,6 @@
 #define SIM_CONFIG NSED_SOURCE_DIR "/tests/data/gateway/sim.yaml"
 #define TEST_KEY "sk-test-SECRET123"
 
-static double mono(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* ---- nsed-sim ------------------------------------------------------------- */
 
@@ -417,12 +410,12 @@ static void submit(tctx *c, size_t model, const char *text, int seat,
 /* Poll until nothing is left; fail after max_s seconds. */
 static void run(tctx *c, double max_s)
 {
-    double t0 = mono();
+    double t0 = tu_now_s();
     nsed_err e = {0};
 
     while (gateway_in_flight(c->gw) + gateway_pending(c->gw) > 0) {
         ck_assert_msg(gateway_poll(c->gw, 100, &e) == 0, "poll: %s", e.msg);
-        ck_assert_msg(mono() - t0 < max_s, "gateway still busy after %g s",
+        ck_assert_msg(tu_now_s() - t0 < max_s, "gateway still busy after %g s",
                       max_s);
     }
 }
@@ -873,7 +866,7 @@ START_TEST(retry_after_is_honoured)
     wf = wf_make(s.url, ms, 1, NULL);
     tctx_init(&c);
     gw_make(wf, NULL, &c, NULL);
-    t0 = mono();
+    t0 = tu_now_s();
     submit(&c, 0, "rate limited once", 0, 0, 1);
     run(&c, 10);
     ck_assert_uint_eq(c.n, 1);
@@ -881,8 +874,8 @@ START_TEST(retry_after_is_honoured)
     ck_assert_int_eq(c.v[0].attempts, 2);
     /* base_delay is 10 ms: only Retry-After: 2 explains the wait. */
     ck_assert_msg(c.v[0].latency >= 2.0, "latency %g", c.v[0].latency);
-    ck_assert(mono() - t0 >= 2.0);
-    ck_assert(mono() - t0 < 4.0);
+    ck_assert(tu_now_s() - t0 >= 2.0);
+    ck_assert(tu_now_s() - t0 < 4.0);
     ck_assert_int_eq(stat_of(&s, "once-429", "requests"), 2);
     ck_assert_int_eq(gateway_stats_get(c.gw, 0, &st), 0);
     ck_assert_uint_eq(st.attempt_errors[GATEWAY_ERR_RATE_LIMIT], 1);
@@ -1033,7 +1026,7 @@ START_TEST(hanging_responses_time_out)
                  "max_delay_ms: 20, max_total_s: 10}\n");
     tctx_init(&c);
     gw_make(wf, NULL, &c, NULL);
-    t0 = mono();
+    t0 = tu_now_s();
     submit(&c, 0, "slow once", 0, 0, 0);
     submit(&c, 1, "slow always", 0, 0, 1);
     run(&c, 10);
@@ -1047,7 +1040,7 @@ START_TEST(hanging_responses_time_out)
     ck_assert_int_eq(g->attempts, 2);
     ck_assert_msg(strstr(g->error, "timed out"), "%s", g->error);
     ck_assert(strstr(g->error, "gave up after 2 attempts"));
-    ck_assert(mono() - t0 >= 0.8 && mono() - t0 < 3);
+    ck_assert(tu_now_s() - t0 >= 0.8 && tu_now_s() - t0 < 3);
     gateway_free(c.gw);
     sim_stop(&s);
     tctx_release(&c);
@@ -1072,7 +1065,7 @@ START_TEST(request_budget_bounds_time_outs)
                  "max_delay_ms: 1, max_total_s: 0.8}\n");
     tctx_init(&c);
     gw_make(wf, NULL, &c, NULL);
-    t0 = mono();
+    t0 = tu_now_s();
     submit(&c, 0, "slow", 0, 0, 0);
     run(&c, 10);
     ck_assert_int_eq(c.v[0].code, NSED_ENET);
@@ -1080,7 +1073,7 @@ START_TEST(request_budget_bounds_time_outs)
     ck_assert_int_eq(c.v[0].attempts, 2);
     ck_assert_msg(strstr(c.v[0].error, "budget of 0.8 s"), "%s",
                   c.v[0].error);
-    ck_assert(mono() - t0 >= 0.75 && mono() - t0 < 2);
+    ck_assert(tu_now_s() - t0 >= 0.75 && tu_now_s() - t0 < 2);
     gateway_free(c.gw);
     sim_stop(&s);
     tctx_release(&c);
@@ -1240,7 +1233,7 @@ START_TEST(breaker_pauses_a_dead_model)
     wf = wf_make(s.url, ms, 1, BREAKER_GATEWAY);
     tctx_init(&c);
     gw_make(wf, NULL, &c, NULL);
-    t0 = mono();
+    t0 = tu_now_s();
     for (int i = 0; i < 3; i++)
         submit(&c, 0, i == 0 ? "a" : i == 1 ? "b" : "c", 0, 0, i);
     run(&c, 10);
@@ -1259,7 +1252,7 @@ START_TEST(breaker_pauses_a_dead_model)
     }
     /* The requests waited out the budget instead of hammering the server:
      * 3 failures open the breaker, then one probe per cool-down. */
-    ck_assert(mono() - t0 >= 1.4 && mono() - t0 < 3.5);
+    ck_assert(tu_now_s() - t0 >= 1.4 && tu_now_s() - t0 < 3.5);
     requests = stat_of(&s, "always-500", "requests");
     ck_assert_msg(requests >= 4 && requests <= 10, "%g requests", requests);
     ck_assert_msg(tu_contains(c.log.ptr, "model dead (endpoint http://127.0.0.1:"),

@@ -36,23 +36,7 @@
 
 #define NSED(url, out, err, ...) TU_NSED(url, out, err, __VA_ARGS__)
 
-static double now_ms(void)
-{
-    struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void sleep_ms(double ms)
-{
-    long long ns = (long long)(ms * 1e6);
-    struct timespec d = {.tv_sec = (time_t)(ns / 1000000000LL),
-                         .tv_nsec = (long)(ns % 1000000000LL)};
-
-    while (nanosleep(&d, &d) != 0)
-        ck_assert(errno == EINTR);
-}
 
 static double total_requests(const tu_sim *s)
 {
@@ -113,7 +97,7 @@ static bool run_and_kill(const char *bin, const char *url, const char *sdir,
               "--quiet", (char *)NULL);
         _exit(127);
     }
-    sleep_ms(ms);
+    tu_sleep_ms(ms);
     if (waitpid(pid, &status, WNOHANG) == 0) {
         kill(pid, SIGKILL);
         while (waitpid(pid, &status, 0) < 0)
@@ -160,9 +144,9 @@ static void reference_run(reference *ref)
     double t0;
 
     tu_sim_start(&sim, SLOW_SIM, NULL, NULL);
-    t0 = now_ms();
+    t0 = tu_now_ms();
     run_to_end(sim.url, sdir);
-    ref->ms = now_ms() - t0;
+    ref->ms = tu_now_ms() - t0;
     ref->requests = total_requests(&sim);
     ref->export = export_of(sdir);
     tu_sim_stop(&sim);

@@ -35,13 +35,6 @@
 
 #define DEFAULT_LLAMA_DIR NSED_SOURCE_DIR "/../shared/tools/llama"
 
-static double mono(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static const char *llama_dir(void)
 {
@@ -178,13 +171,13 @@ static void llama_start_with(llama *l, const char *ctx, const char *np)
     }
     snprintf(l->url, sizeof l->url, "http://127.0.0.1:%u/v1", l->port);
     snprintf(health, sizeof health, "http://127.0.0.1:%u/health", l->port);
-    t0 = mono();
+    t0 = tu_now_s();
     while (http_get_status(health) != 200) {
         int st;
 
         ck_assert_msg(waitpid(l->pid, &st, WNOHANG) == 0,
                       "llama-server exited; see %s", log);
-        ck_assert_msg(mono() - t0 < 20, "llama-server not healthy in 20 s");
+        ck_assert_msg(tu_now_s() - t0 < 20, "llama-server not healthy in 20 s");
         usleep(50000);
     }
     free(log);
@@ -199,14 +192,14 @@ static void llama_start(llama *l)
 
 static void llama_stop(llama *l)
 {
-    double t0 = mono();
+    double t0 = tu_now_s();
     int st;
 
     if (l->pid <= 0)
         return;
     ck_assert(kill(l->pid, SIGTERM) == 0);
     while (waitpid(l->pid, &st, WNOHANG) == 0) {
-        if (mono() - t0 > 10) {
+        if (tu_now_s() - t0 > 10) {
             kill(l->pid, SIGKILL);
             waitpid(l->pid, &st, 0);
             break;
@@ -334,14 +327,14 @@ static void submit(ctx *c, size_t model, const char *text, const char *schema)
 
 static void run(ctx *c, double max_s)
 {
-    double t0 = mono();
+    double t0 = tu_now_s();
     nsed_err e = {0};
 
     while (gateway_in_flight(c->gw) + gateway_pending(c->gw) > 0) {
         ck_assert_msg(gateway_poll(c->gw, 50, &e) == 0, "%s", e.msg);
         if (gateway_in_flight(c->gw) > c->max_in_flight)
             c->max_in_flight = gateway_in_flight(c->gw);
-        ck_assert_msg(mono() - t0 < max_s, "still busy after %g s", max_s);
+        ck_assert_msg(tu_now_s() - t0 < max_s, "still busy after %g s", max_s);
     }
 }
 
@@ -637,7 +630,7 @@ static void one_pass(const workflow *wf, pass *p)
     gateway *gw = NULL;
     pass_call calls[12];
     nsed_err e = {0};
-    double t0 = mono();
+    double t0 = tu_now_s();
 
     memset(p, 0, sizeof *p);
     ck_assert_msg(gateway_new(wf, NULL, NULL, &gw, &e) == 0, "%s", e.msg);
@@ -665,7 +658,7 @@ static void one_pass(const workflow *wf, pass *p)
     }
     while (gateway_in_flight(gw) + gateway_pending(gw) > 0) {
         ck_assert_msg(gateway_poll(gw, 50, &e) == 0, "%s", e.msg);
-        ck_assert_msg(mono() - t0 < 60, "still busy after 60 s");
+        ck_assert_msg(tu_now_s() - t0 < 60, "still busy after 60 s");
     }
     ck_assert_uint_eq(p->n, 12);
     gateway_free(gw);

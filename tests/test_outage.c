@@ -97,13 +97,6 @@ static bool no_store(const char *dir)
     return stat(dir, &sb) != 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* A wrong port: nothing listens there. Before preflight each question
  * waited out its retry budget (392 s for 3 questions at the defaults);
@@ -115,12 +108,12 @@ START_TEST(preflight_wrong_port_exits_2_fast)
                                   1, NULL);
     char *wf = write_tmp("wf.yaml", wf_text);
     char *sdir = tu_path(tu_tmp, "s"), *out = NULL, *err = NULL;
-    double t0 = now_s(), took;
+    double t0 = tu_now_s(), took;
     int rc;
 
     rc = NSED(NULL, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
               sdir, "--limit", "3");
-    took = now_s() - t0;
+    took = tu_now_s() - t0;
     ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
     /* seconds, not the minutes of retry budgets: slack for a loaded
      * machine (the sanitizer build runs beside other suites) */
@@ -362,11 +355,11 @@ START_TEST(dead_server_gives_up_after_the_outage_budget)
     tu_sim_stop(&ref);
 
     tu_sim_start(&sim, sim_cfg, NULL, NULL);
-    t0 = now_s();
+    t0 = tu_now_s();
     rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
               sdir, "--limit", "16", "--max-active", "4", "--outage-budget",
               "2");
-    took = now_s() - t0;
+    took = tu_now_s() - t0;
     ck_assert_msg(rc == 1, "exit %d: %s", rc, err);
     /* the outage budget (2 s), far below the 60 s retry budget; slack
      * for a loaded machine */
@@ -382,7 +375,7 @@ START_TEST(dead_server_gives_up_after_the_outage_budget)
     free(err);
     /* the window's clock starts at the sim's first request, which comes
      * after t0 (preflight, start-up): wait well past its end */
-    while (now_s() - t0 < after + down_for + 3)
+    while (tu_now_s() - t0 < after + down_for + 3)
         nanosleep(&(struct timespec){0, 50000000}, NULL);
     rc = NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q, "--store",
               sdir, "--limit", "16", "--max-active", "4", "--outage-budget",
@@ -488,8 +481,8 @@ START_TEST(status_shows_paused_models)
     args[4] = sdir;
     tu_sim_start(&sim, sim_cfg, NULL, NULL);
     pid = run_in_background(sim.url, err_path, args);
-    t0 = now_s();
-    while (!seen && now_s() - t0 < 10) {
+    t0 = tu_now_s();
+    while (!seen && tu_now_s() - t0 < 10) {
         nanosleep(&(struct timespec){0, 100000000}, NULL);
         if (!no_store(sdir) &&
             NSED(NULL, &out, &err, "status", "--store", sdir, "--json") == 0) {
@@ -621,7 +614,7 @@ START_TEST(resumed_degraded_run_is_exact)
     /* stop it once the first question has finished: mid-way, whatever
      * the machine's speed (the six take several times as long) */
     out = err = NULL;
-    for (double t0 = now_s(); now_s() - t0 < 30;) {
+    for (double t0 = tu_now_s(); tu_now_s() - t0 < 30;) {
         cJSON *j = NULL;
 
         nanosleep(&(struct timespec){0, 20000000}, NULL);

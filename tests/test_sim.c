@@ -29,13 +29,6 @@ typedef struct simproc {
     CURL *curl; /* one handle per server: requests reuse the connection */
 } simproc;
 
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* Start nsed-sim with the config text yaml (or, when yaml is NULL, the
  * config file config_path); extra arguments (NULL-ended) follow. Without
@@ -1388,10 +1381,10 @@ START_TEST(faults_are_observed_then_limited)
     ck_assert_str_eq(r.retry_after, "3");
     hres_release(&r);
 
-    t0 = now_s();
+    t0 = tu_now_s();
     fault_then_ok(&p, "fhang", &r);
     ck_assert_int_eq(r.cc, CURLE_GOT_NOTHING);
-    ck_assert(now_s() - t0 >= 0.29);
+    ck_assert(tu_now_s() - t0 >= 0.29);
     hres_release(&r);
 
     fault_then_ok(&p, "fdrop", &r);
@@ -1502,7 +1495,7 @@ static double parallel_requests(const simproc *p, const char *model, int n)
     struct curl_slist *h = curl_slist_append(NULL,
                                              "Content-Type: application/json");
     int running = 1;
-    double t0 = now_s(), dt;
+    double t0 = tu_now_s(), dt;
 
     ck_assert(multi && easy && res && bodies);
     for (int i = 0; i < n; i++) {
@@ -1522,7 +1515,7 @@ static double parallel_requests(const simproc *p, const char *model, int n)
         if (running)
             curl_multi_poll(multi, NULL, 0, 100, NULL);
     }
-    dt = now_s() - t0;
+    dt = tu_now_s() - t0;
     for (int i = 0; i < n; i++) {
         curl_easy_getinfo(easy[i], CURLINFO_RESPONSE_CODE, &res[i].status);
         ck_assert_msg(res[i].status == 200, "request %d: status %ld", i,
@@ -1587,15 +1580,15 @@ START_TEST(sigterm_ends_hanging_requests)
                20000, &r, h);
     curl_multi_add_handle(multi, e);
     /* Let the request reach the server and start hanging. */
-    t0 = now_s();
-    while (now_s() - t0 < 0.3) {
+    t0 = tu_now_s();
+    while (tu_now_s() - t0 < 0.3) {
         curl_multi_perform(multi, &running);
         curl_multi_poll(multi, NULL, 0, 20, NULL);
     }
     ck_assert_int_eq(running, 1);
-    t0 = now_s();
+    t0 = tu_now_s();
     stats = sim_stop(&p);
-    ck_assert_msg(now_s() - t0 < 3.0, "stop took %.2f s", now_s() - t0);
+    ck_assert_msg(tu_now_s() - t0 < 3.0, "stop took %.2f s", tu_now_s() - t0);
     ck_assert_double_eq(stat_fault(stats, "stuck", "hang"), 1);
     cJSON_Delete(stats);
     while (running) {
@@ -1752,11 +1745,11 @@ START_TEST(outage_window_drops_then_recovers)
     hres r;
 
     sim_start(&p, yaml);
-    t0 = now_s();
+    t0 = tu_now_s();
     http(&p, "POST", "/v1/chat/completions", body, &r);
     ck_assert_int_eq(r.status, 200);
     hres_release(&r);
-    while (now_s() - t0 < 0.4)
+    while (tu_now_s() - t0 < 0.4)
         nanosleep(&(struct timespec){0, 10000000}, NULL);
     http_fresh(&p, "POST", "/v1/chat/completions", body, &r);
     ck_assert_int_eq(r.cc, CURLE_GOT_NOTHING);
@@ -1764,7 +1757,7 @@ START_TEST(outage_window_drops_then_recovers)
     http(&p, "POST", "/v1/chat/completions", other, &r);
     ck_assert_int_eq(r.status, 200);
     hres_release(&r);
-    while (now_s() - t0 < 1.0)
+    while (tu_now_s() - t0 < 1.0)
         nanosleep(&(struct timespec){0, 10000000}, NULL);
     http(&p, "POST", "/v1/chat/completions", body, &r);
     ck_assert_int_eq(r.status, 200);

@@ -279,7 +279,7 @@ double tu_sim_stat(const tu_sim *s, const char *model, const char *field)
     return d;
 }
 
-static double now_s(void)
+double tu_now_s(void)
 {
     struct timespec ts;
 
@@ -287,9 +287,24 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+double tu_now_ms(void)
+{
+    return tu_now_s() * 1e3;
+}
+
+void tu_sleep_ms(double ms)
+{
+    long long ns = (long long)(ms * 1e6);
+    struct timespec d = {.tv_sec = (time_t)(ns / 1000000000LL),
+                         .tv_nsec = (long)(ns % 1000000000LL)};
+
+    while (nanosleep(&d, &d) != 0)
+        ck_assert(errno == EINTR);
+}
+
 void tu_sim_stop(tu_sim *s)
 {
-    double t0 = now_s();
+    double t0 = tu_now_s();
     int status = 0;
     pid_t r;
 
@@ -299,7 +314,7 @@ void tu_sim_stop(tu_sim *s)
         if (r == s->pid)
             break;
         ck_assert(r == 0 || errno == EINTR);
-        if (now_s() - t0 > 10) {
+        if (tu_now_s() - t0 > 10) {
             kill(s->pid, SIGKILL);
             ck_abort_msg("nsed-sim did not stop within 10 s of SIGTERM");
         }

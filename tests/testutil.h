@@ -56,6 +56,12 @@ int tu_contains(const char *haystack, const char *needle);
 
 /* ---- the simulated endpoint server ---------------------------------- */
 
+/* CLOCK_MONOTONIC in seconds and in milliseconds; sleep ms milliseconds
+ * (through EINTR). */
+double tu_now_s(void);
+double tu_now_ms(void);
+void tu_sleep_ms(double ms);
+
 typedef struct tu_sim {
     pid_t pid;
     int out_fd;       /* its stdout (after the first line) */
