@@ -89,28 +89,3 @@ cJSON *gateway_stats_to_json(const gateway_stats *s)
     }
     return o;
 }
-
-void gateway_stats_add(gateway_stats *t, const gateway_stats *s)
-{
-    t->calls += s->calls;
-    t->ok += s->ok;
-    t->failed += s->failed;
-    t->attempts += s->attempts;
-    t->retries += s->retries;
-    for (size_t k = 0; k < GATEWAY_ERR_KIND_COUNT; k++)
-        t->attempt_errors[k] += s->attempt_errors[k];
-    t->ledger_hits += s->ledger_hits;
-    t->dry_run += s->dry_run;
-    t->breaker_opens += s->breaker_opens;
-    t->stalls += s->stalls;
-    t->health_checks += s->health_checks;
-    t->prompt_tokens += s->prompt_tokens;
-    t->completion_tokens += s->completion_tokens;
-    t->cached_tokens += s->cached_tokens;
-    t->cost_usd += s->cost_usd;
-    t->latency_sum_s += s->latency_sum_s;
-    if (s->latency_max_s > t->latency_max_s)
-        t->latency_max_s = s->latency_max_s;
-    for (size_t b = 0; b < GATEWAY_LATENCY_BUCKETS; b++)
-        t->latency_hist[b] += s->latency_hist[b];
-}
