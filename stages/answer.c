@@ -671,3 +671,34 @@ int answer_majority(const workflow_answer *a, const char *const *answers,
     *votes = best_votes;
     return 0;
 }
+
+int answer_tally_votes(const workflow_answer *a, const char *const *answers,
+                       size_t n, answer_tally *out)
+{
+    *out = (answer_tally){0};
+    if (n > WORKFLOW_MAX_SEATS)
+        return NSED_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        size_t count = 0;
+        bool seen = false;
+
+        if (!answers[i])
+            continue;
+        /* only the first member of a group counts it */
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = answers[k] && answer_same(a, answers[k], answers[i]);
+        if (seen)
+            continue;
+        for (size_t k = i; k < n; k++) {
+            if (answers[k] && answer_same(a, answers[i], answers[k]))
+                count++;
+        }
+        if (count > out->votes) {
+            out->votes = count;
+            out->ntied = 0;
+        }
+        if (count == out->votes)
+            out->tied[out->ntied++] = i;
+    }
+    return 0;
+}

@@ -97,4 +97,23 @@ NSED_MUST_CHECK int answer_majority(const workflow_answer *a,
                                     const char *const *answers, size_t n,
                                     size_t *winner, size_t *votes);
 
+/* The votes of answers[0..n) counted strictly (n <= WORKFLOW_MAX_SEATS;
+ * NULL entries are not votes): answers are grouped with answer_same, as
+ * answer_majority does. */
+typedef struct answer_tally {
+    size_t votes;  /* size of the biggest group; 0 when there is no vote */
+    size_t ntied;  /* groups of that size: 1 is a majority, more a tie */
+    size_t tied[WORKFLOW_MAX_SEATS]; /* index of the first member of each
+                                        group of that size, ascending */
+} answer_tally;
+
+/* Count the votes of answers[0..n) into *out. The strict majority is
+ * answers[out->tied[0]] when out->votes > 0 and out->ntied == 1; with
+ * ntied > 1 the top count is shared (a tie: no majority). Unlike
+ * answer_majority, nothing is decided by position. Returns 0, or
+ * NSED_EINVAL when n > WORKFLOW_MAX_SEATS. */
+NSED_MUST_CHECK int answer_tally_votes(const workflow_answer *a,
+                                       const char *const *answers, size_t n,
+                                       answer_tally *out);
+
 #endif

@@ -154,14 +154,45 @@ static int close_lost_seats(state *st, state_round *r)
     return 0;
 }
 
+/* The round-0 majority of answers[0..st->nseats) (answer_tally_votes):
+ * *majority the strict majority (NULL on a tie or with no answer), *votes
+ * its count; on a tie *tie is set and *drawn is the tied answer a draw
+ * seeded by (run seed, question id) picks, the same on every replay.
+ * Returns 0 or NSED_ENOMEM (NSED_EINTERNAL past WORKFLOW_MAX_SEATS). */
+static int round0_majority(const state *st, const workflow *wf,
+                           const char *const *answers, char **majority,
+                           char **drawn, size_t *votes, bool *tie)
+{
+    answer_tally t;
+    seed_rng rng;
+    const char *pick;
+
+    if (answer_tally_votes(&wf->answer, answers, st->nseats, &t))
+        return NSED_EINTERNAL;
+    *votes = t.votes;
+    *tie = t.votes > 0 && t.ntied > 1;
+    if (t.votes == 0)
+        return 0;
+    if (!*tie) {
+        *majority = strdup(answers[t.tied[0]]);
+        return *majority ? 0 : NSED_ENOMEM;
+    }
+    if (seed_rng_init(&rng, "majority-tie", st->seed, st->qid, 0, 0))
+        return NSED_ENOMEM;
+    pick = answers[t.tied[seed_rng_below(&rng, t.ntied)]];
+    *drawn = strdup(pick);
+    return *drawn ? 0 : NSED_ENOMEM;
+}
+
 int propose_reduce(state *st, const workflow *wf,
                    const stage_response *resps, size_t n, nsed_err *err)
 {
     state_round *r = st->cur;
     state_proposal *np = NULL;
     bool *seen = NULL, open = false;
-    char *baseline = NULL;
+    char *baseline = NULL, *drawn = NULL;
     size_t votes = 0, done = 0;
+    bool tie = false;
     int rc = 0;
 
     if (st->stage != STATE_STAGE_PROPOSE)
@@ -204,20 +235,15 @@ int propose_reduce(state *st, const workflow *wf,
         /* the round-0 majority vote: what the team would answer without
          * deliberating */
         const char *answers[WORKFLOW_MAX_SEATS];
-        size_t win;
 
         for (size_t s = 0; s < st->nseats; s++)
             answers[s] = r->proposals[s].answer;
         for (size_t i = 0; i < n; i++)
             answers[resps[i].seat] = np[i].answer;
-        if (!answer_majority(&wf->answer, answers, st->nseats, &win,
-                             &votes)) {
-            baseline = strdup(answers[win]);
-            if (!baseline) {
-                rc = NSED_ENOMEM;
-                goto out;
-            }
-        }
+        rc = round0_majority(st, wf, answers, &baseline, &drawn, &votes,
+                             &tie);
+        if (rc)
+            goto out;
     }
     if (!open) {
         rc = close_lost_seats(st, r);
@@ -239,8 +265,12 @@ int propose_reduce(state *st, const workflow *wf,
         if (r->index == 0) {
             free(st->baseline_answer);
             st->baseline_answer = baseline;
-            st->baseline_votes = baseline ? votes : 0;
+            st->baseline_votes = votes;
+            st->baseline_tie = tie;
+            free(st->baseline_drawn);
+            st->baseline_drawn = drawn;
             baseline = NULL;
+            drawn = NULL;
         }
         st->stage = STATE_STAGE_ANONYMIZE;
     }
@@ -250,5 +280,6 @@ out:
     free(np);
     free(seen);
     free(baseline);
+    free(drawn);
     return rc;
 }

@@ -20,10 +20,13 @@
  * not asked again: no request is planned for it, and when the stage
  * closes its proposal reads FAILED (infra) without a call, so it neither
  * proposes nor evaluates for the rest of the question.
- * When every seat is resolved in round 0, the majority vote of the
- * extracted answers (by seat order) is recorded as the question's
- * baseline (state.baseline_answer / baseline_votes), and the stage moves
- * to anonymize.
+ * When every seat is resolved in round 0, the strict majority vote of the
+ * extracted answers is recorded as the question's baseline
+ * (state.baseline_answer / baseline_votes / baseline_tie /
+ * baseline_drawn): the answer with the most votes when one answer alone
+ * has that count; when the top count is shared it is a tie (no majority),
+ * and a draw seeded by (run seed, question id, "majority-tie") picks one
+ * of the tied answers, recorded apart. Then the stage moves to anonymize.
  */
 #ifndef NSED_STAGES_PROPOSE_H
 #define NSED_STAGES_PROPOSE_H

@@ -117,6 +117,7 @@ void state_free(state *st)
     state_carry_release(&st->carry, st->nseats);
     free(st->final_answer);
     free(st->baseline_answer);
+    free(st->baseline_drawn);
     free(st->failure);
     free(st);
 }

@@ -249,8 +249,17 @@ typedef struct state {
     int final_round;    /* -1 when none */
     enum state_final_source final_source;
     char *failure;         /* FAILED: why (one line), else NULL */
-    char *baseline_answer; /* round-0 majority vote, NULL when no answers */
+    /* The round-0 majority vote (answer_tally_votes): baseline_answer is
+     * the strict majority, NULL on a tie or when no seat answered;
+     * baseline_votes the top count; baseline_tie that the top count is
+     * shared; baseline_drawn, on a tie only, the tied answer a seeded
+     * draw (purpose "majority-tie") picked. A state of an older nsed has
+     * no tie and no draw: its answer is the old vote, a tie going to the
+     * lowest seat. */
+    char *baseline_answer;
     size_t baseline_votes;
+    bool baseline_tie;
+    char *baseline_drawn;
     state_usage usage;  /* every call of every round so far */
 } state;
 

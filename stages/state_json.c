@@ -285,6 +285,11 @@ int state_to_json(const state *st, char **out)
     jsonw_object_begin(&w);
     key_str(&w, "answer", st->baseline_answer);
     key_num(&w, "votes", (double)st->baseline_votes);
+    if (st->baseline_tie) { /* only then, so older states print back the same */
+        jsonw_key(&w, "tie");
+        jsonw_bool(&w, true);
+        key_str(&w, "drawn", st->baseline_drawn);
+    }
     jsonw_object_end(&w);
     usage_json(&w, "usage", &st->usage);
     jsonw_key(&w, "carry");
@@ -814,6 +819,15 @@ static void rd_state(json_reader *r, const cJSON *root, const workflow *wf,
     st->baseline_answer = json_rd_str(r, x, "answer", "baseline.answer", true);
     st->baseline_votes = (size_t)json_rd_int(r, x, "votes", "baseline.votes",
                                              0, (int64_t)st->nseats);
+    if (cJSON_GetObjectItemCaseSensitive(x, "tie")) {
+        st->baseline_tie = json_rd_bool(r, x, "tie", "baseline.tie");
+        st->baseline_drawn =
+            json_rd_str(r, x, "drawn", "baseline.drawn", true);
+        if (!r->rc && (!st->baseline_tie || st->baseline_answer ||
+                       !st->baseline_drawn))
+            json_rd_fail(r, NSED_EINVAL, "baseline.tie",
+                         "a tie has a drawn answer and no majority");
+    }
     rd_usage(r, root, "state", &st->usage);
     x = json_rd_obj(r, root, "carry", "carry", false);
     st->carry.from_round = (int)json_rd_int(r, x, "from_round",

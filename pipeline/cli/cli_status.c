@@ -108,7 +108,7 @@ static void print_accuracy(const runner_report *r)
         if (!best || pct(t->correct, t->n) > pct(best->correct, best->n))
             best = t;
     }
-    printf("accuracy:   NSED %.1f%% (%zu/%zu)   majority vote %.1f%%",
+    printf("accuracy:   NSED %.1f%% (%zu/%zu)   strict majority %.1f%%",
            pct(r->correct, r->with_ref), r->correct, r->with_ref,
            pct(r->majority_correct, r->with_ref));
     if (best)
@@ -121,6 +121,55 @@ static void print_accuracy(const runner_report *r)
                pct(r->round0.items[i].correct, r->round0.items[i].n),
                r->round0.items[i].correct, r->round0.items[i].n);
     print_rounds(r);
+}
+
+/* One comparison line: "NSED - name: +d.d points [95% lo, hi], McNemar
+ * p P (NSED only b, baseline only c, of n)". */
+static void print_cmp(const char *name, const runner_bl_pair *p)
+{
+    runner_bl_cmp c;
+
+    runner_baselines_compare(p, &c);
+    printf("            NSED - %s: %+.1f points [95%% %+.1f, %+.1f], "
+           "McNemar p %.3g (NSED only %zu, baseline only %zu, of %zu)\n",
+           name, 100 * c.diff, 100 * c.lo, 100 * c.hi, c.p, p->b, p->c,
+           c.n);
+}
+
+/* The strict majority's ties and the paired comparisons (runner_baselines.h),
+ * then per tag: n, NSED's and each baseline's accuracy. */
+static void print_baselines(const runner_baselines *bl)
+{
+    const runner_bl_col *drawn = NULL;
+
+    for (size_t i = 0; i < bl->ncols; i++)
+        if (!strcmp(bl->cols[i].name, "majority_drawn"))
+            drawn = &bl->cols[i];
+    printf("majority:   no strict majority on %.1f%% (%zu/%zu; %zu ties)",
+           pct(bl->no_majority, bl->n), bl->no_majority, bl->n, bl->ties);
+    if (drawn)
+        printf("   ties drawn %.1f%% (%zu/%zu)",
+               pct(drawn->all.a + drawn->all.c,
+                   drawn->all.a + drawn->all.b + drawn->all.c + drawn->all.d),
+               drawn->all.a + drawn->all.c,
+               drawn->all.a + drawn->all.b + drawn->all.c + drawn->all.d);
+    printf("\n");
+    printf("paired:     NSED against each baseline on the same questions "
+           "(Newcombe interval, exact McNemar)\n");
+    for (size_t i = 0; i < bl->ncols; i++)
+        print_cmp(bl->cols[i].name, &bl->cols[i].all);
+    for (size_t t = 0; t < bl->ntags; t++) {
+        printf("%s %s: n %zu, NSED %.1f%%", t ? "           " : "by tag:    ",
+               bl->tags[t].name, bl->tags[t].n,
+               pct(bl->tags[t].nsed_correct, bl->tags[t].n));
+        for (size_t i = 0; i < bl->ncols; i++) {
+            const runner_bl_pair *p = &bl->cols[i].tag[t];
+
+            printf(", %s %.1f%%", bl->cols[i].name,
+                   pct(p->a + p->c, p->a + p->b + p->c + p->d));
+        }
+        printf("\n");
+    }
 }
 
 /* A latency quantile as the histogram bucket it is, "lo-hi" in ms: one
@@ -256,6 +305,8 @@ static void print_text(const runner_report *r)
     }
     if (r->with_ref)
         print_accuracy(r);
+    if (r->with_ref)
+        print_baselines(r->baselines);
     printf("results:    %.0f tokens, $%.4f\n", r->tokens, r->cost_usd);
     print_broker(&r->broker);
     print_models(r);

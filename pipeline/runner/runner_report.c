@@ -129,6 +129,7 @@ static void count_result(report_read *rr, const cJSON *res)
     r->with_ref++;
     r->correct += (size_t)json_bool(res, "correct", false);
     r->majority_correct += (size_t)json_bool(maj, "correct", false);
+    runner_baselines_count(r->baselines, res);
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(b, "models")) {
         const char *id = json_str(m, "model", NULL);
 
@@ -524,7 +525,8 @@ int runner_report_build(store *st, runner_report **out, nsed_err *err)
     int rc;
 
     if (!r || !(r->store = strdup(store_dir(st))) ||
-        !(r->telemetry = cJSON_CreateObject())) {
+        !(r->telemetry = cJSON_CreateObject()) ||
+        !(r->baselines = runner_baselines_new())) {
         rc = nsed_error(err, NSED_ENOMEM, "out of memory");
         goto out;
     }
@@ -730,6 +732,10 @@ int runner_report_json(const runner_report *r, char **out)
             cJSON_AddItemToArray(pa, e);
         }
     }
+    if (runner_baselines_json(r->baselines, o)) {
+        cJSON_Delete(o);
+        return NSED_ENOMEM;
+    }
     if (r->manifest) {
         cJSON *man = cJSON_Duplicate(r->manifest, 1);
 
@@ -765,6 +771,7 @@ void runner_report_free(runner_report *r)
     tally_release(&r->broker.policies);
     tally_release(&r->broker.chosen);
     tally_release(&r->broker.excluded);
+    runner_baselines_free(r->baselines);
     cJSON_Delete(r->manifest);
     cJSON_Delete(r->telemetry);
     free(r->store);

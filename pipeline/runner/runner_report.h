@@ -27,6 +27,7 @@
  *              the runner last recorded as paused, with the UTC time the
  *              pause began; run_ended: the run has ended since, so this
  *              is the last known state),
+ *    "baselines": NSED against each baseline (runner_baselines.h),
  *    "manifest": the run manifest without workflow_canonical, or null}
  * and the struct below holds the same figures for a text form.
  */
@@ -35,6 +36,7 @@
 
 #include "pipeline/base/err.h"
 #include "pipeline/runner/runner.h"
+#include "pipeline/runner/runner_baselines.h"
 #include "store/store.h"
 
 #include <stdbool.h>
@@ -143,6 +145,10 @@ typedef struct runner_report {
     runner_report_broker broker;
     runner_report_paused *paused; /* in key order */
     size_t npaused;
+
+    runner_baselines *baselines; /* owned: NSED against each baseline,
+                                    paired, and per tag (its JSON is
+                                    "baselines") */
 
     struct cJSON *manifest;  /* owned; for runner_report_json */
     struct cJSON *telemetry; /* owned: model id -> stored statistics */

@@ -238,6 +238,23 @@ static cJSON *scores_json(const workflow *wf, const state *st,
     return a;
 }
 
+/* The strict majority's tie fields (state.h): "tie", "drawn" (the answer
+ * the seeded draw picked on a tie, else the majority itself) and
+ * "drawn_correct" (the majority with ties broken by that draw). Returns 0
+ * or NSED_ENOMEM. */
+static int majority_tie_json(const workflow *wf, const state *st, cJSON *maj)
+{
+    const char *drawn =
+        st->baseline_tie ? st->baseline_drawn : st->baseline_answer;
+
+    return json_add_item(maj, "tie", cJSON_CreateBool(st->baseline_tie)) ||
+                   json_add_item(maj, "drawn", str_or_null(drawn)) ||
+                   json_add_item(maj, "drawn_correct",
+                                 correct_json(wf, drawn, st->reference))
+               ? NSED_ENOMEM
+               : 0;
+}
+
 static cJSON *baselines_json(const workflow *wf, const state *st,
                              const state_round *r0)
 {
@@ -263,7 +280,8 @@ static cJSON *baselines_json(const workflow *wf, const state *st,
     if (json_add_item(maj, "answer", str_or_null(st->baseline_answer)) ||
         json_add_item(maj, "votes", cJSON_CreateNumber((double)st->baseline_votes)) ||
         json_add_item(maj, "correct",
-            correct_json(wf, st->baseline_answer, st->reference)))
+            correct_json(wf, st->baseline_answer, st->reference)) ||
+        majority_tie_json(wf, st, maj))
         goto fail;
     return b;
 fail:
