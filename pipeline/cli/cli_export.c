@@ -1,7 +1,8 @@
-/* cli_export.c -- `nsed export --store DIR [-o FILE]` */
+/* cli_export.c -- `nsed export --store DIR [--summary] [-o FILE]` */
 #include "pipeline/base/atomic.h"
 #include "pipeline/cli/cli.h"
 #include "pipeline/questions/questions.h"
+#include "pipeline/runner/runner_report.h"
 #include "store/store_keys.h"
 
 #include <cjson/cJSON.h>
@@ -13,7 +14,7 @@
 #include <unistd.h>
 
 static const char export_usage[] =
-    "usage: nsed export --store DIR [-o FILE]\n"
+    "usage: nsed export --store DIR [--summary] [-o FILE]\n"
     "\n"
     "Write one JSON object per finished question, in question order (the\n"
     "fields are described in docs/results.md); its \"status\" is done,\n"
@@ -22,6 +23,9 @@ static const char export_usage[] =
     "Opens the store read-only, so it can run beside a running writer.\n"
     "\n"
     "  -s, --store DIR   run store directory\n"
+    "      --summary     instead of the rows, one JSON object: the run's\n"
+    "                    workflow hash, questions, and NSED against each\n"
+    "                    baseline (paired intervals, McNemar, per tag)\n"
     "  -o, --output FILE write to FILE (replaced atomically) instead of\n"
     "                    standard output\n"
     "  -h, --help        this text\n";
@@ -115,11 +119,42 @@ static int export_fn(store_txn *txn, void *arg, nsed_err *err)
     return rc == 1 ? 0 : rc; /* 1: export_one stopped early on purpose */
 }
 
+/* The summary of --summary: {"workflow_hash", "questions", "baselines"}
+ * (runner_baselines.h), one line, to out. */
+static int export_summary(store *st, FILE *out, nsed_err *err)
+{
+    runner_report *r = NULL;
+    cJSON *o = NULL;
+    char *text = NULL;
+    int rc = runner_report_build(st, &r, err);
+
+    if (rc)
+        goto out;
+    rc = nsed_error(err, NSED_ENOMEM, "out of memory");
+    if (!(o = cJSON_CreateObject()) ||
+        !(r->workflow_hash
+              ? cJSON_AddStringToObject(o, "workflow_hash", r->workflow_hash)
+              : cJSON_AddNullToObject(o, "workflow_hash")) ||
+        !cJSON_AddNumberToObject(o, "questions", (double)r->total) ||
+        runner_baselines_json(r->baselines, o) ||
+        !(text = cJSON_PrintUnformatted(o)))
+        goto out;
+    rc = 0;
+    if (fprintf(out, "%s\n", text) < 0)
+        rc = nsed_error(err, NSED_EIO, "write failed: %s", strerror(errno));
+out:
+    free(text);
+    cJSON_Delete(o);
+    runner_report_free(r);
+    return rc;
+}
+
 int cli_export(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"store", required_argument, NULL, 's'},
         {"output", required_argument, NULL, 'o'},
+        {"summary", no_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -130,6 +165,7 @@ int cli_export(int argc, char **argv)
     store *st = NULL;
     nsed_err err = {0};
     export_ctx x = {.err = &err};
+    bool summary = false;
     int c, rc;
 
     optind = 1;
@@ -140,6 +176,9 @@ int cli_export(int argc, char **argv)
             break;
         case 'o':
             path = optarg;
+            break;
+        case 'S':
+            summary = true;
             break;
         case 'h':
             fputs(export_usage, stdout);
@@ -164,11 +203,16 @@ int cli_export(int argc, char **argv)
         x.out = atomic_file_stream(file);
         x.path = path;
     }
-    rc = store_read(st, export_fn, &x, &err);
+    if (summary)
+        rc = export_summary(st, x.out, &err);
+    else
+        rc = store_read(st, export_fn, &x, &err);
     if (path) {
         if (!rc) {
             rc = atomic_file_commit(file, &err);
-            if (!rc)
+            if (!rc && summary)
+                fprintf(stderr, "nsed export: summary written to %s\n", path);
+            else if (!rc)
                 fprintf(stderr, "nsed export: %zu results written to %s\n",
                         x.n, path);
         } else {
