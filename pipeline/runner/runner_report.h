@@ -12,7 +12,8 @@
  *                    models:{model:{proposals,no_answer,evaluations,
  *                                   abstained,truncated}}},
  *    "rounds_mean", "stop_reasons":{reason:n},
- *    "accuracy":{with_reference,nsed_correct,majority_correct,
+ *    "accuracy":{with_reference,nsed_correct,majority_correct (the strict
+ *                majority: a tie is not correct),
  *                round0_by_model:{model:{answers,correct}}},
  *    "tokens", "cost_usd", "rounds":[{round,judged,winner_correct}],
  *    "fatigue_fit":{p_g,p_v,lambda,beta,t_opt} or null,
