@@ -101,8 +101,8 @@ NSED_MUST_CHECK int answer_majority(const workflow_answer *a,
  * NULL entries are not votes): answers are grouped with answer_same, as
  * answer_majority does. */
 typedef struct answer_tally {
-    size_t votes;  /* size of the biggest group; 0 when there is no vote */
-    size_t ntied;  /* groups of that size: 1 is a majority, more a tie */
+    size_t votes; /* size of the biggest group; 0 when there is no vote */
+    size_t ntied; /* groups of that size: 1 is a majority, more a tie */
     size_t tied[WORKFLOW_MAX_SEATS]; /* index of the first member of each
                                         group of that size, ascending */
 } answer_tally;

@@ -240,8 +240,7 @@ int propose_reduce(state *st, const workflow *wf,
             answers[s] = r->proposals[s].answer;
         for (size_t i = 0; i < n; i++)
             answers[resps[i].seat] = np[i].answer;
-        rc = round0_majority(st, wf, answers, &baseline, &drawn, &votes,
-                             &tie);
+        rc = round0_majority(st, wf, answers, &baseline, &drawn, &votes, &tie);
         if (rc)
             goto out;
     }

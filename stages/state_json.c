@@ -821,10 +821,9 @@ static void rd_state(json_reader *r, const cJSON *root, const workflow *wf,
                                              0, (int64_t)st->nseats);
     if (cJSON_GetObjectItemCaseSensitive(x, "tie")) {
         st->baseline_tie = json_rd_bool(r, x, "tie", "baseline.tie");
-        st->baseline_drawn =
-            json_rd_str(r, x, "drawn", "baseline.drawn", true);
-        if (!r->rc && (!st->baseline_tie || st->baseline_answer ||
-                       !st->baseline_drawn))
+        st->baseline_drawn = json_rd_str(r, x, "drawn", "baseline.drawn", true);
+        if (!r->rc &&
+            (!st->baseline_tie || st->baseline_answer || !st->baseline_drawn))
             json_rd_fail(r, NSED_EINVAL, "baseline.tie",
                          "a tie has a drawn answer and no majority");
     }

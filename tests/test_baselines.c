@@ -166,8 +166,7 @@ START_TEST(tie_draw_is_seeded_and_recorded)
             state_free(st);
     }
     /* 64 fair draws: P(either side below 16) < 1e-4 */
-    ck_assert_msg(first >= 16 && second >= 16, "draws %zu/%zu", first,
-                  second);
+    ck_assert_msg(first >= 16 && second >= 16, "draws %zu/%zu", first, second);
     /* the draw is recorded in the state and read back */
     ck_assert_int_eq(state_to_json(st, &json), 0);
     ck_assert(tu_contains(json, "\"tie\":true"));
@@ -259,21 +258,19 @@ static void newcombe_by_hand(size_t a, size_t b, size_t c, size_t d,
     *diff = p1 - p2;
     /* with phi = 1 and equal margins the radicands are (x - x)^2, which
      * rounding can leave a hair below 0 */
-    *lo = *diff - sqrt(fmax(0, pow(p1 - l1, 2) -
-                                   2 * phi * (p1 - l1) * (u2 - p2) +
-                                   pow(u2 - p2, 2)));
-    *hi = *diff + sqrt(fmax(0, pow(u1 - p1, 2) -
-                                   2 * phi * (u1 - p1) * (p2 - l2) +
-                                   pow(p2 - l2, 2)));
+    *lo = *diff -
+          sqrt(fmax(0, pow(p1 - l1, 2) - 2 * phi * (p1 - l1) * (u2 - p2) +
+                           pow(u2 - p2, 2)));
+    *hi = *diff +
+          sqrt(fmax(0, pow(u1 - p1, 2) - 2 * phi * (u1 - p1) * (p2 - l2) +
+                           pow(p2 - l2, 2)));
 }
 
 START_TEST(mcnemar_exact)
 {
     /* b=3, c=10: 2 * (1 + 13 + 78 + 286) / 8192 = 756 / 8192 */
-    ck_assert_double_eq_tol(stats_mcnemar_exact_p(3, 10), 756.0 / 8192,
-                            1e-15);
-    ck_assert_double_eq_tol(stats_mcnemar_exact_p(10, 3), 756.0 / 8192,
-                            1e-15);
+    ck_assert_double_eq_tol(stats_mcnemar_exact_p(3, 10), 756.0 / 8192, 1e-15);
+    ck_assert_double_eq_tol(stats_mcnemar_exact_p(10, 3), 756.0 / 8192, 1e-15);
     ck_assert_double_eq_tol(stats_mcnemar_exact_p(3, 10),
                             mcnemar_by_hand(3, 10), 1e-15);
     /* b=0, c=5: 2 / 32 */
@@ -297,8 +294,8 @@ END_TEST
 START_TEST(newcombe_interval)
 {
     static const size_t tables[][4] = {
-        {50, 20, 5, 45},  {10, 0, 0, 10}, {0, 7, 0, 3}, {3, 10, 4, 1},
-        {97, 0, 0, 23},   {1, 1, 1, 1},   {68, 29, 3, 20}, {5, 0, 9, 0},
+        {50, 20, 5, 45}, {10, 0, 0, 10}, {0, 7, 0, 3},    {3, 10, 4, 1},
+        {97, 0, 0, 23},  {1, 1, 1, 1},   {68, 29, 3, 20}, {5, 0, 9, 0},
     };
     double diff, lo, hi, wd, wl, wh, l, h;
 

@@ -31,7 +31,8 @@ void stats_wilson(size_t k, size_t n, double z, double *lo, double *hi)
     z2 = z * z;
     den = 1 + z2 / (double)n;
     mid = (p + z2 / (2 * (double)n)) / den;
-    half = z * sqrt(p * (1 - p) / (double)n + z2 / (4.0 * (double)n * (double)n)) /
+    half = z *
+           sqrt(p * (1 - p) / (double)n + z2 / (4.0 * (double)n * (double)n)) /
            den;
     *lo = fmax(0.0, mid - half);
     *hi = fmin(1.0, mid + half);

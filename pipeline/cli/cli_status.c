@@ -136,8 +136,7 @@ static void print_cmp(const char *name, const runner_bl_pair *p)
     runner_baselines_compare(p, &c);
     printf("            NSED - %s: %+.1f points [95%% %+.1f, %+.1f], "
            "McNemar p %.3g (NSED only %zu, baseline only %zu, of %zu)\n",
-           name, 100 * c.diff, 100 * c.lo, 100 * c.hi, c.p, p->b, p->c,
-           c.n);
+           name, 100 * c.diff, 100 * c.lo, 100 * c.hi, c.p, p->b, p->c, c.n);
 }
 
 /* The strict majority's ties and the paired comparisons (runner_baselines.h),
@@ -163,9 +162,9 @@ static void print_baselines(const runner_baselines *bl)
     for (size_t i = 0; i < bl->ncols; i++)
         print_cmp(bl->cols[i].name, &bl->cols[i].all);
     for (size_t t = 0; t < bl->ntags; t++) {
-        printf("%s %s: n %zu, NSED %.1f%%", t ? "           " : "by tag:    ",
-               bl->tags[t].name, bl->tags[t].n,
-               pct(bl->tags[t].nsed_correct, bl->tags[t].n));
+        printf("%s %s: n %zu, NSED %.1f%%",
+               t ? "           " : "by tag:    ", bl->tags[t].name,
+               bl->tags[t].n, pct(bl->tags[t].nsed_correct, bl->tags[t].n));
         for (size_t i = 0; i < bl->ncols; i++) {
             const runner_bl_pair *p = &bl->cols[i].tag[t];
 

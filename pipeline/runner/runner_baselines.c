@@ -108,8 +108,7 @@ void runner_baselines_count(runner_baselines *bl, const cJSON *res)
         bl->tags[tags[k]].n++;
         bl->tags[tags[k]].nsed_correct += nsed;
     }
-    if (maj && !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(maj,
-                                                                "answer")))
+    if (maj && !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(maj, "answer")))
         bl->no_majority++;
     bl->ties += json_bool(maj, "tie", false);
     for (size_t i = 0; i < sizeof bl_kinds / sizeof bl_kinds[0]; i++) {

@@ -45,8 +45,8 @@ typedef struct runner_bl_pair {
 } runner_bl_pair;
 
 typedef struct runner_bl_col {
-    char *name;                      /* "majority", "model:alpha", ... */
-    runner_bl_pair all;              /* over every judged question */
+    char *name;                         /* "majority", "model:alpha", ... */
+    runner_bl_pair all;                 /* over every judged question */
     runner_bl_pair tag[RUNNER_BL_TAGS]; /* per tag of runner_baselines */
 } runner_bl_col;
 
@@ -68,10 +68,10 @@ typedef struct runner_baselines {
 
 /* One comparison, derived from a pair. */
 typedef struct runner_bl_cmp {
-    size_t n;                 /* questions where both are judged */
+    size_t n;                  /* questions where both are judged */
     double nsed_acc, base_acc; /* 0 when n == 0 */
-    double diff, lo, hi;      /* NSED - baseline, 95% interval */
-    double p;                 /* exact McNemar, two-sided */
+    double diff, lo, hi;       /* NSED - baseline, 95% interval */
+    double p;                  /* exact McNemar, two-sided */
 } runner_bl_cmp;
 
 /* A new, empty table (NULL when out of memory). */

@@ -244,8 +244,8 @@ static cJSON *scores_json(const workflow *wf, const state *st,
  * or NSED_ENOMEM. */
 static int majority_tie_json(const workflow *wf, const state *st, cJSON *maj)
 {
-    const char *drawn =
-        st->baseline_tie ? st->baseline_drawn : st->baseline_answer;
+    const char *drawn = st->baseline_tie ? st->baseline_drawn
+                                         : st->baseline_answer;
 
     return json_add_item(maj, "tie", cJSON_CreateBool(st->baseline_tie)) ||
                    json_add_item(maj, "drawn", str_or_null(drawn)) ||
@@ -278,9 +278,10 @@ static cJSON *baselines_json(const workflow *wf, const state *st,
             goto fail;
     }
     if (json_add_item(maj, "answer", str_or_null(st->baseline_answer)) ||
-        json_add_item(maj, "votes", cJSON_CreateNumber((double)st->baseline_votes)) ||
+        json_add_item(maj, "votes",
+                      cJSON_CreateNumber((double)st->baseline_votes)) ||
         json_add_item(maj, "correct",
-            correct_json(wf, st->baseline_answer, st->reference)) ||
+                      correct_json(wf, st->baseline_answer, st->reference)) ||
         majority_tie_json(wf, st, maj))
         goto fail;
     return b;
