@@ -92,8 +92,9 @@ NSED_MUST_CHECK char *answer_normalize(const char *s);
  * are grouped with answer_same; the biggest group wins, a tie goes to the
  * group whose first member comes first. This is the final answer of a
  * question that never had a winner (converge), which must be some answer;
- * the round-0 baseline counts strictly instead (answer_tally_votes). Returns 0 and sets *winner to the
- * index of that first member and *votes to the group's size;
+ * the round-0 baseline counts strictly instead (answer_tally_votes).
+ * Returns 0 and sets *winner to the index of that first member and *votes
+ * to the group's size;
  * NSED_ENOTFOUND when there is no vote at all. */
 NSED_MUST_CHECK int answer_majority(const workflow_answer *a,
                                     const char *const *answers, size_t n,
