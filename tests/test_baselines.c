@@ -12,6 +12,7 @@
  * Wilson limits by bisection on the score test, the votes by grouping
  * numbers in the test. */
 #include "pipeline/base/stats.h"
+#include "pipeline/runner/runner_baselines.h"
 #include "stages/answer.h"
 #include "stages/stage.h"
 #include "stages/state.h"
@@ -325,6 +326,69 @@ START_TEST(newcombe_interval)
 }
 END_TEST
 
+/* ---- counting result records --------------------------------------------- */
+
+START_TEST(counting_records)
+{
+    /* a new record with a tie, one with a majority, and one of an older
+     * nsed (no "tie", no "drawn_correct": its "correct" went to the lowest
+     * seat on a tie and counts as the drawn figure too) */
+    static const char *const recs[] = {
+        "{\"correct\":true,\"tags\":[\"a\",\"b\",\"a\"],\"baselines\":{"
+        "\"models\":[{\"model\":\"x\",\"answer\":\"1\",\"correct\":true},"
+        "{\"model\":\"y\",\"answer\":null,\"correct\":false}],"
+        "\"majority\":{\"answer\":null,\"votes\":1,\"correct\":false,"
+        "\"tie\":true,\"drawn\":\"1\",\"drawn_correct\":true}}}",
+        "{\"correct\":false,\"tags\":[\"b\"],\"baselines\":{"
+        "\"models\":[{\"model\":\"x\",\"answer\":\"2\",\"correct\":true},"
+        "{\"model\":\"y\",\"answer\":\"2\",\"correct\":true}],"
+        "\"majority\":{\"answer\":\"2\",\"votes\":2,\"correct\":true,"
+        "\"tie\":false,\"drawn\":\"2\",\"drawn_correct\":true}}}",
+        "{\"correct\":false,\"baselines\":{"
+        "\"models\":[{\"model\":\"x\",\"answer\":\"3\",\"correct\":false},"
+        "{\"model\":\"y\",\"answer\":\"4\",\"correct\":false}],"
+        "\"majority\":{\"answer\":\"3\",\"votes\":1,\"correct\":false}}}",
+    };
+    runner_baselines *bl = runner_baselines_new();
+    const runner_bl_col *c;
+
+    ck_assert_ptr_nonnull(bl);
+    for (size_t i = 0; i < 3; i++) {
+        cJSON *r = cJSON_Parse(recs[i]);
+
+        ck_assert_ptr_nonnull(r);
+        runner_baselines_count(bl, r);
+        cJSON_Delete(r);
+    }
+    ck_assert_uint_eq(bl->n, 3);
+    ck_assert_uint_eq(bl->nsed_correct, 1);
+    ck_assert_uint_eq(bl->no_majority, 1); /* the old record has "3" */
+    ck_assert_uint_eq(bl->ties, 1);
+    ck_assert_uint_eq(bl->ncols, 4);
+    c = &bl->cols[0]; /* (NSED, majority): (T,F) (F,T) (F,F) */
+    ck_assert_str_eq(c->name, "majority");
+    ck_assert(c->all.a == 0 && c->all.b == 1 && c->all.c == 1 &&
+              c->all.d == 1);
+    c = &bl->cols[1]; /* (T,T) (F,T) (F,F: the old "correct") */
+    ck_assert_str_eq(c->name, "majority_drawn");
+    ck_assert(c->all.a == 1 && c->all.b == 0 && c->all.c == 1 &&
+              c->all.d == 1);
+    c = &bl->cols[3]; /* y without an answer is judged wrong */
+    ck_assert_str_eq(c->name, "model:y");
+    ck_assert(c->all.a == 0 && c->all.b == 1 && c->all.c == 1 &&
+              c->all.d == 1);
+    /* tags: "a" once though listed twice; "b" on two records */
+    ck_assert_uint_eq(bl->ntags, 2);
+    ck_assert_str_eq(bl->tags[0].name, "a");
+    ck_assert_uint_eq(bl->tags[0].n, 1);
+    ck_assert_uint_eq(bl->tags[0].nsed_correct, 1);
+    ck_assert_str_eq(bl->tags[1].name, "b");
+    ck_assert_uint_eq(bl->tags[1].n, 2);
+    ck_assert_uint_eq(bl->cols[2].tag[1].a + bl->cols[2].tag[1].c, 2);
+    runner_baselines_free(bl);
+}
+END_TEST
+
 /* ---- end to end: the demo on nsed-sim ------------------------------------ */
 
 /* The answers of the test's own grouping: numbers equal within the demo's
@@ -623,6 +687,7 @@ Suite *tu_suite(void)
     t = tcase_create("statistics");
     tcase_add_test(t, mcnemar_exact);
     tcase_add_test(t, newcombe_interval);
+    tcase_add_test(t, counting_records);
     suite_add_tcase(s, t);
     t = tcase_create("demo");
     tcase_add_checked_fixture(t, tu_tmp_setup, tu_tmp_teardown);
