@@ -367,16 +367,13 @@ START_TEST(counting_records)
     ck_assert_uint_eq(bl->ncols, 4);
     c = &bl->cols[0]; /* (NSED, majority): (T,F) (F,T) (F,F) */
     ck_assert_str_eq(c->name, "majority");
-    ck_assert(c->all.a == 0 && c->all.b == 1 && c->all.c == 1 &&
-              c->all.d == 1);
+    ck_assert(c->all.a == 0 && c->all.b == 1 && c->all.c == 1 && c->all.d == 1);
     c = &bl->cols[1]; /* (T,T) (F,T) (F,F: the old "correct") */
     ck_assert_str_eq(c->name, "majority_drawn");
-    ck_assert(c->all.a == 1 && c->all.b == 0 && c->all.c == 1 &&
-              c->all.d == 1);
+    ck_assert(c->all.a == 1 && c->all.b == 0 && c->all.c == 1 && c->all.d == 1);
     c = &bl->cols[3]; /* y without an answer is judged wrong */
     ck_assert_str_eq(c->name, "model:y");
-    ck_assert(c->all.a == 0 && c->all.b == 1 && c->all.c == 1 &&
-              c->all.d == 1);
+    ck_assert(c->all.a == 0 && c->all.b == 1 && c->all.c == 1 && c->all.d == 1);
     /* tags: "a" once though listed twice; "b" on two records */
     ck_assert_uint_eq(bl->ntags, 2);
     ck_assert_str_eq(bl->tags[0].name, "a");
