@@ -95,9 +95,8 @@ static long body_round(sim_span body)
     body = sim_span_trim(body);
     if (body.len < n + 1 + t || memcmp(body.ptr, round_mark, n))
         return -1;
-    for (i = n; i < body.len && i < n + 9 &&
-                isdigit((unsigned char)body.ptr[i]);
-         i++)
+    for (i = n;
+         i < body.len && i < n + 9 && isdigit((unsigned char)body.ptr[i]); i++)
         v = v * 10 + (body.ptr[i] - '0');
     if (i == n || body.len - i < t || memcmp(body.ptr + i, round_tail, t))
         return -1;
@@ -152,8 +151,8 @@ static int accuracy_of(const sim_ask *a, accuracy *out)
 /* The family's shared draws for a question (purpose "gen": whether a fresh
  * answer is right and which distractor; "ver" with the answer judged:
  * whether a judgement of it is right). */
-static int family_draws(const sim_ask *a, const char *purpose,
-                        sim_span answer, double u[2])
+static int family_draws(const sim_ask *a, const char *purpose, sim_span answer,
+                        double u[2])
 {
     char tag[64];
     sim_rng rng;
@@ -173,8 +172,8 @@ static int family_draws(const sim_ask *a, const char *purpose,
  * own draw own_u, or with probability blind_spot (an extra draw, taken
  * only when blind_spot > 0, so configs without it keep their stream) the
  * family's draw for that answer. */
-static int judge_right(const sim_ask *a, sim_rng *rng, double pv,
-                       double own_u, sim_span answer, int *right)
+static int judge_right(const sim_ask *a, sim_rng *rng, double pv, double own_u,
+                       sim_span answer, int *right)
 {
     double u = own_u, fam[2];
     int rc;
@@ -451,7 +450,8 @@ static int proposal(const sim_ask *a, sim_rng *rng, buf *out)
     if (rc)
         return rc;
     if (lost)
-        rc = buf_printf(out, "I lost track of the discussion so far and "
+        rc = buf_printf(out,
+                        "I lost track of the discussion so far and "
                         "solved the question again from the start. %s ",
                         PICK(rng, middles));
     else if (have_w && accept)
@@ -503,7 +503,7 @@ static int evaluation(const sim_ask *a, sim_rng *rng, int prose, buf *out)
         int coin = sim_rng_chance(rng, 0.5), right, truth = 0;
 
         j[i].has_answer = sim_final_answer(p->candidates[i].body, &j[i].answer);
-        rc = judge_right(a, rng, acc.ver,  ru,
+        rc = judge_right(a, rng, acc.ver, ru,
                          j[i].has_answer ? j[i].answer : span_of(""), &right);
         if (rc)
             return rc;

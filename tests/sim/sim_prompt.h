@@ -55,7 +55,7 @@ typedef struct sim_prompt {
     size_t ncandidates;
     sim_candidate candidates[SIM_PROMPT_MAX_CANDIDATES];
     int has_round;
-    long round;               /* from a line "Round N." outside the blocks
+    long round; /* from a line "Round N." outside the blocks
                                  (nsed's default revise prompt) */
 } sim_prompt;
 

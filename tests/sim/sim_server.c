@@ -318,8 +318,8 @@ static int message_text(const cJSON *content, char **out, size_t *len)
 /* Skip white space in [*i, len). */
 static void skip_ws(const char *t, size_t len, size_t *i)
 {
-    while (*i < len && (t[*i] == ' ' || t[*i] == '\t' || t[*i] == '\n' ||
-                        t[*i] == '\r'))
+    while (*i < len &&
+           (t[*i] == ' ' || t[*i] == '\t' || t[*i] == '\n' || t[*i] == '\r'))
         (*i)++;
 }
 
@@ -532,7 +532,8 @@ static int parse_chat(const char *body, size_t len, chat_req *r, char *why,
     j = cJSON_GetObjectItemCaseSensitive(r->json, "seed");
     if (j && !cJSON_IsNull(j)) {
         if (!seed_value(body, len, j, &r->seed)) {
-            snprintf(why, whylen, "seed must be an integer in [-2^63, "
+            snprintf(why, whylen,
+                     "seed must be an integer in [-2^63, "
                      "2^63 - 1]");
             return NSED_EINVAL;
         }
