@@ -444,7 +444,7 @@ static int proposal(const sim_ask *a, sim_rng *rng, buf *out)
     /* Models with round fatigue say which round they revise in, so that
      * an evaluation, whose prompt has no round, can tell (docs/nsed-sim.md
      * #fatigue). */
-    rc = m->fatigue_round > 0 && p->has_winner && p->has_round
+    rc = m->fatigue_round > 0 && p->has_round
              ? buf_printf(out, "%s%ld%s ", round_mark, p->round, round_tail)
              : 0;
     if (rc)

@@ -13,6 +13,13 @@
  * (right with probability p_ver) accepts it, else keep YOUR PREVIOUS ANSWER.
  * Evaluations (CANDIDATE blocks) judge each candidate and reply with
  * {"evaluations":[{"candidate","weight","critique"}]}.
+ *
+ * The knobs of the paper's findings (docs/nsed-sim.md): a per-question
+ * difficulty shifts p_gen and p_ver on the logit scale; the fatigue factor
+ * F (by round and prompt length) scales p_gen, pulls p_ver toward 0.5 and
+ * makes a revision lose the thread with probability 1 - F; blind_spot
+ * makes a draw the family's shared one. Each knob at 0 takes no extra
+ * random draw, so configs without them get the replies they always got.
  */
 #ifndef NSED_SIM_MODEL_H
 #define NSED_SIM_MODEL_H
