@@ -1773,6 +1773,376 @@ START_TEST(outage_window_drops_then_recovers)
 }
 END_TEST
 
+/* ---- tests: the knobs of the paper's findings (issue 12) --------------- */
+
+/* A chat body for a user prompt with the seed written as the exact text
+ * seed_text (cJSON would print a double). */
+static char *body_with_seed(const char *model, const char *user,
+                            const char *seed_text)
+{
+    char *b = chat_body(model, user), *s;
+    size_t n = strlen(b);
+
+    ck_assert(n > 0 && b[n - 1] == '}');
+    b[n - 1] = '\0';
+    ck_assert(asprintf(&s, "%s,\"seed\":%s}", b, seed_text) > 0);
+    free(b);
+    return s;
+}
+
+/* POST body; return the status and (when 200) the reply's id and boxed
+ * answer (malloc'd, may be NULL). */
+static long post_seeded(const simproc *p, const char *body, char **id,
+                        char **answer)
+{
+    hres r;
+    long status;
+
+    http(p, "POST", "/v1/chat/completions", body, &r);
+    status = r.status;
+    if (status == 200) {
+        cJSON *j = parse_ok(&r);
+        char *c = content_of(&r);
+
+        *id = strdup(cJSON_GetObjectItemCaseSensitive(j, "id")->valuestring);
+        *answer = boxed(c);
+        free(c);
+        cJSON_Delete(j);
+    }
+    hres_release(&r);
+    return status;
+}
+
+START_TEST(seeds_are_64_bit_integers_read_exactly)
+{
+    static const struct {
+        const char *seed;
+        long status;
+    } cases[] = {
+        {"9223372036854775807", 200},  /* 2^63 - 1, what nsed may send */
+        {"-9223372036854775808", 200}, /* -2^63 */
+        {"9007199254740992", 200},     /* 2^53 */
+        {"9007199254740993", 200},     /* 2^53 + 1: a double cannot */
+        {"5.0", 200},                  /* integral, through the double */
+        {"9223372036854775808", 400},  /* 2^63 */
+        {"-9223372036854775809", 400},
+        {"1.5", 400},
+        {"\"7\"", 400},
+    };
+    char *prompt = question_prompt("What is 130 - 60?");
+    char *ids[sizeof cases / sizeof cases[0]] = {0};
+    simproc p;
+    cJSON *stats;
+
+    sim_start(&p, base_yaml);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *body = body_with_seed("sim-a", prompt, cases[i].seed);
+        char *answer = NULL;
+        long st = post_seeded(&p, body, &ids[i], &answer);
+
+        ck_assert_msg(st == cases[i].status, "seed %s: status %ld",
+                      cases[i].seed, st);
+        free(answer);
+        free(body);
+    }
+    /* 2^53 and 2^53 + 1 are different seeds, so different replies (the id
+     * is the request's digest, which hashes the seed as read). */
+    ck_assert_str_ne(ids[2], ids[3]);
+    /* the same seed twice: the same reply */
+    {
+        char *body = body_with_seed("sim-a", prompt, "9007199254740993");
+        char *id = NULL, *answer = NULL;
+
+        ck_assert_int_eq(post_seeded(&p, body, &id, &answer), 200);
+        ck_assert_str_eq(id, ids[3]);
+        free(id);
+        free(answer);
+        free(body);
+    }
+    /* a key spelt with an escape is the same member to cJSON and here */
+    {
+        char *b = chat_body("sim-a", prompt), *body;
+        char *id = NULL, *answer = NULL;
+
+        b[strlen(b) - 1] = '\0';
+        ck_assert(asprintf(&body, "%s,\"se\\u0065d\":9007199254740993}", b) >
+                  0);
+        ck_assert_int_eq(post_seeded(&p, body, &id, &answer), 200);
+        ck_assert_str_eq(id, ids[3]);
+        free(id);
+        free(answer);
+        free(body);
+        free(b);
+    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        free(ids[i]);
+    stats = sim_stop(&p);
+    ck_assert_double_eq(stat_num(stats, NULL, "requests"), 7);
+    cJSON_Delete(stats);
+    free(prompt);
+}
+END_TEST
+
+START_TEST(seats_of_one_model_differ_by_seed)
+{
+    static const char *const seeds[3] = {"4611686018427387904",
+                                         "6917529027641081856",
+                                         "9223372036854775807"};
+    simproc p;
+    qa set;
+    size_t all_same = 0, right[3] = {0};
+    cJSON *stats;
+
+    load_questions(&set);
+    sim_start(&p, base_yaml);
+    for (size_t i = 0; i < set.n; i++) {
+        char *prompt = question_prompt(set.q[i]), *a[3];
+
+        for (int k = 0; k < 3; k++) {
+            char *body = body_with_seed("sim-a", prompt, seeds[k]), *id;
+
+            ck_assert_int_eq(post_seeded(&p, body, &id, &a[k]), 200);
+            ck_assert_ptr_nonnull(a[k]);
+            right[k] += !strcmp(a[k], set.a[i]);
+            free(id);
+            free(body);
+        }
+        all_same += !strcmp(a[0], a[1]) && !strcmp(a[1], a[2]);
+        for (int k = 0; k < 3; k++)
+            free(a[k]);
+        free(prompt);
+    }
+    /* p_gen 0.6 drawn independently per seed: all three agree when all are
+     * right (0.216) or share a wrong answer (at most 0.064 * 0.28), about
+     * 0.23 of the questions; identical seats would agree on all. */
+    ck_assert_msg(all_same * 100 <= 40 * set.n, "three seeds agreed on %zu/%zu",
+                  all_same, set.n);
+    for (int k = 0; k < 3; k++)
+        ck_assert_msg(right[k] * 100 >= 45 * set.n &&
+                          right[k] * 100 <= 75 * set.n,
+                      "seed %d right on %zu/%zu", k, right[k], set.n);
+    stats = sim_stop(&p);
+    cJSON_Delete(stats);
+    free_questions(&set);
+}
+END_TEST
+
+/* The revise prompt nsed sends, reduced: question, "Round N." and the
+ * winner; previous answer given. */
+static char *revise_prompt(const char *q, long round, const char *winner,
+                           const char *previous)
+{
+    char *s;
+
+    ck_assert(asprintf(&s,
+                       "=====BEGIN QUESTION=====\n%s\n=====END QUESTION"
+                       "=====\nSolve it.\n\nRound %ld.\n\n=====BEGIN WINNING "
+                       "SOLUTION fence 9a0b=====\nIt is \\boxed{%s}.\n=====END "
+                       "WINNING SOLUTION fence 9a0b=====\n\n=====BEGIN YOUR "
+                       "PREVIOUS ANSWER fence 9a0b=====\nRound 1.\nI had "
+                       "\\boxed{%s}.\n=====END YOUR PREVIOUS ANSWER fence "
+                       "9a0b=====\n",
+                       q, round, winner, previous) > 0);
+    return s;
+}
+
+static const char round_fatigue_yaml[] =
+    "seed: 5\n"
+    "models:\n"
+    "  - {name: steady, p_gen: 1.0, p_ver: 1.0}\n"
+    "  - {name: tiring, p_gen: 1.0, p_ver: 1.0, fatigue_round: 0.5}\n"
+    "  - {name: long, p_gen: 1.0, fatigue_context: 1.0}\n";
+
+START_TEST(fatigue_grows_with_round_and_context)
+{
+    simproc p;
+    qa set;
+    size_t keep[8] = {0}, n = 40, ctx_right = 0, eval_pos[2] = {0};
+    char *pad = malloc(5001);
+    cJSON *stats;
+
+    ck_assert_ptr_nonnull(pad);
+    memset(pad, 'x', 5000);
+    pad[5000] = '\0';
+    load_questions(&set);
+    sim_start(&p, round_fatigue_yaml);
+    for (size_t i = 0; i < n; i++) {
+        char *a;
+
+        /* Round 0 (no Round line): F = 1, p_gen 1 holds. */
+        a = ask_answer(&p, "tiring", set.q[i]);
+        ck_assert_str_eq(a, set.a[i]);
+        free(a);
+        /* Round t: a right winner and previous answer are kept with
+         * probability F = exp(-0.5 t) (losing the thread re-solves at
+         * p_gen F); the steady model always keeps them. The "Round 1."
+         * inside the previous answer's block does not count. */
+        for (long t = 1; t <= 7; t += 2) {
+            char *prompt = revise_prompt(set.q[i], t, set.a[i], set.a[i]);
+            char *c = ask(&p, "tiring", prompt), *b = boxed(c);
+            char mark[32];
+
+            snprintf(mark, sizeof mark, "Round %ld revision. ", t);
+            ck_assert_msg(!strncmp(c, mark, strlen(mark)), "no mark: %s", c);
+            keep[t] += b && !strcmp(b, set.a[i]);
+            free(b);
+            free(c);
+            a = ask(&p, "steady", prompt);
+            b = boxed(a);
+            ck_assert_str_eq(b, set.a[i]);
+            ck_assert(strncmp(a, "Round", 5) != 0);
+            free(b);
+            free(a);
+            free(prompt);
+        }
+        /* Context: 5000 chars of padding, F = exp(-1 * 3.x) < 0.05. */
+        {
+            char *prompt = question_prompt(set.q[i]), *body, *c;
+            const char *roles[] = {"system", "user"};
+            const char *contents[] = {pad, prompt};
+            hres r;
+
+            body = chat_body_msgs("long", roles, contents, 2, NULL);
+            http(&p, "POST", "/v1/chat/completions", body, &r);
+            c = content_of(&r);
+            a = boxed(c);
+            ctx_right += a && !strcmp(a, set.a[i]);
+            free(a);
+            free(c);
+            hres_release(&r);
+            free(body);
+            free(prompt);
+        }
+        /* An evaluation reads the round from the candidates' marks: a right
+         * candidate from round 0 is always judged right by p_ver 1; one
+         * from round 7 (F = 0.03) about half the time. */
+        for (int k = 0; k < 2; k++) {
+            char body0[256], *prompt, *c;
+            const char *bodies[1] = {body0};
+            cJSON *j;
+
+            snprintf(body0, sizeof body0, "%sIt is \\boxed{%s}.",
+                     k ? "Round 7 revision. " : "", set.a[i]);
+            prompt = eval_prompt(set.q[i], bodies, 1);
+            c = ask(&p, "tiring", prompt);
+            j = cJSON_Parse(c);
+            ck_assert_ptr_nonnull(j);
+            eval_pos[k] +=
+                cJSON_GetObjectItemCaseSensitive(
+                    cJSON_GetArrayItem(
+                        cJSON_GetObjectItemCaseSensitive(j, "evaluations"), 0),
+                    "weight")
+                    ->valuedouble > 0;
+            cJSON_Delete(j);
+            free(c);
+            free(prompt);
+        }
+    }
+    /* right after round t: kept (F) or lost and re-solved right
+     * ((1 - F) F): F(1) .61 gives .85, F(3) .22 .39, F(7) .03 .06 */
+    ck_assert_msg(keep[1] * 100 >= 65 * n && keep[1] * 100 <= 97 * n,
+                  "round 1 kept %zu/%zu", keep[1], n);
+    ck_assert_msg(keep[3] < keep[1], "round 3 kept %zu", keep[3]);
+    ck_assert_msg(keep[7] * 100 <= 15 * n, "round 7 kept %zu/%zu", keep[7], n);
+    ck_assert_msg(ctx_right * 100 <= 15 * n, "long prompts right %zu/%zu",
+                  ctx_right, n);
+    ck_assert_uint_eq(eval_pos[0], n);
+    ck_assert_msg(eval_pos[1] * 100 >= 25 * n && eval_pos[1] * 100 <= 75 * n,
+                  "round 7 judged right %zu/%zu", eval_pos[1], n);
+    stats = sim_stop(&p);
+    cJSON_Delete(stats);
+    free_questions(&set);
+    free(pad);
+}
+END_TEST
+
+static const char difficulty_yaml[] = "seed: 9\n"
+                                      "difficulty: 3\n"
+                                      "models:\n"
+                                      "  - {name: x, family: fx, p_gen: 0.5}\n"
+                                      "  - {name: y, family: fy, p_gen: 0.5}\n";
+
+static const char blind_yaml[] =
+    "seed: 9\n"
+    "models:\n"
+    "  - {name: a1, family: alpha, p_gen: 0.5, p_ver: 0.5, blind_spot: 1}\n"
+    "  - {name: a2, family: alpha, p_gen: 0.5, p_ver: 0.5, blind_spot: 1}\n"
+    "  - {name: b1, family: beta, p_gen: 0.5, p_ver: 0.5, blind_spot: 1}\n";
+
+START_TEST(difficulty_and_blind_spots_correlate_errors)
+{
+    simproc p;
+    qa set;
+    size_t both_x = 0, right_x = 0, same_fam = 0, same_ans = 0, cross = 0;
+    size_t judged_alike = 0, judged_alike_cross = 0;
+    cJSON *stats;
+
+    load_questions(&set);
+    /* One difficulty per question for every model: with sd 3 logits a
+     * question's p_gen is near 0 or 1, so two independent families agree
+     * on correctness far more often than the 0.5 of independent draws. */
+    sim_start(&p, difficulty_yaml);
+    for (size_t i = 0; i < set.n; i++) {
+        char *x = ask_answer(&p, "x", set.q[i]),
+             *y = ask_answer(&p, "y", set.q[i]);
+        int rx = !strcmp(x, set.a[i]), ry = !strcmp(y, set.a[i]);
+
+        both_x += rx == ry;
+        right_x += rx;
+        free(x);
+        free(y);
+    }
+    stats = sim_stop(&p);
+    cJSON_Delete(stats);
+    ck_assert_msg(both_x * 100 >= 70 * set.n, "agreed on %zu/%zu", both_x,
+                  set.n);
+    ck_assert_msg(right_x * 100 >= 30 * set.n && right_x * 100 <= 70 * set.n,
+                  "x right on %zu/%zu", right_x, set.n);
+    /* blind_spot 1: the family's shared draw every time, so a1 and a2 are
+     * right and wrong on the same questions with the same wrong answer,
+     * and judge a candidate alike; b1 is independent of them. */
+    sim_start(&p, blind_yaml);
+    for (size_t i = 0; i < set.n; i++) {
+        char *a = ask_answer(&p, "a1", set.q[i]),
+             *b = ask_answer(&p, "a2", set.q[i]);
+        char *c = ask_answer(&p, "b1", set.q[i]), *prompt, *ea, *eb, *ec;
+        char cand[128];
+        const char *bodies[1] = {cand};
+
+        same_fam += !strcmp(a, set.a[i]) == !strcmp(b, set.a[i]);
+        same_ans += !strcmp(a, b);
+        cross += !strcmp(a, set.a[i]) == !strcmp(c, set.a[i]);
+        snprintf(cand, sizeof cand, "It is \\boxed{%s}.", c);
+        prompt = eval_prompt(set.q[i], bodies, 1);
+        ea = ask(&p, "a1", prompt);
+        eb = ask(&p, "a2", prompt);
+        ec = ask(&p, "b1", prompt);
+        judged_alike += (strstr(ea, "\"weight\":-") != NULL) ==
+                        (strstr(eb, "\"weight\":-") != NULL);
+        judged_alike_cross += (strstr(ea, "\"weight\":-") != NULL) ==
+                              (strstr(ec, "\"weight\":-") != NULL);
+        free(ea);
+        free(eb);
+        free(ec);
+        free(prompt);
+        free(a);
+        free(b);
+        free(c);
+    }
+    stats = sim_stop(&p);
+    cJSON_Delete(stats);
+    ck_assert_uint_eq(same_fam, set.n);
+    ck_assert_uint_eq(same_ans, set.n);
+    ck_assert_uint_eq(judged_alike, set.n);
+    ck_assert_msg(cross * 100 <= 70 * set.n, "across families %zu/%zu", cross,
+                  set.n);
+    ck_assert_msg(judged_alike_cross * 100 <= 70 * set.n,
+                  "judged alike across families %zu/%zu", judged_alike_cross,
+                  set.n);
+    free_questions(&set);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("sim");
@@ -1818,6 +2188,12 @@ Suite *tu_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("outage");
     tcase_add_test(tc, outage_window_drops_then_recovers);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("findings knobs");
+    tcase_add_test(tc, seeds_are_64_bit_integers_read_exactly);
+    tcase_add_test(tc, seats_of_one_model_differ_by_seed);
+    tcase_add_test(tc, fatigue_grows_with_round_and_context);
+    tcase_add_test(tc, difficulty_and_blind_spots_correlate_errors);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -318,6 +318,12 @@ enum {
 };
 /* the knobs of hostile models (tests/test_poison.c) */
 enum { MK_ECHO_AUTHORIZATION = MK_FAULTS + 1, MK_REPLY_PREFIX };
+/* the knobs of the paper's findings (issue 12) */
+enum {
+    MK_FATIGUE_ROUND = MK_REPLY_PREFIX + 1,
+    MK_FATIGUE_CONTEXT,
+    MK_BLIND_SPOT
+};
 /* clang-format off: a table, by index */
 static const char *const model_keys[] = {"name",
                                          "family",
@@ -331,6 +337,9 @@ static const char *const model_keys[] = {"name",
                                          "faults",
                                          "echo_authorization",
                                          "reply_prefix",
+                                         "fatigue_round",
+                                         "fatigue_context",
+                                         "blind_spot",
                                          NULL};
 /* clang-format on */
 
@@ -362,6 +371,12 @@ static int model_pair(const cfg_ctx *c, int key, const yaml_node_t *v,
     case MK_REPLY_PREFIX:
         return get_string(c, v, "reply_prefix", SIM_PREFIX_MAX,
                           &m->reply_prefix);
+    case MK_FATIGUE_ROUND:
+        return get_double(c, v, "fatigue_round", 0, 10, &m->fatigue_round);
+    case MK_FATIGUE_CONTEXT:
+        return get_double(c, v, "fatigue_context", 0, 10, &m->fatigue_context);
+    case MK_BLIND_SPOT:
+        return get_double(c, v, "blind_spot", 0, 1, &m->blind_spot);
     }
     return node_error(c, v, "internal: unhandled model key");
 }
@@ -414,8 +429,16 @@ typedef struct top_state {
     sim_config cfg;
 } top_state;
 
-enum { TK_KIND, TK_SEED, TK_QUESTIONS, TK_MODELS };
-static const char *const top_keys[] = {"kind", "seed", "questions", "models",
+enum {
+    TK_KIND,
+    TK_SEED,
+    TK_QUESTIONS,
+    TK_MODELS,
+    TK_DIFFICULTY,
+    TK_DIFFICULTY_VER
+};
+static const char *const top_keys[] = {"kind",   "seed",       "questions",
+                                       "models", "difficulty", "difficulty_ver",
                                        NULL};
 
 static int top_pair(const cfg_ctx *c, int key, const yaml_node_t *v, void *arg)
@@ -439,6 +462,10 @@ static int top_pair(const cfg_ctx *c, int key, const yaml_node_t *v, void *arg)
         return rc;
     }
     case TK_SEED: return get_seed(c, v, &cfg->seed);
+    case TK_DIFFICULTY:
+        return get_double(c, v, "difficulty", 0, 10, &cfg->difficulty);
+    case TK_DIFFICULTY_VER:
+        return get_double(c, v, "difficulty_ver", 0, 10, &cfg->difficulty_ver);
     case TK_QUESTIONS:
         return get_string(c, v, "questions", PATH_MAX, &cfg->questions);
     case TK_MODELS:

@@ -64,6 +64,13 @@ typedef struct sim_model_cfg {
     double p_ver;           /* P(a judgement of correctness is right) */
     double sycophancy;      /* 0..1 pull toward the most popular candidate */
     double fatigue;         /* accuracy lost per 1000 prompt chars past 2000 */
+    double fatigue_round;   /* the fatigue factor's rate per round (below) */
+    double fatigue_context; /* its rate per 1000 prompt chars past 2000;
+                               factor F = exp(-fatigue_round*t -
+                               fatigue_context*excess/1000), see
+                               docs/nsed-sim.md#fatigue */
+    double blind_spot;      /* P(a draw is the family's shared one): the
+                               family's correlated errors */
     double rate_skip;       /* P(answer SKIP) */
     double ttft_ms;         /* latency before the first token */
     double per_token_ms;    /* latency per completion token */
@@ -80,6 +87,9 @@ typedef struct sim_model_cfg {
 
 typedef struct sim_config {
     uint64_t seed;
+    double difficulty;      /* sd, in logits, of the per-question shift of
+                               p_gen (0: every question alike) */
+    double difficulty_ver;  /* the same for p_ver */
     char *questions;        /* question set path resolved against the config
                                file's directory, or NULL when none is named */
     sim_model_cfg *models;

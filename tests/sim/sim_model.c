@@ -5,6 +5,7 @@
 #include "pipeline/base/hash.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,172 @@ double sim_model_fatigued(double p, double fatigue, size_t prompt_chars)
 
     p -= fatigue * excess / 1000.0;
     return p < 0 ? 0 : p > 1 ? 1 : p;
+}
+
+double sim_model_fatigue_factor(const sim_model_cfg *m, long round,
+                                size_t prompt_chars)
+{
+    double excess = prompt_chars > 2000 ? (double)(prompt_chars - 2000) : 0;
+    double x = m->fatigue_round * (double)(round > 0 ? round : 0) +
+               m->fatigue_context * excess / 1000.0;
+
+    return x > 0 ? exp(-x) : 1.0;
+}
+
+static void put_le64(uint8_t b[8], uint64_t v);
+
+/* A generator seeded from (tag, server seed, question, family, extra). */
+static int seeded(const char *tag, uint64_t seed, sim_span question,
+                  const char *family, sim_span extra, sim_rng *rng)
+{
+    hash_ctx *h = hash_new();
+    uint8_t digest[HASH_LEN], sb[8];
+    sim_span q = sim_span_trim(question);
+
+    if (!h)
+        return NSED_ENOMEM;
+    put_le64(sb, seed);
+    hash_update_field(h, tag, strlen(tag));
+    hash_update_field(h, sb, sizeof sb);
+    hash_update_field(h, q.ptr, q.len);
+    hash_update_field(h, family, strlen(family));
+    hash_update_field(h, extra.ptr, extra.len);
+    hash_final(h, digest);
+    hash_free(h);
+    sim_rng_seed(rng, digest);
+    return 0;
+}
+
+int sim_model_difficulty(uint64_t seed, sim_span question, double *z)
+{
+    static const double pi = 3.14159265358979323846;
+    sim_span none = {"", 0};
+    sim_rng rng;
+    double u;
+    int rc = seeded("nsed-sim/difficulty/v1", seed, question, "", none, &rng);
+
+    if (rc)
+        return rc;
+    u = sim_rng_uniform(&rng);
+    u = u < 1e-12 ? 1e-12 : u > 1 - 1e-12 ? 1 - 1e-12 : u;
+    /* the logistic quantile, scaled to sd 1 (its sd is pi/sqrt 3) */
+    *z = log(u / (1 - u)) * sqrt(3.0) / pi;
+    return 0;
+}
+
+double sim_model_shift(double p, double sd, double z)
+{
+    double l;
+
+    if (sd == 0 || p <= 0 || p >= 1)
+        return p;
+    l = log(p / (1 - p)) - sd * z;
+    return 1 / (1 + exp(-l));
+}
+
+static const char round_mark[] = "Round ";
+static const char round_tail[] = " revision.";
+
+/* The round a candidate body opens with ("Round N revision."), or -1. */
+static long body_round(sim_span body)
+{
+    size_t n = sizeof round_mark - 1, t = sizeof round_tail - 1, i;
+    long v = 0;
+
+    body = sim_span_trim(body);
+    if (body.len < n + 1 + t || memcmp(body.ptr, round_mark, n))
+        return -1;
+    for (i = n;
+         i < body.len && i < n + 9 && isdigit((unsigned char)body.ptr[i]); i++)
+        v = v * 10 + (body.ptr[i] - '0');
+    if (i == n || body.len - i < t || memcmp(body.ptr + i, round_tail, t))
+        return -1;
+    return v;
+}
+
+long sim_model_round(const sim_prompt *p)
+{
+    long r = 0;
+
+    if (p->ncandidates == 0)
+        return p->has_round ? p->round : 0;
+    for (size_t i = 0; i < p->ncandidates; i++) {
+        long b = body_round(p->candidates[i].body);
+
+        if (b > r)
+            r = b;
+    }
+    return r;
+}
+
+/* The accuracies of one request: p_gen and p_ver after the question's
+ * difficulty, the per-character fatigue and the fatigue factor F. */
+typedef struct accuracy {
+    double gen, ver, factor;
+} accuracy;
+
+static int accuracy_of(const sim_ask *a, accuracy *out)
+{
+    const sim_model_cfg *m = a->model;
+    double z = 0, f = sim_model_fatigue_factor(m, sim_model_round(a->prompt),
+                                               a->prompt_chars);
+    double g = m->p_gen, v = m->p_ver;
+    int rc;
+
+    if (a->reference && (a->difficulty > 0 || a->difficulty_ver > 0)) {
+        rc = sim_model_difficulty(a->seed, a->prompt->question, &z);
+        if (rc)
+            return rc;
+        g = sim_model_shift(g, a->difficulty, z);
+        v = sim_model_shift(v, a->difficulty_ver, z);
+    }
+    g = sim_model_fatigued(g, m->fatigue, a->prompt_chars);
+    v = sim_model_fatigued(v, m->fatigue, a->prompt_chars);
+    /* a tired model solves less and judges closer to a coin flip */
+    out->gen = f < 1 ? g * f : g;
+    out->ver = f < 1 ? 0.5 + (v - 0.5) * f : v;
+    out->factor = f;
+    return 0;
+}
+
+/* The family's shared draws for a question (purpose "gen": whether a fresh
+ * answer is right and which distractor; "ver" with the answer judged:
+ * whether a judgement of it is right). */
+static int family_draws(const sim_ask *a, const char *purpose, sim_span answer,
+                        double u[2])
+{
+    char tag[64];
+    sim_rng rng;
+    int rc;
+
+    snprintf(tag, sizeof tag, "nsed-sim/blind-spot/%s/v1", purpose);
+    rc = seeded(tag, a->seed, a->prompt->question, a->model->family,
+                sim_span_trim(answer), &rng);
+    if (rc)
+        return rc;
+    u[0] = sim_rng_uniform(&rng);
+    u[1] = sim_rng_uniform(&rng);
+    return 0;
+}
+
+/* Whether a judgement of answer is right, with probability pv: the call's
+ * own draw own_u, or with probability blind_spot (an extra draw, taken
+ * only when blind_spot > 0, so configs without it keep their stream) the
+ * family's draw for that answer. */
+static int judge_right(const sim_ask *a, sim_rng *rng, double pv, double own_u,
+                       sim_span answer, int *right)
+{
+    double u = own_u, fam[2];
+    int rc;
+
+    if (a->model->blind_spot > 0 && sim_rng_chance(rng, a->model->blind_spot)) {
+        rc = family_draws(a, "ver", answer, fam);
+        if (rc)
+            return rc;
+        u = fam[0];
+    }
+    *right = pv >= 1 || u < pv;
+    return 0;
 }
 
 int sim_model_is_evaluation(const sim_prompt *p)
@@ -142,20 +309,22 @@ static sim_span span_of(const char *s)
 /* Round 0 answer: SKIP, the reference, a family distractor, or for an
  * unknown question a pseudo-random number. *answer points at the reference
  * or into scratch. */
-static int fresh_answer(const sim_ask *a, sim_rng *rng,
+static int fresh_answer(const sim_ask *a, const accuracy *acc, sim_rng *rng,
                         char scratch[SIM_ANSWER_MAX], sim_span *answer)
 {
     const sim_model_cfg *m = a->model;
-    double p = sim_model_fatigued(m->p_gen, m->fatigue, a->prompt_chars);
+    double p = acc->gen;
     char d[SIM_DISTRACTORS][SIM_ANSWER_MAX];
-    int skip, correct, rc;
-    double u;
+    int skip, correct, rc, shared = 0;
+    double u, cu;
 
     /* Every draw is taken whatever the outcome, so one decision never
      * shifts the random stream of the next. */
     skip = sim_rng_chance(rng, m->rate_skip);
-    correct = sim_rng_chance(rng, p);
+    cu = sim_rng_uniform(rng);
     u = sim_rng_uniform(rng);
+    if (m->blind_spot > 0)
+        shared = sim_rng_chance(rng, m->blind_spot);
     if (skip) {
         *answer = span_of("SKIP");
         return 0;
@@ -166,6 +335,19 @@ static int fresh_answer(const sim_ask *a, sim_rng *rng,
         *answer = span_of(scratch);
         return 0;
     }
+    if (shared) {
+        /* the family's blind spot: its members are wrong on the same
+         * questions, with the same wrong answer */
+        double fam[2];
+        sim_span none = {"", 0};
+
+        rc = family_draws(a, "gen", none, fam);
+        if (rc)
+            return rc;
+        cu = fam[0];
+        u = fam[1];
+    }
+    correct = p > 0 && (p >= 1 || cu < p);
     if (correct) {
         *answer = span_of(a->reference);
         return 0;
@@ -215,11 +397,15 @@ static int proposal(const sim_ask *a, sim_rng *rng, buf *out)
     const sim_model_cfg *m = a->model;
     char scratch[SIM_ANSWER_MAX];
     sim_span answer = {"", 0}, w = {"", 0}, prev = {"", 0};
-    int have_w = 0, have_prev = 0, accept = 0, rc;
+    int have_w = 0, have_prev = 0, accept = 0, lost = 0, rc;
+    accuracy acc;
 
+    rc = accuracy_of(a, &acc);
+    if (rc)
+        return rc;
     if (p->has_winner) {
-        double pv = sim_model_fatigued(m->p_ver, m->fatigue, a->prompt_chars);
-        int right = sim_rng_chance(rng, pv), coin = sim_rng_chance(rng, 0.5);
+        double ru = sim_rng_uniform(rng);
+        int coin = sim_rng_chance(rng, 0.5), right = 0;
 
         have_w = sim_final_answer(p->winner, &w) && !is_skip(w);
         have_prev = p->has_previous && sim_final_answer(p->previous, &prev) &&
@@ -227,23 +413,48 @@ static int proposal(const sim_ask *a, sim_rng *rng, buf *out)
         if (have_w && a->reference) {
             int truth = sim_answer_equal(w, span_of(a->reference));
 
+            rc = judge_right(a, rng, acc.ver, ru, w, &right);
+            if (rc)
+                return rc;
             accept = right ? truth : !truth;
         } else if (have_w) {
             accept = coin;
         }
+        /* A tired model loses the thread with probability 1 - F: it
+         * neither verifies nor keeps its answer but solves afresh, at its
+         * fatigued p_gen (the draw is taken only when F < 1). */
+        if (acc.factor < 1)
+            lost = !sim_rng_chance(rng, acc.factor);
+    }
+    if (lost) {
+        accept = 0;
+        have_prev = 0;
     }
     if (accept) {
         answer = w;
     } else if (have_prev) {
         answer = prev;
     } else {
-        rc = fresh_answer(a, rng, scratch, &answer);
+        rc = fresh_answer(a, &acc, rng, scratch, &answer);
         if (rc)
             return rc;
     }
     if (is_skip(answer))
         return buf_adds(out, "SKIP");
-    if (have_w && accept)
+    /* Models with round fatigue say which round they revise in, so that
+     * an evaluation, whose prompt has no round, can tell (docs/nsed-sim.md
+     * #fatigue). */
+    rc = m->fatigue_round > 0 && p->has_round
+             ? buf_printf(out, "%s%ld%s ", round_mark, p->round, round_tail)
+             : 0;
+    if (rc)
+        return rc;
+    if (lost)
+        rc = buf_printf(out,
+                        "I lost track of the discussion so far and "
+                        "solved the question again from the start. %s ",
+                        PICK(rng, middles));
+    else if (have_w && accept)
         rc = buf_printf(out, "I checked the winning solution and its final "
                         "answer %.*s holds up under verification. %s ",
                         quote_len(w), w.ptr, PICK(rng, middles));
@@ -276,19 +487,26 @@ static int evaluation(const sim_ask *a, sim_rng *rng, int prose, buf *out)
 {
     const sim_prompt *p = a->prompt;
     const sim_model_cfg *m = a->model;
-    double pv = sim_model_fatigued(m->p_ver, m->fatigue, a->prompt_chars);
     judged j[SIM_PROMPT_MAX_CANDIDATES];
+    accuracy acc;
     size_t n = p->ncandidates, best = 0, best_count = 0;
     int tie = 0, rc = 0;
     cJSON *root = NULL, *arr;
     char *text = NULL;
 
+    rc = accuracy_of(a, &acc);
+    if (rc)
+        return rc;
     memset(j, 0, sizeof j);
     for (size_t i = 0; i < n; i++) {
-        int right = sim_rng_chance(rng, pv), coin = sim_rng_chance(rng, 0.5);
-        int truth = 0;
+        double ru = sim_rng_uniform(rng);
+        int coin = sim_rng_chance(rng, 0.5), right, truth = 0;
 
         j[i].has_answer = sim_final_answer(p->candidates[i].body, &j[i].answer);
+        rc = judge_right(a, rng, acc.ver, ru,
+                         j[i].has_answer ? j[i].answer : span_of(""), &right);
+        if (rc)
+            return rc;
         if (a->reference && j[i].has_answer)
             truth = sim_answer_equal(j[i].answer, span_of(a->reference));
         j[i].verdict = a->reference ? (right ? truth : !truth) : coin;

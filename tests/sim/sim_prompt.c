@@ -122,8 +122,28 @@ static sim_block_kind classify(sim_span inner, sim_span *label)
 }
 
 typedef struct found {
-    int question, winner, previous, candidates;
+    int question, winner, previous, candidates, round;
 } found;
+
+int sim_round_line(sim_span line, long *round)
+{
+    static const char word[] = "Round ";
+    size_t n = sizeof word - 1, i;
+    long v = 0;
+
+    line = sim_span_trim(line);
+    if (line.len && line.ptr[line.len - 1] == '.')
+        line.len--;
+    if (line.len <= n || line.len > n + 9 || memcmp(line.ptr, word, n))
+        return 0;
+    for (i = n; i < line.len; i++) {
+        if (!isdigit((unsigned char)line.ptr[i]))
+            return 0;
+        v = v * 10 + (line.ptr[i] - '0');
+    }
+    *round = v;
+    return 1;
+}
 
 typedef struct marker {
     int begin;         /* BEGIN line (else END line) */
@@ -140,6 +160,8 @@ static void scan_segment(sim_span text, sim_prompt *p, const found *before,
                          found *now)
 {
     marker m[SIM_PROMPT_MAX_MARKERS];
+    /* the blocks taken, as [start, after) offsets, for the round line */
+    size_t taken[SIM_PROMPT_MAX_MARKERS / 2][2], ntaken = 0;
     size_t n = 0, pos = 0, ls, after, resume = 0;
     sim_span line, inner;
 
@@ -172,6 +194,10 @@ static void scan_segment(sim_span text, sim_prompt *p, const found *before,
         body.ptr = text.ptr + m[k].after;
         body.len = m[j].start - m[k].after;
         resume = m[j].after;
+        if (ntaken < SIM_PROMPT_MAX_MARKERS / 2) {
+            taken[ntaken][0] = m[k].start;
+            taken[ntaken++][1] = m[j].after;
+        }
         inner = m[k].inner;
         kind = classify(inner, &label);
         switch (kind) {
@@ -223,6 +249,22 @@ static void scan_segment(sim_span text, sim_prompt *p, const found *before,
             break;
         }
     }
+    if (before->round || p->has_round)
+        return;
+    pos = 0;
+    while (next_line(text, &pos, &line, &ls, &after)) {
+        int inside = 0;
+        long r;
+
+        for (size_t t = 0; t < ntaken && !inside; t++)
+            inside = ls >= taken[t][0] && ls < taken[t][1];
+        if (!inside && sim_round_line(line, &r)) {
+            p->has_round = 1;
+            p->round = r;
+            now->round = 1;
+            return;
+        }
+    }
 }
 
 void sim_prompt_parse(const sim_span *segments, size_t nsegments,
@@ -239,6 +281,7 @@ void sim_prompt_parse(const sim_span *segments, size_t nsegments,
         have.winner |= now.winner;
         have.previous |= now.previous;
         have.candidates |= now.candidates;
+        have.round |= now.round;
     }
 }
 

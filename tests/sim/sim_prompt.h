@@ -54,6 +54,9 @@ typedef struct sim_prompt {
     sim_span previous;        /* YOUR PREVIOUS ANSWER body */
     size_t ncandidates;
     sim_candidate candidates[SIM_PROMPT_MAX_CANDIDATES];
+    int has_round;
+    long round; /* from a line "Round N." outside the blocks
+                                 (nsed's default revise prompt) */
 } sim_prompt;
 
 /* Parse the prompt from segments given in search order (the runner's last
@@ -61,9 +64,14 @@ typedef struct sim_prompt {
  * kind, the first segment holding a block of that kind supplies it: the
  * first such block for QUESTION, WINNING SOLUTION and YOUR PREVIOUS ANSWER,
  * every such block (up to the cap, first occurrence of a label wins) for
- * CANDIDATE. Cannot fail; *out is fully written. */
+ * CANDIDATE. The round is read from the first segment holding a "Round N."
+ * line outside its blocks. Cannot fail; *out is fully written. */
 void sim_prompt_parse(const sim_span *segments, size_t nsegments,
                       sim_prompt *out);
+
+/* 1 and *round when the trimmed line is "Round N." (N decimal digits, at
+ * most 9; the period optional), else 0. */
+int sim_round_line(sim_span line, long *round);
 
 /* Find the last \boxed{...} in text whose braces balance; on success store
  * its trimmed content in *out and return 1, else return 0. */

@@ -313,6 +313,156 @@ static int message_text(const cJSON *content, char **out, size_t *len)
     return *out ? 0 : NSED_ENOMEM;
 }
 
+/* ---- a 64-bit seed, exactly --------------------------------------------- */
+
+/* Skip white space in [*i, len). */
+static void skip_ws(const char *t, size_t len, size_t *i)
+{
+    while (*i < len &&
+           (t[*i] == ' ' || t[*i] == '\t' || t[*i] == '\n' || t[*i] == '\r'))
+        (*i)++;
+}
+
+/* Skip the string starting at t[*i] == '"'. */
+static void skip_string(const char *t, size_t len, size_t *i)
+{
+    for ((*i)++; *i < len && t[*i] != '"'; (*i)++) {
+        if (t[*i] == '\\')
+            (*i)++;
+    }
+    if (*i < len)
+        (*i)++;
+}
+
+/* Skip one value (the text is valid JSON: cJSON has read it). */
+static void skip_value(const char *t, size_t len, size_t *i)
+{
+    size_t depth = 0;
+
+    while (*i < len) {
+        char c = t[*i];
+
+        if (c == '"') {
+            skip_string(t, len, i);
+        } else if (c == '{' || c == '[') {
+            depth++;
+            (*i)++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0)
+                return;
+            depth--;
+            (*i)++;
+        } else if (c == ',' && depth == 0) {
+            return;
+        } else {
+            (*i)++;
+        }
+        if (depth == 0 && *i < len && (t[*i] == ',' || t[*i] == '}'))
+            return;
+    }
+}
+
+/* Whether the key token t[a, b) (quotes included) names key, escapes
+ * decoded as cJSON decodes them. */
+static int key_is(const char *t, size_t a, size_t b, const char *key)
+{
+    size_t klen = strlen(key);
+    cJSON *k;
+    int eq;
+
+    if (!memchr(t + a, '\\', b - a))
+        return b - a == klen + 2 && !memcmp(t + a + 1, key, klen);
+    k = cJSON_ParseWithLength(t + a, b - a);
+    eq = cJSON_IsString(k) && !strcmp(k->valuestring, key);
+    cJSON_Delete(k);
+    return eq;
+}
+
+/* The text of the number that is the first top-level member key of the
+ * JSON object text t (already validated by cJSON, which reads numbers as
+ * doubles and so loses the digits of a seed above 2^53). Returns 1 with
+ * the token in [*tok, *tok + *toklen), or 0 when the member is absent or
+ * not a number. */
+static int raw_number_member(const char *t, size_t len, const char *key,
+                             const char **tok, size_t *toklen)
+{
+    size_t i = 0;
+
+    skip_ws(t, len, &i);
+    if (i >= len || t[i] != '{')
+        return 0;
+    i++;
+    for (;;) {
+        size_t a, b;
+
+        skip_ws(t, len, &i);
+        if (i >= len || t[i] != '"')
+            return 0;
+        a = i;
+        skip_string(t, len, &i);
+        b = i;
+        skip_ws(t, len, &i);
+        if (i >= len || t[i] != ':')
+            return 0;
+        i++;
+        skip_ws(t, len, &i);
+        if (key_is(t, a, b, key)) {
+            size_t e = i;
+
+            while (e < len && strchr("+-.0123456789eE", t[e]) && t[e])
+                e++;
+            if (e == i)
+                return 0;
+            *tok = t + i;
+            *toklen = e - i;
+            return 1;
+        }
+        skip_value(t, len, &i);
+        skip_ws(t, len, &i);
+        if (i >= len || t[i] != ',')
+            return 0;
+        i++;
+    }
+}
+
+/* The request's seed: an integer in [-2^63, 2^63 - 1], read from its
+ * digits exactly; an integral number written with a fraction or exponent
+ * ("5.0", "1e3") is read through the double, so only up to 2^53. Returns 1
+ * and *out, or 0 for anything else. */
+static int seed_value(const char *body, size_t len, const cJSON *j,
+                      long long *out)
+{
+    const char *tok;
+    size_t n, k = 0;
+    char digits[32];
+    char *end;
+    long long v;
+    int64_t d;
+
+    if (!cJSON_IsNumber(j))
+        return 0;
+    if (raw_number_member(body, len, "seed", &tok, &n) && n < sizeof digits) {
+        if (tok[0] == '-')
+            k = 1;
+        while (k < n && tok[k] >= '0' && tok[k] <= '9')
+            k++;
+        if (k == n && n > (tok[0] == '-' ? 1u : 0u)) {
+            memcpy(digits, tok, n);
+            digits[n] = '\0';
+            errno = 0;
+            v = strtoll(digits, &end, 10);
+            if (errno == ERANGE || *end)
+                return 0;
+            *out = v;
+            return 1;
+        }
+    }
+    if (!json_int_value(j, -9007199254740992LL, 9007199254740992LL, &d))
+        return 0;
+    *out = d;
+    return 1;
+}
+
 /* Parse and validate a chat completion request. Returns 0, NSED_EINVAL
  * with a message in why (answer 400), or NSED_ENOMEM. */
 static int parse_chat(const char *body, size_t len, chat_req *r, char *why,
@@ -381,12 +531,13 @@ static int parse_chat(const char *body, size_t len, chat_req *r, char *why,
     }
     j = cJSON_GetObjectItemCaseSensitive(r->json, "seed");
     if (j && !cJSON_IsNull(j)) {
-        if (!json_int_value(j, -9007199254740992LL, 9007199254740992LL, &v)) {
-            snprintf(why, whylen, "seed must be an integer");
+        if (!seed_value(body, len, j, &r->seed)) {
+            snprintf(why, whylen,
+                     "seed must be an integer in [-2^63, "
+                     "2^63 - 1]");
             return NSED_EINVAL;
         }
         r->has_seed = 1;
-        r->seed = v;
     }
     for (const char *const *k = (const char *const[]){"temperature", "top_p",
                                                        NULL};
@@ -860,6 +1011,8 @@ static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
     tokens = sim_model_tokens(mc, is_eval, &rng);
     ask.model = mc;
     ask.seed = s->cfg->seed;
+    ask.difficulty = s->cfg->difficulty;
+    ask.difficulty_ver = s->cfg->difficulty_ver;
     ask.reference = prompt->has_question
                         ? sim_qset_answer(s->qs, prompt->question)
                         : NULL;
