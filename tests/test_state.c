@@ -69,6 +69,11 @@ static char *fake_reply(const state *st, const stage_request *q)
                            q->seat == 1 && q->round == 0 ? "1000" : "1024"),
                 0);
         break;
+    case STAGE_KIND_SELFCONS:
+        ck_assert_int_eq(buf_printf(&b, "\\boxed{%d}",
+                                    q->sample % 3 ? 1024 : 7),
+                         0);
+        break;
     case STAGE_KIND_EVALUATE:
         if (q->seat == 0 && q->round == 0) {
             ck_assert_int_eq(buf_adds(&b, "I like the first one."), 0);

@@ -6,6 +6,7 @@
 #include "pipeline/gateway/gateway.h"
 #include "pipeline/questions/questions.h"
 #include "pipeline/runner/runner_int.h"
+#include "stages/selfcons.h"
 #include "stages/stage.h"
 #include "store/store_keys.h"
 
@@ -267,6 +268,7 @@ static int submit_all(struct loop *L, slot *s)
         s->resps[i].kind = rq->kind;
         s->resps[i].seat = rq->seat;
         s->resps[i].round = rq->round;
+        s->resps[i].sample = rq->sample;
         s->calls[i].slot = s;
         s->calls[i].idx = i;
         gr.model = rq->model;
@@ -604,6 +606,29 @@ static int read_qctx(struct loop *L, store_txn *txn, const char *qid,
     return rc ? damaged(txn, L->err, "context", qid, rc) : 0;
 }
 
+/* The model of a new question's self-consistency baseline, from the
+ * estimates the broker decides on now (the question's start). */
+static int choose_selfcons(struct loop *L, state *st)
+{
+    double *p_g;
+    int rc;
+
+    if (!st->sc.on)
+        return 0;
+    p_g = calloc(L->wf->nmodels, sizeof *p_g);
+    if (!p_g)
+        return NSED_ENOMEM;
+    for (size_t m = 0; m < L->wf->nmodels; m++) {
+        telemetry_estimate e;
+
+        telemetry_estimate_for(L->view, L->wf, m, (int)st->nseats, &e);
+        p_g[m] = e.p_g;
+    }
+    rc = selfcons_choose(st, L->wf, p_g);
+    free(p_g);
+    return rc;
+}
+
 /* Staff a new question: the broker decides now, on the telemetry the
  * store has committed so far. A question no team can staff is left
  * incomplete with the broker's reason (a later run decides again). */
@@ -627,6 +652,8 @@ static int decide(struct loop *L, const question *q, slot *s)
     if (d->staffed) {
         rc = state_new(L->wf, &sq, d->seats.seats, d->seats.nseats, &s->st,
                        L->err);
+        if (!rc)
+            rc = choose_selfcons(L, s->st);
         if (!rc && runner_qctx_wanted(L->wf))
             rc = runner_qctx_new(L->wf, L->view, &L->rounds, s->st, &s->qctx,
                                  &s->ctx_json);
