@@ -123,6 +123,28 @@ static void print_accuracy(const runner_report *r)
     print_rounds(r);
 }
 
+/* The self-consistency baseline's line (baselines.self_consistency):
+ * its accuracy over the questions NSED's is judged on, and what it cost
+ * apart from the deliberation. */
+static void print_selfcons(const runner_report *r)
+{
+    const runner_report_selfcons *sc = &r->sc;
+
+    if (!sc->results)
+        return;
+    printf("self-cons.: %.1f%% (%zu/%zu) with as many calls as the team "
+           "(model",
+           pct(sc->correct, sc->judged), sc->correct, sc->judged);
+    for (size_t i = 0; i < sc->models.n; i++)
+        printf("%s %s %zu", i ? "," : "", sc->models.items[i].name,
+               sc->models.items[i].n);
+    printf("); %zu without a strict majority (drawn), %zu incomplete\n"
+           "            %zu samples (%zu failed), $%.4f apart from NSED's "
+           "cost",
+           sc->ties, sc->incomplete, sc->samples, sc->failed, sc->cost_usd);
+    printf("\n");
+}
+
 /* A latency quantile as the histogram bucket it is, "lo-hi" in ms: one
  * decimal below 100 ms, whole ms above ("26.9-32.0", "152-181"); "-"
  * when no call succeeded. */
@@ -256,6 +278,7 @@ static void print_text(const runner_report *r)
     }
     if (r->with_ref)
         print_accuracy(r);
+    print_selfcons(r);
     printf("results:    %.0f tokens, $%.4f\n", r->tokens, r->cost_usd);
     print_broker(&r->broker);
     print_models(r);

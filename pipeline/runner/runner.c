@@ -457,6 +457,31 @@ static int lost_calls(struct loop *L, slot *s, bool *go_on)
     return rc;
 }
 
+/* The self-consistency samples of s that could not be sent (a request
+ * the gateway refused): failed samples, not a failed question -- the
+ * baseline never changes the question's outcome (stages/selfcons.h). */
+static int unsent_samples(slot *s)
+{
+    for (size_t i = 0; i < s->reqs.n; i++) {
+        stage_response *r = &s->resps[i];
+
+        if (r->ok || s->errors[i])
+            continue; /* answered, or failed through the gateway */
+        r->kind = s->reqs.items[i].kind;
+        r->seat = s->reqs.items[i].seat;
+        r->round = s->reqs.items[i].round;
+        r->sample = s->reqs.items[i].sample;
+        r->infra = false;
+        s->errors[i] = strdup(s->fail_reason);
+        if (!s->errors[i])
+            return NSED_ENOMEM;
+        r->error = s->errors[i];
+    }
+    free(s->fail_reason);
+    s->fail_reason = NULL;
+    return 0;
+}
+
 /* Advance s (loaded or ready) as far as it goes without waiting for the
  * network. An error that belongs to this question's data fails the
  * question (the run goes on); any other error stops the run. */
@@ -466,6 +491,11 @@ static int step(struct loop *L, slot *s)
     int rc;
 
     if (s->phase == SLOT_READY) {
+        if (s->fail_reason && s->st->stage == STATE_STAGE_SELFCONS) {
+            rc = unsent_samples(s);
+            if (rc)
+                return nsed_error(L->err, rc, "out of memory");
+        }
         if (s->fail_reason) {
             char *why = s->fail_reason;
 

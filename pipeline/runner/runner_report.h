@@ -13,7 +13,10 @@
  *                                   abstained,truncated}}},
  *    "rounds_mean", "stop_reasons":{reason:n},
  *    "accuracy":{with_reference,nsed_correct,majority_correct,
- *                round0_by_model:{model:{answers,correct}}},
+ *                round0_by_model:{model:{answers,correct}},
+ *                self_consistency (only when some result has one):
+ *                  {results,incomplete,judged,correct,ties,samples,
+ *                   failed_samples,cost_usd,models:{model:questions}}},
  *    "tokens", "cost_usd", "rounds":[{round,judged,winner_correct}],
  *    "fatigue_fit":{p_g,p_v,lambda,beta,t_opt} or null,
  *    "models":{model: the stored call statistics without latency_hist,
@@ -54,6 +57,22 @@ typedef struct runner_report_tallies {
     runner_report_tally items[RUNNER_REPORT_NAMES_MAX];
     size_t n;
 } runner_report_tallies;
+
+/* What the results' self-consistency baselines add up to
+ * (baselines.self_consistency, stages/selfcons.h). */
+typedef struct runner_report_selfcons {
+    size_t results;    /* results that carry the member */
+    size_t incomplete; /* of those, null (no sampling: the question failed
+                          before) or not complete (a sample failed) */
+    size_t judged;     /* counted into the accuracy: complete, and the
+                          question among with_ref */
+    size_t correct;    /* of those, the baseline right */
+    size_t ties;       /* of those, no strict majority (answer drawn) */
+    size_t samples;    /* samples (calls) of every non-null one */
+    size_t failed;     /* of those, without a usable reply */
+    double cost_usd;   /* their cost (not in the report's cost_usd) */
+    runner_report_tallies models; /* the model sampled: questions */
+} runner_report_selfcons;
 
 /* What the broker's recorded decisions add up to. */
 typedef struct runner_report_broker {
@@ -143,6 +162,8 @@ typedef struct runner_report {
     runner_report_broker broker;
     runner_report_paused *paused; /* in key order */
     size_t npaused;
+
+    runner_report_selfcons sc; /* the self-consistency baseline */
 
     struct cJSON *manifest;  /* owned; for runner_report_json */
     struct cJSON *telemetry; /* owned: model id -> stored statistics */

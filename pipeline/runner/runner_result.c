@@ -277,8 +277,9 @@ fail:
 }
 
 /* The self_consistency member of "baselines" (stages/selfcons.h): null
- * when the baseline did not complete (a sample without a usable reply is
- * still complete: it is no vote), else what the samples gave. */
+ * when the question never got to sample (it failed before), else what
+ * the samples gave; complete is false when some sample got no usable
+ * reply (fewer votes than calls: not at equal cost). */
 static cJSON *selfcons_result_json(const workflow *wf, const state *st)
 {
     const state_selfcons *sc = &st->sc;
@@ -301,6 +302,7 @@ static cJSON *selfcons_result_json(const workflow *wf, const state *st)
         json_add_item(o, "drawn", cJSON_CreateBool(sc->drawn)) ||
         json_add_item(o, "correct", correct_json(wf, sc->answer, st->reference)) ||
         json_add_item(o, "failed", cJSON_CreateNumber((double)sc->failed)) ||
+        json_add_item(o, "complete", cJSON_CreateBool(sc->failed == 0)) ||
         json_add_item(o, "calls", cJSON_CreateNumber((double)sc->nsamples)) ||
         json_add_item(o, "cost_usd", cJSON_CreateNumber(sc->usage.cost_usd)) ||
         !(a = cJSON_AddArrayToObject(o, "answers")))
