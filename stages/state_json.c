@@ -784,7 +784,10 @@ static void rd_selfcons(json_reader *r, const cJSON *root, size_t nmodels,
                                          SAMPLES_MAX);
     sc->decided = json_rd_bool(r, x, "decided", "self_consistency.decided");
     a = json_rd_arr(r, x, "samples", "self_consistency.samples", false,
-                    (size_t)SAMPLES_MAX);
+                    (size_t)-1);
+    if (!r->rc && cJSON_GetArraySize(a) > SAMPLES_MAX)
+        json_rd_fail(r, NSED_EINVAL, "self_consistency.samples",
+                     "too many samples");
     if (r->rc)
         return;
     if (cJSON_GetArraySize(a) > 0) {
