@@ -29,7 +29,7 @@
 enum stage_kind {
     STAGE_KIND_PROPOSE,
     STAGE_KIND_EVALUATE,
-    STAGE_KIND_REPAIR, /* follow-up turn after an unusable evaluation */
+    STAGE_KIND_REPAIR,   /* follow-up turn after an unusable evaluation */
     STAGE_KIND_SELFCONS, /* a sample of the self-consistency baseline */
 };
 

@@ -219,8 +219,8 @@ static int reduce_one(const workflow *wf, const stage_response *rs,
     return rc == NSED_ENOMEM ? rc : 0;
 }
 
-int selfcons_reduce(state *st, const workflow *wf,
-                    const stage_response *resps, size_t n, nsed_err *err)
+int selfcons_reduce(state *st, const workflow *wf, const stage_response *resps,
+                    size_t n, nsed_err *err)
 {
     state_selfcons *sc = &st->sc;
     state_sample *ns = NULL;
@@ -248,8 +248,7 @@ int selfcons_reduce(state *st, const workflow *wf,
             rc = nsed_error(err, NSED_EINVAL,
                             "question %s: response %zu (%s, sample %d) "
                             "answers no pending self-consistency sample",
-                            st->qid, i, stage_kind_name(rs->kind),
-                            rs->sample);
+                            st->qid, i, stage_kind_name(rs->kind), rs->sample);
             goto out;
         }
         seen[k] = true;

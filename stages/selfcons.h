@@ -79,7 +79,7 @@ NSED_MUST_CHECK int selfcons_reduce(state *st, const workflow *wf,
 NSED_MUST_CHECK int selfcons_majority(const workflow_answer *a,
                                       const char *const *answers, size_t n,
                                       uint64_t run_seed, const char *qid,
-                                      size_t *winner, size_t *votes,
-                                      bool *tie, bool *drawn);
+                                      size_t *winner, size_t *votes, bool *tie,
+                                      bool *drawn);
 
 #endif

@@ -46,8 +46,10 @@ static int after_converge(state *st, int rc, nsed_err *err)
     if (rc == NSED_ENOMEM)
         return nsed_error(err, rc, "out of memory");
     if (rc)
-        return nsed_error(err, rc, "question %s: self-consistency begun "
-                          "twice", st->qid);
+        return nsed_error(err, rc,
+                          "question %s: self-consistency begun "
+                          "twice",
+                          st->qid);
     return 0;
 }
 

@@ -230,7 +230,8 @@ const char *state_stage_name(enum state_stage s)
     case STATE_STAGE_EVALUATE: return "evaluate";
     case STATE_STAGE_AGGREGATE: return "aggregate";
     case STATE_STAGE_CONVERGE: return "converge";
-    case STATE_STAGE_SELFCONS: return "self_consistency";
+    case STATE_STAGE_SELFCONS:
+        return "self_consistency";
     case STATE_STAGE_FINISHED: return "finished";
     }
     return "?";

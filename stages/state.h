@@ -242,28 +242,28 @@ typedef struct state_sample {
  * stages count team_calls whether or not it is on; the rest is set only
  * when it is. */
 typedef struct state_selfcons {
-    bool on;              /* the workflow asks for it: JSON and result
-                             carry it */
-    size_t model;         /* index into wf->models */
-    long seat;            /* the seat of that model whose system prompt
-                             the samples use; -1: the model has no seat
-                             (seat 0's role, no persona) */
-    char *why;            /* how the model was chosen (one line) */
-    double p_g;           /* its p_g estimate at the question's start; -1
-                             when the workflow names the model */
-    size_t team_calls;    /* calls the team has made: propose, evaluate
-                             and repair responses of every round */
+    bool on;               /* the workflow asks for it: JSON and result
+                              carry it */
+    size_t model;          /* index into wf->models */
+    long seat;             /* the seat of that model whose system prompt
+                              the samples use; -1: the model has no seat
+                              (seat 0's role, no persona) */
+    char *why;             /* how the model was chosen (one line) */
+    double p_g;            /* its p_g estimate at the question's start; -1
+                              when the workflow names the model */
+    size_t team_calls;     /* calls the team has made: propose, evaluate
+                              and repair responses of every round */
     state_sample *samples; /* nsamples (== team_calls when the stage
                               began), NULL before */
-    size_t nsamples;
-    bool decided;         /* every sample resolved, majority taken */
-    char *answer;         /* the majority (or drawn) answer, NULL when no
-                             sample has one */
-    size_t votes;         /* samples holding it */
-    bool tie;             /* several answers had the most votes */
-    bool drawn;           /* answer picked among them by a seeded draw */
-    size_t failed;        /* samples without a usable reply */
-    state_usage usage;    /* the samples' calls (not in state.usage) */
+    size_t nsamples;       /* samples taken (N) */
+    bool decided;          /* every sample resolved, majority taken */
+    char *answer;          /* the majority (or drawn) answer, NULL when
+                              no sample has one */
+    size_t votes;          /* samples holding it */
+    bool tie;              /* several answers had the most votes */
+    bool drawn;            /* answer picked among them by a seeded draw */
+    size_t failed;         /* samples without a usable reply */
+    state_usage usage;     /* the samples' calls (not in state.usage) */
 } state_selfcons;
 
 typedef struct state {

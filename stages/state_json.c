@@ -761,8 +761,7 @@ static bool stage_matches_round(enum state_stage stage, const state_round *c)
 static void rd_selfcons(json_reader *r, const cJSON *root, size_t nmodels,
                         size_t nseats, state_selfcons *sc)
 {
-    const cJSON *x = cJSON_GetObjectItemCaseSensitive(root,
-                                                      "self_consistency");
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(root, "self_consistency");
     const cJSON *a, *it;
     size_t i = 0;
 
@@ -770,8 +769,8 @@ static void rd_selfcons(json_reader *r, const cJSON *root, size_t nmodels,
         return;
     sc->on = true;
     x = json_rd_obj(r, root, "self_consistency", "self_consistency", false);
-    sc->model = (size_t)json_rd_int(r, x, "model", "self_consistency.model",
-                                    0, (int64_t)nmodels - 1);
+    sc->model = (size_t)json_rd_int(r, x, "model", "self_consistency.model", 0,
+                                    (int64_t)nmodels - 1);
     sc->seat = (long)json_rd_int(r, x, "seat", "self_consistency.seat", -1,
                                  (int64_t)nseats - 1);
     sc->why = json_rd_str(r, x, "why", "self_consistency.why", true);
@@ -804,20 +803,19 @@ static void rd_selfcons(json_reader *r, const cJSON *root, size_t nmodels,
         state_sample *s = &sc->samples[i];
 
         P(p, "self_consistency.samples[%zu]", i);
-        s->status = (enum state_proposal_status)json_rd_enum(
-            r, it, "status", p, n_prop, STATE_PROPOSAL_FAILED + 1);
+        s->status = (enum state_proposal_status)
+            json_rd_enum(r, it, "status", p, n_prop, STATE_PROPOSAL_FAILED + 1);
         s->answer = json_rd_str(r, it, "answer", p, true);
         s->error = json_rd_str(r, it, "error", p, true);
         sc->nsamples = ++i;
     }
     sc->answer = json_rd_str(r, x, "answer", "self_consistency.answer", true);
-    sc->votes = (size_t)json_rd_int(r, x, "votes", "self_consistency.votes",
-                                    0, (int64_t)sc->nsamples);
+    sc->votes = (size_t)json_rd_int(r, x, "votes", "self_consistency.votes", 0,
+                                    (int64_t)sc->nsamples);
     sc->tie = json_rd_bool(r, x, "tie", "self_consistency.tie");
     sc->drawn = json_rd_bool(r, x, "drawn", "self_consistency.drawn");
-    sc->failed = (size_t)json_rd_int(r, x, "failed",
-                                     "self_consistency.failed", 0,
-                                     (int64_t)sc->nsamples);
+    sc->failed = (size_t)json_rd_int(r, x, "failed", "self_consistency.failed",
+                                     0, (int64_t)sc->nsamples);
     rd_usage(r, x, "self_consistency", &sc->usage);
 }
 

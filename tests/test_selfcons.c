@@ -28,7 +28,8 @@
 
 /* The demo's workflow hash, as the tree before the baselines section
  * printed it (`nsed validate workflows/demo.yaml` on main). */
-#define DEMO_HASH "872e03ad56091bacb16c2662b504a38665b046038fc1c3d93518aaf427a7dfea"
+#define DEMO_HASH \
+    "872e03ad56091bacb16c2662b504a38665b046038fc1c3d93518aaf427a7dfea"
 
 static const char sim_yaml[] =
     "kind: nsed-sim\n"
@@ -193,8 +194,8 @@ START_TEST(majority_is_strict_and_a_tie_is_drawn)
         char qid[16];
 
         snprintf(qid, sizeof qid, "q%d", i);
-        ck_assert_int_eq(selfcons_majority(&num, split, 5, 9, qid, &win,
-                                           &votes, &tie, &drawn),
+        ck_assert_int_eq(selfcons_majority(&num, split, 5, 9, qid, &win, &votes,
+                                           &tie, &drawn),
                          0);
         ck_assert(tie && drawn);
         ck_assert_uint_eq(votes, 2);
@@ -204,8 +205,8 @@ START_TEST(majority_is_strict_and_a_tie_is_drawn)
         {
             size_t again;
 
-            ck_assert_int_eq(selfcons_majority(&num, split, 5, 9, qid,
-                                               &again, &votes, &tie, &drawn),
+            ck_assert_int_eq(selfcons_majority(&num, split, 5, 9, qid, &again,
+                                               &votes, &tie, &drawn),
                              0);
             ck_assert_uint_eq(again, win); /* seeded: the same draw */
         }
@@ -232,8 +233,9 @@ START_TEST(switch_off_changes_nothing)
 
     /* the hash of the demo, with and without the section at its default,
      * is the one the tree printed before the section existed */
-    ck_assert_int_gt(asprintf(&off_text, "%s\nbaselines: {self_consistency: "
-                                         "false}\n",
+    ck_assert_int_gt(asprintf(&off_text,
+                              "%s\nbaselines: {self_consistency: "
+                              "false}\n",
                               demo),
                      0);
     tu_write_file(off, off_text, (size_t)-1);
@@ -366,8 +368,8 @@ START_TEST(samples_equal_the_team_calls)
     cJSON_ArrayForEach(l, on_lines) {
         const cJSON *sc = sc_of(l);
         const char *model = cJSON_GetObjectItem(sc, "model")->valuestring;
-        char *a = without_sc(l), *b = without_sc(cJSON_GetArrayItem(off_lines,
-                                                                   i));
+        char *a = without_sc(l),
+             *b = without_sc(cJSON_GetArrayItem(off_lines, i));
 
         ck_assert_msg(cJSON_IsObject(sc), "no baseline in line %d", i);
         /* the deliberation, its cost included, is the same as without */
@@ -376,8 +378,7 @@ START_TEST(samples_equal_the_team_calls)
         free(b);
         ck_assert_double_eq(tu_jnum(sc, "samples", NULL), calls[i]);
         ck_assert_double_eq(tu_jnum(sc, "calls", NULL), calls[i]);
-        ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(sc,
-                                                                "answers")),
+        ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(sc, "answers")),
                          (int)calls[i]);
         ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(sc, "complete")));
         ck_assert_double_eq(tu_jnum(sc, "failed", NULL), 0);
@@ -391,9 +392,9 @@ START_TEST(samples_equal_the_team_calls)
         if (!strcmp(model, "alpha"))
             sampled_alpha += calls[i];
         check_majority(sc);
-        correct += same_number(cJSON_GetObjectItem(sc, "answer")->valuestring,
-                               cJSON_GetObjectItem(l, "reference")
-                                   ->valuestring);
+        correct +=
+            same_number(cJSON_GetObjectItem(sc, "answer")->valuestring,
+                        cJSON_GetObjectItem(l, "reference")->valuestring);
         cost += tu_jnum(sc, "cost_usd", NULL);
         i++;
     }
@@ -434,9 +435,8 @@ END_TEST
 START_TEST(kill_and_resume_repays_nothing)
 {
     char *sim_cfg = tu_path(tu_tmp, "sim.yaml"), *q = questions_file();
-    char *wf = workflow_file("slow.yaml",
-                             "baselines: {self_consistency: true,"
-                             " self_consistency_model: slow}");
+    char *wf = workflow_file("slow.yaml", "baselines: {self_consistency: true,"
+                                          " self_consistency_model: slow}");
     char *ref = tu_path(tu_tmp, "ref"), *sdir = tu_path(tu_tmp, "killed");
     char *e_ref, *e;
     double slow_ref, team_ref, b_slow, b_all, slow_mid;
@@ -519,8 +519,8 @@ START_TEST(failed_sampling_keeps_the_outcome)
     lines = export_lines(s_dead);
     cJSON_ArrayForEach(l, lines) {
         const cJSON *sc = sc_of(l);
-        char *a = without_sc(l), *b = without_sc(cJSON_GetArrayItem(off_lines,
-                                                                   i++));
+        char *a = without_sc(l),
+             *b = without_sc(cJSON_GetArrayItem(off_lines, i++));
 
         ck_assert_str_eq(a, b);
         free(a);

@@ -283,8 +283,7 @@ START_TEST(selfcons_stage_resumes_exactly)
     ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(sc, "decided")));
     cJSON_ArrayForEach(x, cJSON_GetObjectItem(sc, "samples"))
         ck_assert_str_eq(cJSON_GetObjectItem(x, "status")->valuestring, "ok");
-    ck_assert_str_eq(cJSON_GetObjectItem(o, "stage")->valuestring,
-                     "finished");
+    ck_assert_str_eq(cJSON_GetObjectItem(o, "stage")->valuestring, "finished");
     cJSON_Delete(o);
     free(a);
     free(b);

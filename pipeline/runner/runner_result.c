@@ -289,18 +289,22 @@ static cJSON *selfcons_result_json(const workflow *wf, const state *st)
         return cJSON_CreateNull();
     if (!(o = cJSON_CreateObject()))
         return NULL;
-    if (json_add_item(o, "model", cJSON_CreateString(wf->models[sc->model].id)) ||
-        json_add_item(o, "seat", sc->seat >= 0 ? cJSON_CreateNumber((double)sc->seat)
-                                               : cJSON_CreateNull()) ||
+    if (json_add_item(o, "model",
+                      cJSON_CreateString(wf->models[sc->model].id)) ||
+        json_add_item(o, "seat",
+                      sc->seat >= 0 ? cJSON_CreateNumber((double)sc->seat)
+                                    : cJSON_CreateNull()) ||
         json_add_item(o, "chosen", str_or_null(sc->why)) ||
-        json_add_item(o, "p_g", sc->p_g >= 0 ? cJSON_CreateNumber(sc->p_g)
-                                             : cJSON_CreateNull()) ||
+        json_add_item(o, "p_g",
+                      sc->p_g >= 0 ? cJSON_CreateNumber(sc->p_g)
+                                   : cJSON_CreateNull()) ||
         json_add_item(o, "samples", cJSON_CreateNumber((double)sc->nsamples)) ||
         json_add_item(o, "answer", str_or_null(sc->answer)) ||
         json_add_item(o, "votes", cJSON_CreateNumber((double)sc->votes)) ||
         json_add_item(o, "tie", cJSON_CreateBool(sc->tie)) ||
         json_add_item(o, "drawn", cJSON_CreateBool(sc->drawn)) ||
-        json_add_item(o, "correct", correct_json(wf, sc->answer, st->reference)) ||
+        json_add_item(o, "correct",
+                      correct_json(wf, sc->answer, st->reference)) ||
         json_add_item(o, "failed", cJSON_CreateNumber((double)sc->failed)) ||
         json_add_item(o, "complete", cJSON_CreateBool(sc->failed == 0)) ||
         json_add_item(o, "calls", cJSON_CreateNumber((double)sc->nsamples)) ||

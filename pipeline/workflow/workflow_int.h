@@ -183,8 +183,8 @@ enum wf_check {
     WF_CK_FAMILY_CAP,  /* max_per_family's default follows the policy */
     WF_CK_ROUNDS,      /* rounds.max >= min */
     WF_CK_TEAM_SEATS,  /* every team can be filled under broker's rules */
-    WF_CK_BASELINE_MODEL, /* baselines.self_consistency_model names a
-                             model; resolve its index */
+    WF_CK_SC_MODEL,    /* baselines.self_consistency_model names a
+                          model; resolve its index */
 };
 
 struct wf_section;
