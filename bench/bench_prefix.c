@@ -186,6 +186,7 @@ static int record(driver *d, const stage_request *rq)
     r->model = rq->model;
     switch (rq->kind) {
     case STAGE_KIND_PROPOSE:
+    case STAGE_KIND_SELFCONS: /* a round-0 proposal prompt */
         r->kind = rq->round == 0 ? BENCH_PREFIX_PROPOSE0 : BENCH_PREFIX_REVISE;
         break;
     case STAGE_KIND_EVALUATE:

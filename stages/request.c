@@ -53,6 +53,8 @@ const char *stage_kind_name(enum stage_kind k)
     case STAGE_KIND_PROPOSE: return "propose";
     case STAGE_KIND_EVALUATE: return "evaluate";
     case STAGE_KIND_REPAIR: return "repair";
+    case STAGE_KIND_SELFCONS:
+        return "self_consistency";
     }
     return "?";
 }

@@ -29,7 +29,8 @@
 enum stage_kind {
     STAGE_KIND_PROPOSE,
     STAGE_KIND_EVALUATE,
-    STAGE_KIND_REPAIR, /* follow-up turn after an unusable evaluation */
+    STAGE_KIND_REPAIR,   /* follow-up turn after an unusable evaluation */
+    STAGE_KIND_SELFCONS, /* a sample of the self-consistency baseline */
 };
 
 enum stage_role {
@@ -49,7 +50,8 @@ typedef struct stage_request {
     size_t seat;     /* seat index in the state */
     size_t model;    /* index into wf->models */
     int round;
-    int sample;      /* 0; reserved for repeated sampling of one seat */
+    int sample;      /* 0; i + 1 for sample i of the self-consistency
+                        baseline (selfcons.h) */
     uint64_t seed;   /* seed_call(run seed, question, round, seat, kind,
                         sample) (seed.h), below 2^63 so it fits a JSON
                         int64; send it as the request's "seed" when the
@@ -83,6 +85,7 @@ typedef struct stage_response {
     enum stage_kind kind; /* as in the request */
     size_t seat;          /* as in the request */
     int round;            /* as in the request */
+    int sample;           /* as in the request */
     bool ok;              /* a reply arrived (content may still be empty) */
     bool infra;           /* !ok because of infrastructure (network, HTTP
                              errors, timeouts after every retry): the seat

@@ -28,6 +28,13 @@
  * asked for). When converge starts a new round it frees the round before
  * the previous one; store a finished round first (state_round_to_json of
  * state_round_get(st, r) right after the converge reduce).
+ *
+ * With baselines.self_consistency, the converge reduce that stops the
+ * question moves it to STATE_STAGE_SELFCONS instead of finishing it: its
+ * sample calls (selfcons.h) are planned and reduced like any stage's, and
+ * the question finishes when they are all resolved. stage_reduce counts
+ * the team's calls (propose, evaluate and repair responses) into
+ * st->sc.team_calls, which sets the number of samples.
  */
 #ifndef NSED_STAGES_STAGE_H
 #define NSED_STAGES_STAGE_H

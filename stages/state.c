@@ -94,6 +94,22 @@ void state_carry_release(state_carry *c, size_t nseats)
     c->from_round = -1;
 }
 
+void state_selfcons_release(state_selfcons *sc)
+{
+    if (!sc)
+        return;
+    for (size_t i = 0; i < sc->nsamples; i++) {
+        free(sc->samples[i].answer);
+        free(sc->samples[i].error);
+    }
+    free(sc->samples);
+    free(sc->why);
+    free(sc->answer);
+    memset(sc, 0, sizeof *sc);
+    sc->seat = -1;
+    sc->p_g = -1;
+}
+
 void state_free(state *st)
 {
     if (!st)
@@ -119,6 +135,7 @@ void state_free(state *st)
     free(st->baseline_answer);
     free(st->baseline_drawn);
     free(st->failure);
+    state_selfcons_release(&st->sc);
     free(st);
 }
 
@@ -151,6 +168,9 @@ int state_new(const workflow *wf, const state_question *q,
     st->final_seat = -1;
     st->final_round = -1;
     st->carry.from_round = -1;
+    st->sc.on = wf->baselines.self_consistency;
+    st->sc.seat = -1;
+    st->sc.p_g = -1;
     st->qid = dup_or_null(q->id, &fail);
     st->question = dup_or_null(q->text, &fail);
     st->reference = dup_or_null(q->reference, &fail);
@@ -211,6 +231,8 @@ const char *state_stage_name(enum state_stage s)
     case STATE_STAGE_EVALUATE: return "evaluate";
     case STATE_STAGE_AGGREGATE: return "aggregate";
     case STATE_STAGE_CONVERGE: return "converge";
+    case STATE_STAGE_SELFCONS:
+        return "self_consistency";
     case STATE_STAGE_FINISHED: return "finished";
     }
     return "?";

@@ -55,6 +55,8 @@ enum state_stage {
     STATE_STAGE_EVALUATE,
     STATE_STAGE_AGGREGATE,
     STATE_STAGE_CONVERGE,
+    STATE_STAGE_SELFCONS, /* deliberation over: the self-consistency
+                             baseline samples (stages/selfcons.h) */
     STATE_STAGE_FINISHED, /* stopped; nothing more to run */
 };
 
@@ -228,6 +230,42 @@ typedef struct state_carry {
     char **scores;     /* per seat: SCORES block */
 } state_carry;
 
+/* One sample of the self-consistency baseline. */
+typedef struct state_sample {
+    enum state_proposal_status status; /* PENDING, OK, SKIP or FAILED (no
+                                          usable reply, any cause) */
+    char *answer; /* OK: the extracted answer, NULL when none */
+    char *error;  /* FAILED: why, else NULL */
+} state_sample;
+
+/* The self-consistency baseline of one question (stages/selfcons.h). The
+ * stages count team_calls whether or not it is on; the rest is set only
+ * when it is. */
+typedef struct state_selfcons {
+    bool on;               /* the workflow asks for it: JSON and result
+                              carry it */
+    size_t model;          /* index into wf->models */
+    long seat;             /* the seat of that model whose system prompt
+                              the samples use; -1: the model has no seat
+                              (seat 0's role, no persona) */
+    char *why;             /* how the model was chosen (one line) */
+    double p_g;            /* its p_g estimate at the question's start; -1
+                              when the workflow names the model */
+    size_t team_calls;     /* calls the team has made: propose, evaluate
+                              and repair responses of every round */
+    state_sample *samples; /* nsamples (== team_calls when the stage
+                              began), NULL before */
+    size_t nsamples;       /* samples taken (N) */
+    bool decided;          /* every sample resolved, majority taken */
+    char *answer;          /* the majority (or drawn) answer, NULL when
+                              no sample has one */
+    size_t votes;          /* samples holding it */
+    bool tie;              /* several answers had the most votes */
+    bool drawn;            /* answer picked among them by a seeded draw */
+    size_t failed;         /* samples without a usable reply */
+    state_usage usage;     /* the samples' calls (not in state.usage) */
+} state_selfcons;
+
 typedef struct state {
     uint64_t seed;      /* the run seed (wf->seed) */
     char *qid;
@@ -261,6 +299,7 @@ typedef struct state {
     bool baseline_tie;
     char *baseline_drawn;
     state_usage usage;  /* every call of every round so far */
+    state_selfcons sc;  /* the self-consistency baseline */
 } state;
 
 /* What state_new needs to know about the question (copied). */
@@ -335,6 +374,9 @@ void state_round_free(state_round *r, size_t nseats);
 void state_proposal_release(state_proposal *p);
 void state_evaluation_release(state_evaluation *e);
 void state_carry_release(state_carry *c, size_t nseats);
+/* Free what a self-consistency baseline owns and reset it (off, seat -1,
+ * p_g -1). */
+void state_selfcons_release(state_selfcons *sc);
 
 /* Add u to *total. */
 void state_usage_add(state_usage *total, const state_usage *u);

@@ -219,6 +219,37 @@ int state_round_to_json(const state_round *r, size_t nseats, char **out)
     return jsonw_finish(&w, out, NULL);
 }
 
+static void selfcons_json(jsonw *w, const state_selfcons *sc)
+{
+    jsonw_key(w, "self_consistency");
+    jsonw_object_begin(w);
+    key_num(w, "model", (double)sc->model);
+    key_num(w, "seat", (double)sc->seat);
+    key_str(w, "why", sc->why);
+    key_num(w, "p_g", sc->p_g);
+    key_num(w, "team_calls", (double)sc->team_calls);
+    key_bool(w, "decided", sc->decided);
+    jsonw_key(w, "samples");
+    jsonw_array_begin(w);
+    for (size_t i = 0; i < sc->nsamples; i++) {
+        const state_sample *x = &sc->samples[i];
+
+        jsonw_object_begin(w);
+        key_str(w, "status", state_proposal_status_name(x->status));
+        key_str(w, "answer", x->answer);
+        key_str(w, "error", x->error);
+        jsonw_object_end(w);
+    }
+    jsonw_array_end(w);
+    key_str(w, "answer", sc->answer);
+    key_num(w, "votes", (double)sc->votes);
+    key_bool(w, "tie", sc->tie);
+    key_bool(w, "drawn", sc->drawn);
+    key_num(w, "failed", (double)sc->failed);
+    usage_json(w, "usage", &sc->usage);
+    jsonw_object_end(w);
+}
+
 static void block_list(jsonw *w, const char *key, char **v, size_t n)
 {
     jsonw_key(w, key);
@@ -292,6 +323,10 @@ int state_to_json(const state *st, char **out)
     }
     jsonw_object_end(&w);
     usage_json(&w, "usage", &st->usage);
+    /* only when the workflow asks for the baseline, so the states of
+     * workflows without it print as before it existed */
+    if (st->sc.on)
+        selfcons_json(&w, &st->sc);
     jsonw_key(&w, "carry");
     jsonw_object_begin(&w);
     key_num(&w, "from_round", st->carry.from_round);
@@ -717,10 +752,76 @@ static bool stage_matches_round(enum state_stage stage, const state_round *c)
         return c->anonymized && c->evals && !c->aggregated && !c->decided;
     case STATE_STAGE_CONVERGE:
         return c->anonymized && c->evals && c->aggregated && !c->decided;
+    case STATE_STAGE_SELFCONS:
     case STATE_STAGE_FINISHED:
         return c->decided;
     }
     return false;
+}
+
+/* Bound of the sample count read back: a team makes at most a few calls
+ * per seat and round. */
+#define SAMPLES_MAX ((int64_t)1 << 20)
+
+static void rd_selfcons(json_reader *r, const cJSON *root, size_t nmodels,
+                        size_t nseats, state_selfcons *sc)
+{
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(root, "self_consistency");
+    const cJSON *a, *it;
+    size_t i = 0;
+
+    if (!x)
+        return;
+    sc->on = true;
+    x = json_rd_obj(r, root, "self_consistency", "self_consistency", false);
+    sc->model = (size_t)json_rd_int(r, x, "model", "self_consistency.model", 0,
+                                    (int64_t)nmodels - 1);
+    sc->seat = (long)json_rd_int(r, x, "seat", "self_consistency.seat", -1,
+                                 (int64_t)nseats - 1);
+    sc->why = json_rd_str(r, x, "why", "self_consistency.why", true);
+    sc->p_g = json_rd_num(r, x, "p_g", "self_consistency.p_g");
+    if (!r->rc && !(sc->p_g == -1 || (sc->p_g >= 0 && sc->p_g <= 1)))
+        json_rd_fail(r, NSED_EINVAL, "self_consistency.p_g",
+                     "neither -1 nor in [0, 1]");
+    sc->team_calls = (size_t)json_rd_int(r, x, "team_calls",
+                                         "self_consistency.team_calls", 0,
+                                         SAMPLES_MAX);
+    sc->decided = json_rd_bool(r, x, "decided", "self_consistency.decided");
+    a = json_rd_arr(r, x, "samples", "self_consistency.samples", false,
+                    (size_t)-1);
+    if (!r->rc && cJSON_GetArraySize(a) > SAMPLES_MAX)
+        json_rd_fail(r, NSED_EINVAL, "self_consistency.samples",
+                     "too many samples");
+    if (r->rc)
+        return;
+    if (cJSON_GetArraySize(a) > 0) {
+        sc->samples = calloc((size_t)cJSON_GetArraySize(a),
+                             sizeof *sc->samples);
+        if (!sc->samples) {
+            json_rd_fail(r, NSED_ENOMEM, "self_consistency.samples",
+                         "out of memory");
+            return;
+        }
+    }
+    cJSON_ArrayForEach(it, a) {
+        char p[64];
+        state_sample *s = &sc->samples[i];
+
+        P(p, "self_consistency.samples[%zu]", i);
+        s->status = (enum state_proposal_status)
+            json_rd_enum(r, it, "status", p, n_prop, STATE_PROPOSAL_FAILED + 1);
+        s->answer = json_rd_str(r, it, "answer", p, true);
+        s->error = json_rd_str(r, it, "error", p, true);
+        sc->nsamples = ++i;
+    }
+    sc->answer = json_rd_str(r, x, "answer", "self_consistency.answer", true);
+    sc->votes = (size_t)json_rd_int(r, x, "votes", "self_consistency.votes", 0,
+                                    (int64_t)sc->nsamples);
+    sc->tie = json_rd_bool(r, x, "tie", "self_consistency.tie");
+    sc->drawn = json_rd_bool(r, x, "drawn", "self_consistency.drawn");
+    sc->failed = (size_t)json_rd_int(r, x, "failed", "self_consistency.failed",
+                                     0, (int64_t)sc->nsamples);
+    rd_usage(r, x, "self_consistency", &sc->usage);
 }
 
 static void rd_state(json_reader *r, const cJSON *root, const workflow *wf,
@@ -828,6 +929,9 @@ static void rd_state(json_reader *r, const cJSON *root, const workflow *wf,
                          "a tie has a drawn answer and no majority");
     }
     rd_usage(r, root, "state", &st->usage);
+    st->sc.seat = -1;
+    st->sc.p_g = -1;
+    rd_selfcons(r, root, nmodels, st->nseats, &st->sc);
     x = json_rd_obj(r, root, "carry", "carry", false);
     st->carry.from_round = (int)json_rd_int(r, x, "from_round",
                                             "carry.from_round", -1, st->round);

@@ -2,6 +2,7 @@
  * JSON round trips at every stage of a multi-round question, a run that is
  * checkpointed and reloaded after every stage ending exactly like one that
  * is not, per-round JSON, and refusal of damaged or foreign JSON. */
+#include "stages/selfcons.h"
 #include "stages/stage.h"
 #include "stages/state.h"
 #include "testutil.h"
@@ -69,6 +70,11 @@ static char *fake_reply(const state *st, const stage_request *q)
                            q->seat == 1 && q->round == 0 ? "1000" : "1024"),
                 0);
         break;
+    case STAGE_KIND_SELFCONS:
+        ck_assert_int_eq(buf_printf(&b, "\\boxed{%d}",
+                                    q->sample % 3 ? 1024 : 7),
+                         0);
+        break;
     case STAGE_KIND_EVALUATE:
         if (q->seat == 0 && q->round == 0) {
             ck_assert_int_eq(buf_adds(&b, "I like the first one."), 0);
@@ -125,7 +131,18 @@ static state *round_trip(state *st, const workflow *wf)
 /* Play the question to the end; with reload, every stage's state goes
  * through JSON and back. Returns the final JSON; *rounds gets each
  * finished round's own JSON (state_round_to_json) concatenated. */
+static char *play_counted(const workflow *wf, bool reload, char **rounds,
+                          size_t *team_calls);
+
 static char *play(const workflow *wf, bool reload, char **rounds)
+{
+    return play_counted(wf, reload, rounds, NULL);
+}
+
+/* play, counting into *team_calls (may be NULL) the propose, evaluate and
+ * repair requests planned. */
+static char *play_counted(const workflow *wf, bool reload, char **rounds,
+                          size_t *team_calls)
 {
     state *st = new_state(wf);
     buf archive;
@@ -135,17 +152,21 @@ static char *play(const workflow *wf, bool reload, char **rounds)
     buf_init(&archive, 1 << 24);
     while (st->stage != STATE_STAGE_FINISHED) {
         stage_requests l = {0};
-        stage_response r[8];
-        char *owned[8];
+        stage_response r[64];
+        char *owned[64];
         nsed_err e = {0};
         int round = st->round;
 
         ck_assert_int_eq(stage_plan(st, wf, &l), 0);
+        ck_assert_uint_le(l.n, 64);
         for (size_t i = 0; i < l.n; i++) {
             memset(&r[i], 0, sizeof r[i]);
             r[i].kind = l.items[i].kind;
             r[i].seat = l.items[i].seat;
             r[i].round = l.items[i].round;
+            r[i].sample = l.items[i].sample;
+            if (team_calls && l.items[i].kind != STAGE_KIND_SELFCONS)
+                (*team_calls)++;
             r[i].ok = true;
             owned[i] = fake_reply(st, &l.items[i]);
             r[i].content = owned[i];
@@ -210,6 +231,59 @@ START_TEST(resume_after_every_stage_is_exact)
     ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(o, "rounds")), 2);
     ck_assert_int_eq(cJSON_GetObjectItem(o, "v")->valueint,
                      STATE_JSON_VERSION);
+    cJSON_Delete(o);
+    free(a);
+    free(b);
+    free(ra);
+    free(rb);
+    workflow_free(wf);
+}
+END_TEST
+
+/* The self-consistency stage: as many samples as the team's calls
+ * (counted here from the plans), a checkpoint after every stage changes
+ * nothing, and the majority is the hand count of the fake samples (sample
+ * i answers 7 when i is a multiple of 3, else 1024). */
+START_TEST(selfcons_stage_resumes_exactly)
+{
+    workflow *wf = tu_load_workflow(base_yaml,
+                                    "baselines: {self_consistency: true, "
+                                    "self_consistency_model: m1}\n");
+    size_t calls_a = 0, calls_b = 0, n, sevens;
+    char *ra = NULL, *rb = NULL, *a, *b;
+    const cJSON *sc, *x;
+    cJSON *o;
+    state *st;
+    double p_g[3] = {0.2, 0.9, 0.4};
+
+    /* the model is chosen by the runner (selfcons_choose) */
+    st = new_state(wf);
+    ck_assert(st->sc.on);
+    ck_assert_int_eq(selfcons_choose(st, wf, p_g), 0);
+    ck_assert_uint_eq(st->sc.model, 1);
+    ck_assert_int_eq(st->sc.seat, 1);
+    state_free(st);
+    a = play_counted(wf, false, &ra, &calls_a);
+    b = play_counted(wf, true, &rb, &calls_b);
+    ck_assert_str_eq(a, b);
+    ck_assert_uint_eq(calls_a, calls_b);
+    o = cJSON_Parse(a);
+    sc = cJSON_GetObjectItem(o, "self_consistency");
+    ck_assert_ptr_nonnull(sc);
+    n = (size_t)cJSON_GetArraySize(cJSON_GetObjectItem(sc, "samples"));
+    ck_assert_uint_eq(n, calls_a);
+    ck_assert_uint_gt(n, 6);
+    ck_assert_double_eq(cJSON_GetObjectItem(sc, "team_calls")->valuedouble,
+                        (double)calls_a);
+    sevens = n / 3;
+    ck_assert_str_eq(cJSON_GetObjectItem(sc, "answer")->valuestring, "1024");
+    ck_assert_double_eq(cJSON_GetObjectItem(sc, "votes")->valuedouble,
+                        (double)(n - sevens));
+    ck_assert(cJSON_IsFalse(cJSON_GetObjectItem(sc, "tie")));
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(sc, "decided")));
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(sc, "samples"))
+        ck_assert_str_eq(cJSON_GetObjectItem(x, "status")->valuestring, "ok");
+    ck_assert_str_eq(cJSON_GetObjectItem(o, "stage")->valuestring, "finished");
     cJSON_Delete(o);
     free(a);
     free(b);
@@ -456,6 +530,7 @@ Suite *tu_suite(void)
 
     t = tcase_create("json");
     tcase_add_test(t, fresh_state_round_trips);
+    tcase_add_test(t, selfcons_stage_resumes_exactly);
     tcase_add_test(t, resume_after_every_stage_is_exact);
     tcase_add_test(t, damaged_json_refused);
     tcase_add_test(t, failed_status_keeps_its_reason);

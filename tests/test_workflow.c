@@ -1323,6 +1323,46 @@ START_TEST(extra_body_refuses_what_nsed_sets)
 }
 END_TEST
 
+/* baselines: at its defaults (absent, or written out) the hash is the
+ * one of the file without it; switched on, or naming a model, it is not;
+ * the model resolves to its index. */
+START_TEST(baselines_change_the_hash_only_when_set)
+{
+    char *base = hash_of_text(MINI), *t, *h;
+    workflow *wf;
+
+    t = subst(MINI, "version: 1\n",
+              "version: 1\nbaselines: {self_consistency: false}\n");
+    h = hash_of_text(t);
+    ck_assert_str_eq(h, base);
+    free(h);
+    free(t);
+    t = subst(MINI, "version: 1\n",
+              "version: 1\nbaselines: {self_consistency: true}\n");
+    h = hash_of_text(t);
+    ck_assert_str_ne(h, base);
+    free(h);
+    wf = load_text(t);
+    ck_assert(wf->baselines.self_consistency);
+    ck_assert_ptr_null(wf->baselines.sc_model);
+    ck_assert_uint_eq(wf->baselines.sc_model_index, SIZE_MAX);
+    ck_assert(tu_contains(workflow_canonical(wf),
+                          "\"baselines\":{\"self_consistency\":true}"));
+    workflow_free(wf);
+    free(t);
+    t = subst(MINI, "version: 1\n",
+              "version: 1\nbaselines: {self_consistency_model: b}\n");
+    h = hash_of_text(t);
+    ck_assert_str_ne(h, base);
+    free(h);
+    wf = load_text(t);
+    ck_assert_uint_eq(wf->baselines.sc_model_index, 1);
+    workflow_free(wf);
+    free(t);
+    free(base);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("workflow");
@@ -1363,6 +1403,7 @@ Suite *tu_suite(void)
     tcase_add_test(tc, default_prompts_follow_the_protocol);
     tcase_add_test(tc, render_expands_and_unescapes);
     tcase_add_test(tc, placeholders_validated);
+    tcase_add_test(tc, baselines_change_the_hash_only_when_set);
     suite_add_tcase(s, tc);
     tc = tcase_create("secrets");
     tcase_add_test(tc, secrets_never_echoed);

@@ -23,12 +23,20 @@ static const char status_usage[] =
     "used and why questions stopped; abstentions, rounds without a winner\n"
     "and proposals without an answer, per model; accuracy where\n"
     "references exist, next to the\n"
-    "round-0 baselines (each model alone, and the strict majority vote of\n"
-    "their round-0 answers: a shared top count is a tie, not a majority;\n"
-    "ties broken by a seeded draw are shown apart), NSED's paired\n"
-    "difference from each with a 95% interval (Newcombe) and an exact\n"
-    "McNemar p, and all of it per tag; calls, tokens and cost; per-model\n"
-    "latency and errors;\n"
+    "round-0 baselines (each model alone, and the strict majority vote of
+"
+    "their round-0 answers: a shared top count is a tie, not a majority;
+"
+    "ties broken by a seeded draw are shown apart) and, when the workflow
+"
+    "has baselines.self_consistency, the best single model sampled as often
+"
+    "as the team called; NSED's paired difference from each with a 95%
+"
+    "interval (Newcombe) and an exact McNemar p, and all of it per tag;
+"
+    "calls, tokens and cost; per-model latency and errors;
+"
     "the broker's choices (how often each model was chosen or excluded,\n"
     "mean expected cost, questions it could not staff or that went over\n"
     "the budget). Opens the store read-only, so it can run beside a\n"
@@ -175,6 +183,28 @@ static void print_baselines(const runner_baselines *bl)
     }
 }
 
+/* The self-consistency baseline's line (baselines.self_consistency):
+ * its accuracy over the questions NSED's is judged on, and what it cost
+ * apart from the deliberation. */
+static void print_selfcons(const runner_report *r)
+{
+    const runner_report_selfcons *sc = &r->sc;
+
+    if (!sc->results)
+        return;
+    printf("self-cons.: %.1f%% (%zu/%zu) with as many calls as the team "
+           "(model",
+           pct(sc->correct, sc->judged), sc->correct, sc->judged);
+    for (size_t i = 0; i < sc->models.n; i++)
+        printf("%s %s %zu", i ? "," : "", sc->models.items[i].name,
+               sc->models.items[i].n);
+    printf("); %zu without a strict majority (drawn), %zu incomplete\n"
+           "            %zu samples (%zu failed), $%.4f apart from NSED's "
+           "cost",
+           sc->ties, sc->incomplete, sc->samples, sc->failed, sc->cost_usd);
+    printf("\n");
+}
+
 /* A latency quantile as the histogram bucket it is, "lo-hi" in ms: one
  * decimal below 100 ms, whole ms above ("26.9-32.0", "152-181"); "-"
  * when no call succeeded. */
@@ -310,6 +340,7 @@ static void print_text(const runner_report *r)
         print_accuracy(r);
     if (r->with_ref)
         print_baselines(r->baselines);
+    print_selfcons(r);
     printf("results:    %.0f tokens, $%.4f\n", r->tokens, r->cost_usd);
     print_broker(&r->broker);
     print_models(r);

@@ -6,6 +6,7 @@
 #include "pipeline/gateway/gateway.h"
 #include "pipeline/questions/questions.h"
 #include "pipeline/runner/runner_int.h"
+#include "stages/selfcons.h"
 #include "stages/stage.h"
 #include "store/store_keys.h"
 
@@ -267,6 +268,7 @@ static int submit_all(struct loop *L, slot *s)
         s->resps[i].kind = rq->kind;
         s->resps[i].seat = rq->seat;
         s->resps[i].round = rq->round;
+        s->resps[i].sample = rq->sample;
         s->calls[i].slot = s;
         s->calls[i].idx = i;
         gr.model = rq->model;
@@ -455,6 +457,31 @@ static int lost_calls(struct loop *L, slot *s, bool *go_on)
     return rc;
 }
 
+/* The self-consistency samples of s that could not be sent (a request
+ * the gateway refused): failed samples, not a failed question -- the
+ * baseline never changes the question's outcome (stages/selfcons.h). */
+static int unsent_samples(slot *s)
+{
+    for (size_t i = 0; i < s->reqs.n; i++) {
+        stage_response *r = &s->resps[i];
+
+        if (r->ok || s->errors[i])
+            continue; /* answered, or failed through the gateway */
+        r->kind = s->reqs.items[i].kind;
+        r->seat = s->reqs.items[i].seat;
+        r->round = s->reqs.items[i].round;
+        r->sample = s->reqs.items[i].sample;
+        r->infra = false;
+        s->errors[i] = strdup(s->fail_reason);
+        if (!s->errors[i])
+            return NSED_ENOMEM;
+        r->error = s->errors[i];
+    }
+    free(s->fail_reason);
+    s->fail_reason = NULL;
+    return 0;
+}
+
 /* Advance s (loaded or ready) as far as it goes without waiting for the
  * network. An error that belongs to this question's data fails the
  * question (the run goes on); any other error stops the run. */
@@ -464,6 +491,11 @@ static int step(struct loop *L, slot *s)
     int rc;
 
     if (s->phase == SLOT_READY) {
+        if (s->fail_reason && s->st->stage == STATE_STAGE_SELFCONS) {
+            rc = unsent_samples(s);
+            if (rc)
+                return nsed_error(L->err, rc, "out of memory");
+        }
         if (s->fail_reason) {
             char *why = s->fail_reason;
 
@@ -604,6 +636,29 @@ static int read_qctx(struct loop *L, store_txn *txn, const char *qid,
     return rc ? damaged(txn, L->err, "context", qid, rc) : 0;
 }
 
+/* The model of a new question's self-consistency baseline, from the
+ * estimates the broker decides on now (the question's start). */
+static int choose_selfcons(struct loop *L, state *st)
+{
+    double *p_g;
+    int rc;
+
+    if (!st->sc.on)
+        return 0;
+    p_g = calloc(L->wf->nmodels, sizeof *p_g);
+    if (!p_g)
+        return NSED_ENOMEM;
+    for (size_t m = 0; m < L->wf->nmodels; m++) {
+        telemetry_estimate e;
+
+        telemetry_estimate_for(L->view, L->wf, m, (int)st->nseats, &e);
+        p_g[m] = e.p_g;
+    }
+    rc = selfcons_choose(st, L->wf, p_g);
+    free(p_g);
+    return rc;
+}
+
 /* Staff a new question: the broker decides now, on the telemetry the
  * store has committed so far. A question no team can staff is left
  * incomplete with the broker's reason (a later run decides again). */
@@ -627,6 +682,8 @@ static int decide(struct loop *L, const question *q, slot *s)
     if (d->staffed) {
         rc = state_new(L->wf, &sq, d->seats.seats, d->seats.nseats, &s->st,
                        L->err);
+        if (!rc)
+            rc = choose_selfcons(L, s->st);
         if (!rc && runner_qctx_wanted(L->wf))
             rc = runner_qctx_new(L->wf, L->view, &L->rounds, s->st, &s->qctx,
                                  &s->ctx_json);

@@ -76,6 +76,37 @@ static void count_rounds(runner_report *r, const cJSON *counts)
     }
 }
 
+/* Count a result's baselines.self_consistency (b: its baselines) into
+ * sc; judged: the question counts into the accuracy. */
+static void count_selfcons(runner_report_selfcons *sc, const cJSON *b,
+                           bool judged)
+{
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(b, "self_consistency");
+    runner_report_tally *t;
+
+    if (!x)
+        return;
+    sc->results++;
+    if (!cJSON_IsObject(x)) {
+        sc->incomplete++;
+        return;
+    }
+    sc->samples += (size_t)json_num(x, "samples", 0);
+    sc->failed += (size_t)json_num(x, "failed", 0);
+    sc->cost_usd += json_num(x, "cost_usd", 0);
+    if ((t = tally_get(&sc->models, json_str(x, "model", "?"))))
+        t->n++;
+    if (!json_bool(x, "complete", false)) {
+        sc->incomplete++;
+        return;
+    }
+    if (!judged)
+        return;
+    sc->judged++;
+    sc->correct += (size_t)json_bool(x, "correct", false);
+    sc->ties += (size_t)json_bool(x, "tie", false);
+}
+
 /* Count a result record (runner_result_json). */
 static void count_result(report_read *rr, const cJSON *res)
 {
@@ -123,6 +154,10 @@ static void count_result(report_read *rr, const cJSON *res)
      * accuracy is over the questions a stopping rule stopped, as a
      * question a permanent error stopped has no round-0 baselines to
      * compare (it counts as failed) */
+    count_selfcons(&r->sc, b,
+                   cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(res,
+                                                                 "correct")) &&
+                       stop && strcmp(stop, "none") != 0);
     if (!cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(res, "correct")) ||
         !stop || strcmp(stop, "none") == 0)
         return;
@@ -676,6 +711,28 @@ static void deliberation_json(const runner_report *r, cJSON *o)
     }
 }
 
+/* accuracy.self_consistency (only when some result has the baseline; an
+ * allocation that fails leaves a member out, as in runner_report_json). */
+static void selfcons_json(const runner_report_selfcons *sc, cJSON *acc)
+{
+    cJSON *o, *m;
+
+    if (!sc->results || !(o = cJSON_AddObjectToObject(acc, "self_consistency")))
+        return;
+    cJSON_AddNumberToObject(o, "results", (double)sc->results);
+    cJSON_AddNumberToObject(o, "incomplete", (double)sc->incomplete);
+    cJSON_AddNumberToObject(o, "judged", (double)sc->judged);
+    cJSON_AddNumberToObject(o, "correct", (double)sc->correct);
+    cJSON_AddNumberToObject(o, "ties", (double)sc->ties);
+    cJSON_AddNumberToObject(o, "samples", (double)sc->samples);
+    cJSON_AddNumberToObject(o, "failed_samples", (double)sc->failed);
+    cJSON_AddNumberToObject(o, "cost_usd", sc->cost_usd);
+    m = cJSON_AddObjectToObject(o, "models");
+    for (size_t i = 0; m && i < sc->models.n; i++)
+        cJSON_AddNumberToObject(m, sc->models.items[i].name,
+                                (double)sc->models.items[i].n);
+}
+
 int runner_report_json(const runner_report *r, char **out)
 {
     cJSON *o = cJSON_CreateObject(), *q, *acc, *models, *stops, *reasons;
@@ -713,6 +770,7 @@ int runner_report_json(const runner_report *r, char **out)
         cJSON_AddNumberToObject(mm, "correct",
                                 (double)r->round0.items[i].correct);
     }
+    selfcons_json(&r->sc, acc);
     cJSON_AddNumberToObject(o, "tokens", r->tokens);
     cJSON_AddNumberToObject(o, "cost_usd", r->cost_usd);
     rounds_json(r, o);
@@ -768,6 +826,7 @@ void runner_report_free(runner_report *r)
     tally_release(&r->abstained);
     tally_release(&r->truncated);
     tally_release(&r->round0);
+    tally_release(&r->sc.models);
     tally_release(&r->broker.policies);
     tally_release(&r->broker.chosen);
     tally_release(&r->broker.excluded);

@@ -14,7 +14,10 @@
  *    "rounds_mean", "stop_reasons":{reason:n},
  *    "accuracy":{with_reference,nsed_correct,majority_correct (the strict
  *                majority: a tie is not correct),
- *                round0_by_model:{model:{answers,correct}}},
+ *                round0_by_model:{model:{answers,correct}},
+ *                self_consistency (only when some result has one):
+ *                  {results,incomplete,judged,correct,ties,samples,
+ *                   failed_samples,cost_usd,models:{model:questions}}},
  *    "tokens", "cost_usd", "rounds":[{round,judged,winner_correct}],
  *    "fatigue_fit":{p_g,p_v,lambda,beta,t_opt} or null,
  *    "models":{model: the stored call statistics without latency_hist,
@@ -57,6 +60,22 @@ typedef struct runner_report_tallies {
     runner_report_tally items[RUNNER_REPORT_NAMES_MAX];
     size_t n;
 } runner_report_tallies;
+
+/* What the results' self-consistency baselines add up to
+ * (baselines.self_consistency, stages/selfcons.h). */
+typedef struct runner_report_selfcons {
+    size_t results;    /* results that carry the member */
+    size_t incomplete; /* of those, null (no sampling: the question failed
+                          before) or not complete (a sample failed) */
+    size_t judged;     /* counted into the accuracy: complete, and the
+                          question among with_ref */
+    size_t correct;    /* of those, the baseline right */
+    size_t ties;       /* of those, no strict majority (answer drawn) */
+    size_t samples;    /* samples (calls) of every non-null one */
+    size_t failed;     /* of those, without a usable reply */
+    double cost_usd;   /* their cost (not in the report's cost_usd) */
+    runner_report_tallies models; /* the model sampled: questions */
+} runner_report_selfcons;
 
 /* What the broker's recorded decisions add up to. */
 typedef struct runner_report_broker {
@@ -150,6 +169,7 @@ typedef struct runner_report {
     runner_baselines *baselines; /* owned: NSED against each baseline,
                                     paired, and per tag (its JSON is
                                     "baselines") */
+    runner_report_selfcons sc; /* the self-consistency baseline */
 
     struct cJSON *manifest;  /* owned; for runner_report_json */
     struct cJSON *telemetry; /* owned: model id -> stored statistics */

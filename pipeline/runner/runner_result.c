@@ -254,6 +254,7 @@ static int majority_tie_json(const workflow *wf, const state *st, cJSON *maj)
                ? NSED_ENOMEM
                : 0;
 }
+static cJSON *selfcons_result_json(const workflow *wf, const state *st);
 
 static cJSON *baselines_json(const workflow *wf, const state *st,
                              const state_round *r0)
@@ -284,9 +285,60 @@ static cJSON *baselines_json(const workflow *wf, const state *st,
                       correct_json(wf, st->baseline_answer, st->reference)) ||
         majority_tie_json(wf, st, maj))
         goto fail;
+    if (st->sc.on &&
+        json_add_item(b, "self_consistency", selfcons_result_json(wf, st)))
+        goto fail;
     return b;
 fail:
     cJSON_Delete(b);
+    return NULL;
+}
+
+/* The self_consistency member of "baselines" (stages/selfcons.h): null
+ * when the question never got to sample (it failed before), else what
+ * the samples gave; complete is false when some sample got no usable
+ * reply (fewer votes than calls: not at equal cost). */
+static cJSON *selfcons_result_json(const workflow *wf, const state *st)
+{
+    const state_selfcons *sc = &st->sc;
+    cJSON *o, *a;
+
+    if (!sc->decided)
+        return cJSON_CreateNull();
+    if (!(o = cJSON_CreateObject()))
+        return NULL;
+    if (json_add_item(o, "model",
+                      cJSON_CreateString(wf->models[sc->model].id)) ||
+        json_add_item(o, "seat",
+                      sc->seat >= 0 ? cJSON_CreateNumber((double)sc->seat)
+                                    : cJSON_CreateNull()) ||
+        json_add_item(o, "chosen", str_or_null(sc->why)) ||
+        json_add_item(o, "p_g",
+                      sc->p_g >= 0 ? cJSON_CreateNumber(sc->p_g)
+                                   : cJSON_CreateNull()) ||
+        json_add_item(o, "samples", cJSON_CreateNumber((double)sc->nsamples)) ||
+        json_add_item(o, "answer", str_or_null(sc->answer)) ||
+        json_add_item(o, "votes", cJSON_CreateNumber((double)sc->votes)) ||
+        json_add_item(o, "tie", cJSON_CreateBool(sc->tie)) ||
+        json_add_item(o, "drawn", cJSON_CreateBool(sc->drawn)) ||
+        json_add_item(o, "correct",
+                      correct_json(wf, sc->answer, st->reference)) ||
+        json_add_item(o, "failed", cJSON_CreateNumber((double)sc->failed)) ||
+        json_add_item(o, "complete", cJSON_CreateBool(sc->failed == 0)) ||
+        json_add_item(o, "calls", cJSON_CreateNumber((double)sc->nsamples)) ||
+        json_add_item(o, "cost_usd", cJSON_CreateNumber(sc->usage.cost_usd)) ||
+        !(a = cJSON_AddArrayToObject(o, "answers")))
+        goto fail;
+    for (size_t i = 0; i < sc->nsamples; i++) {
+        cJSON *x = str_or_null(sc->samples[i].answer);
+
+        if (!x)
+            goto fail;
+        cJSON_AddItemToArray(a, x);
+    }
+    return o;
+fail:
+    cJSON_Delete(o);
     return NULL;
 }
 

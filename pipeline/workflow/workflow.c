@@ -1485,6 +1485,23 @@ static int run_check(ld *l, enum wf_check c, const wf_section *s,
     }
     case WF_CK_TEAM_SEATS:
         return check_team_sizes(l, value_of(s, v, "teams"));
+    case WF_CK_SC_MODEL: {
+        workflow_baselines *b = &wf->baselines;
+        const workflow_model *m;
+
+        b->sc_model_index = SIZE_MAX;
+        if (!b->sc_model)
+            return 0;
+        m = workflow_model_find(wf, b->sc_model);
+        if (!m)
+            return fail(l, value_of(s, v, "self_consistency_model"),
+                        NSED_EINVAL,
+                        "baselines.self_consistency_model "
+                        "\"%s\" is not a model id of models",
+                        b->sc_model);
+        b->sc_model_index = workflow_model_index(wf, m);
+        return 0;
+    }
     }
     return 0;
 }
@@ -1661,8 +1678,8 @@ static int load_root(ld *l, const wf_node *root)
      * as soon as the thing they name is known: roles name models, the
      * broker names teams, the default prompts follow the answer format. */
     static const char *const order[] = {
-        "name", "version", "seed", "models", "teams", "gateway", "broker",
-        "rounds", "scoring", "answer", "prompts",
+        "name",   "version", "seed",    "models", "teams",   "gateway",
+        "broker", "rounds",  "scoring", "answer", "prompts", "baselines",
     };
     const wf_section *s = &wf_root_section;
     const wf_node *v[WF_MAX_KEYS] = {0};
@@ -1808,6 +1825,7 @@ void workflow_free(workflow *wf)
     free(wf->broker.tiers);
     free(wf->answer.pattern);
     free(wf->answer.field);
+    free(wf->baselines.sc_model);
     free(wf->prompts.system);
     free(wf->prompts.propose);
     free(wf->prompts.revise);

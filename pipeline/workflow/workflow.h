@@ -260,6 +260,16 @@ typedef struct workflow_prompts {
     char *repair;   /* {error} {labels} */
 } workflow_prompts;
 
+/* Baselines computed next to the deliberation (docs/results.md). */
+typedef struct workflow_baselines {
+    bool self_consistency; /* default false: sample one model as many
+                              times as the team made calls, majority of
+                              its answers (stages/selfcons.h) */
+    char *sc_model;        /* self_consistency_model: a model id, NULL:
+                              the highest p_g at the question's start */
+    size_t sc_model_index; /* its index in models; SIZE_MAX when NULL */
+} workflow_baselines;
+
 typedef struct workflow {
     char *source;     /* the path (or name) the workflow was loaded from */
     char *name;       /* [A-Za-z0-9._-]+, <= 64 bytes */
@@ -275,6 +285,7 @@ typedef struct workflow {
     workflow_scoring scoring;
     workflow_answer answer;
     workflow_prompts prompts;
+    workflow_baselines baselines;
     /* Private: read through workflow_canonical/hash/resolved_json. */
     char *canonical_;
     char *resolved_json_;

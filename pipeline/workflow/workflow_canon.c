@@ -228,6 +228,43 @@ static void write_value(jsonw *w, const wf_key *k, const void *base)
     jsonw_null(w);
 }
 
+/* True when key k of base is left out of the canonical form: it has
+ * WF_F_OMIT_DFLT and its default (a map: every key of it is left out). */
+static bool omitted(const wf_key *k, const void *base)
+{
+    if (!(k->flags & WF_F_OMIT_DFLT))
+        return false;
+    switch (k->type) {
+    case WF_T_NUM:
+        return *WF_CFIELD(base, k, double) == k->dflt;
+    case WF_T_BOOL:
+        return *WF_CFIELD(base, k, bool) == (k->dflt != 0);
+    case WF_T_NAME:
+        return *WF_CFIELD(base, k, char *) == NULL;
+    case WF_T_MAP:
+        for (size_t i = 0; i < k->sub->nkeys; i++)
+            if (!omitted(&k->sub->keys[i], base))
+                return false;
+        return true;
+    case WF_T_LIST:
+    case WF_T_NAMED:
+    case WF_T_INT:
+    case WF_T_LONG:
+    case WF_T_I64:
+    case WF_T_SIZE:
+    case WF_T_U64:
+    case WF_T_ENUM:
+    case WF_T_ENUM_SET:
+    case WF_T_ENUM_ORDER:
+    case WF_T_TEXT:
+    case WF_T_STR:
+    case WF_T_NAME_LIST:
+    case WF_T_TEXT_LIST:
+        break;
+    }
+    return false;
+}
+
 static void write_section(jsonw *w, const wf_section *s, const void *base)
 {
     jsonw_object_begin(w);
@@ -239,8 +276,7 @@ static void write_section(jsonw *w, const wf_section *s, const void *base)
         if (k->special == WF_SP_EXTRA_BODY &&
             !((const workflow_model *)base)->extra_body)
             continue;
-        if ((k->flags & WF_F_OMIT_DFLT) && k->type == WF_T_NUM &&
-            *WF_CFIELD(base, k, double) == k->dflt)
+        if (omitted(k, base))
             continue;
         jsonw_key(w, k->key);
         write_value(w, k, base);

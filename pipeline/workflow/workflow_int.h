@@ -139,8 +139,10 @@ enum {
                                 was given; written as null when not. A
                                 WF_T_MAP's defaults then apply only when
                                 it is given */
-    WF_F_OMIT_DFLT = 1 << 6, /* WF_T_NUM: left out of the canonical form
-                                while it has its default, so a key added
+    WF_F_OMIT_DFLT = 1 << 6, /* WF_T_NUM, WF_T_BOOL: left out of the
+                                canonical form while it has its default,
+                                WF_T_NAME while NULL, WF_T_MAP while every
+                                key of it is left out; so a key added
                                 later changes no hash of a file without
                                 it */
 };
@@ -181,6 +183,8 @@ enum wf_check {
     WF_CK_FAMILY_CAP,  /* max_per_family's default follows the policy */
     WF_CK_ROUNDS,      /* rounds.max >= min */
     WF_CK_TEAM_SEATS,  /* every team can be filled under broker's rules */
+    WF_CK_SC_MODEL,    /* baselines.self_consistency_model names a
+                          model; resolve its index */
 };
 
 struct wf_section;

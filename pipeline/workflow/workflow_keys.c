@@ -491,6 +491,23 @@ static const wf_key prompt_keys[WF_PROMPT_COUNT] = {
 };
 static SECTION(prompts_section, prompt_keys);
 
+/* ---- baselines ----------------------------------------------------------
+ * Every key is left out of the canonical form at its default (and so is
+ * the section then), so the workflows written before it keep their hash. */
+
+static const wf_key baselines_keys[] = {
+    K_BOOL("self_consistency", workflow, baselines.self_consistency,
+           .flags = WF_F_OMIT_DFLT,
+           .doc = "also sample one model as many times as the team made "
+                  "calls and report the majority of its answers"),
+    K_NAME("self_consistency_model", workflow, baselines.sc_model,
+           .flags = WF_F_OMIT_DFLT, .check = WF_CK_SC_MODEL,
+           .doc_range = "a model of `models`",
+           .doc_default = "the highest p_g at the question's start",
+           .doc = "the model the self-consistency baseline samples"),
+};
+static SECTION(baselines_section, baselines_keys);
+
 /* ---- the whole file ---------------------------------------------------- */
 
 static const wf_key root_keys[] = {
@@ -502,21 +519,27 @@ static const wf_key root_keys[] = {
           .doc = "every per-question, round and seat seed derives from it "
                  "(`nsed run --seed` replaces it)"),
     K_LIST("models", workflow, models, nmodels, wf_model_section,
-           workflow_model, 1, WORKFLOW_MAX_MODELS, REQ,
-           .special = WF_SP_MODELS, .doc = "the model pool"),
+           workflow_model, 1, WORKFLOW_MAX_MODELS, REQ, .special = WF_SP_MODELS,
+           .doc = "the model pool"),
     K_MAP("gateway", gateway_section,
           .doc = "retries, circuit breaker, response cap"),
     K_MAP("broker", broker_section, .check = WF_CK_TEAM_SEATS,
           .doc = "who sits on each question's team"),
-    {.key = "teams", .type = WF_T_NAMED, .flags = WF_F_REQUIRED,
-     .sub = &wf_team_section, .ilo = 1, .ihi = WORKFLOW_MAX_TEAMS,
-     .special = WF_SP_TEAMS, .doc = "team templates by name"},
+    {.key = "teams",
+     .type = WF_T_NAMED,
+     .flags = WF_F_REQUIRED,
+     .sub = &wf_team_section,
+     .ilo = 1,
+     .ihi = WORKFLOW_MAX_TEAMS,
+     .special = WF_SP_TEAMS,
+     .doc = "team templates by name"},
     K_MAP("rounds", rounds_section,
           .doc = "round limits, stopping rules, forget gate"),
     K_MAP("scoring", scoring_section, .doc = "vote aggregation"),
-    K_MAP("answer", answer_section,
-          .doc = "answer extraction and comparison"),
+    K_MAP("answer", answer_section, .doc = "answer extraction and comparison"),
     K_MAP("prompts", prompts_section, .doc = "prompt templates"),
+    K_MAP("baselines", baselines_section, .flags = WF_F_OMIT_DFLT,
+          .doc = "baselines computed next to the deliberation"),
 };
 SECTION(wf_root_section, root_keys);
 
