@@ -23,20 +23,13 @@ static const char status_usage[] =
     "used and why questions stopped; abstentions, rounds without a winner\n"
     "and proposals without an answer, per model; accuracy where\n"
     "references exist, next to the\n"
-    "round-0 baselines (each model alone, and the strict majority vote of
-"
-    "their round-0 answers: a shared top count is a tie, not a majority;
-"
-    "ties broken by a seeded draw are shown apart) and, when the workflow
-"
-    "has baselines.self_consistency, the best single model sampled as often
-"
-    "as the team called; NSED's paired difference from each with a 95%
-"
-    "interval (Newcombe) and an exact McNemar p, and all of it per tag;
-"
-    "calls, tokens and cost; per-model latency and errors;
-"
+    "round-0 baselines (each model alone, and the strict majority vote of\n"
+    "their round-0 answers: a shared top count is a tie, not a majority;\n"
+    "ties broken by a seeded draw are shown apart) and, when the workflow\n"
+    "has baselines.self_consistency, the best single model sampled as often\n"
+    "as the team called; NSED's paired difference from each with a 95%\n"
+    "interval (Newcombe) and an exact McNemar p, and all of it per tag;\n"
+    "calls, tokens and cost; per-model latency and errors;\n"
     "the broker's choices (how often each model was chosen or excluded,\n"
     "mean expected cost, questions it could not staff or that went over\n"
     "the budget). Opens the store read-only, so it can run beside a\n"

@@ -12,13 +12,16 @@
 
 /* The baselines the result record holds as one object with a boolean
  * correctness: the name reported, the object under "baselines", its field,
- * and the field an older record has instead (NULL: none). One line adds
- * one (e.g. {"self_consistency", "self_consistency", "correct", NULL}). */
+ * the field an older record has instead (NULL: none), and a boolean of the
+ * object that must be true for it to count (NULL: none). One line adds
+ * one. */
 static const struct bl_kind {
-    const char *name, *obj, *field, *old_field;
+    const char *name, *obj, *field, *old_field, *require;
 } bl_kinds[] = {
-    {"majority", "majority", "correct", NULL},
-    {"majority_drawn", "majority", "drawn_correct", "correct"},
+    {"majority", "majority", "correct", NULL, NULL},
+    {"majority_drawn", "majority", "drawn_correct", "correct", NULL},
+    /* a self-consistency baseline with a failed sample is left out */
+    {"self_consistency", "self_consistency", "correct", NULL, "complete"},
 };
 
 runner_baselines *runner_baselines_new(void)
@@ -118,6 +121,8 @@ void runner_baselines_count(runner_baselines *bl, const cJSON *res)
 
         if (!v && k->old_field)
             v = cJSON_GetObjectItemCaseSensitive(o, k->old_field);
+        if (k->require && !json_bool(o, k->require, false))
+            continue;
         col_add(bl, k->name, nsed, v, tags, ntags);
     }
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(b, "models")) {
