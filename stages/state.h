@@ -188,8 +188,9 @@ typedef struct state_aggregate {
     long winner;         /* candidate index, -1 when none */
     double conviction;   /* S_win / sum |S_j|, 0 when none */
     enum state_decider decided_by;
-    size_t evaluators;   /* evaluations used (OK) */
-    size_t abstained;
+    size_t evaluators;   /* evaluations used (OK, not all weights 0) */
+    size_t abstained;    /* unusable ones, and OK ones whose weights were
+                            all 0 (aggregate.h) */
     size_t failed;       /* lost to infrastructure */
 } state_aggregate;
 
