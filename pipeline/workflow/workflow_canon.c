@@ -242,6 +242,9 @@ static void write_section(jsonw *w, const wf_section *s, const void *base)
         if ((k->flags & WF_F_OMIT_DFLT) && k->type == WF_T_NUM &&
             *WF_CFIELD(base, k, double) == k->dflt)
             continue;
+        if ((k->flags & WF_F_OMIT_DFLT) && k->type == WF_T_ENUM &&
+            *WF_CFIELD(base, k, int) == (int)k->dflt)
+            continue;
         jsonw_key(w, k->key);
         write_value(w, k, base);
     }
