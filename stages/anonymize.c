@@ -519,8 +519,7 @@ int anonymize_sanitize(const anonymize_names *ns, const char *text,
  * Fisher-Yates seeded from (run seed, question, round, seat), so each
  * evaluator has its own order and position bias is spread across them. */
 static int shown_order(const state *st, const state_round *r, size_t seat,
-                       bool self_votes, bool per_evaluator,
-                       state_evaluation *e)
+                       bool self_votes, bool per_evaluator, state_evaluation *e)
 {
     seed_rng rng;
     size_t n = 0;
@@ -559,8 +558,8 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
     char fence[TEXT_FENCE_HEX + 1];
     size_t ncand = 0;
     seed_rng rng;
-    const bool per_evaluator =
-        wf->scoring.candidate_order == WORKFLOW_ORDER_PER_EVALUATOR;
+    const bool per_evaluator = wf->scoring.candidate_order ==
+                               WORKFLOW_ORDER_PER_EVALUATOR;
     int rc;
 
     if (st->stage != STATE_STAGE_ANONYMIZE || r->anonymized)
@@ -612,8 +611,8 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
     r->cands = cands;
     r->ncand = ncand;
     for (size_t s = 0; s < st->nseats && !rc; s++) {
-        evals[s].status = mask_initial_status(
-            r, s, wf->scoring.allow_self_votes);
+        evals[s].status = mask_initial_status(r, s,
+                                              wf->scoring.allow_self_votes);
         if (evals[s].status == STATE_EVAL_PENDING)
             rc = shown_order(st, r, s, wf->scoring.allow_self_votes,
                              per_evaluator, &evals[s]);

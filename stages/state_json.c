@@ -437,8 +437,7 @@ static void rd_shown(json_reader *r, const cJSON *o, const char *path,
 
     if (!cJSON_GetObjectItemCaseSensitive(o, "shown"))
         return;
-    a = json_rd_arr(r, o, "shown", P(p, "%s.shown", path), false,
-                    (size_t)-1);
+    a = json_rd_arr(r, o, "shown", P(p, "%s.shown", path), false, (size_t)-1);
     if (!a || r->rc)
         return;
     if ((size_t)cJSON_GetArraySize(a) > ncand) {
@@ -626,8 +625,7 @@ static state_round *rd_round(json_reader *r, const cJSON *o, const char *path,
             if (order && strcmp(order, "per_evaluator") == 0)
                 rn->per_evaluator = true;
             else if (!r->rc)
-                json_rd_fail(r, NSED_EINVAL, p,
-                             "order is not per_evaluator");
+                json_rd_fail(r, NSED_EINVAL, p, "order is not per_evaluator");
             free(order);
         }
         a = json_rd_arr(r, an, "candidates",

@@ -658,8 +658,7 @@ START_TEST(stage_all_zero_evaluation_abstains)
     ck_assert_uint_eq(st->cur->agg.scores[c0].nevaluators, 2);
     ck_assert_double_eq_tol(st->cur->agg.scores[c0].score,
                             sqrt(0.75) + sqrt(2.0 / 7), EPS);
-    ck_assert_double_eq_tol(st->cur->agg.scores[c1].score, -sqrt(5.0 / 7),
-                            EPS);
+    ck_assert_double_eq_tol(st->cur->agg.scores[c1].score, -sqrt(5.0 / 7), EPS);
     ck_assert_double_eq_tol(st->cur->agg.scores[c2].score, 0.5, EPS);
     /* net support: seat 0's zeros are not "0 votes" either way */
     ck_assert_int_eq(st->cur->agg.scores[c2].net_support, 1);

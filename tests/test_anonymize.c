@@ -647,8 +647,9 @@ START_TEST(shared_order_is_the_default_and_keeps_the_hash)
     workflow *a = load_wf();
     workflow *b = tu_load_workflow(base_yaml,
                                    "scoring: {candidate_order: shared}\n");
-    workflow *c = tu_load_workflow(
-        base_yaml, "scoring: {candidate_order: per_evaluator}\n");
+    workflow *c =
+        tu_load_workflow(base_yaml,
+                         "scoring: {candidate_order: per_evaluator}\n");
     size_t authors[NS4][NS4], n[NS4];
     char labels[NS4][TEXT_LABEL_MAX];
     state *st;
@@ -670,8 +671,7 @@ START_TEST(shared_order_is_the_default_and_keeps_the_hash)
         for (size_t i = 0; i < n[s]; i++) {
             char want[TEXT_LABEL_MAX];
 
-            ck_assert_uint_eq(st->cur->cands[ev->shown[i]].seat,
-                              authors[s][i]);
+            ck_assert_uint_eq(st->cur->cands[ev->shown[i]].seat, authors[s][i]);
             text_label(ev->shown[i], want);
             ck_assert_str_eq(labels[i], want);
             if (i)
@@ -695,8 +695,9 @@ START_TEST(per_evaluator_orders_map_back)
         {-50, 90, 0, 25},
         {70, -10, 35, 0},
     };
-    workflow *wf = tu_load_workflow(
-        base_yaml, "scoring: {candidate_order: per_evaluator}\n");
+    workflow *wf =
+        tu_load_workflow(base_yaml,
+                         "scoring: {candidate_order: per_evaluator}\n");
     size_t authors[NS4][NS4], n[NS4];
     char labels[NS4][NS4][TEXT_LABEL_MAX];
     stage_response r[NS4];
@@ -720,8 +721,7 @@ START_TEST(per_evaluator_orders_map_back)
              * order of the blocks in the prompt */
             text_label(i, want);
             ck_assert_str_eq(labels[s][i], want);
-            ck_assert_uint_eq(st->cur->cands[ev->shown[i]].seat,
-                              authors[s][i]);
+            ck_assert_uint_eq(st->cur->cands[ev->shown[i]].seat, authors[s][i]);
             ck_assert_uint_ne(authors[s][i], s);
         }
     }

@@ -151,8 +151,8 @@ static void read_evaluation(seen *c, const cJSON *round, const cJSON *ev,
         const char *lab = cJSON_GetArrayItem(shown, (int)i)->valuestring;
         const cJSON *cand = candidate(cands, lab);
         const size_t seat = (size_t)member(cand, "seat")->valueint;
-        const cJSON *ans =
-            member(cJSON_GetArrayItem(props, (int)seat), "answer");
+        const cJSON *ans = member(cJSON_GetArrayItem(props, (int)seat),
+                                  "answer");
         char want[256];
 
         /* the reply's i-th entry is the i-th block shown: its label is
@@ -327,13 +327,15 @@ static void run_and_compare(const char *order, bool per_evaluator)
 
     bias = member(st, "bias");
     ck_assert_ptr_nonnull(bias);
-    ck_assert_double_eq(tu_jnum(bias, "evaluations", NULL), (double)c->evaluations);
+    ck_assert_double_eq(tu_jnum(bias, "evaluations", NULL),
+                        (double)c->evaluations);
     ck_assert_double_eq(tu_jnum(bias, "weights", NULL), (double)c->weights);
     ck_assert_double_eq(tu_jnum(bias, "order",
                                 per_evaluator ? "per_evaluator" : "shared"),
                         (double)c->evaluations);
     ck_assert_double_eq(tu_jnum(bias, "order", "unknown"), 0);
-    ck_assert_double_eq(tu_jnum(bias, "position", "weights"), (double)c->weights);
+    ck_assert_double_eq(tu_jnum(bias, "position", "weights"),
+                        (double)c->weights);
     /* the mean score at each shown position */
     bypos = member(member(bias, "position"), "by_position");
     ck_assert_int_eq(cJSON_GetArraySize(bypos), NSEATS - 1);
@@ -378,8 +380,7 @@ static void run_and_compare(const char *order, bool per_evaluator)
     snprintf(text, sizeof text, "Pearson r %+.3f",
              corr(c->pos, c->score, c->weights));
     ck_assert_msg(tu_contains(out, text), "no \"%s\" in %s", text, out);
-    snprintf(text, sizeof text, "Spearman rho %+.3f",
-             corr(rs, rl, c->weights));
+    snprintf(text, sizeof text, "Spearman rho %+.3f", corr(rs, rl, c->weights));
     ck_assert_msg(tu_contains(out, text), "no \"%s\" in %s", text, out);
     cJSON_Delete(st);
     free(rs);

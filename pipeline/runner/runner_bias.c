@@ -121,8 +121,7 @@ static size_t round_seats(const void *val, size_t vlen)
     return n;
 }
 
-int runner_bias_question(runner_bias_acc *acc, store_txn *txn,
-                         const char *qid)
+int runner_bias_question(runner_bias_acc *acc, store_txn *txn, const char *qid)
 {
     for (uint32_t t = 0; t < BIAS_ROUNDS_MAX; t++) {
         const void *val;

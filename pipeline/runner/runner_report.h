@@ -106,24 +106,24 @@ typedef struct runner_report_model {
  * archived rounds of the questions with a result. A weight's normalized
  * score is w / 100, in [-1, 1]. */
 typedef struct runner_report_bias {
-    size_t evaluations;  /* usable evaluations counted */
-    size_t shared;       /* of those, shown the round's shared order */
+    size_t evaluations;   /* usable evaluations counted */
+    size_t shared;        /* of those, shown the round's shared order */
     size_t per_evaluator; /* ... an order of their own */
-    size_t unknown;      /* ... by an older nsed, order not recorded */
-    size_t weights;      /* weights of those evaluations */
+    size_t unknown;       /* ... by an older nsed, order not recorded */
+    size_t weights;       /* weights of those evaluations */
     /* by shown position p + 1 (1 = the first block of the prompt), over
      * the weights whose position is known */
-    size_t npos;                           /* highest position seen */
-    size_t pos_n[RUNNER_BIAS_POSITIONS];   /* weights at the position */
+    size_t npos;                            /* highest position seen */
+    size_t pos_n[RUNNER_BIAS_POSITIONS];    /* weights at the position */
     double pos_mean[RUNNER_BIAS_POSITIONS]; /* their mean score */
-    size_t pos_weights;                    /* weights with a position */
+    size_t pos_weights;                     /* weights with a position */
     bool has_pos_fit; /* position varies: the least-squares line and r */
     double pos_slope; /* score change per position further down */
     double pos_r;     /* Pearson correlation of score and position */
     /* score against the length of the candidate's text as shown (Unicode
      * code points), over every weight */
-    bool has_len;     /* both vary */
-    double len_rho;   /* Spearman rank correlation (ties share ranks) */
+    bool has_len;   /* both vary */
+    double len_rho; /* Spearman rank correlation (ties share ranks) */
     double len_mean_chars;
 } runner_report_bias;
 

@@ -455,8 +455,8 @@ static const wf_key scoring_keys[] = {
     K_ORDER("tie_break", workflow, scoring.tie_break, wf_tie_break_names,
             .doc_default = "`[min_peer_score, variance, seeded]`",
             .doc = "order of the tie breakers"),
-    K_ENUM("candidate_order", workflow, scoring.candidate_order,
-           wf_order_names, .flags = WF_F_OMIT_DFLT,
+    K_ENUM("candidate_order", workflow, scoring.candidate_order, wf_order_names,
+           .flags = WF_F_OMIT_DFLT,
            .doc = "one seeded candidate order per round for every "
                   "evaluator, or one per evaluator (position bias is "
                   "then randomized between evaluators)"),
