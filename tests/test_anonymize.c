@@ -16,6 +16,7 @@
 #include "testwf.h"
 
 #include <check.h>
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -796,24 +797,49 @@ END_TEST
 
 START_TEST(old_state_without_shown_renders_the_shared_order)
 {
-    /* a state written before "shown" existed: evaluate falls back to the
-     * round's order, as it was then */
+    /* a state written before "shown" existed (its JSON with every "shown"
+     * taken out) reads as unknown, and evaluate shows it the round's
+     * order, as it was then */
     workflow *wf = load_wf();
-    state *st = anonymized4(wf, "q1");
-    size_t authors[NS4], n;
-    char labels[NS4][TEXT_LABEL_MAX];
-    size_t want[NS4];
-    size_t nw;
+    state *st = anonymized4(wf, "q1"), *old = NULL;
+    size_t authors[NS4], n, want[NS4][NS4], nw[NS4];
+    char labels[NS4][TEXT_LABEL_MAX], *json = NULL, *text;
+    cJSON *j, *ev;
+    nsed_err e = {0};
 
-    nw = st->cur->evals[2].nshown;
-    memcpy(want, st->cur->evals[2].shown, nw * sizeof *want);
-    free(st->cur->evals[2].shown);
-    st->cur->evals[2].shown = NULL;
-    st->cur->evals[2].nshown = 0;
-    n = shown_authors(st, wf, 2, labels, authors);
-    ck_assert_uint_eq(n, nw);
-    for (size_t i = 0; i < n; i++)
-        ck_assert_uint_eq(st->cur->cands[want[i]].seat, authors[i]);
+    for (size_t s = 0; s < NS4; s++) {
+        nw[s] = st->cur->evals[s].nshown;
+        memcpy(want[s], st->cur->evals[s].shown, nw[s] * sizeof **want);
+    }
+    ck_assert_int_eq(state_to_json(st, &json), 0);
+    j = cJSON_Parse(json);
+    ck_assert_ptr_nonnull(j);
+    {
+        const cJSON *rounds = cJSON_GetObjectItemCaseSensitive(j, "rounds");
+        cJSON *rd;
+
+        ck_assert_ptr_nonnull(rounds);
+        cJSON_ArrayForEach(rd, rounds) {
+            cJSON_ArrayForEach(
+                ev, cJSON_GetObjectItemCaseSensitive(rd, "evaluations")) {
+                cJSON_DeleteItemFromObjectCaseSensitive(ev, "shown");
+            }
+        }
+    }
+    text = cJSON_PrintUnformatted(j);
+    ck_assert_ptr_null(strstr(text, "\"shown\""));
+    ck_assert_int_eq(state_from_json(text, strlen(text), wf, &old, &e), 0);
+    for (size_t s = 0; s < NS4; s++) {
+        ck_assert_ptr_null(old->cur->evals[s].shown);
+        n = shown_authors(old, wf, s, labels, authors);
+        ck_assert_uint_eq(n, nw[s]);
+        for (size_t i = 0; i < n; i++)
+            ck_assert_uint_eq(old->cur->cands[want[s][i]].seat, authors[i]);
+    }
+    cJSON_Delete(j);
+    free(text);
+    free(json);
+    state_free(old);
     state_free(st);
     workflow_free(wf);
 }
