@@ -608,7 +608,9 @@ static size_t shown_authors(const state *st, const workflow *wf, size_t seat,
 
         ck_assert_ptr_nonnull(at);
         authors[i] = (size_t)(at[5] - '0');
-        snprintf(labels[i], TEXT_LABEL_MAX, "%s", p->candidates[i].label);
+        ck_assert_uint_lt(strlen(p->candidates[i].label), TEXT_LABEL_MAX);
+        memcpy(labels[i], p->candidates[i].label,
+               strlen(p->candidates[i].label) + 1);
     }
     buf_release(&b);
     free(p);
