@@ -38,6 +38,19 @@ static double borda_points(const aggregate_input *in, size_t i, size_t j)
     return pts;
 }
 
+/* Evaluator i gave no non-zero weight: it judged nothing, so it counts as
+ * an abstention -- for no candidate's evaluator count, score or winner
+ * rule (an all-zero row would otherwise let a candidate only it saw win
+ * with S = 0). */
+static bool row_abstains(const aggregate_input *in, size_t i)
+{
+    for (size_t j = 0; j < in->ncand; j++)
+        if (in->present[i * in->ncand + j] &&
+            in->weights[i * in->ncand + j] != 0)
+            return false;
+    return true;
+}
+
 static void score_all(const aggregate_input *in, state_score *scores,
                       double *rsum)
 {
@@ -48,6 +61,9 @@ static void score_all(const aggregate_input *in, state_score *scores,
         const bool *p = in->present + i * m;
         const double r = factor(in, i);
         double abs_sum = 0, pos_sum = 0;
+
+        if (row_abstains(in, i))
+            continue;
 
         for (size_t j = 0; j < m; j++) {
             if (!p[j])
@@ -69,8 +85,11 @@ static void score_all(const aggregate_input *in, state_score *scores,
                 }
                 break;
             case WORKFLOW_SCHEME_QUADRATIC_CREDITS:
-                if (pos_sum > 0 && w[j] > 0)
-                    v = sqrt(100.0 * w[j] / pos_sum);
+                /* 100 credits at most: a budget over 100 is scaled down
+                 * to 100, one within it is spent as given */
+                if (w[j] > 0)
+                    v = sqrt(pos_sum > 100.0 ? 100.0 * w[j] / pos_sum
+                                             : (double)w[j]);
                 break;
             case WORKFLOW_SCHEME_MEAN:
                 v = w[j];
@@ -102,7 +121,7 @@ static void describe_all(const aggregate_input *in, state_score *scores)
         for (size_t i = 0; i < in->nevaluators; i++) {
             int w;
 
-            if (!in->present[i * m + j])
+            if (!in->present[i * m + j] || row_abstains(in, i))
                 continue;
             w = in->weights[i * m + j];
             if (n == 0 || w < min)
@@ -115,7 +134,7 @@ static void describe_all(const aggregate_input *in, state_score *scores)
             double mean = sum / (double)n;
 
             for (size_t i = 0; i < in->nevaluators; i++) {
-                if (in->present[i * m + j]) {
+                if (in->present[i * m + j] && !row_abstains(in, i)) {
                     double d = in->weights[i * m + j] - mean;
 
                     sq += d * d;
@@ -245,7 +264,7 @@ int aggregate_run(state *st, const workflow *wf, const stage_ctx *ctx,
     bool *present = NULL;
     double *factors = NULL;
     state_score *scores = NULL;
-    size_t ne = 0, abstained = 0, failed = 0;
+    size_t ne = 0, abstained = 0, failed = 0, zero = 0;
     aggregate_outcome oc;
     char *final = NULL;
     int rc;
@@ -307,6 +326,9 @@ int aggregate_run(state *st, const workflow *wf, const stage_ctx *ctx,
         rc = aggregate_compute(&in, scores, &oc);
         if (rc)
             goto out;
+        /* an all-zero evaluation is an abstention (row_abstains) */
+        for (size_t i = 0; i < ne; i++)
+            zero += row_abstains(&in, i);
     }
     if (oc.winner >= 0) {
         const char *ans = r->proposals[r->cands[oc.winner].seat].answer;
@@ -328,8 +350,8 @@ int aggregate_run(state *st, const workflow *wf, const stage_ctx *ctx,
     r->agg.winner = oc.winner;
     r->agg.conviction = oc.conviction;
     r->agg.decided_by = oc.decided_by;
-    r->agg.evaluators = ne;
-    r->agg.abstained = abstained;
+    r->agg.evaluators = ne - zero;
+    r->agg.abstained = abstained + zero;
     r->agg.failed = failed;
     r->aggregated = true;
     scores = NULL;

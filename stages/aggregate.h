@@ -9,7 +9,9 @@
  *       q_ij = sign(f_ij) * sqrt(|f_ij|)
  *       S_j  = sum_i r_i * q_ij
  *   quadratic_credits (unsigned 100-credit QV, the paper's first version)
- *       c_ij = 100 * max(w_ij, 0) / sum_k max(w_ik, 0)  (0 when the sum is 0)
+ *       P_i  = sum_k max(w_ik, 0), the credits evaluator i asks to spend
+ *       c_ij = max(w_ij, 0)                 when P_i <= 100 (kept as given)
+ *       c_ij = 100 * max(w_ij, 0) / P_i     when P_i > 100 (scaled to 100)
  *       S_j  = sum_i r_i * sqrt(c_ij)
  *   mean
  *       S_j  = sum_i r_i * w_ij / sum_i r_i   over evaluators that scored j
@@ -20,6 +22,12 @@
  *
  * r_i is the evaluator's reliability weight (stage_ctx.reliability of its
  * model) when scoring.reliability_weighting is on, else 1.
+ *
+ * An evaluator every weight of which is 0 judged nothing: it counts as an
+ * abstention, not an evaluation -- it adds to no candidate's score, net
+ * support, evaluator count, minimum or variance, so a candidate only it
+ * saw counts as scored by nobody and cannot win; aggregate_run counts it
+ * in agg.abstained, not agg.evaluators.
  *
  * Per candidate: S_j, net support (evaluators with w > 0 minus those with
  * w < 0), the number of evaluators that scored it, the minimum peer score

@@ -514,6 +514,40 @@ int anonymize_sanitize(const anonymize_names *ns, const char *text,
 
 /* ---- the stage --------------------------------------------------------- */
 
+/* The order seat is shown the candidates of r in (e->shown): the round's
+ * order, its masked ones left out; under per_evaluator then shuffled by
+ * Fisher-Yates seeded from (run seed, question, round, seat), so each
+ * evaluator has its own order and position bias is spread across them. */
+static int shown_order(const state *st, const state_round *r, size_t seat,
+                       bool self_votes, bool per_evaluator, state_evaluation *e)
+{
+    seed_rng rng;
+    size_t n = 0;
+    int rc;
+
+    e->shown = calloc(r->ncand ? r->ncand : 1, sizeof *e->shown);
+    if (!e->shown)
+        return NSED_ENOMEM;
+    for (size_t j = 0; j < r->ncand; j++)
+        if (mask_shows(r, seat, j, self_votes))
+            e->shown[n++] = j;
+    e->nshown = n;
+    if (!per_evaluator)
+        return 0;
+    rc = seed_rng_init(&rng, "evaluator order", st->seed, st->qid, r->index,
+                       seat);
+    if (rc)
+        return rc;
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)seed_rng_below(&rng, i);
+        size_t tmp = e->shown[i - 1];
+
+        e->shown[i - 1] = e->shown[j];
+        e->shown[j] = tmp;
+    }
+    return 0;
+}
+
 int anonymize_run(state *st, const workflow *wf, nsed_err *err)
 {
     state_round *r = st->cur;
@@ -524,6 +558,8 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
     char fence[TEXT_FENCE_HEX + 1];
     size_t ncand = 0;
     seed_rng rng;
+    const bool per_evaluator = wf->scoring.candidate_order ==
+                               WORKFLOW_ORDER_PER_EVALUATOR;
     int rc;
 
     if (st->stage != STATE_STAGE_ANONYMIZE || r->anonymized)
@@ -570,15 +606,29 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
                     fence);
     if (rc)
         goto out;
-    /* commit: nothing below can fail */
+    /* the order each evaluator is shown (mask_shows needs the round's
+     * candidates, so they go in first; undone below on failure) */
     r->cands = cands;
     r->ncand = ncand;
+    for (size_t s = 0; s < st->nseats && !rc; s++) {
+        evals[s].status = mask_initial_status(r, s,
+                                              wf->scoring.allow_self_votes);
+        if (evals[s].status == STATE_EVAL_PENDING)
+            rc = shown_order(st, r, s, wf->scoring.allow_self_votes,
+                             per_evaluator, &evals[s]);
+    }
+    if (rc) {
+        r->cands = NULL;
+        r->ncand = 0;
+        for (size_t s = 0; s < st->nseats; s++)
+            free(evals[s].shown);
+        goto out;
+    }
+    /* commit: nothing below can fail */
     memcpy(r->fence, fence, sizeof fence);
     r->anonymized = true;
+    r->per_evaluator = per_evaluator;
     r->evals = evals;
-    for (size_t s = 0; s < st->nseats; s++)
-        evals[s].status = mask_initial_status(
-            r, s, wf->scoring.allow_self_votes);
     cands = NULL;
     evals = NULL;
     st->stage = STATE_STAGE_EVALUATE;

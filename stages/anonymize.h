@@ -31,7 +31,12 @@
  *
  * The candidates are then shuffled with a permutation seeded from (run
  * seed, question id, round) and labelled A, B, C, ... in that order; the
- * label -> seat map lives in the state only. The fence nonce for their
+ * label -> seat map lives in the state only. Each seat that evaluates gets
+ * the order it will be shown (state_evaluation.shown): under
+ * scoring.candidate_order shared (the default) the round's order without
+ * the candidates the mask hides from it; under per_evaluator that list
+ * shuffled again, seeded from (run seed, question id, round, seat), and
+ * the round marked per_evaluator (evaluate.h labels it by position). The fence nonce for their
  * blocks is derived from (run seed, question id, round) and a digest of the
  * candidates' texts in label order, and re-derived until it occurs in no
  * candidate's text (seed_fence): a reply cannot predict the fence it will

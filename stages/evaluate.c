@@ -266,22 +266,52 @@ out:
     return 0;
 }
 
+/* The candidates seat is shown, in the order shown, into order[0..n) (at
+ * least r->ncand entries): the order anonymize recorded, or for a state
+ * of an older nsed, which recorded none, the round's order masked. */
+static size_t shown_order(const state_round *r, size_t seat, bool self,
+                          size_t *order)
+{
+    const state_evaluation *ev = r->evals ? &r->evals[seat] : NULL;
+    size_t n = 0;
+
+    if (ev && ev->shown) {
+        memcpy(order, ev->shown, ev->nshown * sizeof *order);
+        return ev->nshown;
+    }
+    for (size_t j = 0; j < r->ncand; j++)
+        if (mask_shows(r, seat, j, self))
+            order[n++] = j;
+    return n;
+}
+
+/* The label shown at position p for candidate cand: under per_evaluator
+ * the evaluator's own A, B, ... by position, else the candidate's. */
+static void shown_label(const state_round *r, size_t p, size_t cand,
+                        char label[TEXT_LABEL_MAX])
+{
+    text_label(r->per_evaluator ? p : cand, label);
+}
+
 int evaluate_render(const state *st, const workflow *wf, size_t seat,
                     buf *out, buf *labels_out)
 {
     const state_round *r = st->cur;
     const bool self = wf->scoring.allow_self_votes;
+    size_t order[WORKFLOW_MAX_SEATS], n;
     buf cands, labels;
     int rc = 0;
 
+    if (r->ncand > WORKFLOW_MAX_SEATS)
+        return NSED_EINTERNAL;
+    n = shown_order(r, seat, self, order);
     buf_init(&cands, STAGE_PROMPT_MAX);
     buf_init(&labels, 4096);
-    for (size_t j = 0; j < r->ncand && !rc; j++) {
+    for (size_t p = 0; p < n && !rc; p++) {
+        const size_t j = order[p];
         char label[TEXT_LABEL_MAX];
 
-        if (!mask_shows(r, seat, j, self))
-            continue;
-        text_label(j, label);
+        shown_label(r, p, j, label);
         if (cands.len)
             rc = buf_adds(&cands, "\n\n");
         if (!rc)
@@ -313,16 +343,15 @@ static int shown_labels(const state_round *r, size_t seat, bool self,
                         char (*labels)[TEXT_LABEL_MAX], const char **ptrs,
                         size_t *n)
 {
-    size_t k = 0;
+    size_t order[WORKFLOW_MAX_SEATS];
 
-    for (size_t j = 0; j < r->ncand; j++) {
-        if (!mask_shows(r, seat, j, self))
-            continue;
-        text_label(j, labels[k]);
-        ptrs[k] = labels[k];
-        k++;
+    if (r->ncand > WORKFLOW_MAX_SEATS)
+        return NSED_EINTERNAL;
+    *n = shown_order(r, seat, self, order);
+    for (size_t p = 0; p < *n; p++) {
+        shown_label(r, p, order[p], labels[p]);
+        ptrs[p] = labels[p];
     }
-    *n = k;
     return 0;
 }
 
@@ -384,8 +413,10 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
             rc = stage_request_add_message(req, STAGE_ROLE_USER, rep.ptr);
     }
     if (!rc && wf->models[model].structured_output) {
-        shown_labels(r, seat, wf->scoring.allow_self_votes, labels, ptrs, &nl);
-        rc = evaluate_schema(ptrs, nl, &req->json_schema);
+        rc = shown_labels(r, seat, wf->scoring.allow_self_votes, labels, ptrs,
+                          &nl);
+        if (!rc)
+            rc = evaluate_schema(ptrs, nl, &req->json_schema);
     }
 out:
     buf_release(&sys);
@@ -417,6 +448,30 @@ int evaluate_plan(const state *st, const workflow *wf, stage_requests *out)
 
 /* ---- reduce ------------------------------------------------------------ */
 
+/* Parse a reply of seat into ne. Under per_evaluator its labels are the
+ * seat's own (A = the first block it was shown): parsed against the
+ * shown positions, then mapped back to candidates through ev->shown. */
+static int parse_shown(const state_round *r, size_t seat, const char *reply,
+                       bool self, state_evaluation *ne, char *why,
+                       size_t whysize)
+{
+    const state_evaluation *ev = &r->evals[seat];
+    int rc;
+
+    if (!r->per_evaluator || !ev->shown)
+        return evaluate_parse(reply, r->ncand, mask_own_candidate(r, seat),
+                              self, ne, why, whysize);
+    /* its own candidate has no label of its own here unless self votes
+     * show it, and then it is kept: no index to drop */
+    rc = evaluate_parse(reply, ev->nshown, -1, self, ne, why, whysize);
+    if (rc)
+        return rc;
+    for (size_t k = 0; k < ne->nweights; k++)
+        ne->weights[k].cand = ev->shown[ne->weights[k].cand];
+    qsort(ne->weights, ne->nweights, sizeof *ne->weights, by_cand);
+    return 0;
+}
+
 /* Build the seat's next evaluation record from a response into *ne. */
 static int reduce_one(const state *st, const workflow *wf,
                       const stage_response *rs, state_evaluation *ne)
@@ -436,6 +491,13 @@ static int reduce_one(const state *st, const workflow *wf,
     ne->usage.cost_usd += rs->cost_usd;
     ne->repaired = repair;
     ne->truncated = old->truncated || (rs->ok && rs->truncated);
+    if (old->shown) {
+        ne->shown = malloc((old->nshown ? old->nshown : 1) * sizeof *ne->shown);
+        if (!ne->shown)
+            return NSED_ENOMEM;
+        memcpy(ne->shown, old->shown, old->nshown * sizeof *ne->shown);
+        ne->nshown = old->nshown;
+    }
     if (repair) {
         ne->first_reply = old->first_reply ? strdup(old->first_reply) : NULL;
         if (old->first_reply && !ne->first_reply)
@@ -451,9 +513,8 @@ static int reduce_one(const state *st, const workflow *wf,
         if (rc)
             return rc;
         ne->reply = reply;
-        rc = evaluate_parse(reply, r->ncand,
-                            mask_own_candidate(r, rs->seat),
-                            wf->scoring.allow_self_votes, ne, why, sizeof why);
+        rc = parse_shown(r, rs->seat, reply, wf->scoring.allow_self_votes, ne,
+                         why, sizeof why);
         if (rc == NSED_ENOMEM)
             return rc;
         if (!rc) {

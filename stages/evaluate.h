@@ -9,8 +9,15 @@
  * candidate, is STATE_EVAL_IDLE and makes no call.
  *
  * The call: system message, then wf->prompts.evaluate with {question}, the
- * candidate blocks ({candidates}, in label order, separated by a blank
- * line) and {labels} ("A, C, D"). For a model with structured_output the
+ * candidate blocks ({candidates}, in the order anonymize recorded for the
+ * seat, state_evaluation.shown, separated by a blank line) and {labels}.
+ * In the shared order the blocks come in label order under the
+ * candidates' own labels ("A, C, D"); in a per_evaluator round they are
+ * labelled A, B, C, ... by shown position, and the reply's labels are read
+ * against those positions and mapped back to candidates through shown (so
+ * its own candidate has no label to score, and a label past the ones shown
+ * is unknown). A state that recorded no order (an older nsed) is shown
+ * the shared order. For a model with structured_output the
  * request carries a JSON schema (evaluate_schema) for response_format,
  * which asks for exactly one entry per candidate shown.
  *

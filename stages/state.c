@@ -52,6 +52,7 @@ void state_evaluation_release(state_evaluation *e)
     free(e->reply);
     free(e->first_reply);
     free(e->error);
+    free(e->shown);
     memset(e, 0, sizeof *e);
 }
 

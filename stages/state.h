@@ -27,7 +27,9 @@
  * The "truncated" flags of proposals and evaluations are written only when
  * set, so records written before they existed read back unchanged.
  * "failure" is written only for a failed state, so the states of
- * questions that never failed print as before it existed.
+ * questions that never failed print as before it existed. An evaluation's
+ * "shown" (the labels in the order it was shown them) is written when
+ * known, and a round's "order": "per_evaluator" only for that order.
  */
 #ifndef NSED_STAGES_STATE_H
 #define NSED_STAGES_STATE_H
@@ -171,6 +173,13 @@ typedef struct state_evaluation {
     size_t dropped_invalid;   /* entries without a usable weight/label */
     size_t dropped_duplicate; /* later entries for a label already scored */
     state_usage usage;        /* both calls together */
+    /* The candidates as this evaluator was shown them: shown[p] is the
+     * candidate index at shown position p (0 = first block of its
+     * prompt), nshown of them. Set by anonymize for every seat that
+     * evaluates; NULL (nshown 0) for a seat that is not asked, and in the
+     * states of an older nsed, which did not record it (unknown). */
+    size_t *shown;
+    size_t nshown;
 } state_evaluation;
 
 /* Per candidate result of the aggregation. */
@@ -190,8 +199,9 @@ typedef struct state_aggregate {
     long winner;         /* candidate index, -1 when none */
     double conviction;   /* S_win / sum |S_j|, 0 when none */
     enum state_decider decided_by;
-    size_t evaluators;   /* evaluations used (OK) */
-    size_t abstained;
+    size_t evaluators;   /* evaluations used (OK, not all weights 0) */
+    size_t abstained;    /* unusable ones, and OK ones whose weights were
+                            all 0 (aggregate.h) */
     size_t failed;       /* lost to infrastructure */
 } state_aggregate;
 
@@ -212,6 +222,11 @@ typedef struct state_round {
     char fence[TEXT_FENCE_HEX + 1]; /* candidate block nonce, "" before */
     state_candidate *cands;     /* ncand, in label order */
     size_t ncand;
+    /* scoring.candidate_order per_evaluator: each evaluator sees its own
+     * order (state_evaluation.shown) labelled A, B, ... by shown position,
+     * and its reply's labels map back through shown. false: the shared
+     * order, every label the candidate's own (its index). */
+    bool per_evaluator;
     state_evaluation *evals;    /* nseats once anonymized, else NULL */
     bool aggregated;
     state_aggregate agg;

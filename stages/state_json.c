@@ -109,6 +109,17 @@ static void evaluation_json(jsonw *w, const state_evaluation *e)
     key_num(w, "duplicate", (double)e->dropped_duplicate);
     jsonw_object_end(w);
     usage_json(w, "usage", &e->usage);
+    if (e->shown) {
+        jsonw_key(w, "shown");
+        jsonw_array_begin(w);
+        for (size_t p = 0; p < e->nshown; p++) {
+            char l[TEXT_LABEL_MAX];
+
+            text_label(e->shown[p], l);
+            jsonw_str(w, l);
+        }
+        jsonw_array_end(w);
+    }
     jsonw_object_end(w);
 }
 
@@ -175,6 +186,8 @@ static void round_json(jsonw *w, const state_round *r, size_t nseats)
     } else {
         jsonw_object_begin(w);
         key_str(w, "fence", r->fence);
+        if (r->per_evaluator)
+            key_str(w, "order", "per_evaluator");
         jsonw_key(w, "candidates");
         jsonw_array_begin(w);
         for (size_t j = 0; j < r->ncand; j++) {
@@ -454,6 +467,47 @@ static void rd_proposal(json_reader *r, const cJSON *o, const char *path,
     rd_usage(r, o, path, &p->usage);
 }
 
+/* An evaluation's "shown": distinct candidate labels in the order shown;
+ * absent (an older nsed) reads as unknown (NULL). */
+static void rd_shown(json_reader *r, const cJSON *o, const char *path,
+                     size_t ncand, state_evaluation *e)
+{
+    const cJSON *a, *x;
+    char p[160];
+
+    if (!cJSON_GetObjectItemCaseSensitive(o, "shown"))
+        return;
+    a = json_rd_arr(r, o, "shown", P(p, "%s.shown", path), false, (size_t)-1);
+    if (!a || r->rc)
+        return;
+    if ((size_t)cJSON_GetArraySize(a) > ncand) {
+        json_rd_fail(r, NSED_EINVAL, p, "more labels shown than candidates");
+        return;
+    }
+    e->shown = calloc(ncand ? ncand : 1, sizeof *e->shown);
+    if (!e->shown) {
+        json_rd_fail(r, NSED_ENOMEM, p, "out of memory");
+        return;
+    }
+    cJSON_ArrayForEach(x, a) {
+        size_t idx = 0;
+
+        if (!cJSON_IsString(x) ||
+            text_label_index(x->valuestring, strlen(x->valuestring), &idx) ||
+            idx >= ncand) {
+            json_rd_fail(r, NSED_EINVAL, p, "not a candidate label");
+            return;
+        }
+        for (size_t q = 0; q < e->nshown; q++) {
+            if (e->shown[q] == idx) {
+                json_rd_fail(r, NSED_EINVAL, p, "a label shown twice");
+                return;
+            }
+        }
+        e->shown[e->nshown++] = idx;
+    }
+}
+
 static void rd_evaluation(json_reader *r, const cJSON *o, const char *path,
                           size_t ncand, state_evaluation *e)
 {
@@ -502,6 +556,7 @@ static void rd_evaluation(json_reader *r, const cJSON *o, const char *path,
             (size_t)json_rd_int(r, d, "duplicate", p, 0, COUNT_MAX);
     }
     rd_usage(r, o, path, &e->usage);
+    rd_shown(r, o, path, ncand, e);
 }
 
 static void rd_aggregate(json_reader *r, const cJSON *o, const char *path,
@@ -604,6 +659,15 @@ static state_round *rd_round(json_reader *r, const cJSON *o, const char *path,
         else
             json_rd_fail(r, NSED_EINVAL, p, "bad fence");
         free(fence);
+        if (cJSON_GetObjectItemCaseSensitive(an, "order")) {
+            char *order = json_rd_str(r, an, "order", p, false);
+
+            if (order && strcmp(order, "per_evaluator") == 0)
+                rn->per_evaluator = true;
+            else if (!r->rc)
+                json_rd_fail(r, NSED_EINVAL, p, "order is not per_evaluator");
+            free(order);
+        }
         a = json_rd_arr(r, an, "candidates",
                         P(p, "%s.anonymize.candidates", path), false,
                         (size_t)-1);

@@ -87,21 +87,24 @@ END_TEST
 
 START_TEST(quadratic_credits_by_hand)
 {
-    /* Negative weights count 0; each evaluator's positive weights become
-     * 100 credits; votes = sqrt(credits).
-     * E0: positives {B 60} -> B 100 credits -> 10
-     * E1: positives {A 30, C 90} sum 120 -> A 25 -> 5, C 75 -> sqrt(75)
-     * E2: positives {B 50} -> B 100 -> 10
-     * S_A = 5, S_B = 20, S_C = sqrt(75) = 8.660254 */
+    /* Negative weights count 0; an evaluator's positive weights are its
+     * credits, scaled down to 100 only when they pass 100; votes =
+     * sqrt(credits).
+     * E0: positives {B 60}, sum 60 <= 100 -> B 60 credits -> sqrt(60)
+     * E1: positives {A 30, C 90} sum 120 > 100 -> A 25 -> 5, C 75
+     * E2: positives {B 50}, sum 50 -> B 50 -> sqrt(50)
+     * S_A = 5, S_B = sqrt(60) + sqrt(50) = 14.8170..., S_C = sqrt(75) */
     state_score s[3];
     aggregate_outcome oc = run(WORKFLOW_SCHEME_QUADRATIC_CREDITS, 3, 3, ex_w,
                                ex_p, NULL, s);
+    const double sb = sqrt(60) + sqrt(50);
 
     ck_assert_double_eq_tol(s[0].score, 5, EPS);
-    ck_assert_double_eq_tol(s[1].score, 20, EPS);
+    ck_assert_double_eq_tol(s[1].score, sb, EPS);
+    ck_assert_double_eq_tol(s[1].score, 14.8170345, 1e-7);
     ck_assert_double_eq_tol(s[2].score, sqrt(75), EPS);
     ck_assert_int_eq(oc.winner, 1);
-    ck_assert_double_eq_tol(oc.conviction, 20 / (25 + sqrt(75)), EPS);
+    ck_assert_double_eq_tol(oc.conviction, sb / (5 + sb + sqrt(75)), EPS);
 }
 END_TEST
 
@@ -204,8 +207,9 @@ END_TEST
 START_TEST(tie_variance_decides)
 {
     /* both mean 50 and min 0; variance A (2500+100+1600)/3 = 1400,
-     * B (2500+625+625)/3 = 1250: B wins on variance */
-    const int a[] = {0, 60, 90}, b[] = {0, 75, 75};
+     * B (625+2500+625)/3 = 1250: B wins on variance (B's 0 is not beside
+     * A's, as an evaluator whose weights are all 0 abstains) */
+    const int a[] = {0, 60, 90}, b[] = {75, 0, 75};
     state_score s[2];
     aggregate_outcome oc = pair(a, 3, b, 3, default_ties, s);
 
@@ -289,8 +293,9 @@ END_TEST
 
 START_TEST(all_zero_weights)
 {
-    /* every f_ij is 0/0 := 0: every score 0, but the candidates were
-     * evaluated, so the seeded order picks one; conviction 0/0 := 0 */
+    /* an evaluator whose weights are all 0 judged nothing: it abstains, so
+     * with every evaluator all-zero nobody scored anything -- no winner,
+     * conviction 0, and no candidate counts an evaluator */
     const int w[4] = {0, 0, 0, 0};
     const bool p[4] = {true, true, true, true};
     state_score s[2];
@@ -298,13 +303,15 @@ START_TEST(all_zero_weights)
 
     ck_assert_double_eq(s[0].score, 0);
     ck_assert_double_eq(s[1].score, 0);
-    ck_assert_int_eq(oc.winner, 0);
-    ck_assert_int_eq(oc.decided_by, STATE_DECIDER_SEEDED);
+    ck_assert_int_eq(oc.winner, -1);
+    ck_assert_int_eq(oc.decided_by, STATE_DECIDER_NONE);
     ck_assert_double_eq(oc.conviction, 0);
     ck_assert_int_eq(s[0].net_support, 0);
+    ck_assert_uint_eq(s[0].nevaluators, 0);
+    ck_assert_uint_eq(s[1].nevaluators, 0);
     oc = run(WORKFLOW_SCHEME_QUADRATIC_CREDITS, 2, 2, w, p, NULL, s);
     ck_assert_double_eq(s[0].score, 0);
-    ck_assert_int_eq(oc.winner, 0);
+    ck_assert_int_eq(oc.winner, -1);
 }
 END_TEST
 
@@ -545,6 +552,124 @@ START_TEST(stage_reliability_from_ctx)
 }
 END_TEST
 
+/* ---- issue 12: the credit cap and all-zero evaluations ------------------ */
+
+START_TEST(credits_rescale_only_above_100)
+{
+    /* One candidate column per evaluator row, 3 candidates.
+     *   E0 {30, 20, -40}: positives sum 50 <= 100, kept:  sqrt(30), sqrt(20), 0
+     *   E1 {70, 30, -90}: positives sum 100, kept as is:  sqrt(70), sqrt(30), 0
+     *   E2 {80, 40,  0}:  sum 120 > 100, scaled by 100/120:
+     *                      80 -> 66.666..., 40 -> 33.333...
+     * S_A = sqrt(30) + sqrt(70) + sqrt(200/3) = 5.4772 + 8.3666 + 8.1650
+     * S_B = sqrt(20) + sqrt(30) + sqrt(100/3) = 4.4721 + 5.4772 + 5.7735
+     * S_C = 0 */
+    const int w[9] = {30, 20, -40, 70, 30, -90, 80, 40, 0};
+    const bool p[9] = {true, true, true, true, true, true, true, true, true};
+    state_score s[3];
+    aggregate_outcome oc;
+
+    oc = run(WORKFLOW_SCHEME_QUADRATIC_CREDITS, 3, 3, w, p, NULL, s);
+    ck_assert_double_eq_tol(s[0].score, sqrt(30) + sqrt(70) + sqrt(200.0 / 3),
+                            EPS);
+    ck_assert_double_eq_tol(s[0].score, 22.0088, 1e-4);
+    ck_assert_double_eq_tol(s[1].score, sqrt(20) + sqrt(30) + sqrt(100.0 / 3),
+                            EPS);
+    ck_assert_double_eq_tol(s[1].score, 15.7228, 1e-4);
+    ck_assert_double_eq(s[2].score, 0);
+    ck_assert_int_eq(oc.winner, 0);
+    /* one evaluator under the cap: the votes are sqrt of the raw weights,
+     * not of weights blown up to 100 (old: sqrt(60) and sqrt(40)) */
+    oc = run(WORKFLOW_SCHEME_QUADRATIC_CREDITS, 1, 3, w, p, NULL, s);
+    ck_assert_double_eq_tol(s[0].score, sqrt(30), EPS);
+    ck_assert_double_eq_tol(s[1].score, sqrt(20), EPS);
+}
+END_TEST
+
+START_TEST(all_zero_evaluator_abstains)
+{
+    /* Candidates A, B, C. E0 was shown only A and gave it 0; E1 was shown
+     * B and C: B -40, C -10. A was seen only by the all-zero E0: it counts
+     * as scored by nobody, so its S = 0 (the highest) cannot win.
+     * E1: sum |w| = 50; f_B = -0.8 -> -sqrt(0.8); f_C = -0.2 -> -sqrt(0.2)
+     * winner C with S_C = -sqrt(0.2) = -0.4472 (before: A with S = 0) */
+    const int w[6] = {0, 0, 0, 0, -40, -10};
+    const bool p[6] = {true, false, false, false, true, true};
+    state_score s[3];
+    aggregate_outcome oc = run(WORKFLOW_SCHEME_QUADRATIC, 2, 3, w, p, NULL, s);
+
+    ck_assert_uint_eq(s[0].nevaluators, 0);
+    ck_assert_uint_eq(s[1].nevaluators, 1);
+    ck_assert_uint_eq(s[2].nevaluators, 1);
+    ck_assert_double_eq(s[0].score, 0);
+    ck_assert_double_eq_tol(s[1].score, -sqrt(0.8), EPS);
+    ck_assert_double_eq_tol(s[2].score, -sqrt(0.2), EPS);
+    ck_assert_int_eq(oc.winner, 2);
+    ck_assert_int_eq(oc.decided_by, STATE_DECIDER_SCORE);
+    /* the all-zero row adds nothing under mean and borda either: under mean
+     * A would otherwise be a 0 beside B -40 and C -10 */
+    oc = run(WORKFLOW_SCHEME_MEAN, 2, 3, w, p, NULL, s);
+    ck_assert_int_eq(oc.winner, 2);
+    ck_assert_uint_eq(s[0].nevaluators, 0);
+}
+END_TEST
+
+START_TEST(stage_all_zero_evaluation_abstains)
+{
+    /* seat 0 gives both candidates it sees 0 (an abstention); by author,
+     * seat 1 scores seat 0's candidate 30 and seat 2's 10; seat 2 scores
+     * seat 0's 20 and seat 1's -50. Seat 1's candidate is then scored by
+     * seat 2 only (-50), seat 2's by seat 1 only.
+     * quadratic: E1: sum 40: f(s0) = .75 -> sqrt(.75), f(s2) = .25 -> .5
+     *            E2: sum 70: f(s0) = 2/7 -> sqrt(2/7), f(s1) = -5/7
+     * S(s0) = sqrt(.75) + sqrt(2/7), S(s1) = -sqrt(5/7), S(s2) = 0.5 */
+    workflow *wf = load_wf(NULL);
+    state *st = new_state(wf, 3);
+    const char *text[] = {"A says \\boxed{42}", "B says \\boxed{1}",
+                          "C says \\boxed{2}"};
+    const int w0[] = {NO, 0, 0}, w1[] = {30, NO, 10}, w2[] = {20, -50, NO};
+    stage_response r[3];
+    nsed_err e = {0};
+    char *rep[3];
+    long c0, c1, c2;
+
+    propose_and_anonymize(st, wf, text);
+    memset(r, 0, sizeof r);
+    rep[0] = strdup(eval_reply(st, w0));
+    rep[1] = strdup(eval_reply(st, w1));
+    rep[2] = strdup(eval_reply(st, w2));
+    for (int i = 0; i < 3; i++) {
+        r[i].kind = STAGE_KIND_EVALUATE;
+        r[i].seat = (size_t)i;
+        r[i].round = 0;
+        r[i].ok = true;
+        r[i].content = rep[i];
+    }
+    ck_assert_int_eq(stage_reduce(st, wf, NULL, r, 3, &e), 0);
+    ck_assert_int_eq(st->cur->evals[0].status, STATE_EVAL_OK);
+    ck_assert_int_eq(stage_reduce(st, wf, NULL, NULL, 0, &e), 0);
+    c0 = mask_own_candidate(st->cur, 0);
+    c1 = mask_own_candidate(st->cur, 1);
+    c2 = mask_own_candidate(st->cur, 2);
+    ck_assert_uint_eq(st->cur->agg.evaluators, 2);
+    ck_assert_uint_eq(st->cur->agg.abstained, 1);
+    ck_assert_uint_eq(st->cur->agg.scores[c1].nevaluators, 1);
+    ck_assert_uint_eq(st->cur->agg.scores[c2].nevaluators, 1);
+    ck_assert_uint_eq(st->cur->agg.scores[c0].nevaluators, 2);
+    ck_assert_double_eq_tol(st->cur->agg.scores[c0].score,
+                            sqrt(0.75) + sqrt(2.0 / 7), EPS);
+    ck_assert_double_eq_tol(st->cur->agg.scores[c1].score, -sqrt(5.0 / 7), EPS);
+    ck_assert_double_eq_tol(st->cur->agg.scores[c2].score, 0.5, EPS);
+    /* net support: seat 0's zeros are not "0 votes" either way */
+    ck_assert_int_eq(st->cur->agg.scores[c2].net_support, 1);
+    ck_assert_int_eq(st->cur->agg.winner, c0);
+    for (int i = 0; i < 3; i++)
+        free(rep[i]);
+    state_free(st);
+    workflow_free(wf);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("aggregate");
@@ -566,11 +691,14 @@ Suite *tu_suite(void)
     t = tcase_create("degenerate");
     tcase_add_test(t, unevaluated_candidate_cannot_win);
     tcase_add_test(t, all_zero_weights);
+    tcase_add_test(t, credits_rescale_only_above_100);
+    tcase_add_test(t, all_zero_evaluator_abstains);
     suite_add_tcase(s, t);
     t = tcase_create("stage");
     tcase_add_test(t, stage_masks_diagonal_and_counts_abstentions);
     tcase_add_test(t, stage_self_votes_when_allowed);
     tcase_add_test(t, stage_reliability_from_ctx);
+    tcase_add_test(t, stage_all_zero_evaluation_abstains);
     suite_add_tcase(s, t);
     return s;
 }

@@ -16,6 +16,8 @@
 #include "testwf.h"
 
 #include <check.h>
+#include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -581,6 +583,270 @@ START_TEST(neutralize_every_line_start)
 }
 END_TEST
 
+/* ---- issue 12: a candidate order per evaluator -------------------------- */
+
+#define NS4 4
+
+/* Render seat's evaluation prompt, read it as nsed-sim does, and return in
+ * authors[0..n) the seat that wrote each block in the order shown (the
+ * texts say "seat K"), checking the labels it was shown. */
+static size_t shown_authors(const state *st, const workflow *wf, size_t seat,
+                            char labels[][TEXT_LABEL_MAX], size_t *authors)
+{
+    buf b;
+    sim_prompt *p = malloc(sizeof *p);
+    size_t n;
+
+    ck_assert_ptr_nonnull(p);
+    buf_init(&b, 1 << 20);
+    ck_assert_int_eq(evaluate_render(st, wf, seat, &b, NULL), 0);
+    sim_parse(b.ptr, p);
+    n = p->ncandidates;
+    for (size_t i = 0; i < n; i++) {
+        const char *at = memmem(p->candidates[i].body.ptr,
+                                p->candidates[i].body.len, "seat ", 5);
+
+        ck_assert_ptr_nonnull(at);
+        authors[i] = (size_t)(at[5] - '0');
+        ck_assert_uint_lt(strlen(p->candidates[i].label), TEXT_LABEL_MAX);
+        memcpy(labels[i], p->candidates[i].label,
+               strlen(p->candidates[i].label) + 1);
+    }
+    buf_release(&b);
+    free(p);
+    return n;
+}
+
+/* True when two seats were shown two authors in opposite orders. */
+static bool orders_disagree(size_t authors[NS4][NS4], const size_t *n)
+{
+    for (size_t s = 0; s < NS4; s++)
+        for (size_t t = 0; t < NS4; t++)
+            for (size_t i = 0; i < n[s]; i++)
+                for (size_t j = i + 1; j < n[s]; j++)
+                    for (size_t k = 0; k < n[t]; k++)
+                        for (size_t l = k + 1; l < n[t]; l++)
+                            if (authors[s][i] == authors[t][l] &&
+                                authors[s][j] == authors[t][k])
+                                return true;
+    return false;
+}
+
+static state *anonymized4(const workflow *wf, const char *qid)
+{
+    const char *text[NS4] = {"seat 0 says \\boxed{10}",
+                             "seat 1 says \\boxed{11}",
+                             "seat 2 says \\boxed{12}",
+                             "seat 3 says \\boxed{13}"};
+    state *st = state_with(wf, qid, 0, text, NS4);
+    nsed_err e = {0};
+
+    ck_assert_int_eq(anonymize_run(st, wf, &e), 0);
+    return st;
+}
+
+START_TEST(shared_order_is_the_default_and_keeps_the_hash)
+{
+    workflow *a = load_wf();
+    workflow *b = tu_load_workflow(base_yaml,
+                                   "scoring: {candidate_order: shared}\n");
+    workflow *c =
+        tu_load_workflow(base_yaml,
+                         "scoring: {candidate_order: per_evaluator}\n");
+    size_t authors[NS4][NS4], n[NS4];
+    char labels[NS4][TEXT_LABEL_MAX];
+    state *st;
+
+    ck_assert_int_eq(a->scoring.candidate_order, WORKFLOW_ORDER_SHARED);
+    ck_assert_str_eq(workflow_hash(a), workflow_hash(b));
+    ck_assert_str_ne(workflow_hash(a), workflow_hash(c));
+    ck_assert_ptr_null(strstr(workflow_canonical(a), "candidate_order"));
+    /* shared: every evaluator sees the one round order, its own left out,
+     * under the candidates' own labels; and the state records it */
+    st = anonymized4(a, "q1");
+    ck_assert(!st->cur->per_evaluator);
+    for (size_t s = 0; s < NS4; s++) {
+        const state_evaluation *ev = &st->cur->evals[s];
+
+        n[s] = shown_authors(st, a, s, labels, authors[s]);
+        ck_assert_uint_eq(n[s], NS4 - 1);
+        ck_assert_uint_eq(ev->nshown, n[s]);
+        for (size_t i = 0; i < n[s]; i++) {
+            char want[TEXT_LABEL_MAX];
+
+            ck_assert_uint_eq(st->cur->cands[ev->shown[i]].seat, authors[s][i]);
+            text_label(ev->shown[i], want);
+            ck_assert_str_eq(labels[i], want);
+            if (i)
+                ck_assert_uint_lt(ev->shown[i - 1], ev->shown[i]);
+        }
+    }
+    ck_assert(!orders_disagree(authors, n));
+    state_free(st);
+    workflow_free(a);
+    workflow_free(b);
+    workflow_free(c);
+}
+END_TEST
+
+START_TEST(per_evaluator_orders_map_back)
+{
+    /* weights by (evaluator seat, author seat); the diagonal is masked */
+    static const int W[NS4][NS4] = {
+        {0, 80, -20, 40},
+        {10, 0, 60, -30},
+        {-50, 90, 0, 25},
+        {70, -10, 35, 0},
+    };
+    workflow *wf =
+        tu_load_workflow(base_yaml,
+                         "scoring: {candidate_order: per_evaluator}\n");
+    size_t authors[NS4][NS4], n[NS4];
+    char labels[NS4][NS4][TEXT_LABEL_MAX];
+    stage_response r[NS4];
+    char *rep[NS4];
+    nsed_err e = {0};
+    state *st = anonymized4(wf, "q1");
+    char *json = NULL, *json2 = NULL;
+    state *back = NULL;
+
+    ck_assert(st->cur->per_evaluator);
+    for (size_t s = 0; s < NS4; s++) {
+        const state_evaluation *ev = &st->cur->evals[s];
+
+        n[s] = shown_authors(st, wf, s, labels[s], authors[s]);
+        ck_assert_uint_eq(n[s], NS4 - 1);
+        ck_assert_uint_eq(ev->nshown, n[s]);
+        for (size_t i = 0; i < n[s]; i++) {
+            char want[TEXT_LABEL_MAX];
+
+            /* labels A, B, C by shown position; the stored order is the
+             * order of the blocks in the prompt */
+            text_label(i, want);
+            ck_assert_str_eq(labels[s][i], want);
+            ck_assert_uint_eq(st->cur->cands[ev->shown[i]].seat, authors[s][i]);
+            ck_assert_uint_ne(authors[s][i], s);
+        }
+    }
+    ck_assert(orders_disagree(authors, n));
+    /* the state keeps it across a checkpoint */
+    ck_assert_int_eq(state_to_json(st, &json), 0);
+    ck_assert_ptr_nonnull(strstr(json, "\"order\":\"per_evaluator\""));
+    ck_assert_int_eq(state_from_json(json, strlen(json), wf, &back, &e), 0);
+    ck_assert_int_eq(state_to_json(back, &json2), 0);
+    ck_assert_str_eq(json, json2);
+    state_free(back);
+    free(json);
+    free(json2);
+    /* every evaluator scores by the labels it saw */
+    memset(r, 0, sizeof r);
+    for (size_t s = 0; s < NS4; s++) {
+        char out[1024];
+        size_t len = 0;
+
+        len += (size_t)snprintf(out + len, sizeof out - len,
+                                "{\"evaluations\":[");
+        for (size_t i = 0; i < n[s]; i++)
+            len += (size_t)snprintf(out + len, sizeof out - len,
+                                    "%s{\"candidate\":\"%s\",\"weight\":%d,"
+                                    "\"critique\":\"x\"}",
+                                    i ? "," : "", labels[s][i],
+                                    W[s][authors[s][i]]);
+        snprintf(out + len, sizeof out - len, "]}");
+        rep[s] = strdup(out);
+        r[s].kind = STAGE_KIND_EVALUATE;
+        r[s].seat = s;
+        r[s].round = 0;
+        r[s].ok = true;
+        r[s].content = rep[s];
+    }
+    ck_assert_int_eq(stage_reduce(st, wf, NULL, r, NS4, &e), 0);
+    ck_assert_int_eq(st->stage, STATE_STAGE_AGGREGATE);
+    ck_assert_int_eq(stage_reduce(st, wf, NULL, NULL, 0, &e), 0);
+    /* the same evaluations mapped back by hand: quadratic voting over W by
+     * author, f = w / sum |w| per evaluator row */
+    for (size_t k = 0; k < NS4; k++) {
+        long c = mask_own_candidate(st->cur, k);
+        double want = 0;
+
+        for (size_t s = 0; s < NS4; s++) {
+            double sum = 0, f;
+
+            if (s == k)
+                continue;
+            for (size_t j = 0; j < NS4; j++)
+                sum += j == s ? 0 : abs(W[s][j]);
+            f = W[s][k] / sum;
+            want += (f < 0 ? -1 : 1) * sqrt(fabs(f));
+        }
+        ck_assert_int_ge(c, 0);
+        ck_assert_msg(fabs(st->cur->agg.scores[c].score - want) < 1e-12,
+                      "author %zu: score %.15g, by hand %.15g", k,
+                      st->cur->agg.scores[c].score, want);
+        ck_assert_uint_eq(st->cur->agg.scores[c].nevaluators, NS4 - 1);
+    }
+    /* by hand: author 1 gets 80/140, 90/165 and -10/115 */
+    ck_assert_int_eq(st->cur->cands[st->cur->agg.winner].seat, 1);
+    for (size_t s = 0; s < NS4; s++) {
+        ck_assert_uint_eq(st->cur->evals[s].nweights, NS4 - 1);
+        ck_assert_uint_eq(st->cur->evals[s].dropped_unknown, 0);
+        free(rep[s]);
+    }
+    state_free(st);
+    workflow_free(wf);
+}
+END_TEST
+
+START_TEST(old_state_without_shown_renders_the_shared_order)
+{
+    /* a state written before "shown" existed (its JSON with every "shown"
+     * taken out) reads as unknown, and evaluate shows it the round's
+     * order, as it was then */
+    workflow *wf = load_wf();
+    state *st = anonymized4(wf, "q1"), *old = NULL;
+    size_t authors[NS4], n, want[NS4][NS4], nw[NS4];
+    char labels[NS4][TEXT_LABEL_MAX], *json = NULL, *text;
+    cJSON *j, *ev;
+    nsed_err e = {0};
+
+    for (size_t s = 0; s < NS4; s++) {
+        nw[s] = st->cur->evals[s].nshown;
+        memcpy(want[s], st->cur->evals[s].shown, nw[s] * sizeof **want);
+    }
+    ck_assert_int_eq(state_to_json(st, &json), 0);
+    j = cJSON_Parse(json);
+    ck_assert_ptr_nonnull(j);
+    {
+        const cJSON *rounds = cJSON_GetObjectItemCaseSensitive(j, "rounds");
+        cJSON *rd;
+
+        ck_assert_ptr_nonnull(rounds);
+        cJSON_ArrayForEach(rd, rounds) {
+            cJSON_ArrayForEach(
+                ev, cJSON_GetObjectItemCaseSensitive(rd, "evaluations")) {
+                cJSON_DeleteItemFromObjectCaseSensitive(ev, "shown");
+            }
+        }
+    }
+    text = cJSON_PrintUnformatted(j);
+    ck_assert_ptr_null(strstr(text, "\"shown\""));
+    ck_assert_int_eq(state_from_json(text, strlen(text), wf, &old, &e), 0);
+    for (size_t s = 0; s < NS4; s++) {
+        ck_assert_ptr_null(old->cur->evals[s].shown);
+        n = shown_authors(old, wf, s, labels, authors);
+        ck_assert_uint_eq(n, nw[s]);
+        for (size_t i = 0; i < n; i++)
+            ck_assert_uint_eq(old->cur->cands[want[s][i]].seat, authors[i]);
+    }
+    cJSON_Delete(j);
+    free(text);
+    free(json);
+    state_free(old);
+    state_free(st);
+    workflow_free(wf);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("anonymize");
@@ -600,6 +866,9 @@ Suite *tu_suite(void)
     t = tcase_create("shuffle");
     tcase_add_test(t, permutation_is_seeded);
     tcase_add_test(t, labels_beyond_z);
+    tcase_add_test(t, shared_order_is_the_default_and_keeps_the_hash);
+    tcase_add_test(t, per_evaluator_orders_map_back);
+    tcase_add_test(t, old_state_without_shown_renders_the_shared_order);
     suite_add_tcase(s, t);
     return s;
 }

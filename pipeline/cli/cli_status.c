@@ -302,6 +302,39 @@ static void print_paused(const runner_report *r)
                          : " (circuit breaker open)");
 }
 
+/* Position and length bias (runner_report_bias), when any evaluation
+ * counted. */
+static void print_bias(const runner_report_bias *b)
+{
+    if (!b->evaluations)
+        return;
+    printf("bias:       mean weight/100 by shown position:");
+    for (size_t p = 0; p < b->npos; p++)
+        printf("%s %zu %+.3f (%zu)", p ? "," : "", p + 1, b->pos_mean[p],
+               b->pos_n[p]);
+    if (!b->npos)
+        printf(" unknown");
+    printf("\n");
+    if (b->has_pos_fit)
+        printf("            position: slope %+.4f per position, Pearson r "
+               "%+.3f, over %zu weights",
+               b->pos_slope, b->pos_r, b->pos_weights);
+    else
+        printf("            position: no fit (position never varies), over "
+               "%zu weights",
+               b->pos_weights);
+    printf(" (orders: %zu shared, %zu per evaluator, %zu not recorded)\n",
+           b->shared, b->per_evaluator, b->unknown);
+    if (b->has_len)
+        printf("            length: Spearman rho %+.3f of weight and answer "
+               "length (mean %.0f characters), over %zu weights\n",
+               b->len_rho, b->len_mean_chars, b->weights);
+    else
+        printf("            length: no correlation (weight or length never "
+               "varies), over %zu weights\n",
+               b->weights);
+}
+
 static void print_text(const runner_report *r)
 {
     printf("store:      %s\n", r->store);
@@ -334,6 +367,7 @@ static void print_text(const runner_report *r)
     if (r->with_ref)
         print_baselines(r->baselines);
     print_selfcons(r);
+    print_bias(&r->bias);
     printf("results:    %.0f tokens, $%.4f\n", r->tokens, r->cost_usd);
     print_broker(&r->broker);
     print_models(r);

@@ -5,6 +5,7 @@
 
 #include "pipeline/gateway/gateway.h"
 #include "pipeline/questions/questions.h"
+#include "pipeline/runner/runner_bias.h"
 #include "pipeline/runner/runner_int.h"
 #include "store/store_keys.h"
 
@@ -22,6 +23,7 @@ typedef struct report_read {
     size_t rounds_sum;
     size_t stopped; /* results converge stopped (rounds_mean's count) */
     double expected_cost, expected_value, actual_cost; /* broker sums */
+    runner_bias_acc bias; /* position and length bias (runner_bias.h) */
     store_txn *txn;
     nsed_err *err;
     int rc;
@@ -308,6 +310,10 @@ static int visit_question(const question *q, uint64_t seq, void *arg)
         count_result(rr, res);
         rc = visit_decision(rr, q->id, res);
         cJSON_Delete(res);
+        if (!rc && runner_bias_question(&rr->bias, rr->txn, q->id)) {
+            rr->rc = nsed_error(rr->err, NSED_ENOMEM, "out of memory");
+            return 1;
+        }
         return rc;
     }
     if (visit_decision(rr, q->id, NULL))
@@ -559,6 +565,7 @@ int runner_report_build(store *st, runner_report **out, nsed_err *err)
     report_read rr = {.r = r, .err = err};
     int rc;
 
+    rr.bias.out = r ? &r->bias : NULL;
     if (!r || !(r->store = strdup(store_dir(st))) ||
         !(r->telemetry = cJSON_CreateObject()) ||
         !(r->baselines = runner_baselines_new())) {
@@ -571,10 +578,12 @@ int runner_report_build(store *st, runner_report **out, nsed_err *err)
     if (rc)
         goto out;
     derive(&rr);
+    runner_bias_finish(&rr.bias);
     rc = derive_models(r);
     if (rc)
         rc = nsed_error(err, rc, "out of memory");
 out:
+    runner_bias_release(&rr.bias);
     if (rc) {
         runner_report_free(r);
         return rc;
@@ -802,6 +811,7 @@ int runner_report_json(const runner_report *r, char **out)
     } else {
         cJSON_AddNullToObject(o, "manifest");
     }
+    runner_bias_json(&r->bias, o);
     *out = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return *out ? 0 : NSED_ENOMEM;

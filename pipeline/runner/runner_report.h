@@ -32,7 +32,13 @@
  *              pause began; run_ended: the run has ended since, so this
  *              is the last known state),
  *    "baselines": NSED against each baseline (runner_baselines.h),
- *    "manifest": the run manifest without workflow_canonical, or null}
+ *    "manifest": the run manifest without workflow_canonical, or null,
+ *    "bias":{evaluations,weights,
+ *            order:{shared,per_evaluator,unknown},
+ *            position:{weights,by_position:[{position,n,mean}],
+ *                      slope,pearson_r (null when position never varies)},
+ *            length:{weights,mean_chars,spearman_rho (null when weight
+ *                    or length never varies)}}}
  * and the struct below holds the same figures for a text form.
  */
 #ifndef NSED_RUNNER_REPORT_H
@@ -113,6 +119,36 @@ typedef struct runner_report_model {
     size_t nerrors;
 } runner_report_model;
 
+/* Positions a bias table counts (a team has at most WORKFLOW_MAX_SEATS
+ * seats, so no evaluator is shown more candidates). */
+#define RUNNER_BIAS_POSITIONS 64
+
+/* Position and length bias of the evaluations (runner_bias.c), over every
+ * usable evaluation (status ok, not all weights 0: those abstain) of the
+ * archived rounds of the questions with a result. A weight's normalized
+ * score is w / 100, in [-1, 1]. */
+typedef struct runner_report_bias {
+    size_t evaluations;   /* usable evaluations counted */
+    size_t shared;        /* of those, shown the round's shared order */
+    size_t per_evaluator; /* ... an order of their own */
+    size_t unknown;       /* ... by an older nsed, order not recorded */
+    size_t weights;       /* weights of those evaluations */
+    /* by shown position p + 1 (1 = the first block of the prompt), over
+     * the weights whose position is known */
+    size_t npos;                            /* highest position seen */
+    size_t pos_n[RUNNER_BIAS_POSITIONS];    /* weights at the position */
+    double pos_mean[RUNNER_BIAS_POSITIONS]; /* their mean score */
+    size_t pos_weights;                     /* weights with a position */
+    bool has_pos_fit; /* position varies: the least-squares line and r */
+    double pos_slope; /* score change per position further down */
+    double pos_r;     /* Pearson correlation of score and position */
+    /* score against the length of the candidate's text as shown (Unicode
+     * code points), over every weight */
+    bool has_len;   /* both vary */
+    double len_rho; /* Spearman rank correlation (ties share ranks) */
+    double len_mean_chars;
+} runner_report_bias;
+
 /* A model whose breaker the runner last recorded as paused. */
 typedef struct runner_report_paused {
     char *id;
@@ -173,6 +209,8 @@ typedef struct runner_report {
 
     struct cJSON *manifest;  /* owned; for runner_report_json */
     struct cJSON *telemetry; /* owned: model id -> stored statistics */
+
+    runner_report_bias bias; /* position and length bias */
 } runner_report;
 
 /* Read the report of st (open, read-only is enough) in one read

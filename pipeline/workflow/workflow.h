@@ -78,6 +78,13 @@ enum workflow_scheme {
     WORKFLOW_SCHEME_BORDA,
 };
 
+/* scoring.candidate_order: who sees the candidates in which order */
+enum workflow_candidate_order {
+    WORKFLOW_ORDER_SHARED,        /* one seeded order per round, for all */
+    WORKFLOW_ORDER_PER_EVALUATOR, /* a seeded order per evaluator, labelled
+                                     A, B, ... in the order it is shown */
+};
+
 /* scoring.tie_break entries */
 enum workflow_tie_break {
     WORKFLOW_TIE_MIN_PEER_SCORE, /* higher minimum peer score wins */
@@ -238,6 +245,7 @@ typedef struct workflow_scoring {
     bool allow_self_votes;       /* default false */
     bool reliability_weighting;  /* default false */
     enum workflow_tie_break tie_break[WORKFLOW_TIE_BREAK_COUNT];
+    enum workflow_candidate_order candidate_order; /* default shared */
 } workflow_scoring;
 
 typedef struct workflow_answer {

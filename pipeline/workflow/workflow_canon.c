@@ -241,6 +241,8 @@ static bool omitted(const wf_key *k, const void *base)
         return *WF_CFIELD(base, k, bool) == (k->dflt != 0);
     case WF_T_NAME:
         return *WF_CFIELD(base, k, char *) == NULL;
+    case WF_T_ENUM:
+        return *WF_CFIELD(base, k, int) == (int)k->dflt;
     case WF_T_MAP:
         for (size_t i = 0; i < k->sub->nkeys; i++)
             if (!omitted(&k->sub->keys[i], base))
@@ -253,7 +255,6 @@ static bool omitted(const wf_key *k, const void *base)
     case WF_T_I64:
     case WF_T_SIZE:
     case WF_T_U64:
-    case WF_T_ENUM:
     case WF_T_ENUM_SET:
     case WF_T_ENUM_ORDER:
     case WF_T_TEXT:

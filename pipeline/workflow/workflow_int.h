@@ -87,6 +87,7 @@ NSED_MUST_CHECK char *wf_prompt_default(enum wf_prompt_kind k,
 extern const char *const wf_policy_names[2];
 extern const char *const wf_objective_names[3];
 extern const char *const wf_scheme_names[4];
+extern const char *const wf_order_names[2];
 extern const char *const wf_tie_break_names[WORKFLOW_TIE_BREAK_COUNT];
 extern const char *const wf_extract_names[5];
 extern const char *const wf_compare_names[4];
@@ -139,12 +140,12 @@ enum {
                                 was given; written as null when not. A
                                 WF_T_MAP's defaults then apply only when
                                 it is given */
-    WF_F_OMIT_DFLT = 1 << 6, /* WF_T_NUM, WF_T_BOOL: left out of the
-                                canonical form while it has its default,
-                                WF_T_NAME while NULL, WF_T_MAP while every
-                                key of it is left out; so a key added
-                                later changes no hash of a file without
-                                it */
+    WF_F_OMIT_DFLT = 1 << 6, /* WF_T_NUM, WF_T_BOOL, WF_T_ENUM: left out
+                                of the canonical form while it has its
+                                default, WF_T_NAME while NULL, WF_T_MAP
+                                while every key of it is left out; so a
+                                key added later changes no hash of a file
+                                without it */
 };
 
 /* Hand-written loading steps (workflow.c) and writing steps

@@ -38,6 +38,10 @@ const char *const wf_tie_break_names[WORKFLOW_TIE_BREAK_COUNT] = {
     [WORKFLOW_TIE_VARIANCE] = "variance",
     [WORKFLOW_TIE_SEEDED] = "seeded",
 };
+const char *const wf_order_names[2] = {
+    [WORKFLOW_ORDER_SHARED] = "shared",
+    [WORKFLOW_ORDER_PER_EVALUATOR] = "per_evaluator",
+};
 const char *const wf_extract_names[5] = {
     [WORKFLOW_EXTRACT_BOXED] = "boxed",
     [WORKFLOW_EXTRACT_REGEX] = "regex",
@@ -60,6 +64,7 @@ _Static_assert(sizeof(enum workflow_policy) == sizeof(int) &&
                    sizeof(enum workflow_objective) == sizeof(int) &&
                    sizeof(enum workflow_scheme) == sizeof(int) &&
                    sizeof(enum workflow_tie_break) == sizeof(int) &&
+                   sizeof(enum workflow_candidate_order) == sizeof(int) &&
                    sizeof(enum workflow_extract) == sizeof(int) &&
                    sizeof(enum workflow_compare) == sizeof(int),
                "enums are int-sized");
@@ -450,6 +455,11 @@ static const wf_key scoring_keys[] = {
     K_ORDER("tie_break", workflow, scoring.tie_break, wf_tie_break_names,
             .doc_default = "`[min_peer_score, variance, seeded]`",
             .doc = "order of the tie breakers"),
+    K_ENUM("candidate_order", workflow, scoring.candidate_order, wf_order_names,
+           .flags = WF_F_OMIT_DFLT,
+           .doc = "one seeded candidate order per round for every "
+                  "evaluator, or one per evaluator (position bias is "
+                  "then randomized between evaluators)"),
 };
 static SECTION(scoring_section, scoring_keys);
 
