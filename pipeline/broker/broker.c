@@ -652,21 +652,34 @@ static int decide_knapsack(const workflow *wf, const telemetry *tel,
     p.items = items;
     if (b->objective == WORKFLOW_OBJECTIVE_ACCURACY)
         p.accuracy = &proto;
-    if (d->explore && p.nitems) {
-        size_t least = 0;
+    rc = broker_solve(&p, &sol);
+    if (rc == 0 && d->explore) {
+        broker_solution alt;
+        size_t tied[BROKER_MAX_POOL], ntied = 0;
 
-        for (size_t k = 1; k < p.nitems; k++)
-            if (d->cands[idx[k]].est.p_g_n < d->cands[idx[least]].est.p_g_n)
-                least = k;
-        p.has_required = true;
-        p.required = least;
-        rc = broker_solve(&p, &sol);
-        if (rc == 0)
-            d->explored = (long)idx[least];
-        p.has_required = false;
+        /* the least measured of the models the team leaves out, ties by
+         * the question's draw */
+        for (size_t k = 0; k < p.nitems; k++) {
+            double n = d->cands[idx[k]].est.p_g_n;
+
+            if (sol.chosen >> k & 1)
+                continue;
+            if (ntied && n > d->cands[idx[tied[0]]].est.p_g_n)
+                continue;
+            if (ntied && n < d->cands[idx[tied[0]]].est.p_g_n)
+                ntied = 0;
+            tied[ntied++] = k;
+        }
+        if (ntied) {
+            p.has_required = true;
+            p.required = tied[(size_t)(d->explore_pick * (double)ntied)];
+            if (broker_solve(&p, &alt) == 0) {
+                d->explored = (long)idx[p.required];
+                sol = alt;
+            }
+            p.has_required = false;
+        }
     }
-    if (d->explored < 0)
-        rc = broker_solve(&p, &sol);
     if (rc == NSED_ENOTFOUND) {
         d->staffed = false;
         diagnose(wf, &p, npool, d);
@@ -724,17 +737,20 @@ static int decide_knapsack(const workflow *wf, const telemetry *tel,
 }
 
 /* Whether question qid is in the exploration share. */
-static int explores(const workflow *wf, const char *qid, bool *out)
+static int explores(const workflow *wf, const char *qid, bool *out,
+                    double *pick)
 {
     seed_rng r;
 
     *out = false;
+    *pick = 0;
     if (!qid || wf->broker.policy != WORKFLOW_POLICY_KNAPSACK ||
         !(wf->broker.explore > 0))
         return 0;
     if (seed_rng_init(&r, "broker-explore", wf->seed, qid, 0, 0))
         return NSED_ENOMEM;
     *out = (double)(seed_rng_next(&r) >> 11) * 0x1p-53 < wf->broker.explore;
+    *pick = (double)(seed_rng_next(&r) >> 11) * 0x1p-53;
     return 0;
 }
 
@@ -758,7 +774,7 @@ int broker_decide_question(const workflow *wf, const telemetry *tel,
         return nsed_error(err, NSED_ENOMEM, "out of memory");
     }
     d->explored = -1;
-    if (explores(wf, qid, &d->explore)) {
+    if (explores(wf, qid, &d->explore, &d->explore_pick)) {
         broker_decision_free(d);
         return nsed_error(err, NSED_ENOMEM, "out of memory");
     }

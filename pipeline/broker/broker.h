@@ -196,6 +196,7 @@ typedef struct broker_decision {
     uint64_t nodes;            /* knapsack search nodes */
     bool explore;              /* the question is in the exploration share */
     long explored;             /* the model exploration seated, or -1 */
+    double explore_pick;       /* the draw that picks it among ties */
     broker_candidate *cands;   /* one per workflow model, in order */
     size_t ncands;
 } broker_decision;
@@ -214,9 +215,9 @@ NSED_MUST_CHECK int broker_decide(const workflow *wf, const telemetry *tel,
 /* broker_decide for the question with id qid: under `knapsack`, a share
  * broker.explore of the questions, chosen by SHA-256 of (wf->seed, qid),
  * is explored: the team must hold the admitted model with the fewest
- * observations (p_g_n, ties to the first in workflow order), so a model
- * the priors rank low is measured and can come back (no feasible team
- * with it: the usual team). The decision records it (explore,
+ * observations (p_g_n) among those the best team leaves out (ties by a
+ * second draw of the same hash), so a model the priors rank low is
+ * measured and can come back (no feasible team with it: the best team). The decision records it (explore,
  * explored); a resumed question keeps its recorded seats. qid NULL: no
  * exploration (broker_decide). */
 NSED_MUST_CHECK int broker_decide_question(const workflow *wf,
