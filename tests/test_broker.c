@@ -805,6 +805,239 @@ START_TEST(unstaffed_questions_are_incomplete_with_reason)
 }
 END_TEST
 
+
+/* ---- objective accuracy: the prediction against exact enumeration ------ */
+
+/* The prediction's protocol model, enumerated exactly here: seats
+ * proposing right (right[i]), every evaluating seat judging every other
+ * answer (right with p_v) with an entry +-1/sqrt(n - 1), the highest
+ * score winning, ties shared equally. win[j] receives the probability
+ * that seat j's candidate wins; the rest is "no winner". */
+static void enum_vote(const broker_seat_skill *sk, size_t n,
+                      const bool *right, double *win)
+{
+    size_t pairs[16][2], np = 0;
+
+    for (size_t j = 0; j < n; j++)
+        win[j] = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++)
+            if (i != j && sk[i].evaluates) {
+                pairs[np][0] = i;
+                pairs[np++][1] = j;
+            }
+    for (uint32_t bits = 0; bits < (1u << np); bits++) {
+        double pr = 1, score[8] = {0}, best = -1e9;
+        bool scored[8] = {false};
+        size_t ntied = 0, tied[8];
+
+        for (size_t k = 0; k < np; k++) {
+            size_t i = pairs[k][0], j = pairs[k][1];
+            bool judged_right_way = bits >> k & 1;
+            bool says_right = judged_right_way == right[j];
+
+            pr *= judged_right_way ? sk[i].p_v : 1 - sk[i].p_v;
+            score[j] += (says_right ? 1 : -1) / sqrt((double)(n - 1));
+            scored[j] = true;
+        }
+        for (size_t j = 0; j < n; j++)
+            if (scored[j] && score[j] > best + 1e-9)
+                best = score[j];
+        for (size_t j = 0; j < n; j++)
+            if (scored[j] && fabs(score[j] - best) <= 1e-9)
+                tied[ntied++] = j;
+        for (size_t t = 0; t < ntied; t++)
+            win[tied[t]] += pr / (double)ntied;
+    }
+}
+
+/* Exact accuracy of the model over `rounds` rounds without stop rules
+ * (every seat evaluates, so every round has a winner). */
+static double enum_rounds(const broker_seat_skill *sk, size_t n,
+                          const bool *right, int rounds)
+{
+    double win[8], acc = 0;
+
+    enum_vote(sk, n, right, win);
+    for (size_t w = 0; w < n; w++) {
+        if (win[w] == 0)
+            continue;
+        if (rounds == 1) {
+            acc += win[w] * right[w];
+            continue;
+        }
+        /* each seat adopts the winner's answer when it judges it right */
+        for (uint32_t acc_bits = 0; acc_bits < (1u << n); acc_bits++) {
+            bool next[8];
+            double pr = 1;
+
+            for (size_t i = 0; i < n; i++) {
+                bool judged_right_way = acc_bits >> i & 1;
+                bool adopts = judged_right_way == right[w];
+
+                pr *= judged_right_way ? sk[i].p_v : 1 - sk[i].p_v;
+                next[i] = adopts ? right[w] : right[i];
+            }
+            acc += win[w] * pr * enum_rounds(sk, n, next, rounds - 1);
+        }
+    }
+    return acc;
+}
+
+static double enum_accuracy(const broker_seat_skill *sk, size_t n, int rounds)
+{
+    double acc = 0;
+
+    for (uint32_t bits = 0; bits < (1u << n); bits++) {
+        bool right[8];
+        double pr = 1;
+
+        for (size_t i = 0; i < n; i++) {
+            right[i] = bits >> i & 1;
+            pr *= right[i] ? sk[i].p_g : 1 - sk[i].p_g;
+        }
+        acc += pr * enum_rounds(sk, n, right, rounds);
+    }
+    return acc;
+}
+
+/* 200000 draws: a standard error below 0.0012 */
+#define MANY_DRAWS 200000
+#define DRAW_TOL 0.006
+
+START_TEST(predicted_accuracy_two_seats_by_hand)
+{
+    static const double cases[][4] = {
+        {0.75, 0.85, 0.30, 0.90},
+        {0.15, 0.80, 0.15, 0.80},
+        {0.60, 0.55, 0.40, 0.95},
+    };
+    broker_protocol one = {.rounds_min = 1, .rounds_max = 1};
+
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        double a = cases[c][0], va = cases[c][1], b = cases[c][2],
+               vb = cases[c][3];
+        broker_seat_skill sk[2] = {{a, va, true}, {b, vb, true}};
+        /* one right, one wrong: the right one wins when both judge right,
+         * and half the time when exactly one does (a tie of +1 and +1 or
+         * -1 and -1) */
+        double w = va * vb + 0.5 * (va * (1 - vb) + (1 - va) * vb);
+        double hand = a * b + (a * (1 - b) + (1 - a) * b) * w;
+        double got = broker_predict_accuracy(sk, 2, &one, MANY_DRAWS);
+
+        ck_assert_msg(fabs(got - hand) < DRAW_TOL, "case %zu: %.4f, hand %.4f",
+                      c, got, hand);
+        ck_assert(fabs(enum_accuracy(sk, 2, 1) - hand) < 1e-12);
+    }
+}
+END_TEST
+
+START_TEST(predicted_accuracy_propose_only_seats)
+{
+    broker_protocol one = {.rounds_min = 1, .rounds_max = 1};
+    broker_seat_skill sk[2] = {{0.75, 0.85, true}, {0.5, 0.35, false}};
+    broker_seat_skill none[2] = {{0.75, 0.85, false}, {0.5, 0.35, false}};
+    double got;
+
+    /* only the propose-only seat's candidate is scored: it always wins */
+    got = broker_predict_accuracy(sk, 2, &one, MANY_DRAWS);
+    ck_assert_msg(fabs(got - 0.5) < DRAW_TOL, "%.4f", got);
+    /* nobody evaluates: the majority, a disagreement a coin flip */
+    got = broker_predict_accuracy(none, 2, &one, MANY_DRAWS);
+    ck_assert_msg(fabs(got - (0.75 * 0.5 + 0.5 * (0.75 * 0.5 + 0.25 * 0.5))) <
+                      DRAW_TOL,
+                  "%.4f", got);
+    /* a lone seat is its own answer */
+    got = broker_predict_accuracy(sk, 1, &one, MANY_DRAWS);
+    ck_assert_msg(fabs(got - 0.75) < DRAW_TOL, "%.4f", got);
+}
+END_TEST
+
+START_TEST(predicted_accuracy_matches_enumeration)
+{
+    static const broker_seat_skill teams[][3] = {
+        {{0.75, 0.85, true}, {0.30, 0.90, true}, {0.15, 0.80, true}},
+        {{0.15, 0.80, true}, {0.15, 0.80, true}, {0.15, 0.80, true}},
+        {{0.75, 0.85, true}, {0.30, 0.90, true}, {0.50, 0.35, false}},
+        {{0.50, 0.60, true}, {0.45, 0.70, true}, {0.55, 0.75, true}},
+    };
+
+    for (size_t t = 0; t < sizeof teams / sizeof teams[0]; t++)
+        for (int rounds = 1; rounds <= 2; rounds++) {
+            broker_protocol pr = {.rounds_min = 1, .rounds_max = rounds};
+            double exact, got;
+
+            if (!teams[t][2].evaluates && rounds == 2)
+                continue; /* enum_rounds assumes a winner every round */
+            exact = enum_accuracy(teams[t], 3, rounds);
+            got = broker_predict_accuracy(teams[t], 3, &pr, MANY_DRAWS);
+            ck_assert_msg(fabs(got - exact) < DRAW_TOL,
+                          "team %zu, %d rounds: %.4f, exact %.4f", t, rounds,
+                          got, exact);
+        }
+    /* and the two-seat teams over two rounds */
+    {
+        broker_seat_skill sk[2] = {{0.75, 0.85, true}, {0.30, 0.90, true}};
+        broker_protocol pr = {.rounds_min = 1, .rounds_max = 2};
+        double exact = enum_accuracy(sk, 2, 2);
+        double got = broker_predict_accuracy(sk, 2, &pr, MANY_DRAWS);
+
+        ck_assert_msg(fabs(got - exact) < DRAW_TOL, "%.4f, exact %.4f", got,
+                      exact);
+    }
+}
+END_TEST
+
+/* The accuracy search returns the best feasible team (by the prediction)
+ * of a brute force over every subset. */
+START_TEST(accuracy_search_matches_brute_force)
+{
+    rng r = {77};
+    broker_protocol pr = {.rounds_min = 1, .rounds_max = 2,
+                          .stable_answer = 2};
+
+    for (int iter = 0; iter < 60; iter++) {
+        instance in;
+        broker_solution sol;
+        double best = -1;
+        bool any = false;
+        int rc;
+
+        random_instance(&r, &in, 7);
+        in.p.accuracy = &pr;
+        for (size_t i = 0; i < in.p.nitems; i++) {
+            in.items[i].value = 1 - 0.01 * (double)i; /* order = index */
+            in.items[i].skill.p_g = runif(&r);
+            in.items[i].skill.p_v = runif(&r);
+            in.items[i].skill.evaluates = runif(&r) < 0.8;
+        }
+        for (uint64_t set = 1; set < (uint64_t)1 << in.p.nitems; set++) {
+            broker_seat_skill sk[WORKFLOW_MAX_SEATS];
+            size_t n = 0;
+            double acc;
+
+            if (!brute_feasible(&in.p, set))
+                continue;
+            for (size_t i = 0; i < in.p.nitems; i++)
+                if (set >> i & 1)
+                    sk[n++] = in.items[i].skill;
+            acc = broker_predict_accuracy(sk, n, &pr, BROKER_PREDICT_DRAWS);
+            any = true;
+            best = acc > best ? acc : best;
+        }
+        rc = broker_solve(&in.p, &sol);
+        if (!any) {
+            ck_assert_int_eq(rc, NSED_ENOTFOUND);
+            continue;
+        }
+        ck_assert_int_eq(rc, 0);
+        ck_assert(brute_feasible(&in.p, sol.chosen));
+        ck_assert_msg(fabs(sol.value - best) < 1e-12, "iter %d: %.4f vs %.4f",
+                      iter, sol.value, best);
+    }
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("broker");
@@ -815,6 +1048,10 @@ Suite *tu_suite(void)
     tcase_add_test(tc, knapsack_large_pool_is_fast);
     tcase_add_test(tc, knapsack_rejects_bad_problems);
     tcase_add_test(tc, roles_are_matched_not_greedy);
+    tcase_add_test(tc, predicted_accuracy_two_seats_by_hand);
+    tcase_add_test(tc, predicted_accuracy_propose_only_seats);
+    tcase_add_test(tc, predicted_accuracy_matches_enumeration);
+    tcase_add_test(tc, accuracy_search_matches_brute_force);
     suite_add_tcase(s, tc);
     tc = tcase_create("decisions");
     tcase_add_test(tc, priors_decide_within_constraints);
