@@ -5,6 +5,8 @@
  * "use everyone" team for less. */
 #include "pipeline/broker/broker.h"
 #include "pipeline/broker/telemetry.h"
+#include "stages/anonymize.h"
+#include "stages/evaluate.h"
 #include "testutil.h"
 #include "testwf.h"
 
@@ -1038,6 +1040,211 @@ START_TEST(accuracy_search_matches_brute_force)
 }
 END_TEST
 
+/* ---- the default objective, propose-only seats, exploration ------------ */
+
+static const char pool3[] =
+    "name: t\n"
+    "version: 1\n"
+    "models:\n"
+    "  - {id: a, endpoint: http://127.0.0.1:1/v1, model: a, "
+    "prior: {p_gen: 0.75, p_ver: 0.85}}\n"
+    "  - {id: b, endpoint: http://127.0.0.1:1/v1, model: b, "
+    "prior: {p_gen: 0.3, p_ver: 0.9}}\n"
+    "  - {id: c, endpoint: http://127.0.0.1:1/v1, model: c, "
+    "prior: {p_gen: 0.5, p_ver: 0.35}}\n"
+    "  - {id: d, endpoint: http://127.0.0.1:1/v1, model: d, "
+    "prior: {p_gen: 0.15, p_ver: 0.8}}\n"
+    "teams:\n"
+    "  t: {roles: [{name: s, count: 3, models: [a, b, c, d]}]}\n";
+
+/* A workflow that omits broker.objective keeps the hash it had when the
+ * default was evidence as long as the objective does not act (policy
+ * fixed); under knapsack, where the team now differs, the hash differs. */
+START_TEST(default_objective_keeps_fixed_hashes)
+{
+    workflow *fixed = tu_load_workflow(pool3, NULL);
+    workflow *fixed_ev = tu_load_workflow(pool3, "broker: {objective: "
+                                                 "evidence}\n");
+    workflow *fixed_gen = tu_load_workflow(pool3, "broker: {objective: "
+                                                  "generation}\n");
+    workflow *ks = tu_load_workflow(pool3, "broker: {policy: knapsack}\n");
+    workflow *ks_ev = tu_load_workflow(pool3, "broker: {policy: knapsack, "
+                                              "objective: evidence}\n");
+    workflow *ks_x = tu_load_workflow(pool3, "broker: {policy: knapsack, "
+                                             "explore: 0.25}\n");
+
+    ck_assert_int_eq(fixed->broker.objective, WORKFLOW_OBJECTIVE_ACCURACY);
+    ck_assert_str_eq(workflow_hash(fixed), workflow_hash(fixed_ev));
+    ck_assert_str_ne(workflow_hash(fixed), workflow_hash(fixed_gen));
+    ck_assert_str_ne(workflow_hash(ks), workflow_hash(ks_ev));
+    ck_assert(tu_contains(workflow_canonical(fixed), "\"objective\":"
+                                                     "\"evidence\""));
+    ck_assert(tu_contains(workflow_canonical(ks), "\"objective\":"
+                                                  "\"accuracy\""));
+    /* explore at its default is not written; another value is */
+    ck_assert(!tu_contains(workflow_canonical(ks), "explore"));
+    ck_assert(tu_contains(workflow_canonical(ks_x), "\"explore\":0.25"));
+    ck_assert(ks->broker.explore == 0.1);
+    workflow_free(fixed);
+    workflow_free(fixed_ev);
+    workflow_free(fixed_gen);
+    workflow_free(ks);
+    workflow_free(ks_ev);
+    workflow_free(ks_x);
+}
+END_TEST
+
+/* A model that may not evaluate (p_v 0.35) sits as a propose-only seat
+ * under the accuracy objective (it was dropped before, and still is under
+ * evidence); its seat makes no evaluation call while its answer is
+ * evaluated; the flag survives the state's JSON, and a state written
+ * without it reads as a seat that evaluates. */
+START_TEST(poor_verifier_sits_propose_only)
+{
+    workflow *acc = tu_load_workflow(pool3, "broker: {policy: knapsack, "
+                                            "explore: 0, team_size: "
+                                            "{min: 3, max: 3}}\n");
+    workflow *ev = tu_load_workflow(pool3, "broker: {policy: knapsack, "
+                                           "objective: evidence, explore: 0, "
+                                           "team_size: {min: 3, max: 3}}\n");
+    broker_decision *d = NULL, *e = NULL;
+    nsed_err err = {0};
+    state_question q = {"q1", "What is 6 * 7?", "42", NULL, 0};
+    state *st = NULL, *back = NULL;
+    stage_requests reqs = {0};
+    char *json = NULL, *json2 = NULL, *old;
+    long c_seat = -1;
+
+    ck_assert_int_eq(broker_decide(acc, NULL, NULL, 0, &d, &err), 0);
+    ck_assert(d->staffed);
+    ck_assert(cand(acc, d, "c")->admitted && cand(acc, d, "c")->propose_only);
+    ck_assert(tu_contains(cand(acc, d, "c")->why, "propose-only"));
+    /* exact enumeration: {a, b, c} with c proposing only beats {a, b, d},
+     * the only other team of three */
+    {
+        broker_seat_skill abc[3] = {{0.75, 0.85, true},
+                                    {0.3, 0.9, true},
+                                    {0.5, 0.35, false}};
+        broker_seat_skill abd[3] = {{0.75, 0.85, true},
+                                    {0.3, 0.9, true},
+                                    {0.15, 0.8, true}};
+
+        ck_assert(enum_accuracy(abc, 3, 1) > enum_accuracy(abd, 3, 1) + 0.05);
+    }
+    ck_assert(chosen(acc, d, "a") && chosen(acc, d, "b") &&
+              chosen(acc, d, "c"));
+    ck_assert_int_eq(broker_decide(ev, NULL, NULL, 0, &e, &err), 0);
+    ck_assert(!cand(ev, e, "c")->admitted);
+    ck_assert(!cand(ev, e, "c")->propose_only);
+
+    ck_assert_int_eq(
+        state_new(acc, &q, d->seats.seats, d->seats.nseats, &st, &err), 0);
+    for (size_t s = 0; s < st->nseats; s++) {
+        ck_assert(st->seats[s].propose_only == (st->seats[s].model == 2));
+        if (st->seats[s].model == 2)
+            c_seat = (long)s;
+        st->cur->proposals[s].status = STATE_PROPOSAL_OK;
+        st->cur->proposals[s].text = strdup("x \\boxed{42}");
+    }
+    ck_assert_int_ge(c_seat, 0);
+    st->stage = STATE_STAGE_ANONYMIZE;
+    ck_assert_int_eq(anonymize_run(st, acc, &err), 0);
+    ck_assert_uint_eq(st->cur->ncand, 3); /* its answer is a candidate */
+    ck_assert_int_eq(st->cur->evals[c_seat].status, STATE_EVAL_IDLE);
+    ck_assert_int_eq(evaluate_plan(st, acc, &reqs), 0);
+    ck_assert_uint_eq(reqs.n, 2);
+    for (size_t k = 0; k < reqs.n; k++)
+        ck_assert_uint_ne(reqs.items[k].seat, (size_t)c_seat);
+    stage_requests_release(&reqs);
+
+    ck_assert_int_eq(state_to_json(st, &json), 0);
+    ck_assert(tu_contains(json, "\"propose_only\":true"));
+    ck_assert_int_eq(state_from_json(json, strlen(json), acc, &back, &err), 0);
+    ck_assert(back->seats[c_seat].propose_only);
+    ck_assert_int_eq(state_to_json(back, &json2), 0);
+    ck_assert_str_eq(json, json2);
+    state_free(back);
+    back = NULL;
+    /* the same state as an older nsed wrote it */
+    old = strdup(json);
+    for (char *at; (at = strstr(old, ",\"propose_only\":true"));)
+        memmove(at, at + strlen(",\"propose_only\":true"),
+                strlen(at + strlen(",\"propose_only\":true")) + 1);
+    ck_assert_int_eq(state_from_json(old, strlen(old), acc, &back, &err), 0);
+    for (size_t s = 0; s < back->nseats; s++)
+        ck_assert(!back->seats[s].propose_only);
+    state_free(back);
+    free(old);
+    free(json);
+    free(json2);
+    state_free(st);
+    broker_decision_free(d);
+    broker_decision_free(e);
+    workflow_free(acc);
+    workflow_free(ev);
+}
+END_TEST
+
+/* Exploration: a seeded share of the questions, chosen by hash of seed and
+ * id, seats a model the best team leaves out; the rest get the best
+ * team; the same question always gets the same decision. */
+START_TEST(exploration_is_a_seeded_share)
+{
+    workflow *wf = tu_load_workflow(pool3, "broker: {policy: knapsack, "
+                                           "explore: 0.25, team_size: "
+                                           "{min: 2, max: 2}}\n");
+    workflow *off = tu_load_workflow(pool3, "broker: {policy: knapsack, "
+                                            "explore: 0, team_size: "
+                                            "{min: 2, max: 2}}\n");
+    broker_decision *best = NULL;
+    nsed_err err = {0};
+    int explored = 0, per_model[4] = {0};
+
+    ck_assert_int_eq(broker_decide(off, NULL, NULL, 0, &best, &err), 0);
+    for (int i = 0; i < 400; i++) {
+        char qid[32], *j1 = NULL, *j2 = NULL;
+        broker_decision *d = NULL, *again = NULL;
+
+        snprintf(qid, sizeof qid, "q-%d", i);
+        ck_assert_int_eq(
+            broker_decide_question(wf, NULL, NULL, 0, qid, &d, &err), 0);
+        ck_assert_int_eq(
+            broker_decide_question(wf, NULL, NULL, 0, qid, &again, &err), 0);
+        ck_assert_int_eq(broker_decision_json(wf, d, &j1), 0);
+        ck_assert_int_eq(broker_decision_json(wf, again, &j2), 0);
+        ck_assert_str_eq(j1, j2);
+        ck_assert(d->staffed);
+        if (d->explore) {
+            explored++;
+            ck_assert_int_ge(d->explored, 0);
+            ck_assert(!best->cands[d->explored].chosen);
+            ck_assert(d->cands[d->explored].chosen);
+            per_model[d->explored]++;
+            ck_assert(tu_contains(j1, "\"explore\":true"));
+        } else {
+            ck_assert_int_eq(d->explored, -1);
+            for (size_t m = 0; m < d->ncands; m++)
+                ck_assert(d->cands[m].chosen == best->cands[m].chosen);
+            ck_assert(tu_contains(j1, "\"explored\":null"));
+        }
+        free(j1);
+        free(j2);
+        broker_decision_free(d);
+        broker_decision_free(again);
+    }
+    /* Binomial(400, 0.25): mean 100, sd 8.7 */
+    ck_assert_msg(explored >= 65 && explored <= 135, "%d explored", explored);
+    /* the models left out share it (ties among the unmeasured by a draw) */
+    for (size_t m = 0; m < 4; m++)
+        if (!best->cands[m].chosen)
+            ck_assert_msg(per_model[m] >= 15, "model %zu explored %d times",
+                          m, per_model[m]);
+    broker_decision_free(best);
+    workflow_free(wf);
+    workflow_free(off);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("broker");
@@ -1057,6 +1264,9 @@ Suite *tu_suite(void)
     tcase_add_test(tc, priors_decide_within_constraints);
     tcase_add_test(tc, infeasible_budget_gives_reason);
     tcase_add_test(tc, fixed_policy_uses_template);
+    tcase_add_test(tc, default_objective_keeps_fixed_hashes);
+    tcase_add_test(tc, poor_verifier_sits_propose_only);
+    tcase_add_test(tc, exploration_is_a_seeded_share);
     suite_add_tcase(s, tc);
     tc = tcase_create("runs");
     tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
