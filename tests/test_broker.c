@@ -1040,6 +1040,57 @@ START_TEST(accuracy_search_matches_brute_force)
 }
 END_TEST
 
+/* A pool too large to search exhaustively (12 models, teams of 1..4: 793
+ * teams) is searched locally: within 0.02 of the best of a brute force on
+ * every instance here. */
+START_TEST(accuracy_local_search_is_near_brute_force)
+{
+    rng r = {99};
+    broker_protocol pr = {.rounds_min = 1, .rounds_max = 2,
+                          .stable_answer = 2};
+    int exact = 0;
+
+    for (int iter = 0; iter < 8; iter++) {
+        broker_item items[12];
+        int role_seats[1] = {4};
+        broker_problem p = {.items = items, .nitems = 12, .size_min = 1,
+                            .size_max = 4, .role_seats = role_seats,
+                            .nroles = 1, .accuracy = &pr};
+        broker_solution sol;
+        double best = -1;
+
+        memset(items, 0, sizeof items);
+        for (int i = 0; i < 12; i++) {
+            items[i].value = 1 - 0.01 * i;
+            items[i].family = i;
+            items[i].gpu = -1;
+            items[i].roles = 1;
+            items[i].skill.p_g = 0.1 + 0.7 * runif(&r);
+            items[i].skill.p_v = 0.3 + 0.65 * runif(&r);
+            items[i].skill.evaluates = items[i].skill.p_v > 0.5;
+        }
+        for (uint64_t set = 1; set < 1u << 12; set++) {
+            broker_seat_skill sk[4];
+            size_t n = 0;
+
+            if (__builtin_popcountll(set) > 4)
+                continue;
+            for (int i = 0; i < 12; i++)
+                if (set >> i & 1)
+                    sk[n++] = items[i].skill;
+            best = fmax(best, broker_predict_accuracy(sk, n, &pr,
+                                                      BROKER_PREDICT_DRAWS));
+        }
+        ck_assert_int_eq(broker_solve(&p, &sol), 0);
+        ck_assert_msg(sol.value >= best - 0.02, "iter %d: %.4f, best %.4f",
+                      iter, sol.value, best);
+        exact += fabs(sol.value - best) < 1e-12;
+    }
+    fprintf(stderr, "local search: %d of 8 instances at the brute-force "
+                    "best\n", exact);
+}
+END_TEST
+
 /* ---- the default objective, propose-only seats, exploration ------------ */
 
 static const char pool3[] =
@@ -1259,6 +1310,7 @@ Suite *tu_suite(void)
     tcase_add_test(tc, predicted_accuracy_propose_only_seats);
     tcase_add_test(tc, predicted_accuracy_matches_enumeration);
     tcase_add_test(tc, accuracy_search_matches_brute_force);
+    tcase_add_test(tc, accuracy_local_search_is_near_brute_force);
     suite_add_tcase(s, tc);
     tc = tcase_create("decisions");
     tcase_add_test(tc, priors_decide_within_constraints);

@@ -221,8 +221,9 @@ static void dfs(search *s, size_t pos)
     }
 }
 
-/* The team in s->set, evaluated by its predicted accuracy. */
-static void consider_team(search *s)
+/* The team in s->set, evaluated by its predicted accuracy (kept as the
+ * best when it is); -1 when it lacks the required item. */
+static double consider_team(search *s)
 {
     const broker_problem *p = s->p;
     broker_seat_skill sk[WORKFLOW_MAX_SEATS];
@@ -230,7 +231,7 @@ static void consider_team(search *s)
     double acc;
 
     if (p->has_required && !(s->set >> p->required & 1))
-        return;
+        return -1;
     for (size_t t = 0; t < p->nitems && n < WORKFLOW_MAX_SEATS; t++) {
         int i = s->order[t];
 
@@ -245,6 +246,146 @@ static void consider_team(search *s)
         s->best_size = s->size;
         s->best_value = acc;
     }
+    return acc;
+}
+
+static void put(search *s, int j)
+{
+    const broker_item *it = &s->p->items[j];
+
+    s->set |= (uint64_t)1 << j;
+    s->size++;
+    s->fam[it->family]++;
+    if (it->gpu >= 0)
+        s->vram[it->gpu] += it->vram_gb;
+}
+
+static void take(search *s, int j)
+{
+    const broker_item *it = &s->p->items[j];
+
+    if (it->gpu >= 0)
+        s->vram[it->gpu] -= it->vram_gb;
+    s->fam[it->family]--;
+    s->size--;
+    s->set &= ~((uint64_t)1 << j);
+}
+
+/* Teams of size_min..size_max out of n items, saturated at cap. */
+static size_t count_teams(size_t n, int lo, int hi, size_t cap)
+{
+    size_t total = 0;
+
+    for (int k = lo; k <= hi && (size_t)k <= n; k++) {
+        double c = 1;
+
+        for (int i = 0; i < k; i++)
+            c = c * (double)(n - (size_t)i) / (double)(i + 1);
+        if (c >= (double)cap || (total += (size_t)c) >= cap)
+            return cap;
+    }
+    return total;
+}
+
+/* For pools with more possible teams than BROKER_PREDICT_MAX_TEAMS: grow
+ * the team one model at a time up to size_max, taking the one that
+ * predicts best at each step (the best team of any size along the way is
+ * kept), then, from the best of those, add, drop or swap one model while
+ * that helps. Not exact; every step is in the search order, so it is
+ * deterministic. */
+static void local_accuracy(search *s)
+{
+    const broker_problem *p = s->p;
+    double cur;
+    bool moved = true;
+
+    if (p->has_required) {
+        if (!can_add(s, (int)p->required))
+            return;
+        put(s, (int)p->required);
+        if (s->size >= p->size_min)
+            (void)consider_team(s);
+    }
+    while (s->size < p->size_max) {
+        int pick = -1;
+        double pick_acc = -1;
+
+        for (size_t t = 0; t < p->nitems; t++) {
+            int j = s->order[t];
+            double a;
+
+            if (s->set >> j & 1 || !can_add(s, j))
+                continue;
+            put(s, j);
+            /* below the minimum: the best generator first */
+            a = s->size >= p->size_min ? consider_team(s)
+                                       : p->items[j].skill.p_g;
+            take(s, j);
+            if (a > pick_acc + VALUE_EPS) {
+                pick = j;
+                pick_acc = a;
+            }
+        }
+        if (pick < 0)
+            break;
+        put(s, pick);
+    }
+    if (!s->have_best)
+        return;
+    /* restart from the best team seen */
+    for (size_t j = 0; j < p->nitems; j++)
+        if (s->set >> j & 1)
+            take(s, (int)j);
+    for (size_t j = 0; j < p->nitems; j++)
+        if (s->best_set >> j & 1)
+            put(s, (int)j);
+    cur = s->best_value;
+    for (int pass = 0; moved && pass < 4 * WORKFLOW_MAX_SEATS; pass++) {
+        moved = false;
+        for (size_t b = 0; b < p->nitems && !moved; b++) {
+            int j = s->order[b];
+
+            if (s->set >> j & 1 || !can_add(s, j))
+                continue;
+            put(s, j);
+            if (consider_team(s) > cur + VALUE_EPS) {
+                cur = s->best_value;
+                moved = true;
+            } else {
+                take(s, j);
+            }
+        }
+        for (size_t a = 0; a < p->nitems && !moved; a++) {
+            int i = s->order[a];
+
+            if (!(s->set >> i & 1) ||
+                (p->has_required && (size_t)i == p->required))
+                continue;
+            take(s, i);
+            if (s->size >= p->size_min && s->size > 0 &&
+                consider_team(s) > cur + VALUE_EPS) {
+                cur = s->best_value;
+                moved = true;
+                break;
+            }
+            for (size_t b = 0; b < p->nitems && !moved; b++) {
+                int j = s->order[b];
+
+                if (j == i || s->set >> j & 1 || !can_add(s, j))
+                    continue;
+                put(s, j);
+                if (s->size >= p->size_min &&
+                    consider_team(s) > cur + VALUE_EPS) {
+                    cur = s->best_value;
+                    moved = true;
+                } else {
+                    take(s, j);
+                }
+            }
+            if (!moved)
+                put(s, i);
+        }
+    }
 }
 
 /* Every feasible team, in the search order (an item in before out), up to
@@ -258,7 +399,7 @@ static void dfs_accuracy(search *s, size_t pos)
     if (s->teams >= BROKER_PREDICT_MAX_TEAMS)
         return;
     if (s->size >= p->size_min)
-        consider_team(s);
+        (void)consider_team(s);
     if (pos == p->nitems || s->size == p->size_max)
         return;
     if (s->size < p->size_min &&
@@ -340,8 +481,12 @@ int broker_solve(const broker_problem *p, broker_solution *out)
             s->order[k] = s->order[k - 1];
         s->order[k] = v;
     }
-    if (p->accuracy)
+    if (p->accuracy && count_teams(p->nitems, p->size_min, p->size_max,
+                                   BROKER_PREDICT_MAX_TEAMS + 1) <=
+                           BROKER_PREDICT_MAX_TEAMS)
         dfs_accuracy(s, 0);
+    else if (p->accuracy)
+        local_accuracy(s);
     else
         dfs(s, 0);
     if (s->have_best) {

@@ -90,8 +90,9 @@ typedef struct broker_protocol {
 /* Draws and seed of the prediction the broker uses. */
 #define BROKER_PREDICT_DRAWS 600
 #define BROKER_PREDICT_SEED UINT64_C(0x6e7365642d747761)
-/* Teams the accuracy search evaluates at most (docs/broker.md). */
-#define BROKER_PREDICT_MAX_TEAMS 4096
+/* Pools with at most this many possible teams are searched exhaustively
+ * under objective accuracy; larger ones by a local search (docs/broker.md). */
+#define BROKER_PREDICT_MAX_TEAMS 512
 
 /* The probability that a team of these n seats (1..WORKFLOW_MAX_SEATS)
  * ends with the right answer, by `draws` seeded simulations of the
@@ -133,9 +134,11 @@ typedef struct broker_problem {
     const int *role_seats;  /* seats of each role (>= 1) */
     size_t nroles;          /* 1..64 */
     /* Not NULL: maximize broker_predict_accuracy of the team's skills
-     * under these rules (item values are ignored) instead of the sum of
-     * values: every feasible team is evaluated, in the search order, up
-     * to BROKER_PREDICT_MAX_TEAMS of them. */
+     * (seats in the search order) under these rules instead of the sum of
+     * values (which then only order the search): every feasible team is
+     * evaluated when the pool allows at most BROKER_PREDICT_MAX_TEAMS
+     * teams of size_min..size_max, else a greedy growth followed by
+     * swaps and drops while they help (not exact). */
     const broker_protocol *accuracy;
     bool has_required; /* only teams with item `required` (exploration) */
     size_t required;
