@@ -577,8 +577,9 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
     r->anonymized = true;
     r->evals = evals;
     for (size_t s = 0; s < st->nseats; s++)
-        evals[s].status = mask_initial_status(
-            r, s, wf->scoring.allow_self_votes, st->seats[s].propose_only);
+        evals[s].status = mask_initial_status(r, s,
+                                              wf->scoring.allow_self_votes,
+                                              st->seats[s].propose_only);
     cands = NULL;
     evals = NULL;
     st->stage = STATE_STAGE_EVALUATE;

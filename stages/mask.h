@@ -28,7 +28,6 @@ bool mask_shows(const state_round *r, size_t seat, size_t cand,
  * (state_seat.propose_only) is IDLE: it is shown nothing and makes no
  * call, while its own candidate is evaluated by the others. */
 enum state_eval_status mask_initial_status(const state_round *r, size_t seat,
-                                           bool self_votes,
-                                           bool propose_only);
+                                           bool self_votes, bool propose_only);
 
 #endif

@@ -784,8 +784,7 @@ static void rd_state(json_reader *r, const cJSON *root, const workflow *wf,
         st->seats[i].role = json_rd_str(r, x, "role", p, false);
         st->seats[i].persona = json_rd_str(r, x, "persona", p, false);
         if (cJSON_GetObjectItemCaseSensitive(x, "propose_only"))
-            st->seats[i].propose_only =
-                json_rd_bool(r, x, "propose_only", p);
+            st->seats[i].propose_only = json_rd_bool(r, x, "propose_only", p);
         i++;
     }
     st->round = (int)json_rd_int(r, root, "round", "round", 0, ROUND_MAX);

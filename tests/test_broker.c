@@ -815,8 +815,8 @@ END_TEST
  * answer (right with p_v) with an entry +-1/sqrt(n - 1), the highest
  * score winning, ties shared equally. win[j] receives the probability
  * that seat j's candidate wins; the rest is "no winner". */
-static void enum_vote(const broker_seat_skill *sk, size_t n,
-                      const bool *right, double *win)
+static void enum_vote(const broker_seat_skill *sk, size_t n, const bool *right,
+                      double *win)
 {
     size_t pairs[16][2], np = 0;
 
@@ -995,8 +995,7 @@ END_TEST
 START_TEST(accuracy_search_matches_brute_force)
 {
     rng r = {77};
-    broker_protocol pr = {.rounds_min = 1, .rounds_max = 2,
-                          .stable_answer = 2};
+    broker_protocol pr = {.rounds_min = 1, .rounds_max = 2, .stable_answer = 2};
 
     for (int iter = 0; iter < 60; iter++) {
         instance in;
@@ -1046,16 +1045,19 @@ END_TEST
 START_TEST(accuracy_local_search_is_near_brute_force)
 {
     rng r = {99};
-    broker_protocol pr = {.rounds_min = 1, .rounds_max = 2,
-                          .stable_answer = 2};
+    broker_protocol pr = {.rounds_min = 1, .rounds_max = 2, .stable_answer = 2};
     int exact = 0;
 
     for (int iter = 0; iter < 8; iter++) {
         broker_item items[12];
         int role_seats[1] = {4};
-        broker_problem p = {.items = items, .nitems = 12, .size_min = 1,
-                            .size_max = 4, .role_seats = role_seats,
-                            .nroles = 1, .accuracy = &pr};
+        broker_problem p = {.items = items,
+                            .nitems = 12,
+                            .size_min = 1,
+                            .size_max = 4,
+                            .role_seats = role_seats,
+                            .nroles = 1,
+                            .accuracy = &pr};
         broker_solution sol;
         double best = -1;
 
@@ -1086,8 +1088,10 @@ START_TEST(accuracy_local_search_is_near_brute_force)
                       iter, sol.value, best);
         exact += fabs(sol.value - best) < 1e-12;
     }
-    fprintf(stderr, "local search: %d of 8 instances at the brute-force "
-                    "best\n", exact);
+    fprintf(stderr,
+            "local search: %d of 8 instances at the brute-force "
+            "best\n",
+            exact);
 }
 END_TEST
 
@@ -1188,8 +1192,9 @@ START_TEST(poor_verifier_sits_propose_only)
     ck_assert(!cand(ev, e, "c")->admitted);
     ck_assert(!cand(ev, e, "c")->propose_only);
 
-    ck_assert_int_eq(
-        state_new(acc, &q, d->seats.seats, d->seats.nseats, &st, &err), 0);
+    ck_assert_int_eq(state_new(acc, &q, d->seats.seats, d->seats.nseats, &st,
+                               &err),
+                     0);
     for (size_t s = 0; s < st->nseats; s++) {
         ck_assert(st->seats[s].propose_only == (st->seats[s].model == 2));
         if (st->seats[s].model == 2)
@@ -1257,10 +1262,12 @@ START_TEST(exploration_is_a_seeded_share)
         broker_decision *d = NULL, *again = NULL;
 
         snprintf(qid, sizeof qid, "q-%d", i);
-        ck_assert_int_eq(
-            broker_decide_question(wf, NULL, NULL, 0, qid, &d, &err), 0);
-        ck_assert_int_eq(
-            broker_decide_question(wf, NULL, NULL, 0, qid, &again, &err), 0);
+        ck_assert_int_eq(broker_decide_question(wf, NULL, NULL, 0, qid, &d,
+                                                &err),
+                         0);
+        ck_assert_int_eq(broker_decide_question(wf, NULL, NULL, 0, qid, &again,
+                                                &err),
+                         0);
         ck_assert_int_eq(broker_decision_json(wf, d, &j1), 0);
         ck_assert_int_eq(broker_decision_json(wf, again, &j2), 0);
         ck_assert_str_eq(j1, j2);
@@ -1288,8 +1295,8 @@ START_TEST(exploration_is_a_seeded_share)
     /* the models left out share it (ties among the unmeasured by a draw) */
     for (size_t m = 0; m < 4; m++)
         if (!best->cands[m].chosen)
-            ck_assert_msg(per_model[m] >= 15, "model %zu explored %d times",
-                          m, per_model[m]);
+            ck_assert_msg(per_model[m] >= 15, "model %zu explored %d times", m,
+                          per_model[m]);
     broker_decision_free(best);
     workflow_free(wf);
     workflow_free(off);

@@ -36,8 +36,10 @@
 /* The kinds of model, with their simulator parameters and the workflow
  * ids of each (the twins: one per team, max_per_family 1). */
 enum kind { STRONG, WEAK, TWIN, POOR, NKIND };
-static const char *const kind_ids[NKIND][3] = {
-    {"strong"}, {"weak-1", "weak-2", "weak-3"}, {"twin-1"}, {"poor-1", "poor-2"}};
+static const char *const kind_ids[NKIND][3] = {{"strong"},
+                                               {"weak-1", "weak-2", "weak-3"},
+                                               {"twin-1"},
+                                               {"poor-1", "poor-2"}};
 static const int kind_max[NKIND] = {1, 3, 1, 2};
 
 /* The workflow text up to its broker section, and that section replaced. */
@@ -59,8 +61,7 @@ static char *variant(const char *broker_and_teams)
 }
 
 /* Run wf_text on the pool's questions into store dir; its status. */
-static cJSON *run_text(const tu_sim *sim, const char *name,
-                       const char *wf_text)
+static cJSON *run_text(const tu_sim *sim, const char *name, const char *wf_text)
 {
     char *wf = tu_path(tu_tmp, name), *dir, *out = NULL, *err = NULL;
     size_t n = strlen(name);
@@ -168,11 +169,9 @@ START_TEST(default_objective_seats_a_team_near_the_best)
     ck_assert_int_eq(chosen_count(old_st, "weak-3"), NQ);
 
     /* every team of 1..3 seats, up to interchangeable models */
-    for (count[STRONG] = 0; count[STRONG] <= kind_max[STRONG];
-         count[STRONG]++)
+    for (count[STRONG] = 0; count[STRONG] <= kind_max[STRONG]; count[STRONG]++)
         for (count[WEAK] = 0; count[WEAK] <= kind_max[WEAK]; count[WEAK]++)
-            for (count[TWIN] = 0; count[TWIN] <= kind_max[TWIN];
-                 count[TWIN]++)
+            for (count[TWIN] = 0; count[TWIN] <= kind_max[TWIN]; count[TWIN]++)
                 for (count[POOR] = 0; count[POOR] <= kind_max[POOR];
                      count[POOR]++) {
                     int n = count[STRONG] + count[WEAK] + count[TWIN] +
@@ -202,9 +201,8 @@ START_TEST(default_objective_seats_a_team_near_the_best)
             "best team %s %.3f (%d teams)\n",
             acc_old, acc_new, best_label, best, nteams);
     ck_assert_int_eq(nteams, 23);
-    ck_assert_msg(acc_new >= best - 0.02,
-                  "new default %.3f, best team %s %.3f", acc_new, best_label,
-                  best);
+    ck_assert_msg(acc_new >= best - 0.02, "new default %.3f, best team %s %.3f",
+                  acc_new, best_label, best);
     ck_assert_msg(acc_new > acc_old + 0.3, "new %.3f, old %.3f", acc_new,
                   acc_old);
     cJSON_Delete(old_st);

@@ -481,9 +481,9 @@ int broker_solve(const broker_problem *p, broker_solution *out)
             s->order[k] = s->order[k - 1];
         s->order[k] = v;
     }
-    if (p->accuracy && count_teams(p->nitems, p->size_min, p->size_max,
-                                   BROKER_PREDICT_MAX_TEAMS + 1) <=
-                           BROKER_PREDICT_MAX_TEAMS)
+    if (p->accuracy &&
+        count_teams(p->nitems, p->size_min, p->size_max,
+                    BROKER_PREDICT_MAX_TEAMS + 1) <= BROKER_PREDICT_MAX_TEAMS)
         dfs_accuracy(s, 0);
     else if (p->accuracy)
         local_accuracy(s);
@@ -671,8 +671,8 @@ static void note_propose_only(const workflow *wf, broker_decision *d)
         if (c->propose_only)
             snprintf(c->why + len, sizeof c->why - len,
                      "; propose-only: p_v %.3f (%.0f evaluations) is not "
-                     "above evaluator_min_pv %.3g", c->est.p_v, c->est.p_v_n,
-                     wf->broker.evaluator_min_pv);
+                     "above evaluator_min_pv %.3g",
+                     c->est.p_v, c->est.p_v_n, wf->broker.evaluator_min_pv);
     }
 }
 
@@ -991,9 +991,9 @@ static int candidate_json(const workflow *wf, const broker_candidate *c,
                       m->placement_gpu >= 0
                           ? cJSON_CreateNumber(m->placement_gpu)
                           : cJSON_CreateNull()) ||
-        json_add_item(
-            o, "vram_gb",
-            num_or_null(m->placement_vram_gb, m->placement_vram_gb >= 0)))
+        json_add_item(o, "vram_gb",
+                      num_or_null(m->placement_vram_gb,
+                                  m->placement_vram_gb >= 0)))
         return NSED_ENOMEM;
     return 0;
 }
@@ -1046,8 +1046,7 @@ int broker_decision_json(const workflow *wf, const broker_decision *d,
             cJSON_AddItemToArray(seats, so);
         if (mid)
             cJSON_AddItemToArray(models, mid);
-        if (!so || !mid ||
-            json_add_item(so, "model", cJSON_CreateString(id)) ||
+        if (!so || !mid || json_add_item(so, "model", cJSON_CreateString(id)) ||
             json_add_item(so, "role",
                           cJSON_CreateString(d->seats.seats[s].role)) ||
             json_add_item(so, "propose_only",

@@ -14,7 +14,9 @@
  * roles admit (each model at most once). From the telemetry
  * (telemetry.h) every model gets p_g, p_v and its expected usage; then
  *   value(m)  = p_v - p_g (objective evidence), p_v (verification) or
- *               p_g (generation);
+ *               p_g (generation); objective accuracy (the default) has
+ *               no per-model value: the team's predicted accuracy
+ *               (broker_predict_accuracy) is maximized instead;
  *   cost(m,n) = (prompt(n) * price_in + completion * price_out) / 1e6
  *               USD, and prompt(n) + completion tokens, for a team of n
  *               seats, where prompt(n) and completion are the seat's
@@ -22,7 +24,9 @@
  *               rounds (telemetry.h: a question may run every round, and
  *               the budget must hold then too);
  * and the broker maximizes the sum of the values of the team subject to
- *   - admission: p_v > broker.evaluator_min_pv (every seat evaluates);
+ *   - admission: p_v > broker.evaluator_min_pv (a seat evaluates); under
+ *     objective accuracy a model at or below it is admitted as a
+ *     propose-only seat (state_seat.propose_only) instead;
  *   - budget: the sum of cost(m, n) within usd_per_question and
  *     tokens_per_question (when set);
  *   - VRAM: models placed on the same GPU (same placement.host and
@@ -220,15 +224,13 @@ NSED_MUST_CHECK int broker_decide(const workflow *wf, const telemetry *tel,
  * is explored: the team must hold the admitted model with the fewest
  * observations (p_g_n) among those the best team leaves out (ties by a
  * second draw of the same hash), so a model the priors rank low is
- * measured and can come back (no feasible team with it: the best team). The decision records it (explore,
- * explored); a resumed question keeps its recorded seats. qid NULL: no
- * exploration (broker_decide). */
-NSED_MUST_CHECK int broker_decide_question(const workflow *wf,
-                                           const telemetry *tel,
-                                           const char *const *tags,
-                                           size_t ntags, const char *qid,
-                                           broker_decision **out,
-                                           nsed_err *err);
+ * measured and can come back (no feasible team with it: the best team).
+ * The decision records it (explore, explored); a resumed question keeps
+ * its recorded seats. qid NULL: no exploration (broker_decide). */
+NSED_MUST_CHECK int
+broker_decide_question(const workflow *wf, const telemetry *tel,
+                       const char *const *tags, size_t ntags, const char *qid,
+                       broker_decision **out, nsed_err *err);
 
 void broker_decision_free(broker_decision *d);
 

@@ -39,14 +39,17 @@ static double uniform(int draw, int round, enum draw_purpose what, size_t i,
 
 /* Answers are ids: 0 is the reference, seat i's own wrong answer is i + 1
  * (wrong answers of different seats differ, so they never pool votes). */
-static bool is_right(int ans) { return ans == 0; }
+static bool is_right(int ans)
+{
+    return ans == 0;
+}
 
 /* One round's vote over every seat's answer: the winner's seat or -1, and
  * its conviction. Each evaluating seat sees the n - 1 others and judges
  * each right with probability p_v; its weight is +-1 of equal size, so
  * under signed quadratic voting each entry is +-1/sqrt(n - 1). */
-static long vote(const broker_seat_skill *s, size_t n, const int *ans,
-                 int draw, int round, double *conviction)
+static long vote(const broker_seat_skill *s, size_t n, const int *ans, int draw,
+                 int round, double *conviction)
 {
     double score[WORKFLOW_MAX_SEATS] = {0}, best = 0, sum = 0;
     size_t scored[WORKFLOW_MAX_SEATS] = {0}, ntied = 0;
@@ -87,8 +90,7 @@ static long vote(const broker_seat_skill *s, size_t n, const int *ans,
     }
     if (!ntied)
         return -1;
-    win = tied[(size_t)(uniform(draw, round, DRAW_TIE, 0, 0) *
-                        (double)ntied)];
+    win = tied[(size_t)(uniform(draw, round, DRAW_TIE, 0, 0) * (double)ntied)];
     *conviction = sum > 0 ? score[win] / sum : 0;
     return win;
 }
@@ -124,17 +126,15 @@ double broker_predict_accuracy(const broker_seat_skill *s, size_t n,
         int ans[WORKFLOW_MAX_SEATS], final = -1, prev = -1, stable = 0;
 
         for (size_t i = 0; i < n; i++)
-            ans[i] = uniform(d, 0, DRAW_PROPOSE, i, 0) < s[i].p_g
-                         ? 0
-                         : (int)i + 1;
+            ans[i] = uniform(d, 0, DRAW_PROPOSE, i, 0) < s[i].p_g ? 0
+                                                                  : (int)i + 1;
         for (int r = 0; r < pr->rounds_max; r++) {
             double conv;
             long w;
 
             if (prev >= 0)
                 for (size_t i = 0; i < n; i++) {
-                    bool accept =
-                        uniform(d, r, DRAW_REVISE, i, 0) < s[i].p_v;
+                    bool accept = uniform(d, r, DRAW_REVISE, i, 0) < s[i].p_v;
 
                     if (!is_right(prev))
                         accept = !accept;
@@ -154,8 +154,7 @@ double broker_predict_accuracy(const broker_seat_skill *s, size_t n,
             if (w >= 0 && pr->consensus_margin > 0 &&
                 conv >= pr->consensus_margin)
                 break;
-            if (w >= 0 && pr->stable_answer > 0 &&
-                stable >= pr->stable_answer)
+            if (w >= 0 && pr->stable_answer > 0 && stable >= pr->stable_answer)
                 break;
         }
         if (final < 0)
