@@ -612,7 +612,8 @@ int anonymize_run(state *st, const workflow *wf, nsed_err *err)
     r->ncand = ncand;
     for (size_t s = 0; s < st->nseats && !rc; s++) {
         evals[s].status = mask_initial_status(r, s,
-                                              wf->scoring.allow_self_votes);
+                                              wf->scoring.allow_self_votes,
+                                              st->seats[s].propose_only);
         if (evals[s].status == STATE_EVAL_PENDING)
             rc = shown_order(st, r, s, wf->scoring.allow_self_votes,
                              per_evaluator, &evals[s]);

@@ -16,11 +16,11 @@ bool mask_shows(const state_round *r, size_t seat, size_t cand,
 }
 
 enum state_eval_status mask_initial_status(const state_round *r, size_t seat,
-                                           bool self_votes)
+                                           bool self_votes, bool propose_only)
 {
     const state_proposal *p = &r->proposals[seat];
 
-    if (p->status == STATE_PROPOSAL_FAILED && p->infra)
+    if (propose_only || (p->status == STATE_PROPOSAL_FAILED && p->infra))
         return STATE_EVAL_IDLE;
     for (size_t j = 0; j < r->ncand; j++) {
         if (mask_shows(r, seat, j, self_votes))

@@ -24,8 +24,10 @@ bool mask_shows(const state_round *r, size_t seat, size_t cand,
                 bool self_votes);
 
 /* The evaluation status a seat starts the round's evaluate stage with
- * (PENDING or IDLE), by the rules above. */
+ * (PENDING or IDLE), by the rules above; a propose-only seat
+ * (state_seat.propose_only) is IDLE: it is shown nothing and makes no
+ * call, while its own candidate is evaluated by the others. */
 enum state_eval_status mask_initial_status(const state_round *r, size_t seat,
-                                           bool self_votes);
+                                           bool self_votes, bool propose_only);
 
 #endif

@@ -193,6 +193,7 @@ int state_new(const workflow *wf, const state_question *q,
     }
     for (size_t i = 0; i < nseats; i++) {
         st->seats[i].model = seats[i].model;
+        st->seats[i].propose_only = seats[i].propose_only;
         st->seats[i].role = dup_or_null(seats[i].role, &fail);
         st->seats[i].persona =
             dup_or_null(seats[i].persona ? seats[i].persona : "", &fail);

@@ -130,6 +130,9 @@ typedef struct state_seat {
     size_t model;  /* index into wf->models */
     char *role;    /* role name */
     char *persona; /* "" when none */
+    bool propose_only; /* proposes and is evaluated, never evaluates (its
+                          p_v is not above broker.evaluator_min_pv); a
+                          state without the field reads as false */
 } state_seat;
 
 typedef struct state_proposal {
@@ -331,6 +334,7 @@ typedef struct state_seat_spec {
     size_t model;          /* index into wf->models */
     const char *role;      /* non-NULL */
     const char *persona;   /* NULL counts as "" */
+    bool propose_only;     /* see state_seat */
 } state_seat_spec;
 
 /* A fresh state in round 0, stage propose, status active, seeded with

@@ -304,6 +304,9 @@ int state_to_json(const state *st, char **out)
         key_num(&w, "model", (double)st->seats[i].model);
         key_str(&w, "role", st->seats[i].role);
         key_str(&w, "persona", st->seats[i].persona);
+        if (st->seats[i].propose_only) /* only then: older states print
+                                          back the same */
+            key_bool(&w, "propose_only", true);
         jsonw_object_end(&w);
     }
     jsonw_array_end(&w);
@@ -950,6 +953,8 @@ static void rd_state(json_reader *r, const cJSON *root, const workflow *wf,
             (size_t)json_rd_int(r, x, "model", p, 0, (int64_t)nmodels - 1);
         st->seats[i].role = json_rd_str(r, x, "role", p, false);
         st->seats[i].persona = json_rd_str(r, x, "persona", p, false);
+        if (cJSON_GetObjectItemCaseSensitive(x, "propose_only"))
+            st->seats[i].propose_only = json_rd_bool(r, x, "propose_only", p);
         i++;
     }
     st->round = (int)json_rd_int(r, root, "round", "round", 0, ROUND_MAX);

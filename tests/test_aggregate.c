@@ -336,7 +336,7 @@ static workflow *load_wf(const char *extra)
 
 static state *new_state(const workflow *wf, size_t nseats)
 {
-    state_seat_spec seats[8];
+    state_seat_spec seats[8] = {{0}};
     state_question q = {"q1", "What is 6 * 7?", "42", NULL, 0};
     state *st = NULL;
     nsed_err e = {0};

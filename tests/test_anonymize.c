@@ -43,7 +43,7 @@ static workflow *load_wf(void)
 static state *state_with(const workflow *wf, const char *qid, int round,
                          const char *const *text, size_t n)
 {
-    state_seat_spec seats[16];
+    state_seat_spec seats[16] = {{0}};
     state_question q = {qid, "What is 6 * 7?", "42", NULL, 0};
     state *st = NULL;
     nsed_err e = {0};

@@ -5,6 +5,8 @@
  * "use everyone" team for less. */
 #include "pipeline/broker/broker.h"
 #include "pipeline/broker/telemetry.h"
+#include "stages/anonymize.h"
+#include "stages/evaluate.h"
 #include "testutil.h"
 #include "testwf.h"
 
@@ -805,6 +807,502 @@ START_TEST(unstaffed_questions_are_incomplete_with_reason)
 }
 END_TEST
 
+
+/* ---- objective accuracy: the prediction against exact enumeration ------ */
+
+/* The prediction's protocol model, enumerated exactly here: seats
+ * proposing right (right[i]), every evaluating seat judging every other
+ * answer (right with p_v) with an entry +-1/sqrt(n - 1), the highest
+ * score winning, ties shared equally. win[j] receives the probability
+ * that seat j's candidate wins; the rest is "no winner". */
+static void enum_vote(const broker_seat_skill *sk, size_t n, const bool *right,
+                      double *win)
+{
+    size_t pairs[16][2], np = 0;
+
+    for (size_t j = 0; j < n; j++)
+        win[j] = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++)
+            if (i != j && sk[i].evaluates) {
+                pairs[np][0] = i;
+                pairs[np++][1] = j;
+            }
+    for (uint32_t bits = 0; bits < (1u << np); bits++) {
+        double pr = 1, score[8] = {0}, best = -1e9;
+        bool scored[8] = {false};
+        size_t ntied = 0, tied[8];
+
+        for (size_t k = 0; k < np; k++) {
+            size_t i = pairs[k][0], j = pairs[k][1];
+            bool judged_right_way = bits >> k & 1;
+            bool says_right = judged_right_way == right[j];
+
+            pr *= judged_right_way ? sk[i].p_v : 1 - sk[i].p_v;
+            score[j] += (says_right ? 1 : -1) / sqrt((double)(n - 1));
+            scored[j] = true;
+        }
+        for (size_t j = 0; j < n; j++)
+            if (scored[j] && score[j] > best + 1e-9)
+                best = score[j];
+        for (size_t j = 0; j < n; j++)
+            if (scored[j] && fabs(score[j] - best) <= 1e-9)
+                tied[ntied++] = j;
+        for (size_t t = 0; t < ntied; t++)
+            win[tied[t]] += pr / (double)ntied;
+    }
+}
+
+/* Exact accuracy of the model over `rounds` rounds without stop rules
+ * (every seat evaluates, so every round has a winner). */
+static double enum_rounds(const broker_seat_skill *sk, size_t n,
+                          const bool *right, int rounds)
+{
+    double win[8], acc = 0;
+
+    enum_vote(sk, n, right, win);
+    for (size_t w = 0; w < n; w++) {
+        if (win[w] == 0)
+            continue;
+        if (rounds == 1) {
+            acc += win[w] * right[w];
+            continue;
+        }
+        /* each seat adopts the winner's answer when it judges it right */
+        for (uint32_t acc_bits = 0; acc_bits < (1u << n); acc_bits++) {
+            bool next[8];
+            double pr = 1;
+
+            for (size_t i = 0; i < n; i++) {
+                bool judged_right_way = acc_bits >> i & 1;
+                bool adopts = judged_right_way == right[w];
+
+                pr *= judged_right_way ? sk[i].p_v : 1 - sk[i].p_v;
+                next[i] = adopts ? right[w] : right[i];
+            }
+            acc += win[w] * pr * enum_rounds(sk, n, next, rounds - 1);
+        }
+    }
+    return acc;
+}
+
+static double enum_accuracy(const broker_seat_skill *sk, size_t n, int rounds)
+{
+    double acc = 0;
+
+    for (uint32_t bits = 0; bits < (1u << n); bits++) {
+        bool right[8];
+        double pr = 1;
+
+        for (size_t i = 0; i < n; i++) {
+            right[i] = bits >> i & 1;
+            pr *= right[i] ? sk[i].p_g : 1 - sk[i].p_g;
+        }
+        acc += pr * enum_rounds(sk, n, right, rounds);
+    }
+    return acc;
+}
+
+/* 200000 draws: a standard error below 0.0012 */
+#define MANY_DRAWS 200000
+#define DRAW_TOL 0.006
+
+START_TEST(predicted_accuracy_two_seats_by_hand)
+{
+    static const double cases[][4] = {
+        {0.75, 0.85, 0.30, 0.90},
+        {0.15, 0.80, 0.15, 0.80},
+        {0.60, 0.55, 0.40, 0.95},
+    };
+    broker_protocol one = {.rounds_min = 1, .rounds_max = 1};
+
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        double a = cases[c][0], va = cases[c][1], b = cases[c][2],
+               vb = cases[c][3];
+        broker_seat_skill sk[2] = {{a, va, true}, {b, vb, true}};
+        /* one right, one wrong: the right one wins when both judge right,
+         * and half the time when exactly one does (a tie of +1 and +1 or
+         * -1 and -1) */
+        double w = va * vb + 0.5 * (va * (1 - vb) + (1 - va) * vb);
+        double hand = a * b + (a * (1 - b) + (1 - a) * b) * w;
+        double got = broker_predict_accuracy(sk, 2, &one, MANY_DRAWS);
+
+        ck_assert_msg(fabs(got - hand) < DRAW_TOL, "case %zu: %.4f, hand %.4f",
+                      c, got, hand);
+        ck_assert(fabs(enum_accuracy(sk, 2, 1) - hand) < 1e-12);
+    }
+}
+END_TEST
+
+START_TEST(predicted_accuracy_propose_only_seats)
+{
+    broker_protocol one = {.rounds_min = 1, .rounds_max = 1};
+    broker_seat_skill sk[2] = {{0.75, 0.85, true}, {0.5, 0.35, false}};
+    broker_seat_skill none[2] = {{0.75, 0.85, false}, {0.5, 0.35, false}};
+    double got;
+
+    /* only the propose-only seat's candidate is scored: it always wins */
+    got = broker_predict_accuracy(sk, 2, &one, MANY_DRAWS);
+    ck_assert_msg(fabs(got - 0.5) < DRAW_TOL, "%.4f", got);
+    /* nobody evaluates: the majority, a disagreement a coin flip */
+    got = broker_predict_accuracy(none, 2, &one, MANY_DRAWS);
+    ck_assert_msg(fabs(got - (0.75 * 0.5 + 0.5 * (0.75 * 0.5 + 0.25 * 0.5))) <
+                      DRAW_TOL,
+                  "%.4f", got);
+    /* a lone seat is its own answer */
+    got = broker_predict_accuracy(sk, 1, &one, MANY_DRAWS);
+    ck_assert_msg(fabs(got - 0.75) < DRAW_TOL, "%.4f", got);
+}
+END_TEST
+
+START_TEST(predicted_accuracy_matches_enumeration)
+{
+    static const broker_seat_skill teams[][3] = {
+        {{0.75, 0.85, true}, {0.30, 0.90, true}, {0.15, 0.80, true}},
+        {{0.15, 0.80, true}, {0.15, 0.80, true}, {0.15, 0.80, true}},
+        {{0.75, 0.85, true}, {0.30, 0.90, true}, {0.50, 0.35, false}},
+        {{0.50, 0.60, true}, {0.45, 0.70, true}, {0.55, 0.75, true}},
+    };
+
+    for (size_t t = 0; t < sizeof teams / sizeof teams[0]; t++)
+        for (int rounds = 1; rounds <= 2; rounds++) {
+            broker_protocol pr = {.rounds_min = 1, .rounds_max = rounds};
+            double exact, got;
+
+            if (!teams[t][2].evaluates && rounds == 2)
+                continue; /* enum_rounds assumes a winner every round */
+            exact = enum_accuracy(teams[t], 3, rounds);
+            got = broker_predict_accuracy(teams[t], 3, &pr, MANY_DRAWS);
+            ck_assert_msg(fabs(got - exact) < DRAW_TOL,
+                          "team %zu, %d rounds: %.4f, exact %.4f", t, rounds,
+                          got, exact);
+        }
+    /* and the two-seat teams over two rounds */
+    {
+        broker_seat_skill sk[2] = {{0.75, 0.85, true}, {0.30, 0.90, true}};
+        broker_protocol pr = {.rounds_min = 1, .rounds_max = 2};
+        double exact = enum_accuracy(sk, 2, 2);
+        double got = broker_predict_accuracy(sk, 2, &pr, MANY_DRAWS);
+
+        ck_assert_msg(fabs(got - exact) < DRAW_TOL, "%.4f, exact %.4f", got,
+                      exact);
+    }
+}
+END_TEST
+
+/* The accuracy search returns the best feasible team (by the prediction)
+ * of a brute force over every subset. */
+START_TEST(accuracy_search_matches_brute_force)
+{
+    rng r = {77};
+    broker_protocol pr = {.rounds_min = 1, .rounds_max = 2, .stable_answer = 2};
+
+    for (int iter = 0; iter < 60; iter++) {
+        instance in;
+        broker_solution sol;
+        double best = -1;
+        bool any = false;
+        int rc;
+
+        random_instance(&r, &in, 7);
+        in.p.accuracy = &pr;
+        for (size_t i = 0; i < in.p.nitems; i++) {
+            in.items[i].value = 1 - 0.01 * (double)i; /* order = index */
+            in.items[i].skill.p_g = runif(&r);
+            in.items[i].skill.p_v = runif(&r);
+            in.items[i].skill.evaluates = runif(&r) < 0.8;
+        }
+        for (uint64_t set = 1; set < (uint64_t)1 << in.p.nitems; set++) {
+            broker_seat_skill sk[WORKFLOW_MAX_SEATS];
+            size_t n = 0;
+            double acc;
+
+            if (!brute_feasible(&in.p, set))
+                continue;
+            for (size_t i = 0; i < in.p.nitems; i++)
+                if (set >> i & 1)
+                    sk[n++] = in.items[i].skill;
+            acc = broker_predict_accuracy(sk, n, &pr, BROKER_PREDICT_DRAWS);
+            any = true;
+            best = acc > best ? acc : best;
+        }
+        rc = broker_solve(&in.p, &sol);
+        if (!any) {
+            ck_assert_int_eq(rc, NSED_ENOTFOUND);
+            continue;
+        }
+        ck_assert_int_eq(rc, 0);
+        ck_assert(brute_feasible(&in.p, sol.chosen));
+        ck_assert_msg(fabs(sol.value - best) < 1e-12, "iter %d: %.4f vs %.4f",
+                      iter, sol.value, best);
+    }
+}
+END_TEST
+
+/* A pool too large to search exhaustively (12 models, teams of 1..4: 793
+ * teams) is searched locally: within 0.02 of the best of a brute force on
+ * every instance here. */
+START_TEST(accuracy_local_search_is_near_brute_force)
+{
+    rng r = {99};
+    broker_protocol pr = {.rounds_min = 1, .rounds_max = 2, .stable_answer = 2};
+    int exact = 0;
+
+    for (int iter = 0; iter < 8; iter++) {
+        broker_item items[12];
+        int role_seats[1] = {4};
+        broker_problem p = {.items = items,
+                            .nitems = 12,
+                            .size_min = 1,
+                            .size_max = 4,
+                            .role_seats = role_seats,
+                            .nroles = 1,
+                            .accuracy = &pr};
+        broker_solution sol;
+        double best = -1;
+
+        memset(items, 0, sizeof items);
+        for (int i = 0; i < 12; i++) {
+            items[i].value = 1 - 0.01 * i;
+            items[i].family = i;
+            items[i].gpu = -1;
+            items[i].roles = 1;
+            items[i].skill.p_g = 0.1 + 0.7 * runif(&r);
+            items[i].skill.p_v = 0.3 + 0.65 * runif(&r);
+            items[i].skill.evaluates = items[i].skill.p_v > 0.5;
+        }
+        for (uint64_t set = 1; set < 1u << 12; set++) {
+            broker_seat_skill sk[4];
+            size_t n = 0;
+
+            if (__builtin_popcountll(set) > 4)
+                continue;
+            for (int i = 0; i < 12; i++)
+                if (set >> i & 1)
+                    sk[n++] = items[i].skill;
+            best = fmax(best, broker_predict_accuracy(sk, n, &pr,
+                                                      BROKER_PREDICT_DRAWS));
+        }
+        ck_assert_int_eq(broker_solve(&p, &sol), 0);
+        ck_assert_msg(sol.value >= best - 0.02, "iter %d: %.4f, best %.4f",
+                      iter, sol.value, best);
+        exact += fabs(sol.value - best) < 1e-12;
+    }
+    fprintf(stderr,
+            "local search: %d of 8 instances at the brute-force "
+            "best\n",
+            exact);
+}
+END_TEST
+
+/* ---- the default objective, propose-only seats, exploration ------------ */
+
+static const char pool3[] =
+    "name: t\n"
+    "version: 1\n"
+    "models:\n"
+    "  - {id: a, endpoint: http://127.0.0.1:1/v1, model: a, "
+    "prior: {p_gen: 0.75, p_ver: 0.85}}\n"
+    "  - {id: b, endpoint: http://127.0.0.1:1/v1, model: b, "
+    "prior: {p_gen: 0.3, p_ver: 0.9}}\n"
+    "  - {id: c, endpoint: http://127.0.0.1:1/v1, model: c, "
+    "prior: {p_gen: 0.5, p_ver: 0.35}}\n"
+    "  - {id: d, endpoint: http://127.0.0.1:1/v1, model: d, "
+    "prior: {p_gen: 0.15, p_ver: 0.8}}\n"
+    "teams:\n"
+    "  t: {roles: [{name: s, count: 3, models: [a, b, c, d]}]}\n";
+
+/* A workflow that omits broker.objective keeps the hash it had when the
+ * default was evidence as long as the objective does not act (policy
+ * fixed); under knapsack, where the team now differs, the hash differs. */
+START_TEST(default_objective_keeps_fixed_hashes)
+{
+    workflow *fixed = tu_load_workflow(pool3, NULL);
+    workflow *fixed_ev = tu_load_workflow(pool3, "broker: {objective: "
+                                                 "evidence}\n");
+    workflow *fixed_gen = tu_load_workflow(pool3, "broker: {objective: "
+                                                  "generation}\n");
+    workflow *ks = tu_load_workflow(pool3, "broker: {policy: knapsack}\n");
+    workflow *ks_ev = tu_load_workflow(pool3, "broker: {policy: knapsack, "
+                                              "objective: evidence}\n");
+    workflow *ks_x = tu_load_workflow(pool3, "broker: {policy: knapsack, "
+                                             "explore: 0.25}\n");
+
+    ck_assert_int_eq(fixed->broker.objective, WORKFLOW_OBJECTIVE_ACCURACY);
+    ck_assert_str_eq(workflow_hash(fixed), workflow_hash(fixed_ev));
+    ck_assert_str_ne(workflow_hash(fixed), workflow_hash(fixed_gen));
+    ck_assert_str_ne(workflow_hash(ks), workflow_hash(ks_ev));
+    ck_assert(tu_contains(workflow_canonical(fixed), "\"objective\":"
+                                                     "\"evidence\""));
+    ck_assert(tu_contains(workflow_canonical(ks), "\"objective\":"
+                                                  "\"accuracy\""));
+    /* explore at its default is not written; another value is */
+    ck_assert(!tu_contains(workflow_canonical(ks), "explore"));
+    ck_assert(tu_contains(workflow_canonical(ks_x), "\"explore\":0.25"));
+    ck_assert(ks->broker.explore == 0.1);
+    workflow_free(fixed);
+    workflow_free(fixed_ev);
+    workflow_free(fixed_gen);
+    workflow_free(ks);
+    workflow_free(ks_ev);
+    workflow_free(ks_x);
+}
+END_TEST
+
+/* A model that may not evaluate (p_v 0.35) sits as a propose-only seat
+ * under the accuracy objective (it was dropped before, and still is under
+ * evidence); its seat makes no evaluation call while its answer is
+ * evaluated; the flag survives the state's JSON, and a state written
+ * without it reads as a seat that evaluates. */
+START_TEST(poor_verifier_sits_propose_only)
+{
+    workflow *acc = tu_load_workflow(pool3, "broker: {policy: knapsack, "
+                                            "explore: 0, team_size: "
+                                            "{min: 3, max: 3}}\n");
+    workflow *ev = tu_load_workflow(pool3, "broker: {policy: knapsack, "
+                                           "objective: evidence, explore: 0, "
+                                           "team_size: {min: 3, max: 3}}\n");
+    broker_decision *d = NULL, *e = NULL;
+    nsed_err err = {0};
+    state_question q = {"q1", "What is 6 * 7?", "42", NULL, 0};
+    state *st = NULL, *back = NULL;
+    stage_requests reqs = {0};
+    char *json = NULL, *json2 = NULL, *old;
+    long c_seat = -1;
+
+    ck_assert_int_eq(broker_decide(acc, NULL, NULL, 0, &d, &err), 0);
+    ck_assert(d->staffed);
+    ck_assert(cand(acc, d, "c")->admitted && cand(acc, d, "c")->propose_only);
+    ck_assert(tu_contains(cand(acc, d, "c")->why, "propose-only"));
+    /* exact enumeration: {a, b, c} with c proposing only beats {a, b, d},
+     * the only other team of three */
+    {
+        broker_seat_skill abc[3] = {{0.75, 0.85, true},
+                                    {0.3, 0.9, true},
+                                    {0.5, 0.35, false}};
+        broker_seat_skill abd[3] = {{0.75, 0.85, true},
+                                    {0.3, 0.9, true},
+                                    {0.15, 0.8, true}};
+
+        ck_assert(enum_accuracy(abc, 3, 1) > enum_accuracy(abd, 3, 1) + 0.05);
+    }
+    ck_assert(chosen(acc, d, "a") && chosen(acc, d, "b") &&
+              chosen(acc, d, "c"));
+    ck_assert_int_eq(broker_decide(ev, NULL, NULL, 0, &e, &err), 0);
+    ck_assert(!cand(ev, e, "c")->admitted);
+    ck_assert(!cand(ev, e, "c")->propose_only);
+
+    ck_assert_int_eq(state_new(acc, &q, d->seats.seats, d->seats.nseats, &st,
+                               &err),
+                     0);
+    for (size_t s = 0; s < st->nseats; s++) {
+        ck_assert(st->seats[s].propose_only == (st->seats[s].model == 2));
+        if (st->seats[s].model == 2)
+            c_seat = (long)s;
+        st->cur->proposals[s].status = STATE_PROPOSAL_OK;
+        st->cur->proposals[s].text = strdup("x \\boxed{42}");
+    }
+    ck_assert_int_ge(c_seat, 0);
+    st->stage = STATE_STAGE_ANONYMIZE;
+    ck_assert_int_eq(anonymize_run(st, acc, &err), 0);
+    ck_assert_uint_eq(st->cur->ncand, 3); /* its answer is a candidate */
+    ck_assert_int_eq(st->cur->evals[c_seat].status, STATE_EVAL_IDLE);
+    ck_assert_int_eq(evaluate_plan(st, acc, &reqs), 0);
+    ck_assert_uint_eq(reqs.n, 2);
+    for (size_t k = 0; k < reqs.n; k++)
+        ck_assert_uint_ne(reqs.items[k].seat, (size_t)c_seat);
+    stage_requests_release(&reqs);
+
+    ck_assert_int_eq(state_to_json(st, &json), 0);
+    ck_assert(tu_contains(json, "\"propose_only\":true"));
+    ck_assert_int_eq(state_from_json(json, strlen(json), acc, &back, &err), 0);
+    ck_assert(back->seats[c_seat].propose_only);
+    ck_assert_int_eq(state_to_json(back, &json2), 0);
+    ck_assert_str_eq(json, json2);
+    state_free(back);
+    back = NULL;
+    /* the same state as an older nsed wrote it */
+    old = strdup(json);
+    for (char *at; (at = strstr(old, ",\"propose_only\":true"));)
+        memmove(at, at + strlen(",\"propose_only\":true"),
+                strlen(at + strlen(",\"propose_only\":true")) + 1);
+    ck_assert_int_eq(state_from_json(old, strlen(old), acc, &back, &err), 0);
+    for (size_t s = 0; s < back->nseats; s++)
+        ck_assert(!back->seats[s].propose_only);
+    state_free(back);
+    free(old);
+    free(json);
+    free(json2);
+    state_free(st);
+    broker_decision_free(d);
+    broker_decision_free(e);
+    workflow_free(acc);
+    workflow_free(ev);
+}
+END_TEST
+
+/* Exploration: a seeded share of the questions, chosen by hash of seed and
+ * id, seats a model the best team leaves out; the rest get the best
+ * team; the same question always gets the same decision. */
+START_TEST(exploration_is_a_seeded_share)
+{
+    workflow *wf = tu_load_workflow(pool3, "broker: {policy: knapsack, "
+                                           "explore: 0.25, team_size: "
+                                           "{min: 2, max: 2}}\n");
+    workflow *off = tu_load_workflow(pool3, "broker: {policy: knapsack, "
+                                            "explore: 0, team_size: "
+                                            "{min: 2, max: 2}}\n");
+    broker_decision *best = NULL;
+    nsed_err err = {0};
+    int explored = 0, per_model[4] = {0};
+
+    ck_assert_int_eq(broker_decide(off, NULL, NULL, 0, &best, &err), 0);
+    for (int i = 0; i < 400; i++) {
+        char qid[32], *j1 = NULL, *j2 = NULL;
+        broker_decision *d = NULL, *again = NULL;
+
+        snprintf(qid, sizeof qid, "q-%d", i);
+        ck_assert_int_eq(broker_decide_question(wf, NULL, NULL, 0, qid, &d,
+                                                &err),
+                         0);
+        ck_assert_int_eq(broker_decide_question(wf, NULL, NULL, 0, qid, &again,
+                                                &err),
+                         0);
+        ck_assert_int_eq(broker_decision_json(wf, d, &j1), 0);
+        ck_assert_int_eq(broker_decision_json(wf, again, &j2), 0);
+        ck_assert_str_eq(j1, j2);
+        ck_assert(d->staffed);
+        if (d->explore) {
+            explored++;
+            ck_assert_int_ge(d->explored, 0);
+            ck_assert(!best->cands[d->explored].chosen);
+            ck_assert(d->cands[d->explored].chosen);
+            per_model[d->explored]++;
+            ck_assert(tu_contains(j1, "\"explore\":true"));
+        } else {
+            ck_assert_int_eq(d->explored, -1);
+            for (size_t m = 0; m < d->ncands; m++)
+                ck_assert(d->cands[m].chosen == best->cands[m].chosen);
+            ck_assert(tu_contains(j1, "\"explored\":null"));
+        }
+        free(j1);
+        free(j2);
+        broker_decision_free(d);
+        broker_decision_free(again);
+    }
+    /* Binomial(400, 0.25): mean 100, sd 8.7 */
+    ck_assert_msg(explored >= 65 && explored <= 135, "%d explored", explored);
+    /* the models left out share it (ties among the unmeasured by a draw) */
+    for (size_t m = 0; m < 4; m++)
+        if (!best->cands[m].chosen)
+            ck_assert_msg(per_model[m] >= 15, "model %zu explored %d times", m,
+                          per_model[m]);
+    broker_decision_free(best);
+    workflow_free(wf);
+    workflow_free(off);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("broker");
@@ -815,11 +1313,19 @@ Suite *tu_suite(void)
     tcase_add_test(tc, knapsack_large_pool_is_fast);
     tcase_add_test(tc, knapsack_rejects_bad_problems);
     tcase_add_test(tc, roles_are_matched_not_greedy);
+    tcase_add_test(tc, predicted_accuracy_two_seats_by_hand);
+    tcase_add_test(tc, predicted_accuracy_propose_only_seats);
+    tcase_add_test(tc, predicted_accuracy_matches_enumeration);
+    tcase_add_test(tc, accuracy_search_matches_brute_force);
+    tcase_add_test(tc, accuracy_local_search_is_near_brute_force);
     suite_add_tcase(s, tc);
     tc = tcase_create("decisions");
     tcase_add_test(tc, priors_decide_within_constraints);
     tcase_add_test(tc, infeasible_budget_gives_reason);
     tcase_add_test(tc, fixed_policy_uses_template);
+    tcase_add_test(tc, default_objective_keeps_fixed_hashes);
+    tcase_add_test(tc, poor_verifier_sits_propose_only);
+    tcase_add_test(tc, exploration_is_a_seeded_share);
     suite_add_tcase(s, tc);
     tc = tcase_create("runs");
     tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);

@@ -632,7 +632,8 @@ START_TEST(defaults_are_filled)
     ck_assert(g->breaker_cooldown_s == 30);
     ck_assert_uint_eq(g->max_response_bytes, 8388608);
     ck_assert_int_eq(b->policy, WORKFLOW_POLICY_FIXED);
-    ck_assert_int_eq(b->objective, WORKFLOW_OBJECTIVE_EVIDENCE);
+    ck_assert_int_eq(b->objective, WORKFLOW_OBJECTIVE_ACCURACY);
+    ck_assert(b->explore == 0.1);
     ck_assert(b->budget_usd_per_question == 0);
     ck_assert_int_eq(b->budget_tokens_per_question, 0);
     ck_assert_int_eq(b->team_size_min, 2);

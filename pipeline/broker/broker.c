@@ -2,6 +2,7 @@
 #include "pipeline/broker/broker.h"
 
 #include "pipeline/base/json.h"
+#include "stages/seed.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -136,6 +137,7 @@ typedef struct search {
     int best_size;
     double best_value;
     uint64_t nodes;
+    size_t teams; /* teams evaluated (objective accuracy) */
 } search;
 
 /* Can item j join the current team? */
@@ -171,6 +173,7 @@ static void dfs(search *s, size_t pos)
 
     s->nodes++;
     if (s->size >= p->size_min &&
+        (!p->has_required || s->set >> p->required & 1) &&
         (!s->have_best || s->value > s->best_value + VALUE_EPS)) {
         s->have_best = true;
         s->best_set = s->set;
@@ -213,7 +216,214 @@ static void dfs(search *s, size_t pos)
             s->size--;
             s->set &= ~((uint64_t)1 << j);
         }
-        dfs(s, pos + 1);
+        if (!(p->has_required && (size_t)j == p->required))
+            dfs(s, pos + 1);
+    }
+}
+
+/* The team in s->set, evaluated by its predicted accuracy (kept as the
+ * best when it is); -1 when it lacks the required item. */
+static double consider_team(search *s)
+{
+    const broker_problem *p = s->p;
+    broker_seat_skill sk[WORKFLOW_MAX_SEATS];
+    size_t n = 0;
+    double acc;
+
+    if (p->has_required && !(s->set >> p->required & 1))
+        return -1;
+    for (size_t t = 0; t < p->nitems && n < WORKFLOW_MAX_SEATS; t++) {
+        int i = s->order[t];
+
+        if (s->set >> i & 1)
+            sk[n++] = p->items[i].skill;
+    }
+    s->teams++;
+    acc = broker_predict_accuracy(sk, n, p->accuracy, BROKER_PREDICT_DRAWS);
+    if (!s->have_best || acc > s->best_value + VALUE_EPS) {
+        s->have_best = true;
+        s->best_set = s->set;
+        s->best_size = s->size;
+        s->best_value = acc;
+    }
+    return acc;
+}
+
+static void put(search *s, int j)
+{
+    const broker_item *it = &s->p->items[j];
+
+    s->set |= (uint64_t)1 << j;
+    s->size++;
+    s->fam[it->family]++;
+    if (it->gpu >= 0)
+        s->vram[it->gpu] += it->vram_gb;
+}
+
+static void take(search *s, int j)
+{
+    const broker_item *it = &s->p->items[j];
+
+    if (it->gpu >= 0)
+        s->vram[it->gpu] -= it->vram_gb;
+    s->fam[it->family]--;
+    s->size--;
+    s->set &= ~((uint64_t)1 << j);
+}
+
+/* Teams of size_min..size_max out of n items, saturated at cap. */
+static size_t count_teams(size_t n, int lo, int hi, size_t cap)
+{
+    size_t total = 0;
+
+    for (int k = lo; k <= hi && (size_t)k <= n; k++) {
+        double c = 1;
+
+        for (int i = 0; i < k; i++)
+            c = c * (double)(n - (size_t)i) / (double)(i + 1);
+        if (c >= (double)cap || (total += (size_t)c) >= cap)
+            return cap;
+    }
+    return total;
+}
+
+/* For pools with more possible teams than BROKER_PREDICT_MAX_TEAMS: grow
+ * the team one model at a time up to size_max, taking the one that
+ * predicts best at each step (the best team of any size along the way is
+ * kept), then, from the best of those, add, drop or swap one model while
+ * that helps. Not exact; every step is in the search order, so it is
+ * deterministic. */
+static void local_accuracy(search *s)
+{
+    const broker_problem *p = s->p;
+    double cur;
+    bool moved = true;
+
+    if (p->has_required) {
+        if (!can_add(s, (int)p->required))
+            return;
+        put(s, (int)p->required);
+        if (s->size >= p->size_min)
+            (void)consider_team(s);
+    }
+    while (s->size < p->size_max) {
+        int pick = -1;
+        double pick_acc = -1;
+
+        for (size_t t = 0; t < p->nitems; t++) {
+            int j = s->order[t];
+            double a;
+
+            if (s->set >> j & 1 || !can_add(s, j))
+                continue;
+            put(s, j);
+            /* below the minimum: the best generator first */
+            a = s->size >= p->size_min ? consider_team(s)
+                                       : p->items[j].skill.p_g;
+            take(s, j);
+            if (a > pick_acc + VALUE_EPS) {
+                pick = j;
+                pick_acc = a;
+            }
+        }
+        if (pick < 0)
+            break;
+        put(s, pick);
+    }
+    if (!s->have_best)
+        return;
+    /* restart from the best team seen */
+    for (size_t j = 0; j < p->nitems; j++)
+        if (s->set >> j & 1)
+            take(s, (int)j);
+    for (size_t j = 0; j < p->nitems; j++)
+        if (s->best_set >> j & 1)
+            put(s, (int)j);
+    cur = s->best_value;
+    for (int pass = 0; moved && pass < 4 * WORKFLOW_MAX_SEATS; pass++) {
+        moved = false;
+        for (size_t b = 0; b < p->nitems && !moved; b++) {
+            int j = s->order[b];
+
+            if (s->set >> j & 1 || !can_add(s, j))
+                continue;
+            put(s, j);
+            if (consider_team(s) > cur + VALUE_EPS) {
+                cur = s->best_value;
+                moved = true;
+            } else {
+                take(s, j);
+            }
+        }
+        for (size_t a = 0; a < p->nitems && !moved; a++) {
+            int i = s->order[a];
+
+            if (!(s->set >> i & 1) ||
+                (p->has_required && (size_t)i == p->required))
+                continue;
+            take(s, i);
+            if (s->size >= p->size_min && s->size > 0 &&
+                consider_team(s) > cur + VALUE_EPS) {
+                cur = s->best_value;
+                moved = true;
+                break;
+            }
+            for (size_t b = 0; b < p->nitems && !moved; b++) {
+                int j = s->order[b];
+
+                if (j == i || s->set >> j & 1 || !can_add(s, j))
+                    continue;
+                put(s, j);
+                if (s->size >= p->size_min &&
+                    consider_team(s) > cur + VALUE_EPS) {
+                    cur = s->best_value;
+                    moved = true;
+                } else {
+                    take(s, j);
+                }
+            }
+            if (!moved)
+                put(s, i);
+        }
+    }
+}
+
+/* Every feasible team, in the search order (an item in before out), up to
+ * BROKER_PREDICT_MAX_TEAMS of them: predicted accuracy is not a sum over
+ * seats, so there is no bound to prune by. */
+static void dfs_accuracy(search *s, size_t pos)
+{
+    const broker_problem *p = s->p;
+
+    s->nodes++;
+    if (s->teams >= BROKER_PREDICT_MAX_TEAMS)
+        return;
+    if (s->size >= p->size_min)
+        (void)consider_team(s);
+    if (pos == p->nitems || s->size == p->size_max)
+        return;
+    if (s->size < p->size_min &&
+        (size_t)(p->size_min - s->size) > p->nitems - pos)
+        return;
+    {
+        int j = s->order[pos];
+        const broker_item *it = &p->items[j];
+
+        if (can_add(s, j)) {
+            s->set |= (uint64_t)1 << j;
+            s->size++;
+            s->fam[it->family]++;
+            if (it->gpu >= 0)
+                s->vram[it->gpu] += it->vram_gb;
+            dfs_accuracy(s, pos + 1);
+            if (it->gpu >= 0)
+                s->vram[it->gpu] -= it->vram_gb;
+            s->fam[it->family]--;
+            s->size--;
+            s->set &= ~((uint64_t)1 << j);
+        }
+        if (!(p->has_required && (size_t)j == p->required))
+            dfs_accuracy(s, pos + 1);
     }
 }
 
@@ -251,6 +461,11 @@ int broker_solve(const broker_problem *p, broker_solution *out)
         if (p->items[i].family < 0 || p->items[i].family >= BROKER_MAX_POOL ||
             p->items[i].gpu >= BROKER_MAX_POOL || !isfinite(p->items[i].value))
             return NSED_EINVAL;
+    if (p->has_required && p->required >= p->nitems)
+        return NSED_EINVAL;
+    if (p->accuracy && (p->accuracy->rounds_max < 1 ||
+                        p->accuracy->rounds_min > p->accuracy->rounds_max))
+        return NSED_EINVAL;
     s = calloc(1, sizeof *s);
     if (!s)
         return NSED_ENOMEM;
@@ -266,7 +481,14 @@ int broker_solve(const broker_problem *p, broker_solution *out)
             s->order[k] = s->order[k - 1];
         s->order[k] = v;
     }
-    dfs(s, 0);
+    if (p->accuracy &&
+        count_teams(p->nitems, p->size_min, p->size_max,
+                    BROKER_PREDICT_MAX_TEAMS + 1) <= BROKER_PREDICT_MAX_TEAMS)
+        dfs_accuracy(s, 0);
+    else if (p->accuracy)
+        local_accuracy(s);
+    else
+        dfs(s, 0);
     if (s->have_best) {
         memset(out, 0, sizeof *out);
         out->chosen = s->best_set;
@@ -304,6 +526,8 @@ static double value_of(enum workflow_objective o, const telemetry_estimate *e)
         return e->p_v;
     case WORKFLOW_OBJECTIVE_GENERATION:
         return e->p_g;
+    case WORKFLOW_OBJECTIVE_ACCURACY:
+        return e->p_g; /* a lone seat's accuracy; the team's is predicted */
     }
     return 0;
 }
@@ -437,6 +661,21 @@ static void diagnose(const workflow *wf, const broker_problem *p,
                  p->size_min, p->size_max);
 }
 
+/* A propose-only model's reason says why it may not evaluate. */
+static void note_propose_only(const workflow *wf, broker_decision *d)
+{
+    for (size_t i = 0; i < d->ncands; i++) {
+        broker_candidate *c = &d->cands[i];
+        size_t len = strlen(c->why);
+
+        if (c->propose_only)
+            snprintf(c->why + len, sizeof c->why - len,
+                     "; propose-only: p_v %.3f (%.0f evaluations) is not "
+                     "above evaluator_min_pv %.3g",
+                     c->est.p_v, c->est.p_v_n, wf->broker.evaluator_min_pv);
+    }
+}
+
 static int decide_knapsack(const workflow *wf, const telemetry *tel,
                            broker_decision *d, nsed_err *err)
 {
@@ -449,7 +688,13 @@ static int decide_knapsack(const workflow *wf, const telemetry *tel,
     size_t gpu_model[BROKER_MAX_POOL], fam_model[BROKER_MAX_POOL];
     int role_seats[WORKFLOW_MAX_ROLES];
     int size_max = b->team_size_max < t->seats ? b->team_size_max : t->seats;
-    int rc;
+    broker_protocol proto = {
+        .rounds_min = wf->rounds.min,
+        .rounds_max = wf->rounds.max,
+        .consensus_margin = wf->rounds.consensus_margin,
+        .stable_answer = wf->rounds.stable_answer,
+    };
+    int rc = NSED_EINTERNAL;
 
     p.size_min = b->team_size_min;
     p.size_max = size_max;
@@ -474,7 +719,11 @@ static int decide_knapsack(const workflow *wf, const telemetry *tel,
             continue;
         }
         npool++;
-        if (!(c->est.p_v > b->evaluator_min_pv)) {
+        /* Under accuracy a poor judge still proposes: the rule is only
+         * that it may not evaluate. */
+        c->propose_only = b->objective == WORKFLOW_OBJECTIVE_ACCURACY &&
+                          !(c->est.p_v > b->evaluator_min_pv);
+        if (!c->propose_only && !(c->est.p_v > b->evaluator_min_pv)) {
             snprintf(c->why, sizeof c->why,
                      "p_v %.3f (%.0f evaluations) is not above "
                      "evaluator_min_pv %.3g: every seat evaluates",
@@ -517,6 +766,9 @@ static int decide_knapsack(const workflow *wf, const telemetry *tel,
         size_t g, f;
 
         it->value = d->cands[idx[k]].value;
+        it->skill.p_g = c.est.p_g;
+        it->skill.p_v = c.est.p_v;
+        it->skill.evaluates = !c.propose_only;
         for (int n = 1; n <= size_max; n++) {
             estimate_at(wf, tel, d->rounds, n, &c);
             it->usd[n] = c.usd;
@@ -543,7 +795,36 @@ static int decide_knapsack(const workflow *wf, const telemetry *tel,
                 it->roles |= (uint64_t)1 << r;
     }
     p.items = items;
+    if (b->objective == WORKFLOW_OBJECTIVE_ACCURACY)
+        p.accuracy = &proto;
     rc = broker_solve(&p, &sol);
+    if (rc == 0 && d->explore) {
+        broker_solution alt;
+        size_t tied[BROKER_MAX_POOL], ntied = 0;
+
+        /* the least measured of the models the team leaves out, ties by
+         * the question's draw */
+        for (size_t k = 0; k < p.nitems; k++) {
+            double n = d->cands[idx[k]].est.p_g_n;
+
+            if (sol.chosen >> k & 1)
+                continue;
+            if (ntied && n > d->cands[idx[tied[0]]].est.p_g_n)
+                continue;
+            if (ntied && n < d->cands[idx[tied[0]]].est.p_g_n)
+                ntied = 0;
+            tied[ntied++] = k;
+        }
+        if (ntied) {
+            p.has_required = true;
+            p.required = tied[(size_t)(d->explore_pick * (double)ntied)];
+            if (broker_solve(&p, &alt) == 0) {
+                d->explored = (long)idx[p.required];
+                sol = alt;
+            }
+            p.has_required = false;
+        }
+    }
     if (rc == NSED_ENOTFOUND) {
         d->staffed = false;
         diagnose(wf, &p, npool, d);
@@ -551,6 +832,7 @@ static int decide_knapsack(const workflow *wf, const telemetry *tel,
             snprintf(d->cands[idx[k]].why, sizeof d->cands[idx[k]].why,
                      "admitted, but no feasible team");
         free(items);
+        note_propose_only(wf, d);
         return 0;
     }
     if (rc) {
@@ -575,6 +857,7 @@ static int decide_knapsack(const workflow *wf, const telemetry *tel,
             s->model = idx[k];
             s->role = t->roles[r].name;
             s->persona = t->roles[r].persona;
+            s->propose_only = d->cands[idx[k]].propose_only;
         }
     for (size_t i = 0; i < d->ncands; i++) {
         broker_candidate *c = &d->cands[i];
@@ -589,10 +872,30 @@ static int decide_knapsack(const workflow *wf, const telemetry *tel,
         broker_candidate *c = &d->cands[d->seats.seats[s].model];
 
         c->chosen = true;
-        snprintf(c->why, sizeof c->why, "chosen: role %s",
-                 d->seats.seats[s].role);
+        snprintf(c->why, sizeof c->why, "chosen: role %s%s",
+                 d->seats.seats[s].role,
+                 d->explored == (long)c->model ? ", explored" : "");
     }
     free(items);
+    note_propose_only(wf, d);
+    return 0;
+}
+
+/* Whether question qid is in the exploration share. */
+static int explores(const workflow *wf, const char *qid, bool *out,
+                    double *pick)
+{
+    seed_rng r;
+
+    *out = false;
+    *pick = 0;
+    if (!qid || wf->broker.policy != WORKFLOW_POLICY_KNAPSACK ||
+        !(wf->broker.explore > 0))
+        return 0;
+    if (seed_rng_init(&r, "broker-explore", wf->seed, qid, 0, 0))
+        return NSED_ENOMEM;
+    *out = (double)(seed_rng_next(&r) >> 11) * 0x1p-53 < wf->broker.explore;
+    *pick = (double)(seed_rng_next(&r) >> 11) * 0x1p-53;
     return 0;
 }
 
@@ -600,11 +903,24 @@ int broker_decide(const workflow *wf, const telemetry *tel,
                   const char *const *tags, size_t ntags,
                   broker_decision **out, nsed_err *err)
 {
+    return broker_decide_question(wf, tel, tags, ntags, NULL, out, err);
+}
+
+int broker_decide_question(const workflow *wf, const telemetry *tel,
+                           const char *const *tags, size_t ntags,
+                           const char *qid, broker_decision **out,
+                           nsed_err *err)
+{
     broker_decision *d = calloc(1, sizeof *d);
     int rc = 0;
 
     if (!d || !(d->cands = calloc(wf->nmodels, sizeof *d->cands))) {
         free(d);
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    }
+    d->explored = -1;
+    if (explores(wf, qid, &d->explore, &d->explore_pick)) {
+        broker_decision_free(d);
         return nsed_error(err, NSED_ENOMEM, "out of memory");
     }
     d->policy = wf->broker.policy;
@@ -654,6 +970,7 @@ static int candidate_json(const workflow *wf, const broker_candidate *c,
         json_add_item(o, "in_pool", cJSON_CreateBool(c->in_pool)) ||
         json_add_item(o, "admitted", cJSON_CreateBool(c->admitted)) ||
         json_add_item(o, "chosen", cJSON_CreateBool(c->chosen)) ||
+        json_add_item(o, "propose_only", cJSON_CreateBool(c->propose_only)) ||
         json_add_item(o, "why", cJSON_CreateString(c->why)) ||
         json_add_num(o, "value", c->value) ||
         json_add_num(o, "cost_usd", c->usd) ||
@@ -674,9 +991,9 @@ static int candidate_json(const workflow *wf, const broker_candidate *c,
                       m->placement_gpu >= 0
                           ? cJSON_CreateNumber(m->placement_gpu)
                           : cJSON_CreateNull()) ||
-        json_add_item(
-            o, "vram_gb",
-            num_or_null(m->placement_vram_gb, m->placement_vram_gb >= 0)))
+        json_add_item(o, "vram_gb",
+                      num_or_null(m->placement_vram_gb,
+                                  m->placement_vram_gb >= 0)))
         return NSED_ENOMEM;
     return 0;
 }
@@ -729,12 +1046,19 @@ int broker_decision_json(const workflow *wf, const broker_decision *d,
             cJSON_AddItemToArray(seats, so);
         if (mid)
             cJSON_AddItemToArray(models, mid);
-        if (!so || !mid ||
-            json_add_item(so, "model", cJSON_CreateString(id)) ||
+        if (!so || !mid || json_add_item(so, "model", cJSON_CreateString(id)) ||
             json_add_item(so, "role",
-                          cJSON_CreateString(d->seats.seats[s].role)))
+                          cJSON_CreateString(d->seats.seats[s].role)) ||
+            json_add_item(so, "propose_only",
+                          cJSON_CreateBool(d->seats.seats[s].propose_only)))
             goto out;
     }
+    if (json_add_item(o, "explore", cJSON_CreateBool(d->explore)) ||
+        json_add_item(o, "explored",
+                      d->explored >= 0
+                          ? cJSON_CreateString(wf->models[d->explored].id)
+                          : cJSON_CreateNull()))
+        goto out;
     if (json_add_item(o, "expected_value",
                       num_or_null(d->value, d->staffed)) ||
         json_add_item(o, "expected_cost_usd",
@@ -783,6 +1107,14 @@ cJSON *broker_record_summary(const char *record, size_t len)
                           !fixed && cJSON_IsNumber(v)
                               ? cJSON_CreateNumber(v->valuedouble)
                               : cJSON_CreateNull()))
+            goto fail;
+    }
+    /* only on an explored question: other results keep their form */
+    {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(rec, "explored");
+
+        if (cJSON_IsString(x) &&
+            json_add_item(o, "explored", cJSON_CreateString(x->valuestring)))
             goto fail;
     }
     cJSON_Delete(rec);

@@ -14,7 +14,9 @@
  * roles admit (each model at most once). From the telemetry
  * (telemetry.h) every model gets p_g, p_v and its expected usage; then
  *   value(m)  = p_v - p_g (objective evidence), p_v (verification) or
- *               p_g (generation);
+ *               p_g (generation); objective accuracy (the default) has
+ *               no per-model value: the team's predicted accuracy
+ *               (broker_predict_accuracy) is maximized instead;
  *   cost(m,n) = (prompt(n) * price_in + completion * price_out) / 1e6
  *               USD, and prompt(n) + completion tokens, for a team of n
  *               seats, where prompt(n) and completion are the seat's
@@ -22,7 +24,9 @@
  *               rounds (telemetry.h: a question may run every round, and
  *               the budget must hold then too);
  * and the broker maximizes the sum of the values of the team subject to
- *   - admission: p_v > broker.evaluator_min_pv (every seat evaluates);
+ *   - admission: p_v > broker.evaluator_min_pv (a seat evaluates); under
+ *     objective accuracy a model at or below it is admitted as a
+ *     propose-only seat (state_seat.propose_only) instead;
  *   - budget: the sum of cost(m, n) within usd_per_question and
  *     tokens_per_question (when set);
  *   - VRAM: models placed on the same GPU (same placement.host and
@@ -71,6 +75,42 @@ NSED_MUST_CHECK int broker_choose(const workflow *wf, const char *const *tags,
                                   size_t ntags, broker_team *out,
                                   nsed_err *err);
 
+/* ---- predicted team accuracy (objective accuracy) ----------------------- */
+
+/* One seat as the prediction sees it. */
+typedef struct broker_seat_skill {
+    double p_g;     /* P(its round-0 answer is right) */
+    double p_v;     /* P(a judgement of an answer it makes is right) */
+    bool evaluates; /* false: a propose-only seat */
+} broker_seat_skill;
+
+/* The stopping rules the prediction follows (from wf->rounds). */
+typedef struct broker_protocol {
+    int rounds_min, rounds_max;
+    double consensus_margin; /* 0: off */
+    int stable_answer;       /* 0: off */
+} broker_protocol;
+
+/* Draws and seed of the prediction the broker uses. */
+#define BROKER_PREDICT_DRAWS 600
+#define BROKER_PREDICT_SEED UINT64_C(0x6e7365642d747761)
+/* Pools with at most this many possible teams are searched exhaustively
+ * under objective accuracy; larger ones by a local search (docs/broker.md). */
+#define BROKER_PREDICT_MAX_TEAMS 512
+
+/* The probability that a team of these n seats (1..WORKFLOW_MAX_SEATS)
+ * ends with the right answer, by `draws` seeded simulations of the
+ * protocol: every seat proposes (right with p_g, else a wrong answer of
+ * its own); every evaluating seat judges every other answer (right with
+ * p_v), giving +-1 of equal size, counted by signed quadratic voting; the
+ * highest score wins (ties by a draw); in later rounds each seat adopts
+ * the winner's answer when it judges it right, else keeps its own; the
+ * question stops by pr's rules; the final answer is the last winner's (the
+ * majority when no round had one). Deterministic: the same inputs give
+ * the same number. 0 for n or draws out of range. */
+double broker_predict_accuracy(const broker_seat_skill *s, size_t n,
+                               const broker_protocol *pr, int draws);
+
 /* ---- the knapsack (pure; exposed so tests can check it) ------------------ */
 
 /* One model of the pool. usd[n] and tokens[n] are its expected cost in a
@@ -83,6 +123,7 @@ typedef struct broker_item {
     int gpu;        /* GPU number 0..BROKER_MAX_POOL-1, -1 unconstrained */
     double vram_gb; /* on that GPU */
     uint64_t roles; /* bit r set: role r admits it */
+    broker_seat_skill skill; /* for objective accuracy */
 } broker_item;
 
 typedef struct broker_problem {
@@ -96,6 +137,15 @@ typedef struct broker_problem {
     int max_per_family;     /* <= 0: no limit */
     const int *role_seats;  /* seats of each role (>= 1) */
     size_t nroles;          /* 1..64 */
+    /* Not NULL: maximize broker_predict_accuracy of the team's skills
+     * (seats in the search order) under these rules instead of the sum of
+     * values (which then only order the search): every feasible team is
+     * evaluated when the pool allows at most BROKER_PREDICT_MAX_TEAMS
+     * teams of size_min..size_max, else a greedy growth followed by
+     * swaps and drops while they help (not exact). */
+    const broker_protocol *accuracy;
+    bool has_required; /* only teams with item `required` (exploration) */
+    size_t required;
 } broker_problem;
 
 typedef struct broker_solution {
@@ -130,6 +180,8 @@ typedef struct broker_candidate {
     bool in_pool;            /* the template admits it */
     bool admitted;           /* in the search */
     bool chosen;
+    bool propose_only;       /* admitted to propose only: p_v is not above
+                                evaluator_min_pv (objective accuracy) */
     telemetry_estimate est;  /* for the team size reported (below) */
     double value;
     double usd;              /* expected per question, in that team size */
@@ -149,6 +201,9 @@ typedef struct broker_decision {
     double usd;                /* expected cost per question */
     double tokens;
     uint64_t nodes;            /* knapsack search nodes */
+    bool explore;              /* the question is in the exploration share */
+    long explored;             /* the model exploration seated, or -1 */
+    double explore_pick;       /* the draw that picks it among ties */
     broker_candidate *cands;   /* one per workflow model, in order */
     size_t ncands;
 } broker_decision;
@@ -164,6 +219,19 @@ NSED_MUST_CHECK int broker_decide(const workflow *wf, const telemetry *tel,
                                   const char *const *tags, size_t ntags,
                                   broker_decision **out, nsed_err *err);
 
+/* broker_decide for the question with id qid: under `knapsack`, a share
+ * broker.explore of the questions, chosen by SHA-256 of (wf->seed, qid),
+ * is explored: the team must hold the admitted model with the fewest
+ * observations (p_g_n) among those the best team leaves out (ties by a
+ * second draw of the same hash), so a model the priors rank low is
+ * measured and can come back (no feasible team with it: the best team).
+ * The decision records it (explore, explored); a resumed question keeps
+ * its recorded seats. qid NULL: no exploration (broker_decide). */
+NSED_MUST_CHECK int
+broker_decide_question(const workflow *wf, const telemetry *tel,
+                       const char *const *tags, size_t ntags, const char *qid,
+                       broker_decision **out, nsed_err *err);
+
 void broker_decision_free(broker_decision *d);
 
 /* The decision with its inputs, as the compact JSON stored per question:
@@ -172,9 +240,11 @@ void broker_decision_free(broker_decision *d);
  *      "vram_per_gpu_gb"(null when unset),"team_size":[min,max],
  *      "max_per_family"(0 = unlimited),"evaluator_min_pv"},
  *    "rounds","team_size","models":[chosen ids, seat order],
- *    "seats":[{"model","role"}],"expected_value","expected_cost_usd",
+ *    "explore","explored"(model id or null),
+ *    "seats":[{"model","role","propose_only"}],"expected_value","expected_cost_usd",
  *    "expected_tokens","nodes",
- *    "candidates":[{"model","family","in_pool","admitted","chosen","why",
+ *    "candidates":[{"model","family","in_pool","admitted","chosen",
+ *      "propose_only","why",
  *      "value","cost_usd","tokens","p_g","p_g_n","p_v","p_v_n",
  *      "seat_rounds","later_seat_rounds","first_round_tokens",
  *      "later_round_tokens","prompt_tokens","completion_tokens","calls",

@@ -671,7 +671,8 @@ static int decide(struct loop *L, const question *q, slot *s)
                          .ntags = q->ntags};
     int rc;
 
-    rc = broker_decide(L->wf, L->view, sq.tags, sq.ntags, &d, L->err);
+    rc = broker_decide_question(L->wf, L->view, sq.tags, sq.ntags, q->id, &d,
+                                L->err);
     if (rc)
         return rc;
     rc = broker_decision_json(L->wf, d, &s->decision_json);

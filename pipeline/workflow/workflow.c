@@ -1385,6 +1385,8 @@ static int load_special(ld *l, const wf_section *s, const wf_key *k,
         return load_prompt(l, s, k, n, p);
     case WF_SP_EXTRA_BODY:
         return n ? load_extra_body(l, n, base, p) : 0;
+    case WF_SP_OBJECTIVE:
+        return n ? load_value(l, k, n, base, p) : 0;
     }
     return nsed_error(l->err, NSED_EINTERNAL, "%s: no loader for %s", l->file,
                       p);

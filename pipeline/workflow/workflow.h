@@ -68,6 +68,7 @@ enum workflow_objective {
     WORKFLOW_OBJECTIVE_EVIDENCE,     /* sum of p_v - p_g */
     WORKFLOW_OBJECTIVE_VERIFICATION, /* sum of p_v */
     WORKFLOW_OBJECTIVE_GENERATION,   /* sum of p_g */
+    WORKFLOW_OBJECTIVE_ACCURACY,     /* predicted team accuracy (default) */
 };
 
 /* scoring.scheme */
@@ -202,7 +203,7 @@ typedef struct workflow_tier {
 
 typedef struct workflow_broker {
     enum workflow_policy policy;       /* default fixed */
-    enum workflow_objective objective; /* default evidence */
+    enum workflow_objective objective; /* default accuracy */
     double budget_usd_per_question;    /* > 0, 0 = no USD budget */
     int64_t budget_tokens_per_question; /* > 0, 0 = no token budget */
     double vram_per_gpu_gb;            /* > 0, 0 = not constrained */
@@ -217,6 +218,8 @@ typedef struct workflow_broker {
     double prior_p_gen;    /* Beta prior mean for unseen models, default 0.5 */
     double prior_p_ver;    /* default 0.6 */
     double prior_strength; /* pseudo-observations, > 0, default 4 */
+    double explore;        /* [0,1], default 0.1: share of questions whose
+                              team seats the least measured models */
 } workflow_broker;
 
 typedef struct workflow_rounds {

@@ -111,6 +111,16 @@ static bool write_special(jsonw *w, const wf_key *k, const void *base)
             jsonw_null(w);
         return true;
     }
+    case WF_SP_OBJECTIVE: {
+        const workflow_broker *b = &((const workflow *)base)->broker;
+        enum workflow_objective o = b->objective;
+
+        if (b->policy == WORKFLOW_POLICY_FIXED &&
+            o == WORKFLOW_OBJECTIVE_ACCURACY)
+            o = WORKFLOW_OBJECTIVE_EVIDENCE;
+        jsonw_str(w, workflow_objective_name(o));
+        return true;
+    }
     case WF_SP_NONE:
     case WF_SP_MODELS:
     case WF_SP_ENDPOINT:

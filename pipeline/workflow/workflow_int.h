@@ -85,7 +85,7 @@ NSED_MUST_CHECK char *wf_prompt_default(enum wf_prompt_kind k,
 /* Names as written in the file, indexed by enum value (wf_carry_names by
  * the bit position of enum workflow_carry). */
 extern const char *const wf_policy_names[2];
-extern const char *const wf_objective_names[3];
+extern const char *const wf_objective_names[4];
 extern const char *const wf_scheme_names[4];
 extern const char *const wf_order_names[2];
 extern const char *const wf_tie_break_names[WORKFLOW_TIE_BREAK_COUNT];
@@ -170,6 +170,9 @@ enum wf_special {
     WF_SP_EXTRA_BODY,   /* models[].extra_body: any mapping, kept as JSON
                            text; left out of the canonical form when
                            absent */
+    WF_SP_OBJECTIVE,    /* broker.objective: under policy fixed, where it
+                           does not act, its default is written as the
+                           old default "evidence" (hashes kept) */
 };
 
 /* Checks across keys, run after a key (wf_key.check) or after a whole

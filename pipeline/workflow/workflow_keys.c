@@ -22,10 +22,11 @@ const char *const wf_policy_names[2] = {
     [WORKFLOW_POLICY_FIXED] = "fixed",
     [WORKFLOW_POLICY_KNAPSACK] = "knapsack",
 };
-const char *const wf_objective_names[3] = {
+const char *const wf_objective_names[4] = {
     [WORKFLOW_OBJECTIVE_EVIDENCE] = "evidence",
     [WORKFLOW_OBJECTIVE_VERIFICATION] = "verification",
     [WORKFLOW_OBJECTIVE_GENERATION] = "generation",
+    [WORKFLOW_OBJECTIVE_ACCURACY] = "accuracy",
 };
 const char *const wf_scheme_names[4] = {
     [WORKFLOW_SCHEME_QUADRATIC] = "quadratic",
@@ -322,8 +323,10 @@ static const wf_key broker_keys[] = {
            .doc = "`fixed`: every seat of the team template; `knapsack`: "
                   "a 0/1 knapsack over the pool per question"),
     K_ENUM("objective", workflow, broker.objective, wf_objective_names,
+           .special = WF_SP_OBJECTIVE, .dflt = WORKFLOW_OBJECTIVE_ACCURACY,
            .doc = "what the knapsack maximizes: sum of p_v - p_g, of p_v "
-                  "or of p_g"),
+                  "or of p_g, or the team's accuracy predicted from its "
+                  "seats' p_g and p_v (docs/broker.md)"),
     K_MAP("budget", budget_section, .doc = "caps per question"),
     K_NUM("vram_per_gpu_gb", workflow, broker.vram_per_gpu_gb, 0, 10000,
           .flags = WF_F_LO_OPEN | WF_F_NULL_ZERO,
@@ -348,6 +351,11 @@ static const wf_key broker_keys[] = {
            .doc = "the first tier sharing a tag with the question wins"),
     K_MAP("priors", priors_section,
           .doc = "Beta priors for models without measurements"),
+    K_NUM("explore", workflow, broker.explore, 0, 1, .flags = WF_F_OMIT_DFLT,
+          .dflt = 0.1,
+          .doc = "knapsack: share of questions (by hash of seed and id) "
+                 "whose team takes the least measured admitted models "
+                 "first, so a model excluded on its prior gets measured"),
 };
 static SECTION(broker_section, broker_keys);
 
