@@ -165,8 +165,7 @@ void converge_fatigue_params(const state *st, const workflow *wf,
         out->k = out->lambda * (out->p_v - out->p_g);
     } else {
         out->k = ctx->fit_k;
-        out->lambda = out->p_v > out->p_g ? out->k / (out->p_v - out->p_g)
-                                          : -1;
+        out->lambda = out->p_v > out->p_g ? out->k / (out->p_v - out->p_g) : -1;
     }
 }
 

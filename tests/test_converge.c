@@ -596,8 +596,7 @@ START_TEST(fatigue_fit_on_the_slice)
     st = new_state(wf);
     for (r = 0; r < 19; r++)
         ck_assert_int_eq(step(st, wf, &ctx, all42, 0, 0.1), STATE_STOP_NONE);
-    ck_assert_int_eq(step(st, wf, &ctx, all42, 0, 0.1),
-                     STATE_STOP_MAX_ROUNDS);
+    ck_assert_int_eq(step(st, wf, &ctx, all42, 0, 0.1), STATE_STOP_MAX_ROUNDS);
     state_free(st);
 
     ctx.fit = STAGE_FIT_POOR;
@@ -606,8 +605,7 @@ START_TEST(fatigue_fit_on_the_slice)
     for (r = 0; r < 19; r++)
         ck_assert_int_eq(step(st, wf, &ctx, all42, 0, 0.1), STATE_STOP_NONE);
     ck_assert_int_eq(state_round_get(st, 18)->decision.target, -1);
-    ck_assert_int_eq(step(st, wf, &ctx, all42, 0, 0.1),
-                     STATE_STOP_MAX_ROUNDS);
+    ck_assert_int_eq(step(st, wf, &ctx, all42, 0, 0.1), STATE_STOP_MAX_ROUNDS);
     state_free(st);
     workflow_free(wf);
 
@@ -619,8 +617,7 @@ START_TEST(fatigue_fit_on_the_slice)
     ck_assert(converge_explores(st, wf));
     for (r = 0; r < 3; r++)
         ck_assert_int_eq(step(st, wf, NULL, all42, 0, 0.9), STATE_STOP_NONE);
-    ck_assert_int_eq(step(st, wf, NULL, all42, 0, 0.9),
-                     STATE_STOP_MAX_ROUNDS);
+    ck_assert_int_eq(step(st, wf, NULL, all42, 0, 0.9), STATE_STOP_MAX_ROUNDS);
     state_free(st);
     workflow_free(wf);
 }

@@ -25,18 +25,18 @@
 
 /* ---- an independent SHA-256 (FIPS 180-4) --------------------------------- */
 
-static const uint32_t sha_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1,
-    0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
-    0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
-    0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
-    0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
-    0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
-    0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
-    0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+static const uint32_t sha_k[64] =
+    {0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1,
+     0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
+     0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+     0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+     0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
+     0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+     0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+     0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+     0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+     0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+     0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
 
 static uint32_t ror(uint32_t x, int n)
 {
@@ -211,11 +211,14 @@ START_TEST(fit_recovers_an_exact_peak)
     ck_assert_double_eq_tol(f.k.est, k, 1e-6);
     ck_assert_double_eq_tol(f.beta.est, b, 1e-8);
     ck_assert_double_eq_tol(f.r2, 1.0, 1e-9);
-    ck_assert_double_eq_tol(f.r2, my_r2(n, kk, 8, f.u0.est, f.k.est,
-                                        f.beta.est), 1e-9);
+    ck_assert_double_eq_tol(f.r2,
+                            my_r2(n, kk, 8, f.u0.est, f.k.est, f.beta.est),
+                            1e-9);
     ck_assert_double_eq_tol(f.t_opt, brute_argmax(u0, k, b), 1e-3);
-    fprintf(stderr, "fit: exact peak: R^2 %.6f, T_opt %.3f (brute force "
-            "%.3f)\n", f.r2, f.t_opt, brute_argmax(u0, k, b));
+    fprintf(stderr,
+            "fit: exact peak: R^2 %.6f, T_opt %.3f (brute force "
+            "%.3f)\n",
+            f.r2, f.t_opt, brute_argmax(u0, k, b));
 }
 END_TEST
 
@@ -251,12 +254,15 @@ START_TEST(fit_recovers_a_noisy_peak)
     ck_assert(f.u0.lo < u0 && u0 < f.u0.hi);
     ck_assert(f.beta.lo < b && b < f.beta.hi);
     ck_assert(f.u0.se > 0 && f.k.se > 0 && f.beta.se > 0);
-    ck_assert_double_eq_tol(f.r2, my_r2(n, kk, 8, f.u0.est, f.k.est,
-                                        f.beta.est), 1e-9);
+    ck_assert_double_eq_tol(f.r2,
+                            my_r2(n, kk, 8, f.u0.est, f.k.est, f.beta.est),
+                            1e-9);
     ck_assert(f.r2 >= 0.95);
     ck_assert_double_eq_tol(f.t_opt, truth, 1.0);
-    fprintf(stderr, "fit: noisy peak (n 400/round): R^2 %.4f, T_opt %.3f "
-            "(true peak %.3f)\n", f.r2, f.t_opt, truth);
+    fprintf(stderr,
+            "fit: noisy peak (n 400/round): R^2 %.4f, T_opt %.3f "
+            "(true peak %.3f)\n",
+            f.r2, f.t_opt, truth);
     f.questions = 50;
     ck_assert(runner_fit_good(&f, 0.8, 30, why, sizeof why));
     ck_assert_str_eq(why, "");
@@ -324,8 +330,8 @@ START_TEST(slice_runs_every_round)
 
     tu_write_file(wf, slice_wf, strlen(slice_wf));
     tu_sim_start(&sim, DEMO_SIM, NULL, NULL);
-    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", wf, "--questions",
-                          DEMO_Q, "--store", sdir, "--quiet") == 0,
+    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", wf, "--questions", DEMO_Q,
+                          "--store", sdir, "--quiet") == 0,
                   "%s", err);
     exp = tu_nsed_export(sdir);
     for (line = strtok_r(exp, "\n", &save); line;
@@ -333,8 +339,8 @@ START_TEST(slice_runs_every_round)
         cJSON *r = cJSON_Parse(line);
         const char *id = cJSON_GetObjectItemCaseSensitive(r, "id")->valuestring;
         bool mine = my_in_slice(id, 42, 0.3);
-        bool marked = cJSON_IsTrue(
-            cJSON_GetObjectItemCaseSensitive(r, "exploration"));
+        bool marked =
+            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "exploration"));
         double rounds = tu_jnum(r, "rounds", NULL);
         const char *why =
             cJSON_GetObjectItemCaseSensitive(r, "stop_reason")->valuestring;
@@ -403,7 +409,8 @@ START_TEST(new_keys_keep_the_hash)
     ck_assert_ptr_null(strstr(workflow_canonical(a), "explore"));
     len = strlen(text) + 200;
     text2 = malloc(len);
-    snprintf(text2, len, "%.*sefficiency_fatigue: {effort: 1.0, explore: "
+    snprintf(text2, len,
+             "%.*sefficiency_fatigue: {effort: 1.0, explore: "
              "0.15, fit_min_r2: 0.8, fit_min_questions: 30}%s",
              (int)(p - text), text, p + strlen(from));
     b = load(text2);

@@ -416,7 +416,8 @@ START_TEST(fatigue_rule_fitted_from_telemetry)
     ck_assert(tu_jnum(fit, "slice_questions", NULL) > 0 &&
               tu_jnum(fit, "slice_questions", NULL) < 30);
     ck_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(fit, "used")));
-    ck_assert(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(fit, "not_used")));
+    ck_assert(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(fit,
+                                                              "not_used")));
     cJSON_Delete(st);
     free(out);
     free(err);

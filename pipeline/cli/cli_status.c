@@ -75,8 +75,7 @@ static void print_broker(const runner_report_broker *b)
 }
 
 /* One fitted parameter: estimate and 95% interval, prec decimals. */
-static void print_param(const char *name, const runner_fit_param *p,
-                        int prec)
+static void print_param(const char *name, const runner_fit_param *p, int prec)
 {
     printf("%s %.*f", name, prec, p->est);
     if (isfinite(p->lo) && isfinite(p->hi))
@@ -92,12 +91,13 @@ static void print_fit(const runner_report *r)
     if (!f->slice)
         return;
     printf("fatigue fit: exploration slice %.0f%% of questions, %.0f "
-           "finished", 100.0 * f->explore, f->questions);
+           "finished",
+           100.0 * f->explore, f->questions);
     for (int t = 0; t < RUNNER_MAX_ROUNDS; t++) {
         if (f->sn[t] <= 0)
             continue;
-        printf("%s r%d %.1f%% (%.0f)", any ? "," : "; winner right",
-               t, 100.0 * f->sk[t] / f->sn[t], f->sn[t]);
+        printf("%s r%d %.1f%% (%.0f)", any ? "," : "; winner right", t,
+               100.0 * f->sk[t] / f->sn[t], f->sn[t]);
         any = 1;
     }
     printf("\n");
@@ -110,7 +110,8 @@ static void print_fit(const runner_report *r)
         print_param(", beta", &f->fit.beta, 4);
         printf(" (95%%)\n");
         if (isfinite(f->fit.t_opt))
-            printf("             T_opt %.2f rounds after round 0", f->fit.t_opt);
+            printf("             T_opt %.2f rounds after round 0",
+                   f->fit.t_opt);
         else
             printf("             T_opt: no peak (beta <= 0)");
     } else {

@@ -343,12 +343,12 @@ int runner_fit_curve(const double *n, const double *k, size_t len,
      * by the residual variance */
     q = m > 3 ? gsl_cdf_tdist_Pinv(0.975, (double)(m - 3)) : NAN;
     chi2 = m > 3 ? best / (double)(m - 3) : NAN;
-    set_param(&out->u0, gsl_vector_get(bx, 0), gsl_matrix_get(bcov, 0, 0) *
-              chi2, q);
-    set_param(&out->k, gsl_vector_get(bx, 1), gsl_matrix_get(bcov, 1, 1) *
-              chi2, q);
-    set_param(&out->beta, gsl_vector_get(bx, 2), gsl_matrix_get(bcov, 2, 2) *
-              chi2, q);
+    set_param(&out->u0, gsl_vector_get(bx, 0),
+              gsl_matrix_get(bcov, 0, 0) * chi2, q);
+    set_param(&out->k, gsl_vector_get(bx, 1), gsl_matrix_get(bcov, 1, 1) * chi2,
+              q);
+    set_param(&out->beta, gsl_vector_get(bx, 2),
+              gsl_matrix_get(bcov, 2, 2) * chi2, q);
     out->t_opt = converge_t_opt_k(out->u0.est, out->k.est, out->beta.est);
 out:
     gsl_multifit_nlinear_free(w);
@@ -360,8 +360,8 @@ out:
     return rc;
 }
 
-bool runner_fit_good(const runner_fit *f, double min_r2,
-                     double min_questions, char *why, size_t whylen)
+bool runner_fit_good(const runner_fit *f, double min_r2, double min_questions,
+                     char *why, size_t whylen)
 {
     if (whylen)
         why[0] = '\0';
@@ -451,8 +451,8 @@ int runner_qctx_new(const workflow *wf, const struct telemetry *t,
         for (size_t i = 0; i < st->nseats; i++) {
             telemetry_estimate e;
 
-            telemetry_estimate_for(t, wf, st->seats[i].model,
-                                   (int)st->nseats, &e);
+            telemetry_estimate_for(t, wf, st->seats[i].model, (int)st->nseats,
+                                   &e);
             pv += e.p_v / (double)st->nseats;
         }
         q->fit = STAGE_FIT_POOR;
@@ -469,8 +469,8 @@ int runner_qctx_new(const workflow *wf, const struct telemetry *t,
         }
         if (!(f = cJSON_AddObjectToObject(o, "fit")))
             goto nomem;
-        cJSON_AddStringToObject(f, "use", q->fit == STAGE_FIT_GOOD ? "good"
-                                                                   : "poor");
+        cJSON_AddStringToObject(f, "use",
+                                q->fit == STAGE_FIT_GOOD ? "good" : "poor");
         cJSON_AddNumberToObject(f, "p_g", q->fit_p_g);
         cJSON_AddNumberToObject(f, "p_v", q->fit_p_v);
         cJSON_AddNumberToObject(f, "k", q->fit_k);
@@ -540,10 +540,10 @@ int runner_qctx_parse(const workflow *wf, const char *json, size_t len,
             q->reliability[i++] = v->valuedouble;
         }
     }
-    if (f && (num_field(f, "p_g", &q->fit_p_g) ||
-              num_field(f, "p_v", &q->fit_p_v) ||
-              num_field(f, "lambda", &q->fit_lambda) ||
-              num_field(f, "beta", &q->fit_beta))) {
+    if (f &&
+        (num_field(f, "p_g", &q->fit_p_g) || num_field(f, "p_v", &q->fit_p_v) ||
+         num_field(f, "lambda", &q->fit_lambda) ||
+         num_field(f, "beta", &q->fit_beta))) {
         rc = nsed_error(err, NSED_ESTORE,
                         "a stored efficiency-fatigue fit lacks a number");
         goto out;

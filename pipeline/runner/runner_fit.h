@@ -30,10 +30,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define RUNNER_FIT_MIN_POINTS 4 /* rounds with data a fit needs (3
-                                   parameters and one degree of freedom) */
-#define RUNNER_FIT_EVERY 10     /* the runner refits after this many newly
-                                   finished slice questions */
+/* Rounds with data a fit needs: 3 parameters and one degree of freedom. */
+#define RUNNER_FIT_MIN_POINTS 4
+/* The runner refits after this many newly finished slice questions. */
+#define RUNNER_FIT_EVERY 10
 
 /* One fitted parameter: its estimate, standard error and 95% interval
  * (se, lo and hi are NAN when the fit has no degree of freedom left or
@@ -62,7 +62,7 @@ int runner_fit_curve(const double *n, const double *k, size_t len,
 /* Whether the fit may stop questions: R^2 >= min_r2 and questions >=
  * min_questions. When not, why[] says so ("R^2 0.41 < 0.8", "12 slice
  * questions < 30"); "" when it may. */
-bool runner_fit_good(const runner_fit *f, double min_r2,
-                     double min_questions, char *why, size_t whylen);
+bool runner_fit_good(const runner_fit *f, double min_r2, double min_questions,
+                     char *why, size_t whylen);
 
 #endif

@@ -153,8 +153,8 @@ bool runner_qctx_wanted(const workflow *wf);
  * telemetry now; *json is what to store. Returns 0 or NSED_ENOMEM. */
 NSED_MUST_CHECK
 int runner_qctx_new(const workflow *wf, const struct telemetry *t,
-                    const runner_fitted *fit, const state *st,
-                    runner_qctx *q, char **json);
+                    const runner_fitted *fit, const state *st, runner_qctx *q,
+                    char **json);
 
 /* Parse a stored context. Returns 0, NSED_ESTORE or NSED_ENOMEM. */
 NSED_MUST_CHECK

@@ -486,8 +486,8 @@ static void fit_settings(runner_report *r)
     cJSON *wf = canon ? cJSON_Parse(canon) : NULL;
     const cJSON *rd = cJSON_GetObjectItemCaseSensitive(wf, "rounds");
     const cJSON *stop = cJSON_GetObjectItemCaseSensitive(rd, "stop");
-    const cJSON *rule =
-        cJSON_GetObjectItemCaseSensitive(stop, "efficiency_fatigue");
+    const cJSON *rule = cJSON_GetObjectItemCaseSensitive(stop,
+                                                         "efficiency_fatigue");
     static const char *const open[] = {"p_g", "p_v", "lambda", "beta"};
     runner_report_fit *f = &r->fit;
 
@@ -497,9 +497,10 @@ static void fit_settings(runner_report *r)
         f->min_questions = fatigue_key(rule, "fit_min_questions", 30);
         f->slice = f->explore > 0;
         for (size_t i = 0; i < 4; i++)
-            f->needed = f->needed ||
-                        !cJSON_IsNumber(
-                            cJSON_GetObjectItemCaseSensitive(rule, open[i]));
+            f->needed =
+                f->needed ||
+                !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(rule,
+                                                                 open[i]));
     }
     cJSON_Delete(wf);
 }
@@ -514,11 +515,13 @@ static void derive_fit(runner_report *r, const runner_round_counts *c)
     f->questions = c->squestions;
     f->have = runner_fit_slice(c, &f->fit) == 0;
     if (f->have)
-        f->good = runner_fit_good(&f->fit, f->min_r2, f->min_questions,
-                                  f->why, sizeof f->why);
+        f->good = runner_fit_good(&f->fit, f->min_r2, f->min_questions, f->why,
+                                  sizeof f->why);
     else
-        snprintf(f->why, sizeof f->why, "fewer than %d slice rounds with "
-                 "judged winners", RUNNER_FIT_MIN_POINTS);
+        snprintf(f->why, sizeof f->why,
+                 "fewer than %d slice rounds with "
+                 "judged winners",
+                 RUNNER_FIT_MIN_POINTS);
 }
 
 static cJSON *num_or_null(double v)
@@ -582,8 +585,8 @@ static void fit_json(const runner_report *r, cJSON *o)
         cJSON_AddItemToObject(j, "t_opt", num_or_null(f->fit.t_opt));
         cJSON_AddBoolToObject(j, "peak", isfinite(f->fit.t_opt));
     } else {
-        static const char *const none[] = {"points", "judged", "r2", "u0",
-                                           "k", "beta", "t_opt", "peak"};
+        static const char *const none[] = {"points", "judged", "r2",    "u0",
+                                           "k",      "beta",   "t_opt", "peak"};
 
         for (size_t i = 0; i < sizeof none / sizeof none[0]; i++)
             cJSON_AddNullToObject(j, none[i]);

@@ -375,8 +375,8 @@ SECTION(wf_team_section, team_keys);
 /* ---- rounds ------------------------------------------------------------ */
 
 static const wf_key fatigue_keys[] = {
-    K_NUM("effort", workflow, rounds.fatigue_effort, 0, 4, OPEN_LO,
-          .dflt = 1, .doc = "stop at round ceil(effort * T_opt)"),
+    K_NUM("effort", workflow, rounds.fatigue_effort, 0, 4, OPEN_LO, .dflt = 1,
+          .doc = "stop at round ceil(effort * T_opt)"),
     K_NUM("p_g", workflow, rounds.fatigue_p_g, 0, 1, .flags = WF_F_NULL_NEG,
           .dflt = -1, .doc_default = "fitted",
           .doc = "generation accuracy; fitted from telemetry when absent"),
@@ -398,8 +398,8 @@ static const wf_key fatigue_keys[] = {
           .flags = WF_F_OMIT_DFLT, .dflt = 0.8,
           .doc = "the fitted T_opt stops questions only when the fit's R^2 "
                  "reaches this"),
-    K_NUM("fit_min_questions", workflow, rounds.fatigue_min_questions, 1,
-          1e9, .flags = WF_F_OMIT_DFLT, .dflt = 30,
+    K_NUM("fit_min_questions", workflow, rounds.fatigue_min_questions, 1, 1e9,
+          .flags = WF_F_OMIT_DFLT, .dflt = 30,
           .doc = "... and it was made from at least this many finished "
                  "exploration questions"),
 };
