@@ -9,6 +9,8 @@
 #include "pipeline/runner/runner_fit.h"
 #include "pipeline/workflow/workflow.h"
 #include "stages/converge.h"
+#include "store/store.h"
+#include "store/store_keys.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -317,6 +319,19 @@ static const char slice_wf[] =
     "  stop: {stable_answer: 1, efficiency_fatigue: {explore: 0.3}}\n"
     "answer: {extract: boxed, compare: numeric}\n";
 
+/* Replace the store's "rounds" record with one an older nsed wrote. */
+static int put_old_rounds(store_txn *txn, void *arg, nsed_err *err)
+{
+    static const char old[] = "{\"n\":[120,100,90],\"k\":[90,80,70]}";
+    store_key key;
+
+    (void)arg;
+    (void)err;
+    store_keys_rounds(&key);
+    return store_put(txn, STORE_TELEMETRY, key.bytes, key.len, old,
+                     strlen(old));
+}
+
 /* Slice questions run all 5 rounds though stable_answer: 1 stops every
  * other question at once; the slice is the hash rule's; the export marks
  * it; status counts it. */
@@ -365,6 +380,31 @@ START_TEST(slice_runs_every_round)
     ck_assert_double_eq(tu_jnum(fit, "slice_questions", NULL), (double)in);
     ck_assert_double_eq(tu_jnum(fit, "explore", NULL), 0.3);
     cJSON_Delete(st);
+
+    /* a "rounds" record of an older nsed (no slice arrays) still reads:
+     * the all-question rounds as stored, an empty slice, no fit */
+    {
+        store *sto = NULL;
+        nsed_err e = {0};
+        cJSON *rounds;
+
+        ck_assert_int_eq(store_open(sdir, NULL, &sto, &e), 0);
+        ck_assert_int_eq(store_write(sto, put_old_rounds, NULL, &e), 0);
+        store_close(sto);
+        st = tu_nsed_status(sdir);
+        fit = cJSON_GetObjectItemCaseSensitive(st, "fatigue_fit");
+        ck_assert_double_eq(tu_jnum(fit, "slice_questions", NULL), 0);
+        ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(
+                             fit, "slice_rounds")),
+                         0);
+        ck_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(fit,
+                                                                 "fitted")));
+        rounds = cJSON_GetObjectItemCaseSensitive(st, "rounds");
+        ck_assert_int_eq(cJSON_GetArraySize(rounds), 3);
+        ck_assert_double_eq(
+            tu_jnum(cJSON_GetArrayItem(rounds, 2), "winner_correct", NULL), 70);
+        cJSON_Delete(st);
+    }
     free(exp);
     free(out);
     free(err);
