@@ -401,8 +401,9 @@ START_TEST(slice_runs_every_round)
                                                                  "fitted")));
         rounds = cJSON_GetObjectItemCaseSensitive(st, "rounds");
         ck_assert_int_eq(cJSON_GetArraySize(rounds), 3);
-        ck_assert_double_eq(
-            tu_jnum(cJSON_GetArrayItem(rounds, 2), "winner_correct", NULL), 70);
+        ck_assert_double_eq(tu_jnum(cJSON_GetArrayItem(rounds, 2),
+                                    "winner_correct", NULL),
+                            70);
         cJSON_Delete(st);
     }
     free(exp);
