@@ -207,8 +207,8 @@ void converge_decide(const state *st, const workflow *wf,
         /* a hair below an integer is that integer, not the next one */
         x = ceil(f.effort * d.t_opt - 1e-9);
         d.target = x < 0 ? 0 : !(x <= 1e6) ? 1000000 : (int)x;
-        if (f.hold)
-            d.target = -1;
+        if (f.hold) /* no trustworthy T_opt: none is recorded */
+            d.t_opt = d.target = -1;
     }
     if (r->ncand == 0) {
         d.reason = STATE_STOP_ALL_FAILED;

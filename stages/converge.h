@@ -36,7 +36,7 @@
  *                       the workflow fixes lambda: then k = lambda (p_v -
  *                       p_g)) and beta, which may be <= 0 (no peak: the
  *                       rule never fires); with STAGE_FIT_POOR the rule
- *                       does not fire (target -1).
+ *                       does not fire (target and t_opt -1).
  *   exploration slice   a question of the slice (converge_in_slice) is
  *                       stopped only by all_failed and max_rounds: the
  *                       fit needs every round of it (runner_fit.c).

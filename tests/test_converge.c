@@ -605,6 +605,7 @@ START_TEST(fatigue_fit_on_the_slice)
     for (r = 0; r < 19; r++)
         ck_assert_int_eq(step(st, wf, &ctx, all42, 0, 0.1), STATE_STOP_NONE);
     ck_assert_int_eq(state_round_get(st, 18)->decision.target, -1);
+    ck_assert_double_eq(state_round_get(st, 18)->decision.t_opt, -1);
     ck_assert_int_eq(step(st, wf, &ctx, all42, 0, 0.1), STATE_STOP_MAX_ROUNDS);
     state_free(st);
     workflow_free(wf);
