@@ -1,10 +1,12 @@
 #include "stages/converge.h"
+#include "pipeline/base/hash.h"
 
 #include "stages/answer.h"
 #include "stages/mask.h"
 #include "stages/seed.h"
 #include "stages/text.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +63,49 @@ double converge_utility(double t, double p_g, double p_v, double lambda,
     return 1.0 - (1.0 - p_g) * exp(-k * t) - beta * t * t;
 }
 
+double converge_t_opt_k(double p_g, double k, double beta)
+{
+    if (!(k > 0) || !(p_g < 1) || isinf(k))
+        return 0;
+    if (!(beta > 0))
+        return INFINITY;
+    return converge_lambert_w((1.0 - p_g) * k * k / (2.0 * beta)) / k;
+}
+
+bool converge_in_slice(const char *qid, uint64_t seed, double explore)
+{
+    uint8_t d[HASH_LEN];
+    char pre[64];
+    uint64_t x = 0;
+    hash_ctx *h;
+    int n;
+
+    if (!(explore > 0))
+        return false;
+    if (explore >= 1)
+        return true;
+    n = snprintf(pre, sizeof pre, "nsed-explore\n%" PRIu64 "\n", seed);
+    h = hash_new();
+    if (!h || n < 0) {
+        /* out of memory: no slice rather than a wrong one */
+        hash_free(h);
+        return false;
+    }
+    hash_update(h, pre, (size_t)n);
+    hash_update(h, qid, strlen(qid));
+    hash_final(h, d);
+    hash_free(h);
+    for (int i = 0; i < 8; i++)
+        x = x << 8 | d[i];
+    return (double)(x >> 11) / 9007199254740992.0 < explore;
+}
+
+bool converge_explores(const state *st, const workflow *wf)
+{
+    return wf->rounds.fatigue &&
+           converge_in_slice(st->qid, st->seed, wf->rounds.fatigue_explore);
+}
+
 double converge_t_opt(double p_g, double p_v, double lambda, double beta)
 {
     double k = lambda * (p_v - p_g);
@@ -107,6 +152,21 @@ void converge_fatigue_params(const state *st, const workflow *wf,
     out->beta = is_pos(rd->fatigue_beta) ? rd->fatigue_beta
                 : ctx && is_pos(ctx->fit_beta) ? ctx->fit_beta
                                                : CONVERGE_PRIOR_BETA;
+    out->k = out->lambda * (out->p_v - out->p_g);
+    out->hold = ctx && ctx->fit == STAGE_FIT_POOR;
+    if (!ctx || ctx->fit != STAGE_FIT_GOOD)
+        return;
+    /* the fitted curve: U(0) free, k and beta as fitted */
+    if (!is_prob(rd->fatigue_p_g))
+        out->p_g = ctx->fit_p_g;
+    if (!is_pos(rd->fatigue_beta))
+        out->beta = ctx->fit_beta;
+    if (is_pos(rd->fatigue_lambda)) {
+        out->k = out->lambda * (out->p_v - out->p_g);
+    } else {
+        out->k = ctx->fit_k;
+        out->lambda = out->p_v > out->p_g ? out->k / (out->p_v - out->p_g) : -1;
+    }
 }
 
 /* ---- the decision ------------------------------------------------------ */
@@ -141,13 +201,20 @@ void converge_decide(const state *st, const workflow *wf,
         d.p_v = f.p_v;
         d.lambda = f.lambda;
         d.beta = f.beta;
-        d.t_opt = converge_t_opt(f.p_g, f.p_v, f.lambda, f.beta);
+        d.t_opt = converge_t_opt_k(f.p_g, f.k, f.beta);
+        if (!(d.t_opt <= 1e6)) /* no peak; the record holds finite numbers */
+            d.t_opt = 1e6;
         /* a hair below an integer is that integer, not the next one */
         x = ceil(f.effort * d.t_opt - 1e-9);
-        d.target = x < 0 ? 0 : x > 1e6 ? 1000000 : (int)x;
+        d.target = x < 0 ? 0 : !(x <= 1e6) ? 1000000 : (int)x;
+        if (f.hold) /* no trustworthy T_opt: none is recorded */
+            d.t_opt = d.target = -1;
     }
     if (r->ncand == 0) {
         d.reason = STATE_STOP_ALL_FAILED;
+    } else if (converge_explores(st, wf)) {
+        if (r->index + 1 >= rd->max)
+            d.reason = STATE_STOP_MAX_ROUNDS;
     } else if (r->index + 1 < rd->min) {
         d.reason = STATE_STOP_NONE;
     } else if (rd->consensus_margin > 0 && r->agg.winner >= 0 &&
@@ -155,7 +222,7 @@ void converge_decide(const state *st, const workflow *wf,
         d.reason = STATE_STOP_CONSENSUS_MARGIN;
     } else if (rd->stable_answer > 0 && d.stable_streak >= rd->stable_answer) {
         d.reason = STATE_STOP_STABLE_ANSWER;
-    } else if (rd->fatigue && r->index >= d.target) {
+    } else if (rd->fatigue && d.target >= 0 && r->index >= d.target) {
         d.reason = STATE_STOP_EFFICIENCY_FATIGUE;
     } else if (r->index + 1 >= rd->max) {
         d.reason = STATE_STOP_MAX_ROUNDS;

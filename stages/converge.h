@@ -30,7 +30,16 @@
  *                       else from a prior: p_g and p_v are the mean over
  *                       the seats of each model's prior (models[].prior,
  *                       else broker.priors), lambda CONVERGE_PRIOR_LAMBDA,
- *                       beta CONVERGE_PRIOR_BETA.
+ *                       beta CONVERGE_PRIOR_BETA. With a fit
+ *                       (ctx->fit == STAGE_FIT_GOOD) the open parameters
+ *                       are the fitted curve's: p_g = U(0), its k (unless
+ *                       the workflow fixes lambda: then k = lambda (p_v -
+ *                       p_g)) and beta, which may be <= 0 (no peak: the
+ *                       rule never fires); with STAGE_FIT_POOR the rule
+ *                       does not fire (target and t_opt -1).
+ *   exploration slice   a question of the slice (converge_in_slice) is
+ *                       stopped only by all_failed and max_rounds: the
+ *                       fit needs every round of it (runner_fit.c).
  *   max_rounds          r+1 == rounds.max (always stops).
  *
  * When the question stops: if no round ever had a winner, its final answer
@@ -70,8 +79,25 @@
 
 typedef struct converge_fatigue {
     double p_g, p_v, lambda, beta; /* in use */
+    double k;                      /* the rate in use */
     double effort;
+    bool hold; /* STAGE_FIT_POOR: the rule does not fire */
 } converge_fatigue;
+
+/* True when question qid of a run seeded seed is in the exploration slice
+ * of share explore in [0, 1]: with x the first 8 bytes of
+ * SHA-256("nsed-explore\n" <seed in decimal> "\n" <qid>) read as a
+ * big-endian integer, (x >> 11) / 2^53 < explore (docs/protocol.md). */
+bool converge_in_slice(const char *qid, uint64_t seed, double explore);
+
+/* The same for question st of workflow wf: wf's fatigue rule is on and
+ * the question is in its slice. */
+bool converge_explores(const state *st, const workflow *wf);
+
+/* T_opt of the curve 1 - (1 - p_g) e^(-k t) - beta t^2: 0 when k <= 0 or
+ * p_g >= 1, INFINITY when beta <= 0 (and k > 0), else
+ * W((1 - p_g) k^2 / (2 beta)) / k. */
+double converge_t_opt_k(double p_g, double k, double beta);
 
 /* Lambert W, principal branch W0: the w >= -1 with w e^w = x. NaN for x
  * below -1/e or NaN; +inf for +inf. Halley iteration to about 1e-15. */

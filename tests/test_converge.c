@@ -566,6 +566,64 @@ START_TEST(prompt_bounded_over_50_rounds)
 }
 END_TEST
 
+/* The runner's fit on the exploration slice (stage_ctx.fit): a good fit
+ * gives p_g = U(0), k and beta directly (the paper's example, T_opt =
+ * W(45)/0.6 = 4.64: stop at round 5); a poor one never stops on the rule;
+ * a fitted beta <= 0 is no peak; a slice question runs to rounds.max. */
+START_TEST(fatigue_fit_on_the_slice)
+{
+    workflow *wf = load_wf("rounds: {max: 20, stop: {efficiency_fatigue: "
+                           "{explore: 0}}}\n");
+    stage_ctx ctx = stage_ctx_none();
+    state *st = new_state(wf);
+    int r;
+
+    ctx.fit = STAGE_FIT_GOOD;
+    ctx.fit_p_g = 0.5;
+    ctx.fit_k = 0.6;
+    ctx.fit_beta = 0.002;
+    ctx.fit_p_v = 0.2; /* below p_g: it does not matter with k fitted */
+    for (r = 0; r < 5; r++)
+        ck_assert_int_eq(step(st, wf, &ctx, all42, 0, 0.1), STATE_STOP_NONE);
+    ck_assert_int_eq(step(st, wf, &ctx, all42, 0, 0.1),
+                     STATE_STOP_EFFICIENCY_FATIGUE);
+    ck_assert_int_eq(state_round_get(st, 5)->decision.target, 5);
+    ck_assert(state_round_get(st, 5)->decision.t_opt > 4.6 &&
+              state_round_get(st, 5)->decision.t_opt < 4.7);
+    state_free(st);
+
+    ctx.fit_beta = -0.001; /* no peak */
+    st = new_state(wf);
+    for (r = 0; r < 19; r++)
+        ck_assert_int_eq(step(st, wf, &ctx, all42, 0, 0.1), STATE_STOP_NONE);
+    ck_assert_int_eq(step(st, wf, &ctx, all42, 0, 0.1), STATE_STOP_MAX_ROUNDS);
+    state_free(st);
+
+    ctx.fit = STAGE_FIT_POOR;
+    ctx.fit_beta = 0.002;
+    st = new_state(wf);
+    for (r = 0; r < 19; r++)
+        ck_assert_int_eq(step(st, wf, &ctx, all42, 0, 0.1), STATE_STOP_NONE);
+    ck_assert_int_eq(state_round_get(st, 18)->decision.target, -1);
+    ck_assert_double_eq(state_round_get(st, 18)->decision.t_opt, -1);
+    ck_assert_int_eq(step(st, wf, &ctx, all42, 0, 0.1), STATE_STOP_MAX_ROUNDS);
+    state_free(st);
+    workflow_free(wf);
+
+    /* the whole slice: stable_answer and consensus_margin do not stop it */
+    wf = load_wf("rounds: {min: 1, max: 4, stop: {stable_answer: 1, "
+                 "consensus_margin: 0.1, efficiency_fatigue: {explore: 1, "
+                 "p_g: 0.8, p_v: 0.6, lambda: 1, beta: 0.1}}}\n");
+    st = new_state(wf);
+    ck_assert(converge_explores(st, wf));
+    for (r = 0; r < 3; r++)
+        ck_assert_int_eq(step(st, wf, NULL, all42, 0, 0.9), STATE_STOP_NONE);
+    ck_assert_int_eq(step(st, wf, NULL, all42, 0, 0.9), STATE_STOP_MAX_ROUNDS);
+    state_free(st);
+    workflow_free(wf);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("converge");
@@ -582,6 +640,7 @@ Suite *tu_suite(void)
     tcase_add_test(t, stable_answer_streak);
     tcase_add_test(t, efficiency_fatigue_stops_at_optimum);
     tcase_add_test(t, fatigue_parameter_sources);
+    tcase_add_test(t, fatigue_fit_on_the_slice);
     tcase_add_test(t, all_failed_stops_even_before_min);
     tcase_add_test(t, no_winner_ever_falls_back_to_majority);
     suite_add_tcase(s, t);

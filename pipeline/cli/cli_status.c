@@ -8,6 +8,7 @@
 #include "pipeline/runner/runner_report.h"
 
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +79,58 @@ static void print_broker(const runner_report_broker *b)
     print_tally("excluded", &b->excluded);
 }
 
+/* One fitted parameter: estimate and 95% interval, prec decimals. */
+static void print_param(const char *name, const runner_fit_param *p, int prec)
+{
+    printf("%s %.*f", name, prec, p->est);
+    if (isfinite(p->lo) && isfinite(p->hi))
+        printf(" [%.*f, %.*f]", prec, p->lo, prec, p->hi);
+}
+
+/* The efficiency-fatigue fit on the exploration slice (runner_fit.h). */
+static void print_fit(const runner_report *r)
+{
+    const runner_report_fit *f = &r->fit;
+    int any = 0;
+
+    if (!f->slice)
+        return;
+    printf("fatigue fit: exploration slice %.0f%% of questions, %.0f "
+           "finished",
+           100.0 * f->explore, f->questions);
+    for (int t = 0; t < RUNNER_MAX_ROUNDS; t++) {
+        if (f->sn[t] <= 0)
+            continue;
+        printf("%s r%d %.1f%% (%.0f)", any ? "," : "; winner right", t,
+               100.0 * f->sk[t] / f->sn[t], f->sn[t]);
+        any = 1;
+    }
+    printf("\n");
+    if (f->have) {
+        printf("             U(t) = 1 - (1 - u0) e^(-k t) - beta t^2 on %zu "
+               "rounds (%.0f judged winners): R^2 %.3f\n             ",
+               f->fit.points, f->fit.judged, f->fit.r2);
+        print_param("u0", &f->fit.u0, 3);
+        print_param(", k", &f->fit.k, 3);
+        print_param(", beta", &f->fit.beta, 4);
+        printf(" (95%%)\n");
+        if (isfinite(f->fit.t_opt))
+            printf("             T_opt %.2f rounds after round 0",
+                   f->fit.t_opt);
+        else
+            printf("             T_opt: no peak (beta <= 0)");
+    } else {
+        printf("             no fit yet");
+    }
+    if (!f->needed)
+        printf(": not needed (the workflow fixes every parameter)\n");
+    else if (f->good)
+        printf(": used for stopping (R^2 >= %.2g, >= %.0f slice questions)\n",
+               f->min_r2, f->min_questions);
+    else
+        printf(": fit not used: %s\n", f->why);
+}
+
 static void print_rounds(const runner_report *r)
 {
     int any = 0;
@@ -92,15 +145,7 @@ static void print_rounds(const runner_report *r)
     if (!any)
         return;
     printf("\n");
-    if (r->has_fit)
-        printf("fatigue fit: p_g %.3f, p_v %.3f, lambda %.3f, beta %.4f: "
-               "T_opt %.2f rounds after round 0 (rounds reached by harder "
-               "questions weigh it down)\n",
-               r->fit_p_g, r->fit_p_v, r->fit_lambda, r->fit_beta,
-               r->fit_t_opt);
-    else
-        printf("fatigue fit: not enough data yet (two revision rounds with "
-               "%d judged winners each)\n", RUNNER_FIT_MIN_N);
+    print_fit(r);
 }
 
 static void print_accuracy(const runner_report *r)

@@ -98,6 +98,7 @@ struct loop {
                                   the last commit (per model) */
     runner_round_counts rounds;         /* per-round accuracy, committed */
     runner_round_counts rounds_pending; /* ... and since the last commit */
+    runner_fitted fitted; /* the fatigue fit, remade as the slice grows */
     /* when no team could be served any more; < 0 while some team can */
     double unservable_since;
     runner_breakers *breakers; /* for nsed status: who is paused */
@@ -363,6 +364,7 @@ static int finish_slot(struct loop *L, slot *s)
 
     if (rc)
         return rc;
+    runner_rounds_finished(L->wf, s->st, &L->rounds_pending);
     s->phase = SLOT_FINISHED;
     s->dirty = true;
     return 0;
@@ -625,7 +627,7 @@ static int read_qctx(struct loop *L, store_txn *txn, const char *qid,
     if (!rc)
         rc = store_get(txn, STORE_STATE, key.bytes, key.len, &val, &vlen);
     if (rc == NSED_ENOTFOUND) {
-        rc = runner_qctx_new(L->wf, L->view, &L->rounds, s->st, &s->qctx,
+        rc = runner_qctx_new(L->wf, L->view, &L->fitted, s->st, &s->qctx,
                              &s->ctx_json);
         s->dirty = rc == 0;
         return rc;
@@ -686,7 +688,7 @@ static int decide(struct loop *L, const question *q, slot *s)
         if (!rc)
             rc = choose_selfcons(L, s->st);
         if (!rc && runner_qctx_wanted(L->wf))
-            rc = runner_qctx_new(L->wf, L->view, &L->rounds, s->st, &s->qctx,
+            rc = runner_qctx_new(L->wf, L->view, &L->fitted, s->st, &s->qctx,
                                  &s->ctx_json);
         if (rc == NSED_ENOMEM)
             nsed_error(L->err, rc, "out of memory");
@@ -1192,6 +1194,8 @@ static int commit(struct loop *L)
     memset(L->pending, 0, L->wf->nmodels * sizeof *L->pending);
     runner_rounds_add(&L->rounds, &L->rounds_pending);
     memset(&L->rounds_pending, 0, sizeof L->rounds_pending);
+    if (runner_fitted_update(&L->fitted, &L->rounds))
+        return nsed_error(L->err, NSED_ENOMEM, "out of memory");
     L->last_telemetry = now_s();
     for (slot *s = L->active; s; s = s->next) {
         s->dirty = false;
@@ -1422,6 +1426,8 @@ static int loop_open(struct loop *L, nsed_err *err)
         rc = telemetry_read_store(L->st, wf, &L->view, err);
     if (!rc)
         rc = store_read(L->st, read_rounds_fn, &L->rounds, err);
+    if (!rc && runner_fitted_update(&L->fitted, &L->rounds))
+        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
     if (rc)
         return rc;
     L->pending = calloc(wf->nmodels, sizeof *L->pending);

@@ -1,21 +1,20 @@
 /* runner_fit.c -- per-round accuracy telemetry and the fit of the
- * efficiency-fatigue model to it.
+ * efficiency-fatigue curve to the exploration slice (runner_fit.h).
  *
- * The STORE_TELEMETRY record of store_keys_rounds() ("rounds") holds, per
- * round index r, how many decided rounds r had a winner whose extracted
- * answer could be judged against a reference (n) and how many of those
- * winners were right (k). From them
- * the runner fits the model of converge.h,
- *
- *     U(t) = 1 - (1 - p_g) exp(-k t) - beta t^2,    k = lambda (p_v - p_g)
- *
- * in the frame of converge.h: t counts the revision rounds after round 0,
- * p_g and p_v are the team's measured generation and verification
- * accuracies (telemetry.h), and k and beta are fitted by weighted least
- * squares (weights n_t) to the winners' accuracy of rounds t >= 1, on a
- * grid fine enough for a stopping rule. Later rounds are reached only by questions that did not
- * stop, which are harder than average, so the fit leans pessimistic: it
- * is a stopping heuristic, not an accuracy estimate.
+ * The STORE_TELEMETRY record of store_keys_rounds() ("rounds") is
+ *   {"n":[...], "k":[...]                 per round index r: decided rounds
+ *                                         r whose winner could be judged
+ *                                         against a reference, and of
+ *                                         those right (every question)
+ *    "slice_n":[...], "slice_k":[...],    the same for the questions of
+ *    "slice_questions": q}                the exploration slice alone, and
+ *                                         the slice questions finished
+ * (the slice members are left out while no slice question was seen, so a
+ * run without one writes the record an older nsed wrote, and a record of
+ * an older nsed reads with the slice empty). Only the slice is fitted:
+ * its questions run every round, so round t's accuracy is that of the
+ * same questions at every t, where the rounds reached by the questions
+ * that did not stop early are the harder ones.
  */
 #include "pipeline/runner/runner_int.h"
 #include "pipeline/broker/telemetry.h"
@@ -23,17 +22,22 @@
 #include "stages/answer.h"
 #include "stages/converge.h"
 
+#include <gsl/gsl_blas.h>
+#include <gsl/gsl_cdf.h>
+#include <gsl/gsl_errno.h>
+#include <gsl/gsl_matrix.h>
+#include <gsl/gsl_multifit_nlinear.h>
+#include <gsl/gsl_vector.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define FIT_BETA_MAX 0.5
-#define FIT_BETA_STEPS 1000
 
 void runner_rounds_observe(const workflow *wf, const state *st,
                            const state_round *r, runner_round_counts *c)
 {
     const char *ans;
+    int right;
 
     if (r->index < 0 || r->index >= RUNNER_MAX_ROUNDS || !st->reference ||
         !r->aggregated || r->agg.winner < 0 ||
@@ -42,8 +46,39 @@ void runner_rounds_observe(const workflow *wf, const state *st,
     ans = r->proposals[r->cands[r->agg.winner].seat].answer;
     if (!ans)
         return;
+    right = answer_matches(&wf->answer, ans, st->reference);
     c->n[r->index] += 1;
-    c->k[r->index] += answer_matches(&wf->answer, ans, st->reference);
+    c->k[r->index] += right;
+    if (converge_explores(st, wf)) {
+        c->sn[r->index] += 1;
+        c->sk[r->index] += right;
+    }
+}
+
+void runner_rounds_finished(const workflow *wf, const state *st,
+                            runner_round_counts *c)
+{
+    if (st->status != STATE_STATUS_FAILED && converge_explores(st, wf))
+        c->squestions += 1;
+}
+
+/* Array member name of o into a[] (absent: zeros); -1 when it is there
+ * but not an array. */
+static int read_array(const cJSON *o, const char *name, double *a)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+    memset(a, 0, RUNNER_MAX_ROUNDS * sizeof *a);
+    if (!v)
+        return 0;
+    if (!cJSON_IsArray(v))
+        return -1;
+    for (int i = 0; i < RUNNER_MAX_ROUNDS; i++) {
+        const cJSON *e = cJSON_GetArrayItem(v, i);
+
+        a[i] = cJSON_IsNumber(e) ? e->valuedouble : 0;
+    }
+    return 0;
 }
 
 /* NSED_ESTORE when the record is not the object runner_rounds_commit
@@ -54,19 +89,18 @@ static int parse_counts(const void *val, size_t vlen, runner_round_counts *c)
     cJSON *j = cJSON_ParseWithLength(val, vlen);
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(j, "n");
     const cJSON *k = cJSON_GetObjectItemCaseSensitive(j, "k");
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(j, "slice_questions");
+    int rc = 0;
 
-    if (!cJSON_IsObject(j) || !cJSON_IsArray(n) || !cJSON_IsArray(k)) {
-        cJSON_Delete(j);
-        return NSED_ESTORE;
-    }
-    for (int i = 0; i < RUNNER_MAX_ROUNDS; i++) {
-        const cJSON *ni = cJSON_GetArrayItem(n, i), *ki = cJSON_GetArrayItem(k, i);
-
-        c->n[i] = cJSON_IsNumber(ni) ? ni->valuedouble : 0;
-        c->k[i] = cJSON_IsNumber(ki) ? ki->valuedouble : 0;
-    }
+    if (!cJSON_IsObject(j) || !cJSON_IsArray(n) || !cJSON_IsArray(k) ||
+        read_array(j, "n", c->n) || read_array(j, "k", c->k) ||
+        read_array(j, "slice_n", c->sn) || read_array(j, "slice_k", c->sk) ||
+        (q && !cJSON_IsNumber(q)))
+        rc = NSED_ESTORE;
+    else
+        c->squestions = q ? q->valuedouble : 0;
     cJSON_Delete(j);
-    return 0;
+    return rc;
 }
 
 int runner_rounds_read(store_txn *txn, runner_round_counts *c)
@@ -87,36 +121,47 @@ int runner_rounds_read(store_txn *txn, runner_round_counts *c)
     return parse_counts(val, vlen, c);
 }
 
+/* Add a[0..last] to o as member name. */
+static bool add_array(cJSON *o, const char *name, const double *a, int last)
+{
+    cJSON *v = cJSON_AddArrayToObject(o, name);
+
+    for (int i = 0; v && i <= last; i++)
+        cJSON_AddItemToArray(v, cJSON_CreateNumber(a[i]));
+    return v != NULL;
+}
+
 int runner_rounds_commit(store_txn *txn, const runner_round_counts *delta)
 {
     runner_round_counts c;
     store_key key;
-    cJSON *o, *n, *k;
-    char *text;
-    int last = -1, rc;
+    cJSON *o;
+    char *text = NULL;
+    int last = -1, slast = -1, rc;
+    bool ok;
 
     for (int i = 0; i < RUNNER_MAX_ROUNDS; i++)
-        if (delta->n[i] > 0)
+        if (delta->n[i] > 0 || delta->sn[i] > 0)
             last = i;
-    if (last < 0)
+    if (last < 0 && delta->squestions <= 0)
         return 0;
     rc = runner_rounds_read(txn, &c);
     if (rc)
         return rc;
+    runner_rounds_add(&c, delta);
     for (int i = 0; i < RUNNER_MAX_ROUNDS; i++) {
-        c.n[i] += delta->n[i];
-        c.k[i] += delta->k[i];
         if (c.n[i] > 0 && i > last)
             last = i;
+        if (c.sn[i] > 0)
+            slast = i;
     }
     o = cJSON_CreateObject();
-    n = o ? cJSON_AddArrayToObject(o, "n") : NULL;
-    k = o ? cJSON_AddArrayToObject(o, "k") : NULL;
-    for (int i = 0; n && k && i <= last; i++) {
-        cJSON_AddItemToArray(n, cJSON_CreateNumber(c.n[i]));
-        cJSON_AddItemToArray(k, cJSON_CreateNumber(c.k[i]));
-    }
-    text = n && k ? cJSON_PrintUnformatted(o) : NULL;
+    ok = o && add_array(o, "n", c.n, last) && add_array(o, "k", c.k, last);
+    if (ok && (slast >= 0 || c.squestions > 0))
+        ok = add_array(o, "slice_n", c.sn, slast) &&
+             add_array(o, "slice_k", c.sk, slast) &&
+             cJSON_AddNumberToObject(o, "slice_questions", c.squestions);
+    text = ok ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     if (!text)
         return NSED_ENOMEM;
@@ -132,73 +177,226 @@ void runner_rounds_add(runner_round_counts *t, const runner_round_counts *d)
     for (int i = 0; i < RUNNER_MAX_ROUNDS; i++) {
         t->n[i] += d->n[i];
         t->k[i] += d->k[i];
+        t->sn[i] += d->sn[i];
+        t->sk[i] += d->sk[i];
     }
+    t->squestions += d->squestions;
 }
 
-/* Weighted squared error of the model against the measured rounds. */
-static double sse(const runner_round_counts *c, int last, double p_g,
-                  double k, double beta)
+/* ---- the fit ------------------------------------------------------------ */
+
+typedef struct fit_data {
+    const double *t, *y; /* round, accuracy */
+    size_t m;
+} fit_data;
+
+static double curve(const gsl_vector *x, double t)
 {
-    double e = 0;
+    double u0 = gsl_vector_get(x, 0), k = gsl_vector_get(x, 1),
+           b = gsl_vector_get(x, 2);
 
-    for (int t = 1; t <= last; t++) {
-        double u, acc, d;
-
-        if (c->n[t] <= 0)
-            continue;
-        acc = c->k[t] / c->n[t];
-        u = 1 - (1 - p_g) * exp(-k * (double)t) - beta * (double)t * t;
-        d = u - acc;
-        e += c->n[t] * d * d;
-    }
-    return e;
+    return 1.0 - (1.0 - u0) * exp(-k * t) - b * t * t;
 }
 
-int runner_fit_fatigue(const runner_round_counts *c, double p_g, double p_v,
-                       runner_fit *out)
+static int fit_f(const gsl_vector *x, void *data, gsl_vector *f)
 {
-    int last = 0, rounds = 0;
-    double best = INFINITY;
+    const fit_data *d = data;
+
+    for (size_t i = 0; i < d->m; i++)
+        gsl_vector_set(f, i, curve(x, d->t[i]) - d->y[i]);
+    return GSL_SUCCESS;
+}
+
+static int fit_df(const gsl_vector *x, void *data, gsl_matrix *J)
+{
+    const fit_data *d = data;
+    double u0 = gsl_vector_get(x, 0), k = gsl_vector_get(x, 1);
+
+    for (size_t i = 0; i < d->m; i++) {
+        double t = d->t[i], e = exp(-k * t);
+
+        gsl_matrix_set(J, i, 0, e);
+        gsl_matrix_set(J, i, 1, (1.0 - u0) * t * e);
+        gsl_matrix_set(J, i, 2, -t * t);
+    }
+    return GSL_SUCCESS;
+}
+
+/* One solve from x0; the weighted cost in *chi2 and the unscaled
+ * covariance (J'WJ)^-1 in cov. -1 when it did not reach finite values. */
+static int solve(gsl_multifit_nlinear_workspace *w,
+                 gsl_multifit_nlinear_fdf *fdf, gsl_vector *wts,
+                 const double x0[3], gsl_vector *x, gsl_matrix *cov,
+                 double *chi2)
+{
+    double init[3] = {x0[0], x0[1], x0[2]};
+    gsl_vector_view xv = gsl_vector_view_array(init, 3);
+    gsl_vector *f;
+    int info, st;
+
+    st = gsl_multifit_nlinear_winit(&xv.vector, wts, fdf, w);
+    if (st == GSL_SUCCESS)
+        st = gsl_multifit_nlinear_driver(500, 1e-12, 1e-12, 0.0, NULL, NULL,
+                                         &info, w);
+    /* no progress or the iteration budget still leaves a usable point */
+    if (st != GSL_SUCCESS && st != GSL_ENOPROG && st != GSL_EMAXITER)
+        return -1;
+    gsl_vector_memcpy(x, gsl_multifit_nlinear_position(w));
+    f = gsl_multifit_nlinear_residual(w);
+    gsl_blas_ddot(f, f, chi2);
+    for (size_t i = 0; i < 3; i++)
+        if (!isfinite(gsl_vector_get(x, i)))
+            return -1;
+    if (!isfinite(*chi2))
+        return -1;
+    if (gsl_multifit_nlinear_covar(gsl_multifit_nlinear_jac(w), 0.0, cov) !=
+        GSL_SUCCESS)
+        gsl_matrix_set_all(cov, NAN);
+    return 0;
+}
+
+static void set_param(runner_fit_param *p, double est, double var, double q)
+{
+    p->est = est;
+    p->se = var >= 0 && isfinite(var) ? sqrt(var) : NAN;
+    p->lo = isfinite(q) ? est - q * p->se : NAN;
+    p->hi = isfinite(q) ? est + q * p->se : NAN;
+}
+
+int runner_fit_curve(const double *n, const double *k, size_t len,
+                     runner_fit *out)
+{
+    /* starts: k spans slow to fast learning; beta starts at no fatigue */
+    static const double k0[] = {0.05, 0.3, 1.0, 3.0};
+    double t[RUNNER_MAX_ROUNDS], y[RUNNER_MAX_ROUNDS], wv[RUNNER_MAX_ROUNDS];
+    double best = INFINITY, chi2, ybar = 0, sw = 0, sst = 0, ssr = 0, q;
+    fit_data d = {.t = t, .y = y};
+    gsl_multifit_nlinear_fdf fdf = {0};
+    gsl_multifit_nlinear_parameters par =
+        gsl_multifit_nlinear_default_parameters();
+    gsl_multifit_nlinear_workspace *w = NULL;
+    gsl_vector *x = NULL, *bx = NULL;
+    gsl_matrix *cov = NULL, *bcov = NULL;
+    gsl_vector_view wts;
+    gsl_error_handler_t *old;
+    size_t m = 0;
+    int rc = NSED_ENOTFOUND;
 
     memset(out, 0, sizeof *out);
-    if (!(p_g >= 0 && p_g < 1) || !(p_v >= 0 && p_v <= 1))
-        return NSED_ENOTFOUND;
-    for (int t = 1; t < RUNNER_MAX_ROUNDS; t++) {
-        if (c->n[t] >= RUNNER_FIT_MIN_N) {
-            rounds++;
-            last = t;
-        }
+    for (size_t i = 0; i < len && m < RUNNER_MAX_ROUNDS; i++) {
+        if (!(n[i] > 0))
+            continue;
+        t[m] = (double)i;
+        y[m] = k[i] / n[i];
+        wv[m] = n[i];
+        m++;
     }
-    if (rounds < 2)
+    if (m < RUNNER_FIT_MIN_POINTS)
         return NSED_ENOTFOUND;
-    out->p_g = p_g;
-    out->p_v = p_v;
-    /* k on a log grid 0.01..10, beta on a linear grid 0..0.5 */
-    for (int i = 0; i <= 300; i++) {
-        double k = 0.01 * pow(1000.0, (double)i / 300.0);
-
-        for (int j = 0; j <= FIT_BETA_STEPS; j++) {
-            double beta = FIT_BETA_MAX * (double)j / FIT_BETA_STEPS;
-            double e = sse(c, last, out->p_g, k, beta);
-
-            if (e < best) {
-                best = e;
-                out->k = k;
-                out->beta = beta;
-            }
-        }
+    d.m = m;
+    fdf.f = fit_f;
+    fdf.df = fit_df;
+    fdf.n = m;
+    fdf.p = 3;
+    fdf.params = &d;
+    wts = gsl_vector_view_array(wv, m);
+    /* GSL's default handler aborts the process; the fit's failures are
+     * results here. The handler is GSL's own global: put back what was
+     * there. */
+    old = gsl_set_error_handler_off();
+    w = gsl_multifit_nlinear_alloc(gsl_multifit_nlinear_trust, &par, m, 3);
+    x = gsl_vector_alloc(3);
+    bx = gsl_vector_alloc(3);
+    cov = gsl_matrix_alloc(3, 3);
+    bcov = gsl_matrix_alloc(3, 3);
+    if (!w || !x || !bx || !cov || !bcov) {
+        rc = NSED_ENOMEM;
+        goto out;
     }
-    /* beta must stay positive for the closed form; 0 means "no fatigue
-     * seen", which the smallest grid step stands for. */
-    if (out->beta <= 0)
-        out->beta = FIT_BETA_MAX / FIT_BETA_STEPS / 2.0;
-    out->lambda = p_v > out->p_g ? out->k / (p_v - out->p_g) : -1;
-    out->t_opt = out->lambda > 0 ? converge_t_opt(out->p_g, p_v, out->lambda,
-                                                  out->beta)
-                                 : 0;
-    for (int t = 1; t <= last; t++)
-        out->questions += c->n[t];
-    return 0;
+    for (size_t s = 0; s < sizeof k0 / sizeof k0[0]; s++) {
+        double x0[3] = {y[0], k0[s], 0.0};
+
+        if (solve(w, &fdf, &wts.vector, x0, x, cov, &chi2) || !(chi2 < best))
+            continue;
+        best = chi2;
+        gsl_vector_memcpy(bx, x);
+        gsl_matrix_memcpy(bcov, cov);
+        rc = 0;
+    }
+    if (rc)
+        goto out;
+    for (size_t i = 0; i < m; i++) {
+        sw += wv[i];
+        ybar += wv[i] * y[i];
+    }
+    ybar /= sw;
+    for (size_t i = 0; i < m; i++) {
+        double r = y[i] - curve(bx, t[i]);
+
+        ssr += wv[i] * r * r;
+        sst += wv[i] * (y[i] - ybar) * (y[i] - ybar);
+    }
+    out->r2 = sst > 0 ? 1.0 - ssr / sst : ssr > 0 ? 0 : 1;
+    out->points = m;
+    out->judged = sw;
+    /* the weights are counts, not inverse variances: scale the covariance
+     * by the residual variance */
+    q = m > 3 ? gsl_cdf_tdist_Pinv(0.975, (double)(m - 3)) : NAN;
+    chi2 = m > 3 ? best / (double)(m - 3) : NAN;
+    set_param(&out->u0, gsl_vector_get(bx, 0),
+              gsl_matrix_get(bcov, 0, 0) * chi2, q);
+    set_param(&out->k, gsl_vector_get(bx, 1), gsl_matrix_get(bcov, 1, 1) * chi2,
+              q);
+    set_param(&out->beta, gsl_vector_get(bx, 2),
+              gsl_matrix_get(bcov, 2, 2) * chi2, q);
+    out->t_opt = converge_t_opt_k(out->u0.est, out->k.est, out->beta.est);
+out:
+    gsl_multifit_nlinear_free(w);
+    gsl_vector_free(x);
+    gsl_vector_free(bx);
+    gsl_matrix_free(cov);
+    gsl_matrix_free(bcov);
+    gsl_set_error_handler(old);
+    return rc;
+}
+
+bool runner_fit_good(const runner_fit *f, double min_r2, double min_questions,
+                     char *why, size_t whylen)
+{
+    if (whylen)
+        why[0] = '\0';
+    if (!(f->r2 >= min_r2)) {
+        snprintf(why, whylen, "R^2 %.2f < %.2g", f->r2, min_r2);
+        return false;
+    }
+    if (!(f->questions >= min_questions)) {
+        snprintf(why, whylen, "%.0f slice questions < %.0f", f->questions,
+                 min_questions);
+        return false;
+    }
+    return true;
+}
+
+int runner_fit_slice(const runner_round_counts *c, runner_fit *out)
+{
+    int rc = runner_fit_curve(c->sn, c->sk, RUNNER_MAX_ROUNDS, out);
+
+    out->questions = c->squestions;
+    return rc;
+}
+
+int runner_fitted_update(runner_fitted *f, const runner_round_counts *c)
+{
+    int rc;
+
+    if (f->tried && c->squestions < f->at + RUNNER_FIT_EVERY)
+        return 0;
+    f->tried = true;
+    f->at = c->squestions;
+    f->refits++;
+    rc = runner_fit_slice(c, &f->fit);
+    f->have = rc == 0;
+    return rc == NSED_ENOTFOUND ? 0 : rc;
 }
 
 /* ---- the per-question context -------------------------------------------- */
@@ -217,12 +415,11 @@ bool runner_qctx_wanted(const workflow *wf)
 }
 
 int runner_qctx_new(const workflow *wf, const struct telemetry *t,
-                    const runner_round_counts *rounds, const state *st,
+                    const runner_fitted *fitted, const state *st,
                     runner_qctx *q, char **json)
 {
     cJSON *o = cJSON_CreateObject(), *a, *f;
-    double pg = 0, pv = 0;
-    runner_fit fit;
+    double pv = 0;
 
     memset(q, 0, sizeof *q);
     *json = NULL;
@@ -244,28 +441,45 @@ int runner_qctx_new(const workflow *wf, const struct telemetry *t,
             cJSON_AddItemToArray(a, cJSON_CreateNumber(q->reliability[m]));
         }
     }
-    q->fit_p_g = q->fit_p_v = q->fit_lambda = q->fit_beta = -1;
+    q->fit_p_g = q->fit_p_v = q->fit_lambda = q->fit_beta = q->fit_k = -1;
+    q->fit = STAGE_FIT_PRIOR;
     if (fatigue_needs_fit(wf)) {
+        const runner_fit *fit = &fitted->fit;
+
+        /* p_v, measured on the team, matters only when the workflow fixes
+         * lambda (k = lambda (p_v - p_g)) */
         for (size_t i = 0; i < st->nseats; i++) {
             telemetry_estimate e;
 
-            telemetry_estimate_for(t, wf, st->seats[i].model,
-                                   (int)st->nseats, &e);
-            pg += e.p_g / (double)st->nseats;
+            telemetry_estimate_for(t, wf, st->seats[i].model, (int)st->nseats,
+                                   &e);
             pv += e.p_v / (double)st->nseats;
         }
-        if (runner_fit_fatigue(rounds, pg, pv, &fit) == 0) {
-            q->fit_p_g = fit.p_g;
-            q->fit_p_v = fit.p_v;
-            q->fit_lambda = fit.lambda;
-            q->fit_beta = fit.beta;
+        q->fit = STAGE_FIT_POOR;
+        if (fitted->have &&
+            runner_fit_good(fit, wf->rounds.fatigue_min_r2,
+                            wf->rounds.fatigue_min_questions, NULL, 0)) {
+            q->fit = STAGE_FIT_GOOD;
+            q->fit_p_g = fit->u0.est;
+            q->fit_p_v = pv;
+            q->fit_k = fit->k.est;
+            q->fit_beta = fit->beta.est;
+            q->fit_lambda = pv > fit->u0.est ? fit->k.est / (pv - fit->u0.est)
+                                             : -1;
         }
         if (!(f = cJSON_AddObjectToObject(o, "fit")))
             goto nomem;
+        cJSON_AddStringToObject(f, "use",
+                                q->fit == STAGE_FIT_GOOD ? "good" : "poor");
         cJSON_AddNumberToObject(f, "p_g", q->fit_p_g);
         cJSON_AddNumberToObject(f, "p_v", q->fit_p_v);
+        cJSON_AddNumberToObject(f, "k", q->fit_k);
         cJSON_AddNumberToObject(f, "lambda", q->fit_lambda);
         cJSON_AddNumberToObject(f, "beta", q->fit_beta);
+        if (fitted->have) {
+            cJSON_AddNumberToObject(f, "r2", fit->r2);
+            cJSON_AddNumberToObject(f, "slice_questions", fit->questions);
+        }
     }
     if (!(*json = cJSON_PrintUnformatted(o)))
         goto nomem;
@@ -297,7 +511,8 @@ int runner_qctx_parse(const workflow *wf, const char *json, size_t len,
     int rc = 0;
 
     memset(q, 0, sizeof *q);
-    q->fit_p_g = q->fit_p_v = q->fit_lambda = q->fit_beta = -1;
+    q->fit_p_g = q->fit_p_v = q->fit_lambda = q->fit_beta = q->fit_k = -1;
+    q->fit = STAGE_FIT_PRIOR;
     if (!o) {
         rc = nsed_error(err, NSED_ESTORE, "a stored question context is "
                         "not JSON");
@@ -325,12 +540,25 @@ int runner_qctx_parse(const workflow *wf, const char *json, size_t len,
             q->reliability[i++] = v->valuedouble;
         }
     }
-    if (f && (num_field(f, "p_g", &q->fit_p_g) ||
-              num_field(f, "p_v", &q->fit_p_v) ||
-              num_field(f, "lambda", &q->fit_lambda) ||
-              num_field(f, "beta", &q->fit_beta)))
+    if (f &&
+        (num_field(f, "p_g", &q->fit_p_g) || num_field(f, "p_v", &q->fit_p_v) ||
+         num_field(f, "lambda", &q->fit_lambda) ||
+         num_field(f, "beta", &q->fit_beta))) {
         rc = nsed_error(err, NSED_ESTORE,
                         "a stored efficiency-fatigue fit lacks a number");
+        goto out;
+    }
+    /* "use" is absent from a context an older nsed stored: its numbers
+     * then stand as they were (STAGE_FIT_PRIOR) */
+    v = cJSON_GetObjectItemCaseSensitive(f, "use");
+    if (v && cJSON_IsString(v) && !strcmp(v->valuestring, "good") &&
+        !num_field(f, "k", &q->fit_k))
+        q->fit = STAGE_FIT_GOOD;
+    else if (v && cJSON_IsString(v) && !strcmp(v->valuestring, "poor"))
+        q->fit = STAGE_FIT_POOR;
+    else if (v)
+        rc = nsed_error(err, NSED_ESTORE,
+                        "a stored efficiency-fatigue fit has no valid use");
 out:
     if (rc)
         runner_qctx_release(q);
@@ -348,6 +576,8 @@ void runner_qctx_apply(const runner_qctx *q, size_t nmodels, stage_ctx *ctx)
     ctx->fit_p_v = q->fit_p_v;
     ctx->fit_lambda = q->fit_lambda;
     ctx->fit_beta = q->fit_beta;
+    ctx->fit = q->fit;
+    ctx->fit_k = q->fit_k;
 }
 
 void runner_qctx_release(runner_qctx *q)

@@ -8,6 +8,7 @@
 #include "pipeline/gateway/gateway.h"
 #include "pipeline/questions/questions.h"
 #include "pipeline/runner/runner.h"
+#include "pipeline/runner/runner_fit.h"
 #include "pipeline/workflow/workflow.h"
 #include "stages/stage.h"
 #include "stages/state.h"
@@ -76,39 +77,57 @@ int runner_result_json(const workflow *wf, store *st_store, const state *st,
 
 /* RUNNER_MAX_ROUNDS and RUNNER_FIT_MIN_N are in runner.h. */
 
-/* Per round index: winners judged against a reference (n), right (k). */
+/* Per round index: winners judged against a reference (n), right (k);
+ * the same for the questions of the exploration slice alone (sn, sk),
+ * and the slice questions finished (squestions). */
 typedef struct runner_round_counts {
     double n[RUNNER_MAX_ROUNDS];
     double k[RUNNER_MAX_ROUNDS];
+    double sn[RUNNER_MAX_ROUNDS];
+    double sk[RUNNER_MAX_ROUNDS];
+    double squestions;
 } runner_round_counts;
 
 /* Count decided round r of st into *c (nothing when it has no winner with
- * an answer, or the question no reference). */
+ * an answer, or the question no reference; into sn/sk as well when st is
+ * in the exploration slice). */
 void runner_rounds_observe(const workflow *wf, const state *st,
                            const state_round *r, runner_round_counts *c);
 
-/* Read the stored counts (all zero when none); add delta to them inside a
- * store_write (replayable: read through txn); add d to t in memory. */
+/* Count finished question st into c->squestions when it is in the slice
+ * and did not fail. */
+void runner_rounds_finished(const workflow *wf, const state *st,
+                            runner_round_counts *c);
+
+/* Read the stored counts (all zero when none; a record of an older nsed
+ * without the slice's arrays reads with them zero); add delta to them
+ * inside a store_write (replayable: read through txn); add d to t in
+ * memory. */
 NSED_MUST_CHECK
 int runner_rounds_read(store_txn *txn, runner_round_counts *c);
 NSED_MUST_CHECK
 int runner_rounds_commit(store_txn *txn, const runner_round_counts *delta);
 void runner_rounds_add(runner_round_counts *t, const runner_round_counts *d);
 
-typedef struct runner_fit {
-    double p_g, p_v, k, lambda, beta, t_opt;
-    double questions; /* judged winners of the rounds fitted */
-} runner_fit;
-
-/* Fit U(t) (converge.h) to the counts: p_g and p_v as given (the team's
- * measured accuracies), k and beta by weighted least squares over the
- * winners of revision rounds t >= 1; lambda = k / (p_v - p_g), -1 when
- * p_v <= p_g (then rounds cannot help; t_opt 0). Needs at least two
- * revision rounds with RUNNER_FIT_MIN_N judged winners each:
- * NSED_ENOTFOUND otherwise. */
+/* Fit the slice's counts (runner_fit.h), questions = c->squestions. */
 NSED_MUST_CHECK
-int runner_fit_fatigue(const runner_round_counts *c, double p_g, double p_v,
-                       runner_fit *out);
+int runner_fit_slice(const runner_round_counts *c, runner_fit *out);
+
+/* The runner's current fit, remade only when the slice has grown by
+ * RUNNER_FIT_EVERY finished questions since the last one (not at every
+ * question start). */
+typedef struct runner_fitted {
+    bool have;
+    runner_fit fit;
+    bool tried; /* a fit was attempted */
+    double at;  /* c->squestions when last attempted */
+    size_t refits;
+} runner_fitted;
+
+/* Refit from c when due (always the first time). Returns 0 or
+ * NSED_ENOMEM. */
+NSED_MUST_CHECK
+int runner_fitted_update(runner_fitted *f, const runner_round_counts *c);
 
 /* What a question is scored and stopped with beyond the workflow, fixed
  * when it starts and stored with it (STORE_STATE id "\0c") so that a
@@ -121,6 +140,8 @@ int runner_fit_fatigue(const runner_round_counts *c, double p_g, double p_v,
 struct runner_qctx {
     double *reliability; /* per model, NULL when weighting is off */
     double fit_p_g, fit_p_v, fit_lambda, fit_beta;
+    enum stage_fit fit; /* STAGE_FIT_PRIOR for a context of an older nsed */
+    double fit_k;
 };
 
 struct telemetry;
@@ -132,8 +153,8 @@ bool runner_qctx_wanted(const workflow *wf);
  * telemetry now; *json is what to store. Returns 0 or NSED_ENOMEM. */
 NSED_MUST_CHECK
 int runner_qctx_new(const workflow *wf, const struct telemetry *t,
-                    const runner_round_counts *rounds, const state *st,
-                    runner_qctx *q, char **json);
+                    const runner_fitted *fit, const state *st, runner_qctx *q,
+                    char **json);
 
 /* Parse a stored context. Returns 0, NSED_ESTORE or NSED_ENOMEM. */
 NSED_MUST_CHECK

@@ -10,6 +10,7 @@
 #include "store/store_keys.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -509,27 +510,145 @@ static int derive_models(runner_report *r)
     return 0;
 }
 
+/* ---- the efficiency-fatigue fit (runner_fit.h) ------------------------ */
+
+/* A number of the canonical workflow's fatigue rule: dflt when absent
+ * (a key left at its default is not written). */
+static double fatigue_key(const cJSON *rule, const char *key, double dflt)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(rule, key);
+
+    return cJSON_IsNumber(v) ? v->valuedouble : dflt;
+}
+
+/* The rule's settings from the manifest's canonical workflow. */
+static void fit_settings(runner_report *r)
+{
+    const char *canon = json_str(r->manifest, "workflow_canonical", NULL);
+    cJSON *wf = canon ? cJSON_Parse(canon) : NULL;
+    const cJSON *rd = cJSON_GetObjectItemCaseSensitive(wf, "rounds");
+    const cJSON *stop = cJSON_GetObjectItemCaseSensitive(rd, "stop");
+    const cJSON *rule = cJSON_GetObjectItemCaseSensitive(stop,
+                                                         "efficiency_fatigue");
+    static const char *const open[] = {"p_g", "p_v", "lambda", "beta"};
+    runner_report_fit *f = &r->fit;
+
+    if (cJSON_IsObject(rule)) {
+        f->explore = fatigue_key(rule, "explore", 0.15);
+        f->min_r2 = fatigue_key(rule, "fit_min_r2", 0.8);
+        f->min_questions = fatigue_key(rule, "fit_min_questions", 30);
+        f->slice = f->explore > 0;
+        for (size_t i = 0; i < 4; i++)
+            f->needed =
+                f->needed ||
+                !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(rule,
+                                                                 open[i]));
+    }
+    cJSON_Delete(wf);
+}
+
+static void derive_fit(runner_report *r, const runner_round_counts *c)
+{
+    runner_report_fit *f = &r->fit;
+
+    fit_settings(r);
+    memcpy(f->sn, c->sn, sizeof f->sn);
+    memcpy(f->sk, c->sk, sizeof f->sk);
+    f->questions = c->squestions;
+    f->have = runner_fit_slice(c, &f->fit) == 0;
+    if (f->have)
+        f->good = runner_fit_good(&f->fit, f->min_r2, f->min_questions, f->why,
+                                  sizeof f->why);
+    else
+        snprintf(f->why, sizeof f->why,
+                 "fewer than %d slice rounds with "
+                 "judged winners",
+                 RUNNER_FIT_MIN_POINTS);
+}
+
+static cJSON *num_or_null(double v)
+{
+    return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
+}
+
+static void param_json(cJSON *o, const char *key, const runner_fit_param *p)
+{
+    cJSON *e = cJSON_AddObjectToObject(o, key), *ci;
+
+    if (!e)
+        return;
+    cJSON_AddItemToObject(e, "est", num_or_null(p->est));
+    cJSON_AddItemToObject(e, "se", num_or_null(p->se));
+    if (isfinite(p->lo) && isfinite(p->hi) &&
+        (ci = cJSON_AddArrayToObject(e, "ci95"))) {
+        cJSON_AddItemToArray(ci, cJSON_CreateNumber(p->lo));
+        cJSON_AddItemToArray(ci, cJSON_CreateNumber(p->hi));
+    } else {
+        cJSON_AddNullToObject(e, "ci95");
+    }
+}
+
+static void fit_json(const runner_report *r, cJSON *o)
+{
+    const runner_report_fit *f = &r->fit;
+    cJSON *j, *a;
+
+    if (!f->slice) {
+        cJSON_AddNullToObject(o, "fatigue_fit");
+        return;
+    }
+    if (!(j = cJSON_AddObjectToObject(o, "fatigue_fit")))
+        return;
+    cJSON_AddNumberToObject(j, "explore", f->explore);
+    cJSON_AddNumberToObject(j, "min_r2", f->min_r2);
+    cJSON_AddNumberToObject(j, "min_questions", f->min_questions);
+    cJSON_AddBoolToObject(j, "needed", f->needed);
+    cJSON_AddNumberToObject(j, "slice_questions", f->questions);
+    a = cJSON_AddArrayToObject(j, "slice_rounds");
+    for (int t = 0; a && t < RUNNER_MAX_ROUNDS; t++) {
+        cJSON *e;
+
+        if (f->sn[t] <= 0)
+            continue;
+        e = cJSON_CreateObject();
+        cJSON_AddItemToArray(a, e);
+        cJSON_AddNumberToObject(e, "round", t);
+        cJSON_AddNumberToObject(e, "judged", f->sn[t]);
+        cJSON_AddNumberToObject(e, "winner_correct", f->sk[t]);
+    }
+    cJSON_AddBoolToObject(j, "fitted", f->have);
+    if (f->have) {
+        cJSON_AddNumberToObject(j, "points", (double)f->fit.points);
+        cJSON_AddNumberToObject(j, "judged", f->fit.judged);
+        cJSON_AddItemToObject(j, "r2", num_or_null(f->fit.r2));
+        param_json(j, "u0", &f->fit.u0);
+        param_json(j, "k", &f->fit.k);
+        param_json(j, "beta", &f->fit.beta);
+        cJSON_AddItemToObject(j, "t_opt", num_or_null(f->fit.t_opt));
+        cJSON_AddBoolToObject(j, "peak", isfinite(f->fit.t_opt));
+    } else {
+        static const char *const none[] = {"points", "judged", "r2",    "u0",
+                                           "k",      "beta",   "t_opt", "peak"};
+
+        for (size_t i = 0; i < sizeof none / sizeof none[0]; i++)
+            cJSON_AddNullToObject(j, none[i]);
+    }
+    cJSON_AddBoolToObject(j, "used", f->needed && f->good);
+    if (f->needed && !f->good)
+        cJSON_AddStringToObject(j, "not_used", f->why);
+    else
+        cJSON_AddNullToObject(j, "not_used");
+}
+
 static void derive(report_read *rr)
 {
     runner_report *r = rr->r;
     runner_report_broker *b = &r->broker;
-    runner_fit fit;
 
     r->rounds_mean = mean_or((double)rr->rounds_sum, rr->stopped);
     memcpy(r->judged, rr->rounds.n, sizeof r->judged);
     memcpy(r->winner_correct, rr->rounds.k, sizeof r->winner_correct);
-    /* p_g and p_v pooled over every model's measured answers and
-     * evaluations */
-    if (rr->ver_n > 0 && rr->gen_n > 0 &&
-        runner_fit_fatigue(&rr->rounds, rr->gen_k / rr->gen_n,
-                           rr->ver_k / rr->ver_n, &fit) == 0) {
-        r->has_fit = true;
-        r->fit_p_g = fit.p_g;
-        r->fit_p_v = fit.p_v;
-        r->fit_lambda = fit.lambda;
-        r->fit_beta = fit.beta;
-        r->fit_t_opt = fit.t_opt;
-    }
+    derive_fit(r, &rr->rounds);
     b->expected_cost_usd_mean = mean_or(rr->expected_cost, b->with_expected);
     b->expected_value_mean = mean_or(rr->expected_value, b->with_expected);
     b->actual_cost_usd_mean = mean_or(rr->actual_cost, b->actual_n);
@@ -633,7 +752,7 @@ static void broker_json(const runner_report_broker *b, cJSON *o)
 
 static void rounds_json(const runner_report *r, cJSON *o)
 {
-    cJSON *rounds = cJSON_AddArrayToObject(o, "rounds"), *f;
+    cJSON *rounds = cJSON_AddArrayToObject(o, "rounds");
 
     for (int t = 0; rounds && t < RUNNER_MAX_ROUNDS; t++) {
         cJSON *e;
@@ -646,15 +765,7 @@ static void rounds_json(const runner_report *r, cJSON *o)
         cJSON_AddNumberToObject(e, "judged", r->judged[t]);
         cJSON_AddNumberToObject(e, "winner_correct", r->winner_correct[t]);
     }
-    if (r->has_fit && (f = cJSON_AddObjectToObject(o, "fatigue_fit"))) {
-        cJSON_AddNumberToObject(f, "p_g", r->fit_p_g);
-        cJSON_AddNumberToObject(f, "p_v", r->fit_p_v);
-        cJSON_AddNumberToObject(f, "lambda", r->fit_lambda);
-        cJSON_AddNumberToObject(f, "beta", r->fit_beta);
-        cJSON_AddNumberToObject(f, "t_opt", r->fit_t_opt);
-    } else {
-        cJSON_AddNullToObject(o, "fatigue_fit");
-    }
+    fit_json(r, o);
 }
 
 static void models_json(const runner_report *r, cJSON *o)

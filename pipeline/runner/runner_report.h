@@ -19,7 +19,14 @@
  *                  {results,incomplete,judged,correct,ties,samples,
  *                   failed_samples,cost_usd,models:{model:questions}}},
  *    "tokens", "cost_usd", "rounds":[{round,judged,winner_correct}],
- *    "fatigue_fit":{p_g,p_v,lambda,beta,t_opt} or null,
+ *    "fatigue_fit": the fit on the exploration slice, or null when the
+ *              workflow has no slice: {explore, min_r2, min_questions,
+ *              needed, slice_questions, slice_rounds:[{round,judged,
+ *              winner_correct}], fitted (false: too few rounds; the
+ *              members below are then null), points, judged, r2,
+ *              u0/k/beta:{est,se,ci95:[lo,hi]} (se and ci95 null without
+ *              a degree of freedom), t_opt (null: no peak), peak, used,
+ *              not_used (why, or null)},
  *    "models":{model: the stored call statistics without latency_hist,
  *              plus latency_p50_ms, latency_p95_ms (the upper bounds of
  *              the histogram buckets holding them) and latency_p50_lo_ms,
@@ -47,6 +54,7 @@
 #include "pipeline/base/err.h"
 #include "pipeline/runner/runner.h"
 #include "pipeline/runner/runner_baselines.h"
+#include "pipeline/runner/runner_fit.h"
 #include "store/store.h"
 
 #include <stdbool.h>
@@ -156,6 +164,22 @@ typedef struct runner_report_paused {
     bool run_ended; /* the run that recorded it has ended */
 } runner_report_paused;
 
+/* The efficiency-fatigue fit on the exploration slice (runner_fit.h), as
+ * the runner would use it for the next question. */
+typedef struct runner_report_fit {
+    bool slice;  /* the workflow has one (the fatigue rule is on and
+                    explore > 0; read from the manifest) */
+    bool needed; /* the rule leaves some parameter open to the fit */
+    double explore, min_r2, min_questions; /* the workflow's, or defaults */
+    double sn[RUNNER_MAX_ROUNDS], sk[RUNNER_MAX_ROUNDS]; /* slice rounds:
+                                                           judged, right */
+    double questions; /* finished slice questions */
+    bool have;        /* a fit (enough rounds with data) */
+    runner_fit fit;
+    bool good;    /* it may stop questions */
+    char why[96]; /* when not: why ("R^2 0.41 < 0.8") */
+} runner_report_fit;
+
 typedef struct runner_report {
     char *store; /* the store directory */
 
@@ -192,9 +216,7 @@ typedef struct runner_report {
 
     /* per round index: winners judged against a reference, and right */
     double judged[RUNNER_MAX_ROUNDS], winner_correct[RUNNER_MAX_ROUNDS];
-    bool has_fit; /* the efficiency-fatigue fit (runner_fit_fatigue with p_g
-                     and p_v pooled over every model's telemetry) */
-    double fit_p_g, fit_p_v, fit_lambda, fit_beta, fit_t_opt;
+    runner_report_fit fit; /* the efficiency-fatigue fit */
 
     runner_report_model *models; /* in key order */
     size_t nmodels;

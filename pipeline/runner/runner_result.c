@@ -4,6 +4,7 @@
 #include "pipeline/broker/broker.h"
 #include "pipeline/runner/runner_int.h"
 #include "stages/answer.h"
+#include "stages/converge.h"
 #include "stages/text.h"
 #include "store/store_keys.h"
 
@@ -601,6 +602,10 @@ int runner_result_json(const workflow *wf, store *sto, const state *st,
                 goto out;
         }
     }
+    /* a question of the fatigue fit's exploration slice ran every round */
+    if (converge_explores(st, wf) &&
+        json_add_item(o, "exploration", cJSON_CreateTrue()))
+        goto out;
     *out = cJSON_PrintUnformatted(o);
     rc = *out ? 0 : NSED_ENOMEM;
 out:

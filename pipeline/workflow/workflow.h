@@ -236,6 +236,12 @@ typedef struct workflow_rounds {
     double fatigue_p_v;      /* [0,1]; -1 = fit */
     double fatigue_lambda;   /* > 0; -1 = fit */
     double fatigue_beta;     /* > 0; -1 = fit */
+    double fatigue_explore;  /* [0,1], default 0.15: share of questions in
+                                the exploration slice (converge.h) */
+    double fatigue_min_r2;   /* [0,1], default 0.8: the fit stops questions
+                                only from this R^2 ... */
+    double fatigue_min_questions; /* ... and this many finished slice
+                                     questions (default 30) */
     unsigned carry;          /* WORKFLOW_CARRY_* bits, default all */
     long max_winner_chars;   /* 100..1000000, default 6000 */
     long max_own_chars;      /* default 4000 */

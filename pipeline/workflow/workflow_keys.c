@@ -388,8 +388,8 @@ SECTION(wf_team_section, team_keys);
 /* ---- rounds ------------------------------------------------------------ */
 
 static const wf_key fatigue_keys[] = {
-    K_NUM("effort", workflow, rounds.fatigue_effort, 0, 4, OPEN_LO,
-          .dflt = 1, .doc = "stop at round ceil(effort * T_opt)"),
+    K_NUM("effort", workflow, rounds.fatigue_effort, 0, 4, OPEN_LO, .dflt = 1,
+          .doc = "stop at round ceil(effort * T_opt)"),
     K_NUM("p_g", workflow, rounds.fatigue_p_g, 0, 1, .flags = WF_F_NULL_NEG,
           .dflt = -1, .doc_default = "fitted",
           .doc = "generation accuracy; fitted from telemetry when absent"),
@@ -402,6 +402,19 @@ static const wf_key fatigue_keys[] = {
     K_NUM("beta", workflow, rounds.fatigue_beta, 0, 1e6,
           .flags = WF_F_LO_OPEN | WF_F_NULL_NEG, .dflt = -1,
           .doc_default = "fitted", .doc = "fatigue cost; fitted when absent"),
+    K_NUM("explore", workflow, rounds.fatigue_explore, 0, 1,
+          .flags = WF_F_OMIT_DFLT, .dflt = 0.15,
+          .doc = "share of questions, chosen by a hash of the seed and the "
+                 "question id, that run every round to `rounds.max` with no "
+                 "early stop; the fit uses only them"),
+    K_NUM("fit_min_r2", workflow, rounds.fatigue_min_r2, 0, 1,
+          .flags = WF_F_OMIT_DFLT, .dflt = 0.8,
+          .doc = "the fitted T_opt stops questions only when the fit's R^2 "
+                 "reaches this"),
+    K_NUM("fit_min_questions", workflow, rounds.fatigue_min_questions, 1, 1e9,
+          .flags = WF_F_OMIT_DFLT, .dflt = 30,
+          .doc = "... and it was made from at least this many finished "
+                 "exploration questions"),
 };
 static SECTION(fatigue_section, fatigue_keys);
 
