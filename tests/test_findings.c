@@ -489,6 +489,71 @@ START_TEST(fatigue_gives_an_interior_peak)
 }
 END_TEST
 
+/* The fatigue fit finds the simulated peak: the same fatigued team with the
+ * efficiency-fatigue rule and every question in its exploration slice
+ * (explore: 1, so each runs all 8 rounds). The test reads the slice's
+ * accuracy by round, finds its peak itself, and recomputes R^2 from the
+ * reported parameters with its own formula (weights n_t); the fit must
+ * have R^2 >= 0.95 and T_opt within one round of the data's peak. */
+START_TEST(fatigue_fit_finds_the_peak)
+{
+    char *sim = sim_yaml("p_gen: 0.45, p_ver: 0.8, fatigue_round: 0.1",
+                         "p_gen: 0.4, p_ver: 0.8, fatigue_round: 0.1",
+                         "p_gen: 0.35, p_ver: 0.8, fatigue_round: 0.1");
+    char *wf = workflow_yaml("[alpha, beta, gamma]",
+                             "rounds:\n  min: 1\n  max: 8\n  stop:\n"
+                             "    efficiency_fatigue: {explore: 1}\n");
+    const cJSON *fit, *e;
+    double y[16], w[16], sw = 0, swy = 0, ss_res = 0, ss_tot = 0, ybar;
+    double u0, k, beta, r2, t_opt;
+    int n = 0, peak = 0;
+    run r;
+
+    run_once("fatigue-fit", sim, wf, &r);
+    fit = cJSON_GetObjectItemCaseSensitive(r.status, "fatigue_fit");
+    ck_assert_msg(cJSON_IsObject(fit), "status --json has no fatigue_fit");
+    ck_assert_int_eq((int)tu_jnum(fit, "slice_questions", NULL), NQ);
+    cJSON_ArrayForEach(e,
+                       cJSON_GetObjectItemCaseSensitive(fit, "slice_rounds")) {
+        ck_assert_int_eq((int)tu_jnum(e, "round", NULL), n);
+        w[n] = tu_jnum(e, "judged", NULL);
+        ck_assert_msg(w[n] == NQ, "round %d judged %g", n, w[n]);
+        y[n] = tu_jnum(e, "winner_correct", NULL) / w[n];
+        if (y[n] > y[peak])
+            peak = n;
+        n++;
+    }
+    ck_assert_int_eq(n, 8);
+    u0 = tu_jnum(cJSON_GetObjectItemCaseSensitive(fit, "u0"), "est", NULL);
+    k = tu_jnum(cJSON_GetObjectItemCaseSensitive(fit, "k"), "est", NULL);
+    beta = tu_jnum(cJSON_GetObjectItemCaseSensitive(fit, "beta"), "est", NULL);
+    r2 = tu_jnum(fit, "r2", NULL);
+    t_opt = tu_jnum(fit, "t_opt", NULL);
+    for (int t = 0; t < n; t++) {
+        sw += w[t];
+        swy += w[t] * y[t];
+    }
+    ybar = swy / sw;
+    for (int t = 0; t < n; t++) {
+        double u = 1 - (1 - u0) * exp(-k * t) - beta * t * t;
+
+        ss_res += w[t] * (y[t] - u) * (y[t] - u);
+        ss_tot += w[t] * (y[t] - ybar) * (y[t] - ybar);
+    }
+    printf("findings: fatigue fit: u0 %.3f k %.3f beta %.4f, R^2 %.3f "
+           "(recomputed %.3f), T_opt %.2f; data peak at round %d\n",
+           u0, k, beta, r2, 1 - ss_res / ss_tot, t_opt, peak);
+    ck_assert_msg(fabs(r2 - (1 - ss_res / ss_tot)) < 1e-6,
+                  "R^2 %.6f, recomputed %.6f", r2, 1 - ss_res / ss_tot);
+    ck_assert_msg(r2 >= 0.95, "R^2 %.3f", r2);
+    ck_assert_msg(fabs(t_opt - peak) <= 1.0, "T_opt %.2f, peak %d", t_opt,
+                  peak);
+    run_release(&r);
+    free(sim);
+    free(wf);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("findings");
@@ -500,6 +565,7 @@ Suite *tu_suite(void)
     tcase_add_test(tc, nsed_loses_to_both_when_pv_low);
     tcase_add_test(tc, heterogeneous_beats_homogeneous_under_blind_spots);
     tcase_add_test(tc, fatigue_gives_an_interior_peak);
+    tcase_add_test(tc, fatigue_fit_finds_the_peak);
     suite_add_tcase(s, tc);
     return s;
 }
