@@ -227,7 +227,7 @@ typedef struct runner_report {
     runner_baselines *baselines; /* owned: NSED against each baseline,
                                     paired, and per tag (its JSON is
                                     "baselines") */
-    runner_report_selfcons sc; /* the self-consistency baseline */
+    runner_report_selfcons sc;   /* the self-consistency baseline */
 
     struct cJSON *manifest;  /* owned; for runner_report_json */
     struct cJSON *telemetry; /* owned: model id -> stored statistics */
