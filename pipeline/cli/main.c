@@ -36,6 +36,9 @@ static const char usage[] =
     "  team WORKFLOW [--store DIR] [--tags T1,T2] [--json]\n"
     "                            the team the broker would choose now, and\n"
     "                            why\n"
+    "  compare STORE_A STORE_B [...] [--json]\n"
+    "                            runs on the same questions: paired accuracy\n"
+    "                            difference, McNemar, cost, calls, per tag\n"
     "  version                   print the version\n"
     "  help [COMMAND]            this text, or a command's options\n"
     "\n"
@@ -55,6 +58,7 @@ static const struct command commands[] = {
     {"run", cli_run},
     {"export", cli_export},
     {"team", cli_team},
+    {"compare", cli_compare},
 };
 
 static const struct command *find_command(const char *name)
