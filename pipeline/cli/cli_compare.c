@@ -67,8 +67,8 @@ static void print_store(const cJSON *s, char letter)
 
 static void print_workflow(const cJSON *c)
 {
-    const cJSON *keys = cJSON_GetObjectItemCaseSensitive(c,
-                                                         "workflow_keys_differ");
+    const cJSON *keys =
+        cJSON_GetObjectItemCaseSensitive(c, "workflow_keys_differ");
     const cJSON *k;
     int any = 0;
 
@@ -115,8 +115,8 @@ static void print_comparison(const cJSON *c, char x)
                t == cJSON_GetObjectItemCaseSensitive(c, "tags")->child
                    ? "  by tag:  "
                    : "           ",
-               t->string, tn, tn > 0 ? 100 * jn(t, "first_correct") / tn : 0,
-               x, tn > 0 ? 100 * jn(t, "other_correct") / tn : 0, x,
+               t->string, tn, tn > 0 ? 100 * jn(t, "first_correct") / tn : 0, x,
+               tn > 0 ? 100 * jn(t, "other_correct") / tn : 0, x,
                100 * jn(t, "diff"));
     }
 }

@@ -58,6 +58,7 @@ static const struct command commands[] = {
     {"run", cli_run},
     {"export", cli_export},
     {"team", cli_team},
+    /* one entry a line: this comment keeps clang-format from packing them */
     {"compare", cli_compare},
 };
 

@@ -75,9 +75,9 @@ static int add_result(cmp_store *s, const char *qid, const cJSON *res)
         return NSED_ENOMEM;
     }
     s->nq++;
-    q->judged =
-        cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(res, "correct")) &&
-        by_rule;
+    q->judged = cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(res,
+                                                              "correct")) &&
+                by_rule;
     q->correct = q->judged && json_bool(res, "correct", false);
     q->cost = json_num(res, "cost_usd", 0);
     q->tokens = json_num(tok, "prompt", 0) + json_num(tok, "completion", 0);
@@ -171,8 +171,8 @@ static int read_fn(store_txn *txn, void *arg, nsed_err *err)
         return s->rc;
     if (rc)
         return rc;
-    rc = store_scan(txn, STORE_TELEMETRY, p, strlen(p), NULL, 0,
-                    visit_gateway, s);
+    rc = store_scan(txn, STORE_TELEMETRY, p, strlen(p), NULL, 0, visit_gateway,
+                    s);
     if (s->rc)
         return s->rc;
     return rc ? nsed_error(s->err, rc, "store %s: cannot read the telemetry",
@@ -202,8 +202,7 @@ static int store_load(store *st, cmp_store *s, nsed_err *err)
         free(text);
         if (!cJSON_IsObject(s->manifest))
             return nsed_error(err, NSED_ESTORE,
-                              "%s: the run manifest is not valid JSON",
-                              s->dir);
+                              "%s: the run manifest is not valid JSON", s->dir);
     }
     rc = store_read(st, read_fn, s, err);
     if (rc)
@@ -280,10 +279,10 @@ static void store_json(const cmp_store *s, cJSON *arr, bool *ok)
         return;
     }
     str_or_null(o, "store", s->dir, ok);
-    str_or_null(o, "workflow_name", json_str(s->manifest, "workflow_name", NULL),
-                ok);
-    str_or_null(o, "workflow_hash", json_str(s->manifest, "workflow_hash", NULL),
-                ok);
+    str_or_null(o, "workflow_name",
+                json_str(s->manifest, "workflow_name", NULL), ok);
+    str_or_null(o, "workflow_hash",
+                json_str(s->manifest, "workflow_hash", NULL), ok);
     num(o, "workflow_changes", (double)workflow_changes(s->manifest), ok);
     num(o, "questions", (double)s->total, ok);
     num(o, "results", (double)s->nq, ok);
@@ -489,8 +488,7 @@ static int comparison_json(const cmp_store *a, const cmp_store *b, cJSON *arr)
     return ok ? 0 : NSED_ENOMEM;
 }
 
-int runner_compare_build(store *const *st, size_t n, cJSON **out,
-                         nsed_err *err)
+int runner_compare_build(store *const *st, size_t n, cJSON **out, nsed_err *err)
 {
     cmp_store *s = calloc(n ? n : 1, sizeof *s);
     cJSON *o = cJSON_CreateObject(), *stores, *cmps;
