@@ -458,6 +458,51 @@ START_TEST(two_workflows_from_export_rows)
     free(out);
     free(err);
 
+    /* three stores: B and C each against A */
+    out = err = NULL;
+    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "compare", "--json", sa, sb, sa),
+                     0);
+    j = cJSON_Parse(out);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "stores")), 3);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "comparisons")),
+                     2);
+    c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "comparisons"), 0);
+    ck_assert_double_eq(jnum(c, "c"), (double)x.t[2]);
+    c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "comparisons"), 1);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(c, "same_workflow")));
+    ck_assert_double_eq(jnum(c, "paired"), 40);
+    cJSON_Delete(j);
+    free(out);
+    free(err);
+
+    /* B rebound to A's workflow: the hashes are equal now, and the
+     * recorded change says the results may be older than that */
+    out = err = NULL;
+    ck_assert_int_eq(TU_NSED("http://127.0.0.1:9/v1", &out, &err, "ingest", wa,
+                             "--questions", qb, "--store", sb,
+                             "--allow-workflow-change"),
+                     0);
+    free(out);
+    free(err);
+    out = err = NULL;
+    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "compare", "--json", sa, sb), 0);
+    j = cJSON_Parse(out);
+    s = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "stores"), 1);
+    ck_assert_double_eq(jnum(s, "workflow_changes"), 1);
+    s = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "stores"), 0);
+    ck_assert_double_eq(jnum(s, "workflow_changes"), 0);
+    c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "comparisons"), 0);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(c, "same_workflow")));
+    cJSON_Delete(j);
+    free(out);
+    free(err);
+    out = err = NULL;
+    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "compare", sa, sb), 0);
+    ck_assert(tu_contains(out, "1 workflow change(s) recorded"));
+    ck_assert(tu_contains(out, "same workflow"));
+    free(out);
+    free(err);
+
     cJSON_Delete(ra);
     cJSON_Delete(rb);
     free(wa);

@@ -59,8 +59,9 @@ static void print_store(const cJSON *s, char letter)
            jn(calls, "failed"), jn(calls, "retries"), jn(calls, "ledger_hits"),
            jn(s, "rounds_mean"));
     if (jn(s, "workflow_changes") > 0)
-        printf("; the workflow was changed %.0f times "
-               "(--allow-workflow-change)",
+        printf("\n            %.0f workflow change(s) recorded "
+               "(--allow-workflow-change): some results may come from an "
+               "earlier workflow than this hash",
                jn(s, "workflow_changes"));
     printf("\n");
 }
