@@ -381,6 +381,12 @@ START_TEST(two_workflows_from_export_rows)
         ck_assert_double_eq(jnum(t, "n"), (double)x.tn[i]);
         ck_assert_double_eq(jnum(t, "first_correct"), (double)x.tka[i]);
         ck_assert_double_eq(jnum(t, "other_correct"), (double)x.tkb[i]);
+        ck_assert_double_eq_tol(jnum(t, "other_accuracy"),
+                                (double)x.tkb[i] / (double)x.tn[i], 1e-12);
+        ck_assert_double_eq_tol(jnum(t, "diff"),
+                                ((double)x.tkb[i] - (double)x.tka[i]) /
+                                    (double)x.tn[i],
+                                1e-12);
     }
     /* the workflows differ in rounds only */
     ck_assert(cJSON_IsFalse(cJSON_GetObjectItem(c, "same_workflow")));

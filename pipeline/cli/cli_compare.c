@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define COMPARE_MAX 26 /* stores: one letter each, A..Z */
 
@@ -134,6 +135,37 @@ static void print_text(const cJSON *o)
         print_comparison(e, x++);
 }
 
+/* 1 when dirs a and b are the same directory. */
+static int same_dir(const char *a, const char *b)
+{
+    struct stat sa, sb;
+
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+/* 1 when st[i] is the handle of an earlier entry too. */
+static int earlier_same(store *const *st, size_t i)
+{
+    for (size_t k = 0; k < i; k++)
+        if (st[k] == st[i])
+            return 1;
+    return 0;
+}
+
+/* Open dirs[i] into st[i]: a directory given before shares its handle, as
+ * LMDB must not open one environment twice in a process. */
+static int open_store(const char *dir, char **dirs, int i, store **st,
+                      const store_opts *so, nsed_err *err)
+{
+    for (int k = 0; k < i; k++)
+        if (same_dir(dirs[k], dir)) {
+            st[i] = st[k];
+            return 0;
+        }
+    return store_open(dir, so, &st[i], err);
+}
+
 int cli_compare(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -170,7 +202,7 @@ int cli_compare(int argc, char **argv)
         return cli_usage_error("compare", "at most %d stores (%d given)",
                                COMPARE_MAX, argc - optind);
     for (int i = optind; i < argc && !rc; i++) {
-        rc = store_open(argv[i], &so, &st[n], &err);
+        rc = open_store(argv[i], argv + optind, i - optind, st, &so, &err);
         /* naming something that is no store is bad input, not a failure */
         if (rc == NSED_ENOTFOUND) {
             err.code = NSED_EINVAL;
@@ -197,6 +229,7 @@ out:
     free(text);
     cJSON_Delete(o);
     for (size_t i = 0; i < n; i++)
-        store_close(st[i]);
+        if (!earlier_same(st, i))
+            store_close(st[i]);
     return rc ? cli_fail(rc, &err) : 0;
 }

@@ -479,6 +479,10 @@ static int comparison_json(const cmp_store *a, const cmp_store *b, cJSON *arr)
             num(e, "n", (double)tags[i].n, &ok);
             num(e, "first_correct", (double)tags[i].ka, &ok);
             num(e, "other_correct", (double)tags[i].kb, &ok);
+            num(e, "first_accuracy",
+                ratio((double)tags[i].ka, (double)tags[i].n), &ok);
+            num(e, "other_accuracy",
+                ratio((double)tags[i].kb, (double)tags[i].n), &ok);
             num(e, "diff",
                 ratio((double)tags[i].kb - (double)tags[i].ka,
                       (double)tags[i].n),

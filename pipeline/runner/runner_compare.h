@@ -35,6 +35,7 @@
  *                    "first_paired", "other_paired": {"cost_usd",
  *                    "tokens", "rounds_mean"} over the paired questions,
  *                    "tags":{tag:{"n", "first_correct", "other_correct",
+ *                                 "first_accuracy", "other_accuracy",
  *                                 "diff"}}}]}
  */
 #ifndef NSED_RUNNER_COMPARE_H
