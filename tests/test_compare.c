@@ -520,6 +520,44 @@ START_TEST(two_workflows_from_export_rows)
 }
 END_TEST
 
+START_TEST(nothing_paired)
+{
+    static const char *const strip[] = {"demo-001", "demo-002", "demo-003",
+                                        NULL};
+    char *wf = write_wf("a.yaml", 1), *q = tu_path(tu_tmp, "q.jsonl");
+    char *st = tu_path(tu_tmp, "s"), *out = NULL, *err = NULL;
+    cJSON *j, *c;
+    tu_sim sim;
+
+    /* three questions, none with a reference: results, nothing judged */
+    write_questions(q, 3, strip);
+    tu_sim_start(&sim, DEMO_SIM, NULL, NULL);
+    run_store(&sim, wf, q, st);
+    tu_sim_stop(&sim);
+    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "compare", "--json", st, st), 0);
+    j = cJSON_Parse(out);
+    c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "comparisons"), 0);
+    ck_assert_double_eq(jnum(c, "paired"), 0);
+    ck_assert_double_eq(jnum(c, "unjudged"), 3);
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItem(c, "diff")));
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItem(c, "ci95_lo")));
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItem(c, "ci95_hi")));
+    ck_assert_double_eq(jnum(c, "mcnemar_p"), 1);
+    cJSON_Delete(j);
+    free(out);
+    free(err);
+    out = err = NULL;
+    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "compare", st, st), 0);
+    ck_assert(tu_contains(out, "no question is judged in both stores"));
+    ck_assert(!tu_contains(out, "points"));
+    free(out);
+    free(err);
+    free(wf);
+    free(q);
+    free(st);
+}
+END_TEST
+
 /* Expect `nsed ARGS` to exit status with msg in its stderr. */
 static void expect_fail(int status, const char *msg, const char *a,
                         const char *b, const char *c)
@@ -576,6 +614,7 @@ Suite *tu_suite(void)
     tcase_add_checked_fixture(t, tu_tmp_setup, tu_tmp_teardown);
     tcase_set_timeout(t, 300);
     tcase_add_test(t, two_workflows_from_export_rows);
+    tcase_add_test(t, nothing_paired);
     tcase_add_test(t, errors_exit_2);
     suite_add_tcase(s, t);
     return s;

@@ -98,6 +98,10 @@ static void print_comparison(const cJSON *c, char x)
     printf("            paired %.0f questions (only in A %.0f, only in %c "
            "%.0f, not judged in both %.0f)\n",
            n, jn(c, "only_first"), x, jn(c, "only_other"), jn(c, "unjudged"));
+    if (n <= 0) {
+        printf("            no question is judged in both stores\n");
+        return;
+    }
     printf("            accuracy A %.1f%% (%.0f/%.0f), %c %.1f%% (%.0f/%.0f)\n",
            100 * jn(c, "first_accuracy"), jn(c, "first_correct"), n, x,
            100 * jn(c, "other_accuracy"), jn(c, "other_correct"), n);

@@ -238,6 +238,14 @@ static void num(cJSON *o, const char *key, double v, bool *ok)
         *ok = false;
 }
 
+static void num_or_null(cJSON *o, const char *key, double v, bool have,
+                        bool *ok)
+{
+    if (!(have ? cJSON_AddNumberToObject(o, key, v)
+               : cJSON_AddNullToObject(o, key)))
+        *ok = false;
+}
+
 static void str_or_null(cJSON *o, const char *key, const char *v, bool *ok)
 {
     if (!(v ? cJSON_AddStringToObject(o, key, v)
@@ -464,9 +472,10 @@ static int comparison_json(const cmp_store *a, const cmp_store *b, cJSON *arr)
     num(o, "other_correct", (double)(t[0] + t[2]), &ok);
     num(o, "first_accuracy", ratio((double)(t[0] + t[1]), (double)n), &ok);
     num(o, "other_accuracy", ratio((double)(t[0] + t[2]), (double)n), &ok);
-    num(o, "diff", diff, &ok);
-    num(o, "ci95_lo", lo, &ok);
-    num(o, "ci95_hi", hi, &ok);
+    /* no pair, no difference: null rather than a [0, 0] interval */
+    num_or_null(o, "diff", diff, n > 0, &ok);
+    num_or_null(o, "ci95_lo", lo, n > 0, &ok);
+    num_or_null(o, "ci95_hi", hi, n > 0, &ok);
     num(o, "mcnemar_p", stats_mcnemar_exact_p(t[1], t[2]), &ok);
     side_json(o, "first_paired", &sa, n, &ok);
     side_json(o, "other_paired", &sb, n, &ok);

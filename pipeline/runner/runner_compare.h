@@ -31,7 +31,8 @@
  *                    store only), "unjudged" (results in both, not judged
  *                    in both), "a", "b", "c", "d", "first_correct",
  *                    "other_correct", "first_accuracy", "other_accuracy",
- *                    "diff", "ci95_lo", "ci95_hi", "mcnemar_p",
+ *                    "diff", "ci95_lo", "ci95_hi" (null when nothing is
+ *                    paired), "mcnemar_p",
  *                    "first_paired", "other_paired": {"cost_usd",
  *                    "tokens", "rounds_mean"} over the paired questions,
  *                    "tags":{tag:{"n", "first_correct", "other_correct",
