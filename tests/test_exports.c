@@ -277,11 +277,12 @@ START_TEST(dpo_chosen_is_the_recorded_winner)
         }
         votes = m(cJSON_GetArrayItem(m(t, "rounds"), (int)n_of(w, "round")),
                   "votes");
-        cJSON_ArrayForEach(v, votes) if (n_of(v, "seat") == n_of(w, "seat"))
-            wscore = n_of(v, "score");
+        cJSON_ArrayForEach(v, votes)
+            if (n_of(v, "seat") == n_of(w, "seat"))
+                wscore = n_of(v, "score");
         ck_assert(!isnan(wscore));
-        cJSON_ArrayForEach(v, votes) lower =
-            lower || n_of(v, "score") < wscore;
+        cJSON_ArrayForEach(v, votes)
+            lower = lower || n_of(v, "score") < wscore;
         expect += lower;
         if (!lower) {
             ck_assert_ptr_null(d);
@@ -289,9 +290,8 @@ START_TEST(dpo_chosen_is_the_recorded_winner)
         }
         ck_assert_msg(d != NULL, "%s has no dpo row", s_of(res[i], "id"));
         /* chosen: the winner's text, seat and score */
-        ck_assert_str_eq(
-            s_of(cJSON_GetArrayItem(m(d, "chosen"), 0), "content"),
-            s_of(res[i], "winning_response"));
+        ck_assert_str_eq(s_of(cJSON_GetArrayItem(m(d, "chosen"), 0), "content"),
+                         s_of(res[i], "winning_response"));
         ck_assert_str_eq(s_of(cJSON_GetArrayItem(m(d, "chosen"), 0), "role"),
                          "assistant");
         ck_assert_double_eq(n_of(d, "chosen_seat"), n_of(w, "seat"));
@@ -302,26 +302,28 @@ START_TEST(dpo_chosen_is_the_recorded_winner)
          * that seat's proposal */
         ck_assert(n_of(d, "rejected_seat") != n_of(w, "seat"));
         ck_assert(n_of(d, "rejected_score") < n_of(d, "chosen_score"));
-        cJSON_ArrayForEach(v, votes) if (n_of(v, "seat") ==
-                                         n_of(d, "rejected_seat"))
-            ck_assert_double_eq(n_of(v, "score"), n_of(d, "rejected_score"));
+        cJSON_ArrayForEach(v, votes)
+            if (n_of(v, "seat") == n_of(d, "rejected_seat"))
+                ck_assert_double_eq(n_of(v, "score"),
+                                    n_of(d, "rejected_score"));
         {
-            const cJSON *p = cJSON_GetArrayItem(
-                m(cJSON_GetArrayItem(m(t, "rounds"), (int)n_of(w, "round")),
-                  "proposals"),
-                (int)n_of(d, "rejected_seat"));
+            const cJSON *p =
+                cJSON_GetArrayItem(m(cJSON_GetArrayItem(m(t, "rounds"),
+                                                        (int)n_of(w, "round")),
+                                     "proposals"),
+                                   (int)n_of(d, "rejected_seat"));
 
-            ck_assert_str_eq(
-                s_of(cJSON_GetArrayItem(m(d, "rejected"), 0), "content"),
-                s_of(p, "text"));
+            ck_assert_str_eq(s_of(cJSON_GetArrayItem(m(d, "rejected"), 0),
+                                  "content"),
+                             s_of(p, "text"));
         }
         /* the prompt: system, then the round-0 prompt with the question */
         ck_assert_int_eq(cJSON_GetArraySize(m(d, "prompt")), 2);
         ck_assert_str_eq(s_of(cJSON_GetArrayItem(m(d, "prompt"), 0), "role"),
                          "system");
-        ck_assert(tu_contains(
-            s_of(cJSON_GetArrayItem(m(d, "prompt"), 1), "content"),
-            s_of(t, "question")));
+        ck_assert(tu_contains(s_of(cJSON_GetArrayItem(m(d, "prompt"), 1),
+                                   "content"),
+                              s_of(t, "question")));
         wrong += cJSON_IsTrue(m(d, "rejected_wrong"));
     }
     ck_assert_uint_eq(ndpo, expect);
@@ -379,8 +381,7 @@ START_TEST(traces_match_the_stored_rounds)
                     ck_assert_str_eq(s_of(tp, "text"),
                                      s_of(cJSON_GetArrayItem(sp, s), "text"));
             }
-            cJSON_ArrayForEach(c, cands)
-            {
+            cJSON_ArrayForEach(c, cands) {
                 const cJSON *tp = cJSON_GetArrayItem(m(tk, "proposals"),
                                                      (int)n_of(c, "seat"));
 
@@ -418,12 +419,11 @@ static char *call_key(const cJSON *msgs)
     const cJSON *x;
     char *k;
 
-    cJSON_ArrayForEach(x, msgs) len +=
-        strlen(s_of(x, "role")) + strlen(s_of(x, "content")) + 2;
+    cJSON_ArrayForEach(x, msgs)
+        len += strlen(s_of(x, "role")) + strlen(s_of(x, "content")) + 2;
     k = malloc(len);
     ck_assert_ptr_nonnull(k);
-    cJSON_ArrayForEach(x, msgs)
-    {
+    cJSON_ArrayForEach(x, msgs) {
         size_t a = strlen(s_of(x, "role")), b = strlen(s_of(x, "content"));
 
         memcpy(k + o, s_of(x, "role"), a + 1);
@@ -471,12 +471,11 @@ START_TEST(rerendered_prompts_equal_the_sent_bytes)
     for (size_t i = 0; i < ntr; i++) {
         const cJSON *rd, *x;
 
-        cJSON_ArrayForEach(rd, m(tr[i], "rounds"))
-        {
-            cJSON_ArrayForEach(x, m(rd, "proposals")) if (cJSON_IsArray(
-                m(x, "messages"))) made[nm++] = call_key(m(x, "messages"));
-            cJSON_ArrayForEach(x, m(rd, "evaluations"))
-            {
+        cJSON_ArrayForEach(rd, m(tr[i], "rounds")) {
+            cJSON_ArrayForEach(x, m(rd, "proposals"))
+                if (cJSON_IsArray(m(x, "messages")))
+                    made[nm++] = call_key(m(x, "messages"));
+            cJSON_ArrayForEach(x, m(rd, "evaluations")) {
                 if (cJSON_IsArray(m(x, "messages")))
                     made[nm++] = call_key(m(x, "messages"));
                 if (cJSON_IsArray(m(x, "repair_messages")))
@@ -507,8 +506,8 @@ START_TEST(rerendered_prompts_equal_the_sent_bytes)
 END_TEST
 
 /* The ids of an sft export with the given filter options, in order. */
-static size_t sft_ids(const run *r, const char *x1, const char *x2,
-                      cJSON **res, size_t nres, char ids[][32])
+static size_t sft_ids(const run *r, const char *x1, const char *x2, cJSON **res,
+                      size_t nres, char ids[][32])
 {
     cJSON *rows[MAXROWS];
     size_t n = export_lines(r, "sft", x1, x2, rows);
@@ -637,8 +636,10 @@ static size_t csv_parse(const char *s, char *cells[][32], size_t *ncols)
             s++;
             continue;
         }
-        ck_assert_msg(s[0] == '\r' && s[1] == '\n', "row %zu ends without "
-                      "CRLF", row);
+        ck_assert_msg(s[0] == '\r' && s[1] == '\n',
+                      "row %zu ends without "
+                      "CRLF",
+                      row);
         s += 2;
         ncols[row++] = col;
         col = 0;
@@ -701,12 +702,13 @@ START_TEST(csv_parses_with_one_row_per_result)
     {
         char *path = tu_path(tu_tmp, "x.csv"), *po = NULL, *pe = NULL;
         char want[32];
-        char *argv[] = {"/bin/sh", "-c",
-                        "command -v python3 >/dev/null || { echo skip; exit 0; }; "
-                        "python3 -c 'import csv,sys; "
-                        "r=list(csv.reader(open(sys.argv[1],newline=\"\"))); "
-                        "assert len(set(map(len,r)))==1; print(len(r)-1)' \"$0\"",
-                        path, NULL};
+        char *argv[] =
+            {"/bin/sh", "-c",
+             "command -v python3 >/dev/null || { echo skip; exit 0; }; "
+             "python3 -c 'import csv,sys; "
+             "r=list(csv.reader(open(sys.argv[1],newline=\"\"))); "
+             "assert len(set(map(len,r)))==1; print(len(r)-1)' \"$0\"",
+             path, NULL};
 
         tu_write_file(path, out, (size_t)-1);
         ck_assert_int_eq(tu_run(argv, &po, &pe), 0);
@@ -746,8 +748,8 @@ START_TEST(formats_load_with_pandas)
         size_t lines = 0;
         char *argv[] = {"/bin/sh", "-c", script, NULL};
 
-        ck_assert_int_eq(TU_NSED(NULL, &out, &err, "export", "--store",
-                                 r.store, "--format", fmts[k], "-o", path),
+        ck_assert_int_eq(TU_NSED(NULL, &out, &err, "export", "--store", r.store,
+                                 "--format", fmts[k], "-o", path),
                          0);
         free(out);
         free(err);
@@ -766,8 +768,8 @@ START_TEST(formats_load_with_pandas)
          * a line break) */
         snprintf(want, sizeof want, "%zu\n",
                  strcmp(fmts[k], "csv") == 0 ? lines - 1 : lines);
-        ck_assert_msg(strcmp(po, want) == 0, "%s: pandas read %s (%s)",
-                      fmts[k], po, pe);
+        ck_assert_msg(strcmp(po, want) == 0, "%s: pandas read %s (%s)", fmts[k],
+                      po, pe);
         free(po);
         free(pe);
         free(path);

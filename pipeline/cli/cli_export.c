@@ -120,8 +120,8 @@ static int export_one(const question *q, uint64_t seq, void *arg)
         buf rows;
 
         buf_init(&rows, (size_t)1 << 31);
-        rc = export_rows(x->run, x->format, x->filter, x->txn, q->id, val,
-                         vlen, &rows, x->err);
+        rc = export_rows(x->run, x->format, x->filter, x->txn, q->id, val, vlen,
+                         &rows, x->err);
         any = rows.len > 0;
         if (!rc && any)
             rc = write_out(x, rows.ptr, rows.len);
@@ -254,7 +254,8 @@ int cli_export(int argc, char **argv)
             filter.min_conviction = strtod(optarg, &end);
             if (end == optarg || *end || !isfinite(filter.min_conviction) ||
                 filter.min_conviction < 0 || filter.min_conviction > 1)
-                return cli_usage_error("export", "--min-conviction must be "
+                return cli_usage_error("export",
+                                       "--min-conviction must be "
                                        "a number in [0, 1], not '%s'",
                                        optarg);
             filter.has_min_conviction = true;
@@ -275,7 +276,8 @@ int cli_export(int argc, char **argv)
         return cli_usage_error("export", "--summary takes no --format");
     if ((filter.only_correct || filter.has_min_conviction) &&
         x.format != EXPORT_FMT_SFT && x.format != EXPORT_FMT_DPO)
-        return cli_usage_error("export", "--only-correct and "
+        return cli_usage_error("export",
+                               "--only-correct and "
                                "--min-conviction need --format sft or dpo");
     rc = store_open(dir, &so, &st, &err);
     if (rc)

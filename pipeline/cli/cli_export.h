@@ -37,8 +37,8 @@ typedef struct export_filter {
 
 /* What every row carries about the run, and the workflow to render with. */
 typedef struct export_run {
-    workflow *wf;        /* NULL for results and csv */
-    char *workflow_hash; /* the manifest's (current) hash, or NULL */
+    workflow *wf;                  /* NULL for results and csv */
+    char *workflow_hash;           /* the manifest's (current) hash, or NULL */
     char run_id[HASH_HEX_LEN + 1]; /* see export_run_load; "" without a
                                       manifest */
 } export_run;

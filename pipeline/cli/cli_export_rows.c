@@ -74,7 +74,8 @@ static int load_canonical(const char *canon, const char *hash, workflow **out,
     int rc;
 
     if (!j)
-        return nsed_error(err, NSED_ESTORE, "the store's canonical workflow "
+        return nsed_error(err, NSED_ESTORE,
+                          "the store's canonical workflow "
                           "is not JSON");
     drop_nulls(j);
     text = cJSON_PrintUnformatted(j);
@@ -87,7 +88,8 @@ static int load_canonical(const char *canon, const char *hash, workflow **out,
     if (rc)
         return rc;
     if (hash && strcmp(workflow_hash(wf), hash) != 0) {
-        rc = nsed_error(err, NSED_EINTERNAL, "the store's workflow reloads "
+        rc = nsed_error(err, NSED_EINTERNAL,
+                        "the store's workflow reloads "
                         "with hash %.16s, not its recorded %.16s",
                         workflow_hash(wf), hash);
         workflow_free(wf);
@@ -143,7 +145,8 @@ int export_run_load(store *st, bool need_wf, export_run *run, nsed_err *err)
     if (need_wf) {
         canon = json_str(man, "workflow_canonical", NULL);
         if (!canon) {
-            rc = nsed_error(err, NSED_ESTORE, "the store's manifest holds no "
+            rc = nsed_error(err, NSED_ESTORE,
+                            "the store's manifest holds no "
                             "canonical workflow to render the prompts with");
             goto out;
         }
@@ -189,8 +192,8 @@ static void export_q_release(export_q *q)
     memset(q, 0, sizeof *q);
 }
 
-static int damaged(store_txn *txn, const char *qid, const char *what,
-                   int index, nsed_err *err)
+static int damaged(store_txn *txn, const char *qid, const char *what, int index,
+                   nsed_err *err)
 {
     char rec[STORE_KEY_MAX + 64], why[NSED_ERR_MSG_MAX];
 
@@ -202,8 +205,8 @@ static int damaged(store_txn *txn, const char *qid, const char *what,
     return store_corrupt(err, txn, STORE_STATE, rec, why);
 }
 
-static int export_q_load(const export_run *run, store_txn *txn,
-                         const char *qid, export_q *q, nsed_err *err)
+static int export_q_load(const export_run *run, store_txn *txn, const char *qid,
+                         export_q *q, nsed_err *err)
 {
     store_key key;
     const void *val;
@@ -361,9 +364,8 @@ static int propose_messages(const view *v, const workflow *wf, size_t seat,
  * false when that cannot be known for sure (no first reply kept, or a
  * reply cut at max_tokens, whose message depends on which reply was
  * cut). */
-static int repair_error(const state_round *r, size_t seat,
-                        const workflow *wf, char *why, size_t whysize,
-                        bool *exact)
+static int repair_error(const state_round *r, size_t seat, const workflow *wf,
+                        char *why, size_t whysize, bool *exact)
 {
     const state_evaluation *ev = &r->evals[seat];
     state_evaluation tmp = {0};
@@ -485,9 +487,8 @@ static cJSON *usage_json(const state_usage *u)
 }
 
 /* One proposal of a traced round, with the weights it received. */
-static int trace_proposal(const export_q *q, const workflow *wf,
-                          const view *v, const bool *lost, size_t s,
-                          cJSON *arr)
+static int trace_proposal(const export_q *q, const workflow *wf, const view *v,
+                          const bool *lost, size_t s, cJSON *arr)
 {
     const state *st = q->st;
     const state_round *r = v->st.cur;
@@ -592,8 +593,8 @@ static int trace_evaluation(const export_q *q, const workflow *wf,
     if (!(msgs = cJSON_AddArrayToObject(o, "repair_messages")))
         return NSED_ENOMEM;
     rc = evaluate_messages(v, wf, s, true, msgs, &exact);
-    if (!rc && json_add_item(o, "repair_messages_exact",
-                             cJSON_CreateBool(exact)))
+    if (!rc &&
+        json_add_item(o, "repair_messages_exact", cJSON_CreateBool(exact)))
         rc = NSED_ENOMEM;
     return rc;
 }
@@ -632,9 +633,9 @@ static int trace_votes(const export_q *q, const workflow *wf,
         return NSED_ENOMEM;
     }
     if (json_add_num(o, "conviction", r->aggregated ? r->agg.conviction : 0) ||
-        json_add_str(o, "scheme", r->aggregated
-                                      ? workflow_scheme_name(r->agg.scheme)
-                                      : "") ||
+        json_add_str(o, "scheme",
+                     r->aggregated ? workflow_scheme_name(r->agg.scheme)
+                                   : "") ||
         json_add_str(o, "decided_by", state_decider_name(r->agg.decided_by)) ||
         !(d = cJSON_AddObjectToObject(o, "decision")) ||
         json_add_item(d, "stop", cJSON_CreateBool(dec->stop)) ||
@@ -646,8 +647,8 @@ static int trace_votes(const export_q *q, const workflow *wf,
     return 0;
 }
 
-static int trace_row(const export_run *run, const export_q *q,
-                     const cJSON *rec, buf *out)
+static int trace_row(const export_run *run, const export_q *q, const cJSON *rec,
+                     buf *out)
 {
     const workflow *wf = run->wf;
     const state *st = q->st;
@@ -668,9 +669,10 @@ static int trace_row(const export_run *run, const export_q *q,
             o, "correct",
             cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(rec, "correct"),
                             1)) ||
-        json_add_item(o, "winner",
-                      cJSON_Duplicate(
-                          cJSON_GetObjectItemCaseSensitive(rec, "winner"), 1)) ||
+        json_add_item(
+            o, "winner",
+            cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(rec, "winner"),
+                            1)) ||
         json_add_str(o, "stop_reason", json_str(rec, "stop_reason", "")) ||
         !(seats = cJSON_AddArrayToObject(o, "seats")) ||
         !(rounds = cJSON_AddArrayToObject(o, "rounds")))
@@ -768,9 +770,10 @@ static int train_prompt(const export_q *q, const workflow *wf, size_t seat,
 static int add_common(const export_run *run, const cJSON *rec, cJSON *o)
 {
     if (json_add_str(o, "id", json_str(rec, "id", "")) || add_run(run, o) ||
-        json_add_item(o, "correct",
-                      cJSON_Duplicate(
-                          cJSON_GetObjectItemCaseSensitive(rec, "correct"), 1)) ||
+        json_add_item(
+            o, "correct",
+            cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(rec, "correct"),
+                            1)) ||
         json_add_num(o, "conviction", json_num(rec, "conviction", 0)))
         return NSED_ENOMEM;
     return 0;
@@ -793,12 +796,12 @@ static int sft_row(const export_run *run, const export_q *q, const cJSON *rec,
                          json_str(rec, "winning_response", ""));
     if (!rc)
         rc = add_common(run, rec, o);
-    if (!rc && (json_add_item(o, "final_answer",
-                              str_or_null(st->final_answer)) ||
-                json_add_item(o, "winner",
-                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(
-                                                  rec, "winner"),
-                                              1))))
+    if (!rc &&
+        (json_add_item(o, "final_answer", str_or_null(st->final_answer)) ||
+         json_add_item(
+             o, "winner",
+             cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(rec, "winner"),
+                             1))))
         rc = NSED_ENOMEM;
     if (!rc)
         rc = put_line(o, out);
@@ -965,13 +968,11 @@ static int csv_value(buf *cell, const cJSON *v)
     if (cJSON_IsArray(v)) {
         const cJSON *e;
 
-        cJSON_ArrayForEach(e, v)
-        {
+        cJSON_ArrayForEach(e, v) {
             if (cell->len && (rc = buf_addc(cell, ';')))
                 return rc;
-            rc = cJSON_IsObject(e)
-                     ? buf_adds(cell, json_str(e, "model", ""))
-                     : csv_value(cell, e);
+            rc = cJSON_IsObject(e) ? buf_adds(cell, json_str(e, "model", ""))
+                                   : csv_value(cell, e);
             if (rc)
                 return rc;
         }
