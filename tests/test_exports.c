@@ -64,9 +64,9 @@ typedef struct run {
     char *log;
 } run;
 
-/* Run the demo workflow on the questions with the simulator logging every
- * request body. */
-static void run_demo(run *r)
+/* Run the demo workflow on the questions against the simulator config
+ * sim_cfg, the simulator logging every request body. */
+static void run_with(run *r, const char *sim_cfg)
 {
     char *q = write_questions(), *out = NULL, *err = NULL;
     tu_sim sim;
@@ -75,7 +75,7 @@ static void run_demo(run *r)
     r->store = tu_path(tu_tmp, "store");
     r->log = tu_path(tu_tmp, "requests.log");
     setenv("NSED_SIM_REQUEST_LOG", r->log, 1);
-    tu_sim_start(&sim, DEMO_SIM, NULL, NULL);
+    tu_sim_start(&sim, sim_cfg, NULL, NULL);
     unsetenv("NSED_SIM_REQUEST_LOG");
     rc = TU_NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions", q,
                  "--store", r->store, "--quiet");
@@ -84,6 +84,11 @@ static void run_demo(run *r)
     free(out);
     free(err);
     free(q);
+}
+
+static void run_demo(run *r)
+{
+    run_with(r, DEMO_SIM);
 }
 
 static void run_free(run *r)
@@ -412,26 +417,27 @@ START_TEST(traces_match_the_stored_rounds)
 }
 END_TEST
 
-/* The messages of a call as one string: role NUL content NUL ... */
+/* The messages of a call as one string: per message its role, the
+ * content's length and the content, each after a line break (no NUL, so
+ * strcmp compares all of it). */
 static char *call_key(const cJSON *msgs)
 {
     size_t len = 1, o = 0;
     const cJSON *x;
     char *k;
 
-    cJSON_ArrayForEach(x, msgs)
-        len += strlen(s_of(x, "role")) + strlen(s_of(x, "content")) + 2;
+    cJSON_ArrayForEach(x, msgs) len +=
+        strlen(s_of(x, "role")) + strlen(s_of(x, "content")) + 32;
     k = malloc(len);
     ck_assert_ptr_nonnull(k);
-    cJSON_ArrayForEach(x, msgs) {
-        size_t a = strlen(s_of(x, "role")), b = strlen(s_of(x, "content"));
-
-        memcpy(k + o, s_of(x, "role"), a + 1);
-        o += a + 1;
-        memcpy(k + o, s_of(x, "content"), b + 1);
-        o += b + 1;
+    k[0] = '\0';
+    cJSON_ArrayForEach(x, msgs)
+    {
+        o += (size_t)snprintf(k + o, len - o, "%s\n%zu\n%s\n",
+                              s_of(x, "role"), strlen(s_of(x, "content")),
+                              s_of(x, "content"));
+        ck_assert_uint_lt(o, len);
     }
-    k[o] = '\0';
     return k;
 }
 
@@ -443,18 +449,18 @@ static int by_str(const void *a, const void *b)
 /* The messages traces re-render for every call are the bytes the server
  * received: the same calls, each with the same role and content strings
  * (compared as multisets; the log is in arrival order). */
-START_TEST(rerendered_prompts_equal_the_sent_bytes)
+/* Compare the calls of the traces with the request log of run r; returns
+ * the repair turns seen. */
+static size_t compare_calls(const run *r)
 {
     cJSON *tr[MAXROWS];
     char **sent = calloc(MAXCALLS, sizeof *sent);
     char **made = calloc(MAXCALLS, sizeof *made);
     char *log, *p, *nl;
-    size_t ns = 0, nm = 0, ntr, lens[2] = {0};
-    run r;
+    size_t ns = 0, nm = 0, ntr, lens[2] = {0}, repairs = 0;
 
     ck_assert(sent && made);
-    run_demo(&r);
-    log = tu_read_file(r.log, NULL);
+    log = tu_read_file(r->log, NULL);
     ck_assert_ptr_nonnull(log);
     for (p = log; *p; p = nl + 1) {
         cJSON *j;
@@ -467,7 +473,7 @@ START_TEST(rerendered_prompts_equal_the_sent_bytes)
         sent[ns++] = call_key(m(j, "messages"));
         cJSON_Delete(j);
     }
-    ntr = export_lines(&r, "traces", NULL, NULL, tr);
+    ntr = export_lines(r, "traces", NULL, NULL, tr);
     for (size_t i = 0; i < ntr; i++) {
         const cJSON *rd, *x;
 
@@ -478,8 +484,11 @@ START_TEST(rerendered_prompts_equal_the_sent_bytes)
             cJSON_ArrayForEach(x, m(rd, "evaluations")) {
                 if (cJSON_IsArray(m(x, "messages")))
                     made[nm++] = call_key(m(x, "messages"));
-                if (cJSON_IsArray(m(x, "repair_messages")))
+                if (cJSON_IsArray(m(x, "repair_messages"))) {
                     made[nm++] = call_key(m(x, "repair_messages"));
+                    ck_assert(cJSON_IsTrue(m(x, "repair_messages_exact")));
+                    repairs++;
+                }
             }
         }
     }
@@ -501,7 +510,41 @@ START_TEST(rerendered_prompts_equal_the_sent_bytes)
     free(made);
     free(log);
     free_rows(tr, ntr);
+    return repairs;
+}
+
+START_TEST(rerendered_prompts_equal_the_sent_bytes)
+{
+    run r;
+
+    run_demo(&r);
+    /* the demo's evaluators always answer in JSON: no repair turn */
+    ck_assert_uint_eq(compare_calls(&r), 0);
     run_free(&r);
+}
+END_TEST
+
+/* The same with unusable evaluations (prose, an empty list), so repair
+ * turns are sent and some fail again, and with SKIP proposals (seats
+ * without a candidate, shown nothing of their own). */
+START_TEST(rerendered_repairs_equal_the_sent_bytes)
+{
+    char *cfg = tu_path(tu_tmp, "sim.yaml"), text[2048];
+    run r;
+
+    snprintf(text, sizeof text,
+             "kind: nsed-sim\nseed: 7\nquestions: %s\nmodels:\n"
+             "  - {name: sim-alpha, family: alpha, p_gen: 0.55, p_ver: 0.75,"
+             " faults: {rate_nonjson_eval: 0.3}}\n"
+             "  - {name: sim-beta, family: beta, p_gen: 0.5, p_ver: 0.7,"
+             " rate_skip: 0.2, faults: {rate_empty_eval: 0.25}}\n"
+             "  - {name: sim-gamma, family: gamma, p_gen: 0.45, p_ver: 0.7}\n",
+             DEMO_Q);
+    tu_write_file(cfg, text, (size_t)-1);
+    run_with(&r, cfg);
+    ck_assert_uint_gt(compare_calls(&r), 5);
+    run_free(&r);
+    free(cfg);
 }
 END_TEST
 
@@ -812,6 +855,7 @@ Suite *tu_suite(void)
     tcase_add_test(t, dpo_chosen_is_the_recorded_winner);
     tcase_add_test(t, traces_match_the_stored_rounds);
     tcase_add_test(t, rerendered_prompts_equal_the_sent_bytes);
+    tcase_add_test(t, rerendered_repairs_equal_the_sent_bytes);
     tcase_add_test(t, sft_filters_select_the_expected_rows);
     tcase_add_test(t, csv_parses_with_one_row_per_result);
     tcase_add_test(t, formats_load_with_pandas);
