@@ -426,16 +426,14 @@ static char *call_key(const cJSON *msgs)
     const cJSON *x;
     char *k;
 
-    cJSON_ArrayForEach(x, msgs) len +=
-        strlen(s_of(x, "role")) + strlen(s_of(x, "content")) + 32;
+    cJSON_ArrayForEach(x, msgs)
+        len += strlen(s_of(x, "role")) + strlen(s_of(x, "content")) + 32;
     k = malloc(len);
     ck_assert_ptr_nonnull(k);
     k[0] = '\0';
-    cJSON_ArrayForEach(x, msgs)
-    {
-        o += (size_t)snprintf(k + o, len - o, "%s\n%zu\n%s\n",
-                              s_of(x, "role"), strlen(s_of(x, "content")),
-                              s_of(x, "content"));
+    cJSON_ArrayForEach(x, msgs) {
+        o += (size_t)snprintf(k + o, len - o, "%s\n%zu\n%s\n", s_of(x, "role"),
+                              strlen(s_of(x, "content")), s_of(x, "content"));
         ck_assert_uint_lt(o, len);
     }
     return k;
