@@ -1,6 +1,8 @@
-/* cli_export.c -- `nsed export --store DIR [--summary] [-o FILE]` */
+/* cli_export.c -- `nsed export --store DIR [--format F] [--summary] [-o FILE]`
+ */
 #include "pipeline/base/atomic.h"
 #include "pipeline/cli/cli.h"
+#include "pipeline/cli/cli_export.h"
 #include "pipeline/questions/questions.h"
 #include "pipeline/runner/runner_report.h"
 #include "store/store_keys.h"
@@ -8,13 +10,15 @@
 #include <cjson/cJSON.h>
 
 #include <errno.h>
+#include <math.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 static const char export_usage[] =
-    "usage: nsed export --store DIR [--summary] [-o FILE]\n"
+    "usage: nsed export --store DIR [--format FORMAT] [--only-correct]\n"
+    "                   [--min-conviction X] [--summary] [-o FILE]\n"
     "\n"
     "Write one JSON object per finished question, in question order (the\n"
     "fields are described in docs/results.md); its \"status\" is done,\n"
@@ -23,6 +27,22 @@ static const char export_usage[] =
     "Opens the store read-only, so it can run beside a running writer.\n"
     "\n"
     "  -s, --store DIR   run store directory\n"
+    "  -f, --format FORMAT\n"
+    "                    results (the default: the records above), traces\n"
+    "                    (every round of every question: proposals, the\n"
+    "                    evaluations given and received, the votes, the\n"
+    "                    stop decision and the messages of every call),\n"
+    "                    sft (chat rows of the final answer), dpo (chosen\n"
+    "                    and rejected proposals, TRL's conversational\n"
+    "                    format) or csv (one row per result, a header row)\n"
+    "      --only-correct\n"
+    "                    sft, dpo: only questions whose final answer matches\n"
+    "                    the reference (without --min-conviction, questions\n"
+    "                    without a reference are left out)\n"
+    "      --min-conviction X\n"
+    "                    sft, dpo: keep a question without a reference only\n"
+    "                    when its conviction (the last round winner's share\n"
+    "                    of the vote) is at least X, in [0, 1]\n"
     "      --summary     instead of the rows, one JSON object: the run's\n"
     "                    workflow hash, questions, and NSED against each\n"
     "                    baseline (paired intervals, McNemar, per tag)\n"
@@ -34,6 +54,9 @@ typedef struct export_ctx {
     store_txn *txn;
     FILE *out;
     const char *path; /* -o FILE, or NULL for standard output */
+    enum export_format format;
+    const export_filter *filter;
+    const export_run *run;
     size_t n;
     int rc;
     nsed_err *err;
@@ -65,6 +88,8 @@ static int check_result(export_ctx *x, const char *qid, const void *val,
     return store_corrupt(x->err, x->txn, STORE_RESULTS, what, why);
 }
 
+static int write_out(export_ctx *x, const void *p, size_t len);
+
 static int export_one(const question *q, uint64_t seq, void *arg)
 {
     export_ctx *x = arg;
@@ -90,7 +115,37 @@ static int export_one(const question *q, uint64_t seq, void *arg)
         x->rc = rc;
         return 1;
     }
-    if (fwrite(val, 1, vlen, x->out) != vlen || fputc('\n', x->out) == EOF) {
+    if (x->format != EXPORT_FMT_RESULTS) {
+        bool any;
+        buf rows;
+
+        buf_init(&rows, (size_t)1 << 31);
+        rc = export_rows(x->run, x->format, x->filter, x->txn, q->id, val, vlen,
+                         &rows, x->err);
+        any = rows.len > 0;
+        if (!rc && any)
+            rc = write_out(x, rows.ptr, rows.len);
+        buf_release(&rows);
+        if (rc) {
+            x->rc = rc;
+            return 1;
+        }
+        if (x->rc)
+            return 1;
+        x->n += any;
+        return 0;
+    }
+    if (write_out(x, val, vlen) || write_out(x, "\n", 1))
+        return 1;
+    x->n++;
+    return 0;
+}
+
+/* Write len bytes of p; 0, or 1 with x->rc set (0 for a reader that went
+ * away). */
+static int write_out(export_ctx *x, const void *p, size_t len)
+{
+    if (fwrite(p, 1, len, x->out) != len) {
         /* A reader that stopped early (| head) is not an error. */
         if (errno == EPIPE)
             x->rc = 0;
@@ -102,7 +157,6 @@ static int export_one(const question *q, uint64_t seq, void *arg)
                                strerror(errno));
         return 1;
     }
-    x->n++;
     return 0;
 }
 
@@ -155,6 +209,9 @@ int cli_export(int argc, char **argv)
         {"store", required_argument, NULL, 's'},
         {"output", required_argument, NULL, 'o'},
         {"summary", no_argument, NULL, 'S'},
+        {"format", required_argument, NULL, 'f'},
+        {"only-correct", no_argument, NULL, 'C'},
+        {"min-conviction", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -165,11 +222,14 @@ int cli_export(int argc, char **argv)
     store *st = NULL;
     nsed_err err = {0};
     export_ctx x = {.err = &err};
+    export_filter filter = {0};
+    export_run run = {0};
     bool summary = false;
     int c, rc;
+    char *end;
 
     optind = 1;
-    while ((c = cli_getopt(&seen, argc, argv, "s:o:h", opts)) != -1) {
+    while ((c = cli_getopt(&seen, argc, argv, "s:o:f:h", opts)) != -1) {
         switch (c) {
         case 's':
             dir = optarg;
@@ -179,6 +239,26 @@ int cli_export(int argc, char **argv)
             break;
         case 'S':
             summary = true;
+            break;
+        case 'f':
+            if (export_format_parse(optarg, &x.format))
+                return cli_usage_error("export",
+                                       "--format must be results, traces, "
+                                       "sft, dpo or csv, not '%s'",
+                                       optarg);
+            break;
+        case 'C':
+            filter.only_correct = true;
+            break;
+        case 'M':
+            filter.min_conviction = strtod(optarg, &end);
+            if (end == optarg || *end || !isfinite(filter.min_conviction) ||
+                filter.min_conviction < 0 || filter.min_conviction > 1)
+                return cli_usage_error("export",
+                                       "--min-conviction must be "
+                                       "a number in [0, 1], not '%s'",
+                                       optarg);
+            filter.has_min_conviction = true;
             break;
         case 'h':
             fputs(export_usage, stdout);
@@ -192,9 +272,23 @@ int cli_export(int argc, char **argv)
     if (optind != argc)
         return cli_usage_error("export", "unexpected argument '%s'",
                                argv[optind]);
+    if (summary && x.format != EXPORT_FMT_RESULTS)
+        return cli_usage_error("export", "--summary takes no --format");
+    if ((filter.only_correct || filter.has_min_conviction) &&
+        x.format != EXPORT_FMT_SFT && x.format != EXPORT_FMT_DPO)
+        return cli_usage_error("export",
+                               "--only-correct and "
+                               "--min-conviction need --format sft or dpo");
     rc = store_open(dir, &so, &st, &err);
     if (rc)
         goto out;
+    if (x.format != EXPORT_FMT_RESULTS) {
+        rc = export_run_load(st, x.format != EXPORT_FMT_CSV, &run, &err);
+        if (rc)
+            goto out;
+    }
+    x.run = &run;
+    x.filter = &filter;
     x.out = stdout;
     if (path) {
         rc = atomic_file_open(path, &file, &err);
@@ -203,9 +297,19 @@ int cli_export(int argc, char **argv)
         x.out = atomic_file_stream(file);
         x.path = path;
     }
-    if (summary)
+    if (summary) {
         rc = export_summary(st, x.out, &err);
-    else
+    } else if (x.format == EXPORT_FMT_CSV) {
+        buf head;
+
+        buf_init(&head, 4096);
+        rc = export_csv_header(&head);
+        if (rc || write_out(&x, head.ptr, head.len))
+            rc = rc ? rc : x.rc;
+        buf_release(&head);
+        if (!rc)
+            rc = store_read(st, export_fn, &x, &err);
+    } else
         rc = store_read(st, export_fn, &x, &err);
     if (path) {
         if (!rc) {
@@ -213,8 +317,9 @@ int cli_export(int argc, char **argv)
             if (!rc && summary)
                 fprintf(stderr, "nsed export: summary written to %s\n", path);
             else if (!rc)
-                fprintf(stderr, "nsed export: %zu results written to %s\n",
-                        x.n, path);
+                fprintf(stderr, "nsed export: %zu %s written to %s\n", x.n,
+                        x.format == EXPORT_FMT_RESULTS ? "results" : "rows",
+                        path);
         } else {
             atomic_file_abort(file);
         }
@@ -224,6 +329,7 @@ int cli_export(int argc, char **argv)
     }
 out:
     atomic_file_abort(file);
+    export_run_release(&run);
     store_close(st);
     return rc ? cli_fail(rc, &err) : 0;
 }

@@ -73,6 +73,12 @@ struct sim_server {
     pthread_cond_t stop_cond;
     int stopping;
     int locks_ready;
+
+    /* NSED_SIM_REQUEST_LOG=FILE: each chat request's body appended to FILE
+     * as one line (docs/nsed-sim.md), for tests that compare what went
+     * over the wire; NULL when not asked. reqlog_lock guards it. */
+    FILE *reqlog;
+    pthread_mutex_t reqlog_lock;
 };
 
 /* Per-request state kept by MHD between handler calls. */
@@ -1110,6 +1116,16 @@ static enum MHD_Result chat(sim_server *s, struct MHD_Connection *conn,
 
     rc = parse_chat(ctx->body.ptr, ctx->body.len, &r,
                     why, sizeof why);
+    if (rc == 0 && s->reqlog) {
+        /* the body as received, minus newlines JSON never needs */
+        pthread_mutex_lock(&s->reqlog_lock);
+        for (size_t i = 0; i < ctx->body.len; i++)
+            if (ctx->body.ptr[i] != '\n' && ctx->body.ptr[i] != '\r')
+                fputc(ctx->body.ptr[i], s->reqlog);
+        fputc('\n', s->reqlog);
+        fflush(s->reqlog);
+        pthread_mutex_unlock(&s->reqlog_lock);
+    }
     if (rc == NSED_EINVAL) {
         ret = reject(s, conn, MHD_HTTP_BAD_REQUEST, why,
                      "invalid_request_error", NULL);
@@ -1282,7 +1298,16 @@ int sim_server_start(const sim_config *cfg, const sim_qset *qs,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&s->stop_cond, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&s->reqlog_lock, NULL);
     s->locks_ready = 1;
+    if (getenv("NSED_SIM_REQUEST_LOG") && *getenv("NSED_SIM_REQUEST_LOG")) {
+        s->reqlog = fopen(getenv("NSED_SIM_REQUEST_LOG"), "a");
+        if (!s->reqlog) {
+            rc = nsed_error(err, NSED_EIO, "cannot open %s: %s",
+                            getenv("NSED_SIM_REQUEST_LOG"), strerror(errno));
+            goto out;
+        }
+    }
 
     memset(&addr, 0, sizeof addr);
     addr.sin_family = AF_INET;
@@ -1415,7 +1440,10 @@ void sim_server_free(sim_server *s)
         pthread_mutex_destroy(&s->attempts_lock);
         pthread_mutex_destroy(&s->stop_lock);
         pthread_cond_destroy(&s->stop_cond);
+        pthread_mutex_destroy(&s->reqlog_lock);
     }
+    if (s->reqlog)
+        fclose(s->reqlog);
     free(s->models);
     free(s->attempts);
     free(s);
