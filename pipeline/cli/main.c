@@ -36,6 +36,9 @@ static const char usage[] =
     "  team WORKFLOW [--store DIR] [--tags T1,T2] [--json]\n"
     "                            the team the broker would choose now, and\n"
     "                            why\n"
+    "  report --store DIR [--compare STORE]... -o FILE\n"
+    "                            one self-contained HTML file: plots and\n"
+    "                            tables of status\n"
     "  version                   print the version\n"
     "  help [COMMAND]            this text, or a command's options\n"
     "\n"
@@ -55,6 +58,7 @@ static const struct command commands[] = {
     {"run", cli_run},
     {"export", cli_export},
     {"team", cli_team},
+    {"report", cli_report},
 };
 
 static const struct command *find_command(const char *name)
