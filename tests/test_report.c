@@ -348,9 +348,9 @@ START_TEST(report_renders_and_equals_status)
     n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(fit,
                                                             "slice_rounds"));
     ck_assert_int_ge(n, 3);
-    ck_assert_int_eq(marks(dom, "plot-accuracy", "circle"),
-                     cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(
-                         st, "rounds")) + n);
+    ck_assert_int_eq(
+        marks(dom, "plot-accuracy", "circle"),
+        cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(st, "rounds")) + n);
     ck_assert_int_eq(marks(dom, "plot-fit", "circle"), n);
     {
         char *svg = svg_of(dom, "plot-fit");

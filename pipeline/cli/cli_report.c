@@ -19,7 +19,7 @@
 #include <string.h>
 
 #define REPORT_COMPARE_MAX 16 /* --compare stores */
-#define OPT_COMPARE 300 /* above CLI_OPTS_MAX: --compare may repeat */
+#define OPT_COMPARE 300       /* above CLI_OPTS_MAX: --compare may repeat */
 
 static const char report_usage[] =
     "usage: nsed report --store DIR [--compare STORE]... -o FILE\n"
@@ -168,13 +168,15 @@ static void svg_open(FILE *f, const char *id, const char *title,
         double x = fr->xmin + (fr->xmax - fr->xmin) * i / 4;
         double y = fr->ymin + (fr->ymax - fr->ymin) * i / 4;
 
-        fprintf(f, "<text class=\"tick\" x=\"%.1f\" y=\"%d\" "
-                   "text-anchor=\"middle\">",
+        fprintf(f,
+                "<text class=\"tick\" x=\"%.1f\" y=\"%d\" "
+                "text-anchor=\"middle\">",
                 fx(fr, x), PH - MB + 16);
         if (xdig)
             fprintf(f, "%.*g", xdig, x);
-        fprintf(f, "</text><text class=\"tick\" x=\"%d\" y=\"%.1f\" "
-                   "text-anchor=\"end\">",
+        fprintf(f,
+                "</text><text class=\"tick\" x=\"%d\" y=\"%.1f\" "
+                "text-anchor=\"end\">",
                 ML - 6, fy(fr, y) + 4);
         if (ydig)
             fprintf(f, "%.*g", ydig, y);
@@ -232,7 +234,9 @@ static double max_round(const cJSON *rounds, double m)
 {
     const cJSON *e;
 
-    cJSON_ArrayForEach(e, rounds) if (jnum(e, "round") > m) m = jnum(e, "round");
+    cJSON_ArrayForEach(e, rounds)
+        if (jnum(e, "round") > m)
+            m = jnum(e, "round");
     return m;
 }
 
@@ -304,8 +308,9 @@ static void plot_fit(FILE *f, const cJSON *j)
                  "Points: the slice's winners by round; curve: U(t) = 1 - "
                  "(1 - u0) e^(-k t) - beta t^2 fitted to them.");
     } else {
-        snprintf(note, sizeof note, "Points: the slice's winners by round; "
-                                    "no fit yet (too few rounds with data).");
+        snprintf(note, sizeof note,
+                 "Points: the slice's winners by round; "
+                 "no fit yet (too few rounds with data).");
     }
     svg_close(f, note);
 }
@@ -339,8 +344,9 @@ static void plot_models(FILE *f, const cJSON *j)
                 "<title>",
                 p, lo, hi);
         esc(f, e->string);
-        fprintf(f, ": %.1f%% [%.1f, %.1f]</title></circle>\n<text "
-                   "class=\"tick\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">",
+        fprintf(f,
+                ": %.1f%% [%.1f, %.1f]</title></circle>\n<text "
+                "class=\"tick\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">",
                 100 * p, 100 * lo, 100 * hi, x, PH - MB + 16);
         esc(f, e->string);
         fputs("</text>\n", f);
@@ -417,8 +423,9 @@ static void plot_cost(FILE *f, const cJSON *j, const cJSON *const *cmp,
         fprintf(f, "\" data-cost=\"%.17g\" data-acc=\"%.17g\"><title>",
                 pts[i].cost, pts[i].acc);
         esc(f, pts[i].name);
-        fprintf(f, ": %.1f%%, $%.6f</title></circle><text class=\"tick\" "
-                   "x=\"%.1f\" y=\"%.1f\">",
+        fprintf(f,
+                ": %.1f%%, $%.6f</title></circle><text class=\"tick\" "
+                "x=\"%.1f\" y=\"%.1f\">",
                 100 * pts[i].acc, pts[i].cost, x + 8, y + 4);
         esc(f, pts[i].name);
         fputs("</text>\n", f);
@@ -431,9 +438,9 @@ static void plot_cost(FILE *f, const cJSON *j, const cJSON *const *cmp,
 
 /* Bars of (label, value) pairs from an object of numbers or an array of
  * {key_name, val_name}. */
-static void bars(FILE *f, const char *id, const char *title,
-                 const char *xlabel, const char *ylabel, const cJSON *items,
-                 const char *key_name, const char *val_name, const char *note)
+static void bars(FILE *f, const char *id, const char *title, const char *xlabel,
+                 const char *ylabel, const cJSON *items, const char *key_name,
+                 const char *val_name, const char *note)
 {
     const cJSON *e;
     int n = cJSON_GetArraySize(items), i = 0;
@@ -469,8 +476,9 @@ static void bars(FILE *f, const char *id, const char *title,
         esc(f, label);
         fprintf(f, "\" data-value=\"%.17g\"><title>", v);
         esc(f, label);
-        fprintf(f, ": %.4g</title></rect><text class=\"tick\" x=\"%.1f\" "
-                   "y=\"%d\" text-anchor=\"middle\">",
+        fprintf(f,
+                ": %.4g</title></rect><text class=\"tick\" x=\"%.1f\" "
+                "y=\"%d\" text-anchor=\"middle\">",
                 v, x, PH - MB + 16);
         esc(f, label);
         fputs("</text>\n", f);
@@ -543,10 +551,10 @@ static void table_baselines(FILE *f, const cJSON *j)
                 "</td><td>%.0f</td><td>%.0f</td><td>%+.1f points</td>"
                 "<td>[%+.1f, %+.1f]</td><td>%.3g</td><td>%.0f</td><td>%.0f"
                 "</td></tr>\n",
-                jnum(e, "n"), jnum(e, "baseline_correct"), 100 * jnum(e, "diff"),
-                100 * jnum(e, "ci95_lo"), 100 * jnum(e, "ci95_hi"),
-                jnum(e, "mcnemar_p"), jnum(e, "nsed_only"),
-                jnum(e, "baseline_only"));
+                jnum(e, "n"), jnum(e, "baseline_correct"),
+                100 * jnum(e, "diff"), 100 * jnum(e, "ci95_lo"),
+                100 * jnum(e, "ci95_hi"), jnum(e, "mcnemar_p"),
+                jnum(e, "nsed_only"), jnum(e, "baseline_only"));
     }
     fputs("</table>\n", f);
 }
@@ -562,8 +570,8 @@ static void table_fit(FILE *f, const cJSON *j)
             "<h2>Fatigue fit</h2>\n<p>On %.0f slice questions, %.0f "
             "rounds (%.0f judged winners): R^2 <span id=\"fit-r2-text\">"
             "%.3f</span>; T_opt ",
-            jnum(fit, "slice_questions"), jnum(fit, "points"), jnum(fit, "judged"),
-            jnum(fit, "r2"));
+            jnum(fit, "slice_questions"), jnum(fit, "points"),
+            jnum(fit, "judged"), jnum(fit, "r2"));
     if (isfinite(jnum(fit, "t_opt")))
         fprintf(f, "<span id=\"fit-t-opt\">%.2f</span> rounds",
                 jnum(fit, "t_opt"));
@@ -583,11 +591,11 @@ static void table_fit(FILE *f, const cJSON *j)
         const cJSON *p = jget(fit, names[i]);
         const cJSON *ci = jget(p, "ci95");
 
-        fprintf(f, "<tr><td>%s</td><td>%.4f</td><td>", names[i], jnum(p, "est"));
+        fprintf(f, "<tr><td>%s</td><td>%.4f</td><td>", names[i],
+                jnum(p, "est"));
         if (cJSON_GetArraySize(ci) == 2 &&
             cJSON_IsNumber(cJSON_GetArrayItem(ci, 0)))
-            fprintf(f, "[%.4f, %.4f]",
-                    cJSON_GetArrayItem(ci, 0)->valuedouble,
+            fprintf(f, "[%.4f, %.4f]", cJSON_GetArrayItem(ci, 0)->valuedouble,
                     cJSON_GetArrayItem(ci, 1)->valuedouble);
         else
             fputs("-", f);
@@ -632,8 +640,7 @@ static void table_rounds(FILE *f, const cJSON *j)
           f);
     cJSON_ArrayForEach(e, jget(j, "rounds")) {
         fprintf(f, "<tr><td>%.0f</td><td>%.0f</td><td>%.0f</td><td>",
-                jnum(e, "round"), jnum(e, "judged"),
-                jnum(e, "winner_correct"));
+                jnum(e, "round"), jnum(e, "judged"), jnum(e, "winner_correct"));
         pctf(f, ratio(jnum(e, "winner_correct"), jnum(e, "judged")));
         fputs("</td></tr>\n", f);
     }
@@ -648,8 +655,7 @@ static void table_rounds(FILE *f, const cJSON *j)
             jnum(jget(j, "fatigue_fit"), "slice_questions"));
     cJSON_ArrayForEach(e, slice) {
         fprintf(f, "<tr><td>%.0f</td><td>%.0f</td><td>%.0f</td><td>",
-                jnum(e, "round"), jnum(e, "judged"),
-                jnum(e, "winner_correct"));
+                jnum(e, "round"), jnum(e, "judged"), jnum(e, "winner_correct"));
         pctf(f, ratio(jnum(e, "winner_correct"), jnum(e, "judged")));
         fputs("</td></tr>\n", f);
     }
@@ -672,8 +678,7 @@ static void table_round0(FILE *f, const cJSON *j)
         esc(f, e->string);
         fprintf(f, "</td><td>%.0f</td><td>%.0f</td><td>", m, k);
         pctf(f, ratio(k, m));
-        fprintf(f, "</td><td>[%.1f%%, %.1f%%]</td></tr>\n", 100 * lo,
-                100 * hi);
+        fprintf(f, "</td><td>[%.1f%%, %.1f%%]</td></tr>\n", 100 * lo, 100 * hi);
     }
     fputs("</table>\n", f);
 }
@@ -684,8 +689,8 @@ static void table_counts(FILE *f, const char *id, const char *head,
 {
     const cJSON *e;
 
-    fprintf(f, "<table id=\"%s\"><tr><th>%s</th><th>questions</th></tr>\n",
-            id, head);
+    fprintf(f, "<table id=\"%s\"><tr><th>%s</th><th>questions</th></tr>\n", id,
+            head);
     cJSON_ArrayForEach(e, o) {
         fputs("<tr><td>", f);
         esc(f, e->string);
@@ -735,8 +740,9 @@ static void text_bias(FILE *f, const cJSON *j)
     const cJSON *b = jget(j, "bias"), *pos = jget(b, "position");
     const cJSON *len = jget(b, "length");
 
-    fprintf(f, "<p id=\"bias-text\">Over %.0f evaluations (%.0f weights): "
-               "position slope ",
+    fprintf(f,
+            "<p id=\"bias-text\">Over %.0f evaluations (%.0f weights): "
+            "position slope ",
             jnum(b, "evaluations"), jnum(b, "weights"));
     if (isfinite(jnum(pos, "slope")))
         fprintf(f, "%+.4f per position, Pearson r %+.3f", jnum(pos, "slope"),
@@ -805,8 +811,8 @@ static void write_html(FILE *f, const cJSON *j, const char *text,
           "charset=\"utf-8\"><title>nsed report: ",
           f);
     esc(f, js(jget(j, "manifest"), "workflow_name"));
-    fprintf(f, "</title><style>%s</style></head><body>\n<h1>nsed report: ",
-            css);
+    fprintf(f,
+            "</title><style>%s</style></head><body>\n<h1>nsed report: ", css);
     esc(f, js(jget(j, "manifest"), "workflow_name"));
     fputs("</h1>\n", f);
     table_summary(f, j);
@@ -893,8 +899,9 @@ int cli_report(int argc, char **argv)
             break;
         case OPT_COMPARE:
             if (ncmp == REPORT_COMPARE_MAX)
-                return cli_usage_error("report", "at most %d --compare "
-                                                 "stores",
+                return cli_usage_error("report",
+                                       "at most %d --compare "
+                                       "stores",
                                        REPORT_COMPARE_MAX);
             cmp_dir[ncmp++] = optarg;
             break;
