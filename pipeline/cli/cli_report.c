@@ -410,11 +410,18 @@ static void plot_cost(FILE *f, const cJSON *j, const cJSON *const *cmp,
              "accuracy", 3, 2);
     for (size_t i = 0; i < n; i++) {
         double x, y;
+        int shift;
 
         if (!isfinite(pts[i].acc) || !isfinite(pts[i].cost))
             continue;
         x = fx(&fr, pts[i].cost);
         y = fy(&fr, pts[i].acc);
+        /* points on (nearly) the same spot: their labels side by side */
+        shift = 0;
+        for (size_t k = 0; k < i; k++)
+            if (fabs(pts[k].acc - pts[i].acc) < 0.02 &&
+                fabs(fx(&fr, pts[k].cost) - x) < 1)
+                shift++;
         fprintf(f,
                 "<circle class=\"mark %s\" cx=\"%.1f\" cy=\"%.1f\" r=\"5\" "
                 "data-name=\"",
@@ -426,7 +433,8 @@ static void plot_cost(FILE *f, const cJSON *j, const cJSON *const *cmp,
         fprintf(f,
                 ": %.1f%%, $%.6f</title></circle><text class=\"tick\" "
                 "x=\"%.1f\" y=\"%.1f\">",
-                100 * pts[i].acc, pts[i].cost, x + 8, y + 4);
+                100 * pts[i].acc, pts[i].cost, x + 8 + 100.0 * shift,
+                y + 4);
         esc(f, pts[i].name);
         fputs("</text>\n", f);
     }
