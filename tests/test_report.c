@@ -471,6 +471,38 @@ START_TEST(compare_and_errors)
     free(dom);
     free(html);
 
+    /* a store with questions but no result yet renders too: no NaN in a
+     * coordinate (Chromium would log an attribute error), empty plots */
+    {
+        char *wpath = tu_path(tu_tmp, "wf.yaml"), *qpath = tu_path(tu_tmp,
+                                                                   "q.jsonl");
+        char *empty = tu_path(tu_tmp, "empty"), *ehtml = tu_path(tu_tmp,
+                                                                 "e.html");
+
+        rc = TU_NSED(NULL, &out, &err, "ingest", wpath, "--questions", qpath,
+                     "--store", empty);
+        ck_assert_msg(rc == 0, "ingest exit %d: %s", rc, err);
+        free(out);
+        free(err);
+        rc = TU_NSED(NULL, &out, &err, "report", "--store", empty, "-o",
+                     ehtml);
+        ck_assert_msg(rc == 0, "report exit %d: %s", rc, err);
+        free(out);
+        free(err);
+        err = chromium(ehtml, "--dump-dom", &dom);
+        no_console(err);
+        ck_assert(!tu_contains(dom, "=\"nan") && !tu_contains(dom, ",nan") &&
+                  !tu_contains(dom, "nan\"") && !tu_contains(dom, "inf\""));
+        ck_assert_int_eq(marks(dom, "plot-accuracy", "circle"), 0);
+        ck_assert_int_eq(marks(dom, "plot-stops", "rect"), 0);
+        free(err);
+        free(dom);
+        free(wpath);
+        free(qpath);
+        free(empty);
+        free(ehtml);
+    }
+
     rc = TU_NSED(NULL, &out, &err, "report", "--store", nope, "-o", x);
     ck_assert_int_eq(rc, 2);
     ck_assert_msg(tu_contains(err, "no nsed store in"), "%s", err);

@@ -545,6 +545,7 @@ static void table_summary(FILE *f, const cJSON *j)
 static void table_baselines(FILE *f, const cJSON *j)
 {
     const cJSON *cmp = jget(jget(j, "baselines"), "comparisons"), *e;
+    const cJSON *sc = jget(jget(j, "accuracy"), "self_consistency");
 
     fputs("<h2>NSED against each baseline</h2>\n<table "
           "id=\"table-baselines\"><tr><th>baseline</th><th>n</th><th>"
@@ -565,6 +566,19 @@ static void table_baselines(FILE *f, const cJSON *j)
                 jnum(e, "nsed_only"), jnum(e, "baseline_only"));
     }
     fputs("</table>\n", f);
+    if (!cJSON_IsObject(sc))
+        return;
+    fputs("<p id=\"selfcons-text\">Self-consistency (the best single model "
+          "sampled as often as the team called): ",
+          f);
+    pctf(f, ratio(jnum(sc, "correct"), jnum(sc, "judged")));
+    fprintf(f,
+            " (%.0f/%.0f); %.0f without a strict majority (drawn), %.0f "
+            "incomplete; %.0f samples (%.0f failed), $%.4f apart from "
+            "NSED's cost.</p>\n",
+            jnum(sc, "correct"), jnum(sc, "judged"), jnum(sc, "ties"),
+            jnum(sc, "incomplete"), jnum(sc, "samples"),
+            jnum(sc, "failed_samples"), jnum(sc, "cost_usd"));
 }
 
 static void table_fit(FILE *f, const cJSON *j)
