@@ -474,18 +474,17 @@ START_TEST(compare_and_errors)
     /* a store with questions but no result yet renders too: no NaN in a
      * coordinate (Chromium would log an attribute error), empty plots */
     {
-        char *wpath = tu_path(tu_tmp, "wf.yaml"), *qpath = tu_path(tu_tmp,
-                                                                   "q.jsonl");
-        char *empty = tu_path(tu_tmp, "empty"), *ehtml = tu_path(tu_tmp,
-                                                                 "e.html");
+        char *wpath = tu_path(tu_tmp, "wf.yaml"),
+             *qpath = tu_path(tu_tmp, "q.jsonl");
+        char *empty = tu_path(tu_tmp, "empty"),
+             *ehtml = tu_path(tu_tmp, "e.html");
 
         rc = TU_NSED(NULL, &out, &err, "ingest", wpath, "--questions", qpath,
                      "--store", empty);
         ck_assert_msg(rc == 0, "ingest exit %d: %s", rc, err);
         free(out);
         free(err);
-        rc = TU_NSED(NULL, &out, &err, "report", "--store", empty, "-o",
-                     ehtml);
+        rc = TU_NSED(NULL, &out, &err, "report", "--store", empty, "-o", ehtml);
         ck_assert_msg(rc == 0, "report exit %d: %s", rc, err);
         free(out);
         free(err);

@@ -469,14 +469,15 @@ static void bars(FILE *f, const char *id, const char *title, const char *xlabel,
     cJSON_ArrayForEach(e, items) {
         double v = val_name ? jnum(e, val_name) : e->valuedouble;
         double x = fx(&fr, i++), y0 = fy(&fr, 0), y = fy(&fr, v);
-        char label[64];
+        char num[32];
+        const char *label = e->string;
 
         if (!isfinite(v))
             continue;
-        if (key_name)
-            snprintf(label, sizeof label, "%.0f", jnum(e, key_name));
-        else
-            snprintf(label, sizeof label, "%s", e->string ? e->string : "");
+        if (key_name) {
+            snprintf(num, sizeof num, "%.0f", jnum(e, key_name));
+            label = num;
+        }
         fprintf(f,
                 "<rect class=\"mark\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
                 "height=\"%.1f\" data-label=\"",
@@ -862,7 +863,7 @@ static void write_html(FILE *f, const cJSON *j, const char *text,
     script_json(f, "nsed-data", text);
     if (ncmp) {
         for (size_t i = 0; i < ncmp; i++) {
-            char id[32];
+            char id[48];
 
             snprintf(id, sizeof id, "nsed-compare-%zu", i);
             script_json(f, id, cmp_text[i]);
