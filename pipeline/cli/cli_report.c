@@ -433,8 +433,7 @@ static void plot_cost(FILE *f, const cJSON *j, const cJSON *const *cmp,
         fprintf(f,
                 ": %.1f%%, $%.6f</title></circle><text class=\"tick\" "
                 "x=\"%.1f\" y=\"%.1f\">",
-                100 * pts[i].acc, pts[i].cost, x + 8 + 100.0 * shift,
-                y + 4);
+                100 * pts[i].acc, pts[i].cost, x + 8 + 100.0 * shift, y + 4);
         esc(f, pts[i].name);
         fputs("</text>\n", f);
     }

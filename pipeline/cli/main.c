@@ -51,6 +51,8 @@ struct command {
     int (*fn)(int argc, char **argv);
 };
 
+/* one command a line, so that adding one is one line */
+/* clang-format off */
 static const struct command commands[] = {
     {"validate", cli_validate},
     {"ingest", cli_ingest},
@@ -60,6 +62,7 @@ static const struct command commands[] = {
     {"team", cli_team},
     {"report", cli_report},
 };
+/* clang-format on */
 
 static const struct command *find_command(const char *name)
 {
