@@ -16,11 +16,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# chromium renders `nsed report` in tests/test_report.c (skipped without).
 # clang and libclang-rt-dev (libFuzzer, the sanitizer runtimes) build the
 # fuzz harnesses of fuzz/ (docs/fuzzing.md)
 PACKAGES=(build-essential cmake pkg-config libyaml-dev libcurl4-openssl-dev
           libcjson-dev liblmdb-dev libssl-dev check libmicrohttpd-dev
-          clang-format git clang libclang-rt-dev libgsl-dev)
+          clang-format git clang libclang-rt-dev libgsl-dev
+          chromium)
 
 mode=${1:---demo}
 case "$mode" in

@@ -39,6 +39,9 @@ static const char usage[] =
     "  compare STORE_A STORE_B [...] [--json]\n"
     "                            runs on the same questions: paired accuracy\n"
     "                            difference, McNemar, cost, calls, per tag\n"
+    "  report --store DIR [--compare STORE]... -o FILE\n"
+    "                            one self-contained HTML file: plots and\n"
+    "                            tables of status\n"
     "  version                   print the version\n"
     "  help [COMMAND]            this text, or a command's options\n"
     "\n"
@@ -51,6 +54,8 @@ struct command {
     int (*fn)(int argc, char **argv);
 };
 
+/* one command a line, so that adding one is one line */
+/* clang-format off */
 static const struct command commands[] = {
     {"validate", cli_validate},
     {"ingest", cli_ingest},
@@ -58,9 +63,10 @@ static const struct command commands[] = {
     {"run", cli_run},
     {"export", cli_export},
     {"team", cli_team},
-    /* one entry a line: this comment keeps clang-format from packing them */
     {"compare", cli_compare},
+    {"report", cli_report},
 };
+/* clang-format on */
 
 static const struct command *find_command(const char *name)
 {
