@@ -5,6 +5,7 @@
  * option, the range or the key meant; checks across keys see the
  * override; the manifest records the overrides as given; and a run on
  * nsed-sim uses the value (rounds.max=1: one round per question). */
+#include "pipeline/workflow/workflow.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -12,10 +13,55 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define DEMO_WF NSED_SOURCE_DIR "/workflows/demo.yaml"
 #define DEMO_Q NSED_SOURCE_DIR "/workflows/demo-questions.jsonl"
 #define DEMO_SIM NSED_SOURCE_DIR "/tests/sim/configs/demo-sim.yaml"
+
+/* A node the file shares through an alias keeps its value for the other
+ * parent: only the path the override names changes. */
+START_TEST(alias_is_copied_not_changed)
+{
+    static const char text[] =
+        "name: t\nversion: 1\nmodels:\n"
+        "  - id: a\n    endpoint: http://127.0.0.1:9/v1\n    model: a\n"
+        "    sampling: &s {temperature: 0.5}\n"
+        "  - id: b\n    endpoint: http://127.0.0.1:9/v1\n    model: b\n"
+        "    sampling: *s\n"
+        "teams:\n  main:\n    roles:\n      - name: solver\n"
+        "        count: 2\n        models: [a, b]\n";
+    const char *ov[] = {"models.b.sampling.temperature=0.25"};
+    workflow_options opt = {.overrides = ov, .noverrides = 1};
+    workflow *wf = NULL;
+    nsed_err e = {0};
+
+    ck_assert_msg(workflow_load_string_with("t.yaml", text, strlen(text),
+                                            &opt, &wf, &e) == 0,
+                  "%s", e.msg);
+    ck_assert_double_eq(wf->models[0].sampling.temperature, 0.5);
+    ck_assert_double_eq(wf->models[1].sampling.temperature, 0.25);
+    workflow_free(wf);
+}
+END_TEST
+
+/* `nsed run` with a bad --set exits 2 before the store exists. */
+START_TEST(run_refuses_before_the_store)
+{
+    char *dir = tu_path(tu_tmp, "never"), *out = NULL, *err = NULL;
+    struct stat sb;
+
+    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "run", DEMO_WF, "--questions",
+                             DEMO_Q, "--store", dir, "--set", "rounds.max=65"),
+                     2);
+    ck_assert(tu_contains(err, "--set rounds.max: "));
+    ck_assert(tu_contains(err, "1..64"));
+    ck_assert_int_ne(stat(dir, &sb), 0);
+    free(out);
+    free(err);
+    free(dir);
+}
+END_TEST
 
 /* The hash from `nsed validate -q ...` output "PATH: ok, workflow hash H"
  * (malloc'd), or NULL. */
@@ -288,6 +334,8 @@ Suite *tu_suite(void)
     tcase_add_checked_fixture(t, tu_tmp_setup, tu_tmp_teardown);
     tcase_add_test(t, set_hash_equals_edited_file);
     tcase_add_test(t, bad_values_are_refused);
+    tcase_add_test(t, alias_is_copied_not_changed);
+    tcase_add_test(t, run_refuses_before_the_store);
     suite_add_tcase(s, t);
     t = tcase_create("run");
     tcase_add_checked_fixture(t, tu_tmp_setup, tu_tmp_teardown);

@@ -60,10 +60,11 @@ typedef struct cli_sets {
  * for cmd and returns its exit status (2) past CLI_SETS_MAX. */
 int cli_sets_add(cli_sets *s, const char *cmd, const char *arg);
 
-/* Load the workflow at wpath (with the overrides sets, NULL: none), open (creating) the store in dir for writing
- * and bind it to the workflow: the manifest records the workflow hash and
- * canonical text, the resolved endpoints, the git commit of the workflow
- * file and this command line. A store bound to another workflow hash is
+/* Load the workflow at wpath (with the overrides sets, NULL: none), open
+ * (creating) the store in dir for writing and bind it to the workflow: the
+ * manifest records the workflow hash and canonical text, the resolved
+ * endpoints, the git commit of the workflow file, the overrides as given
+ * and this command line. A store bound to another workflow hash is
  * refused unless allow_change. seed, when not NULL, replaces the
  * workflow's seed; a store that began with another seed is refused too
  * (unless allow_change). On success *wf and *st are the caller's; on
