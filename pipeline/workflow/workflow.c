@@ -16,7 +16,6 @@
  */
 #include "pipeline/workflow/workflow_int.h"
 #include "pipeline/base/jsonw.h"
-#include "pipeline/base/suggest.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -211,27 +210,6 @@ static const char *shorten(const char *s, char out[64])
 static const char *snippet(const wf_node *n, char out[64])
 {
     return shorten(n->str, out);
-}
-
-/* "; did you mean \"x\"?" for the closest candidate when it is close
- * enough to be a likely typo, else "". */
-const char *wf_suggest(char *out, size_t size, const char *s,
-                       const char *const *cands, size_t n)
-{
-    size_t best = SIZE_MAX;
-    const char *c = suggest_closest(s, cands, n, &best);
-
-    out[0] = '\0';
-    if (c && best > 0) {
-        size_t len = strlen(c);
-        size_t limit = len <= 3 ? 1 : len <= 6 ? 2 : 3;
-
-        if (best <= limit && best < strlen(s))
-            snprintf(out, size, "; did you mean \"%s\"?", c);
-    }
-    if (c && best == 0) /* differs only in case */
-        snprintf(out, size, "; did you mean \"%s\"?", c);
-    return out;
 }
 
 static const char *suggest(char out[WF_PATH], const char *s,

@@ -7,6 +7,7 @@
  *   workflow_keys.c    the key table: every key, its type, range and default,
  *                      and the Markdown key reference made from it
  *   workflow_canon.c   canonical JSON, hash, resolved JSON, pretty print
+ *   workflow_override.c  --set KEY=VALUE applied to the node tree
  */
 #ifndef NSED_WORKFLOW_INT_H
 #define NSED_WORKFLOW_INT_H
