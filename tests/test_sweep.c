@@ -36,8 +36,8 @@ START_TEST(alias_is_copied_not_changed)
     workflow *wf = NULL;
     nsed_err e = {0};
 
-    ck_assert_msg(workflow_load_string_with("t.yaml", text, strlen(text),
-                                            &opt, &wf, &e) == 0,
+    ck_assert_msg(workflow_load_string_with("t.yaml", text, strlen(text), &opt,
+                                            &wf, &e) == 0,
                   "%s", e.msg);
     ck_assert_double_eq(wf->models[0].sampling.temperature, 0.5);
     ck_assert_double_eq(wf->models[1].sampling.temperature, 0.25);
