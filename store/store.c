@@ -1112,8 +1112,17 @@ struct bind_ctx {
 static int set_workflow_fields(cJSON *man, const store_manifest *m,
                                nsed_err *err)
 {
-    cJSON *resolved;
+    cJSON *resolved, *ovs = cJSON_CreateArray();
     int rc;
+
+    /* the overrides the hash includes, as the user gave them */
+    for (size_t i = 0; ovs && i < m->noverrides; i++)
+        if (!cJSON_AddItemToArray(ovs, cJSON_CreateString(m->overrides[i]))) {
+            cJSON_Delete(ovs);
+            ovs = NULL;
+        }
+    if (!ovs || (rc = json_set_item(man, "overrides", ovs)))
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
 
     if (m->resolved_json) {
         resolved = cJSON_Parse(m->resolved_json);

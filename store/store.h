@@ -140,6 +140,9 @@ typedef struct store_manifest {
     const char *git_commit;
     const char *command_line;
     uint64_t seed;
+    const char *const *overrides; /* workflow overrides as given (--set
+                                     KEY=VALUE), recorded as "overrides" */
+    size_t noverrides;
 } store_manifest;
 
 /* Bind the store to a workflow. The first call on a new store writes the

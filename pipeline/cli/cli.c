@@ -206,11 +206,15 @@ static int check_seed(store *st, uint64_t seed, int allow_change,
     return rc;
 }
 
-int cli_open_bound_store(const char *wpath, const char *dir, int allow_change,
+int cli_open_bound_store(const char *wpath, const cli_sets *sets,
+                         const char *dir, int allow_change,
                          const uint64_t *seed, const char *cmdline,
                          workflow **wf_out, store **st_out, nsed_err *err)
 {
-    workflow_options opt = {.has_seed = seed != NULL, .seed = seed ? *seed : 0};
+    workflow_options opt = {.has_seed = seed != NULL,
+                            .seed = seed ? *seed : 0,
+                            .overrides = sets ? sets->v : NULL,
+                            .noverrides = sets ? sets->n : 0};
     workflow *wf = NULL;
     store *st = NULL;
     char *commit = NULL;
@@ -236,6 +240,8 @@ int cli_open_bound_store(const char *wpath, const char *dir, int allow_change,
     m.git_commit = commit;
     m.command_line = cmdline;
     m.seed = wf->seed;
+    m.overrides = opt.overrides;
+    m.noverrides = opt.noverrides;
     rc = store_bind_manifest(st, &m, allow_change, err);
 out:
     free(commit);

@@ -48,16 +48,32 @@ char *cli_git_commit(const char *path);
 
 typedef struct workflow workflow;
 
-/* Load the workflow at wpath, open (creating) the store in dir for writing
- * and bind it to the workflow: the manifest records the workflow hash and
- * canonical text, the resolved endpoints, the git commit of the workflow
- * file and this command line. A store bound to another workflow hash is
+/* The --set KEY=VALUE overrides of one command line, as given and in
+ * order (pointers into argv). The option's getopt val is CLI_OPT_SET, not
+ * tracked by cli_getopt, because --set repeats. */
+#define CLI_SETS_MAX 64
+#define CLI_OPT_SET (CLI_OPTS_MAX + 1)
+typedef struct cli_sets {
+    const char *v[CLI_SETS_MAX];
+    size_t n;
+} cli_sets;
+
+/* Add arg (an optarg of --set) to s. Returns 0, or prints a usage error
+ * for cmd and returns its exit status (2) past CLI_SETS_MAX. */
+int cli_sets_add(cli_sets *s, const char *cmd, const char *arg);
+
+/* Load the workflow at wpath (with the overrides sets, NULL: none), open
+ * (creating) the store in dir for writing and bind it to the workflow: the
+ * manifest records the workflow hash and canonical text, the resolved
+ * endpoints, the git commit of the workflow file, the overrides as given
+ * and this command line. A store bound to another workflow hash is
  * refused unless allow_change. seed, when not NULL, replaces the
  * workflow's seed; a store that began with another seed is refused too
  * (unless allow_change). On success *wf and *st are the caller's; on
  * error both stay NULL and err says why. */
 NSED_MUST_CHECK
-int cli_open_bound_store(const char *wpath, const char *dir, int allow_change,
+int cli_open_bound_store(const char *wpath, const cli_sets *sets,
+                         const char *dir, int allow_change,
                          const uint64_t *seed, const char *cmdline,
                          workflow **wf, store **st, nsed_err *err);
 
@@ -91,12 +107,14 @@ int cli_getopt(cli_opts_seen *seen, int argc, char **argv,
                const char *shortopts, const struct option *longopts);
 
 /* What a command can check before it creates a store, so that a mistake
- * leaves no empty store behind: the workflow at wpath loads, with keys
+ * leaves no empty store behind: the workflow at wpath loads (with the
+ * overrides sets, NULL: none), with keys
  * every model's API key variable is set (gateway_check_keys), and qpath
  * (unless NULL) opens as a file. Returns 0, or NSED_EINVAL (exit 2) /
  * another code with err set. */
-NSED_MUST_CHECK int cli_check_inputs(const char *wpath, const char *qpath,
-                                     bool keys, nsed_err *err);
+NSED_MUST_CHECK int cli_check_inputs(const char *wpath, const cli_sets *sets,
+                                     const char *qpath, bool keys,
+                                     nsed_err *err);
 
 /* 1 when path ends with suffix. */
 int cli_has_suffix(const char *path, const char *suffix);

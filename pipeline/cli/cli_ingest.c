@@ -9,7 +9,7 @@
 
 static const char ingest_usage[] =
     "usage: nsed ingest WORKFLOW --questions FILE --store DIR\n"
-    "                   [--allow-workflow-change]\n"
+    "                   [--set KEY=VALUE]... [--allow-workflow-change]\n"
     "\n"
     "Create the run store DIR (or open it), bind it to WORKFLOW, and add the\n"
     "questions of FILE (JSONL). Ingestion is atomic (a file with a bad line\n"
@@ -18,6 +18,8 @@ static const char ingest_usage[] =
     "\n"
     "  -Q, --questions FILE       question set, one JSON object per line\n"
     "  -s, --store DIR            run store directory (created when absent)\n"
+    "      --set KEY=VALUE        override a workflow key, as for nsed run\n"
+    "                             (it binds the store to that hash)\n"
     "      --allow-workflow-change\n"
     "                             accept a store created with a different\n"
     "                             workflow hash; the change is recorded\n"
@@ -29,10 +31,12 @@ int cli_ingest(int argc, char **argv)
         {"questions", required_argument, NULL, 'Q'},
         {"store", required_argument, NULL, 's'},
         {"allow-workflow-change", no_argument, NULL, 'A'},
+        {"set", required_argument, NULL, CLI_OPT_SET},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     cli_opts_seen seen = {0};
+    cli_sets sets = {0};
     const char *qpath = NULL, *dir = NULL, *wpath;
     int allow_change = 0, c, status;
     char *cmdline = cli_command_line(argc, argv);
@@ -48,6 +52,13 @@ int cli_ingest(int argc, char **argv)
             break;
         case 'A':
             allow_change = 1;
+            break;
+        case CLI_OPT_SET:
+            status = cli_sets_add(&sets, "ingest", optarg);
+            if (status) {
+                free(cmdline);
+                return status;
+            }
             break;
         case 'h':
             free(cmdline);
@@ -79,11 +90,11 @@ int cli_ingest(int argc, char **argv)
         goto out;
     }
     /* before the store exists, so that a typo leaves no empty store */
-    status = cli_check_inputs(wpath, qpath, false, &err);
+    status = cli_check_inputs(wpath, &sets, qpath, false, &err);
     if (status)
         goto out;
-    status = cli_open_bound_store(wpath, dir, allow_change, NULL, cmdline,
-                                  &wf, &st, &err);
+    status = cli_open_bound_store(wpath, &sets, dir, allow_change, NULL,
+                                  cmdline, &wf, &st, &err);
     if (status)
         goto out;
     status = questions_ingest(st, qpath, &qs, &err);

@@ -60,13 +60,24 @@ static int check_questions_file(const char *path, nsed_err *err)
     return rc;
 }
 
-int cli_check_inputs(const char *wpath, const char *qpath, bool keys,
-                     nsed_err *err)
+int cli_sets_add(cli_sets *s, const char *cmd, const char *arg)
 {
+    if (s->n == CLI_SETS_MAX)
+        return cli_usage_error(cmd, "--set: at most %d overrides",
+                               CLI_SETS_MAX);
+    s->v[s->n++] = arg;
+    return 0;
+}
+
+int cli_check_inputs(const char *wpath, const cli_sets *sets, const char *qpath,
+                     bool keys, nsed_err *err)
+{
+    workflow_options opt = {.overrides = sets ? sets->v : NULL,
+                            .noverrides = sets ? sets->n : 0};
     workflow *wf = NULL;
     int rc;
 
-    rc = workflow_load(wpath, &wf, err);
+    rc = workflow_load_with(wpath, &opt, &wf, err);
     if (!rc && keys)
         rc = gateway_check_keys(wf, err);
     if (!rc && qpath)

@@ -30,6 +30,11 @@ static const char run_usage[] =
     "                           already holds the questions\n"
     "  -s, --store DIR          run store directory (created when absent)\n"
     "  -n, --limit N            run only the first N questions of the store\n"
+    "      --set KEY=VALUE      override a workflow key (repeatable; the\n"
+    "                           last of the same key wins): checked like\n"
+    "                           the file, part of the workflow hash and\n"
+    "                           recorded in the manifest; e.g. --set\n"
+    "                           rounds.max=6 (docs/workflow.md)\n"
     "      --seed S             run seed instead of the workflow's `seed`\n"
     "                           (recorded; a store keeps the seed it began\n"
     "                           with)\n"
@@ -204,11 +209,13 @@ static void note_line(const char *line, void *user)
 /* Preflight the endpoints of the models some team can seat, before the
  * store exists: a wrong port or an unknown model fails in seconds with
  * exit 2 and leaves nothing behind. */
-static int preflight(const char *wpath, int quiet, nsed_err *err)
+static int preflight(const char *wpath, const cli_sets *sets, int quiet,
+                     nsed_err *err)
 {
+    workflow_options opt = {.overrides = sets->v, .noverrides = sets->n};
     workflow *wf = NULL;
     bool *use = NULL;
-    int rc = workflow_load(wpath, &wf, err);
+    int rc = workflow_load_with(wpath, &opt, &wf, err);
 
     if (rc)
         return rc;
@@ -269,6 +276,7 @@ int cli_run(int argc, char **argv)
         {"store", required_argument, NULL, 's'},
         {"limit", required_argument, NULL, 'n'},
         {"seed", required_argument, NULL, 'S'},
+        {"set", required_argument, NULL, CLI_OPT_SET},
         {"max-active", required_argument, NULL, 'M'},
         {"allow-degraded", no_argument, NULL, 'D'},
         {"retry-failed", no_argument, NULL, 'F'},
@@ -283,6 +291,7 @@ int cli_run(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     cli_opts_seen seen = {0};
+    cli_sets sets = {0};
     const char *qpath = NULL, *dir = NULL, *tpath = NULL;
     char *cmdline = cli_command_line(argc, argv);
     runner_opts ro = {.stop_fd = -1};
@@ -329,6 +338,13 @@ int cli_run(int argc, char **argv)
             }
             seed = v;
             has_seed = 1;
+            break;
+        case CLI_OPT_SET:
+            rc = cli_sets_add(&sets, "run", optarg);
+            if (rc) {
+                free(cmdline);
+                return rc;
+            }
             break;
         case 'P':
             if (num_parse_u64(optarg, 86400, &v) || v == 0) {
@@ -393,14 +409,13 @@ int cli_run(int argc, char **argv)
         goto out;
     }
     /* before the store exists, so that a typo leaves no empty store */
-    rc = cli_check_inputs(argv[optind], qpath, !ro.dry_run, &err);
+    rc = cli_check_inputs(argv[optind], &sets, qpath, !ro.dry_run, &err);
     if (!rc && !ro.dry_run && !no_preflight)
-        rc = preflight(argv[optind], quiet, &err);
+        rc = preflight(argv[optind], &sets, quiet, &err);
     if (rc)
         goto out;
-    rc = cli_open_bound_store(argv[optind], dir, allow_change,
-                              has_seed ? &seed : NULL, cmdline, &wf, &st,
-                              &err);
+    rc = cli_open_bound_store(argv[optind], &sets, dir, allow_change,
+                              has_seed ? &seed : NULL, cmdline, &wf, &st, &err);
     if (rc)
         goto out;
     if (tpath) {

@@ -12,6 +12,7 @@
 static const char team_usage[] =
     "usage: nsed team WORKFLOW [--store DIR] [--tags T1,T2] "
     "[--telemetry FILE] [--json]\n"
+    "                 [--set KEY=VALUE]...\n"
     "\n"
     "Show the team the broker would choose now for a question with these\n"
     "tags, and why: the template the tags select, the constraints, and for\n"
@@ -27,6 +28,7 @@ static const char team_usage[] =
     "  -T, --telemetry FILE  use this telemetry file as the prior (as nsed\n"
     "                        run --telemetry would), instead of the store's\n"
     "  -j, --json            the decision record (as stored per question)\n"
+    "      --set KEY=VALUE   override a workflow key, as nsed run --set\n"
     "  -h, --help            this text\n"
     "\n"
     "Exit status: 0 (also when no team is feasible: the output says why),\n"
@@ -125,10 +127,13 @@ int cli_team(int argc, char **argv)
         {"tags", required_argument, NULL, 't'},
         {"telemetry", required_argument, NULL, 'T'},
         {"json", no_argument, NULL, 'j'},
+        {"set", required_argument, NULL, CLI_OPT_SET},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     cli_opts_seen seen = {0};
+    cli_sets sets = {0};
+    workflow_options wopt = {0};
     const char *dir = NULL, *tpath = NULL;
     char *tags_arg = NULL, *tags_copy = NULL, *tags[MAX_TAGS], *json_text = NULL;
     size_t ntags = 0;
@@ -155,6 +160,11 @@ int cli_team(int argc, char **argv)
         case 'j':
             json = 1;
             break;
+        case CLI_OPT_SET:
+            rc = cli_sets_add(&sets, "team", optarg);
+            if (rc)
+                return rc;
+            break;
         case 'h':
             fputs(team_usage, stdout);
             return 0;
@@ -177,7 +187,9 @@ int cli_team(int argc, char **argv)
                                    tags_arg, MAX_TAGS);
         }
     }
-    rc = workflow_load(argv[optind], &wf, &err);
+    wopt.overrides = sets.v;
+    wopt.noverrides = sets.n;
+    rc = workflow_load_with(argv[optind], &wopt, &wf, &err);
     if (rc)
         goto out;
     if (dir) {

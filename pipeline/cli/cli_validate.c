@@ -8,7 +8,7 @@
 #include <string.h>
 
 static const char validate_usage[] =
-    "usage: nsed validate [--quiet] FILE...\n"
+    "usage: nsed validate [--quiet] [--set KEY=VALUE]... FILE...\n"
     "\n"
     "Check workflow files (.yaml, .yml) and question files (.jsonl) without\n"
     "running anything. For each workflow, print its normalized configuration\n"
@@ -17,17 +17,21 @@ static const char validate_usage[] =
     "Errors are printed as FILE:LINE:COL: message.\n"
     "\n"
     "  -q, --quiet   print only one line per file\n"
+    "      --set KEY=VALUE\n"
+    "                override a key of every workflow given, as nsed run\n"
+    "                --set does; the hash printed is the effective one\n"
     "  -h, --help    this text\n"
     "\n"
     "Exit status: 0 when every file is valid, 2 when any is not.\n";
 
-static int validate_workflow(const char *path, int quiet)
+static int validate_workflow(const char *path, const cli_sets *sets, int quiet)
 {
+    workflow_options opt = {.overrides = sets->v, .noverrides = sets->n};
     workflow *wf = NULL;
     nsed_err err = {0};
     int rc;
 
-    rc = workflow_load(path, &wf, &err);
+    rc = workflow_load_with(path, &opt, &wf, &err);
     if (rc)
         return cli_fail(rc, &err);
     if (!quiet)
@@ -68,10 +72,12 @@ int cli_validate(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"quiet", no_argument, NULL, 'q'},
+        {"set", required_argument, NULL, CLI_OPT_SET},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     cli_opts_seen seen = {0};
+    cli_sets sets = {0};
     int quiet = 0, c, status = 0, frc;
     nsed_err err = {0};
 
@@ -80,6 +86,11 @@ int cli_validate(int argc, char **argv)
         switch (c) {
         case 'q':
             quiet = 1;
+            break;
+        case CLI_OPT_SET:
+            status = cli_sets_add(&sets, "validate", optarg);
+            if (status)
+                return status;
             break;
         case 'h':
             fputs(validate_usage, stdout);
@@ -93,7 +104,7 @@ int cli_validate(int argc, char **argv)
     for (int i = optind; i < argc; i++) {
         int rc = cli_has_suffix(argv[i], ".jsonl")
                      ? validate_questions(argv[i])
-                     : validate_workflow(argv[i], quiet);
+                     : validate_workflow(argv[i], &sets, quiet);
 
         if (rc > status)
             status = rc;

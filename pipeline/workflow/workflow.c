@@ -16,7 +16,6 @@
  */
 #include "pipeline/workflow/workflow_int.h"
 #include "pipeline/base/jsonw.h"
-#include "pipeline/base/suggest.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -62,6 +61,10 @@ static int fail(ld *l, const wf_node *n, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* a value from --set is named by its option, not by a place in the
+     * file */
+    if (n && n->origin)
+        return nsed_error(l->err, code, "%s: %s", n->origin, msg);
     return nsed_error_at(l->err, code, l->file, n ? n->line : 1,
                          n ? n->col : 1, "%s", msg);
 }
@@ -209,25 +212,10 @@ static const char *snippet(const wf_node *n, char out[64])
     return shorten(n->str, out);
 }
 
-/* "; did you mean \"x\"?" for the closest candidate when it is close
- * enough to be a likely typo, else "". */
 static const char *suggest(char out[WF_PATH], const char *s,
                            const char *const *cands, size_t n)
 {
-    size_t best = SIZE_MAX;
-    const char *c = suggest_closest(s, cands, n, &best);
-
-    out[0] = '\0';
-    if (c && best > 0) {
-        size_t len = strlen(c);
-        size_t limit = len <= 3 ? 1 : len <= 6 ? 2 : 3;
-
-        if (best <= limit && best < strlen(s))
-            snprintf(out, WF_PATH, "; did you mean \"%s\"?", c);
-    }
-    if (c && best == 0) /* differs only in case */
-        snprintf(out, WF_PATH, "; did you mean \"%s\"?", c);
-    return out;
+    return wf_suggest(out, WF_PATH, s, cands, n);
 }
 
 static bool is_name(const char *s, size_t len)
@@ -1479,6 +1467,10 @@ static int run_check(ld *l, enum wf_check c, const wf_section *s,
         const workflow_rounds *r = &wf->rounds;
 
         at = value_of(s, v, "max");
+        /* a --set of min is what made them cross: name it */
+        if (value_of(s, v, "min") && value_of(s, v, "min")->origin &&
+            !(at && at->origin))
+            at = value_of(s, v, "min");
         if (r->max < r->min)
             return fail(l, at ? at : value_of(s, v, "min"), NSED_EINVAL,
                         "rounds.max (%d) must be >= rounds.min (%d)", r->max,
@@ -1712,6 +1704,13 @@ int workflow_load_string_with(const char *name, const char *text, size_t len,
     rc = wf_yaml_parse(name, text, len, &doc, err);
     if (rc)
         return rc;
+    /* Into the tree before anything is checked, so every check (types,
+     * ranges, checks across keys) and the hash see the overridden file. */
+    if (opt && opt->noverrides) {
+        rc = wf_overrides_apply(&doc, opt->overrides, opt->noverrides, err);
+        if (rc)
+            goto out;
+    }
     wf = calloc(1, sizeof *wf);
     if (!wf || !(wf->source = strdup(name))) {
         rc = nsed_error(err, NSED_ENOMEM, "out of memory");

@@ -332,6 +332,14 @@ NSED_MUST_CHECK int workflow_load_string(const char *name, const char *text,
 typedef struct workflow_options {
     bool has_seed; /* replace the file's top-level seed with seed */
     uint64_t seed;
+    /* Overrides "KEY=VALUE" (`nsed run --set`, docs/workflow.md
+     * "Overrides (--set)"), applied in order to the parsed file before it
+     * is validated: KEY is a dotted key path (list items by [index] or by
+     * their id / name), VALUE a YAML scalar or flow collection; a later
+     * override of the same key wins. An error names "--set KEY" instead
+     * of file:line. */
+    const char *const *overrides;
+    size_t noverrides;
 } workflow_options;
 
 /* workflow_load and workflow_load_string with options (opt NULL: none). */

@@ -7,6 +7,7 @@
  *   workflow_keys.c    the key table: every key, its type, range and default,
  *                      and the Markdown key reference made from it
  *   workflow_canon.c   canonical JSON, hash, resolved JSON, pretty print
+ *   workflow_override.c  --set KEY=VALUE applied to the node tree
  */
 #ifndef NSED_WORKFLOW_INT_H
 #define NSED_WORKFLOW_INT_H
@@ -28,6 +29,8 @@ typedef struct wf_node {
     size_t n;
     size_t alloc;          /* slots allocated in items */
     size_t expanded;       /* nodes in this subtree, aliases expanded */
+    const char *origin;    /* "--set KEY" for a node an override made (owned
+                              by the wf_doc), NULL for a node of the file */
 } wf_node;
 
 typedef struct wf_doc {
@@ -47,6 +50,22 @@ NSED_MUST_CHECK int wf_yaml_parse(const char *file, const char *text,
 
 /* Free every node of doc and reset it. */
 void wf_doc_release(wf_doc *doc);
+
+/* Apply the overrides ov[0..n) ("KEY=VALUE" as given to --set, in order:
+ * a later one for the same key wins) to doc's tree (workflow_override.c).
+ * Every node an override adds or changes is owned by doc and carries
+ * origin "--set KEY"; collections on the way are copied first, so a
+ * node the file shares through an alias keeps its value elsewhere.
+ * Returns 0, or NSED_EINVAL (a malformed override, an unknown key with
+ * a suggestion, a path through a list item that does not exist) /
+ * NSED_ETOOBIG / NSED_ENOMEM with err filled as "--set KEY: message". */
+NSED_MUST_CHECK int wf_overrides_apply(wf_doc *doc, const char *const *ov,
+                                       size_t n, nsed_err *err);
+
+/* "; did you mean \"x\"?" (at most size bytes into out) naming the
+ * candidate closest to s when it is a likely typo, else "". Returns out. */
+const char *wf_suggest(char *out, size_t size, const char *s,
+                       const char *const *cands, size_t n);
 
 /* The templates of workflow_prompts, in struct order. */
 enum wf_prompt_kind {

@@ -9,6 +9,7 @@
  * workflow.c (a wf_special or wf_check step).
  */
 #include "pipeline/workflow/workflow_int.h"
+#include "pipeline/base/suggest.h"
 
 #include <assert.h>
 #include <stddef.h>
@@ -846,4 +847,27 @@ int workflow_keys_markdown(buf *out)
     if (!rc)
         rc = doc_rows(out, &wf_root_section, "");
     return rc;
+}
+
+/* ---- suggestions ------------------------------------------------------ */
+
+/* "; did you mean \"x\"?" for the closest candidate when it is close
+ * enough to be a likely typo, else "". */
+const char *wf_suggest(char *out, size_t size, const char *s,
+                       const char *const *cands, size_t n)
+{
+    size_t best = SIZE_MAX;
+    const char *c = suggest_closest(s, cands, n, &best);
+
+    out[0] = '\0';
+    if (c && best > 0) {
+        size_t len = strlen(c);
+        size_t limit = len <= 3 ? 1 : len <= 6 ? 2 : 3;
+
+        if (best <= limit && best < strlen(s))
+            snprintf(out, size, "; did you mean \"%s\"?", c);
+    }
+    if (c && best == 0) /* differs only in case */
+        snprintf(out, size, "; did you mean \"%s\"?", c);
+    return out;
 }
