@@ -502,10 +502,92 @@ START_TEST(bad_caches_are_refused)
 }
 END_TEST
 
+/* A record copied from the cache says so; every other record keeps the
+ * bytes it had before the mark existed. */
+START_TEST(from_cache_mark_round_trips)
+{
+    ledger_record r = {.content = "x",
+                       .finish_reason = "stop",
+                       .prompt_tokens = 3,
+                       .attempts = 1,
+                       .http_status = 200};
+    ledger_record back = {0};
+    nsed_err e = {0};
+    char *text = NULL;
+    size_t len = 0;
+
+    ck_assert_int_eq(ledger_encode(&r, &text, &len), 0);
+    ck_assert_str_eq(text, "{\"v\":1,\"content\":\"x\",\"finish_reason\":"
+                           "\"stop\",\"usage\":{\"prompt_tokens\":3,"
+                           "\"completion_tokens\":0,\"cached_tokens\":0},"
+                           "\"cost_usd\":0,\"latency_s\":0,\"attempts\":1,"
+                           "\"http_status\":200,\"time\":0}");
+    ck_assert_int_eq(ledger_decode(text, len, &back, &e), 0);
+    ck_assert(!back.from_cache);
+    ledger_record_release(&back);
+    free(text);
+    r.from_cache = true;
+    ck_assert_int_eq(ledger_encode(&r, &text, &len), 0);
+    ck_assert(tu_contains(text, ",\"from_cache\":true}"));
+    ck_assert_int_eq(ledger_decode(text, len, &back, &e), 0);
+    ck_assert(back.from_cache);
+    ledger_record_release(&back);
+    free(text);
+    /* a mark that is not a bool is damage, not "false" */
+    ck_assert_int_eq(
+        ledger_decode("{\"content\":\"x\",\"from_cache\":1}",
+                      strlen("{\"content\":\"x\",\"from_cache\":1}"), &back,
+                      &e),
+        NSED_EINVAL);
+}
+END_TEST
+
+/* A dry run with a cache prints only the calls neither the ledger nor the
+ * cache can answer. */
+START_TEST(dry_run_skips_cached_calls)
+{
+    char *q = questions_file(), *wf = workflow_with_max(2);
+    char *a = tu_path(tu_tmp, "A"), *b = tu_path(tu_tmp, "B");
+    char *b2 = tu_path(tu_tmp, "B2"), *c = tu_path(tu_tmp, "cache");
+    char *out = NULL, *err = NULL;
+    double before;
+    tu_sim s;
+
+    tu_sim_start(&s, DEMO_SIM, NULL, NULL);
+    free(run_ok(s.url, wf, q, a, c));
+    before = tu_sim_total_requests(&s);
+    ck_assert_int_eq(TU_NSED(s.url, &out, &err, "run", wf, "--questions", q,
+                             "--store", b, "--dry-run"),
+                     0);
+    /* one proposal per seat and question */
+    ck_assert_msg(tu_contains(out, "\"ledger_key\""), "%s", out);
+    free(out);
+    free(err);
+    ck_assert_int_eq(TU_NSED(s.url, &out, &err, "run", wf, "--questions", q,
+                             "--store", b2, "--dry-run", "--cache", c),
+                     0);
+    ck_assert_msg(out[0] == '\0', "printed: %.300s", out);
+    free(out);
+    free(err);
+    ck_assert_double_eq(tu_sim_total_requests(&s), before);
+    tu_sim_stop(&s);
+    free(q);
+    free(wf);
+    free(a);
+    free(b);
+    free(b2);
+    free(c);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("cache");
     TCase *tc = tcase_create("shared call cache");
+    TCase *unit = tcase_create("records");
+
+    tcase_add_test(unit, from_cache_mark_round_trips);
+    suite_add_tcase(s, unit);
 
     tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
     tcase_set_timeout(tc, 280);
@@ -513,6 +595,7 @@ Suite *tu_suite(void)
     tcase_add_test(tc, changed_workflow_pays_only_for_new_keys);
     tcase_add_test(tc, two_runs_share_one_cache_at_once);
     tcase_add_test(tc, bad_caches_are_refused);
+    tcase_add_test(tc, dry_run_skips_cached_calls);
     suite_add_tcase(s, tc);
     return s;
 }
