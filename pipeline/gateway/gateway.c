@@ -153,7 +153,7 @@ struct gateway {
     gw_pending_record *records; /* successful calls not yet committed */
     size_t nrecords, records_cap;
     uint64_t rng;
-    bool cache_failed; /* a cache write failed (logged once) */
+    bool cache_failed; /* a cache read or write failed (logged once) */
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -1930,10 +1930,19 @@ static int cache_lookup(gateway *gw, gw_req *r, ledger_record *rec,
                 cache_dir(gw->opts.cache), cerr.msg);
         return 0;
     }
-    if (rc) {
+    if (rc == NSED_ENOMEM) {
         if (err)
             *err = cerr;
         return rc;
+    }
+    if (rc) {
+        /* the cache only saves calls: one that cannot be read is a miss */
+        if (!gw->cache_failed) {
+            gw->cache_failed = true;
+            logf_gw(gw, "call cache %s: %s; the run goes on without it",
+                    cache_dir(gw->opts.cache), cerr.msg);
+        }
+        return 0;
     }
     /* another run's keys were redacted; this run's are, before the copy
      * reaches this store */
