@@ -786,20 +786,31 @@ static void finish_failed(gateway *gw, gw_req *r, int code,
     done_push(gw, r);
 }
 
+/* Make room for one more buffered record; NSED_ENOMEM when there is
+ * none. */
+static int records_reserve(gateway *gw)
+{
+    size_t ncap;
+    gw_pending_record *np;
+
+    if (gw->nrecords < gw->records_cap)
+        return 0;
+    ncap = gw->records_cap ? gw->records_cap * 2 : 16;
+    np = realloc(gw->records, ncap * sizeof *np);
+    if (!np)
+        return NSED_ENOMEM;
+    gw->records = np;
+    gw->records_cap = ncap;
+    return 0;
+}
+
 static int buffer_record(gateway *gw, const gw_req *r)
 {
     gw_pending_record *p;
     ledger_record *rec;
 
-    if (gw->nrecords == gw->records_cap) {
-        size_t ncap = gw->records_cap ? gw->records_cap * 2 : 16;
-        gw_pending_record *np = realloc(gw->records, ncap * sizeof *np);
-
-        if (!np)
-            return NSED_ENOMEM;
-        gw->records = np;
-        gw->records_cap = ncap;
-    }
+    if (records_reserve(gw))
+        return NSED_ENOMEM;
     p = &gw->records[gw->nrecords];
     memset(p, 0, sizeof *p);
     memcpy(p->key, r->key, HASH_LEN);
@@ -823,24 +834,6 @@ static int buffer_record(gateway *gw, const gw_req *r)
     p->to_cache = gw->opts.cache != NULL;
     gw->nrecords++;
     gw->models[r->model].uncommitted++;
-    return 0;
-}
-
-/* Make room for one more buffered record; NSED_ENOMEM when there is
- * none. */
-static int records_reserve(gateway *gw)
-{
-    size_t ncap;
-    gw_pending_record *np;
-
-    if (gw->nrecords < gw->records_cap)
-        return 0;
-    ncap = gw->records_cap ? gw->records_cap * 2 : 16;
-    np = realloc(gw->records, ncap * sizeof *np);
-    if (!np)
-        return NSED_ENOMEM;
-    gw->records = np;
-    gw->records_cap = ncap;
     return 0;
 }
 
