@@ -975,7 +975,7 @@ int store_open(const char *dir, const store_opts *opts, store **out,
         return rc;
     if (rdonly && !exists)
         return nsed_error(err, NSED_ENOTFOUND, "no nsed store in %s", dir);
-    if (rdonly) {
+    if (rdonly || (flags & STORE_SHARED)) {
         rc = check_not_own_writer(dir, err);
         if (rc)
             return rc;
@@ -991,7 +991,7 @@ int store_open(const char *dir, const store_opts *opts, store **out,
         rc = nsed_error(err, NSED_ENOMEM, "out of memory");
         goto out;
     }
-    if (!rdonly) {
+    if (!rdonly && !(flags & STORE_SHARED)) {
         rc = lock_take(s, err);
         if (rc)
             goto out;
@@ -1230,6 +1230,14 @@ static int bind_fn(store_txn *t, void *arg, nsed_err *err)
     char *text = NULL;
     int rc;
 
+    /* a call cache (nsed run --cache) is written by many runs at once: it
+     * must never become one run's store */
+    if (store_get(t, STORE_META, STORE_KEY_CALL_CACHE,
+                  strlen(STORE_KEY_CALL_CACHE), &val, &vlen) == 0)
+        return nsed_error(err, NSED_EINVAL,
+                          "%s is a call cache (nsed run --cache DIR), not a "
+                          "run store: give --store another directory",
+                          dir);
     rc = store_get(t, STORE_META, STORE_KEY_MANIFEST,
                    strlen(STORE_KEY_MANIFEST), &val, &vlen);
     if (rc == NSED_ENOTFOUND) {

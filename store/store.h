@@ -3,7 +3,8 @@
  * A store is a directory holding an LMDB environment with these named
  * databases (enum store_db). Keys are designed for ordered scans:
  *
- *   STORE_META       "schema_version" -> decimal text; "manifest" -> JSON
+ *   STORE_META       "schema_version" -> decimal text; "manifest" -> JSON;
+ *                    "call_cache" -> decimal text (a call cache only)
  *   STORE_QUESTIONS  question id (bytes) -> question JSON (questions.h)
  *   STORE_QORDER     8-byte big-endian ingestion sequence -> question id
  *   STORE_STATE      question id [+ "\0" + sub-key] -> per-question state
@@ -40,6 +41,11 @@
 
 #define STORE_SCHEMA_VERSION 1
 
+/* The META key that marks a directory as a call cache (its value is the
+ * cache's layout version, decimal text): store_bind_manifest refuses such
+ * a directory, so that a cache never becomes a run store. */
+#define STORE_KEY_CALL_CACHE "call_cache"
+
 enum store_db {
     STORE_META,
     STORE_QUESTIONS,
@@ -54,6 +60,12 @@ enum store_db {
 enum store_flags {
     STORE_RDONLY = 1 << 0, /* open read-only: no lock, no creation */
     STORE_NOSYNC = 1 << 1, /* commit without fsync (benchmarks only) */
+    STORE_SHARED = 1 << 2, /* open for writing without the writer's lock:
+                              several processes may write at once (LMDB
+                              serializes their write transactions); for
+                              the call cache, whose records every writer
+                              agrees on. Still refused in the process
+                              that holds the directory as its store */
 };
 
 typedef struct store store;

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char run_usage[] =
@@ -53,6 +54,11 @@ static const char run_usage[] =
     "      --no-preflight       skip the check of every endpoint before the\n"
     "                           run (GET <endpoint>/models: reachable, the\n"
     "                           key accepted, the model listed)\n"
+    "      --cache DIR          a call cache shared across stores on this\n"
+    "                           machine (created when absent): a call this\n"
+    "                           store's ledger lacks is answered from it when\n"
+    "                           any run recorded it there, and every call made\n"
+    "                           is added to it (docs/gateway.md)\n"
     "      --telemetry FILE     make the telemetry exported from another\n"
     "                           store (nsed status --telemetry-out FILE)\n"
     "                           the prior of this store's broker; it is\n"
@@ -89,17 +95,24 @@ static const char run_usage[] =
     "3 none incomplete but some failed, 130 interrupted (run the same\n"
     "command again).\n";
 
-static void print_summary(const runner_summary *s, const char *dir,
-                          int quiet)
+static void print_summary(const runner_summary *s, const char *dir, int quiet,
+                          bool cached)
 {
+    char cache_note[64] = "";
+
+    /* with --cache: the calls it answered (and so nobody paid again) */
+    if (cached)
+        snprintf(cache_note, sizeof cache_note, ", %llu from the cache",
+                 (unsigned long long)s->cache_hits);
     if (!quiet)
         fprintf(stderr,
                 "nsed run: %zu questions: %zu done, %zu degraded, %zu "
                 "incomplete, %zu failed (%zu finished now, %zu before); %llu "
-                "calls (%llu from the ledger), %lld tokens, $%.4f, %.1f s\n",
+                "calls (%llu from the ledger%s), %lld tokens, $%.4f, %.1f "
+                "s\n",
                 s->questions, s->done, s->degraded, s->incomplete, s->failed,
                 s->finished, s->already_done, (unsigned long long)s->calls,
-                (unsigned long long)s->ledger_hits,
+                (unsigned long long)s->ledger_hits, cache_note,
                 (long long)(s->prompt_tokens + s->completion_tokens),
                 s->cost_usd, s->elapsed_s);
     if (s->incomplete)
@@ -269,6 +282,31 @@ static int import_telemetry(const workflow *wf, store *st, const char *path,
     return rc;
 }
 
+/* Open the call cache of --cache before anything starts: one that cannot
+ * be opened is bad input (exit 2) and nothing is created but, at most,
+ * the cache's directory. The store's directory may not be the cache: LMDB
+ * must not open one environment twice in a process. */
+static int open_cache(const char *cdir, const char *sdir, cache **out,
+                      nsed_err *err)
+{
+    struct stat cs, ss;
+    nsed_err cerr = {0};
+    int rc = cache_open(cdir, out, &cerr);
+
+    if (rc)
+        return nsed_error(err, NSED_EINVAL, "--cache %s: %s", cdir, cerr.msg);
+    if (stat(cdir, &cs) == 0 && stat(sdir, &ss) == 0 &&
+        cs.st_dev == ss.st_dev && cs.st_ino == ss.st_ino) {
+        cache_close(*out);
+        *out = NULL;
+        return nsed_error(err, NSED_EINVAL,
+                          "--cache %s is the store directory; give the "
+                          "cache a directory of its own",
+                          cdir);
+    }
+    return 0;
+}
+
 int cli_run(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -284,6 +322,7 @@ int cli_run(int argc, char **argv)
         {"no-preflight", no_argument, NULL, 'N'},
         {"allow-workflow-change", no_argument, NULL, 'A'},
         {"telemetry", required_argument, NULL, 'T'},
+        {"cache", required_argument, NULL, 'C'},
         {"progress-interval", required_argument, NULL, 'P'},
         {"outage-budget", required_argument, NULL, 'O'},
         {"quiet", no_argument, NULL, 'q'},
@@ -292,7 +331,7 @@ int cli_run(int argc, char **argv)
     };
     cli_opts_seen seen = {0};
     cli_sets sets = {0};
-    const char *qpath = NULL, *dir = NULL, *tpath = NULL;
+    const char *qpath = NULL, *dir = NULL, *tpath = NULL, *cdir = NULL;
     char *cmdline = cli_command_line(argc, argv);
     runner_opts ro = {.stop_fd = -1};
     sigset_t stop;
@@ -386,6 +425,9 @@ int cli_run(int argc, char **argv)
         case 'T':
             tpath = optarg;
             break;
+        case 'C':
+            cdir = optarg;
+            break;
         case 'q':
             quiet = 1;
             break;
@@ -412,6 +454,8 @@ int cli_run(int argc, char **argv)
     rc = cli_check_inputs(argv[optind], &sets, qpath, !ro.dry_run, &err);
     if (!rc && !ro.dry_run && !no_preflight)
         rc = preflight(argv[optind], &sets, quiet, &err);
+    if (!rc && cdir)
+        rc = open_cache(cdir, dir, &ro.cache, &err);
     if (rc)
         goto out;
     rc = cli_open_bound_store(argv[optind], &sets, dir, allow_change,
@@ -465,7 +509,7 @@ int cli_run(int argc, char **argv)
                 sum.outage_s, runner_outage_budget(&ro), sum.incomplete,
                 sum.not_started, cmdline);
     if (!ro.dry_run)
-        print_summary(&sum, dir, quiet);
+        print_summary(&sum, dir, quiet, ro.cache != NULL);
     if (!ro.dry_run && (sum.incomplete || sum.gave_up)) {
         rc = NSED_ENET;
         /* what is left in err was handled on the way (e.g. a new store
@@ -475,6 +519,7 @@ int cli_run(int argc, char **argv)
 out:
     free(cmdline);
     store_close(st);
+    cache_close(ro.cache);
     workflow_free(wf);
     if (rc == NSED_ENET && !err.msg[0])
         return 1;

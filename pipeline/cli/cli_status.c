@@ -281,6 +281,24 @@ static void print_models(const runner_report *r)
     }
 }
 
+/* "cache: N calls answered from the call cache (model n, ...)", only when
+ * some run of the store used one (nsed run --cache). */
+static void print_cache(const runner_report *r)
+{
+    double n = 0;
+
+    for (size_t i = 0; i < r->nmodels; i++)
+        n += r->models[i].cache_hits;
+    if (n <= 0)
+        return;
+    printf("cache:      %.0f calls answered from the call cache (", n);
+    for (size_t i = 0, k = 0; i < r->nmodels; i++)
+        if (r->models[i].cache_hits > 0)
+            printf("%s%s %.0f", k++ ? ", " : "", r->models[i].id,
+                   r->models[i].cache_hits);
+    printf(")\n");
+}
+
 /* One reason per line with its count, under label. */
 static void print_reasons(const char *label, const runner_report_tallies *t)
 {
@@ -416,6 +434,7 @@ static void print_text(const runner_report *r)
     printf("results:    %.0f tokens, $%.4f\n", r->tokens, r->cost_usd);
     print_broker(&r->broker);
     print_models(r);
+    print_cache(r);
 }
 
 typedef struct tele_export {

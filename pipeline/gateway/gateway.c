@@ -95,6 +95,7 @@ struct gw_req {
     double cost_usd;
     double latency_s;
     bool from_ledger;
+    bool from_cache;       /* the ledger answer came from the call cache */
     int recorded_attempts; /* ledger hit: attempts it took then */
     char attempt_msg[ATTEMPT_MSG_MAX]; /* why the last attempt failed */
     char error[RESULT_MSG_MAX];
@@ -133,6 +134,7 @@ typedef struct gw_model {
 typedef struct gw_pending_record {
     uint8_t key[HASH_LEN];
     ledger_record rec;
+    bool to_cache; /* a network reply: also goes to the call cache */
 } gw_pending_record;
 
 struct gateway {
@@ -151,6 +153,7 @@ struct gateway {
     gw_pending_record *records; /* successful calls not yet committed */
     size_t nrecords, records_cap;
     uint64_t rng;
+    bool cache_failed; /* a cache read or write failed (logged once) */
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -506,8 +509,49 @@ int gateway_put_records(gateway *gw, store_txn *txn, nsed_err *err)
     return flush_fn(txn, gw, err);
 }
 
+/* The network replies of the records just committed to the store go to
+ * the call cache too, in one transaction. The cache only saves money: a
+ * failure is logged once and the run goes on. */
+static void cache_records(gateway *gw)
+{
+    cache_entry *e;
+    size_t n = 0;
+    nsed_err cerr = {0};
+    int rc;
+
+    if (!gw->opts.cache || !gw->st)
+        return;
+    for (size_t i = 0; i < gw->nrecords; i++)
+        n += gw->records[i].to_cache;
+    if (n == 0)
+        return;
+    e = calloc(n, sizeof *e);
+    if (!e) {
+        rc = nsed_error(&cerr, NSED_ENOMEM, "out of memory");
+    } else {
+        n = 0;
+        for (size_t i = 0; i < gw->nrecords; i++) {
+            if (!gw->records[i].to_cache)
+                continue;
+            e[n].key = gw->records[i].key;
+            e[n].rec = &gw->records[i].rec;
+            n++;
+        }
+        rc = cache_put(gw->opts.cache, e, n, &cerr);
+        free(e);
+    }
+    if (rc && !gw->cache_failed) {
+        gw->cache_failed = true;
+        logf_gw(gw,
+                "call cache %s: cannot record calls (%s); the run goes "
+                "on, and its calls stay in its own store's ledger",
+                cache_dir(gw->opts.cache), cerr.msg);
+    }
+}
+
 void gateway_records_committed(gateway *gw)
 {
+    cache_records(gw);
     for (size_t i = 0; i < gw->nrecords; i++)
         ledger_record_release(&gw->records[i].rec);
     gw->nrecords = 0;
@@ -622,6 +666,7 @@ void gateway_stats_add(gateway_stats *t, const gateway_stats *s)
     for (size_t k = 0; k < GATEWAY_ERR_KIND_COUNT; k++)
         t->attempt_errors[k] += s->attempt_errors[k];
     t->ledger_hits += s->ledger_hits;
+    t->cache_hits += s->cache_hits;
     t->dry_run += s->dry_run;
     t->breaker_opens += s->breaker_opens;
     t->stalls += s->stalls;
@@ -741,20 +786,31 @@ static void finish_failed(gateway *gw, gw_req *r, int code,
     done_push(gw, r);
 }
 
+/* Make room for one more buffered record; NSED_ENOMEM when there is
+ * none. */
+static int records_reserve(gateway *gw)
+{
+    size_t ncap;
+    gw_pending_record *np;
+
+    if (gw->nrecords < gw->records_cap)
+        return 0;
+    ncap = gw->records_cap ? gw->records_cap * 2 : 16;
+    np = realloc(gw->records, ncap * sizeof *np);
+    if (!np)
+        return NSED_ENOMEM;
+    gw->records = np;
+    gw->records_cap = ncap;
+    return 0;
+}
+
 static int buffer_record(gateway *gw, const gw_req *r)
 {
     gw_pending_record *p;
     ledger_record *rec;
 
-    if (gw->nrecords == gw->records_cap) {
-        size_t ncap = gw->records_cap ? gw->records_cap * 2 : 16;
-        gw_pending_record *np = realloc(gw->records, ncap * sizeof *np);
-
-        if (!np)
-            return NSED_ENOMEM;
-        gw->records = np;
-        gw->records_cap = ncap;
-    }
+    if (records_reserve(gw))
+        return NSED_ENOMEM;
     p = &gw->records[gw->nrecords];
     memset(p, 0, sizeof *p);
     memcpy(p->key, r->key, HASH_LEN);
@@ -775,8 +831,37 @@ static int buffer_record(gateway *gw, const gw_req *r)
     rec->attempts = r->attempts;
     rec->http_status = r->http_status;
     rec->time = (int64_t)time(NULL);
+    p->to_cache = gw->opts.cache != NULL;
     gw->nrecords++;
     gw->models[r->model].uncommitted++;
+    return 0;
+}
+
+/* Buffer a copy of rec, answered from the call cache under key, for the
+ * store's ledger, marked from_cache. It holds no slot: a copy lost to a
+ * kill is answered by the cache again. */
+static int buffer_cache_copy(gateway *gw, const uint8_t key[HASH_LEN],
+                             const ledger_record *rec)
+{
+    gw_pending_record *p;
+
+    if (records_reserve(gw))
+        return NSED_ENOMEM;
+    p = &gw->records[gw->nrecords];
+    memset(p, 0, sizeof *p);
+    memcpy(p->key, key, HASH_LEN);
+    p->rec = *rec;
+    p->rec.content = strdup(rec->content);
+    p->rec.finish_reason = rec->finish_reason ? strdup(rec->finish_reason)
+                                              : NULL;
+    p->rec.model = rec->model ? strdup(rec->model) : NULL;
+    if (!p->rec.content || (rec->finish_reason && !p->rec.finish_reason) ||
+        (rec->model && !p->rec.model)) {
+        ledger_record_release(&p->rec);
+        return NSED_ENOMEM;
+    }
+    p->rec.from_cache = true;
+    gw->nrecords++;
     return 0;
 }
 
@@ -1711,6 +1796,7 @@ static void deliver(gateway *gw)
         res.latency_s = r->latency_s;
         res.attempts = r->from_ledger ? r->recorded_attempts : r->attempts;
         res.from_ledger = r->from_ledger;
+        res.from_cache = r->from_cache;
         res.error = r->error;
         res.permanent = r->code != 0 && r->permanent;
         res.model = r->model;
@@ -1816,8 +1902,55 @@ static int lookup_fn(store_txn *txn, void *arg, nsed_err *err)
     return 0;
 }
 
-/* Look r's key up in the uncommitted buffer, then in the store. On a hit
- * fill r as a ledger answer and return 1; 0 for a miss. */
+/* Look r's key up in the call cache (when there is one). On a hit fill
+ * *rec (caller releases), buffer its copy for the store's ledger (not in a
+ * dry run, which commits nothing), mark r and return 1; 0 for a miss or a
+ * record that does not decode (logged: the call is made, and its reply
+ * overwrites it in the cache); < 0 on error. */
+static int cache_lookup(gateway *gw, gw_req *r, ledger_record *rec,
+                        nsed_err *err)
+{
+    nsed_err cerr = {0};
+    int rc;
+
+    if (!gw->opts.cache)
+        return 0;
+    rc = cache_get(gw->opts.cache, r->key, rec, &cerr);
+    if (rc == NSED_ENOTFOUND)
+        return 0;
+    if (rc == NSED_EINVAL) {
+        logf_gw(gw, "call cache %s: %s; calling the model again",
+                cache_dir(gw->opts.cache), cerr.msg);
+        return 0;
+    }
+    if (rc == NSED_ENOMEM) {
+        if (err)
+            *err = cerr;
+        return rc;
+    }
+    if (rc) {
+        /* the cache only saves calls: one that cannot be read is a miss */
+        if (!gw->cache_failed) {
+            gw->cache_failed = true;
+            logf_gw(gw, "call cache %s: %s; the run goes on without it",
+                    cache_dir(gw->opts.cache), cerr.msg);
+        }
+        return 0;
+    }
+    /* another run's keys were redacted; this run's are, before the copy
+     * reaches this store */
+    if (redact_keys(gw, &rec->content, &rec->finish_reason) ||
+        (!gw->opts.dry_run && buffer_cache_copy(gw, r->key, rec))) {
+        ledger_record_release(rec);
+        return nsed_error(err, NSED_ENOMEM, "gateway: out of memory");
+    }
+    r->from_cache = true;
+    return 1;
+}
+
+/* Look r's key up in the uncommitted buffer, then in the store, then in
+ * the call cache. On a hit fill r as a ledger answer and return 1; 0 for
+ * a miss. */
 static int ledger_lookup(gateway *gw, gw_req *r, nsed_err *err)
 {
     lookup_ctx c = {r->key, r->legacy_key, {0}, false};
@@ -1860,8 +1993,12 @@ static int ledger_lookup(gateway *gw, gw_req *r, nsed_err *err)
                 *err = lerr;
             return rc;
         }
-        if (!c.found)
-            return 0;
+        if (!c.found) {
+            rc = cache_lookup(gw, r, &c.rec, err);
+            if (rc != 1)
+                return rc;
+            c.found = true;
+        }
     }
     /* a record written before replies were redacted may hold a key */
     if (redact_keys(gw, &c.rec.content, &c.rec.finish_reason)) {
@@ -1923,7 +2060,10 @@ int gateway_submit(gateway *gw, const gateway_request *req,
         if (rc < 0)
             goto fail;
         if (rc == 1) {
-            mm->stats.ledger_hits++;
+            if (r->from_cache)
+                mm->stats.cache_hits++;
+            else
+                mm->stats.ledger_hits++;
             done_push(gw, r);
             return 0;
         }

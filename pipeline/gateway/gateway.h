@@ -11,6 +11,16 @@
  *   - Ledger first. When a store is given, the request's ledger key
  *     (ledger.h) is looked up at submit; a recorded call completes from
  *     the ledger without any network traffic.
+ *   - Then the call cache. With a store and opts.cache, a key the store's
+ *     ledger lacks is looked up in the cache shared across stores
+ *     (cache.h); a hit completes the same way, and a copy of the record,
+ *     marked from_cache, is buffered for the store's ledger like a
+ *     network reply (so a later run of the store without the cache pays
+ *     nothing either; a copy holds no concurrency slot: losing it costs
+ *     nothing). A network success is buffered for the store's ledger and,
+ *     once that commit is made (gateway_records_committed), written to the
+ *     cache in a transaction of its own; a cache that cannot be written is
+ *     logged once and the run goes on.
  *   - Per-model concurrency. At most wf->models[i].max_concurrency
  *     requests of a model hold a slot; the rest wait in a FIFO queue per
  *     model. A request holds its slot from its start until its reply is
@@ -83,6 +93,7 @@
 
 #include "pipeline/base/err.h"
 #include "pipeline/base/hash.h"
+#include "pipeline/gateway/cache.h"
 #include "pipeline/gateway/ledger.h"
 #include "pipeline/workflow/workflow.h"
 #include "store/store.h"
@@ -191,6 +202,8 @@ typedef struct gateway_result {
     int attempts;          /* HTTP attempts made (recorded value for a
                               ledger hit, 0 for a dry run) */
     bool from_ledger;      /* answered from the ledger, nothing sent */
+    bool from_cache;       /* ... and that answer came from the call cache
+                              (from_ledger is true too) */
     const char *error;     /* "" on success; otherwise a one-line message
                               naming the model, never holding the key */
     bool permanent;        /* the failure is a property of the request,
@@ -226,6 +239,9 @@ typedef struct gateway_opts {
     gateway_clock_fn clock; /* NULL: CLOCK_MONOTONIC */
     void *clock_user;
     uint64_t jitter_seed;   /* seeds the backoff jitter PRNG */
+    cache *cache;           /* the call cache shared across stores, or
+                               NULL; used only with a store, must outlive
+                               the gateway */
     bool caller_commits;    /* gateway_poll does not commit the ledger:
                                the caller writes the buffered records in
                                its own transaction (gateway_put_records,
@@ -365,6 +381,10 @@ typedef struct gateway_stats {
     uint64_t attempt_errors[GATEWAY_ERR_KIND_COUNT]; /* failed attempts
                                                         by kind */
     uint64_t ledger_hits;    /* requests answered from the ledger */
+    uint64_t cache_hits;     /* requests answered from the call cache
+                                (not in ledger_hits; like them neither
+                                calls, tokens nor cost: an earlier run paid
+                                for them) */
     uint64_t dry_run;        /* requests answered by the dry run */
     uint64_t breaker_opens;  /* times the circuit breaker paused */
     uint64_t stalls;         /* attempts abandoned as stalled (counted in

@@ -22,6 +22,7 @@ void gateway_stats_from_json(const cJSON *j, gateway_stats *s)
     s->attempts = (uint64_t)json_num(j, "attempts", 0);
     s->retries = (uint64_t)json_num(j, "retries", 0);
     s->ledger_hits = (uint64_t)json_num(j, "ledger_hits", 0);
+    s->cache_hits = (uint64_t)json_num(j, "cache_hits", 0);
     s->breaker_opens = (uint64_t)json_num(j, "breaker_opens", 0);
     s->stalls = (uint64_t)json_num(j, "stalls", 0);
     s->health_checks = (uint64_t)json_num(j, "health_checks", 0);
@@ -55,6 +56,7 @@ cJSON *gateway_stats_to_json(const gateway_stats *s)
           json_add_num(o, "attempts", (double)s->attempts) ||
           json_add_num(o, "retries", (double)s->retries) ||
           json_add_num(o, "ledger_hits", (double)s->ledger_hits) ||
+          json_add_num(o, "cache_hits", (double)s->cache_hits) ||
           json_add_num(o, "breaker_opens", (double)s->breaker_opens) ||
           json_add_num(o, "stalls", (double)s->stalls) ||
           json_add_num(o, "health_checks", (double)s->health_checks) ||

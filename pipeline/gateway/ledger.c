@@ -160,6 +160,8 @@ int ledger_encode(const ledger_record *r, char **out, size_t *len)
         json_add_int(root, "http_status", r->http_status) ||
         json_add_int(root, "time", r->time))
         goto out;
+    if (r->from_cache && !cJSON_AddTrueToObject(root, "from_cache"))
+        goto out;
     text = cJSON_PrintUnformatted(root);
     if (!text)
         goto out;
@@ -214,6 +216,14 @@ int ledger_decode(const void *data, size_t len, ledger_record *out,
         json_get_int(root, "http_status", 0, 999, &status) ||
         json_get_int(root, "time", INT64_MIN, INT64_MAX, &r.time))
         goto out;
+    what = "from_cache";
+    {
+        const cJSON *fc = cJSON_GetObjectItemCaseSensitive(root, "from_cache");
+
+        if (fc && !cJSON_IsBool(fc))
+            goto out;
+        r.from_cache = cJSON_IsTrue(fc);
+    }
     r.attempts = (int)attempts;
     r.http_status = (long)status;
     *out = r;

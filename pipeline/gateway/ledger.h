@@ -25,7 +25,8 @@
  *
  * The value under STORE_LEDGER is compact JSON (ledger_record): content,
  * finish_reason, usage, cost, latency, attempts, HTTP status, the served
- * model name and the time it was recorded. It never holds a secret.
+ * model name and the time it was recorded, and "from_cache": true for a
+ * record copied from the shared call cache. It never holds a secret.
  *
  * The store functions take a transaction from store_read/store_write and
  * touch the store only through it, so they are safe inside a replayed
@@ -102,6 +103,9 @@ typedef struct ledger_record {
     int attempts;         /* attempts it took then */
     long http_status;
     int64_t time;         /* Unix seconds when recorded */
+    bool from_cache;      /* copied from the shared call cache (cache.h),
+                             not paid for by this store's run; encoded only
+                             when true, so other records keep their bytes */
 } ledger_record;
 
 /* Free the strings of r and zero it. NULL is ignored. */

@@ -1238,7 +1238,8 @@ static bool estimate_eta(const struct loop *L, const gateway_stats *t,
                          double el, double *eta)
 {
     size_t todo = L->sum->questions, done = L->done_total;
-    double answered = (double)(t->calls + t->ledger_hits), active_calls = 0;
+    double answered = (double)(t->calls + t->ledger_hits + t->cache_hits);
+    double active_calls = 0;
     double per_q, left, remaining, floor_calls;
 
     if (answered <= 0 || el <= 0 || todo <= done + L->sum->incomplete)
@@ -1439,6 +1440,7 @@ static int loop_open(struct loop *L, nsed_err *err)
     go.log_user = L;
     go.jitter_seed = wf->seed;
     go.caller_commits = true;
+    go.cache = L->opts->cache;
     /* In a dry run the ledger still answers what it holds; only the
      * calls that would go out are printed. */
     return gateway_new(wf, L->st, &go, &L->gw, err);
@@ -1501,6 +1503,7 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
     gateway_stats_total(L.gw, &t);
     sum->calls = t.calls;
     sum->ledger_hits = t.ledger_hits;
+    sum->cache_hits = t.cache_hits;
     sum->prompt_tokens = t.prompt_tokens;
     sum->completion_tokens = t.completion_tokens;
     sum->cost_usd = t.cost_usd;

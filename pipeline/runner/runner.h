@@ -75,6 +75,7 @@
 #define NSED_RUNNER_H
 
 #include "pipeline/base/err.h"
+#include "pipeline/gateway/cache.h"
 #include "pipeline/workflow/workflow.h"
 #include "store/store.h"
 
@@ -142,6 +143,8 @@ typedef struct runner_opts {
     double outage_budget_s; /* give the run up when no team has been
                                servable for this long (0: the default,
                                RUNNER_OUTAGE_BUDGET_S) */
+    cache *cache;           /* the call cache shared across stores (the
+                            gateway's opts.cache), or NULL */
     int stop_fd;         /* a non-blocking fd (e.g. a signalfd) that turns
                             readable when the run should stop early: the
                             loop then commits what is finished and
@@ -171,6 +174,7 @@ typedef struct runner_summary {
     size_t not_started;     /* ... and these were never taken up */
     uint64_t calls;         /* network calls finished */
     uint64_t ledger_hits;   /* calls answered from the ledger */
+    uint64_t cache_hits;    /* calls answered from the call cache */
     int64_t prompt_tokens;  /* of network calls */
     int64_t completion_tokens;
     double cost_usd;

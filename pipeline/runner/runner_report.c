@@ -490,6 +490,7 @@ static int derive_models(runner_report *r)
         rm->failed = json_num(m, "failed", 0);
         rm->retries = json_num(m, "retries", 0);
         rm->ledger_hits = json_num(m, "ledger_hits", 0);
+        rm->cache_hits = json_num(m, "cache_hits", 0);
         rm->tokens = json_num(m, "prompt_tokens", 0) + json_num(m, "completion_tokens", 0);
         rm->cost_usd = json_num(m, "cost_usd", 0);
         quantile_ms(m, 0.5, &rm->p50_lo_ms, &rm->p50_ms);

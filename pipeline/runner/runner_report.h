@@ -116,6 +116,7 @@ typedef struct runner_report_error {
 typedef struct runner_report_model {
     const char *id;
     double calls, ok, failed, retries, ledger_hits;
+    double cache_hits; /* answered from the call cache (nsed run --cache) */
     double tokens; /* prompt + completion */
     double cost_usd;
     double p50_ms, p95_ms;       /* latency quantiles: the upper bound of
