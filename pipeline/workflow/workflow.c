@@ -23,7 +23,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <regex.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1128,22 +1129,30 @@ static int check_team_sizes(ld *l, const wf_node *teams_node)
 
 static int check_pattern(ld *l, const wf_node *n, const char *pattern)
 {
-    char why[256];
-    regex_t re;
-    size_t groups;
-    int rc;
+    PCRE2_UCHAR why[256];
+    pcre2_code *re;
+    uint32_t groups = 0;
+    PCRE2_SIZE off = 0;
+    int ecode = 0;
 
-    rc = regcomp(&re, pattern, REG_EXTENDED);
-    if (rc) {
-        regerror(rc, &re, why, sizeof why);
-        return fail(l, n, NSED_EINVAL, "answer.pattern is not a valid POSIX "
-                    "extended regular expression: %s", why);
+    /* PCRE2, so that \d, \s, \w and lazy quantifiers mean what users
+     * expect; a POSIX ERE took "\d" for a literal d and scored 0% */
+    re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF,
+                       &ecode, &off, NULL);
+    if (!re) {
+        if (pcre2_get_error_message(ecode, why, sizeof why) < 0)
+            snprintf((char *)why, sizeof why, "error %d", ecode);
+        return fail(l, n, NSED_EINVAL,
+                    "answer.pattern is not a valid regular expression "
+                    "(PCRE2) at offset %zu: %s",
+                    (size_t)off, (const char *)why);
     }
-    groups = re.re_nsub;
-    regfree(&re);
+    if (pcre2_pattern_info(re, PCRE2_INFO_CAPTURECOUNT, &groups) != 0)
+        groups = 0;
+    pcre2_code_free(re);
     if (groups != 1)
         return fail(l, n, NSED_EINVAL, "answer.pattern must have exactly one "
-                    "capture group (it has %zu)", groups);
+                    "capture group (it has %zu)", (size_t)groups);
     return 0;
 }
 

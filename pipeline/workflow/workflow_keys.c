@@ -490,7 +490,7 @@ static const wf_key answer_keys[] = {
     K_TEXT("pattern", workflow, answer.pattern, 4096,
            .special = WF_SP_PATTERN, .doc_default = "required with "
                                                     "`extract: regex`",
-           .doc = "POSIX extended regex with exactly one capture group"),
+           .doc = "PCRE2 regex (\\d is a digit) with exactly one capture group"),
     K_NAME("field", workflow, answer.field, .special = WF_SP_FIELD,
            .doc_default = "required with `extract: json_field`",
            .doc = "the JSON field that holds the answer"),
