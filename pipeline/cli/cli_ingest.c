@@ -9,7 +9,7 @@
 
 static const char ingest_usage[] =
     "usage: nsed ingest WORKFLOW --questions FILE --store DIR\n"
-    "                   [--allow-workflow-change]\n"
+    "                   [--fields MAP] [--allow-workflow-change]\n"
     "\n"
     "Create the run store DIR (or open it), bind it to WORKFLOW, and add the\n"
     "questions of FILE (JSONL). Ingestion is atomic (a file with a bad line\n"
@@ -18,10 +18,47 @@ static const char ingest_usage[] =
     "\n"
     "  -Q, --questions FILE       question set, one JSON object per line\n"
     "  -s, --store DIR            run store directory (created when absent)\n"
+    "      --fields MAP           read another dataset's shape, e.g.\n"
+    "                             id=@line,question=problem,answer=solution\n"
+    "                             (names: id question answer choices tags\n"
+    "                             reference=auto|raw|gsm8k|boxed|choice_index;\n"
+    "                             docs/questions.md)\n"
     "      --allow-workflow-change\n"
     "                             accept a store created with a different\n"
     "                             workflow hash; the change is recorded\n"
     "  -h, --help                 this text\n";
+
+static void print_bad_line(const char *msg, void *arg)
+{
+    fprintf(stderr, "nsed %s: %s\n", (const char *)arg, msg);
+}
+
+int cli_ingest_file(store *st, const char *cmd, const char *qpath,
+                    const char *fields, size_t *added, size_t *unchanged,
+                    nsed_err *err)
+{
+    questions_map map = {0};
+    questions_opts o = {NULL, print_bad_line, (void *)cmd};
+    questions_stats qs = {0};
+    int rc = 0;
+
+    if (fields) {
+        rc = questions_map_parse(fields, &map, err);
+        if (rc)
+            goto out;
+        o.map = &map;
+    }
+    rc = questions_ingest_with(st, qpath, &o, &qs, err);
+    if (rc)
+        goto out;
+    if (added)
+        *added = qs.added;
+    if (unchanged)
+        *unchanged = qs.unchanged;
+out:
+    questions_map_release(&map);
+    return rc;
+}
 
 int cli_ingest(int argc, char **argv)
 {
@@ -29,11 +66,12 @@ int cli_ingest(int argc, char **argv)
         {"questions", required_argument, NULL, 'Q'},
         {"store", required_argument, NULL, 's'},
         {"allow-workflow-change", no_argument, NULL, 'A'},
+        {"fields", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     cli_opts_seen seen = {0};
-    const char *qpath = NULL, *dir = NULL, *wpath;
+    const char *qpath = NULL, *dir = NULL, *wpath, *fields = NULL;
     int allow_change = 0, c, status;
     char *cmdline = cli_command_line(argc, argv);
 
@@ -48,6 +86,9 @@ int cli_ingest(int argc, char **argv)
             break;
         case 'A':
             allow_change = 1;
+            break;
+        case 'F':
+            fields = optarg;
             break;
         case 'h':
             free(cmdline);
@@ -71,8 +112,7 @@ int cli_ingest(int argc, char **argv)
     workflow *wf = NULL;
     store *st = NULL;
     nsed_err err = {0};
-    questions_stats qs = {0};
-    size_t total = 0;
+    size_t total = 0, added = 0, unchanged = 0;
 
     if (!cmdline) {
         status = nsed_error(&err, NSED_ENOMEM, "out of memory");
@@ -86,7 +126,8 @@ int cli_ingest(int argc, char **argv)
                                   &wf, &st, &err);
     if (status)
         goto out;
-    status = questions_ingest(st, qpath, &qs, &err);
+    status = cli_ingest_file(st, "ingest", qpath, fields, &added, &unchanged,
+                             &err);
     if (status)
         goto out;
     status = questions_total(st, &total, &err);
@@ -94,7 +135,7 @@ int cli_ingest(int argc, char **argv)
         goto out;
     printf("%s: %zu questions (%zu new, %zu already in the store); "
            "store %s holds %zu\n",
-           qpath, qs.added + qs.unchanged, qs.added, qs.unchanged, dir, total);
+           qpath, added + unchanged, added, unchanged, dir, total);
 out:
     free(cmdline);
     store_close(st);

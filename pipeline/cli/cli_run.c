@@ -28,6 +28,7 @@ static const char run_usage[] =
     "\n"
     "  -Q, --questions FILE     question set (JSONL); optional when the store\n"
     "                           already holds the questions\n"
+    "      --fields MAP         field mapping of FILE (see nsed ingest --help)\n"
     "  -s, --store DIR          run store directory (created when absent)\n"
     "  -n, --limit N            run only the first N questions of the store\n"
     "      --seed S             run seed instead of the workflow's `seed`\n"
@@ -266,6 +267,7 @@ int cli_run(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"questions", required_argument, NULL, 'Q'},
+        {"fields", required_argument, NULL, 0x146},
         {"store", required_argument, NULL, 's'},
         {"limit", required_argument, NULL, 'n'},
         {"seed", required_argument, NULL, 'S'},
@@ -283,7 +285,7 @@ int cli_run(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     cli_opts_seen seen = {0};
-    const char *qpath = NULL, *dir = NULL, *tpath = NULL;
+    const char *qpath = NULL, *dir = NULL, *tpath = NULL, *fields = NULL;
     char *cmdline = cli_command_line(argc, argv);
     runner_opts ro = {.stop_fd = -1};
     sigset_t stop;
@@ -303,6 +305,9 @@ int cli_run(int argc, char **argv)
         switch (c) {
         case 'Q':
             qpath = optarg;
+            break;
+        case 0x146: /* --fields */
+            fields = optarg;
             break;
         case 's':
             dir = optarg;
@@ -409,7 +414,7 @@ int cli_run(int argc, char **argv)
             goto out;
     }
     if (qpath) {
-        rc = questions_ingest(st, qpath, &qs, &err);
+        rc = cli_ingest_file(st, "run", qpath, fields, &qs.added, NULL, &err);
         if (rc)
             goto out;
         if (!quiet && qs.added)

@@ -91,7 +91,9 @@ int cli_validate(int argc, char **argv)
     if (optind >= argc)
         return cli_usage_error("validate", "no files given");
     for (int i = optind; i < argc; i++) {
-        int rc = cli_has_suffix(argv[i], ".jsonl")
+        /* .json: a JSON array of questions (docs/questions.md) */
+        int rc = cli_has_suffix(argv[i], ".jsonl") ||
+                         cli_has_suffix(argv[i], ".json")
                      ? validate_questions(argv[i])
                      : validate_workflow(argv[i], quiet);
 

@@ -10,6 +10,7 @@
 typedef struct ingest_ctx {
     const char *path;
     questions_stats st;
+    questions_opts ropts; /* the mapping only: errors were seen before */
 } ingest_ctx;
 
 /* Add one parsed question (from line lineno) unless it is already stored;
@@ -119,7 +120,8 @@ static int ingest_txn(store_txn *txn, void *arg, nsed_err *err)
         goto out;
     }
     next = count;
-    rc = questions_reader_open(ctx->path, QUESTIONS_UNIQUE, &r, err);
+    rc = questions_reader_open_with(ctx->path, QUESTIONS_UNIQUE, &ctx->ropts,
+                                    &r, err);
     if (rc)
         goto out;
     for (;;) {
@@ -148,9 +150,26 @@ out:
 int questions_ingest(store *s, const char *path, questions_stats *stats,
                      nsed_err *err)
 {
-    ingest_ctx ctx = {path, {0}};
+    return questions_ingest_with(s, path, NULL, stats, err);
+}
+
+int questions_ingest_with(store *s, const char *path,
+                          const questions_opts *opts, questions_stats *stats,
+                          nsed_err *err)
+{
+    ingest_ctx ctx = {path, {0}, {0}};
     int rc;
 
+    if (opts) {
+        ctx.ropts.map = opts->map;
+        /* every bad line first, then the write (which stops at the
+         * first, of which there are none left to find) */
+        if (opts->on_error) {
+            rc = questions_check_file_with(path, opts, NULL, err);
+            if (rc)
+                return rc;
+        }
+    }
     rc = store_write(s, ingest_txn, &ctx, err);
     if (rc)
         return rc;
