@@ -69,8 +69,8 @@ static pcre2_code *regex_compile(const char *pattern)
     int ecode;
     PCRE2_SIZE off;
 
-    return pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
-                         PCRE2_UTF, &ecode, &off, NULL);
+    return pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF,
+                         &ecode, &off, NULL);
 }
 
 static int extract_regex(const char *pattern, const char *text, char **out)

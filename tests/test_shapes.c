@@ -96,8 +96,9 @@ static void make_gsm8k(const char *path, const char *simpath)
         long r = gsm_ref(i);
         cJSON *o = cJSON_CreateObject();
 
-        snprintf(q, sizeof q, "Sam has %d boxes of %d pens and %ld extra. "
-                              "How many pens?",
+        snprintf(q, sizeof q,
+                 "Sam has %d boxes of %d pens and %ld extra. "
+                 "How many pens?",
                  i + 3, 17, r - 17L * (i + 3));
         snprintf(ref, sizeof ref, "%ld", r);
         if (r >= 1000)
@@ -128,8 +129,8 @@ START_TEST(gsm8k_references_extracted)
     char *dir = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL;
 
     make_gsm8k(q, sq);
-    ck_assert_msg(TU_NSED(NULL, &out, &err, "ingest", DEMO_WF, "--questions",
-                          q, "--store", dir, "--fields",
+    ck_assert_msg(TU_NSED(NULL, &out, &err, "ingest", DEMO_WF, "--questions", q,
+                          "--store", dir, "--fields",
                           "id=@line,question=question,answer=answer") == 0,
                   "ingest: %s", err);
     ck_assert_uint_eq(stored_count(dir), NG);
@@ -183,8 +184,7 @@ static tally count_export(const char *dir, int letters)
         if (cJSON_IsString(fa) && cJSON_IsString(ref)) {
             if (letters) {
                 if (strlen(fa->valuestring) == 1 &&
-                    (fa->valuestring[0] | 0x20) ==
-                        (ref->valuestring[0] | 0x20))
+                    (fa->valuestring[0] | 0x20) == (ref->valuestring[0] | 0x20))
                     t.correct_by_test++;
             } else if (strtod(fa->valuestring, NULL) ==
                        strtod(ref->valuestring, NULL)) {
@@ -208,8 +208,8 @@ START_TEST(gsm8k_runs_and_scores)
 
     make_gsm8k(q, sq);
     tu_sim_start(&sim, DEMO_SIM, extra, NULL);
-    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
-                          q, "--store", dir, "--quiet", "--fields",
+    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions", q,
+                          "--store", dir, "--quiet", "--fields",
                           "id=@line,question=question,answer=answer,"
                           "reference=gsm8k") == 0,
                   "run: %s", err);
@@ -260,8 +260,8 @@ static void make_mmlu(const char *path, const char *simpath)
         cJSON_AddStringToObject(o, "subject", i % 2 ? "algebra" : "arith");
         append_json(f, o);
         /* the documented rendering: QUESTION, a blank line, "A. ..." */
-        snprintf(text, sizeof text, "%s\n\nA. %s\nB. %s\nC. %s\nD. %s", q,
-                 c[0], c[1], c[2], c[3]);
+        snprintf(text, sizeof text, "%s\n\nA. %s\nB. %s\nC. %s\nD. %s", q, c[0],
+                 c[1], c[2], c[3]);
         o = cJSON_CreateObject();
         snprintf(id, sizeof id, "m%d", i);
         cJSON_AddStringToObject(o, "id", id);
@@ -282,8 +282,8 @@ START_TEST(mmlu_choices_and_index)
     char *simq;
 
     make_mmlu(q, sq);
-    ck_assert_msg(TU_NSED(NULL, &out, &err, "ingest", DEMO_WF, "--questions",
-                          q, "--store", dir, "--fields",
+    ck_assert_msg(TU_NSED(NULL, &out, &err, "ingest", DEMO_WF, "--questions", q,
+                          "--store", dir, "--fields",
                           "id=@line,question=question,choices=choices,"
                           "answer=answer,tags=subject") == 0,
                   "ingest: %s", err);
@@ -327,10 +327,10 @@ START_TEST(mmlu_runs_and_scores)
 
     make_mmlu(q, sq);
     tu_sim_start(&sim, DEMO_SIM, extra, NULL);
-    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
-                          q, "--store", dir, "--quiet", "--fields",
-                          "id=@line,choices=choices,reference=choice_index")
-                      == 0,
+    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions", q,
+                          "--store", dir, "--quiet", "--fields",
+                          "id=@line,choices=choices,reference=choice_index") ==
+                      0,
                   "run: %s", err);
     tu_sim_stop(&sim);
     t = count_export(dir, 1);
@@ -360,8 +360,8 @@ START_TEST(math_boxed_and_integer_ids)
                   "\"We get $\\\\boxed{\\\\frac12}$.\", \"level\": 2}\n"
                   "{\"idx\": 8, \"problem\": \"Nested?\", \"solution\": "
                   "\"first \\\\boxed{1}, then \\\\boxed{\\\\sqrt{x^{2}}}\"}\n");
-    ck_assert_msg(TU_NSED(NULL, &out, &err, "ingest", DEMO_WF, "--questions",
-                          q, "--store", dir, "--fields",
+    ck_assert_msg(TU_NSED(NULL, &out, &err, "ingest", DEMO_WF, "--questions", q,
+                          "--store", dir, "--fields",
                           "id=idx,question=problem,answer=solution,"
                           "reference=boxed") == 0,
                   "ingest: %s", err);
@@ -387,8 +387,8 @@ START_TEST(native_integer_ids)
 
     write_text(q, "{\"id\": 42, \"question\": \"x?\", \"answer\": 1}\n"
                   "{\"id\": -3, \"question\": \"y?\"}\n");
-    ck_assert_msg(TU_NSED(NULL, &out, &err, "ingest", DEMO_WF, "--questions",
-                          q, "--store", dir) == 0,
+    ck_assert_msg(TU_NSED(NULL, &out, &err, "ingest", DEMO_WF, "--questions", q,
+                          "--store", dir) == 0,
                   "ingest: %s", err);
     got = stored(dir, "42");
     ck_assert_str_eq(got.text, "x?");
@@ -426,8 +426,8 @@ START_TEST(json_array_file)
     free(out);
     free(err);
     out = err = NULL;
-    ck_assert_msg(TU_NSED(NULL, &out, &err, "ingest", DEMO_WF, "--questions",
-                          q, "--store", dir) == 0,
+    ck_assert_msg(TU_NSED(NULL, &out, &err, "ingest", DEMO_WF, "--questions", q,
+                          "--store", dir) == 0,
                   "ingest: %s", err);
     got = stored(dir, "2");
     ck_assert_str_eq(got.text, "two, [really]?");
@@ -451,8 +451,8 @@ START_TEST(json_array_file)
     ck_assert_int_eq(TU_NSED(NULL, &out, &err, "ingest", q, "--questions",
                              DEMO_WF, "--store", dir),
                      2);
-    ck_assert_msg(tu_contains(err, "is a question file, not a workflow"),
-                  "%s", err);
+    ck_assert_msg(tu_contains(err, "is a question file, not a workflow"), "%s",
+                  err);
     free(out);
     free(err);
     free(q);
@@ -476,16 +476,16 @@ START_TEST(all_errors_up_to_a_cap)
         else
             fprintf(f, "{\"question\": \"q%d\"}\n", i);
     fclose(f);
-    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "ingest", DEMO_WF,
-                             "--questions", q, "--store", dir, "--fields",
-                             "id=@line"),
+    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "ingest", DEMO_WF, "--questions",
+                             q, "--store", dir, "--fields", "id=@line"),
                      2);
     /* the first 20 bad lines, with their numbers: 2, 4, ..., 40 */
     for (int k = 1; k <= 30; k++) {
         char want[64];
 
-        snprintf(want, sizeof want, "bad.jsonl:%d: field \"question\": "
-                                    "missing",
+        snprintf(want, sizeof want,
+                 "bad.jsonl:%d: field \"question\": "
+                 "missing",
                  2 * k);
         if (k <= 20)
             ck_assert_msg(tu_contains(err, want), "no %s in %s", want, err);

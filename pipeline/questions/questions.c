@@ -655,8 +655,8 @@ static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
                 /* an integer id is taken as its decimal text (42 -> "42") */
                 rc = id_from_number(c, k, &q->id);
                 if (rc == NSED_EINVAL)
-                    return nsed_error_at(err, NSED_EINVAL, c->file,
-                                         c->lineno, col,
+                    return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
+                                         col,
                                          "\"id\" must be a string or an "
                                          "integer, got a number with a "
                                          "fraction or exponent");
@@ -665,8 +665,7 @@ static int parse_fields(const parse_ctx *c, const cJSON *root, question *q,
                 break;
             }
             if (!cJSON_IsString(it))
-                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno,
-                                     col,
+                return nsed_error_at(err, NSED_EINVAL, c->file, c->lineno, col,
                                      "\"id\" must be a string or an "
                                      "integer, got %s",
                                      type_phrase(it));
@@ -1120,8 +1119,9 @@ static int slurp_array(questions_reader *r, nsed_err *err)
         if (rc) {
             buf_release(&all);
             return rc == NSED_ETOOBIG
-                       ? nsed_error(err, rc, "%s: a JSON array file may hold "
-                                             "at most 256 MiB; use JSONL",
+                       ? nsed_error(err, rc,
+                                    "%s: a JSON array file may hold "
+                                    "at most 256 MiB; use JSONL",
                                     r->path)
                        : nsed_error(err, rc, "%s: out of memory", r->path);
         }
@@ -1168,9 +1168,8 @@ static int next_element(questions_reader *r, nsed_err *err)
                     r->lineno++;
                 else if (w[j] != ' ' && w[j] != '\t' && w[j] != '\r') {
                     r->wbroken = 1;
-                    return nsed_error_at(err, NSED_EINVAL, r->path,
-                                         r->lineno, 0,
-                                         "text after the JSON array");
+                    return nsed_error_at(err, NSED_EINVAL, r->path, r->lineno,
+                                         0, "text after the JSON array");
                 }
             }
             r->wpos = r->wlen;
@@ -1475,8 +1474,9 @@ int questions_check_file_with(const char *path, const questions_opts *opts,
                             path, bad, QUESTIONS_ERRORS_SHOWN,
                             bad - QUESTIONS_ERRORS_SHOWN);
         else
-            rc = nsed_error(err, NSED_EINVAL, "%s: %zu bad line%s (shown "
-                                              "above)",
+            rc = nsed_error(err, NSED_EINVAL,
+                            "%s: %zu bad line%s (shown "
+                            "above)",
                             path, bad, bad == 1 ? "" : "s");
         goto out;
     }
@@ -1583,8 +1583,7 @@ int questions_map_parse(const char *spec, questions_map *out, nsed_err *err)
                             "reference)",
                             key);
         } else if (*slot) {
-            rc = nsed_error(err, NSED_EINVAL, "--fields: %s given twice",
-                            key);
+            rc = nsed_error(err, NSED_EINVAL, "--fields: %s given twice", key);
         } else if (slot == &m.id && strcmp(val, "@line") == 0) {
             m.id_line = 1;
         } else if (!(*slot = strdup(val))) {
@@ -1612,8 +1611,8 @@ static char *last_boxed(const char *s)
     const char *best = NULL;
     size_t bestlen = 0;
 
-    for (const char *b = strstr(s, "\\boxed{"); b; b = strstr(b + 1,
-                                                               "\\boxed{")) {
+    for (const char *b = strstr(s, "\\boxed{"); b;
+         b = strstr(b + 1, "\\boxed{")) {
         const char *c = b + 7;
         int depth = 1;
 
@@ -1677,11 +1676,10 @@ typedef struct map_ctx {
     nsed_err *err;
 } map_ctx;
 
-static int map_fail(const map_ctx *c, const char *field, const char *fmt,
-                    ...) __attribute__((format(printf, 3, 4)));
+static int map_fail(const map_ctx *c, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-static int map_fail(const map_ctx *c, const char *field, const char *fmt,
-                    ...)
+static int map_fail(const map_ctx *c, const char *field, const char *fmt, ...)
 {
     char why[NSED_ERR_MSG_MAX / 2];
     va_list ap;
@@ -1753,18 +1751,19 @@ static int map_answer(const map_ctx *c, const cJSON *v, size_t nchoices,
             return 0;
         }
         if (!cJSON_IsString(v) || !*v->valuestring)
-            return map_fail(c, f, "must be a non-empty string or a number, "
-                                  "got %s",
+            return map_fail(c, f,
+                            "must be a non-empty string or a number, "
+                            "got %s",
                             cJSON_IsString(v) ? "\"\"" : type_phrase(v));
         return dup_string(v->valuestring, out);
     case QUESTIONS_REF_GSM8K:
         if (!cJSON_IsString(v))
-            return map_fail(c, f, "must be a string, got %s",
-                            type_phrase(v));
+            return map_fail(c, f, "must be a string, got %s", type_phrase(v));
         *out = after_hashes(v->valuestring);
         if (!*out)
-            return map_fail(c, f, "has no \"#### ANSWER\" (reference: "
-                                  "gsm8k)");
+            return map_fail(c, f,
+                            "has no \"#### ANSWER\" (reference: "
+                            "gsm8k)");
         if (!**out) {
             free(*out);
             *out = NULL;
@@ -1773,12 +1772,12 @@ static int map_answer(const map_ctx *c, const cJSON *v, size_t nchoices,
         return 0;
     case QUESTIONS_REF_BOXED:
         if (!cJSON_IsString(v))
-            return map_fail(c, f, "must be a string, got %s",
-                            type_phrase(v));
+            return map_fail(c, f, "must be a string, got %s", type_phrase(v));
         *out = last_boxed(v->valuestring);
         if (!*out)
-            return map_fail(c, f, "has no balanced \\boxed{...} (reference: "
-                                  "boxed)");
+            return map_fail(c, f,
+                            "has no balanced \\boxed{...} (reference: "
+                            "boxed)");
         return 0;
     case QUESTIONS_REF_CHOICE_INDEX: {
         char letter[2] = {0};
@@ -1793,8 +1792,8 @@ static int map_answer(const map_ctx *c, const cJSON *v, size_t nchoices,
         d = v->valuedouble;
         if (d != (double)(long)d || d < 0 || d >= (double)nchoices)
             return map_fail(c, f,
-                            "choice index %g is not in 0..%zu (%zu choices)",
-                            d, nchoices ? nchoices - 1 : 0, nchoices);
+                            "choice index %g is not in 0..%zu (%zu choices)", d,
+                            nchoices ? nchoices - 1 : 0, nchoices);
         letter[0] = (char)('A' + (int)d);
         return dup_string(letter, out);
     }
@@ -1825,8 +1824,9 @@ static int map_fields(const map_ctx *c, const cJSON *root, question *q)
     } else {
         v = cJSON_GetObjectItemCaseSensitive(root, fid);
         if (!v)
-            return map_fail(c, fid, "missing (id=@line numbers the lines "
-                                    "instead)");
+            return map_fail(c, fid,
+                            "missing (id=@line numbers the lines "
+                            "instead)");
         if (cJSON_IsNumber(v)) {
             q->id = integer_text(v);
             if (!q->id)
@@ -1855,8 +1855,9 @@ static int map_fields(const map_ctx *c, const cJSON *root, question *q)
                             type_phrase(ch));
         nchoices = (size_t)cJSON_GetArraySize(ch);
         if (!nchoices || nchoices > 26)
-            return map_fail(c, m->choices, "must hold 1 to 26 choices "
-                                           "(has %zu)",
+            return map_fail(c, m->choices,
+                            "must hold 1 to 26 choices "
+                            "(has %zu)",
                             nchoices);
     }
     rc = map_text(c, root, fq, &q->text);
@@ -1895,8 +1896,9 @@ static int map_fields(const map_ctx *c, const cJSON *root, question *q)
         }
         if (rc) {
             buf_release(&text);
-            return rc == NSED_ETOOBIG ? map_fail(c, fq, "too long with its "
-                                                        "choices")
+            return rc == NSED_ETOOBIG ? map_fail(c, fq,
+                                                 "too long with its "
+                                                 "choices")
                                       : rc;
         }
         free(q->text);
@@ -1946,8 +1948,9 @@ static int map_fields(const map_ctx *c, const cJSON *root, question *q)
             for (const cJSON *t = v->child; t; t = t->next, ti++) {
                 if (!cJSON_IsString(t) ||
                     check_label("a tag", t->valuestring, why, sizeof why))
-                    return map_fail(c, m->tags, "tag %zu must be a "
-                                                "non-empty string",
+                    return map_fail(c, m->tags,
+                                    "tag %zu must be a "
+                                    "non-empty string",
                                     ti + 1);
                 rc = dup_string(t->valuestring, &q->tags[ti]);
                 if (rc)
@@ -1955,8 +1958,9 @@ static int map_fields(const map_ctx *c, const cJSON *root, question *q)
                 q->ntags = ti + 1;
             }
         } else if (v && !cJSON_IsNull(v)) {
-            return map_fail(c, m->tags, "must be a string or a list of "
-                                        "strings, got %s",
+            return map_fail(c, m->tags,
+                            "must be a string or a list of "
+                            "strings, got %s",
                             type_phrase(v));
         }
     }
@@ -1991,12 +1995,10 @@ int questions_parse_mapped(const char *file, size_t lineno, const char *text,
     }
     root = cJSON_ParseWithLength(text, len);
     if (!root)
-        return nsed_error_at(err, NSED_EINVAL, file, lineno, 0,
-                             "invalid JSON");
+        return nsed_error_at(err, NSED_EINVAL, file, lineno, 0, "invalid JSON");
     if (!cJSON_IsObject(root)) {
         rc = nsed_error_at(err, NSED_EINVAL, file, lineno, 0,
-                           "expected a JSON object, got %s",
-                           type_phrase(root));
+                           "expected a JSON object, got %s", type_phrase(root));
         goto out;
     }
     rc = map_fields(&c, root, &q);

@@ -282,8 +282,7 @@ typedef struct questions_opts {
  * array of objects (at most QUESTIONS_ARRAY_MAX bytes), each element's
  * "line" being the line of the file where it starts. */
 #define QUESTIONS_ARRAY_MAX ((size_t)256 << 20)
-NSED_MUST_CHECK int questions_reader_open_with(const char *path,
-                                               unsigned flags,
+NSED_MUST_CHECK int questions_reader_open_with(const char *path, unsigned flags,
                                                const questions_opts *opts,
                                                questions_reader **out,
                                                nsed_err *err);

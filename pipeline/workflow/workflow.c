@@ -1151,8 +1151,10 @@ static int check_pattern(ld *l, const wf_node *n, const char *pattern)
         groups = 0;
     pcre2_code_free(re);
     if (groups != 1)
-        return fail(l, n, NSED_EINVAL, "answer.pattern must have exactly one "
-                    "capture group (it has %zu)", (size_t)groups);
+        return fail(l, n, NSED_EINVAL,
+                    "answer.pattern must have exactly one "
+                    "capture group (it has %zu)",
+                    (size_t)groups);
     return 0;
 }
 

@@ -487,10 +487,11 @@ static SECTION(scoring_section, scoring_keys);
 static const wf_key answer_keys[] = {
     K_ENUM("extract", workflow, answer.extract, wf_extract_names,
            .doc = "how the final answer is taken from a reply"),
-    K_TEXT("pattern", workflow, answer.pattern, 4096,
-           .special = WF_SP_PATTERN, .doc_default = "required with "
-                                                    "`extract: regex`",
-           .doc = "PCRE2 regex (\\d is a digit) with exactly one capture group"),
+    K_TEXT("pattern", workflow, answer.pattern, 4096, .special = WF_SP_PATTERN,
+           .doc_default = "required with "
+                          "`extract: regex`",
+           .doc =
+               "PCRE2 regex (\\d is a digit) with exactly one capture group"),
     K_NAME("field", workflow, answer.field, .special = WF_SP_FIELD,
            .doc_default = "required with `extract: json_field`",
            .doc = "the JSON field that holds the answer"),
