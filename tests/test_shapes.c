@@ -507,6 +507,130 @@ START_TEST(all_errors_up_to_a_cap)
 }
 END_TEST
 
+/* ---- warnings at run start ------------------------------------------- */
+
+#define NW 24
+
+/* NW native questions whose references are GSM8K rationales (the shape
+ * that used to score 0% in silence), and the sim's file. */
+static void make_rationales(const char *path, const char *simpath)
+{
+    FILE *f = fopen(path, "w"), *g = fopen(simpath, "w");
+
+    ck_assert_ptr_nonnull(f);
+    ck_assert_ptr_nonnull(g);
+    for (int i = 0; i < NW; i++) {
+        char id[16], q[96], a[128];
+        cJSON *o = cJSON_CreateObject();
+
+        snprintf(id, sizeof id, "r%d", i);
+        snprintf(q, sizeof q, "What is %d plus %d?", i, 2 * i + 1);
+        snprintf(a, sizeof a, "%d + %d = <<%d+%d=%d>>%d.\n#### %d", i,
+                 2 * i + 1, i, 2 * i + 1, 3 * i + 1, 3 * i + 1, 3 * i + 1);
+        cJSON_AddStringToObject(o, "id", id);
+        cJSON_AddStringToObject(o, "question", q);
+        cJSON_AddStringToObject(o, "answer", a);
+        append_json(f, o);
+        o = cJSON_CreateObject();
+        snprintf(a, sizeof a, "%d", 3 * i + 1);
+        cJSON_AddStringToObject(o, "id", id);
+        cJSON_AddStringToObject(o, "question", q);
+        cJSON_AddStringToObject(o, "answer", a);
+        append_json(g, o);
+    }
+    fclose(f);
+    fclose(g);
+}
+
+START_TEST(rationale_warning_before_progress)
+{
+    char *q = tu_path(tu_tmp, "r.jsonl"), *sq = tu_path(tu_tmp, "s.jsonl");
+    char *dir = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL;
+    const char *extra[] = {"--questions", sq, NULL};
+    const char *w, *p, *sum;
+    tu_sim sim;
+
+    make_rationales(q, sq);
+    tu_sim_start(&sim, DEMO_SIM, extra, NULL);
+    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
+                          q, "--store", dir, "--limit", "3") == 0,
+                  "run: %s", err);
+    tu_sim_stop(&sim);
+    w = strstr(err, "nsed run: warning: 24 of 24 references look like "
+                    "rationales");
+    ck_assert_msg(w != NULL, "%s", err);
+    ck_assert_msg(tu_contains(w, "question \"r0\": it holds \"####\""), "%s",
+                  err);
+    p = strstr(err, "progress:");
+    sum = strstr(err, "nsed run: 3 questions:");
+    ck_assert_ptr_nonnull(p);
+    ck_assert_ptr_nonnull(sum);
+    ck_assert_msg(w < p && w < sum, "warning after progress: %s", err);
+    free(out);
+    free(err);
+    out = err = NULL;
+    /* with the extractor, no warning (and the references are numbers) */
+    tu_sim_start(&sim, DEMO_SIM, extra, NULL);
+    free(dir);
+    dir = tu_path(tu_tmp, "store2");
+    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
+                          q, "--store", dir, "--limit", "3", "--fields",
+                          "reference=gsm8k") == 0,
+                  "run: %s", err);
+    tu_sim_stop(&sim);
+    ck_assert_msg(!tu_contains(err, "warning"), "%s", err);
+    free(out);
+    free(err);
+    free(q);
+    free(sq);
+    free(dir);
+}
+END_TEST
+
+START_TEST(no_answer_warning_after_first_20)
+{
+    char *q = tu_path(tu_tmp, "r.jsonl"), *sq = tu_path(tu_tmp, "s.jsonl");
+    char *wf = tu_path(tu_tmp, "never.yaml"), *demo, *at;
+    char *dir = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL;
+    const char *extra[] = {"--questions", sq, NULL};
+    static const char boxed[] = "  extract: boxed ";
+    const char *w, *sum;
+    FILE *f;
+    tu_sim sim;
+
+    make_rationales(q, sq);
+    /* the demo's workflow with a pattern no reply matches */
+    demo = tu_read_file(DEMO_WF, NULL);
+    at = strstr(demo, boxed);
+    ck_assert_ptr_nonnull(at);
+    f = fopen(wf, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%.*s  extract: regex\n  pattern: 'NEVER:(\\d+)'\n#",
+            (int)(at - demo), demo);
+    fputs(at + sizeof boxed - 1, f);
+    fclose(f);
+    free(demo);
+    tu_sim_start(&sim, DEMO_SIM, extra, NULL);
+    /* exit status: every question fails without an answer */
+    TU_NSED(sim.url, &out, &err, "run", wf, "--questions", q, "--store", dir,
+            "--fields", "reference=gsm8k", "--max-active", "1");
+    tu_sim_stop(&sim);
+    w = strstr(err, "warning: none of the first 20 finished questions has "
+                    "an extracted answer");
+    ck_assert_msg(w != NULL, "%s", err);
+    ck_assert(tu_contains(w, "NEVER:(\\d+)"));
+    ck_assert_msg(strstr(w + 1, "warning: none of") == NULL, "twice: %s", err);
+    sum = strstr(err, "nsed run: 24 questions:");
+    ck_assert_msg(sum && w < sum, "%s", err);
+    free(out);
+    free(err);
+    free(q);
+    free(sq);
+    free(wf);
+    free(dir);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("shapes");
@@ -526,6 +650,8 @@ Suite *tu_suite(void)
     tcase_set_timeout(t, 120);
     tcase_add_test(t, gsm8k_runs_and_scores);
     tcase_add_test(t, mmlu_runs_and_scores);
+    tcase_add_test(t, rationale_warning_before_progress);
+    tcase_add_test(t, no_answer_warning_after_first_20);
     suite_add_tcase(s, t);
     return s;
 }

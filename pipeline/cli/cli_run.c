@@ -263,6 +263,24 @@ static int import_telemetry(const workflow *wf, store *st, const char *path,
     return rc;
 }
 
+/* Said before the first progress line: references that read like
+ * rationales score 0% without any other sign (docs/questions.md). */
+static int warn_rationales(store *st, nsed_err *err)
+{
+    questions_refcheck c = {0};
+    int rc = questions_check_references(st, &c, err);
+
+    if (rc || !c.rationale)
+        return rc;
+    fprintf(stderr,
+            "nsed run: warning: %zu of %zu references look like rationales, "
+            "not answers (question \"%s\": %s); they will rarely match. "
+            "Give a reference extractor: --fields ...,reference=gsm8k|boxed "
+            "(docs/questions.md)\n",
+            c.rationale, c.with_answer, c.example, c.why);
+    return 0;
+}
+
 int cli_run(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -421,6 +439,9 @@ int cli_run(int argc, char **argv)
             fprintf(stderr, "nsed run: %s: %zu new questions\n", qpath,
                     qs.added);
     }
+    rc = warn_rationales(st, &err);
+    if (rc)
+        goto out;
     rp.next_s = rp.interval_s;
     if (!quiet && !ro.dry_run)
         ro.on_progress = print_progress;

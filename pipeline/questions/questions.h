@@ -297,4 +297,26 @@ NSED_MUST_CHECK int questions_ingest_with(store *s, const char *path,
                                           questions_stats *stats,
                                           nsed_err *err);
 
+/* References that look like rationales rather than answers, counted over
+ * the questions of a store (for the warning `nsed run` gives at its
+ * start). A reference counts when it holds "####" or "\boxed", or is
+ * longer than QUESTIONS_RATIONALE_BYTES bytes with two or more sentence
+ * ends (". ", "? ", "! " or one before a line end). */
+#define QUESTIONS_RATIONALE_BYTES 100
+typedef struct questions_refcheck {
+    size_t with_answer; /* questions with a reference */
+    size_t rationale;   /* of those, references that look like rationales */
+    char example[QUESTIONS_ID_MAX + 1]; /* the first such question's id */
+    const char *why; /* static: what the first one showed, or NULL */
+} questions_refcheck;
+
+/* Fill *out over every question of s. Returns 0, NSED_ESTORE, NSED_ENOMEM
+ * (err set). */
+NSED_MUST_CHECK int questions_check_references(store *s,
+                                               questions_refcheck *out,
+                                               nsed_err *err);
+
+/* Why reference looks like a rationale (a static phrase), or NULL. */
+const char *questions_rationale_why(const char *reference);
+
 #endif

@@ -316,3 +316,53 @@ int questions_scan(store_txn *txn, uint64_t start_seq,
                         store_txn_dir(txn));
     return rc;
 }
+
+const char *questions_rationale_why(const char *ref)
+{
+    size_t n = strlen(ref), ends = 0;
+
+    if (strstr(ref, "####"))
+        return "it holds \"####\" (a GSM8K rationale)";
+    if (strstr(ref, "\\boxed"))
+        return "it holds \"\\boxed\" (a MATH solution)";
+    if (n <= QUESTIONS_RATIONALE_BYTES)
+        return NULL;
+    for (size_t i = 0; i + 1 < n; i++)
+        if ((ref[i] == '.' || ref[i] == '?' || ref[i] == '!') &&
+            (ref[i + 1] == ' ' || ref[i + 1] == '\n'))
+            ends++;
+    return ends >= 2 ? "it is long and has several sentences" : NULL;
+}
+
+static int refcheck_one(const question *q, uint64_t seq, void *arg)
+{
+    questions_refcheck *c = arg;
+    const char *why;
+
+    (void)seq;
+    if (!q->answer)
+        return 0;
+    c->with_answer++;
+    why = questions_rationale_why(q->answer);
+    if (why && !c->rationale++) {
+        snprintf(c->example, sizeof c->example, "%s", q->id);
+        c->why = why;
+    }
+    return 0;
+}
+
+static int refcheck_txn(store_txn *txn, void *arg, nsed_err *err)
+{
+    return questions_scan(txn, 0, refcheck_one, arg, err);
+}
+
+int questions_check_references(store *s, questions_refcheck *out,
+                               nsed_err *err)
+{
+    questions_refcheck c = {0};
+    int rc = store_read(s, refcheck_txn, &c, err);
+
+    if (!rc)
+        *out = c;
+    return rc;
+}
