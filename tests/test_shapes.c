@@ -316,6 +316,54 @@ START_TEST(mmlu_choices_and_index)
 }
 END_TEST
 
+START_TEST(mapping_in_the_workflow)
+{
+    char *q = tu_path(tu_tmp, "mmlu.jsonl"), *sq = tu_path(tu_tmp, "s.jsonl");
+    char *wf = tu_path(tu_tmp, "mapped.yaml"), *demo;
+    char *dir = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL;
+    question got;
+    FILE *f;
+
+    make_mmlu(q, sq);
+    demo = tu_read_file(DEMO_WF, NULL);
+    f = fopen(wf, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%s\nquestions:\n  id: '@line'\n  choices: choices\n"
+               "  tags: subject\n  reference: choice_index\n",
+            demo);
+    fclose(f);
+    free(demo);
+    ck_assert_msg(TU_NSED(NULL, &out, &err, "ingest", wf, "--questions", q,
+                          "--store", dir) == 0,
+                  "ingest: %s", err);
+    got = stored(dir, "3");
+    ck_assert_str_eq(got.answer, "C"); /* index 2 */
+    ck_assert_str_eq(got.tags[0], "arith");
+    ck_assert(tu_contains(got.text, "\n\nA. "));
+    question_release(&got);
+    free(out);
+    free(err);
+    out = err = NULL;
+    /* a bad extractor name is a load error naming the key */
+    f = fopen(wf, "a");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    demo = tu_read_file(DEMO_WF, NULL);
+    f = fopen(wf, "w");
+    fprintf(f, "%s\nquestions:\n  reference: hashes\n", demo);
+    fclose(f);
+    free(demo);
+    ck_assert_int_eq(TU_NSED(NULL, &out, &err, "validate", wf), 2);
+    ck_assert_msg(tu_contains(err, "reference"), "%s", err);
+    free(out);
+    free(err);
+    free(q);
+    free(sq);
+    free(wf);
+    free(dir);
+}
+END_TEST
+
 START_TEST(mmlu_runs_and_scores)
 {
     char *q = tu_path(tu_tmp, "mmlu.jsonl"), *sq = tu_path(tu_tmp, "s.jsonl");
@@ -641,6 +689,7 @@ Suite *tu_suite(void)
     tcase_add_test(t, gsm8k_references_extracted);
     tcase_add_test(t, mmlu_choices_and_index);
     tcase_add_test(t, math_boxed_and_integer_ids);
+    tcase_add_test(t, mapping_in_the_workflow);
     tcase_add_test(t, native_integer_ids);
     tcase_add_test(t, json_array_file);
     tcase_add_test(t, all_errors_up_to_a_cap);

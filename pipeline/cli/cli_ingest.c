@@ -33,16 +33,66 @@ static void print_bad_line(const char *msg, void *arg)
     fprintf(stderr, "nsed %s: %s\n", (const char *)arg, msg);
 }
 
-int cli_ingest_file(store *st, const char *cmd, const char *qpath,
-                    const char *fields, size_t *added, size_t *unchanged,
-                    nsed_err *err)
+/* The workflow's `questions:` mapping, or an unset map when it has none. */
+static int map_from_workflow(const workflow *wf, questions_map *m,
+                             nsed_err *err)
+{
+    const workflow_questions *w = &wf->questions;
+    struct {
+        const char *from;
+        char **to;
+    } f[] = {{w->question, &m->question}, {w->answer, &m->answer},
+             {w->choices, &m->choices},   {w->tags, &m->tags},
+             {w->id, &m->id}};
+
+    memset(m, 0, sizeof *m);
+    if (!w->id && !w->question && !w->answer && !w->choices && !w->tags &&
+        w->reference == WORKFLOW_REF_AUTO)
+        return 0;
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].from && !(*f[i].to = strdup(f[i].from)))
+            return nsed_error(err, NSED_ENOMEM, "out of memory");
+    if (m->id && strcmp(m->id, "@line") == 0) {
+        free(m->id);
+        m->id = NULL;
+        m->id_line = 1;
+    }
+    switch (w->reference) {
+    case WORKFLOW_REF_AUTO:
+        m->reference = QUESTIONS_REF_AUTO;
+        break;
+    case WORKFLOW_REF_RAW:
+        m->reference = QUESTIONS_REF_RAW;
+        break;
+    case WORKFLOW_REF_GSM8K:
+        m->reference = QUESTIONS_REF_GSM8K;
+        break;
+    case WORKFLOW_REF_BOXED:
+        m->reference = QUESTIONS_REF_BOXED;
+        break;
+    case WORKFLOW_REF_CHOICE_INDEX:
+        m->reference = QUESTIONS_REF_CHOICE_INDEX;
+        break;
+    }
+    m->set = 1;
+    return 0;
+}
+
+int cli_ingest_file(store *st, const workflow *wf, const char *cmd,
+                    const char *qpath, const char *fields, size_t *added,
+                    size_t *unchanged, nsed_err *err)
 {
     questions_map map = {0};
     questions_opts o = {NULL, print_bad_line, (void *)cmd};
     questions_stats qs = {0};
     int rc = 0;
 
-    if (fields) {
+    if (!fields) {
+        rc = map_from_workflow(wf, &map, err);
+        if (rc)
+            goto out;
+        o.map = &map;
+    } else {
         rc = questions_map_parse(fields, &map, err);
         if (rc)
             goto out;
@@ -126,7 +176,7 @@ int cli_ingest(int argc, char **argv)
                                   &wf, &st, &err);
     if (status)
         goto out;
-    status = cli_ingest_file(st, "ingest", qpath, fields, &added, &unchanged,
+    status = cli_ingest_file(st, wf, "ingest", qpath, fields, &added, &unchanged,
                              &err);
     if (status)
         goto out;

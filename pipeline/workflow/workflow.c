@@ -1693,6 +1693,7 @@ static int load_root(ld *l, const wf_node *root)
     static const char *const order[] = {
         "name",   "version", "seed",    "models", "teams",   "gateway",
         "broker", "rounds",  "scoring", "answer", "prompts", "baselines",
+        "questions",
     };
     const wf_section *s = &wf_root_section;
     const wf_node *v[WF_MAX_KEYS] = {0};
@@ -1839,6 +1840,11 @@ void workflow_free(workflow *wf)
     free(wf->answer.pattern);
     free(wf->answer.field);
     free(wf->baselines.sc_model);
+    free(wf->questions.id);
+    free(wf->questions.question);
+    free(wf->questions.answer);
+    free(wf->questions.choices);
+    free(wf->questions.tags);
     free(wf->prompts.system);
     free(wf->prompts.propose);
     free(wf->prompts.revise);
