@@ -328,8 +328,9 @@ START_TEST(mapping_in_the_workflow)
     demo = tu_read_file(DEMO_WF, NULL);
     f = fopen(wf, "w");
     ck_assert_ptr_nonnull(f);
-    fprintf(f, "%s\nquestions:\n  id: '@line'\n  choices: choices\n"
-               "  tags: subject\n  reference: choice_index\n",
+    fprintf(f,
+            "%s\nquestions:\n  id: '@line'\n  choices: choices\n"
+            "  tags: subject\n  reference: choice_index\n",
             demo);
     fclose(f);
     free(demo);
@@ -600,8 +601,8 @@ START_TEST(rationale_warning_before_progress)
 
     make_rationales(q, sq);
     tu_sim_start(&sim, DEMO_SIM, extra, NULL);
-    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
-                          q, "--store", dir, "--limit", "3") == 0,
+    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions", q,
+                          "--store", dir, "--limit", "3") == 0,
                   "run: %s", err);
     tu_sim_stop(&sim);
     w = strstr(err, "nsed run: warning: 24 of 24 references look like "
@@ -621,8 +622,8 @@ START_TEST(rationale_warning_before_progress)
     tu_sim_start(&sim, DEMO_SIM, extra, NULL);
     free(dir);
     dir = tu_path(tu_tmp, "store2");
-    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions",
-                          q, "--store", dir, "--limit", "3", "--fields",
+    ck_assert_msg(TU_NSED(sim.url, &out, &err, "run", DEMO_WF, "--questions", q,
+                          "--store", dir, "--limit", "3", "--fields",
                           "reference=gsm8k") == 0,
                   "run: %s", err);
     tu_sim_stop(&sim);

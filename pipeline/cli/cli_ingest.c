@@ -41,8 +41,10 @@ static int map_from_workflow(const workflow *wf, questions_map *m,
     struct {
         const char *from;
         char **to;
-    } f[] = {{w->question, &m->question}, {w->answer, &m->answer},
-             {w->choices, &m->choices},   {w->tags, &m->tags},
+    } f[] = {{w->question, &m->question},
+             {w->answer, &m->answer},
+             {w->choices, &m->choices},
+             {w->tags, &m->tags},
              {w->id, &m->id}};
 
     memset(m, 0, sizeof *m);
@@ -176,8 +178,8 @@ int cli_ingest(int argc, char **argv)
                                   &wf, &st, &err);
     if (status)
         goto out;
-    status = cli_ingest_file(st, wf, "ingest", qpath, fields, &added, &unchanged,
-                             &err);
+    status = cli_ingest_file(st, wf, "ingest", qpath, fields, &added,
+                             &unchanged, &err);
     if (status)
         goto out;
     status = questions_total(st, &total, &err);

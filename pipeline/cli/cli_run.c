@@ -432,7 +432,8 @@ int cli_run(int argc, char **argv)
             goto out;
     }
     if (qpath) {
-        rc = cli_ingest_file(st, wf, "run", qpath, fields, &qs.added, NULL, &err);
+        rc = cli_ingest_file(st, wf, "run", qpath, fields, &qs.added, NULL,
+                             &err);
         if (rc)
             goto out;
         if (!quiet && qs.added)

@@ -312,9 +312,8 @@ typedef struct questions_refcheck {
 
 /* Fill *out over every question of s. Returns 0, NSED_ESTORE, NSED_ENOMEM
  * (err set). */
-NSED_MUST_CHECK int questions_check_references(store *s,
-                                               questions_refcheck *out,
-                                               nsed_err *err);
+NSED_MUST_CHECK int
+questions_check_references(store *s, questions_refcheck *out, nsed_err *err);
 
 /* Why reference looks like a rationale (a static phrase), or NULL. */
 const char *questions_rationale_why(const char *reference);

@@ -356,8 +356,7 @@ static int refcheck_txn(store_txn *txn, void *arg, nsed_err *err)
     return questions_scan(txn, 0, refcheck_one, arg, err);
 }
 
-int questions_check_references(store *s, questions_refcheck *out,
-                               nsed_err *err)
+int questions_check_references(store *s, questions_refcheck *out, nsed_err *err)
 {
     questions_refcheck c = {0};
     int rc = store_read(s, refcheck_txn, &c, err);

@@ -1691,9 +1691,9 @@ static int load_root(ld *l, const wf_node *root)
      * as soon as the thing they name is known: roles name models, the
      * broker names teams, the default prompts follow the answer format. */
     static const char *const order[] = {
-        "name",   "version", "seed",    "models", "teams",   "gateway",
-        "broker", "rounds",  "scoring", "answer", "prompts", "baselines",
-        "questions",
+        "name",    "version",   "seed",      "models",  "teams",
+        "gateway", "broker",    "rounds",    "scoring", "answer",
+        "prompts", "baselines", "questions",
     };
     const wf_section *s = &wf_root_section;
     const wf_node *v[WF_MAX_KEYS] = {0};
