@@ -21,7 +21,7 @@ cd "$(dirname "$0")"
 # fuzz harnesses of fuzz/ (docs/fuzzing.md)
 PACKAGES=(build-essential cmake pkg-config libyaml-dev libcurl4-openssl-dev
           libcjson-dev liblmdb-dev libssl-dev check libmicrohttpd-dev
-          clang-format git clang libclang-rt-dev libgsl-dev
+          clang-format git clang libclang-rt-dev libgsl-dev libpcre2-dev
           chromium)
 
 mode=${1:---demo}

@@ -5,10 +5,12 @@
 #include "stages/text.h"
 
 #include <cjson/cJSON.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
-#include <regex.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,24 +62,52 @@ static int extract_boxed(const char *text, char **out)
     return NSED_ENOTFOUND;
 }
 
+/* Compile pattern with PCRE2 (UTF mode), or NULL when it does not compile
+ * or memory runs out. */
+static pcre2_code *regex_compile(const char *pattern)
+{
+    int ecode;
+    PCRE2_SIZE off;
+
+    return pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF,
+                         &ecode, &off, NULL);
+}
+
 static int extract_regex(const char *pattern, const char *text, char **out)
 {
-    regex_t re;
-    regmatch_t m[2];
+    pcre2_code *re = NULL;
+    pcre2_match_data *md = NULL;
+    uint32_t groups = 0;
+    PCRE2_SIZE *ov;
     int rc;
 
-    if (!pattern || regcomp(&re, pattern, REG_EXTENDED))
+    if (!pattern)
         return NSED_EINVAL;
-    if (re.re_nsub < 1) {
-        regfree(&re);
-        return NSED_EINVAL;
+    re = regex_compile(pattern);
+    if (!re || pcre2_pattern_info(re, PCRE2_INFO_CAPTURECOUNT, &groups) ||
+        groups < 1) {
+        rc = NSED_EINVAL;
+        goto out;
     }
-    rc = regexec(&re, text, 2, m, 0);
-    regfree(&re);
-    if (rc || m[1].rm_so < 0)
-        return NSED_ENOTFOUND;
-    return dup_trimmed(text + m[1].rm_so, (size_t)(m[1].rm_eo - m[1].rm_so),
-                       out);
+    md = pcre2_match_data_create_from_pattern(re, NULL);
+    if (!md) {
+        rc = NSED_ENOMEM;
+        goto out;
+    }
+    /* NO_UTF_CHECK is not passed: a reply that is not valid UTF-8 simply
+     * does not match */
+    rc = pcre2_match(re, (PCRE2_SPTR)text, PCRE2_ZERO_TERMINATED, 0, 0, md,
+                     NULL);
+    ov = pcre2_get_ovector_pointer(md);
+    if (rc < 2 || ov[2] == PCRE2_UNSET) {
+        rc = NSED_ENOTFOUND;
+        goto out;
+    }
+    rc = dup_trimmed(text + ov[2], ov[3] - ov[2], out);
+out:
+    pcre2_match_data_free(md);
+    pcre2_code_free(re);
+    return rc;
 }
 
 /* Whether a sign sits right before the digits at text[i]: '-' / '+' or
@@ -569,25 +599,22 @@ static bool exact_equal(const char *x, const char *y)
 
 static bool regex_full_match(const char *pattern, const char *answer)
 {
-    const size_t plen = strlen(pattern);
-    char *anchored = malloc(plen + 5), *ans;
     size_t alen = strlen(answer);
-    regex_t re;
+    pcre2_code *re = regex_compile(pattern);
+    pcre2_match_data *md = NULL;
     bool ok = false;
 
-    if (!anchored)
-        return false;
-    memcpy(anchored, "^(", 2);
-    memcpy(anchored + 2, pattern, plen);
-    memcpy(anchored + 2 + plen, ")$", 3);
     text_trim(&answer, &alen);
-    ans = strndup(answer, alen);
-    if (ans && !regcomp(&re, anchored, REG_EXTENDED | REG_NOSUB)) {
-        ok = regexec(&re, ans, 0, NULL, 0) == 0;
-        regfree(&re);
-    }
-    free(ans);
-    free(anchored);
+    if (!re)
+        return false;
+    md = pcre2_match_data_create(1, NULL);
+    /* ANCHORED | ENDANCHORED: the whole trimmed answer must match, as
+     * "^(...)$" did, without touching the pattern's own groups */
+    if (md)
+        ok = pcre2_match(re, (PCRE2_SPTR)answer, alen, 0,
+                         PCRE2_ANCHORED | PCRE2_ENDANCHORED, md, NULL) >= 0;
+    pcre2_match_data_free(md);
+    pcre2_code_free(re);
     return ok;
 }
 

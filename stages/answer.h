@@ -9,7 +9,7 @@
  *                "last" means the one that starts last, so
  *                \boxed{\boxed{3}} gives 3.
  *   regex        the first capture group of the first match of
- *                answer.pattern (POSIX ERE); no match, or a group that took
+ *                answer.pattern (PCRE2, UTF mode: \d is a digit); no match, or a group that took
  *                no part in it, is no answer.
  *   last_number  the last number in the text: an optional sign (+, -, or
  *                U+2212 when not glued to a word), digits with optional
@@ -40,7 +40,7 @@
  *                relative above. When either side is not a number the
  *                answers are compared as `normalized` instead.
  *   normalized   answer_normalize of both is equal.
- *   regex        the reference is a POSIX ERE that must match the whole
+ *   regex        the reference is a PCRE2 pattern that must match the whole
  *                trimmed answer.
  * Two answers of two seats (stable-answer rule, majority vote) are
  * compared the same way, except that `numeric` scales the tolerance by

@@ -286,6 +286,31 @@ START_TEST(majority_vote)
 }
 END_TEST
 
+/* PCRE2 (issue 13): \d is a digit. Under POSIX ERE "\d" is undefined and
+ * glibc reads it as a literal 'd', so both of these failed (0% accuracy). */
+START_TEST(regex_pcre2_digits)
+{
+    workflow_answer a = ans(WORKFLOW_EXTRACT_REGEX, WORKFLOW_COMPARE_REGEX, 0);
+    char *got = NULL;
+
+    a.pattern = "Answer:\\s*(\\d+)";
+    ck_assert_int_eq(answer_extract(&a, "so... Answer: 42 apples", &got), 0);
+    ck_assert_str_eq(got, "42");
+    free(got);
+    got = NULL;
+    ck_assert_int_eq(answer_extract(&a, "Answer: dd", &got), NSED_ENOTFOUND);
+    /* lazy quantifier, a PCRE-only construct */
+    a.pattern = "<(.+?)>";
+    ck_assert_int_eq(answer_extract(&a, "<7> and <8>", &got), 0);
+    ck_assert_str_eq(got, "7");
+    free(got);
+    ck_assert(answer_matches(&a, "42", "\\d+"));
+    ck_assert(answer_matches(&a, " 42 ", "\\d{2}"));
+    ck_assert(!answer_matches(&a, "4x", "\\d+"));
+    ck_assert(!answer_matches(&a, "dd", "\\d+"));
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("answer");
@@ -306,6 +331,9 @@ Suite *tu_suite(void)
     suite_add_tcase(s, t);
     t = tcase_create("majority");
     tcase_add_test(t, majority_vote);
+    suite_add_tcase(s, t);
+    t = tcase_create("pcre2");
+    tcase_add_test(t, regex_pcre2_digits);
     suite_add_tcase(s, t);
     return s;
 }

@@ -116,6 +116,18 @@ NSED_MUST_CHECK int cli_check_inputs(const char *wpath, const cli_sets *sets,
                                      const char *qpath, bool keys,
                                      nsed_err *err);
 
+/* Ingest qpath into st (questions_ingest_with): fields is the --fields
+ * mapping text, or NULL for the workflow's `questions:` mapping (none:
+ * the native format); every bad line is printed to stderr as
+ * "nsed CMD: FILE:LINE: ..." (up to QUESTIONS_ERRORS_SHOWN) before the
+ * call fails with the count. *added and *unchanged (may be NULL) are set
+ * on success. Returns 0 or an NSED_E* code with err set. */
+struct workflow;
+NSED_MUST_CHECK int cli_ingest_file(store *st, const struct workflow *wf,
+                                    const char *cmd, const char *qpath,
+                                    const char *fields, size_t *added,
+                                    size_t *unchanged, nsed_err *err);
+
 /* 1 when path ends with suffix. */
 int cli_has_suffix(const char *path, const char *suffix);
 

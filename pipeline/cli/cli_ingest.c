@@ -9,7 +9,7 @@
 
 static const char ingest_usage[] =
     "usage: nsed ingest WORKFLOW --questions FILE --store DIR\n"
-    "                   [--set KEY=VALUE]... [--allow-workflow-change]\n"
+    "                   [--set KEY=VALUE]... [--fields MAP] [--allow-workflow-change]\n"
     "\n"
     "Create the run store DIR (or open it), bind it to WORKFLOW, and add the\n"
     "questions of FILE (JSONL). Ingestion is atomic (a file with a bad line\n"
@@ -20,10 +20,99 @@ static const char ingest_usage[] =
     "  -s, --store DIR            run store directory (created when absent)\n"
     "      --set KEY=VALUE        override a workflow key, as for nsed run\n"
     "                             (it binds the store to that hash)\n"
+    "      --fields MAP           read another dataset's shape, e.g.\n"
+    "                             id=@line,question=problem,answer=solution\n"
+    "                             (names: id question answer choices tags\n"
+    "                             reference=auto|raw|gsm8k|boxed|choice_index;\n"
+    "                             docs/questions.md)\n"
     "      --allow-workflow-change\n"
     "                             accept a store created with a different\n"
     "                             workflow hash; the change is recorded\n"
     "  -h, --help                 this text\n";
+
+static void print_bad_line(const char *msg, void *arg)
+{
+    fprintf(stderr, "nsed %s: %s\n", (const char *)arg, msg);
+}
+
+/* The workflow's `questions:` mapping, or an unset map when it has none. */
+static int map_from_workflow(const workflow *wf, questions_map *m,
+                             nsed_err *err)
+{
+    const workflow_questions *w = &wf->questions;
+    struct {
+        const char *from;
+        char **to;
+    } f[] = {{w->question, &m->question},
+             {w->answer, &m->answer},
+             {w->choices, &m->choices},
+             {w->tags, &m->tags},
+             {w->id, &m->id}};
+
+    memset(m, 0, sizeof *m);
+    if (!w->id && !w->question && !w->answer && !w->choices && !w->tags &&
+        w->reference == WORKFLOW_REF_AUTO)
+        return 0;
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].from && !(*f[i].to = strdup(f[i].from)))
+            return nsed_error(err, NSED_ENOMEM, "out of memory");
+    if (m->id && strcmp(m->id, "@line") == 0) {
+        free(m->id);
+        m->id = NULL;
+        m->id_line = 1;
+    }
+    switch (w->reference) {
+    case WORKFLOW_REF_AUTO:
+        m->reference = QUESTIONS_REF_AUTO;
+        break;
+    case WORKFLOW_REF_RAW:
+        m->reference = QUESTIONS_REF_RAW;
+        break;
+    case WORKFLOW_REF_GSM8K:
+        m->reference = QUESTIONS_REF_GSM8K;
+        break;
+    case WORKFLOW_REF_BOXED:
+        m->reference = QUESTIONS_REF_BOXED;
+        break;
+    case WORKFLOW_REF_CHOICE_INDEX:
+        m->reference = QUESTIONS_REF_CHOICE_INDEX;
+        break;
+    }
+    m->set = 1;
+    return 0;
+}
+
+int cli_ingest_file(store *st, const workflow *wf, const char *cmd,
+                    const char *qpath, const char *fields, size_t *added,
+                    size_t *unchanged, nsed_err *err)
+{
+    questions_map map = {0};
+    questions_opts o = {NULL, print_bad_line, (void *)cmd};
+    questions_stats qs = {0};
+    int rc = 0;
+
+    if (!fields) {
+        rc = map_from_workflow(wf, &map, err);
+        if (rc)
+            goto out;
+        o.map = &map;
+    } else {
+        rc = questions_map_parse(fields, &map, err);
+        if (rc)
+            goto out;
+        o.map = &map;
+    }
+    rc = questions_ingest_with(st, qpath, &o, &qs, err);
+    if (rc)
+        goto out;
+    if (added)
+        *added = qs.added;
+    if (unchanged)
+        *unchanged = qs.unchanged;
+out:
+    questions_map_release(&map);
+    return rc;
+}
 
 int cli_ingest(int argc, char **argv)
 {
@@ -32,12 +121,13 @@ int cli_ingest(int argc, char **argv)
         {"store", required_argument, NULL, 's'},
         {"allow-workflow-change", no_argument, NULL, 'A'},
         {"set", required_argument, NULL, CLI_OPT_SET},
+        {"fields", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     cli_opts_seen seen = {0};
     cli_sets sets = {0};
-    const char *qpath = NULL, *dir = NULL, *wpath;
+    const char *qpath = NULL, *dir = NULL, *wpath, *fields = NULL;
     int allow_change = 0, c, status;
     char *cmdline = cli_command_line(argc, argv);
 
@@ -59,6 +149,9 @@ int cli_ingest(int argc, char **argv)
                 free(cmdline);
                 return status;
             }
+            break;
+        case 'F':
+            fields = optarg;
             break;
         case 'h':
             free(cmdline);
@@ -82,8 +175,7 @@ int cli_ingest(int argc, char **argv)
     workflow *wf = NULL;
     store *st = NULL;
     nsed_err err = {0};
-    questions_stats qs = {0};
-    size_t total = 0;
+    size_t total = 0, added = 0, unchanged = 0;
 
     if (!cmdline) {
         status = nsed_error(&err, NSED_ENOMEM, "out of memory");
@@ -97,7 +189,8 @@ int cli_ingest(int argc, char **argv)
                                   cmdline, &wf, &st, &err);
     if (status)
         goto out;
-    status = questions_ingest(st, qpath, &qs, &err);
+    status = cli_ingest_file(st, wf, "ingest", qpath, fields, &added,
+                             &unchanged, &err);
     if (status)
         goto out;
     status = questions_total(st, &total, &err);
@@ -105,7 +198,7 @@ int cli_ingest(int argc, char **argv)
         goto out;
     printf("%s: %zu questions (%zu new, %zu already in the store); "
            "store %s holds %zu\n",
-           qpath, qs.added + qs.unchanged, qs.added, qs.unchanged, dir, total);
+           qpath, added + unchanged, added, unchanged, dir, total);
 out:
     free(cmdline);
     store_close(st);

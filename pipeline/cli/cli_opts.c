@@ -77,6 +77,12 @@ int cli_check_inputs(const char *wpath, const cli_sets *sets, const char *qpath,
     workflow *wf = NULL;
     int rc;
 
+    if (cli_has_suffix(wpath, ".jsonl") || cli_has_suffix(wpath, ".json"))
+        return nsed_error(err, NSED_EINVAL,
+                          "%s: this is a question file, not a workflow; the "
+                          "workflow (.yaml) comes first, the questions go "
+                          "with --questions",
+                          wpath);
     rc = workflow_load_with(wpath, &opt, &wf, err);
     if (!rc && keys)
         rc = gateway_check_keys(wf, err);

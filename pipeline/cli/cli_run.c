@@ -29,6 +29,7 @@ static const char run_usage[] =
     "\n"
     "  -Q, --questions FILE     question set (JSONL); optional when the store\n"
     "                           already holds the questions\n"
+    "      --fields MAP         field mapping of FILE (see nsed ingest --help)\n"
     "  -s, --store DIR          run store directory (created when absent)\n"
     "  -n, --limit N            run only the first N questions of the store\n"
     "      --set KEY=VALUE      override a workflow key (repeatable; the\n"
@@ -307,10 +308,29 @@ static int open_cache(const char *cdir, const char *sdir, cache **out,
     return 0;
 }
 
+/* Said before the first progress line: references that read like
+ * rationales score 0% without any other sign (docs/questions.md). */
+static int warn_rationales(store *st, nsed_err *err)
+{
+    questions_refcheck c = {0};
+    int rc = questions_check_references(st, &c, err);
+
+    if (rc || !c.rationale)
+        return rc;
+    fprintf(stderr,
+            "nsed run: warning: %zu of %zu references look like rationales, "
+            "not answers (question \"%s\": %s); they will rarely match. "
+            "Give a reference extractor: --fields ...,reference=gsm8k|boxed "
+            "(docs/questions.md)\n",
+            c.rationale, c.with_answer, c.example, c.why);
+    return 0;
+}
+
 int cli_run(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"questions", required_argument, NULL, 'Q'},
+        {"fields", required_argument, NULL, 0x146},
         {"store", required_argument, NULL, 's'},
         {"limit", required_argument, NULL, 'n'},
         {"seed", required_argument, NULL, 'S'},
@@ -332,6 +352,7 @@ int cli_run(int argc, char **argv)
     cli_opts_seen seen = {0};
     cli_sets sets = {0};
     const char *qpath = NULL, *dir = NULL, *tpath = NULL, *cdir = NULL;
+    const char *fields = NULL;
     char *cmdline = cli_command_line(argc, argv);
     runner_opts ro = {.stop_fd = -1};
     sigset_t stop;
@@ -351,6 +372,9 @@ int cli_run(int argc, char **argv)
         switch (c) {
         case 'Q':
             qpath = optarg;
+            break;
+        case 0x146: /* --fields */
+            fields = optarg;
             break;
         case 's':
             dir = optarg;
@@ -468,13 +492,17 @@ int cli_run(int argc, char **argv)
             goto out;
     }
     if (qpath) {
-        rc = questions_ingest(st, qpath, &qs, &err);
+        rc = cli_ingest_file(st, wf, "run", qpath, fields, &qs.added, NULL,
+                             &err);
         if (rc)
             goto out;
         if (!quiet && qs.added)
             fprintf(stderr, "nsed run: %s: %zu new questions\n", qpath,
                     qs.added);
     }
+    rc = warn_rationales(st, &err);
+    if (rc)
+        goto out;
     rp.next_s = rp.interval_s;
     if (!quiet && !ro.dry_run)
         ro.on_progress = print_progress;

@@ -55,13 +55,21 @@ static int validate_workflow(const char *path, const cli_sets *sets, int quiet)
     return rc ? cli_fail(rc, &err) : 0;
 }
 
+static void print_bad_line(const char *msg, void *arg)
+{
+    (void)arg;
+    fprintf(stderr, "nsed validate: %s\n", msg);
+}
+
 static int validate_questions(const char *path)
 {
     questions_stats st = {0};
     nsed_err err = {0};
+    questions_opts o = {NULL, print_bad_line, NULL};
     int rc;
 
-    rc = questions_check_file(path, &st, &err);
+    /* every bad line, up to QUESTIONS_ERRORS_SHOWN */
+    rc = questions_check_file_with(path, &o, &st, &err);
     if (rc)
         return cli_fail(rc, &err);
     printf("%s: ok, %zu questions\n", path, st.questions);
@@ -102,7 +110,9 @@ int cli_validate(int argc, char **argv)
     if (optind >= argc)
         return cli_usage_error("validate", "no files given");
     for (int i = optind; i < argc; i++) {
-        int rc = cli_has_suffix(argv[i], ".jsonl")
+        /* .json: a JSON array of questions (docs/questions.md) */
+        int rc = cli_has_suffix(argv[i], ".jsonl") ||
+                         cli_has_suffix(argv[i], ".json")
                      ? validate_questions(argv[i])
                      : validate_workflow(argv[i], &sets, quiet);
 

@@ -207,4 +207,115 @@ NSED_MUST_CHECK int questions_parse_record(const char *json, size_t len,
  * "meta"). */
 const char *question_diff(const question *a, const question *b);
 
+/* ---- Other datasets' shapes (issue 13) -------------------------------
+ *
+ * A field mapping names which fields of a line hold what (docs/questions.md,
+ * "Other datasets"): `nsed ingest --fields id=idx,question=problem,
+ * answer=solution,choices=choices,tags=subject,reference=boxed`. Under a
+ * mapping unmapped fields are ignored, ids may be integers or the 1-based
+ * line number (id=@line), choices are rendered into the question text as
+ *
+ *   QUESTION\n\nA. first\nB. second ...
+ *
+ * and the reference goes through an extractor:
+ *   raw           as written (a number as its JSON text)
+ *   gsm8k         the text after the last "####", trimmed, thousands
+ *                 separators dropped ("#### 1,234" -> "1234")
+ *   boxed         the content of the last balanced \boxed{...}
+ *   choice_index  an integer i in 0..nchoices-1 -> the letter 'A' + i (a
+ *                 letter A..Z is kept as it is)
+ *   auto          (the default) choice_index when the answer is a number and
+ *                 choices are mapped; gsm8k when the text holds "####"; boxed
+ *                 when it holds "\boxed{"; raw otherwise.
+ */
+enum questions_ref {
+    QUESTIONS_REF_AUTO,
+    QUESTIONS_REF_RAW,
+    QUESTIONS_REF_GSM8K,
+    QUESTIONS_REF_BOXED,
+    QUESTIONS_REF_CHOICE_INDEX,
+};
+
+/* A mapping; every name is malloc'd (NULL: the field's own name, "id",
+ * "question", "answer"; none for choices and tags). Release with
+ * questions_map_release. A zeroed map (set == 0) means "no mapping". */
+typedef struct questions_map {
+    int set;     /* a mapping was given */
+    int id_line; /* id=@line: ids are the 1-based line (element) numbers */
+    char *id, *question, *answer, *choices, *tags;
+    enum questions_ref reference;
+} questions_map;
+
+/* Parse "name=field,..." (names: id, question, answer, choices, tags,
+ * reference). Returns 0 with *out filled (caller releases), NSED_EINVAL
+ * with err naming the bad item, NSED_ENOMEM. */
+NSED_MUST_CHECK int questions_map_parse(const char *spec, questions_map *out,
+                                        nsed_err *err);
+void questions_map_release(questions_map *m);
+
+/* The extractor's name ("auto", "gsm8k", ...), and back (0 or
+ * NSED_EINVAL). */
+const char *questions_ref_name(enum questions_ref r);
+NSED_MUST_CHECK int questions_ref_parse(const char *s, enum questions_ref *out);
+
+/* Parse one line or object text under mapping m (as questions_parse_line;
+ * errors are "FILE:LINE: field "F": why"). */
+NSED_MUST_CHECK int questions_parse_mapped(const char *file, size_t lineno,
+                                           const char *text, size_t len,
+                                           const questions_map *m,
+                                           question *out, nsed_err *err);
+
+/* How a file is read by questions_check_file_with / questions_ingest_with. */
+typedef struct questions_opts {
+    const questions_map *map; /* NULL or unset: the native format */
+    /* NULL: stop at the first error. Otherwise every bad line is reported
+     * through it (up to QUESTIONS_ERRORS_SHOWN), reading goes on, and the
+     * call then fails with "FILE: N bad lines ... (and M more)". */
+    void (*on_error)(const char *msg, void *arg);
+    void *arg;
+} questions_opts;
+
+#define QUESTIONS_ERRORS_SHOWN 20
+
+/* Open a reader under opts (opts may be NULL): as questions_reader_open,
+ * and a ".json" file whose first non-blank byte is '[' is read as a JSON
+ * array of objects (at most QUESTIONS_ARRAY_MAX bytes), each element's
+ * "line" being the line of the file where it starts. */
+#define QUESTIONS_ARRAY_MAX ((size_t)256 << 20)
+NSED_MUST_CHECK int questions_reader_open_with(const char *path, unsigned flags,
+                                               const questions_opts *opts,
+                                               questions_reader **out,
+                                               nsed_err *err);
+
+/* questions_check_file / questions_ingest under opts (may be NULL). */
+NSED_MUST_CHECK int questions_check_file_with(const char *path,
+                                              const questions_opts *opts,
+                                              questions_stats *stats,
+                                              nsed_err *err);
+NSED_MUST_CHECK int questions_ingest_with(store *s, const char *path,
+                                          const questions_opts *opts,
+                                          questions_stats *stats,
+                                          nsed_err *err);
+
+/* References that look like rationales rather than answers, counted over
+ * the questions of a store (for the warning `nsed run` gives at its
+ * start). A reference counts when it holds "####" or "\boxed", or is
+ * longer than QUESTIONS_RATIONALE_BYTES bytes with two or more sentence
+ * ends (". ", "? ", "! " or one before a line end). */
+#define QUESTIONS_RATIONALE_BYTES 100
+typedef struct questions_refcheck {
+    size_t with_answer; /* questions with a reference */
+    size_t rationale;   /* of those, references that look like rationales */
+    char example[QUESTIONS_ID_MAX + 1]; /* the first such question's id */
+    const char *why; /* static: what the first one showed, or NULL */
+} questions_refcheck;
+
+/* Fill *out over every question of s. Returns 0, NSED_ESTORE, NSED_ENOMEM
+ * (err set). */
+NSED_MUST_CHECK int
+questions_check_references(store *s, questions_refcheck *out, nsed_err *err);
+
+/* Why reference looks like a rationale (a static phrase), or NULL. */
+const char *questions_rationale_why(const char *reference);
+
 #endif

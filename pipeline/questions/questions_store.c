@@ -10,6 +10,7 @@
 typedef struct ingest_ctx {
     const char *path;
     questions_stats st;
+    questions_opts ropts; /* the mapping only: errors were seen before */
 } ingest_ctx;
 
 /* Add one parsed question (from line lineno) unless it is already stored;
@@ -119,7 +120,8 @@ static int ingest_txn(store_txn *txn, void *arg, nsed_err *err)
         goto out;
     }
     next = count;
-    rc = questions_reader_open(ctx->path, QUESTIONS_UNIQUE, &r, err);
+    rc = questions_reader_open_with(ctx->path, QUESTIONS_UNIQUE, &ctx->ropts,
+                                    &r, err);
     if (rc)
         goto out;
     for (;;) {
@@ -148,9 +150,26 @@ out:
 int questions_ingest(store *s, const char *path, questions_stats *stats,
                      nsed_err *err)
 {
-    ingest_ctx ctx = {path, {0}};
+    return questions_ingest_with(s, path, NULL, stats, err);
+}
+
+int questions_ingest_with(store *s, const char *path,
+                          const questions_opts *opts, questions_stats *stats,
+                          nsed_err *err)
+{
+    ingest_ctx ctx = {path, {0}, {0}};
     int rc;
 
+    if (opts) {
+        ctx.ropts.map = opts->map;
+        /* every bad line first, then the write (which stops at the
+         * first, of which there are none left to find) */
+        if (opts->on_error) {
+            rc = questions_check_file_with(path, opts, NULL, err);
+            if (rc)
+                return rc;
+        }
+    }
     rc = store_write(s, ingest_txn, &ctx, err);
     if (rc)
         return rc;
@@ -295,5 +314,54 @@ int questions_scan(store_txn *txn, uint64_t start_seq,
         /* store_scan's own failure (LMDB) */
         rc = nsed_error(err, rc, "store %s: cannot read the question order",
                         store_txn_dir(txn));
+    return rc;
+}
+
+const char *questions_rationale_why(const char *ref)
+{
+    size_t n = strlen(ref), ends = 0;
+
+    if (strstr(ref, "####"))
+        return "it holds \"####\" (a GSM8K rationale)";
+    if (strstr(ref, "\\boxed"))
+        return "it holds \"\\boxed\" (a MATH solution)";
+    if (n <= QUESTIONS_RATIONALE_BYTES)
+        return NULL;
+    for (size_t i = 0; i + 1 < n; i++)
+        if ((ref[i] == '.' || ref[i] == '?' || ref[i] == '!') &&
+            (ref[i + 1] == ' ' || ref[i + 1] == '\n'))
+            ends++;
+    return ends >= 2 ? "it is long and has several sentences" : NULL;
+}
+
+static int refcheck_one(const question *q, uint64_t seq, void *arg)
+{
+    questions_refcheck *c = arg;
+    const char *why;
+
+    (void)seq;
+    if (!q->answer)
+        return 0;
+    c->with_answer++;
+    why = questions_rationale_why(q->answer);
+    if (why && !c->rationale++) {
+        snprintf(c->example, sizeof c->example, "%s", q->id);
+        c->why = why;
+    }
+    return 0;
+}
+
+static int refcheck_txn(store_txn *txn, void *arg, nsed_err *err)
+{
+    return questions_scan(txn, 0, refcheck_one, arg, err);
+}
+
+int questions_check_references(store *s, questions_refcheck *out, nsed_err *err)
+{
+    questions_refcheck c = {0};
+    int rc = store_read(s, refcheck_txn, &c, err);
+
+    if (!rc)
+        *out = c;
     return rc;
 }

@@ -92,6 +92,7 @@ struct loop {
     double last_progress;
     double last_telemetry;
     size_t done_total;     /* questions with results (before + now) */
+    size_t no_answer_seen; /* finished now without any extracted answer */
     runner_telemetry_base *tele;
     telemetry *view;       /* what the broker decides on */
     telemetry_counts *pending; /* observations of rounds archived since
@@ -1073,6 +1074,27 @@ static int commit_fn(store_txn *txn, void *arg, nsed_err *err)
     return 0;
 }
 
+/* Say on_event's warning once when the first RUNNER_NO_ANSWER_WARN
+ * questions finished in this run all ended without an extracted answer:
+ * the pattern (or extractor) most likely never matches the replies. */
+static void warn_no_answers(struct loop *L, const slot *s)
+{
+    char line[256];
+
+    if (s->st->final_answer || !L->opts->on_event)
+        return;
+    if (++L->no_answer_seen != RUNNER_NO_ANSWER_WARN ||
+        L->sum->finished != RUNNER_NO_ANSWER_WARN)
+        return;
+    snprintf(line, sizeof line,
+             "warning: none of the first %d finished questions has an "
+             "extracted answer: answer.extract (%s) matched no proposal; "
+             "check answer.pattern against a reply",
+             RUNNER_NO_ANSWER_WARN,
+             L->wf->answer.pattern ? L->wf->answer.pattern : "no pattern");
+    L->opts->on_event(L->opts->cb_ctx, line);
+}
+
 /* Say on_event's line for an incomplete question. */
 static void event_incomplete(struct loop *L, const slot *s)
 {
@@ -1146,6 +1168,7 @@ static void drop_done(struct loop *L)
             L->sum->finished++;
             L->done_total++;
             count_outcome(L->sum, s->st->status);
+            warn_no_answers(L, s);
             if (s->st->status == STATE_STATUS_FAILED)
                 event_failed(L, s);
             break;

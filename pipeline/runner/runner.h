@@ -91,6 +91,8 @@
 #define RUNNER_OUTAGE_BUDGET_S \
     600.0 /* default of runner_opts.outage_budget_s */
 
+#define RUNNER_NO_ANSWER_WARN 20
+
 /* Where the run stands, for a progress line. Valid during the on_progress
  * call only (the model ids point into the workflow).
  *
@@ -139,6 +141,9 @@ typedef struct runner_opts {
      * endpoint going down or up, a question left incomplete; NULL for
      * none. */
     void (*on_event)(void *ctx, const char *line);
+    /* (on_event also says once, when the first RUNNER_NO_ANSWER_WARN
+     * questions finished in a run all lack an extracted answer, that the
+     * answer pattern seems never to match.) */
     void *cb_ctx;        /* passed to on_progress and on_event */
     double outage_budget_s; /* give the run up when no team has been
                                servable for this long (0: the default,

@@ -22,7 +22,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <regex.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1116,22 +1117,32 @@ static int check_team_sizes(ld *l, const wf_node *teams_node)
 
 static int check_pattern(ld *l, const wf_node *n, const char *pattern)
 {
-    char why[256];
-    regex_t re;
-    size_t groups;
-    int rc;
+    PCRE2_UCHAR why[256];
+    pcre2_code *re;
+    uint32_t groups = 0;
+    PCRE2_SIZE off = 0;
+    int ecode = 0;
 
-    rc = regcomp(&re, pattern, REG_EXTENDED);
-    if (rc) {
-        regerror(rc, &re, why, sizeof why);
-        return fail(l, n, NSED_EINVAL, "answer.pattern is not a valid POSIX "
-                    "extended regular expression: %s", why);
+    /* PCRE2, so that \d, \s, \w and lazy quantifiers mean what users
+     * expect; a POSIX ERE took "\d" for a literal d and scored 0% */
+    re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF,
+                       &ecode, &off, NULL);
+    if (!re) {
+        if (pcre2_get_error_message(ecode, why, sizeof why) < 0)
+            snprintf((char *)why, sizeof why, "error %d", ecode);
+        return fail(l, n, NSED_EINVAL,
+                    "answer.pattern is not a valid regular expression "
+                    "(PCRE2) at offset %zu: %s",
+                    (size_t)off, (const char *)why);
     }
-    groups = re.re_nsub;
-    regfree(&re);
+    if (pcre2_pattern_info(re, PCRE2_INFO_CAPTURECOUNT, &groups) != 0)
+        groups = 0;
+    pcre2_code_free(re);
     if (groups != 1)
-        return fail(l, n, NSED_EINVAL, "answer.pattern must have exactly one "
-                    "capture group (it has %zu)", groups);
+        return fail(l, n, NSED_EINVAL,
+                    "answer.pattern must have exactly one "
+                    "capture group (it has %zu)",
+                    (size_t)groups);
     return 0;
 }
 
@@ -1672,8 +1683,9 @@ static int load_root(ld *l, const wf_node *root)
      * as soon as the thing they name is known: roles name models, the
      * broker names teams, the default prompts follow the answer format. */
     static const char *const order[] = {
-        "name",   "version", "seed",    "models", "teams",   "gateway",
-        "broker", "rounds",  "scoring", "answer", "prompts", "baselines",
+        "name",    "version",   "seed",      "models",  "teams",
+        "gateway", "broker",    "rounds",    "scoring", "answer",
+        "prompts", "baselines", "questions",
     };
     const wf_section *s = &wf_root_section;
     const wf_node *v[WF_MAX_KEYS] = {0};
@@ -1827,6 +1839,11 @@ void workflow_free(workflow *wf)
     free(wf->answer.pattern);
     free(wf->answer.field);
     free(wf->baselines.sc_model);
+    free(wf->questions.id);
+    free(wf->questions.question);
+    free(wf->questions.answer);
+    free(wf->questions.choices);
+    free(wf->questions.tags);
     free(wf->prompts.system);
     free(wf->prompts.propose);
     free(wf->prompts.revise);

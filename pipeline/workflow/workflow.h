@@ -287,6 +287,26 @@ typedef struct workflow_baselines {
     size_t sc_model_index; /* its index in models; SIZE_MAX when NULL */
 } workflow_baselines;
 
+/* How question files map onto questions (docs/questions.md, "Other
+ * datasets"): field names, NULL for the default; `nsed ingest --fields`
+ * replaces the whole mapping. */
+enum workflow_reference {
+    WORKFLOW_REF_AUTO,
+    WORKFLOW_REF_RAW,
+    WORKFLOW_REF_GSM8K,
+    WORKFLOW_REF_BOXED,
+    WORKFLOW_REF_CHOICE_INDEX,
+};
+
+typedef struct workflow_questions {
+    char *id;       /* a field, or "@line"; NULL: "id" */
+    char *question; /* NULL: "question" */
+    char *answer;   /* NULL: "answer" */
+    char *choices;  /* NULL: none */
+    char *tags;     /* NULL: "tags" in the native format, none mapped */
+    enum workflow_reference reference; /* default auto */
+} workflow_questions;
+
 typedef struct workflow {
     char *source;     /* the path (or name) the workflow was loaded from */
     char *name;       /* [A-Za-z0-9._-]+, <= 64 bytes */
@@ -303,6 +323,7 @@ typedef struct workflow {
     workflow_answer answer;
     workflow_prompts prompts;
     workflow_baselines baselines;
+    workflow_questions questions;
     /* Private: read through workflow_canonical/hash/resolved_json. */
     char *canonical_;
     char *resolved_json_;

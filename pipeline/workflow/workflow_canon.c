@@ -250,6 +250,7 @@ static bool omitted(const wf_key *k, const void *base)
     case WF_T_BOOL:
         return *WF_CFIELD(base, k, bool) == (k->dflt != 0);
     case WF_T_NAME:
+    case WF_T_STR:
         return *WF_CFIELD(base, k, char *) == NULL;
     case WF_T_ENUM:
         return *WF_CFIELD(base, k, int) == (int)k->dflt;
@@ -268,7 +269,6 @@ static bool omitted(const wf_key *k, const void *base)
     case WF_T_ENUM_SET:
     case WF_T_ENUM_ORDER:
     case WF_T_TEXT:
-    case WF_T_STR:
     case WF_T_NAME_LIST:
     case WF_T_TEXT_LIST:
         break;

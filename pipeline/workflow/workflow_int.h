@@ -109,6 +109,7 @@ extern const char *const wf_scheme_names[4];
 extern const char *const wf_order_names[2];
 extern const char *const wf_tie_break_names[WORKFLOW_TIE_BREAK_COUNT];
 extern const char *const wf_extract_names[5];
+extern const char *const wf_reference_names[5];
 extern const char *const wf_compare_names[4];
 extern const char *const wf_carry_names[4];
 #define WF_COUNT(table) (sizeof table / sizeof *table)

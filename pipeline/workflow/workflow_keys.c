@@ -488,10 +488,11 @@ static SECTION(scoring_section, scoring_keys);
 static const wf_key answer_keys[] = {
     K_ENUM("extract", workflow, answer.extract, wf_extract_names,
            .doc = "how the final answer is taken from a reply"),
-    K_TEXT("pattern", workflow, answer.pattern, 4096,
-           .special = WF_SP_PATTERN, .doc_default = "required with "
-                                                    "`extract: regex`",
-           .doc = "POSIX extended regex with exactly one capture group"),
+    K_TEXT("pattern", workflow, answer.pattern, 4096, .special = WF_SP_PATTERN,
+           .doc_default = "required with "
+                          "`extract: regex`",
+           .doc =
+               "PCRE2 regex (\\d is a digit) with exactly one capture group"),
     K_NAME("field", workflow, answer.field, .special = WF_SP_FIELD,
            .doc_default = "required with `extract: json_field`",
            .doc = "the JSON field that holds the answer"),
@@ -540,6 +541,42 @@ static const wf_key baselines_keys[] = {
 };
 static SECTION(baselines_section, baselines_keys);
 
+/* ---- questions -----------------------------------------------------------
+ * The field mapping of question files; left out of the canonical form at
+ * its defaults (and so is the section), so older workflows keep their
+ * hash. The names match enum questions_ref (pipeline/questions). */
+
+const char *const wf_reference_names[5] = {
+    [WORKFLOW_REF_AUTO] = "auto",
+    [WORKFLOW_REF_RAW] = "raw",
+    [WORKFLOW_REF_GSM8K] = "gsm8k",
+    [WORKFLOW_REF_BOXED] = "boxed",
+    [WORKFLOW_REF_CHOICE_INDEX] = "choice_index",
+};
+
+static const wf_key questions_keys[] = {
+    K_STR("id", workflow, questions.id, .flags = WF_F_OMIT_DFLT,
+          .doc_default = "`id`",
+          .doc = "the field holding the id (a string or an integer), or "
+                 "`@line` for the line number"),
+    K_STR("question", workflow, questions.question, .flags = WF_F_OMIT_DFLT,
+          .doc_default = "`question`", .doc = "the field holding the text"),
+    K_STR("answer", workflow, questions.answer, .flags = WF_F_OMIT_DFLT,
+          .doc_default = "`answer`", .doc = "the field holding the reference"),
+    K_STR("choices", workflow, questions.choices, .flags = WF_F_OMIT_DFLT,
+          .doc_default = "none",
+          .doc = "a list field rendered into the text as `A. ...` lines"),
+    K_STR("tags", workflow, questions.tags, .flags = WF_F_OMIT_DFLT,
+          .doc_default = "none",
+          .doc = "a string or list field taken as the tags"),
+    K_ENUM("reference", workflow, questions.reference, wf_reference_names,
+           .flags = WF_F_OMIT_DFLT,
+           .doc = "reference extractor: `gsm8k` (after `####`), `boxed` "
+                  "(last `\\boxed{}`), `choice_index` (0 -> `A`), `raw`, "
+                  "or `auto` (docs/questions.md)"),
+};
+static SECTION(questions_section, questions_keys);
+
 /* ---- the whole file ---------------------------------------------------- */
 
 static const wf_key root_keys[] = {
@@ -572,6 +609,8 @@ static const wf_key root_keys[] = {
     K_MAP("prompts", prompts_section, .doc = "prompt templates"),
     K_MAP("baselines", baselines_section, .flags = WF_F_OMIT_DFLT,
           .doc = "baselines computed next to the deliberation"),
+    K_MAP("questions", questions_section, .flags = WF_F_OMIT_DFLT,
+          .doc = "field mapping of question files (other datasets)"),
 };
 SECTION(wf_root_section, root_keys);
 
