@@ -16,13 +16,14 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# chromium renders `nsed report` in tests/test_report.c (skipped without).
+# chromium renders `nsed report` in tests/test_report.c and python3-pandas
+# loads the exports in tests/test_exports.c (each skipped without).
 # clang and libclang-rt-dev (libFuzzer, the sanitizer runtimes) build the
 # fuzz harnesses of fuzz/ (docs/fuzzing.md)
 PACKAGES=(build-essential cmake pkg-config libyaml-dev libcurl4-openssl-dev
           libcjson-dev liblmdb-dev libssl-dev check libmicrohttpd-dev
           clang-format git clang libclang-rt-dev libgsl-dev libpcre2-dev
-          chromium)
+          chromium python3-pandas)
 
 mode=${1:---demo}
 case "$mode" in

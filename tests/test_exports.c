@@ -774,7 +774,12 @@ START_TEST(formats_load_with_pandas)
 {
     static const char *const fmts[] = {"results", "traces", "sft", "dpo",
                                        "csv"};
-    char *probe[] = {"/bin/sh", "-c", "python3 -c 'import pandas'", NULL};
+    /* Debian's python3 first: a python3 of pyenv or a venv earlier on PATH
+     * may lack the python3-pandas package */
+    char *probe[] = {"/bin/sh", "-c",
+                     "PY=/usr/bin/python3; [ -x $PY ] || PY=python3; "
+                     "$PY -c 'import pandas'",
+                     NULL};
     run r;
 
     if (tu_run(probe, NULL, NULL) != 0) {
@@ -799,7 +804,8 @@ START_TEST(formats_load_with_pandas)
             lines += *p == '\n';
         free(out);
         snprintf(script, sizeof script,
-                 "python3 -c 'import pandas,sys; "
+                 "PY=/usr/bin/python3; [ -x $PY ] || PY=python3; "
+                 "$PY -c 'import pandas,sys; "
                  "d=pandas.read_csv(sys.argv[1]) if sys.argv[2]==\"csv\" else "
                  "pandas.read_json(sys.argv[1], lines=True); "
                  "print(len(d))' '%s' '%s'",
