@@ -364,11 +364,10 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
     char labels[WORKFLOW_MAX_SEATS][TEXT_LABEL_MAX];
     const char *ptrs[WORKFLOW_MAX_SEATS];
     stage_request *req;
-    buf sys, user, lab, rep;
+    buf user, lab, rep;
     size_t nl = 0;
     int rc;
 
-    buf_init(&sys, STAGE_PROMPT_MAX);
     buf_init(&user, STAGE_PROMPT_MAX);
     buf_init(&lab, 4096);
     buf_init(&rep, STAGE_PROMPT_MAX);
@@ -381,16 +380,11 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
     req->seat = seat;
     req->model = model;
     req->round = r->index;
-    rc = seed_call(st->seed, st->qid, r->index, seat, req->kind, 0,
-                    &req->seed);
-    if (!rc)
-        rc = stage_render_system(wf, &st->seats[seat], &sys);
+    rc = seed_call(st->seed, st->qid, r->index, seat, req->kind, 0, &req->seed);
     if (!rc)
         rc = evaluate_render(st, wf, seat, &user, &lab);
     if (!rc)
-        rc = stage_request_add_message(req, STAGE_ROLE_SYSTEM, sys.ptr);
-    if (!rc)
-        rc = stage_request_add_message(req, STAGE_ROLE_USER, user.ptr);
+        rc = stage_request_add_chat(req, wf, &st->seats[seat], user.ptr);
     if (!rc && repair) {
         /* a repair is a second chance, not a seat the question needs: its
          * failure makes the seat abstain (evaluate.h) */
@@ -419,7 +413,6 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
             rc = evaluate_schema(ptrs, nl, &req->json_schema);
     }
 out:
-    buf_release(&sys);
     buf_release(&user);
     buf_release(&lab);
     buf_release(&rep);

@@ -49,7 +49,7 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
                      stage_requests *list)
 {
     stage_request *req = stage_requests_add(list);
-    buf sys, user;
+    buf user;
     int rc;
 
     if (!req)
@@ -58,19 +58,13 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
     req->seat = seat;
     req->model = st->seats[seat].model;
     req->round = st->round;
-    buf_init(&sys, STAGE_PROMPT_MAX);
     buf_init(&user, STAGE_PROMPT_MAX);
     rc = seed_call(st->seed, st->qid, st->round, seat, req->kind, 0,
-                    &req->seed);
-    if (!rc)
-        rc = stage_render_system(wf, &st->seats[seat], &sys);
+                   &req->seed);
     if (!rc)
         rc = propose_render(st, wf, seat, &user);
     if (!rc)
-        rc = stage_request_add_message(req, STAGE_ROLE_SYSTEM, sys.ptr);
-    if (!rc)
-        rc = stage_request_add_message(req, STAGE_ROLE_USER, user.ptr);
-    buf_release(&sys);
+        rc = stage_request_add_chat(req, wf, &st->seats[seat], user.ptr);
     buf_release(&user);
     return rc;
 }

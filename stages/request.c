@@ -78,3 +78,19 @@ int stage_render_system(const workflow *wf, const state_seat *seat, buf *out)
 
     return workflow_prompt_render(wf->prompts.system, vars, 2, out);
 }
+
+int stage_request_add_chat(stage_request *r, const workflow *wf,
+                           const state_seat *seat, const char *user)
+{
+    buf sys;
+    int rc;
+
+    buf_init(&sys, STAGE_PROMPT_MAX);
+    rc = stage_render_system(wf, seat, &sys);
+    if (!rc)
+        rc = stage_request_add_message(r, STAGE_ROLE_SYSTEM, sys.ptr);
+    if (!rc)
+        rc = stage_request_add_message(r, STAGE_ROLE_USER, user);
+    buf_release(&sys);
+    return rc;
+}

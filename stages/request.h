@@ -125,4 +125,11 @@ const char *stage_role_name(enum stage_role r);
 NSED_MUST_CHECK int stage_render_system(const workflow *wf,
                                         const state_seat *seat, buf *out);
 
+/* Add the two messages of a call made for seat: its system message
+ * (stage_render_system) and user. Same returns as stage_render_system and
+ * stage_request_add_message. */
+NSED_MUST_CHECK int stage_request_add_chat(stage_request *r, const workflow *wf,
+                                           const state_seat *seat,
+                                           const char *user);
+
 #endif

@@ -131,7 +131,7 @@ static int plan_sample(const state *st, const workflow *wf, size_t i,
     stage_request *req = stage_requests_add(list);
     state_seat seat = sample_seat(st);
     workflow_prompt_var vars[] = {{"question", st->question}};
-    buf sys, user;
+    buf user;
     int rc;
 
     if (!req)
@@ -143,19 +143,13 @@ static int plan_sample(const state *st, const workflow *wf, size_t i,
     req->sample = (int)(i + 1);
     /* a failed sample must not touch the question's outcome */
     req->optional = true;
-    buf_init(&sys, STAGE_PROMPT_MAX);
     buf_init(&user, STAGE_PROMPT_MAX);
     rc = seed_call(st->seed, st->qid, 0, req->seat, req->kind, req->sample,
                    &req->seed);
     if (!rc)
-        rc = stage_render_system(wf, &seat, &sys);
-    if (!rc)
         rc = workflow_prompt_render(wf->prompts.propose, vars, 1, &user);
     if (!rc)
-        rc = stage_request_add_message(req, STAGE_ROLE_SYSTEM, sys.ptr);
-    if (!rc)
-        rc = stage_request_add_message(req, STAGE_ROLE_USER, user.ptr);
-    buf_release(&sys);
+        rc = stage_request_add_chat(req, wf, &seat, user.ptr);
     buf_release(&user);
     return rc;
 }
