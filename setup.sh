@@ -19,11 +19,13 @@ cd "$(dirname "$0")"
 # chromium renders `nsed report` in tests/test_report.c and python3-pandas
 # loads the exports in tests/test_exports.c (each skipped without).
 # clang and libclang-rt-dev (libFuzzer, the sanitizer runtimes) build the
-# fuzz harnesses of fuzz/ (docs/fuzzing.md)
+# fuzz harnesses of fuzz/ (docs/fuzzing.md). slurmctld, slurmd,
+# slurm-client and munge are the single-host Slurm cluster tests/test_slurm.sh
+# starts (docs/cluster.md); installed here, so that no test runs apt-get.
 PACKAGES=(build-essential cmake pkg-config libyaml-dev libcurl4-openssl-dev
           libcjson-dev liblmdb-dev libssl-dev check libmicrohttpd-dev
           clang-format git clang libclang-rt-dev libgsl-dev libpcre2-dev
-          chromium python3-pandas)
+          chromium python3-pandas slurmctld slurmd slurm-client munge)
 
 mode=${1:---demo}
 case "$mode" in
