@@ -4,7 +4,8 @@
 #
 #   submit.sh --workflow WF --questions FILE --shards N --shared DIR
 #             [--nsed BIN] [--local DIR] [--args "NSED RUN ARGS"]
-#             [--resubmit LIST] [--parsable] [-- SBATCH OPTIONS...]
+#             [--resubmit LIST] [--max-running M] [--parsable]
+#             [-- SBATCH OPTIONS...]
 #
 #   --workflow WF     the workflow file (on shared storage)
 #   --questions FILE  the question file (on shared storage)
@@ -19,9 +20,12 @@
 #                     --array syntax: 2 or 1,3 or 4-7), with a new merge job
 #                     that depends on them; the other shards' copies are
 #                     already on shared storage and the merge checks them
+#   --max-running M   at most M tasks at once (--array=LIST%M), to spare
+#                     the endpoints
 #   --parsable        print only "ARRAY_JOB MERGE_JOB"
 #   -- ...            options for both sbatch calls (--partition=gpu,
-#                     --time=12:00:00, --gres=gpu:1, --account=...)
+#                     --time=12:00:00, --gres=gpu:1, --account=...; not
+#                     --array, which submit.sh sets)
 #
 # The merge job depends on each task (afterok:J_0:J_1:...), not on the whole
 # array: Slurm never satisfies a whole-array afterok once any task failed,
@@ -30,10 +34,10 @@
 # Exit status: 0 submitted, 1 sbatch failed, 2 bad usage.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "submit.sh: $*" >&2; exit 2; }
 
-wf= q= n= shared= nsed= local= args= resub= parsable=0
+wf= q= n= shared= nsed= local= args= resub= throttle= parsable=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --workflow) wf=${2:?}; shift 2 ;;
@@ -44,6 +48,7 @@ while [ $# -gt 0 ]; do
     --local) local=${2:?}; shift 2 ;;
     --args) args=${2?}; shift 2 ;;
     --resubmit) resub=${2:?}; shift 2 ;;
+    --max-running) throttle=${2:?}; shift 2 ;;
     --parsable) parsable=1; shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; break ;;
@@ -77,6 +82,7 @@ indexes() {
     done
 }
 idx=$(indexes)
+case "$throttle" in 0 | *[!0-9]*) die "--max-running must be a positive number, not '$throttle'" ;; esac
 
 export NSED_WORKFLOW=$wf NSED_QUESTIONS=$q NSED_SHARDS=$n NSED_SHARED_DIR=$shared
 [ -n "$nsed" ] && export NSED=$nsed
@@ -92,7 +98,7 @@ if [ -s "$shared/merge.jobid" ]; then
     fi
 fi
 
-J=$(sbatch --parsable --array="$list" --export=ALL \
+J=$(sbatch --parsable --array="$list${throttle:+%$throttle}" --export=ALL \
     --output="$shared/logs/shard-%a.%A.out" "$@" "$here/nsed-shard.sbatch") ||
     { echo "submit.sh: sbatch of the array failed" >&2; exit 1; }
 J=${J%%;*}
