@@ -149,7 +149,7 @@ for k in $(seq 0 $((N - 1))); do
     if [ "$k" = $VICTIM ]; then want=CANCELLED; else want=COMPLETED; fi
     check "task $k $want" test "$(task_state "$J" "$k")" = $want
 done
-vlog=$(ls "$T"/shared/logs/shard-$VICTIM.$J.out)
+vlog=$T/shared/logs/shard-$VICTIM.$J.out
 check "cancelled task: nsed exit 130, store copied" grep -q "nsed exit 130; store copied" "$vlog"
 vdone=$(done_of "$T/shared/shard-$VICTIM")
 check "cancelled task's copy: some of its questions done ($vdone)" test "${vdone:-0}" -ge 3

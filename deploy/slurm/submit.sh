@@ -37,7 +37,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "submit.sh: $*" >&2; exit 2; }
 
-wf= q= n= shared= nsed= local= args= resub= throttle= parsable=0
+wf='' q='' n='' shared='' nsed='' local='' args='' resub='' throttle='' parsable=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --workflow) wf=${2:?}; shift 2 ;;
