@@ -3,10 +3,12 @@
  * Prints the report the runner computes (runner_report.h), as text or as
  * its JSON, and optionally writes the store's telemetry file. */
 #include "pipeline/base/atomic.h"
+#include "pipeline/base/json.h"
 #include "pipeline/broker/telemetry.h"
 #include "pipeline/cli/cli.h"
 #include "pipeline/runner/runner_report.h"
 
+#include <cjson/cJSON.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -398,6 +400,18 @@ static void print_bias(const runner_report_bias *b)
                b->weights);
 }
 
+/* A shard store says which shard it holds (manifest "shard"). */
+static void print_shard(const runner_report *r)
+{
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(r->manifest, "shard");
+
+    if (cJSON_IsObject(sh))
+        printf("shard:      %.0f/%.0f (only the questions whose id hashes to "
+               "shard %.0f; nsed merge joins the shards)\n",
+               json_num(sh, "index", 0), json_num(sh, "count", 0),
+               json_num(sh, "index", 0));
+}
+
 static void print_text(const runner_report *r)
 {
     printf("store:      %s\n", r->store);
@@ -407,6 +421,7 @@ static void print_text(const runner_report *r)
         printf("git commit: %s\n", r->git_commit ? r->git_commit : "-");
         printf("created:    %s by nsed %s, seed %s\n", r->created_at,
                r->nsed_version, r->seed);
+        print_shard(r);
     } else {
         printf("workflow:   (not bound yet)\n");
     }
