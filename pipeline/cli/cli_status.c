@@ -3,10 +3,12 @@
  * Prints the report the runner computes (runner_report.h), as text or as
  * its JSON, and optionally writes the store's telemetry file. */
 #include "pipeline/base/atomic.h"
+#include "pipeline/base/json.h"
 #include "pipeline/broker/telemetry.h"
 #include "pipeline/cli/cli.h"
 #include "pipeline/runner/runner_report.h"
 
+#include <cjson/cJSON.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -398,6 +400,23 @@ static void print_bias(const runner_report_bias *b)
                b->weights);
 }
 
+/* A store made by nsed merge: from how many shards, and when. */
+static void print_merged(const runner_report *r)
+{
+    const cJSON *mg = cJSON_GetObjectItemCaseSensitive(r->manifest, "merged");
+    const cJSON *hist = cJSON_GetObjectItemCaseSensitive(r->manifest, "history");
+    const cJSON *e, *at = NULL;
+
+    if (!cJSON_IsObject(mg))
+        return;
+    cJSON_ArrayForEach(e, hist) {
+        if (strcmp(json_str(e, "event", ""), "merge") == 0)
+            at = e;
+    }
+    printf("merged:     from %.0f shards by nsed merge at %s\n",
+           json_num(mg, "count", 0), json_str(at, "at", "?"));
+}
+
 static void print_text(const runner_report *r)
 {
     printf("store:      %s\n", r->store);
@@ -407,6 +426,7 @@ static void print_text(const runner_report *r)
         printf("git commit: %s\n", r->git_commit ? r->git_commit : "-");
         printf("created:    %s by nsed %s, seed %s\n", r->created_at,
                r->nsed_version, r->seed);
+        print_merged(r);
     } else {
         printf("workflow:   (not bound yet)\n");
     }
