@@ -690,6 +690,33 @@ int store_scan(store_txn *t, enum store_db db, const void *prefix,
     return rc;
 }
 
+int store_last(store_txn *t, enum store_db db, const void **key, size_t *klen)
+{
+    int rc = txn_check(t, db);
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    int mrc;
+
+    if (rc)
+        return rc;
+    if (!key || !klen)
+        return NSED_EINVAL;
+    if (!t->s->have_dbi[db])
+        return NSED_ENOTFOUND;
+    mrc = mdb_cursor_open(t->txn, t->s->dbi[db], &cur);
+    if (mrc != 0)
+        return txn_fail(t, mrc);
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    mdb_cursor_close(cur);
+    if (mrc == MDB_NOTFOUND)
+        return NSED_ENOTFOUND;
+    if (mrc != 0)
+        return txn_fail(t, mrc);
+    *key = k.mv_data;
+    *klen = k.mv_size;
+    return 0;
+}
+
 /* Parse the recorded schema version ("1"); -1 when it is not a number. */
 static long parse_version(const void *val, size_t vlen)
 {
@@ -1205,11 +1232,64 @@ static cJSON *new_manifest(const struct bind_ctx *c, nsed_err *err, int *rc)
         return NULL;
     }
     *rc = set_workflow_fields(man, c->m, err);
+    if (!*rc && c->m->shard_count) {
+        cJSON *sh = cJSON_CreateObject();
+
+        if (!sh || !cJSON_AddNumberToObject(sh, "index", c->m->shard_index) ||
+            !cJSON_AddNumberToObject(sh, "count", c->m->shard_count) ||
+            !cJSON_AddItemToObject(man, "shard", sh)) {
+            cJSON_Delete(sh);
+            *rc = nsed_error(err, NSED_ENOMEM, "out of memory");
+        }
+    }
     if (*rc) {
         cJSON_Delete(man);
         return NULL;
     }
     return man;
+}
+
+/* The recorded shard must be the one asked for: a shard store holds only
+ * its shard's questions, so running it as another shard (or as the whole
+ * run) would silently run the wrong questions. */
+static int check_shard(const cJSON *man, const store_manifest *m,
+                       const char *dir, nsed_err *err)
+{
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(man, "shard");
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(sh, "index");
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(sh, "count");
+
+    if (!sh) {
+        if (!m->shard_count)
+            return 0;
+        return nsed_error(err, NSED_EMISMATCH,
+                          "store %s is not a shard (it was made without "
+                          "--shard); --shard %" PRIu32 "/%" PRIu32
+                          " needs a store directory of its own",
+                          dir, m->shard_index, m->shard_count);
+    }
+    if (!cJSON_IsNumber(k) || !cJSON_IsNumber(n) || k->valuedouble < 0 ||
+        n->valuedouble < 1 || k->valuedouble >= n->valuedouble)
+        return nsed_error(err, NSED_ESTORE,
+                          "store %s: the recorded manifest is damaged (its "
+                          "\"shard\" is not an index and a count)",
+                          dir);
+    if (m->shard_count && (double)m->shard_index == k->valuedouble &&
+        (double)m->shard_count == n->valuedouble)
+        return 0;
+    if (!m->shard_count)
+        return nsed_error(err, NSED_EMISMATCH,
+                          "store %s holds shard %.0f/%.0f of a run; give "
+                          "--shard %.0f/%.0f (or auto/%.0f) to run or "
+                          "ingest into it",
+                          dir, k->valuedouble, n->valuedouble, k->valuedouble,
+                          n->valuedouble, n->valuedouble);
+    return nsed_error(err, NSED_EMISMATCH,
+                      "store %s holds shard %.0f/%.0f of a run; this command "
+                      "asks for shard %" PRIu32 "/%" PRIu32
+                      "; each shard needs a store directory of its own",
+                      dir, k->valuedouble, n->valuedouble, m->shard_index,
+                      m->shard_count);
 }
 
 /* "3f2a9c0d1b2e…": enough of a hash to tell two apart in a message. */
@@ -1271,6 +1351,9 @@ static int bind_fn(store_txn *t, void *arg, nsed_err *err)
                             "store %s: the recorded manifest is damaged", dir);
             goto out;
         }
+        rc = check_shard(man, c->m, dir, err);
+        if (rc)
+            goto out;
         if (strcmp(h->valuestring, c->m->workflow_hash) == 0) {
             rc = history_add(man, c, "open", NULL, err);
             if (rc)

@@ -4,7 +4,9 @@
  * databases (enum store_db). Keys are designed for ordered scans:
  *
  *   STORE_META       "schema_version" -> decimal text; "manifest" -> JSON;
- *                    "call_cache" -> decimal text (a call cache only)
+ *                    "call_cache" -> decimal text (a call cache only);
+ *                    "ingested" -> JSON (a shard: the files it ingested,
+ *                    written by questions_store.c)
  *   STORE_QUESTIONS  question id (bytes) -> question JSON (questions.h)
  *   STORE_QORDER     8-byte big-endian ingestion sequence -> question id
  *   STORE_STATE      question id [+ "\0" + sub-key] -> per-question state
@@ -154,6 +156,11 @@ NSED_MUST_CHECK int store_scan(store_txn *t, enum store_db db,
                                const void *start, size_t slen,
                                store_scan_fn fn, void *arg);
 
+/* The last key of db in key order: *key points into the map until the
+ * transaction ends. Returns 0, NSED_ENOTFOUND (db is empty), NSED_ESTORE. */
+NSED_MUST_CHECK int store_last(store_txn *t, enum store_db db, const void **key,
+                               size_t *klen);
+
 /* What a run records about itself. Strings may be NULL when unknown. */
 typedef struct store_manifest {
     const char *workflow_hash;      /* hex SHA-256 of the canonical text */
@@ -166,6 +173,10 @@ typedef struct store_manifest {
     const char *const *overrides; /* workflow overrides as given (--set
                                      KEY=VALUE), recorded as "overrides" */
     size_t noverrides;
+    /* the shard of a run this store holds (nsed run --shard K/N), recorded
+     * as "shard":{"index":K,"count":N}; shard_count 0: not a shard */
+    uint32_t shard_index;
+    uint32_t shard_count;
 } store_manifest;
 
 /* Bind the store to a workflow. The first call on a new store writes the
@@ -175,7 +186,10 @@ typedef struct store_manifest {
  * different, NSED_EMISMATCH with a message naming both hashes and the flag
  * that overrides it, unless allow_change is set, in which case the change
  * (time, old hash, new hash, command line) is recorded and the new hash
- * becomes current. */
+ * becomes current. The shard is checked before the hash: a shard store
+ * opened for another shard (or without one), and a store that is not a
+ * shard opened for one, give NSED_EMISMATCH naming both; allow_change does
+ * not lift that. */
 NSED_MUST_CHECK int store_bind_manifest(store *s, const store_manifest *m,
                                         int allow_change, nsed_err *err);
 

@@ -208,8 +208,9 @@ static int check_seed(store *st, uint64_t seed, int allow_change,
 
 int cli_open_bound_store(const char *wpath, const cli_sets *sets,
                          const char *dir, int allow_change,
-                         const uint64_t *seed, const char *cmdline,
-                         workflow **wf_out, store **st_out, nsed_err *err)
+                         const uint64_t *seed, const cli_shard *shard,
+                         const char *cmdline, workflow **wf_out, store **st_out,
+                         nsed_err *err)
 {
     workflow_options opt = {.has_seed = seed != NULL,
                             .seed = seed ? *seed : 0,
@@ -242,6 +243,10 @@ int cli_open_bound_store(const char *wpath, const cli_sets *sets,
     m.seed = wf->seed;
     m.overrides = opt.overrides;
     m.noverrides = opt.noverrides;
+    if (shard) {
+        m.shard_index = shard->index;
+        m.shard_count = shard->count;
+    }
     rc = store_bind_manifest(st, &m, allow_change, err);
 out:
     free(commit);

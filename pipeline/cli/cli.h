@@ -63,6 +63,24 @@ typedef struct cli_sets {
  * for cmd and returns its exit status (2) past CLI_SETS_MAX. */
 int cli_sets_add(cli_sets *s, const char *cmd, const char *arg);
 
+struct questions_stats;
+
+/* The shard of nsed run/ingest --shard (count 0: the whole run). */
+typedef struct cli_shard {
+    uint32_t index;
+    uint32_t count;
+} cli_shard;
+
+#define CLI_SHARDS_MAX 65536 /* most shards --shard accepts */
+
+/* Parse the value of --shard for cmd: "K/N" (0 <= K < N <= CLI_SHARDS_MAX)
+ * or "auto/N", whose K is SLURM_ARRAY_TASK_ID (a Slurm array task) or
+ * else JOB_COMPLETION_INDEX (a Kubernetes Indexed Job). N never comes
+ * from the environment: a resubmitted part of an array sees
+ * SLURM_ARRAY_TASK_COUNT=1. Returns 0, or prints a usage error and
+ * returns its exit status (2). */
+int cli_shard_parse(const char *cmd, const char *arg, cli_shard *out);
+
 /* Load the workflow at wpath (with the overrides sets, NULL: none), open
  * (creating) the store in dir for writing and bind it to the workflow: the
  * manifest records the workflow hash and canonical text, the resolved
@@ -75,8 +93,9 @@ int cli_sets_add(cli_sets *s, const char *cmd, const char *arg);
 NSED_MUST_CHECK
 int cli_open_bound_store(const char *wpath, const cli_sets *sets,
                          const char *dir, int allow_change,
-                         const uint64_t *seed, const char *cmdline,
-                         workflow **wf, store **st, nsed_err *err);
+                         const uint64_t *seed, const cli_shard *shard,
+                         const char *cmdline, workflow **wf, store **st,
+                         nsed_err *err);
 
 /* Flush stdout and report whether everything printed to it got out: 0, or
  * NSED_EIO ("write failed: ...") when a write failed (a full disk,
@@ -126,8 +145,9 @@ NSED_MUST_CHECK int cli_check_inputs(const char *wpath, const cli_sets *sets,
 struct workflow;
 NSED_MUST_CHECK int cli_ingest_file(store *st, const struct workflow *wf,
                                     const char *cmd, const char *qpath,
-                                    const char *fields, size_t *added,
-                                    size_t *unchanged, nsed_err *err);
+                                    const char *fields, const cli_shard *shard,
+                                    struct questions_stats *stats,
+                                    nsed_err *err);
 
 /* 1 when path ends with suffix. */
 int cli_has_suffix(const char *path, const char *suffix);

@@ -4,12 +4,14 @@
 #include "pipeline/workflow/workflow.h"
 
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const char ingest_usage[] =
     "usage: nsed ingest WORKFLOW --questions FILE --store DIR\n"
-    "                   [--set KEY=VALUE]... [--fields MAP] [--allow-workflow-change]\n"
+    "                   [--set KEY=VALUE]... [--fields MAP] [--shard K/N]\n"
+    "                   [--allow-workflow-change]\n"
     "\n"
     "Create the run store DIR (or open it), bind it to WORKFLOW, and add the\n"
     "questions of FILE (JSONL). Ingestion is atomic (a file with a bad line\n"
@@ -25,6 +27,11 @@ static const char ingest_usage[] =
     "                             (names: id question answer choices tags\n"
     "                             reference=auto|raw|gsm8k|boxed|choice_index;\n"
     "                             docs/questions.md)\n"
+    "      --shard K/N            add only the questions of shard K of N\n"
+    "                             (K counts from 0; auto/N takes K from\n"
+    "                             SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX);\n"
+    "                             the store then holds that shard only\n"
+    "                             (see nsed run --help, docs/cluster.md)\n"
     "      --allow-workflow-change\n"
     "                             accept a store created with a different\n"
     "                             workflow hash; the change is recorded\n"
@@ -83,13 +90,18 @@ static int map_from_workflow(const workflow *wf, questions_map *m,
 }
 
 int cli_ingest_file(store *st, const workflow *wf, const char *cmd,
-                    const char *qpath, const char *fields, size_t *added,
-                    size_t *unchanged, nsed_err *err)
+                    const char *qpath, const char *fields,
+                    const cli_shard *shard, questions_stats *stats,
+                    nsed_err *err)
 {
     questions_map map = {0};
-    questions_opts o = {NULL, print_bad_line, (void *)cmd};
-    questions_stats qs = {0};
+    questions_opts o = {.on_error = print_bad_line, .arg = (void *)cmd};
     int rc = 0;
+
+    if (shard) {
+        o.shard_index = shard->index;
+        o.shard_count = shard->count;
+    }
 
     if (!fields) {
         rc = map_from_workflow(wf, &map, err);
@@ -102,13 +114,7 @@ int cli_ingest_file(store *st, const workflow *wf, const char *cmd,
             goto out;
         o.map = &map;
     }
-    rc = questions_ingest_with(st, qpath, &o, &qs, err);
-    if (rc)
-        goto out;
-    if (added)
-        *added = qs.added;
-    if (unchanged)
-        *unchanged = qs.unchanged;
+    rc = questions_ingest_with(st, qpath, &o, stats, err);
 out:
     questions_map_release(&map);
     return rc;
@@ -122,11 +128,13 @@ int cli_ingest(int argc, char **argv)
         {"allow-workflow-change", no_argument, NULL, 'A'},
         {"set", required_argument, NULL, CLI_OPT_SET},
         {"fields", required_argument, NULL, 'F'},
+        {"shard", required_argument, NULL, 'H'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     cli_opts_seen seen = {0};
     cli_sets sets = {0};
+    cli_shard shard = {0};
     const char *qpath = NULL, *dir = NULL, *wpath, *fields = NULL;
     int allow_change = 0, c, status;
     char *cmdline = cli_command_line(argc, argv);
@@ -153,6 +161,13 @@ int cli_ingest(int argc, char **argv)
         case 'F':
             fields = optarg;
             break;
+        case 'H':
+            status = cli_shard_parse("ingest", optarg, &shard);
+            if (status) {
+                free(cmdline);
+                return status;
+            }
+            break;
         case 'h':
             free(cmdline);
             fputs(ingest_usage, stdout);
@@ -175,7 +190,8 @@ int cli_ingest(int argc, char **argv)
     workflow *wf = NULL;
     store *st = NULL;
     nsed_err err = {0};
-    size_t total = 0, added = 0, unchanged = 0;
+    questions_stats qs = {0};
+    size_t total = 0;
 
     if (!cmdline) {
         status = nsed_error(&err, NSED_ENOMEM, "out of memory");
@@ -185,20 +201,27 @@ int cli_ingest(int argc, char **argv)
     status = cli_check_inputs(wpath, &sets, qpath, false, &err);
     if (status)
         goto out;
-    status = cli_open_bound_store(wpath, &sets, dir, allow_change, NULL,
+    status = cli_open_bound_store(wpath, &sets, dir, allow_change, NULL, &shard,
                                   cmdline, &wf, &st, &err);
     if (status)
         goto out;
-    status = cli_ingest_file(st, wf, "ingest", qpath, fields, &added,
-                             &unchanged, &err);
+    status = cli_ingest_file(st, wf, "ingest", qpath, fields, &shard, &qs,
+                             &err);
     if (status)
         goto out;
     status = questions_total(st, &total, &err);
     if (status)
         goto out;
-    printf("%s: %zu questions (%zu new, %zu already in the store); "
-           "store %s holds %zu\n",
-           qpath, added + unchanged, added, unchanged, dir, total);
+    if (shard.count)
+        printf("%s: %zu questions, %zu of them in shard %" PRIu32 "/%" PRIu32
+               " (%zu new, %zu already in the store); store %s holds %zu\n",
+               qpath, qs.questions, qs.added + qs.unchanged, shard.index,
+               shard.count, qs.added, qs.unchanged, dir, total);
+    else
+        printf("%s: %zu questions (%zu new, %zu already in the store); "
+               "store %s holds %zu\n",
+               qpath, qs.added + qs.unchanged, qs.added, qs.unchanged, dir,
+               total);
 out:
     free(cmdline);
     store_close(st);

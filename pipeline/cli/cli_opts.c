@@ -1,12 +1,15 @@
 /* cli_opts.c -- option parsing and input checks the subcommands share. */
 #include "pipeline/cli/cli.h"
 
+#include "pipeline/base/num.h"
 #include "pipeline/gateway/gateway.h"
 #include "pipeline/workflow/workflow.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -38,6 +41,68 @@ int cli_getopt(cli_opts_seen *seen, int argc, char **argv,
             "value\n",
             argv[0], o->name);
     return '?';
+}
+
+int cli_shard_parse(const char *cmd, const char *arg, cli_shard *out)
+{
+    const char *slash = strchr(arg, '/');
+    const char *slurm = getenv("SLURM_ARRAY_TASK_ID");
+    const char *k8s = getenv("JOB_COMPLETION_INDEX");
+    const char *ktext, *from = NULL;
+    char kbuf[32];
+    uint64_t k, n;
+
+    if (!slash || (size_t)(slash - arg) >= sizeof kbuf)
+        return cli_usage_error(cmd,
+                               "--shard: \"%s\" is not K/N (the "
+                               "shard K of N, counting from 0) or auto/N",
+                               arg);
+    memcpy(kbuf, arg, (size_t)(slash - arg));
+    kbuf[slash - arg] = '\0';
+    if (num_parse_u64(slash + 1, CLI_SHARDS_MAX, &n) || n == 0)
+        return cli_usage_error(cmd,
+                               "--shard %s: the count \"%s\" is not a "
+                               "whole number in 1..%d",
+                               arg, slash + 1, CLI_SHARDS_MAX);
+    ktext = kbuf;
+    if (strcmp(kbuf, "auto") == 0) {
+        if (slurm && *slurm) {
+            ktext = slurm;
+            from = "SLURM_ARRAY_TASK_ID";
+        } else if (k8s && *k8s) {
+            ktext = k8s;
+            from = "JOB_COMPLETION_INDEX";
+        } else {
+            return cli_usage_error(cmd,
+                                   "--shard %s: neither "
+                                   "SLURM_ARRAY_TASK_ID (a Slurm array task) "
+                                   "nor JOB_COMPLETION_INDEX (a Kubernetes "
+                                   "Indexed Job) is set; give the shard as "
+                                   "K/%" PRIu64,
+                                   arg, n);
+        }
+    }
+    if (num_parse_u64(ktext, UINT32_MAX, &k)) {
+        if (from)
+            return cli_usage_error(cmd,
+                                   "--shard %s: %s=\"%s\" is not a "
+                                   "shard index",
+                                   arg, from, ktext);
+        return cli_usage_error(cmd,
+                               "--shard %s: the index \"%s\" is not a "
+                               "whole number (or auto)",
+                               arg, ktext);
+    }
+    if (k >= n)
+        return cli_usage_error(cmd,
+                               "--shard %s: shard %" PRIu64 "%s%s%s "
+                               "does not exist: of %" PRIu64 " shards the "
+                               "indexes are 0..%" PRIu64,
+                               arg, k, from ? " (from " : "", from ? from : "",
+                               from ? ")" : "", n, n - 1);
+    out->index = (uint32_t)k;
+    out->count = (uint32_t)n;
+    return 0;
 }
 
 /* The questions file must be there before a store is made for it. */

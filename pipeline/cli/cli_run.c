@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,15 @@ static const char run_usage[] =
     "      --fields MAP         field mapping of FILE (see nsed ingest --help)\n"
     "  -s, --store DIR          run store directory (created when absent)\n"
     "  -n, --limit N            run only the first N questions of the store\n"
+    "      --shard K/N          run shard K of N (K counts from 0): the\n"
+    "                           questions whose id hashes to K (SHA-256 of\n"
+    "                           the id, first 8 bytes big-endian, mod N);\n"
+    "                           DIR then holds that shard only and refuses\n"
+    "                           another. auto/N takes K from\n"
+    "                           SLURM_ARRAY_TASK_ID (a Slurm array task) or\n"
+    "                           JOB_COMPLETION_INDEX (a Kubernetes Indexed\n"
+    "                           Job); N is always given. nsed merge joins\n"
+    "                           the shards (docs/cluster.md)\n"
     "      --set KEY=VALUE      override a workflow key (repeatable; the\n"
     "                           last of the same key wins): checked like\n"
     "                           the file, part of the workflow hash and\n"
@@ -345,12 +355,14 @@ int cli_run(int argc, char **argv)
         {"cache", required_argument, NULL, 'C'},
         {"progress-interval", required_argument, NULL, 'P'},
         {"outage-budget", required_argument, NULL, 'O'},
+        {"shard", required_argument, NULL, 'H'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     cli_opts_seen seen = {0};
     cli_sets sets = {0};
+    cli_shard shard = {0};
     const char *qpath = NULL, *dir = NULL, *tpath = NULL, *cdir = NULL;
     const char *fields = NULL;
     char *cmdline = cli_command_line(argc, argv);
@@ -431,6 +443,13 @@ int cli_run(int argc, char **argv)
             }
             ro.outage_budget_s = (double)v;
             break;
+        case 'H':
+            rc = cli_shard_parse("run", optarg, &shard);
+            if (rc) {
+                free(cmdline);
+                return rc;
+            }
+            break;
         case 'D':
             ro.allow_degraded = true;
             break;
@@ -483,7 +502,8 @@ int cli_run(int argc, char **argv)
     if (rc)
         goto out;
     rc = cli_open_bound_store(argv[optind], &sets, dir, allow_change,
-                              has_seed ? &seed : NULL, cmdline, &wf, &st, &err);
+                              has_seed ? &seed : NULL, &shard, cmdline, &wf,
+                              &st, &err);
     if (rc)
         goto out;
     if (tpath) {
@@ -492,11 +512,17 @@ int cli_run(int argc, char **argv)
             goto out;
     }
     if (qpath) {
-        rc = cli_ingest_file(st, wf, "run", qpath, fields, &qs.added, NULL,
-                             &err);
+        rc = cli_ingest_file(st, wf, "run", qpath, fields, &shard, &qs, &err);
         if (rc)
             goto out;
-        if (!quiet && qs.added)
+        if (!quiet && qs.added && shard.count)
+            fprintf(stderr,
+                    "nsed run: %s: %zu new questions in shard %" PRIu32
+                    "/%" PRIu32 " (%zu of the file's %zu are in other "
+                    "shards)\n",
+                    qpath, qs.added, shard.index, shard.count, qs.other_shards,
+                    qs.questions);
+        else if (!quiet && qs.added)
             fprintf(stderr, "nsed run: %s: %zu new questions\n", qpath,
                     qs.added);
     }

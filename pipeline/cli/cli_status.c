@@ -417,6 +417,18 @@ static void print_merged(const runner_report *r)
            json_num(mg, "count", 0), json_str(at, "at", "?"));
 }
 
+/* A shard store says which shard it holds (manifest "shard"). */
+static void print_shard(const runner_report *r)
+{
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(r->manifest, "shard");
+
+    if (cJSON_IsObject(sh))
+        printf("shard:      %.0f/%.0f (only the questions whose id hashes to "
+               "shard %.0f; nsed merge joins the shards)\n",
+               json_num(sh, "index", 0), json_num(sh, "count", 0),
+               json_num(sh, "index", 0));
+}
+
 static void print_text(const runner_report *r)
 {
     printf("store:      %s\n", r->store);
@@ -426,6 +438,7 @@ static void print_text(const runner_report *r)
         printf("git commit: %s\n", r->git_commit ? r->git_commit : "-");
         printf("created:    %s by nsed %s, seed %s\n", r->created_at,
                r->nsed_version, r->seed);
+        print_shard(r);
         print_merged(r);
     } else {
         printf("workflow:   (not bound yet)\n");

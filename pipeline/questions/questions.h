@@ -137,6 +137,8 @@ typedef struct questions_stats {
     size_t added;       /* ingest: new to the store; check: == questions */
     size_t unchanged;   /* ingest: already in the store, same content;
                            check: 0 */
+    size_t other_shards; /* ingest into a shard: questions of the file that
+                            belong to other shards (not ingested) */
 } questions_stats;
 
 /* Validate a whole file without a store: every line parses and no id
@@ -168,8 +170,35 @@ NSED_MUST_CHECK int questions_ingest(store *s, const char *path,
 NSED_MUST_CHECK int questions_get(store_txn *txn, const char *id,
                                   question *out, nsed_err *err);
 
-/* Number of questions in the store (== the next sequence number). Returns
- * 0 with *n set, or NSED_ESTORE. */
+/* The shard (0..n-1, n >= 1) of the question with this id among n: the
+ * first 8 bytes of the SHA-256 of the id's bytes, read as a big-endian
+ * unsigned 64-bit integer, modulo n. The same on every machine, build and
+ * language (docs/questions.md#shards). Returns 0 with *out set, or
+ * NSED_ENOMEM. */
+NSED_MUST_CHECK int questions_shard_of(const char *id, uint32_t n,
+                                       uint32_t *out);
+
+/* The STORE_META record "ingested" of a shard store (inside a
+ * transaction): {"files":[{"sha256":HEX,"base":B,"count":C},...]} in
+ * ingestion order, as *out (malloc'd, NUL-terminated). Returns 0,
+ * NSED_ENOTFOUND (not a shard, or nothing ingested yet), NSED_ENOMEM or
+ * NSED_ESTORE. */
+NSED_MUST_CHECK int questions_ingested_json(store_txn *txn, char **out);
+
+/* Write json, a record questions_ingested_json gave (of another store:
+ * nsed merge copies its shards' record), as this store's "ingested"
+ * record, inside a store_write. Returns 0 or NSED_ESTORE. */
+NSED_MUST_CHECK int questions_ingested_put(store_txn *txn, const char *json);
+
+/* One past the sequence number of the n-th question in ingestion order
+ * (the last one when the store holds fewer), 0 for n == 0: the bound of a
+ * scan over the first n questions, whose numbers need not be dense (a
+ * shard, a merged store). Returns 0 with *end set, or NSED_ESTORE. */
+NSED_MUST_CHECK int questions_seq_end(store_txn *txn, size_t n, uint64_t *end);
+
+/* Number of questions in the store. Returns 0 with *n set, or
+ * NSED_ESTORE. (In a store that is not a shard nor a merge of shards the
+ * sequence numbers are dense, and this is also the next one.) */
 NSED_MUST_CHECK int questions_count(store_txn *txn, size_t *n);
 
 /* Same, opening its own read transaction on s. Returns 0, NSED_ESTORE. */
@@ -273,6 +302,11 @@ typedef struct questions_opts {
      * call then fails with "FILE: N bad lines ... (and M more)". */
     void (*on_error)(const char *msg, void *arg);
     void *arg;
+    /* ingest only: shard_count > 0 ingests only the questions of shard
+     * shard_index (questions_shard_of), each with the sequence number
+     * base + position described at questions_ingest_with */
+    uint32_t shard_index;
+    uint32_t shard_count;
 } questions_opts;
 
 #define QUESTIONS_ERRORS_SHOWN 20
@@ -287,7 +321,19 @@ NSED_MUST_CHECK int questions_reader_open_with(const char *path, unsigned flags,
                                                questions_reader **out,
                                                nsed_err *err);
 
-/* questions_check_file / questions_ingest under opts (may be NULL). */
+/* questions_check_file / questions_ingest under opts (may be NULL).
+ *
+ * Into a shard (opts->shard_count > 0) only the questions of that shard
+ * are ingested, and a new one takes the sequence number base + position:
+ * position is its index among all the file's questions (every shard's),
+ * and base the sum of the question counts of the files this store
+ * ingested before it, in the order they were first ingested, a file
+ * being known by the SHA-256 of its bytes (re-ingesting a file reuses its
+ * base). The files are listed in the STORE_META record "ingested"
+ * (questions_ingested_json). Shards that ran the same commands therefore
+ * number their questions alike, and the union of their orders sorts as a
+ * single store's does. Outside a shard a new question takes one past the
+ * last sequence number in the store. */
 NSED_MUST_CHECK int questions_check_file_with(const char *path,
                                               const questions_opts *opts,
                                               questions_stats *stats,

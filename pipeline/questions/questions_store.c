@@ -2,16 +2,247 @@
  * and scan in ingestion order. */
 #include "pipeline/questions/questions.h"
 
+#include "pipeline/base/hash.h"
+#include "pipeline/base/json.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* STORE_META key of the files a shard store ingested (questions.h). */
+#define INGESTED_KEY "ingested"
 
 typedef struct ingest_ctx {
     const char *path;
     questions_stats st;
     questions_opts ropts; /* the mapping only: errors were seen before */
+    uint32_t shard_index, shard_count; /* shard_count 0: not a shard */
+    char digest[HASH_HEX_LEN + 1];     /* a shard: SHA-256 of the file */
 } ingest_ctx;
+
+int questions_shard_of(const char *id, uint32_t n, uint32_t *out)
+{
+    uint8_t d[HASH_LEN];
+    uint64_t v = 0;
+
+    if (!id || !out || n == 0)
+        return NSED_EINVAL;
+    if (hash_sha256(id, strlen(id), d))
+        return NSED_ENOMEM;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | d[i];
+    *out = (uint32_t)(v % n);
+    return 0;
+}
+
+/* The hex SHA-256 of the bytes of the file at path. */
+static int file_digest(const char *path, char hex[HASH_HEX_LEN + 1],
+                       nsed_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    hash_ctx *h = NULL;
+    uint8_t d[HASH_LEN];
+    char buf[65536];
+    size_t n;
+    int rc = 0;
+
+    if (!f)
+        return nsed_error(err, NSED_EIO, "%s: cannot open: %s", path,
+                          strerror(errno));
+    h = hash_new();
+    if (!h) {
+        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
+        goto out;
+    }
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        hash_update(h, buf, n);
+    if (ferror(f)) {
+        rc = nsed_error(err, NSED_EIO, "%s: cannot read: %s", path,
+                        strerror(errno));
+        goto out;
+    }
+    hash_final(h, d);
+    hash_hex(d, hex);
+out:
+    hash_free(h);
+    fclose(f);
+    return rc;
+}
+
+/* The "ingested" record of the store as a cJSON object with a "files"
+ * array (a new empty one when there is none), into *out. */
+static int ingested_read(store_txn *txn, cJSON **out, nsed_err *err)
+{
+    const void *val;
+    size_t vlen;
+    cJSON *o;
+    int rc = store_get(txn, STORE_META, INGESTED_KEY, strlen(INGESTED_KEY),
+                       &val, &vlen);
+
+    if (rc == NSED_ENOTFOUND) {
+        o = cJSON_CreateObject();
+        if (!o || !cJSON_AddArrayToObject(o, "files")) {
+            cJSON_Delete(o);
+            return nsed_error(err, NSED_ENOMEM, "out of memory");
+        }
+        *out = o;
+        return 0;
+    }
+    if (rc)
+        return nsed_error(err, rc,
+                          "cannot read the store's list of "
+                          "ingested files");
+    o = cJSON_ParseWithLength(val, vlen);
+    if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(o, "files"))) {
+        cJSON_Delete(o);
+        return store_corrupt(err, txn, STORE_META,
+                             "the list of ingested files (\"ingested\")",
+                             "not an object with a \"files\" array");
+    }
+    *out = o;
+    return 0;
+}
+
+/* The base of the file with this digest in the "ingested" list: its own
+ * when it was ingested before (*known), else the sum of every listed
+ * file's count. */
+static int ingested_base(store_txn *txn, const cJSON *rec, const char *digest,
+                         uint64_t *base, bool *known, nsed_err *err)
+{
+    const cJSON *f;
+    double next = 0;
+
+    *known = false;
+    cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(rec, "files")) {
+        double b = json_num(f, "base", -1), c = json_num(f, "count", -1);
+
+        if (b < 0 || c < 0 || b > 9e15 || c > 9e15)
+            return store_corrupt(err, txn, STORE_META,
+                                 "the list of ingested files "
+                                 "(\"ingested\")",
+                                 "a file without a base and a count");
+        if (strcmp(json_str(f, "sha256", ""), digest) == 0) {
+            *base = (uint64_t)b;
+            *known = true;
+            return 0;
+        }
+        if (b + c > next)
+            next = b + c;
+    }
+    *base = (uint64_t)next;
+    return 0;
+}
+
+/* Append the file (digest, base, count) to the "ingested" list and write
+ * it back. */
+static int ingested_add(store_txn *txn, cJSON *rec, const char *digest,
+                        uint64_t base, uint64_t count, nsed_err *err)
+{
+    cJSON *f = cJSON_CreateObject();
+    char *text = NULL;
+    int rc = 0;
+
+    if (!f || json_add_str(f, "sha256", digest) ||
+        !cJSON_AddNumberToObject(f, "base", (double)base) ||
+        !cJSON_AddNumberToObject(f, "count", (double)count) ||
+        !cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(rec, "files"),
+                              f)) {
+        cJSON_Delete(f);
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    }
+    text = cJSON_PrintUnformatted(rec);
+    if (!text)
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    rc = store_put(txn, STORE_META, INGESTED_KEY, strlen(INGESTED_KEY), text,
+                   strlen(text));
+    free(text);
+    if (rc)
+        return nsed_error(err, rc,
+                          "cannot write the store's list of "
+                          "ingested files");
+    return 0;
+}
+
+struct seq_end {
+    size_t left;  /* questions still to pass */
+    uint64_t end; /* one past the last one passed */
+};
+
+static int seq_end_one(const void *key, size_t klen, const void *val,
+                       size_t vlen, void *arg)
+{
+    struct seq_end *e = arg;
+
+    (void)val;
+    (void)vlen;
+    if (klen != 8)
+        return NSED_ESTORE;
+    e->end = store_key_u64(key) + 1;
+    return --e->left == 0;
+}
+
+int questions_seq_end(store_txn *txn, size_t n, uint64_t *end)
+{
+    struct seq_end e = {n, 0};
+    int rc;
+
+    if (n == 0) {
+        *end = 0;
+        return 0;
+    }
+    rc = store_scan(txn, STORE_QORDER, NULL, 0, NULL, 0, seq_end_one, &e);
+    if (rc < 0 || rc > 1)
+        return rc;
+    *end = e.end;
+    return 0;
+}
+
+int questions_ingested_json(store_txn *txn, char **out)
+{
+    const void *val;
+    size_t vlen;
+    int rc = store_get(txn, STORE_META, INGESTED_KEY, strlen(INGESTED_KEY),
+                       &val, &vlen);
+
+    if (rc)
+        return rc;
+    *out = malloc(vlen + 1);
+    if (!*out)
+        return NSED_ENOMEM;
+    memcpy(*out, val, vlen);
+    (*out)[vlen] = '\0';
+    return 0;
+}
+
+int questions_ingested_put(store_txn *txn, const char *json)
+{
+    return store_put(txn, STORE_META, INGESTED_KEY, strlen(INGESTED_KEY),
+                     json, strlen(json));
+}
+
+/* One past the last sequence number in the store (0 when empty). */
+static int next_seq(store_txn *txn, uint64_t *next, nsed_err *err)
+{
+    const void *key;
+    size_t klen;
+    int rc = store_last(txn, STORE_QORDER, &key, &klen);
+
+    if (rc == NSED_ENOTFOUND) {
+        *next = 0;
+        return 0;
+    }
+    if (rc)
+        return nsed_error(err, rc, "cannot read the store's question order");
+    if (klen != 8)
+        return store_corrupt(err, txn, STORE_QORDER, "the last entry",
+                             "its key is not an 8-byte sequence number");
+    *next = store_key_u64(key) + 1;
+    return 0;
+}
 
 /* Add one parsed question (from line lineno) unless it is already stored;
  * *next is the sequence number a new question takes. */
@@ -107,19 +338,23 @@ static int ingest_txn(store_txn *txn, void *arg, nsed_err *err)
     ingest_ctx *ctx = arg;
     questions_reader *r = NULL;
     question q = {0};
-    size_t count, lineno;
-    uint64_t next;
+    cJSON *files = NULL;
+    size_t lineno, position = 0;
+    uint64_t next = 0, base = 0, seq;
+    uint32_t shard;
+    bool known = false;
     int rc;
 
     memset(&ctx->st, 0, sizeof ctx->st);
-    rc = questions_count(txn, &count);
-    if (rc) {
-        rc = nsed_error(err, rc, "%s: cannot count the questions in the "
-                                 "store",
-                        ctx->path);
-        goto out;
+    if (ctx->shard_count) {
+        rc = ingested_read(txn, &files, err);
+        if (!rc)
+            rc = ingested_base(txn, files, ctx->digest, &base, &known, err);
+    } else {
+        rc = next_seq(txn, &next, err);
     }
-    next = count;
+    if (rc)
+        goto out;
     rc = questions_reader_open_with(ctx->path, QUESTIONS_UNIQUE, &ctx->ropts,
                                     &r, err);
     if (rc)
@@ -135,13 +370,28 @@ static int ingest_txn(store_txn *txn, void *arg, nsed_err *err)
         ctx->st.questions++;
         if (q.answer)
             ctx->st.with_answer++;
-        rc = ingest_one(txn, ctx->path, lineno, &q, &next, &ctx->st, err);
+        if (!ctx->shard_count) {
+            rc = ingest_one(txn, ctx->path, lineno, &q, &next, &ctx->st, err);
+        } else if ((rc = questions_shard_of(q.id, ctx->shard_count, &shard))) {
+            rc = nsed_error(err, rc, "out of memory");
+        } else if (shard != ctx->shard_index) {
+            ctx->st.other_shards++;
+        } else {
+            seq = base + position;
+            rc = ingest_one(txn, ctx->path, lineno, &q, &seq, &ctx->st, err);
+        }
+        position++;
         question_release(&q);
         if (rc)
             goto out;
     }
+    if (ctx->shard_count && !known)
+        rc = ingested_add(txn, files, ctx->digest, base, position, err);
+    if (rc)
+        goto out;
     ctx->st.lines = questions_reader_lines(r);
 out:
+    cJSON_Delete(files);
     question_release(&q);
     questions_reader_free(r);
     return rc;
@@ -157,11 +407,23 @@ int questions_ingest_with(store *s, const char *path,
                           const questions_opts *opts, questions_stats *stats,
                           nsed_err *err)
 {
-    ingest_ctx ctx = {path, {0}, {0}};
+    ingest_ctx ctx = {path, {0}, {0}, 0, 0, ""};
     int rc;
 
     if (opts) {
         ctx.ropts.map = opts->map;
+        ctx.shard_index = opts->shard_index;
+        ctx.shard_count = opts->shard_count;
+        if (ctx.shard_count && ctx.shard_index >= ctx.shard_count)
+            return nsed_error(err, NSED_EINVAL,
+                              "shard %" PRIu32 " of %" PRIu32
+                              " does not exist (shards count from 0)",
+                              ctx.shard_index, ctx.shard_count);
+        if (ctx.shard_count) {
+            rc = file_digest(path, ctx.digest, err);
+            if (rc)
+                return rc;
+        }
         /* every bad line first, then the write (which stops at the
          * first, of which there are none left to find) */
         if (opts->on_error) {

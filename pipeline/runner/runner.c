@@ -87,6 +87,7 @@ struct loop {
     size_t max_active;
     uint64_t next_seq;     /* next question sequence number to look at */
     uint64_t end_seq;      /* one past the last sequence number to run */
+    size_t scanned;        /* questions of the range looked at so far */
     runner_summary *sum;
     double started;
     double last_progress;
@@ -745,6 +746,7 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
         return 1;
     fc->last_seq = seq;
     fc->scanned_any = true;
+    L->scanned++;
     rc = store_keys_result(q->id, &key);
     if (!rc)
         rc = store_get(fr->txn, STORE_RESULTS, key.bytes, key.len, &val,
@@ -1335,11 +1337,24 @@ double runner_outage_budget(const runner_opts *opts)
                                      : RUNNER_OUTAGE_BUDGET_S;
 }
 
+/* The questions a run goes through: the first opts->limit of the store
+ * (all without a limit) and one past the sequence number of the last of
+ * them (sequence numbers need not be dense: a shard, a merged store). */
+struct range {
+    size_t limit;
+    size_t n;
+    uint64_t end;
+};
+
 static int count_fn(store_txn *txn, void *arg, nsed_err *err)
 {
-    size_t *n = arg;
-    int rc = questions_count(txn, n);
+    struct range *r = arg;
+    int rc = questions_count(txn, &r->n);
 
+    if (!rc && r->limit && r->limit < r->n)
+        r->n = r->limit;
+    if (!rc)
+        rc = questions_seq_end(txn, r->n, &r->end);
     if (rc)
         return nsed_error(err, rc, "cannot count the questions");
     return 0;
@@ -1430,15 +1445,15 @@ static int loop_open(struct loop *L, nsed_err *err)
 {
     const workflow *wf = L->wf;
     gateway_opts go = {0};
-    size_t total = 0, caps = 0;
+    struct range range = {.limit = L->opts->limit};
+    size_t caps = 0;
     int rc;
 
-    rc = store_read(L->st, count_fn, &total, err);
+    rc = store_read(L->st, count_fn, &range, err);
     if (rc)
         return rc;
-    L->end_seq = L->opts->limit && L->opts->limit < total ? L->opts->limit
-                                                         : total;
-    L->sum->questions = (size_t)L->end_seq;
+    L->end_seq = range.end;
+    L->sum->questions = range.n;
     for (size_t i = 0; i < wf->nmodels; i++)
         caps += (size_t)wf->models[i].max_concurrency;
     L->max_active = L->opts->max_active ? L->opts->max_active : 2 * caps;
@@ -1518,7 +1533,7 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
         /* the questions in flight keep their last committed stage: the
          * same command resumes them */
         sum->incomplete += L.nactive;
-        sum->not_started = (size_t)(L.end_seq - L.next_seq);
+        sum->not_started = sum->questions - L.scanned;
     }
     if (!rc)
         rc = gateway_flush(L.gw, err);

@@ -24,7 +24,6 @@
 #include "pipeline/runner/runner_int.h"
 #include "store/store.h"
 #include "store/store_keys.h"
-#include "pipeline/runner/runner_merge_shim.h" /* TEMPORARY until main lands --shard */
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
