@@ -157,8 +157,10 @@ out:
 }
 
 /* LMDB relies on POSIX locks and a shared memory map being coherent
- * between processes; network file systems give neither. */
-static int check_local_fs(const char *dir, nsed_err *err)
+ * between processes; network file systems give neither. With
+ * frozen_ok, a network file system is not refused: *network says so. */
+static int check_local_fs(const char *dir, int frozen_ok, int *network,
+                          nsed_err *err)
 {
     struct statfs sf;
     uint32_t magic;
@@ -172,7 +174,8 @@ static int check_local_fs(const char *dir, nsed_err *err)
         name = "NFS";
     else if (magic == 0xFF534D42u || magic == 0xFE534D42u || magic == 0x517Bu)
         name = "SMB/CIFS";
-    if (name)
+    *network = name != NULL;
+    if (name && !frozen_ok)
         return nsed_error(err, NSED_EINVAL,
                           "store directory %s is on %s; LMDB needs a local "
                           "disk (its locks and shared memory map do not work "
@@ -980,7 +983,7 @@ int store_open(const char *dir, const store_opts *opts, store **out,
     unsigned envflags;
     store *s = NULL;
     struct stat st;
-    int exists = 0, rc, mrc, dead = 0;
+    int exists = 0, rc, mrc, dead = 0, network = 0;
     mdb_filehandle_t fd;
 
     if (!dir || !*dir || !out)
@@ -994,7 +997,10 @@ int store_open(const char *dir, const store_opts *opts, store **out,
         if (rc)
             return rc;
     }
-    rc = check_local_fs(dir, err);
+    if ((flags & STORE_FROZEN) && !rdonly)
+        return nsed_error(err, NSED_EINVAL,
+                          "store_open: STORE_FROZEN needs STORE_RDONLY");
+    rc = check_local_fs(dir, (flags & STORE_FROZEN) != 0, &network, err);
     if (rc)
         return rc;
     rc = data_file_check(dir, &exists, err);
@@ -1043,6 +1049,10 @@ int store_open(const char *dir, const store_opts *opts, store **out,
         goto out;
     }
     envflags = rdonly ? MDB_RDONLY : 0;
+    /* a frozen store on a network file system: no writer can exist there
+     * (see STORE_FROZEN), and LMDB's lock file would not work */
+    if (network)
+        envflags |= MDB_NOLOCK;
     if (flags & STORE_NOSYNC)
         envflags |= MDB_NOSYNC;
     mrc = mdb_env_open(s->env, dir, envflags, 0644);
@@ -1450,4 +1460,60 @@ int store_manifest_json(store *s, char **out, nsed_err *err)
     }
     *out = o.text;
     return 0;
+}
+
+int store_manifest_put(store_txn *t, const char *json, const char *event,
+                       const char *command_line, nsed_err *err)
+{
+    store_manifest m = {0};
+    struct bind_ctx c = {&m, 0, NULL};
+    cJSON *man = NULL;
+    char now[32], *text = NULL;
+    struct tm tm;
+    time_t tt = time(NULL);
+    int rc;
+
+    if (!t || !t->write || !json || !event)
+        return nsed_error(err, NSED_EINVAL, "store_manifest_put: bad call");
+    man = cJSON_Parse(json);
+    if (!cJSON_IsObject(man) ||
+        !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(man, "workflow_hash"))) {
+        rc = nsed_error(err, NSED_EINVAL,
+                        "store %s: the manifest to write is not a JSON object "
+                        "with a workflow hash", t->s->dir);
+        goto out;
+    }
+    if (!gmtime_r(&tt, &tm) ||
+        strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+        rc = nsed_error(err, NSED_EIO, "cannot format the current time");
+        goto out;
+    }
+    m.command_line = command_line;
+    c.now = now;
+    if ((rc = json_set_str(man, "created_at", now)) ||
+        (rc = json_set_str(man, "command_line", command_line)) ||
+        (rc = json_set_str(man, "nsed_version", NSED_VERSION)) ||
+        (rc = json_set_item(man, "schema_version",
+                            cJSON_CreateNumber(STORE_SCHEMA_VERSION)))) {
+        rc = nsed_error(err, rc, "out of memory");
+        goto out;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(man, "history");
+    rc = history_add(man, &c, event, NULL, err);
+    if (rc)
+        goto out;
+    text = cJSON_PrintUnformatted(man);
+    if (!text) {
+        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = store_put(t, STORE_META, STORE_KEY_MANIFEST,
+                   strlen(STORE_KEY_MANIFEST), text, strlen(text));
+    if (rc)
+        rc = nsed_error(err, rc, "store %s: cannot write the manifest",
+                        t->s->dir);
+out:
+    free(text);
+    cJSON_Delete(man);
+    return rc;
 }

@@ -68,6 +68,16 @@ enum store_flags {
                               the call cache, whose records every writer
                               agrees on. Still refused in the process
                               that holds the directory as its store */
+    STORE_FROZEN = 1 << 3, /* with STORE_RDONLY: a store no process
+                              writes any more (a finished shard copied to
+                              shared storage). On a network file system,
+                              where any other open is refused, it is
+                              opened without LMDB's lock file
+                              (MDB_NOLOCK): safe there because no nsed
+                              writes a store on such a file system (every
+                              writer refuses it), so nothing changes under
+                              the reader. On a local disk it opens as
+                              STORE_RDONLY alone (a registered reader) */
 };
 
 typedef struct store store;
@@ -83,7 +93,8 @@ typedef struct store_opts {
  * (NSED_ESCHEMA for one this build does not understand), stale reader slots
  * left by killed processes are cleared, and for writers the lock is taken
  * (NSED_EBUSY when another process holds it). A directory on NFS is refused
- * with NSED_EINVAL (LMDB's locking does not work there). A read-only open
+ * with NSED_EINVAL (LMDB's locking does not work there), except for a
+ * read-only open with STORE_FROZEN. A read-only open
  * of a directory that holds no store gives NSED_ENOTFOUND.
  * On success *out owns the store; on error nothing is left open. */
 NSED_MUST_CHECK int store_open(const char *dir, const store_opts *opts,
@@ -185,6 +196,18 @@ NSED_MUST_CHECK int store_bind_manifest(store *s, const store_manifest *m,
 /* The manifest as JSON text (malloc'd, caller frees) in *out.
  * NSED_ENOTFOUND when the store was never bound. */
 NSED_MUST_CHECK int store_manifest_json(store *s, char **out, nsed_err *err);
+
+/* Write json (a JSON object with a "workflow_hash" string: a manifest
+ * made from other stores' manifests, as `nsed merge` does) as this
+ * store's manifest, inside a store_write, with "created_at" (now),
+ * "nsed_version" and "schema_version" set by this build and one history
+ * entry appended: {"at": now, "event": event, "command_line":
+ * command_line, "git_commit": null}. Replayable. Returns 0, NSED_EINVAL
+ * (json is not such an object), NSED_ENOMEM or NSED_ESTORE. */
+NSED_MUST_CHECK int store_manifest_put(store_txn *t, const char *json,
+                                       const char *event,
+                                       const char *command_line,
+                                       nsed_err *err);
 
 /* The directory of the store t belongs to (owned by the store). */
 const char *store_txn_dir(const store_txn *t);

@@ -306,41 +306,68 @@ int telemetry_put_prior(store_txn *txn, const telemetry *t)
     return 0;
 }
 
+/* Add delta to the "model/<id>" record under key, read through txn. */
+static int commit_one(store_txn *txn, const store_key *key,
+                      const telemetry_counts *delta)
+{
+    telemetry_counts c = {0};
+    const count_field *bad;
+    cJSON *o;
+    int rc = 0;
+
+    o = get_json(txn, key, &rc);
+    if (rc) {
+        cJSON_Delete(o);
+        return rc;
+    }
+    /* A record that does not parse is started over rather than
+     * blocking every later commit. */
+    if (o && counts_from_json(o, &c, &bad))
+        memset(&c, 0, sizeof c);
+    cJSON_Delete(o);
+    counts_add(&c, delta);
+    o = cJSON_CreateObject();
+    rc = o ? counts_to_json(&c, o) : NSED_ENOMEM;
+    if (!rc)
+        rc = put_json(txn, key, o);
+    cJSON_Delete(o);
+    return rc;
+}
+
 int telemetry_commit(store_txn *txn, const workflow *wf,
                      const telemetry_counts *delta)
 {
     store_key key;
 
     for (size_t i = 0; i < wf->nmodels; i++) {
-        telemetry_counts c = {0};
-        const count_field *bad;
-        cJSON *o;
-        int rc = 0;
+        int rc;
 
         if (telemetry_counts_empty(&delta[i]))
             continue;
         if (model_key(STORE_KEYS_MODEL, &wf->models[i], &key))
             continue;
-        o = get_json(txn, &key, &rc);
-        if (rc) {
-            cJSON_Delete(o);
-            return rc;
-        }
-        /* A record that does not parse is started over rather than
-         * blocking every later commit. */
-        if (o && counts_from_json(o, &c, &bad))
-            memset(&c, 0, sizeof c);
-        cJSON_Delete(o);
-        counts_add(&c, &delta[i]);
-        o = cJSON_CreateObject();
-        rc = o ? counts_to_json(&c, o) : NSED_ENOMEM;
-        if (!rc)
-            rc = put_json(txn, &key, o);
-        cJSON_Delete(o);
+        rc = commit_one(txn, &key, &delta[i]);
         if (rc)
             return rc;
     }
     return 0;
+}
+
+int telemetry_merge_own(store_txn *txn, const char *model_id, const void *val,
+                        size_t vlen)
+{
+    telemetry_counts c = {0};
+    const count_field *bad;
+    store_key key;
+    cJSON *o = cJSON_ParseWithLength(val, vlen);
+    int rc = !o || counts_from_json(o, &c, &bad) ? NSED_EINVAL : 0;
+
+    cJSON_Delete(o);
+    if (!rc)
+        rc = store_keys_telemetry(STORE_KEYS_MODEL, model_id, &key);
+    if (!rc)
+        rc = commit_one(txn, &key, &c);
+    return rc;
 }
 
 void telemetry_add(telemetry *t, const telemetry_counts *delta)

@@ -166,6 +166,15 @@ void telemetry_observe_round(const workflow *wf, const state *st,
 NSED_MUST_CHECK int telemetry_commit(store_txn *txn, const workflow *wf,
                                      const telemetry_counts *delta);
 
+/* Add the counts of a "model/<model_id>" record of another store (val,
+ * vlen: its bytes, as that store holds them) to this store's record of
+ * the model, inside a store_write (read through txn: replayable), as
+ * `nsed merge` sums its shards' measurements. Returns 0, NSED_EINVAL when
+ * val is not a counts record (a negative or non-numeric count),
+ * NSED_ETOOBIG (an id too long for a key), NSED_ENOMEM or NSED_ESTORE. */
+NSED_MUST_CHECK int telemetry_merge_own(store_txn *txn, const char *model_id,
+                                        const void *val, size_t vlen);
+
 /* Add delta (one entry per model) to t's own counts (after the commit
  * that stored it). */
 void telemetry_add(telemetry *t, const telemetry_counts *delta);

@@ -23,6 +23,7 @@ NSED_MUST_CHECK int cli_export(int argc, char **argv);
 NSED_MUST_CHECK int cli_team(int argc, char **argv);
 NSED_MUST_CHECK int cli_compare(int argc, char **argv);
 NSED_MUST_CHECK int cli_report(int argc, char **argv);
+NSED_MUST_CHECK int cli_merge(int argc, char **argv);
 
 /* Print "nsed: <message>" for a failure to stderr and return its exit
  * status. rc is the code the failing call returned and decides the status

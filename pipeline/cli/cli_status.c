@@ -400,6 +400,23 @@ static void print_bias(const runner_report_bias *b)
                b->weights);
 }
 
+/* A store made by nsed merge: from how many shards, and when. */
+static void print_merged(const runner_report *r)
+{
+    const cJSON *mg = cJSON_GetObjectItemCaseSensitive(r->manifest, "merged");
+    const cJSON *hist = cJSON_GetObjectItemCaseSensitive(r->manifest, "history");
+    const cJSON *e, *at = NULL;
+
+    if (!cJSON_IsObject(mg))
+        return;
+    cJSON_ArrayForEach(e, hist) {
+        if (strcmp(json_str(e, "event", ""), "merge") == 0)
+            at = e;
+    }
+    printf("merged:     from %.0f shards by nsed merge at %s\n",
+           json_num(mg, "count", 0), json_str(at, "at", "?"));
+}
+
 /* A shard store says which shard it holds (manifest "shard"). */
 static void print_shard(const runner_report *r)
 {
@@ -422,6 +439,7 @@ static void print_text(const runner_report *r)
         printf("created:    %s by nsed %s, seed %s\n", r->created_at,
                r->nsed_version, r->seed);
         print_shard(r);
+        print_merged(r);
     } else {
         printf("workflow:   (not bound yet)\n");
     }

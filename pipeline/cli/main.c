@@ -42,6 +42,9 @@ static const char usage[] =
     "  report --store DIR [--compare STORE]... -o FILE\n"
     "                            one self-contained HTML file: plots and\n"
     "                            tables of status\n"
+    "  merge OUT_STORE SHARD_STORE...\n"
+    "                            combine the shard stores of one run\n"
+    "                            (run --shard K/N) into one store\n"
     "  version                   print the version\n"
     "  help [COMMAND]            this text, or a command's options\n"
     "\n"
@@ -65,6 +68,7 @@ static const struct command commands[] = {
     {"team", cli_team},
     {"compare", cli_compare},
     {"report", cli_report},
+    {"merge", cli_merge},
 };
 /* clang-format on */
 

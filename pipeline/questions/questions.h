@@ -185,6 +185,11 @@ NSED_MUST_CHECK int questions_shard_of(const char *id, uint32_t n,
  * NSED_ESTORE. */
 NSED_MUST_CHECK int questions_ingested_json(store_txn *txn, char **out);
 
+/* Write json, a record questions_ingested_json gave (of another store:
+ * nsed merge copies its shards' record), as this store's "ingested"
+ * record, inside a store_write. Returns 0 or NSED_ESTORE. */
+NSED_MUST_CHECK int questions_ingested_put(store_txn *txn, const char *json);
+
 /* One past the sequence number of the n-th question in ingestion order
  * (the last one when the store holds fewer), 0 for n == 0: the bound of a
  * scan over the first n questions, whose numbers need not be dense (a

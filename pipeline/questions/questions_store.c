@@ -218,6 +218,12 @@ int questions_ingested_json(store_txn *txn, char **out)
     return 0;
 }
 
+int questions_ingested_put(store_txn *txn, const char *json)
+{
+    return store_put(txn, STORE_META, INGESTED_KEY, strlen(INGESTED_KEY),
+                     json, strlen(json));
+}
+
 /* One past the last sequence number in the store (0 when empty). */
 static int next_seq(store_txn *txn, uint64_t *next, nsed_err *err)
 {
