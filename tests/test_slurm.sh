@@ -19,9 +19,12 @@
 #   - the sharded path sent at most sum(max_concurrency) more requests than
 #     the single run (the sim's own request counter): the cancel re-paid at
 #     most the calls in flight;
-#   - the same 4 shards run directly (no Slurm, all 4 at once) and merged
-#     give the same export and send as many requests as the single run.
-# It prints the wall time of the Slurm path and of the direct path. Skips
+#   - the same 4 shards submitted again with nothing cancelled, and run
+#     directly (no Slurm, as many at once as the node has CPUs, as Slurm
+#     runs them) and merged, give the same export and send as many requests
+#     as the single run.
+# It prints the wall times: of the path with the cancel, and of the
+# uncancelled run on Slurm and directly (what Slurm's scheduling adds). Skips
 # (exit 77) when not root, when the shared folder or the Slurm packages are
 # absent (./setup.sh installs them). Everything it starts is stopped by PID
 # and its folder /tmp/nsed-slurm-test-PID removed.
@@ -181,29 +184,56 @@ extra=$((slurm_calls - single_calls))
 echo "requests: single run $single_calls, Slurm path $slurm_calls (re-paid $extra, at most $slots allowed)"
 check "the cancel re-paid between 0 and $slots calls ($extra)" test "$extra" -ge 0 -a "$extra" -le "$slots"
 
-# --- the same shards and merge, directly (all 4 at once) --------------------
+# --- the same run on Slurm with nothing cancelled, and directly ------------
+# what Slurm's scheduling adds: the array and the merge job, against the same
+# shards run by hand as many at once as the node has CPUs (Slurm runs one
+# task per CPU here), then the merge
 before=$(sim_requests)
 t2=$(now)
-pids=()
+read -r J3 M3 < <("$slurm/submit.sh" --workflow "$wf" --questions "$q" --shards $N \
+    --shared "$T/shared2" --nsed "$nsed" --local "$T/local2" --args "$ARGS" --parsable) ||
+    die "submit.sh failed"
+wait_gone "$J3,$M3" 90 || die "jobs $J3, $M3 did not finish in 90 s"
+t3=$(now)
+clean_calls=$(($(sim_requests) - before))
+check "uncancelled array: merge job $M3 COMPLETED" test "$(job_state "$M3")" = COMPLETED
+"$nsed" export --store "$T/shared2/merged" >"$T/merged2.jsonl"
+check "uncancelled array: export byte-identical too" cmp "$T/merged2.jsonl" "$T/single.jsonl"
+check "uncancelled array sent as many requests as the single run ($clean_calls)" \
+    test "$clean_calls" = "$single_calls"
+
+cpus=$(sinfo -h -o %c | head -1)
+before=$(sim_requests)
+t4=$(now)
+drc=0
+running=0
 for k in $(seq 0 $((N - 1))); do
+    if [ "$running" -ge "${cpus:-2}" ]; then
+        wait -n || drc=1
+        running=$((running - 1))
+    fi
     # shellcheck disable=SC2086 # ARGS is split on purpose
     "$nsed" run "$wf" --questions "$q" --shard "$k/$N" --store "$T/direct/shard-$k" $ARGS -q \
         2>"$T/direct-$k.err" &
-    pids+=($!)
+    running=$((running + 1))
 done
-drc=0
-for p in "${pids[@]}"; do wait "$p" || drc=1; done
+while [ "$running" -gt 0 ]; do
+    wait -n || drc=1
+    running=$((running - 1))
+done
 [ "$drc" = 0 ] || { cat "$T"/direct-*.err; die "a direct shard failed"; }
 "$nsed" merge "$T/direct/merged" "$T"/direct/shard-* >"$T/direct-merge.out" 2>&1 ||
     { cat "$T/direct-merge.out"; die "the direct merge failed"; }
-t3=$(now)
+t5=$(now)
 direct_calls=$(($(sim_requests) - before))
 "$nsed" export --store "$T/direct/merged" >"$T/direct.jsonl"
 check "direct shards + merge: export byte-identical too" cmp "$T/direct.jsonl" "$T/single.jsonl"
-check "direct shards sent as many requests as the single run ($direct_calls)" test "$direct_calls" = "$single_calls"
+check "direct shards sent as many requests as the single run ($direct_calls)" \
+    test "$direct_calls" = "$single_calls"
 
-echo "wall time: Slurm path $(elapsed "$t0" "$t1") s (submit to merged: array with one task cancelled" \
-    "$(elapsed "$t0" "$t_array") s, resubmit + merge $(elapsed "$t_array" "$t1") s);" \
-    "direct path $(elapsed "$t2" "$t3") s (4 shards at once, then the merge)"
+echo "wall time: Slurm path with one task cancelled and resubmitted $(elapsed "$t0" "$t1") s" \
+    "(array $(elapsed "$t0" "$t_array") s, resubmit + merge $(elapsed "$t_array" "$t1") s)"
+echo "wall time: 4 shards + merge, uncancelled: Slurm $(elapsed "$t2" "$t3") s (submit to merged)," \
+    "direct $(elapsed "$t4" "$t5") s (${cpus:-2} shards at once, then the merge)"
 [ "$fail" = 0 ] || exit 1
 echo "test_slurm: all checks passed"
