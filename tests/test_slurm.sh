@@ -56,8 +56,11 @@ py=/usr/bin/python3
 
 T=/tmp/nsed-slurm-test-$$ # under /tmp: munged needs a world-executable path
 SIM_PID=
+WATCHDOG=
 fail=0
 cleanup() {
+    # the watchdog's sleep, then the watchdog
+    [ -n "$WATCHDOG" ] && kill $(ps -o pid= --ppid "$WATCHDOG") "$WATCHDOG" 2>/dev/null
     [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null
     if [ -d "$T/cluster" ]; then
         SLURM_BASE=$T/cluster SLURM_LINK_ETC=0 "$tools/stop-slurm.sh" --purge >"$T/stop.log" 2>&1 ||
@@ -66,7 +69,10 @@ cleanup() {
     rm -rf "$T"
 }
 trap cleanup EXIT
-trap 'exit 1' INT TERM
+trap 'echo "FAIL: stopped by a signal or the 200 s watchdog"; exit 1' INT TERM
+# ctest's TIMEOUT kills without a chance to clean up: stop well before it
+(sleep 200 && kill -TERM $$) >/dev/null 2>&1 &
+WATCHDOG=$!
 rm -rf "$T"
 mkdir -p "$T" && chmod 0755 "$T" || exit 1
 cd "$T" || exit 1
