@@ -1490,7 +1490,8 @@ int store_manifest_put(store_txn *t, const char *json, const char *event,
     }
     m.command_line = command_line;
     c.now = now;
-    if ((rc = json_set_str(man, "created_at", now)) ||
+    if ((!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(man, "created_at")) &&
+         (rc = json_set_str(man, "created_at", now))) ||
         (rc = json_set_str(man, "command_line", command_line)) ||
         (rc = json_set_str(man, "nsed_version", NSED_VERSION)) ||
         (rc = json_set_item(man, "schema_version",

@@ -181,11 +181,13 @@ static int merge(const char *out, char *const *shards, size_t n,
     return rc;
 }
 
-static char *export_fmt(const char *dir, const char *fmt)
+/* `nsed export --format fmt` (traces render the prompts again: the
+ * workflow's ${NSED_SIM_URL} must be set, to url). */
+static char *export_fmt(const char *url, const char *dir, const char *fmt)
 {
     char *out = NULL, *err = NULL;
 
-    ck_assert_msg(TU_NSED(NULL, &out, &err, "export", "--store", dir,
+    ck_assert_msg(TU_NSED(url, &out, &err, "export", "--store", dir,
                           "--format", fmt) == 0,
                   "export --format %s: %s", fmt, err);
     free(err);
@@ -219,6 +221,56 @@ static double model_calls(const cJSON *status)
     return sum;
 }
 
+/* The run id of the rows of dir's traces export (malloc'd). */
+static char *run_id_of(const char *url, const char *dir)
+{
+    char *t = export_fmt(url, dir, "traces"), *nl = strchr(t, '\n'), *id;
+    cJSON *row;
+
+    ck_assert_ptr_nonnull(nl);
+    *nl = '\0';
+    row = cJSON_Parse(t);
+    ck_assert(cJSON_IsString(cJSON_GetObjectItem(row, "run_id")));
+    id = strdup(cJSON_GetObjectItem(row, "run_id")->valuestring);
+    cJSON_Delete(row);
+    free(t);
+    return id;
+}
+
+/* The run id the earliest-created shard's rows carry (malloc'd). */
+static char *run_id_of_first_shard(const char *url, char *const *dirs)
+{
+    char *best = NULL, *best_at = NULL;
+
+    for (int k = 0; k < NSHARDS; k++) {
+        cJSON *st = tu_nsed_status(dirs[k]);
+        const char *at = cJSON_GetObjectItem(cJSON_GetObjectItem(st, "manifest"),
+                                             "created_at")
+                             ->valuestring;
+
+        if (!best_at || strcmp(at, best_at) < 0) {
+            free(best_at);
+            free(best);
+            best_at = strdup(at);
+            best = run_id_of(url, dirs[k]);
+        }
+        cJSON_Delete(st);
+    }
+    free(best_at);
+    return best;
+}
+
+/* text with every from replaced by to (same length); takes text. */
+static char *replace_all(char *text, const char *from, const char *to)
+{
+    size_t n = strlen(from);
+
+    ck_assert_uint_eq(strlen(to), n);
+    for (char *p = strstr(text, from); p; p = strstr(p + n, from))
+        memcpy(p, to, n);
+    return text;
+}
+
 /* ---- the merged store reads as the single run's -------------------------- */
 
 START_TEST(merged_reads_as_single)
@@ -228,8 +280,9 @@ START_TEST(merged_reads_as_single)
                                            "in_progress", "not_started"};
     char *wf = write_wf(), *q = write_questions("q.jsonl", 48);
     char *single = tu_path(tu_tmp, "single"), *out = tu_path(tu_tmp, "merged");
-    char *dirs[NSHARDS], *err = NULL, *sx, *mx, *o = NULL, *e = NULL;
+    char *dirs[NSHARDS], *err = NULL, *sx, *mx, *tx, *o = NULL, *e = NULL;
     char *report = tu_path(tu_tmp, "report.html"), *mpath = merging_of(out);
+    char *run_single, *run_merged;
     double req_single, req_shards, shard_calls = 0, t0;
     cJSON *ss, *ms, *cmp, *c, *man, *mg, *sh;
     tu_sim sim;
@@ -253,15 +306,34 @@ START_TEST(merged_reads_as_single)
     ck_assert_str_eq(mx, sx);
     free(sx);
     free(mx);
-    for (int f = 0; f < 2; f++) {
-        const char *fmt = f ? "traces" : "csv";
+    /* the rows of CSV and traces name their run (created_at and seed):
+     * the single store's run id stands for the merged one's, which is
+     * that of the earliest shard */
+    run_single = run_id_of(sim.url, single);
+    run_merged = run_id_of(sim.url, out);
+    ck_assert_str_eq(run_merged, run_id_of_first_shard(sim.url, dirs));
+    for (int f = 0; f < 4; f++) {
+        static const char *const fmts[] = {"csv", "traces", "sft", "dpo"};
+        const char *fmt = fmts[f];
 
-        sx = export_fmt(single, fmt);
-        mx = export_fmt(out, fmt);
+        sx = replace_all(export_fmt(sim.url, single, fmt), run_single, run_merged);
+        mx = export_fmt(sim.url, out, fmt);
         ck_assert_msg(strcmp(sx, mx) == 0, "export --format %s differs", fmt);
         free(sx);
         free(mx);
     }
+
+    ck_assert_int_eq(TU_NSED(NULL, &sx, &e, "export", "--store", single,
+                             "--summary"),
+                     0);
+    free(e);
+    ck_assert_int_eq(TU_NSED(NULL, &mx, &e, "export", "--store", out,
+                             "--summary"),
+                     0);
+    free(e);
+    ck_assert_str_eq(mx, sx);
+    free(sx);
+    free(mx);
 
     /* the outcome counts; calls: the shards' sum, the simulator's count */
     ss = tu_nsed_status(single);
@@ -334,6 +406,7 @@ START_TEST(merged_reads_as_single)
 
     /* merging again replaces the earlier merge with the same store */
     sx = tu_nsed_export(out);
+    tx = export_fmt(sim.url, out, "traces");
     ck_assert_msg(merge(out, dirs, NSHARDS, NULL, &err) == 0, "merge: %s", err);
     ck_assert_msg(tu_contains(err, "replaced"), "%s", err);
     free(err);
@@ -341,6 +414,10 @@ START_TEST(merged_reads_as_single)
     ck_assert_str_eq(mx, sx);
     ck_assert(!exists(mpath));
     free(mx);
+    mx = export_fmt(sim.url, out, "traces");
+    ck_assert_str_eq(mx, tx);
+    free(mx);
+    free(tx);
 
     /* a normal unsharded store: the same run on it sends nothing */
     ck_assert_double_eq(run_store(&sim, wf, q, out, NULL, NULL, NULL, 0), 0);
@@ -357,6 +434,8 @@ START_TEST(merged_reads_as_single)
     free(out);
     free(report);
     free(mpath);
+    free(run_single);
+    free(run_merged);
 }
 END_TEST
 
@@ -606,7 +685,7 @@ START_TEST(manifest_put_sets_its_own_fields)
                      "abc");
     ck_assert_double_eq(tu_jnum(m, "x", NULL), 1);
     ck_assert_double_eq(tu_jnum(m, "schema_version", NULL), 1);
-    ck_assert_str_ne(cJSON_GetObjectItem(m, "created_at")->valuestring, "old");
+    ck_assert_str_eq(cJSON_GetObjectItem(m, "created_at")->valuestring, "old");
     ck_assert_str_eq(cJSON_GetObjectItem(m, "command_line")->valuestring,
                      "nsed merge o a b");
     ck_assert(cJSON_IsString(cJSON_GetObjectItem(m, "nsed_version")));

@@ -213,13 +213,14 @@ static int by_index(const void *a, const void *b)
 /* What must be equal between shards: the first differing field, or NULL. */
 static const char *run_differs(const shard *a, const shard *b)
 {
-    if (strcmp(json_str(a->man, "workflow_hash", ""),
-               json_str(b->man, "workflow_hash", "")) != 0)
-        return "workflow hash";
+    /* the seed is part of the workflow hash: named first, as the cause */
     if (strcmp(json_str(a->man, "seed", ""), json_str(b->man, "seed", "")) != 0)
         return "seed";
     if (a->count != b->count)
         return "shard count";
+    if (strcmp(json_str(a->man, "workflow_hash", ""),
+               json_str(b->man, "workflow_hash", "")) != 0)
+        return "workflow hash";
     return NULL;
 }
 
@@ -867,11 +868,23 @@ static char *merged_manifest(const merge *m)
     bool bad = !man;
 
     if (man) {
+        const char *first = json_str(man, "created_at", NULL);
+
+        /* the run began when its first shard was made; and the run id of
+         * the exports (created_at and seed) stays the same in every
+         * merge of these shards */
+        for (size_t i = 1; i < m->n; i++) {
+            const char *c = json_str(m->sh[i].man, "created_at", NULL);
+
+            if (c && (!first || strcmp(c, first) < 0))
+                first = c;
+        }
+        bad = first && json_set_str(man, "created_at", first);
         cJSON_DeleteItemFromObjectCaseSensitive(man, "shard");
         cJSON_DeleteItemFromObjectCaseSensitive(man, "history");
         mg = cJSON_AddObjectToObject(man, "merged");
     }
-    arr = mg && cJSON_AddNumberToObject(mg, "count", m->count)
+    arr = !bad && mg && cJSON_AddNumberToObject(mg, "count", m->count)
               ? cJSON_AddArrayToObject(mg, "shards")
               : NULL;
     bad = bad || !arr;
