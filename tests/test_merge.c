@@ -271,6 +271,47 @@ static char *replace_all(char *text, const char *from, const char *to)
     return text;
 }
 
+/* status --json of the merged store against the single store's: every
+ * member the same, but the store's path, the manifest (its own), and of
+ * each model's call statistics those that depend on timing (latency) and
+ * on the order the simulator saw the prompts in (its prefix cache's
+ * cached_tokens, and cost as a sum of doubles in another order). */
+static void same_status(const cJSON *single, const cJSON *merged)
+{
+    static const char *const counts[] = {"calls", "ok", "failed", "attempts",
+                                         "retries", "ledger_hits",
+                                         "prompt_tokens", "completion_tokens"};
+    cJSON *a = cJSON_Duplicate(single, 1), *b = cJSON_Duplicate(merged, 1);
+    const cJSON *m;
+    char *ta, *tb;
+
+    cJSON_ArrayForEach(m, cJSON_GetObjectItem(single, "models")) {
+        const cJSON *o = cJSON_GetObjectItem(cJSON_GetObjectItem(merged,
+                                                                 "models"),
+                                             m->string);
+
+        ck_assert_ptr_nonnull(o);
+        for (size_t i = 0; i < sizeof counts / sizeof *counts; i++)
+            ck_assert_double_eq(tu_jnum(o, counts[i], NULL),
+                                tu_jnum(m, counts[i], NULL));
+        ck_assert_double_eq_tol(tu_jnum(o, "cost_usd", NULL),
+                                tu_jnum(m, "cost_usd", NULL), 1e-9);
+    }
+    for (int i = 0; i < 3; i++) {
+        static const char *const skip[] = {"store", "manifest", "models"};
+
+        cJSON_DeleteItemFromObject(a, skip[i]);
+        cJSON_DeleteItemFromObject(b, skip[i]);
+    }
+    ta = cJSON_PrintUnformatted(a);
+    tb = cJSON_PrintUnformatted(b);
+    ck_assert_str_eq(tb, ta);
+    free(ta);
+    free(tb);
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+}
+
 /* ---- the merged store reads as the single run's -------------------------- */
 
 START_TEST(merged_reads_as_single)
@@ -342,6 +383,7 @@ START_TEST(merged_reads_as_single)
         ck_assert_double_eq(tu_jnum(ms, "questions", outcomes[i]),
                             tu_jnum(ss, "questions", outcomes[i]));
     ck_assert_double_eq(tu_jnum(ms, "questions", "total"), 48);
+    same_status(ss, ms);
     for (int k = 0; k < NSHARDS; k++) {
         cJSON *st = tu_nsed_status(dirs[k]);
 
@@ -462,6 +504,82 @@ static void refused(const char *out, char *const *shards, size_t n,
     free(err);
 }
 
+/* cp -a src dst */
+static void copy_dir(const char *src, const char *dst)
+{
+    char *argv[] = {"/bin/cp", "-a", (char *)src, (char *)dst, NULL};
+
+    ck_assert_int_eq(tu_run(argv, NULL, NULL), 0);
+}
+
+typedef struct plant {
+    const char *id;       /* a question to add, or NULL */
+    unsigned char key[32]; /* a ledger key to take or to overwrite */
+    bool have_key;
+    char *val;            /* the ledger record read (malloc'd) */
+} plant;
+
+static int first_ledger(const void *key, size_t klen, const void *val,
+                        size_t vlen, void *arg)
+{
+    plant *p = arg;
+
+    ck_assert_uint_eq(klen, 32);
+    memcpy(p->key, key, 32);
+    p->have_key = true;
+    p->val = strndup(val, vlen);
+    return 1;
+}
+
+static int plant_read_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    (void)err;
+    return store_scan(t, STORE_LEDGER, NULL, 0, NULL, 0, first_ledger, arg) < 0;
+}
+
+static int plant_get_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    plant *p = arg;
+    const void *v;
+    size_t vl;
+
+    (void)err;
+    ck_assert_int_eq(store_get(t, STORE_LEDGER, p->key, 32, &v, &vl), 0);
+    p->val = strndup(v, vl);
+    return 0;
+}
+
+static int plant_write_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    plant *p = arg;
+    char rec[256];
+
+    (void)err;
+    if (p->id) {
+        snprintf(rec, sizeof rec, "{\"id\":\"%s\",\"question\":\"planted\","
+                 "\"seq\":100000}", p->id);
+        return store_put(t, STORE_QUESTIONS, p->id, strlen(p->id), rec,
+                         strlen(rec));
+    }
+    return store_put(t, STORE_LEDGER, p->key, 32, "{\"other\":1}", 11);
+}
+
+/* Run fn on the store in dir (for writing when write). */
+static void with_store(const char *dir, bool write, store_txn_fn fn,
+                       plant *p)
+{
+    store_opts ro = {STORE_RDONLY, 0};
+    nsed_err err = {0};
+    store *st = NULL;
+
+    ck_assert_msg(store_open(dir, write ? NULL : &ro, &st, &err) == 0, "%s",
+                  err.msg);
+    ck_assert_msg((write ? store_write(st, fn, p, &err)
+                         : store_read(st, fn, p, &err)) == 0,
+                  "%s", err.msg);
+    store_close(st);
+}
+
 START_TEST(refusals_name_the_directory)
 {
     char *wf = write_wf(), *q = write_questions("q.jsonl", 20);
@@ -516,6 +634,47 @@ START_TEST(refusals_name_the_directory)
     free(e);
     refused(out, set, 4, NULL, 2, bad, "ingested different question files",
             NULL);
+    tu_rmrf(bad);
+
+    /* a question that hashes to another shard: exit 2 */
+    copy_dir(dirs[0], bad);
+    {
+        char id[32];
+        plant p = {id, {0}, false, NULL};
+        int i = 0;
+
+        do
+            snprintf(id, sizeof id, "planted-%d", i++);
+        while (shard_of(id, NSHARDS) != 1);
+        with_store(bad, true, plant_write_fn, &p);
+        set[0] = bad, set[1] = dirs[1], set[2] = dirs[2], set[3] = dirs[3];
+        snprintf(msg, sizeof msg, "holds question \"%s\", which belongs to "
+                 "shard 1", id);
+        refused(out, set, 4, NULL, 2, bad, msg, NULL);
+    }
+    tu_rmrf(bad);
+
+    /* a ledger key in two shards with other bytes: the first kept, said */
+    copy_dir(dirs[1], bad);
+    {
+        plant p = {NULL, {0}, false, NULL}, back = {NULL, {0}, false, NULL};
+        char *e2 = NULL;
+
+        with_store(dirs[0], false, plant_read_fn, &p);
+        ck_assert(p.have_key);
+        with_store(bad, true, plant_write_fn, &p);
+        set[0] = dirs[0], set[1] = bad, set[2] = dirs[2], set[3] = dirs[3];
+        ck_assert_int_eq(merge(out, set, 4, NULL, &e2), 0);
+        ck_assert_msg(tu_contains(e2, "1 ledger records differ between "
+                                      "shards"), "%s", e2);
+        free(e2);
+        memcpy(back.key, p.key, 32);
+        with_store(out, false, plant_get_fn, &back);
+        ck_assert_str_eq(back.val, p.val);
+        free(p.val);
+        free(back.val);
+        tu_rmrf(out);
+    }
     tu_rmrf(bad);
 
     /* OUT holding a run store or a shard: exit 2, left as it was */
