@@ -1477,10 +1477,12 @@ int store_manifest_put(store_txn *t, const char *json, const char *event,
         return nsed_error(err, NSED_EINVAL, "store_manifest_put: bad call");
     man = cJSON_Parse(json);
     if (!cJSON_IsObject(man) ||
-        !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(man, "workflow_hash"))) {
+        !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(man,
+                                                         "workflow_hash"))) {
         rc = nsed_error(err, NSED_EINVAL,
                         "store %s: the manifest to write is not a JSON object "
-                        "with a workflow hash", t->s->dir);
+                        "with a workflow hash",
+                        t->s->dir);
         goto out;
     }
     if (!gmtime_r(&tt, &tm) ||

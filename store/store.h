@@ -207,8 +207,7 @@ NSED_MUST_CHECK int store_manifest_json(store *s, char **out, nsed_err *err);
  * such an object), NSED_ENOMEM or NSED_ESTORE. */
 NSED_MUST_CHECK int store_manifest_put(store_txn *t, const char *json,
                                        const char *event,
-                                       const char *command_line,
-                                       nsed_err *err);
+                                       const char *command_line, nsed_err *err);
 
 /* The directory of the store t belongs to (owned by the store). */
 const char *store_txn_dir(const store_txn *t);

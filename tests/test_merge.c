@@ -159,9 +159,9 @@ static double run_shards(tu_sim *sim, const char *wf, const char *q,
     return req;
 }
 
-/* `nsed merge out s...` (NULL-terminated extra args after the shards
- * allowed through the array: up to 8 shard paths); returns its exit
- * status, stderr in *err (caller frees; may be NULL). */
+/* `nsed merge out SHARD...` (n shard paths, up to 10) with one extra
+ * argument (NULL: none); its exit status, its stderr in *err (caller
+ * frees; err may be NULL). */
 static int merge(const char *out, char *const *shards, size_t n,
                  const char *extra, char **err)
 {
@@ -187,8 +187,8 @@ static char *export_fmt(const char *url, const char *dir, const char *fmt)
 {
     char *out = NULL, *err = NULL;
 
-    ck_assert_msg(TU_NSED(url, &out, &err, "export", "--store", dir,
-                          "--format", fmt) == 0,
+    ck_assert_msg(TU_NSED(url, &out, &err, "export", "--store", dir, "--format",
+                          fmt) == 0,
                   "export --format %s: %s", fmt, err);
     free(err);
     return out;
@@ -244,7 +244,8 @@ static char *run_id_of_first_shard(const char *url, char *const *dirs)
 
     for (int k = 0; k < NSHARDS; k++) {
         cJSON *st = tu_nsed_status(dirs[k]);
-        const char *at = cJSON_GetObjectItem(cJSON_GetObjectItem(st, "manifest"),
+        const char *at = cJSON_GetObjectItem(cJSON_GetObjectItem(st,
+                                                                 "manifest"),
                                              "created_at")
                              ->valuestring;
 
@@ -278,8 +279,9 @@ static char *replace_all(char *text, const char *from, const char *to)
  * cached_tokens, and cost as a sum of doubles in another order). */
 static void same_status(const cJSON *single, const cJSON *merged)
 {
-    static const char *const counts[] = {"calls", "ok", "failed", "attempts",
-                                         "retries", "ledger_hits",
+    static const char *const counts[] = {"calls",         "ok",
+                                         "failed",        "attempts",
+                                         "retries",       "ledger_hits",
                                          "prompt_tokens", "completion_tokens"};
     cJSON *a = cJSON_Duplicate(single, 1), *b = cJSON_Duplicate(merged, 1);
     const cJSON *m;
@@ -316,9 +318,10 @@ static void same_status(const cJSON *single, const cJSON *merged)
 
 START_TEST(merged_reads_as_single)
 {
-    static const char *const outcomes[] = {"total", "done", "degraded",
-                                           "incomplete", "failed",
-                                           "in_progress", "not_started"};
+    static const char *const outcomes[] = {"total",      "done",
+                                           "degraded",   "incomplete",
+                                           "failed",     "in_progress",
+                                           "not_started"};
     char *wf = write_wf(), *q = write_questions("q.jsonl", 48);
     char *single = tu_path(tu_tmp, "single"), *out = tu_path(tu_tmp, "merged");
     char *dirs[NSHARDS], *err = NULL, *sx, *mx, *tx, *o = NULL, *e = NULL;
@@ -334,8 +337,10 @@ START_TEST(merged_reads_as_single)
 
     t0 = tu_now_s();
     ck_assert_msg(merge(out, dirs, NSHARDS, NULL, &err) == 0, "merge: %s", err);
-    fprintf(stderr, "test_merge: merging 4 shards of 48 questions took %.3f "
-            "s\n", tu_now_s() - t0);
+    fprintf(stderr,
+            "test_merge: merging 4 shards of 48 questions took %.3f "
+            "s\n",
+            tu_now_s() - t0);
     ck_assert_msg(tu_contains(err, "48 questions"), "summary: %s", err);
     ck_assert(!exists(mpath));
     free(err);
@@ -357,7 +362,8 @@ START_TEST(merged_reads_as_single)
         static const char *const fmts[] = {"csv", "traces", "sft", "dpo"};
         const char *fmt = fmts[f];
 
-        sx = replace_all(export_fmt(sim.url, single, fmt), run_single, run_merged);
+        sx = replace_all(export_fmt(sim.url, single, fmt), run_single,
+                         run_merged);
         mx = export_fmt(sim.url, out, fmt);
         ck_assert_msg(strcmp(sx, mx) == 0, "export --format %s differs", fmt);
         free(sx);
@@ -407,8 +413,9 @@ START_TEST(merged_reads_as_single)
     for (int k = 0; k < NSHARDS; k++) {
         sh = cJSON_GetArrayItem(cJSON_GetObjectItem(mg, "shards"), k);
         ck_assert_double_eq(tu_jnum(sh, "index", NULL), k);
-        ck_assert_double_eq(
-            tu_jnum(cJSON_GetObjectItem(sh, "manifest"), "shard", "index"), k);
+        ck_assert_double_eq(tu_jnum(cJSON_GetObjectItem(sh, "manifest"),
+                                    "shard", "index"),
+                            k);
         ck_assert_int_ge(cJSON_GetArraySize(cJSON_GetObjectItem(
                              cJSON_GetObjectItem(sh, "manifest"), "history")),
                          1);
@@ -513,10 +520,10 @@ static void copy_dir(const char *src, const char *dst)
 }
 
 typedef struct plant {
-    const char *id;       /* a question to add, or NULL */
+    const char *id;        /* a question to add, or NULL */
     unsigned char key[32]; /* a ledger key to take or to overwrite */
     bool have_key;
-    char *val;            /* the ledger record read (malloc'd) */
+    char *val; /* the ledger record read (malloc'd) */
 } plant;
 
 static int first_ledger(const void *key, size_t klen, const void *val,
@@ -556,8 +563,10 @@ static int plant_write_fn(store_txn *t, void *arg, nsed_err *err)
 
     (void)err;
     if (p->id) {
-        snprintf(rec, sizeof rec, "{\"id\":\"%s\",\"question\":\"planted\","
-                 "\"seq\":100000}", p->id);
+        snprintf(rec, sizeof rec,
+                 "{\"id\":\"%s\",\"question\":\"planted\","
+                 "\"seq\":100000}",
+                 p->id);
         return store_put(t, STORE_QUESTIONS, p->id, strlen(p->id), rec,
                          strlen(rec));
     }
@@ -565,8 +574,7 @@ static int plant_write_fn(store_txn *t, void *arg, nsed_err *err)
 }
 
 /* Run fn on the store in dir (for writing when write). */
-static void with_store(const char *dir, bool write, store_txn_fn fn,
-                       plant *p)
+static void with_store(const char *dir, bool write, store_txn_fn fn, plant *p)
 {
     store_opts ro = {STORE_RDONLY, 0};
     nsed_err err = {0};
@@ -648,8 +656,10 @@ START_TEST(refusals_name_the_directory)
         while (shard_of(id, NSHARDS) != 1);
         with_store(bad, true, plant_write_fn, &p);
         set[0] = bad, set[1] = dirs[1], set[2] = dirs[2], set[3] = dirs[3];
-        snprintf(msg, sizeof msg, "holds question \"%s\", which belongs to "
-                 "shard 1", id);
+        snprintf(msg, sizeof msg,
+                 "holds question \"%s\", which belongs to "
+                 "shard 1",
+                 id);
         refused(out, set, 4, NULL, 2, bad, msg, NULL);
     }
     tu_rmrf(bad);
@@ -666,7 +676,8 @@ START_TEST(refusals_name_the_directory)
         set[0] = dirs[0], set[1] = bad, set[2] = dirs[2], set[3] = dirs[3];
         ck_assert_int_eq(merge(out, set, 4, NULL, &e2), 0);
         ck_assert_msg(tu_contains(e2, "1 ledger records differ between "
-                                      "shards"), "%s", e2);
+                                      "shards"),
+                      "%s", e2);
         free(e2);
         memcpy(back.key, p.key, 32);
         with_store(out, false, plant_get_fn, &back);
@@ -733,8 +744,9 @@ static pid_t spawn_merge(const char *out, char *const *dirs)
 
     ck_assert(pid >= 0);
     if (pid == 0) {
-        char *argv[] = {NSED_BIN, "merge", (char *)out, dirs[0], dirs[1],
-                        dirs[2], dirs[3], "--batch", "1", "--quiet", NULL};
+        char *argv[] = {NSED_BIN, "merge",   (char *)out, dirs[0],
+                        dirs[1],  dirs[2],   dirs[3],     "--batch",
+                        "1",      "--quiet", NULL};
         FILE *null = freopen("/dev/null", "w", stdout);
 
         (void)null;
@@ -763,7 +775,8 @@ START_TEST(kill_and_rerun)
     ck_assert_msg(merge(out, dirs, NSHARDS, "--batch=1", &err) == 0, "%s", err);
     span_ms = tu_now_ms() - t0;
     free(err);
-    fprintf(stderr, "test_merge: merging 4 shards of 120 questions one "
+    fprintf(stderr,
+            "test_merge: merging 4 shards of 120 questions one "
             "record per transaction took %.0f ms (kill seed %u)\n",
             span_ms, seed);
     ref = tu_nsed_export(out);
@@ -821,7 +834,8 @@ START_TEST(manifest_put_sets_its_own_fields)
     put_arg a = {"{\"workflow_hash\":\"abc\",\"seed\":\"7\",\"x\":1,"
                  "\"created_at\":\"old\",\"command_line\":\"nsed run\","
                  "\"history\":[{\"event\":\"open\"},{\"event\":\"open\"}]}",
-                 0, {NULL, NULL}};
+                 0,
+                 {NULL, NULL}};
     store_opts ro = {STORE_RDONLY | STORE_FROZEN, 0}, fz = {STORE_FROZEN, 0};
     nsed_err err = {0};
     store *st = NULL;
@@ -850,9 +864,9 @@ START_TEST(manifest_put_sets_its_own_fields)
     ck_assert(cJSON_IsString(cJSON_GetObjectItem(m, "nsed_version")));
     h = cJSON_GetObjectItem(m, "history");
     ck_assert_int_eq(cJSON_GetArraySize(h), 1);
-    ck_assert_str_eq(
-        cJSON_GetObjectItem(cJSON_GetArrayItem(h, 0), "event")->valuestring,
-        "merge");
+    ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(h, 0), "event")
+                         ->valuestring,
+                     "merge");
     ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(h, 0),
                                          "command_line")
                          ->valuestring,
@@ -869,8 +883,7 @@ static int merge_own_fn(store_txn *t, void *arg, nsed_err *err)
 
     (void)err;
     for (int i = 0; i < 2 && a->vals[i]; i++) {
-        a->rc = telemetry_merge_own(t, "alpha", a->vals[i],
-                                    strlen(a->vals[i]));
+        a->rc = telemetry_merge_own(t, "alpha", a->vals[i], strlen(a->vals[i]));
         if (a->rc)
             return 0;
     }
@@ -895,7 +908,8 @@ static int read_model_fn(store_txn *t, void *arg, nsed_err *err)
 START_TEST(model_counts_are_summed)
 {
     char *dir = tu_path(tu_tmp, "st"), *text = NULL;
-    put_arg a = {NULL, 0,
+    put_arg a = {NULL,
+                 0,
                  {"{\"gen\":{\"n\":3,\"k\":2},\"ver\":{\"n\":4,\"k\":2.5},"
                   "\"usage\":{\"seat_rounds\":6,\"calls\":12,"
                   "\"cost_usd\":0.25}}",

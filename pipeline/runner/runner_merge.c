@@ -167,8 +167,10 @@ static int ingested_fn(store_txn *t, void *arg, nsed_err *err)
         return 0;
     }
     if (rc)
-        return nsed_error(err, rc, "store %s: cannot read its \"ingested\" "
-                          "record: %s", s->dir, nsed_strerror(rc));
+        return nsed_error(err, rc,
+                          "store %s: cannot read its \"ingested\" "
+                          "record: %s",
+                          s->dir, nsed_strerror(rc));
     return 0;
 }
 
@@ -187,7 +189,8 @@ static int open_shard(shard *s, nsed_err *err)
     rc = store_manifest_json(s->st, &text, err);
     if (rc == NSED_ENOTFOUND)
         return nsed_error(err, NSED_EINVAL,
-                          "store %s is not a shard: it has no manifest", s->dir);
+                          "store %s is not a shard: it has no manifest",
+                          s->dir);
     if (rc)
         return rc;
     s->man = cJSON_Parse(text);
@@ -256,8 +259,9 @@ static int check_run(merge *m, nsed_err *err)
 
         if ((f->ingested == NULL) != (s->ingested == NULL) ||
             (f->ingested && strcmp(f->ingested, s->ingested) != 0)) {
-            int w = snprintf(list + len, sizeof list - len, "%s%s (shard %"
-                             PRIu32 ")", differ ? ", " : "", s->dir, s->index);
+            int w = snprintf(list + len, sizeof list - len,
+                             "%s%s (shard %" PRIu32 ")", differ ? ", " : "",
+                             s->dir, s->index);
 
             differ++;
             if (w > 0 && (size_t)w < sizeof list - len)
@@ -285,8 +289,8 @@ static int check_run(merge *m, nsed_err *err)
             len += (size_t)w;
     }
     if (missing)
-        return nsed_error(err, NSED_ENOTFOUND,
-                          "missing shards: %s of %" PRIu32, list, m->count);
+        return nsed_error(err, NSED_ENOTFOUND, "missing shards: %s of %" PRIu32,
+                          list, m->count);
     return 0;
 }
 
@@ -325,8 +329,10 @@ static int verify_question(const void *key, size_t klen, const void *val,
     if (rc == NSED_ENOTFOUND)
         c->s->unfinished++;
     else if (rc)
-        return nsed_error(c->err, rc, "store %s: cannot read the result of "
-                          "\"%s\"", c->s->dir, id);
+        return nsed_error(c->err, rc,
+                          "store %s: cannot read the result of "
+                          "\"%s\"",
+                          c->s->dir, id);
     return 0;
 }
 
@@ -376,8 +382,9 @@ static int check_finished(merge *m, nsed_err *err)
             continue;
         }
         w = snprintf(msg + len, sizeof msg - len,
-                     "%sshard %" PRIu32 "/%" PRIu32 " (%s) is unfinished: %"
-                     PRIu64 " of %" PRIu64 " questions have no result",
+                     "%sshard %" PRIu32 "/%" PRIu32
+                     " (%s) is unfinished: %" PRIu64 " of %" PRIu64
+                     " questions have no result",
                      shown ? "; " : "", s->index, s->count, s->dir,
                      s->unfinished, s->questions);
         shown++;
@@ -391,9 +398,8 @@ static int check_finished(merge *m, nsed_err *err)
                           "%s; and %zu more unfinished shards; run each "
                           "one's nsed run command again",
                           msg, more);
-    return nsed_error(err, NSED_ENOTFOUND,
-                      "%s; run %s nsed run command again", msg,
-                      shown == 1 ? "its" : "each one's");
+    return nsed_error(err, NSED_ENOTFOUND, "%s; run %s nsed run command again",
+                      msg, shown == 1 ? "its" : "each one's");
 }
 
 /* ---- step 2: what is at OUT --------------------------------------------- */
@@ -447,7 +453,8 @@ static int check_out(merge *m, int *replace, nsed_err *err)
         return nsed_error(err, NSED_EEXIST,
                           "%s exists and is not a store made by nsed merge; "
                           "give the merge another OUT_STORE (nothing was "
-                          "changed)", out);
+                          "changed)",
+                          out);
     if (rc)
         return rc;
     man = cJSON_Parse(text);
@@ -519,7 +526,8 @@ static int remove_store_dir(const char *dir, nsed_err *err)
         if (flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK)
             rc = nsed_error(err, NSED_EBUSY,
                             "%s is being written by another process (another "
-                            "nsed merge into the same OUT_STORE?)", dir);
+                            "nsed merge into the same OUT_STORE?)",
+                            dir);
         close(fd);
         if (rc)
             return rc;
@@ -604,11 +612,18 @@ static int count_outcome(merge *m, const void *val, size_t vlen,
         return store_corrupt(m->err, m->txn, STORE_RESULTS, what, NULL);
     }
     switch (st) {
-    case STATE_STATUS_DONE: m->sum->done++; break;
-    case STATE_STATUS_DEGRADED: m->sum->degraded++; break;
-    case STATE_STATUS_FAILED: m->sum->failed++; break;
+    case STATE_STATUS_DONE:
+        m->sum->done++;
+        break;
+    case STATE_STATUS_DEGRADED:
+        m->sum->degraded++;
+        break;
+    case STATE_STATUS_FAILED:
+        m->sum->failed++;
+        break;
     case STATE_STATUS_ACTIVE:
-    case STATE_STATUS_INCOMPLETE: break; /* runner_result_outcome gives
+    case STATE_STATUS_INCOMPLETE:
+        break; /* runner_result_outcome gives
                                             neither */
     }
     return 0;
@@ -835,8 +850,7 @@ static int final_fn(store_txn *t, void *arg, nsed_err *err)
         return nsed_error(err, rc, "store %s: cannot write the telemetry",
                           m->tmp);
     for (size_t i = 0; i < m->nown; i++) {
-        rc = telemetry_merge_own(t, m->own[i].id, m->own[i].val,
-                                 m->own[i].len);
+        rc = telemetry_merge_own(t, m->own[i].id, m->own[i].val, m->own[i].len);
         if (rc == NSED_EINVAL)
             return nsed_error(err, NSED_ESTORE,
                               "store %s: the telemetry record \"model/%s\" in "
@@ -852,10 +866,11 @@ static int final_fn(store_txn *t, void *arg, nsed_err *err)
                           m->tmp);
     if (m->sh[0].ingested &&
         (rc = questions_ingested_put(t, m->sh[0].ingested)))
-        return nsed_error(err, rc, "store %s: cannot write the \"ingested\" "
-                          "record", m->tmp);
-    return store_manifest_put(t, c->manifest, "merge", m->o->command_line,
-                              err);
+        return nsed_error(err, rc,
+                          "store %s: cannot write the \"ingested\" "
+                          "record",
+                          m->tmp);
+    return store_manifest_put(t, c->manifest, "merge", m->o->command_line, err);
 }
 
 /* The merged manifest: the shards' common fields (the first shard's),
@@ -1014,17 +1029,21 @@ static void summarize(merge *m)
         m->sum->ledger_hits += m->models[i].calls.ledger_hits;
         m->sum->cost_usd += m->models[i].calls.cost_usd;
         if (m->models[i].prior_differs)
-            note(m, "the shards hold different telemetry priors of model %s; "
-                    "the one of shard %" PRIu32 " is kept",
+            note(m,
+                 "the shards hold different telemetry priors of model %s; "
+                 "the one of shard %" PRIu32 " is kept",
                  m->models[i].id, m->sh[0].index);
     }
     if (m->sum->ledger_conflicts)
-        note(m, "%" PRIu64 " ledger records differ between shards (the same "
-                "call answered twice); the first shard's are kept",
+        note(m,
+             "%" PRIu64 " ledger records differ between shards (the same "
+             "call answered twice); the first shard's are kept",
              m->sum->ledger_conflicts);
     if (m->dropped)
-        note(m, "%" PRIu64 " telemetry records of unknown kinds were not "
-                "carried over", m->dropped);
+        note(m,
+             "%" PRIu64 " telemetry records of unknown kinds were not "
+             "carried over",
+             m->dropped);
 }
 
 int runner_merge(const runner_merge_opts *o, runner_merge_summary *sum,
