@@ -1310,6 +1310,23 @@ static int had_change(const cJSON *man)
     return 0;
 }
 
+/* Put man as the manifest (inside a write transaction). */
+static int manifest_write(store_txn *t, const cJSON *man, nsed_err *err)
+{
+    char *text = cJSON_PrintUnformatted(man);
+    int rc;
+
+    if (!text)
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    rc = store_put(t, STORE_META, STORE_KEY_MANIFEST,
+                   strlen(STORE_KEY_MANIFEST), text, strlen(text));
+    free(text);
+    if (rc)
+        return nsed_error(err, rc, "store %s: cannot write the manifest",
+                          t->s->dir);
+    return 0;
+}
+
 static int bind_fn(store_txn *t, void *arg, nsed_err *err)
 {
     const struct bind_ctx *c = arg;
@@ -1317,7 +1334,6 @@ static int bind_fn(store_txn *t, void *arg, nsed_err *err)
     const void *val;
     size_t vlen;
     cJSON *man = NULL;
-    char *text = NULL;
     int rc;
 
     /* a call cache (nsed run --cache) is written by many runs at once: it
@@ -1386,17 +1402,8 @@ static int bind_fn(store_txn *t, void *arg, nsed_err *err)
                 goto out;
         }
     }
-    text = cJSON_PrintUnformatted(man);
-    if (!text) {
-        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
-        goto out;
-    }
-    rc = store_put(t, STORE_META, STORE_KEY_MANIFEST,
-                   strlen(STORE_KEY_MANIFEST), text, strlen(text));
-    if (rc)
-        rc = nsed_error(err, rc, "store %s: cannot write the manifest", dir);
+    rc = manifest_write(t, man, err);
 out:
-    free(text);
     cJSON_Delete(man);
     return rc;
 }
@@ -1468,7 +1475,7 @@ int store_manifest_put(store_txn *t, const char *json, const char *event,
     store_manifest m = {0};
     struct bind_ctx c = {&m, 0, NULL};
     cJSON *man = NULL;
-    char now[32], *text = NULL;
+    char now[32];
     struct tm tm;
     time_t tt = time(NULL);
     int rc;
@@ -1505,18 +1512,8 @@ int store_manifest_put(store_txn *t, const char *json, const char *event,
     rc = history_add(man, &c, event, NULL, err);
     if (rc)
         goto out;
-    text = cJSON_PrintUnformatted(man);
-    if (!text) {
-        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
-        goto out;
-    }
-    rc = store_put(t, STORE_META, STORE_KEY_MANIFEST,
-                   strlen(STORE_KEY_MANIFEST), text, strlen(text));
-    if (rc)
-        rc = nsed_error(err, rc, "store %s: cannot write the manifest",
-                        t->s->dir);
+    rc = manifest_write(t, man, err);
 out:
-    free(text);
     cJSON_Delete(man);
     return rc;
 }
