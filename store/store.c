@@ -1310,6 +1310,17 @@ static int had_change(const cJSON *man)
     return 0;
 }
 
+/* The time now, UTC, as the manifest records times (32 bytes). */
+static int utc_now(char now[32], nsed_err *err)
+{
+    struct tm tm;
+    time_t tt = time(NULL);
+
+    if (!gmtime_r(&tt, &tm) || strftime(now, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        return nsed_error(err, NSED_EIO, "cannot format the current time");
+    return 0;
+}
+
 /* Put man as the manifest (inside a write transaction). */
 static int manifest_write(store_txn *t, const cJSON *man, nsed_err *err)
 {
@@ -1413,15 +1424,12 @@ int store_bind_manifest(store *s, const store_manifest *m, int allow_change,
 {
     struct bind_ctx c = {m, allow_change, NULL};
     char now[32];
-    struct tm tm;
-    time_t tt = time(NULL);
 
     if (!s || !m || !m->workflow_hash || !*m->workflow_hash)
         return nsed_error(err, NSED_EINVAL,
                           "store_bind_manifest: no workflow hash given");
-    if (!gmtime_r(&tt, &tm) ||
-        strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        return nsed_error(err, NSED_EIO, "cannot format the current time");
+    if (utc_now(now, err))
+        return NSED_EIO;
     c.now = now;
     return store_write(s, bind_fn, &c, err);
 }
@@ -1476,8 +1484,6 @@ int store_manifest_put(store_txn *t, const char *json, const char *event,
     struct bind_ctx c = {&m, 0, NULL};
     cJSON *man = NULL;
     char now[32];
-    struct tm tm;
-    time_t tt = time(NULL);
     int rc;
 
     if (!t || !t->write || !json || !event)
@@ -1492,11 +1498,9 @@ int store_manifest_put(store_txn *t, const char *json, const char *event,
                         t->s->dir);
         goto out;
     }
-    if (!gmtime_r(&tt, &tm) ||
-        strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
-        rc = nsed_error(err, NSED_EIO, "cannot format the current time");
+    rc = utc_now(now, err);
+    if (rc)
         goto out;
-    }
     m.command_line = command_line;
     c.now = now;
     if ((!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(man, "created_at")) &&
