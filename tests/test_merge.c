@@ -28,6 +28,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -721,6 +723,29 @@ START_TEST(refusals_name_the_directory)
     ck_assert_str_eq(after, before);
     free(before);
     free(after);
+
+    /* a merge never replaces a store a process is writing (its lock held
+     * here), nor deletes a leftover OUT.merging holding foreign files */
+    {
+        char *lock = tu_path(full, "nsed.lock"), *mp = merging_of(full);
+        char *foreign = tu_path(mp, "notes.txt");
+        int fd = open(lock, O_RDONLY);
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(flock(fd, LOCK_EX), 0);
+        refused(full, dirs, NSHARDS, NULL, 1, full, "open for writing", NULL);
+        close(fd);
+        ck_assert_int_eq(mkdir(mp, 0755), 0);
+        tu_write_file(foreign, "mine", (size_t)-1);
+        ck_assert_int_eq(merge(full, dirs, NSHARDS, NULL, &o), 2);
+        ck_assert_msg(tu_contains(o, "notes.txt, which nsed did not make"),
+                      "%s", o);
+        free(o);
+        ck_assert(exists(foreign));
+        free(lock);
+        free(mp);
+        free(foreign);
+    }
 
     tu_sim_stop(&sim);
     for (int k = 0; k < NSHARDS; k++)
