@@ -1310,6 +1310,34 @@ static int had_change(const cJSON *man)
     return 0;
 }
 
+/* The time now, UTC, as the manifest records times (32 bytes). */
+static int utc_now(char now[32], nsed_err *err)
+{
+    struct tm tm;
+    time_t tt = time(NULL);
+
+    if (!gmtime_r(&tt, &tm) || strftime(now, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        return nsed_error(err, NSED_EIO, "cannot format the current time");
+    return 0;
+}
+
+/* Put man as the manifest (inside a write transaction). */
+static int manifest_write(store_txn *t, const cJSON *man, nsed_err *err)
+{
+    char *text = cJSON_PrintUnformatted(man);
+    int rc;
+
+    if (!text)
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    rc = store_put(t, STORE_META, STORE_KEY_MANIFEST,
+                   strlen(STORE_KEY_MANIFEST), text, strlen(text));
+    free(text);
+    if (rc)
+        return nsed_error(err, rc, "store %s: cannot write the manifest",
+                          t->s->dir);
+    return 0;
+}
+
 static int bind_fn(store_txn *t, void *arg, nsed_err *err)
 {
     const struct bind_ctx *c = arg;
@@ -1317,7 +1345,6 @@ static int bind_fn(store_txn *t, void *arg, nsed_err *err)
     const void *val;
     size_t vlen;
     cJSON *man = NULL;
-    char *text = NULL;
     int rc;
 
     /* a call cache (nsed run --cache) is written by many runs at once: it
@@ -1386,17 +1413,8 @@ static int bind_fn(store_txn *t, void *arg, nsed_err *err)
                 goto out;
         }
     }
-    text = cJSON_PrintUnformatted(man);
-    if (!text) {
-        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
-        goto out;
-    }
-    rc = store_put(t, STORE_META, STORE_KEY_MANIFEST,
-                   strlen(STORE_KEY_MANIFEST), text, strlen(text));
-    if (rc)
-        rc = nsed_error(err, rc, "store %s: cannot write the manifest", dir);
+    rc = manifest_write(t, man, err);
 out:
-    free(text);
     cJSON_Delete(man);
     return rc;
 }
@@ -1406,15 +1424,12 @@ int store_bind_manifest(store *s, const store_manifest *m, int allow_change,
 {
     struct bind_ctx c = {m, allow_change, NULL};
     char now[32];
-    struct tm tm;
-    time_t tt = time(NULL);
 
     if (!s || !m || !m->workflow_hash || !*m->workflow_hash)
         return nsed_error(err, NSED_EINVAL,
                           "store_bind_manifest: no workflow hash given");
-    if (!gmtime_r(&tt, &tm) ||
-        strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        return nsed_error(err, NSED_EIO, "cannot format the current time");
+    if (utc_now(now, err))
+        return NSED_EIO;
     c.now = now;
     return store_write(s, bind_fn, &c, err);
 }
@@ -1468,29 +1483,28 @@ int store_manifest_put(store_txn *t, const char *json, const char *event,
     store_manifest m = {0};
     struct bind_ctx c = {&m, 0, NULL};
     cJSON *man = NULL;
-    char now[32], *text = NULL;
-    struct tm tm;
-    time_t tt = time(NULL);
+    char now[32];
     int rc;
 
     if (!t || !t->write || !json || !event)
         return nsed_error(err, NSED_EINVAL, "store_manifest_put: bad call");
     man = cJSON_Parse(json);
     if (!cJSON_IsObject(man) ||
-        !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(man, "workflow_hash"))) {
+        !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(man,
+                                                         "workflow_hash"))) {
         rc = nsed_error(err, NSED_EINVAL,
                         "store %s: the manifest to write is not a JSON object "
-                        "with a workflow hash", t->s->dir);
+                        "with a workflow hash",
+                        t->s->dir);
         goto out;
     }
-    if (!gmtime_r(&tt, &tm) ||
-        strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
-        rc = nsed_error(err, NSED_EIO, "cannot format the current time");
+    rc = utc_now(now, err);
+    if (rc)
         goto out;
-    }
     m.command_line = command_line;
     c.now = now;
-    if ((rc = json_set_str(man, "created_at", now)) ||
+    if ((!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(man, "created_at")) &&
+         (rc = json_set_str(man, "created_at", now))) ||
         (rc = json_set_str(man, "command_line", command_line)) ||
         (rc = json_set_str(man, "nsed_version", NSED_VERSION)) ||
         (rc = json_set_item(man, "schema_version",
@@ -1502,18 +1516,8 @@ int store_manifest_put(store_txn *t, const char *json, const char *event,
     rc = history_add(man, &c, event, NULL, err);
     if (rc)
         goto out;
-    text = cJSON_PrintUnformatted(man);
-    if (!text) {
-        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
-        goto out;
-    }
-    rc = store_put(t, STORE_META, STORE_KEY_MANIFEST,
-                   strlen(STORE_KEY_MANIFEST), text, strlen(text));
-    if (rc)
-        rc = nsed_error(err, rc, "store %s: cannot write the manifest",
-                        t->s->dir);
+    rc = manifest_write(t, man, err);
 out:
-    free(text);
     cJSON_Delete(man);
     return rc;
 }

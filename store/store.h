@@ -199,15 +199,15 @@ NSED_MUST_CHECK int store_manifest_json(store *s, char **out, nsed_err *err);
 
 /* Write json (a JSON object with a "workflow_hash" string: a manifest
  * made from other stores' manifests, as `nsed merge` does) as this
- * store's manifest, inside a store_write, with "created_at" (now),
- * "nsed_version" and "schema_version" set by this build and one history
- * entry appended: {"at": now, "event": event, "command_line":
- * command_line, "git_commit": null}. Replayable. Returns 0, NSED_EINVAL
- * (json is not such an object), NSED_ENOMEM or NSED_ESTORE. */
+ * store's manifest, inside a store_write: "command_line", "nsed_version"
+ * and "schema_version" are set by this call, "created_at" too unless json
+ * has one (a merged store keeps its run's), and the history is replaced
+ * by one entry: {"at": now, "event": event, "command_line": command_line,
+ * "git_commit": null}. Replayable. Returns 0, NSED_EINVAL (json is not
+ * such an object), NSED_ENOMEM or NSED_ESTORE. */
 NSED_MUST_CHECK int store_manifest_put(store_txn *t, const char *json,
                                        const char *event,
-                                       const char *command_line,
-                                       nsed_err *err);
+                                       const char *command_line, nsed_err *err);
 
 /* The directory of the store t belongs to (owned by the store). */
 const char *store_txn_dir(const store_txn *t);

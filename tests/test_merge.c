@@ -28,6 +28,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -159,9 +161,9 @@ static double run_shards(tu_sim *sim, const char *wf, const char *q,
     return req;
 }
 
-/* `nsed merge out s...` (NULL-terminated extra args after the shards
- * allowed through the array: up to 8 shard paths); returns its exit
- * status, stderr in *err (caller frees; may be NULL). */
+/* `nsed merge out SHARD...` (n shard paths, up to 10) with one extra
+ * argument (NULL: none); its exit status, its stderr in *err (caller
+ * frees; err may be NULL). */
 static int merge(const char *out, char *const *shards, size_t n,
                  const char *extra, char **err)
 {
@@ -181,12 +183,14 @@ static int merge(const char *out, char *const *shards, size_t n,
     return rc;
 }
 
-static char *export_fmt(const char *dir, const char *fmt)
+/* `nsed export --format fmt` (traces render the prompts again: the
+ * workflow's ${NSED_SIM_URL} must be set, to url). */
+static char *export_fmt(const char *url, const char *dir, const char *fmt)
 {
     char *out = NULL, *err = NULL;
 
-    ck_assert_msg(TU_NSED(NULL, &out, &err, "export", "--store", dir,
-                          "--format", fmt) == 0,
+    ck_assert_msg(TU_NSED(url, &out, &err, "export", "--store", dir, "--format",
+                          fmt) == 0,
                   "export --format %s: %s", fmt, err);
     free(err);
     return out;
@@ -219,17 +223,146 @@ static double model_calls(const cJSON *status)
     return sum;
 }
 
+/* The run id of the rows of dir's traces export (malloc'd). */
+static char *run_id_of(const char *url, const char *dir)
+{
+    char *t = export_fmt(url, dir, "traces"), *nl = strchr(t, '\n'), *id;
+    cJSON *row;
+
+    ck_assert_ptr_nonnull(nl);
+    *nl = '\0';
+    row = cJSON_Parse(t);
+    ck_assert(cJSON_IsString(cJSON_GetObjectItem(row, "run_id")));
+    id = strdup(cJSON_GetObjectItem(row, "run_id")->valuestring);
+    cJSON_Delete(row);
+    free(t);
+    return id;
+}
+
+/* The run id the earliest-created shard's rows carry (malloc'd). */
+static char *run_id_of_first_shard(const char *url, char *const *dirs)
+{
+    char *best = NULL, *best_at = NULL;
+
+    for (int k = 0; k < NSHARDS; k++) {
+        cJSON *st = tu_nsed_status(dirs[k]);
+        const char *at = cJSON_GetObjectItem(cJSON_GetObjectItem(st,
+                                                                 "manifest"),
+                                             "created_at")
+                             ->valuestring;
+
+        if (!best_at || strcmp(at, best_at) < 0) {
+            free(best_at);
+            free(best);
+            best_at = strdup(at);
+            best = run_id_of(url, dirs[k]);
+        }
+        cJSON_Delete(st);
+    }
+    free(best_at);
+    return best;
+}
+
+/* text with every from replaced by to (same length); takes text. */
+static char *replace_all(char *text, const char *from, const char *to)
+{
+    size_t n = strlen(from);
+
+    ck_assert_uint_eq(strlen(to), n);
+    for (char *p = strstr(text, from); p; p = strstr(p + n, from))
+        memcpy(p, to, n);
+    return text;
+}
+
+/* status --json of the merged store against the single store's: every
+ * member the same, but the store's path, the manifest (its own), and of
+ * each model's call statistics those that depend on timing (latency) and
+ * on the order the simulator saw the prompts in (its prefix cache's
+ * cached_tokens, and cost as a sum of doubles in another order). */
+static void same_status(const cJSON *single, const cJSON *merged)
+{
+    static const char *const counts[] = {"calls",         "ok",
+                                         "failed",        "attempts",
+                                         "retries",       "ledger_hits",
+                                         "prompt_tokens", "completion_tokens"};
+    cJSON *a = cJSON_Duplicate(single, 1), *b = cJSON_Duplicate(merged, 1);
+    const cJSON *m;
+    char *ta, *tb;
+
+    cJSON_ArrayForEach(m, cJSON_GetObjectItem(single, "models")) {
+        const cJSON *o = cJSON_GetObjectItem(cJSON_GetObjectItem(merged,
+                                                                 "models"),
+                                             m->string);
+
+        ck_assert_ptr_nonnull(o);
+        for (size_t i = 0; i < sizeof counts / sizeof *counts; i++)
+            ck_assert_double_eq(tu_jnum(o, counts[i], NULL),
+                                tu_jnum(m, counts[i], NULL));
+        ck_assert_double_eq_tol(tu_jnum(o, "cost_usd", NULL),
+                                tu_jnum(m, "cost_usd", NULL), 1e-9);
+    }
+    for (int i = 0; i < 3; i++) {
+        static const char *const skip[] = {"store", "manifest", "models"};
+
+        cJSON_DeleteItemFromObject(a, skip[i]);
+        cJSON_DeleteItemFromObject(b, skip[i]);
+    }
+    ta = cJSON_PrintUnformatted(a);
+    tb = cJSON_PrintUnformatted(b);
+    ck_assert_str_eq(tb, ta);
+    free(ta);
+    free(tb);
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+}
+
+static int count_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    static const enum store_db dbs[] = {STORE_QUESTIONS, STORE_QORDER,
+                                        STORE_STATE, STORE_RESULTS,
+                                        STORE_LEDGER};
+    size_t *total = arg;
+
+    (void)err;
+    for (size_t i = 0; i < sizeof dbs / sizeof *dbs; i++) {
+        size_t n = 0;
+
+        ck_assert_int_eq(store_count(t, dbs[i], &n), 0);
+        *total += n;
+    }
+    return 0;
+}
+
+/* Records of the databases a merge copies, over the shards. */
+static size_t records_of(char *const *dirs)
+{
+    size_t total = 0;
+
+    for (int k = 0; k < NSHARDS; k++) {
+        store_opts ro = {STORE_RDONLY, 0};
+        nsed_err err = {0};
+        store *st = NULL;
+
+        ck_assert_int_eq(store_open(dirs[k], &ro, &st, &err), 0);
+        ck_assert_int_eq(store_read(st, count_fn, &total, &err), 0);
+        store_close(st);
+    }
+    return total;
+}
+
 /* ---- the merged store reads as the single run's -------------------------- */
 
 START_TEST(merged_reads_as_single)
 {
-    static const char *const outcomes[] = {"total", "done", "degraded",
-                                           "incomplete", "failed",
-                                           "in_progress", "not_started"};
+    static const char *const outcomes[] = {"total",      "done",
+                                           "degraded",   "incomplete",
+                                           "failed",     "in_progress",
+                                           "not_started"};
     char *wf = write_wf(), *q = write_questions("q.jsonl", 48);
     char *single = tu_path(tu_tmp, "single"), *out = tu_path(tu_tmp, "merged");
-    char *dirs[NSHARDS], *err = NULL, *sx, *mx, *o = NULL, *e = NULL;
+    char *dirs[NSHARDS], *err = NULL, *sx, *mx, *tx, *o = NULL, *e = NULL;
     char *report = tu_path(tu_tmp, "report.html"), *mpath = merging_of(out);
+    char *run_single, *run_merged, line[512];
     double req_single, req_shards, shard_calls = 0, t0;
     cJSON *ss, *ms, *cmp, *c, *man, *mg, *sh;
     tu_sim sim;
@@ -240,10 +373,27 @@ START_TEST(merged_reads_as_single)
 
     t0 = tu_now_s();
     ck_assert_msg(merge(out, dirs, NSHARDS, NULL, &err) == 0, "merge: %s", err);
-    fprintf(stderr, "test_merge: merging 4 shards of 48 questions took %.3f "
-            "s\n", tu_now_s() - t0);
-    ck_assert_msg(tu_contains(err, "48 questions"), "summary: %s", err);
+    fprintf(stderr,
+            "test_merge: merging 4 shards of 48 questions took %.3f "
+            "s\n",
+            tu_now_s() - t0);
     ck_assert(!exists(mpath));
+    /* its last progress line: every record of the shards' copied
+     * databases, counted here through the store API; the summary: the
+     * single run's outcomes and the simulator's count of calls */
+    ss = tu_nsed_status(single);
+    snprintf(line, sizeof line,
+             "nsed merge: progress: %zu/%zu records (100%%), shard 4 of 4",
+             records_of(dirs), records_of(dirs));
+    ck_assert_msg(tu_contains(err, line), "no \"%s\" in: %s", line, err);
+    snprintf(line, sizeof line,
+             "nsed merge: %s: 48 questions: %.0f done, %.0f degraded, %.0f "
+             "failed, 0 unfinished; %.0f calls (0 from the ledger)",
+             out, tu_jnum(ss, "questions", "done"),
+             tu_jnum(ss, "questions", "degraded"),
+             tu_jnum(ss, "questions", "failed"), req_shards);
+    ck_assert_msg(tu_contains(err, line), "no \"%s\" in: %s", line, err);
+    cJSON_Delete(ss);
     free(err);
 
     /* the same export, in every format */
@@ -253,15 +403,37 @@ START_TEST(merged_reads_as_single)
     ck_assert_str_eq(mx, sx);
     free(sx);
     free(mx);
-    for (int f = 0; f < 2; f++) {
-        const char *fmt = f ? "traces" : "csv";
+    /* the rows of CSV and traces name their run (created_at and seed):
+     * the single store's run id stands for the merged one's, which is
+     * that of the earliest shard */
+    run_single = run_id_of(sim.url, single);
+    run_merged = run_id_of(sim.url, out);
+    sx = run_id_of_first_shard(sim.url, dirs);
+    ck_assert_str_eq(run_merged, sx);
+    free(sx);
+    for (int f = 0; f < 4; f++) {
+        static const char *const fmts[] = {"csv", "traces", "sft", "dpo"};
+        const char *fmt = fmts[f];
 
-        sx = export_fmt(single, fmt);
-        mx = export_fmt(out, fmt);
+        sx = replace_all(export_fmt(sim.url, single, fmt), run_single,
+                         run_merged);
+        mx = export_fmt(sim.url, out, fmt);
         ck_assert_msg(strcmp(sx, mx) == 0, "export --format %s differs", fmt);
         free(sx);
         free(mx);
     }
+
+    ck_assert_int_eq(TU_NSED(NULL, &sx, &e, "export", "--store", single,
+                             "--summary"),
+                     0);
+    free(e);
+    ck_assert_int_eq(TU_NSED(NULL, &mx, &e, "export", "--store", out,
+                             "--summary"),
+                     0);
+    free(e);
+    ck_assert_str_eq(mx, sx);
+    free(sx);
+    free(mx);
 
     /* the outcome counts; calls: the shards' sum, the simulator's count */
     ss = tu_nsed_status(single);
@@ -270,6 +442,7 @@ START_TEST(merged_reads_as_single)
         ck_assert_double_eq(tu_jnum(ms, "questions", outcomes[i]),
                             tu_jnum(ss, "questions", outcomes[i]));
     ck_assert_double_eq(tu_jnum(ms, "questions", "total"), 48);
+    same_status(ss, ms);
     for (int k = 0; k < NSHARDS; k++) {
         cJSON *st = tu_nsed_status(dirs[k]);
 
@@ -293,8 +466,9 @@ START_TEST(merged_reads_as_single)
     for (int k = 0; k < NSHARDS; k++) {
         sh = cJSON_GetArrayItem(cJSON_GetObjectItem(mg, "shards"), k);
         ck_assert_double_eq(tu_jnum(sh, "index", NULL), k);
-        ck_assert_double_eq(
-            tu_jnum(cJSON_GetObjectItem(sh, "manifest"), "shard", "index"), k);
+        ck_assert_double_eq(tu_jnum(cJSON_GetObjectItem(sh, "manifest"),
+                                    "shard", "index"),
+                            k);
         ck_assert_int_ge(cJSON_GetArraySize(cJSON_GetObjectItem(
                              cJSON_GetObjectItem(sh, "manifest"), "history")),
                          1);
@@ -334,6 +508,7 @@ START_TEST(merged_reads_as_single)
 
     /* merging again replaces the earlier merge with the same store */
     sx = tu_nsed_export(out);
+    tx = export_fmt(sim.url, out, "traces");
     ck_assert_msg(merge(out, dirs, NSHARDS, NULL, &err) == 0, "merge: %s", err);
     ck_assert_msg(tu_contains(err, "replaced"), "%s", err);
     free(err);
@@ -341,6 +516,10 @@ START_TEST(merged_reads_as_single)
     ck_assert_str_eq(mx, sx);
     ck_assert(!exists(mpath));
     free(mx);
+    mx = export_fmt(sim.url, out, "traces");
+    ck_assert_str_eq(mx, tx);
+    free(mx);
+    free(tx);
 
     /* a normal unsharded store: the same run on it sends nothing */
     ck_assert_double_eq(run_store(&sim, wf, q, out, NULL, NULL, NULL, 0), 0);
@@ -357,6 +536,8 @@ START_TEST(merged_reads_as_single)
     free(out);
     free(report);
     free(mpath);
+    free(run_single);
+    free(run_merged);
 }
 END_TEST
 
@@ -381,6 +562,83 @@ static void refused(const char *out, char *const *shards, size_t n,
     ck_assert_msg(!exists(mpath), "a refused merge left %s", mpath);
     free(mpath);
     free(err);
+}
+
+/* cp -a src dst */
+static void copy_dir(const char *src, const char *dst)
+{
+    char *argv[] = {"/bin/cp", "-a", (char *)src, (char *)dst, NULL};
+
+    ck_assert_int_eq(tu_run(argv, NULL, NULL), 0);
+}
+
+typedef struct plant {
+    const char *id;        /* a question to add, or NULL */
+    unsigned char key[32]; /* a ledger key to take or to overwrite */
+    bool have_key;
+    char *val; /* the ledger record read (malloc'd) */
+} plant;
+
+static int first_ledger(const void *key, size_t klen, const void *val,
+                        size_t vlen, void *arg)
+{
+    plant *p = arg;
+
+    ck_assert_uint_eq(klen, 32);
+    memcpy(p->key, key, 32);
+    p->have_key = true;
+    p->val = strndup(val, vlen);
+    return 1;
+}
+
+static int plant_read_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    (void)err;
+    return store_scan(t, STORE_LEDGER, NULL, 0, NULL, 0, first_ledger, arg) < 0;
+}
+
+static int plant_get_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    plant *p = arg;
+    const void *v;
+    size_t vl;
+
+    (void)err;
+    ck_assert_int_eq(store_get(t, STORE_LEDGER, p->key, 32, &v, &vl), 0);
+    p->val = strndup(v, vl);
+    return 0;
+}
+
+static int plant_write_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    plant *p = arg;
+    char rec[256];
+
+    (void)err;
+    if (p->id) {
+        snprintf(rec, sizeof rec,
+                 "{\"id\":\"%s\",\"question\":\"planted\","
+                 "\"seq\":100000}",
+                 p->id);
+        return store_put(t, STORE_QUESTIONS, p->id, strlen(p->id), rec,
+                         strlen(rec));
+    }
+    return store_put(t, STORE_LEDGER, p->key, 32, "{\"other\":1}", 11);
+}
+
+/* Run fn on the store in dir (for writing when write). */
+static void with_store(const char *dir, bool write, store_txn_fn fn, plant *p)
+{
+    store_opts ro = {STORE_RDONLY, 0};
+    nsed_err err = {0};
+    store *st = NULL;
+
+    ck_assert_msg(store_open(dir, write ? NULL : &ro, &st, &err) == 0, "%s",
+                  err.msg);
+    ck_assert_msg((write ? store_write(st, fn, p, &err)
+                         : store_read(st, fn, p, &err)) == 0,
+                  "%s", err.msg);
+    store_close(st);
 }
 
 START_TEST(refusals_name_the_directory)
@@ -439,6 +697,50 @@ START_TEST(refusals_name_the_directory)
             NULL);
     tu_rmrf(bad);
 
+    /* a question that hashes to another shard: exit 2 */
+    copy_dir(dirs[0], bad);
+    {
+        char id[32];
+        plant p = {id, {0}, false, NULL};
+        int i = 0;
+
+        do
+            snprintf(id, sizeof id, "planted-%d", i++);
+        while (shard_of(id, NSHARDS) != 1);
+        with_store(bad, true, plant_write_fn, &p);
+        set[0] = bad, set[1] = dirs[1], set[2] = dirs[2], set[3] = dirs[3];
+        snprintf(msg, sizeof msg,
+                 "holds question \"%s\", which belongs to "
+                 "shard 1",
+                 id);
+        refused(out, set, 4, NULL, 2, bad, msg, NULL);
+    }
+    tu_rmrf(bad);
+
+    /* a ledger key in two shards with other bytes: the first kept, said */
+    copy_dir(dirs[1], bad);
+    {
+        plant p = {NULL, {0}, false, NULL}, back = {NULL, {0}, false, NULL};
+        char *e2 = NULL;
+
+        with_store(dirs[0], false, plant_read_fn, &p);
+        ck_assert(p.have_key);
+        with_store(bad, true, plant_write_fn, &p);
+        set[0] = dirs[0], set[1] = bad, set[2] = dirs[2], set[3] = dirs[3];
+        ck_assert_int_eq(merge(out, set, 4, NULL, &e2), 0);
+        ck_assert_msg(tu_contains(e2, "1 ledger records differ between "
+                                      "shards"),
+                      "%s", e2);
+        free(e2);
+        memcpy(back.key, p.key, 32);
+        with_store(out, false, plant_get_fn, &back);
+        ck_assert_str_eq(back.val, p.val);
+        free(p.val);
+        free(back.val);
+        tu_rmrf(out);
+    }
+    tu_rmrf(bad);
+
     /* OUT holding a run store or a shard: exit 2, left as it was */
     before = tu_nsed_export(plain);
     refused(plain, dirs, NSHARDS, NULL, 2, plain, "no nsed merge made", NULL);
@@ -473,6 +775,29 @@ START_TEST(refusals_name_the_directory)
     free(before);
     free(after);
 
+    /* a merge never replaces a store a process is writing (its lock held
+     * here), nor deletes a leftover OUT.merging holding foreign files */
+    {
+        char *lock = tu_path(full, "nsed.lock"), *mp = merging_of(full);
+        char *foreign = tu_path(mp, "notes.txt");
+        int fd = open(lock, O_RDONLY);
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(flock(fd, LOCK_EX), 0);
+        refused(full, dirs, NSHARDS, NULL, 1, full, "open for writing", NULL);
+        close(fd);
+        ck_assert_int_eq(mkdir(mp, 0755), 0);
+        tu_write_file(foreign, "mine", (size_t)-1);
+        ck_assert_int_eq(merge(full, dirs, NSHARDS, NULL, &o), 2);
+        ck_assert_msg(tu_contains(o, "notes.txt, which nsed did not make"),
+                      "%s", o);
+        free(o);
+        ck_assert(exists(foreign));
+        free(lock);
+        free(mp);
+        free(foreign);
+    }
+
     tu_sim_stop(&sim);
     for (int k = 0; k < NSHARDS; k++)
         free(dirs[k]);
@@ -495,8 +820,9 @@ static pid_t spawn_merge(const char *out, char *const *dirs)
 
     ck_assert(pid >= 0);
     if (pid == 0) {
-        char *argv[] = {NSED_BIN, "merge", (char *)out, dirs[0], dirs[1],
-                        dirs[2], dirs[3], "--batch", "1", "--quiet", NULL};
+        char *argv[] = {NSED_BIN, "merge",   (char *)out, dirs[0],
+                        dirs[1],  dirs[2],   dirs[3],     "--batch",
+                        "1",      "--quiet", NULL};
         FILE *null = freopen("/dev/null", "w", stdout);
 
         (void)null;
@@ -525,7 +851,8 @@ START_TEST(kill_and_rerun)
     ck_assert_msg(merge(out, dirs, NSHARDS, "--batch=1", &err) == 0, "%s", err);
     span_ms = tu_now_ms() - t0;
     free(err);
-    fprintf(stderr, "test_merge: merging 4 shards of 120 questions one "
+    fprintf(stderr,
+            "test_merge: merging 4 shards of 120 questions one "
             "record per transaction took %.0f ms (kill seed %u)\n",
             span_ms, seed);
     ref = tu_nsed_export(out);
@@ -583,7 +910,8 @@ START_TEST(manifest_put_sets_its_own_fields)
     put_arg a = {"{\"workflow_hash\":\"abc\",\"seed\":\"7\",\"x\":1,"
                  "\"created_at\":\"old\",\"command_line\":\"nsed run\","
                  "\"history\":[{\"event\":\"open\"},{\"event\":\"open\"}]}",
-                 0, {NULL, NULL}};
+                 0,
+                 {NULL, NULL}};
     store_opts ro = {STORE_RDONLY | STORE_FROZEN, 0}, fz = {STORE_FROZEN, 0};
     nsed_err err = {0};
     store *st = NULL;
@@ -606,15 +934,15 @@ START_TEST(manifest_put_sets_its_own_fields)
                      "abc");
     ck_assert_double_eq(tu_jnum(m, "x", NULL), 1);
     ck_assert_double_eq(tu_jnum(m, "schema_version", NULL), 1);
-    ck_assert_str_ne(cJSON_GetObjectItem(m, "created_at")->valuestring, "old");
+    ck_assert_str_eq(cJSON_GetObjectItem(m, "created_at")->valuestring, "old");
     ck_assert_str_eq(cJSON_GetObjectItem(m, "command_line")->valuestring,
                      "nsed merge o a b");
     ck_assert(cJSON_IsString(cJSON_GetObjectItem(m, "nsed_version")));
     h = cJSON_GetObjectItem(m, "history");
     ck_assert_int_eq(cJSON_GetArraySize(h), 1);
-    ck_assert_str_eq(
-        cJSON_GetObjectItem(cJSON_GetArrayItem(h, 0), "event")->valuestring,
-        "merge");
+    ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(h, 0), "event")
+                         ->valuestring,
+                     "merge");
     ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(h, 0),
                                          "command_line")
                          ->valuestring,
@@ -631,8 +959,7 @@ static int merge_own_fn(store_txn *t, void *arg, nsed_err *err)
 
     (void)err;
     for (int i = 0; i < 2 && a->vals[i]; i++) {
-        a->rc = telemetry_merge_own(t, "alpha", a->vals[i],
-                                    strlen(a->vals[i]));
+        a->rc = telemetry_merge_own(t, "alpha", a->vals[i], strlen(a->vals[i]));
         if (a->rc)
             return 0;
     }
@@ -657,7 +984,8 @@ static int read_model_fn(store_txn *t, void *arg, nsed_err *err)
 START_TEST(model_counts_are_summed)
 {
     char *dir = tu_path(tu_tmp, "st"), *text = NULL;
-    put_arg a = {NULL, 0,
+    put_arg a = {NULL,
+                 0,
                  {"{\"gen\":{\"n\":3,\"k\":2},\"ver\":{\"n\":4,\"k\":2.5},"
                   "\"usage\":{\"seat_rounds\":6,\"calls\":12,"
                   "\"cost_usd\":0.25}}",

@@ -57,7 +57,8 @@ static void print_progress(void *user, const runner_merge_progress *p)
     if (mp->quiet)
         return;
     if (mp->tty) {
-        fprintf(stderr, "\r\033[Knsed merge: %" PRIu64 "/%" PRIu64
+        fprintf(stderr,
+                "\r\033[Knsed merge: %" PRIu64 "/%" PRIu64
                 " records (%.0f%%), shard %zu of %zu, %.1f s%s",
                 p->records, p->total, pct, p->shard + 1, p->nshards,
                 p->elapsed_s, p->final ? "\n" : "");
@@ -68,18 +69,18 @@ static void print_progress(void *user, const runner_merge_progress *p)
         return;
     while (mp->next_s <= p->elapsed_s)
         mp->next_s += mp->interval_s;
-    fprintf(stderr, "nsed merge: progress: %" PRIu64 "/%" PRIu64
+    fprintf(stderr,
+            "nsed merge: progress: %" PRIu64 "/%" PRIu64
             " records (%.0f%%), shard %zu of %zu, elapsed %.0f s\n",
-            p->records, p->total, pct, p->shard + 1, p->nshards,
-            p->elapsed_s);
+            p->records, p->total, pct, p->shard + 1, p->nshards, p->elapsed_s);
 }
 
 static void print_note(void *user, const char *line)
 {
     const merge_print *mp = user;
 
-    fprintf(stderr, "%snsed merge: %s\n", mp->tty && !mp->quiet ? "\r\033[K" : "",
-            line);
+    fprintf(stderr, "%snsed merge: %s\n",
+            mp->tty && !mp->quiet ? "\r\033[K" : "", line);
 }
 
 int cli_merge(int argc, char **argv)
@@ -110,17 +111,21 @@ int cli_merge(int argc, char **argv)
         case 'b':
             if (num_parse_u64(optarg, SIZE_MAX, &v) || v == 0) {
                 free(cmdline);
-                return cli_usage_error("merge", "--batch: \"%s\" is not a "
-                                       "positive count", optarg);
+                return cli_usage_error("merge",
+                                       "--batch: \"%s\" is not a "
+                                       "positive count",
+                                       optarg);
             }
             mo.batch = (size_t)v;
             break;
         case 'P':
             if (num_parse_u64(optarg, 86400, &v) || v == 0) {
                 free(cmdline);
-                return cli_usage_error("merge", "--progress-interval: \"%s\" "
+                return cli_usage_error("merge",
+                                       "--progress-interval: \"%s\" "
                                        "is not a whole number of seconds in "
-                                       "1..86400", optarg);
+                                       "1..86400",
+                                       optarg);
             }
             mp.interval_s = (double)v;
             break;
@@ -139,7 +144,7 @@ int cli_merge(int argc, char **argv)
     if (argc - optind < 2) {
         free(cmdline);
         return cli_usage_error("merge", "give OUT_STORE and at least one "
-                               "SHARD_STORE");
+                                        "SHARD_STORE");
     }
     if (!cmdline)
         return cli_fail(NSED_ENOMEM, NULL);
@@ -157,8 +162,8 @@ int cli_merge(int argc, char **argv)
         return cli_fail(rc, &err);
     if (!mp.quiet)
         fprintf(stderr,
-                "nsed merge: %s: %" PRIu64 " questions: %" PRIu64 " done, %"
-                PRIu64 " degraded, %" PRIu64 " failed, %" PRIu64
+                "nsed merge: %s: %" PRIu64 " questions: %" PRIu64
+                " done, %" PRIu64 " degraded, %" PRIu64 " failed, %" PRIu64
                 " unfinished; %" PRIu64 " calls (%" PRIu64 " from the "
                 "ledger), $%.4f; %zu shards of %" PRIu32 "%s; %.2f s\n",
                 mo.out, sum.questions, sum.done, sum.degraded, sum.failed,

@@ -404,7 +404,8 @@ static void print_bias(const runner_report_bias *b)
 static void print_merged(const runner_report *r)
 {
     const cJSON *mg = cJSON_GetObjectItemCaseSensitive(r->manifest, "merged");
-    const cJSON *hist = cJSON_GetObjectItemCaseSensitive(r->manifest, "history");
+    const cJSON *hist = cJSON_GetObjectItemCaseSensitive(r->manifest,
+                                                         "history");
     const cJSON *e, *at = NULL;
 
     if (!cJSON_IsObject(mg))

@@ -220,8 +220,8 @@ int questions_ingested_json(store_txn *txn, char **out)
 
 int questions_ingested_put(store_txn *txn, const char *json)
 {
-    return store_put(txn, STORE_META, INGESTED_KEY, strlen(INGESTED_KEY),
-                     json, strlen(json));
+    return store_put(txn, STORE_META, INGESTED_KEY, strlen(INGESTED_KEY), json,
+                     strlen(json));
 }
 
 /* One past the last sequence number in the store (0 when empty). */

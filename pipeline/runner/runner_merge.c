@@ -52,6 +52,7 @@ typedef struct shard {
     store *st;
     cJSON *man;
     char *ingested; /* the "ingested" record, NULL when absent */
+    size_t map_size;
     uint32_t index, count;
     uint64_t questions, unfinished;
 } shard;
@@ -167,40 +168,77 @@ static int ingested_fn(store_txn *t, void *arg, nsed_err *err)
         return 0;
     }
     if (rc)
-        return nsed_error(err, rc, "store %s: cannot read its \"ingested\" "
-                          "record: %s", s->dir, nsed_strerror(rc));
+        return nsed_error(err, rc,
+                          "store %s: cannot read its \"ingested\" "
+                          "record: %s",
+                          s->dir, nsed_strerror(rc));
     return 0;
 }
 
-static int open_shard(shard *s, nsed_err *err)
+/* Open shard s read-only into s->st (a frozen open: see STORE_FROZEN).
+ * Only one shard is open at a time (a run of 65536 shards would run out
+ * of file descriptors otherwise): each step opens, reads and closes. */
+static int shard_open(shard *s, nsed_err *err)
 {
     store_opts so = {STORE_RDONLY | STORE_FROZEN, 0};
-    char *text = NULL;
-    int rc;
+    int rc = store_open(s->dir, &so, &s->st, err);
 
-    rc = store_open(s->dir, &so, &s->st, err);
     if (rc == NSED_ENOTFOUND)
         return nsed_error(err, NSED_EINVAL,
                           "shard store %s: no nsed store there", s->dir);
+    return rc;
+}
+
+static void shard_close(shard *s)
+{
+    store_close(s->st);
+    s->st = NULL;
+}
+
+/* Run fn in one read transaction of shard s. */
+static int shard_read(shard *s, store_txn_fn fn, void *arg, nsed_err *err)
+{
+    int rc = shard_open(s, err);
+
+    if (!rc)
+        rc = store_read(s->st, fn, arg, err);
+    shard_close(s);
+    return rc;
+}
+
+static int read_shard(shard *s, nsed_err *err)
+{
+    char *text = NULL;
+    int rc;
+
+    rc = shard_open(s, err);
     if (rc)
         return rc;
+    s->map_size = store_map_size(s->st);
     rc = store_manifest_json(s->st, &text, err);
     if (rc == NSED_ENOTFOUND)
-        return nsed_error(err, NSED_EINVAL,
-                          "store %s is not a shard: it has no manifest", s->dir);
+        rc = nsed_error(err, NSED_EINVAL,
+                        "store %s is not a shard: it has no manifest", s->dir);
     if (rc)
-        return rc;
+        goto out;
     s->man = cJSON_Parse(text);
     free(text);
-    if (!cJSON_IsObject(s->man))
-        return nsed_error(err, NSED_ESTORE,
-                          "store %s: the recorded manifest is damaged", s->dir);
-    if (manifest_shard(s->man, &s->index, &s->count) != 0)
-        return nsed_error(err, NSED_EINVAL,
-                          "store %s is not a shard: its manifest has no "
-                          "\"shard\" (it was not made by nsed run --shard K/N)",
-                          s->dir);
-    return store_read(s->st, ingested_fn, s, err);
+    if (!cJSON_IsObject(s->man)) {
+        rc = nsed_error(err, NSED_ESTORE,
+                        "store %s: the recorded manifest is damaged", s->dir);
+        goto out;
+    }
+    if (manifest_shard(s->man, &s->index, &s->count) != 0) {
+        rc = nsed_error(err, NSED_EINVAL,
+                        "store %s is not a shard: its manifest has no "
+                        "\"shard\" (it was not made by nsed run --shard K/N)",
+                        s->dir);
+        goto out;
+    }
+    rc = store_read(s->st, ingested_fn, s, err);
+out:
+    shard_close(s);
+    return rc;
 }
 
 static int by_index(const void *a, const void *b)
@@ -213,13 +251,14 @@ static int by_index(const void *a, const void *b)
 /* What must be equal between shards: the first differing field, or NULL. */
 static const char *run_differs(const shard *a, const shard *b)
 {
-    if (strcmp(json_str(a->man, "workflow_hash", ""),
-               json_str(b->man, "workflow_hash", "")) != 0)
-        return "workflow hash";
+    /* the seed is part of the workflow hash: named first, as the cause */
     if (strcmp(json_str(a->man, "seed", ""), json_str(b->man, "seed", "")) != 0)
         return "seed";
     if (a->count != b->count)
         return "shard count";
+    if (strcmp(json_str(a->man, "workflow_hash", ""),
+               json_str(b->man, "workflow_hash", "")) != 0)
+        return "workflow hash";
     return NULL;
 }
 
@@ -255,8 +294,9 @@ static int check_run(merge *m, nsed_err *err)
 
         if ((f->ingested == NULL) != (s->ingested == NULL) ||
             (f->ingested && strcmp(f->ingested, s->ingested) != 0)) {
-            int w = snprintf(list + len, sizeof list - len, "%s%s (shard %"
-                             PRIu32 ")", differ ? ", " : "", s->dir, s->index);
+            int w = snprintf(list + len, sizeof list - len,
+                             "%s%s (shard %" PRIu32 ")", differ ? ", " : "",
+                             s->dir, s->index);
 
             differ++;
             if (w > 0 && (size_t)w < sizeof list - len)
@@ -284,8 +324,8 @@ static int check_run(merge *m, nsed_err *err)
             len += (size_t)w;
     }
     if (missing)
-        return nsed_error(err, NSED_ENOTFOUND,
-                          "missing shards: %s of %" PRIu32, list, m->count);
+        return nsed_error(err, NSED_ENOTFOUND, "missing shards: %s of %" PRIu32,
+                          list, m->count);
     return 0;
 }
 
@@ -324,8 +364,10 @@ static int verify_question(const void *key, size_t klen, const void *val,
     if (rc == NSED_ENOTFOUND)
         c->s->unfinished++;
     else if (rc)
-        return nsed_error(c->err, rc, "store %s: cannot read the result of "
-                          "\"%s\"", c->s->dir, id);
+        return nsed_error(c->err, rc,
+                          "store %s: cannot read the result of "
+                          "\"%s\"",
+                          c->s->dir, id);
     return 0;
 }
 
@@ -375,8 +417,9 @@ static int check_finished(merge *m, nsed_err *err)
             continue;
         }
         w = snprintf(msg + len, sizeof msg - len,
-                     "%sshard %" PRIu32 "/%" PRIu32 " (%s) is unfinished: %"
-                     PRIu64 " of %" PRIu64 " questions have no result",
+                     "%sshard %" PRIu32 "/%" PRIu32
+                     " (%s) is unfinished: %" PRIu64 " of %" PRIu64
+                     " questions have no result",
                      shown ? "; " : "", s->index, s->count, s->dir,
                      s->unfinished, s->questions);
         shown++;
@@ -390,12 +433,32 @@ static int check_finished(merge *m, nsed_err *err)
                           "%s; and %zu more unfinished shards; run each "
                           "one's nsed run command again",
                           msg, more);
-    return nsed_error(err, NSED_ENOTFOUND,
-                      "%s; run %s nsed run command again", msg,
-                      shown == 1 ? "its" : "each one's");
+    return nsed_error(err, NSED_ENOTFOUND, "%s; run %s nsed run command again",
+                      msg, shown == 1 ? "its" : "each one's");
 }
 
 /* ---- step 2: what is at OUT --------------------------------------------- */
+
+/* NSED_EBUSY when a process holds the writer's lock of the store in dir
+ * (store.c's nsed.lock): a store being written is neither replaced nor
+ * deleted. */
+static int writer_busy(const char *dir, nsed_err *err)
+{
+    char path[PATH_MAX];
+    int fd, rc = 0;
+
+    snprintf(path, sizeof path, "%s/nsed.lock", dir);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK)
+        rc = nsed_error(err, NSED_EBUSY,
+                        "%s is open for writing by another process (an nsed "
+                        "run or merge); wait for it to end and merge again",
+                        dir);
+    close(fd);
+    return rc;
+}
 
 /* 1 when dir is an empty directory, 0 when it holds entries, -1 (errno)
  * when it cannot be read. */
@@ -446,7 +509,8 @@ static int check_out(merge *m, int *replace, nsed_err *err)
         return nsed_error(err, NSED_EEXIST,
                           "%s exists and is not a store made by nsed merge; "
                           "give the merge another OUT_STORE (nothing was "
-                          "changed)", out);
+                          "changed)",
+                          out);
     if (rc)
         return rc;
     man = cJSON_Parse(text);
@@ -474,7 +538,8 @@ static int check_out(merge *m, int *replace, nsed_err *err)
                         out);
         goto out;
     }
-    *replace = 1;
+    rc = writer_busy(out, err);
+    *replace = rc == 0;
 out:
     cJSON_Delete(man);
     return rc;
@@ -488,7 +553,7 @@ static int remove_store_dir(const char *dir, nsed_err *err)
     char path[PATH_MAX];
     DIR *d = opendir(dir);
     struct dirent *e;
-    int fd, rc = 0;
+    int rc = 0;
 
     if (!d) {
         if (errno == ENOENT)
@@ -512,17 +577,9 @@ static int remove_store_dir(const char *dir, nsed_err *err)
     closedir(d);
     if (rc)
         return rc;
-    snprintf(path, sizeof path, "%s/nsed.lock", dir);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        if (flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK)
-            rc = nsed_error(err, NSED_EBUSY,
-                            "%s is being written by another process (another "
-                            "nsed merge into the same OUT_STORE?)", dir);
-        close(fd);
-        if (rc)
-            return rc;
-    }
+    rc = writer_busy(dir, err);
+    if (rc)
+        return rc;
     for (size_t i = 0; i < sizeof store_files / sizeof *store_files; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, store_files[i]);
         if (unlink(path) != 0 && errno != ENOENT)
@@ -603,11 +660,18 @@ static int count_outcome(merge *m, const void *val, size_t vlen,
         return store_corrupt(m->err, m->txn, STORE_RESULTS, what, NULL);
     }
     switch (st) {
-    case STATE_STATUS_DONE: m->sum->done++; break;
-    case STATE_STATUS_DEGRADED: m->sum->degraded++; break;
-    case STATE_STATUS_FAILED: m->sum->failed++; break;
+    case STATE_STATUS_DONE:
+        m->sum->done++;
+        break;
+    case STATE_STATUS_DEGRADED:
+        m->sum->degraded++;
+        break;
+    case STATE_STATUS_FAILED:
+        m->sum->failed++;
+        break;
     case STATE_STATUS_ACTIVE:
-    case STATE_STATUS_INCOMPLETE: break; /* runner_result_outcome gives
+    case STATE_STATUS_INCOMPLETE:
+        break; /* runner_result_outcome gives
                                             neither */
     }
     return 0;
@@ -834,8 +898,7 @@ static int final_fn(store_txn *t, void *arg, nsed_err *err)
         return nsed_error(err, rc, "store %s: cannot write the telemetry",
                           m->tmp);
     for (size_t i = 0; i < m->nown; i++) {
-        rc = telemetry_merge_own(t, m->own[i].id, m->own[i].val,
-                                 m->own[i].len);
+        rc = telemetry_merge_own(t, m->own[i].id, m->own[i].val, m->own[i].len);
         if (rc == NSED_EINVAL)
             return nsed_error(err, NSED_ESTORE,
                               "store %s: the telemetry record \"model/%s\" in "
@@ -851,10 +914,11 @@ static int final_fn(store_txn *t, void *arg, nsed_err *err)
                           m->tmp);
     if (m->sh[0].ingested &&
         (rc = questions_ingested_put(t, m->sh[0].ingested)))
-        return nsed_error(err, rc, "store %s: cannot write the \"ingested\" "
-                          "record", m->tmp);
-    return store_manifest_put(t, c->manifest, "merge", m->o->command_line,
-                              err);
+        return nsed_error(err, rc,
+                          "store %s: cannot write the \"ingested\" "
+                          "record",
+                          m->tmp);
+    return store_manifest_put(t, c->manifest, "merge", m->o->command_line, err);
 }
 
 /* The merged manifest: the shards' common fields (the first shard's),
@@ -867,11 +931,23 @@ static char *merged_manifest(const merge *m)
     bool bad = !man;
 
     if (man) {
+        const char *first = json_str(man, "created_at", NULL);
+
+        /* the run began when its first shard was made; and the run id of
+         * the exports (created_at and seed) stays the same in every
+         * merge of these shards */
+        for (size_t i = 1; i < m->n; i++) {
+            const char *c = json_str(m->sh[i].man, "created_at", NULL);
+
+            if (c && (!first || strcmp(c, first) < 0))
+                first = c;
+        }
+        bad = first && json_set_str(man, "created_at", first);
         cJSON_DeleteItemFromObjectCaseSensitive(man, "shard");
         cJSON_DeleteItemFromObjectCaseSensitive(man, "history");
         mg = cJSON_AddObjectToObject(man, "merged");
     }
-    arr = mg && cJSON_AddNumberToObject(mg, "count", m->count)
+    arr = !bad && mg && cJSON_AddNumberToObject(mg, "count", m->count)
               ? cJSON_AddArrayToObject(mg, "shards")
               : NULL;
     bad = bad || !arr;
@@ -927,6 +1003,7 @@ static int sync_parent(const char *path, nsed_err *err)
 static int move_into_place(merge *m, int replace, nsed_err *err)
 {
     const char *out = m->o->out;
+    nsed_err why = {0};
     int rc;
 
     if (!replace) {
@@ -944,8 +1021,11 @@ static int move_into_place(merge *m, int replace, nsed_err *err)
     if (rc)
         return rc;
     m->sum->replaced = true;
-    /* the earlier merge, now under the temporary name */
-    return remove_store_dir(m->tmp, err);
+    /* the earlier merge, now under the temporary name; the new one is in
+     * place whatever happens to it */
+    if (remove_store_dir(m->tmp, &why) != 0)
+        note(m, "the earlier merge is left in %s: %s", m->tmp, why.msg);
+    return 0;
 }
 
 /* ---- the whole ---------------------------------------------------------- */
@@ -953,7 +1033,7 @@ static int move_into_place(merge *m, int replace, nsed_err *err)
 static void merge_release(merge *m)
 {
     for (size_t i = 0; m->sh && i < m->n; i++) {
-        store_close(m->sh[i].st);
+        shard_close(&m->sh[i]);
         cJSON_Delete(m->sh[i].man);
         free(m->sh[i].ingested);
     }
@@ -978,7 +1058,7 @@ static int open_out(merge *m, unsigned flags, nsed_err *err)
     store_opts so = {flags, 0};
 
     for (size_t i = 0; i < m->n; i++)
-        so.initial_map_size += store_map_size(m->sh[i].st);
+        so.initial_map_size += m->sh[i].map_size;
     return store_open(m->tmp, &so, &m->out, err);
 }
 
@@ -987,9 +1067,9 @@ static int copy_all(merge *m, nsed_err *err)
     int rc = 0;
 
     for (m->cur = 0; !rc && m->cur < m->n; m->cur++)
-        rc = store_read(m->sh[m->cur].st, copy_fn, m, err);
+        rc = shard_read(&m->sh[m->cur], copy_fn, m, err);
     for (m->cur = 0; !rc && m->cur < m->n; m->cur++)
-        rc = store_read(m->sh[m->cur].st, tele_fn, m, err);
+        rc = shard_read(&m->sh[m->cur], tele_fn, m, err);
     m->cur = m->n ? m->n - 1 : 0;
     return rc;
 }
@@ -1001,17 +1081,21 @@ static void summarize(merge *m)
         m->sum->ledger_hits += m->models[i].calls.ledger_hits;
         m->sum->cost_usd += m->models[i].calls.cost_usd;
         if (m->models[i].prior_differs)
-            note(m, "the shards hold different telemetry priors of model %s; "
-                    "the one of shard %" PRIu32 " is kept",
+            note(m,
+                 "the shards hold different telemetry priors of model %s; "
+                 "the one of shard %" PRIu32 " is kept",
                  m->models[i].id, m->sh[0].index);
     }
     if (m->sum->ledger_conflicts)
-        note(m, "%" PRIu64 " ledger records differ between shards (the same "
-                "call answered twice); the first shard's are kept",
+        note(m,
+             "%" PRIu64 " ledger records differ between shards (the same "
+             "call answered twice); the first shard's are kept",
              m->sum->ledger_conflicts);
     if (m->dropped)
-        note(m, "%" PRIu64 " telemetry records of unknown kinds were not "
-                "carried over", m->dropped);
+        note(m,
+             "%" PRIu64 " telemetry records of unknown kinds were not "
+             "carried over",
+             m->dropped);
 }
 
 int runner_merge(const runner_merge_opts *o, runner_merge_summary *sum,
@@ -1046,7 +1130,7 @@ int runner_merge(const runner_merge_opts *o, runner_merge_summary *sum,
     /* 1. the shards */
     for (size_t i = 0; i < m.n; i++) {
         m.sh[i].dir = o->shards[i];
-        rc = open_shard(&m.sh[i], err);
+        rc = read_shard(&m.sh[i], err);
         if (rc)
             goto out;
     }
@@ -1056,7 +1140,7 @@ int runner_merge(const runner_merge_opts *o, runner_merge_summary *sum,
     for (size_t i = 0; !rc && i < m.n; i++) {
         verify_ctx vc = {&m, &m.sh[i], NULL, NULL};
 
-        rc = store_read(m.sh[i].st, verify_fn, &vc, err);
+        rc = shard_read(&m.sh[i], verify_fn, &vc, err);
     }
     if (!rc)
         rc = check_finished(&m, err);

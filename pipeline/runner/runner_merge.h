@@ -42,16 +42,16 @@ typedef struct runner_merge_progress {
     size_t shard;     /* the shard being copied (its position, 0-based) */
     size_t nshards;
     double elapsed_s;
-    bool final;       /* the last call, after the move into place */
+    bool final; /* the last call, after the move into place */
 } runner_merge_progress;
 
 typedef struct runner_merge_opts {
-    const char *out;            /* OUT_STORE */
-    const char *const *shards;  /* the shard store directories */
+    const char *out;           /* OUT_STORE */
+    const char *const *shards; /* the shard store directories */
     size_t nshards;
-    const char *command_line;   /* recorded in the merged manifest */
-    size_t batch;               /* records per transaction; 0: default */
-    bool partial;               /* merge unfinished shards too: their
+    const char *command_line; /* recorded in the merged manifest */
+    size_t batch;             /* records per transaction; 0: default */
+    bool partial;             /* merge unfinished shards too: their
                                    unfinished questions keep their state
                                    and stay resumable in OUT */
     /* called after every committed batch and once at the end (may be
@@ -64,18 +64,18 @@ typedef struct runner_merge_opts {
 } runner_merge_opts;
 
 typedef struct runner_merge_summary {
-    uint32_t count;             /* N, the shards of the run */
+    uint32_t count; /* N, the shards of the run */
     uint64_t questions;
     uint64_t done, degraded, failed;
-    uint64_t unfinished;        /* questions without a result (partial) */
-    uint64_t calls;             /* network calls, summed over the shards'
+    uint64_t unfinished; /* questions without a result (partial) */
+    uint64_t calls;      /* network calls, summed over the shards'
                                    call statistics */
     uint64_t ledger_hits;
-    double cost_usd;            /* of those calls */
-    uint64_t records;           /* records copied */
-    uint64_t ledger_conflicts;  /* ledger keys of two shards with
+    double cost_usd;           /* of those calls */
+    uint64_t records;          /* records copied */
+    uint64_t ledger_conflicts; /* ledger keys of two shards with
                                    different bytes (the first kept) */
-    bool replaced;              /* an earlier merge at OUT was replaced */
+    bool replaced;             /* an earlier merge at OUT was replaced */
     double elapsed_s;
 } runner_merge_summary;
 
