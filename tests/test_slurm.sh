@@ -197,8 +197,10 @@ check "the cancel re-paid between 0 and $slots calls ($extra)" test "$extra" -ge
 before=$(sim_requests)
 t2=$(now)
 read -r J3 M3 < <("$slurm/submit.sh" --workflow "$wf" --questions "$q" --shards $N \
-    --shared "$T/shared2" --nsed "$nsed" --local "$T/local2" --args "$ARGS" --parsable) ||
-    die "submit.sh failed"
+    --shared "$T/shared2" --nsed "$nsed" --local "$T/local2" --args "$ARGS" --max-running 2 \
+    --parsable) || die "submit.sh failed"
+check "submit.sh --max-running 2: the array's throttle is 2" \
+    grep -q "ArrayTaskThrottle=2 " <(scontrol -o show job "$J3")
 wait_gone "$J3,$M3" 90 || die "jobs $J3, $M3 did not finish in 90 s"
 t3=$(now)
 clean_calls=$(($(sim_requests) - before))
