@@ -1316,7 +1316,8 @@ static int utc_now(char now[32], nsed_err *err)
     struct tm tm;
     time_t tt = time(NULL);
 
-    if (!gmtime_r(&tt, &tm) || strftime(now, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+    if (!gmtime_r(&tt, &tm) ||
+        strftime(now, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
         return nsed_error(err, NSED_EIO, "cannot format the current time");
     return 0;
 }
