@@ -235,6 +235,10 @@ typedef struct state_round {
     state_aggregate agg;
     bool decided;
     state_decision decision;
+    /* read from a round written before candidates shared their seat's
+     * proposal text ("same_text"): written back with every text spelled
+     * out, so that such a round prints back as it was */
+    bool cand_text_full;
 } state_round;
 
 /* The consensus state for the next round (the forget gate's output): the
@@ -367,6 +371,32 @@ NSED_MUST_CHECK int state_to_json(const state *st, char **out);
 NSED_MUST_CHECK int state_from_json(const char *json, size_t len,
                                     const workflow *wf, state **out,
                                     nsed_err *err);
+
+/* The JSON of a checkpoint: state_to_json, except that every decided
+ * round (archived under its own key when converge decided it) is written
+ * as a reference, {"v":1,"round":N,"archived":true}, and a finished
+ * state's carry (the next round's blocks, of no use once the question is
+ * done) is left empty. state_from_json_archived reads it back. Returns as
+ * state_to_json. */
+NSED_MUST_CHECK int state_to_json_checkpoint(const state *st, char **out);
+
+/* Fetch the archived JSON of round index for state_from_json_archived:
+ * 0 with *json and *len set (valid until the reading call returns), or a
+ * negative code (NSED_ENOTFOUND: no such round archived) that the read
+ * returns, err telling why. */
+typedef int (*state_round_fetch_fn)(void *arg, int index, const void **json,
+                                    size_t *len, nsed_err *err);
+
+/* state_from_json that also reads what state_to_json_checkpoint wrote:
+ * a round written as a reference is read through fetch(arg, index, ...)
+ * and parsed as state_round_from_json does. With fetch NULL a reference
+ * is refused (NSED_EINVAL, "archived round needs the store"). Returns as
+ * state_from_json, or fetch's code. */
+NSED_MUST_CHECK int state_from_json_archived(const char *json, size_t len,
+                                             const workflow *wf,
+                                             state_round_fetch_fn fetch,
+                                             void *arg, state **out,
+                                             nsed_err *err);
 
 /* Compact JSON of one round (the shape it has inside state_to_json's
  * "rounds"), for storing round r under its own key. nseats is the team

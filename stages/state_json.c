@@ -188,14 +188,24 @@ static void round_json(jsonw *w, const state_round *r, size_t nseats)
         key_str(w, "fence", r->fence);
         if (r->per_evaluator)
             key_str(w, "order", "per_evaluator");
+        /* A candidate is its seat's proposal, anonymized: most often the
+         * same text, which then is not stored twice. */
+        if (!r->cand_text_full)
+            key_bool(w, "same_text", true);
         jsonw_key(w, "candidates");
         jsonw_array_begin(w);
         for (size_t j = 0; j < r->ncand; j++) {
+            const state_candidate *c = &r->cands[j];
+            const char *own = c->seat < nseats ? r->proposals[c->seat].text
+                                               : NULL;
+
             jsonw_object_begin(w);
             key_label(w, "label", j);
-            key_num(w, "seat", (double)r->cands[j].seat);
-            key_str(w, "text", r->cands[j].text);
-            key_num(w, "redactions", (double)r->cands[j].redactions);
+            key_num(w, "seat", (double)c->seat);
+            if (r->cand_text_full || !c->text || !own ||
+                strcmp(c->text, own) != 0)
+                key_str(w, "text", c->text);
+            key_num(w, "redactions", (double)c->redactions);
             jsonw_object_end(w);
         }
         jsonw_array_end(w);
@@ -276,9 +286,30 @@ static void block_list(jsonw *w, const char *key, char **v, size_t n)
     jsonw_array_end(w);
 }
 
-int state_to_json(const state *st, char **out)
+/* A decided round in a checkpoint: archived under its own key, so only
+ * named here. */
+static void round_ref_json(jsonw *w, const state_round *r)
+{
+    jsonw_object_begin(w);
+    key_num(w, "v", STATE_JSON_VERSION);
+    key_num(w, "round", r->index);
+    key_bool(w, "archived", true);
+    jsonw_object_end(w);
+}
+
+static void checkpoint_round(jsonw *w, const state_round *r, size_t nseats,
+                             bool checkpoint)
+{
+    if (checkpoint && r->decided)
+        round_ref_json(w, r);
+    else
+        round_json(w, r, nseats);
+}
+
+static int state_json_write(const state *st, bool checkpoint, char **out)
 {
     jsonw w;
+    bool carry = !checkpoint || st->stage != STATE_STAGE_FINISHED;
     char seed[17];
 
     jsonw_init(&w, STATE_JSON_MAX, JSONW_CJSON);
@@ -345,21 +376,32 @@ int state_to_json(const state *st, char **out)
         selfcons_json(&w, &st->sc);
     jsonw_key(&w, "carry");
     jsonw_object_begin(&w);
-    key_num(&w, "from_round", st->carry.from_round);
-    key_str(&w, "fence", st->carry.fence);
-    key_str(&w, "winner", st->carry.winner);
-    block_list(&w, "own", st->carry.own, st->nseats);
-    block_list(&w, "critiques", st->carry.critiques, st->nseats);
-    block_list(&w, "scores", st->carry.scores, st->nseats);
+    key_num(&w, "from_round", carry ? st->carry.from_round : -1);
+    key_str(&w, "fence", carry ? st->carry.fence : "");
+    key_str(&w, "winner", carry ? st->carry.winner : NULL);
+    block_list(&w, "own", carry ? st->carry.own : NULL, st->nseats);
+    block_list(&w, "critiques", carry ? st->carry.critiques : NULL,
+               st->nseats);
+    block_list(&w, "scores", carry ? st->carry.scores : NULL, st->nseats);
     jsonw_object_end(&w);
     jsonw_key(&w, "rounds");
     jsonw_array_begin(&w);
     if (st->prev)
-        round_json(&w, st->prev, st->nseats);
-    round_json(&w, st->cur, st->nseats);
+        checkpoint_round(&w, st->prev, st->nseats, checkpoint);
+    checkpoint_round(&w, st->cur, st->nseats, checkpoint);
     jsonw_array_end(&w);
     jsonw_object_end(&w);
     return jsonw_finish(&w, out, NULL);
+}
+
+int state_to_json(const state *st, char **out)
+{
+    return state_json_write(st, false, out);
+}
+
+int state_to_json_checkpoint(const state *st, char **out)
+{
+    return state_json_write(st, true, out);
 }
 
 /* ---- reading ---------------------------------------------------------- */
@@ -655,6 +697,8 @@ static state_round *rd_round(json_reader *r, const cJSON *o, const char *path,
     an = json_rd_obj(r, o, "anonymize", P(p, "%s.anonymize", path), true);
     if (an) {
         char *fence = json_rd_str(r, an, "fence", p, false);
+        bool same = cJSON_GetObjectItemCaseSensitive(an, "same_text") &&
+                    json_rd_bool(r, an, "same_text", p);
 
         if (fence && strlen(fence) == TEXT_FENCE_HEX &&
             strspn(fence, "0123456789abcdef") == TEXT_FENCE_HEX)
@@ -683,6 +727,7 @@ static state_round *rd_round(json_reader *r, const cJSON *o, const char *path,
                 json_rd_fail(r, NSED_ENOMEM, p, "out of memory");
         }
         rn->anonymized = true;
+        rn->cand_text_full = !same;
         cJSON_ArrayForEach(x, a) {
             state_candidate *c;
 
@@ -694,7 +739,19 @@ static state_round *rd_round(json_reader *r, const cJSON *o, const char *path,
                 json_rd_fail(r, NSED_EINVAL, p, "labels out of order");
             c->seat =
                 (size_t)json_rd_int(r, x, "seat", p, 0, (int64_t)nseats - 1);
-            c->text = json_rd_str(r, x, "text", p, false);
+            if (same && !cJSON_GetObjectItemCaseSensitive(x, "text")) {
+                const char *own = !r->rc && c->seat < nseats
+                                      ? rn->proposals[c->seat].text
+                                      : NULL;
+
+                if (own && !(c->text = strdup(own)))
+                    json_rd_fail(r, NSED_ENOMEM, p, "out of memory");
+                else if (!own && !r->rc)
+                    json_rd_fail(r, NSED_EINVAL, p,
+                                 "no text and its seat proposed none");
+            } else {
+                c->text = json_rd_str(r, x, "text", p, false);
+            }
             c->redactions =
                 (size_t)json_rd_int(r, x, "redactions", p, 0, COUNT_MAX);
         }
@@ -891,8 +948,54 @@ static void rd_selfcons(json_reader *r, const cJSON *root, size_t nmodels,
     rd_usage(r, x, "self_consistency", &sc->usage);
 }
 
+/* Where a checkpoint's archived rounds are read from. */
+typedef struct round_src {
+    state_round_fetch_fn fetch; /* NULL: references are refused */
+    void *arg;
+} round_src;
+
+/* A round of the state: in place, or a reference to its archived record. */
+static state_round *rd_state_round(json_reader *r, const cJSON *o,
+                                   const char *path, size_t nseats,
+                                   const round_src *src)
+{
+    const void *json;
+    size_t len;
+    int64_t index;
+    state_round *rn = NULL;
+    int rc;
+
+    if (!cJSON_IsObject(o) || !cJSON_GetObjectItemCaseSensitive(o, "archived"))
+        return rd_round(r, o, path, nseats);
+    if (!json_rd_bool(r, o, "archived", path) || r->rc) {
+        if (!r->rc)
+            json_rd_fail(r, NSED_EINVAL, path, "archived is not true");
+        return NULL;
+    }
+    index = json_rd_int(r, o, "round", path, 0, ROUND_MAX);
+    if (r->rc)
+        return NULL;
+    if (!src->fetch) {
+        json_rd_fail(r, NSED_EINVAL, path, "archived round needs the store");
+        return NULL;
+    }
+    rc = src->fetch(src->arg, (int)index, &json, &len, r->err);
+    if (!rc)
+        rc = state_round_from_json(json, len, nseats, &rn, r->err);
+    if (!rc && rn->index != (int)index) {
+        rc = nsed_error(r->err, NSED_EINVAL,
+                        "state JSON: %s: archived round %d holds round %d",
+                        path, (int)index, rn->index);
+        state_round_free(rn, nseats);
+        rn = NULL;
+    }
+    if (rc && !r->rc)
+        r->rc = rc;
+    return rn;
+}
+
 static void rd_state(json_reader *r, const cJSON *root, const workflow *wf,
-                     state *st)
+                     const round_src *src, state *st)
 {
     char p[128];
     const cJSON *q, *a, *x;
@@ -1025,14 +1128,17 @@ static void rd_state(json_reader *r, const cJSON *root, const workflow *wf,
     if (r->rc)
         return;
     if (cJSON_GetArraySize(a) == 2) {
-        st->prev = rd_round(r, cJSON_GetArrayItem(a, 0), "rounds[0]",
-                            st->nseats);
-        st->cur = rd_round(r, cJSON_GetArrayItem(a, 1), "rounds[1]",
-                           st->nseats);
+        st->prev = rd_state_round(r, cJSON_GetArrayItem(a, 0), "rounds[0]",
+                                  st->nseats, src);
+        if (!r->rc)
+            st->cur = rd_state_round(r, cJSON_GetArrayItem(a, 1),
+                                     "rounds[1]", st->nseats, src);
     } else {
-        st->cur = rd_round(r, cJSON_GetArrayItem(a, 0), "rounds[0]",
-                           st->nseats);
+        st->cur = rd_state_round(r, cJSON_GetArrayItem(a, 0), "rounds[0]",
+                                 st->nseats, src);
     }
+    if (r->rc)
+        return;
     if (!r->rc && st->cur->index != st->round)
         json_rd_fail(r, NSED_EINVAL, "rounds",
                      "last round is not the current "
@@ -1056,6 +1162,14 @@ static void rd_state(json_reader *r, const cJSON *root, const workflow *wf,
 int state_from_json(const char *json, size_t len, const workflow *wf,
                     state **out, nsed_err *err)
 {
+    return state_from_json_archived(json, len, wf, NULL, NULL, out, err);
+}
+
+int state_from_json_archived(const char *json, size_t len, const workflow *wf,
+                             state_round_fetch_fn fetch, void *arg,
+                             state **out, nsed_err *err)
+{
+    round_src src = {fetch, arg};
     json_reader r;
     cJSON *root = NULL;
     state *st;
@@ -1071,7 +1185,7 @@ int state_from_json(const char *json, size_t len, const workflow *wf,
     }
     st->carry.from_round = -1;
     json_reader_init(&r, "state JSON", err);
-    rd_state(&r, root, wf, st);
+    rd_state(&r, root, wf, &src, st);
     cJSON_Delete(root);
     if (r.rc) {
         state_free(st);

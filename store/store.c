@@ -1522,3 +1522,41 @@ out:
     cJSON_Delete(man);
     return rc;
 }
+
+int store_db_stat(store_txn *t, enum store_db db, store_db_stats *out)
+{
+    int rc = txn_check(t, db);
+    MDB_stat st;
+    int mrc;
+
+    if (rc)
+        return rc;
+    if (!out)
+        return NSED_EINVAL;
+    if (!t->s->have_dbi[db]) {
+        memset(out, 0, sizeof *out);
+        return 0;
+    }
+    mrc = mdb_stat(t->txn, t->s->dbi[db], &st);
+    if (mrc != 0)
+        return txn_fail(t, mrc);
+    out->entries = st.ms_entries;
+    out->pages = st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+    out->bytes = out->pages * st.ms_psize;
+    return 0;
+}
+
+int store_env_stat(store_txn *t, size_t *page_size, size_t *used_pages)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+
+    if (!t || !t->txn || !page_size || !used_pages)
+        return NSED_EINVAL;
+    if (mdb_env_info(t->s->env, &info) != 0 ||
+        mdb_env_stat(t->s->env, &st) != 0)
+        return NSED_ESTORE;
+    *page_size = st.ms_psize;
+    *used_pages = info.me_last_pgno + 1;
+    return 0;
+}

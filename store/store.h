@@ -229,4 +229,23 @@ NSED_MUST_CHECK int store_corrupt(nsed_err *err, const store_txn *t,
 void store_u64_key(uint64_t v, unsigned char out[8]);
 uint64_t store_key_u64(const unsigned char in[8]);
 
+/* Space one database takes, from LMDB's own statistics (mdb_stat). */
+typedef struct store_db_stats {
+    size_t entries; /* key/value pairs */
+    size_t pages;   /* branch + leaf + overflow pages */
+    size_t bytes;   /* pages x page size */
+} store_db_stats;
+
+/* Statistics of db in *out, as of transaction t (a database a read-only
+ * store does not have is all zero). Returns 0, NSED_EINVAL, NSED_ESTORE. */
+NSED_MUST_CHECK int store_db_stat(store_txn *t, enum store_db db,
+                                  store_db_stats *out);
+
+/* The environment as of t: LMDB's page size in *page_size and the pages
+ * in use (the last page number + 1 of the newest transaction, free pages
+ * included: what data.mdb needs) in *used_pages. Returns 0 or
+ * NSED_ESTORE. */
+NSED_MUST_CHECK int store_env_stat(store_txn *t, size_t *page_size,
+                                   size_t *used_pages);
+
 #endif

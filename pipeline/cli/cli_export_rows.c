@@ -205,6 +205,28 @@ static int damaged(store_txn *txn, const char *qid, const char *what, int index,
     return store_corrupt(err, txn, STORE_STATE, rec, why);
 }
 
+/* The archived rounds a checkpoint refers to (state_round_fetch_fn). */
+typedef struct export_fetch {
+    store_txn *txn;
+    const char *qid;
+} export_fetch;
+
+static int export_fetch_round(void *arg, int index, const void **json,
+                              size_t *len, nsed_err *err)
+{
+    export_fetch *f = arg;
+    store_key key;
+    int rc = store_keys_question(f->qid, STORE_KEYS_ROUND, (uint32_t)index,
+                                 &key);
+
+    if (!rc)
+        rc = store_get(f->txn, STORE_STATE, key.bytes, key.len, json, len);
+    if (rc == NSED_ENOTFOUND)
+        return nsed_error(err, NSED_EINVAL,
+                          "round %d is referenced but not archived", index);
+    return rc;
+}
+
 static int export_q_load(const export_run *run, store_txn *txn, const char *qid,
                          export_q *q, nsed_err *err)
 {
@@ -221,7 +243,10 @@ static int export_q_load(const export_run *run, store_txn *txn, const char *qid,
         return nsed_error(err, rc == NSED_ENOTFOUND ? NSED_ESTORE : rc,
                           "store %s: question %s has a result but no state",
                           store_txn_dir(txn), qid);
-    rc = state_from_json(val, vlen, run->wf, &q->st, err);
+    export_fetch f = {txn, qid};
+
+    rc = state_from_json_archived(val, vlen, run->wf, export_fetch_round, &f,
+                                  &q->st, err);
     if (rc)
         return rc == NSED_ENOMEM ? rc : damaged(txn, qid, "the state", -1, err);
     if (q->st->round < 0 || q->st->round >= EXPORT_ROUNDS_MAX)

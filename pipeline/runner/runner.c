@@ -711,6 +711,7 @@ out:
 typedef struct fill_read {
     fill_ctx *fc;
     store_txn *txn;
+    const char *qid; /* the question whose state is being read */
     int rc;
 } fill_read;
 
@@ -725,6 +726,24 @@ static int fill_fn(store_txn *txn, void *arg, nsed_err *err)
         rc = 0;
     if (!rc && fr->rc)
         rc = fr->rc;
+    return rc;
+}
+
+/* state_round_fetch_fn of a question's archived rounds in the fill's
+ * transaction (arg: the fill_read; fr->qid the question). */
+static int fetch_round(void *arg, int index, const void **json, size_t *len,
+                       nsed_err *err)
+{
+    fill_read *fr = arg;
+    store_key key;
+    int rc = store_keys_question(fr->qid, STORE_KEYS_ROUND, (uint32_t)index,
+                                 &key);
+
+    if (!rc)
+        rc = store_get(fr->txn, STORE_STATE, key.bytes, key.len, json, len);
+    if (rc == NSED_ENOTFOUND)
+        return nsed_error(err, NSED_EINVAL,
+                          "round %d is referenced but not archived", index);
     return rc;
 }
 
@@ -784,7 +803,9 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
         rc = store_get(fr->txn, STORE_STATE, key.bytes, key.len, &val,
                        &vlen);
     if (rc == 0) {
-        rc = state_from_json(val, vlen, L->wf, &s->st, L->err);
+        fr->qid = q->id;
+        rc = state_from_json_archived(val, vlen, L->wf, fetch_round, fr,
+                                      &s->st, L->err);
         if (rc)
             rc = damaged(fr->txn, L->err, "state", q->id, rc);
         if (!rc && retry && s->st->stage != STATE_STAGE_FINISHED) {
@@ -1201,7 +1222,7 @@ static int commit(struct loop *L)
             continue;
         any = true;
         if (s->dirty && !s->state_json) {
-            rc = state_to_json(s->st, &s->state_json);
+            rc = state_to_json_checkpoint(s->st, &s->state_json);
             if (rc)
                 return nsed_error(L->err, rc, "out of memory");
         }
