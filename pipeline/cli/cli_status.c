@@ -430,6 +430,19 @@ static void print_shard(const runner_report *r)
                json_num(sh, "index", 0));
 }
 
+/* What the store takes: the databases' pages, per question, the three
+ * largest databases. */
+static void print_space(const runner_report_space *sp)
+{
+    printf("store use:  %zu bytes in databases (%.0f per question), %zu "
+           "in the file;",
+           sp->data_bytes, sp->per_question, sp->used_bytes);
+    for (int db = 0; db < STORE_DB_COUNT; db++)
+        printf("%s %s %zu", db ? "," : "", store_db_name((enum store_db)db),
+               sp->dbs[db].bytes);
+    printf("\n");
+}
+
 static void print_text(const runner_report *r)
 {
     printf("store:      %s\n", r->store);
@@ -469,6 +482,7 @@ static void print_text(const runner_report *r)
     print_broker(&r->broker);
     print_models(r);
     print_cache(r);
+    print_space(&r->space);
 }
 
 typedef struct tele_export {

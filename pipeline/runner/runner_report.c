@@ -679,6 +679,24 @@ static int read_manifest(store *st, runner_report *r, nsed_err *err)
     return 0;
 }
 
+static int space_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    runner_report_space *sp = arg;
+    size_t pages = 0;
+    int rc = 0;
+
+    for (int db = 0; db < STORE_DB_COUNT && !rc; db++) {
+        rc = store_db_stat(txn, (enum store_db)db, &sp->dbs[db]);
+        sp->data_bytes += sp->dbs[db].bytes;
+    }
+    if (!rc)
+        rc = store_env_stat(txn, &sp->page_size, &pages);
+    if (rc)
+        return nsed_error(err, rc, "cannot read the store's statistics");
+    sp->used_bytes = pages * sp->page_size;
+    return 0;
+}
+
 int runner_report_build(store *st, runner_report **out, nsed_err *err)
 {
     runner_report *r = calloc(1, sizeof *r);
@@ -695,8 +713,12 @@ int runner_report_build(store *st, runner_report **out, nsed_err *err)
     rc = read_manifest(st, r, err);
     if (!rc)
         rc = store_read(st, read_fn, &rr, err);
+    if (!rc)
+        rc = store_read(st, space_fn, &r->space, err);
     if (rc)
         goto out;
+    r->space.per_question =
+        r->total ? (double)r->space.data_bytes / (double)r->total : 0;
     derive(&rr);
     runner_bias_finish(&rr.bias);
     rc = derive_models(r);
@@ -854,6 +876,26 @@ static void selfcons_json(const runner_report_selfcons *sc, cJSON *acc)
                                 (double)sc->models.items[i].n);
 }
 
+/* "store_bytes": what the store takes, in bytes, and per database. */
+static void space_json(const runner_report_space *sp, cJSON *o)
+{
+    cJSON *so = cJSON_AddObjectToObject(o, "store_bytes"), *dbs;
+
+    cJSON_AddNumberToObject(so, "data", (double)sp->data_bytes);
+    cJSON_AddNumberToObject(so, "used", (double)sp->used_bytes);
+    cJSON_AddNumberToObject(so, "page_size", (double)sp->page_size);
+    cJSON_AddNumberToObject(so, "per_question", sp->per_question);
+    dbs = cJSON_AddObjectToObject(so, "databases");
+    for (int db = 0; db < STORE_DB_COUNT; db++) {
+        cJSON *d = cJSON_AddObjectToObject(dbs,
+                                           store_db_name((enum store_db)db));
+
+        cJSON_AddNumberToObject(d, "entries", (double)sp->dbs[db].entries);
+        cJSON_AddNumberToObject(d, "pages", (double)sp->dbs[db].pages);
+        cJSON_AddNumberToObject(d, "bytes", (double)sp->dbs[db].bytes);
+    }
+}
+
 int runner_report_json(const runner_report *r, char **out)
 {
     cJSON *o = cJSON_CreateObject(), *q, *acc, *models, *stops, *reasons;
@@ -924,6 +966,7 @@ int runner_report_json(const runner_report *r, char **out)
         cJSON_AddNullToObject(o, "manifest");
     }
     runner_bias_json(&r->bias, o);
+    space_json(&r->space, o);
     *out = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return *out ? 0 : NSED_ENOMEM;
