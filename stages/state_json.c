@@ -380,8 +380,7 @@ static int state_json_write(const state *st, bool checkpoint, char **out)
     key_str(&w, "fence", carry ? st->carry.fence : "");
     key_str(&w, "winner", carry ? st->carry.winner : NULL);
     block_list(&w, "own", carry ? st->carry.own : NULL, st->nseats);
-    block_list(&w, "critiques", carry ? st->carry.critiques : NULL,
-               st->nseats);
+    block_list(&w, "critiques", carry ? st->carry.critiques : NULL, st->nseats);
     block_list(&w, "scores", carry ? st->carry.scores : NULL, st->nseats);
     jsonw_object_end(&w);
     jsonw_key(&w, "rounds");
@@ -1131,8 +1130,8 @@ static void rd_state(json_reader *r, const cJSON *root, const workflow *wf,
         st->prev = rd_state_round(r, cJSON_GetArrayItem(a, 0), "rounds[0]",
                                   st->nseats, src);
         if (!r->rc)
-            st->cur = rd_state_round(r, cJSON_GetArrayItem(a, 1),
-                                     "rounds[1]", st->nseats, src);
+            st->cur = rd_state_round(r, cJSON_GetArrayItem(a, 1), "rounds[1]",
+                                     st->nseats, src);
     } else {
         st->cur = rd_state_round(r, cJSON_GetArrayItem(a, 0), "rounds[0]",
                                  st->nseats, src);
@@ -1166,8 +1165,8 @@ int state_from_json(const char *json, size_t len, const workflow *wf,
 }
 
 int state_from_json_archived(const char *json, size_t len, const workflow *wf,
-                             state_round_fetch_fn fetch, void *arg,
-                             state **out, nsed_err *err)
+                             state_round_fetch_fn fetch, void *arg, state **out,
+                             nsed_err *err)
 {
     round_src src = {fetch, arg};
     json_reader r;

@@ -4,7 +4,9 @@
  * Key map (bytes; "\0" is one NUL byte, <u32 BE> four big-endian bytes):
  *
  *   STORE_STATE      <qid> "\0s"            the question's state after its
- *                                            latest committed stage
+ *                                            latest committed stage (its
+ *                                            decided rounds named, not
+ *                                            copied: they are the "\0r"s)
  *                    <qid> "\0r" <u32 BE>    round r, archived when decided
  *                    <qid> "\0i"            marker of an incomplete question
  *                    <qid> "\0b"            the broker's decision

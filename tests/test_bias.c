@@ -171,11 +171,12 @@ static void read_evaluation(seen *c, const cJSON *round, const cJSON *ev,
         c->score[c->weights] = member(e, "weight")->valuedouble / 100.0;
         /* a candidate without "text" shares its seat's proposal text
          * (the round says "same_text") */
-        c->len[c->weights] = chars_of(
-            (cJSON_GetObjectItemCaseSensitive(cand, "text")
-                 ? member(cand, "text")
-                 : member(cJSON_GetArrayItem(props, (int)seat), "text"))
-                ->valuestring);
+        c->len[c->weights] =
+            chars_of((cJSON_GetObjectItemCaseSensitive(cand, "text")
+                          ? member(cand, "text")
+                          : member(cJSON_GetArrayItem(props, (int)seat),
+                                   "text"))
+                         ->valuestring);
         c->weights++;
         author[(*nauthor)++] = seat;
         i++;

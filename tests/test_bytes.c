@@ -89,7 +89,8 @@ static void mdb_file_read(const char *sdir, mdb_file *f)
     ck_assert(f->psize >= 512 && f->psize <= 65536);
     m[0] = f->data + PAGEHDR;
     m[1] = f->data + f->psize + PAGEHDR;
-    newest = rd64(m[1] + 24 + 2 * DBSIZE + 8) > rd64(m[0] + 24 + 2 * DBSIZE + 8);
+    newest = rd64(m[1] + 24 + 2 * DBSIZE + 8) >
+             rd64(m[0] + 24 + 2 * DBSIZE + 8);
     f->last_pg = (size_t)rd64(m[newest] + 24 + 2 * DBSIZE);
     f->main_db = m[newest] + 24 + DBSIZE;
     free(path);
@@ -104,7 +105,7 @@ static const unsigned char *named_db(const mdb_file *f, const char *name)
     size_t n = (rd16(pg + 12) - PAGEHDR) / 2;
 
     ck_assert_uint_eq(rd16(f->main_db + 6), 1); /* depth 1: one leaf */
-    ck_assert(rd16(pg + 10) & 0x02);          /* P_LEAF */
+    ck_assert(rd16(pg + 10) & 0x02);            /* P_LEAF */
     for (size_t i = 0; i < n; i++) {
         const unsigned char *node = pg + rd16(pg + PAGEHDR + 2 * i);
         size_t ksize = rd16(node + 6);
@@ -141,9 +142,9 @@ static int scan_fn(store_txn *t, void *arg, nsed_err *err)
 
     (void)err;
     for (int db = 0; db < STORE_DB_COUNT; db++)
-        ck_assert_int_eq(
-            store_scan(t, (enum store_db)db, NULL, 0, NULL, 0, sum_fn, &a->db[db]),
-            0);
+        ck_assert_int_eq(store_scan(t, (enum store_db)db, NULL, 0, NULL, 0,
+                                    sum_fn, &a->db[db]),
+                         0);
     return 0;
 }
 
@@ -211,8 +212,10 @@ START_TEST(status_bytes_match_the_file)
         char *out = NULL, *err = NULL, want[96];
 
         ck_assert_int_eq(NSED(NULL, &out, &err, "status", "--store", sdir), 0);
-        snprintf(want, sizeof want, "store use:  %.0f bytes in databases (%.0f "
-                 "per question)", sum, sum / 120.0);
+        snprintf(want, sizeof want,
+                 "store use:  %.0f bytes in databases (%.0f "
+                 "per question)",
+                 sum, sum / 120.0);
         ck_assert_msg(tu_contains(out, want), "%s lacks %s", out, want);
         free(out);
         free(err);
@@ -249,8 +252,8 @@ static int rounds_fn(const void *k, size_t klen, const void *v, size_t vlen,
         ck_assert_ptr_nonnull(j);
         /* a finished question's state names its rounds and keeps no
          * carry: it fits a leaf page, no overflow page of its own */
-        if (strcmp(cJSON_GetObjectItem(j, "stage")->valuestring,
-                   "finished") == 0) {
+        if (strcmp(cJSON_GetObjectItem(j, "stage")->valuestring, "finished") ==
+            0) {
             const cJSON *r;
 
             cJSON_ArrayForEach(r, cJSON_GetObjectItem(j, "rounds"))
@@ -539,7 +542,8 @@ static int rewrite_fn(store_txn *t, void *arg, nsed_err *err)
             state_round *r = NULL;
             size_t nseats = 3; /* the demo's team */
 
-            ck_assert_int_eq(state_round_from_json(v, vlen, nseats, &r, err), 0);
+            ck_assert_int_eq(state_round_from_json(v, vlen, nseats, &r, err),
+                             0);
             round_old_form(r);
             ck_assert_int_eq(state_round_to_json(r, nseats, &json), 0);
             state_round_free(r, nseats);

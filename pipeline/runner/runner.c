@@ -804,8 +804,8 @@ static int fill_one(const question *q, uint64_t seq, void *arg)
                        &vlen);
     if (rc == 0) {
         fr->qid = q->id;
-        rc = state_from_json_archived(val, vlen, L->wf, fetch_round, fr,
-                                      &s->st, L->err);
+        rc = state_from_json_archived(val, vlen, L->wf, fetch_round, fr, &s->st,
+                                      L->err);
         if (rc)
             rc = damaged(fr->txn, L->err, "state", q->id, rc);
         if (!rc && retry && s->st->stage != STATE_STAGE_FINISHED) {

@@ -717,8 +717,9 @@ int runner_report_build(store *st, runner_report **out, nsed_err *err)
         rc = store_read(st, space_fn, &r->space, err);
     if (rc)
         goto out;
-    r->space.per_question =
-        r->total ? (double)r->space.data_bytes / (double)r->total : 0;
+    r->space.per_question = r->total
+                                ? (double)r->space.data_bytes / (double)r->total
+                                : 0;
     derive(&rr);
     runner_bias_finish(&rr.bias);
     rc = derive_models(r);

@@ -184,9 +184,9 @@ typedef struct runner_report_fit {
 /* The space the store takes, from LMDB's statistics (store_db_stat). */
 typedef struct runner_report_space {
     store_db_stats dbs[STORE_DB_COUNT]; /* per database (enum store_db) */
-    size_t data_bytes;  /* the databases' pages x page size, summed */
-    size_t page_size;   /* LMDB's page size */
-    size_t used_bytes;  /* pages the file needs (free pages included) */
+    size_t data_bytes;   /* the databases' pages x page size, summed */
+    size_t page_size;    /* LMDB's page size */
+    size_t used_bytes;   /* pages the file needs (free pages included) */
     double per_question; /* data_bytes / questions (0 without questions) */
 } runner_report_space;
 
