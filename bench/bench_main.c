@@ -473,8 +473,7 @@ static int floor_cpu(bench *B, bench_sim *sim, uint64_t n, double *user_us,
     if (!rc)
         rc = worker(B, NULL, argv, &c);
     if (!rc && (!bench_child_value(&c, "calls", &calls) || calls <= 0))
-        rc = nsed_error(&B->err, NSED_EIO, "floor worker printed no "
-                        "result");
+        rc = nsed_error(&B->err, NSED_EIO, "floor worker printed no result");
     if (!rc) {
         bench_child_value(&c, "user", &user);
         bench_child_value(&c, "sys", &sys);
@@ -936,8 +935,7 @@ static void print_table(const bench *B)
                "run incl. start and drain %.0f/s (%.3f); mean slots busy "
                "in the window %.3f; cores used: runner %.2f, nsed-sim %.2f",
                (unsigned long long)B->sat_calls, B->sat_whole,
-               B->sat_whole_ratio, B->sat_util, B->sat_cpu,
-               B->sat_sim_cpu);
+               B->sat_whole_ratio, B->sat_util, B->sat_cpu, B->sat_sim_cpu);
         if (B->sat_reps > 1)
             printf("; best of runs at %.3f and %.3f", B->sat_all[0],
                    B->sat_all[1]);
@@ -951,10 +949,10 @@ static void print_table(const bench *B)
                "of the runner process only (getrusage around runner_run), "
                "durable commits, at 0 ms the better of two runs; nsed-sim "
                "used %.1f us per call\n",
-               (unsigned long long)B->cpu_calls, B->cpu_rate,
-               B->cpu_user_us, B->cpu_sys_us, B->floor_user_us,
-               B->floor_sys_us, (unsigned long long)B->cpu50_calls,
-               B->cpu50_user_us, B->cpu50_sys_us, B->cpu_sim_us);
+               (unsigned long long)B->cpu_calls, B->cpu_rate, B->cpu_user_us,
+               B->cpu_sys_us, B->floor_user_us, B->floor_sys_us,
+               (unsigned long long)B->cpu50_calls, B->cpu50_user_us,
+               B->cpu50_sys_us, B->cpu_sim_us);
     if (B->done[3])
         for (int i = 0; i < 3; i++)
             printf("  3: %zu questions: %.0f calls in %.1f s; peak RSS "
