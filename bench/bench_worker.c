@@ -12,6 +12,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <signal.h>
@@ -280,6 +281,10 @@ int bench_worker_main(int argc, char **argv)
     int rc;
 
     signal(SIGPIPE, SIG_IGN);
+    /* as nsed's main() does (pipeline/cli/main.c): the worker measures
+     * what `nsed run` costs, heap settings included */
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    mallopt(M_TOP_PAD, 16 << 20);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "nsed-bench worker: curl_global_init failed\n");
         return 1;

@@ -482,6 +482,24 @@ int store_write(store *s, store_txn_fn fn, void *arg, nsed_err *err)
     return write_loop(s, fn, arg, err);
 }
 
+int store_defer_meta_sync(store *s, bool on, nsed_err *err)
+{
+    int rc = usable(s, err), mrc;
+
+    if (rc)
+        return rc;
+    if (s->flags & (STORE_RDONLY | STORE_NOSYNC))
+        return 0;
+    mrc = mdb_env_set_flags(s->env, MDB_NOMETASYNC, on ? 1 : 0);
+    /* back to full syncs: the last deferred meta page goes to disk now */
+    if (mrc == 0 && !on)
+        mrc = mdb_env_sync(s->env, 1);
+    if (mrc != 0)
+        return nsed_error(err, NSED_ESTORE, "store %s: cannot sync: %s", s->dir,
+                          mdb_strerror(mrc));
+    return 0;
+}
+
 int store_read(store *s, store_txn_fn fn, void *arg, nsed_err *err)
 {
     store_txn t = {s, NULL, 0, 0};

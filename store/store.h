@@ -27,6 +27,9 @@
  * Durability: every store_write() is one LMDB write transaction, committed
  * with fsync unless STORE_NOSYNC was given. A process killed at any moment
  * leaves every committed transaction intact and none of an uncommitted one.
+ * Between store_defer_meta_sync(s, true) and (s, false) a commit flushes
+ * once instead of twice, and an operating-system crash may undo the last
+ * committed transaction (see that function).
  *
  * Map growth: the map starts at opts->initial_map_size (default 64 MiB) and
  * doubles whenever LMDB reports MDB_MAP_FULL; the transaction is then
@@ -38,6 +41,7 @@
 
 #include "pipeline/base/err.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -119,6 +123,23 @@ typedef int (*store_txn_fn)(store_txn *txn, void *arg, nsed_err *err);
  * fn's error, NSED_ESTORE, or NSED_EINVAL on a read-only store. */
 NSED_MUST_CHECK int store_write(store *s, store_txn_fn fn, void *arg,
                                 nsed_err *err);
+
+/* Defer the second sync of each commit (on true) or go back to syncing
+ * both (on false). A commit always writes the transaction's pages and
+ * syncs them (fdatasync) before it writes the meta page that makes the
+ * transaction current; by default that meta page is written synchronously
+ * too (two device flushes per commit). Deferred, the meta page is left to
+ * the next commit's sync (or to this call with false, or to the kernel's
+ * writeback), which halves the flushes of a stream of commits. What it
+ * costs, and nothing more: an operating-system crash (power loss, kernel
+ * panic) may undo the last transaction committed before it; a process
+ * that is killed loses nothing committed (the meta page is in the kernel
+ * once the commit returns), and the store is never corrupt (LMDB keeps
+ * the previous meta page, whose pages the synced commit did not touch).
+ * Turning it off syncs the data file (mdb_env_sync), so after a false
+ * call every committed transaction is durable again. No-op on a read-only
+ * or STORE_NOSYNC store. Returns 0 or NSED_ESTORE (a failed sync). */
+NSED_MUST_CHECK int store_defer_meta_sync(store *s, bool on, nsed_err *err);
 
 /* Run fn inside one read-only transaction (a consistent snapshot). */
 NSED_MUST_CHECK int store_read(store *s, store_txn_fn fn, void *arg,

@@ -1525,6 +1525,7 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
 {
     struct loop L = {0};
     gateway_stats t;
+    bool deferred = false;
     int rc;
 
     memset(sum, 0, sizeof *sum);
@@ -1541,6 +1542,13 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
     rc = loop_open(&L, err);
     if (rc)
         goto out;
+    /* One flush per commit instead of two: a kill -9 still loses nothing
+     * committed, and an OS crash at most the last commit (store.h); the
+     * flush at the end below makes everything durable again. */
+    rc = store_defer_meta_sync(st, true, err);
+    if (rc)
+        goto out;
+    deferred = true;
     rc = fill(&L);
     L.done_total = sum->already_done;
     while (!rc && L.nactive > 0 && !sum->interrupted && !sum->gave_up)
@@ -1567,6 +1575,13 @@ int runner_run(const workflow *wf, store *st, const runner_opts *opts,
     sum->completion_tokens = t.completion_tokens;
     sum->cost_usd = t.cost_usd;
 out:
+    if (deferred) {
+        nsed_err serr = {0};
+        int src = store_defer_meta_sync(st, false, rc ? &serr : err);
+
+        if (!rc)
+            rc = src;
+    }
     loop_close(&L);
     sum->elapsed_s = now_s() - L.started;
     return rc;

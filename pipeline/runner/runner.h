@@ -37,6 +37,12 @@
  * The loop ends when no question is active; a last commit and flush
  * follow, then one final on_progress.
  *
+ * Flushes: while the loop runs, a commit flushes the store once (its
+ * pages), leaving its meta page to the next commit's flush
+ * (store_defer_meta_sync); runner_run syncs the store before it returns,
+ * on success and on error alike. A kill -9 loses nothing committed; an
+ * operating-system crash may undo the last commit (docs/store.md).
+ *
  * Commits: every stage that finished during one turn of the loop is
  * written in one transaction (group commit). A question whose result is
  * in the store is never run again; one with a state resumes at its stage:
