@@ -88,6 +88,12 @@ typedef struct bench_child {
 int bench_child_spawn(bench_child *c, const char *self, const char *sim_url,
                       const char *const *argv, nsed_err *err);
 
+/* The same for any program: execv(path, args) (args NULL-terminated,
+ * args[0] the program's name), stdout to the pipe, stderr inherited. A
+ * program that cannot be executed exits with status 127. */
+int bench_child_exec(bench_child *c, const char *path, const char *sim_url,
+                     const char *const *args, nsed_err *err);
+
 /* Read what the child printed for up to timeout_ms milliseconds (0: just
  * what is there). Returns 1 when its output reached EOF, 0 when it is still
  * running. */

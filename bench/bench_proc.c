@@ -266,16 +266,23 @@ int bench_child_spawn(bench_child *c, const char *self, const char *sim_url,
 {
     const char *args[32];
     size_t n = 0;
-    int fds[2];
-    pid_t pid;
 
-    memset(c, 0, sizeof *c);
-    c->out_fd = -1;
     args[n++] = self;
     args[n++] = "--worker";
     for (size_t i = 0; argv[i] && n < 31; i++)
         args[n++] = argv[i];
     args[n] = NULL;
+    return bench_child_exec(c, self, sim_url, args, err);
+}
+
+int bench_child_exec(bench_child *c, const char *path, const char *sim_url,
+                     const char *const *args, nsed_err *err)
+{
+    int fds[2];
+    pid_t pid;
+
+    memset(c, 0, sizeof *c);
+    c->out_fd = -1;
     if (pipe(fds) < 0)
         return nsed_error(err, NSED_EIO, "pipe: %s", strerror(errno));
     c->started = bench_now();
@@ -292,7 +299,7 @@ int bench_child_spawn(bench_child *c, const char *self, const char *sim_url,
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
-        execv(self, (char *const *)args);
+        execv(path, (char *const *)args);
         _exit(127);
     }
     close(fds[1]);
