@@ -73,8 +73,7 @@ static const sizes quick_sizes = {400, 300, {500, 2000, 5000}, 300, 50, 150};
 
 /* Figure 3 --long: the question counts, and its two verdicts' bounds. */
 #define RSS_LONG_N 4
-static const size_t rss_long_sizes[RSS_LONG_N] = {1000, 10000, 100000,
-                                                  1000000};
+static const size_t rss_long_sizes[RSS_LONG_N] = {1000, 10000, 100000, 1000000};
 
 /* Figure 9: nsed against bench/peer/nsed_peer.py. */
 #define PEER_REPS 3
@@ -153,12 +152,12 @@ typedef struct bench {
     double cpu_us, cpu_user_us, cpu_sys_us, cpu_rate, cpu_sim_us;
     uint64_t cpu_calls;
     run_result rss[3];
-    double rss_store[3];        /* figure 3: data.mdb bytes */
-    bool long_mode;             /* figure 3 --long */
+    double rss_store[3]; /* figure 3: data.mdb bytes */
+    bool long_mode;      /* figure 3 --long */
     run_result rss_long[RSS_LONG_N];
     double long_store[RSS_LONG_N], long_ingest_s[RSS_LONG_N];
     long long_ingest_kb[RSS_LONG_N];
-    const char *python;         /* figure 9 */
+    const char *python; /* figure 9 */
     bool no_peer;
     peer_fig pf;
     double ck_durable, ck_nosync;
@@ -893,30 +892,33 @@ static int peer_check(bench *B)
 
     snprintf(script, sizeof script, "%s/peer/nsed_peer.py", NSED_BENCH_DIR);
     if (access(script, R_OK) != 0)
-        return nsed_error(&B->err, NSED_EIO, "figure 9: the peer %s is "
-                          "missing (--no-peer leaves figure 9 out)", script);
+        return nsed_error(&B->err, NSED_EIO,
+                          "figure 9: the peer %s is "
+                          "missing (--no-peer leaves figure 9 out)",
+                          script);
     rc = bench_child_exec(&c, B->python, NULL, args, &B->err);
     while (!rc && !bench_child_pump(&c, 1000))
         ;
     if (!rc)
         rc = bench_child_wait(&c, false, &B->err);
     if (rc)
-        return nsed_error(&B->err, NSED_EIO, "figure 9: the peer cannot run: "
+        return nsed_error(&B->err, NSED_EIO,
+                          "figure 9: the peer cannot run: "
                           "%s has no aiohttp or yaml (apt-get install "
                           "python3-aiohttp python3-yaml; --python PATH; or "
-                          "--no-peer to leave figure 9 out)", B->python);
+                          "--no-peer to leave figure 9 out)",
+                          B->python);
     return 0;
 }
 
 /* One run of the peer on qpath against sim, its heap sampled from outside
  * every 50 ms as the runner's is; CPU from wait4 (the whole process,
  * interpreter start included). */
-static int peer_run(bench *B, bench_sim *sim, const char *qpath,
-                    peer_side *out)
+static int peer_run(bench *B, bench_sim *sim, const char *qpath, peer_side *out)
 {
     char script[PATH_MAX], wf[PATH_MAX];
-    const char *args[] = {B->python, script, "--workflow", wf,
-                          "--questions", qpath, NULL};
+    const char *args[] = {B->python,     script, "--workflow", wf,
+                          "--questions", qpath,  NULL};
     bench_child c;
     double failed = 0;
     long peak = 0;
@@ -942,7 +944,8 @@ static int peer_run(bench *B, bench_sim *sim, const char *qpath,
     if (!bench_child_value(&c, "calls", &out->calls) ||
         !bench_child_value(&c, "questions", &out->questions) ||
         (bench_child_value(&c, "failed", &failed) && failed > 0))
-        return nsed_error(&B->err, NSED_EIO, "figure 9: the peer printed "
+        return nsed_error(&B->err, NSED_EIO,
+                          "figure 9: the peer printed "
                           "no result, or questions failed: %.*s",
                           (int)c.out_len, c.out);
     bench_child_value(&c, "correct", &out->correct);
@@ -1021,8 +1024,7 @@ static int fig_peer(bench *B)
         }
     }
     if (!rc) {
-        note("9 nsed vs peer: heap at %zu questions, 0 ms per call",
-             P->heap_n);
+        note("9 nsed vs peer: heap at %zu questions, 0 ms per call", P->heap_n);
         rc = peer_pair(B, &B->sim0, "heap", P->heap_n, P->heap);
     }
     return rc;
