@@ -38,7 +38,7 @@ static const char usage[] =
     "faults) are opt-in: --only 7,8 (several minutes more). Figure 9 runs\n"
     "nsed and a Python asyncio peer of the same protocol side by side.\n"
     "\n"
-    "  --quick       smaller sets (about 20 s; figures are noisier)\n"
+    "  --quick       smaller sets (about 40 s; figures are noisier)\n"
     "  --only LIST   figures to run, e.g. 1,3 or 7,8 (default: 1-6, 9)\n"
     "  --keep        keep the temporary directory (stores, question sets)\n"
     "  --tmp DIR     where to create it (default: $TMPDIR or /tmp); must be\n"
