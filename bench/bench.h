@@ -52,7 +52,7 @@ typedef struct bench_sim_counts {
 /* Start sim_bin --config config [--questions questions] on a free port of
  * 127.0.0.1 and wait for its port line. Returns 0 and fills *s (stop with
  * bench_sim_stop), NSED_EIO when it cannot be started or prints no port
- * line within 10 s, NSED_ENOMEM. */
+ * line within 60 s, NSED_ENOMEM. */
 int bench_sim_start(bench_sim *s, const char *sim_bin, const char *config,
                     const char *questions, nsed_err *err);
 
