@@ -18,6 +18,8 @@ cd "$(dirname "$0")"
 
 # chromium renders `nsed report` in tests/test_report.c and python3-pandas
 # loads the exports in tests/test_exports.c (each skipped without).
+# python3-aiohttp and python3-yaml run bench/peer/nsed_peer.py, the peer
+# of the benchmark's figure 9 and of tests/test_peer.sh.
 # clang and libclang-rt-dev (libFuzzer, the sanitizer runtimes) build the
 # fuzz harnesses of fuzz/ (docs/fuzzing.md). slurmctld, slurmd,
 # slurm-client and munge are the single-host Slurm cluster tests/test_slurm.sh
@@ -25,7 +27,8 @@ cd "$(dirname "$0")"
 PACKAGES=(build-essential cmake pkg-config libyaml-dev libcurl4-openssl-dev
           libcjson-dev liblmdb-dev libssl-dev check libmicrohttpd-dev
           clang-format git clang libclang-rt-dev libgsl-dev libpcre2-dev
-          chromium python3-pandas slurmctld slurmd slurm-client munge)
+          chromium python3-pandas python3-aiohttp python3-yaml slurmctld
+          slurmd slurm-client munge)
 
 mode=${1:---demo}
 case "$mode" in

@@ -52,7 +52,7 @@ typedef struct bench_sim_counts {
 /* Start sim_bin --config config [--questions questions] on a free port of
  * 127.0.0.1 and wait for its port line. Returns 0 and fills *s (stop with
  * bench_sim_stop), NSED_EIO when it cannot be started or prints no port
- * line within 10 s, NSED_ENOMEM. */
+ * line within 60 s, NSED_ENOMEM. */
 int bench_sim_start(bench_sim *s, const char *sim_bin, const char *config,
                     const char *questions, nsed_err *err);
 
@@ -87,6 +87,12 @@ typedef struct bench_child {
  * NSED_EIO. */
 int bench_child_spawn(bench_child *c, const char *self, const char *sim_url,
                       const char *const *argv, nsed_err *err);
+
+/* The same for any program: execv(path, args) (args NULL-terminated,
+ * args[0] the program's name), stdout to the pipe, stderr inherited. A
+ * program that cannot be executed exits with status 127. */
+int bench_child_exec(bench_child *c, const char *path, const char *sim_url,
+                     const char *const *args, nsed_err *err);
 
 /* Read what the child printed for up to timeout_ms milliseconds (0: just
  * what is there). Returns 1 when its output reached EOF, 0 when it is still

@@ -27,7 +27,7 @@
 
 static const char usage[] =
     "usage: nsed-bench [--quick] [--only LIST] [--keep] [--tmp DIR]\n"
-    "                  [--sim PATH]\n"
+    "                  [--sim PATH] [--long] [--python PATH] [--no-peer]\n"
     "\n"
     "Measure the runner against nsed-sim and print one table: endpoint\n"
     "saturation, runner CPU per call, peak RSS against the question count,\n"
@@ -35,14 +35,22 @@ static const char usage[] =
     "prefix reuse, each beside its target. Takes a few minutes on 2 cores.\n"
     "Figures 7 and 8 (wall time through a 60 s outage of one model, and\n"
     "through 20%% always-failing requests, against the same run without\n"
-    "faults) are opt-in: --only 7,8 (several minutes more).\n"
+    "faults) are opt-in: --only 7,8 (several minutes more). Figure 9 runs\n"
+    "nsed and a Python asyncio peer of the same protocol side by side.\n"
     "\n"
-    "  --quick       smaller sets (about 20 s; figures are noisier)\n"
-    "  --only LIST   figures to run, e.g. 1,3 or 7,8 (default: 1-6)\n"
+    "  --quick       smaller sets (about 40 s; figures are noisier)\n"
+    "  --only LIST   figures to run, e.g. 1,3 or 7,8 (default: 1-6, 9)\n"
     "  --keep        keep the temporary directory (stores, question sets)\n"
     "  --tmp DIR     where to create it (default: $TMPDIR or /tmp); must be\n"
     "                a local disk, as for any run store\n"
     "  --sim PATH    the nsed-sim binary (default: the one built with this)\n"
+    "  --long        figure 3 up to 1M questions (1k, 10k, 100k, 1M; tens\n"
+    "                of minutes, several GB of store; not in CI)\n"
+    "  --python PATH the Python of figure 9's peer, bench/peer/nsed_peer.py\n"
+    "                (default /usr/bin/python3, with python3-aiohttp and\n"
+    "                python3-yaml); the bench stops at once when it cannot\n"
+    "                run the peer\n"
+    "  --no-peer     leave figure 9 (nsed against the peer) out\n"
     "  -h, --help    this text\n";
 
 typedef struct sizes {
@@ -59,8 +67,25 @@ static const sizes full_sizes = {3000, 2000, {1000, 10000, 100000},
 static const sizes quick_sizes = {400, 300, {500, 2000, 5000}, 300, 50, 150};
 
 /* Figures 1..NFIG; 7 and 8 run only when named in --only. */
-#define NFIG 8
+#define NFIG 9
 #define NFIG_DEFAULT 6
+#define FIG_PEER 9 /* in the default set too */
+
+/* Figure 3 --long: the question counts, and its two verdicts' bounds. */
+#define RSS_LONG_N 4
+static const size_t rss_long_sizes[RSS_LONG_N] = {1000, 10000, 100000, 1000000};
+
+/* Figure 9: nsed against bench/peer/nsed_peer.py. */
+#define PEER_REPS 3
+typedef struct peer_side {
+    double calls, questions, correct, elapsed, cpu, anon_kb;
+} peer_side;
+typedef struct peer_fig {
+    peer_side lat[2][2][PEER_REPS]; /* [50 ms, 0 ms][nsed, peer][run] */
+    peer_side heap[2];              /* the larger heap size, at 0 ms */
+    size_t n, heap_n;
+    int reps;
+} peer_fig;
 
 /* A faulted run (figures 7, 8) is given up after this many times the
  * fault-free run's wall time (and at least FAULT_CAP_MIN_S), so a runner
@@ -128,6 +153,14 @@ typedef struct bench {
     double cpu_us, cpu_user_us, cpu_sys_us, cpu_rate, cpu_sim_us;
     uint64_t cpu_calls;
     run_result rss[3];
+    double rss_store[3]; /* figure 3: data.mdb bytes */
+    bool long_mode;      /* figure 3 --long */
+    run_result rss_long[RSS_LONG_N];
+    double long_store[RSS_LONG_N], long_ingest_s[RSS_LONG_N];
+    long long_ingest_kb[RSS_LONG_N];
+    const char *python; /* figure 9 */
+    bool no_peer;
+    peer_fig pf;
     double ck_durable, ck_nosync;
     uint64_t rs_base, rs_sent1, rs_recorded, rs_sent2, rs_kill_sim;
     double rs_first;
@@ -561,6 +594,17 @@ static int fig_cpu_checkpoint(bench *B, bool cpu, bool ck)
     return rc;
 }
 
+/* Bytes of the store's data file (LMDB grows data.mdb to its last used
+ * page, so its size is what the store takes); 0 when it cannot be read. */
+static double store_bytes(const bench *B, const char *name)
+{
+    char path[PATH_MAX];
+    struct stat st;
+
+    snprintf(path, sizeof path, "%s/%s/data.mdb", B->tmp, name);
+    return stat(path, &st) == 0 ? (double)st.st_size : 0;
+}
+
 /* 3. Peak RSS against the question count: one seat, one round (one call
  * per question), so 100k questions stream through in the time budget. */
 static int fig_rss(bench *B)
@@ -575,6 +619,73 @@ static int fig_rss(bench *B)
         snprintf(name, sizeof name, "rss-%zu", B->sz.rss[i]);
         rc = fresh_run(B, &B->sim0, name, "team1.yaml", B->sz.rss[i], &spec,
                        &B->rss[i]);
+        B->rss_store[i] = store_bytes(B, name);
+    }
+    return rc;
+}
+
+static int remove_one(const char *path, const struct stat *sb, int type,
+                      struct FTW *ftw);
+
+/* 3 --long: the same up to 1M questions. Each size is ingested by a
+ * worker of its own (timed, its peak RSS read from wait4: ingest streams
+ * the file, so it must not grow with it), run, measured, and its store
+ * removed before the next (1M questions make a store of gigabytes). */
+static int fig_rss_long(bench *B)
+{
+    int rc = 0;
+
+    for (int i = 0; i < RSS_LONG_N && !rc; i++) {
+        size_t n = rss_long_sizes[i];
+        run_spec spec = {.sample_ms = 100};
+        char name[32], qname[64], *qpath = NULL, *store = NULL, *wf = NULL;
+        const char *argv[5];
+        bench_child c;
+        double t0;
+
+        note("3/6 memory --long: %zu questions, one call each", n);
+        snprintf(name, sizeof name, "long-%zu", n);
+        snprintf(qname, sizeof qname, "q%zu.jsonl", n);
+        qpath = path_in(B->tmp, qname);
+        store = path_in(B->tmp, name);
+        wf = path_in(NSED_BENCH_DIR, "team1.yaml");
+        rc = qpath && store && wf ? 0 : NSED_ENOMEM;
+        if (rc)
+            nsed_error(&B->err, rc, "out of memory");
+        if (!rc && access(qpath, R_OK) != 0)
+            rc = bench_gen_head(B->questions, qpath, n, &B->err);
+        argv[0] = "ingest";
+        argv[1] = wf;
+        argv[2] = qpath;
+        argv[3] = store;
+        argv[4] = NULL;
+        t0 = bench_now();
+        if (!rc)
+            rc = bench_child_spawn(&c, B->self, "http://127.0.0.1:9/v1", argv,
+                                   &B->err);
+        while (!rc && !bench_child_pump(&c, 50)) {
+            bench_mem m;
+
+            bench_mem_read(c.pid, &m);
+            if (m.anon_kb > B->long_ingest_kb[i])
+                B->long_ingest_kb[i] = m.anon_kb;
+        }
+        if (!rc)
+            rc = bench_child_wait(&c, false, &B->err);
+        if (!rc) {
+            B->long_ingest_s[i] = bench_now() - t0;
+            spec.workflow = wf;
+            spec.store = store;
+            rc = measured_run(B, &B->sim0, &spec, &B->rss_long[i]);
+        }
+        B->long_store[i] = store_bytes(B, name);
+        if (!B->keep && store)
+            nftw(store, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+        if (!B->keep && qpath)
+            remove(qpath);
+        free(qpath);
+        free(store);
+        free(wf);
     }
     return rc;
 }
@@ -813,6 +924,268 @@ static int fig_faults(bench *B)
     return 0;
 }
 
+/* 9. nsed against bench/peer/nsed_peer.py ---------------------------------- */
+
+/* Can the peer run at all? Checked before any figure, so that a missing
+ * python3-aiohttp stops the bench at once, with one line, instead of
+ * after minutes of other figures (or, worse, a table without figure 9). */
+static int peer_check(bench *B)
+{
+    const char *args[] = {B->python, "-c", "import aiohttp, yaml", NULL};
+    char script[PATH_MAX];
+    bench_child c;
+    int rc;
+
+    snprintf(script, sizeof script, "%s/peer/nsed_peer.py", NSED_BENCH_DIR);
+    if (access(script, R_OK) != 0)
+        return nsed_error(&B->err, NSED_EIO,
+                          "figure 9: the peer %s is "
+                          "missing (--no-peer leaves figure 9 out)",
+                          script);
+    rc = bench_child_exec(&c, B->python, NULL, args, &B->err);
+    while (!rc && !bench_child_pump(&c, 1000))
+        ;
+    if (!rc)
+        rc = bench_child_wait(&c, false, &B->err);
+    if (rc)
+        return nsed_error(&B->err, NSED_EIO,
+                          "figure 9: the peer cannot run: "
+                          "%s has no aiohttp or yaml (apt-get install "
+                          "python3-aiohttp python3-yaml; --python PATH; or "
+                          "--no-peer to leave figure 9 out)",
+                          B->python);
+    return 0;
+}
+
+/* One run of the peer on qpath against sim, its heap sampled from outside
+ * every 50 ms as the runner's is; CPU from wait4 (the whole process,
+ * interpreter start included). */
+static int peer_run(bench *B, bench_sim *sim, const char *qpath, peer_side *out)
+{
+    char script[PATH_MAX], wf[PATH_MAX];
+    const char *args[] = {B->python,     script, "--workflow", wf,
+                          "--questions", qpath,  NULL};
+    bench_child c;
+    double failed = 0;
+    long peak = 0;
+    int rc;
+
+    snprintf(script, sizeof script, "%s/peer/nsed_peer.py", NSED_BENCH_DIR);
+    snprintf(wf, sizeof wf, "%s/team3.yaml", NSED_BENCH_DIR);
+    rc = bench_child_exec(&c, B->python, sim->url, args, &B->err);
+    if (rc)
+        return rc;
+    while (!bench_child_pump(&c, 50)) {
+        bench_mem m;
+
+        bench_mem_read(c.pid, &m);
+        if (m.anon_kb > peak)
+            peak = m.anon_kb;
+    }
+    rc = bench_child_wait(&c, false, &B->err);
+    if (rc)
+        return nsed_error(&B->err, rc, "figure 9: the peer failed: %s",
+                          B->err.msg);
+    memset(out, 0, sizeof *out);
+    if (!bench_child_value(&c, "calls", &out->calls) ||
+        !bench_child_value(&c, "questions", &out->questions) ||
+        (bench_child_value(&c, "failed", &failed) && failed > 0))
+        return nsed_error(&B->err, NSED_EIO,
+                          "figure 9: the peer printed "
+                          "no result, or questions failed: %.*s",
+                          (int)c.out_len, c.out);
+    bench_child_value(&c, "correct", &out->correct);
+    bench_child_value(&c, "elapsed", &out->elapsed);
+    out->cpu = (double)c.ru.ru_utime.tv_sec + c.ru.ru_utime.tv_usec / 1e6 +
+               (double)c.ru.ru_stime.tv_sec + c.ru.ru_stime.tv_usec / 1e6;
+    out->anon_kb = (double)peak;
+    return 0;
+}
+
+/* One run of nsed (the runner worker) on the first n questions. */
+static int peer_nsed_run(bench *B, bench_sim *sim, const char *name, size_t n,
+                         peer_side *out)
+{
+    run_spec spec = {.sample_ms = 50};
+    run_result r;
+    int rc = fresh_run(B, sim, name, "team3.yaml", n, &spec, &r);
+
+    if (rc)
+        return rc;
+    memset(out, 0, sizeof *out);
+    out->calls = r.calls;
+    out->questions = r.finished;
+    out->elapsed = r.elapsed;
+    out->cpu = r.user + r.sys;
+    out->anon_kb = (double)r.peak_anon_kb;
+    run_result_release(&r);
+    return 0;
+}
+
+/* nsed, then the peer, on the same question file and simulator. */
+static int peer_pair(bench *B, bench_sim *sim, const char *tag, size_t n,
+                     peer_side side[2])
+{
+    char name[48], qname[64], *qpath;
+    int rc;
+
+    snprintf(name, sizeof name, "peer-%s", tag);
+    rc = peer_nsed_run(B, sim, name, n, &side[0]);
+    if (rc)
+        return rc;
+    snprintf(qname, sizeof qname, "q%zu.jsonl", n); /* fresh_run made it */
+    qpath = path_in(B->tmp, qname);
+    if (!qpath)
+        return nsed_error(&B->err, NSED_ENOMEM, "out of memory");
+    rc = peer_run(B, sim, qpath, &side[1]);
+    free(qpath);
+    return rc;
+}
+
+/* 9. The same workload (bench/team3.yaml) through nsed and through the
+ * peer, alternately, at 50 ms and at 0 ms per call; then once more each at
+ * the larger question count for the heap. */
+static int fig_peer(bench *B)
+{
+    bool quick = B->sz.saturate != full_sizes.saturate;
+    peer_fig *P = &B->pf;
+    int rc = 0;
+
+    P->n = quick ? 200 : 1000;
+    P->heap_n = quick ? 1000 : 10000;
+    P->reps = quick ? 1 : PEER_REPS;
+    for (int lat = 0; lat < 2 && !rc; lat++) {
+        bench_sim *sim = lat ? &B->sim0 : &B->sim50;
+
+        for (int rep = 0; rep < P->reps && !rc; rep++) {
+            peer_side side[2];
+            char tag[32];
+
+            note("9 nsed vs peer: %zu questions, %s per call, run %d of %d",
+                 P->n, lat ? "0 ms" : "50 ms", rep + 1, P->reps);
+            snprintf(tag, sizeof tag, "%d-%d", lat, rep);
+            rc = peer_pair(B, sim, tag, P->n, side);
+            P->lat[lat][0][rep] = side[0];
+            P->lat[lat][1][rep] = side[1];
+        }
+    }
+    if (!rc) {
+        note("9 nsed vs peer: heap at %zu questions, 0 ms per call", P->heap_n);
+        rc = peer_pair(B, &B->sim0, "heap", P->heap_n, P->heap);
+    }
+    return rc;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* Median over the runs of one side of one metric (the metric picked by
+ * f), so one disturbed run does not decide a ratio. */
+static double peer_median(const peer_fig *P, int lat, int who,
+                          double (*f)(const peer_side *))
+{
+    double v[PEER_REPS];
+
+    for (int i = 0; i < P->reps; i++)
+        v[i] = f(&P->lat[lat][who][i]);
+    qsort(v, (size_t)P->reps, sizeof v[0], cmp_double);
+    return P->reps % 2 ? v[P->reps / 2]
+                       : (v[P->reps / 2 - 1] + v[P->reps / 2]) / 2;
+}
+
+static double ps_calls_s(const peer_side *s)
+{
+    return s->elapsed > 0 ? s->calls / s->elapsed : 0;
+}
+static double ps_q_s(const peer_side *s)
+{
+    return s->elapsed > 0 ? s->questions / s->elapsed : 0;
+}
+static double ps_cpu_us(const peer_side *s)
+{
+    return s->calls > 0 ? s->cpu * 1e6 / s->calls : 0;
+}
+static double ps_anon(const peer_side *s)
+{
+    return s->anon_kb;
+}
+
+static void row(const char *num, const char *label, const char *measured,
+                const char *target, const char *v);
+
+static void print_peer(const bench *B)
+{
+    static const char *const lat_names[] = {"50 ms", "0 ms"};
+    const peer_fig *P = &B->pf;
+    char cell[256], label[96];
+
+    row("9", "nsed / Python asyncio peer", "", "", "");
+    for (int lat = 0; lat < 2; lat++) {
+        double a, b;
+
+        a = peer_median(P, lat, 0, ps_calls_s);
+        b = peer_median(P, lat, 1, ps_calls_s);
+        snprintf(label, sizeof label, "  %s: throughput calls/s",
+                 lat_names[lat]);
+        snprintf(cell, sizeof cell, "%.0f / %.0f = %.2f", a, b,
+                 b > 0 ? a / b : 0);
+        row("", label, cell, "(reported)", "");
+        a = peer_median(P, lat, 0, ps_q_s);
+        b = peer_median(P, lat, 1, ps_q_s);
+        snprintf(label, sizeof label, "  %s: throughput questions/s",
+                 lat_names[lat]);
+        snprintf(cell, sizeof cell, "%.1f / %.1f = %.2f", a, b,
+                 b > 0 ? a / b : 0);
+        row("", label, cell, "(reported)", "");
+        a = peer_median(P, lat, 0, ps_cpu_us);
+        b = peer_median(P, lat, 1, ps_cpu_us);
+        snprintf(label, sizeof label, "  %s: CPU per call", lat_names[lat]);
+        snprintf(cell, sizeof cell, "%.0f us / %.0f us = %.2f", a, b,
+                 b > 0 ? a / b : 0);
+        row("", label, cell, "(reported)", "");
+    }
+    for (int h = 0; h < 2; h++) {
+        double a = h ? P->heap[0].anon_kb : peer_median(P, 1, 0, ps_anon);
+        double b = h ? P->heap[1].anon_kb : peer_median(P, 1, 1, ps_anon);
+
+        snprintf(label, sizeof label, "  peak heap (RssAnon), %zu questions",
+                 h ? P->heap_n : P->n);
+        snprintf(cell, sizeof cell, "%.1f MiB / %.1f MiB = %.2f", a / 1024,
+                 b / 1024, b > 0 ? a / b : 0);
+        row("", label, cell, "(reported)", "");
+    }
+}
+
+static void print_peer_details(const bench *B)
+{
+    const peer_fig *P = &B->pf;
+    double qn = 0, qp = 0, cn = 0, cp = 0;
+
+    for (int i = 0; i < P->reps; i++) {
+        cn += P->lat[1][0][i].calls;
+        cp += P->lat[1][1][i].calls;
+        qn += P->lat[1][0][i].questions;
+        qp += P->lat[1][1][i].questions;
+    }
+    printf("  9: team3.yaml, %zu questions, nsed (runner worker, durable) "
+           "and bench/peer/nsed_peer.py run alternately on the same "
+           "question file, %d time%s each at 50 ms and at 0 ms per call, "
+           "medians; CPU: nsed's runner_run (getrusage), the peer's whole "
+           "process (wait4); heap sampled every 50 ms; calls per question "
+           "at 0 ms: nsed %.2f, peer %.2f; the peer's accuracy %.3f; heap "
+           "at %zu questions from one run each\n",
+           P->n, P->reps, P->reps > 1 ? "s" : "", qn > 0 ? cn / qn : 0,
+           qp > 0 ? cp / qp : 0,
+           P->lat[1][1][0].questions > 0
+               ? P->lat[1][1][0].correct / P->lat[1][1][0].questions
+               : 0,
+           P->heap_n);
+}
+
 static const char *verdict(bool ok)
 {
     return ok ? "ok" : "MISSED";
@@ -831,6 +1204,48 @@ static void row(const char *num, const char *label, const char *measured,
     while (n > 0 && line[n - 1] == ' ')
         line[--n] = '\0';
     puts(line);
+}
+
+/* Heap flat: the largest peak RssAnon at most RSS_LONG_FLAT times the
+ * smallest. The 1k run's heap is the runner's fixed part (the workflow,
+ * 96 slots' buffers, curl, LMDB's reader table); anything that grew per
+ * question would show as a factor of ~1000 between 1k and 1M, allocator
+ * noise and sampling as a few MiB, which 1.5x of a ~10 MiB heap covers.
+ * Growth linear: store bytes per question at 1M within RSS_LONG_LINEAR
+ * of 100k's (B-tree page fill varies by a few percent; a superlinear
+ * structure such as a per-run list rewritten per question would not). */
+#define RSS_LONG_FLAT 1.5
+#define RSS_LONG_LINEAR 0.10
+
+static void print_rss_long(const bench *B)
+{
+    double lo = 0, hi = 0, bpq[RSS_LONG_N];
+    char cell[256], label[96];
+    bool flat, linear;
+
+    row("3", "--long: heap and store up to 1M questions", "", "", "");
+    for (int i = 0; i < RSS_LONG_N; i++) {
+        double a = (double)B->rss_long[i].peak_anon_kb;
+
+        if (i == 0 || a < lo)
+            lo = a;
+        if (a > hi)
+            hi = a;
+        bpq[i] = B->long_store[i] / (double)rss_long_sizes[i];
+        snprintf(label, sizeof label, "  %zu: heap, store, per question",
+                 rss_long_sizes[i]);
+        snprintf(cell, sizeof cell, "%.1f MiB, %.1f MB, %.0f B", a / 1024,
+                 B->long_store[i] / 1e6, bpq[i]);
+        row("", label, cell, "", "");
+    }
+    flat = lo > 0 && hi / lo <= RSS_LONG_FLAT;
+    linear = bpq[2] > 0 && bpq[3] / bpq[2] <= 1 + RSS_LONG_LINEAR &&
+             bpq[3] / bpq[2] >= 1 - RSS_LONG_LINEAR;
+    snprintf(cell, sizeof cell, "max/min %.2f", lo > 0 ? hi / lo : 0);
+    row("", "  heap flat", cell, "<= 1.5", verdict(flat));
+    snprintf(cell, sizeof cell, "1M/100k per question %.3f",
+             bpq[2] > 0 ? bpq[3] / bpq[2] : 0);
+    row("", "  store growth linear", cell, "within 10%", verdict(linear));
 }
 
 static void print_table(const bench *B)
@@ -863,7 +1278,7 @@ static void print_table(const bench *B)
                  B->floor50_us, r50);
         row("", "  same at 50 ms calls", cell, "<= 2x", verdict(r50 <= 2));
     }
-    if (B->done[3]) {
+    if (B->done[3] && !B->long_mode) {
         bool flat = B->rss[2].peak_anon_kb <=
                     B->rss[0].peak_anon_kb + B->rss[0].peak_anon_kb / 2 + 4096;
 
@@ -880,8 +1295,16 @@ static void print_table(const bench *B)
             row("", label, cell, i == 2 ? "heap flat, <= 64 MiB" : "",
                 i == 2 ? verdict(flat && r->peak_anon_kb <= 64 * 1024)
                        : "");
+            snprintf(label, sizeof label, "  %zu: store bytes per question",
+                     B->sz.rss[i]);
+            snprintf(cell, sizeof cell, "%.0f B (%.1f MB)",
+                     B->rss_store[i] / (double)B->sz.rss[i],
+                     B->rss_store[i] / 1e6);
+            row("", label, cell, "(reported)", "");
         }
     }
+    if (B->done[3] && B->long_mode)
+        print_rss_long(B);
     if (B->done[4]) {
         double ratio = B->ck_nosync > 0 ? B->ck_durable / B->ck_nosync : 0;
 
@@ -914,6 +1337,8 @@ static void print_table(const bench *B)
             row("", label, cell, "(reported)", "");
         }
     }
+    if (B->done[FIG_PEER])
+        print_peer(B);
     for (int i = 0; i < 2; i++) {
         static const char *const labels[] =
             {"wall time, 60 s outage of one model",
@@ -953,7 +1378,16 @@ static void print_table(const bench *B)
                B->cpu_sys_us, B->floor_user_us, B->floor_sys_us,
                (unsigned long long)B->cpu50_calls, B->cpu50_user_us,
                B->cpu50_sys_us, B->cpu_sim_us);
-    if (B->done[3])
+    if (B->done[3] && B->long_mode)
+        for (int i = 0; i < RSS_LONG_N; i++)
+            printf("  3 --long: %zu questions: ingest %.2f s (its peak heap "
+                   "%.1f MiB), run %.0f calls in %.1f s\n",
+                   rss_long_sizes[i], B->long_ingest_s[i],
+                   (double)B->long_ingest_kb[i] / 1024, B->rss_long[i].calls,
+                   B->rss_long[i].elapsed);
+    if (B->done[FIG_PEER])
+        print_peer_details(B);
+    if (B->done[3] && !B->long_mode)
         for (int i = 0; i < 3; i++)
             printf("  3: %zu questions: %.0f calls in %.1f s; peak RSS "
                    "%.1f MiB = heap (RssAnon, sampled every 50 ms) %.1f + "
@@ -1034,17 +1468,23 @@ static int parse_only(const char *s, bool only[NFIG + 1])
 static int run_all(bench *B)
 {
     int rc = 0;
-    size_t most = B->sz.rss[2];
+    size_t most = B->long_mode && B->only[3] ? rss_long_sizes[RSS_LONG_N - 1]
+                                             : B->sz.rss[2];
 
     if (B->sz.saturate > most)
         most = B->sz.saturate;
+    if (B->only[FIG_PEER] && (rc = peer_check(B)))
+        return rc;
+    if (B->only[FIG_PEER] && B->sz.saturate == full_sizes.saturate &&
+        most < 10000)
+        most = 10000; /* figure 9's heap at 10k questions */
     B->questions = path_in(B->tmp, "questions.jsonl");
     if (!B->questions)
         return nsed_error(&B->err, NSED_ENOMEM, "out of memory");
     rc = bench_gen_questions(B->questions, most, &B->err);
     if (rc)
         return rc;
-    if (B->only[1] || B->only[2] || B->only[5]) {
+    if (B->only[1] || B->only[2] || B->only[5] || B->only[FIG_PEER]) {
         char *cfg = path_in(NSED_BENCH_DIR, "sim-50ms.yaml");
 
         rc = cfg ? bench_sim_start(&B->sim50, B->sim_bin, cfg, B->questions,
@@ -1054,7 +1494,8 @@ static int run_all(bench *B)
         if (rc)
             return rc;
     }
-    if (B->only[2] || B->only[3] || B->only[4] || B->only[6]) {
+    if (B->only[2] || B->only[3] || B->only[4] || B->only[6] ||
+        B->only[FIG_PEER]) {
         char *cfg = path_in(NSED_BENCH_DIR, "sim-0ms.yaml");
 
         rc = cfg ? bench_sim_start(&B->sim0, B->sim_bin, cfg, B->questions,
@@ -1071,7 +1512,8 @@ static int run_all(bench *B)
         B->done[2] = !rc && B->only[2];
         B->done[4] = !rc && B->only[4];
     }
-    if (!rc && B->only[3] && !(rc = fig_rss(B)))
+    if (!rc && B->only[3] &&
+        !(rc = B->long_mode ? fig_rss_long(B) : fig_rss(B)))
         B->done[3] = true;
     if (!rc && B->only[5] && !(rc = fig_resume(B)))
         B->done[5] = true;
@@ -1079,6 +1521,8 @@ static int run_all(bench *B)
         B->done[6] = true;
     if (!rc && (B->only[7] || B->only[8]))
         rc = fig_faults(B);
+    if (!rc && B->only[FIG_PEER] && !(rc = fig_peer(B)))
+        B->done[FIG_PEER] = true;
     return rc;
 }
 
@@ -1090,6 +1534,9 @@ int main(int argc, char **argv)
         {"keep", no_argument, NULL, 'k'},
         {"tmp", required_argument, NULL, 't'},
         {"sim", required_argument, NULL, 's'},
+        {"long", no_argument, NULL, 'l'},
+        {"python", required_argument, NULL, 'p'},
+        {"no-peer", no_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1106,6 +1553,8 @@ int main(int argc, char **argv)
     B.sim_bin = NSED_SIM_BIN;
     for (int i = 1; i <= NFIG_DEFAULT; i++)
         B.only[i] = true;
+    B.only[FIG_PEER] = true;
+    B.python = "/usr/bin/python3";
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'q':
@@ -1115,7 +1564,7 @@ int main(int argc, char **argv)
             if (parse_only(optarg, B.only)) {
                 fprintf(stderr,
                         "nsed-bench: --only takes figure numbers "
-                        "1-8 separated by commas, not \"%s\"\n",
+                        "1-9 separated by commas, not \"%s\"\n",
                         optarg);
                 return 2;
             }
@@ -1129,6 +1578,15 @@ int main(int argc, char **argv)
         case 's':
             B.sim_bin = optarg;
             break;
+        case 'l':
+            B.long_mode = true;
+            break;
+        case 'p':
+            B.python = optarg;
+            break;
+        case 'n':
+            B.no_peer = true;
+            break;
         case 'h':
             fputs(usage, stdout);
             return 0;
@@ -1141,6 +1599,8 @@ int main(int argc, char **argv)
         fputs(usage, stderr);
         return 2;
     }
+    if (B.no_peer)
+        B.only[FIG_PEER] = false;
     n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) {
         fprintf(stderr, "nsed-bench: cannot find my own executable\n");
@@ -1182,6 +1642,8 @@ int main(int argc, char **argv)
     bench_prefix_release(&B.px);
     for (int i = 0; i < 3; i++)
         run_result_release(&B.rss[i]);
+    for (int i = 0; i < RSS_LONG_N; i++)
+        run_result_release(&B.rss_long[i]);
     free(B.questions);
     curl_global_cleanup();
     return rc ? 1 : 0;

@@ -2,9 +2,14 @@
 # run.sh -- build and run the benchmark (docs/performance.md).
 #
 #   ./bench/run.sh            the full table (a few minutes on 2 cores)
-#   ./bench/run.sh --quick    smaller sets, about 20 s (noisier)
+#   ./bench/run.sh --quick    smaller sets, about 40 s (noisier)
 #   ./bench/run.sh --only 7,8 opt-in: wall time through a 60 s outage and
 #                             through 20% always-failing prompts
+#   ./bench/run.sh --only 9   nsed against bench/peer/nsed_peer.py (in the
+#                             default set; needs python3-aiohttp, or
+#                             --no-peer)
+#   ./bench/run.sh --only 3 --long
+#                             heap and store growth up to 1M questions
 #   ./bench/run.sh --help     every option of nsed-bench
 #
 # Builds build/ (or $NSED_BUILD) in release mode (RelWithDebInfo, the
