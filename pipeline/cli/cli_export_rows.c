@@ -329,6 +329,7 @@ static int view_init(view *v, const export_q *q, const workflow *wf, int r)
         v->st.carry = v->carry;
     }
     v->st.cur = (state_round *)q->rounds[r];
+    v->st.prev = r > 0 ? (state_round *)q->rounds[r - 1] : NULL;
     v->st.round = r;
     return 0;
 }
@@ -338,25 +339,34 @@ static void view_release(view *v, size_t nseats)
     state_carry_release(&v->carry, nseats);
 }
 
-/* The messages of seat's propose call in the view's round. */
+/* The messages of a stage request into arr, then the request released. */
+static int request_messages(stage_request *req, cJSON *arr)
+{
+    int rc = 0;
+
+    for (size_t k = 0; k < req->nmessages && !rc; k++)
+        rc = add_message(arr, stage_role_name(req->messages[k].role),
+                         req->messages[k].content);
+    for (size_t k = 0; k < req->nmessages; k++)
+        free(req->messages[k].content);
+    req->nmessages = 0;
+    return rc;
+}
+
+/* The messages of seat's propose call in the view's round, as
+ * propose_plan builds them. */
 static int propose_messages(const view *v, const workflow *wf, size_t seat,
                             cJSON *arr)
 {
-    buf sys, user;
-    int rc;
+    stage_request req = {0};
+    int rc = propose_add_conversation(&v->st, wf, seat, &req);
 
-    buf_init(&sys, STAGE_PROMPT_MAX);
-    buf_init(&user, STAGE_PROMPT_MAX);
-    rc = stage_render_system(wf, &v->st.seats[seat], &sys);
-    if (!rc)
-        rc = propose_render(&v->st, wf, seat, &user);
-    if (!rc)
-        rc = add_message(arr, "system", sys.ptr);
-    if (!rc)
-        rc = add_message(arr, "user", user.ptr);
-    buf_release(&sys);
-    buf_release(&user);
-    return rc;
+    if (rc) {
+        for (size_t k = 0; k < req.nmessages; k++)
+            free(req.messages[k].content);
+        return rc;
+    }
+    return request_messages(&req, arr);
 }
 
 /* What evaluate.c's repair told the evaluator about its first reply:
@@ -410,22 +420,26 @@ static int evaluate_messages(const view *v, const workflow *wf, size_t seat,
                              bool repair, cJSON *arr, bool *exact)
 {
     const state_evaluation *ev = &v->st.cur->evals[seat];
-    buf sys, user, lab, rep;
+    buf user, lab, rep;
     char why[256];
     int rc;
 
     *exact = true;
-    buf_init(&sys, STAGE_PROMPT_MAX);
     buf_init(&user, STAGE_PROMPT_MAX);
     buf_init(&lab, 4096);
     buf_init(&rep, STAGE_PROMPT_MAX);
-    rc = stage_render_system(wf, &v->st.seats[seat], &sys);
-    if (!rc)
-        rc = evaluate_render(&v->st, wf, seat, &user, &lab);
-    if (!rc)
-        rc = add_message(arr, "system", sys.ptr);
-    if (!rc)
-        rc = add_message(arr, "user", user.ptr);
+    rc = evaluate_render(&v->st, wf, seat, &user, &lab);
+    if (!rc) {
+        stage_request req = {0};
+
+        rc = evaluate_add_conversation(&v->st, wf, seat, user.ptr, &req);
+        if (rc) {
+            for (size_t k = 0; k < req.nmessages; k++)
+                free(req.messages[k].content);
+        } else {
+            rc = request_messages(&req, arr);
+        }
+    }
     if (!rc && repair)
         rc = repair_error(v->st.cur, seat, wf, why, sizeof why, exact);
     if (!rc && repair) {
@@ -441,7 +455,6 @@ static int evaluate_messages(const view *v, const workflow *wf, size_t seat,
         if (!rc)
             rc = add_message(arr, "user", rep.ptr);
     }
-    buf_release(&sys);
     buf_release(&user);
     buf_release(&lab);
     buf_release(&rep);
