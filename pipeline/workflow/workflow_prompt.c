@@ -8,6 +8,8 @@
  * round-0 propose prompt and the seat's previous answer (stages/propose.h),
  * so that a serving engine's prefix cache keeps hitting from round to
  * round (stable text first, the material that changes per round last).
+ * The default texts enter every workflow's hash: changing one changes the
+ * hash of every workflow that uses it.
  */
 #include "pipeline/workflow/workflow_int.h"
 
@@ -26,7 +28,7 @@ static const struct {
     {{"persona", "role"}, 2, 0, "{persona} {role}"},
     {{"question"}, 1, 1, "{question}"},
     {{"question", "round", "winner", "own_previous", "critiques", "scores"},
-     6, 0, "{question} {round} {winner} {own_previous} {critiques} {scores}"},
+     6, 1, "{question} {round} {winner} {own_previous} {critiques} {scores}"},
     {{"question", "candidates", "labels"}, 3, 2,
      "{question} {candidates} {labels}"},
     {{"error", "labels"}, 2, 0, "{error} {labels}"},
@@ -261,19 +263,15 @@ char *wf_prompt_default(enum wf_prompt_kind k, const workflow_answer *a)
         instr = answer_instruction(a);
         if (!instr)
             goto out;
-        /* the revise message follows the round-0 prompt and the seat's
-         * previous answer in one conversation (stages/propose.h), so it
-         * need not repeat the question */
-        if (k == WF_PROMPT_PROPOSE)
-            rc = buf_adds(&b, QUESTION_BLOCK "Solve the question above. ");
+        rc = buf_adds(&b, QUESTION_BLOCK "Solve the question above. ");
         if (!rc && k == WF_PROMPT_REVISE)
             rc = buf_adds(&b,
-                "A panel reviewed all answers to the question above "
-                "anonymously, yours included. Below are the answer the "
-                "panel rated highest, the critiques your answer received "
-                "and the score table. Check the highest-rated answer "
-                "yourself: adopt it only if you can verify it, otherwise "
-                "keep or correct your own. Critiques can be wrong too. ");
+                "You answered it before, and a panel reviewed all answers "
+                "anonymously. Below are the answer the panel rated highest, "
+                "your own previous answer, the critiques it received and "
+                "the score table. Check the highest-rated answer yourself: "
+                "adopt it only if you can verify it, otherwise keep or "
+                "correct your own. Critiques can be wrong too. ");
         if (!rc)
             rc = buf_printf(&b, "Reason step by step, then %s. If you "
                                 "cannot answer it, reply with the single "
