@@ -2,7 +2,6 @@
 
 #include "pipeline/base/json.h"
 #include "stages/mask.h"
-#include "stages/propose.h"
 #include "stages/seed.h"
 #include "stages/text.h"
 
@@ -356,24 +355,6 @@ static int shown_labels(const state_round *r, size_t seat, bool self,
     return 0;
 }
 
-int evaluate_add_conversation(const state *st, const workflow *wf,
-                              size_t seat, const char *user,
-                              stage_request *req)
-{
-    const state_proposal *p = &st->cur->proposals[seat];
-    int rc;
-
-    if ((p->status != STATE_PROPOSAL_OK && p->status != STATE_PROPOSAL_SKIP) ||
-        !p->text)
-        return stage_request_add_chat(req, wf, &st->seats[seat], user);
-    rc = propose_add_conversation(st, wf, seat, req);
-    if (!rc)
-        rc = stage_request_add_message(req, STAGE_ROLE_ASSISTANT, p->text);
-    if (!rc)
-        rc = stage_request_add_message(req, STAGE_ROLE_USER, user);
-    return rc;
-}
-
 static int plan_seat(const state *st, const workflow *wf, size_t seat,
                      bool repair, stage_requests *list)
 {
@@ -403,7 +384,7 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
     if (!rc)
         rc = evaluate_render(st, wf, seat, &user, &lab);
     if (!rc)
-        rc = evaluate_add_conversation(st, wf, seat, user.ptr, req);
+        rc = stage_request_add_chat(req, wf, &st->seats[seat], user.ptr);
     if (!rc && repair) {
         /* a repair is a second chance, not a seat the question needs: its
          * failure makes the seat abstain (evaluate.h) */

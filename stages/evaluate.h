@@ -106,18 +106,6 @@ NSED_MUST_CHECK int evaluate_schema(const char *const *labels, size_t n,
 NSED_MUST_CHECK int evaluate_render(const state *st, const workflow *wf,
                                     size_t seat, buf *out, buf *labels_out);
 
-/* Append to req the messages of seat's evaluation call that end with the
- * evaluation message user: when the seat proposed this round (a reply or
- * SKIP), the continuation of its proposal conversation
- * (propose_add_conversation), its reply as an assistant turn, then user --
- * so the engine serves the proposal prompt and reply from its prefix
- * cache; else the system message and user. Returns 0, NSED_ENOMEM,
- * NSED_ETOOBIG or NSED_EINTERNAL. */
-NSED_MUST_CHECK int evaluate_add_conversation(const state *st,
-                                              const workflow *wf, size_t seat,
-                                              const char *user,
-                                              stage_request *req);
-
 /* Requests for every PENDING seat (evaluate) and REPAIR seat (repair).
  * Same returns as stage_plan. */
 NSED_MUST_CHECK int evaluate_plan(const state *st, const workflow *wf,

@@ -20,10 +20,9 @@
 /* Bytes of one rendered prompt message; a bigger one fails the plan with
  * NSED_ETOOBIG. */
 #define STAGE_PROMPT_MAX ((size_t)64 << 20)
-/* Messages in one request: the longest is a repair in a later round --
- * system, round-0 prompt, previous reply, revise prompt, own reply,
- * evaluation prompt, the evaluation reply and the repair message. */
-#define STAGE_MAX_MESSAGES 8
+/* Messages in one request: system, user, and for a repair the assistant's
+ * reply and the repair user message. */
+#define STAGE_MAX_MESSAGES 4
 /* The name given with the evaluation JSON schema (response_format). */
 #define STAGE_SCHEMA_NAME "nsed_evaluation"
 

@@ -25,15 +25,6 @@ typedef struct pcase {
     size_t dself, dunknown, dinvalid, ddup;
 } pcase;
 
-/* The evaluation user message of an evaluate or repair request: the
- * last message, or for a repair the one before the reply it repairs. */
-static const char *eval_msg(const stage_request *q)
-{
-    size_t k = q->nmessages - (q->kind == STAGE_KIND_REPAIR ? 3 : 1);
-
-    return q->messages[k].content;
-}
-
 START_TEST(parse_table)
 {
     static const pcase cases[] = {
@@ -246,28 +237,24 @@ START_TEST(plan_masks_own_candidate)
     text_label((size_t)mask_own_candidate(st->cur, 0), own0);
     text_label((size_t)mask_own_candidate(st->cur, 1), own1);
     ck_assert_int_eq(q0->kind, STAGE_KIND_EVALUATE);
-    /* the seat's proposal conversation continued: system, its round-0
-     * prompt, its reply, then the evaluation message */
-    ck_assert_uint_eq(q0->nmessages, 4);
-    ck_assert_int_eq(q0->messages[2].role, STAGE_ROLE_ASSISTANT);
-    ck_assert_int_eq(q0->messages[3].role, STAGE_ROLE_USER);
+    ck_assert_uint_eq(q0->nmessages, 2);
     ck_assert_int_eq(q0->messages[0].role, STAGE_ROLE_SYSTEM);
     ck_assert(tu_contains(q0->messages[0].content, "Be exact."));
     ck_assert(tu_contains(q0->messages[0].content, "solver"));
     /* seat 0 sees only seat 1's candidate, and vice versa */
     snprintf(begin, sizeof begin, "=====BEGIN CANDIDATE %s fence %s=====",
              own0, st->cur->fence);
-    ck_assert(!tu_contains(eval_msg(q0), begin));
-    ck_assert(tu_contains(eval_msg(q1), begin));
-    ck_assert(!tu_contains(eval_msg(q0), "\\boxed{4}"));
-    ck_assert(tu_contains(eval_msg(q0), "\\boxed{5}"));
+    ck_assert(!tu_contains(q0->messages[1].content, begin));
+    ck_assert(tu_contains(q1->messages[1].content, begin));
+    ck_assert(!tu_contains(q0->messages[1].content, "\\boxed{4}"));
+    ck_assert(tu_contains(q0->messages[1].content, "\\boxed{5}"));
     snprintf(begin, sizeof begin, "Evaluate every candidate shown: %s.",
              own1);
-    ck_assert(tu_contains(eval_msg(q0), begin));
+    ck_assert(tu_contains(q0->messages[1].content, begin));
     /* the SKIP seat sees both */
-    ck_assert(tu_contains(eval_msg(q2), "Evaluate every "
+    ck_assert(tu_contains(q2->messages[1].content, "Evaluate every "
                           "candidate shown: A, B."));
-    ck_assert(tu_contains(eval_msg(q2), "What is 2+2?"));
+    ck_assert(tu_contains(q2->messages[1].content, "What is 2+2?"));
     /* the schema only for the model that does structured output */
     ck_assert_ptr_null(q0->json_schema);
     ck_assert_ptr_nonnull(q1->json_schema);
@@ -308,18 +295,18 @@ START_TEST(repair_then_abstain)
     ck_assert_uint_eq(l2.n, 2);
     rq = req_for(&l2, 1);
     ck_assert_int_eq(rq->kind, STAGE_KIND_REPAIR);
-    ck_assert_uint_eq(rq->nmessages, 6);
-    ck_assert_int_eq(rq->messages[rq->nmessages - 2].role, STAGE_ROLE_ASSISTANT);
-    ck_assert_str_eq(rq->messages[rq->nmessages - 2].content,
+    ck_assert_uint_eq(rq->nmessages, 4);
+    ck_assert_int_eq(rq->messages[2].role, STAGE_ROLE_ASSISTANT);
+    ck_assert_str_eq(rq->messages[2].content,
                      "Candidate A looks right to me.");
-    ck_assert_str_eq(eval_msg(rq),
-                     eval_msg(req_for(&l, 1)));
-    ck_assert_int_eq(rq->messages[rq->nmessages - 1].role, STAGE_ROLE_USER);
-    ck_assert(tu_contains(rq->messages[rq->nmessages - 1].content, "could not be used"));
-    ck_assert(tu_contains(rq->messages[rq->nmessages - 1].content, "\"evaluations\" list"));
+    ck_assert_str_eq(rq->messages[1].content,
+                     req_for(&l, 1)->messages[1].content);
+    ck_assert_int_eq(rq->messages[3].role, STAGE_ROLE_USER);
+    ck_assert(tu_contains(rq->messages[3].content, "could not be used"));
+    ck_assert(tu_contains(rq->messages[3].content, "\"evaluations\" list"));
     text_label((size_t)mask_own_candidate(st->cur, 0), label);
     snprintf(good, sizeof good, "candidate in %s:", label);
-    ck_assert(tu_contains(rq->messages[rq->nmessages - 1].content, good));
+    ck_assert(tu_contains(rq->messages[3].content, good));
 
     /* seat 1 repairs, seat 2 stays unusable and abstains */
     text_label((size_t)mask_own_candidate(st->cur, 0), label);
@@ -529,10 +516,10 @@ START_TEST(cut_reply_repair_gets_room)
     ck_assert_int_eq(rq->kind, STAGE_KIND_REPAIR);
     ck_assert(rq->optional);
     ck_assert_int_eq(rq->max_tokens, 2 * 1024);
-    ck_assert(tu_contains(rq->messages[rq->nmessages - 1].content,
+    ck_assert(tu_contains(rq->messages[3].content,
                           "could not be used: it was cut off at the length "
                           "limit (max_tokens)"));
-    ck_assert(tu_contains(rq->messages[rq->nmessages - 1].content, "JSON object only"));
+    ck_assert(tu_contains(rq->messages[3].content, "JSON object only"));
     /* a repair of a reply that was not cut keeps the model's budget */
     ck_assert(req_for(&l2, 1)->optional);
     ck_assert_int_eq(req_for(&l2, 1)->max_tokens, 0);

@@ -420,26 +420,22 @@ static int evaluate_messages(const view *v, const workflow *wf, size_t seat,
                              bool repair, cJSON *arr, bool *exact)
 {
     const state_evaluation *ev = &v->st.cur->evals[seat];
-    buf user, lab, rep;
+    buf sys, user, lab, rep;
     char why[256];
     int rc;
 
     *exact = true;
+    buf_init(&sys, STAGE_PROMPT_MAX);
     buf_init(&user, STAGE_PROMPT_MAX);
     buf_init(&lab, 4096);
     buf_init(&rep, STAGE_PROMPT_MAX);
-    rc = evaluate_render(&v->st, wf, seat, &user, &lab);
-    if (!rc) {
-        stage_request req = {0};
-
-        rc = evaluate_add_conversation(&v->st, wf, seat, user.ptr, &req);
-        if (rc) {
-            for (size_t k = 0; k < req.nmessages; k++)
-                free(req.messages[k].content);
-        } else {
-            rc = request_messages(&req, arr);
-        }
-    }
+    rc = stage_render_system(wf, &v->st.seats[seat], &sys);
+    if (!rc)
+        rc = evaluate_render(&v->st, wf, seat, &user, &lab);
+    if (!rc)
+        rc = add_message(arr, "system", sys.ptr);
+    if (!rc)
+        rc = add_message(arr, "user", user.ptr);
     if (!rc && repair)
         rc = repair_error(v->st.cur, seat, wf, why, sizeof why, exact);
     if (!rc && repair) {
@@ -455,6 +451,7 @@ static int evaluate_messages(const view *v, const workflow *wf, size_t seat,
         if (!rc)
             rc = add_message(arr, "user", rep.ptr);
     }
+    buf_release(&sys);
     buf_release(&user);
     buf_release(&lab);
     buf_release(&rep);
