@@ -19,25 +19,6 @@ static const char *or_empty(const char *s)
     return s ? s : "";
 }
 
-/* The seat's own reply of the previous round, as an assistant turn: its
- * text when the forget gate carries it and it fits the cap uncut (a cut
- * one stays the YOUR PREVIOUS ANSWER block of the revise message), else
- * NULL. */
-static const char *previous_turn(const state *st, const workflow *wf,
-                                 size_t seat)
-{
-    const state_proposal *p;
-
-    if (st->round == 0 || !st->prev || seat >= st->nseats ||
-        !(wf->rounds.carry & WORKFLOW_CARRY_OWN_PREVIOUS))
-        return NULL;
-    p = &st->prev->proposals[seat];
-    if (p->status != STATE_PROPOSAL_OK || !p->text ||
-        strlen(p->text) > (size_t)wf->rounds.max_own_chars)
-        return NULL;
-    return p->text;
-}
-
 int propose_render(const state *st, const workflow *wf, size_t seat,
                    buf *out)
 {
@@ -51,13 +32,11 @@ int propose_render(const state *st, const workflow *wf, size_t seat,
     snprintf(round, sizeof round, "%d", st->round);
     {
         const state_carry *c = &st->carry;
-        const bool as_turn = previous_turn(st, wf, seat) != NULL;
         workflow_prompt_var vars[] = {
             {"question", st->question},
             {"round", round},
             {"winner", or_empty(c->winner)},
-            {"own_previous",
-             c->own && !as_turn ? or_empty(c->own[seat]) : ""},
+            {"own_previous", c->own ? or_empty(c->own[seat]) : ""},
             {"critiques", c->critiques ? or_empty(c->critiques[seat]) : ""},
             {"scores", c->scores ? or_empty(c->scores[seat]) : ""},
         };
@@ -66,41 +45,11 @@ int propose_render(const state *st, const workflow *wf, size_t seat,
     }
 }
 
-int propose_add_conversation(const state *st, const workflow *wf,
-                             size_t seat, stage_request *req)
-{
-    workflow_prompt_var q[] = {{"question", st->question}};
-    const char *prev = previous_turn(st, wf, seat);
-    buf first, rev;
-    int rc;
-
-    buf_init(&first, STAGE_PROMPT_MAX);
-    buf_init(&rev, STAGE_PROMPT_MAX);
-    rc = workflow_prompt_render(wf->prompts.propose, q, 1, &first);
-    if (!rc && st->round > 0)
-        rc = propose_render(st, wf, seat, &rev);
-    if (!rc && st->round > 0 && !prev) {
-        /* nothing of its own to continue from: one user message, which
-         * still starts with the round-0 prompt */
-        rc = buf_adds(&first, "\n\n");
-        if (!rc)
-            rc = buf_add(&first, rev.ptr, rev.len);
-    }
-    if (!rc)
-        rc = stage_request_add_chat(req, wf, &st->seats[seat], first.ptr);
-    if (!rc && prev)
-        rc = stage_request_add_message(req, STAGE_ROLE_ASSISTANT, prev);
-    if (!rc && prev)
-        rc = stage_request_add_message(req, STAGE_ROLE_USER, rev.ptr);
-    buf_release(&first);
-    buf_release(&rev);
-    return rc;
-}
-
 static int plan_seat(const state *st, const workflow *wf, size_t seat,
                      stage_requests *list)
 {
     stage_request *req = stage_requests_add(list);
+    buf user;
     int rc;
 
     if (!req)
@@ -109,10 +58,14 @@ static int plan_seat(const state *st, const workflow *wf, size_t seat,
     req->seat = seat;
     req->model = st->seats[seat].model;
     req->round = st->round;
+    buf_init(&user, STAGE_PROMPT_MAX);
     rc = seed_call(st->seed, st->qid, st->round, seat, req->kind, 0,
                    &req->seed);
     if (!rc)
-        rc = propose_add_conversation(st, wf, seat, req);
+        rc = propose_render(st, wf, seat, &user);
+    if (!rc)
+        rc = stage_request_add_chat(req, wf, &st->seats[seat], user.ptr);
+    buf_release(&user);
     return rc;
 }
 

@@ -1,12 +1,11 @@
 /* propose.h -- stage 1: every seat answers.
  *
  * Round 0: the system message (wf->prompts.system with the seat's persona
- * and role) and wf->prompts.propose with {question}. Round r > 0: the
- * round-0 conversation continued -- the seat's previous reply as an
- * assistant turn, then wf->prompts.revise with {question}, {round} (r) and
+ * and role) and wf->prompts.propose with {question}. Round r > 0: the same
+ * system message and wf->prompts.revise with {question}, {round} (r) and
  * the seat's consensus-state blocks from the forget gate ({winner},
- * {own_previous}, {critiques}, {scores}; "" for a block not carried)
- * (propose_add_conversation). Stable text first and the changing blocks
+ * {own_previous}, {critiques}, {scores}; "" for a block not carried). The
+ * default templates put the stable text first and the changing blocks
  * last, so a serving engine's prefix cache keeps hitting.
  *
  * A reply is stored cleaned and capped (STATE_TEXT_MAX). It is:
@@ -43,30 +42,10 @@
 /* True when reply[0..len) is SKIP (trimmed, any case). */
 bool propose_is_skip(const char *reply, size_t len);
 
-/* The propose/revise user message of seat in the current round (the last
- * message of its conversation), appended to out. In a later round
- * {own_previous} is "" when the seat's previous answer is an assistant
- * turn of the conversation instead. Same returns as
- * workflow_prompt_render. */
+/* The propose/revise user message of seat in the current round, appended
+ * to out. Same returns as workflow_prompt_render. */
 NSED_MUST_CHECK int propose_render(const state *st, const workflow *wf,
                                    size_t seat, buf *out);
-
-/* Append to req the messages of seat's proposal call of the current
- * round, a conversation that starts the same in every round:
- *   round 0:  system, user = prompts.propose;
- *   round r:  system, user = prompts.propose (byte-identical to round 0),
- *             assistant = the seat's own reply of round r-1 (as stored;
- *             only when the forget gate carries it and it is at most
- *             max_own_chars long), user = prompts.revise (propose_render);
- *             without that reply the two user texts are one message,
- *             joined by a blank line.
- * So an engine that caches the tokens of a sequence, its reply included,
- * serves the round-0 prompt and the reply from its cache in round 1.
- * Returns 0, NSED_ENOMEM, NSED_ETOOBIG (a message over STAGE_PROMPT_MAX)
- * or NSED_EINTERNAL (too many messages). */
-NSED_MUST_CHECK int propose_add_conversation(const state *st,
-                                             const workflow *wf, size_t seat,
-                                             stage_request *req);
 
 /* Requests for every seat whose proposal is still pending. Same returns
  * as stage_plan. */

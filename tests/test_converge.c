@@ -484,7 +484,7 @@ static void answer_stage(state *st, const workflow *wf)
         r[i].ok = true;
         if (q->kind == STAGE_KIND_PROPOSE) {
             ck_assert_int_eq(buf_printf(&b, "%s\nSo \\boxed{%d}",
-                                        q->messages[q->nmessages - 1].content,
+                                        q->messages[1].content,
                                         q->seat == 0 ? 42 : 40 + (int)q->seat),
                              0);
         } else {

@@ -329,7 +329,6 @@ static int view_init(view *v, const export_q *q, const workflow *wf, int r)
         v->st.carry = v->carry;
     }
     v->st.cur = (state_round *)q->rounds[r];
-    v->st.prev = r > 0 ? (state_round *)q->rounds[r - 1] : NULL;
     v->st.round = r;
     return 0;
 }
@@ -339,34 +338,25 @@ static void view_release(view *v, size_t nseats)
     state_carry_release(&v->carry, nseats);
 }
 
-/* The messages of a stage request into arr, then the request released. */
-static int request_messages(stage_request *req, cJSON *arr)
-{
-    int rc = 0;
-
-    for (size_t k = 0; k < req->nmessages && !rc; k++)
-        rc = add_message(arr, stage_role_name(req->messages[k].role),
-                         req->messages[k].content);
-    for (size_t k = 0; k < req->nmessages; k++)
-        free(req->messages[k].content);
-    req->nmessages = 0;
-    return rc;
-}
-
-/* The messages of seat's propose call in the view's round, as
- * propose_plan builds them. */
+/* The messages of seat's propose call in the view's round. */
 static int propose_messages(const view *v, const workflow *wf, size_t seat,
                             cJSON *arr)
 {
-    stage_request req = {0};
-    int rc = propose_add_conversation(&v->st, wf, seat, &req);
+    buf sys, user;
+    int rc;
 
-    if (rc) {
-        for (size_t k = 0; k < req.nmessages; k++)
-            free(req.messages[k].content);
-        return rc;
-    }
-    return request_messages(&req, arr);
+    buf_init(&sys, STAGE_PROMPT_MAX);
+    buf_init(&user, STAGE_PROMPT_MAX);
+    rc = stage_render_system(wf, &v->st.seats[seat], &sys);
+    if (!rc)
+        rc = propose_render(&v->st, wf, seat, &user);
+    if (!rc)
+        rc = add_message(arr, "system", sys.ptr);
+    if (!rc)
+        rc = add_message(arr, "user", user.ptr);
+    buf_release(&sys);
+    buf_release(&user);
+    return rc;
 }
 
 /* What evaluate.c's repair told the evaluator about its first reply:

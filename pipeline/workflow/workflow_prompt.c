@@ -4,12 +4,9 @@
  * The defaults are part of the protocol, not decoration: the simulated
  * server and the stages find the question between the QUESTION marker
  * lines, the evaluation reply must be the JSON shape quoted below, and the
- * revise message is the last turn of a conversation that starts with the
- * round-0 propose prompt and the seat's previous answer (stages/propose.h),
- * so that a serving engine's prefix cache keeps hitting from round to
- * round (stable text first, the material that changes per round last).
- * The default texts enter every workflow's hash: changing one changes the
- * hash of every workflow that uses it.
+ * revise prompt starts exactly like the propose prompt so that a serving
+ * engine's prefix cache keeps hitting from round to round (stable text
+ * first, the material that changes per round last).
  */
 #include "pipeline/workflow/workflow_int.h"
 

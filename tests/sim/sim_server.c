@@ -951,8 +951,7 @@ static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
     sim_prompt *prompt = NULL;
     char *content = NULL, *body = NULL, retry[32];
     const char *finish = "stop";
-    size_t nseg = 0, last_user = r->nmsg, eval_msg = r->nmsg,
-           prompt_chars = 0;
+    size_t nseg = 0, last_user = r->nmsg, prompt_chars = 0;
     long long tokens, ptokens, cached;
     enum MHD_Result ret = MHD_NO;
     sim_fault fault;
@@ -967,31 +966,18 @@ static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
     if (!segs || !prompt || request_digest(s, r, digest))
         goto out;
     /* The runner's contract: read the last user message first, then the
-     * rest from the most recent backwards. An evaluation is the last user
-     * message holding CANDIDATE blocks; it may continue the seat's
-     * proposal conversation, which is then not read (only the system
-     * message before it is), and a repair follows it. */
+     * rest from the most recent backwards. */
     for (size_t i = r->nmsg; i-- > 0;) {
         prompt_chars += r->lens[i];
         if (last_user == r->nmsg && !strcmp(r->roles[i], "user"))
             last_user = i;
-    }
-    for (size_t i = last_user + 1; i-- > 0 && eval_msg == r->nmsg;) {
-        sim_span one = {r->texts[i], r->lens[i]};
-
-        if (i >= r->nmsg || strcmp(r->roles[i], "user"))
-            continue;
-        sim_prompt_parse(&one, 1, prompt);
-        if (prompt->ncandidates > 0)
-            eval_msg = i;
     }
     if (last_user < r->nmsg) {
         segs[nseg].ptr = r->texts[last_user];
         segs[nseg++].len = r->lens[last_user];
     }
     for (size_t i = r->nmsg; i-- > 0;) {
-        if (i == last_user || (eval_msg < r->nmsg && i < eval_msg &&
-                               strcmp(r->roles[i], "system")))
+        if (i == last_user)
             continue;
         segs[nseg].ptr = r->texts[i];
         segs[nseg++].len = r->lens[i];
@@ -999,15 +985,8 @@ static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
     sim_prompt_parse(segs, nseg, prompt);
     is_eval = sim_model_is_evaluation(prompt);
     /* a repair turn: an evaluation that carries the model's earlier reply */
-    repair = is_eval && eval_msg < last_user;
-    /* a revision that continues the seat's own conversation: its previous
-     * answer is the assistant turn before the revise message */
-    if (!is_eval && !prompt->has_previous && last_user > 0 &&
-        last_user < r->nmsg && !strcmp(r->roles[last_user - 1], "assistant")) {
-        prompt->has_previous = 1;
-        prompt->previous.ptr = r->texts[last_user - 1];
-        prompt->previous.len = r->lens[last_user - 1];
-    }
+    for (size_t i = 0; i < r->nmsg && is_eval && !repair; i++)
+        repair = !strcmp(r->roles[i], "assistant");
     if (in_outage(m))
         goto out; /* MHD_NO: a dead server's closed connection */
     fault = choose_fault(m, digest, attempt_next(s, digest), is_eval, repair);
