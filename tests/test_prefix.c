@@ -103,7 +103,8 @@ static char *reply_of(const char *url, const char *body)
     curl_slist_free_all(h);
     j = cJSON_Parse(resp.p);
     msg = cJSON_GetObjectItem(
-        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"),
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j,
+                                                                   "choices"),
                                                0),
                             "message"),
         "content");
@@ -121,7 +122,8 @@ static int kind_of(const cJSON *msgs)
 {
     int n = cJSON_GetArraySize(msgs);
     const char *last = cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, n - 1),
-                                           "content")->valuestring;
+                                           "content")
+                           ->valuestring;
 
     if (strstr(last, "=====BEGIN CANDIDATE "))
         return 2;
@@ -192,7 +194,8 @@ START_TEST(status_cached_share_by_kind_matches_the_log)
         }
         cJSON_ArrayForEach(m, msgs) {
             const char *role = cJSON_GetObjectItem(m, "role")->valuestring;
-            const char *content = cJSON_GetObjectItem(m, "content")->valuestring;
+            const char *content =
+                cJSON_GetObjectItem(m, "content")->valuestring;
 
             grow_add(&pt_text, role, strlen(role));
             grow_add(&pt_text, "\n", 1);
@@ -261,7 +264,8 @@ START_TEST(status_cached_share_by_kind_matches_the_log)
 
         if (prompt[k] == 0)
             continue;
-        snprintf(want, sizeof want, " %s %.3f", kinds[k], cached[k] / prompt[k]);
+        snprintf(want, sizeof want, " %s %.3f", kinds[k],
+                 cached[k] / prompt[k]);
         ck_assert_msg(tu_contains(out, "prefix:     cached share of prompt "
                                        "tokens by kind of call:"),
                       "%s", out);

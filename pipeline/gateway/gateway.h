@@ -154,9 +154,9 @@ typedef ledger_message gateway_message;
  * prompt and cached tokens by it (gateway_stats.by_kind), so that the share
  * of the prompt a server's prefix cache served can be told per kind. */
 enum gateway_call_kind {
-    GATEWAY_CALL_OTHER,    /* unlabelled (health checks, tools) */
-    GATEWAY_CALL_PROPOSE,  /* a round-0 proposal */
-    GATEWAY_CALL_REVISE,   /* a proposal of a later round */
+    GATEWAY_CALL_OTHER,   /* unlabelled (health checks, tools) */
+    GATEWAY_CALL_PROPOSE, /* a round-0 proposal */
+    GATEWAY_CALL_REVISE,  /* a proposal of a later round */
     GATEWAY_CALL_EVALUATE,
     GATEWAY_CALL_REPAIR,
     GATEWAY_CALL_SELFCONS, /* a self-consistency sample */

@@ -11,12 +11,18 @@
 const char *gateway_call_kind_name(enum gateway_call_kind k)
 {
     switch (k) {
-    case GATEWAY_CALL_OTHER: return "other";
-    case GATEWAY_CALL_PROPOSE: return "propose";
-    case GATEWAY_CALL_REVISE: return "revise";
-    case GATEWAY_CALL_EVALUATE: return "evaluate";
-    case GATEWAY_CALL_REPAIR: return "repair";
-    case GATEWAY_CALL_SELFCONS: return "self_consistency";
+    case GATEWAY_CALL_OTHER:
+        return "other";
+    case GATEWAY_CALL_PROPOSE:
+        return "propose";
+    case GATEWAY_CALL_REVISE:
+        return "revise";
+    case GATEWAY_CALL_EVALUATE:
+        return "evaluate";
+    case GATEWAY_CALL_REPAIR:
+        return "repair";
+    case GATEWAY_CALL_SELFCONS:
+        return "self_consistency";
     }
     return "?";
 }
@@ -50,7 +56,8 @@ static bool by_kind_to_json(cJSON *o, const gateway_stats *s)
         e = cJSON_AddObjectToObject(
             by, gateway_call_kind_name((enum gateway_call_kind)k));
         if (!e || json_add_num(e, "calls", (double)s->kind_calls[k]) ||
-            json_add_num(e, "prompt_tokens", (double)s->kind_prompt_tokens[k]) ||
+            json_add_num(e, "prompt_tokens",
+                         (double)s->kind_prompt_tokens[k]) ||
             json_add_num(e, "cached_tokens", (double)s->kind_cached_tokens[k]))
             by = NULL;
     }
