@@ -132,8 +132,9 @@ int bench_prefix_reused(const char *const *s, const size_t *len, size_t n,
 /* ---- recording ------------------------------------------------------------ */
 
 typedef struct recorded {
-    char *bytes;
+    char *bytes; /* the prompt, then its reply as an assistant message */
     size_t len;
+    size_t plen; /* of the prompt */
     size_t model;
     enum bench_prefix_kind kind;
 } recorded;
@@ -180,6 +181,7 @@ static int record(driver *d, const stage_request *rq)
     }
     r = &d->rec[d->nrec];
     r->len = b.len;
+    r->plen = b.len;
     r->bytes = buf_detach(&b, NULL);
     if (!r->bytes)
         return nsed_error(d->err, NSED_ENOMEM, "out of memory");
@@ -237,7 +239,7 @@ static void on_result(const gateway_result *res, void *user)
 static int run_stage(driver *d, state *st, const stage_ctx *ctx,
                      const stage_requests *reqs)
 {
-    size_t n = reqs->n;
+    size_t n = reqs->n, base = d->nrec, nrecorded = 0;
     pending p = {0};
     call_ref *refs = NULL;
     int rc = 0;
@@ -257,6 +259,7 @@ static int run_stage(driver *d, state *st, const stage_ctx *ctx,
         rc = record(d, rq);
         if (rc)
             break;
+        nrecorded++;
         for (size_t k = 0; k < rq->nmessages; k++) {
             msgs[k].role = stage_role_name(rq->messages[k].role);
             msgs[k].content = rq->messages[k].content;
@@ -288,6 +291,35 @@ static int run_stage(driver *d, state *st, const stage_ctx *ctx,
 
         if (prc && !rc)
             rc = prc;
+    }
+    /* an engine keeps the generated tokens of a sequence too: a later
+     * prompt that continues this conversation reuses the reply */
+    for (size_t i = 0; i < nrecorded && !rc; i++) {
+        recorded *r = &d->rec[base + i];
+        buf b;
+
+        if (!p.contents[i])
+            continue;
+        buf_init(&b, 2 * PROMPT_BYTES_MAX);
+        rc = buf_add(&b, r->bytes, r->len);
+        if (!rc)
+            rc = buf_adds(&b, "assistant");
+        if (!rc)
+            rc = buf_addc(&b, 0x1e);
+        if (!rc)
+            rc = buf_adds(&b, p.contents[i]);
+        if (!rc)
+            rc = buf_addc(&b, 0x1f);
+        if (rc) {
+            buf_release(&b);
+            rc = nsed_error(d->err, rc, "cannot record a reply");
+            break;
+        }
+        free(r->bytes);
+        r->len = b.len;
+        r->bytes = buf_detach(&b, NULL);
+        if (!r->bytes)
+            rc = nsed_error(d->err, NSED_ENOMEM, "out of memory");
     }
     if (!rc)
         rc = stage_reduce(st, d->wf, ctx, p.resps, n, d->err);
@@ -364,13 +396,15 @@ static int tally(const driver *d, bench_prefix_result *res)
         for (size_t k = 0; k < n; k++) {
             bench_prefix_model *pm = &res->models[m];
             bench_prefix_model *pk = &res->kinds[d->rec[idx[k]].kind];
+            size_t plen = d->rec[idx[k]].plen;
+            size_t used = best[k] < plen ? best[k] : plen;
 
             pm->prompts++;
-            pm->bytes += len[k];
-            pm->reused += best[k];
+            pm->bytes += plen;
+            pm->reused += used;
             pk->prompts++;
-            pk->bytes += len[k];
-            pk->reused += best[k];
+            pk->bytes += plen;
+            pk->reused += used;
         }
     }
     rc = 0;

@@ -301,6 +301,26 @@ static void print_cache(const runner_report *r)
     printf(")\n");
 }
 
+/* "prefix:     cached share of prompt tokens by kind of call: propose
+ * 0.412, revise 0.873, ..." -- only when a server reported a cached token
+ * (one that reports none may have no prefix cache or not say). */
+static void print_prefix(const runner_report *r)
+{
+    double ct = 0;
+
+    for (size_t k = 0; k < GATEWAY_CALL_KIND_COUNT; k++)
+        ct += r->kind_cached_tokens[k];
+    if (ct <= 0)
+        return;
+    printf("prefix:     cached share of prompt tokens by kind of call:");
+    for (size_t k = 0, n = 0; k < GATEWAY_CALL_KIND_COUNT; k++)
+        if (r->kind_prompt_tokens[k] > 0)
+            printf("%s %s %.3f", n++ ? "," : "",
+                   gateway_call_kind_name((enum gateway_call_kind)k),
+                   r->kind_cached_tokens[k] / r->kind_prompt_tokens[k]);
+    printf("\n");
+}
+
 /* One reason per line with its count, under label. */
 static void print_reasons(const char *label, const runner_report_tallies *t)
 {
@@ -483,6 +503,7 @@ static void print_text(const runner_report *r)
     print_models(r);
     print_cache(r);
     print_space(&r->space);
+    print_prefix(r);
 }
 
 typedef struct tele_export {

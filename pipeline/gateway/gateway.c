@@ -50,6 +50,7 @@ struct gw_req {
     gw_req *rprev;     /* running list (transfer in flight) */
     gw_req *rnext;
     size_t model;
+    enum gateway_call_kind call_kind;
     char *body;
     size_t body_len;
     uint8_t key[HASH_LEN];
@@ -674,6 +675,11 @@ void gateway_stats_add(gateway_stats *t, const gateway_stats *s)
     t->prompt_tokens += s->prompt_tokens;
     t->completion_tokens += s->completion_tokens;
     t->cached_tokens += s->cached_tokens;
+    for (size_t k = 0; k < GATEWAY_CALL_KIND_COUNT; k++) {
+        t->kind_calls[k] += s->kind_calls[k];
+        t->kind_prompt_tokens[k] += s->kind_prompt_tokens[k];
+        t->kind_cached_tokens[k] += s->kind_cached_tokens[k];
+    }
     t->cost_usd += s->cost_usd;
     t->latency_sum_s += s->latency_sum_s;
     if (s->latency_max_s > t->latency_max_s)
@@ -922,6 +928,9 @@ static void finish_ok(gateway *gw, gw_req *r, gw_reply *reply, double now)
     s->prompt_tokens += r->usage.prompt_tokens;
     s->completion_tokens += r->usage.completion_tokens;
     s->cached_tokens += r->usage.cached_tokens;
+    s->kind_calls[r->call_kind]++;
+    s->kind_prompt_tokens[r->call_kind] += r->usage.prompt_tokens;
+    s->kind_cached_tokens[r->call_kind] += r->usage.cached_tokens;
     s->cost_usd += r->cost_usd;
     s->latency_sum_s += r->latency_s;
     if (r->latency_s > s->latency_max_s)
@@ -2040,6 +2049,9 @@ int gateway_submit(gateway *gw, const gateway_request *req,
     if (!r)
         return nsed_error(err, NSED_ENOMEM, "gateway: out of memory");
     r->model = req->model;
+    r->call_kind = (unsigned)req->call_kind < GATEWAY_CALL_KIND_COUNT
+                       ? req->call_kind
+                       : GATEWAY_CALL_OTHER;
     r->fn = fn;
     r->user = user;
     r->retry_after_s = -1;

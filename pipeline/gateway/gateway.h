@@ -150,6 +150,22 @@ bool gateway_status_permanent(long http_status);
 /* A chat message (role and content, both non-NULL). */
 typedef ledger_message gateway_message;
 
+/* What a call is for, as the caller labels it: the gateway only counts
+ * prompt and cached tokens by it (gateway_stats.by_kind), so that the share
+ * of the prompt a server's prefix cache served can be told per kind. */
+enum gateway_call_kind {
+    GATEWAY_CALL_OTHER,   /* unlabelled (health checks, tools) */
+    GATEWAY_CALL_PROPOSE, /* a round-0 proposal */
+    GATEWAY_CALL_REVISE,  /* a proposal of a later round */
+    GATEWAY_CALL_EVALUATE,
+    GATEWAY_CALL_REPAIR,
+    GATEWAY_CALL_SELFCONS, /* a self-consistency sample */
+};
+#define GATEWAY_CALL_KIND_COUNT 6
+
+/* Static name of a call kind ("propose", "revise", ...). */
+const char *gateway_call_kind_name(enum gateway_call_kind k);
+
 /* One call. Everything is borrowed for the duration of gateway_submit
  * only: the gateway copies what it needs. */
 typedef struct gateway_request {
@@ -172,6 +188,8 @@ typedef struct gateway_request {
     int seat;                /* seat in the team, */
     int round;               /* round number, */
     int sample;              /* and sample index of this call */
+    enum gateway_call_kind call_kind; /* for the per-kind token counts
+                                         only; not part of the key */
 } gateway_request;
 
 typedef struct gateway_usage {
@@ -395,6 +413,10 @@ typedef struct gateway_stats {
     int64_t prompt_tokens;   /* of successful network calls */
     int64_t completion_tokens;
     int64_t cached_tokens;
+    /* of successful network calls, by gateway_request.call_kind: */
+    uint64_t kind_calls[GATEWAY_CALL_KIND_COUNT];
+    int64_t kind_prompt_tokens[GATEWAY_CALL_KIND_COUNT];
+    int64_t kind_cached_tokens[GATEWAY_CALL_KIND_COUNT];
     double cost_usd;
     double latency_sum_s;    /* of successful network calls */
     double latency_max_s;

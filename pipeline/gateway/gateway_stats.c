@@ -8,6 +8,62 @@
 #include <stdbool.h>
 #include <string.h>
 
+const char *gateway_call_kind_name(enum gateway_call_kind k)
+{
+    switch (k) {
+    case GATEWAY_CALL_OTHER:
+        return "other";
+    case GATEWAY_CALL_PROPOSE:
+        return "propose";
+    case GATEWAY_CALL_REVISE:
+        return "revise";
+    case GATEWAY_CALL_EVALUATE:
+        return "evaluate";
+    case GATEWAY_CALL_REPAIR:
+        return "repair";
+    case GATEWAY_CALL_SELFCONS:
+        return "self_consistency";
+    }
+    return "?";
+}
+
+/* "by_kind": {kind: {"calls", "prompt_tokens", "cached_tokens"}}, absent
+ * in records written before it (they read as zero). */
+static void by_kind_from_json(const cJSON *j, gateway_stats *s)
+{
+    const cJSON *by = cJSON_GetObjectItemCaseSensitive(j, "by_kind");
+
+    for (int k = 0; by && k < GATEWAY_CALL_KIND_COUNT; k++) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(
+            by, gateway_call_kind_name((enum gateway_call_kind)k));
+
+        s->kind_calls[k] = (uint64_t)json_num(e, "calls", 0);
+        s->kind_prompt_tokens[k] = (int64_t)json_num(e, "prompt_tokens", 0);
+        s->kind_cached_tokens[k] = (int64_t)json_num(e, "cached_tokens", 0);
+    }
+}
+
+/* Only the kinds with a call, so a record stays short. */
+static bool by_kind_to_json(cJSON *o, const gateway_stats *s)
+{
+    cJSON *by = cJSON_AddObjectToObject(o, "by_kind");
+
+    for (int k = 0; by && k < GATEWAY_CALL_KIND_COUNT; k++) {
+        cJSON *e;
+
+        if (s->kind_calls[k] == 0)
+            continue;
+        e = cJSON_AddObjectToObject(
+            by, gateway_call_kind_name((enum gateway_call_kind)k));
+        if (!e || json_add_num(e, "calls", (double)s->kind_calls[k]) ||
+            json_add_num(e, "prompt_tokens",
+                         (double)s->kind_prompt_tokens[k]) ||
+            json_add_num(e, "cached_tokens", (double)s->kind_cached_tokens[k]))
+            by = NULL;
+    }
+    return by == NULL;
+}
+
 void gateway_stats_from_json(const cJSON *j, gateway_stats *s)
 {
     const cJSON *errs = cJSON_GetObjectItemCaseSensitive(j, "errors");
@@ -40,6 +96,7 @@ void gateway_stats_from_json(const cJSON *j, gateway_stats *s)
             break;
         s->latency_hist[i++] = cJSON_IsNumber(v) ? (uint64_t)v->valuedouble : 0;
     }
+    by_kind_from_json(j, s);
 }
 
 cJSON *gateway_stats_to_json(const gateway_stats *s)
@@ -85,7 +142,7 @@ cJSON *gateway_stats_to_json(const gateway_stats *s)
             hist = NULL;
         }
     }
-    if (!errs || !hist) {
+    if (!errs || !hist || by_kind_to_json(o, s)) {
         cJSON_Delete(o);
         return NULL;
     }

@@ -286,6 +286,7 @@ static int submit_all(struct loop *L, slot *s)
         gr.seat = (int)rq->seat;
         gr.round = rq->round;
         gr.sample = rq->sample;
+        gr.call_kind = runner_call_kind(rq);
         rc = gateway_submit(L->gw, &gr, on_result, &s->calls[i], L->err);
         if (rc) {
             /* Calls already submitted will still report; keep the count

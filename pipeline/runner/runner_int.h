@@ -183,6 +183,10 @@ int runner_telemetry_put(store_txn *txn, const runner_telemetry_base *base,
 
 void runner_telemetry_free(runner_telemetry_base *base);
 
+/* The gateway's accounting label of a stage request: propose in round 0
+ * and revise after it are told apart, as their prompts differ. */
+enum gateway_call_kind runner_call_kind(const stage_request *rq);
+
 /* base + the gateway's live statistics of model index m, into *out (all
  * zero for an index out of range). */
 void runner_telemetry_current(const runner_telemetry_base *base,

@@ -493,6 +493,16 @@ static int derive_models(runner_report *r)
         rm->cache_hits = json_num(m, "cache_hits", 0);
         rm->tokens = json_num(m, "prompt_tokens", 0) + json_num(m, "completion_tokens", 0);
         rm->cost_usd = json_num(m, "cost_usd", 0);
+        {
+            gateway_stats gs;
+
+            gateway_stats_from_json(m, &gs);
+            for (size_t k = 0; k < GATEWAY_CALL_KIND_COUNT; k++) {
+                r->kind_calls[k] += (double)gs.kind_calls[k];
+                r->kind_prompt_tokens[k] += (double)gs.kind_prompt_tokens[k];
+                r->kind_cached_tokens[k] += (double)gs.kind_cached_tokens[k];
+            }
+        }
         quantile_ms(m, 0.5, &rm->p50_lo_ms, &rm->p50_ms);
         quantile_ms(m, 0.95, &rm->p95_lo_ms, &rm->p95_ms);
         if (ne == 0)
@@ -815,6 +825,40 @@ static void models_json(const runner_report *r, cJSON *o)
     }
 }
 
+/* "prefix_cache": {"prompt_tokens", "cached_tokens", "share", "by_kind":
+ * {kind: {"calls", "prompt_tokens", "cached_tokens", "share"}}}; share is
+ * null without prompt tokens. */
+static void prefix_json(const runner_report *r, cJSON *o)
+{
+    cJSON *pc = cJSON_AddObjectToObject(o, "prefix_cache");
+    cJSON *by = pc ? cJSON_AddObjectToObject(pc, "by_kind") : NULL;
+    double pt = 0, ct = 0;
+
+    for (size_t k = 0; by && k < GATEWAY_CALL_KIND_COUNT; k++) {
+        cJSON *e;
+
+        pt += r->kind_prompt_tokens[k];
+        ct += r->kind_cached_tokens[k];
+        if (r->kind_calls[k] <= 0)
+            continue;
+        e = cJSON_AddObjectToObject(
+            by, gateway_call_kind_name((enum gateway_call_kind)k));
+        cJSON_AddNumberToObject(e, "calls", r->kind_calls[k]);
+        cJSON_AddNumberToObject(e, "prompt_tokens", r->kind_prompt_tokens[k]);
+        cJSON_AddNumberToObject(e, "cached_tokens", r->kind_cached_tokens[k]);
+        cJSON_AddItemToObject(e, "share",
+                              num_or_null(r->kind_prompt_tokens[k] > 0
+                                              ? r->kind_cached_tokens[k] /
+                                                    r->kind_prompt_tokens[k]
+                                              : NAN));
+    }
+    if (!pc)
+        return;
+    cJSON_AddNumberToObject(pc, "prompt_tokens", pt);
+    cJSON_AddNumberToObject(pc, "cached_tokens", ct);
+    cJSON_AddItemToObject(pc, "share", num_or_null(pt > 0 ? ct / pt : NAN));
+}
+
 static size_t tally_sum(const runner_report_tallies *t)
 {
     size_t n = 0;
@@ -939,6 +983,7 @@ int runner_report_json(const runner_report *r, char **out)
     cJSON_AddNumberToObject(o, "cost_usd", r->cost_usd);
     rounds_json(r, o);
     models_json(r, o);
+    prefix_json(r, o);
     broker_json(&r->broker, o);
     {
         cJSON *pa = cJSON_AddArrayToObject(o, "paused");

@@ -52,6 +52,7 @@
 #define NSED_RUNNER_REPORT_H
 
 #include "pipeline/base/err.h"
+#include "pipeline/gateway/gateway.h"
 #include "pipeline/runner/runner.h"
 #include "pipeline/runner/runner_baselines.h"
 #include "pipeline/runner/runner_fit.h"
@@ -231,6 +232,13 @@ typedef struct runner_report {
 
     runner_report_model *models; /* in key order */
     size_t nmodels;
+    /* Prompt tokens of successful network calls and the share of them the
+     * servers reported as served from their prefix cache
+     * (usage.prompt_tokens_details.cached_tokens), summed over the models,
+     * by kind of call (enum gateway_call_kind). */
+    double kind_calls[GATEWAY_CALL_KIND_COUNT];
+    double kind_prompt_tokens[GATEWAY_CALL_KIND_COUNT];
+    double kind_cached_tokens[GATEWAY_CALL_KIND_COUNT];
     runner_report_broker broker;
     runner_report_paused *paused; /* in key order */
     size_t npaused;

@@ -116,6 +116,21 @@ void runner_telemetry_current(const runner_telemetry_base *base,
         gateway_stats_add(out, &now);
 }
 
+enum gateway_call_kind runner_call_kind(const stage_request *rq)
+{
+    switch (rq->kind) {
+    case STAGE_KIND_PROPOSE:
+        return rq->round > 0 ? GATEWAY_CALL_REVISE : GATEWAY_CALL_PROPOSE;
+    case STAGE_KIND_EVALUATE:
+        return GATEWAY_CALL_EVALUATE;
+    case STAGE_KIND_REPAIR:
+        return GATEWAY_CALL_REPAIR;
+    case STAGE_KIND_SELFCONS:
+        return GATEWAY_CALL_SELFCONS;
+    }
+    return GATEWAY_CALL_OTHER;
+}
+
 void runner_telemetry_free(runner_telemetry_base *b)
 {
     if (!b)

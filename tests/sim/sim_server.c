@@ -37,12 +37,18 @@ typedef struct counters {
     uint64_t in_flight, peak_in_flight, prompt_tokens, completion_tokens;
 } counters;
 
+/* Conversations a model's simulated prefix cache remembers. */
+#define SIM_PREFIX_RECENT 64
+
 typedef struct model_state {
     const sim_model_cfg *cfg;
     pthread_mutex_t lock; /* guards everything below */
     counters c;
-    char *last_prompt;    /* previous prompt, for the simulated prefix cache */
-    size_t last_len;
+    /* the simulated prefix cache: the last SIM_PREFIX_RECENT conversations
+     * (prompt, then the reply as an assistant turn) in a ring */
+    char *recent[SIM_PREFIX_RECENT];
+    size_t recent_len[SIM_PREFIX_RECENT];
+    size_t recent_next;
     /* CLOCK_MONOTONIC of the first request (the outage window's origin),
      * 0 = none yet; and the requests dropped in the window */
     double first_s;
@@ -724,27 +730,43 @@ static sim_fault choose_fault(model_state *m, const uint8_t req[HASH_LEN],
 
 /* Tokens of the prompt this model saw last that this one shares as a
  * prefix; remembers this prompt for the next request. */
-static long long prefix_cache(model_state *m, const char *prompt, size_t len)
+/* The simulated prefix cache: the longest common prefix, in characters / 4,
+ * of prompt[0..len) with any of the model's recent conversations; then
+ * prompt followed by the reply (as prompt_text would write it as an
+ * assistant message) becomes the newest of them, as an engine that keeps
+ * the generated tokens of a sequence in its cache would hold it. */
+static long long prefix_cache(model_state *m, const char *prompt, size_t len,
+                              const char *reply)
 {
-    size_t lcp = 0;
-    char *copy = malloc(len + 1);
+    static const char role[] = "assistant\n";
+    size_t best = 0, rlen = reply ? strlen(reply) : 0;
+    size_t clen = len + sizeof role - 1 + rlen + 1;
+    char *copy = malloc(clen + 1);
 
     pthread_mutex_lock(&m->lock);
-    if (m->last_prompt) {
-        size_t n = len < m->last_len ? len : m->last_len;
+    for (size_t e = 0; e < SIM_PREFIX_RECENT; e++) {
+        const char *t = m->recent[e];
+        size_t n = len < m->recent_len[e] ? len : m->recent_len[e], lcp = 0;
 
-        while (lcp < n && m->last_prompt[lcp] == prompt[lcp])
+        while (t && lcp < n && t[lcp] == prompt[lcp])
             lcp++;
+        if (lcp > best)
+            best = lcp;
     }
     if (copy) {
         memcpy(copy, prompt, len);
-        copy[len] = '\0';
-        free(m->last_prompt);
-        m->last_prompt = copy;
-        m->last_len = len;
+        memcpy(copy + len, role, sizeof role - 1);
+        if (rlen)
+            memcpy(copy + len + sizeof role - 1, reply, rlen);
+        copy[clen - 1] = '\n';
+        copy[clen] = '\0';
+        free(m->recent[m->recent_next]);
+        m->recent[m->recent_next] = copy;
+        m->recent_len[m->recent_next] = clen;
+        m->recent_next = (m->recent_next + 1) % SIM_PREFIX_RECENT;
     }
     pthread_mutex_unlock(&m->lock);
-    return (long long)(lcp / 4);
+    return (long long)(best / 4);
 }
 
 /* ---- the chat completion ---------------------------------------------- */
@@ -1053,7 +1075,7 @@ static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
     if (prompt_text(r, &ptext))
         goto out;
     ptokens = prompt_chars / 4 ? (long long)(prompt_chars / 4) : 1;
-    cached = prefix_cache(m, ptext.ptr, ptext.len);
+    cached = prefix_cache(m, ptext.ptr, ptext.len, content);
     if (cached > ptokens)
         cached = ptokens;
     if (wait_ms(s, mc->ttft_ms + mc->per_token_ms * (double)tokens))
@@ -1434,7 +1456,8 @@ void sim_server_free(sim_server *s)
     if (s->locks_ready) {
         for (size_t i = 0; i < s->cfg->nmodels; i++) {
             pthread_mutex_destroy(&s->models[i].lock);
-            free(s->models[i].last_prompt);
+            for (size_t e = 0; e < SIM_PREFIX_RECENT; e++)
+                free(s->models[i].recent[e]);
         }
         pthread_mutex_destroy(&s->stats_lock);
         pthread_mutex_destroy(&s->attempts_lock);
