@@ -416,30 +416,17 @@ START_TEST(kill_and_resume_rebuilds_the_states)
     ref_export = tu_nsed_export(ref);
     while (kills < kills_wanted) {
         char name[32], *sdir, *exp;
-        int status;
 
         snprintf(name, sizeof name, "s%d", stores++);
         sdir = tu_path(tu_tmp, name);
         for (;;) {
-            pid_t pid = tu_nsed_spawn_run(sim.url, DEMO_WF, DEMO_Q, sdir);
-
             rng = rng * 1103515245u + 12345u;
-            tu_sleep_ms(20 + (rng >> 16) % 250);
-            if (kills < kills_wanted && waitpid(pid, &status, WNOHANG) == 0) {
-                kill(pid, SIGKILL);
-                while (waitpid(pid, &status, 0) < 0)
-                    ck_assert(errno == EINTR);
-                if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
-                    kills++;
-                    continue;
-                }
-            } else {
-                while (waitpid(pid, &status, 0) < 0)
-                    ck_assert(errno == EINTR);
-            }
-            ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                          "a resumed run failed (status %d)", status);
-            break;
+            if (!tu_nsed_run_or_kill(sim.url, DEMO_WF, DEMO_Q, sdir,
+                                     kills < kills_wanted
+                                         ? (double)(20 + (rng >> 16) % 250)
+                                         : -1.0))
+                break;
+            kills++;
         }
         exp = tu_nsed_export(sdir);
         ck_assert_msg(strcmp(exp, ref_export) == 0,

@@ -162,26 +162,6 @@ START_TEST(one_flush_per_commit_and_durable_at_the_end)
 }
 END_TEST
 
-/* Start a run, kill -9 it after ms unless it finished; true when it was
- * killed. */
-static bool run_and_kill(const char *url, const char *sdir, double ms)
-{
-    pid_t pid = tu_nsed_spawn_run(url, DEMO_WF, DEMO_Q, sdir);
-    int status;
-
-    tu_sleep_ms(ms);
-    if (waitpid(pid, &status, WNOHANG) == 0) {
-        kill(pid, SIGKILL);
-        while (waitpid(pid, &status, 0) < 0)
-            ck_assert(errno == EINTR);
-        if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
-            return true;
-    }
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "a run failed (status %d)", status);
-    return false;
-}
-
 static void run_to_end(const char *url, const char *sdir)
 {
     char *out = NULL, *err = NULL;
@@ -221,7 +201,7 @@ START_TEST(random_kills_resume_exactly_within_the_bound)
         at = 5 + (double)((rng >> 8) % 10000) / 10000 * ref_ms;
         snprintf(name, sizeof name, "k%d", i);
         sdir = tu_path(tu_tmp, name);
-        kills += run_and_kill(sim.url, sdir, at);
+        kills += tu_nsed_run_or_kill(sim.url, DEMO_WF, DEMO_Q, sdir, at);
         run_to_end(sim.url, sdir);
         resent = tu_sim_total_requests(&sim) - before - ref_requests;
         if (resent > worst)

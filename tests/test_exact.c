@@ -68,27 +68,6 @@ static char *priced_workflow(void)
     return path;
 }
 
-/* Start a run, kill -9 it after ms unless it finished; true when it was
- * killed. */
-static bool run_and_kill(const char *url, const char *wf, const char *sdir,
-                         double ms)
-{
-    pid_t pid = tu_nsed_spawn_run(url, wf, DEMO_Q, sdir);
-    int status;
-
-    tu_sleep_ms(ms);
-    if (waitpid(pid, &status, WNOHANG) == 0) {
-        kill(pid, SIGKILL);
-        while (waitpid(pid, &status, 0) < 0)
-            ck_assert(errno == EINTR);
-        if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
-            return true;
-    }
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "a run failed (status %d)", status);
-    return false;
-}
-
 /* Run to the end (no kill). */
 static void run_to_end(const char *url, const char *wf, const char *sdir)
 {
@@ -162,9 +141,9 @@ START_TEST(priced_resume_exports_identical_cost)
         /* two or three kills per store, anywhere in the run */
         for (int k = 0; k < 2 + store % 2; k++) {
             rng = rng * 1103515245u + 12345u;
-            kills += run_and_kill(sim.url, wf, sdir,
-                                  20 + (double)((rng >> 16) % 1000) / 1000 *
-                                           ref.ms * 0.5);
+            kills += tu_nsed_run_or_kill(sim.url, wf, DEMO_Q, sdir,
+                                         20 + (double)((rng >> 16) % 1000) /
+                                                  1000 * ref.ms * 0.5);
         }
         run_to_end(sim.url, wf, sdir);
         exp = tu_nsed_export(sdir);
@@ -204,8 +183,8 @@ START_TEST(kill_resends_at_most_the_concurrency)
 
         snprintf(name, sizeof name, "k%d", i);
         sdir = tu_path(tu_tmp, name);
-        killed = run_and_kill(sim.url, wf, sdir,
-                              30 + (ref.ms - 30) * (i + 0.5) / points);
+        killed = tu_nsed_run_or_kill(sim.url, wf, DEMO_Q, sdir,
+                                     30 + (ref.ms - 30) * (i + 0.5) / points);
         kills += killed;
         run_to_end(sim.url, wf, sdir);
         resent = tu_sim_total_requests(&sim) - before - ref.requests;

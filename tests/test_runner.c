@@ -164,37 +164,21 @@ START_TEST(kill_and_resume_is_exact)
 
     while (kills < kills_wanted) {
         char name[32], *sdir;
-        int store_kills = 0, status;
+        int store_kills = 0;
 
         snprintf(name, sizeof name, "s%d", stores++);
         sdir = tu_path(tu_tmp, name);
         before = tu_sim_total_requests(&sim);
         for (;;) {
-            pid_t pid = tu_nsed_spawn_run(sim.url, DEMO_WF, DEMO_Q, sdir);
-            struct timespec d;
-            unsigned ms;
-
             rng = rng * 1103515245u + 12345u;
-            ms = 20 + (rng >> 16) % 180; /* 20..199 ms */
-            d.tv_sec = 0;
-            d.tv_nsec = (long)ms * 1000000L;
-            nanosleep(&d, NULL);
-            if (kills < kills_wanted && waitpid(pid, &status, WNOHANG) == 0) {
-                kill(pid, SIGKILL);
-                while (waitpid(pid, &status, 0) < 0)
-                    ck_assert(errno == EINTR);
-                if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
-                    kills++;
-                    store_kills++;
-                    continue;
-                }
-            } else {
-                while (waitpid(pid, &status, 0) < 0)
-                    ck_assert(errno == EINTR);
-            }
-            ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                          "a resumed run failed (status %d)", status);
-            break;
+            /* 20..199 ms */
+            if (!tu_nsed_run_or_kill(sim.url, DEMO_WF, DEMO_Q, sdir,
+                                     kills < kills_wanted
+                                         ? (double)(20 + (rng >> 16) % 180)
+                                         : -1.0))
+                break;
+            kills++;
+            store_kills++;
         }
         {
             double sent = tu_sim_total_requests(&sim) - before;

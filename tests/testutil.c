@@ -366,6 +366,30 @@ pid_t tu_nsed_spawn_run(const char *url, const char *wf, const char *questions,
     return pid;
 }
 
+int tu_nsed_run_or_kill(const char *url, const char *wf, const char *questions,
+                        const char *store, double ms)
+{
+    pid_t pid = tu_nsed_spawn_run(url, wf, questions, store);
+    int status;
+
+    if (ms >= 0) {
+        tu_sleep_ms(ms);
+        if (waitpid(pid, &status, WNOHANG) == 0) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, &status, 0) < 0)
+                ck_assert(errno == EINTR);
+            if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+                return 1;
+        }
+    } else {
+        while (waitpid(pid, &status, 0) < 0)
+            ck_assert(errno == EINTR);
+    }
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "a run of %s failed (status %d)", store, status);
+    return 0;
+}
+
 double tu_sim_total_requests(const tu_sim *s)
 {
     cJSON *j = tu_sim_stats(s), *m;

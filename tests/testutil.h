@@ -103,6 +103,12 @@ int tu_nsed(const char *url, char **out, char **err, ...);
 pid_t tu_nsed_spawn_run(const char *url, const char *wf, const char *questions,
                         const char *store);
 
+/* tu_nsed_spawn_run, then kill -9 the run after ms milliseconds unless it
+ * has ended (ms < 0: never, wait for its end): 1 when it was killed; a
+ * run that ended must have exited 0 (the test fails otherwise). */
+int tu_nsed_run_or_kill(const char *url, const char *wf, const char *questions,
+                        const char *store, double ms);
+
 /* Requests the server received, summed over its models (/sim/stats). */
 double tu_sim_total_requests(const tu_sim *s);
 
