@@ -188,12 +188,31 @@ static int seq_end_one(const void *key, size_t klen, const void *val,
 int questions_seq_end(store_txn *txn, size_t n, uint64_t *end)
 {
     struct seq_end e = {n, 0};
+    const void *key;
+    size_t count, klen;
     int rc;
 
     if (n == 0) {
         *end = 0;
         return 0;
     }
+    /* all of them (a run without --limit): the last key, not a walk over
+     * every key */
+    rc = store_count(txn, STORE_QORDER, &count);
+    if (!rc && n >= count) {
+        rc = store_last(txn, STORE_QORDER, &key, &klen);
+        if (rc == NSED_ENOTFOUND) {
+            *end = 0;
+            return 0;
+        }
+        if (!rc && klen != 8)
+            rc = NSED_ESTORE;
+        if (!rc)
+            *end = store_key_u64(key) + 1;
+        return rc;
+    }
+    if (rc)
+        return rc;
     rc = store_scan(txn, STORE_QORDER, NULL, 0, NULL, 0, seq_end_one, &e);
     if (rc < 0 || rc > 1)
         return rc;
