@@ -167,6 +167,26 @@ static int ingested_add(store_txn *txn, cJSON *rec, const char *digest,
     return 0;
 }
 
+/* One past the last sequence number in the store (0 when empty). */
+static int next_seq(store_txn *txn, uint64_t *next, nsed_err *err)
+{
+    const void *key;
+    size_t klen;
+    int rc = store_last(txn, STORE_QORDER, &key, &klen);
+
+    if (rc == NSED_ENOTFOUND) {
+        *next = 0;
+        return 0;
+    }
+    if (rc)
+        return nsed_error(err, rc, "cannot read the store's question order");
+    if (klen != 8)
+        return store_corrupt(err, txn, STORE_QORDER, "the last entry",
+                             "its key is not an 8-byte sequence number");
+    *next = store_key_u64(key) + 1;
+    return 0;
+}
+
 struct seq_end {
     size_t left;  /* questions still to pass */
     uint64_t end; /* one past the last one passed */
@@ -188,8 +208,8 @@ static int seq_end_one(const void *key, size_t klen, const void *val,
 int questions_seq_end(store_txn *txn, size_t n, uint64_t *end)
 {
     struct seq_end e = {n, 0};
-    const void *key;
-    size_t count, klen;
+    nsed_err why = {0};
+    size_t count;
     int rc;
 
     if (n == 0) {
@@ -199,18 +219,8 @@ int questions_seq_end(store_txn *txn, size_t n, uint64_t *end)
     /* all of them (a run without --limit): the last key, not a walk over
      * every key */
     rc = store_count(txn, STORE_QORDER, &count);
-    if (!rc && n >= count) {
-        rc = store_last(txn, STORE_QORDER, &key, &klen);
-        if (rc == NSED_ENOTFOUND) {
-            *end = 0;
-            return 0;
-        }
-        if (!rc && klen != 8)
-            rc = NSED_ESTORE;
-        if (!rc)
-            *end = store_key_u64(key) + 1;
-        return rc;
-    }
+    if (!rc && n >= count)
+        return next_seq(txn, end, &why);
     if (rc)
         return rc;
     rc = store_scan(txn, STORE_QORDER, NULL, 0, NULL, 0, seq_end_one, &e);
@@ -243,25 +253,6 @@ int questions_ingested_put(store_txn *txn, const char *json)
                      strlen(json));
 }
 
-/* One past the last sequence number in the store (0 when empty). */
-static int next_seq(store_txn *txn, uint64_t *next, nsed_err *err)
-{
-    const void *key;
-    size_t klen;
-    int rc = store_last(txn, STORE_QORDER, &key, &klen);
-
-    if (rc == NSED_ENOTFOUND) {
-        *next = 0;
-        return 0;
-    }
-    if (rc)
-        return nsed_error(err, rc, "cannot read the store's question order");
-    if (klen != 8)
-        return store_corrupt(err, txn, STORE_QORDER, "the last entry",
-                             "its key is not an 8-byte sequence number");
-    *next = store_key_u64(key) + 1;
-    return 0;
-}
 
 /* Add one parsed question (from line lineno) unless it is already stored;
  * *next is the sequence number a new question takes. */
