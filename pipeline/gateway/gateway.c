@@ -505,6 +505,18 @@ size_t gateway_records_pending(const gateway *gw)
     return gw->nrecords;
 }
 
+bool gateway_records_block(const gateway *gw)
+{
+    for (size_t i = 0; i < gw->nmodels; i++) {
+        const gw_model *mm = &gw->models[i];
+
+        if (mm->uncommitted > 0 && mm->nready > 0 &&
+            mm->breaker != GW_BREAKER_OPEN)
+            return true;
+    }
+    return false;
+}
+
 int gateway_put_records(gateway *gw, store_txn *txn, nsed_err *err)
 {
     return flush_fn(txn, gw, err);

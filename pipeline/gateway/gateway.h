@@ -330,6 +330,11 @@ NSED_MUST_CHECK int gateway_flush(gateway *gw, nsed_err *err);
 /* Ledger records buffered and not yet committed. */
 size_t gateway_records_pending(const gateway *gw);
 
+/* True when committing the buffered records now would let a request
+ * start: some model has a request queued and a slot held by a reply not
+ * yet durable. */
+bool gateway_records_block(const gateway *gw);
+
 /* Put the buffered ledger records into txn (inside the caller's
  * store_write; replayable). They stay buffered until
  * gateway_records_committed says the transaction committed. Returns 0 or

@@ -1098,6 +1098,40 @@ static int commit_fn(store_txn *txn, void *arg, nsed_err *err)
     return 0;
 }
 
+/* The replies read by this turn's poll, with the call statistics they
+ * add to, in a transaction of their own before any question steps: a
+ * reply holds its model's slot until it is durable (gateway.h), so the
+ * slots of a model with requests queued are free again, and those
+ * requests out, one fsync after the replies arrive instead of after the
+ * whole turn. A kill before the questions' commit loses nothing: their
+ * next run answers the calls from the ledger. */
+static int replies_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    struct loop *L = arg;
+    int rc = gateway_put_records(L->gw, txn, err);
+
+    if (!rc)
+        rc = runner_telemetry_put(txn, L->tele, L->wf, L->gw);
+    if (rc)
+        return nsed_error(err, rc, "cannot commit to the store: %s",
+                          nsed_strerror(rc));
+    return 0;
+}
+
+static int commit_replies(struct loop *L)
+{
+    int rc;
+
+    if (L->opts->dry_run || !gateway_records_block(L->gw))
+        return 0;
+    rc = store_write(L->st, replies_fn, L, L->err);
+    if (rc)
+        return rc;
+    gateway_records_committed(L->gw);
+    gateway_kick(L->gw);
+    return 0;
+}
+
 /* Say on_event's warning once when the first RUNNER_NO_ANSWER_WARN
  * questions finished in this run all ended without an extracted answer:
  * the pattern (or extractor) most likely never matches the replies. */
@@ -1395,7 +1429,7 @@ static int read_rounds_fn(store_txn *txn, void *arg, nsed_err *err)
     return 0;
 }
 
-/* Phase 2: true when stop_fd (>= 0) has something to read. */
+/* Phase 3: true when stop_fd (>= 0) has something to read. */
 static bool stop_requested(const struct loop *L)
 {
     char sink[256];
@@ -1404,7 +1438,7 @@ static bool stop_requested(const struct loop *L)
            read(L->opts->stop_fd, sink, sizeof sink) > 0;
 }
 
-/* Phase 3: step every question whose calls are all answered. */
+/* Phase 4: step every question whose calls are all answered. */
 static int step_ready(struct loop *L)
 {
     int rc = 0;
@@ -1415,7 +1449,7 @@ static int step_ready(struct loop *L)
     return rc;
 }
 
-/* Phase 8: with questions active but no call in flight or queued and none
+/* Phase 10: with questions active but no call in flight or queued and none
  * waiting or ready, nothing can move again: only a bug gets here. */
 static int check_stalled(struct loop *L)
 {
@@ -1429,33 +1463,47 @@ static int check_stalled(struct loop *L)
                       "internal: %zu questions stalled", L->nactive);
 }
 
+/* Phases 2 and 7: commit the replies now when that frees a slot a queued
+ * request waits for; phase 7 first takes in the replies that arrived
+ * during the step and the commit, without waiting. */
+static int record(struct loop *L, bool poll)
+{
+    int rc = poll ? gateway_poll(L->gw, 0, L->err) : 0;
+
+    return rc ? rc : commit_replies(L);
+}
+
 /* One turn of the loop: the phases listed in runner.h. */
 static int loop_turn(struct loop *L)
 {
     int rc = gateway_poll(L->gw, 100, L->err); /* 1. poll */
 
+    if (!rc)
+        rc = record(L, false);                  /* 2. record */
     if (rc)
         return rc;
-    if (stop_requested(L)) {                    /* 2. stop */
+    if (stop_requested(L)) {                    /* 3. stop */
         L->sum->interrupted = true;
         return 0;
     }
-    rc = step_ready(L);                         /* 3. step */
+    rc = step_ready(L);                         /* 4. step */
     /* The phases' comments stay aligned. */
     /* clang-format off */
     if (!rc)
-        rc = commit(L);                         /* 4. commit */
+        rc = commit(L);                         /* 5. commit */
     if (!rc)
-        gateway_kick(L->gw);                    /* 5. send */
+        gateway_kick(L->gw);                    /* 6. send */
+    if (!rc)
+        rc = record(L, true);                   /* 7. catch up */
     /* clang-format on */
     if (!rc) {
         watch_servable(L);
-        rc = fill(L);                           /* 6. fill */
+        rc = fill(L);                           /* 8. fill */
     }
-    progress(L, false);                         /* 7. progress */
+    progress(L, false);                         /* 9. progress */
     if (!rc)
-        rc = check_stalled(L);                  /* 8. check */
-    if (!rc && outage_over(L)) {                /* 9. outage budget */
+        rc = check_stalled(L);                  /* 10. check */
+    if (!rc && outage_over(L)) {                /* 11. outage budget */
         L->sum->gave_up = true;
         L->sum->outage_s = now_s() - L->unservable_since;
     }

@@ -14,25 +14,32 @@
  *   1. poll: wait up to 100 ms for network I/O; the gateway hands each
  *      answered call to its question (a question whose calls are all
  *      answered becomes ready);
- *   2. stop: when stop_fd is readable, leave the loop (calls in flight are
+ *   2. record: when a model has requests queued behind slots that
+ *      replies not yet durable hold, those replies and the call
+ *      statistics are committed in a transaction of their own and the
+ *      queued requests go out at once, instead of after the whole turn;
+ *   3. stop: when stop_fd is readable, leave the loop (calls in flight are
  *      abandoned; a rerun sends them again);
- *   3. step: every ready question reduces its answers and plans its next
+ *   4. step: every ready question reduces its answers and plans its next
  *      stage until it waits for calls again, finishes or is left
  *      incomplete;
- *   4. commit: every question changed in this turn, the call ledger and
+ *   5. commit: every question changed in this turn, the call ledger and
  *      the telemetry go into one store transaction; finished and
  *      incomplete questions leave the active list;
- *   5. send: the requests just planned go out, after the commit: a reply
+ *   6. send: the requests just planned go out, after the commit: a reply
  *      is durable before any request planned from it leaves, and the
  *      gateway holds a call's concurrency slot until its reply is
  *      committed, so at no moment are more than the sum of the models'
  *      max_concurrency paid calls lost to a kill -9;
- *   6. fill: new questions are loaded (and staffed by the broker) up to
+ *   7. catch up: the replies that arrived during the step and the commit
+ *      are taken in without waiting, and recorded as in phase 2, so that
+ *      their slots do not wait for the fill;
+ *   8. fill: new questions are loaded (and staffed by the broker) up to
  *      max_active, and stepped once (none while no team can be served:
  *      see Outages below);
- *   7. progress: on_progress, at most every 0.25 s;
- *   8. check: questions that can make no progress are an internal error;
- *   9. outage budget: when no team has been servable for
+ *   9. progress: on_progress, at most every 0.25 s;
+ *  10. check: questions that can make no progress are an internal error;
+ *  11. outage budget: when no team has been servable for
  *      opts->outage_budget_s, leave the loop (see Outages below).
  * The loop ends when no question is active; a last commit and flush
  * follow, then one final on_progress.
