@@ -463,6 +463,11 @@ struct cJSON;
 /* A new object for s (caller deletes), NULL when out of memory. */
 NSED_MUST_CHECK struct cJSON *gateway_stats_to_json(const gateway_stats *s);
 
+/* The same object as JSON text: 0 with *out malloc'd (and *len, when not
+ * NULL, its length), or NSED_ENOMEM. */
+NSED_MUST_CHECK int gateway_stats_write(const gateway_stats *s, char **out,
+                                        size_t *len);
+
 /* Fill *s from j; missing or non-numeric fields read as 0, so an older
  * record or NULL gives zeros. */
 void gateway_stats_from_json(const struct cJSON *j, gateway_stats *s);

@@ -3,9 +3,11 @@
 #include "pipeline/gateway/gateway.h"
 
 #include "pipeline/base/json.h"
+#include "pipeline/base/jsonw.h"
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *gateway_call_kind_name(enum gateway_call_kind k)
@@ -44,24 +46,93 @@ static void by_kind_from_json(const cJSON *j, gateway_stats *s)
 }
 
 /* Only the kinds with a call, so a record stays short. */
-static bool by_kind_to_json(cJSON *o, const gateway_stats *s)
+static void by_kind_write(jsonw *w, const gateway_stats *s)
 {
-    cJSON *by = cJSON_AddObjectToObject(o, "by_kind");
-
-    for (int k = 0; by && k < GATEWAY_CALL_KIND_COUNT; k++) {
-        cJSON *e;
-
+    jsonw_key(w, "by_kind");
+    jsonw_object_begin(w);
+    for (int k = 0; k < GATEWAY_CALL_KIND_COUNT; k++) {
         if (s->kind_calls[k] == 0)
             continue;
-        e = cJSON_AddObjectToObject(
-            by, gateway_call_kind_name((enum gateway_call_kind)k));
-        if (!e || json_add_num(e, "calls", (double)s->kind_calls[k]) ||
-            json_add_num(e, "prompt_tokens",
-                         (double)s->kind_prompt_tokens[k]) ||
-            json_add_num(e, "cached_tokens", (double)s->kind_cached_tokens[k]))
-            by = NULL;
+        jsonw_key(w, gateway_call_kind_name((enum gateway_call_kind)k));
+        jsonw_object_begin(w);
+        jsonw_key(w, "calls");
+        jsonw_uint(w, s->kind_calls[k]);
+        jsonw_key(w, "prompt_tokens");
+        jsonw_int(w, s->kind_prompt_tokens[k]);
+        jsonw_key(w, "cached_tokens");
+        jsonw_int(w, s->kind_cached_tokens[k]);
+        jsonw_object_end(w);
     }
-    return by == NULL;
+    jsonw_object_end(w);
+}
+
+static void put_uint(jsonw *w, const char *key, uint64_t v)
+{
+    jsonw_key(w, key);
+    jsonw_uint(w, v);
+}
+
+/* The counters print as integers and the three sums with the fewest
+ * digits that read back (jsonw.h), with no tree built first: the runner
+ * writes these records with every commit. */
+int gateway_stats_write(const gateway_stats *s, char **out, size_t *len)
+{
+    jsonw w;
+    int last = -1;
+
+    jsonw_init(&w, 1 << 20, JSONW_CJSON);
+    jsonw_object_begin(&w);
+    put_uint(&w, "calls", s->calls);
+    put_uint(&w, "ok", s->ok);
+    put_uint(&w, "failed", s->failed);
+    put_uint(&w, "attempts", s->attempts);
+    put_uint(&w, "retries", s->retries);
+    put_uint(&w, "ledger_hits", s->ledger_hits);
+    put_uint(&w, "cache_hits", s->cache_hits);
+    put_uint(&w, "breaker_opens", s->breaker_opens);
+    put_uint(&w, "stalls", s->stalls);
+    put_uint(&w, "health_checks", s->health_checks);
+    jsonw_key(&w, "prompt_tokens");
+    jsonw_int(&w, s->prompt_tokens);
+    jsonw_key(&w, "completion_tokens");
+    jsonw_int(&w, s->completion_tokens);
+    jsonw_key(&w, "cached_tokens");
+    jsonw_int(&w, s->cached_tokens);
+    jsonw_key(&w, "cost_usd");
+    jsonw_num(&w, s->cost_usd);
+    jsonw_key(&w, "latency_sum_s");
+    jsonw_num(&w, s->latency_sum_s);
+    jsonw_key(&w, "latency_max_s");
+    jsonw_num(&w, s->latency_max_s);
+    jsonw_key(&w, "errors");
+    jsonw_object_begin(&w);
+    for (int k = 1; k < GATEWAY_ERR_KIND_COUNT; k++)
+        put_uint(&w, gateway_error_kind_name((enum gateway_error_kind)k),
+                 s->attempt_errors[k]);
+    jsonw_object_end(&w);
+    jsonw_key(&w, "latency_hist");
+    jsonw_array_begin(&w);
+    for (int i = 0; i < GATEWAY_LATENCY_BUCKETS; i++)
+        if (s->latency_hist[i])
+            last = i;
+    for (int i = 0; i <= last; i++)
+        jsonw_uint(&w, s->latency_hist[i]);
+    jsonw_array_end(&w);
+    by_kind_write(&w, s);
+    jsonw_object_end(&w);
+    return jsonw_finish(&w, out, len);
+}
+
+cJSON *gateway_stats_to_json(const gateway_stats *s)
+{
+    char *text = NULL;
+    cJSON *o;
+
+    if (gateway_stats_write(s, &text, NULL))
+        return NULL;
+    o = cJSON_Parse(text);
+    free(text);
+    return o;
 }
 
 void gateway_stats_from_json(const cJSON *j, gateway_stats *s)
@@ -97,54 +168,4 @@ void gateway_stats_from_json(const cJSON *j, gateway_stats *s)
         s->latency_hist[i++] = cJSON_IsNumber(v) ? (uint64_t)v->valuedouble : 0;
     }
     by_kind_from_json(j, s);
-}
-
-cJSON *gateway_stats_to_json(const gateway_stats *s)
-{
-    cJSON *o = cJSON_CreateObject(), *errs, *hist;
-    int last = -1;
-    bool bad;
-
-    if (!o)
-        return NULL;
-    bad = json_add_num(o, "calls", (double)s->calls) ||
-          json_add_num(o, "ok", (double)s->ok) ||
-          json_add_num(o, "failed", (double)s->failed) ||
-          json_add_num(o, "attempts", (double)s->attempts) ||
-          json_add_num(o, "retries", (double)s->retries) ||
-          json_add_num(o, "ledger_hits", (double)s->ledger_hits) ||
-          json_add_num(o, "cache_hits", (double)s->cache_hits) ||
-          json_add_num(o, "breaker_opens", (double)s->breaker_opens) ||
-          json_add_num(o, "stalls", (double)s->stalls) ||
-          json_add_num(o, "health_checks", (double)s->health_checks) ||
-          json_add_num(o, "prompt_tokens", (double)s->prompt_tokens) ||
-          json_add_num(o, "completion_tokens", (double)s->completion_tokens) ||
-          json_add_num(o, "cached_tokens", (double)s->cached_tokens) ||
-          json_add_num(o, "cost_usd", s->cost_usd) ||
-          json_add_num(o, "latency_sum_s", s->latency_sum_s) ||
-          json_add_num(o, "latency_max_s", s->latency_max_s);
-    errs = bad ? NULL : cJSON_AddObjectToObject(o, "errors");
-    for (int k = 1; errs && k < GATEWAY_ERR_KIND_COUNT; k++) {
-        if (json_add_num(errs,
-                         gateway_error_kind_name((enum gateway_error_kind)k),
-                         (double)s->attempt_errors[k]))
-            errs = NULL;
-    }
-    hist = errs ? cJSON_AddArrayToObject(o, "latency_hist") : NULL;
-    for (int i = 0; i < GATEWAY_LATENCY_BUCKETS; i++)
-        if (s->latency_hist[i])
-            last = i;
-    for (int i = 0; hist && i <= last; i++) {
-        cJSON *n = cJSON_CreateNumber((double)s->latency_hist[i]);
-
-        if (!n || !cJSON_AddItemToArray(hist, n)) {
-            cJSON_Delete(n);
-            hist = NULL;
-        }
-    }
-    if (!errs || !hist || by_kind_to_json(o, s)) {
-        cJSON_Delete(o);
-        return NULL;
-    }
-    return o;
 }

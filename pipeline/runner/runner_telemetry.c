@@ -79,8 +79,8 @@ int runner_telemetry_put(store_txn *txn, const runner_telemetry_base *base,
 
     for (size_t i = 0; i < wf->nmodels && i < base->n; i++) {
         gateway_stats s = base->stats[i], now;
-        cJSON *j;
-        char *text;
+        char *text = NULL;
+        size_t len = 0;
         int rc;
 
         if (store_keys_telemetry(STORE_KEYS_GATEWAY, wf->models[i].id,
@@ -88,13 +88,9 @@ int runner_telemetry_put(store_txn *txn, const runner_telemetry_base *base,
             gateway_stats_get(gw, i, &now))
             continue;
         gateway_stats_add(&s, &now);
-        j = gateway_stats_to_json(&s);
-        text = j ? cJSON_PrintUnformatted(j) : NULL;
-        cJSON_Delete(j);
-        if (!text)
+        if (gateway_stats_write(&s, &text, &len))
             return NSED_ENOMEM;
-        rc = store_put(txn, STORE_TELEMETRY, key.bytes, key.len, text,
-                       strlen(text));
+        rc = store_put(txn, STORE_TELEMETRY, key.bytes, key.len, text, len);
         free(text);
         if (rc)
             return rc;
