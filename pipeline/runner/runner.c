@@ -1495,7 +1495,6 @@ static int loop_turn(struct loop *L)
         gateway_kick(L->gw);                    /* 6. send */
     if (!rc)
         rc = record(L, true);                   /* 7. catch up */
-    /* clang-format on */
     if (!rc) {
         watch_servable(L);
         rc = fill(L);                           /* 8. fill */
@@ -1507,6 +1506,7 @@ static int loop_turn(struct loop *L)
         L->sum->gave_up = true;
         L->sum->outage_s = now_s() - L->unservable_since;
     }
+    /* clang-format on */
     return rc;
 }
 
