@@ -24,7 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
 #include <time.h>
+#include <unistd.h>
 
 _Static_assert(GATEWAY_ERR_INTERNAL + 1 == GATEWAY_ERR_KIND_COUNT,
                "GATEWAY_ERR_KIND_COUNT must follow the last kind");
@@ -153,6 +155,12 @@ struct gateway {
     size_t ndone;
     gw_pending_record *records; /* successful calls not yet committed */
     size_t nrecords, records_cap;
+    /* libcurl's sockets and timer, driven with curl_multi_socket_action:
+     * only a socket that is ready is looked at (curl_multi_perform
+     * polls every transfer's socket, one system call each, on every
+     * call) */
+    int epfd;
+    double curl_due; /* monotonic seconds; INFINITY when no timer */
     uint64_t rng;
     bool cache_failed; /* a cache read or write failed (logged once) */
 };
@@ -171,6 +179,80 @@ static double default_clock(void *user)
 static double now_s(const gateway *gw)
 {
     return gw->opts.clock(gw->opts.clock_user);
+}
+
+/* ---- libcurl's sockets and timer ---------------------------------------- */
+
+/* CURLMOPT_SOCKETFUNCTION: watch what libcurl waits for on socket fd. A
+ * socket it has not seen carries no socketp yet. */
+static int on_socket(CURL *e, curl_socket_t fd, int what, void *user,
+                     void *socketp)
+{
+    gateway *gw = user;
+    struct epoll_event ev = {0};
+
+    (void)e;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(gw->epfd, EPOLL_CTL_DEL, fd, NULL);
+        return 0;
+    }
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) |
+                ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+    ev.data.fd = fd;
+    if (!socketp || epoll_ctl(gw->epfd, EPOLL_CTL_MOD, fd, &ev) != 0) {
+        /* a new socket, or one closed and reopened under the same number
+         * without a REMOVE in between */
+        if (epoll_ctl(gw->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 &&
+            errno == EEXIST)
+            epoll_ctl(gw->epfd, EPOLL_CTL_MOD, fd, &ev);
+        curl_multi_assign(gw->multi, fd, gw);
+    }
+    return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: when libcurl wants to be called with
+ * CURL_SOCKET_TIMEOUT (real time, whatever clock the gateway runs on). */
+static int on_timer(CURLM *multi, long timeout_ms, void *user)
+{
+    gateway *gw = user;
+
+    (void)multi;
+    gw->curl_due = timeout_ms < 0 ? INFINITY
+                                  : default_clock(NULL) + timeout_ms / 1000.0;
+    return 0;
+}
+
+/* Wait up to wait_ms (less when libcurl's timer is due sooner) for
+ * sockets, then let libcurl act on each one ready and on its timer. */
+static void drive(gateway *gw, int wait_ms)
+{
+    struct epoll_event ev[64];
+    int running, n;
+    double due = gw->curl_due - default_clock(NULL);
+
+    if (due < INFINITY && wait_ms > 0) {
+        double ms = ceil(due * 1000);
+
+        if (ms < wait_ms)
+            wait_ms = ms > 0 ? (int)ms : 0;
+    }
+    do {
+        n = epoll_wait(gw->epfd, ev, (int)(sizeof ev / sizeof ev[0]),
+                       wait_ms);
+        wait_ms = 0;
+        for (int i = 0; i < n; i++) {
+            int mask = ((ev[i].events & EPOLLIN) ? CURL_CSELECT_IN : 0) |
+                       ((ev[i].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                       ((ev[i].events & (EPOLLERR | EPOLLHUP))
+                            ? CURL_CSELECT_ERR
+                            : 0);
+
+            curl_multi_socket_action(gw->multi, ev[i].data.fd, mask,
+                                     &running);
+        }
+    } while (n == (int)(sizeof ev / sizeof ev[0]));
+    if (default_clock(NULL) >= gw->curl_due)
+        curl_multi_socket_action(gw->multi, CURL_SOCKET_TIMEOUT, 0, &running);
 }
 
 /* splitmix64: tiny, good enough for jitter, and its state lives in the
@@ -434,6 +516,7 @@ int gateway_new(const workflow *wf, store *st, const gateway_opts *opts,
 
     if (!gw)
         return nsed_error(err, rc, "gateway: out of memory");
+    gw->epfd = -1;
     gw->wf = wf;
     gw->st = st;
     if (opts)
@@ -477,6 +560,17 @@ int gateway_new(const workflow *wf, store *st, const gateway_opts *opts,
     /* HTTP/2 multiplexing: many requests of one model share a connection
      * when the server speaks HTTP/2 (https only; plain http stays 1.1). */
     curl_multi_setopt(gw->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    gw->curl_due = INFINITY;
+    gw->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (gw->epfd < 0) {
+        rc = nsed_error(err, NSED_ENET, "gateway: epoll_create1: %s",
+                        strerror(errno));
+        goto fail;
+    }
+    curl_multi_setopt(gw->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(gw->multi, CURLMOPT_SOCKETDATA, gw);
+    curl_multi_setopt(gw->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(gw->multi, CURLMOPT_TIMERDATA, gw);
     *out = gw;
     return 0;
 fail:
@@ -607,6 +701,8 @@ void gateway_free(gateway *gw)
     free(gw->idle);
     if (gw->multi)
         curl_multi_cleanup(gw->multi);
+    if (gw->epfd >= 0)
+        close(gw->epfd);
     for (size_t i = 0; gw->models && i < gw->nmodels; i++) {
         gw_model *mm = &gw->models[i];
 
@@ -1831,7 +1927,7 @@ static void deliver(gateway *gw)
 int gateway_poll(gateway *gw, int timeout_ms, nsed_err *err)
 {
     double now = now_s(gw), next;
-    int running = 0, wait_ms, rc;
+    int wait_ms, rc;
 
     if (timeout_ms < 0)
         timeout_ms = 0;
@@ -1847,9 +1943,7 @@ int gateway_poll(gateway *gw, int timeout_ms, nsed_err *err)
         if (ms < wait_ms)
             wait_ms = ms > 0 ? (int)ms : 0;
     }
-    if (gw->in_flight || wait_ms > 0)
-        curl_multi_poll(gw->multi, NULL, 0, wait_ms, NULL);
-    curl_multi_perform(gw->multi, &running);
+    drive(gw, wait_ms);
     read_completions(gw);
     now = now_s(gw);
     stall_check(gw, now, true);
@@ -1857,7 +1951,7 @@ int gateway_poll(gateway *gw, int timeout_ms, nsed_err *err)
     start_ready(gw, now);
     /* Kick off the transfers just added so they progress while the caller
      * runs its callbacks. */
-    curl_multi_perform(gw->multi, &running);
+    drive(gw, 0);
     read_completions(gw);
     rc = gw->opts.caller_commits ? 0 : gateway_flush(gw, err);
     deliver(gw);
@@ -1866,10 +1960,8 @@ int gateway_poll(gateway *gw, int timeout_ms, nsed_err *err)
 
 void gateway_kick(gateway *gw)
 {
-    int running;
-
     start_ready(gw, now_s(gw));
-    curl_multi_perform(gw->multi, &running);
+    drive(gw, 0);
 }
 
 size_t gateway_in_flight(const gateway *gw)

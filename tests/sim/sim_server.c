@@ -91,6 +91,7 @@ struct sim_server {
 typedef struct req_ctx {
     buf body;
     int too_big;
+    struct timespec arrived; /* when its headers were read */
 } req_ctx;
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -101,15 +102,18 @@ static void put_le64(uint8_t b[8], uint64_t v)
         b[i] = (uint8_t)(v >> (8 * i));
 }
 
-/* Sleep up to ms, waking early when the server stops. Returns 1 when the
- * server is stopping. */
-static int wait_ms(sim_server *s, double ms)
+/* Sleep until ms after *from (now when NULL), waking early when the
+ * server stops. Returns 1 when the server is stopping. */
+static int wait_ms_from(sim_server *s, const struct timespec *from, double ms)
 {
     struct timespec deadline;
     long long ns;
     int stopping;
 
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    if (from)
+        deadline = *from;
+    else
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
     if (ms < 0)
         ms = 0;
     ns = (long long)(ms * 1e6);
@@ -128,6 +132,11 @@ static int wait_ms(sim_server *s, double ms)
     stopping = s->stopping;
     pthread_mutex_unlock(&s->stop_lock);
     return stopping;
+}
+
+static int wait_ms(sim_server *s, double ms)
+{
+    return wait_ms_from(s, NULL, ms);
 }
 
 /* Print a cJSON tree into a malloc'd string (MHD frees it with free()). */
@@ -943,7 +952,8 @@ static int decorate_reply(struct MHD_Connection *conn, const sim_model_cfg *mc,
 }
 
 static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
-                                  model_state *m, const chat_req *r)
+                                  model_state *m, const chat_req *r,
+                                  const struct timespec *arrived)
 {
     const sim_model_cfg *mc = m->cfg;
     uint8_t digest[HASH_LEN];
@@ -1078,7 +1088,10 @@ static enum MHD_Result chat_model(sim_server *s, struct MHD_Connection *conn,
     cached = prefix_cache(m, ptext.ptr, ptext.len, content);
     if (cached > ptokens)
         cached = ptokens;
-    if (wait_ms(s, mc->ttft_ms + mc->per_token_ms * (double)tokens))
+    /* from the request's arrival: the time spent reading, parsing and
+     * answering it is part of the configured latency, not added to it */
+    if (wait_ms_from(s, arrived,
+                     mc->ttft_ms + mc->per_token_ms * (double)tokens))
         goto out; /* shutting down */
     switch (fault) {
     case SIM_FAULT_MALFORMED:
@@ -1168,7 +1181,7 @@ static enum MHD_Result chat(sim_server *s, struct MHD_Connection *conn,
         goto out;
     }
     flight_begin(s, m);
-    ret = chat_model(s, conn, m, &r);
+    ret = chat_model(s, conn, m, &r, &ctx->arrived);
     flight_end(s, m);
 out:
     chat_req_release(&r);
@@ -1223,6 +1236,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         if (!ctx)
             return MHD_NO;
         buf_init(&ctx->body, SIM_MAX_BODY);
+        clock_gettime(CLOCK_MONOTONIC, &ctx->arrived);
         *con_cls = ctx;
         cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                          MHD_HTTP_HEADER_CONTENT_LENGTH);
