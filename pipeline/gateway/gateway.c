@@ -251,7 +251,10 @@ static void drive(gateway *gw, int wait_ms)
                                      &running);
         }
     } while (n == (int)(sizeof ev / sizeof ev[0]));
-    if (default_clock(NULL) >= gw->curl_due)
+    /* A transfer just added asks for "now", and acting on it can ask for
+     * "now" again (connect, then send): until libcurl waits for a socket
+     * or a later time, so that a request leaves in this call. */
+    for (int i = 0; i < 16 && default_clock(NULL) >= gw->curl_due; i++)
         curl_multi_socket_action(gw->multi, CURL_SOCKET_TIMEOUT, 0, &running);
 }
 
