@@ -254,8 +254,12 @@ static void drive(gateway *gw, int wait_ms)
     /* A transfer just added asks for "now", and acting on it can ask for
      * "now" again (connect, then send): until libcurl waits for a socket
      * or a later time, so that a request leaves in this call. */
-    for (int i = 0; i < 16 && default_clock(NULL) >= gw->curl_due; i++)
+    for (int i = 0; i < 16 && default_clock(NULL) >= gw->curl_due; i++) {
+        /* the timer fires once (CURLMOPT_TIMERFUNCTION): libcurl sets a
+         * new one when it wants one */
+        gw->curl_due = INFINITY;
         curl_multi_socket_action(gw->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
 }
 
 /* splitmix64: tiny, good enough for jitter, and its state lives in the
