@@ -185,8 +185,7 @@ static int floor_socket(CURL *e, curl_socket_t fd, int what, void *user,
                 ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
     ev.data.fd = fd;
     if (!socketp || epoll_ctl(io->epfd, EPOLL_CTL_MOD, fd, &ev) != 0) {
-        if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 &&
-            errno == EEXIST)
+        if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
             epoll_ctl(io->epfd, EPOLL_CTL_MOD, fd, &ev);
         curl_multi_assign(io->multi, fd, io);
     }
@@ -218,8 +217,7 @@ static void floor_drive(floor_io *io)
             io->multi, ev[i].data.fd,
             ((ev[i].events & EPOLLIN) ? CURL_CSELECT_IN : 0) |
                 ((ev[i].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
-                ((ev[i].events & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR
-                                                        : 0),
+                ((ev[i].events & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0),
             &running);
     /* the timer fires once: libcurl sets a new one when it wants one */
     for (int i = 0; i < 16 && bench_now() >= io->due; i++) {
@@ -247,8 +245,10 @@ static int do_floor(const char *base, size_t n, size_t slots, nsed_err *err)
         curl_multi_cleanup(multi);
         if (io.epfd >= 0)
             close(io.epfd);
-        return nsed_error(err, NSED_EINVAL, "floor: 1..%d slots, and an "
-                          "epoll set", FLOOR_SLOTS_MAX);
+        return nsed_error(err, NSED_EINVAL,
+                          "floor: 1..%d slots, and an "
+                          "epoll set",
+                          FLOOR_SLOTS_MAX);
     }
     snprintf(url, sizeof url, "%s/chat/completions", base);
     hdr = curl_slist_append(NULL, "Content-Type: application/json");
