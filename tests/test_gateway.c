@@ -1470,6 +1470,73 @@ START_TEST(ledger_answers_repeated_calls)
 }
 END_TEST
 
+/* With the caller committing (the runner), a reply holds its model's slot
+ * until gateway_records_committed: gateway_records_block says so exactly
+ * while a request waits behind such a slot, and the committed slot lets
+ * the queued request start at the next kick. */
+START_TEST(uncommitted_replies_hold_their_slots)
+{
+    mspec ms[] = {{"a", "ok-a", 1, NULL}, {"b", "ok-b", 2, NULL}};
+    char *dir = tu_mkdtemp();
+    gateway_opts o = {0};
+    nsed_err e = {0};
+    double t0;
+    sim s;
+    workflow *wf;
+    store *st;
+    tctx c;
+
+    sim_start(&s);
+    wf = wf_make(s.url, ms, 2, NULL);
+    tctx_init(&c);
+    st = store_at(dir);
+    o.log = on_log;
+    o.log_user = &c;
+    o.caller_commits = true;
+    ck_assert_int_eq(gateway_new(wf, st, &o, &c.gw, &e), 0);
+    /* model a: two requests on one slot; model b: one on two slots */
+    submit(&c, 0, "first for a", 0, 0, 1);
+    submit(&c, 0, "second for a", 1, 0, 2);
+    submit(&c, 1, "only for b", 0, 0, 3);
+    ck_assert(!gateway_records_block(c.gw));
+    t0 = tu_now_s();
+    while (c.n < 2) {
+        ck_assert_int_eq(gateway_poll(c.gw, 100, &e), 0);
+        ck_assert_msg(tu_now_s() - t0 < 10, "no replies after 10 s");
+    }
+    /* both first calls answered, neither durable: a's second request waits
+     * behind a's slot, b has nothing queued */
+    ck_assert_uint_eq(gateway_records_pending(c.gw), 2);
+    ck_assert_uint_eq(gateway_in_flight(c.gw), 0);
+    ck_assert_uint_eq(gateway_pending(c.gw), 1);
+    ck_assert(gateway_records_block(c.gw));
+    ck_assert_int_eq(gateway_poll(c.gw, 50, &e), 0);
+    ck_assert_uint_eq(gateway_in_flight(c.gw), 0);
+    ck_assert_int_eq(stat_of(&s, "ok-a", "requests"), 1);
+    ck_assert_int_eq(gateway_flush(c.gw, &e), 0);
+    ck_assert_uint_eq(gateway_records_pending(c.gw), 0);
+    ck_assert(!gateway_records_block(c.gw));
+    ck_assert_uint_eq(ledger_size(st), 2);
+    gateway_kick(c.gw);
+    ck_assert_uint_eq(gateway_in_flight(c.gw), 1);
+    run(&c, 10);
+    ck_assert_uint_eq(c.n, 3);
+    ck_assert_int_eq(got_tag(&c, 2)->code, 0);
+    ck_assert_int_eq(stat_of(&s, "ok-a", "requests"), 2);
+    ck_assert_int_eq(stat_of(&s, "ok-b", "requests"), 1);
+    /* the last reply is still only buffered */
+    ck_assert_uint_eq(gateway_records_pending(c.gw), 1);
+    ck_assert(!gateway_records_block(c.gw));
+    gateway_free(c.gw);
+    store_close(st);
+    sim_stop(&s);
+    tctx_release(&c);
+    workflow_free(wf);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(failed_calls_are_not_recorded)
 {
     mspec ms[] = {{"ghost", "no-such-model", 1, NULL}, {"a", "ok-a", 1, NULL}};
@@ -2371,6 +2438,7 @@ Suite *tu_suite(void)
 
     tc = tcase_create("ledger");
     tcase_add_test(tc, ledger_answers_repeated_calls);
+    tcase_add_test(tc, uncommitted_replies_hold_their_slots);
     tcase_add_test(tc, failed_calls_are_not_recorded);
     tcase_add_test(tc, ledger_keys_ignore_non_semantic_settings);
     suite_add_tcase(su, tc);
