@@ -186,6 +186,10 @@ static bool healthy(unsigned port)
 static int write_workflow(const char *path, unsigned port, nsed_err *err)
 {
     static const char *const ids[LLAMA_MODELS] = {"alpha", "beta", "gamma"};
+    /* the demo's priors (they only seed the broker's estimates) */
+    static const char *const priors[LLAMA_MODELS] =
+        {"{p_gen: 0.55, p_ver: 0.75}", "{p_gen: 0.5, p_ver: 0.8}",
+         "{p_gen: 0.45, p_ver: 0.7}"};
     FILE *f = fopen(path, "w");
     int bad;
 
@@ -202,9 +206,10 @@ static int write_workflow(const char *path, unsigned port, nsed_err *err)
                 "    max_concurrency: %d\n"
                 "    price: {input_per_mtok: 0, output_per_mtok: 0}\n"
                 "    structured_output: true\n"
-                "    sampling: {max_tokens: %d}\n",
+                "    sampling: {max_tokens: %d}\n"
+                "    prior: %s\n",
                 ids[m], port, m + 1, ids[m], LLAMA_CONCURRENCY,
-                LLAMA_MAX_TOKENS);
+                LLAMA_MAX_TOKENS, priors[m]);
     fprintf(f,
             "broker:\n  policy: fixed\n"
             "teams:\n  main:\n    roles:\n"
