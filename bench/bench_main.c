@@ -42,7 +42,7 @@ static const char usage[] =
     "nsed and a Python asyncio peer of the same protocol side by side.\n"
     "Figure 10 (the prefix-cache share a real llama-server reports, by\n"
     "kind of call; ../shared/tools/llama, else skipped) is opt-in too:\n"
-    "--only 10 (about a minute).\n"
+    "--only 10 (about 40 s).\n"
     "\n"
     "  --quick       smaller sets (about 40 s; figures are noisier)\n"
     "  --only LIST   figures to run, e.g. 1,3, 7,8 or 10 (default: 1-6, 9)\n"
@@ -55,7 +55,8 @@ static const char usage[] =
     "  --python PATH the Python of figure 9's peer, bench/peer/nsed_peer.py\n"
     "                (default /usr/bin/python3, with python3-aiohttp and\n"
     "                python3-yaml); the bench stops at once when it cannot\n"
-    "                run the peer\n"
+    "                run the peer; figure 10 runs its tiny-model\n"
+    "                generator with it too\n"
     "  --no-peer     leave figure 9 (nsed against the peer) out\n"
     "  -h, --help    this text\n";
 
