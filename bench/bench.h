@@ -12,7 +12,8 @@
  *
  * Module prefixes: bench_sim (the simulator process), bench_child (worker
  * processes), bench_worker (the worker side), bench_gen (question sets),
- * bench_prefix (prompt prefix reuse).
+ * bench_prefix (prompt prefix reuse), bench_llama (a real llama-server's
+ * prefix cache).
  */
 #ifndef NSED_BENCH_H
 #define NSED_BENCH_H
@@ -20,6 +21,7 @@
 #include "pipeline/base/err.h"
 #include "pipeline/workflow/workflow.h"
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -181,5 +183,45 @@ void bench_prefix_release(bench_prefix_result *r);
  * NSED_ENOMEM. */
 int bench_prefix_reused(const char *const *s, const size_t *len, size_t n,
                         uint64_t *reused);
+
+/* ---- a real llama-server's prefix cache (figure 10) ----------------------- */
+
+/* By kind of call, as status --json's prefix_cache.by_kind names them;
+ * BENCH_LLAMA_ALL sums them. */
+enum bench_llama_kind {
+    BENCH_LLAMA_PROPOSE,
+    BENCH_LLAMA_REVISE,
+    BENCH_LLAMA_EVALUATE,
+    BENCH_LLAMA_REPAIR,
+    BENCH_LLAMA_SELFCONS,
+    BENCH_LLAMA_ALL,
+};
+#define BENCH_LLAMA_KINDS 6
+
+typedef struct bench_llama_tokens {
+    double calls, prompt_tokens, cached_tokens;
+} bench_llama_tokens;
+
+typedef struct bench_llama_result {
+    bool skipped;            /* llama-server, the generator or python missing */
+    char why[PATH_MAX + 64]; /* why, when skipped */
+    bench_llama_tokens kinds[BENCH_LLAMA_KINDS];
+    double calls, failed; /* network calls of the run, and failed ones */
+    size_t questions;
+    double elapsed;   /* seconds of the nsed run */
+    char config[160]; /* the server's and runner's settings measured */
+} bench_llama_result;
+
+/* Write three tiny models with the generator of the llama tools directory
+ * ($NSED_LLAMA_DIR, else ../shared/tools/llama beside the source tree, run
+ * by python), start its llama-server on a free port of 127.0.0.1 with
+ * them, run nsed_bin on a demo-like workflow over the first nq questions
+ * of the JSONL file questions, all in tmp/llama, stop the server and read
+ * `nsed status --json`'s prefix_cache into *out. Returns 0 and fills *out
+ * (out->skipped, with out->why, when a tool is missing: not an error), or
+ * NSED_EIO when a step fails. */
+int bench_llama_measure(const char *tmp, const char *nsed_bin,
+                        const char *python, const char *questions, size_t nq,
+                        bench_llama_result *out, nsed_err *err);
 
 #endif

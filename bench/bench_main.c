@@ -18,6 +18,9 @@
 #ifndef NSED_SIM_BIN
 #define NSED_SIM_BIN ""
 #endif
+#ifndef NSED_BIN
+#define NSED_BIN ""
+#endif
 #ifndef NSED_BENCH_DIR
 #define NSED_BENCH_DIR "bench"
 #endif
@@ -37,9 +40,12 @@ static const char usage[] =
     "through 20%% always-failing requests, against the same run without\n"
     "faults) are opt-in: --only 7,8 (several minutes more). Figure 9 runs\n"
     "nsed and a Python asyncio peer of the same protocol side by side.\n"
+    "Figure 10 (the prefix-cache share a real llama-server reports, by\n"
+    "kind of call; ../shared/tools/llama, else skipped) is opt-in too:\n"
+    "--only 10 (about 40 s).\n"
     "\n"
     "  --quick       smaller sets (about 40 s; figures are noisier)\n"
-    "  --only LIST   figures to run, e.g. 1,3 or 7,8 (default: 1-6, 9)\n"
+    "  --only LIST   figures to run, e.g. 1,3, 7,8 or 10 (default: 1-6, 9)\n"
     "  --keep        keep the temporary directory (stores, question sets)\n"
     "  --tmp DIR     where to create it (default: $TMPDIR or /tmp); must be\n"
     "                a local disk, as for any run store\n"
@@ -49,7 +55,8 @@ static const char usage[] =
     "  --python PATH the Python of figure 9's peer, bench/peer/nsed_peer.py\n"
     "                (default /usr/bin/python3, with python3-aiohttp and\n"
     "                python3-yaml); the bench stops at once when it cannot\n"
-    "                run the peer\n"
+    "                run the peer; figure 10 runs its tiny-model\n"
+    "                generator with it too\n"
     "  --no-peer     leave figure 9 (nsed against the peer) out\n"
     "  -h, --help    this text\n";
 
@@ -60,16 +67,19 @@ typedef struct sizes {
     size_t resume;     /* figure 5 */
     size_t prefix;     /* figure 6 */
     size_t faults;     /* figures 7 and 8 */
+    size_t llama;      /* figure 10 */
 } sizes;
 
-static const sizes full_sizes = {3000, 2000, {1000, 10000, 100000},
-                                 1000, 200,  600};
-static const sizes quick_sizes = {400, 300, {500, 2000, 5000}, 300, 50, 150};
+static const sizes full_sizes = {3000, 2000, {1000, 10000, 100000}, 1000, 200,
+                                 600,  20};
+static const sizes quick_sizes = {400, 300, {500, 2000, 5000}, 300, 50,
+                                  150, 10};
 
-/* Figures 1..NFIG; 7 and 8 run only when named in --only. */
-#define NFIG 9
+/* Figures 1..NFIG; 7, 8 and 10 run only when named in --only. */
+#define NFIG 10
 #define NFIG_DEFAULT 6
 #define FIG_PEER 9 /* in the default set too */
+#define FIG_LLAMA 10
 
 /* Figure 3 --long: the question counts, and its two verdicts' bounds. */
 #define RSS_LONG_N 4
@@ -172,6 +182,7 @@ typedef struct bench {
     double cpu50_us, cpu50_user_us, cpu50_sys_us, floor50_us;
     uint64_t cpu50_calls;
     fault_result ft_base, ft[2]; /* figures 7 (outage), 8 (always fail) */
+    bench_llama_result llama;    /* figure 10 */
     bool done[NFIG + 1];
 } bench;
 
@@ -772,6 +783,17 @@ static int fig_prefix(bench *B)
     return rc;
 }
 
+/* 10. The prefix-cache share a real llama-server reports (bench_llama.c):
+ * the demo's questions, which are what the demo workflow is written for. */
+static int fig_llama(bench *B)
+{
+    note("10 llama-server prefix cache: %zu questions", B->sz.llama);
+    return bench_llama_measure(B->tmp, NSED_BIN, B->python,
+                               NSED_BENCH_DIR
+                               "/../workflows/demo-questions.jsonl",
+                               B->sz.llama, &B->llama, &B->err);
+}
+
 /* ---- the table ------------------------------------------------------------ */
 
 /* 7, 8. Wall time through faults, as a ratio to the same run without.
@@ -1248,10 +1270,46 @@ static void print_rss_long(const bench *B)
     row("", "  store growth linear", cell, "within 10%", verdict(linear));
 }
 
+/* The cached share of a kind's prompt tokens (0 without any). */
+static double llama_share(const bench_llama_tokens *t)
+{
+    return t->prompt_tokens > 0 ? t->cached_tokens / t->prompt_tokens : 0;
+}
+
+static void print_llama(const bench *B)
+{
+    static const struct {
+        enum bench_llama_kind k;
+        const char *label;
+        bool target;
+    } lines[] = {{BENCH_LLAMA_REVISE, "  revise (rounds 1..)", true},
+                 {BENCH_LLAMA_EVALUATE, "  evaluate", true},
+                 {BENCH_LLAMA_ALL, "  all kinds", false}};
+    const bench_llama_result *L = &B->llama;
+    char cell[256];
+
+    if (L->skipped) {
+        printf("10 skipped: %s\n", L->why);
+        return;
+    }
+    row("10", "llama-server cached share of prompt", "", "", "");
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        const bench_llama_tokens *t = &L->kinds[lines[i].k];
+        double sh = llama_share(t);
+
+        snprintf(cell, sizeof cell, "%.3f of %.0fk tokens", sh,
+                 t->prompt_tokens / 1e3);
+        row("", lines[i].label, cell, lines[i].target ? ">= 0.8" : "(reported)",
+            lines[i].target ? verdict(sh >= 0.8) : "");
+    }
+}
+
 static void print_table(const bench *B)
 {
     static const char *const kind_names[] = {"propose r0", "revise",
                                              "evaluate", "repair"};
+    static const char *const llama_kinds[BENCH_LLAMA_ALL] =
+        {"propose", "revise", "evaluate", "repair", "self_consistency"};
     char cell[256], label[96];
 
     printf("\n");
@@ -1354,6 +1412,8 @@ static void print_table(const bench *B)
                  f->capped ? ">= " : "", f->elapsed / B->ft_base.elapsed);
         row(num, labels[i], cell, "(reported)", "");
     }
+    if (B->done[FIG_LLAMA])
+        print_llama(B);
     printf("\nDetails\n");
     if (B->done[1]) {
         printf("  1: %llu calls; steady window 10%%-90%% of the calls; whole "
@@ -1422,6 +1482,18 @@ static void print_table(const bench *B)
         }
         printf("\n");
     }
+    if (B->done[FIG_LLAMA] && !B->llama.skipped) {
+        const bench_llama_result *L = &B->llama;
+
+        printf("  10: %zu demo questions in %.1f s, %s; %.0f calls, %.0f "
+               "failed; by kind:",
+               L->questions, L->elapsed, L->config, L->calls, L->failed);
+        for (int k = 0; k < BENCH_LLAMA_ALL; k++)
+            if (L->kinds[k].calls > 0)
+                printf(" %s %.3f (%.0f calls)", llama_kinds[k],
+                       llama_share(&L->kinds[k]), L->kinds[k].calls);
+        printf("\n");
+    }
     for (int i = 0; i < 2; i++)
         if (B->done[7 + i])
             printf("  %d: %zu questions, 50 ms per call; without faults "
@@ -1453,10 +1525,15 @@ static int parse_only(const char *s, bool only[NFIG + 1])
 
     memset(only, 0, (NFIG + 1) * sizeof *only);
     while (*p) {
-        if (*p < '1' || *p > '0' + NFIG)
+        int f = 0;
+
+        if (*p < '0' || *p > '9')
             return -1;
-        only[*p - '0'] = true;
-        p++;
+        while (*p >= '0' && *p <= '9' && f <= NFIG)
+            f = 10 * f + (*p++ - '0');
+        if (f < 1 || f > NFIG)
+            return -1;
+        only[f] = true;
         if (*p == ',')
             p++;
         else if (*p)
@@ -1523,6 +1600,8 @@ static int run_all(bench *B)
         rc = fig_faults(B);
     if (!rc && B->only[FIG_PEER] && !(rc = fig_peer(B)))
         B->done[FIG_PEER] = true;
+    if (!rc && B->only[FIG_LLAMA] && !(rc = fig_llama(B)))
+        B->done[FIG_LLAMA] = true;
     return rc;
 }
 
@@ -1564,7 +1643,7 @@ int main(int argc, char **argv)
             if (parse_only(optarg, B.only)) {
                 fprintf(stderr,
                         "nsed-bench: --only takes figure numbers "
-                        "1-9 separated by commas, not \"%s\"\n",
+                        "1-10 separated by commas, not \"%s\"\n",
                         optarg);
                 return 2;
             }
