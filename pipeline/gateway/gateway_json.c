@@ -4,6 +4,7 @@
 
 #include "pipeline/base/buf.h"
 #include "pipeline/base/json.h"
+#include "pipeline/base/jsonw.h"
 #include "pipeline/base/utf8.h"
 
 #include <cjson/cJSON.h>
@@ -123,96 +124,129 @@ void gw_ledger_call(const workflow_model *m, const gateway_request *req,
     c->sample = req->sample;
 }
 
+/* The members of a JSON object text ("{...}", checked at load), without
+ * its braces and surrounding space: *p and *n, n 0 for "{}". */
+static void object_members(const char *obj, const char **p, size_t *n)
+{
+    const char *a = strchr(obj, '{'), *b = strrchr(obj, '}');
+
+    *p = "";
+    *n = 0;
+    if (!a || !b || b <= a)
+        return;
+    for (a++; a < b && strchr(" \t\r\n", *a); a++)
+        ;
+    while (b > a && strchr(" \t\r\n", b[-1]))
+        b--;
+    *p = a;
+    *n = (size_t)(b - a);
+}
+
+/* Printed by jsonw in cJSON's string and number forms, so the bytes are
+ * what cJSON_PrintUnformatted of the same object gave, without building
+ * the object first: every call of the run passes here. */
 int gw_build_body(const workflow_model *m, const gateway_request *req,
                   char **out, size_t *len, nsed_err *err)
 {
     ledger_call c;
-    cJSON *root = cJSON_CreateObject(), *msgs, *o;
+    jsonw w;
     char *text = NULL;
-    size_t n;
-    int rc = NSED_ENOMEM;
+    size_t n = 0;
+    int rc;
 
     gw_ledger_call(m, req, &c);
-    if (!root || !cJSON_AddStringToObject(root, "model", m->model))
-        goto out;
-    msgs = cJSON_AddArrayToObject(root, "messages");
-    if (!msgs)
-        goto out;
+    jsonw_init(&w, GATEWAY_MAX_REQUEST_BYTES + 1, JSONW_CJSON);
+    jsonw_object_begin(&w);
+    jsonw_key(&w, "model");
+    jsonw_str(&w, m->model);
+    jsonw_key(&w, "messages");
+    jsonw_array_begin(&w);
     for (size_t i = 0; i < req->nmessages; i++) {
-        o = cJSON_CreateObject();
-        if (!o)
-            goto out;
-        cJSON_AddItemToArray(msgs, o);
-        if (!cJSON_AddStringToObject(o, "role", req->messages[i].role) ||
-            !cJSON_AddStringToObject(o, "content", req->messages[i].content))
-            goto out;
+        jsonw_object_begin(&w);
+        jsonw_key(&w, "role");
+        jsonw_str(&w, req->messages[i].role);
+        jsonw_key(&w, "content");
+        jsonw_str(&w, req->messages[i].content);
+        jsonw_object_end(&w);
     }
+    jsonw_array_end(&w);
+    jsonw_key(&w, "temperature");
+    jsonw_num(&w, c.temperature);
+    jsonw_key(&w, "top_p");
+    jsonw_num(&w, c.top_p);
     /* integers as exact text: a 64-bit seed as a double would print in
      * exponent form */
-    if (!cJSON_AddNumberToObject(root, "temperature", c.temperature) ||
-        !cJSON_AddNumberToObject(root, "top_p", c.top_p) ||
-        json_add_int(root, "max_tokens", c.max_tokens))
-        goto out;
-    if (c.has_seed && json_add_int(root, "seed", c.seed))
-        goto out;
+    jsonw_key(&w, "max_tokens");
+    jsonw_int(&w, c.max_tokens);
+    if (c.has_seed) {
+        jsonw_key(&w, "seed");
+        jsonw_int(&w, c.seed);
+    }
     if (c.nstop) {
-        cJSON *stop = cJSON_AddArrayToObject(root, "stop");
-
-        if (!stop)
-            goto out;
-        for (size_t i = 0; i < c.nstop; i++) {
-            cJSON *s = cJSON_CreateString(c.stop[i]);
-
-            if (!s)
-                goto out;
-            cJSON_AddItemToArray(stop, s);
-        }
+        jsonw_key(&w, "stop");
+        jsonw_array_begin(&w);
+        for (size_t i = 0; i < c.nstop; i++)
+            jsonw_str(&w, c.stop[i]);
+        jsonw_array_end(&w);
     }
     if (c.schema) {
         /* The schema text goes in verbatim (it was checked to be a JSON
          * object), so the bytes sent are the bytes the ledger key hashed. */
-        cJSON *rf = cJSON_AddObjectToObject(root, "response_format"), *js;
-
-        if (!rf || !cJSON_AddStringToObject(rf, "type", "json_schema"))
-            goto out;
-        js = cJSON_AddObjectToObject(rf, "json_schema");
-        if (!js || !cJSON_AddStringToObject(js, "name", c.schema_name) ||
-            !cJSON_AddRawToObject(js, "schema", c.schema) ||
-            !cJSON_AddTrueToObject(js, "strict"))
-            goto out;
+        jsonw_key(&w, "response_format");
+        jsonw_object_begin(&w);
+        jsonw_key(&w, "type");
+        jsonw_str(&w, "json_schema");
+        jsonw_key(&w, "json_schema");
+        jsonw_object_begin(&w);
+        jsonw_key(&w, "name");
+        jsonw_str(&w, c.schema_name);
+        jsonw_key(&w, "schema");
+        jsonw_raw(&w, c.schema);
+        jsonw_key(&w, "strict");
+        jsonw_bool(&w, true);
+        jsonw_object_end(&w);
+        jsonw_object_end(&w);
     }
-    if (m->extra_body) {
-        /* Checked at load: an object with none of the fields set above. */
-        cJSON *extra = cJSON_Parse(m->extra_body), *it;
+    jsonw_object_end(&w);
+    rc = jsonw_finish(&w, &text, &n);
+    if (!rc && m->extra_body) {
+        /* Checked at load: an object with none of the fields set above;
+         * its members go last, as they are. */
+        const char *p;
+        size_t k;
+        char *t;
 
-        if (!extra)
-            goto out;
-        while ((it = extra->child) != NULL) {
-            cJSON_DetachItemViaPointer(extra, it);
-            cJSON_AddItemToObject(root, it->string, it);
+        object_members(m->extra_body, &p, &k);
+        t = k ? realloc(text, n + k + 2) : text;
+        if (!t) {
+            rc = NSED_ENOMEM;
+        } else if (k) {
+            text = t;
+            text[n - 1] = ',';
+            memcpy(text + n, p, k);
+            n += k;
+            text[n++] = '}';
+            text[n] = '\0';
         }
-        cJSON_Delete(extra);
     }
-    text = cJSON_PrintUnformatted(root);
-    if (!text)
-        goto out;
-    n = strlen(text);
-    if (n > GATEWAY_MAX_REQUEST_BYTES) {
-        rc = nsed_error(err, NSED_ETOOBIG,
-                        "gateway: request for model %s is %zu bytes, over "
-                        "the cap of %zu", m->id, n, GATEWAY_MAX_REQUEST_BYTES);
-        goto out;
+    if (!rc && n > GATEWAY_MAX_REQUEST_BYTES)
+        rc = NSED_ETOOBIG;
+    if (rc == NSED_ETOOBIG) {
+        free(text);
+        return nsed_error(err, rc,
+                          "gateway: request for model %s is over the cap "
+                          "of %zu bytes",
+                          m->id, GATEWAY_MAX_REQUEST_BYTES);
+    }
+    if (rc) {
+        free(text);
+        return nsed_error(err, rc,
+                          "gateway: out of memory building a "
+                          "request");
     }
     *out = text;
     *len = n;
-    text = NULL;
-    rc = 0;
-out:
-    if (rc == NSED_ENOMEM)
-        nsed_error(err, rc, "gateway: out of memory building a request");
-    free(text);
-    cJSON_Delete(root);
-    return rc;
+    return 0;
 }
 
 void gw_reply_release(gw_reply *r)

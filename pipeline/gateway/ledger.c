@@ -1,5 +1,6 @@
 #include "pipeline/gateway/ledger.h"
 
+#include "pipeline/base/jsonw.h"
 #include "pipeline/base/json.h"
 
 #include <cjson/cJSON.h>
@@ -130,47 +131,59 @@ void ledger_record_release(ledger_record *r)
     memset(r, 0, sizeof *r);
 }
 
+/* A double as %.17g (every value reads back exactly; json_add_exact's
+ * form, which records written before kept). */
+static void put_exact(jsonw *w, const char *key, double v)
+{
+    char tmp[40];
+
+    snprintf(tmp, sizeof tmp, "%.17g", isfinite(v) ? v : 0.0);
+    jsonw_key(w, key);
+    jsonw_raw(w, tmp);
+}
+
+static void put_int(jsonw *w, const char *key, int64_t v)
+{
+    jsonw_key(w, key);
+    jsonw_int(w, v);
+}
+
+/* Printed by jsonw as cJSON_PrintUnformatted printed the object before,
+ * byte for byte, without building it: one record per call. */
 int ledger_encode(const ledger_record *r, char **out, size_t *len)
 {
-    cJSON *root = NULL, *usage;
-    char *text;
-    int rc = NSED_ENOMEM;
+    jsonw w;
 
     if (!r->content)
         return NSED_EINVAL;
-    root = cJSON_CreateObject();
-    if (!root)
-        goto out;
-    /* integers as exact decimal text and doubles as %.17g (json_add_int,
-     * json_add_exact), so every value reads back exactly */
-    if (json_add_num(root, "v", 1) ||
-        json_add_str(root, "content", r->content) ||
-        json_add_str(root, "finish_reason", r->finish_reason))
-        goto out;
-    if (r->model && json_add_str(root, "model", r->model))
-        goto out;
-    usage = cJSON_AddObjectToObject(root, "usage");
-    if (!usage || json_add_int(usage, "prompt_tokens", r->prompt_tokens) ||
-        json_add_int(usage, "completion_tokens", r->completion_tokens) ||
-        json_add_int(usage, "cached_tokens", r->cached_tokens))
-        goto out;
-    if (json_add_exact(root, "cost_usd", r->cost_usd) ||
-        json_add_exact(root, "latency_s", r->latency_s) ||
-        json_add_int(root, "attempts", r->attempts) ||
-        json_add_int(root, "http_status", r->http_status) ||
-        json_add_int(root, "time", r->time))
-        goto out;
-    if (r->from_cache && !cJSON_AddTrueToObject(root, "from_cache"))
-        goto out;
-    text = cJSON_PrintUnformatted(root);
-    if (!text)
-        goto out;
-    *out = text;
-    *len = strlen(text);
-    rc = 0;
-out:
-    cJSON_Delete(root);
-    return rc;
+    jsonw_init(&w, (size_t)1 << 30, JSONW_CJSON);
+    jsonw_object_begin(&w);
+    put_int(&w, "v", 1);
+    jsonw_key(&w, "content");
+    jsonw_str(&w, r->content);
+    jsonw_key(&w, "finish_reason");
+    jsonw_str(&w, r->finish_reason);
+    if (r->model) {
+        jsonw_key(&w, "model");
+        jsonw_str(&w, r->model);
+    }
+    jsonw_key(&w, "usage");
+    jsonw_object_begin(&w);
+    put_int(&w, "prompt_tokens", r->prompt_tokens);
+    put_int(&w, "completion_tokens", r->completion_tokens);
+    put_int(&w, "cached_tokens", r->cached_tokens);
+    jsonw_object_end(&w);
+    put_exact(&w, "cost_usd", r->cost_usd);
+    put_exact(&w, "latency_s", r->latency_s);
+    put_int(&w, "attempts", r->attempts);
+    put_int(&w, "http_status", r->http_status);
+    put_int(&w, "time", r->time);
+    if (r->from_cache) {
+        jsonw_key(&w, "from_cache");
+        jsonw_bool(&w, true);
+    }
+    jsonw_object_end(&w);
+    return jsonw_finish(&w, out, len) ? NSED_ENOMEM : 0;
 }
 
 int ledger_decode(const void *data, size_t len, ledger_record *out,
