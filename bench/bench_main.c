@@ -180,6 +180,7 @@ typedef struct bench {
     double floor_us, floor_user_us, floor_sys_us;
     /* figure 2 at 50 ms calls: the runner and the floor in the same run */
     double cpu50_us, cpu50_user_us, cpu50_sys_us, floor50_us;
+    double floor50_rate; /* the floor's calls/s at 50 ms, whole run */
     uint64_t cpu50_calls;
     fault_result ft_base, ft[2]; /* figures 7 (outage), 8 (always fail) */
     bench_llama_result llama;    /* figure 10 */
@@ -503,12 +504,12 @@ static int fig_saturation(bench *B)
  * many at a time as the workflow's slots, from a client that does
  * nothing else: the transport's share of the runner's CPU. */
 static int floor_cpu(bench *B, bench_sim *sim, uint64_t n, double *user_us,
-                     double *sys_us)
+                     double *sys_us, double *rate)
 {
     char ncalls[32], nslots[32];
     const char *argv[] = {"floor", sim->url, ncalls, nslots, NULL};
     bench_child c;
-    double calls = 0, user = 0, sys = 0;
+    double calls = 0, user = 0, sys = 0, elapsed = 0;
     size_t caps = 0;
     int rc = sum_caps(B, sim->url, "team3.yaml", &caps);
 
@@ -521,8 +522,11 @@ static int floor_cpu(bench *B, bench_sim *sim, uint64_t n, double *user_us,
     if (!rc) {
         bench_child_value(&c, "user", &user);
         bench_child_value(&c, "sys", &sys);
+        bench_child_value(&c, "elapsed", &elapsed);
         *user_us = user * 1e6 / calls;
         *sys_us = sys * 1e6 / calls;
+        if (rate)
+            *rate = elapsed > 0 ? calls / elapsed : 0;
     }
     return rc;
 }
@@ -547,7 +551,7 @@ static int cpu_at_latency(bench *B)
     B->cpu50_sys_us = r.sys * 1e6 / r.calls;
     B->cpu50_us = B->cpu50_user_us + B->cpu50_sys_us;
     run_result_release(&r);
-    rc = floor_cpu(B, &B->sim50, B->cpu50_calls, &fu, &fs);
+    rc = floor_cpu(B, &B->sim50, B->cpu50_calls, &fu, &fs, &B->floor50_rate);
     B->floor50_us = fu + fs;
     return rc;
 }
@@ -598,7 +602,7 @@ static int fig_cpu_checkpoint(bench *B, bool cpu, bool ck)
     B->ck_nosync = best[1];
     if (!rc && cpu)
         rc = floor_cpu(B, &B->sim0, B->cpu_calls, &B->floor_user_us,
-                       &B->floor_sys_us);
+                       &B->floor_sys_us, NULL);
     B->floor_us = B->floor_user_us + B->floor_sys_us;
     if (!rc && cpu)
         rc = cpu_at_latency(B);
@@ -1424,6 +1428,14 @@ static void print_table(const bench *B)
         if (B->sat_reps > 1)
             printf("; best of runs at %.3f and %.3f", B->sat_all[0],
                    B->sat_all[1]);
+        /* what the simulator gives a client that does nothing else: the
+         * ceiling under the target, measured in this run (figure 2) */
+        if (B->floor50_rate > 0)
+            printf("; a bare libcurl client on the same slots and "
+                   "simulator (figure 2's floor, start and drain included) "
+                   "%.0f/s (%.3f), so the runner's whole run is %.3f of it",
+                   B->floor50_rate, B->floor50_rate / B->sat_limit,
+                   B->sat_whole / B->floor50_rate);
         printf("\n");
     }
     if (B->done[2])
