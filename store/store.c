@@ -519,8 +519,8 @@ static int pack(store *s, const void *val, size_t vlen, const void **out,
 
 /* A value of a packed database that begins with the magic byte itself:
  * the header with STORE_PACK_PLAIN, then val, into s->pack_buf. */
-static int pack_plain(store *s, const void *val, size_t vlen,
-                      const void **out, size_t *outlen)
+static int pack_plain(store *s, const void *val, size_t vlen, const void **out,
+                      size_t *outlen)
 {
     size_t need = STORE_PACK_HDR + vlen;
     unsigned char *p;
@@ -644,8 +644,8 @@ static int unpack_fail(store_txn *t, enum store_db db, const void *key,
  * original bytes, in a buffer t owns until it ends. Returns 0,
  * NSED_ESTORE (the value does not decompress: see unpack_fail) or
  * NSED_ENOMEM. */
-static int unpack(store_txn *t, enum store_db db, const void *key,
-                  size_t klen, MDB_val *v)
+static int unpack(store_txn *t, enum store_db db, const void *key, size_t klen,
+                  MDB_val *v)
 {
     const unsigned char *p = v->mv_data;
     unsigned long long framelen;

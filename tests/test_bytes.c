@@ -218,8 +218,8 @@ static int raw_decode(enum store_db db, const raw_rec *r, unsigned char **out,
         return -1;
     }
     ck_assert_uint_ge(r->vlen, 6);
-    n = (size_t)r->v[2] << 24 | (size_t)r->v[3] << 16 |
-        (size_t)r->v[4] << 8 | r->v[5];
+    n = (size_t)r->v[2] << 24 | (size_t)r->v[3] << 16 | (size_t)r->v[4] << 8 |
+        r->v[5];
     *out = malloc(n + 1);
     ck_assert_ptr_nonnull(*out);
     *len = n;
@@ -630,8 +630,8 @@ START_TEST(demo_stores_each_text_once)
         const char *name = store_db_name(db);
         double now = tu_jnum(cJSON_GetObjectItem(dbs, name), "bytes", NULL);
 
-        ck_assert_msg(now <= 0.45 * base[db], "%s: %.0f bytes, uncompressed %.0f",
-                      name, now, base[db]);
+        ck_assert_msg(now <= 0.45 * base[db],
+                      "%s: %.0f bytes, uncompressed %.0f", name, now, base[db]);
     }
     cJSON_Delete(st);
     for (int db = 0; db < STORE_DB_COUNT; db++)
