@@ -306,8 +306,7 @@ static int visit_question(const question *q, uint64_t seq, void *arg)
                          &vlen)
              : NSED_ENOTFOUND;
     if (rc && rc != NSED_ENOTFOUND) {
-        rr->rc = nsed_error(rr->err, rc, "cannot read the result of %s",
-                            q->id);
+        rr->rc = nsed_error(rr->err, rc, "cannot read the result of %s", q->id);
         return 1;
     }
     if (rc == 0) {
