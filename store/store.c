@@ -93,7 +93,8 @@ struct store_txn {
      * needs to know that the failure was MDB_MAP_FULL even when the
      * caller's function turned it into a generic error. */
     int mdb_rc;
-    unpacked *unpacked; /* freed when the transaction ends */
+    unpacked *unpacked; /* newest first; freed when the transaction ends */
+    size_t nunpacked;   /* how many: the marks of store_txn_mark */
     /* The first record that did not decompress: store_get can only return
      * NSED_ESTORE, so store_read/store_write put this message (which names
      * the record) into the caller's err when fn fails with NSED_ESTORE. */
@@ -706,20 +707,39 @@ static int unpack(store_txn *t, enum store_db db, const void *key, size_t klen,
     }
     u->next = t->unpacked;
     t->unpacked = u;
+    t->nunpacked++;
     v->mv_data = u->bytes;
     v->mv_size = n;
     return 0;
 }
 
-/* The transaction has ended: its decompressed values go. */
-static void txn_release(store_txn *t)
+/* Free the decompressed values handed out after mark (newest first). */
+static void unpacked_free_to(store_txn *t, size_t mark)
 {
-    while (t->unpacked) {
+    while (t->unpacked && t->nunpacked > mark) {
         unpacked *u = t->unpacked;
 
         t->unpacked = u->next;
+        t->nunpacked--;
         free(u);
     }
+}
+
+/* The transaction has ended: its decompressed values go. */
+static void txn_release(store_txn *t)
+{
+    unpacked_free_to(t, 0);
+}
+
+size_t store_txn_mark(const store_txn *t)
+{
+    return t ? t->nunpacked : 0;
+}
+
+void store_txn_release(store_txn *t, size_t mark)
+{
+    if (t)
+        unpacked_free_to(t, mark);
 }
 
 /* fn failed with NSED_ESTORE after a record of t did not decompress: the

@@ -162,12 +162,23 @@ NSED_MUST_CHECK int store_put(store_txn *t, enum store_db db, const void *key,
  * value stored compressed into its decompressed copy, which the
  * transaction owns; either way they stay valid until the transaction ends
  * (do not free or modify them; the copies of a transaction add up until
- * it ends). Returns 0, NSED_ENOTFOUND, NSED_ENOMEM, NSED_ESTORE: also for
+ * it ends, or until store_txn_release). Returns 0, NSED_ENOTFOUND, NSED_ENOMEM, NSED_ESTORE: also for
  * a compressed value that does not decompress, in which case the
  * store_read/store_write whose fn returns that NSED_ESTORE puts into err
  * a message naming the record (as store_corrupt words it). */
 NSED_MUST_CHECK int store_get(store_txn *t, enum store_db db, const void *key,
                               size_t klen, const void **val, size_t *vlen);
+
+/* The decompressed copies store_get and store_scan hand out add up until
+ * the transaction ends. A long transaction that reads each record once
+ * (an export, a merge) keeps its memory to that of one step: take a mark
+ * before the step, and release to it after. store_txn_release(t, mark)
+ * frees the copies handed out in t since store_txn_mark(t) returned
+ * mark; values that point into the map, and copies handed out before the
+ * mark, stay valid. The caller must use none of the freed values again.
+ * Both accept NULL. */
+size_t store_txn_mark(const store_txn *t);
+void store_txn_release(store_txn *t, size_t mark);
 
 /* Delete key. Returns 0, NSED_ENOTFOUND, NSED_ESTORE. */
 NSED_MUST_CHECK int store_del(store_txn *t, enum store_db db, const void *key,

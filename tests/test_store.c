@@ -1789,6 +1789,47 @@ static int scan_keep_txn(store_txn *t, void *arg, nsed_err *err)
     return 0;
 }
 
+/* A mark taken after 32 values, 32 more read, released to the mark: the
+ * first 32 are still valid (ASan would see a freed one), and the others
+ * read again as they were. */
+static int mark_release_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    struct many_gets *m = arg;
+    char key[16];
+    size_t mark = 0;
+
+    (void)err;
+    ck_assert_uint_eq(store_txn_mark(t), 0);
+    for (int i = 0; i < 64; i++) {
+        if (i == 32)
+            mark = store_txn_mark(t);
+        snprintf(key, sizeof key, "r%02d", i);
+        ck_assert_int_eq(store_get(t, STORE_RESULTS, key, strlen(key), &m->v[i],
+                                   &m->n[i]),
+                         0);
+    }
+    ck_assert_uint_eq(mark, 32);
+    ck_assert_uint_eq(store_txn_mark(t), 64);
+    store_txn_release(t, mark);
+    ck_assert_uint_eq(store_txn_mark(t), 32);
+    for (int i = 0; i < 64; i++) {
+        char *want = json_text(600 + (size_t)i * 50, (unsigned)i);
+
+        if (i >= 32) {
+            snprintf(key, sizeof key, "r%02d", i);
+            ck_assert_int_eq(store_get(t, STORE_RESULTS, key, strlen(key),
+                                       &m->v[i], &m->n[i]),
+                             0);
+        }
+        ck_assert_uint_eq(m->n[i], 600 + (size_t)i * 50);
+        ck_assert(memcmp(m->v[i], want, m->n[i]) == 0);
+        free(want);
+    }
+    store_txn_release(NULL, 0);
+    ck_assert_uint_eq(store_txn_mark(NULL), 0);
+    return 0;
+}
+
 START_TEST(decompressed_values_live_until_the_txn_ends)
 {
     char *dir = tu_mkdtemp();
@@ -1809,6 +1850,8 @@ START_TEST(decompressed_values_live_until_the_txn_ends)
     ck_assert_msg(store_write(s, many_gets_fn, &m, &e) == 0, "%s", e.msg);
     assert_reads(s, STORE_RESULTS, "copy", 4, want, 950);
     ck_assert_int_eq(store_read(s, scan_keep_txn, &kept, &e), 0);
+    memset(&m, 0, sizeof m);
+    ck_assert_int_eq(store_read(s, mark_release_fn, &m, &e), 0);
     store_close(s);
     assert_stored(dir, "results", "copy", 4, want, 950, 1);
     free(want);
