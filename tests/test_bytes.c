@@ -860,6 +860,80 @@ START_TEST(store_of_the_format_before_reads)
 }
 END_TEST
 
+/* ---- a damaged compressed record -------------------------------------- */
+
+/* Flip one bit in the middle of the stored (compressed) value of key in
+ * database name, with LMDB directly: the damage a disk could do. */
+static void damage_value(const char *sdir, const char *name, const void *key,
+                         size_t klen)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    MDB_val k = {klen, (void *)key}, v;
+    unsigned char *b;
+
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, STORE_DB_COUNT), 0);
+    ck_assert_int_eq(mdb_env_open(env, sdir, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, name, 0, &dbi), 0);
+    ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
+    b = malloc(v.mv_size);
+    memcpy(b, v.mv_data, v.mv_size);
+    ck_assert_uint_eq(b[0], 0xFE); /* compressed */
+    b[v.mv_size / 2] ^= 0x20;
+    v.mv_data = b;
+    ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    free(b);
+}
+
+/* A finished demo store whose result of demo-002 (compressed) is damaged
+ * on disk: export and status stop with exit 1 and the message that names
+ * the record; the same for the broker decision of demo-003, which status
+ * reads. */
+START_TEST(damaged_compressed_records_stop_the_readers)
+{
+    tu_sim sim;
+    char *sdir = tu_path(tu_tmp, "store"), *out = NULL, *err = NULL, want[512];
+    static const char bkey[] = "demo-003\0b";
+
+    tu_sim_start(&sim, DEMO_SIM, NULL, NULL);
+    demo_run(&sim, sdir);
+    tu_sim_stop(&sim);
+    damage_value(sdir, "results", "demo-002", 8);
+    snprintf(want, sizeof want,
+             "store %s: the result of demo-002 in database results is "
+             "corrupt (its compressed bytes do not decompress: ",
+             sdir);
+    ck_assert_int_eq(NSED(NULL, &out, &err, "export", "--store", sdir), 1);
+    ck_assert_msg(tu_contains(err, want), "%s", err);
+    ck_assert_msg(tu_contains(err, "restore the store from a copy"), "%s", err);
+    /* the records before it were printed: demo-001's */
+    ck_assert(tu_contains(out, "\"id\":\"demo-001\""));
+    ck_assert(!tu_contains(out, "\"id\":\"demo-002\""));
+    free(out);
+    free(err);
+    ck_assert_int_eq(NSED(NULL, &out, &err, "status", "--store", sdir), 1);
+    ck_assert_msg(tu_contains(err, want), "%s", err);
+    free(out);
+    free(err);
+    damage_value(sdir, "state", bkey, sizeof bkey - 1);
+    damage_value(sdir, "results", "demo-002", 8); /* mended: flipped back */
+    snprintf(want, sizeof want,
+             "store %s: the broker decision of question demo-003 in database "
+             "state is corrupt (its compressed bytes do not decompress: ",
+             sdir);
+    ck_assert_int_eq(NSED(NULL, &out, &err, "status", "--store", sdir), 1);
+    ck_assert_msg(tu_contains(err, want), "%s", err);
+    free(out);
+    free(err);
+    free(sdir);
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *s = suite_create("bytes");
@@ -868,6 +942,7 @@ Suite *tu_suite(void)
     tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, status_bytes_match_the_file);
+    tcase_add_test(tc, damaged_compressed_records_stop_the_readers);
     tcase_add_test(tc, demo_stores_each_text_once);
     tcase_add_test(tc, kill_and_resume_rebuilds_the_states);
     tcase_add_test(tc, store_of_the_format_before_reads);
