@@ -162,10 +162,11 @@ NSED_MUST_CHECK int store_put(store_txn *t, enum store_db db, const void *key,
  * value stored compressed into its decompressed copy, which the
  * transaction owns; either way they stay valid until the transaction ends
  * (do not free or modify them; the copies of a transaction add up until
- * it ends, or until store_txn_release). Returns 0, NSED_ENOTFOUND, NSED_ENOMEM, NSED_ESTORE: also for
- * a compressed value that does not decompress, in which case the
- * store_read/store_write whose fn returns that NSED_ESTORE puts into err
- * a message naming the record (as store_corrupt words it). */
+ * it ends, or until store_txn_release). Returns 0, NSED_ENOTFOUND,
+ * NSED_ENOMEM, NSED_ESTORE: also for a compressed value that does not
+ * decompress, in which case the store_read/store_write whose fn returns
+ * that NSED_ESTORE puts into err a message naming the record (as
+ * store_corrupt words it). */
 NSED_MUST_CHECK int store_get(store_txn *t, enum store_db db, const void *key,
                               size_t klen, const void **val, size_t *vlen);
 
