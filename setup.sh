@@ -25,7 +25,7 @@ cd "$(dirname "$0")"
 # slurm-client and munge are the single-host Slurm cluster tests/test_slurm.sh
 # starts (docs/cluster.md); installed here, so that no test runs apt-get.
 PACKAGES=(build-essential cmake pkg-config libyaml-dev libcurl4-openssl-dev
-          libcjson-dev liblmdb-dev libssl-dev check libmicrohttpd-dev
+          libcjson-dev liblmdb-dev libzstd-dev libssl-dev check libmicrohttpd-dev
           clang-format git clang libclang-rt-dev libgsl-dev libpcre2-dev
           chromium python3-pandas python3-aiohttp python3-yaml slurmctld
           slurmd slurm-client munge)

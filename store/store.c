@@ -10,9 +10,11 @@
 #include "store/store.h"
 
 #include "pipeline/base/json.h"
+#include "store/store_keys.h"
 
 #include <cjson/cJSON.h>
 #include <lmdb.h>
+#include <zstd.h>
 
 #include <assert.h>
 #include <errno.h>
@@ -65,7 +67,22 @@ struct store {
     int lock_fd; /* -1 for read-only stores */
     int in_txn;  /* a store_write/store_read is running (no nesting) */
     int broken;  /* a failed map resize left the mapping unusable */
+    /* Compression contexts, made on first use and kept: setting one up
+     * costs more than compressing a record of a few KB with it. pack_buf
+     * holds the compressed bytes of the put in progress (LMDB copies
+     * them into the map). */
+    ZSTD_CCtx *zc;
+    ZSTD_DCtx *zd;
+    unsigned char *pack_buf;
+    size_t pack_cap;
 };
+
+/* A decompressed value handed out by store_get or store_scan: it lives
+ * until its transaction ends, as a value in the map does. */
+typedef struct unpacked {
+    struct unpacked *next;
+    unsigned char bytes[];
+} unpacked;
 
 struct store_txn {
     store *s;
@@ -76,6 +93,12 @@ struct store_txn {
      * needs to know that the failure was MDB_MAP_FULL even when the
      * caller's function turned it into a generic error. */
     int mdb_rc;
+    unpacked *unpacked; /* newest first; freed when the transaction ends */
+    size_t nunpacked;   /* how many: the marks of store_txn_mark */
+    /* The first record that did not decompress: store_get can only return
+     * NSED_ESTORE, so store_read/store_write put this message (which names
+     * the record) into the caller's err when fn fails with NSED_ESTORE. */
+    nsed_err corrupt;
 };
 
 static const char *db_name(enum store_db db)
@@ -379,6 +402,367 @@ static void err_clear(nsed_err *err)
     }
 }
 
+/* ---- compression --------------------------------------------------------
+ *
+ * Large values of the databases that hold text records are stored
+ * compressed (docs/store.md, "Compression"): LMDB gives a value over about
+ * 2 KB overflow pages of its own, rounded up to 4 KiB, and the records are
+ * JSON text, which compresses 2.5-3.5x. A compressed value is
+ *
+ *   byte 0     STORE_PACK_MAGIC, 0xFE: never a byte of UTF-8 text, so no
+ *              JSON text begins with it (and every uncompressed value of
+ *              these databases is JSON: questions, states, rounds, ledger
+ *              and result records)
+ *   byte 1     the method: STORE_PACK_ZSTD, one zstd frame
+ *   bytes 2-5  the length of the original value, u32 big-endian
+ *   bytes 6-   the zstd frame, which records the same length and a
+ *              checksum of the original, so damage is found, not returned
+ *
+ * A value of these databases that begins with 0xFE itself (no record
+ * nsed writes does; a caller may still store any bytes) and is not
+ * compressed gets the same header with method STORE_PACK_PLAIN and its
+ * bytes after it, so that every value reads back as it was put.
+ *
+ * Values written uncompressed (by an older nsed, or under the threshold)
+ * read as they are. Readers never see the difference: store_get and
+ * store_scan hand out the original bytes, in a buffer the transaction
+ * owns until it ends. */
+#define STORE_PACK_MAGIC 0xFEu
+#define STORE_PACK_PLAIN 0x00u
+#define STORE_PACK_ZSTD 0x01u
+#define STORE_PACK_HDR 6
+/* zstd's fastest regular level: on the runner's records it compresses as
+ * well as zlib's level 6 within 3%, at a third of zlib level 1's CPU
+ * (docs/performance.md, "Store bytes per question"). */
+#define STORE_PACK_LEVEL 1
+
+/* The databases whose values may be stored compressed. The others keep
+ * theirs as they are: META's are small and read before anything else,
+ * QORDER's are question ids, TELEMETRY's are small and rewritten every
+ * turn. */
+static int packed_db(enum store_db db)
+{
+    return db == STORE_QUESTIONS || db == STORE_STATE || db == STORE_LEDGER ||
+           db == STORE_RESULTS;
+}
+
+/* Whether store_put tries to compress this value. */
+static int pack_wanted(enum store_db db, const void *key, size_t klen,
+                       size_t vlen)
+{
+    size_t qlen;
+    enum store_keys_qrec rec;
+    uint32_t round;
+
+    if (!packed_db(db) || vlen < STORE_COMPRESS_MIN || vlen > UINT32_MAX)
+        return 0;
+    /* A question's checkpoint ("\0s") is rewritten at every stage while
+     * the question runs and names its rounds rather than holding them
+     * (under 1 KB once finished): compressing it would cost CPU at every
+     * turn for little. Rounds, broker decisions and contexts are written
+     * once. */
+    if (db == STORE_STATE &&
+        store_keys_question_parse(key, klen, &qlen, &rec, &round) == 0 &&
+        rec == STORE_KEYS_STATE)
+        return 0;
+    return 1;
+}
+
+/* Compress val into s->pack_buf. On 0, *out and *outlen are the bytes to
+ * store: the compressed form when it is shorter, else val itself.
+ * NSED_ENOMEM when a context or the buffer cannot be had. */
+static int pack(store *s, const void *val, size_t vlen, const void **out,
+                size_t *outlen)
+{
+    size_t bound = STORE_PACK_HDR + ZSTD_compressBound(vlen), n;
+    unsigned char *p;
+
+    *out = val;
+    *outlen = vlen;
+    if (!s->zc) {
+        s->zc = ZSTD_createCCtx();
+        if (!s->zc ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(s->zc, ZSTD_c_compressionLevel,
+                                                STORE_PACK_LEVEL)) ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(s->zc, ZSTD_c_checksumFlag,
+                                                1)) ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(s->zc, ZSTD_c_contentSizeFlag,
+                                                1))) {
+            ZSTD_freeCCtx(s->zc);
+            s->zc = NULL;
+            return NSED_ENOMEM;
+        }
+    }
+    if (s->pack_cap < bound) {
+        p = realloc(s->pack_buf, bound);
+        if (!p)
+            return NSED_ENOMEM;
+        s->pack_buf = p;
+        s->pack_cap = bound;
+    }
+    p = s->pack_buf;
+    n = ZSTD_compress2(s->zc, p + STORE_PACK_HDR, bound - STORE_PACK_HDR, val,
+                       vlen);
+    /* zstd fails only for want of memory here: the value is then stored
+     * as it is, which every reader understands */
+    if (ZSTD_isError(n) || STORE_PACK_HDR + n >= vlen)
+        return 0;
+    p[0] = STORE_PACK_MAGIC;
+    p[1] = STORE_PACK_ZSTD;
+    p[2] = (unsigned char)(vlen >> 24);
+    p[3] = (unsigned char)(vlen >> 16);
+    p[4] = (unsigned char)(vlen >> 8);
+    p[5] = (unsigned char)vlen;
+    *out = p;
+    *outlen = STORE_PACK_HDR + n;
+    return 0;
+}
+
+/* A value of a packed database that begins with the magic byte itself:
+ * the header with STORE_PACK_PLAIN, then val, into s->pack_buf. */
+static int pack_plain(store *s, const void *val, size_t vlen, const void **out,
+                      size_t *outlen)
+{
+    size_t need = STORE_PACK_HDR + vlen;
+    unsigned char *p;
+
+    if (vlen > UINT32_MAX)
+        return NSED_EINVAL;
+    if (s->pack_cap < need) {
+        p = realloc(s->pack_buf, need);
+        if (!p)
+            return NSED_ENOMEM;
+        s->pack_buf = p;
+        s->pack_cap = need;
+    }
+    p = s->pack_buf;
+    p[0] = STORE_PACK_MAGIC;
+    p[1] = STORE_PACK_PLAIN;
+    p[2] = (unsigned char)(vlen >> 24);
+    p[3] = (unsigned char)(vlen >> 16);
+    p[4] = (unsigned char)(vlen >> 8);
+    p[5] = (unsigned char)vlen;
+    memcpy(p + STORE_PACK_HDR, val, vlen);
+    *out = p;
+    *outlen = need;
+    return 0;
+}
+
+/* key as printable text into out (cap bytes, NUL-terminated): bytes
+ * outside printable ASCII, the quote and the backslash as \xHH, cut
+ * after 64 bytes of key. */
+static void key_text(const unsigned char *key, size_t klen, char *out,
+                     size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    for (size_t i = 0; i < klen && i < 64 && o + 5 < cap; i++) {
+        unsigned char c = key[i];
+
+        if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    if (klen > 64 && o + 4 < cap) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+}
+
+/* What a record is, for a message: "round 2 of question q1", "the result
+ * of q1", "ledger entry 3fa2...", else "the record with key "..."". */
+static void record_name(enum store_db db, const void *key, size_t klen,
+                        char *out, size_t cap)
+{
+    char kt[64 * 4 + 8];
+    size_t qlen;
+    enum store_keys_qrec rec;
+    uint32_t round;
+
+    if (db == STORE_STATE &&
+        store_keys_question_parse(key, klen, &qlen, &rec, &round) == 0) {
+        key_text(key, qlen, kt, sizeof kt);
+        switch (rec) {
+        case STORE_KEYS_STATE:
+            snprintf(out, cap, "the state of question %s", kt);
+            return;
+        case STORE_KEYS_ROUND:
+            snprintf(out, cap, "round %" PRIu32 " of question %s", round, kt);
+            return;
+        case STORE_KEYS_INCOMPLETE:
+            snprintf(out, cap, "the incomplete marker of question %s", kt);
+            return;
+        case STORE_KEYS_BROKER:
+            snprintf(out, cap, "the broker decision of question %s", kt);
+            return;
+        case STORE_KEYS_CONTEXT:
+            snprintf(out, cap, "the context of question %s", kt);
+            return;
+        }
+    }
+    if (db == STORE_LEDGER && klen == 32) {
+        static const char hex[] = "0123456789abcdef";
+        const unsigned char *k = key;
+
+        for (size_t i = 0; i < 32; i++) {
+            kt[2 * i] = hex[k[i] >> 4];
+            kt[2 * i + 1] = hex[k[i] & 15];
+        }
+        kt[64] = '\0';
+        snprintf(out, cap, "ledger entry %s", kt);
+        return;
+    }
+    key_text(key, klen, kt, sizeof kt);
+    if (db == STORE_RESULTS)
+        snprintf(out, cap, "the result of %s", kt);
+    else if (db == STORE_QUESTIONS)
+        snprintf(out, cap, "question %s", kt);
+    else
+        snprintf(out, cap, "the record with key \"%s\"", kt);
+}
+
+/* A compressed value that does not decompress: remembered in the
+ * transaction with the record's name, NSED_ESTORE returned. */
+static int unpack_fail(store_txn *t, enum store_db db, const void *key,
+                       size_t klen, const char *why)
+{
+    char name[384];
+
+    if (t->corrupt.code)
+        return NSED_ESTORE; /* the first one is reported */
+    record_name(db, key, klen, name, sizeof name);
+    return store_corrupt(&t->corrupt, t, db, name, why);
+}
+
+/* When *v (the value of key in db) is compressed, replace it with its
+ * original bytes, in a buffer t owns until it ends. Returns 0,
+ * NSED_ESTORE (the value does not decompress: see unpack_fail) or
+ * NSED_ENOMEM. */
+static int unpack(store_txn *t, enum store_db db, const void *key, size_t klen,
+                  MDB_val *v)
+{
+    const unsigned char *p = v->mv_data;
+    unsigned long long framelen;
+    size_t n, got;
+    unpacked *u;
+    char why[160];
+
+    if (!packed_db(db) || v->mv_size == 0 || p[0] != STORE_PACK_MAGIC)
+        return 0;
+    if (v->mv_size < STORE_PACK_HDR)
+        return unpack_fail(t, db, key, klen,
+                           "a compressed value shorter than its header");
+    n = (size_t)p[2] << 24 | (size_t)p[3] << 16 | (size_t)p[4] << 8 |
+        (size_t)p[5];
+    if (p[1] == STORE_PACK_PLAIN) {
+        if (n != v->mv_size - STORE_PACK_HDR) {
+            snprintf(why, sizeof why,
+                     "its header gives %zu bytes, %zu follow it", n,
+                     v->mv_size - STORE_PACK_HDR);
+            return unpack_fail(t, db, key, klen, why);
+        }
+        v->mv_data = (void *)(p + STORE_PACK_HDR);
+        v->mv_size = n;
+        return 0;
+    }
+    if (p[1] != STORE_PACK_ZSTD) {
+        snprintf(why, sizeof why, "compressed by unknown method %u",
+                 (unsigned)p[1]);
+        return unpack_fail(t, db, key, klen, why);
+    }
+    /* the frame says the length too: a damaged header (or frame) is
+     * caught before a buffer of the length it claims is allocated */
+    framelen = ZSTD_getFrameContentSize(p + STORE_PACK_HDR,
+                                        v->mv_size - STORE_PACK_HDR);
+    if (framelen != (unsigned long long)n) {
+        snprintf(why, sizeof why,
+                 "its header gives %zu bytes, its compressed frame %s", n,
+                 framelen == ZSTD_CONTENTSIZE_ERROR     ? "is not zstd's"
+                 : framelen == ZSTD_CONTENTSIZE_UNKNOWN ? "no length"
+                                                        : "another length");
+        return unpack_fail(t, db, key, klen, why);
+    }
+    if (!t->s->zd) {
+        t->s->zd = ZSTD_createDCtx();
+        if (!t->s->zd)
+            return NSED_ENOMEM;
+    }
+    u = malloc(sizeof *u + (n ? n : 1));
+    if (!u)
+        return NSED_ENOMEM;
+    got = ZSTD_decompressDCtx(t->s->zd, u->bytes, n, p + STORE_PACK_HDR,
+                              v->mv_size - STORE_PACK_HDR);
+    if (ZSTD_isError(got) || got != n) {
+        free(u);
+        snprintf(why, sizeof why, "its compressed bytes do not decompress: %s",
+                 ZSTD_isError(got) ? ZSTD_getErrorName(got) : "short");
+        return unpack_fail(t, db, key, klen, why);
+    }
+    u->next = t->unpacked;
+    t->unpacked = u;
+    t->nunpacked++;
+    v->mv_data = u->bytes;
+    v->mv_size = n;
+    return 0;
+}
+
+/* Free the decompressed values handed out after mark (newest first). */
+static void unpacked_free_to(store_txn *t, size_t mark)
+{
+    while (t->unpacked && t->nunpacked > mark) {
+        unpacked *u = t->unpacked;
+
+        t->unpacked = u->next;
+        t->nunpacked--;
+        free(u);
+    }
+}
+
+/* The transaction has ended: its decompressed values go. */
+static void txn_release(store_txn *t)
+{
+    unpacked_free_to(t, 0);
+}
+
+size_t store_txn_mark(const store_txn *t)
+{
+    return t ? t->nunpacked : 0;
+}
+
+void store_txn_release(store_txn *t, size_t mark)
+{
+    if (t)
+        unpacked_free_to(t, mark);
+}
+
+/* fn failed with NSED_ESTORE after a record of t did not decompress: the
+ * caller's message gets the one naming the record. */
+static void report_corrupt(const store_txn *t, int rc, nsed_err *err)
+{
+    char prefix[400];
+    size_t n;
+
+    if (rc != NSED_ESTORE || !t->corrupt.code || !err ||
+        strstr(err->msg, t->corrupt.msg))
+        return;
+    if (!err->msg[0]) {
+        nsed_error(err, rc, "%s", t->corrupt.msg);
+        return;
+    }
+    /* the caller's words first, cut short enough to leave the record's */
+    n = strnlen(err->msg, sizeof prefix - 1);
+    memcpy(prefix, err->msg, n);
+    prefix[n] = '\0';
+    nsed_error(err, rc, "%s: %s", prefix, t->corrupt.msg);
+}
+
 /* Below this much free space an I/O error from a commit is taken for a
  * full disk: LMDB turns a short write (what a full file system gives) into
  * EIO, so the errno alone does not tell. */
@@ -423,6 +807,7 @@ static int write_loop(store *s, store_txn_fn fn, void *arg, nsed_err *err)
         s->in_txn = 0;
         if (t.mdb_rc == MDB_MAP_FULL) {
             mdb_txn_abort(t.txn);
+            txn_release(&t);
             err_clear(err);
             rc = grow_map(s, err);
             if (rc)
@@ -431,6 +816,8 @@ static int write_loop(store *s, store_txn_fn fn, void *arg, nsed_err *err)
         }
         if (rc) {
             mdb_txn_abort(t.txn);
+            report_corrupt(&t, rc, err);
+            txn_release(&t);
             if (t.mdb_rc && (!err || err->msg[0] == '\0'))
                 nsed_error(err, rc, "store %s: %s", s->dir,
                            mdb_strerror(t.mdb_rc));
@@ -439,11 +826,13 @@ static int write_loop(store *s, store_txn_fn fn, void *arg, nsed_err *err)
         if (t.mdb_rc) {
             /* fn ignored a failed put; committing would lose it silently. */
             mdb_txn_abort(t.txn);
+            txn_release(&t);
             return nsed_error(err, NSED_ESTORE,
                               "store %s: a write failed inside the "
                               "transaction: %s", s->dir, mdb_strerror(t.mdb_rc));
         }
         mrc = mdb_txn_commit(t.txn); /* frees the txn, success or not */
+        txn_release(&t);
         if (mrc == MDB_MAP_FULL) {
             rc = grow_map(s, err);
             if (rc)
@@ -514,6 +903,9 @@ int store_read(store *s, store_txn_fn fn, void *arg, nsed_err *err)
     rc = fn(&t, arg, err);
     s->in_txn = 0;
     mdb_txn_abort(t.txn);
+    if (rc)
+        report_corrupt(&t, rc, err);
+    txn_release(&t);
     return rc;
 }
 
@@ -571,6 +963,23 @@ int store_put(store_txn *t, enum store_db db, const void *key, size_t klen,
     /* LMDB copies from mv_data even for zero bytes; never hand it NULL. */
     v.mv_data = val ? (void *)val : (void *)"";
     v.mv_size = vlen;
+    if (pack_wanted(db, key, klen, vlen)) {
+        const void *out;
+
+        rc = pack(t->s, val, vlen, &out, &v.mv_size);
+        if (rc)
+            return rc;
+        v.mv_data = (void *)out;
+    }
+    if (packed_db(db) && v.mv_data == val && vlen &&
+        *(const unsigned char *)val == STORE_PACK_MAGIC) {
+        const void *out;
+
+        rc = pack_plain(t->s, val, vlen, &out, &v.mv_size);
+        if (rc)
+            return rc;
+        v.mv_data = (void *)out;
+    }
     mrc = mdb_put(t->txn, t->s->dbi[db], &k, &v, 0);
     if (mrc != 0)
         return txn_fail(t, mrc);
@@ -597,6 +1006,9 @@ int store_get(store_txn *t, enum store_db db, const void *key, size_t klen,
         return NSED_ENOTFOUND;
     if (mrc != 0)
         return txn_fail(t, mrc);
+    rc = unpack(t, db, key, klen, &v);
+    if (rc)
+        return rc;
     *val = v.mv_data;
     *vlen = v.mv_size;
     return 0;
@@ -698,6 +1110,9 @@ int store_scan(store_txn *t, enum store_db db, const void *prefix,
             break;
         }
         if (plen && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0))
+            break;
+        rc = unpack(t, db, k.mv_data, k.mv_size, &v);
+        if (rc)
             break;
         rc = fn(k.mv_data, k.mv_size, v.mv_data, v.mv_size, arg);
         if (rc)
@@ -858,6 +1273,7 @@ static int init_reader(store *s, nsed_err *err)
 out:
     if (t.txn)
         mdb_txn_abort(t.txn);
+    txn_release(&t);
     return rc;
 }
 
@@ -1126,6 +1542,9 @@ void store_close(store *s)
     assert(!s->in_txn);
     if (s->env)
         mdb_env_close(s->env);
+    ZSTD_freeCCtx(s->zc);
+    ZSTD_freeDCtx(s->zd);
+    free(s->pack_buf);
     if (s->lock_fd >= 0) {
         /* Clear the pid so that it cannot be mistaken for a holder later;
          * closing the descriptor is what releases the lock. */

@@ -146,17 +146,40 @@ NSED_MUST_CHECK int store_read(store *s, store_txn_fn fn, void *arg,
                                nsed_err *err);
 
 /* Put key -> value (overwriting). Key length 1..STORE_KEY_MAX. Only inside
- * store_write. Returns 0, NSED_EINVAL (bad key), NSED_ESTORE. MDB_MAP_FULL
- * is reported as NSED_ESTORE and handled by store_write. */
+ * store_write. A value of STORE_COMPRESS_MIN bytes or more in
+ * STORE_QUESTIONS, STORE_LEDGER, STORE_RESULTS or STORE_STATE (there not
+ * a question's "\0s" checkpoint, which is rewritten at every stage) is
+ * stored compressed when that makes it shorter (docs/store.md,
+ * "Compression"); every read returns the bytes given here. Returns 0,
+ * NSED_EINVAL (bad key), NSED_ENOMEM, NSED_ESTORE. MDB_MAP_FULL is
+ * reported as NSED_ESTORE and handled by store_write. */
 #define STORE_KEY_MAX 511
+#define STORE_COMPRESS_MIN 512
 NSED_MUST_CHECK int store_put(store_txn *t, enum store_db db, const void *key,
                               size_t klen, const void *val, size_t vlen);
 
-/* Look up key. On success *val and *vlen point into the map and stay valid
- * until the transaction ends (do not free or modify them). Returns 0,
- * NSED_ENOTFOUND, NSED_ESTORE. */
+/* Look up key. On success *val and *vlen point into the map, or for a
+ * value stored compressed into its decompressed copy, which the
+ * transaction owns; either way they stay valid until the transaction ends
+ * (do not free or modify them; the copies of a transaction add up until
+ * it ends, or until store_txn_release). Returns 0, NSED_ENOTFOUND,
+ * NSED_ENOMEM, NSED_ESTORE: also for a compressed value that does not
+ * decompress, in which case the store_read/store_write whose fn returns
+ * that NSED_ESTORE puts into err a message naming the record (as
+ * store_corrupt words it). */
 NSED_MUST_CHECK int store_get(store_txn *t, enum store_db db, const void *key,
                               size_t klen, const void **val, size_t *vlen);
+
+/* The decompressed copies store_get and store_scan hand out add up until
+ * the transaction ends. A long transaction that reads each record once
+ * (an export, a merge) keeps its memory to that of one step: take a mark
+ * before the step, and release to it after. store_txn_release(t, mark)
+ * frees the copies handed out in t since store_txn_mark(t) returned
+ * mark; values that point into the map, and copies handed out before the
+ * mark, stay valid. The caller must use none of the freed values again.
+ * Both accept NULL. */
+size_t store_txn_mark(const store_txn *t);
+void store_txn_release(store_txn *t, size_t mark);
 
 /* Delete key. Returns 0, NSED_ENOTFOUND, NSED_ESTORE. */
 NSED_MUST_CHECK int store_del(store_txn *t, enum store_db db, const void *key,
@@ -171,7 +194,10 @@ typedef int (*store_scan_fn)(const void *key, size_t klen, const void *val,
 /* Visit, in key order, every entry of db whose key starts with prefix
  * (plen 0: all entries), starting at the first key >= start when start is
  * not NULL. fn returning non-zero stops the scan and that value is
- * returned. Returns 0 when the scan completed. */
+ * returned. The key and value fn gets stay valid until the transaction
+ * ends, as store_get's do (a compressed value is decompressed first; one
+ * that does not decompress stops the scan with NSED_ESTORE, as in
+ * store_get). Returns 0 when the scan completed. */
 NSED_MUST_CHECK int store_scan(store_txn *t, enum store_db db,
                                const void *prefix, size_t plen,
                                const void *start, size_t slen,

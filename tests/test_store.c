@@ -1,6 +1,7 @@
 /* Tests for the LMDB run store: records and scans, durability across a
- * killed writer, map growth, the writer lock, schema versions and the
- * manifest. Every environment is opened inside the test function (Check
+ * killed writer, map growth, the writer lock, schema versions, the
+ * compression of large records (their stored bytes read with LMDB and
+ * libzstd directly) and the manifest. Every environment is opened inside the test function (Check
  * forks per test; LMDB must not cross a fork). Helper processes forked by a
  * test report through pipes and exit with _exit(); they never call Check. */
 #include "store/store.h"
@@ -22,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zstd.h>
 
 /* ---- helpers ----------------------------------------------------------- */
 
@@ -143,6 +145,20 @@ static void rec_fill(uint64_t i, unsigned char *b, size_t n)
 {
     for (size_t j = 0; j < n; j++)
         b[j] = (unsigned char)(i * 131 + j * 7 + 1);
+}
+
+/* n bytes that do not compress (xorshift64 from seed): a record of them
+ * takes its full length in the map, whatever store_put compresses. */
+static void noise_fill(uint64_t seed, unsigned char *b, size_t n)
+{
+    uint64_t x = seed * 0x9E3779B97F4A7C15u + 1;
+
+    for (size_t j = 0; j < n; j++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b[j] = (unsigned char)(x >> 56);
+    }
 }
 
 static int rec_ok(uint64_t i, const unsigned char *b, size_t n)
@@ -824,8 +840,9 @@ static int big_fn(store_txn *t, void *arg, nsed_err *err)
     val = malloc(BIG_LEN);
     for (uint64_t i = seq; i < seq + BIG_RECS; i++) {
         store_u64_key(i, k);
-        memset(val, (int)(i & 0xFF), BIG_LEN);
+        noise_fill(i, val, BIG_LEN);
         memcpy(val, k, 8);
+        val[BIG_LEN - 1] = (unsigned char)(i & 0xFF);
         rc = store_put(t, STORE_RESULTS, k, 8, val, BIG_LEN);
         if (rc)
             break;
@@ -960,7 +977,7 @@ static int careless_fn(store_txn *t, void *arg, nsed_err *err)
 
     (void)err;
     p->calls++;
-    memset(val, 'x', sizeof val);
+    noise_fill(7, val, sizeof val);
     for (int i = 0; i < 200; i++) {
         store_u64_key((uint64_t)i, k);
         if (store_put(t, STORE_STATE, k, 8, val, sizeof val) != 0 && !failed) {
@@ -1522,6 +1539,496 @@ START_TEST(manifest_history_is_bounded)
 }
 END_TEST
 
+/* ---- compression --------------------------------------------------------- */
+
+/* A JSON-like text of n bytes, as the runner's records are: repetitive
+ * enough to compress, not one byte repeated. */
+static char *json_text(size_t n, unsigned seed)
+{
+    char *t = malloc(n + 1);
+    size_t o = 0;
+
+    ck_assert_ptr_nonnull(t);
+    while (o < n) {
+        char piece[96];
+        int k = snprintf(piece, sizeof piece,
+                         "{\"seat\":%u,\"text\":\"answer %u is %u\"},",
+                         (unsigned)(o % 7), seed,
+                         (unsigned)(o * 2654435761u % 1000));
+
+        for (int i = 0; i < k && o < n; i++)
+            t[o++] = piece[i];
+    }
+    t[0] = '{';
+    t[n] = '\0';
+    return t;
+}
+
+/* The value of key in database name as LMDB holds it (no store open in
+ * this process): malloc'd into *out, its length in *len. */
+static int raw_get(const char *dir, const char *name, const void *key,
+                   size_t klen, unsigned char **out, size_t *len)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    MDB_val k = {klen, (void *)key}, v;
+    int rc;
+
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, STORE_DB_COUNT), 0);
+    ck_assert_int_eq(mdb_env_open(env, dir, MDB_RDONLY, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, name, 0, &dbi), 0);
+    rc = mdb_get(txn, dbi, &k, &v);
+    if (rc == 0) {
+        *out = malloc(v.mv_size + 1);
+        memcpy(*out, v.mv_data, v.mv_size);
+        *len = v.mv_size;
+    }
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return rc;
+}
+
+/* Put key -> val into database name with LMDB directly, as an older nsed
+ * (or damage) left it. */
+static void raw_put(const char *dir, const char *name, const void *key,
+                    size_t klen, const void *val, size_t vlen)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, STORE_DB_COUNT), 0);
+    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, name, 0, &dbi), 0);
+    ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static size_t be32(const unsigned char *p)
+{
+    return (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+}
+
+/* The stored form of a value that was put as want (n bytes): compressed
+ * (the 0xFE header, method 1, the length, a zstd frame that libzstd
+ * itself decompresses to want) or not (want as it is). */
+static void assert_stored(const char *dir, const char *name, const char *key,
+                          size_t klen, const void *want, size_t n,
+                          int compressed)
+{
+    unsigned char *raw = NULL, *back;
+    size_t len = 0, got;
+
+    ck_assert_int_eq(raw_get(dir, name, key, klen, &raw, &len), 0);
+    if (!compressed) {
+        ck_assert_uint_eq(len, n);
+        ck_assert(memcmp(raw, want, n) == 0);
+        free(raw);
+        return;
+    }
+    ck_assert_uint_lt(len, n);
+    ck_assert_uint_eq(raw[0], 0xFE);
+    ck_assert_uint_eq(raw[1], 1);
+    ck_assert_uint_eq(be32(raw + 2), n);
+    back = malloc(n);
+    got = ZSTD_decompress(back, n, raw + 6, len - 6);
+    ck_assert(!ZSTD_isError(got));
+    ck_assert_uint_eq(got, n);
+    ck_assert(memcmp(back, want, n) == 0);
+    free(back);
+    free(raw);
+}
+
+static void put_or_fail(store *s, enum store_db db, const void *k, size_t klen,
+                        const void *v, size_t vlen)
+{
+    struct kv kv = {db, k, klen, v, vlen};
+    nsed_err e = {0};
+
+    ck_assert_msg(store_write(s, put_one_fn, &kv, &e) == 0, "%s", e.msg);
+}
+
+static void assert_reads(store *s, enum store_db db, const void *k, size_t klen,
+                         const void *want, size_t n)
+{
+    char *v = NULL;
+    size_t vlen = 0;
+
+    ck_assert_int_eq(get_copy(s, db, k, klen, &v, &vlen), 0);
+    ck_assert_uint_eq(vlen, n);
+    ck_assert(memcmp(v, want, n) == 0);
+    free(v);
+}
+
+/* Large text records are stored compressed from STORE_COMPRESS_MIN (512)
+ * bytes up, in the databases of text records, and read back as put; the
+ * checkpoint of a question, META's values, incompressible bytes and
+ * values under the threshold are stored as they are. */
+START_TEST(compressed_values_round_trip)
+{
+    char *dir = tu_mkdtemp();
+    store *s = open_or_fail(dir, STORE_NOSYNC, 0);
+    char *big = json_text(4000, 1), *at = json_text(512, 2),
+         *under = json_text(511, 3);
+    unsigned char noise[4000];
+    /* a round and a checkpoint of question q1 (store_keys.h's keys) */
+    static const char round_key[] = "q1\0r\0\0\0\2", cp_key[] = "q1\0s";
+
+    ck_assert_int_eq(STORE_COMPRESS_MIN, 512);
+    noise_fill(3, noise, sizeof noise);
+    put_or_fail(s, STORE_RESULTS, "big", 3, big, 4000);
+    put_or_fail(s, STORE_RESULTS, "at", 2, at, 512);
+    put_or_fail(s, STORE_RESULTS, "under", 5, under, 511);
+    put_or_fail(s, STORE_RESULTS, "noise", 5, noise, sizeof noise);
+    put_or_fail(s, STORE_STATE, round_key, sizeof round_key - 1, big, 4000);
+    put_or_fail(s, STORE_STATE, cp_key, sizeof cp_key - 1, big, 4000);
+    put_or_fail(s, STORE_LEDGER, "l", 1, big, 4000);
+    put_or_fail(s, STORE_QUESTIONS, "q1", 2, big, 4000);
+    put_or_fail(s, STORE_META, "m", 1, big, 4000);
+    put_or_fail(s, STORE_TELEMETRY, "t", 1, big, 4000);
+    assert_reads(s, STORE_RESULTS, "big", 3, big, 4000);
+    assert_reads(s, STORE_RESULTS, "at", 2, at, 512);
+    assert_reads(s, STORE_RESULTS, "under", 5, under, 511);
+    assert_reads(s, STORE_RESULTS, "noise", 5, noise, sizeof noise);
+    assert_reads(s, STORE_STATE, round_key, sizeof round_key - 1, big, 4000);
+    assert_reads(s, STORE_STATE, cp_key, sizeof cp_key - 1, big, 4000);
+    assert_reads(s, STORE_LEDGER, "l", 1, big, 4000);
+    assert_reads(s, STORE_QUESTIONS, "q1", 2, big, 4000);
+    assert_reads(s, STORE_META, "m", 1, big, 4000);
+    store_close(s);
+
+    assert_stored(dir, "results", "big", 3, big, 4000, 1);
+    assert_stored(dir, "results", "at", 2, at, 512, 1);
+    assert_stored(dir, "results", "under", 5, under, 511, 0);
+    assert_stored(dir, "results", "noise", 5, noise, sizeof noise, 0);
+    assert_stored(dir, "state", round_key, sizeof round_key - 1, big, 4000, 1);
+    assert_stored(dir, "state", cp_key, sizeof cp_key - 1, big, 4000, 0);
+    assert_stored(dir, "ledger", "l", 1, big, 4000, 1);
+    assert_stored(dir, "questions", "q1", 2, big, 4000, 1);
+    assert_stored(dir, "meta", "m", 1, big, 4000, 0);
+    assert_stored(dir, "telemetry", "t", 1, big, 4000, 0);
+    free(big);
+    free(at);
+    free(under);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+struct many_gets {
+    const void *v[64];
+    size_t n[64];
+};
+
+/* Many compressed values read in one transaction: each stays valid (and
+ * unchanged) until the transaction ends, as values in the map do; one of
+ * them put again under another key from its decompressed copy. */
+static int many_gets_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    struct many_gets *m = arg;
+    char key[16];
+
+    (void)err;
+    for (int i = 0; i < 64; i++) {
+        snprintf(key, sizeof key, "r%02d", i);
+        ck_assert_int_eq(store_get(t, STORE_RESULTS, key, strlen(key), &m->v[i],
+                                   &m->n[i]),
+                         0);
+    }
+    for (int i = 0; i < 64; i++) {
+        char *want = json_text(600 + (size_t)i * 50, (unsigned)i);
+
+        ck_assert_uint_eq(m->n[i], 600 + (size_t)i * 50);
+        ck_assert(memcmp(m->v[i], want, m->n[i]) == 0);
+        free(want);
+    }
+    return store_put(t, STORE_RESULTS, "copy", 4, m->v[7], m->n[7]);
+}
+
+struct kept {
+    const void *v[64];
+    size_t n;
+};
+
+static int scan_keep_fn(const void *k, size_t klen, const void *v, size_t vlen,
+                        void *arg)
+{
+    struct kept *m = arg;
+
+    (void)k;
+    (void)klen;
+    (void)vlen;
+    ck_assert_uint_lt(m->n, 64);
+    m->v[m->n++] = v;
+    return 0;
+}
+
+static int scan_keep_txn(store_txn *t, void *arg, nsed_err *err)
+{
+    struct kept *m = arg;
+
+    (void)err;
+    ck_assert_int_eq(store_scan(t, STORE_RESULTS, "r", 1, NULL, 0, scan_keep_fn,
+                                m),
+                     0);
+    ck_assert_uint_eq(m->n, 64);
+    /* after the scan, every value it handed out is still there */
+    for (int i = 0; i < 64; i++) {
+        char *want = json_text(600 + (size_t)i * 50, (unsigned)i);
+
+        ck_assert(memcmp(m->v[i], want, 600 + (size_t)i * 50) == 0);
+        free(want);
+    }
+    return 0;
+}
+
+/* A mark taken after 32 values, 32 more read, released to the mark: the
+ * first 32 are still valid (ASan would see a freed one), and the others
+ * read again as they were. */
+static int mark_release_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    struct many_gets *m = arg;
+    char key[16];
+    size_t mark = 0;
+
+    (void)err;
+    ck_assert_uint_eq(store_txn_mark(t), 0);
+    for (int i = 0; i < 64; i++) {
+        if (i == 32)
+            mark = store_txn_mark(t);
+        snprintf(key, sizeof key, "r%02d", i);
+        ck_assert_int_eq(store_get(t, STORE_RESULTS, key, strlen(key), &m->v[i],
+                                   &m->n[i]),
+                         0);
+    }
+    ck_assert_uint_eq(mark, 32);
+    ck_assert_uint_eq(store_txn_mark(t), 64);
+    store_txn_release(t, mark);
+    ck_assert_uint_eq(store_txn_mark(t), 32);
+    for (int i = 0; i < 64; i++) {
+        char *want = json_text(600 + (size_t)i * 50, (unsigned)i);
+
+        if (i >= 32) {
+            snprintf(key, sizeof key, "r%02d", i);
+            ck_assert_int_eq(store_get(t, STORE_RESULTS, key, strlen(key),
+                                       &m->v[i], &m->n[i]),
+                             0);
+        }
+        ck_assert_uint_eq(m->n[i], 600 + (size_t)i * 50);
+        ck_assert(memcmp(m->v[i], want, m->n[i]) == 0);
+        free(want);
+    }
+    store_txn_release(NULL, 0);
+    ck_assert_uint_eq(store_txn_mark(NULL), 0);
+    return 0;
+}
+
+START_TEST(decompressed_values_live_until_the_txn_ends)
+{
+    char *dir = tu_mkdtemp();
+    store *s = open_or_fail(dir, STORE_NOSYNC, 0);
+    struct many_gets m;
+    struct kept kept = {{NULL}, 0};
+    nsed_err e = {0};
+    char *want = json_text(950, 7);
+
+    for (int i = 0; i < 64; i++) {
+        char key[16], *v = json_text(600 + (size_t)i * 50, (unsigned)i);
+
+        snprintf(key, sizeof key, "r%02d", i);
+        put_or_fail(s, STORE_RESULTS, key, strlen(key), v, strlen(v));
+        free(v);
+    }
+    memset(&m, 0, sizeof m);
+    ck_assert_msg(store_write(s, many_gets_fn, &m, &e) == 0, "%s", e.msg);
+    assert_reads(s, STORE_RESULTS, "copy", 4, want, 950);
+    ck_assert_int_eq(store_read(s, scan_keep_txn, &kept, &e), 0);
+    memset(&m, 0, sizeof m);
+    ck_assert_int_eq(store_read(s, mark_release_fn, &m, &e), 0);
+    store_close(s);
+    assert_stored(dir, "results", "copy", 4, want, 950, 1);
+    free(want);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* Values that begin with the header's byte 0xFE themselves (no record of
+ * nsed's does) read back as put: in a database of compressed records such
+ * a value under the threshold is wrapped in a plain header (method 0);
+ * elsewhere (META, QORDER) it is stored as it is. */
+START_TEST(values_that_look_compressed_round_trip)
+{
+    char *dir = tu_mkdtemp();
+    store *s = open_or_fail(dir, STORE_NOSYNC, 0);
+    static const unsigned char fe[] = {0xFE, 0x01, 0x00, 0x00, 0x00,
+                                       0x03, 'a',  'b',  'c'};
+    unsigned char *raw = NULL;
+    size_t len = 0;
+
+    put_or_fail(s, STORE_RESULTS, "fe", 2, fe, sizeof fe);
+    put_or_fail(s, STORE_RESULTS, "one", 3, fe, 1);
+    put_or_fail(s, STORE_META, "fe", 2, fe, sizeof fe);
+    put_or_fail(s, STORE_QORDER, "fe", 2, fe, sizeof fe);
+    assert_reads(s, STORE_RESULTS, "fe", 2, fe, sizeof fe);
+    assert_reads(s, STORE_RESULTS, "one", 3, fe, 1);
+    assert_reads(s, STORE_META, "fe", 2, fe, sizeof fe);
+    assert_reads(s, STORE_QORDER, "fe", 2, fe, sizeof fe);
+    store_close(s);
+    ck_assert_int_eq(raw_get(dir, "results", "fe", 2, &raw, &len), 0);
+    ck_assert_uint_eq(len, 6 + sizeof fe);
+    ck_assert(raw[0] == 0xFE && raw[1] == 0 && be32(raw + 2) == sizeof fe);
+    ck_assert(memcmp(raw + 6, fe, sizeof fe) == 0);
+    free(raw);
+    assert_stored(dir, "meta", "fe", 2, fe, sizeof fe, 0);
+    assert_stored(dir, "qorder", "fe", 2, fe, sizeof fe, 0);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A store an older nsed wrote holds its large records uncompressed: they
+ * read as they are, by key and by scan, and a rewrite compresses them. */
+START_TEST(old_uncompressed_store_reads)
+{
+    char *dir = tu_mkdtemp();
+    store *s = open_or_fail(dir, STORE_NOSYNC, 0);
+    char *big = json_text(5000, 9);
+    struct counter c = {STORE_RESULTS, 0};
+
+    store_close(s);
+    raw_put(dir, "results", "old", 3, big, 5000);
+    raw_put(dir, "state", "q9\0r\0\0\0\1", 8, big, 5000);
+    assert_stored(dir, "results", "old", 3, big, 5000, 0);
+    s = open_or_fail(dir, STORE_RDONLY, 0);
+    assert_reads(s, STORE_RESULTS, "old", 3, big, 5000);
+    assert_reads(s, STORE_STATE, "q9\0r\0\0\0\1", 8, big, 5000);
+    ck_assert_int_eq(store_read(s, count_fn, &c, NULL), 0);
+    ck_assert_uint_eq(c.n, 1);
+    store_close(s);
+    s = open_or_fail(dir, STORE_NOSYNC, 0);
+    put_or_fail(s, STORE_RESULTS, "old", 3, big, 5000);
+    store_close(s);
+    assert_stored(dir, "results", "old", 3, big, 5000, 1);
+    free(big);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+struct damaged {
+    enum store_db db;
+    const char *key;
+    size_t klen;
+    int get_rc, scan_rc;
+};
+
+static int scan_count_fn(const void *k, size_t klen, const void *v, size_t vlen,
+                         void *arg)
+{
+    (void)k;
+    (void)klen;
+    (void)v;
+    (void)vlen;
+    ++*(int *)arg;
+    return 0;
+}
+
+/* Reads the damaged record as a caller does: store_get, then a scan,
+ * returning the first failure with the caller's own message. */
+static int damaged_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    struct damaged *d = arg;
+    const void *v = NULL;
+    size_t n = 0;
+    int seen = 0;
+
+    d->get_rc = store_get(t, d->db, d->key, d->klen, &v, &n);
+    d->scan_rc = store_scan(t, d->db, NULL, 0, NULL, 0, scan_count_fn, &seen);
+    if (d->get_rc)
+        return nsed_error(err, d->get_rc, "cannot read my record");
+    return 0;
+}
+
+/* Write the record compressed, then damage its stored bytes with how;
+ * reading it gives NSED_ESTORE and a message naming the record. */
+static void check_damage(const char *how, enum store_db db, const char *dbname,
+                         const char *key, size_t klen, const char *names)
+{
+    char *dir = tu_mkdtemp();
+    store *s = open_or_fail(dir, STORE_NOSYNC, 0);
+    char *big = json_text(3000, 5);
+    unsigned char *raw = NULL;
+    size_t len = 0;
+    struct damaged d = {db, key, klen, 0, 0};
+    nsed_err e = {0};
+    int rc;
+
+    put_or_fail(s, db, key, klen, big, 3000);
+    store_close(s);
+    ck_assert_int_eq(raw_get(dir, dbname, key, klen, &raw, &len), 0);
+    ck_assert_uint_eq(raw[0], 0xFE);
+    if (strcmp(how, "flip") == 0)
+        raw[len / 2] ^= 0x10; /* inside the frame: the checksum fails */
+    else if (strcmp(how, "truncate") == 0)
+        len -= 9;
+    else if (strcmp(how, "length") == 0)
+        raw[5] ^= 0x01;
+    else if (strcmp(how, "method") == 0)
+        raw[1] = 7;
+    else if (strcmp(how, "header") == 0)
+        len = 4;
+    raw_put(dir, dbname, key, klen, raw, len);
+    s = open_or_fail(dir, STORE_RDONLY, 0);
+    rc = store_read(s, damaged_fn, &d, &e);
+    ck_assert_int_eq(rc, NSED_ESTORE);
+    ck_assert_int_eq(d.get_rc, NSED_ESTORE);
+    ck_assert_int_eq(d.scan_rc, NSED_ESTORE);
+    ck_assert_msg(tu_contains(e.msg, "cannot read my record: store ") &&
+                      tu_contains(e.msg, names) &&
+                      tu_contains(e.msg, " is corrupt (") &&
+                      tu_contains(e.msg, "restore the store from a copy"),
+                  "%s: %s", how, e.msg);
+    store_close(s);
+    /* and through a write transaction, which is then not committed */
+    s = open_or_fail(dir, STORE_NOSYNC, 0);
+    memset(&e, 0, sizeof e);
+    ck_assert_int_eq(store_write(s, damaged_fn, &d, &e), NSED_ESTORE);
+    ck_assert_msg(tu_contains(e.msg, names), "%s: %s", how, e.msg);
+    store_close(s);
+    free(raw);
+    free(big);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+START_TEST(corrupt_compressed_value_is_a_store_error)
+{
+    static const char *hows[] = {"flip", "truncate", "length", "method",
+                                 "header"};
+
+    for (size_t i = 0; i < sizeof hows / sizeof *hows; i++) {
+        check_damage(hows[i], STORE_RESULTS, "results", "q1", 2,
+                     "the result of q1 in database results");
+        check_damage(hows[i], STORE_STATE, "state", "q1\0r\0\0\0\3", 8,
+                     "round 3 of question q1 in database state");
+    }
+    check_damage("flip", STORE_LEDGER, "ledger",
+                 "0123456789abcdef0123456789abcdef", 32,
+                 "ledger entry 3031323334353637383961626364656630313233343536"
+                 "373839616263646566 in database ledger");
+    check_damage("flip", STORE_QUESTIONS, "questions", "q\x01", 2,
+                 "question q\\x01 in database questions");
+}
+END_TEST
+
 Suite *tu_suite(void)
 {
     Suite *su = suite_create("store");
@@ -1555,6 +2062,14 @@ Suite *tu_suite(void)
     tcase_add_test(tc, rdonly_needs_a_store);
     tcase_add_test(tc, writer_creates_directories);
     tcase_add_test(tc, descriptors_close_on_exec);
+    suite_add_tcase(su, tc);
+
+    tc = tcase_create("compression");
+    tcase_add_test(tc, compressed_values_round_trip);
+    tcase_add_test(tc, decompressed_values_live_until_the_txn_ends);
+    tcase_add_test(tc, values_that_look_compressed_round_trip);
+    tcase_add_test(tc, old_uncompressed_store_reads);
+    tcase_add_test(tc, corrupt_compressed_value_is_a_store_error);
     suite_add_tcase(su, tc);
 
     tc = tcase_create("manifest");

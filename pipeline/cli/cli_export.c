@@ -90,15 +90,13 @@ static int check_result(export_ctx *x, const char *qid, const void *val,
 
 static int write_out(export_ctx *x, const void *p, size_t len);
 
-static int export_one(const question *q, uint64_t seq, void *arg)
+static int export_question(export_ctx *x, const question *q)
 {
-    export_ctx *x = arg;
     const void *val;
     size_t vlen;
     store_key key;
     int rc;
 
-    (void)seq;
     rc = store_keys_result(q->id, &key);
     if (!rc)
         rc = store_get(x->txn, STORE_RESULTS, key.bytes, key.len, &val,
@@ -139,6 +137,19 @@ static int export_one(const question *q, uint64_t seq, void *arg)
         return 1;
     x->n++;
     return 0;
+}
+
+static int export_one(const question *q, uint64_t seq, void *arg)
+{
+    export_ctx *x = arg;
+    size_t mark = store_txn_mark(x->txn);
+    int rc = export_question(x, q);
+
+    (void)seq;
+    /* what this question read is written out: its decompressed copies
+     * go, so that an export holds one question's, not the store's */
+    store_txn_release(x->txn, mark);
+    return rc;
 }
 
 /* Write len bytes of p; 0, or 1 with x->rc set (0 for a reader that went

@@ -107,6 +107,7 @@ typedef struct merge {
     runner_round_counts rounds;
     uint64_t dropped; /* telemetry records not carried over */
     store_txn *txn;   /* the shard's read transaction during a scan */
+    size_t mark;      /* its values before the batch (store_txn_mark) */
 } merge;
 
 static double now_s(void)
@@ -639,6 +640,9 @@ static int flush(merge *m)
     rc = store_write(m->out, put_batch_fn, m, m->err);
     if (rc)
         return rc;
+    /* the batch is written: the shard's decompressed copies of its values
+     * go, so that a merge holds one batch of them, not the whole shard */
+    store_txn_release(m->txn, m->mark);
     m->sum->ledger_conflicts += m->batch_conflicts;
     m->sum->records += m->nb;
     m->nb = 0;
@@ -710,6 +714,7 @@ static int copy_fn(store_txn *t, void *arg, nsed_err *err)
     int rc = 0;
 
     m->txn = t;
+    m->mark = store_txn_mark(t);
     for (size_t i = 0; !rc && i < NCOPIED; i++) {
         m->db = copied_dbs[i];
         rc = store_scan(t, m->db, NULL, 0, NULL, 0, collect, m);

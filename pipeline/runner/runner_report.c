@@ -236,10 +236,16 @@ static bool has_state(report_read *rr, const char *qid,
                       size_t *vlen)
 {
     store_key key;
+    int rc;
 
-    return store_keys_question(qid, rec, 0, &key) == 0 &&
-           store_get(rr->txn, STORE_STATE, key.bytes, key.len, val, vlen) ==
-               0;
+    if (store_keys_question(qid, rec, 0, &key))
+        return false;
+    rc = store_get(rr->txn, STORE_STATE, key.bytes, key.len, val, vlen);
+    /* a record that cannot be read (a compressed one that does not
+     * decompress) is damage, not absence: visit_question stops at it */
+    if (rc && rc != NSED_ENOTFOUND && !rr->rc)
+        rr->rc = nsed_error(rr->err, rc, "cannot read a record of %s", qid);
+    return rc == 0;
 }
 
 /* Count the decision of qid; a decision that does not parse is damage
@@ -251,7 +257,7 @@ static int visit_decision(report_read *rr, const char *qid, const cJSON *res)
     cJSON *rec;
 
     if (!has_state(rr, qid, STORE_KEYS_BROKER, &val, &vlen))
-        return 0;
+        return rr->rc ? 1 : 0;
     rec = cJSON_ParseWithLength(val, vlen);
     if (!cJSON_IsObject(rec)) {
         char what[STORE_KEY_MAX + 32];
@@ -295,9 +301,15 @@ static int visit_question(const question *q, uint64_t seq, void *arg)
 
     (void)seq;
     r->total++;
-    if (store_keys_result(q->id, &key) == 0 &&
-        store_get(rr->txn, STORE_RESULTS, key.bytes, key.len, &val,
-                  &vlen) == 0) {
+    rc = store_keys_result(q->id, &key) == 0
+             ? store_get(rr->txn, STORE_RESULTS, key.bytes, key.len, &val,
+                         &vlen)
+             : NSED_ENOTFOUND;
+    if (rc && rc != NSED_ENOTFOUND) {
+        rr->rc = nsed_error(rr->err, rc, "cannot read the result of %s", q->id);
+        return 1;
+    }
+    if (rc == 0) {
         cJSON *res = cJSON_ParseWithLength(val, vlen);
 
         if (!res) {
@@ -324,9 +336,9 @@ static int visit_question(const question *q, uint64_t seq, void *arg)
         count_incomplete(r, val, vlen);
     } else if (has_state(rr, q->id, STORE_KEYS_STATE, &val, &vlen))
         r->in_progress++;
-    else
+    else if (!rr->rc)
         r->not_started++;
-    return 0;
+    return rr->rc ? 1 : 0;
 }
 
 /* A "breaker/<id>" record: keep the model when it was paused. */
