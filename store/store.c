@@ -1200,15 +1200,32 @@ static int check_version(store_txn *t, nsed_err *err)
     if (v < 0)
         return nsed_error(err, NSED_ESCHEMA,
                           "store %s has an unreadable schema version; this "
-                          "nsed (%s) understands version %d", t->s->dir,
-                          NSED_VERSION, STORE_SCHEMA_VERSION);
-    if (v != STORE_SCHEMA_VERSION)
+                          "nsed (%s) understands versions %d to %d",
+                          t->s->dir, NSED_VERSION, STORE_SCHEMA_OLDEST,
+                          STORE_SCHEMA_VERSION);
+    if (v < STORE_SCHEMA_OLDEST || v > STORE_SCHEMA_VERSION)
         return nsed_error(err, NSED_ESCHEMA,
                           "store %s has schema version %ld; this nsed (%s) "
-                          "understands version %d%s", t->s->dir, v,
-                          NSED_VERSION, STORE_SCHEMA_VERSION,
+                          "understands versions %d to %d%s",
+                          t->s->dir, v, NSED_VERSION, STORE_SCHEMA_OLDEST,
+                          STORE_SCHEMA_VERSION,
                           v > STORE_SCHEMA_VERSION
-                              ? " (it was written by a newer nsed)" : "");
+                              ? " (it was written by a newer nsed)"
+                              : "");
+    if (v < STORE_SCHEMA_VERSION && t->write) {
+        /* this writer may put compressed records: an older nsed must
+         * refuse the store from now on (store.h) */
+        char text[24];
+        int n = snprintf(text, sizeof text, "%d", STORE_SCHEMA_VERSION);
+
+        rc = store_put(t, STORE_META, STORE_KEY_SCHEMA,
+                       strlen(STORE_KEY_SCHEMA), text, (size_t)n);
+        if (rc)
+            return nsed_error(err, rc,
+                              "store %s: cannot record the schema "
+                              "version",
+                              t->s->dir);
+    }
     return 0;
 }
 
@@ -1819,6 +1836,12 @@ static int bind_fn(store_txn *t, void *arg, nsed_err *err)
         rc = check_shard(man, c->m, dir, err);
         if (rc)
             goto out;
+        /* as check_version recorded it (a version 1 store is upgraded) */
+        if (json_set_item(man, "schema_version",
+                          cJSON_CreateNumber(STORE_SCHEMA_VERSION))) {
+            rc = nsed_error(err, NSED_ENOMEM, "out of memory");
+            goto out;
+        }
         if (strcmp(h->valuestring, c->m->workflow_hash) == 0) {
             rc = history_add(man, c, "open", NULL, err);
             if (rc)

@@ -45,7 +45,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_SCHEMA_VERSION 1
+/* Version 2 may hold compressed records (store_put); a store of version 1
+ * has none and reads as it is, and a writer records 2 in it. An nsed that
+ * knows only 1 then refuses the store as written by a newer nsed instead
+ * of reading compressed records as damage. */
+#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_OLDEST 1
 
 /* The META key that marks a directory as a call cache (its value is the
  * cache's layout version, decimal text): store_bind_manifest refuses such

@@ -938,7 +938,7 @@ START_TEST(manifest_put_sets_its_own_fields)
     ck_assert_str_eq(cJSON_GetObjectItem(m, "workflow_hash")->valuestring,
                      "abc");
     ck_assert_double_eq(tu_jnum(m, "x", NULL), 1);
-    ck_assert_double_eq(tu_jnum(m, "schema_version", NULL), 1);
+    ck_assert_double_eq(tu_jnum(m, "schema_version", NULL), 2);
     ck_assert_str_eq(cJSON_GetObjectItem(m, "created_at")->valuestring, "old");
     ck_assert_str_eq(cJSON_GetObjectItem(m, "command_line")->valuestring,
                      "nsed merge o a b");

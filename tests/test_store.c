@@ -1163,14 +1163,15 @@ START_TEST(unknown_schema_refused)
     store *s = open_or_fail(dir, 0, 0), *s2 = NULL;
     nsed_err e = {0};
 
-    assert_value(s, STORE_META, "schema_version", "1");
+    assert_value(s, STORE_META, "schema_version", "2");
     ck_assert_int_eq(put_str(s, STORE_META, "schema_version", "999"), 0);
     store_close(s);
 
     ck_assert_int_eq(store_open(dir, NULL, &s2, &e), NSED_ESCHEMA);
     ck_assert_ptr_null(s2);
     ck_assert_msg(tu_contains(e.msg, "schema version 999"), "%s", e.msg);
-    ck_assert_msg(tu_contains(e.msg, "version 1"), "%s", e.msg);
+    ck_assert_msg(tu_contains(e.msg, "versions 1 to 2"), "%s", e.msg);
+    ck_assert_msg(tu_contains(e.msg, "written by a newer nsed"), "%s", e.msg);
     ck_assert_msg(tu_contains(e.msg, dir), "%s", e.msg);
     memset(&e, 0, sizeof e);
     ck_assert_int_eq(store_open(dir, &(store_opts){STORE_RDONLY, 0}, &s2, &e),
@@ -1182,6 +1183,37 @@ START_TEST(unknown_schema_refused)
      * not as busy */
     memset(&e, 0, sizeof e);
     ck_assert_int_eq(store_open(dir, NULL, &s2, &e), NSED_ESCHEMA);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* A store of schema version 1 (no compressed records) reads as it is;
+ * a writer records version 2, which an nsed knowing only 1 refuses. */
+START_TEST(schema_1_is_read_and_upgraded)
+{
+    char *dir = tu_mkdtemp();
+    store *s = open_or_fail(dir, 0, 0), *s2 = NULL;
+    nsed_err e = {0};
+
+    ck_assert_int_eq(put_str(s, STORE_META, "schema_version", "1"), 0);
+    store_close(s);
+    ck_assert_int_eq(store_open(dir, &(store_opts){STORE_RDONLY, 0}, &s2, &e),
+                     0);
+    assert_value(s2, STORE_META, "schema_version", "1");
+    store_close(s2);
+    s2 = NULL;
+    ck_assert_int_eq(store_open(dir, NULL, &s2, &e), 0);
+    assert_value(s2, STORE_META, "schema_version", "2");
+    store_close(s2);
+    /* below the oldest version known: refused, and not as newer */
+    s = open_or_fail(dir, 0, 0);
+    ck_assert_int_eq(put_str(s, STORE_META, "schema_version", "0"), 0);
+    store_close(s);
+    s2 = NULL;
+    ck_assert_int_eq(store_open(dir, NULL, &s2, &e), NSED_ESCHEMA);
+    ck_assert_msg(tu_contains(e.msg, "schema version 0"), "%s", e.msg);
+    ck_assert_msg(!tu_contains(e.msg, "newer"), "%s", e.msg);
     tu_rmrf(dir);
     free(dir);
 }
@@ -2058,6 +2090,7 @@ Suite *tu_suite(void)
 
     tc = tcase_create("opening");
     tcase_add_test(tc, unknown_schema_refused);
+    tcase_add_test(tc, schema_1_is_read_and_upgraded);
     tcase_add_test(tc, garbage_schema_refused);
     tcase_add_test(tc, rdonly_needs_a_store);
     tcase_add_test(tc, writer_creates_directories);
