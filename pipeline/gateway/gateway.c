@@ -1214,19 +1214,21 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
 
 /* Counts the requests the server may have seen: libcurl resends a
  * request by itself when a reused keep-alive connection turns out closed
- * (it has no option to stop that), and each send passes here as one
- * block of request headers. */
-static int on_debug(CURL *e, curl_infotype type, char *data, size_t n,
-                    void *arg)
+ * (it has no option to stop that), and calls this before each send
+ * (CURLOPT_PREREQFUNCTION; CURLOPT_VERBOSE's debug callback counted the
+ * same, but made libcurl format every informational line of every
+ * transfer). */
+static int on_prereq(void *arg, char *conn_primary_ip, char *conn_local_ip,
+                     int conn_primary_port, int conn_local_port)
 {
     gw_req *r = arg;
 
-    (void)e;
-    (void)data;
-    (void)n;
-    if (type == CURLINFO_HEADER_OUT)
-        r->sends++;
-    return 0;
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    r->sends++;
+    return CURL_PREREQFUNC_OK;
 }
 
 static CURL *easy_get(gateway *gw)
@@ -1302,9 +1304,8 @@ static int setup_easy(gateway *gw, gw_req *r, CURL *e, double now)
     SET(CURLOPT_ACCEPT_ENCODING, "");
     SET(CURLOPT_USERAGENT, "nsed/" NSED_VERSION);
     SET(CURLOPT_PRIVATE, r);
-    SET(CURLOPT_DEBUGFUNCTION, on_debug);
-    SET(CURLOPT_DEBUGDATA, r);
-    SET(CURLOPT_VERBOSE, 1L);
+    SET(CURLOPT_PREREQFUNCTION, on_prereq);
+    SET(CURLOPT_PREREQDATA, r);
 #undef SET
     return c == CURLE_OK ? 0 : NSED_ENET;
 }
