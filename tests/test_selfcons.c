@@ -5,7 +5,6 @@
  * counters (one question at a time, the switch off), the majority from
  * the recorded sample answers, the accuracy from the references. */
 #include "testutil.h"
-#include "testwf.h"
 
 #include "pipeline/workflow/workflow.h"
 #include "stages/selfcons.h"

@@ -4,7 +4,6 @@
 #include "pipeline/base/hash.h"
 #include "pipeline/workflow/workflow.h"
 #include "testutil.h"
-#include "testwf.h"
 
 #include <check.h>
 #include <cjson/cJSON.h>

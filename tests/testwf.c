@@ -1,5 +1,7 @@
 #include "testwf.h"
 
+#include "testutil.h"
+
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
