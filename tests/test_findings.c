@@ -81,6 +81,9 @@ static char *sim_yaml(const char *a, const char *b, const char *c)
 /* A workflow over the three models; every model sends per-call seeds
  * (sampling.seed), so seats of one model differ. team is the flow list of
  * models filling three seats; rounds the YAML of the rounds section. */
+/* nsed-sim draws every outcome from a hash of the request, prompt text
+ * included, so the figures these tests measured belong to the prompts
+ * they were measured with: the default prompts of that tree are pinned. */
 static char *workflow_yaml(const char *team, const char *rounds)
 {
     char *w = NULL;
@@ -104,8 +107,10 @@ static char *workflow_yaml(const char *team, const char *rounds)
                               "    roles:\n"
                               "      - {name: solver, count: 3, models: %s}\n"
                               "%s"
-                              "answer: {extract: boxed, compare: numeric}\n",
-                              m[0], m[1], m[2], team, rounds),
+                              "answer: {extract: boxed, compare: numeric}\n"
+                              "%s",
+                              m[0], m[1], m[2], team, rounds,
+                              tu_previous_prompts),
                      0);
     return w;
 }

@@ -12,7 +12,7 @@
 # kind of call as the prompt text tells it (the last user message: the
 # repair prompt's opening, the evaluation's "Review the candidate
 # answers", the revision's "You answered it before", else the proposal's
-# "Solve the question above.") and the reply's usage.prompt_tokens and
+# "Solve the question below.") and the reply's usage.prompt_tokens and
 # usage.prompt_tokens_details.cached_tokens. nsed runs a demo-like
 # workflow through the proxy; then `nsed status --json`'s
 # prefix_cache.by_kind (calls, prompt_tokens, cached_tokens), each model's
@@ -85,7 +85,7 @@ def kind_of(req):
         return "evaluate"
     if "You answered it before" in last:
         return "revise"
-    if "Solve the question above." in last:
+    if "Solve the question below." in last:
         return "propose"
     return "unknown"
 

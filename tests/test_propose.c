@@ -280,8 +280,16 @@ START_TEST(revise_keeps_the_prefix)
     workflow *wf = load_wf("rounds: {min: 2, max: 3}\n");
     state *st = new_state(wf);
     stage_requests l0 = {0}, l1 = {0};
-    const char *a, *b;
+    static const char mark[] = "=====BEGIN QUESTION=====\n";
+    workflow_prompt_var other[] = {{"question", "Name a prime."},
+                                   {"round", "7"},
+                                   {"winner", "w"},
+                                   {"own_previous", "o"},
+                                   {"critiques", "c"},
+                                   {"scores", "s"}};
+    const char *a, *b, *c, *q;
     size_t common = 0, head;
+    buf fixed;
 
     ck_assert_int_eq(stage_plan(st, wf, &l0), 0);
     play_round0(st, wf);
@@ -289,17 +297,43 @@ START_TEST(revise_keeps_the_prefix)
     ck_assert_int_eq(st->stage, STATE_STAGE_PROPOSE);
     ck_assert_int_eq(stage_plan(st, wf, &l1), 0);
     ck_assert_uint_eq(l1.n, 3);
-    /* same system message; the user message shares the question block and
-     * the opening sentence */
+    /* same system message; the user message shares the opening sentence
+     * with the proposal */
     ck_assert_str_eq(l1.items[0].messages[0].content,
                      l0.items[0].messages[0].content);
     a = l0.items[0].messages[1].content;
     b = l1.items[0].messages[1].content;
     while (a[common] && a[common] == b[common])
         common++;
-    head = (size_t)(strstr(a, "Solve the question above. ") - a) +
-           strlen("Solve the question above. ");
-    ck_assert_uint_ge(common, head);
+    ck_assert_uint_ge(common, strlen("Solve the question below. "));
+    /* everything before the question is the same for any question and
+     * round: the template rendered for another question agrees up to the
+     * question's first byte */
+    buf_init(&fixed, 1 << 16);
+    ck_assert_int_eq(workflow_prompt_render(wf->prompts.revise, other, 6,
+                                            &fixed),
+                     0);
+    q = strstr(b, mark);
+    ck_assert_ptr_nonnull(q);
+    head = (size_t)(q - b) + strlen(mark);
+    ck_assert_uint_gt(fixed.len, head);
+    ck_assert(memcmp(fixed.ptr, b, head) == 0);
+    ck_assert(fixed.ptr[head] == 'N');
+    ck_assert(tu_contains(b, "=====BEGIN QUESTION=====\nWhat is 17 * 23?\n"
+                             "=====END QUESTION=====\n\nRound 1.\n\n"));
+    /* the two critics are seats of one model: their revisions agree
+     * through the round's shared material, the winner, and part only at
+     * what is their own */
+    c = l1.items[2].messages[1].content;
+    ck_assert_uint_eq(l1.items[1].model, l1.items[2].model);
+    a = l1.items[1].messages[1].content;
+    common = 0;
+    while (a[common] && a[common] == c[common])
+        common++;
+    q = strstr(c, "=====BEGIN YOUR PREVIOUS ANSWER fence ");
+    ck_assert_ptr_nonnull(q);
+    ck_assert_uint_ge(common, (size_t)(q - c));
+    buf_release(&fixed);
     /* the changing material comes last */
     ck_assert(tu_contains(b, "Round 1."));
     ck_assert(strstr(b, "=====BEGIN WINNING SOLUTION fence ") >

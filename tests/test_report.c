@@ -81,7 +81,13 @@ static void make_store(made *m, const char *const *compare, size_t ncompare)
     wf = replace(a, "    stable_answer: 2",
                  "    efficiency_fatigue: {explore: 0.5}\n"
                  "    stable_answer: 2");
-    tu_write_file(wpath, wf, strlen(wf));
+    /* nsed-sim draws every outcome from a hash of the request, so the
+     * fatigue fit this test draws needs the prompts it was written
+     * against: the default prompts before the reorder for the prefix
+     * cache, pinned */
+    free(a);
+    ck_assert_int_gt(asprintf(&a, "%s%s", wf, tu_previous_prompts), 0);
+    tu_write_file(wpath, a, strlen(a));
     for (int i = 0; i < NQ; i++)
         p = strchr(p, '\n') + 1;
     tu_write_file(qpath, qs, (size_t)(p - qs));

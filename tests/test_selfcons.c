@@ -27,9 +27,11 @@
 #define NSED(url, out, err, ...) TU_NSED(url, out, err, __VA_ARGS__)
 
 /* The demo's workflow hash, as the tree before the baselines section
- * printed it (`nsed validate workflows/demo.yaml` on main). */
+ * printed it (`nsed validate workflows/demo.yaml` on main), and as the
+ * tree before the prompts were reordered (c614f5b) printed it. */
 #define DEMO_HASH \
     "872e03ad56091bacb16c2662b504a38665b046038fc1c3d93518aaf427a7dfea"
+
 
 static const char sim_yaml[] =
     "kind: nsed-sim\n"
@@ -222,6 +224,7 @@ START_TEST(switch_off_changes_nothing)
 {
     char *demo = tu_read_file(DEMO_WF, NULL), *off_text = NULL;
     char *off = tu_path(tu_tmp, "demo-off.yaml"), *out = NULL, *err = NULL;
+    char *pinned = tu_path(tu_tmp, "demo-pinned.yaml"), *pinned_text = NULL;
     char *sim_cfg = tu_path(tu_tmp, "sim.yaml"), *q = questions_file();
     char *wf_none = workflow_file("none.yaml", NULL);
     char *wf_off = workflow_file("off.yaml",
@@ -232,15 +235,27 @@ START_TEST(switch_off_changes_nothing)
     tu_sim sim;
 
     /* the hash of the demo, with and without the section at its default,
-     * is the one the tree printed before the section existed */
+     * is the one the tree printed before the section existed (with the
+     * prompts of that tree pinned, as docs/workflow.md tells) */
+    ck_assert_int_gt(asprintf(&pinned_text, "%s\n%s", demo,
+                              tu_previous_prompts),
+                     0);
+    tu_write_file(pinned, pinned_text, (size_t)-1);
     ck_assert_int_gt(asprintf(&off_text,
                               "%s\nbaselines: {self_consistency: "
                               "false}\n",
-                              demo),
+                              pinned_text),
                      0);
     tu_write_file(off, off_text, (size_t)-1);
-    ck_assert_int_eq(NSED(NULL, &out, &err, "validate", DEMO_WF), 0);
+    ck_assert_int_eq(NSED(NULL, &out, &err, "validate", pinned), 0);
     ck_assert_msg(tu_contains(out, DEMO_HASH), "%s", out);
+    free(out);
+    free(err);
+    /* the demo itself no longer: its default prompts changed */
+    ck_assert_int_eq(NSED(NULL, &out, &err, "validate", DEMO_WF), 0);
+    ck_assert_msg(tu_contains(out, "workflow hash ") &&
+                      !tu_contains(out, DEMO_HASH),
+                  "%s", out);
     free(out);
     free(err);
     ck_assert_int_eq(NSED(NULL, &out, &err, "validate", off), 0);
@@ -273,6 +288,8 @@ START_TEST(switch_off_changes_nothing)
     free(q);
     free(sim_cfg);
     free(off_text);
+    free(pinned_text);
+    free(pinned);
     free(off);
     free(demo);
 }

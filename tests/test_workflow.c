@@ -905,34 +905,118 @@ END_TEST
 
 /* ---- prompts ----------------------------------------------------------- */
 
+static int starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
 START_TEST(default_prompts_follow_the_protocol)
 {
     static const char block[] =
-        "=====BEGIN QUESTION=====\n{question}\n=====END QUESTION=====\n";
+        "=====BEGIN QUESTION=====\n{question}\n=====END QUESTION=====";
     workflow *wf = load_text(MINI);
     const workflow_prompts *p = &wf->prompts;
-    const char *w, *o, *c, *s;
+    const char *q, *w, *o, *c, *s, *r, *shape, *cand, *lab;
 
-    ck_assert(strncmp(p->propose, block, strlen(block)) == 0);
+    /* propose: the fixed instructions, then the question, last */
+    ck_assert(starts_with(p->propose, "Solve the question below. Reason "
+                                      "step by step, then "));
     ck_assert(tu_contains(p->propose, "\\boxed{{"));
-    ck_assert(strncmp(p->revise, block, strlen(block)) == 0);
+    q = strstr(p->propose, block);
+    ck_assert_ptr_nonnull(q);
+    ck_assert_str_eq(q, block);
+    /* revise: every fixed sentence before the question, the round's
+     * material after it */
+    ck_assert(starts_with(p->revise, "Solve the question below. You "
+                                     "answered it before, "));
+    q = strstr(p->revise, block);
+    ck_assert_ptr_nonnull(q);
+    ck_assert(strstr(p->revise, "Critiques can be wrong too.") < q);
+    ck_assert(strstr(p->revise, "reply with the single word SKIP.") < q);
+    r = strstr(p->revise, "Round {round}.");
     w = strstr(p->revise, "{winner}");
     o = strstr(p->revise, "{own_previous}");
     c = strstr(p->revise, "{critiques}");
     s = strstr(p->revise, "{scores}");
-    ck_assert(w && o && c && s && w < o && o < c && c < s);
-    /* the changing material comes last: nothing but blocks after winner */
-    ck_assert_ptr_null(strstr(w, "{question}"));
-    ck_assert(strncmp(p->evaluate, block, strlen(block)) == 0);
-    ck_assert(strstr(p->evaluate, "{candidates}") &&
-              strstr(p->evaluate, "{labels}"));
-    ck_assert(tu_contains(p->evaluate,
-                          "{{\"evaluations\":[{{\"candidate\":\"A\","
-                          "\"weight\":<integer -100..100>,\"critique\":"
-                          "\"...\"}}]}}"));
+    ck_assert(r && w && o && c && s);
+    ck_assert(q < r && r < w && w < o && o < c && c < s);
+    ck_assert_str_eq(q + strlen(block), "\n\nRound {round}.\n\n{winner}\n\n"
+                                        "{own_previous}\n\n{critiques}\n\n"
+                                        "{scores}");
+    /* evaluate: the review instructions and the JSON shape, then the
+     * question, the candidates and the line naming their labels */
+    ck_assert(starts_with(p->evaluate, "Review the candidate answers to "
+                                       "the question below. "));
+    shape = strstr(p->evaluate, "{{\"evaluations\":[{{\"candidate\":\"A\","
+                                "\"weight\":<integer -100..100>,\"critique\":"
+                                "\"...\"}}]}}");
+    q = strstr(p->evaluate, block);
+    cand = strstr(p->evaluate, "{candidates}");
+    lab = strstr(p->evaluate, "{labels}");
+    ck_assert(shape && q && cand && lab);
+    ck_assert(shape < q && q < cand && cand < lab);
+    ck_assert_str_eq(q + strlen(block), "\n\n{candidates}\n\n"
+                                        "Evaluate every candidate shown: "
+                                        "{labels}.");
     ck_assert(tu_contains(p->repair, "{error}"));
     ck_assert(tu_contains(p->system, "{role}") &&
               tu_contains(p->system, "{persona}"));
+    workflow_free(wf);
+}
+END_TEST
+
+/* Two questions' rendered prompts are byte-identical up to the question
+ * block: what a prefix cache serves across questions. */
+START_TEST(default_prompts_share_the_fixed_text)
+{
+    workflow *wf = load_text(MINI);
+    const char *tmpl[] = {wf->prompts.propose, wf->prompts.revise,
+                          wf->prompts.evaluate};
+    workflow_prompt_var v1[] = {
+        {"question", "What is 17 * 23?"},
+        {"round", "1"},
+        {"winner", "W1"},
+        {"own_previous", "O1"},
+        {"critiques", "C1"},
+        {"scores", "S1"},
+        {"candidates", "K1"},
+        {"labels", "A, B"},
+    };
+    workflow_prompt_var v2[] = {
+        {"question", "Name a prime."}, {"round", "2"},      {"winner", "W2"},
+        {"own_previous", "O2"},        {"critiques", "C2"}, {"scores", "S2"},
+        {"candidates", "K2"},          {"labels", "C"},
+    };
+    /* the last fixed sentence of each, which must come before the
+     * question */
+    const char *last[] = {"reply with the single word SKIP.\n\n",
+                          "reply with the single word SKIP.\n\n",
+                          "one entry per candidate:\n{\"evaluations\":"};
+    static const char mark[] = "=====BEGIN QUESTION=====\n";
+    buf b1, b2;
+
+    buf_init(&b1, 1 << 16);
+    buf_init(&b2, 1 << 16);
+    for (size_t i = 0; i < 3; i++) {
+        const char *q1, *q2;
+        size_t common = 0;
+
+        buf_reset(&b1);
+        buf_reset(&b2);
+        ck_assert_int_eq(workflow_prompt_render(tmpl[i], v1, 8, &b1), 0);
+        ck_assert_int_eq(workflow_prompt_render(tmpl[i], v2, 8, &b2), 0);
+        q1 = strstr(b1.ptr, mark);
+        q2 = strstr(b2.ptr, mark);
+        ck_assert(q1 && q2 && q1 - b1.ptr == q2 - b2.ptr);
+        while (b1.ptr[common] && b1.ptr[common] == b2.ptr[common])
+            common++;
+        /* the prompts part at the question's first byte, "W" against "N" */
+        ck_assert_uint_eq(common, (size_t)(q1 - b1.ptr) + strlen(mark));
+        ck_assert_ptr_nonnull(memmem(b1.ptr, (size_t)(q1 - b1.ptr), last[i],
+                                     strlen(last[i])));
+    }
+    buf_release(&b1);
+    buf_release(&b2);
     workflow_free(wf);
 }
 END_TEST
@@ -951,8 +1035,12 @@ START_TEST(render_expands_and_unescapes)
     buf_init(&b, 1 << 16);
     ck_assert_int_eq(workflow_prompt_render(wf->prompts.evaluate, vars, 3, &b),
                      0);
-    ck_assert(strncmp(b.ptr, "=====BEGIN QUESTION=====\nWhat is 17 * 23?\n"
-                             "=====END QUESTION=====\n", 62) == 0);
+    ck_assert(starts_with(b.ptr, "Review the candidate answers to the "
+                                 "question below. "));
+    ck_assert(tu_contains(b.ptr, "=====BEGIN QUESTION=====\nWhat is 17 * 23?\n"
+                                 "=====END QUESTION=====\n\n=====BEGIN "
+                                 "CANDIDATE A=====\nx\n"));
+    ck_assert(tu_contains(b.ptr, "\n\nEvaluate every candidate shown: A."));
     ck_assert(tu_contains(b.ptr, "{\"evaluations\":[{\"candidate\":\"A\","
                                  "\"weight\":<integer -100..100>,"
                                  "\"critique\":\"...\"}]}"));
@@ -1258,6 +1346,11 @@ START_TEST(extra_body_loads_and_hashes)
                      "model: sim-beta\n"
                      "    extra_body: {cache_prompt: true}\n");
     workflow *wf = load_text(t), *mini = load_text(MINI), *wf2 = load_text(t2);
+    char *tp = NULL;
+    workflow *pinned;
+
+    ck_assert_int_gt(asprintf(&tp, "%s%s", MINI, tu_previous_prompts), 0);
+    pinned = load_text(tp);
 
     ck_assert_ptr_null(mini->models[1].extra_body);
     ck_assert_str_eq(wf->models[1].extra_body,
@@ -1271,14 +1364,18 @@ START_TEST(extra_body_loads_and_hashes)
     ck_assert(!tu_contains(workflow_canonical(mini), "extra_body"));
     /* its value is hashed; a workflow without it keeps the hash it had
      * before the key existed (pinned from the tree just before extra_body
-     * was merged, which already had rounds.min_live_seats) */
+     * was merged, which already had rounds.min_live_seats), given the
+     * default prompts of that tree */
     ck_assert_str_ne(workflow_hash(wf), workflow_hash(mini));
     ck_assert_str_ne(workflow_hash(wf), workflow_hash(wf2));
-    ck_assert_str_eq(workflow_hash(mini), "8bb633191950a79a6184f864e5935e40"
-                                          "56765458af21721a0e90c0e6aade882a");
+    ck_assert_str_eq(workflow_hash(pinned), "8bb633191950a79a6184f864e5935e40"
+                                            "56765458af21721a0e90c0e6aade882a");
+    ck_assert_str_ne(workflow_hash(mini), workflow_hash(pinned));
     workflow_free(wf);
     workflow_free(wf2);
     workflow_free(mini);
+    workflow_free(pinned);
+    free(tp);
     free(t);
     free(t2);
 }
@@ -1402,6 +1499,7 @@ Suite *tu_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("prompts");
     tcase_add_test(tc, default_prompts_follow_the_protocol);
+    tcase_add_test(tc, default_prompts_share_the_fixed_text);
     tcase_add_test(tc, render_expands_and_unescapes);
     tcase_add_test(tc, placeholders_validated);
     tcase_add_test(tc, baselines_change_the_hash_only_when_set);

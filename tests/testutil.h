@@ -127,4 +127,10 @@ extern char *tu_tmp;
 void tu_tmp_setup(void);
 void tu_tmp_teardown(void);
 
+/* The default prompts before they were reordered for the prefix cache
+ * (issue 15, commit c614f5b) for `answer.extract: boxed`, as a `prompts:`
+ * section, the text docs/workflow.md gives to pin them: set in a
+ * workflow, they give it the hash the older nsed gave it without them. */
+extern const char tu_previous_prompts[];
+
 #endif
