@@ -219,10 +219,15 @@ static void floor_drive(floor_io *io)
                 ((ev[i].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
                 ((ev[i].events & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0),
             &running);
-    /* the timer fires once: libcurl sets a new one when it wants one */
+    /* after acting, the timer as libcurl has it (its callback says only
+     * changes, and a timer fired early stays set without one) */
     for (int i = 0; i < 16 && bench_now() >= io->due; i++) {
-        io->due = INFINITY;
+        long ms = -1;
+
         curl_multi_socket_action(io->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        if (curl_multi_timeout(io->multi, &ms) != CURLM_OK)
+            ms = 0;
+        io->due = ms < 0 ? INFINITY : bench_now() + ms / 1000.0;
     }
 }
 

@@ -222,6 +222,19 @@ static int on_timer(CURLM *multi, long timeout_ms, void *user)
     return 0;
 }
 
+/* The timer as libcurl has it now. Its timer callback is called only
+ * when the earliest expiry changes, so a timer fired a little early (its
+ * milliseconds are rounded) stays set in libcurl without a new call, and
+ * a copy reset on firing would be lost: after acting, ask. */
+static void due_from_curl(gateway *gw)
+{
+    long ms = -1;
+
+    if (curl_multi_timeout(gw->multi, &ms) != CURLM_OK)
+        ms = 0;
+    gw->curl_due = ms < 0 ? INFINITY : default_clock(NULL) + ms / 1000.0;
+}
+
 /* Wait up to wait_ms (less when libcurl's timer is due sooner) for
  * sockets, then let libcurl act on each one ready and on its timer. */
 static void drive(gateway *gw, int wait_ms)
@@ -255,11 +268,10 @@ static void drive(gateway *gw, int wait_ms)
      * "now" again (connect, then send): until libcurl waits for a socket
      * or a later time, so that a request leaves in this call. */
     for (int i = 0; i < 16 && default_clock(NULL) >= gw->curl_due; i++) {
-        /* the timer fires once (CURLMOPT_TIMERFUNCTION): libcurl sets a
-         * new one when it wants one */
-        gw->curl_due = INFINITY;
         curl_multi_socket_action(gw->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        due_from_curl(gw);
     }
+    due_from_curl(gw);
 }
 
 /* splitmix64: tiny, good enough for jitter, and its state lives in the

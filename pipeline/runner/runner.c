@@ -1473,10 +1473,23 @@ static int record(struct loop *L, bool poll)
     return rc ? rc : commit_replies(L);
 }
 
+/* The poll waits for the network only when nothing else can move: not
+ * while a question is ready to step (its replies came in the last turn's
+ * catch up) or replies wait to be recorded for a queued request. */
+static int poll_wait_ms(const struct loop *L)
+{
+    if (gateway_records_block(L->gw))
+        return 0;
+    for (const slot *s = L->active; s; s = s->next)
+        if (s->phase == SLOT_READY)
+            return 0;
+    return 100;
+}
+
 /* One turn of the loop: the phases listed in runner.h. */
 static int loop_turn(struct loop *L)
 {
-    int rc = gateway_poll(L->gw, 100, L->err); /* 1. poll */
+    int rc = gateway_poll(L->gw, poll_wait_ms(L), L->err); /* 1. poll */
 
     if (!rc)
         rc = record(L, false);                  /* 2. record */

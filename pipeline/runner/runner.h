@@ -11,9 +11,10 @@
  * store/store_keys.h, which holds the key map.
  *
  * One turn of the loop (runner_run) is these phases, in this order:
- *   1. poll: wait up to 100 ms for network I/O; the gateway hands each
- *      answered call to its question (a question whose calls are all
- *      answered becomes ready);
+ *   1. poll: wait up to 100 ms for network I/O (not at all while a
+ *      question is ready or phase 2 has replies to record); the gateway
+ *      hands each answered call to its question (a question whose calls
+ *      are all answered becomes ready);
  *   2. record: when a model has requests queued behind slots that
  *      replies not yet durable hold, those replies and the call
  *      statistics are committed in a transaction of their own and the
