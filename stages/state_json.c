@@ -29,54 +29,36 @@
  * cJSON_PrintUnformatted printed for the same fields, keys in the same
  * order. */
 
-static void key_str(jsonw *w, const char *key, const char *s)
-{
-    jsonw_key(w, key);
-    jsonw_str(w, s);
-}
-
-static void key_num(jsonw *w, const char *key, double d)
-{
-    jsonw_key(w, key);
-    jsonw_num(w, d);
-}
-
-static void key_bool(jsonw *w, const char *key, bool v)
-{
-    jsonw_key(w, key);
-    jsonw_bool(w, v);
-}
-
 static void key_label(jsonw *w, const char *key, size_t cand)
 {
     char label[TEXT_LABEL_MAX];
 
     text_label(cand, label);
-    key_str(w, key, label);
+    jsonw_key_str(w, key, label);
 }
 
 static void usage_json(jsonw *w, const char *key, const state_usage *u)
 {
     jsonw_key(w, key);
     jsonw_object_begin(w);
-    key_num(w, "prompt_tokens", (double)u->prompt_tokens);
-    key_num(w, "completion_tokens", (double)u->completion_tokens);
-    key_num(w, "cost_usd", u->cost_usd);
+    jsonw_key_num(w, "prompt_tokens", (double)u->prompt_tokens);
+    jsonw_key_num(w, "completion_tokens", (double)u->completion_tokens);
+    jsonw_key_num(w, "cost_usd", u->cost_usd);
     jsonw_object_end(w);
 }
 
 static void proposal_json(jsonw *w, const state_proposal *p)
 {
     jsonw_object_begin(w);
-    key_str(w, "status", state_proposal_status_name(p->status));
-    key_bool(w, "infra", p->infra);
+    jsonw_key_str(w, "status", state_proposal_status_name(p->status));
+    jsonw_key_bool(w, "infra", p->infra);
     /* only when set, so states and rounds written before the field
      * existed read back and print identically */
     if (p->truncated)
-        key_bool(w, "truncated", true);
-    key_str(w, "text", p->text);
-    key_str(w, "answer", p->answer);
-    key_str(w, "error", p->error);
+        jsonw_key_bool(w, "truncated", true);
+    jsonw_key_str(w, "text", p->text);
+    jsonw_key_str(w, "answer", p->answer);
+    jsonw_key_str(w, "error", p->error);
     usage_json(w, "usage", &p->usage);
     jsonw_object_end(w);
 }
@@ -84,29 +66,29 @@ static void proposal_json(jsonw *w, const state_proposal *p)
 static void evaluation_json(jsonw *w, const state_evaluation *e)
 {
     jsonw_object_begin(w);
-    key_str(w, "status", state_eval_status_name(e->status));
-    key_bool(w, "repaired", e->repaired);
+    jsonw_key_str(w, "status", state_eval_status_name(e->status));
+    jsonw_key_bool(w, "repaired", e->repaired);
     if (e->truncated)
-        key_bool(w, "truncated", true);
-    key_str(w, "reply", e->reply);
-    key_str(w, "first_reply", e->first_reply);
-    key_str(w, "error", e->error);
+        jsonw_key_bool(w, "truncated", true);
+    jsonw_key_str(w, "reply", e->reply);
+    jsonw_key_str(w, "first_reply", e->first_reply);
+    jsonw_key_str(w, "error", e->error);
     jsonw_key(w, "weights");
     jsonw_array_begin(w);
     for (size_t i = 0; i < e->nweights; i++) {
         jsonw_object_begin(w);
         key_label(w, "label", e->weights[i].cand);
-        key_num(w, "weight", e->weights[i].weight);
-        key_str(w, "critique", e->weights[i].critique);
+        jsonw_key_num(w, "weight", e->weights[i].weight);
+        jsonw_key_str(w, "critique", e->weights[i].critique);
         jsonw_object_end(w);
     }
     jsonw_array_end(w);
     jsonw_key(w, "dropped");
     jsonw_object_begin(w);
-    key_num(w, "self", (double)e->dropped_self);
-    key_num(w, "unknown", (double)e->dropped_unknown);
-    key_num(w, "invalid", (double)e->dropped_invalid);
-    key_num(w, "duplicate", (double)e->dropped_duplicate);
+    jsonw_key_num(w, "self", (double)e->dropped_self);
+    jsonw_key_num(w, "unknown", (double)e->dropped_unknown);
+    jsonw_key_num(w, "invalid", (double)e->dropped_invalid);
+    jsonw_key_num(w, "duplicate", (double)e->dropped_duplicate);
     jsonw_object_end(w);
     usage_json(w, "usage", &e->usage);
     if (e->shown) {
@@ -128,15 +110,15 @@ static void aggregate_json(jsonw *w, const state_round *r)
     const state_aggregate *a = &r->agg;
 
     jsonw_object_begin(w);
-    key_str(w, "scheme", workflow_scheme_name(a->scheme));
-    key_bool(w, "self_votes", a->self_votes);
-    key_bool(w, "reliability", a->reliability);
-    key_num(w, "winner", (double)a->winner);
-    key_num(w, "conviction", a->conviction);
-    key_str(w, "decided_by", state_decider_name(a->decided_by));
-    key_num(w, "evaluators", (double)a->evaluators);
-    key_num(w, "abstained", (double)a->abstained);
-    key_num(w, "failed", (double)a->failed);
+    jsonw_key_str(w, "scheme", workflow_scheme_name(a->scheme));
+    jsonw_key_bool(w, "self_votes", a->self_votes);
+    jsonw_key_bool(w, "reliability", a->reliability);
+    jsonw_key_num(w, "winner", (double)a->winner);
+    jsonw_key_num(w, "conviction", a->conviction);
+    jsonw_key_str(w, "decided_by", state_decider_name(a->decided_by));
+    jsonw_key_num(w, "evaluators", (double)a->evaluators);
+    jsonw_key_num(w, "abstained", (double)a->abstained);
+    jsonw_key_num(w, "failed", (double)a->failed);
     jsonw_key(w, "scores");
     jsonw_array_begin(w);
     for (size_t j = 0; j < r->ncand; j++) {
@@ -144,11 +126,11 @@ static void aggregate_json(jsonw *w, const state_round *r)
 
         jsonw_object_begin(w);
         key_label(w, "label", j);
-        key_num(w, "score", sc->score);
-        key_num(w, "net_support", sc->net_support);
-        key_num(w, "evaluators", (double)sc->nevaluators);
-        key_num(w, "min_peer", sc->min_peer);
-        key_num(w, "variance", sc->variance);
+        jsonw_key_num(w, "score", sc->score);
+        jsonw_key_num(w, "net_support", sc->net_support);
+        jsonw_key_num(w, "evaluators", (double)sc->nevaluators);
+        jsonw_key_num(w, "min_peer", sc->min_peer);
+        jsonw_key_num(w, "variance", sc->variance);
         jsonw_object_end(w);
     }
     jsonw_array_end(w);
@@ -158,23 +140,23 @@ static void aggregate_json(jsonw *w, const state_round *r)
 static void decision_json(jsonw *w, const state_decision *d)
 {
     jsonw_object_begin(w);
-    key_bool(w, "stop", d->stop);
-    key_str(w, "reason", state_stop_reason_name(d->reason));
-    key_num(w, "stable_streak", d->stable_streak);
-    key_num(w, "p_g", d->p_g);
-    key_num(w, "p_v", d->p_v);
-    key_num(w, "lambda", d->lambda);
-    key_num(w, "beta", d->beta);
-    key_num(w, "t_opt", d->t_opt);
-    key_num(w, "target", d->target);
+    jsonw_key_bool(w, "stop", d->stop);
+    jsonw_key_str(w, "reason", state_stop_reason_name(d->reason));
+    jsonw_key_num(w, "stable_streak", d->stable_streak);
+    jsonw_key_num(w, "p_g", d->p_g);
+    jsonw_key_num(w, "p_v", d->p_v);
+    jsonw_key_num(w, "lambda", d->lambda);
+    jsonw_key_num(w, "beta", d->beta);
+    jsonw_key_num(w, "t_opt", d->t_opt);
+    jsonw_key_num(w, "target", d->target);
     jsonw_object_end(w);
 }
 
 static void round_json(jsonw *w, const state_round *r, size_t nseats)
 {
     jsonw_object_begin(w);
-    key_num(w, "v", STATE_JSON_VERSION);
-    key_num(w, "round", r->index);
+    jsonw_key_num(w, "v", STATE_JSON_VERSION);
+    jsonw_key_num(w, "round", r->index);
     jsonw_key(w, "proposals");
     jsonw_array_begin(w);
     for (size_t i = 0; i < nseats; i++)
@@ -185,13 +167,13 @@ static void round_json(jsonw *w, const state_round *r, size_t nseats)
         jsonw_null(w);
     } else {
         jsonw_object_begin(w);
-        key_str(w, "fence", r->fence);
+        jsonw_key_str(w, "fence", r->fence);
         if (r->per_evaluator)
-            key_str(w, "order", "per_evaluator");
+            jsonw_key_str(w, "order", "per_evaluator");
         /* A candidate is its seat's proposal, anonymized: most often the
          * same text, which then is not stored twice. */
         if (!r->cand_text_full)
-            key_bool(w, "same_text", true);
+            jsonw_key_bool(w, "same_text", true);
         jsonw_key(w, "candidates");
         jsonw_array_begin(w);
         for (size_t j = 0; j < r->ncand; j++) {
@@ -201,11 +183,11 @@ static void round_json(jsonw *w, const state_round *r, size_t nseats)
 
             jsonw_object_begin(w);
             key_label(w, "label", j);
-            key_num(w, "seat", (double)c->seat);
+            jsonw_key_num(w, "seat", (double)c->seat);
             if (r->cand_text_full || !c->text || !own ||
                 strcmp(c->text, own) != 0)
-                key_str(w, "text", c->text);
-            key_num(w, "redactions", (double)c->redactions);
+                jsonw_key_str(w, "text", c->text);
+            jsonw_key_num(w, "redactions", (double)c->redactions);
             jsonw_object_end(w);
         }
         jsonw_array_end(w);
@@ -246,29 +228,29 @@ static void selfcons_json(jsonw *w, const state_selfcons *sc)
 {
     jsonw_key(w, "self_consistency");
     jsonw_object_begin(w);
-    key_num(w, "model", (double)sc->model);
-    key_num(w, "seat", (double)sc->seat);
-    key_str(w, "why", sc->why);
-    key_num(w, "p_g", sc->p_g);
-    key_num(w, "team_calls", (double)sc->team_calls);
-    key_bool(w, "decided", sc->decided);
+    jsonw_key_num(w, "model", (double)sc->model);
+    jsonw_key_num(w, "seat", (double)sc->seat);
+    jsonw_key_str(w, "why", sc->why);
+    jsonw_key_num(w, "p_g", sc->p_g);
+    jsonw_key_num(w, "team_calls", (double)sc->team_calls);
+    jsonw_key_bool(w, "decided", sc->decided);
     jsonw_key(w, "samples");
     jsonw_array_begin(w);
     for (size_t i = 0; i < sc->nsamples; i++) {
         const state_sample *x = &sc->samples[i];
 
         jsonw_object_begin(w);
-        key_str(w, "status", state_proposal_status_name(x->status));
-        key_str(w, "answer", x->answer);
-        key_str(w, "error", x->error);
+        jsonw_key_str(w, "status", state_proposal_status_name(x->status));
+        jsonw_key_str(w, "answer", x->answer);
+        jsonw_key_str(w, "error", x->error);
         jsonw_object_end(w);
     }
     jsonw_array_end(w);
-    key_str(w, "answer", sc->answer);
-    key_num(w, "votes", (double)sc->votes);
-    key_bool(w, "tie", sc->tie);
-    key_bool(w, "drawn", sc->drawn);
-    key_num(w, "failed", (double)sc->failed);
+    jsonw_key_str(w, "answer", sc->answer);
+    jsonw_key_num(w, "votes", (double)sc->votes);
+    jsonw_key_bool(w, "tie", sc->tie);
+    jsonw_key_bool(w, "drawn", sc->drawn);
+    jsonw_key_num(w, "failed", (double)sc->failed);
     usage_json(w, "usage", &sc->usage);
     jsonw_object_end(w);
 }
@@ -291,9 +273,9 @@ static void block_list(jsonw *w, const char *key, char **v, size_t n)
 static void round_ref_json(jsonw *w, const state_round *r)
 {
     jsonw_object_begin(w);
-    key_num(w, "v", STATE_JSON_VERSION);
-    key_num(w, "round", r->index);
-    key_bool(w, "archived", true);
+    jsonw_key_num(w, "v", STATE_JSON_VERSION);
+    jsonw_key_num(w, "round", r->index);
+    jsonw_key_bool(w, "archived", true);
     jsonw_object_end(w);
 }
 
@@ -315,13 +297,13 @@ static int state_json_write(const state *st, bool checkpoint, char **out)
     jsonw_init(&w, STATE_JSON_MAX, JSONW_CJSON);
     snprintf(seed, sizeof seed, "%016" PRIx64, st->seed);
     jsonw_object_begin(&w);
-    key_num(&w, "v", STATE_JSON_VERSION);
-    key_str(&w, "seed", seed);
+    jsonw_key_num(&w, "v", STATE_JSON_VERSION);
+    jsonw_key_str(&w, "seed", seed);
     jsonw_key(&w, "question");
     jsonw_object_begin(&w);
-    key_str(&w, "id", st->qid);
-    key_str(&w, "text", st->question);
-    key_str(&w, "reference", st->reference);
+    jsonw_key_str(&w, "id", st->qid);
+    jsonw_key_str(&w, "text", st->question);
+    jsonw_key_str(&w, "reference", st->reference);
     jsonw_key(&w, "tags");
     jsonw_array_begin(&w);
     for (size_t i = 0; i < st->ntags; i++)
@@ -332,20 +314,20 @@ static int state_json_write(const state *st, bool checkpoint, char **out)
     jsonw_array_begin(&w);
     for (size_t i = 0; i < st->nseats; i++) {
         jsonw_object_begin(&w);
-        key_num(&w, "model", (double)st->seats[i].model);
-        key_str(&w, "role", st->seats[i].role);
-        key_str(&w, "persona", st->seats[i].persona);
+        jsonw_key_num(&w, "model", (double)st->seats[i].model);
+        jsonw_key_str(&w, "role", st->seats[i].role);
+        jsonw_key_str(&w, "persona", st->seats[i].persona);
         if (st->seats[i].propose_only) /* only then: older states print
                                           back the same */
-            key_bool(&w, "propose_only", true);
+            jsonw_key_bool(&w, "propose_only", true);
         jsonw_object_end(&w);
     }
     jsonw_array_end(&w);
-    key_num(&w, "round", st->round);
-    key_str(&w, "stage", state_stage_name(st->stage));
-    key_str(&w, "status", state_status_name(st->status));
+    jsonw_key_num(&w, "round", st->round);
+    jsonw_key_str(&w, "stage", state_stage_name(st->stage));
+    jsonw_key_str(&w, "status", state_status_name(st->status));
     if (st->failure) /* only then, so older states print back the same */
-        key_str(&w, "failure", st->failure);
+        jsonw_key_str(&w, "failure", st->failure);
     jsonw_key(&w, "missing");
     jsonw_array_begin(&w);
     for (size_t i = 0; i < st->nseats; i++)
@@ -354,19 +336,19 @@ static int state_json_write(const state *st, bool checkpoint, char **out)
     jsonw_array_end(&w);
     jsonw_key(&w, "final");
     jsonw_object_begin(&w);
-    key_str(&w, "answer", st->final_answer);
-    key_num(&w, "seat", (double)st->final_seat);
-    key_num(&w, "round", st->final_round);
-    key_str(&w, "source", state_final_source_name(st->final_source));
+    jsonw_key_str(&w, "answer", st->final_answer);
+    jsonw_key_num(&w, "seat", (double)st->final_seat);
+    jsonw_key_num(&w, "round", st->final_round);
+    jsonw_key_str(&w, "source", state_final_source_name(st->final_source));
     jsonw_object_end(&w);
     jsonw_key(&w, "baseline");
     jsonw_object_begin(&w);
-    key_str(&w, "answer", st->baseline_answer);
-    key_num(&w, "votes", (double)st->baseline_votes);
+    jsonw_key_str(&w, "answer", st->baseline_answer);
+    jsonw_key_num(&w, "votes", (double)st->baseline_votes);
     if (st->baseline_tie) { /* only then, so older states print back the same */
         jsonw_key(&w, "tie");
         jsonw_bool(&w, true);
-        key_str(&w, "drawn", st->baseline_drawn);
+        jsonw_key_str(&w, "drawn", st->baseline_drawn);
     }
     jsonw_object_end(&w);
     usage_json(&w, "usage", &st->usage);
@@ -376,9 +358,9 @@ static int state_json_write(const state *st, bool checkpoint, char **out)
         selfcons_json(&w, &st->sc);
     jsonw_key(&w, "carry");
     jsonw_object_begin(&w);
-    key_num(&w, "from_round", carry ? st->carry.from_round : -1);
-    key_str(&w, "fence", carry ? st->carry.fence : "");
-    key_str(&w, "winner", carry ? st->carry.winner : NULL);
+    jsonw_key_num(&w, "from_round", carry ? st->carry.from_round : -1);
+    jsonw_key_str(&w, "fence", carry ? st->carry.fence : "");
+    jsonw_key_str(&w, "winner", carry ? st->carry.winner : NULL);
     block_list(&w, "own", carry ? st->carry.own : NULL, st->nseats);
     block_list(&w, "critiques", carry ? st->carry.critiques : NULL, st->nseats);
     block_list(&w, "scores", carry ? st->carry.scores : NULL, st->nseats);

@@ -295,3 +295,33 @@ void jsonw_release(jsonw *w)
     w->after_key = false;
     w->rc = 0;
 }
+
+void jsonw_key_str(jsonw *w, const char *key, const char *s)
+{
+    jsonw_key(w, key);
+    jsonw_str(w, s);
+}
+
+void jsonw_key_bool(jsonw *w, const char *key, bool v)
+{
+    jsonw_key(w, key);
+    jsonw_bool(w, v);
+}
+
+void jsonw_key_int(jsonw *w, const char *key, long long v)
+{
+    jsonw_key(w, key);
+    jsonw_int(w, v);
+}
+
+void jsonw_key_uint(jsonw *w, const char *key, unsigned long long v)
+{
+    jsonw_key(w, key);
+    jsonw_uint(w, v);
+}
+
+void jsonw_key_num(jsonw *w, const char *key, double v)
+{
+    jsonw_key(w, key);
+    jsonw_num(w, v);
+}

@@ -78,6 +78,13 @@ void jsonw_int(jsonw *w, long long v);
 void jsonw_uint(jsonw *w, unsigned long long v);
 void jsonw_num(jsonw *w, double v);
 
+/* An object member: jsonw_key(key), then the value as above. */
+void jsonw_key_str(jsonw *w, const char *key, const char *s);
+void jsonw_key_bool(jsonw *w, const char *key, bool v);
+void jsonw_key_int(jsonw *w, const char *key, long long v);
+void jsonw_key_uint(jsonw *w, const char *key, unsigned long long v);
+void jsonw_key_num(jsonw *w, const char *key, double v);
+
 /* A value that is already JSON text (the caller vouches for it: it is
  * copied as it is, in every format and without indentation). */
 void jsonw_raw(jsonw *w, const char *json);

@@ -157,31 +157,23 @@ int gw_build_body(const workflow_model *m, const gateway_request *req,
     gw_ledger_call(m, req, &c);
     jsonw_init(&w, GATEWAY_MAX_REQUEST_BYTES + 1, JSONW_CJSON);
     jsonw_object_begin(&w);
-    jsonw_key(&w, "model");
-    jsonw_str(&w, m->model);
+    jsonw_key_str(&w, "model", m->model);
     jsonw_key(&w, "messages");
     jsonw_array_begin(&w);
     for (size_t i = 0; i < req->nmessages; i++) {
         jsonw_object_begin(&w);
-        jsonw_key(&w, "role");
-        jsonw_str(&w, req->messages[i].role);
-        jsonw_key(&w, "content");
-        jsonw_str(&w, req->messages[i].content);
+        jsonw_key_str(&w, "role", req->messages[i].role);
+        jsonw_key_str(&w, "content", req->messages[i].content);
         jsonw_object_end(&w);
     }
     jsonw_array_end(&w);
-    jsonw_key(&w, "temperature");
-    jsonw_num(&w, c.temperature);
-    jsonw_key(&w, "top_p");
-    jsonw_num(&w, c.top_p);
+    jsonw_key_num(&w, "temperature", c.temperature);
+    jsonw_key_num(&w, "top_p", c.top_p);
     /* integers as exact text: a 64-bit seed as a double would print in
      * exponent form */
-    jsonw_key(&w, "max_tokens");
-    jsonw_int(&w, c.max_tokens);
-    if (c.has_seed) {
-        jsonw_key(&w, "seed");
-        jsonw_int(&w, c.seed);
-    }
+    jsonw_key_int(&w, "max_tokens", c.max_tokens);
+    if (c.has_seed)
+        jsonw_key_int(&w, "seed", c.seed);
     if (c.nstop) {
         jsonw_key(&w, "stop");
         jsonw_array_begin(&w);
@@ -194,16 +186,13 @@ int gw_build_body(const workflow_model *m, const gateway_request *req,
          * object), so the bytes sent are the bytes the ledger key hashed. */
         jsonw_key(&w, "response_format");
         jsonw_object_begin(&w);
-        jsonw_key(&w, "type");
-        jsonw_str(&w, "json_schema");
+        jsonw_key_str(&w, "type", "json_schema");
         jsonw_key(&w, "json_schema");
         jsonw_object_begin(&w);
-        jsonw_key(&w, "name");
-        jsonw_str(&w, c.schema_name);
+        jsonw_key_str(&w, "name", c.schema_name);
         jsonw_key(&w, "schema");
         jsonw_raw(&w, c.schema);
-        jsonw_key(&w, "strict");
-        jsonw_bool(&w, true);
+        jsonw_key_bool(&w, "strict", true);
         jsonw_object_end(&w);
         jsonw_object_end(&w);
     }

@@ -55,21 +55,12 @@ static void by_kind_write(jsonw *w, const gateway_stats *s)
             continue;
         jsonw_key(w, gateway_call_kind_name((enum gateway_call_kind)k));
         jsonw_object_begin(w);
-        jsonw_key(w, "calls");
-        jsonw_uint(w, s->kind_calls[k]);
-        jsonw_key(w, "prompt_tokens");
-        jsonw_int(w, s->kind_prompt_tokens[k]);
-        jsonw_key(w, "cached_tokens");
-        jsonw_int(w, s->kind_cached_tokens[k]);
+        jsonw_key_uint(w, "calls", s->kind_calls[k]);
+        jsonw_key_int(w, "prompt_tokens", s->kind_prompt_tokens[k]);
+        jsonw_key_int(w, "cached_tokens", s->kind_cached_tokens[k]);
         jsonw_object_end(w);
     }
     jsonw_object_end(w);
-}
-
-static void put_uint(jsonw *w, const char *key, uint64_t v)
-{
-    jsonw_key(w, key);
-    jsonw_uint(w, v);
 }
 
 /* The counters print as integers and the three sums with the fewest
@@ -82,33 +73,27 @@ int gateway_stats_write(const gateway_stats *s, char **out, size_t *len)
 
     jsonw_init(&w, 1 << 20, JSONW_CJSON);
     jsonw_object_begin(&w);
-    put_uint(&w, "calls", s->calls);
-    put_uint(&w, "ok", s->ok);
-    put_uint(&w, "failed", s->failed);
-    put_uint(&w, "attempts", s->attempts);
-    put_uint(&w, "retries", s->retries);
-    put_uint(&w, "ledger_hits", s->ledger_hits);
-    put_uint(&w, "cache_hits", s->cache_hits);
-    put_uint(&w, "breaker_opens", s->breaker_opens);
-    put_uint(&w, "stalls", s->stalls);
-    put_uint(&w, "health_checks", s->health_checks);
-    jsonw_key(&w, "prompt_tokens");
-    jsonw_int(&w, s->prompt_tokens);
-    jsonw_key(&w, "completion_tokens");
-    jsonw_int(&w, s->completion_tokens);
-    jsonw_key(&w, "cached_tokens");
-    jsonw_int(&w, s->cached_tokens);
-    jsonw_key(&w, "cost_usd");
-    jsonw_num(&w, s->cost_usd);
-    jsonw_key(&w, "latency_sum_s");
-    jsonw_num(&w, s->latency_sum_s);
-    jsonw_key(&w, "latency_max_s");
-    jsonw_num(&w, s->latency_max_s);
+    jsonw_key_uint(&w, "calls", s->calls);
+    jsonw_key_uint(&w, "ok", s->ok);
+    jsonw_key_uint(&w, "failed", s->failed);
+    jsonw_key_uint(&w, "attempts", s->attempts);
+    jsonw_key_uint(&w, "retries", s->retries);
+    jsonw_key_uint(&w, "ledger_hits", s->ledger_hits);
+    jsonw_key_uint(&w, "cache_hits", s->cache_hits);
+    jsonw_key_uint(&w, "breaker_opens", s->breaker_opens);
+    jsonw_key_uint(&w, "stalls", s->stalls);
+    jsonw_key_uint(&w, "health_checks", s->health_checks);
+    jsonw_key_int(&w, "prompt_tokens", s->prompt_tokens);
+    jsonw_key_int(&w, "completion_tokens", s->completion_tokens);
+    jsonw_key_int(&w, "cached_tokens", s->cached_tokens);
+    jsonw_key_num(&w, "cost_usd", s->cost_usd);
+    jsonw_key_num(&w, "latency_sum_s", s->latency_sum_s);
+    jsonw_key_num(&w, "latency_max_s", s->latency_max_s);
     jsonw_key(&w, "errors");
     jsonw_object_begin(&w);
     for (int k = 1; k < GATEWAY_ERR_KIND_COUNT; k++)
-        put_uint(&w, gateway_error_kind_name((enum gateway_error_kind)k),
-                 s->attempt_errors[k]);
+        jsonw_key_uint(&w, gateway_error_kind_name((enum gateway_error_kind)k),
+                       s->attempt_errors[k]);
     jsonw_object_end(&w);
     jsonw_key(&w, "latency_hist");
     jsonw_array_begin(&w);

@@ -142,12 +142,6 @@ static void put_exact(jsonw *w, const char *key, double v)
     jsonw_raw(w, tmp);
 }
 
-static void put_int(jsonw *w, const char *key, int64_t v)
-{
-    jsonw_key(w, key);
-    jsonw_int(w, v);
-}
-
 /* Printed by jsonw as cJSON_PrintUnformatted printed the object before,
  * byte for byte, without building it: one record per call. */
 int ledger_encode(const ledger_record *r, char **out, size_t *len)
@@ -158,30 +152,24 @@ int ledger_encode(const ledger_record *r, char **out, size_t *len)
         return NSED_EINVAL;
     jsonw_init(&w, (size_t)1 << 30, JSONW_CJSON);
     jsonw_object_begin(&w);
-    put_int(&w, "v", 1);
-    jsonw_key(&w, "content");
-    jsonw_str(&w, r->content);
-    jsonw_key(&w, "finish_reason");
-    jsonw_str(&w, r->finish_reason);
-    if (r->model) {
-        jsonw_key(&w, "model");
-        jsonw_str(&w, r->model);
-    }
+    jsonw_key_int(&w, "v", 1);
+    jsonw_key_str(&w, "content", r->content);
+    jsonw_key_str(&w, "finish_reason", r->finish_reason);
+    if (r->model)
+        jsonw_key_str(&w, "model", r->model);
     jsonw_key(&w, "usage");
     jsonw_object_begin(&w);
-    put_int(&w, "prompt_tokens", r->prompt_tokens);
-    put_int(&w, "completion_tokens", r->completion_tokens);
-    put_int(&w, "cached_tokens", r->cached_tokens);
+    jsonw_key_int(&w, "prompt_tokens", r->prompt_tokens);
+    jsonw_key_int(&w, "completion_tokens", r->completion_tokens);
+    jsonw_key_int(&w, "cached_tokens", r->cached_tokens);
     jsonw_object_end(&w);
     put_exact(&w, "cost_usd", r->cost_usd);
     put_exact(&w, "latency_s", r->latency_s);
-    put_int(&w, "attempts", r->attempts);
-    put_int(&w, "http_status", r->http_status);
-    put_int(&w, "time", r->time);
-    if (r->from_cache) {
-        jsonw_key(&w, "from_cache");
-        jsonw_bool(&w, true);
-    }
+    jsonw_key_int(&w, "attempts", r->attempts);
+    jsonw_key_int(&w, "http_status", r->http_status);
+    jsonw_key_int(&w, "time", r->time);
+    if (r->from_cache)
+        jsonw_key_bool(&w, "from_cache", true);
     jsonw_object_end(&w);
     return jsonw_finish(&w, out, len) ? NSED_ENOMEM : 0;
 }
