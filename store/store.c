@@ -468,6 +468,32 @@ static int pack_wanted(enum store_db db, const void *key, size_t klen,
     return 1;
 }
 
+/* Room for need bytes in s->pack_buf. Returns 0 or NSED_ENOMEM. */
+static int pack_reserve(store *s, size_t need)
+{
+    unsigned char *p;
+
+    if (s->pack_cap >= need)
+        return 0;
+    p = realloc(s->pack_buf, need);
+    if (!p)
+        return NSED_ENOMEM;
+    s->pack_buf = p;
+    s->pack_cap = need;
+    return 0;
+}
+
+/* The header: the magic byte, the method, the original length (u32 BE). */
+static void pack_header(unsigned char *p, unsigned char method, size_t vlen)
+{
+    p[0] = STORE_PACK_MAGIC;
+    p[1] = method;
+    p[2] = (unsigned char)(vlen >> 24);
+    p[3] = (unsigned char)(vlen >> 16);
+    p[4] = (unsigned char)(vlen >> 8);
+    p[5] = (unsigned char)vlen;
+}
+
 /* Compress val into s->pack_buf. On 0, *out and *outlen are the bytes to
  * store: the compressed form when it is shorter, else val itself.
  * NSED_ENOMEM when a context or the buffer cannot be had. */
@@ -493,13 +519,8 @@ static int pack(store *s, const void *val, size_t vlen, const void **out,
             return NSED_ENOMEM;
         }
     }
-    if (s->pack_cap < bound) {
-        p = realloc(s->pack_buf, bound);
-        if (!p)
-            return NSED_ENOMEM;
-        s->pack_buf = p;
-        s->pack_cap = bound;
-    }
+    if (pack_reserve(s, bound))
+        return NSED_ENOMEM;
     p = s->pack_buf;
     n = ZSTD_compress2(s->zc, p + STORE_PACK_HDR, bound - STORE_PACK_HDR, val,
                        vlen);
@@ -507,12 +528,7 @@ static int pack(store *s, const void *val, size_t vlen, const void **out,
      * as it is, which every reader understands */
     if (ZSTD_isError(n) || STORE_PACK_HDR + n >= vlen)
         return 0;
-    p[0] = STORE_PACK_MAGIC;
-    p[1] = STORE_PACK_ZSTD;
-    p[2] = (unsigned char)(vlen >> 24);
-    p[3] = (unsigned char)(vlen >> 16);
-    p[4] = (unsigned char)(vlen >> 8);
-    p[5] = (unsigned char)vlen;
+    pack_header(p, STORE_PACK_ZSTD, vlen);
     *out = p;
     *outlen = STORE_PACK_HDR + n;
     return 0;
@@ -528,20 +544,10 @@ static int pack_plain(store *s, const void *val, size_t vlen, const void **out,
 
     if (vlen > UINT32_MAX)
         return NSED_EINVAL;
-    if (s->pack_cap < need) {
-        p = realloc(s->pack_buf, need);
-        if (!p)
-            return NSED_ENOMEM;
-        s->pack_buf = p;
-        s->pack_cap = need;
-    }
+    if (pack_reserve(s, need))
+        return NSED_ENOMEM;
     p = s->pack_buf;
-    p[0] = STORE_PACK_MAGIC;
-    p[1] = STORE_PACK_PLAIN;
-    p[2] = (unsigned char)(vlen >> 24);
-    p[3] = (unsigned char)(vlen >> 16);
-    p[4] = (unsigned char)(vlen >> 8);
-    p[5] = (unsigned char)vlen;
+    pack_header(p, STORE_PACK_PLAIN, vlen);
     memcpy(p + STORE_PACK_HDR, val, vlen);
     *out = p;
     *outlen = need;

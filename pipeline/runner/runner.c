@@ -1073,6 +1073,32 @@ static int commit_slot(store_txn *txn, const slot *s)
     return rc;
 }
 
+/* The replies answered since the last commit and the call statistics
+ * they add to (inside a store_write; replayable). */
+static int put_replies(store_txn *txn, struct loop *L, nsed_err *err)
+{
+    int rc = gateway_put_records(L->gw, txn, err);
+
+    return rc ? rc : runner_telemetry_put(txn, L->tele, L->wf, L->gw);
+}
+
+/* The replies read by this turn's poll, with the call statistics, in a
+ * transaction of their own before any question steps: a reply holds its
+ * model's slot until it is durable (gateway.h), so the slots of a model
+ * with requests queued are free again, and those requests out, one fsync
+ * after the replies arrive instead of after the whole turn. A kill before
+ * the questions' commit loses nothing: their next run answers the calls
+ * from the ledger. */
+static int replies_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    int rc = put_replies(txn, arg, err);
+
+    if (rc)
+        return nsed_error(err, rc, "cannot commit to the store: %s",
+                          nsed_strerror(rc));
+    return 0;
+}
+
 static int commit_fn(store_txn *txn, void *arg, nsed_err *err)
 {
     struct loop *L = arg;
@@ -1080,38 +1106,16 @@ static int commit_fn(store_txn *txn, void *arg, nsed_err *err)
 
     /* The calls answered since the last commit go in the same transaction
      * as the states built from them: one fsync for both. */
-    rc = gateway_put_records(L->gw, txn, err);
+    rc = put_replies(txn, L, err);
     for (slot *s = L->active; s && !rc; s = s->next)
         if (s->dirty || s->phase == SLOT_INCOMPLETE)
             rc = commit_slot(txn, s);
-    if (!rc)
-        rc = runner_telemetry_put(txn, L->tele, L->wf, L->gw);
     if (!rc)
         rc = telemetry_commit(txn, L->wf, L->pending);
     if (!rc)
         rc = runner_rounds_commit(txn, &L->rounds_pending);
     if (!rc)
         rc = runner_breakers_put(txn, L->breakers, L->wf, L->run_ended);
-    if (rc)
-        return nsed_error(err, rc, "cannot commit to the store: %s",
-                          nsed_strerror(rc));
-    return 0;
-}
-
-/* The replies read by this turn's poll, with the call statistics they
- * add to, in a transaction of their own before any question steps: a
- * reply holds its model's slot until it is durable (gateway.h), so the
- * slots of a model with requests queued are free again, and those
- * requests out, one fsync after the replies arrive instead of after the
- * whole turn. A kill before the questions' commit loses nothing: their
- * next run answers the calls from the ledger. */
-static int replies_fn(store_txn *txn, void *arg, nsed_err *err)
-{
-    struct loop *L = arg;
-    int rc = gateway_put_records(L->gw, txn, err);
-
-    if (!rc)
-        rc = runner_telemetry_put(txn, L->tele, L->wf, L->gw);
     if (rc)
         return nsed_error(err, rc, "cannot commit to the store: %s",
                           nsed_strerror(rc));
