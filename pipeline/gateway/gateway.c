@@ -264,6 +264,7 @@ static void drive(gateway *gw, int wait_ms)
                                      &running);
         }
     } while (n == (int)(sizeof ev / sizeof ev[0]));
+    due_from_curl(gw);
     /* A transfer just added asks for "now", and acting on it can ask for
      * "now" again (connect, then send): until libcurl waits for a socket
      * or a later time, so that a request leaves in this call. */
@@ -271,7 +272,6 @@ static void drive(gateway *gw, int wait_ms)
         curl_multi_socket_action(gw->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         due_from_curl(gw);
     }
-    due_from_curl(gw);
 }
 
 /* splitmix64: tiny, good enough for jitter, and its state lives in the
