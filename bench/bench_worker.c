@@ -12,6 +12,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <lmdb.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdint.h>
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 
 static double tv_s(struct timeval tv)
 {
@@ -149,15 +151,105 @@ static int do_ledger(const char *dir, nsed_err *err)
 /* A bare libcurl multi client: n POSTs of one fixed chat request to the
  * simulator at url, `slots` at a time over the three benchmark models,
  * bodies discarded. Its CPU per call is what HTTP over loopback costs a
- * client before any runner work -- the floor under figure 2. */
+ * client before any runner work -- the floor under figure 2.
+ *
+ * The durable floor (a directory given) adds the least a client must do
+ * to keep nsed's resume promise (a kill re-pays at most the calls in
+ * flight): every reply body is put into an LMDB environment there, the
+ * replies finished in one turn in one write transaction committed with
+ * LMDB's default fdatasync, and a finished transfer's slot takes its next
+ * call only after that commit, as the runner's slots are held until
+ * their reply is durable. No prompt, parse, state or index: raw bytes
+ * under the call's number. */
 
 #define FLOOR_SLOTS_MAX 256
+#define FLOOR_REPLY_MAX ((size_t)1 << 20)
+
+typedef struct floor_reply {
+    char *data;
+    size_t len, cap;
+} floor_reply;
 
 static size_t discard(char *data, size_t size, size_t n, void *arg)
 {
     (void)data;
     (void)arg;
     return size * n;
+}
+
+static size_t keep(char *data, size_t size, size_t n, void *arg)
+{
+    floor_reply *r = arg;
+    size_t add = size * n;
+
+    if (r->len + add > FLOOR_REPLY_MAX)
+        return 0; /* curl fails the transfer: the floor says so */
+    if (r->len + add > r->cap) {
+        size_t cap = r->cap ? r->cap : 2048;
+        char *p;
+
+        while (cap < r->len + add)
+            cap *= 2;
+        p = realloc(r->data, cap);
+        if (!p)
+            return 0;
+        r->data = p;
+        r->cap = cap;
+    }
+    memcpy(r->data + r->len, data, add);
+    r->len += add;
+    return add;
+}
+
+/* The durable floor's store: an LMDB environment in dir (created). */
+static int floor_env_open(const char *dir, MDB_env **env, MDB_dbi *dbi,
+                          nsed_err *err)
+{
+    MDB_txn *txn = NULL;
+    int rc;
+
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return nsed_error(err, NSED_EIO, "floor: %s: %s", dir, strerror(errno));
+    rc = mdb_env_create(env);
+    if (!rc)
+        rc = mdb_env_set_mapsize(*env, (size_t)1 << 32);
+    if (!rc)
+        rc = mdb_env_open(*env, dir, 0, 0600);
+    if (!rc)
+        rc = mdb_txn_begin(*env, NULL, 0, &txn);
+    if (!rc)
+        rc = mdb_dbi_open(txn, NULL, 0, dbi);
+    if (!rc)
+        rc = mdb_txn_commit(txn);
+    else if (txn)
+        mdb_txn_abort(txn);
+    if (rc)
+        return nsed_error(err, NSED_EIO, "floor: %s: %s", dir,
+                          mdb_strerror(rc));
+    return 0;
+}
+
+/* Put the replies of done[0..ndone) (their call numbers in seq) in one
+ * transaction and commit it durably. */
+static int floor_commit(MDB_env *env, MDB_dbi dbi, floor_reply *const *done,
+                        const uint64_t *seq, size_t ndone, nsed_err *err)
+{
+    MDB_txn *txn = NULL;
+    int rc = mdb_txn_begin(env, NULL, 0, &txn);
+
+    for (size_t i = 0; i < ndone && !rc; i++) {
+        uint64_t k = seq[i];
+        MDB_val key = {sizeof k, &k}, val = {done[i]->len, done[i]->data};
+
+        rc = mdb_put(txn, dbi, &key, &val, 0);
+    }
+    if (!rc)
+        rc = mdb_txn_commit(txn);
+    else if (txn)
+        mdb_txn_abort(txn);
+    if (rc)
+        return nsed_error(err, NSED_EIO, "floor: commit: %s", mdb_strerror(rc));
+    return 0;
 }
 
 /* The floor drives libcurl as the gateway does (pipeline/gateway): its
@@ -231,17 +323,24 @@ static void floor_drive(floor_io *io)
     }
 }
 
-static int do_floor(const char *base, size_t n, size_t slots, nsed_err *err)
+static int do_floor(const char *base, size_t n, size_t slots, const char *dir,
+                    nsed_err *err)
 {
     static const char *const models[] = {"bench-alpha", "bench-beta",
                                          "bench-gamma"};
     CURLM *multi = curl_multi_init();
     floor_io io = {multi, epoll_create1(EPOLL_CLOEXEC), INFINITY};
     CURL *easy[FLOOR_SLOTS_MAX] = {0};
+    floor_reply *reply = NULL;
+    floor_reply *fin[FLOOR_SLOTS_MAX];
+    CURL *fin_easy[FLOOR_SLOTS_MAX];
+    uint64_t fin_seq[FLOOR_SLOTS_MAX];
+    MDB_env *env = NULL;
+    MDB_dbi dbi = 0;
     struct curl_slist *hdr = NULL;
     char *bodies[3] = {NULL, NULL, NULL};
     char url[256];
-    size_t started = 0, done = 0;
+    size_t started = 0, done = 0, commits = 0;
     struct rusage r0, r1;
     double t0;
     int rc = 0;
@@ -274,10 +373,13 @@ static int do_floor(const char *base, size_t n, size_t slots, nsed_err *err)
                      models[m]) < 0)
             bodies[m] = NULL;
     }
-    if (!multi || !hdr || !bodies[0] || !bodies[1] || !bodies[2]) {
+    reply = calloc(FLOOR_SLOTS_MAX, sizeof *reply);
+    if (!multi || !hdr || !reply || !bodies[0] || !bodies[1] || !bodies[2]) {
         rc = nsed_error(err, NSED_ENOMEM, "floor: out of memory");
         goto out;
     }
+    if (dir && (rc = floor_env_open(dir, &env, &dbi, err)) != 0)
+        goto out;
     curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, floor_socket);
     curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, &io);
     curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, floor_timer);
@@ -294,11 +396,14 @@ static int do_floor(const char *base, size_t n, size_t slots, nsed_err *err)
         curl_easy_setopt(easy[i], CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, hdr);
         curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, bodies[i % 3]);
-        curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, discard);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, env ? keep : discard);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEDATA, &reply[i]);
+        curl_easy_setopt(easy[i], CURLOPT_PRIVATE, &reply[i]);
         curl_multi_add_handle(multi, easy[i]);
     }
     while (done < n) {
         CURLMsg *msg;
+        size_t nfin = 0;
         int left;
 
         floor_drive(&io);
@@ -315,17 +420,38 @@ static int do_floor(const char *base, size_t n, size_t slots, nsed_err *err)
                                 curl_easy_strerror(msg->data.result), status);
                 goto out;
             }
-            done++;
             curl_multi_remove_handle(multi, e);
+            if (env) {
+                char *priv = NULL;
+
+                curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
+                fin[nfin] = (floor_reply *)(void *)priv;
+                fin_easy[nfin] = e;
+                fin_seq[nfin++] = done++;
+                continue;
+            }
+            done++;
             if (started < n) {
                 started++;
                 curl_multi_add_handle(multi, e);
             }
         }
+        /* durable: the turn's replies committed, then their slots reused */
+        if (nfin && (rc = floor_commit(env, dbi, fin, fin_seq, nfin, err)))
+            goto out;
+        if (nfin)
+            commits++;
+        for (size_t i = 0; i < nfin; i++) {
+            fin[i]->len = 0;
+            if (started < n) {
+                started++;
+                curl_multi_add_handle(multi, fin_easy[i]);
+            }
+        }
     }
     getrusage(RUSAGE_SELF, &r1);
-    printf("calls=%zu elapsed=%.6f user=%.6f sys=%.6f\n", done,
-           bench_now() - t0, tv_s(r1.ru_utime) - tv_s(r0.ru_utime),
+    printf("calls=%zu commits=%zu elapsed=%.6f user=%.6f sys=%.6f\n", done,
+           commits, bench_now() - t0, tv_s(r1.ru_utime) - tv_s(r0.ru_utime),
            tv_s(r1.ru_stime) - tv_s(r0.ru_stime));
 out:
     for (size_t i = 0; i < FLOOR_SLOTS_MAX; i++) {
@@ -336,6 +462,11 @@ out:
     }
     curl_multi_cleanup(multi);
     close(io.epfd);
+    if (env)
+        mdb_env_close(env);
+    for (size_t i = 0; reply && i < FLOOR_SLOTS_MAX; i++)
+        free(reply[i].data);
+    free(reply);
     curl_slist_free_all(hdr);
     for (int m = 0; m < 3; m++)
         free(bodies[m]);
@@ -379,9 +510,9 @@ int bench_worker_main(int argc, char **argv)
         rc = do_run(argv[1], argv[2], argc == 4, &err);
     else if (argc == 2 && !strcmp(argv[0], "ledger"))
         rc = do_ledger(argv[1], &err);
-    else if (argc == 4 && !strcmp(argv[0], "floor") &&
+    else if ((argc == 4 || argc == 5) && !strcmp(argv[0], "floor") &&
              !parse_size(argv[2], &n) && !parse_size(argv[3], &slots))
-        rc = do_floor(argv[1], n, slots, &err);
+        rc = do_floor(argv[1], n, slots, argc == 5 ? argv[4] : NULL, &err);
     else
         rc = nsed_error(&err, NSED_EINVAL, "bad worker arguments");
     fflush(stdout);
