@@ -161,6 +161,11 @@ struct gateway {
      * call) */
     int epfd;
     double curl_due; /* monotonic seconds; INFINITY when no timer */
+    /* No attempt in flight can stall before this (stall_check): at most
+     * the earliest t_attempt + stall_s of them, lowered as attempts
+     * start, made exact by each scan, -INFINITY when a stall limit
+     * changed. Until it, stall_check need not walk the transfers. */
+    double stall_due;
     uint64_t rng;
     bool cache_failed; /* a cache read or write failed (logged once) */
 };
@@ -580,6 +585,7 @@ int gateway_new(const workflow *wf, store *st, const gateway_opts *opts,
      * when the server speaks HTTP/2 (https only; plain http stays 1.1). */
     curl_multi_setopt(gw->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
     gw->curl_due = INFINITY;
+    gw->stall_due = -INFINITY;
     gw->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (gw->epfd < 0) {
         rc = nsed_error(err, NSED_ENET, "gateway: epoll_create1: %s",
@@ -1354,6 +1360,9 @@ static void start_request(gateway *gw, gw_req *r, double now)
     }
     r->easy = e;
     r->t_attempt = now;
+    if (mm->stall_s > 0 && !r->is_probe && !r->is_health &&
+        now + mm->stall_s < gw->stall_due)
+        gw->stall_due = now + mm->stall_s;
     if (!r->attempted) {
         r->attempted = true;
         r->t_first_attempt = now;
@@ -1563,7 +1572,7 @@ static int cmp_double(const void *a, const void *b)
  * limit is made again: stall_factor x the p99 of the window, at least
  * stall_min_s; none (0) when that reaches request_s, which libcurl
  * enforces anyway. */
-static void stall_observe(gw_model *mm, double lat)
+static void stall_observe(gateway *gw, gw_model *mm, double lat)
 {
     const workflow_model *m = mm->m;
     double sorted[GW_STALL_WINDOW], lim;
@@ -1587,6 +1596,7 @@ static void stall_observe(gw_model *mm, double lat)
     if (lim < m->stall_min_s)
         lim = m->stall_min_s;
     mm->stall_s = lim < m->request_timeout_s ? lim : 0;
+    gw->stall_due = -INFINITY; /* a limit may have shrunk: scan again */
 }
 
 static void on_transfer_done(gateway *gw, gw_req *r, CURLcode cc, double now);
@@ -1660,9 +1670,14 @@ static void health_done(gateway *gw, gw_req *r, bool ok, double now)
  * earliest time another attempt may stall. */
 static double stall_check(gateway *gw, double now, bool abandon)
 {
-    double next = INFINITY;
+    double next = INFINITY, due = INFINITY;
     gw_req *nx;
 
+    /* nothing in flight is past its limit: the walk would find the
+     * earliest limit, which stall_due does not pass */
+    if (now < gw->stall_due)
+        return gw->stall_due;
+    gw->stall_due = INFINITY; /* what starts during the walk lowers it */
     for (gw_req *r = gw->running; r; r = nx) {
         gw_model *mm = &gw->models[r->model];
         double at;
@@ -1671,6 +1686,8 @@ static double stall_check(gateway *gw, double now, bool abandon)
         if (!(mm->stall_s > 0) || r->is_probe || r->is_health)
             continue;
         at = r->t_attempt + mm->stall_s;
+        if (at < due)
+            due = at;
         if (now < at) {
             if (at < next)
                 next = at;
@@ -1710,6 +1727,8 @@ static double stall_check(gateway *gw, double now, bool abandon)
                     mm->lat_p99);
         on_transfer_done(gw, r, CURLE_OPERATION_TIMEDOUT, now);
     }
+    if (due < gw->stall_due)
+        gw->stall_due = due;
     return next;
 }
 
@@ -1759,7 +1778,7 @@ static void on_transfer_done(gateway *gw, gw_req *r, CURLcode cc, double now)
     if (ok) {
         mm->answered = true;
         mm->t_last_answer = now;
-        stall_observe(mm, now - r->t_attempt);
+        stall_observe(gw, mm, now - r->t_attempt);
         breaker_success(gw, mm, was_probe);
         /* before the reply reaches the ledger, the caller or anything
          * they store or export */
