@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -310,16 +311,49 @@ START_TEST(workflow_change_refused_unless_flag)
 }
 END_TEST
 
-START_TEST(status_of_missing_store_is_clear)
+/* What a command that was given a directory holding no store must do:
+ * exit 2 (docs/cli.md, exit status), name the directory, print nothing. */
+static void no_store_refused(int rc, char *out, char *err, const char *cmd,
+                             const char *name)
 {
-    char *store = tu_path(tu_tmp, "nothing-here");
-    char *out = NULL, *err = NULL;
-
-    ck_assert_int_ne(NSED(&out, &err, "status", "--store", store), 0);
-    ck_assert(tu_contains(err, "nothing-here"));
+    ck_assert_msg(rc == 2, "%s on %s: exit %d: %s", cmd, name, rc, err);
+    ck_assert_msg(tu_contains(err, "no nsed store in") &&
+                      tu_contains(err, name),
+                  "%s on %s: %s", cmd, name, err);
+    ck_assert_msg(!out || !*out, "%s printed %s", cmd, out);
     free(out);
     free(err);
-    free(store);
+}
+
+/* Naming a directory that holds no store is a mistake in the command
+ * line: every command that reads a store exits 2 and names it, whether
+ * it is missing or empty, and none creates it. */
+START_TEST(status_of_missing_store_is_clear)
+{
+    char *missing = tu_path(tu_tmp, "nothing-here");
+    char *empty = tu_path(tu_tmp, "empty-dir");
+
+    ck_assert_int_eq(mkdir(empty, 0700), 0);
+    for (int d = 0; d < 2; d++) {
+        const char *dir = d ? empty : missing;
+        const char *name = d ? "empty-dir" : "nothing-here";
+        char *out = NULL, *err = NULL;
+        int rc;
+
+        rc = NSED(&out, &err, "status", "--store", dir);
+        no_store_refused(rc, out, err, "status", name);
+        rc = NSED(&out, &err, "status", "--json", "--store", dir);
+        no_store_refused(rc, out, err, "status --json", name);
+        rc = NSED(&out, &err, "export", "--store", dir);
+        no_store_refused(rc, out, err, "export", name);
+        rc = NSED(&out, &err, "compare", dir, dir);
+        no_store_refused(rc, out, err, "compare", name);
+        rc = NSED(&out, &err, "team", DEMO_WF, "--store", dir);
+        no_store_refused(rc, out, err, "team", name);
+    }
+    ck_assert(access(missing, F_OK) != 0);
+    free(missing);
+    free(empty);
 }
 END_TEST
 

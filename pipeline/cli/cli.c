@@ -175,6 +175,16 @@ char *cli_git_commit(const char *path)
     return commit;
 }
 
+int cli_open_existing(const char *dir, const store_opts *so, store **st,
+                      nsed_err *err)
+{
+    int rc = store_open(dir, so, st, err);
+
+    if (rc == NSED_ENOTFOUND)
+        rc = err->code = NSED_EINVAL;
+    return rc;
+}
+
 /* Refuse (unless allow_change) a store whose manifest names another run
  * seed than seed. A store not bound yet passes. */
 static int check_seed(store *st, uint64_t seed, int allow_change,

@@ -97,6 +97,15 @@ int cli_open_bound_store(const char *wpath, const cli_sets *sets,
                          const char *cmdline, workflow **wf, store **st,
                          nsed_err *err);
 
+/* Open the existing store in dir with so (store_open): 0 with *st the
+ * caller's, or store_open's error, except that a directory that holds no
+ * store (or none at all) is a mistake in the command line, NSED_EINVAL
+ * (exit status 2) with store_open's message, as for every command that
+ * reads a store. */
+NSED_MUST_CHECK
+int cli_open_existing(const char *dir, const store_opts *so, store **st,
+                      nsed_err *err);
+
 /* Flush stdout and report whether everything printed to it got out: 0, or
  * NSED_EIO ("write failed: ...") when a write failed (a full disk,
  * /dev/full). A reader that went away (EPIPE, `| head`) is not an error,

@@ -167,7 +167,7 @@ static int open_store(const char *dir, char **dirs, int i, store **st,
             st[i] = st[k];
             return 0;
         }
-    return store_open(dir, so, &st[i], err);
+    return cli_open_existing(dir, so, &st[i], err);
 }
 
 int cli_compare(int argc, char **argv)
@@ -207,11 +207,6 @@ int cli_compare(int argc, char **argv)
                                COMPARE_MAX, argc - optind);
     for (int i = optind; i < argc && !rc; i++) {
         rc = open_store(argv[i], argv + optind, i - optind, st, &so, &err);
-        /* naming something that is no store is bad input, not a failure */
-        if (rc == NSED_ENOTFOUND) {
-            err.code = NSED_EINVAL;
-            rc = NSED_EINVAL;
-        }
         if (!rc)
             n++;
     }

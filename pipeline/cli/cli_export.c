@@ -290,7 +290,7 @@ int cli_export(int argc, char **argv)
         return cli_usage_error("export",
                                "--only-correct and "
                                "--min-conviction need --format sft or dpo");
-    rc = store_open(dir, &so, &st, &err);
+    rc = cli_open_existing(dir, &so, &st, &err);
     if (rc)
         goto out;
     if (x.format != EXPORT_FMT_RESULTS) {

@@ -879,11 +879,8 @@ static int status_json(const char *dir, char **text, cJSON **j, nsed_err *err)
     store_opts so = {.flags = STORE_RDONLY};
     store *st = NULL;
     runner_report *r = NULL;
-    int rc = store_open(dir, &so, &st, err);
+    int rc = cli_open_existing(dir, &so, &st, err);
 
-    /* a store that is not there is a mistake in the command line */
-    if (rc == NSED_ENOTFOUND)
-        rc = err->code = NSED_EINVAL;
     if (!rc)
         rc = runner_report_build(st, &r, err);
     if (!rc && runner_report_json(r, text))

@@ -580,7 +580,7 @@ int cli_status(int argc, char **argv)
         return cli_usage_error("status", "unexpected argument '%s'",
                                argv[optind]);
 
-    rc = store_open(dir, &so, &st, &err);
+    rc = cli_open_existing(dir, &so, &st, &err);
     if (!rc)
         rc = runner_report_build(st, &r, &err);
     if (!rc && tele_path)

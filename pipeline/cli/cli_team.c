@@ -193,7 +193,7 @@ int cli_team(int argc, char **argv)
     if (rc)
         goto out;
     if (dir) {
-        rc = store_open(dir, &so, &st, &err);
+        rc = cli_open_existing(dir, &so, &st, &err);
         if (!rc)
             rc = telemetry_read_store(st, wf, &tel, &err);
     } else if ((rc = telemetry_new(wf, &tel)) != 0) {
