@@ -240,6 +240,21 @@ static int busy_error(nsed_err *err, const char *dir, long pid)
                       "process (pid unknown)", dir);
 }
 
+/* flock(fd, LOCK_EX | LOCK_NB), tried again for up to about 50 ms while
+ * it would block: a reader's probe (store_writer_active,
+ * check_not_own_writer) holds a shared lock for a moment only, and must
+ * not turn a writer away; a writer holds it for its whole life. */
+static int lock_exclusive(int fd)
+{
+    for (int i = 0;; i++) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            return 0;
+        if (errno != EWOULDBLOCK || i == 10)
+            return -1;
+        nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
+    }
+}
+
 /* Take the writer lock. The pid is written for the message a second
  * writer prints; the flock itself is what excludes, and the kernel drops
  * it when the holder dies, so a killed run never leaves a stale lock. */
@@ -258,7 +273,7 @@ static int lock_take(store *s, nsed_err *err)
                         strerror(errno));
         goto out;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (lock_exclusive(fd) != 0) {
         if (errno == EWOULDBLOCK)
             rc = busy_error(err, s->dir, read_lock_pid(fd));
         else
@@ -344,6 +359,48 @@ size_t store_map_size(const store *s)
 const char *store_dir(const store *s)
 {
     return s ? s->dir : NULL;
+}
+
+int store_writer_active(const store *s, bool *active, nsed_err *err)
+{
+    char *path;
+    int fd;
+
+    if (s->lock_fd >= 0) {
+        *active = true;
+        return 0;
+    }
+    path = join_path(s->dir, STORE_LOCK_NAME);
+    if (!path)
+        return nsed_error(err, NSED_EINVAL, "store directory path too long: %s",
+                          s->dir);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+
+        free(path);
+        if (e == ENOENT) { /* never written: no writer */
+            *active = false;
+            return 0;
+        }
+        return nsed_error(err, NSED_EIO, "cannot open the lock file of %s: %s",
+                          s->dir, strerror(e));
+    }
+    free(path);
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+        flock(fd, LOCK_UN);
+        *active = false;
+    } else if (errno == EWOULDBLOCK) {
+        *active = true;
+    } else {
+        int e = errno;
+
+        close(fd);
+        return nsed_error(err, NSED_EIO, "cannot probe the lock of %s: %s",
+                          s->dir, strerror(e));
+    }
+    close(fd);
+    return 0;
 }
 
 /* Begin a transaction, adopting a map another process grew meanwhile. */

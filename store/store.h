@@ -116,6 +116,18 @@ void store_close(store *s);
 /* The directory the store was opened on (owned by the store). */
 const char *store_dir(const store *s);
 
+/* Whether some process holds the store's writer lock now (this handle,
+ * when it was opened for writing, included): true while a run, an ingest
+ * or a merge writes it, false once none does -- also after a writer was
+ * killed, whose lock the kernel dropped. A read-only caller (nsed status)
+ * tells from it a run that is going on from one that ended without
+ * saying so. It probes the lock with a shared flock held for a moment;
+ * a writer that starts in that moment retries its own lock (lock_take),
+ * so the probe never turns it away. Returns 0 with *active set, or
+ * NSED_EIO (err says why). */
+NSED_MUST_CHECK int store_writer_active(const store *s, bool *active,
+                                        nsed_err *err);
+
 /* Current LMDB map size in bytes (for tests and status). */
 size_t store_map_size(const store *s);
 

@@ -20,8 +20,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -1071,6 +1073,75 @@ END_TEST
 
 /* ---- the writer lock --------------------------------------------------- */
 
+/* store_writer_active says whether any process holds the writer lock:
+ * this handle when it writes; another process that holds it; nobody once
+ * that process is gone (the kernel drops a killed writer's flock). And a
+ * probe's shared lock, held for a moment, does not turn a writer away. */
+START_TEST(writer_lock_probe)
+{
+    char *dir = tu_mkdtemp(), *lock = tu_path(dir, "nsed.lock");
+    int go[2], ready[2], fd;
+    bool active = false;
+    nsed_err e = {0};
+    store *s = open_or_fail(dir, 0, 0);
+    pid_t child;
+    char c = 'g';
+
+    ck_assert_int_eq(store_writer_active(s, &active, &e), 0);
+    ck_assert(active);
+    store_close(s);
+    s = open_or_fail(dir, STORE_RDONLY, 0);
+    active = true;
+    ck_assert_int_eq(store_writer_active(s, &active, &e), 0);
+    ck_assert(!active);
+
+    /* another process holds the lock as a writer does, then exits */
+    ck_assert_int_eq(pipe(go), 0);
+    ck_assert_int_eq(pipe(ready), 0);
+    child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        char x;
+        int lfd = open(lock, O_RDWR);
+
+        if (lfd < 0 || flock(lfd, LOCK_EX | LOCK_NB) != 0)
+            _exit(40);
+        write_all(ready[1], &c, 1);
+        _exit(read_all(go[0], &x, 1) ? 0 : 41);
+    }
+    ck_assert(read_all(ready[0], &c, 1));
+    ck_assert_int_eq(store_writer_active(s, &active, &e), 0);
+    ck_assert(active);
+    write_all(go[1], &c, 1);
+    ck_assert_int_eq(wait_exit(child), 0);
+    ck_assert_int_eq(store_writer_active(s, &active, &e), 0);
+    ck_assert(!active);
+    store_close(s);
+
+    /* a writer that starts while a probe holds the lock for 20 ms */
+    fd = open(lock, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(flock(fd, LOCK_SH | LOCK_NB), 0);
+    child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        store *w = NULL;
+        nsed_err ce = {0};
+        int rc = store_open(dir, NULL, &w, &ce);
+
+        store_close(w);
+        _exit(rc == 0 ? 0 : 42);
+    }
+    nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    flock(fd, LOCK_UN);
+    close(fd);
+    ck_assert_int_eq(wait_exit(child), 0);
+    free(lock);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(concurrent_writer_refused)
 {
     char *dir = tu_mkdtemp();
@@ -2086,6 +2157,7 @@ Suite *tu_suite(void)
 
     tc = tcase_create("locking");
     tcase_add_test(tc, concurrent_writer_refused);
+    tcase_add_test(tc, writer_lock_probe);
     suite_add_tcase(su, tc);
 
     tc = tcase_create("opening");

@@ -719,6 +719,26 @@ static int space_fn(store_txn *txn, void *arg, nsed_err *err)
     return 0;
 }
 
+/* A breaker record that still says paused while no process writes the
+ * store is what a killed run left (it never wrote the end): the last
+ * known state, as after a run that ended. */
+static int paused_ended(const store *st, runner_report *r, nsed_err *err)
+{
+    bool open = false, active = true;
+    int rc;
+
+    for (size_t i = 0; i < r->npaused; i++)
+        open = open || !r->paused[i].run_ended;
+    if (!open)
+        return 0;
+    rc = store_writer_active(st, &active, err);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < r->npaused && !active; i++)
+        r->paused[i].run_ended = true;
+    return 0;
+}
+
 int runner_report_build(store *st, runner_report **out, nsed_err *err)
 {
     runner_report *r = calloc(1, sizeof *r);
@@ -737,6 +757,9 @@ int runner_report_build(store *st, runner_report **out, nsed_err *err)
         rc = store_read(st, read_fn, &rr, err);
     if (!rc)
         rc = store_read(st, space_fn, &r->space, err);
+    if (rc)
+        goto out;
+    rc = paused_ended(st, r, err);
     if (rc)
         goto out;
     r->space.per_question = r->total

@@ -37,7 +37,9 @@
  *    "paused":[{model,since,run_ended}] (the models whose circuit breaker
  *              the runner last recorded as paused, with the UTC time the
  *              pause began; run_ended: the run has ended since, so this
- *              is the last known state),
+ *              is the last known state: it said so when it stopped, or
+ *              no process holds the store's writer lock any more, as
+ *              after a kill -9),
  *    "baselines": NSED against each baseline (runner_baselines.h),
  *    "manifest": the run manifest without workflow_canonical, or null,
  *    "bias":{evaluations,weights,
@@ -163,7 +165,8 @@ typedef struct runner_report_bias {
 typedef struct runner_report_paused {
     char *id;
     char since[32]; /* UTC, "YYYY-MM-DDTHH:MM:SSZ" */
-    bool run_ended; /* the run that recorded it has ended */
+    bool run_ended; /* the run that recorded it has ended (it said so, or
+                       no writer holds the store: store_writer_active) */
 } runner_report_paused;
 
 /* The efficiency-fatigue fit on the exploration slice (runner_fit.h), as
