@@ -492,8 +492,11 @@ START_TEST(status_shows_paused_models)
             NSED(NULL, &out, &err, "status", "--store", sdir, "--json") == 0) {
             st = cJSON_Parse(out);
             e = st ? paused_entry(st, "alpha") : NULL;
-            if (e && cJSON_IsFalse(cJSON_GetObjectItem(e, "run_ended")))
+            if (e && cJSON_IsFalse(cJSON_GetObjectItem(e, "run_ended"))) {
                 seen = true;
+                /* the run holds the store while it runs */
+                ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(st, "writing")));
+            }
             cJSON_Delete(st);
         }
         free(out);
@@ -530,6 +533,21 @@ START_TEST(status_shows_paused_models)
     e = paused_entry(st, "alpha");
     ck_assert_ptr_nonnull(e);
     ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(e, "run_ended")));
+    ck_assert(cJSON_IsFalse(cJSON_GetObjectItem(st, "writing")));
+    if (kill_it) {
+        /* killed mid-question: its questions are left in progress, and
+         * status says how to go on */
+        double in_progress = tu_jnum(st, "questions", "in_progress");
+
+        ck_assert(in_progress > 0);
+        ck_assert_int_eq(NSED(NULL, &out, &err, "status", "--store", sdir), 0);
+        ck_assert_msg(tu_contains(out, "no run holds the store (it was "
+                                       "stopped or killed): run it again "
+                                       "to resume the"),
+                      "%s", out);
+        free(out);
+        free(err);
+    }
     ck_assert(cJSON_IsString(cJSON_GetObjectItem(e, "since")));
     cJSON_Delete(st);
     tu_sim_stop(&sim);

@@ -481,6 +481,10 @@ static void print_text(const runner_report *r)
            "failed, %zu in progress, %zu not started\n",
            r->total, r->done, r->degraded, r->incomplete, r->failed,
            r->in_progress, r->not_started);
+    if (r->in_progress && !r->writing)
+        printf("            no run holds the store (it was stopped or "
+               "killed): run it again to resume the %zu in progress\n",
+               r->in_progress);
     print_reasons("incomplete:", &r->incomplete_why);
     print_reasons("failed:", &r->failed_why);
     print_paused(r);

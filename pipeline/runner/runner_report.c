@@ -719,24 +719,16 @@ static int space_fn(store_txn *txn, void *arg, nsed_err *err)
     return 0;
 }
 
-/* A breaker record that still says paused while no process writes the
- * store is what a killed run left (it never wrote the end): the last
- * known state, as after a run that ended. */
-static int paused_ended(const store *st, runner_report *r, nsed_err *err)
+/* Whether a process writes the store now; a breaker record that still
+ * says paused while none does is what a killed run left (it never wrote
+ * the end): the last known state, as after a run that ended. */
+static int read_writing(const store *st, runner_report *r, nsed_err *err)
 {
-    bool open = false, active = true;
-    int rc;
+    int rc = store_writer_active(st, &r->writing, err);
 
-    for (size_t i = 0; i < r->npaused; i++)
-        open = open || !r->paused[i].run_ended;
-    if (!open)
-        return 0;
-    rc = store_writer_active(st, &active, err);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < r->npaused && !active; i++)
+    for (size_t i = 0; !rc && i < r->npaused && !r->writing; i++)
         r->paused[i].run_ended = true;
-    return 0;
+    return rc;
 }
 
 int runner_report_build(store *st, runner_report **out, nsed_err *err)
@@ -759,7 +751,7 @@ int runner_report_build(store *st, runner_report **out, nsed_err *err)
         rc = store_read(st, space_fn, &r->space, err);
     if (rc)
         goto out;
-    rc = paused_ended(st, r, err);
+    rc = read_writing(st, r, err);
     if (rc)
         goto out;
     r->space.per_question = r->total
@@ -983,6 +975,7 @@ int runner_report_json(const runner_report *r, char **out)
     if (!o)
         return NSED_ENOMEM;
     cJSON_AddStringToObject(o, "store", r->store);
+    cJSON_AddBoolToObject(o, "writing", r->writing);
     q = cJSON_AddObjectToObject(o, "questions");
     cJSON_AddNumberToObject(q, "total", (double)r->total);
     cJSON_AddNumberToObject(q, "done", (double)r->done);

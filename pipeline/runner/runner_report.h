@@ -4,8 +4,9 @@
  * only formats it.
  *
  * runner_report_json gives the report as the JSON of `nsed status --json`:
- *   {"store", "questions":{total,done,degraded,incomplete,failed,
- *    in_progress,not_started},
+ *   {"store", "writing" (a process holds the store's writer lock now:
+ *    a run, ingest or merge is going on), "questions":{total,done,
+ *    degraded,incomplete,failed,in_progress,not_started},
  *    "reasons":{"incomplete":{reason:n},"failed":{reason:n}},
  *    "deliberation":{rounds,winnerless_rounds,proposals,no_answer,
  *                    evaluations,abstained,truncated,
@@ -208,6 +209,7 @@ typedef struct runner_report {
      * records, incomplete the questions with an incomplete marker and no
      * result; in_progress those with only a state. */
     size_t total, done, degraded, incomplete, failed, in_progress, not_started;
+    bool writing; /* a process holds the writer lock (store_writer_active) */
     runner_report_tallies incomplete_why; /* the markers' reasons */
     runner_report_tallies failed_why;     /* the results' failures */
     double rounds_mean;          /* rounds per question that converge stopped (0
