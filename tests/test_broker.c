@@ -607,6 +607,38 @@ START_TEST(brokered_run_beats_everyone_for_less)
     ck_assert_int_eq(NSED("-", &out, &err, "status", "--store", brk), 0);
     ck_assert_msg(tu_contains(out, "broker:") && tu_contains(out, "excluded:")
                       && tu_contains(out, "delta-weak"), "%s", out);
+    {
+        /* the best single model beside NSED is one that answered round 0
+         * of every judged question, the best of those by the JSON's own
+         * counts, or none: here the broker seats each model on some
+         * questions only, and one that sat on a handful (alpha-mini, 5
+         * of 9 right) once showed as the best single model at 55.6%
+         * beside NSED's 120 */
+        const cJSON *acc = cJSON_GetObjectItem(sb, "accuracy"), *m;
+        double judged = tu_jnum(acc, "with_reference", NULL), best = -1;
+        const char *name = NULL;
+        char want[96];
+
+        cJSON_ArrayForEach(m, cJSON_GetObjectItem(acc, "round0_by_model")) {
+            double a = tu_jnum(m, "answers", NULL);
+
+            if (a != judged)
+                continue;
+            if (tu_jnum(m, "correct", NULL) / a > best) {
+                best = tu_jnum(m, "correct", NULL) / a;
+                name = m->string;
+            }
+        }
+        if (name)
+            snprintf(want, sizeof want, "best single model %s %.1f%%", name,
+                     100 * best);
+        else
+            snprintf(want, sizeof want,
+                     "best single model - (none sat on all %.0f)", judged);
+        ck_assert_msg(tu_contains(out, want), "want \"%s\" in %s", want, out);
+        ck_assert(!tu_contains(out, "best single model delta-weak") &&
+                  !tu_contains(out, "best single model alpha-mini"));
+    }
     free(out);
     free(err);
     ck_assert_int_eq(NSED(sim.url, &out, &err, "team", DEMO_WF, "--store", brk),

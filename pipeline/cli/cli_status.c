@@ -150,6 +150,12 @@ static void print_rounds(const runner_report *r)
     print_fit(r);
 }
 
+/* The best single model beside NSED's accuracy is taken among the
+ * models that answered round 0 of every question NSED is judged on, so
+ * that the two figures count the same questions: under a broker a model
+ * that sat on three questions and got them right is no 100% baseline.
+ * With none such, the line says so (the per-model lines below and the
+ * paired comparisons, on shared questions, remain). */
 static void print_accuracy(const runner_report *r)
 {
     const runner_report_tally *best = NULL;
@@ -157,6 +163,8 @@ static void print_accuracy(const runner_report *r)
     for (size_t i = 0; i < r->round0.n; i++) {
         const runner_report_tally *t = &r->round0.items[i];
 
+        if (t->n != r->with_ref)
+            continue;
         if (!best || pct(t->correct, t->n) > pct(best->correct, best->n))
             best = t;
     }
@@ -166,6 +174,8 @@ static void print_accuracy(const runner_report *r)
     if (best)
         printf("   best single model %s %.1f%%", best->name,
                pct(best->correct, best->n));
+    else if (r->round0.n)
+        printf("   best single model - (none sat on all %zu)", r->with_ref);
     printf("\n");
     for (size_t i = 0; i < r->round0.n; i++)
         printf("            round 0, %s alone: %.1f%% (%zu/%zu)\n",
