@@ -188,7 +188,46 @@ static cJSON *get_json(store_txn *txn, const store_key *key, int *rc)
     return r ? NULL : cJSON_ParseWithLength(val, vlen);
 }
 
-int telemetry_load(store_txn *txn, telemetry *t)
+/* The broker's own counts of model m from its "model/<id>" record (none
+ * when absent); a record that is no JSON object, or holds a count that is
+ * not a number >= 0, is damage, reported as status reports it. */
+static int load_own(store_txn *txn, const workflow_model *m,
+                    telemetry_counts *own, nsed_err *err)
+{
+    const count_field *bad = NULL;
+    store_key key;
+    const void *val;
+    size_t vlen;
+    char what[STORE_KEY_MAX + 64], why[96];
+    cJSON *j;
+    int rc;
+
+    if (model_key(STORE_KEYS_MODEL, m, &key))
+        return 0;
+    rc = store_get(txn, STORE_TELEMETRY, key.bytes, key.len, &val, &vlen);
+    if (rc == NSED_ENOTFOUND)
+        return 0;
+    if (rc)
+        return nsed_error(err, rc, "cannot read the telemetry: %s",
+                          nsed_strerror(rc));
+    j = cJSON_ParseWithLength(val, vlen);
+    snprintf(what, sizeof what, "the telemetry record \"%s%s\"",
+             store_keys_telemetry_prefix(STORE_KEYS_MODEL), m->id);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return store_corrupt(err, txn, STORE_TELEMETRY, what,
+                             "not a JSON object");
+    }
+    rc = counts_from_json(j, own, &bad);
+    cJSON_Delete(j);
+    if (rc) {
+        snprintf(why, sizeof why, "%s.%s is not a count", bad->obj, bad->key);
+        return store_corrupt(err, txn, STORE_TELEMETRY, what, why);
+    }
+    return 0;
+}
+
+int telemetry_load(store_txn *txn, telemetry *t, nsed_err *err)
 {
     store_key key;
     int rc = 0;
@@ -200,12 +239,9 @@ int telemetry_load(store_txn *txn, telemetry *t)
         cJSON *j;
 
         memset(tm, 0, sizeof *tm);
-        if (model_key(STORE_KEYS_MODEL, m, &key) == 0 &&
-            (j = get_json(txn, &key, &rc))) {
-            if (counts_from_json(j, &tm->own, &bad))
-                memset(&tm->own, 0, sizeof tm->own);
-            cJSON_Delete(j);
-        }
+        rc = load_own(txn, m, &tm->own, err);
+        if (rc)
+            return rc;
         if (model_key(STORE_KEYS_PRIOR, m, &key) == 0 &&
             (j = get_json(txn, &key, &rc))) {
             if (counts_from_json(j, &tm->prior, &bad))
@@ -220,19 +256,15 @@ int telemetry_load(store_txn *txn, telemetry *t)
             cJSON_Delete(j);
         }
         if (rc)
-            return rc;
+            return nsed_error(err, rc, "cannot read the telemetry: %s",
+                              nsed_strerror(rc));
     }
     return 0;
 }
 
 static int read_fn(store_txn *txn, void *arg, nsed_err *err)
 {
-    int rc = telemetry_load(txn, arg);
-
-    if (rc)
-        return nsed_error(err, rc, "cannot read the telemetry: %s",
-                          nsed_strerror(rc));
-    return 0;
+    return telemetry_load(txn, arg, err);
 }
 
 int telemetry_read_store(store *st, const workflow *wf, telemetry **out,

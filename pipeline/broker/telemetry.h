@@ -129,8 +129,14 @@ void telemetry_free(telemetry *t);
 
 /* Replace t's own counts, imported prior and call statistics with what the
  * store holds for wf's models (inside a store_read or store_write).
- * Records that do not parse count as absent. Returns 0 or NSED_ESTORE. */
-NSED_MUST_CHECK int telemetry_load(store_txn *txn, telemetry *t);
+ * Returns 0, or NSED_ESTORE with err filled: the store failed, or a
+ * model's own counts ("model/<id>") are damaged (no JSON object, or a
+ * count that is not a number >= 0; store_corrupt's message), which a run
+ * must not read as "no measurements" and then overwrite. A prior or call
+ * statistics record that does not parse counts as absent (the call
+ * statistics are checked where the runner reads them,
+ * runner_telemetry_load). */
+NSED_MUST_CHECK int telemetry_load(store_txn *txn, telemetry *t, nsed_err *err);
 
 /* New telemetry loaded from the store (its own read transaction). Returns
  * 0 and sets *out, or an error with err filled. */
