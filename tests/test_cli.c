@@ -7,6 +7,8 @@
 #include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -530,6 +532,86 @@ static int dir_exists(const char *path)
     return access(path, F_OK) == 0;
 }
 
+/* `nsed ingest` killed between its write batches: status says the ingest
+ * did not finish, and the next ingest removes what it had added before
+ * it adds the file again, ending with every question once. */
+START_TEST(ingest_killed_between_batches_is_undone)
+{
+    char *store = tu_path(tu_tmp, "killed"),
+         *qpath = tu_path(tu_tmp, "q.jsonl");
+    char *out = NULL, *err = NULL;
+    bool caught = false;
+    size_t n = 200000, written = 0;
+    cJSON *st;
+
+    for (int attempt = 0; attempt < 4 && !caught; attempt++, n *= 2) {
+        FILE *f = fopen(qpath, "w");
+        pid_t pid;
+        int status;
+        double t0;
+
+        ck_assert_ptr_nonnull(f);
+        for (size_t i = 0; i < n; i++)
+            fprintf(f, "{\"id\": \"k%zu\", \"question\": \"%zu+2?\"}\n", i, i);
+        ck_assert_int_eq(fclose(f), 0);
+        written = n;
+        tu_rmrf(store);
+        pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            int nul = open("/dev/null", O_WRONLY);
+
+            dup2(nul, 1);
+            dup2(nul, 2);
+            execl(NSED_BIN, NSED_BIN, "ingest", DEMO_WF, "--questions", qpath,
+                  "--store", store, (char *)NULL);
+            _exit(98);
+        }
+        t0 = tu_now_s();
+        while (!caught && tu_now_s() - t0 < 60) {
+            if (waitpid(pid, &status, WNOHANG) == pid)
+                break; /* it finished first: a bigger file */
+            if (access(store, F_OK) == 0 &&
+                NSED(&out, &err, "status", "--json", "--store", store) == 0 &&
+                tu_contains(out, "\"ingest_unfinished\":true")) {
+                kill(pid, SIGKILL);
+                ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+                caught = WIFSIGNALED(status);
+            }
+            free(out);
+            free(err);
+            out = err = NULL;
+        }
+    }
+    ck_assert_msg(caught, "no ingest was caught between its batches");
+    st = tu_nsed_status(store);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(st, "ingest_unfinished")));
+    ck_assert(cJSON_IsFalse(cJSON_GetObjectItem(st, "writing")));
+    cJSON_Delete(st);
+    ck_assert_int_eq(NSED(&out, &err, "status", "--store", store), 0);
+    ck_assert_msg(tu_contains(out, "an ingest did not finish (stopped between "
+                                   "its batches)"),
+                  "%s", out);
+    free(out);
+    free(err);
+    ck_assert_int_eq(NSED(&out, &err, "ingest", DEMO_WF, "--questions", qpath,
+                          "--store", store),
+                     0);
+    ck_assert_msg(tu_contains(err, "did not finish; the ") &&
+                      tu_contains(err, "questions it had added were removed "
+                                       "first"),
+                  "%s", err);
+    free(out);
+    free(err);
+    st = tu_nsed_status(store);
+    ck_assert(cJSON_IsFalse(cJSON_GetObjectItem(st, "ingest_unfinished")));
+    ck_assert_double_eq(tu_jnum(st, "questions", "total"), (double)written);
+    cJSON_Delete(st);
+    free(store);
+    free(qpath);
+}
+END_TEST
+
 /* A missing questions file or API key variable is refused before the
  * store is created: no empty store is left behind to confuse the next
  * command. */
@@ -617,6 +699,7 @@ Suite *tu_suite(void)
     tcase_add_test(tc, unknown_command_did_you_mean);
     tcase_add_test(tc, repeated_option_is_usage_error);
     tcase_add_test(tc, missing_input_leaves_no_store);
+    tcase_add_test(tc, ingest_killed_between_batches_is_undone);
     suite_add_tcase(s, tc);
     return s;
 }

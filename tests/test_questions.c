@@ -903,6 +903,146 @@ START_TEST(ingest_bad_line_adds_nothing)
 }
 END_TEST
 
+/* A file of n generated questions q0..q(n-1), then the line tail (NULL:
+ * none): several of the ingest's write batches (4096 questions each). */
+static char *big_file(store_fx *fx, const char *name, size_t n,
+                      const char *tail)
+{
+    size_t cap = n * 64 + (tail ? strlen(tail) : 0) + 1, len = 0;
+    char *text = malloc(cap), *p;
+
+    ck_assert_ptr_nonnull(text);
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(text + len, cap - len,
+                                "{\"id\": \"q%zu\", \"question\": \"%zu+1?\", "
+                                "\"answer\": %zu}\n",
+                                i, i, i + 1);
+    if (tail)
+        len += (size_t)snprintf(text + len, cap - len, "%s\n", tail);
+    p = fx_file(fx, name, text);
+    free(text);
+    return p;
+}
+
+static bool unfinished(store *s)
+{
+    bool u = true;
+    nsed_err e = {0};
+
+    ck_assert_int_eq(questions_ingest_unfinished(s, &u, &e), 0);
+    return u;
+}
+
+/* Forge what an ingest killed between its batches leaves: its record,
+ * naming the first sequence number it gave. */
+static int forge_partial_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    char text[64];
+    int n = snprintf(text, sizeof text, "{\"from\":%zu}", *(size_t *)arg);
+
+    (void)err;
+    return store_put(t, STORE_META, "ingest_partial", 14, text, (size_t)n);
+}
+
+/* The ingest writes a file in batches, and stays all or nothing: a bad
+ * line, a duplicate id or a conflict after several batches went in
+ * leaves the store as it was, and no record of an unfinished ingest. */
+START_TEST(ingest_in_batches_is_all_or_nothing)
+{
+    static const char *const tails[] = {
+        "{\"id\": \"b\", \"question\": \"2+2?\", \"answer\": 5}",
+        "{\"id\": \"q1\", \"question\": \"1+1?\", \"answer\": 2}",
+        "{\"id\": \"z\", \"question\": 7}",
+    };
+    static const char *const want[] = {
+        "big.jsonl:10001: question \"b\" is already in the store with "
+        "different content (the answer differs)",
+        "big.jsonl:10001: duplicate id \"q1\" (first at line 2)",
+        "big.jsonl:10001:",
+    };
+    store_fx fx;
+    questions_stats st = {0};
+    nsed_err e = {0};
+    size_t total = 0;
+    char *p1, *big;
+    seen sn = {0};
+
+    fx_open(&fx, 0);
+    p1 = fx_file(&fx, "one.jsonl",
+                 "{\"id\": \"a\", \"question\": \"1+1?\", \"answer\": 2}\n"
+                 "{\"id\": \"b\", \"question\": \"2+2?\", \"answer\": 4}\n");
+    ck_assert_int_eq(questions_ingest(fx.s, p1, &st, &e), 0);
+    for (int i = 0; i < 3; i++) {
+        big = big_file(&fx, "big.jsonl", 10000, tails[i]);
+        ck_assert_int_ne(questions_ingest(fx.s, big, &st, &e), 0);
+        ck_assert_msg(tu_contains(e.msg, want[i]), "%d: %s", i, e.msg);
+        ck_assert_int_eq(questions_total(fx.s, &total, &e), 0);
+        ck_assert_uint_eq(total, 2);
+        ck_assert(!unfinished(fx.s));
+        free(big);
+    }
+    /* without the bad tail: every question, numbered on from the store's */
+    big = big_file(&fx, "big.jsonl", 10000, NULL);
+    ck_assert_int_eq(questions_ingest(fx.s, big, &st, &e), 0);
+    ck_assert_uint_eq(st.added, 10000);
+    ck_assert_uint_eq(st.undone, 0);
+    ck_assert_int_eq(questions_total(fx.s, &total, &e), 0);
+    ck_assert_uint_eq(total, 10002);
+    ck_assert(!unfinished(fx.s));
+    scan_store(fx.s, 10001, &sn, 0);
+    ck_assert_uint_eq(sn.n, 1);
+    ck_assert_str_eq(sn.ids[0], "q9999");
+    ck_assert(sn.seqs[0] == 10001);
+    free(big);
+    free(p1);
+    fx_close(&fx);
+}
+END_TEST
+
+/* What an ingest killed between its batches left (its questions, and
+ * the record that it had not finished) is removed by the next ingest
+ * before it starts, or by questions_recover, and only that. */
+START_TEST(unfinished_ingest_is_undone)
+{
+    store_fx fx;
+    questions_stats st = {0};
+    nsed_err e = {0};
+    size_t total = 0, from = 2, removed = 0;
+    char *p1, *big;
+
+    fx_open(&fx, 0);
+    p1 = fx_file(&fx, "one.jsonl",
+                 "{\"id\": \"a\", \"question\": \"1+1?\", \"answer\": 2}\n"
+                 "{\"id\": \"b\", \"question\": \"2+2?\", \"answer\": 4}\n");
+    big = big_file(&fx, "big.jsonl", 9000, NULL);
+    ck_assert_int_eq(questions_ingest(fx.s, p1, &st, &e), 0);
+    ck_assert_int_eq(questions_ingest(fx.s, big, &st, &e), 0);
+    ck_assert(!unfinished(fx.s));
+    /* as if the big file's ingest had been killed before its end */
+    ck_assert_int_eq(store_write(fx.s, forge_partial_fn, &from, &e), 0);
+    ck_assert(unfinished(fx.s));
+    ck_assert_int_eq(questions_ingest(fx.s, big, &st, &e), 0);
+    ck_assert_uint_eq(st.undone, 9000);
+    ck_assert_uint_eq(st.added, 9000);
+    ck_assert_uint_eq(st.unchanged, 0);
+    ck_assert(!unfinished(fx.s));
+    ck_assert_int_eq(questions_total(fx.s, &total, &e), 0);
+    ck_assert_uint_eq(total, 9002);
+    /* recover alone: the questions before "from" stay */
+    ck_assert_int_eq(store_write(fx.s, forge_partial_fn, &from, &e), 0);
+    ck_assert_int_eq(questions_recover(fx.s, &removed, &e), 0);
+    ck_assert_uint_eq(removed, 9000);
+    ck_assert(!unfinished(fx.s));
+    ck_assert_int_eq(questions_total(fx.s, &total, &e), 0);
+    ck_assert_uint_eq(total, 2);
+    ck_assert_int_eq(questions_recover(fx.s, &removed, &e), 0);
+    ck_assert_uint_eq(removed, 0);
+    free(big);
+    free(p1);
+    fx_close(&fx);
+}
+END_TEST
+
 START_TEST(ingest_conflict_refused)
 {
     store_fx fx;
@@ -1109,6 +1249,8 @@ Suite *tu_suite(void)
     tcase_add_test(tc, ingest_is_idempotent);
     tcase_add_test(tc, ingest_bad_line_adds_nothing);
     tcase_add_test(tc, ingest_conflict_refused);
+    tcase_add_test(tc, ingest_in_batches_is_all_or_nothing);
+    tcase_add_test(tc, unfinished_ingest_is_undone);
     tcase_add_test(tc, ingest_appends_in_sequence);
     tcase_add_test(tc, get_returns_stored_question);
     tcase_add_test(tc, ingest_survives_map_growth);

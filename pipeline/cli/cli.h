@@ -145,6 +145,11 @@ NSED_MUST_CHECK int cli_check_inputs(const char *wpath, const cli_sets *sets,
                                      const char *qpath, bool keys,
                                      nsed_err *err);
 
+/* Say on stderr that an unfinished earlier ingest was undone (its undone
+ * questions removed, questions_recover) before cmd went on; nothing when
+ * undone is 0. */
+void cli_undo_note(const char *cmd, const store *st, size_t undone);
+
 /* Ingest qpath into st (questions_ingest_with): fields is the --fields
  * mapping text, or NULL for the workflow's `questions:` mapping (none:
  * the native format); every bad line is printed to stderr as

@@ -89,6 +89,15 @@ static int map_from_workflow(const workflow *wf, questions_map *m,
     return 0;
 }
 
+void cli_undo_note(const char *cmd, const store *st, size_t undone)
+{
+    if (undone)
+        fprintf(stderr,
+                "nsed %s: an earlier ingest into %s did not finish; the %zu "
+                "questions it had added were removed first\n",
+                cmd, store_dir(st), undone);
+}
+
 int cli_ingest_file(store *st, const workflow *wf, const char *cmd,
                     const char *qpath, const char *fields,
                     const cli_shard *shard, questions_stats *stats,
@@ -115,6 +124,8 @@ int cli_ingest_file(store *st, const workflow *wf, const char *cmd,
         o.map = &map;
     }
     rc = questions_ingest_with(st, qpath, &o, stats, err);
+    if (!rc)
+        cli_undo_note(cmd, st, stats ? stats->undone : 0);
 out:
     questions_map_release(&map);
     return rc;

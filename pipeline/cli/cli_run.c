@@ -525,6 +525,15 @@ int cli_run(int argc, char **argv)
         else if (!quiet && qs.added)
             fprintf(stderr, "nsed run: %s: %zu new questions\n", qpath,
                     qs.added);
+    } else {
+        /* the questions of an ingest that did not finish belong to no
+         * question set: they are not run */
+        size_t undone = 0;
+
+        rc = questions_recover(st, &undone, &err);
+        if (rc)
+            goto out;
+        cli_undo_note("run", st, undone);
     }
     rc = warn_rationales(st, &err);
     if (rc)

@@ -491,6 +491,13 @@ static void print_text(const runner_report *r)
            "failed, %zu in progress, %zu not started\n",
            r->total, r->done, r->degraded, r->incomplete, r->failed,
            r->in_progress, r->not_started);
+    if (r->ingest_unfinished)
+        printf("            %s\n",
+               r->writing ? "an ingest is adding questions (the counts include "
+                            "those it added so far)"
+                          : "an ingest did not finish (stopped between its "
+                            "batches): the next nsed ingest or nsed run "
+                            "removes the questions it added");
     if (r->in_progress && !r->writing)
         printf("            no run holds the store (it was stopped or "
                "killed): run it again to resume the %zu in progress\n",

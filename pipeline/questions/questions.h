@@ -137,6 +137,8 @@ typedef struct questions_stats {
     size_t added;       /* ingest: new to the store; check: == questions */
     size_t unchanged;   /* ingest: already in the store, same content;
                            check: 0 */
+    size_t undone;      /* ingest: questions an earlier, unfinished ingest
+                           had added, removed first (questions_recover) */
     size_t other_shards; /* ingest into a shard: questions of the file that
                             belong to other shards (not ingested) */
 } questions_stats;
@@ -148,8 +150,13 @@ NSED_MUST_CHECK int
 questions_check_file(const char *path, questions_stats *stats, nsed_err *err);
 
 /* Add the questions of path to the store s, atomically and idempotently:
- * the whole file goes in one store_write, so on any error nothing at all is
- * written. A question whose id is already in the store with the same
+ * on any error nothing at all is left written. The file goes in write
+ * transactions of a few thousand questions each (so that memory does not
+ * grow with the file: LMDB holds a transaction's pages until it
+ * commits); while they go in, a record marks the ingest unfinished, and
+ * a failure removes what the batches before it added. An ingest killed
+ * between batches leaves them and the record, and the next ingest (or
+ * questions_recover) removes them first. A question whose id is already in the store with the same
  * content (id, question, answer, tags, meta) counts as unchanged and keeps
  * its sequence number; with different content the ingest fails with
  * NSED_EEXIST ("FILE:LINE: question "x" is already in the store with
@@ -342,6 +349,22 @@ NSED_MUST_CHECK int questions_ingest_with(store *s, const char *path,
                                           const questions_opts *opts,
                                           questions_stats *stats,
                                           nsed_err *err);
+
+/* Whether an ingest added questions to s and did not finish (it was
+ * killed, or the machine went down, between its batches): the record
+ * questions_ingest_with keeps while it writes. Such questions are in the
+ * store but belong to no finished ingest; questions_recover removes them.
+ * Returns 0 with *unfinished set, or NSED_ESTORE. */
+NSED_MUST_CHECK int questions_ingest_unfinished(store *s, bool *unfinished,
+                                                nsed_err *err);
+
+/* Undo an unfinished ingest: remove the questions it added (in batches,
+ * so that it is itself safe to kill and to run again), then its record.
+ * A store without one is left as it is. Every ingest does this first; a
+ * run on a store opened for writing must too, before it reads the
+ * questions. *removed (may be NULL) gets the number of questions removed.
+ * Returns 0, NSED_ESTORE or NSED_ENOMEM. */
+NSED_MUST_CHECK int questions_recover(store *s, size_t *removed, nsed_err *err);
 
 /* References that look like rationales rather than answers, counted over
  * the questions of a store (for the warning `nsed run` gives at its

@@ -22,6 +22,11 @@ typedef struct ingest_ctx {
     questions_opts ropts; /* the mapping only: errors were seen before */
     uint32_t shard_index, shard_count; /* shard_count 0: not a shard */
     char digest[HASH_HEX_LEN + 1];     /* a shard: SHA-256 of the file */
+    uint64_t from;     /* the first sequence number this ingest gives */
+    uint64_t next;     /* outside a shard: the next one, as committed */
+    uint64_t position; /* a shard: questions of the file read so far */
+    bool known;        /* a shard: the file was ingested before */
+    bool partial;      /* the record of an unfinished ingest is written */
 } ingest_ctx;
 
 int questions_shard_of(const char *id, uint32_t n, uint32_t *out)
@@ -339,71 +344,266 @@ out:
     return rc;
 }
 
-/* The whole ingest as one write transaction. store_write may call this
- * again from scratch after growing the map, so it starts over from the
- * first line and keeps nothing outside the transaction but ctx->st, which
- * it resets. */
-static int ingest_txn(store_txn *txn, void *arg, nsed_err *err)
-{
-    ingest_ctx *ctx = arg;
-    questions_reader *r = NULL;
-    question q = {0};
-    cJSON *files = NULL;
-    size_t lineno, position = 0;
-    uint64_t next = 0, base = 0, seq;
-    uint32_t shard;
-    bool known = false;
-    int rc;
+/* ---- ingest in batches ----------------------------------------------- */
 
-    memset(&ctx->st, 0, sizeof ctx->st);
-    if (ctx->shard_count) {
+/* Questions per write transaction, and the bytes of question text a batch
+ * holds at most: LMDB keeps every page a transaction dirties in memory
+ * until it commits, so one transaction for the whole file grew the heap
+ * with the file (277 MiB at 1M questions). */
+#define INGEST_BATCH 4096
+#define INGEST_BATCH_BYTES ((size_t)16 << 20)
+
+/* STORE_META record of an ingest that has added questions and not
+ * finished: {"from": SEQ}, every question with a sequence number >= SEQ
+ * being its own. Written with the first batch that adds one, removed with
+ * the last; questions_recover undoes what such an ingest left. */
+#define PARTIAL_KEY "ingest_partial"
+
+typedef struct ingest_item {
+    question q;
+    size_t lineno;
+    uint64_t seq; /* a shard: base + position; else assigned when written */
+} ingest_item;
+
+typedef struct ingest_batch {
+    ingest_ctx *ctx;
+    ingest_item *items;
+    size_t n;
+    uint64_t next; /* outside a shard: the next free sequence number */
+    size_t added;  /* of this batch */
+    size_t unchanged;
+} ingest_batch;
+
+/* Where the ingest starts: the first sequence number it can give (*from),
+ * and for a shard its file's base and whether the file is known. */
+typedef struct ingest_start {
+    ingest_ctx *ctx;
+    uint64_t from, base;
+    bool known, partial;
+} ingest_start;
+
+static int start_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    ingest_start *b = arg;
+    cJSON *files = NULL;
+    const void *val;
+    size_t vlen;
+    int rc = store_get(txn, STORE_META, PARTIAL_KEY, strlen(PARTIAL_KEY), &val,
+                       &vlen);
+
+    b->partial = rc == 0;
+    if (rc && rc != NSED_ENOTFOUND)
+        return nsed_error(err, rc, "cannot read the store's ingest record");
+    if (b->ctx->shard_count) {
         rc = ingested_read(txn, &files, err);
         if (!rc)
-            rc = ingested_base(txn, files, ctx->digest, &base, &known, err);
-    } else {
-        rc = next_seq(txn, &next, err);
+            rc = ingested_base(txn, files, b->ctx->digest, &b->base, &b->known,
+                               err);
+        cJSON_Delete(files);
+        /* a shard's new questions number from the file's base on, and
+         * nothing in the store lies above a new file's base */
+        b->from = b->base;
+        return rc;
     }
-    if (rc)
-        goto out;
-    rc = questions_reader_open_with(ctx->path, QUESTIONS_UNIQUE, &ctx->ropts,
-                                    &r, err);
-    if (rc)
-        goto out;
-    for (;;) {
-        rc = questions_reader_next(r, &q, &lineno, err);
-        if (rc == NSED_ENOTFOUND) {
+    return next_seq(txn, &b->from, err);
+}
+
+static int put_partial(store_txn *txn, uint64_t from, nsed_err *err)
+{
+    char text[64];
+    int n = snprintf(text, sizeof text, "{\"from\":%" PRIu64 "}", from);
+    int rc = store_put(txn, STORE_META, PARTIAL_KEY, strlen(PARTIAL_KEY), text,
+                       (size_t)n);
+
+    return rc ? nsed_error(err, rc, "cannot write the store's ingest record")
+              : 0;
+}
+
+/* One batch in one write transaction; store_write may run it again from
+ * scratch after growing the map, so it keeps its counts in b and the
+ * caller takes them only once it committed. */
+static int batch_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    ingest_batch *b = arg;
+    ingest_ctx *ctx = b->ctx;
+    uint64_t next = ctx->next;
+    int rc = 0;
+
+    b->added = b->unchanged = 0;
+    for (size_t i = 0; i < b->n && !rc; i++) {
+        ingest_item *it = &b->items[i];
+        questions_stats one = {0};
+        uint64_t seq = ctx->shard_count ? it->seq : next;
+
+        rc = ingest_one(txn, ctx->path, it->lineno, &it->q, &seq, &one, err);
+        if (!ctx->shard_count)
+            next = seq;
+        b->added += one.added;
+        b->unchanged += one.unchanged;
+    }
+    /* a file a shard listed before holds every question it can add (they
+     * number from its own base, below later files'), so it adds none and
+     * needs no record */
+    if (!rc && b->added && !ctx->partial && !ctx->known)
+        rc = put_partial(txn, ctx->from, err);
+    b->next = next;
+    return rc;
+}
+
+/* The end of a successful ingest: the shard's file listed, the partial
+ * record gone. */
+static int finish_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    ingest_start *b = arg;
+    cJSON *files = NULL;
+    int rc = 0;
+
+    if (b->ctx->shard_count && !b->known) {
+        rc = ingested_read(txn, &files, err);
+        if (!rc)
+            rc = ingested_add(txn, files, b->ctx->digest, b->base,
+                              b->ctx->position, err);
+        cJSON_Delete(files);
+    }
+    if (!rc && b->ctx->partial) {
+        rc = store_del(txn, STORE_META, PARTIAL_KEY, strlen(PARTIAL_KEY));
+        if (rc == NSED_ENOTFOUND)
             rc = 0;
-            break;
-        }
         if (rc)
-            goto out;
-        ctx->st.questions++;
-        if (q.answer)
-            ctx->st.with_answer++;
-        if (!ctx->shard_count) {
-            rc = ingest_one(txn, ctx->path, lineno, &q, &next, &ctx->st, err);
-        } else if ((rc = questions_shard_of(q.id, ctx->shard_count, &shard))) {
-            rc = nsed_error(err, rc, "out of memory");
-        } else if (shard != ctx->shard_index) {
-            ctx->st.other_shards++;
-        } else {
-            seq = base + position;
-            rc = ingest_one(txn, ctx->path, lineno, &q, &seq, &ctx->st, err);
-        }
-        position++;
-        question_release(&q);
-        if (rc)
-            goto out;
+            rc = nsed_error(err, rc, "cannot write the store's ingest record");
     }
-    if (ctx->shard_count && !known)
-        rc = ingested_add(txn, files, ctx->digest, base, position, err);
+    return rc;
+}
+
+/* ---- undoing an unfinished ingest ---------------------------------------- */
+
+typedef struct undo {
+    uint64_t from;
+    uint64_t seqs[INGEST_BATCH];
+    size_t n;
+    size_t removed; /* of this step */
+    bool partial, done;
+} undo;
+
+static int undo_collect(const void *key, size_t klen, const void *val,
+                        size_t vlen, void *arg)
+{
+    undo *u = arg;
+
+    (void)val;
+    (void)vlen;
+    if (klen != 8)
+        return NSED_ESTORE;
+    u->seqs[u->n++] = store_key_u64(key);
+    return u->n == INGEST_BATCH;
+}
+
+/* One step: remove up to INGEST_BATCH of the unfinished ingest's
+ * questions (from the top of the order down is not needed: every entry
+ * at or above "from" is its own), and the record once none is left. */
+static int undo_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    undo *u = arg;
+    const void *val;
+    size_t vlen;
+    unsigned char key[8];
+    cJSON *j;
+    double from;
+    int rc = store_get(txn, STORE_META, PARTIAL_KEY, strlen(PARTIAL_KEY), &val,
+                       &vlen);
+
+    u->n = u->removed = 0;
+    u->done = false;
+    u->partial = rc == 0;
+    if (rc == NSED_ENOTFOUND) {
+        u->done = true;
+        return 0;
+    }
     if (rc)
-        goto out;
-    ctx->st.lines = questions_reader_lines(r);
-out:
-    cJSON_Delete(files);
-    question_release(&q);
-    questions_reader_free(r);
+        return nsed_error(err, rc, "cannot read the store's ingest record");
+    j = cJSON_ParseWithLength(val, vlen);
+    from = json_num(j, "from", -1);
+    cJSON_Delete(j);
+    if (!(from >= 0 && from <= 9e15))
+        return store_corrupt(err, txn, STORE_META,
+                             "the record of an unfinished ingest "
+                             "(\"" PARTIAL_KEY "\")",
+                             "no \"from\" sequence number");
+    u->from = (uint64_t)from;
+    store_u64_key(u->from, key);
+    rc = store_scan(txn, STORE_QORDER, NULL, 0, key, sizeof key, undo_collect,
+                    u);
+    if (rc < 0)
+        return store_corrupt(err, txn, STORE_QORDER, "an order entry",
+                             "its key is not an 8-byte sequence number");
+    for (size_t i = 0; i < u->n; i++) {
+        const void *id;
+        size_t idlen;
+
+        store_u64_key(u->seqs[i], key);
+        rc = store_get(txn, STORE_QORDER, key, sizeof key, &id, &idlen);
+        if (!rc)
+            rc = store_del(txn, STORE_QUESTIONS, id, idlen);
+        if (rc == NSED_ENOTFOUND)
+            rc = 0;
+        if (!rc)
+            rc = store_del(txn, STORE_QORDER, key, sizeof key);
+        if (rc)
+            return nsed_error(err, rc, "cannot undo the unfinished ingest");
+        u->removed++;
+    }
+    if (u->n < INGEST_BATCH) {
+        rc = store_del(txn, STORE_META, PARTIAL_KEY, strlen(PARTIAL_KEY));
+        if (rc)
+            return nsed_error(err, rc, "cannot undo the unfinished ingest");
+        u->done = true;
+    }
+    return 0;
+}
+
+static int peek_partial_fn(store_txn *txn, void *arg, nsed_err *err)
+{
+    const void *val;
+    size_t vlen;
+    int rc = store_get(txn, STORE_META, PARTIAL_KEY, strlen(PARTIAL_KEY), &val,
+                       &vlen);
+
+    *(bool *)arg = rc == 0;
+    if (rc && rc != NSED_ENOTFOUND)
+        return nsed_error(err, rc, "cannot read the store's ingest record");
+    return 0;
+}
+
+int questions_ingest_unfinished(store *s, bool *unfinished, nsed_err *err)
+{
+    *unfinished = false;
+    return store_read(s, peek_partial_fn, unfinished, err);
+}
+
+int questions_recover(store *s, size_t *removed, nsed_err *err)
+{
+    undo *u = calloc(1, sizeof *u);
+    size_t total = 0;
+    int rc = 0;
+
+    if (!u)
+        return nsed_error(err, NSED_ENOMEM, "out of memory");
+    for (;;) {
+        bool peek = false;
+
+        rc = store_read(s, peek_partial_fn, &peek, err);
+        if (rc || !peek)
+            break;
+        rc = store_write(s, undo_fn, u, err);
+        if (rc)
+            break;
+        total += u->removed;
+        if (u->done)
+            break;
+    }
+    free(u);
+    if (!rc && removed)
+        *removed = total;
     return rc;
 }
 
@@ -413,11 +613,66 @@ int questions_ingest(store *s, const char *path, questions_stats *stats,
     return questions_ingest_with(s, path, NULL, stats, err);
 }
 
+/* Read up to INGEST_BATCH questions (INGEST_BATCH_BYTES of text) of the
+ * shard into b; *eof at the end of the file. */
+static int fill_batch(questions_reader *r, ingest_ctx *ctx, ingest_batch *b,
+                      bool *eof, nsed_err *err)
+{
+    size_t bytes = 0;
+
+    b->n = 0;
+    while (b->n < INGEST_BATCH && bytes < INGEST_BATCH_BYTES) {
+        ingest_item *it = &b->items[b->n];
+        uint32_t shard;
+        int rc = questions_reader_next(r, &it->q, &it->lineno, err);
+
+        if (rc == NSED_ENOTFOUND) {
+            *eof = true;
+            return 0;
+        }
+        if (rc)
+            return rc;
+        ctx->st.questions++;
+        if (it->q.answer)
+            ctx->st.with_answer++;
+        if (ctx->shard_count) {
+            rc = questions_shard_of(it->q.id, ctx->shard_count, &shard);
+            if (rc) {
+                question_release(&it->q);
+                return nsed_error(err, rc, "out of memory");
+            }
+            it->seq = ctx->from + ctx->position++;
+            if (shard != ctx->shard_index) {
+                ctx->st.other_shards++;
+                question_release(&it->q);
+                continue;
+            }
+        }
+        bytes += strlen(it->q.text) + strlen(it->q.id) +
+                 (it->q.answer ? strlen(it->q.answer) : 0) +
+                 (it->q.meta_json ? strlen(it->q.meta_json) : 0);
+        b->n++;
+    }
+    return 0;
+}
+
+static void batch_release(ingest_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        question_release(&b->items[i].q);
+    b->n = 0;
+}
+
 int questions_ingest_with(store *s, const char *path,
                           const questions_opts *opts, questions_stats *stats,
                           nsed_err *err)
 {
-    ingest_ctx ctx = {path, {0}, {0}, 0, 0, ""};
+    ingest_ctx ctx = {.path = path};
+    ingest_start start = {.ctx = &ctx};
+    ingest_batch b = {.ctx = &ctx};
+    questions_reader *r = NULL;
+    unsigned flags = QUESTIONS_UNIQUE;
+    bool eof = false;
     int rc;
 
     if (opts) {
@@ -440,9 +695,49 @@ int questions_ingest_with(store *s, const char *path,
             rc = questions_check_file_with(path, opts, NULL, err);
             if (rc)
                 return rc;
+            flags = 0; /* the check found no id twice: one id set is enough */
         }
     }
-    rc = store_write(s, ingest_txn, &ctx, err);
+    /* what an ingest killed before left is undone first: it never
+     * happened (its questions were in no run) */
+    rc = questions_recover(s, &ctx.st.undone, err);
+    if (!rc)
+        rc = store_read(s, start_fn, &start, err);
+    if (rc)
+        return rc;
+    ctx.from = ctx.next = start.from;
+    ctx.known = start.known;
+    rc = questions_reader_open_with(path, flags, &ctx.ropts, &r, err);
+    if (!rc && !(b.items = calloc(INGEST_BATCH, sizeof *b.items)))
+        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
+    while (!rc && !eof) {
+        rc = fill_batch(r, &ctx, &b, &eof, err);
+        if (!rc && b.n)
+            rc = store_write(s, batch_fn, &b, err);
+        if (!rc) {
+            ctx.next = b.next;
+            ctx.st.added += b.added;
+            ctx.st.unchanged += b.unchanged;
+            ctx.partial = ctx.partial || (b.added > 0 && !ctx.known);
+        }
+        batch_release(&b);
+    }
+    if (!rc)
+        rc = store_write(s, finish_fn, &start, err);
+    if (rc && ctx.partial) {
+        /* all or nothing: the batches already in go again */
+        nsed_err why = {0};
+
+        if (questions_recover(s, NULL, &why))
+            nsed_error(err, rc,
+                       "%s; undoing the questions already added "
+                       "failed too (%s): the next ingest or run undoes them",
+                       err->msg, why.msg);
+    }
+    if (!rc)
+        ctx.st.lines = questions_reader_lines(r);
+    free(b.items);
+    questions_reader_free(r);
     if (rc)
         return rc;
     if (stats)

@@ -184,9 +184,23 @@ static int shard_open(shard *s, nsed_err *err)
     store_opts so = {STORE_RDONLY | STORE_FROZEN, 0};
     int rc = store_open(s->dir, &so, &s->st, err);
 
+    bool unfinished = false;
+
     if (rc == NSED_ENOTFOUND)
         return nsed_error(err, NSED_EINVAL,
                           "shard store %s: no nsed store there", s->dir);
+    if (!rc)
+        rc = questions_ingest_unfinished(s->st, &unfinished, err);
+    if (!rc && unfinished)
+        rc = nsed_error(err, NSED_EINVAL,
+                        "shard store %s: an ingest into it did not finish "
+                        "(it was stopped between its batches); run the "
+                        "shard's nsed ingest or nsed run again first",
+                        s->dir);
+    if (rc) {
+        store_close(s->st);
+        s->st = NULL;
+    }
     return rc;
 }
 

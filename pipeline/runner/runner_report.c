@@ -722,10 +722,12 @@ static int space_fn(store_txn *txn, void *arg, nsed_err *err)
 /* Whether a process writes the store now; a breaker record that still
  * says paused while none does is what a killed run left (it never wrote
  * the end): the last known state, as after a run that ended. */
-static int read_writing(const store *st, runner_report *r, nsed_err *err)
+static int read_writing(store *st, runner_report *r, nsed_err *err)
 {
     int rc = store_writer_active(st, &r->writing, err);
 
+    if (!rc)
+        rc = questions_ingest_unfinished(st, &r->ingest_unfinished, err);
     for (size_t i = 0; !rc && i < r->npaused && !r->writing; i++)
         r->paused[i].run_ended = true;
     return rc;
@@ -976,6 +978,7 @@ int runner_report_json(const runner_report *r, char **out)
         return NSED_ENOMEM;
     cJSON_AddStringToObject(o, "store", r->store);
     cJSON_AddBoolToObject(o, "writing", r->writing);
+    cJSON_AddBoolToObject(o, "ingest_unfinished", r->ingest_unfinished);
     q = cJSON_AddObjectToObject(o, "questions");
     cJSON_AddNumberToObject(q, "total", (double)r->total);
     cJSON_AddNumberToObject(q, "done", (double)r->done);

@@ -5,7 +5,9 @@
  *
  * runner_report_json gives the report as the JSON of `nsed status --json`:
  *   {"store", "writing" (a process holds the store's writer lock now:
- *    a run, ingest or merge is going on), "questions":{total,done,
+ *    a run, ingest or merge is going on), "ingest_unfinished" (an ingest
+ *    is adding questions, or was stopped between its batches: the counts
+ *    include what it added so far), "questions":{total,done,
  *    degraded,incomplete,failed,in_progress,not_started},
  *    "reasons":{"incomplete":{reason:n},"failed":{reason:n}},
  *    "deliberation":{rounds,winnerless_rounds,proposals,no_answer,
@@ -210,6 +212,7 @@ typedef struct runner_report {
      * result; in_progress those with only a state. */
     size_t total, done, degraded, incomplete, failed, in_progress, not_started;
     bool writing; /* a process holds the writer lock (store_writer_active) */
+    bool ingest_unfinished;               /* questions_ingest_unfinished */
     runner_report_tallies incomplete_why; /* the markers' reasons */
     runner_report_tallies failed_why;     /* the results' failures */
     double rounds_mean;          /* rounds per question that converge stopped (0
