@@ -3,6 +3,7 @@
 #include "pipeline/questions/questions.h"
 
 #include "pipeline/base/buf.h"
+#include "pipeline/base/hash.h"
 #include "pipeline/base/json.h"
 #include "pipeline/base/suggest.h"
 #include "pipeline/base/utf8.h"
@@ -986,13 +987,19 @@ int questions_parse_record(const char *json, size_t len, question *out,
 /* ------------------------------------------------------------------ */
 /* Reading files                                                       */
 
-/* Ids seen so far with the line of their first appearance: an
- * open-addressing hash table, kept at most half full. */
+/* Ids seen so far, with the line of their first appearance: an
+ * open-addressing hash table, kept at most 3/4 full, that holds no id
+ * text but 96 bits of each id's SHA-256 (a probe hash and a tag). Two
+ * different ids share them with a chance of about n^2 / 2^97 (1e-15 for
+ * 10M ids), and a slot is 16 bytes, where a copy of every id took several
+ * times that and was most of an ingest's heap. */
 typedef struct id_slot {
-    char *id; /* NULL: empty slot */
-    size_t line;
     uint64_t hash;
+    uint32_t tag;
+    uint32_t line; /* 0: an empty slot; ID_LINE_FAR: past UINT32_MAX - 1 */
 } id_slot;
+
+#define ID_LINE_FAR UINT32_MAX
 
 typedef struct id_set {
     id_slot *slots;
@@ -1000,21 +1007,8 @@ typedef struct id_set {
     size_t n;
 } id_set;
 
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325u;
-
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3u;
-    }
-    return h;
-}
-
 static void idset_release(id_set *s)
 {
-    for (size_t i = 0; i < s->cap; i++)
-        free(s->slots[i].id);
     free(s->slots);
     memset(s, 0, sizeof *s);
 }
@@ -1029,10 +1023,10 @@ static int idset_grow(id_set *s)
     for (size_t i = 0; i < s->cap; i++) {
         size_t j;
 
-        if (!s->slots[i].id)
+        if (!s->slots[i].line)
             continue;
         j = (size_t)s->slots[i].hash & (ncap - 1);
-        while (ns[j].id)
+        while (ns[j].line)
             j = (j + 1) & (ncap - 1);
         ns[j] = s->slots[i];
     }
@@ -1042,32 +1036,39 @@ static int idset_grow(id_set *s)
     return 0;
 }
 
-/* Add id first seen on line. Returns 0, NSED_EEXIST with *first set to the
- * line of the earlier occurrence, or NSED_ENOMEM. */
+/* Add id first seen on line (>= 1). Returns 0, NSED_EEXIST with *first set
+ * to the line of the earlier occurrence (0 when it is past UINT32_MAX - 1),
+ * or NSED_ENOMEM. */
 static int idset_add(id_set *s, const char *id, size_t line, size_t *first)
 {
-    uint64_t h = fnv1a(id);
+    uint8_t d[HASH_LEN];
+    uint64_t h = 0;
+    uint32_t tag = 0;
     size_t j;
     int rc;
 
-    if ((s->n + 1) * 2 > s->cap) {
+    if (hash_sha256(id, strlen(id), d))
+        return NSED_ENOMEM;
+    for (int i = 0; i < 8; i++)
+        h = h << 8 | d[i];
+    for (int i = 8; i < 12; i++)
+        tag = tag << 8 | d[i];
+    if ((s->n + 1) * 4 > s->cap * 3) {
         rc = idset_grow(s);
         if (rc)
             return rc;
     }
     j = (size_t)h & (s->cap - 1);
-    while (s->slots[j].id) {
-        if (s->slots[j].hash == h && strcmp(s->slots[j].id, id) == 0) {
-            *first = s->slots[j].line;
+    while (s->slots[j].line) {
+        if (s->slots[j].hash == h && s->slots[j].tag == tag) {
+            *first = s->slots[j].line == ID_LINE_FAR ? 0 : s->slots[j].line;
             return NSED_EEXIST;
         }
         j = (j + 1) & (s->cap - 1);
     }
-    s->slots[j].id = strdup(id);
-    if (!s->slots[j].id)
-        return NSED_ENOMEM;
-    s->slots[j].line = line;
     s->slots[j].hash = h;
+    s->slots[j].tag = tag;
+    s->slots[j].line = line < ID_LINE_FAR ? (uint32_t)line : ID_LINE_FAR;
     s->n++;
     return 0;
 }
@@ -1372,10 +1373,15 @@ int questions_reader_next(questions_reader *r, question *q, size_t *lineno,
             goto fail;
         }
         rc = idset_add(&r->ids, tmp.id, r->lineno, &first);
-        if (rc == NSED_EEXIST)
+        if (rc == NSED_EEXIST && first)
             rc = nsed_error_at(err, NSED_EINVAL, r->path, r->lineno, 0,
                                "duplicate id \"%s\" (first at line %zu)",
                                tmp.id, first);
+        else if (rc == NSED_EEXIST)
+            rc = nsed_error_at(err, NSED_EINVAL, r->path, r->lineno, 0,
+                               "duplicate id \"%s\" (first earlier in the "
+                               "file, past line %" PRIu32 ")",
+                               tmp.id, UINT32_MAX - 1);
         else if (rc)
             rc = nsed_error_at(err, rc, r->path, r->lineno, 0,
                                "out of memory");
