@@ -379,21 +379,15 @@ typedef struct ingest_batch {
 typedef struct ingest_start {
     ingest_ctx *ctx;
     uint64_t from, base;
-    bool known, partial;
+    bool known;
 } ingest_start;
 
 static int start_fn(store_txn *txn, void *arg, nsed_err *err)
 {
     ingest_start *b = arg;
     cJSON *files = NULL;
-    const void *val;
-    size_t vlen;
-    int rc = store_get(txn, STORE_META, PARTIAL_KEY, strlen(PARTIAL_KEY), &val,
-                       &vlen);
+    int rc;
 
-    b->partial = rc == 0;
-    if (rc && rc != NSED_ENOTFOUND)
-        return nsed_error(err, rc, "cannot read the store's ingest record");
     if (b->ctx->shard_count) {
         rc = ingested_read(txn, &files, err);
         if (!rc)
