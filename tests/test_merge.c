@@ -631,6 +631,16 @@ static int plant_write_fn(store_txn *t, void *arg, nsed_err *err)
     return store_put(t, STORE_LEDGER, p->key, 32, "{\"other\":1}", 11);
 }
 
+/* The record an ingest killed between its write batches leaves in its
+ * store (questions_store.c), as if it had started at the top. */
+static int forge_unfinished_fn(store_txn *t, void *arg, nsed_err *err)
+{
+    (void)arg;
+    (void)err;
+    return store_put(t, STORE_META, "ingest_partial", 14, "{\"from\":100000}",
+                     15);
+}
+
 /* Run fn on the store in dir (for writing when write). */
 static void with_store(const char *dir, bool write, store_txn_fn fn, plant *p)
 {
@@ -720,6 +730,14 @@ START_TEST(refusals_name_the_directory)
                  id);
         refused(out, set, 4, NULL, 2, bad, msg, NULL);
     }
+    tu_rmrf(bad);
+
+    /* a shard an ingest was killed in, between its batches: exit 2 */
+    copy_dir(dirs[1], bad);
+    with_store(bad, true, forge_unfinished_fn, NULL);
+    set[0] = dirs[0], set[1] = bad, set[2] = dirs[2], set[3] = dirs[3];
+    refused(out, set, 4, NULL, 2, bad, "an ingest into it did not finish",
+            NULL);
     tu_rmrf(bad);
 
     /* a ledger key in two shards with other bytes: the first kept, said */
