@@ -549,6 +549,16 @@ static int floor_cpu(bench *B, bench_sim *sim, uint64_t n, const char *durable,
     return rc;
 }
 
+/* The bare floor (*f) and the durable floor (*d, its store the bench's
+ * directory dname) against sim, n calls each. */
+static int floors(bench *B, bench_sim *sim, uint64_t n, const char *dname,
+                  floor_result *f, floor_result *d)
+{
+    int rc = floor_cpu(B, sim, n, NULL, f);
+
+    return rc ? rc : floor_cpu(B, sim, n, dname, d);
+}
+
 /* 2 at real latency: half the questions of figure 2 against 50 ms calls
  * (a loop turn then finishes a few replies, not a wave of 96), durable,
  * and the floor against the same simulator with as many calls. */
@@ -569,9 +579,7 @@ static int cpu_at_latency(bench *B)
     B->cpu50_sys_us = r.sys * 1e6 / r.calls;
     B->cpu50_us = B->cpu50_user_us + B->cpu50_sys_us;
     run_result_release(&r);
-    rc = floor_cpu(B, &B->sim50, B->cpu50_calls, NULL, &f);
-    if (!rc)
-        rc = floor_cpu(B, &B->sim50, B->cpu50_calls, "floor-durable-50", &d);
+    rc = floors(B, &B->sim50, B->cpu50_calls, "floor-durable-50", &f, &d);
     B->floor50_us = f.user_us + f.sys_us;
     B->floor50_rate = f.rate;
     B->dfloor50_us = d.user_us + d.sys_us;
@@ -626,9 +634,7 @@ static int fig_cpu_checkpoint(bench *B, bool cpu, bool ck)
     if (!rc && cpu) {
         floor_result f = {0}, d = {0};
 
-        rc = floor_cpu(B, &B->sim0, B->cpu_calls, NULL, &f);
-        if (!rc)
-            rc = floor_cpu(B, &B->sim0, B->cpu_calls, "floor-durable-0", &d);
+        rc = floors(B, &B->sim0, B->cpu_calls, "floor-durable-0", &f, &d);
         B->floor_user_us = f.user_us;
         B->floor_sys_us = f.sys_us;
         B->dfloor_us = d.user_us + d.sys_us;

@@ -255,6 +255,18 @@ static int lock_exclusive(int fd)
     }
 }
 
+/* Whether another open file description holds an flock on fd: a shared
+ * lock taken and dropped at once tells. 1 when one does (a writer), 0
+ * when none does, -1 with errno set when flock fails otherwise. */
+static int lock_held(int fd)
+{
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+        flock(fd, LOCK_UN);
+        return 0;
+    }
+    return errno == EWOULDBLOCK ? 1 : -1;
+}
+
 /* Take the writer lock. The pid is written for the message a second
  * writer prints; the flock itself is what excludes, and the kernel drops
  * it when the holder dies, so a killed run never leaves a stale lock. */
@@ -313,18 +325,12 @@ static int check_not_own_writer(const char *dir, nsed_err *err)
     free(path);
     if (fd < 0)
         return 0;
-    if (read_lock_pid(fd) == (long)getpid()) {
-        if (flock(fd, LOCK_SH | LOCK_NB) != 0) {
-            if (errno == EWOULDBLOCK)
-                rc = nsed_error(err, NSED_EBUSY,
-                                "store %s is already open for writing in this "
-                                "process (pid %ld); use that handle (LMDB "
-                                "must not be opened twice in one process)",
-                                dir, (long)getpid());
-        } else {
-            flock(fd, LOCK_UN);
-        }
-    }
+    if (read_lock_pid(fd) == (long)getpid() && lock_held(fd) == 1)
+        rc = nsed_error(err, NSED_EBUSY,
+                        "store %s is already open for writing in this "
+                        "process (pid %ld); use that handle (LMDB must not "
+                        "be opened twice in one process)",
+                        dir, (long)getpid());
     close(fd);
     return rc;
 }
@@ -364,7 +370,7 @@ const char *store_dir(const store *s)
 int store_writer_active(const store *s, bool *active, nsed_err *err)
 {
     char *path;
-    int fd;
+    int fd, held;
 
     if (s->lock_fd >= 0) {
         *active = true;
@@ -387,12 +393,8 @@ int store_writer_active(const store *s, bool *active, nsed_err *err)
                           s->dir, strerror(e));
     }
     free(path);
-    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
-        flock(fd, LOCK_UN);
-        *active = false;
-    } else if (errno == EWOULDBLOCK) {
-        *active = true;
-    } else {
+    held = lock_held(fd);
+    if (held < 0) {
         int e = errno;
 
         close(fd);
@@ -400,6 +402,7 @@ int store_writer_active(const store *s, bool *active, nsed_err *err)
                           s->dir, strerror(e));
     }
     close(fd);
+    *active = held == 1;
     return 0;
 }
 

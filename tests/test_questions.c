@@ -903,6 +903,14 @@ START_TEST(ingest_bad_line_adds_nothing)
 }
 END_TEST
 
+/* one.jsonl: questions "a" (1+1?, 2) and "b" (2+2?, 4). */
+static char *two_questions(store_fx *fx)
+{
+    return fx_file(fx, "one.jsonl",
+                   "{\"id\": \"a\", \"question\": \"1+1?\", \"answer\": 2}\n"
+                   "{\"id\": \"b\", \"question\": \"2+2?\", \"answer\": 4}\n");
+}
+
 /* A file of n generated questions q0..q(n-1), then the line tail (NULL:
  * none): several of the ingest's write batches (4096 questions each). */
 static char *big_file(store_fx *fx, const char *name, size_t n,
@@ -968,9 +976,7 @@ START_TEST(ingest_in_batches_is_all_or_nothing)
     seen sn = {0};
 
     fx_open(&fx, 0);
-    p1 = fx_file(&fx, "one.jsonl",
-                 "{\"id\": \"a\", \"question\": \"1+1?\", \"answer\": 2}\n"
-                 "{\"id\": \"b\", \"question\": \"2+2?\", \"answer\": 4}\n");
+    p1 = two_questions(&fx);
     ck_assert_int_eq(questions_ingest(fx.s, p1, &st, &e), 0);
     for (int i = 0; i < 3; i++) {
         big = big_file(&fx, "big.jsonl", 10000, tails[i]);
@@ -1011,9 +1017,7 @@ START_TEST(unfinished_ingest_is_undone)
     char *p1, *big;
 
     fx_open(&fx, 0);
-    p1 = fx_file(&fx, "one.jsonl",
-                 "{\"id\": \"a\", \"question\": \"1+1?\", \"answer\": 2}\n"
-                 "{\"id\": \"b\", \"question\": \"2+2?\", \"answer\": 4}\n");
+    p1 = two_questions(&fx);
     big = big_file(&fx, "big.jsonl", 9000, NULL);
     ck_assert_int_eq(questions_ingest(fx.s, p1, &st, &e), 0);
     ck_assert_int_eq(questions_ingest(fx.s, big, &st, &e), 0);
@@ -1052,9 +1056,7 @@ START_TEST(ingest_conflict_refused)
     seen sn = {0};
 
     fx_open(&fx, 0);
-    p1 = fx_file(&fx, "one.jsonl",
-                 "{\"id\": \"a\", \"question\": \"1+1?\", \"answer\": 2}\n"
-                 "{\"id\": \"b\", \"question\": \"2+2?\", \"answer\": 4}\n");
+    p1 = two_questions(&fx);
     p2 = fx_file(&fx, "two.jsonl",
                  "{\"id\": \"c\", \"question\": \"3+3?\", \"answer\": 6}\n"
                  "{\"id\": \"b\", \"question\": \"2+2?\", \"answer\": 5}\n");

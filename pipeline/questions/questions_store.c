@@ -413,6 +413,35 @@ static int put_partial(store_txn *txn, uint64_t from, nsed_err *err)
               : 0;
 }
 
+/* The record of an unfinished ingest: 0 with *present set (and, when it
+ * is, *from: the first sequence number that ingest gave), or an error. */
+static int get_partial(store_txn *txn, bool *present, uint64_t *from,
+                       nsed_err *err)
+{
+    const void *val;
+    size_t vlen;
+    cJSON *j;
+    double v;
+    int rc = store_get(txn, STORE_META, PARTIAL_KEY, strlen(PARTIAL_KEY), &val,
+                       &vlen);
+
+    *present = rc == 0;
+    if (rc == NSED_ENOTFOUND)
+        return 0;
+    if (rc)
+        return nsed_error(err, rc, "cannot read the store's ingest record");
+    j = cJSON_ParseWithLength(val, vlen);
+    v = json_num(j, "from", -1);
+    cJSON_Delete(j);
+    if (!(v >= 0 && v <= 9e15))
+        return store_corrupt(err, txn, STORE_META,
+                             "the record of an unfinished ingest "
+                             "(\"" PARTIAL_KEY "\")",
+                             "no \"from\" sequence number");
+    *from = (uint64_t)v;
+    return 0;
+}
+
 /* One batch in one write transaction; store_write may run it again from
  * scratch after growing the map, so it keeps its counts in b and the
  * caller takes them only once it committed. */
@@ -476,7 +505,7 @@ typedef struct undo {
     uint64_t seqs[INGEST_BATCH];
     size_t n;
     size_t removed; /* of this step */
-    bool partial, done;
+    bool done;
 } undo;
 
 static int undo_collect(const void *key, size_t klen, const void *val,
@@ -498,32 +527,14 @@ static int undo_collect(const void *key, size_t klen, const void *val,
 static int undo_fn(store_txn *txn, void *arg, nsed_err *err)
 {
     undo *u = arg;
-    const void *val;
-    size_t vlen;
     unsigned char key[8];
-    cJSON *j;
-    double from;
-    int rc = store_get(txn, STORE_META, PARTIAL_KEY, strlen(PARTIAL_KEY), &val,
-                       &vlen);
+    bool present = false;
+    int rc = get_partial(txn, &present, &u->from, err);
 
     u->n = u->removed = 0;
-    u->done = false;
-    u->partial = rc == 0;
-    if (rc == NSED_ENOTFOUND) {
-        u->done = true;
-        return 0;
-    }
-    if (rc)
-        return nsed_error(err, rc, "cannot read the store's ingest record");
-    j = cJSON_ParseWithLength(val, vlen);
-    from = json_num(j, "from", -1);
-    cJSON_Delete(j);
-    if (!(from >= 0 && from <= 9e15))
-        return store_corrupt(err, txn, STORE_META,
-                             "the record of an unfinished ingest "
-                             "(\"" PARTIAL_KEY "\")",
-                             "no \"from\" sequence number");
-    u->from = (uint64_t)from;
+    u->done = !present;
+    if (rc || !present)
+        return rc;
     store_u64_key(u->from, key);
     rc = store_scan(txn, STORE_QORDER, NULL, 0, key, sizeof key, undo_collect,
                     u);
@@ -557,15 +568,9 @@ static int undo_fn(store_txn *txn, void *arg, nsed_err *err)
 
 static int peek_partial_fn(store_txn *txn, void *arg, nsed_err *err)
 {
-    const void *val;
-    size_t vlen;
-    int rc = store_get(txn, STORE_META, PARTIAL_KEY, strlen(PARTIAL_KEY), &val,
-                       &vlen);
+    uint64_t from;
 
-    *(bool *)arg = rc == 0;
-    if (rc && rc != NSED_ENOTFOUND)
-        return nsed_error(err, rc, "cannot read the store's ingest record");
-    return 0;
+    return get_partial(txn, arg, &from, err);
 }
 
 int questions_ingest_unfinished(store *s, bool *unfinished, nsed_err *err)
@@ -576,24 +581,18 @@ int questions_ingest_unfinished(store *s, bool *unfinished, nsed_err *err)
 
 int questions_recover(store *s, size_t *removed, nsed_err *err)
 {
-    undo *u = calloc(1, sizeof *u);
+    undo *u = NULL;
     size_t total = 0;
-    int rc = 0;
+    bool present = false;
+    /* a read first: a store without the record (nearly always) costs no
+     * write transaction, and no sync */
+    int rc = questions_ingest_unfinished(s, &present, err);
 
-    if (!u)
-        return nsed_error(err, NSED_ENOMEM, "out of memory");
-    for (;;) {
-        bool peek = false;
-
-        rc = store_read(s, peek_partial_fn, &peek, err);
-        if (rc || !peek)
-            break;
-        rc = store_write(s, undo_fn, u, err);
-        if (rc)
-            break;
+    if (!rc && present && !(u = calloc(1, sizeof *u)))
+        rc = nsed_error(err, NSED_ENOMEM, "out of memory");
+    while (!rc && present && !(rc = store_write(s, undo_fn, u, err))) {
         total += u->removed;
-        if (u->done)
-            break;
+        present = !u->done;
     }
     free(u);
     if (!rc && removed)

@@ -182,9 +182,8 @@ static int ingested_fn(store_txn *t, void *arg, nsed_err *err)
 static int shard_open(shard *s, nsed_err *err)
 {
     store_opts so = {STORE_RDONLY | STORE_FROZEN, 0};
-    int rc = store_open(s->dir, &so, &s->st, err);
-
     bool unfinished = false;
+    int rc = store_open(s->dir, &so, &s->st, err);
 
     if (rc == NSED_ENOTFOUND)
         return nsed_error(err, NSED_EINVAL,
